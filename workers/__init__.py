@@ -1,0 +1,1 @@
+"""Celery workers for nanobanana-queue: submit, poll and download stages."""

@@ -1,0 +1,21 @@
+"""Typed client for the Evolink image API (models, errors, HTTP client)."""
+
+from workers.evolink.models import (
+    GenerationRequest,
+    ModelParams,
+    Quality,
+    Size,
+    Task,
+    TaskStatus,
+    ThinkingLevel,
+)
+
+__all__ = [
+    "GenerationRequest",
+    "ModelParams",
+    "Quality",
+    "Size",
+    "Task",
+    "TaskStatus",
+    "ThinkingLevel",
+]

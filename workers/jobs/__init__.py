@@ -1,0 +1,15 @@
+"""Job records in Redis: the state machine that drives the pipeline and its recovery."""
+
+from workers.jobs.record import JobError, JobRecord, StoredObject
+from workers.jobs.state import ACTIVE_STATES, TERMINAL_STATES, JobState
+from workers.jobs.store import JobStore
+
+__all__ = [
+    "ACTIVE_STATES",
+    "TERMINAL_STATES",
+    "JobError",
+    "JobRecord",
+    "JobState",
+    "JobStore",
+    "StoredObject",
+]

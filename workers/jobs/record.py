@@ -1,0 +1,110 @@
+"""The job record: everything a person or a stage needs to know about one job.
+
+Stored as a Redis hash (one field per attribute, JSON for nested values) so that state
+transitions can be checked and applied atomically in a Lua script. Never holds a secret.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from workers.jobs.state import JobState
+
+#: Fields stored as JSON inside the hash.
+JSON_FIELDS = frozenset({"request", "error", "objects", "result_urls"})
+
+
+class JobError(BaseModel):
+    """Why a job failed, in words a person understands."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    message: str
+    retryable: bool = False
+
+
+class StoredObject(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    sha256: str
+    size: int
+    content_type: str
+    source_index: int = 0
+
+
+class JobRecord(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    job_id: str
+    state: JobState = JobState.QUEUED
+    request: dict[str, Any] = Field(default_factory=dict)
+    producer: str | None = None
+    batch_id: str | None = None
+    evolink_task_id: str | None = None
+    progress: int = 0
+    attempts: int = 0  # API creates attempted (paid or possibly paid)
+    polls: int = 0
+    estimated_time_s: float | None = None
+    credits_reserved: float = 0.0
+    result_urls: list[str] = Field(default_factory=list)
+    objects: list[StoredObject] = Field(default_factory=list)
+    error: JobError | None = None
+    waiting_reason: str | None = None  # why a queued job is not moving (quota, rate limit)
+    create_outcome_unknown: bool = False
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    deadline_at: float | None = None  # polling deadline (epoch seconds)
+    next_poll_at: float | None = None
+    state_times: dict[str, float] = Field(default_factory=dict)
+    cancel_requested: bool = False
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state.is_terminal
+
+    def to_hash(self) -> dict[str, str]:
+        """Flatten to Redis hash fields (None values left out)."""
+        out: dict[str, str] = {}
+        for name, value in self.model_dump(mode="json", exclude={"state_times"}).items():
+            if value is None:
+                continue
+            out[name] = encode_field(name, value)
+        for state, at in self.state_times.items():
+            out[f"t_{state}"] = str(at)
+        return out
+
+    @classmethod
+    def from_hash(cls, raw: dict[str, str]) -> JobRecord:
+        data: dict[str, Any] = {}
+        for name, value in raw.items():
+            if name.startswith("t_"):
+                data.setdefault("state_times", {})[name[2:]] = float(value)
+            elif name in JSON_FIELDS:
+                data[name] = json.loads(value)
+            else:
+                data[name] = value
+        if data.get("create_outcome_unknown") is not None:
+            data["create_outcome_unknown"] = data["create_outcome_unknown"] in ("1", "true", "True")
+        if data.get("cancel_requested") is not None:
+            data["cancel_requested"] = data["cancel_requested"] in ("1", "true", "True")
+        return cls.model_validate(data)
+
+    def public_view(self) -> dict[str, Any]:
+        """What status commands and the ingress show (result links stripped of signatures)."""
+        data = self.model_dump(mode="json", exclude={"result_urls"})
+        data["result_count"] = len(self.result_urls)
+        return data
+
+
+def encode_field(name: str, value: Any) -> str:
+    """One hash field's string form."""
+    if name in JSON_FIELDS:
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)

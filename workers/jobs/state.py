@@ -1,0 +1,54 @@
+"""The job state machine, shared by producers, workers, CLI and metrics.
+
+::
+
+    queued ──► submitting ──► generating ──► downloading ──► stored
+       │            │              │               │
+       └────────────┴──────────────┴───────────────┴──► failed | cancelled
+
+``submitting → queued`` also happens: a submit that must wait (quota breaker open, rate
+limit, retryable error before any API task exists) hands the job back to the queue.
+``generating → submitting`` happens when a retryable task error asks for a fresh API task.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"  # set by the producer; waiting for a submit worker (or a quota pause)
+    SUBMITTING = "submitting"  # set by the one submit worker that won the job
+    GENERATING = "generating"  # set by submit once the API task exists; poll owns the job
+    DOWNLOADING = "downloading"  # set by poll (or a callback) once results exist
+    STORED = "stored"  # set by download once every image and the manifest are in S3
+    FAILED = "failed"  # set by any stage, with an error {code, message, retryable}
+    CANCELLED = "cancelled"  # set by a cancel request before the job was stored
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({JobState.STORED, JobState.FAILED, JobState.CANCELLED})
+ACTIVE_STATES = tuple(s for s in JobState if s not in TERMINAL_STATES)
+
+#: Allowed transitions: state → states it may move to.
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.SUBMITTING, JobState.FAILED, JobState.CANCELLED}),
+    JobState.SUBMITTING: frozenset(
+        {JobState.QUEUED, JobState.GENERATING, JobState.FAILED, JobState.CANCELLED}
+    ),
+    JobState.GENERATING: frozenset(
+        {JobState.SUBMITTING, JobState.DOWNLOADING, JobState.FAILED, JobState.CANCELLED}
+    ),
+    JobState.DOWNLOADING: frozenset({JobState.STORED, JobState.FAILED, JobState.CANCELLED}),
+    JobState.STORED: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.CANCELLED: frozenset(),
+}
+
+
+def sources_of(target: JobState) -> frozenset[JobState]:
+    """Every state from which ``target`` may be reached."""
+    return frozenset(s for s, targets in TRANSITIONS.items() if target in targets)

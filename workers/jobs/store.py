@@ -1,0 +1,207 @@
+"""Redis job store: atomic, state-checked updates of job records.
+
+Every write goes through one Lua script that checks the current state, applies the
+change and maintains a per-state index (a sorted set scored by last update time) that the
+reconciler scans for stuck jobs. One winner per transition: a redelivered or duplicated
+task finds the job already moved and does nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import redis
+
+from workers.jobs.record import JobRecord, encode_field
+from workers.jobs.state import JobState, sources_of
+
+_UPDATE_LUA = """
+local key = KEYS[1]
+local now = ARGV[1]
+local to_state = ARGV[2]
+local retention = tonumber(ARGV[3])
+local index_prefix = ARGV[4]
+local job_id = ARGV[5]
+local i = 6
+local state = redis.call('HGET', key, 'state')
+if not state then return {0, {}} end
+local n_allowed = tonumber(ARGV[i]); i = i + 1
+local ok = (n_allowed == 0)
+for j = 1, n_allowed do
+  if ARGV[i] == state then ok = true end
+  i = i + 1
+end
+if not ok then return {0, redis.call('HGETALL', key)} end
+local n_set = tonumber(ARGV[i]); i = i + 1
+for j = 1, n_set do
+  redis.call('HSET', key, ARGV[i], ARGV[i + 1]); i = i + 2
+end
+local n_incr = tonumber(ARGV[i]); i = i + 1
+for j = 1, n_incr do
+  redis.call('HINCRBYFLOAT', key, ARGV[i], ARGV[i + 1]); i = i + 2
+end
+local n_unset = tonumber(ARGV[i]); i = i + 1
+for j = 1, n_unset do
+  redis.call('HDEL', key, ARGV[i]); i = i + 1
+end
+local terminal = {stored = true, failed = true, cancelled = true}
+local new_state = state
+if to_state ~= '' then
+  new_state = to_state
+  if to_state ~= state then
+    redis.call('HSET', key, 'state', to_state, 't_' .. to_state, now)
+    redis.call('ZREM', index_prefix .. state, job_id)
+  end
+end
+redis.call('HSET', key, 'updated_at', now)
+if not terminal[new_state] then
+  redis.call('ZADD', index_prefix .. new_state, now, job_id)
+end
+redis.call('EXPIRE', key, retention)
+return {1, redis.call('HGETALL', key)}
+"""
+
+_CREATE_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0, redis.call('HGETALL', KEYS[1])} end
+for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
+redis.call('ZADD', ARGV[2], ARGV[3], ARGV[4])
+return {1, redis.call('HGETALL', KEYS[1])}
+"""
+
+
+class JobNotFoundError(KeyError):
+    """No record for this job id (never created, or past retention)."""
+
+
+def _pairs_to_dict(flat: list[Any]) -> dict[str, str]:
+    items = [v.decode() if isinstance(v, bytes) else str(v) for v in flat]
+    return dict(zip(items[::2], items[1::2], strict=True))
+
+
+class JobStore:
+    """Job records under ``<prefix>:job:<id>``; indexes under ``<prefix>:state:<state>``."""
+
+    def __init__(self, client: redis.Redis, *, prefix: str = "nbq", retention_s: int = 604800):
+        self.redis = client
+        self.prefix = prefix
+        self.retention_s = retention_s
+        self._update = client.register_script(_UPDATE_LUA)
+        self._create = client.register_script(_CREATE_LUA)
+
+    @classmethod
+    def from_url(cls, url: str, *, prefix: str = "nbq", retention_s: int = 604800) -> JobStore:
+        return cls(redis.Redis.from_url(url), prefix=prefix, retention_s=retention_s)
+
+    def key(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    def index_key(self, state: JobState) -> str:
+        return f"{self.prefix}:state:{state.value}"
+
+    # -- reads ------------------------------------------------------------------------
+    def get(self, job_id: str) -> JobRecord | None:
+        raw = self.redis.hgetall(self.key(job_id))
+        if not raw:
+            return None
+        return JobRecord.from_hash(_pairs_to_dict([x for kv in raw.items() for x in kv]))
+
+    def require(self, job_id: str) -> JobRecord:
+        record = self.get(job_id)
+        if record is None:
+            raise JobNotFoundError(job_id)
+        return record
+
+    def ids_in_state(
+        self, state: JobState, *, updated_before: float | None = None, limit: int = 1000
+    ) -> list[str]:
+        """Job ids in ``state``, oldest update first; optionally only those idle since."""
+        upper: float | str = "+inf" if updated_before is None else updated_before
+        ids = self.redis.zrangebyscore(self.index_key(state), "-inf", upper, start=0, num=limit)
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+    def count_in_state(self, state: JobState) -> int:
+        return int(self.redis.zcard(self.index_key(state)))
+
+    # -- writes -----------------------------------------------------------------------
+    def create(self, record: JobRecord) -> tuple[JobRecord, bool]:
+        """Store a new record; if the id exists, return the existing one and ``False``."""
+        now = time.time()
+        record = record.model_copy(
+            update={"created_at": record.created_at or now, "updated_at": now,
+                    "state_times": {record.state.value: now}}
+        )
+        fields = record.to_hash()
+        args: list[Any] = [self.retention_s, self.index_key(record.state), now, record.job_id]
+        for name, value in fields.items():
+            args += [name, value]
+        created, flat = self._create(keys=[self.key(record.job_id)], args=args)
+        return JobRecord.from_hash(_pairs_to_dict(flat)), bool(created)
+
+    def transition(
+        self,
+        job_id: str,
+        to: JobState | None = None,
+        *,
+        allowed_from: Iterable[JobState] | None = None,
+        set_fields: Mapping[str, Any] | None = None,
+        incr: Mapping[str, float] | None = None,
+        unset: Iterable[str] = (),
+    ) -> tuple[JobRecord | None, bool]:
+        """Atomically move ``job_id`` to ``to`` if its state is allowed, and apply fields.
+
+        ``allowed_from`` defaults to every state that may legally reach ``to`` (and, with
+        ``to=None``, to any state). Returns ``(record, applied)``; the record is the
+        current one either way, ``None`` if the job does not exist.
+        """
+        if allowed_from is None:
+            allowed = sorted(sources_of(to)) if to is not None else []
+        else:
+            allowed = sorted(allowed_from)
+        args: list[Any] = [
+            repr(time.time()), to.value if to is not None else "", self.retention_s,
+            f"{self.prefix}:state:", job_id, len(allowed), *[s.value for s in allowed],
+        ]
+        pairs = [(k, encode_field(k, _jsonable(v))) for k, v in (set_fields or {}).items()]
+        args.append(len(pairs))
+        for name, value in pairs:
+            args += [name, value]
+        incr_items = list((incr or {}).items())
+        args.append(len(incr_items))
+        for name, amount in incr_items:
+            args += [name, amount]
+        unset_list = list(unset)
+        args.append(len(unset_list))
+        args += unset_list
+        applied, flat = self._update(keys=[self.key(job_id)], args=args)
+        data = _pairs_to_dict(flat)
+        if not data:
+            return None, False
+        data.setdefault("job_id", job_id)
+        return JobRecord.from_hash(data), bool(applied)
+
+    def update(
+        self,
+        job_id: str,
+        *,
+        in_states: Iterable[JobState] | None = None,
+        set_fields: Mapping[str, Any] | None = None,
+        incr: Mapping[str, float] | None = None,
+        unset: Iterable[str] = (),
+    ) -> tuple[JobRecord | None, bool]:
+        """Change fields without changing state (only while in ``in_states``, if given)."""
+        return self.transition(
+            job_id, None, allowed_from=in_states, set_fields=set_fields, incr=incr, unset=unset
+        )
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, JobState):
+        return value.value
+    return value

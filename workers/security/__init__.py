@@ -1,0 +1,1 @@
+"""Guards for untrusted input: URLs from producers, the API and callbacks."""

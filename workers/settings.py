@@ -1,0 +1,197 @@
+"""One typed settings object for the whole system.
+
+Every process (worker, producer, CLI, ingress) reads its configuration here and
+nowhere else: environment variables with the ``NBQ_`` prefix, plus ``NBQ_<NAME>_FILE``
+variants for secrets mounted as files (Docker / Kubernetes secrets).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "NBQ_"
+
+#: Settings that hold secrets; each also accepts ``NBQ_<NAME>_FILE``.
+SECRET_FIELDS = (
+    "evolink_api_key",
+    "s3_access_key",
+    "s3_secret_key",
+    "flower_basic_auth",
+    "ingress_tokens",
+)
+
+DEFAULT_RESULT_HOSTS = (
+    # Where the vendor serves result files; override with NBQ_RESULT_URL_ALLOWED_HOSTS.
+    "*.evolink.ai",
+    "evolink.ai",
+)
+
+
+class ConfigError(Exception):
+    """Configuration is missing or invalid; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    """The ``NBQ_*`` configuration. Documented field by field in the README table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", case_sensitive=False, frozen=True
+    )
+
+    # --- Evolink API -----------------------------------------------------------------
+    evolink_api_key: SecretStr | None = None
+    evolink_base_url: str = "https://api.evolink.ai"
+    http_connect_timeout_s: float = Field(5.0, gt=0)
+    http_read_timeout_s: float = Field(15.0, gt=0)
+
+    # --- Redis (broker and job store) ------------------------------------------------
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str | None = None  # job store; defaults to broker_url
+    visibility_timeout_s: int = Field(3600, ge=60)
+    job_retention_s: int = Field(7 * 24 * 3600, ge=60)
+    key_prefix: str = "nbq"
+
+    # --- S3 / MinIO ----------------------------------------------------------------
+    s3_endpoint: str = "127.0.0.1:9000"
+    s3_access_key: SecretStr | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_bucket: str = "nano-banana"
+    s3_secure: bool = False
+    s3_region: str = "us-east-1"
+    s3_prefix: str = "images"
+    presign_expiry_s: int = Field(3600, ge=1, le=7 * 24 * 3600)
+
+    # --- Polling -------------------------------------------------------------------
+    poll_deadline_s: float = Field(600.0, gt=0)
+    poll_first_factor: float = Field(1.0, gt=0)  # first poll at factor x estimated_time
+    poll_min_interval_s: float = Field(2.0, gt=0)
+    poll_max_interval_s: float = Field(15.0, gt=0)
+    poll_jitter_ratio: float = Field(0.2, ge=0, le=1)
+    default_estimated_time_s: float = Field(30.0, gt=0)
+
+    # --- Downloads -----------------------------------------------------------------
+    max_result_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    download_chunk_bytes: int = Field(256 * 1024, gt=0)
+    result_url_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_RESULT_HOSTS)
+    )  # comma-separated; '*.example.com' matches subdomains
+    result_url_allow_http: bool = False
+    download_max_redirects: int = Field(3, ge=0, le=10)
+    download_timeout_s: float = Field(120.0, gt=0)
+
+    # --- Resilience ----------------------------------------------------------------
+    max_create_attempts: int = Field(3, ge=1, le=10)  # fresh API tasks for retryable codes
+    max_transient_retries: int = Field(8, ge=0)
+    retry_backoff_base_s: float = Field(1.0, gt=0)
+    retry_backoff_max_s: float = Field(60.0, gt=0)
+    breaker_probe_interval_s: float = Field(60.0, gt=0)
+    at_least_once_creates: bool = False
+    creates_per_s: float = Field(0.0, ge=0)  # 0 = unlimited
+    queries_per_s: float = Field(0.0, ge=0)
+    max_in_flight: int = Field(0, ge=0)
+    credit_limit_daily: float = Field(0.0, ge=0)  # 0 = unlimited
+    reconcile_interval_s: float = Field(30.0, gt=0)
+    stuck_after_s: float = Field(120.0, gt=0)
+
+    # --- Workers -------------------------------------------------------------------
+    worker_eta_task_limit: int = Field(2000, ge=1)
+    task_events: bool = True
+
+    # --- Flower, ingress, metrics ----------------------------------------------------
+    flower_basic_auth: SecretStr | None = None
+    flower_port: int = Field(5555, ge=1, le=65535)
+    flower_max_tasks: int = Field(20000, ge=100)
+    public_callback_url: str | None = None
+    ingress_tokens: SecretStr | None = None  # "producer:token,producer2:token2"
+    max_body_bytes: int = Field(256 * 1024, gt=0)
+    metrics_port: int = Field(9808, ge=1, le=65535)
+
+    # --- Logging -------------------------------------------------------------------
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_files(cls, data: Any) -> Any:
+        """Fill each secret from ``NBQ_<NAME>_FILE`` when the plain variable is unset."""
+        if not isinstance(data, dict):
+            return data
+        for name in SECRET_FIELDS:
+            if data.get(name) or os.environ.get(f"{ENV_PREFIX}{name.upper()}"):
+                continue
+            path = os.environ.get(f"{ENV_PREFIX}{name.upper()}_FILE")
+            if path:
+                try:
+                    data[name] = Path(path).read_text(encoding="utf-8").strip()
+                except OSError as exc:
+                    raise ValueError(f"{ENV_PREFIX}{name.upper()}_FILE: cannot read {path}: "
+                                     f"{exc.strerror}") from None
+        return data
+
+    @field_validator("result_url_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [h.strip().lower() for h in value.split(",") if h.strip()]
+        return value
+
+    @field_validator("evolink_base_url", "public_callback_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("broker_url", "redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis:// or rediss:// URL")
+        return value
+
+    @field_validator("s3_bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        if not (3 <= len(value) <= 63) or not value.replace("-", "").replace(".", "").isalnum():
+            raise ValueError("must be a valid S3 bucket name")
+        return value
+
+    @property
+    def job_store_url(self) -> str:
+        return self.redis_url or self.broker_url
+
+    def require(self, *names: str) -> None:
+        """Fail with one clear line naming the first missing variable."""
+        for name in names:
+            value = getattr(self, name)
+            if value is None or (isinstance(value, SecretStr) and not value.get_secret_value()):
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()} is not set (required here)")
+
+    def api_key(self) -> str:
+        self.require("evolink_api_key")
+        assert self.evolink_api_key is not None
+        return self.evolink_api_key.get_secret_value()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings, turning pydantic's error into one line naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        raise ConfigError(f"{ENV_PREFIX}{field.upper()}: {first['msg']}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings, read once. Tests call ``get_settings.cache_clear()``."""
+    return load_settings()
