@@ -6,8 +6,9 @@ import ipaddress
 from urllib.parse import urlsplit
 
 
-class UnsafeUrlError(ValueError):
-    """A URL we refuse to use or fetch; the message names the URL and the reason."""
+from workers.errors import UnsafeUrlError
+
+__all__ = ["UnsafeUrlError", "check_reference_url"]
 
 
 def check_reference_url(url: str) -> str:
