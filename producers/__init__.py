@@ -1,0 +1,1 @@
+"""Producers: the Python API, CLI and HTTP ingress that enqueue generation jobs."""

@@ -1,0 +1,1 @@
+"""The ``nbq`` command line (typer + rich). It only parses and calls library code."""

@@ -1,0 +1,38 @@
+"""``nbq``: submit, watch and fetch jobs; run workers, Flower, the emulator and the dev stack.
+
+Each command group lives in its own module; this file only assembles them.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from producers.cli import jobs_cmd, ops_cmd
+
+app = typer.Typer(
+    name="nbq",
+    help="nanobanana-queue: a Celery job system for the Evolink Nano Banana 2 Beta API.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+jobs_cmd.register(app)
+ops_cmd.register(app)
+
+
+def _register_optional() -> None:
+    """Commands whose modules may be absent in a slim install stay optional."""
+    try:
+        from emulator.cli import emulator
+    except ImportError:  # pragma: no cover - the emulator ships with the project
+        return
+    app.command("emulator", help="Run the Evolink API emulator (for tests and local runs).")(
+        emulator
+    )
+
+
+_register_optional()
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

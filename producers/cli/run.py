@@ -1,0 +1,48 @@
+"""Long-running processes started by the CLI (worker, flower, metrics, reconcile)."""
+
+from __future__ import annotations
+
+from workers.settings import ConfigError, get_settings
+
+
+def run_worker(*, queues: str, concurrency: int | None, pool: str, autoscale: str | None,
+               hostname: str | None, loglevel: str) -> None:
+    from workers.app import app
+
+    settings = get_settings()
+    settings.require("evolink_api_key")
+    argv = ["worker", "-Q", queues, "-P", pool, "-l", loglevel, "-E"]
+    if concurrency:
+        argv += ["-c", str(concurrency)]
+    if autoscale:
+        argv += ["--autoscale", autoscale]
+    if hostname:
+        argv += ["-n", hostname]
+    app.worker_main(argv)
+
+
+def run_flower(*, port: int | None, address: str, no_auth: bool, max_tasks: int | None,
+               db: str | None) -> None:
+    from workers.app import app
+
+    settings = get_settings()
+    argv = ["flower", f"--port={port or settings.flower_port}", f"--address={address}",
+            f"--max_tasks={max_tasks or settings.flower_max_tasks}"]
+    if no_auth:
+        if address not in ("127.0.0.1", "localhost", "::1"):
+            raise ConfigError("--no-auth is only allowed with --address 127.0.0.1")
+    else:
+        settings.require("flower_basic_auth")
+        assert settings.flower_basic_auth is not None
+        argv.append(f"--basic_auth={settings.flower_basic_auth.get_secret_value()}")
+    if db:
+        argv += ["--persistent=True", f"--db={db}"]
+    app.start(argv)
+
+
+def run_metrics(*, port: int | None, address: str) -> None:
+    raise NotImplementedError("metrics exporter lands with the ops work")
+
+
+def run_reconcile(*, once: bool, interval_s: float | None) -> None:
+    raise NotImplementedError("reconciler lands with the resilience work")

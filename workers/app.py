@@ -1,0 +1,82 @@
+"""The Celery application: ``celery -A workers.app worker -Q submit`` works as is.
+
+Settings chosen for safety (see docs/failure-handling.md):
+- JSON only; prefetch 1; events on so Flower sees every task.
+- Late ack + reject on worker lost for the idempotent stages (poll, download); the paid
+  submit acks early and relies on the job state machine instead of redelivery.
+- ``visibility_timeout`` far above any countdown (poll hops are capped at
+  NBQ_POLL_MAX_INTERVAL_S) plus the longest task time limit.
+- A bounded ``worker_eta_task_limit`` so countdown polls cannot fill worker memory.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from workers.contract import ALL_QUEUES, TASK_QUEUES
+from workers.settings import Settings, get_settings
+
+#: Soft/hard time limits per stage (seconds). Download is long: big files, slow links.
+TIME_LIMITS_S: dict[str, tuple[float, float]] = {
+    "nbq.generate": (30, 60),
+    "nbq.submit": (60, 90),
+    "nbq.poll": (45, 75),
+    "nbq.download": (600, 660),
+    "nbq.reconcile": (120, 180),
+}
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery configuration derived from ``NBQ_*`` settings (pure, tested directly)."""
+    return {
+        "broker_url": settings.broker_url,
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "event_serializer": "json",
+        "task_default_queue": "submit",
+        "task_queues": [Queue(name) for name in ALL_QUEUES],
+        "task_routes": {name: {"queue": queue} for name, queue in TASK_QUEUES.items()},
+        "task_create_missing_queues": False,
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout_s,
+            "socket_keepalive": True,
+            "health_check_interval": 10,
+        },
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "worker_prefetch_multiplier": 1,
+        "worker_eta_task_limit": settings.worker_eta_task_limit,
+        "worker_send_task_events": settings.task_events,
+        "task_send_sent_event": settings.task_events,
+        "worker_soft_shutdown_timeout": 20.0,
+        "worker_enable_soft_shutdown_on_idle": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_hijack_root_logger": False,
+        "task_track_started": True,
+        "task_acks_late": False,
+        "task_reject_on_worker_lost": False,
+        "task_annotations": {
+            name: {"soft_time_limit": soft, "time_limit": hard}
+            for name, (soft, hard) in TIME_LIMITS_S.items()
+        },
+        "broker_pool_limit": 10,
+        "timezone": "UTC",
+        "enable_utc": True,
+    }
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    celery_app = Celery("nbq")
+    celery_app.conf.update(celery_config(settings))
+    celery_app.conf.imports = ("workers.tasks",)
+    return celery_app
+
+
+app = create_app()
