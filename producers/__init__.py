@@ -1,1 +1,35 @@
 """Producers: the Python API, CLI and HTTP ingress that enqueue generation jobs."""
+
+from producers.api import JobHandle, Producer, StoredImage, validate_request
+from producers.errors import (
+    CreditBudgetExceededError,
+    InvalidRequestError,
+    JobNotCancellableError,
+    JobNotFoundError,
+    JobNotStoredError,
+    ProducerError,
+    WaitTimeoutError,
+)
+from workers.evolink.models import GenerationRequest, Quality, Size, ThinkingLevel
+from workers.jobs.record import JobRecord
+from workers.jobs.state import JobState
+
+__all__ = [
+    "CreditBudgetExceededError",
+    "GenerationRequest",
+    "InvalidRequestError",
+    "JobHandle",
+    "JobNotCancellableError",
+    "JobNotFoundError",
+    "JobNotStoredError",
+    "JobRecord",
+    "JobState",
+    "Producer",
+    "ProducerError",
+    "Quality",
+    "Size",
+    "StoredImage",
+    "ThinkingLevel",
+    "WaitTimeoutError",
+    "validate_request",
+]

@@ -1,42 +1,307 @@
-"""Project metrics (placeholder: no-ops until the ops work lands the real exporter).
+"""Project metrics: shared counters in Redis, written by every worker process.
 
-Stages call these functions; they never raise.
+Workers run as many processes on many hosts, so per-process prometheus counters would
+need one scrape target per process. Instead each event is one pipelined ``HINCRBY`` /
+``HINCRBYFLOAT`` on the job store's Redis, under ``<prefix>:metrics:...``; the exporter
+(``workers/metrics_exporter.py``, run by ``nbq metrics``) reads them back as one scrape
+target with exact totals. See docs/operations.md ("Metrics design").
+
+Key layout (every value a Redis hash):
+
+- ``<prefix>:metrics:c:<family>``: field = JSON list of label values, value = count.
+- ``<prefix>:metrics:h:<family>``: fields ``b:<le>`` (non-cumulative bucket counts,
+  ``b:+Inf`` for the overflow), ``sum`` and ``count``.
+
+The hooks never raise: a failed write is counted locally and added to
+``nbq_metrics_errors_total`` with the next write that succeeds.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import threading
+from dataclasses import dataclass
+from typing import Final
+
+import redis
+
+#: Upper bounds (``le``) of the histogram buckets; ``+Inf`` is implicit.
+POLLS_BUCKETS: Final = (1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0, 50.0)
+ENQUEUE_TO_STORED_BUCKETS_S: Final = (
+    5.0,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    45.0,
+    60.0,
+    90.0,
+    120.0,
+    180.0,
+    300.0,
+    600.0,
+    1200.0,
+    3600.0,
+)
+
+#: Family names used in Redis keys (without the ``nbq_`` prefix).
+C_JOBS_STATE: Final = "jobs_state"
+C_JOBS_FAILED: Final = "jobs_failed"
+C_API_CALLS: Final = "api_calls"
+C_BYTES_STORED: Final = "bytes_stored"
+C_CREDITS_RESERVED: Final = "credits_reserved"
+C_LIMITER_WAITS: Final = "limiter_waits"
+C_BREAKER_TRANSITIONS: Final = "quota_breaker_transitions"
+C_METRICS_ERRORS: Final = "metrics_errors"
+H_POLLS_PER_JOB: Final = "polls_per_job"
+H_ENQUEUE_TO_STORED: Final = "enqueue_to_stored_seconds"
+
+HISTOGRAM_BUCKETS: Final[dict[str, tuple[float, ...]]] = {
+    H_POLLS_PER_JOB: POLLS_BUCKETS,
+    H_ENQUEUE_TO_STORED: ENQUEUE_TO_STORED_BUCKETS_S,
+}
+
+#: Longest label value kept; longer values (unexpected codes) are cut to bound cardinality.
+MAX_LABEL_CHARS: Final = 64
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One exported metric: its prometheus type, label names and help text."""
+
+    kind: str  # "counter" | "gauge" | "histogram"
+    labels: tuple[str, ...]
+    help: str
+
+
+#: Every metric ``nbq metrics`` exports (the alert and dashboard tests check against it).
+METRICS: Final[dict[str, MetricSpec]] = {
+    "nbq_jobs_state_total": MetricSpec("counter", ("state",), "Entries of jobs into each state."),
+    "nbq_jobs_in_state": MetricSpec("gauge", ("state",), "Jobs currently in each active state."),
+    "nbq_oldest_job_age_seconds": MetricSpec(
+        "gauge",
+        ("state",),
+        "Seconds since the least recently updated job in this state "
+        "was last updated (0 when the state is empty).",
+    ),
+    "nbq_jobs_failed_total": MetricSpec("counter", ("reason",), "Jobs that ended failed."),
+    "nbq_api_calls_total": MetricSpec(
+        "counter", ("endpoint", "status", "code"), "Evolink API calls by outcome."
+    ),
+    "nbq_polls_per_job": MetricSpec("histogram", (), "Status queries per generated job."),
+    "nbq_enqueue_to_stored_seconds": MetricSpec(
+        "histogram", (), "Seconds from enqueue to results stored in S3."
+    ),
+    "nbq_bytes_stored_total": MetricSpec("counter", (), "Bytes written to S3."),
+    "nbq_credits_reserved_total": MetricSpec("counter", (), "Credits reserved by creates."),
+    "nbq_quota_breaker_open": MetricSpec(
+        "gauge", (), "1 while the submissions (quota) breaker is open."
+    ),
+    "nbq_quota_breaker_transitions_total": MetricSpec(
+        "counter", ("to",), "Times the quota breaker opened or closed."
+    ),
+    "nbq_limiter_waits_total": MetricSpec(
+        "counter", ("kind",), "Times a stage waited for a shared limiter token."
+    ),
+    "nbq_queue_length": MetricSpec("gauge", ("queue",), "Messages waiting in a Celery queue."),
+    "nbq_broker_unacked_messages": MetricSpec(
+        "gauge", (), "Messages delivered to workers but not yet acknowledged (incl. countdowns)."
+    ),
+    "nbq_metrics_errors_total": MetricSpec(
+        "counter", (), "Metric writes or reads that failed (the metric itself may be low)."
+    ),
+    "nbq_metrics_redis_up": MetricSpec(
+        "gauge", (), "1 if the exporter could read the metrics from Redis on this scrape."
+    ),
+}
+
+
+def series_names() -> frozenset[str]:
+    """Every sample name the exporter can emit (with ``_bucket/_sum/_count`` suffixes)."""
+    names: set[str] = set()
+    for name, spec in METRICS.items():
+        names.add(name)
+        if spec.kind == "histogram":
+            names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+    return frozenset(names)
+
+
+def counter_key(prefix: str, family: str) -> str:
+    return f"{prefix}:metrics:c:{family}"
+
+
+def histogram_key(prefix: str, family: str) -> str:
+    return f"{prefix}:metrics:h:{family}"
+
+
+def label_field(*values: object) -> str:
+    """Hash field for a label-value tuple (JSON, so any character is safe)."""
+    return json.dumps([str(v)[:MAX_LABEL_CHARS] for v in values], separators=(",", ":"))
+
+
+def bucket_field(value: float, buckets: tuple[float, ...]) -> str:
+    """The ``b:<le>`` field of the first bucket that holds ``value``."""
+    for le in buckets:
+        if value <= le:
+            return f"b:{le!r}"
+    return "b:+Inf"
+
+
+# -- the per-process writer ---------------------------------------------------------
+
+
+class _Writer:
+    """One Redis client per process, re-created after fork; errors counted, never raised."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = 0
+        self._client: redis.Redis | None = None
+        self._prefix = "nbq"
+        self.pending_errors = 0  # failed writes not yet added to the shared counter
+
+    def _connect(self) -> tuple[redis.Redis, str]:
+        with self._lock:
+            pid = os.getpid()
+            if self._client is None or self._pid != pid:
+                from workers.settings import get_settings
+
+                if self._pid not in (0, pid):
+                    self.pending_errors = 0  # the parent reports its own errors
+                settings = get_settings()
+                self._client = redis.Redis.from_url(
+                    settings.job_store_url, socket_timeout=1.0, socket_connect_timeout=1.0
+                )
+                self._prefix = settings.key_prefix
+                self._pid = pid
+            return self._client, self._prefix
+
+    def reset(self) -> None:
+        """Forget the client (tests; or after settings change)."""
+        with self._lock:
+            self._client = None
+            self._pid = 0
+            self.pending_errors = 0
+
+    def error(self) -> None:
+        with self._lock:
+            self.pending_errors += 1
+
+    def write(self, ops: list[tuple[str, str, float]]) -> None:
+        """Apply ``(key_suffix, field, amount)`` increments in one round trip.
+
+        Integral amounts use ``HINCRBY``; fields that may hold fractions (sums, credits)
+        must always be written with a float amount, so they use ``HINCRBYFLOAT``.
+        """
+        errors = 0
+        try:
+            client, prefix = self._connect()
+            pipe = client.pipeline(transaction=False)
+            for key_suffix, field, amount in ops:
+                key = f"{prefix}:metrics:{key_suffix}"
+                if isinstance(amount, float):
+                    pipe.hincrbyfloat(key, field, amount)
+                else:
+                    pipe.hincrby(key, field, amount)
+            with self._lock:
+                errors, self.pending_errors = self.pending_errors, 0
+            if errors:
+                pipe.hincrby(counter_key(prefix, C_METRICS_ERRORS), label_field(), errors)
+            pipe.execute()
+        except Exception:  # metrics must never break a stage
+            with self._lock:
+                self.pending_errors += errors + 1
+
+
+_writer = _Writer()
+
+
+def reset() -> None:
+    """Drop this process's metrics client (next event reconnects with fresh settings)."""
+    _writer.reset()
+
+
+def pending_errors() -> int:
+    """Failed writes in this process not yet added to ``nbq_metrics_errors_total``."""
+    return _writer.pending_errors
+
+
+def _count(family: str, *labels: object, amount: int | float = 1) -> None:
+    _writer.write([(f"c:{family}", label_field(*labels), amount)])
+
+
+def _observe(family: str, value: float) -> None:
+    try:
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError("observation must be finite")
+        field = bucket_field(value, HISTOGRAM_BUCKETS[family])
+    except Exception:  # bad input is a counted error, not a crash
+        _writer.error()
+        return
+    key_suffix = f"h:{family}"
+    _writer.write([(key_suffix, field, 1), (key_suffix, "sum", value), (key_suffix, "count", 1)])
+
+
+# -- hooks called by the pipeline stages (names and signatures are a promise) ----------
+
 
 def api_call(endpoint: str, status: int | str, code: str = "") -> None:
     """One Evolink API call: endpoint create|query|file, HTTP status (or 'error'), code."""
+    _count(C_API_CALLS, endpoint, status, code or "")
 
 
 def job_state(state: str) -> None:
     """A job entered ``state``."""
+    _count(C_JOBS_STATE, getattr(state, "value", state))
 
 
 def job_failed(reason: str) -> None:
     """A job ended failed with ``reason`` (the job error code)."""
+    _count(C_JOBS_FAILED, reason or "unknown")
 
 
 def polls_per_job(polls: int) -> None:
     """Observed once per job when it leaves generating."""
+    _observe(H_POLLS_PER_JOB, polls)
 
 
 def enqueue_to_stored(seconds: float) -> None:
     """Observed once per stored job."""
+    _observe(H_ENQUEUE_TO_STORED, seconds)
 
 
 def bytes_stored(n: int) -> None:
     """Bytes written to S3."""
+    try:
+        amount = int(n)
+    except Exception:  # never raise from a metric hook
+        _writer.error()
+        return
+    _count(C_BYTES_STORED, amount=amount)
 
 
 def credits_reserved(credits: float) -> None:
     """Credits reserved by a create."""
+    try:
+        amount = float(credits)
+    except Exception:  # never raise from a metric hook
+        _writer.error()
+        return
+    _count(C_CREDITS_RESERVED, amount=amount)
 
 
 def quota_breaker(open_: bool) -> None:
-    """The quota breaker opened (True) or closed (False)."""
+    """The quota breaker opened (True) or closed (False).
+
+    Only the transition is counted here; ``nbq_quota_breaker_open`` is read by the
+    exporter from the breaker's own hash, so it is right even if this write was lost.
+    """
+    _count(C_BREAKER_TRANSITIONS, "open" if open_ else "closed")
 
 
 def limiter_wait(kind: str) -> None:
     """A stage had to wait for a token of the shared limiter (create|query|inflight)."""
+    _count(C_LIMITER_WAITS, kind)

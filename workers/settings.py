@@ -91,7 +91,8 @@ class Settings(BaseSettings):
     retry_backoff_base_s: float = Field(1.0, gt=0)
     retry_backoff_max_s: float = Field(60.0, gt=0)
     breaker_probe_interval_s: float = Field(60.0, gt=0)
-    at_least_once_creates: bool = False
+    idempotent_creates: bool = True  # trust the API's Idempotency-Key when an outcome is unknown
+    at_least_once_creates: bool = False  # resend unknown creates even without that trust
     creates_per_s: float = Field(0.0, ge=0)  # 0 = unlimited
     queries_per_s: float = Field(0.0, ge=0)
     max_in_flight: int = Field(0, ge=0)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from workers.jobs.state import JobState
 
 #: Fields stored as JSON inside the hash.
-JSON_FIELDS = frozenset({"request", "error", "objects", "result_urls"})
+JSON_FIELDS = frozenset({"request", "error", "objects", "result_urls", "previous_task_ids"})
 
 
 class JobError(BaseModel):
@@ -47,7 +47,10 @@ class JobRecord(BaseModel):
     batch_id: str | None = None
     evolink_task_id: str | None = None
     progress: int = 0
-    attempts: int = 0  # API creates attempted (paid or possibly paid)
+    attempts: int = 0  # API create calls made (each possibly paid)
+    create_seq: int = 1  # fresh-task round; the idempotency key is derived from it
+    previous_task_ids: list[str] = Field(default_factory=list)  # tasks replaced by recreate
+    poll_token: str | None = None  # only the poll carrying this token may continue the chain
     polls: int = 0
     estimated_time_s: float | None = None
     credits_reserved: float = 0.0
@@ -61,7 +64,6 @@ class JobRecord(BaseModel):
     deadline_at: float | None = None  # polling deadline (epoch seconds)
     next_poll_at: float | None = None
     state_times: dict[str, float] = Field(default_factory=dict)
-    cancel_requested: bool = False
 
     @property
     def is_terminal(self) -> bool:
@@ -90,13 +92,11 @@ class JobRecord(BaseModel):
                 data[name] = value
         if data.get("create_outcome_unknown") is not None:
             data["create_outcome_unknown"] = data["create_outcome_unknown"] in ("1", "true", "True")
-        if data.get("cancel_requested") is not None:
-            data["cancel_requested"] = data["cancel_requested"] in ("1", "true", "True")
         return cls.model_validate(data)
 
     def public_view(self) -> dict[str, Any]:
         """What status commands and the ingress show (result links stripped of signatures)."""
-        data = self.model_dump(mode="json", exclude={"result_urls"})
+        data = self.model_dump(mode="json", exclude={"result_urls", "poll_token"})
         data["result_count"] = len(self.result_urls)
         return data
 

@@ -33,6 +33,12 @@ for j = 1, n_allowed do
   if ARGV[i] == state then ok = true end
   i = i + 1
 end
+local n_expect = tonumber(ARGV[i]); i = i + 1
+for j = 1, n_expect do
+  local current = redis.call('HGET', key, ARGV[i]) or ''
+  if current ~= ARGV[i + 1] then ok = false end
+  i = i + 2
+end
 if not ok then return {0, redis.call('HGETALL', key)} end
 local n_set = tonumber(ARGV[i]); i = i + 1
 for j = 1, n_set do
@@ -67,7 +73,7 @@ _CREATE_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0, redis.call('HGETALL', KEYS[1])} end
 for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
-redis.call('ZADD', ARGV[2], ARGV[3], ARGV[4])
+if ARGV[2] ~= '' then redis.call('ZADD', ARGV[2], ARGV[3], ARGV[4]) end
 return {1, redis.call('HGETALL', KEYS[1])}
 """
 
@@ -134,7 +140,8 @@ class JobStore:
                     "state_times": {record.state.value: now}}
         )
         fields = record.to_hash()
-        args: list[Any] = [self.retention_s, self.index_key(record.state), now, record.job_id]
+        index = "" if record.state.is_terminal else self.index_key(record.state)
+        args: list[Any] = [self.retention_s, index, now, record.job_id]
         for name, value in fields.items():
             args += [name, value]
         created, flat = self._create(keys=[self.key(record.job_id)], args=args)
@@ -149,11 +156,13 @@ class JobStore:
         set_fields: Mapping[str, Any] | None = None,
         incr: Mapping[str, float] | None = None,
         unset: Iterable[str] = (),
+        expect: Mapping[str, str | None] | None = None,
     ) -> tuple[JobRecord | None, bool]:
         """Atomically move ``job_id`` to ``to`` if its state is allowed, and apply fields.
 
         ``allowed_from`` defaults to every state that may legally reach ``to`` (and, with
-        ``to=None``, to any state). Returns ``(record, applied)``; the record is the
+        ``to=None``, to any state). ``expect`` maps fields to the exact string they must
+        hold (``None`` = absent), e.g. a poll token, so duplicates lose. Returns ``(record, applied)``; the record is the
         current one either way, ``None`` if the job does not exist.
         """
         if allowed_from is None:
@@ -164,6 +173,10 @@ class JobStore:
             repr(time.time()), to.value if to is not None else "", self.retention_s,
             f"{self.prefix}:state:", job_id, len(allowed), *[s.value for s in allowed],
         ]
+        expect_items = list((expect or {}).items())
+        args.append(len(expect_items))
+        for name, expected in expect_items:
+            args += [name, "" if expected is None else expected]
         pairs = [(k, encode_field(k, _jsonable(v))) for k, v in (set_fields or {}).items()]
         args.append(len(pairs))
         for name, value in pairs:
@@ -190,10 +203,12 @@ class JobStore:
         set_fields: Mapping[str, Any] | None = None,
         incr: Mapping[str, float] | None = None,
         unset: Iterable[str] = (),
+        expect: Mapping[str, str | None] | None = None,
     ) -> tuple[JobRecord | None, bool]:
         """Change fields without changing state (only while in ``in_states``, if given)."""
         return self.transition(
-            job_id, None, allowed_from=in_states, set_fields=set_fields, incr=incr, unset=unset
+            job_id, None, allowed_from=in_states, set_fields=set_fields, incr=incr, unset=unset,
+            expect=expect,
         )
 
 

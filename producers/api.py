@@ -1,0 +1,166 @@
+"""The Python API for other services: validate, record, send ``nbq.generate``.
+
+    from producers import Producer
+
+    producer = Producer()
+    job = producer.enqueue({"prompt": "a lighthouse at dawn", "size": "16:9"})
+    record = job.wait(timeout_s=300)
+    for image in job.results():
+        print(image.key, image.url)
+
+Bad input raises :class:`InvalidRequestError` naming the field, and nothing is enqueued.
+A caller-chosen ``job_id`` is an idempotency key: enqueuing it twice returns the same
+job and never creates a second API task.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+from pydantic import ValidationError
+
+from producers.errors import (
+    InvalidRequestError,
+    JobNotCancellableError,
+    JobNotFoundError,
+    JobNotStoredError,
+    WaitTimeoutError,
+)
+from workers.contract import TASK_GENERATE
+from workers.evolink.models import GenerationRequest
+from workers.jobs.ids import InvalidJobIdError, validate_job_id
+from workers.jobs.record import JobRecord
+from workers.jobs.state import JobState
+from workers.jobs.store import JobNotFoundError as StoreJobNotFoundError
+from workers.runtime import Runtime
+from workers.settings import Settings, get_settings
+from workers.stages.cancel import NotCancellableError, cancel_job
+from workers.stages.intake import describe_validation_error, intake
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """One stored result: its object key, a presigned URL and its checksum."""
+
+    key: str
+    url: str
+    sha256: str
+    size: int
+    content_type: str
+
+
+def validate_request(request: GenerationRequest | Mapping[str, Any]) -> GenerationRequest:
+    """The shared model's checks, as a typed error naming the (first) field."""
+    if isinstance(request, GenerationRequest):
+        return request
+    try:
+        return GenerationRequest.model_validate(dict(request))
+    except ValidationError as exc:
+        loc = exc.errors()[0]["loc"]
+        raise InvalidRequestError(describe_validation_error(exc),
+                                  field=".".join(str(p) for p in loc) or None) from None
+    except TypeError as exc:
+        raise InvalidRequestError(f"request must be a mapping of fields: {exc}") from None
+
+
+class Producer:
+    """Enqueue jobs and follow them. Thread-safe; create one per process."""
+
+    def __init__(self, settings: Settings | None = None, *, celery_app: Celery | None = None,
+                 runtime: Runtime | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.runtime = runtime or Runtime.from_settings(self.settings)
+        if celery_app is None:
+            from workers.app import create_app
+
+            celery_app = create_app(self.settings)
+        self.celery = celery_app
+
+    def enqueue(self, request: GenerationRequest | Mapping[str, Any], *,
+                job_id: str | None = None, producer: str | None = None,
+                batch_id: str | None = None) -> JobHandle:
+        """Validate, write the job record, send ``nbq.generate``; returns the job's handle."""
+        valid = validate_request(request)
+        if job_id is not None:
+            try:
+                validate_job_id(job_id)
+            except InvalidJobIdError as exc:
+                raise InvalidRequestError(str(exc), field="job_id") from None
+        record = intake(self.runtime, request=valid, job_id=job_id, producer=producer,
+                        batch_id=batch_id)
+        assert record is not None
+        if record.state is JobState.QUEUED and record.attempts == 0 and not record.waiting_reason:
+            # New (or never picked up): send. A duplicate message is harmless — submit's
+            # queued → submitting transition has exactly one winner.
+            self.celery.send_task(TASK_GENERATE, kwargs={
+                "request": record.request, "job_id": record.job_id, "producer": producer})
+        return JobHandle(self, record.job_id)
+
+    def job(self, job_id: str) -> JobHandle:
+        handle = JobHandle(self, job_id)
+        handle.status()  # raises JobNotFoundError early
+        return handle
+
+    def status(self, job_id: str) -> JobRecord:
+        record = self.runtime.store.get(job_id)
+        if record is None:
+            raise JobNotFoundError(job_id)
+        return record
+
+    def cancel(self, job_id: str) -> JobRecord:
+        try:
+            return cancel_job(self.runtime.store, job_id)
+        except StoreJobNotFoundError:
+            raise JobNotFoundError(job_id) from None
+        except NotCancellableError as exc:
+            raise JobNotCancellableError(str(exc)) from None
+
+    def wait(self, job_id: str, *, timeout_s: float | None = None,
+             interval_s: float = 0.5) -> JobRecord:
+        """Block until the job is stored, failed or cancelled (reads Redis, not the API)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            record = self.status(job_id)
+            if record.is_terminal:
+                return record
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeoutError(
+                    f"job {job_id} still {record.state.value} after {timeout_s}s")
+            time.sleep(interval_s)
+
+    def results(self, job_id: str, *, expiry_s: int | None = None) -> list[StoredImage]:
+        record = self.status(job_id)
+        if record.state is not JobState.STORED:
+            raise JobNotStoredError(f"job {job_id} is {record.state.value}, not stored")
+        objects = self.runtime.objects()
+        expiry = expiry_s or self.settings.presign_expiry_s
+        return [StoredImage(key=o.key, url=objects.presigned_get_url(o.key, expiry),
+                            sha256=o.sha256, size=o.size, content_type=o.content_type)
+                for o in record.objects]
+
+
+class JobHandle:
+    """A job id with the calls that follow it."""
+
+    def __init__(self, producer: Producer, job_id: str) -> None:
+        self.producer = producer
+        self.job_id = job_id
+
+    def __repr__(self) -> str:
+        return f"JobHandle({self.job_id!r})"
+
+    def status(self) -> JobRecord:
+        return self.producer.status(self.job_id)
+
+    def wait(self, timeout_s: float | None = None, *, interval_s: float = 0.5) -> JobRecord:
+        return self.producer.wait(self.job_id, timeout_s=timeout_s, interval_s=interval_s)
+
+    def results(self, *, expiry_s: int | None = None) -> list[StoredImage]:
+        return self.producer.results(self.job_id, expiry_s=expiry_s)
+
+    def cancel(self) -> JobRecord:
+        return self.producer.cancel(self.job_id)

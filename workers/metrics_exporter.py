@@ -1,0 +1,253 @@
+"""The ``nbq metrics`` exporter: one scrape target with exact totals for all workers.
+
+A custom collector reads, at scrape time, the counters and histograms that every worker
+process adds to Redis (``workers/metrics.py``), plus live gauges: jobs per active state
+(the job store's per-state indexes), the oldest job per state, the quota breaker, and the
+Celery queue lengths on the broker. Nothing is cached, so the exporter is stateless and
+any number of replicas give the same answer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import redis
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.registry import Collector
+
+from workers import metrics as m
+from workers.contract import ALL_QUEUES
+from workers.jobs.state import ACTIVE_STATES
+from workers.settings import Settings
+
+#: Kombu's Redis transport keeps priority messages in ``<queue>\x06\x16<step>`` lists.
+_PRIORITY_SEP = "\x06\x16"
+_PRIORITY_STEPS = (3, 6, 9)
+#: Kombu's hash of delivered-but-unacked messages (late-ack tasks and held countdowns).
+_UNACKED_KEY = "unacked"
+
+_COUNTERS: tuple[tuple[str, str], ...] = (
+    ("nbq_jobs_state_total", m.C_JOBS_STATE),
+    ("nbq_jobs_failed_total", m.C_JOBS_FAILED),
+    ("nbq_api_calls_total", m.C_API_CALLS),
+    ("nbq_bytes_stored_total", m.C_BYTES_STORED),
+    ("nbq_credits_reserved_total", m.C_CREDITS_RESERVED),
+    ("nbq_limiter_waits_total", m.C_LIMITER_WAITS),
+    ("nbq_quota_breaker_transitions_total", m.C_BREAKER_TRANSITIONS),
+)
+_HISTOGRAMS: tuple[tuple[str, str], ...] = (
+    ("nbq_polls_per_job", m.H_POLLS_PER_JOB),
+    ("nbq_enqueue_to_stored_seconds", m.H_ENQUEUE_TO_STORED),
+)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _decode_hash(raw: dict[Any, Any]) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in raw.items()}
+
+
+def _labels(field: str, n: int) -> list[str] | None:
+    """Label values from a hash field; ``None`` for a field of another shape (skipped)."""
+    try:
+        values = json.loads(field)
+    except ValueError:
+        return None
+    if not isinstance(values, list) or len(values) != n:
+        return None
+    return [str(v) for v in values]
+
+
+def _number(value: str) -> float:
+    number = float(value)
+    return number if math.isfinite(number) else 0.0
+
+
+def _le(bound: float) -> str:
+    """Prometheus's spelling of a bucket bound (``1.0``, ``2.5``), as its Histogram does."""
+    return repr(float(bound))
+
+
+def histogram_buckets(
+    raw: dict[str, str], bounds: tuple[float, ...]
+) -> tuple[list[tuple[str, float]], float]:
+    """Cumulative ``(le, count)`` pairs and the sum from a stored histogram hash."""
+    buckets: list[tuple[str, float]] = []
+    running = 0.0
+    for le in bounds:
+        running += _number(raw.get(f"b:{le!r}", "0"))
+        buckets.append((_le(le), running))
+    running += _number(raw.get("b:+Inf", "0"))
+    buckets.append(("+Inf", running))
+    return buckets, _number(raw.get("sum", "0"))
+
+
+class RedisMetricsCollector(Collector):
+    """Builds every ``nbq_*`` family from Redis on each scrape; never raises."""
+
+    def __init__(
+        self,
+        store: redis.Redis,
+        broker: redis.Redis,
+        *,
+        prefix: str = "nbq",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.broker = broker
+        self.prefix = prefix
+        self.clock = clock
+        self.scrape_errors = 0  # reads that failed in this exporter process
+        self._stored_errors = 0.0  # last value read; kept while Redis is unreachable
+
+    def collect(self) -> Iterator[Metric]:
+        up = 1.0
+        for source in (self._from_store, self._from_broker):
+            try:
+                families = list(source())
+            except Exception:  # a raising collector would fail the whole scrape
+                self.scrape_errors += 1
+                families, up = [], 0.0
+            yield from families
+        yield GaugeMetricFamily(
+            "nbq_metrics_redis_up", m.METRICS["nbq_metrics_redis_up"].help, value=up
+        )
+        yield CounterMetricFamily(
+            "nbq_metrics_errors",
+            m.METRICS["nbq_metrics_errors_total"].help,
+            value=self._stored_errors + self.scrape_errors,
+        )
+
+    def _from_store(self) -> Iterator[Metric]:
+        pipe = self.store.pipeline(transaction=False)
+        for _, family in _COUNTERS:
+            pipe.hgetall(m.counter_key(self.prefix, family))
+        for _, family in _HISTOGRAMS:
+            pipe.hgetall(m.histogram_key(self.prefix, family))
+        for state in ACTIVE_STATES:
+            key = f"{self.prefix}:state:{state.value}"
+            pipe.zcard(key)
+            pipe.zrange(key, 0, 0, withscores=True)
+        pipe.hget(f"{self.prefix}:breaker:quota", "state")
+        pipe.hgetall(m.counter_key(self.prefix, m.C_METRICS_ERRORS))
+        results = iter(pipe.execute())
+
+        for name, _ in _COUNTERS:
+            spec = m.METRICS[name]
+            counter = CounterMetricFamily(name, spec.help, labels=list(spec.labels))
+            for field, value in _decode_hash(next(results)).items():
+                labels = _labels(field, len(spec.labels))
+                if labels is not None:
+                    counter.add_metric(labels, _number(value))
+            yield counter
+
+        for name, key_family in _HISTOGRAMS:
+            raw = _decode_hash(next(results))
+            buckets, total = histogram_buckets(raw, m.HISTOGRAM_BUCKETS[key_family])
+            hist = HistogramMetricFamily(name, m.METRICS[name].help, labels=[])
+            hist.add_metric([], buckets, total)
+            yield hist
+
+        in_state = GaugeMetricFamily(
+            "nbq_jobs_in_state", m.METRICS["nbq_jobs_in_state"].help, labels=["state"]
+        )
+        oldest = GaugeMetricFamily(
+            "nbq_oldest_job_age_seconds",
+            m.METRICS["nbq_oldest_job_age_seconds"].help,
+            labels=["state"],
+        )
+        now = self.clock()
+        for state in ACTIVE_STATES:
+            in_state.add_metric([state.value], float(next(results)))
+            first = next(results)
+            age = max(0.0, now - float(first[0][1])) if first else 0.0
+            oldest.add_metric([state.value], age)
+        yield in_state
+        yield oldest
+
+        breaker_state = next(results)
+        is_open = breaker_state is not None and _text(breaker_state) == "open"
+        yield GaugeMetricFamily(
+            "nbq_quota_breaker_open",
+            m.METRICS["nbq_quota_breaker_open"].help,
+            value=1.0 if is_open else 0.0,
+        )
+        errors = _decode_hash(next(results))
+        self._stored_errors = sum(_number(v) for v in errors.values())
+
+    def _from_broker(self) -> Iterator[Metric]:
+        pipe = self.broker.pipeline(transaction=False)
+        for queue in ALL_QUEUES:
+            pipe.llen(queue)
+            for step in _PRIORITY_STEPS:
+                pipe.llen(f"{queue}{_PRIORITY_SEP}{step}")
+        pipe.hlen(_UNACKED_KEY)
+        results = iter(pipe.execute())
+        lengths = GaugeMetricFamily(
+            "nbq_queue_length", m.METRICS["nbq_queue_length"].help, labels=["queue"]
+        )
+        for queue in ALL_QUEUES:
+            total = sum(int(next(results)) for _ in range(1 + len(_PRIORITY_STEPS)))
+            lengths.add_metric([queue], float(total))
+        yield lengths
+        yield GaugeMetricFamily(
+            "nbq_broker_unacked_messages",
+            m.METRICS["nbq_broker_unacked_messages"].help,
+            value=float(next(results)),
+        )
+
+
+def _client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+
+
+def build_registry(settings: Settings) -> CollectorRegistry:
+    """A registry holding only the project collector (no process/platform metrics)."""
+    store = _client(settings.job_store_url)
+    broker = (
+        store if settings.broker_url == settings.job_store_url else _client(settings.broker_url)
+    )
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RedisMetricsCollector(store, broker, prefix=settings.key_prefix))
+    return registry
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes every 15 s would flood the log."""
+
+
+def make_metrics_server(settings: Settings, *, address: str, port: int) -> WSGIServer:
+    """The HTTP server (``/metrics``; any path answers) bound but not yet serving.
+
+    Threaded, so a slow scrape (Redis timeout) does not block the next one.
+    """
+    app = make_wsgi_app(build_registry(settings))
+    return make_server(
+        address, port, app, server_class=ThreadingWSGIServer, handler_class=_QuietHandler
+    )
+
+
+def serve_metrics(settings: Settings, *, address: str, port: int) -> None:
+    """Serve the metrics over HTTP until interrupted (blocking; ``nbq metrics``)."""
+    server = make_metrics_server(settings, address=address, port=port)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

@@ -1,0 +1,1 @@
+"""Policy as data: poll schedule, backoff and the error → action table (pure, no I/O)."""

@@ -1,0 +1,1 @@
+"""Shared-by-all-workers protections in Redis: the quota breaker and the rate limiter."""

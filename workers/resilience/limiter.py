@@ -1,0 +1,71 @@
+"""A rate limiter shared by all workers and processes (atomic Lua token bucket in Redis).
+
+Celery's ``rate_limit`` is per worker; the API's limits are per account. Each call kind
+(``create``, ``query``) has a bucket refilled at the configured rate. A 429 halves the
+effective rate for a while (honouring Retry-After) and blocks the kind until Retry-After
+has passed; then it recovers by itself when the penalty key expires. A caller that gets
+no token is told how long to wait and re-schedules its task — it never spins.
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from workers import metrics
+
+_BUCKET_LUA = """
+local key = KEYS[1]
+local penalty_key = KEYS[2]
+local block_key = KEYS[3]
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+local blocked_until = tonumber(redis.call('GET', block_key) or '0')
+if now < blocked_until then return tostring(blocked_until - now) end
+if rate <= 0 then return '0' end
+if redis.call('EXISTS', penalty_key) == 1 then rate = rate / 2 end
+local tokens = tonumber(redis.call('HGET', key, 'tokens') or tostring(burst))
+local ts = tonumber(redis.call('HGET', key, 'ts') or tostring(now))
+tokens = math.min(burst, tokens + (now - ts) * rate)
+if tokens >= 1 then
+  redis.call('HSET', key, 'tokens', tostring(tokens - 1), 'ts', tostring(now))
+  redis.call('EXPIRE', key, 3600)
+  return '0'
+end
+redis.call('HSET', key, 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('EXPIRE', key, 3600)
+return tostring((1 - tokens) / rate)
+"""
+
+
+class SharedRateLimiter:
+    def __init__(self, client: redis.Redis, *, prefix: str = "nbq",
+                 rates_per_s: dict[str, float] | None = None):
+        self.redis = client
+        self.prefix = prefix
+        self.rates_per_s = rates_per_s or {}
+        self._bucket = client.register_script(_BUCKET_LUA)
+
+    def _keys(self, kind: str) -> list[str]:
+        base = f"{self.prefix}:limit:{kind}"
+        return [base, f"{base}:penalty", f"{base}:blocked_until"]
+
+    def acquire(self, kind: str) -> float:
+        """Take a token: 0.0 when granted, else the seconds to wait before trying again."""
+        rate = self.rates_per_s.get(kind, 0.0)
+        burst = max(1.0, rate)
+        wait_s = float(self._bucket(keys=self._keys(kind), args=[rate, burst, repr(time.time())]))
+        if wait_s > 0:
+            metrics.limiter_wait(kind)
+        return wait_s
+
+    def penalise(self, kind: str, retry_after_s: float | None, *, default_s: float = 30.0) -> None:
+        """A 429: block ``kind`` for Retry-After, and halve its rate for a while after."""
+        wait_s = retry_after_s if retry_after_s and retry_after_s > 0 else default_s
+        _, penalty_key, block_key = self._keys(kind)
+        pipe = self.redis.pipeline()
+        pipe.set(block_key, repr(time.time() + wait_s), px=max(int(wait_s * 1000), 1))
+        pipe.set(penalty_key, "1", px=max(int(wait_s * 4000), 1000))
+        pipe.execute()

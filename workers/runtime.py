@@ -1,0 +1,99 @@
+"""Per-process dependencies of the stages, built lazily and rebuilt after a fork.
+
+A prefork worker forks children after importing this module; sockets must not be
+shared across processes, so every child builds its own clients on first use.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import redis
+
+from workers.jobs.store import JobStore
+from workers.policy.schedule import Backoff, PollSchedule
+from workers.resilience.breaker import SubmissionBreaker
+from workers.resilience.limiter import SharedRateLimiter
+from workers.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from workers.evolink.client import EvolinkClient
+    from workers.security.urlguard import UrlPolicy
+    from workers.storage.s3 import ObjectStore
+
+
+@dataclass
+class Runtime:
+    """Everything a stage needs; tests build one directly with their own parts."""
+
+    settings: Settings
+    redis: redis.Redis
+    store: JobStore
+    breaker: SubmissionBreaker
+    limiter: SharedRateLimiter
+    schedule: PollSchedule
+    backoff: Backoff
+    rng: random.Random = field(default_factory=random.Random)
+    _api: EvolinkClient | None = None
+    _objects: ObjectStore | None = None
+    _url_policy: UrlPolicy | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Runtime:
+        client = redis.Redis.from_url(settings.job_store_url, health_check_interval=10,
+                                      socket_timeout=10, socket_connect_timeout=5)
+        return cls(
+            settings=settings,
+            redis=client,
+            store=JobStore(client, prefix=settings.key_prefix,
+                           retention_s=settings.job_retention_s),
+            breaker=SubmissionBreaker(client, prefix=settings.key_prefix,
+                                      probe_interval_s=settings.breaker_probe_interval_s),
+            limiter=SharedRateLimiter(client, prefix=settings.key_prefix, rates_per_s={
+                "create": settings.creates_per_s, "query": settings.queries_per_s}),
+            schedule=PollSchedule.from_settings(settings),
+            backoff=Backoff.from_settings(settings),
+        )
+
+    def api(self) -> EvolinkClient:
+        if self._api is None:
+            from workers.evolink.client import EvolinkClient
+
+            self._api = EvolinkClient.from_settings(self.settings)
+        return self._api
+
+    def objects(self) -> ObjectStore:
+        if self._objects is None:
+            from workers.storage.s3 import ObjectStore
+
+            self._objects = ObjectStore.from_settings(self.settings)
+        return self._objects
+
+    def url_policy(self) -> UrlPolicy:
+        if self._url_policy is None:
+            from workers.security.urlguard import UrlPolicy
+
+            self._url_policy = UrlPolicy.from_settings(self.settings)
+        return self._url_policy
+
+
+_runtime: Runtime | None = None
+_runtime_pid: int | None = None
+
+
+def get_runtime() -> Runtime:
+    """This process's runtime (a new one in each forked child)."""
+    global _runtime, _runtime_pid
+    if _runtime is None or _runtime_pid != os.getpid():
+        _runtime = Runtime.from_settings(get_settings())
+        _runtime_pid = os.getpid()
+    return _runtime
+
+
+def reset_runtime() -> None:
+    global _runtime, _runtime_pid
+    _runtime = None
+    _runtime_pid = None

@@ -1,0 +1,33 @@
+"""Cancel: a queued job is never submitted; a job in flight stops and ends cancelled.
+
+Every stage moves the job with a state-checked transition, so once a job is
+``cancelled`` no stage can move it again: a pending submit finds it terminal, a poll
+chain ends at its next hop, a download's final transition fails.
+"""
+
+from __future__ import annotations
+
+from workers import metrics
+from workers.jobs.record import JobRecord
+from workers.jobs.state import ACTIVE_STATES, JobState
+from workers.jobs.store import JobNotFoundError, JobStore
+
+
+class NotCancellableError(Exception):
+    """The job already ended (stored or failed): there is nothing to cancel."""
+
+
+def cancel_job(store: JobStore, job_id: str, *, reason: str = "cancelled by request") -> JobRecord:
+    record, applied = store.transition(
+        job_id, JobState.CANCELLED, allowed_from=ACTIVE_STATES,
+        set_fields={"waiting_reason": reason}, unset=("poll_token",),
+    )
+    if record is None:
+        raise JobNotFoundError(job_id)
+    if not applied:
+        if record.state is JobState.CANCELLED:
+            return record
+        raise NotCancellableError(f"job {job_id} is already {record.state.value}; "
+                                  "only queued or in-flight jobs can be cancelled")
+    metrics.job_state(JobState.CANCELLED.value)
+    return record

@@ -1,0 +1,60 @@
+"""Intake: validate a request and create its job record (idempotent on ``job_id``).
+
+Producers call this before sending ``nbq.generate``; the task calls it again, so a
+message sent by another service with ``send_task`` gets the same checks and record.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from workers import metrics
+from workers.evolink.models import GenerationRequest
+from workers.jobs.ids import InvalidJobIdError, new_job_id, validate_job_id
+from workers.jobs.record import JobError, JobRecord
+from workers.jobs.state import JobState
+from workers.runtime import Runtime
+from workers.stages.common import log
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem, each naming its field: ``size: Input should be ...``."""
+    parts = []
+    for error in exc.errors():
+        field = ".".join(str(p) for p in error["loc"]) or "request"
+        parts.append(f"{field}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def intake(rt: Runtime, *, request: dict[str, Any] | GenerationRequest, job_id: str | None,
+           producer: str | None = None, batch_id: str | None = None) -> JobRecord | None:
+    """The job's record: existing, new and queued, or new and failed (invalid request).
+
+    Returns None only when the job id itself is unusable (nothing can be recorded).
+    """
+    try:
+        job_id = validate_job_id(job_id) if job_id else new_job_id()
+    except InvalidJobIdError as exc:
+        log.warning("intake_refused", reason=str(exc))
+        return None
+    existing = rt.store.get(job_id)
+    if existing is not None:
+        return existing
+    try:
+        valid = (request if isinstance(request, GenerationRequest)
+                 else GenerationRequest.model_validate(request))
+    except ValidationError as exc:
+        message = describe_validation_error(exc)
+        failed = JobRecord(job_id=job_id, state=JobState.FAILED, producer=producer,
+                           error=JobError(code="invalid_request", message=message))
+        record, _ = rt.store.create(failed)
+        metrics.job_failed("invalid_request")
+        log.warning("intake_invalid_request", job_id=job_id, error_message=message)
+        return record
+    record, created = rt.store.create(JobRecord(
+        job_id=job_id, request=valid.to_api_json(), producer=producer, batch_id=batch_id))
+    if created:
+        metrics.job_state(JobState.QUEUED.value)
+    return record

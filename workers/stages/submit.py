@@ -1,0 +1,193 @@
+"""Submit: turn a queued job into exactly one paid API task.
+
+Safety comes from the job record, not from broker redelivery: ``queued → submitting``
+is an atomic transition with one winner, the idempotency key is derived from the job id
+and its create round, and a job that already has a task goes straight to polling.
+"""
+
+from __future__ import annotations
+
+from workers import metrics
+from workers.evolink.errors import EvolinkError, QuotaExceededError, RateLimitedError
+from workers.evolink.models import GenerationRequest
+from workers.jobs.record import JobError, JobRecord
+from workers.jobs.state import JobState
+from workers.policy.errors import Action, action_for
+from workers.runtime import Runtime
+from workers.stages.common import RetryLater, Scheduler, error_from, fail_job, log, new_token, now
+
+#: Longest single wait of a queued job on the breaker (a hop, re-checked after).
+MAX_QUOTA_WAIT_S = 300.0
+
+
+class QuotaBreakerOpenError(Exception):
+    """Submissions are paused by the quota breaker; the job waits in the queue."""
+
+
+class SubmissionsPausedUnauthorizedError(Exception):
+    """Submissions are paused because the API rejected the key (HTTP 401)."""
+
+
+def idempotency_key(record: JobRecord) -> str:
+    """Same key for every attempt of one create round; a new round gets a new key."""
+    return f"nbq-{record.job_id}-{record.create_seq}"
+
+
+def submit(rt: Runtime, sched: Scheduler, job_id: str, *, retries: int = 0) -> str:
+    """Run the submit stage once; returns a short outcome label (for logs and tests)."""
+    record = rt.store.get(job_id)
+    if record is None:
+        log.warning("submit_unknown_job", job_id=job_id)
+        return "missing"
+    if record.is_terminal:
+        return "terminal"
+    if record.state is JobState.GENERATING and record.evolink_task_id:
+        # A redelivered or duplicated submit: the task exists, go straight to polling.
+        sched.poll(job_id, record.poll_token or "", countdown_s=0.0)
+        return "already_submitted"
+    if record.state is not JobState.QUEUED:
+        return f"busy_{record.state.value}"
+
+    gate = _wait_before_create(rt, record)
+    if gate is not None:
+        return _defer(rt, sched, record, *gate)
+
+    record, won = rt.store.transition(
+        job_id, JobState.SUBMITTING, allowed_from={JobState.QUEUED}, incr={"attempts": 1},
+    )
+    if not won or record is None:
+        return "lost_race"
+    metrics.job_state(JobState.SUBMITTING.value)
+    return _create(rt, sched, record, retries=retries)
+
+
+def _wait_before_create(rt: Runtime, record: JobRecord) -> tuple[str, float] | None:
+    """``(reason, wait_s)`` if the shared breaker or limiters say wait."""
+    allowed, wait_s = rt.breaker.may_submit()
+    if not allowed:
+        return "breaker", wait_s
+    if record.create_outcome_unknown and not (
+        rt.settings.idempotent_creates or rt.settings.at_least_once_creates
+    ):
+        return "outcome_unknown", 0.0
+    limit = rt.settings.max_in_flight
+    if limit and (rt.store.count_in_state(JobState.GENERATING)
+                  + rt.store.count_in_state(JobState.SUBMITTING)) >= limit:
+        metrics.limiter_wait("inflight")
+        return "in_flight_limit", rt.settings.poll_min_interval_s * 2
+    wait_s = rt.limiter.acquire("create")
+    if wait_s > 0:
+        return "rate_limit", wait_s
+    return None
+
+
+def _defer(rt: Runtime, sched: Scheduler, record: JobRecord, reason: str, wait_s: float) -> str:
+    job_id = record.job_id
+    if reason == "outcome_unknown":
+        fail_job(rt, job_id, JobError(
+            code="outcome_unknown",
+            message="an earlier create may have reached the API (timeout or dropped "
+                    "connection) and server-side idempotency is not trusted; decide by hand "
+                    "(nbq status shows attempts) or set NBQ_AT_LEAST_ONCE_CREATES=true",
+        ))
+        return "failed_outcome_unknown"
+    if reason == "breaker":
+        status = rt.breaker.status()
+        rt.store.update(job_id, in_states={JobState.QUEUED},
+                        set_fields={"waiting_reason": f"submissions paused: {status.kind}"})
+        cause: Exception = (
+            SubmissionsPausedUnauthorizedError(f"API key rejected (401): {status.message}")
+            if status.kind == "unauthorized"
+            else QuotaBreakerOpenError(f"quota breaker open since {status.since}: "
+                                       f"{status.code} {status.message}")
+        )
+        raise RetryLater(cause, min(max(wait_s, 1.0), MAX_QUOTA_WAIT_S), max_retries=None)
+    rt.store.update(job_id, in_states={JobState.QUEUED}, set_fields={"waiting_reason": reason})
+    sched.submit(job_id, countdown_s=wait_s)
+    return f"deferred_{reason}"
+
+
+def _create(rt: Runtime, sched: Scheduler, record: JobRecord, *, retries: int) -> str:
+    job_id = record.job_id
+    request = GenerationRequest.model_validate(record.request)
+    try:
+        task = rt.api().create_task(
+            request, idempotency_key=idempotency_key(record), callback_url=_callback_url(rt, record)
+        )
+    except EvolinkError as exc:
+        return _create_failed(rt, record, exc, retries=retries)
+
+    if rt.breaker.close():
+        log.warning("quota_breaker_closed", job_id=job_id, evolink_task_id=task.id)
+    estimated = task.estimated_time_s
+    credits = task.usage.credits_reserved or 0.0
+    token = new_token()
+    countdown_s = rt.schedule.first_countdown_s(estimated, rt.rng)
+    record, applied = rt.store.transition(
+        job_id, JobState.GENERATING, allowed_from={JobState.SUBMITTING},
+        set_fields={
+            "evolink_task_id": task.id, "estimated_time_s": estimated or 0.0,
+            "deadline_at": now() + rt.settings.poll_deadline_s, "poll_token": token,
+            "next_poll_at": now() + countdown_s, "progress": task.progress,
+            "create_outcome_unknown": False,
+        },
+        incr={"credits_reserved": credits},
+        unset=("waiting_reason", "error"),
+    )
+    metrics.api_call("create", 200)
+    metrics.credits_reserved(credits)
+    if not applied:
+        # Cancelled while the create was in flight: the task exists but nobody wants it.
+        log.warning("created_for_gone_job", job_id=job_id, evolink_task_id=task.id)
+        return "created_but_job_moved"
+    metrics.job_state(JobState.GENERATING.value)
+    log.info("task_created", job_id=job_id, evolink_task_id=task.id, estimated_time_s=estimated,
+             first_poll_in_s=round(countdown_s, 3))
+    sched.poll(job_id, token, countdown_s=countdown_s)
+    return "created"
+
+
+def _create_failed(rt: Runtime, record: JobRecord, exc: EvolinkError, *, retries: int) -> str:
+    job_id = record.job_id
+    action = action_for(exc, during_create=True)
+    log.warning("create_failed", job_id=job_id, error=type(exc).__name__, status=exc.status_code,
+                code=exc.code, action=action.value)
+    if action is Action.FAIL:
+        fail_job(rt, job_id, error_from(exc, code=exc.code if exc.status_code == 400 else None))
+        return "failed"
+
+    requeue: dict[str, object] = {"waiting_reason": exc.reason}
+    if action is Action.OUTCOME_UNKNOWN:
+        requeue["create_outcome_unknown"] = True
+    rt.store.transition(job_id, JobState.QUEUED, allowed_from={JobState.SUBMITTING},
+                        set_fields=requeue)
+
+    if action is Action.PAUSE_SUBMISSIONS:
+        assert isinstance(exc, QuotaExceededError)
+        rt.breaker.trip(kind="quota", code=exc.code, message=exc.message,
+                        daily=exc.is_daily_limit)
+        _, wait_s = rt.breaker.may_submit()
+        raise RetryLater(exc, min(max(wait_s, 1.0), MAX_QUOTA_WAIT_S), max_retries=None)
+    if action is Action.STOP_AND_ALERT:
+        rt.breaker.trip(kind="unauthorized", code=exc.code, message=exc.message)
+        log.error("api_key_rejected", job_id=job_id, message="submissions paused: fix "
+                  "NBQ_EVOLINK_API_KEY, then run `nbq quota --reset`")
+        raise RetryLater(exc, MAX_QUOTA_WAIT_S / 5, max_retries=None)
+    if action is Action.OUTCOME_UNKNOWN and not (
+        rt.settings.idempotent_creates or rt.settings.at_least_once_creates
+    ):
+        fail_job(rt, job_id, JobError(code="outcome_unknown", message=(
+            f"the create may have reached the API ({exc.message}); not resent because "
+            "server-side idempotency is not trusted")))
+        return "failed_outcome_unknown"
+    if isinstance(exc, RateLimitedError):
+        rt.limiter.penalise("create", exc.retry_after_s)
+    delay_s = rt.backoff.delay_s(retries, rt.rng, exc.retry_after_s)
+    raise RetryLater(exc, delay_s, max_retries=rt.settings.max_transient_retries,
+                     on_exhausted=JobError(code="api_unavailable", retryable=True, message=(
+                         f"create kept failing after {retries + 1} attempts: {exc.message}")))
+
+
+def _callback_url(rt: Runtime, record: JobRecord) -> str | None:
+    """Set by the callback receiver work (NBQ_PUBLIC_CALLBACK_URL); None means poll only."""
+    return None

@@ -1,0 +1,50 @@
+"""The task base: turns a stage's RetryLater into a Celery retry and ends exhausted jobs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task
+
+from workers.app import app
+from workers.contract import TASK_DOWNLOAD, TASK_POLL, TASK_SUBMIT
+from workers.jobs.state import ACTIVE_STATES
+from workers.runtime import get_runtime
+from workers.stages.common import RetryLater, fail_job
+
+
+class CeleryScheduler:
+    """Starts the next stage by name, so any worker pool may pick it up."""
+
+    def submit(self, job_id: str, *, countdown_s: float = 0.0) -> None:
+        app.send_task(TASK_SUBMIT, kwargs={"job_id": job_id}, countdown=countdown_s or None)
+
+    def poll(self, job_id: str, token: str, *, countdown_s: float) -> None:
+        app.send_task(TASK_POLL, kwargs={"job_id": job_id, "token": token},
+                      countdown=countdown_s or None)
+
+    def download(self, job_id: str) -> None:
+        app.send_task(TASK_DOWNLOAD, kwargs={"job_id": job_id})
+
+
+SCHEDULER = CeleryScheduler()
+
+
+class StageTask(Task):  # type: ignore[misc]
+    """Runs a stage; a RetryLater becomes ``self.retry`` (visible in Flower)."""
+
+    abstract = True
+    max_retries = None
+
+    def run_stage(self, func: Any, *args: Any, **kwargs: Any) -> str:
+        try:
+            return str(func(*args, retries=self.request.retries, **kwargs))
+        except RetryLater as signal:
+            limit = signal.max_retries
+            if limit is not None and self.request.retries >= limit:
+                if signal.on_exhausted is not None:
+                    fail_job(get_runtime(), str(kwargs["job_id"]), signal.on_exhausted,
+                             from_states=ACTIVE_STATES)
+                raise signal.cause from None
+            raise self.retry(exc=signal.cause, countdown=signal.countdown_s,
+                             kwargs=signal.kwargs, max_retries=None) from None

@@ -1,0 +1,43 @@
+"""The four pipeline tasks. Their names and keyword arguments are the message contract
+documented in docs/message-contract.md; nothing secret ever travels in a message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workers.app import app
+from workers.contract import TASK_DOWNLOAD, TASK_GENERATE, TASK_POLL, TASK_SUBMIT
+from workers.runtime import get_runtime
+from workers.stages import download as download_stage
+from workers.stages import poll as poll_stage
+from workers.stages import submit as submit_stage
+from workers.stages.intake import intake
+from workers.tasks.base import SCHEDULER, StageTask
+
+
+@app.task(name=TASK_GENERATE, base=StageTask, bind=True)
+def generate_task(self: StageTask, request: dict[str, Any], job_id: str | None = None,
+                  producer: str | None = None) -> str:
+    """Entry point for other services: record the job if new, then submit it."""
+    rt = get_runtime()
+    record = intake(rt, request=request, job_id=job_id, producer=producer)
+    if record is None or record.is_terminal:
+        return "refused" if record is None else "terminal"
+    return self.run_stage(submit_stage.submit, rt, SCHEDULER, job_id=record.job_id)
+
+
+@app.task(name=TASK_SUBMIT, base=StageTask, bind=True)
+def submit_task(self: StageTask, job_id: str) -> str:
+    return self.run_stage(submit_stage.submit, get_runtime(), SCHEDULER, job_id=job_id)
+
+
+@app.task(name=TASK_POLL, base=StageTask, bind=True, acks_late=True,
+          reject_on_worker_lost=True)
+def poll_task(self: StageTask, job_id: str, token: str = "") -> str:
+    return self.run_stage(poll_stage.poll, get_runtime(), SCHEDULER, job_id=job_id, token=token)
+
+
+@app.task(name=TASK_DOWNLOAD, base=StageTask, bind=True, acks_late=True,
+          reject_on_worker_lost=True)
+def download_task(self: StageTask, job_id: str) -> str:
+    return self.run_stage(download_stage.download, get_runtime(), job_id=job_id)
