@@ -1,0 +1,1 @@
+"""Performance measurements run by hand (not tests): ``python -m benchmarks.<name>``."""
