@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector
 
 from workers import metrics as m
 from workers.contract import ALL_QUEUES
-from workers.jobs.state import ACTIVE_STATES
+from workers.jobs.state import ACTIVE_STATES, JobState
 from workers.settings import Settings
 
 #: Kombu's Redis transport keeps priority messages in ``<queue>\x06\x16<step>`` lists.
@@ -51,6 +51,13 @@ _HISTOGRAMS: tuple[tuple[str, str], ...] = (
     ("nbq_polls_per_job", m.H_POLLS_PER_JOB),
     ("nbq_enqueue_to_stored_seconds", m.H_ENQUEUE_TO_STORED),
 )
+
+#: Label sets exported as 0 before their first event, so ``increase()`` sees the first one
+#: (unlabelled counters are always exported).
+_SEEDED: dict[str, tuple[tuple[str, ...], ...]] = {
+    "nbq_jobs_state_total": tuple((state.value,) for state in JobState),
+    "nbq_quota_breaker_transitions_total": (("open",), ("closed",)),
+}
 
 
 def _text(value: Any) -> str:
@@ -148,11 +155,15 @@ class RedisMetricsCollector(Collector):
 
         for name, _ in _COUNTERS:
             spec = m.METRICS[name]
-            counter = CounterMetricFamily(name, spec.help, labels=list(spec.labels))
+            seeded = _SEEDED.get(name, ((),) if not spec.labels else ())
+            values: dict[tuple[str, ...], float] = dict.fromkeys(seeded, 0.0)
             for field, value in _decode_hash(next(results)).items():
                 labels = _labels(field, len(spec.labels))
                 if labels is not None:
-                    counter.add_metric(labels, _number(value))
+                    values[tuple(labels)] = _number(value)
+            counter = CounterMetricFamily(name, spec.help, labels=list(spec.labels))
+            for labels_tuple, number in values.items():
+                counter.add_metric(list(labels_tuple), number)
             yield counter
 
         for name, key_family in _HISTOGRAMS:
