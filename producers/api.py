@@ -24,6 +24,7 @@ from celery import Celery
 from pydantic import ValidationError
 
 from producers.errors import (
+    CreditBudgetExceededError,
     InvalidRequestError,
     JobNotCancellableError,
     JobNotFoundError,
@@ -36,6 +37,7 @@ from workers.jobs.ids import InvalidJobIdError, validate_job_id
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 from workers.jobs.store import JobNotFoundError as StoreJobNotFoundError
+from workers.resilience.credits import CreditLedger
 from workers.runtime import Runtime
 from workers.settings import Settings, get_settings
 from workers.stages.cancel import NotCancellableError, cancel_job
@@ -90,6 +92,13 @@ class Producer:
                 validate_job_id(job_id)
             except InvalidJobIdError as exc:
                 raise InvalidRequestError(str(exc), field="job_id") from None
+        limit = self.settings.credit_limit_daily
+        if limit and (job_id is None or self.runtime.store.get(job_id) is None):
+            ledger = CreditLedger(self.runtime.redis, prefix=self.settings.key_prefix)
+            if ledger.would_exceed(valid.quality.value, limit):
+                raise CreditBudgetExceededError(
+                    f"daily credit budget NBQ_CREDIT_LIMIT_DAILY={limit:g} would be exceeded "
+                    f"(spent today: {ledger.spent_today():g}); nothing was enqueued")
         record = intake(self.runtime, request=valid, job_id=job_id, producer=producer,
                         batch_id=batch_id)
         assert record is not None

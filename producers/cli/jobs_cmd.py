@@ -1,9 +1,152 @@
-"""Commands for producers: submit, status, wait, get, batch, cancel, quota, credits."""
+"""Commands for producers: submit, status, wait, get, cancel."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.table import Table
+
+from producers.cli.common import console, err_console, fail_on_config_error, print_json
+from producers.errors import ProducerError
+from workers.jobs.record import JobRecord
 
 
 def register(app: typer.Typer) -> None:
-    """Filled in with the producer API."""
+    app.command("submit")(submit)
+    app.command("status")(status)
+    app.command("wait")(wait)
+    app.command("get")(get)
+    app.command("cancel")(cancel)
+
+
+def _producer():  # type: ignore[no-untyped-def]
+    from producers.api import Producer
+
+    return Producer()
+
+
+def _fail(exc: Exception, code: int = 1) -> typer.Exit:
+    err_console.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(code)
+
+
+def show_record(record: JobRecord, *, as_json: bool) -> None:
+    if as_json:
+        print_json(record.public_view())
+        return
+    table = Table(show_header=False, box=None)
+    view = record.public_view()
+    for name in ("job_id", "state", "progress", "evolink_task_id", "attempts", "polls",
+                 "credits_reserved", "waiting_reason"):
+        if view.get(name) not in (None, "", 0) or name in ("job_id", "state"):
+            table.add_row(f"[bold]{name}[/bold]", str(view[name]))
+    if record.error:
+        table.add_row("[bold]error[/bold]",
+                      f"[red]{record.error.code}[/red]: {record.error.message}")
+    for obj in record.objects:
+        table.add_row("[bold]object[/bold]", f"{obj.key} ({obj.size} B, sha256 {obj.sha256[:12]}…)")
+    console.print(table)
+
+
+@fail_on_config_error
+def submit(
+    prompt: Annotated[str, typer.Argument(help="What to draw (at most 2000 characters).")],
+    size: Annotated[str, typer.Option(help="Aspect ratio: auto, 1:1, 16:9, ...")] = "auto",
+    quality: Annotated[str, typer.Option(help="1K, 2K or 4K.")] = "2K",
+    image_url: Annotated[list[str] | None, typer.Option(help="Reference image (repeat).")] = None,
+    thinking_level: Annotated[str | None, typer.Option(help="auto, min or high.")] = None,
+    job_id: Annotated[str | None, typer.Option(help="Your id; also an idempotency key.")] = None,
+    wait_: Annotated[bool, typer.Option("--wait", help="Wait for the job to end.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 600.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Enqueue one generation; prints the job id (or the final record with --wait)."""
+    request: dict[str, object] = {"prompt": prompt, "size": size, "quality": quality}
+    if image_url:
+        request["image_urls"] = image_url
+    if thinking_level:
+        request["model_params"] = {"thinking_level": thinking_level}
+    producer = _producer()
+    try:
+        handle = producer.enqueue(request, job_id=job_id)
+        if not wait_:
+            if as_json:
+                print_json({"job_id": handle.job_id, "state": handle.status().state.value})
+            else:
+                typer.echo(handle.job_id)
+            return
+        record = handle.wait(timeout)
+    except ProducerError as exc:
+        raise _fail(exc, 2 if isinstance(exc, ValueError) else 1) from None
+    show_record(record, as_json=as_json)
+    if record.state.value != "stored":
+        raise typer.Exit(1)
+
+
+@fail_on_config_error
+def status(
+    job_id: Annotated[str, typer.Argument()],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show a job's record: state, progress, errors, stored objects."""
+    try:
+        record = _producer().status(job_id)
+    except ProducerError as exc:
+        raise _fail(exc) from None
+    show_record(record, as_json=as_json)
+
+
+@fail_on_config_error
+def wait(
+    job_id: Annotated[str, typer.Argument()],
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 600.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Wait until the job is stored, failed or cancelled; exit 1 unless stored."""
+    try:
+        with console.status(f"waiting for {job_id}…"):
+            record = _producer().wait(job_id, timeout_s=timeout)
+    except ProducerError as exc:
+        raise _fail(exc) from None
+    show_record(record, as_json=as_json)
+    if record.state.value != "stored":
+        raise typer.Exit(1)
+
+
+@fail_on_config_error
+def get(
+    job_id: Annotated[str, typer.Argument()],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Directory to write to.")] = Path(),
+) -> None:
+    """Download a stored job's images (and manifest) from S3 into a directory."""
+    from workers.storage.manifest import manifest_key
+
+    producer = _producer()
+    try:
+        record = producer.status(job_id)
+    except ProducerError as exc:
+        raise _fail(exc) from None
+    if record.state.value != "stored":
+        raise _fail(ValueError(f"job {job_id} is {record.state.value}, not stored"))
+    objects = producer.runtime.objects()
+    target = output / job_id
+    target.mkdir(parents=True, exist_ok=True)
+    for obj in record.objects:
+        path = target / obj.key.rsplit("/", 1)[-1]
+        objects.get_object_to(obj.key, path)
+        typer.echo(str(path))
+    manifest = target / "manifest.json"
+    objects.get_object_to(manifest_key(producer.settings.s3_prefix, job_id), manifest)
+    typer.echo(str(manifest))
+
+
+@fail_on_config_error
+def cancel(job_id: Annotated[str, typer.Argument()]) -> None:
+    """Cancel a queued or in-flight job (a stored job cannot be cancelled)."""
+    try:
+        record = _producer().cancel(job_id)
+    except ProducerError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"{record.job_id} {record.state.value}")

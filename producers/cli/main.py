@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from producers.cli import jobs_cmd, ops_cmd
+from producers.cli import batch_cmd, jobs_cmd, ops_cmd, quota_cmd
 
 app = typer.Typer(
     name="nbq",
@@ -18,6 +18,8 @@ app = typer.Typer(
 )
 
 jobs_cmd.register(app)
+batch_cmd.register(app)
+quota_cmd.register(app)
 ops_cmd.register(app)
 
 

@@ -45,4 +45,14 @@ def run_metrics(*, port: int | None, address: str) -> None:
 
 
 def run_reconcile(*, once: bool, interval_s: float | None) -> None:
-    raise NotImplementedError("reconciler lands with the resilience work")
+    from workers.runtime import get_runtime
+    from workers.stages.reconcile import reconcile_once
+    from workers.tasks.base import SCHEDULER
+    from workers.tasks.reconcile import reconcile_forever
+
+    settings = get_settings()
+    if once:
+        report = reconcile_once(get_runtime(), SCHEDULER)
+        print(f"re-driven: {report.total}")
+        return
+    reconcile_forever(interval_s or settings.reconcile_interval_s)

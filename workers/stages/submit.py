@@ -13,6 +13,7 @@ from workers.evolink.models import GenerationRequest
 from workers.jobs.record import JobError, JobRecord
 from workers.jobs.state import JobState
 from workers.policy.errors import Action, action_for
+from workers.resilience.credits import CreditLedger
 from workers.runtime import Runtime
 from workers.stages.common import RetryLater, Scheduler, error_from, fail_job, log, new_token, now
 
@@ -136,6 +137,7 @@ def _create(rt: Runtime, sched: Scheduler, record: JobRecord, *, retries: int) -
     )
     metrics.api_call("create", 200)
     metrics.credits_reserved(credits)
+    CreditLedger(rt.redis, prefix=rt.settings.key_prefix).record(credits, producer=record.producer)
     if not applied:
         # Cancelled while the create was in flight: the task exists but nobody wants it.
         log.warning("created_for_gone_job", job_id=job_id, evolink_task_id=task.id)

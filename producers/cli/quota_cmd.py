@@ -1,0 +1,74 @@
+"""``nbq quota`` (the submissions breaker) and ``nbq credits`` (today's spend)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from producers.cli.common import console, fail_on_config_error, print_json
+
+
+def register(app: typer.Typer) -> None:
+    app.command("quota")(quota)
+    app.command("credits")(credits)
+
+
+@fail_on_config_error
+def quota(
+    reset: Annotated[bool, typer.Option("--reset", help="Close the breaker by hand.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show the quota breaker: state, since when, last 402 code and message, jobs waiting."""
+    from workers.jobs.state import JobState
+    from workers.runtime import get_runtime
+
+    rt = get_runtime()
+    if reset:
+        was_open = rt.breaker.close()
+        console.print("breaker closed" if was_open else "breaker was not open")
+    status = rt.breaker.status()
+    waiting = rt.store.count_in_state(JobState.QUEUED)
+    data = {"state": status.state, "kind": status.kind, "since": status.since,
+            "code": status.code, "message": status.message,
+            "next_probe_at": status.next_probe_at, "trips": status.trips, "jobs_waiting": waiting}
+    if as_json:
+        print_json(data)
+        return
+    table = Table(show_header=False, box=None)
+    colour = "red" if status.is_open else "green"
+    table.add_row("state", f"[{colour}]{status.state}[/{colour}]")
+    if status.is_open:
+        table.add_row("reason", status.kind or "")
+        table.add_row("since", _ago(status.since))
+        table.add_row("last code", status.code or "")
+        table.add_row("message", status.message or "")
+        table.add_row("next probe", _ago(status.next_probe_at))
+    table.add_row("jobs waiting", str(waiting))
+    console.print(table)
+
+
+@fail_on_config_error
+def credits(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Today's credit spend (UTC) and the daily budget, if one is set."""
+    from workers.resilience.credits import CreditLedger
+    from workers.runtime import get_runtime
+
+    rt = get_runtime()
+    spent = CreditLedger(rt.redis, prefix=rt.settings.key_prefix).spent_today()
+    limit = rt.settings.credit_limit_daily or None
+    if as_json:
+        print_json({"spent_today": spent, "daily_limit": limit})
+        return
+    console.print(f"spent today: {spent:g} credits"
+                  + (f" of {limit:g} (NBQ_CREDIT_LIMIT_DAILY)" if limit else ""))
+
+
+def _ago(at: float | None) -> str:
+    if at is None:
+        return ""
+    delta = at - time.time()
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
+    return f"{when} (in {delta:.0f}s)" if delta > 0 else f"{when} ({-delta:.0f}s ago)"

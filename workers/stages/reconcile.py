@@ -1,0 +1,109 @@
+"""Reconciler: the job store drives recovery, not the broker's visibility timeout.
+
+A task message lost with a SIGKILLed worker comes back (Redis broker) only after the
+visibility timeout — an hour by default. The reconciler scans the per-state indexes for
+jobs idle past a deadline and re-drives the next stage. Every re-drive goes through the
+same state-checked transitions as the stages (and a claim on the exact ``updated_at`` it
+saw), so it never causes a second create, and it is safe to run on every host at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from workers.jobs.state import JobState
+from workers.logs import get_logger
+from workers.runtime import Runtime
+from workers.stages.common import Scheduler, new_token, now
+
+log = get_logger("nbq.reconcile")
+
+#: How many ids one pass reads per state (the rest wait for the next pass).
+BATCH = 500
+
+
+@dataclass
+class ReconcileReport:
+    requeued_submits: list[str] = field(default_factory=list)
+    recovered_submitting: list[str] = field(default_factory=list)
+    repolled: list[str] = field(default_factory=list)
+    redownloaded: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return (len(self.requeued_submits) + len(self.recovered_submitting)
+                + len(self.repolled) + len(self.redownloaded))
+
+
+def reconcile_once(rt: Runtime, sched: Scheduler) -> ReconcileReport:
+    report = ReconcileReport()
+    stuck_after_s = rt.settings.stuck_after_s
+    cutoff = now() - stuck_after_s
+
+    if not rt.breaker.status().is_open:
+        # Queued and idle: the producer died before sending, or the message was lost.
+        for job_id in rt.store.ids_in_state(JobState.QUEUED, updated_before=cutoff, limit=BATCH):
+            if _touch(rt, job_id, JobState.QUEUED):
+                sched.submit(job_id)
+                report.requeued_submits.append(job_id)
+
+    # Submitting and idle: the submit worker died mid-create (its message was acked early).
+    for job_id in rt.store.ids_in_state(JobState.SUBMITTING, updated_before=cutoff, limit=BATCH):
+        raw = _raw(rt, job_id)
+        if raw is None:
+            continue
+        record, applied = rt.store.transition(
+            job_id, JobState.QUEUED, allowed_from={JobState.SUBMITTING},
+            expect={"updated_at": raw.get("updated_at")},
+            set_fields={"create_outcome_unknown": int(raw.get("attempts", "0") or 0) > 0,
+                        "waiting_reason": "recovered after a lost submit"},
+        )
+        if applied:
+            sched.submit(job_id)
+            report.recovered_submitting.append(job_id)
+
+    # Generating with no poll due for a long time: the poll chain was lost.
+    for job_id in rt.store.ids_in_state(JobState.GENERATING, updated_before=cutoff, limit=BATCH):
+        record = rt.store.get(job_id)
+        if record is None or record.state is not JobState.GENERATING:
+            continue
+        if record.next_poll_at is not None and record.next_poll_at > cutoff:
+            continue
+        token = new_token()
+        _, applied = rt.store.update(job_id, in_states={JobState.GENERATING},
+                                     expect={"poll_token": record.poll_token},
+                                     set_fields={"poll_token": token, "next_poll_at": now()})
+        if applied:
+            sched.poll(job_id, token, countdown_s=0.0)
+            report.repolled.append(job_id)
+
+    # Downloading and idle longer than a download may take: the download was lost.
+    download_cutoff = now() - max(stuck_after_s, rt.settings.download_timeout_s * 1.5)
+    for job_id in rt.store.ids_in_state(JobState.DOWNLOADING, updated_before=download_cutoff,
+                                        limit=BATCH):
+        if _touch(rt, job_id, JobState.DOWNLOADING):
+            sched.download(job_id)
+            report.redownloaded.append(job_id)
+
+    if report.total:
+        log.warning("reconciled", requeued=len(report.requeued_submits),
+                    recovered_submitting=len(report.recovered_submitting),
+                    repolled=len(report.repolled), redownloaded=len(report.redownloaded))
+    return report
+
+
+def _raw(rt: Runtime, job_id: str) -> dict[str, str] | None:
+    raw = rt.redis.hgetall(rt.store.key(job_id))
+    if not raw:
+        return None
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+def _touch(rt: Runtime, job_id: str, state: JobState) -> bool:
+    """Claim a re-drive: bump ``updated_at`` only if nobody else did since we looked."""
+    raw = _raw(rt, job_id)
+    if raw is None:
+        return False
+    _, applied = rt.store.update(job_id, in_states={state},
+                                 expect={"updated_at": raw.get("updated_at")})
+    return applied

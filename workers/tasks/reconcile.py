@@ -1,0 +1,53 @@
+"""``nbq.reconcile`` and the reconciler loop that every worker host may run."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from celery.signals import worker_ready, worker_shutdown
+
+from workers.app import app
+from workers.contract import TASK_RECONCILE
+from workers.logs import get_logger
+from workers.runtime import get_runtime
+from workers.stages.reconcile import reconcile_once
+from workers.tasks.base import SCHEDULER
+
+log = get_logger("nbq.reconcile")
+_stop = threading.Event()
+
+
+@app.task(name=TASK_RECONCILE)
+def reconcile_task() -> int:
+    """One pass; returns how many jobs were re-driven."""
+    return reconcile_once(get_runtime(), SCHEDULER).total
+
+
+def reconcile_forever(interval_s: float, stop: threading.Event | None = None) -> None:
+    """Pass after pass until stopped; one pass failing never stops the loop."""
+    stop = stop or _stop
+    while not stop.is_set():
+        try:
+            reconcile_once(get_runtime(), SCHEDULER)
+        except Exception as exc:  # noqa: BLE001 - keep reconciling through Redis blips
+            log.warning("reconcile_pass_failed", error=type(exc).__name__, detail=str(exc))
+        stop.wait(interval_s)
+
+
+@worker_ready.connect
+def _start_in_worker(**_: Any) -> None:
+    settings = get_runtime().settings
+    if settings.reconcile_in_worker:
+        _stop.clear()
+        thread = threading.Thread(target=reconcile_forever,
+                                  args=(settings.reconcile_interval_s,), daemon=True,
+                                  name="nbq-reconciler")
+        thread.start()
+
+
+@worker_shutdown.connect
+def _stop_in_worker(**_: Any) -> None:
+    _stop.set()
+    time.sleep(0)
