@@ -44,7 +44,10 @@ _DOCUMENTATION = AddressProblem("documentation address", listable=False)
 _TRANSITION = AddressProblem("deprecated IPv6 transition address", listable=False)
 
 
-def _nets(*pairs: tuple[str, AddressProblem]) -> list[tuple[ipaddress._BaseNetwork, AddressProblem]]:
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _nets(*pairs: tuple[str, AddressProblem]) -> list[tuple[IPNetwork, AddressProblem]]:
     return [(ipaddress.ip_network(net), problem) for net, problem in pairs]
 
 

@@ -87,6 +87,8 @@ def _normalise_host(raw: str) -> _Host:
         except UnicodeError:
             raise ValueError("the host is not a valid internationalised name") from None
     host = host.lower()
+    if "%" in host:
+        raise ValueError("percent signs (encoded characters or IPv6 zone ids) are not allowed")
     parsed = parse_ip_host(host)
     if parsed is not None:
         address, canonical = parsed
