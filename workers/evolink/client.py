@@ -145,7 +145,7 @@ class EvolinkClient:
         if not task_id:
             raise ValueError("task_id must not be empty")
         url = self.base_url + TASK_PATH.format(task_id=quote(task_id, safe=""))
-        return self._call("query", "GET", url, self._headers, None, {"task_id": task_id})
+        return self._call("query", "GET", url, self._headers, None, {"evolink_task_id": task_id})
 
     # --- lifecycle ----------------------------------------------------------------------
 

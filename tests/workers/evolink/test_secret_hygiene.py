@@ -136,7 +136,7 @@ def test_each_failed_call_logs_one_event_with_its_task_id(
 
     assert [line["event"] for line in lines] == ["evolink_call_failed"] * 2
     query, create = lines
-    assert query["task_id"] == "task-42"
+    assert query["evolink_task_id"] == "task-42"
     assert query["level"] == "warning"
     assert query["endpoint"] == "query"
     assert create["idempotency_key"] == "job-42"
