@@ -38,8 +38,10 @@ PART_SIZE_BYTES = 5 * 1024 * 1024
 READ_CHUNK_BYTES = 256 * 1024
 CONNECT_TIMEOUT_S = 3.0
 #: Long enough for the store to acknowledge one part, short enough to notice a hung store.
-READ_TIMEOUT_S = 20.0
+READ_TIMEOUT_S = 10.0
 #: urllib3 retries per request (connection errors and 500/502/503/504), 0.2 s backoff base.
+#: A refused connection fails in well under a second; a hung store after 2 x READ_TIMEOUT_S
+#: (one read retry, so a stale pooled connection is not fatal).
 REQUEST_RETRIES = 2
 #: Errors of the store itself; anything else (a bug, a local disk error) is not translated.
 _STORE_ERRORS: tuple[type[Exception], ...] = (
@@ -79,6 +81,7 @@ class ObjectStore:
             timeout=urllib3.Timeout(connect=connect_timeout_s, read=read_timeout_s),
             retries=urllib3.Retry(
                 total=retries,
+                read=min(retries, 1),
                 backoff_factor=0.2,
                 status_forcelist=(500, 502, 503, 504),
             ),
@@ -324,7 +327,7 @@ class _HashingReader:
             raise
 
     def _read(self, size: int) -> bytes:
-        pieces: list[bytes] = []
+        pieces: list[memoryview] = []  # views into source chunks: joined with one copy
         wanted = size if size >= 0 else None
         got = 0
         while wanted is None or got < wanted:
@@ -335,14 +338,14 @@ class _HashingReader:
                 self._pending = memoryview(chunk)
                 continue
             take = len(self._pending) if wanted is None else min(len(self._pending), wanted - got)
-            piece = bytes(self._pending[:take])
+            piece = self._pending[:take]
             self._pending = self._pending[take:]
             self._account(piece)
             pieces.append(piece)
             got += take
         return b"".join(pieces)
 
-    def _account(self, piece: bytes) -> None:
+    def _account(self, piece: memoryview) -> None:
         self.size += len(piece)
         if self.size > self._max_bytes:
             raise ResultTooLargeError(f"result is larger than {self._max_bytes} bytes")
