@@ -1,0 +1,84 @@
+"""``nbq emulator`` / ``python -m emulator``: run the emulator under uvicorn."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Annotated, Any
+
+import typer
+
+from emulator.config import EmulatorConfig
+
+
+def uvicorn_speedups() -> dict[str, str]:
+    """httptools and uvloop when installed (several times the request rate), else defaults."""
+    options: dict[str, str] = {}
+    if importlib.util.find_spec("httptools") is not None:
+        options["http"] = "httptools"
+    if importlib.util.find_spec("uvloop") is not None:
+        options["loop"] = "uvloop"
+    return options
+
+
+def emulator(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8787,
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option("--api-key", help="Accepted bearer key (repeatable); default: any key."),
+    ] = None,
+    time_scale: Annotated[
+        float, typer.Option(help="Multiply every time the API reports or honours (0.01 = fast).")
+    ] = 1.0,
+    credits: Annotated[
+        float | None, typer.Option(help="Starting credit balance; default unlimited.")
+    ] = None,
+    result_ttl: Annotated[
+        float, typer.Option(help="Result link lifetime in nominal seconds (scaled).")
+    ] = 86400,
+    image_format: Annotated[str, typer.Option(help="png, jpeg or webp.")] = "png",
+    max_pixels: Annotated[
+        int | None, typer.Option(help="Cap result pixels (ratio kept), for fast tests.")
+    ] = None,
+    allow_insecure_callbacks: Annotated[
+        bool, typer.Option(help="Accept http:// and loopback/private callback URLs.")
+    ] = False,
+    seed: Annotated[int | None, typer.Option(help="Seed for durations, ids, faults.")] = None,
+    fixed_duration: Annotated[
+        float | None, typer.Option(help="Every task takes this many nominal seconds.")
+    ] = None,
+    public_url: Annotated[
+        str | None, typer.Option(help="Base of result links; default http://HOST:PORT.")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+) -> None:
+    """Run the Evolink API emulator (for tests and local runs)."""
+    import uvicorn
+
+    from emulator.app import create_app
+
+    config = EmulatorConfig(
+        host=host,
+        port=port,
+        api_keys=list(api_key or []),
+        time_scale=time_scale,
+        credits=credits,
+        result_ttl=result_ttl,
+        image_format=image_format,  # validated by pydantic
+        max_pixels=max_pixels,
+        allow_insecure_callbacks=allow_insecure_callbacks,
+        seed=seed,
+        fixed_duration=fixed_duration,
+        public_url=public_url,
+        log_level=log_level,
+    )
+    options: dict[str, Any] = uvicorn_speedups()
+    uvicorn.run(
+        create_app(config),
+        host=host,
+        port=port,
+        log_level=log_level.lower(),
+        access_log=False,
+        lifespan="on",
+        **options,
+    )
