@@ -1,6 +1,7 @@
 """Shared fixtures: each real service lives in its own module under ``tests/support``."""
 
 pytest_plugins = [
+    "tests.support.emulator_server",
     "tests.support.s3_server",
     "tests.support.redis_server",
 ]

@@ -1,0 +1,113 @@
+"""The Evolink API emulator as a real process (``python -m emulator``) on a free port."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.procs import free_port, port_open, python_exe, start, stop, wait_until
+
+#: The options every test emulator runs with: fast, small images, loopback callbacks.
+TEST_API_KEY = "test-key"
+TEST_ARGS = (
+    "--time-scale", "0.01",
+    "--max-pixels", "65536",
+    "--api-key", TEST_API_KEY,
+    "--allow-insecure-callbacks",
+)  # fmt: skip
+
+
+@dataclass
+class EmulatorServer:
+    """A restartable emulator process and a small client for its control API."""
+
+    log_dir: Path
+    args: list[str] = field(default_factory=lambda: list(TEST_ARGS))
+    port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"
+    api_key: str = TEST_API_KEY
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    def start(self) -> None:
+        self.proc = start(
+            [python_exe(), "-m", "emulator", "--host", self.host, "--port", str(self.port),
+             *self.args],
+            log=self.log_dir / "emulator.log",
+        )  # fmt: skip
+        wait_until(self._ready, timeout_s=30, what="emulator")
+
+    def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"emulator exited with {self.proc.returncode}")
+        return port_open(self.port, self.host) and self._control("GET", "health") == {"ok": True}
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+            self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def _control(self, method: str, path: str, body: Any = None) -> Any:
+        response = httpx.request(
+            method, f"{self.url}/_emulator/{path}", json=body, timeout=10, trust_env=False
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self._control("GET", "stats"))
+
+    def add_fault(self, **rule: Any) -> dict[str, Any]:
+        return dict(self._control("POST", "faults", rule))
+
+    def faults(self) -> list[dict[str, Any]]:
+        return list(self._control("GET", "faults"))
+
+    def clear_faults(self) -> None:
+        self._control("DELETE", "faults")
+
+    def set_credits(self, credits: float | None) -> None:
+        self._control("PUT", "credits", {"credits": credits})
+
+    def set_idempotency(self, enabled: bool) -> None:
+        self._control("PUT", "idempotency", {"enabled": enabled})
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        return dict(self._control("GET", f"tasks/{task_id}"))
+
+    def reset(self) -> None:
+        self._control("POST", "reset")
+
+
+@pytest.fixture
+def emulator_server(tmp_path: Path) -> Iterator[EmulatorServer]:
+    server = EmulatorServer(log_dir=tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def session_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
+    """Shared by many tests: call ``.reset()`` first if counters or faults matter."""
+    server = EmulatorServer(log_dir=tmp_path_factory.mktemp("emulator"))
+    server.start()
+    yield server
+    server.stop()
