@@ -213,7 +213,10 @@ class ObjectStore:
     # --- reading -----------------------------------------------------------------------
 
     def iter_object(self, key: str, chunk_bytes: int = READ_CHUNK_BYTES) -> Iterator[bytes]:
-        """The object's bytes in chunks; the connection is released when iteration ends."""
+        """The object's bytes in chunks; the connection is released when iteration ends.
+
+        Like every read here, a missing key is a ``StorageError`` (``exists`` tells first).
+        """
         with self._translate("download", key):
             response = self._client.get_object(self.bucket, key)
             try:
