@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.support.emulator_server",
     "tests.support.s3_server",
     "tests.support.redis_server",
+    "tests.support.stack",
 ]

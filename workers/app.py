@@ -80,3 +80,17 @@ def create_app(settings: Settings | None = None) -> Celery:
 
 
 app = create_app()
+
+
+def _configure_logging() -> None:
+    from workers.logs import configure_logging, register_secret
+
+    settings = get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    for secret in (settings.evolink_api_key, settings.s3_secret_key, settings.s3_access_key,
+                   settings.flower_basic_auth, settings.ingress_tokens):
+        if secret is not None:
+            register_secret(secret.get_secret_value())
+
+
+_configure_logging()
