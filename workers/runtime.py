@@ -69,7 +69,9 @@ class Runtime:
         if self._objects is None:
             from workers.storage.s3 import ObjectStore
 
-            self._objects = ObjectStore.from_settings(self.settings)
+            objects = ObjectStore.from_settings(self.settings)
+            objects.ensure_bucket()  # once per process; a fresh MinIO has no bucket yet
+            self._objects = objects
         return self._objects
 
     def url_policy(self) -> UrlPolicy:
