@@ -1,0 +1,208 @@
+"""The connect-time guard: resolve once, check every address, connect only to checked IPs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpcore
+import httpx
+import pytest
+
+from tests.workers.security.fakes import FakeDns, SpyBackend
+from workers.errors import UnsafeUrlError
+from workers.security.netguard import (
+    GuardedBackend,
+    GuardedTransport,
+    deadline_scope,
+    guarded_client,
+)
+from workers.security.urlguard import UrlPolicy
+
+WILDCARD = UrlPolicy(("*.example.com",), allow_http=True)
+
+
+@pytest.fixture
+def dns(monkeypatch: pytest.MonkeyPatch) -> FakeDns:
+    return FakeDns(monkeypatch)
+
+
+@pytest.mark.parametrize(
+    ("addresses", "reason"),
+    [
+        (["127.0.0.1"], "loopback"),
+        (["10.1.2.3"], "private"),
+        (["169.254.169.254"], "link-local"),
+        (["::1"], "loopback"),
+        (["fd00::1"], "private"),
+        (["::ffff:169.254.169.254"], "link-local"),
+        (["93.184.216.34", "127.0.0.1"], "loopback"),  # one bad answer spoils the lot
+    ],
+)
+def test_a_name_resolving_to_a_private_address_is_refused_before_connecting(
+    dns: FakeDns, addresses: list[str], reason: str
+) -> None:
+    # Given a wildcard-allowed name whose DNS answer points inside
+    dns.add("cdn.example.com", *addresses)
+    spy = SpyBackend()
+
+    # When it is fetched through the guarded client
+    with guarded_client(WILDCARD, inner=spy) as client, pytest.raises(UnsafeUrlError) as err:
+        client.get("http://cdn.example.com/r.png?sig=SECRET")
+
+    # Then it is refused with the reason and no connection is attempted
+    assert reason in str(err.value)
+    assert "cdn.example.com" in str(err.value)
+    assert "SECRET" not in str(err.value)
+    assert spy.connects == []
+
+
+def test_the_connection_goes_to_the_checked_address_not_a_second_lookup(dns: FakeDns) -> None:
+    dns.add("cdn.example.com", "93.184.216.34")
+    spy = SpyBackend()
+
+    with guarded_client(WILDCARD, inner=spy) as client, pytest.raises(httpx.HTTPError):
+        client.get("http://cdn.example.com/r.png")
+
+    assert spy.connects == [("93.184.216.34", 80)]
+    assert dns.queries == ["cdn.example.com"]
+
+
+def test_tls_still_verifies_the_host_name_not_the_ip(dns: FakeDns) -> None:
+    dns.add("cdn.example.com", "93.184.216.34")
+    spy = SpyBackend()
+
+    with guarded_client(WILDCARD, inner=spy) as client, pytest.raises(httpx.ConnectError):
+        client.get("https://cdn.example.com/r.png")
+
+    assert spy.connects == [("93.184.216.34", 443)]
+    assert spy.stream.tls_hostnames == ["cdn.example.com"]
+
+
+def test_an_exactly_listed_name_may_resolve_to_loopback(dns: FakeDns) -> None:
+    dns.add("emulator.test", "127.0.0.1")
+    spy = SpyBackend()
+    policy = UrlPolicy(("emulator.test",), allow_http=True)
+
+    with guarded_client(policy, inner=spy) as client, pytest.raises(httpx.HTTPError):
+        client.get("http://emulator.test:8080/r.png")
+
+    assert spy.connects == [("127.0.0.1", 8080)]
+
+
+def test_link_local_is_refused_even_for_an_exactly_listed_name(dns: FakeDns) -> None:
+    dns.add("metadata.test", "169.254.169.254")
+    spy = SpyBackend()
+    policy = UrlPolicy(("metadata.test",), allow_http=True)
+
+    with guarded_client(policy, inner=spy) as client, pytest.raises(UnsafeUrlError):
+        client.get("http://metadata.test/latest/meta-data/")
+
+    assert spy.connects == []
+
+
+def test_unresolvable_names_are_a_connection_error_not_a_refusal(dns: FakeDns) -> None:
+    spy = SpyBackend()
+
+    with guarded_client(WILDCARD, inner=spy) as client, pytest.raises(httpx.ConnectError):
+        client.get("http://nowhere.example.com/")
+
+    assert spy.connects == []
+
+
+def test_unix_sockets_are_never_opened() -> None:
+    backend = GuardedBackend(WILDCARD, SpyBackend())
+
+    with pytest.raises(UnsafeUrlError):
+        backend.connect_unix_socket("/var/run/docker.sock")
+
+
+def test_environment_proxies_are_ignored(monkeypatch: pytest.MonkeyPatch, dns: FakeDns) -> None:
+    # A proxy would do the connecting out of the guard's sight.
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:1")
+    monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:1")
+    dns.add("cdn.example.com", "93.184.216.34")
+    spy = SpyBackend()
+
+    with guarded_client(WILDCARD, inner=spy) as client, pytest.raises(httpx.HTTPError):
+        client.get("http://cdn.example.com/r.png")
+
+    assert spy.connects == [("93.184.216.34", 80)]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    stall: threading.Event
+
+    def do_GET(self) -> None:
+        if self.path == "/stall":
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            self.wfile.write(b"x")
+            self.wfile.flush()
+            self.server.stall.wait(10)  # type: ignore[attr-defined]
+            return
+        body = b"hello"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def loopback_server() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
+    server.stall = threading.Event()  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.stall.set()  # type: ignore[attr-defined]
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_transport_really_uses_the_guarded_backend(loopback_server: str) -> None:
+    # Pins down the one httpx private detail we rely on (HTTPTransport._pool).
+    listed = GuardedTransport(UrlPolicy(("127.0.0.1",), allow_http=True))
+    unlisted = GuardedTransport(UrlPolicy(("*.example.com",), allow_http=True))
+
+    with httpx.Client(transport=listed) as client:
+        assert client.get(loopback_server).content == b"hello"
+    with httpx.Client(transport=unlisted) as client, pytest.raises(UnsafeUrlError):
+        client.get(loopback_server)
+
+
+def test_socket_reads_stop_at_the_deadline(loopback_server: str) -> None:
+    policy = UrlPolicy(("127.0.0.1",), allow_http=True)
+
+    with guarded_client(policy) as client:
+        with (
+            client.stream("GET", f"{loopback_server}/stall", timeout=30) as response,
+            deadline_scope(time.monotonic() + 0.2),
+            pytest.raises(httpx.ReadTimeout),
+        ):
+            response.read()
+        with deadline_scope(time.monotonic() - 1), pytest.raises(httpx.TimeoutException):
+            client.get(loopback_server)
+
+
+def test_connect_errors_from_every_address_surface_as_connect_error(dns: FakeDns) -> None:
+    class Refusing(SpyBackend):
+        def connect_tcp(self, host: str, port: int, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+            self.connects.append((host, port))
+            raise httpcore.ConnectError("refused")
+
+    dns.add("cdn.example.com", "93.184.216.34", "93.184.216.35")
+    spy = Refusing()
+
+    with guarded_client(WILDCARD, inner=spy) as client, pytest.raises(httpx.ConnectError):
+        client.get("http://cdn.example.com/")
+
+    assert spy.connects == [("93.184.216.34", 80), ("93.184.216.35", 80)]
