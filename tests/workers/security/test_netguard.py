@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import httpcore
 import httpx
@@ -206,3 +208,75 @@ def test_connect_errors_from_every_address_surface_as_connect_error(dns: FakeDns
         client.get("http://cdn.example.com/")
 
     assert spy.connects == [("93.184.216.34", 80), ("93.184.216.35", 80)]
+
+
+def _self_signed(name: str) -> tuple[bytes, bytes]:
+    """A throwaway certificate (and key) for ``name``, in PEM."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+@pytest.fixture
+def tls_server(tmp_path: Any) -> Iterator[tuple[int, bytes, list[str | None]]]:
+    """HTTPS on 127.0.0.1 with a certificate for ``cdn.example.com``; records SNI names."""
+    cert_pem, key_pem = _self_signed("cdn.example.com")
+    (tmp_path / "cert.pem").write_bytes(cert_pem)
+    (tmp_path / "key.pem").write_bytes(key_pem)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    sni: list[str | None] = []
+    context.sni_callback = lambda _sock, name, _ctx: sni.append(name)  # type: ignore[assignment,misc]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
+    server.stall = threading.Event()  # type: ignore[attr-defined]
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield server.server_address[1], cert_pem, sni
+    server.shutdown()
+    server.server_close()
+
+
+def test_tls_to_the_checked_ip_verifies_the_certificate_for_the_name(
+    dns: FakeDns, tls_server: tuple[int, bytes, list[str | None]]
+) -> None:
+    # Given cdn.example.com resolving to our loopback TLS server, listed exactly
+    port, cert_pem, sni = tls_server
+    dns.add("cdn.example.com", "127.0.0.1")
+    dns.add("other.example.com", "127.0.0.1")
+    trust = ssl.create_default_context(cadata=cert_pem.decode())
+    policy = UrlPolicy(("cdn.example.com", "other.example.com"))
+
+    with guarded_client(policy, verify=trust) as client:
+        # When fetched by name, Then SNI and the certificate check use the name
+        assert client.get(f"https://cdn.example.com:{port}/").content == b"hello"
+        assert sni == ["cdn.example.com"]
+        # And a name the certificate does not cover fails verification
+        with pytest.raises(httpx.ConnectError, match=r"(?i)certificate|hostname"):
+            client.get(f"https://other.example.com:{port}/")
