@@ -1,0 +1,268 @@
+"""docker-compose.yml, checked statically (no Docker engine here) against the real code.
+
+The CLI is the real ``producers.cli.main:app``; settings names are the real ``Settings``.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+import typer.main
+from typer.testing import CliRunner
+
+from producers.cli.main import app
+from tests.ops.compose import (
+    COMPOSE_FILE,
+    ENV_EXAMPLE,
+    PLACEHOLDER,
+    ROOT,
+    compose,
+    env_example,
+    env_example_mentions,
+    is_secret_name,
+    is_settings_variable,
+    project_services,
+    services,
+    var_refs,
+)
+
+#: Variables the compose file may use that are not ``NBQ_*`` settings, and why.
+NON_NBQ_VARIABLES = {
+    "APP_IMAGE": "the image tag to run",
+    "MINIO_ROOT_USER": "MinIO root account (minio, minio-init)",
+    "MINIO_ROOT_PASSWORD": "MinIO root account (minio, minio-init)",
+    "FLOWER_USER": "Flower basic auth user; also Prometheus's scrape credential",
+    "FLOWER_PASSWORD": "Flower basic auth password; also Prometheus's scrape credential",
+    "FLOWER_PUBLISH": "host address:port for Flower's UI",
+    "INGRESS_PUBLISH": "host address:port for the HTTP ingress",
+    "WORKER_SUBMIT_REPLICAS": "replicas of the submit pool",
+    "WORKER_POLL_REPLICAS": "replicas of the poll pool",
+    "WORKER_DOWNLOAD_REPLICAS": "replicas of the download pool",
+    "GRAFANA_ADMIN_USER": "Grafana admin account",
+    "GRAFANA_ADMIN_PASSWORD": "Grafana admin account",
+}
+
+COMPOSE_TEXT = COMPOSE_FILE.read_text(encoding="utf-8")
+CLICK_APP = typer.main.get_command(app)  # typer may vendor its own click: duck-typed
+
+
+def _command_missing(args: list[str]) -> bool:
+    return args[0] not in CLICK_APP.commands  # type: ignore[attr-defined]
+
+
+def _cli_cases() -> list[object]:
+    cases = []
+    for name, service in sorted(project_services().items()):
+        args = [str(a) for a in service["command"]]
+        mark = pytest.mark.xfail(
+            _command_missing(args),
+            reason=f"`nbq {args[0]}` is not implemented yet (service {name})",
+            strict=False,
+        )
+        cases.append(pytest.param(args, id=name, marks=mark))
+    return cases
+
+
+# --- commands ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", _cli_cases())
+def test_service_command_is_accepted_by_the_real_cli(args: list[str]) -> None:
+    # Given the exact arguments the container passes to the `nbq` entrypoint
+    # When the real CLI parses them with --help (parse only, nothing runs)
+    result = CliRunner().invoke(app, [*args, "--help"])
+    # Then every option is known
+    assert result.exit_code == 0, result.output
+    # And every value converts and validates (types, min=...) without running the command
+    sub = CLICK_APP.commands[args[0]]  # type: ignore[attr-defined]
+    with sub.make_context(f"nbq {args[0]}", list(args[1:])):
+        pass
+
+
+def test_every_project_service_has_a_command() -> None:
+    assert set(project_services()) >= {
+        "worker-submit", "worker-poll", "worker-download", "flower", "reconciler", "metrics",
+        "ingress", "emulator",
+    }
+    for name, service in project_services().items():
+        assert isinstance(service.get("command"), list), name
+
+
+@pytest.mark.parametrize(
+    ("service", "queue", "pool", "concurrency"),
+    [
+        ("worker-submit", "submit", "prefork", "2"),
+        ("worker-poll", "poll", "threads", "16"),
+        ("worker-download", "download", "threads", "8"),
+    ],
+)
+def test_one_worker_pool_per_queue_with_replicas(service, queue, pool, concurrency) -> None:
+    spec = services()[service]
+    args = spec["command"]
+
+    def option(name: str) -> str:
+        return str(args[args.index(name) + 1])
+
+    assert args[0] == "worker"
+    assert option("--queues") == queue
+    assert option("--pool") == pool
+    assert option("--concurrency") == concurrency
+    assert option("--hostname").startswith(f"{queue}@")  # the alerts group workers by it
+    assert "replicas" in spec["deploy"]
+    assert spec["stop_grace_period"]  # warm shutdown needs time past the soft timeout
+
+
+# --- environment ------------------------------------------------------------------------
+
+
+def test_every_nbq_variable_is_a_settings_field() -> None:
+    names = {name for name, _, _ in var_refs(COMPOSE_TEXT)}
+    for service in services().values():
+        names |= set((service.get("environment") or {}).keys())
+    unknown = sorted(n for n in names if n.startswith("NBQ_") and not is_settings_variable(n))
+    assert unknown == []
+
+
+def test_non_nbq_variables_are_the_documented_ones() -> None:
+    names = {name for name, _, _ in var_refs(COMPOSE_TEXT)}
+    assert {n for n in names if not n.startswith("NBQ_")} <= set(NON_NBQ_VARIABLES)
+
+
+def test_required_variables_are_in_env_example() -> None:
+    required = {name for name, op, _ in var_refs(COMPOSE_TEXT) if op in ("", ":?", "?")}
+    assert required <= set(env_example())
+
+
+def test_env_example_names_only_variables_the_stack_uses() -> None:
+    used = {name for name, _, _ in var_refs(COMPOSE_TEXT)}
+    assert env_example_mentions() - used == set()
+
+
+def test_emulator_mode_variables_are_documented_in_env_example() -> None:
+    text = ENV_EXAMPLE.read_text(encoding="utf-8")
+    assert "NBQ_EVOLINK_BASE_URL=http://emulator:8787" in text
+    assert "NBQ_RESULT_URL_ALLOWED_HOSTS=emulator" in text
+    assert "NBQ_RESULT_URL_ALLOW_HTTP=true" in text
+
+
+# --- secrets ----------------------------------------------------------------------------
+
+
+def test_secret_variables_in_compose_come_from_the_environment() -> None:
+    for name, service in services().items():
+        for key, value in (service.get("environment") or {}).items():
+            if is_secret_name(key):
+                refs = var_refs(str(value))
+                assert refs, f"{name}: {key} must be ${{...}} from .env, not a literal"
+                assert all(op in ("", ":?", "?") for _, op, _ in refs), (
+                    f"{name}: {key} must not have a default value"
+                )
+
+
+def test_no_secret_literals_in_compose_or_env_example() -> None:
+    key_like = re.compile(r"\b(sk-[A-Za-z0-9_-]{8,}|[A-Za-z0-9+/_-]{32,})\b")
+    for path in (COMPOSE_FILE, ENV_EXAMPLE):
+        text = path.read_text(encoding="utf-8")
+        hits = [m.group(0) for m in key_like.finditer(text) if "change-me" not in m.group(0)]
+        assert hits == [], f"{path.name}: looks like a real key: {hits}"
+
+
+def test_env_example_secrets_are_placeholders() -> None:
+    for name, value in env_example().items():
+        if is_secret_name(name):
+            assert PLACEHOLDER.search(value), f".env.example: {name} must be a change-me value"
+
+
+# --- hardening and health ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(project_services()))
+def test_project_containers_are_hardened(name: str) -> None:
+    service = project_services()[name]
+    assert service.get("read_only") is True
+    assert any(str(t).startswith("/tmp") for t in service.get("tmpfs", []))
+    assert "no-new-privileges:true" in service.get("security_opt", [])
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["redis", "minio", "worker-submit", "worker-poll", "worker-download", "flower", "metrics",
+     "ingress", "emulator", "prometheus", "grafana"],
+)
+def test_long_running_services_have_a_healthcheck(name: str) -> None:
+    test = services()[name]["healthcheck"]["test"]
+    assert test and test[0] in ("CMD", "CMD-SHELL")
+
+
+def test_redis_persists_with_aof_on_a_volume() -> None:
+    redis = services()["redis"]
+    assert redis["image"].startswith("redis:7")
+    command = redis["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    assert any(v.endswith(":/data") for v in redis["volumes"])
+
+
+def test_minio_and_its_one_shot_bucket_init() -> None:
+    minio, init = services()["minio"], services()["minio-init"]
+    assert minio["image"].startswith("minio/minio")
+    assert minio["command"] == ["server", "/data", "--console-address", ":9001"]
+    assert init["image"].startswith("minio/mc")
+    script = "\n".join(init["command"])
+    assert "mc mb --ignore-existing" in script
+    assert "mc anonymous set none" in script  # private bucket
+    assert init["restart"] == "no"
+
+
+def test_flower_persists_its_state_and_uses_basic_auth() -> None:
+    flower = services()["flower"]
+    args = flower["command"]
+    assert args[args.index("--db") + 1].startswith("/data/")
+    assert "--no-auth" not in args
+    assert "NBQ_FLOWER_BASIC_AUTH" in flower["environment"]
+    assert any(v.endswith(":/data") for v in flower["volumes"])
+
+
+def test_profiles_keep_monitoring_and_emulator_optional() -> None:
+    assert services()["prometheus"]["profiles"] == ["monitoring"]
+    assert services()["grafana"]["profiles"] == ["monitoring"]
+    assert services()["emulator"]["profiles"] == ["emulator"]
+    always_on = [n for n, s in services().items() if not s.get("profiles")]
+    assert "emulator" not in always_on
+
+
+def test_bind_mounted_ops_files_exist() -> None:
+    for name, service in services().items():
+        for volume in service.get("volumes", []):
+            source = str(volume).split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), f"{name}: {source} is missing"
+
+
+def test_shared_worker_environment_is_one_extension() -> None:
+    assert any(key.startswith("x-") for key in compose())
+    # The API key is set in exactly one place, the worker environment extension
+    assert len(re.findall(r"^\s+NBQ_EVOLINK_API_KEY:", COMPOSE_TEXT, re.MULTILINE)) == 1
+
+
+# --- docker compose itself, when available --------------------------------------------------
+
+
+def _docker_compose_works() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _docker_compose_works(), reason="no working `docker compose` here")
+def test_docker_compose_config_is_valid() -> None:
+    result = subprocess.run(
+        ["docker", "compose", "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE_FILE),
+         "--profile", "monitoring", "--profile", "emulator", "config", "-q"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
