@@ -15,7 +15,7 @@ from workers.evolink.client import EvolinkClient
 from workers.evolink.errors import NotFoundError, QuotaExceededError, UnauthorizedError
 from workers.evolink.models import GenerationRequest, Quality, Size, Task, TaskStatus
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_metrics")]
 
 #: Hang guard only: at time scale 0.01 a task finishes in well under a second.
 POLL_DEADLINE_S = 60.0

@@ -38,6 +38,8 @@ from workers.evolink.retry_after import (
 )
 from workers.settings import ConfigError, load_settings
 
+pytestmark = pytest.mark.usefixtures("no_metrics")
+
 BASE_URL = "https://api.example.test"
 API_KEY = "sk-mock-secret-key-1234567890"
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -622,12 +624,9 @@ def test_real_connection_refused_is_a_connection_error_not_sent() -> None:
 # --- metrics ----------------------------------------------------------------------------
 
 
-def test_every_call_reports_one_metric(make_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[tuple[str, int | str, str]] = []
-    monkeypatch.setattr(
-        "workers.metrics.api_call",
-        lambda endpoint, status, code="": calls.append((endpoint, status, code)),
-    )
+def test_every_call_reports_one_metric(
+    make_client: Any, no_metrics: list[tuple[str, int | str, str]]
+) -> None:
     ok, _ = make_client(answer(200, TASK_JSON))
     quota, _ = make_client(answer(402, error_body("token_daily_quota_exceeded")))
     timeout, _ = make_client(raising(httpx.ReadTimeout))
@@ -642,7 +641,7 @@ def test_every_call_reports_one_metric(make_client: Any, monkeypatch: pytest.Mon
     with pytest.raises(ApiConnectionError):
         refused.create_task(REQUEST)
 
-    assert calls == [
+    assert no_metrics == [
         ("create", 200, ""),
         ("query", 200, ""),
         ("create", 402, "token_daily_quota_exceeded"),

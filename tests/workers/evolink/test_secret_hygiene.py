@@ -23,6 +23,8 @@ SIGNED_URL = "https://files.evolink.ai/r.png?X-Amz-Signature=cafebabe1234"
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
+pytestmark = pytest.mark.usefixtures("no_metrics")
+
 
 def echo_key(status: int) -> Handler:
     """A hostile server that quotes the caller's credentials back in its error message."""
