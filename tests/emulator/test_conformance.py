@@ -150,7 +150,12 @@ def test_body_over_the_limit_answers_413(make_client):
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Bearer "}, {"Authorization": "Basic test-key"}],
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": "Bearer "},
+        {"Authorization": "Basic test-key"},
+    ],
 )
 def test_missing_or_wrong_key_answers_401_on_both_endpoints(client, schema_validator, headers):
     created = client.post(CREATE, json=body(), headers=headers)

@@ -40,7 +40,9 @@ def test_image_has_the_requested_aspect_ratio(make_client, clock, size):
 @pytest.mark.parametrize(("image_format", "pil_format", "ext"), [
     ("png", "PNG", "png"), ("jpeg", "JPEG", "jpg"), ("webp", "WEBP", "webp"),
 ])  # fmt: skip
-def test_image_format_matches_option_url_and_content_type(make_client, clock, image_format, pil_format, ext):
+def test_image_format_matches_option_url_and_content_type(
+    make_client, clock, image_format, pil_format, ext
+):
     client = make_client(fixed_duration=1, image_format=image_format)
     task = _completed(client, clock, size="3:2")
 

@@ -21,7 +21,9 @@ def _query(client, task_id):
     return response.json()
 
 
-def test_task_goes_pending_processing_completed_with_rising_progress(make_client, clock, schema_validator):
+def test_task_goes_pending_processing_completed_with_rising_progress(
+    make_client, clock, schema_validator
+):
     client = make_client(fixed_duration=30)
     task_id = _create(client)
 
