@@ -63,8 +63,9 @@ def validate_request(request: GenerationRequest | Mapping[str, Any]) -> Generati
         return GenerationRequest.model_validate(dict(request))
     except ValidationError as exc:
         loc = exc.errors()[0]["loc"]
-        raise InvalidRequestError(describe_validation_error(exc),
-                                  field=".".join(str(p) for p in loc) or None) from None
+        raise InvalidRequestError(
+            describe_validation_error(exc), field=".".join(str(p) for p in loc) or None
+        ) from None
     except TypeError as exc:
         raise InvalidRequestError(f"request must be a mapping of fields: {exc}") from None
 
@@ -72,8 +73,13 @@ def validate_request(request: GenerationRequest | Mapping[str, Any]) -> Generati
 class Producer:
     """Enqueue jobs and follow them. Thread-safe; create one per process."""
 
-    def __init__(self, settings: Settings | None = None, *, celery_app: Celery | None = None,
-                 runtime: Runtime | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        celery_app: Celery | None = None,
+        runtime: Runtime | None = None,
+    ) -> None:
         self.settings = settings or get_settings()
         self.runtime = runtime or Runtime.from_settings(self.settings)
         if celery_app is None:
@@ -82,9 +88,14 @@ class Producer:
             celery_app = create_app(self.settings)
         self.celery = celery_app
 
-    def enqueue(self, request: GenerationRequest | Mapping[str, Any], *,
-                job_id: str | None = None, producer: str | None = None,
-                batch_id: str | None = None) -> JobHandle:
+    def enqueue(
+        self,
+        request: GenerationRequest | Mapping[str, Any],
+        *,
+        job_id: str | None = None,
+        producer: str | None = None,
+        batch_id: str | None = None,
+    ) -> JobHandle:
         """Validate, write the job record, send ``nbq.generate``; returns the job's handle."""
         valid = validate_request(request)
         if job_id is not None:
@@ -98,15 +109,19 @@ class Producer:
             if ledger.would_exceed(valid.quality.value, limit):
                 raise CreditBudgetExceededError(
                     f"daily credit budget NBQ_CREDIT_LIMIT_DAILY={limit:g} would be exceeded "
-                    f"(spent today: {ledger.spent_today():g}); nothing was enqueued")
-        record = intake(self.runtime, request=valid, job_id=job_id, producer=producer,
-                        batch_id=batch_id)
+                    f"(spent today: {ledger.spent_today():g}); nothing was enqueued"
+                )
+        record = intake(
+            self.runtime, request=valid, job_id=job_id, producer=producer, batch_id=batch_id
+        )
         assert record is not None
         if record.state is JobState.QUEUED and record.attempts == 0 and not record.waiting_reason:
             # New (or never picked up): send. A duplicate message is harmless — submit's
             # queued → submitting transition has exactly one winner.
-            self.celery.send_task(TASK_GENERATE, kwargs={
-                "request": record.request, "job_id": record.job_id, "producer": producer})
+            self.celery.send_task(
+                TASK_GENERATE,
+                kwargs={"request": record.request, "job_id": record.job_id, "producer": producer},
+            )
         return JobHandle(self, record.job_id)
 
     def job(self, job_id: str) -> JobHandle:
@@ -128,8 +143,9 @@ class Producer:
         except NotCancellableError as exc:
             raise JobNotCancellableError(str(exc)) from None
 
-    def wait(self, job_id: str, *, timeout_s: float | None = None,
-             interval_s: float = 0.5) -> JobRecord:
+    def wait(
+        self, job_id: str, *, timeout_s: float | None = None, interval_s: float = 0.5
+    ) -> JobRecord:
         """Block until the job is stored, failed or cancelled (reads Redis, not the API)."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
@@ -138,7 +154,8 @@ class Producer:
                 return record
             if deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeoutError(
-                    f"job {job_id} still {record.state.value} after {timeout_s}s")
+                    f"job {job_id} still {record.state.value} after {timeout_s}s"
+                )
             time.sleep(interval_s)
 
     def results(self, job_id: str, *, expiry_s: int | None = None) -> list[StoredImage]:
@@ -147,9 +164,16 @@ class Producer:
             raise JobNotStoredError(f"job {job_id} is {record.state.value}, not stored")
         objects = self.runtime.objects()
         expiry = expiry_s or self.settings.presign_expiry_s
-        return [StoredImage(key=o.key, url=objects.presigned_get_url(o.key, expiry),
-                            sha256=o.sha256, size=o.size, content_type=o.content_type)
-                for o in record.objects]
+        return [
+            StoredImage(
+                key=o.key,
+                url=objects.presigned_get_url(o.key, expiry),
+                sha256=o.sha256,
+                size=o.size,
+                content_type=o.content_type,
+            )
+            for o in record.objects
+        ]
 
 
 class JobHandle:

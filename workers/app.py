@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 
 from workers.contract import ALL_QUEUES, TASK_QUEUES
 from workers.settings import Settings, get_settings
@@ -40,7 +40,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "accept_content": ["json"],
         "event_serializer": "json",
         "task_default_queue": "submit",
-        "task_queues": [Queue(name) for name in ALL_QUEUES],
+        "task_queues": [Queue(name) for name in ALL_QUEUES],  # type: ignore[no-untyped-call]
         "task_routes": {name: {"queue": queue} for name, queue in TASK_QUEUES.items()},
         "task_create_missing_queues": False,
         "broker_transport_options": {
@@ -87,8 +87,13 @@ def _configure_logging() -> None:
 
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
-    for secret in (settings.evolink_api_key, settings.s3_secret_key, settings.s3_access_key,
-                   settings.flower_basic_auth, settings.ingress_tokens):
+    for secret in (
+        settings.evolink_api_key,
+        settings.s3_secret_key,
+        settings.s3_access_key,
+        settings.flower_basic_auth,
+        settings.ingress_tokens,
+    ):
         if secret is not None:
             register_secret(secret.get_secret_value())
 

@@ -43,17 +43,28 @@ class Runtime:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
-        client = redis.Redis.from_url(settings.job_store_url, health_check_interval=10,
-                                      socket_timeout=10, socket_connect_timeout=5)
+        client = redis.Redis.from_url(
+            settings.job_store_url,
+            health_check_interval=10,
+            socket_timeout=10,
+            socket_connect_timeout=5,
+        )
         return cls(
             settings=settings,
             redis=client,
-            store=JobStore(client, prefix=settings.key_prefix,
-                           retention_s=settings.job_retention_s),
-            breaker=SubmissionBreaker(client, prefix=settings.key_prefix,
-                                      probe_interval_s=settings.breaker_probe_interval_s),
-            limiter=SharedRateLimiter(client, prefix=settings.key_prefix, rates_per_s={
-                "create": settings.creates_per_s, "query": settings.queries_per_s}),
+            store=JobStore(
+                client, prefix=settings.key_prefix, retention_s=settings.job_retention_s
+            ),
+            breaker=SubmissionBreaker(
+                client,
+                prefix=settings.key_prefix,
+                probe_interval_s=settings.breaker_probe_interval_s,
+            ),
+            limiter=SharedRateLimiter(
+                client,
+                prefix=settings.key_prefix,
+                rates_per_s={"create": settings.creates_per_s, "query": settings.queries_per_s},
+            ),
             schedule=PollSchedule.from_settings(settings),
             backoff=Backoff.from_settings(settings),
         )

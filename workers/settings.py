@@ -11,8 +11,16 @@ import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "NBQ_"
@@ -24,6 +32,7 @@ SECRET_FIELDS = (
     "s3_secret_key",
     "flower_basic_auth",
     "ingress_tokens",
+    "callback_secret",
 )
 
 DEFAULT_RESULT_HOSTS = (
@@ -109,7 +118,13 @@ class Settings(BaseSettings):
     flower_basic_auth: SecretStr | None = None
     flower_port: int = Field(5555, ge=1, le=65535)
     flower_max_tasks: int = Field(20000, ge=100)
+    # Base URL Evolink calls back (https; http only for loopback hosts, for local runs).
     public_callback_url: str | None = None
+    # Server secret the per-job callback tokens are derived from (HMAC of the job id);
+    # required when public_callback_url is set.
+    callback_secret: SecretStr | None = Field(None, validate_default=True)
+    # With callbacks on, the first poll is a late fallback: at this factor x estimated_time.
+    callback_first_poll_factor: float = Field(3.0, gt=0)
     ingress_tokens: SecretStr | None = None  # "producer:token,producer2:token2"
     max_body_bytes: int = Field(256 * 1024, gt=0)
     metrics_port: int = Field(9808, ge=1, le=65535)
@@ -132,8 +147,9 @@ class Settings(BaseSettings):
                 try:
                     data[name] = Path(path).read_text(encoding="utf-8").strip()
                 except OSError as exc:
-                    raise ValueError(f"{ENV_PREFIX}{name.upper()}_FILE: cannot read {path}: "
-                                     f"{exc.strerror}") from None
+                    raise ValueError(
+                        f"{ENV_PREFIX}{name.upper()}_FILE: cannot read {path}: {exc.strerror}"
+                    ) from None
         return data
 
     @field_validator("result_url_allowed_hosts", mode="before")
@@ -151,6 +167,24 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("public_callback_url")
+    @classmethod
+    def _callback_base(cls, value: str | None) -> str | None:
+        """https only, except plain http to a loopback host (tests, local dev)."""
+        if value is None or value.startswith("https://"):
+            return value
+        host = (urlsplit(value).hostname or "").lower()
+        if host == "localhost" or host == "::1" or host.startswith("127."):
+            return value
+        raise ValueError("must be an https:// URL (http:// only for loopback hosts)")
+
+    @field_validator("callback_secret")
+    @classmethod
+    def _callback_secret_set(cls, value: SecretStr | None, info: ValidationInfo) -> Any:
+        if info.data.get("public_callback_url") and not (value and value.get_secret_value()):
+            raise ValueError("required when NBQ_PUBLIC_CALLBACK_URL is set")
+        return value
 
     @field_validator("broker_url", "redis_url")
     @classmethod

@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -17,6 +17,9 @@ from producers.cli.common import console, err_console, fail_on_config_error
 from producers.errors import ProducerError
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
+
+if TYPE_CHECKING:
+    from producers.api import Producer
 
 
 def register(app: typer.Typer) -> None:
@@ -66,23 +69,36 @@ def batch(
         raise typer.Exit(1)
 
 
-def _follow(producer, job_ids: list[str], timeout_s: float) -> dict[str, JobRecord]:  # type: ignore[no-untyped-def]
+def _follow(producer: Producer, job_ids: list[str], timeout_s: float) -> dict[str, JobRecord]:
     records: dict[str, JobRecord] = {}
     deadline = time.monotonic() + timeout_s
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("stored {task.fields[stored]} · failed {task.fields[failed]} · "
-                          "in flight {task.fields[inflight]}"), TimeElapsedColumn())
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(
+            "stored {task.fields[stored]} · failed {task.fields[failed]} · "
+            "in flight {task.fields[inflight]}"
+        ),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console) as progress:
-        bar = progress.add_task("jobs", total=len(job_ids), stored=0, failed=0,
-                                inflight=len(job_ids))
+        bar = progress.add_task(
+            "jobs", total=len(job_ids), stored=0, failed=0, inflight=len(job_ids)
+        )
         while True:
             for job_id in job_ids:
                 if job_id not in records or not records[job_id].is_terminal:
                     records[job_id] = producer.status(job_id)
             done = [r for r in records.values() if r.is_terminal]
             stored = sum(r.state is JobState.STORED for r in done)
-            progress.update(bar, completed=len(done), stored=stored, failed=len(done) - stored,
-                            inflight=len(job_ids) - len(done))
+            progress.update(
+                bar,
+                completed=len(done),
+                stored=stored,
+                failed=len(done) - stored,
+                inflight=len(job_ids) - len(done),
+            )
             if len(done) == len(job_ids) or time.monotonic() > deadline:
                 return records
             time.sleep(0.5)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -11,6 +11,9 @@ from rich.table import Table
 from producers.cli.common import console, err_console, fail_on_config_error, print_json
 from producers.errors import ProducerError
 from workers.jobs.record import JobRecord
+
+if TYPE_CHECKING:
+    from producers.api import Producer
 
 
 def register(app: typer.Typer) -> None:
@@ -21,7 +24,7 @@ def register(app: typer.Typer) -> None:
     app.command("cancel")(cancel)
 
 
-def _producer():  # type: ignore[no-untyped-def]
+def _producer() -> Producer:
     from producers.api import Producer
 
     return Producer()
@@ -38,13 +41,22 @@ def show_record(record: JobRecord, *, as_json: bool) -> None:
         return
     table = Table(show_header=False, box=None)
     view = record.public_view()
-    for name in ("job_id", "state", "progress", "evolink_task_id", "attempts", "polls",
-                 "credits_reserved", "waiting_reason"):
+    for name in (
+        "job_id",
+        "state",
+        "progress",
+        "evolink_task_id",
+        "attempts",
+        "polls",
+        "credits_reserved",
+        "waiting_reason",
+    ):
         if view.get(name) not in (None, "", 0) or name in ("job_id", "state"):
             table.add_row(f"[bold]{name}[/bold]", str(view[name]))
     if record.error:
-        table.add_row("[bold]error[/bold]",
-                      f"[red]{record.error.code}[/red]: {record.error.message}")
+        table.add_row(
+            "[bold]error[/bold]", f"[red]{record.error.code}[/red]: {record.error.message}"
+        )
     for obj in record.objects:
         table.add_row("[bold]object[/bold]", f"{obj.key} ({obj.size} B, sha256 {obj.sha256[:12]}…)")
     console.print(table)

@@ -33,8 +33,14 @@ def worker(
     """Run a Celery worker for some or all queues (one pool per queue in production)."""
     from producers.cli.run import run_worker
 
-    run_worker(queues=queues, concurrency=concurrency, pool=pool, autoscale=autoscale,
-               hostname=hostname, loglevel=loglevel)
+    run_worker(
+        queues=queues,
+        concurrency=concurrency,
+        pool=pool,
+        autoscale=autoscale,
+        hostname=hostname,
+        loglevel=loglevel,
+    )
 
 
 @fail_on_config_error

@@ -31,9 +31,16 @@ def quota(
         console.print("breaker closed" if was_open else "breaker was not open")
     status = rt.breaker.status()
     waiting = rt.store.count_in_state(JobState.QUEUED)
-    data = {"state": status.state, "kind": status.kind, "since": status.since,
-            "code": status.code, "message": status.message,
-            "next_probe_at": status.next_probe_at, "trips": status.trips, "jobs_waiting": waiting}
+    data = {
+        "state": status.state,
+        "kind": status.kind,
+        "since": status.since,
+        "code": status.code,
+        "message": status.message,
+        "next_probe_at": status.next_probe_at,
+        "trips": status.trips,
+        "jobs_waiting": waiting,
+    }
     if as_json:
         print_json(data)
         return
@@ -62,8 +69,10 @@ def credits(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
     if as_json:
         print_json({"spent_today": spent, "daily_limit": limit})
         return
-    console.print(f"spent today: {spent:g} credits"
-                  + (f" of {limit:g} (NBQ_CREDIT_LIMIT_DAILY)" if limit else ""))
+    console.print(
+        f"spent today: {spent:g} credits"
+        + (f" of {limit:g} (NBQ_CREDIT_LIMIT_DAILY)" if limit else "")
+    )
 
 
 def _ago(at: float | None) -> str:

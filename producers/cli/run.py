@@ -5,8 +5,15 @@ from __future__ import annotations
 from workers.settings import ConfigError, get_settings
 
 
-def run_worker(*, queues: str, concurrency: int | None, pool: str, autoscale: str | None,
-               hostname: str | None, loglevel: str) -> None:
+def run_worker(
+    *,
+    queues: str,
+    concurrency: int | None,
+    pool: str,
+    autoscale: str | None,
+    hostname: str | None,
+    loglevel: str,
+) -> None:
     from workers.app import app
 
     settings = get_settings()
@@ -21,13 +28,18 @@ def run_worker(*, queues: str, concurrency: int | None, pool: str, autoscale: st
     app.worker_main(argv)
 
 
-def run_flower(*, port: int | None, address: str, no_auth: bool, max_tasks: int | None,
-               db: str | None) -> None:
+def run_flower(
+    *, port: int | None, address: str, no_auth: bool, max_tasks: int | None, db: str | None
+) -> None:
     from workers.app import app
 
     settings = get_settings()
-    argv = ["flower", f"--port={port or settings.flower_port}", f"--address={address}",
-            f"--max_tasks={max_tasks or settings.flower_max_tasks}"]
+    argv = [
+        "flower",
+        f"--port={port or settings.flower_port}",
+        f"--address={address}",
+        f"--max_tasks={max_tasks or settings.flower_max_tasks}",
+    ]
     if no_auth:
         if address not in ("127.0.0.1", "localhost", "::1"):
             raise ConfigError("--no-auth is only allowed with --address 127.0.0.1")

@@ -28,18 +28,23 @@ def test_twenty_jobs_through_the_python_api_reach_stored_with_intact_images(stac
     stack.start_worker()
     producer = stack.producer()
     # When 20 jobs of varied sizes are enqueued
-    jobs = {producer.enqueue({"prompt": f"test image {i}", "size": SIZES[i % len(SIZES)],
-                              "quality": "1K"}).job_id: SIZES[i % len(SIZES)]
-            for i in range(20)}
+    jobs = {
+        producer.enqueue(
+            {"prompt": f"test image {i}", "size": SIZES[i % len(SIZES)], "quality": "1K"}
+        ).job_id: SIZES[i % len(SIZES)]
+        for i in range(20)
+    }
     records = stack.wait_all(producer, list(jobs))
     # Then every job is stored, with images of the requested ratio matching the manifest
     assert {r.state for r in records.values()} == {JobState.STORED}, {
-        k: (r.state, r.error) for k, r in records.items() if r.state is not JobState.STORED}
+        k: (r.state, r.error) for k, r in records.items() if r.state is not JobState.STORED
+    }
     client = stack.s3.minio()
     for job_id, size in jobs.items():
         record = records[job_id]
-        manifest = json.loads(client.get_object(stack.s3.bucket,
-                                                f"images/{job_id}/manifest.json").read())
+        manifest = json.loads(
+            client.get_object(stack.s3.bucket, f"images/{job_id}/manifest.json").read()
+        )
         by_key = {o["key"]: o for o in manifest["objects"]}
         assert record.objects and len(by_key) == len(record.objects)
         for obj in record.objects:
@@ -65,18 +70,22 @@ def test_the_same_job_id_enqueued_twice_creates_one_api_task(stack: Stack) -> No
     assert stack.emulator.stats()["creates_accepted"] == 1
 
 
-@pytest.mark.parametrize("request_body, field", [
-    ({"prompt": ""}, "prompt"),
-    ({"prompt": "x" * 2001}, "prompt"),
-    ({"prompt": "ok", "size": "5:7"}, "size"),
-    ({"prompt": "ok", "quality": "8K"}, "quality"),
-    ({"prompt": "ok", "image_urls": ["https://example.com/a.png"] * 15}, "image_urls"),
-    ({"prompt": "ok", "model_params": {"thinking_level": "max"}}, "model_params"),
-    ({"prompt": "ok", "callback_url": "http://example.com/hook"}, "callback_url"),
-    ({"prompt": "ok", "colour": "blue"}, "colour"),
-])
-def test_bad_requests_are_refused_and_nothing_is_enqueued(stack: Stack, request_body: dict,
-                                                          field: str) -> None:
+@pytest.mark.parametrize(
+    "request_body, field",
+    [
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": "x" * 2001}, "prompt"),
+        ({"prompt": "ok", "size": "5:7"}, "size"),
+        ({"prompt": "ok", "quality": "8K"}, "quality"),
+        ({"prompt": "ok", "image_urls": ["https://example.com/a.png"] * 15}, "image_urls"),
+        ({"prompt": "ok", "model_params": {"thinking_level": "max"}}, "model_params"),
+        ({"prompt": "ok", "callback_url": "http://example.com/hook"}, "callback_url"),
+        ({"prompt": "ok", "colour": "blue"}, "colour"),
+    ],
+)
+def test_bad_requests_are_refused_and_nothing_is_enqueued(
+    stack: Stack, request_body: dict, field: str
+) -> None:
     producer = stack.producer()
     with pytest.raises(InvalidRequestError) as info:
         producer.enqueue(request_body)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -20,15 +21,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(check: Callable[[], bool], timeout_s: float = 30.0, interval_s: float = 0.05,
-               what: str = "condition") -> None:
+def wait_until(
+    check: Callable[[], bool],
+    timeout_s: float = 30.0,
+    interval_s: float = 0.05,
+    what: str = "condition",
+) -> None:
     deadline = time.monotonic() + timeout_s
     last_error: Exception | None = None
     while time.monotonic() < deadline:
         try:
             if check():
                 return
-        except Exception as exc:  # noqa: BLE001 - retried until the deadline
+        except Exception as exc:
             last_error = exc
         time.sleep(interval_s)
     raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}: {last_error!r}")
@@ -40,17 +45,29 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def start(args: list[str], *, env: dict[str, str] | None = None, log: Path | None = None,
-          cwd: Path | None = None) -> subprocess.Popen[bytes]:
+def start(
+    args: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+    cwd: Path | None = None,
+) -> subprocess.Popen[bytes]:
     """Start a process in its own session (so a kill reaches its children)."""
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
     full_env = {**os.environ, **(env or {})}
-    return subprocess.Popen(args, env=full_env, stdout=out, stderr=subprocess.STDOUT,
-                            cwd=str(cwd or ROOT), start_new_session=True)
+    return subprocess.Popen(
+        args,
+        env=full_env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        cwd=str(cwd or ROOT),
+        start_new_session=True,
+    )
 
 
-def stop(proc: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM,
-         timeout_s: float = 15.0) -> None:
+def stop(
+    proc: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, timeout_s: float = 15.0
+) -> None:
     """Signal the whole process group and wait; SIGKILL if it will not go."""
     if proc.poll() is not None:
         return
@@ -61,10 +78,8 @@ def stop(proc: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM,
     try:
         proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait(timeout=10)
 
 

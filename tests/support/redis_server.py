@@ -37,8 +37,21 @@ class RedisServer:
 
     def start(self) -> None:
         self.proc = start(
-            [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-             "--appendonly", "yes", "--save", "", "--protected-mode", "no"],
+            [
+                redis_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.dir),
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+                "--protected-mode",
+                "no",
+            ],
             log=self.dir / "redis.log",
         )
         wait_until(lambda: port_open(self.port) and self.client().ping(), what="redis-server")

@@ -75,24 +75,47 @@ class Stack:
 
     def producer(self) -> Producer:
         settings = self.settings()
-        return Producer(settings, celery_app=create_app(settings),
-                        runtime=Runtime.from_settings(settings))
+        return Producer(
+            settings, celery_app=create_app(settings), runtime=Runtime.from_settings(settings)
+        )
 
-    def start_worker(self, *, queues: str = "submit,poll,download", pool: str = "threads",
-                     concurrency: int = 4, name: str | None = None,
-                     extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def start_worker(
+        self,
+        *,
+        queues: str = "submit,poll,download",
+        pool: str = "threads",
+        concurrency: int = 4,
+        name: str | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
         name = name or f"w{len(self.workers) + 1}"
         proc = start(
-            [sys.executable, "-m", "producers.cli.main", "worker", "--queues", queues,
-             "--pool", pool, "--concurrency", str(concurrency), "--hostname", f"{name}@test",
-             "--loglevel", "INFO"],
+            [
+                sys.executable,
+                "-m",
+                "producers.cli.main",
+                "worker",
+                "--queues",
+                queues,
+                "--pool",
+                pool,
+                "--concurrency",
+                str(concurrency),
+                "--hostname",
+                f"{name}@test",
+                "--loglevel",
+                "INFO",
+            ],
             env={**self.env(), **(extra_env or {})},
             log=self.dir / f"worker-{name}.log",
         )
         self.workers.append(proc)
         app = create_app(self.settings())
-        wait_until(lambda: any(f"{name}@test" in r for r in app.control.ping(timeout=0.5)),
-                   timeout_s=60, what=f"worker {name}")
+        wait_until(
+            lambda: any(f"{name}@test" in r for r in app.control.ping(timeout=0.5)),
+            timeout_s=60,
+            what=f"worker {name}",
+        )
         return proc
 
     def stop_workers(self) -> None:
@@ -100,8 +123,9 @@ class Stack:
             stop(proc, timeout_s=30)
         self.workers.clear()
 
-    def wait_all(self, producer: Producer, job_ids: list[str],
-                 timeout_s: float = 120) -> dict[str, JobRecord]:
+    def wait_all(
+        self, producer: Producer, job_ids: list[str], timeout_s: float = 120
+    ) -> dict[str, JobRecord]:
         records: dict[str, JobRecord] = {}
 
         def done() -> bool:
@@ -118,8 +142,12 @@ class Stack:
 
 
 @pytest.fixture
-def stack(tmp_path: Path, redis_server: RedisServer, session_s3: S3Server,
-          session_emulator: EmulatorServer) -> Iterator[Stack]:
+def stack(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    session_s3: S3Server,
+    session_emulator: EmulatorServer,
+) -> Iterator[Stack]:
     session_emulator.reset()
     the_stack = Stack(redis=redis_server, s3=session_s3, emulator=session_emulator, dir=tmp_path)
     yield the_stack

@@ -76,8 +76,17 @@ class EvolinkError(Exception):
 
     def __reduce__(self) -> tuple[object, ...]:
         # Keep keyword arguments across pickling (Celery result backends, billiard).
-        return (_rebuild, (type(self), self.message, self.status_code, self.code,
-                           self.retry_after_s, self.__dict__))
+        return (
+            _rebuild,
+            (
+                type(self),
+                self.message,
+                self.status_code,
+                self.code,
+                self.retry_after_s,
+                self.__dict__,
+            ),
+        )
 
 
 def _rebuild(

@@ -73,7 +73,7 @@ class GenerationRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
 
-    model: Literal["nano-banana-2-beta"] = MODEL_NAME
+    model: Literal["nano-banana-2-beta"] = "nano-banana-2-beta"
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
     size: Size = Size.AUTO
     quality: Quality = Quality.Q2K

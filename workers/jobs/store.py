@@ -136,8 +136,11 @@ class JobStore:
         """Store a new record; if the id exists, return the existing one and ``False``."""
         now = time.time()
         record = record.model_copy(
-            update={"created_at": record.created_at or now, "updated_at": now,
-                    "state_times": {record.state.value: now}}
+            update={
+                "created_at": record.created_at or now,
+                "updated_at": now,
+                "state_times": {record.state.value: now},
+            }
         )
         fields = record.to_hash()
         index = "" if record.state.is_terminal else self.index_key(record.state)
@@ -162,16 +165,22 @@ class JobStore:
 
         ``allowed_from`` defaults to every state that may legally reach ``to`` (and, with
         ``to=None``, to any state). ``expect`` maps fields to the exact string they must
-        hold (``None`` = absent), e.g. a poll token, so duplicates lose. Returns ``(record, applied)``; the record is the
-        current one either way, ``None`` if the job does not exist.
+        hold (``None`` = absent), e.g. a poll token, so duplicates lose. Returns
+        ``(record, applied)``; the record is the current one either way, ``None`` if the
+        job does not exist.
         """
         if allowed_from is None:
             allowed = sorted(sources_of(to)) if to is not None else []
         else:
             allowed = sorted(allowed_from)
         args: list[Any] = [
-            repr(time.time()), to.value if to is not None else "", self.retention_s,
-            f"{self.prefix}:state:", job_id, len(allowed), *[s.value for s in allowed],
+            repr(time.time()),
+            to.value if to is not None else "",
+            self.retention_s,
+            f"{self.prefix}:state:",
+            job_id,
+            len(allowed),
+            *[s.value for s in allowed],
         ]
         expect_items = list((expect or {}).items())
         args.append(len(expect_items))
@@ -207,7 +216,12 @@ class JobStore:
     ) -> tuple[JobRecord | None, bool]:
         """Change fields without changing state (only while in ``in_states``, if given)."""
         return self.transition(
-            job_id, None, allowed_from=in_states, set_fields=set_fields, incr=incr, unset=unset,
+            job_id,
+            None,
+            allowed_from=in_states,
+            set_fields=set_fields,
+            incr=incr,
+            unset=unset,
             expect=expect,
         )
 

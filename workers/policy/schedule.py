@@ -93,7 +93,9 @@ class Backoff:
     def from_settings(cls, settings: Settings) -> Backoff:
         return cls(base_s=settings.retry_backoff_base_s, max_s=settings.retry_backoff_max_s)
 
-    def delay_s(self, attempt: int, rng: random.Random, retry_after_s: float | None = None) -> float:
+    def delay_s(
+        self, attempt: int, rng: random.Random, retry_after_s: float | None = None
+    ) -> float:
         """Delay before retry number ``attempt`` (0-based): full jitter, at least Retry-After."""
         ceiling = min(self.max_s, self.base_s * (2 ** max(attempt, 0)))
         delay = rng.uniform(ceiling / 2, ceiling)

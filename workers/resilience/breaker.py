@@ -54,7 +54,7 @@ class SubmissionBreaker:
         self._probe = client.register_script(_PROBE_LUA)
 
     def status(self) -> BreakerStatus:
-        raw = {k.decode(): v.decode() for k, v in self.redis.hgetall(self.key).items()}
+        raw = {_text(k): _text(v) for k, v in self.redis.hgetall(self.key).items()}
         if not raw:
             return BreakerStatus(state="closed")
         return BreakerStatus(
@@ -77,10 +77,16 @@ class SubmissionBreaker:
             pipe.delete(self.key)
             pipe.hset(self.key, "since", repr(now))
             pipe.hincrby(self.key, "trips", 1)
-        pipe.hset(self.key, mapping={
-            "state": "open", "kind": kind, "code": code or "", "message": message[:500],
-            "next_probe_at": repr(now + wait_s),
-        })
+        pipe.hset(
+            self.key,
+            mapping={
+                "state": "open",
+                "kind": kind,
+                "code": code or "",
+                "message": message[:500],
+                "next_probe_at": repr(now + wait_s),
+            },
+        )
         pipe.execute()
         metrics.quota_breaker(True)
 
@@ -107,3 +113,7 @@ def seconds_to_utc_midnight(now: float) -> float:
     current = datetime.fromtimestamp(now, tz=UTC)
     midnight = (current + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     return (midnight - current).total_seconds() + 5.0
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

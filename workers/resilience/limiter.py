@@ -41,8 +41,13 @@ return tostring((1 - tokens) / rate)
 
 
 class SharedRateLimiter:
-    def __init__(self, client: redis.Redis, *, prefix: str = "nbq",
-                 rates_per_s: dict[str, float] | None = None):
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = "nbq",
+        rates_per_s: dict[str, float] | None = None,
+    ):
         self.redis = client
         self.prefix = prefix
         self.rates_per_s = rates_per_s or {}

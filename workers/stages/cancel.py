@@ -19,15 +19,20 @@ class NotCancellableError(Exception):
 
 def cancel_job(store: JobStore, job_id: str, *, reason: str = "cancelled by request") -> JobRecord:
     record, applied = store.transition(
-        job_id, JobState.CANCELLED, allowed_from=ACTIVE_STATES,
-        set_fields={"waiting_reason": reason}, unset=("poll_token",),
+        job_id,
+        JobState.CANCELLED,
+        allowed_from=ACTIVE_STATES,
+        set_fields={"waiting_reason": reason},
+        unset=("poll_token",),
     )
     if record is None:
         raise JobNotFoundError(job_id)
     if not applied:
         if record.state is JobState.CANCELLED:
             return record
-        raise NotCancellableError(f"job {job_id} is already {record.state.value}; "
-                                  "only queued or in-flight jobs can be cancelled")
+        raise NotCancellableError(
+            f"job {job_id} is already {record.state.value}; "
+            "only queued or in-flight jobs can be cancelled"
+        )
     metrics.job_state(JobState.CANCELLED.value)
     return record

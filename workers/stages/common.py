@@ -34,9 +34,15 @@ class RetryLater(Exception):  # noqa: N818 - a signal, not an error
     retries without bound (quota waits: jobs stay queued, never failed).
     """
 
-    def __init__(self, cause: BaseException, countdown_s: float, *,
-                 max_retries: int | None, kwargs: dict[str, Any] | None = None,
-                 on_exhausted: JobError | None = None) -> None:
+    def __init__(
+        self,
+        cause: BaseException,
+        countdown_s: float,
+        *,
+        max_retries: int | None,
+        kwargs: dict[str, Any] | None = None,
+        on_exhausted: JobError | None = None,
+    ) -> None:
         super().__init__(str(cause))
         self.cause = cause
         self.countdown_s = countdown_s
@@ -49,20 +55,30 @@ def new_token() -> str:
     return uuid.uuid4().hex[:16]
 
 
-def fail_job(rt: Runtime, job_id: str, error: JobError, *,
-             from_states: tuple[JobState, ...] = ACTIVE_STATES) -> JobRecord | None:
+def fail_job(
+    rt: Runtime, job_id: str, error: JobError, *, from_states: tuple[JobState, ...] = ACTIVE_STATES
+) -> JobRecord | None:
     """Move a job to ``failed`` with a reason a person understands (once)."""
     record, applied = rt.store.transition(
-        job_id, JobState.FAILED, allowed_from=from_states,
-        set_fields={"error": error}, unset=("waiting_reason",),
+        job_id,
+        JobState.FAILED,
+        allowed_from=from_states,
+        set_fields={"error": error},
+        unset=("waiting_reason",),
     )
     if applied and record is not None:
         metrics.job_state(JobState.FAILED.value)
         metrics.job_failed(error.code)
         if record.polls:
             metrics.polls_per_job(record.polls)
-        log.warning("job_failed", job_id=job_id, evolink_task_id=record.evolink_task_id,
-                    code=error.code, error_message=error.message, retryable=error.retryable)
+        log.warning(
+            "job_failed",
+            job_id=job_id,
+            evolink_task_id=record.evolink_task_id,
+            code=error.code,
+            error_message=error.message,
+            retryable=error.retryable,
+        )
     return record if applied else None
 
 

@@ -26,30 +26,49 @@ def download(rt: Runtime, job_id: str, *, retries: int = 0) -> str:
     try:
         objects = _store_results(rt, record)
         record = record.model_copy(update={"objects": objects})
-        rt.objects().put_json(manifest_key(rt.settings.s3_prefix, job_id),
-                              build_manifest(record, objects))
+        rt.objects().put_json(
+            manifest_key(rt.settings.s3_prefix, job_id), build_manifest(record, objects)
+        )
     except PipelineError as exc:
         if not exc.retryable:
             fail_job(rt, job_id, error_from(exc), from_states=(JobState.DOWNLOADING,))
             return f"failed_{exc.reason}"
-        log.warning("download_retry", job_id=job_id, evolink_task_id=record.evolink_task_id,
-                    reason=exc.reason, error_message=str(exc), retries=retries)
-        raise RetryLater(exc, rt.backoff.delay_s(retries, rt.rng),
-                         max_retries=rt.settings.max_transient_retries,
-                         on_exhausted=JobError(code=exc.reason, retryable=True,
-                                               message=f"download kept failing: {exc}")) from exc
+        log.warning(
+            "download_retry",
+            job_id=job_id,
+            evolink_task_id=record.evolink_task_id,
+            reason=exc.reason,
+            error_message=str(exc),
+            retries=retries,
+        )
+        raise RetryLater(
+            exc,
+            rt.backoff.delay_s(retries, rt.rng),
+            max_retries=rt.settings.max_transient_retries,
+            on_exhausted=JobError(
+                code=exc.reason, retryable=True, message=f"download kept failing: {exc}"
+            ),
+        ) from exc
 
     stored, applied = rt.store.transition(
-        job_id, JobState.STORED, allowed_from={JobState.DOWNLOADING},
-        set_fields={"objects": objects}, unset=("result_urls",),
+        job_id,
+        JobState.STORED,
+        allowed_from={JobState.DOWNLOADING},
+        set_fields={"objects": objects},
+        unset=("result_urls",),
     )
     if not applied or stored is None:
         return "stale_on_store"
     metrics.job_state(JobState.STORED.value)
     queued_at = stored.state_times.get(JobState.QUEUED.value, stored.created_at)
     metrics.enqueue_to_stored(now() - queued_at)
-    log.info("job_stored", job_id=job_id, evolink_task_id=stored.evolink_task_id,
-             objects=len(objects), bytes=sum(o.size for o in objects))
+    log.info(
+        "job_stored",
+        job_id=job_id,
+        evolink_task_id=stored.evolink_task_id,
+        objects=len(objects),
+        bytes=sum(o.size for o in objects),
+    )
     return "stored"
 
 
@@ -57,21 +76,29 @@ def _store_results(rt: Runtime, record: JobRecord) -> list[StoredObject]:
     objects = list(record.objects)
     done = {obj.source_index for obj in objects}
     prompt = str(record.request.get("prompt", ""))
-    metadata = object_metadata(job_id=record.job_id,
-                               evolink_task_id=record.evolink_task_id or "", prompt=prompt)
+    metadata = object_metadata(
+        job_id=record.job_id, evolink_task_id=record.evolink_task_id or "", prompt=prompt
+    )
     for index, url in enumerate(record.result_urls):
         if index in done:
             continue
-        with open_result(url, policy=rt.url_policy(), max_bytes=rt.settings.max_result_bytes,
-                         timeout_s=rt.settings.download_timeout_s,
-                         chunk_bytes=rt.settings.download_chunk_bytes) as stream:
+        with open_result(
+            url,
+            policy=rt.url_policy(),
+            max_bytes=rt.settings.max_result_bytes,
+            timeout_s=rt.settings.download_timeout_s,
+            chunk_bytes=rt.settings.download_chunk_bytes,
+        ) as stream:
             stored = rt.objects().put_image_stream(
                 object_key_stem(rt.settings.s3_prefix, record.job_id, index),
-                stream.iter_chunks(), max_bytes=rt.settings.max_result_bytes,
-                metadata=metadata, source_index=index,
+                stream.iter_chunks(),
+                max_bytes=rt.settings.max_result_bytes,
+                metadata=metadata,
+                source_index=index,
             )
         objects.append(stored)
         metrics.bytes_stored(stored.size)
-        rt.store.update(record.job_id, in_states={JobState.DOWNLOADING},
-                        set_fields={"objects": objects})
+        rt.store.update(
+            record.job_id, in_states={JobState.DOWNLOADING}, set_fields={"objects": objects}
+        )
     return objects

@@ -28,8 +28,14 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def intake(rt: Runtime, *, request: dict[str, Any] | GenerationRequest, job_id: str | None,
-           producer: str | None = None, batch_id: str | None = None) -> JobRecord | None:
+def intake(
+    rt: Runtime,
+    *,
+    request: dict[str, Any] | GenerationRequest,
+    job_id: str | None,
+    producer: str | None = None,
+    batch_id: str | None = None,
+) -> JobRecord | None:
     """The job's record: existing, new and queued, or new and failed (invalid request).
 
     Returns None only when the job id itself is unusable (nothing can be recorded).
@@ -43,18 +49,26 @@ def intake(rt: Runtime, *, request: dict[str, Any] | GenerationRequest, job_id: 
     if existing is not None:
         return existing
     try:
-        valid = (request if isinstance(request, GenerationRequest)
-                 else GenerationRequest.model_validate(request))
+        valid = (
+            request
+            if isinstance(request, GenerationRequest)
+            else GenerationRequest.model_validate(request)
+        )
     except ValidationError as exc:
         message = describe_validation_error(exc)
-        failed = JobRecord(job_id=job_id, state=JobState.FAILED, producer=producer,
-                           error=JobError(code="invalid_request", message=message))
+        failed = JobRecord(
+            job_id=job_id,
+            state=JobState.FAILED,
+            producer=producer,
+            error=JobError(code="invalid_request", message=message),
+        )
         record, _ = rt.store.create(failed)
         metrics.job_failed("invalid_request")
         log.warning("intake_invalid_request", job_id=job_id, error_message=message)
         return record
-    record, created = rt.store.create(JobRecord(
-        job_id=job_id, request=valid.to_api_json(), producer=producer, batch_id=batch_id))
+    record, created = rt.store.create(
+        JobRecord(job_id=job_id, request=valid.to_api_json(), producer=producer, batch_id=batch_id)
+    )
     if created:
         metrics.job_state(JobState.QUEUED.value)
     return record

@@ -32,7 +32,9 @@ def poll(rt: Runtime, sched: Scheduler, job_id: str, token: str, *, retries: int
         return f"stale_{record.state.value}"
     next_token = new_token()
     record, won = rt.store.update(
-        job_id, in_states={JobState.GENERATING}, expect={"poll_token": token or None},
+        job_id,
+        in_states={JobState.GENERATING},
+        expect={"poll_token": token or None},
         set_fields={"poll_token": next_token},
     )
     if not won or record is None:
@@ -41,11 +43,17 @@ def poll(rt: Runtime, sched: Scheduler, job_id: str, token: str, *, retries: int
     assert task_id is not None
 
     if record.deadline_at is not None and now() > record.deadline_at:
-        fail_job(rt, job_id, JobError(
-            code="deadline_exceeded", retryable=True,
-            message=f"task {task_id} not finished within {rt.settings.poll_deadline_s:.0f}s; "
-                    "the Evolink task id is kept so the job can be resumed"),
-            from_states=(JobState.GENERATING,))
+        fail_job(
+            rt,
+            job_id,
+            JobError(
+                code="deadline_exceeded",
+                retryable=True,
+                message=f"task {task_id} not finished within {rt.settings.poll_deadline_s:.0f}s; "
+                "the Evolink task id is kept so the job can be resumed",
+            ),
+            from_states=(JobState.GENERATING,),
+        )
         return "deadline_exceeded"
 
     wait_s = rt.limiter.acquire("query")
@@ -61,55 +69,92 @@ def poll(rt: Runtime, sched: Scheduler, job_id: str, token: str, *, retries: int
     return handle_task_state(rt, sched, record, task, next_token)
 
 
-def handle_task_state(rt: Runtime, sched: Scheduler, record: JobRecord, task: Task,
-                      next_token: str) -> str:
+def handle_task_state(
+    rt: Runtime, sched: Scheduler, record: JobRecord, task: Task, next_token: str
+) -> str:
     """Act on a fresh task object (from a poll, or a re-fetch after a callback)."""
     job_id = record.job_id
     if task.status is TaskStatus.COMPLETED:
         urls = task.result_urls
         if not urls:
-            return _task_failed(rt, sched, record, TaskFailedError(
-                "generation_failed_no_content", "completed without any result"))
+            return _task_failed(
+                rt,
+                sched,
+                record,
+                TaskFailedError("generation_failed_no_content", "completed without any result"),
+            )
         moved, applied = rt.store.transition(
-            job_id, JobState.DOWNLOADING, allowed_from={JobState.GENERATING},
+            job_id,
+            JobState.DOWNLOADING,
+            allowed_from={JobState.GENERATING},
             set_fields={"result_urls": urls, "progress": 100},
-            incr={"polls": 1}, unset=("poll_token", "next_poll_at"),
+            incr={"polls": 1},
+            unset=("poll_token", "next_poll_at"),
         )
         if not applied or moved is None:
             return "stale_on_complete"
         metrics.job_state(JobState.DOWNLOADING.value)
         metrics.polls_per_job(moved.polls)
-        log.info("task_completed", job_id=job_id, evolink_task_id=task.id, polls=moved.polls,
-                 results=len(urls))
+        log.info(
+            "task_completed",
+            job_id=job_id,
+            evolink_task_id=task.id,
+            polls=moved.polls,
+            results=len(urls),
+        )
         sched.download(job_id)
         return "completed"
     if task.status is TaskStatus.FAILED:
         error = task.error
-        return _task_failed(rt, sched, record, TaskFailedError(
-            error.code if error else "unknown_error", error.message if error else ""))
+        return _task_failed(
+            rt,
+            sched,
+            record,
+            TaskFailedError(
+                error.code if error else "unknown_error", error.message if error else ""
+            ),
+        )
     if task.status is TaskStatus.CANCELLED:
-        rt.store.transition(job_id, JobState.CANCELLED, allowed_from={JobState.GENERATING},
-                            incr={"polls": 1})
+        rt.store.transition(
+            job_id, JobState.CANCELLED, allowed_from={JobState.GENERATING}, incr={"polls": 1}
+        )
         metrics.job_state(JobState.CANCELLED.value)
         return "cancelled_upstream"
 
     elapsed_s = now() - (record.state_times.get(JobState.GENERATING.value) or now())
     countdown_s = rt.schedule.next_countdown_s(
-        estimated_time_s=record.estimated_time_s, elapsed_s=elapsed_s, progress=task.progress,
-        rng=rt.rng)
-    rt.store.update(job_id, in_states={JobState.GENERATING}, expect={"poll_token": next_token},
-                    set_fields={"progress": task.progress, "next_poll_at": now() + countdown_s},
-                    incr={"polls": 1})
-    log.info("still_generating", job_id=job_id, evolink_task_id=task.id, status=task.status.value,
-             progress=task.progress, next_poll_in_s=round(countdown_s, 3))
+        estimated_time_s=record.estimated_time_s,
+        elapsed_s=elapsed_s,
+        progress=task.progress,
+        rng=rt.rng,
+    )
+    rt.store.update(
+        job_id,
+        in_states={JobState.GENERATING},
+        expect={"poll_token": next_token},
+        set_fields={"progress": task.progress, "next_poll_at": now() + countdown_s},
+        incr={"polls": 1},
+    )
+    log.info(
+        "still_generating",
+        job_id=job_id,
+        evolink_task_id=task.id,
+        status=task.status.value,
+        progress=task.progress,
+        next_poll_in_s=round(countdown_s, 3),
+    )
     sched.poll(job_id, next_token, countdown_s=countdown_s)
     return "rescheduled"
 
 
-def _schedule_next(rt: Runtime, sched: Scheduler, record: JobRecord, token: str,
-                   countdown_s: float) -> None:
-    rt.store.update(record.job_id, in_states={JobState.GENERATING},
-                    set_fields={"next_poll_at": now() + countdown_s})
+def _schedule_next(
+    rt: Runtime, sched: Scheduler, record: JobRecord, token: str, countdown_s: float
+) -> None:
+    rt.store.update(
+        record.job_id,
+        in_states={JobState.GENERATING},
+        set_fields={"next_poll_at": now() + countdown_s},
+    )
     sched.poll(record.job_id, token, countdown_s=countdown_s)
 
 
@@ -120,34 +165,58 @@ def _task_failed(rt: Runtime, sched: Scheduler, record: JobRecord, exc: TaskFail
     if action is Action.RECREATE and record.create_seq < rt.settings.max_create_attempts:
         previous = [*record.previous_task_ids, record.evolink_task_id or ""]
         _, applied = rt.store.transition(
-            job_id, JobState.QUEUED, allowed_from={JobState.GENERATING},
-            set_fields={"previous_task_ids": previous, "create_seq": record.create_seq + 1,
-                        "waiting_reason": f"recreate after {code}",
-                        "error": JobError(code=code, message=exc.message, retryable=True)},
-            incr={"polls": 1}, unset=("evolink_task_id", "poll_token", "next_poll_at"),
+            job_id,
+            JobState.QUEUED,
+            allowed_from={JobState.GENERATING},
+            set_fields={
+                "previous_task_ids": previous,
+                "create_seq": record.create_seq + 1,
+                "waiting_reason": f"recreate after {code}",
+                "error": JobError(code=code, message=exc.message, retryable=True),
+            },
+            incr={"polls": 1},
+            unset=("evolink_task_id", "poll_token", "next_poll_at"),
         )
         if applied:
-            log.warning("task_failed_recreating", job_id=job_id,
-                        evolink_task_id=record.evolink_task_id, code=code,
-                        create_seq=record.create_seq + 1)
+            log.warning(
+                "task_failed_recreating",
+                job_id=job_id,
+                evolink_task_id=record.evolink_task_id,
+                code=code,
+                create_seq=record.create_seq + 1,
+            )
             metrics.job_state(JobState.QUEUED.value)
             sched.submit(job_id)
             return "recreate"
         return "stale_on_fail"
     rt.store.update(job_id, in_states={JobState.GENERATING}, incr={"polls": 1})
-    fail_job(rt, job_id, JobError(code=code, message=exc.message or f"task failed: {code}",
-                                  retryable=action is Action.RECREATE),
-             from_states=(JobState.GENERATING,))
+    fail_job(
+        rt,
+        job_id,
+        JobError(
+            code=code,
+            message=exc.message or f"task failed: {code}",
+            retryable=action is Action.RECREATE,
+        ),
+        from_states=(JobState.GENERATING,),
+    )
     return "failed"
 
 
-def _query_failed(rt: Runtime, record: JobRecord, token: str, exc: EvolinkError, *,
-                  retries: int) -> str:
+def _query_failed(
+    rt: Runtime, record: JobRecord, token: str, exc: EvolinkError, *, retries: int
+) -> str:
     job_id = record.job_id
     metrics.api_call("query", exc.status_code or exc.reason, exc.code or "")
     action = action_for(exc)
-    log.warning("query_failed", job_id=job_id, evolink_task_id=record.evolink_task_id,
-                error=type(exc).__name__, status=exc.status_code, action=action.value)
+    log.warning(
+        "query_failed",
+        job_id=job_id,
+        evolink_task_id=record.evolink_task_id,
+        error=type(exc).__name__,
+        status=exc.status_code,
+        action=action.value,
+    )
     if action is Action.FAIL:
         code = "task_not_found" if exc.status_code == 404 else exc.reason
         fail_job(rt, job_id, error_from(exc, code=code), from_states=(JobState.GENERATING,))
@@ -157,10 +226,20 @@ def _query_failed(rt: Runtime, record: JobRecord, token: str, exc: EvolinkError,
     if isinstance(exc, RateLimitedError):
         rt.limiter.penalise("query", exc.retry_after_s)
     delay_s = rt.backoff.delay_s(retries, rt.rng, exc.retry_after_s)
-    rt.store.update(job_id, in_states={JobState.GENERATING},
-                    set_fields={"next_poll_at": now() + delay_s})
-    raise RetryLater(exc, delay_s, max_retries=rt.settings.max_transient_retries,
-                     kwargs={"job_id": job_id, "token": token},
-                     on_exhausted=JobError(code="api_unavailable", retryable=True, message=(
-                         f"task query kept failing ({exc.message}); the Evolink task id is "
-                         "kept so the job can be resumed")))
+    rt.store.update(
+        job_id, in_states={JobState.GENERATING}, set_fields={"next_poll_at": now() + delay_s}
+    )
+    raise RetryLater(
+        exc,
+        delay_s,
+        max_retries=rt.settings.max_transient_retries,
+        kwargs={"job_id": job_id, "token": token},
+        on_exhausted=JobError(
+            code="api_unavailable",
+            retryable=True,
+            message=(
+                f"task query kept failing ({exc.message}); the Evolink task id is "
+                "kept so the job can be resumed"
+            ),
+        ),
+    )

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from workers.jobs.state import JobState
 from workers.logs import get_logger
+from workers.resilience.breaker import _text
 from workers.runtime import Runtime
 from workers.stages.common import Scheduler, new_token, now
 
@@ -31,8 +32,12 @@ class ReconcileReport:
 
     @property
     def total(self) -> int:
-        return (len(self.requeued_submits) + len(self.recovered_submitting)
-                + len(self.repolled) + len(self.redownloaded))
+        return (
+            len(self.requeued_submits)
+            + len(self.recovered_submitting)
+            + len(self.repolled)
+            + len(self.redownloaded)
+        )
 
 
 def reconcile_once(rt: Runtime, sched: Scheduler) -> ReconcileReport:
@@ -53,10 +58,14 @@ def reconcile_once(rt: Runtime, sched: Scheduler) -> ReconcileReport:
         if raw is None:
             continue
         record, applied = rt.store.transition(
-            job_id, JobState.QUEUED, allowed_from={JobState.SUBMITTING},
+            job_id,
+            JobState.QUEUED,
+            allowed_from={JobState.SUBMITTING},
             expect={"updated_at": raw.get("updated_at")},
-            set_fields={"create_outcome_unknown": int(raw.get("attempts", "0") or 0) > 0,
-                        "waiting_reason": "recovered after a lost submit"},
+            set_fields={
+                "create_outcome_unknown": int(raw.get("attempts", "0") or 0) > 0,
+                "waiting_reason": "recovered after a lost submit",
+            },
         )
         if applied:
             sched.submit(job_id)
@@ -70,25 +79,33 @@ def reconcile_once(rt: Runtime, sched: Scheduler) -> ReconcileReport:
         if record.next_poll_at is not None and record.next_poll_at > cutoff:
             continue
         token = new_token()
-        _, applied = rt.store.update(job_id, in_states={JobState.GENERATING},
-                                     expect={"poll_token": record.poll_token},
-                                     set_fields={"poll_token": token, "next_poll_at": now()})
+        _, applied = rt.store.update(
+            job_id,
+            in_states={JobState.GENERATING},
+            expect={"poll_token": record.poll_token},
+            set_fields={"poll_token": token, "next_poll_at": now()},
+        )
         if applied:
             sched.poll(job_id, token, countdown_s=0.0)
             report.repolled.append(job_id)
 
     # Downloading and idle longer than a download may take: the download was lost.
     download_cutoff = now() - max(stuck_after_s, rt.settings.download_timeout_s * 1.5)
-    for job_id in rt.store.ids_in_state(JobState.DOWNLOADING, updated_before=download_cutoff,
-                                        limit=BATCH):
+    for job_id in rt.store.ids_in_state(
+        JobState.DOWNLOADING, updated_before=download_cutoff, limit=BATCH
+    ):
         if _touch(rt, job_id, JobState.DOWNLOADING):
             sched.download(job_id)
             report.redownloaded.append(job_id)
 
     if report.total:
-        log.warning("reconciled", requeued=len(report.requeued_submits),
-                    recovered_submitting=len(report.recovered_submitting),
-                    repolled=len(report.repolled), redownloaded=len(report.redownloaded))
+        log.warning(
+            "reconciled",
+            requeued=len(report.requeued_submits),
+            recovered_submitting=len(report.recovered_submitting),
+            repolled=len(report.repolled),
+            redownloaded=len(report.redownloaded),
+        )
     return report
 
 
@@ -96,7 +113,7 @@ def _raw(rt: Runtime, job_id: str) -> dict[str, str] | None:
     raw = rt.redis.hgetall(rt.store.key(job_id))
     if not raw:
         return None
-    return {k.decode(): v.decode() for k, v in raw.items()}
+    return {_text(k): _text(v) for k, v in raw.items()}
 
 
 def _touch(rt: Runtime, job_id: str, state: JobState) -> bool:
@@ -104,6 +121,7 @@ def _touch(rt: Runtime, job_id: str, state: JobState) -> bool:
     raw = _raw(rt, job_id)
     if raw is None:
         return False
-    _, applied = rt.store.update(job_id, in_states={state},
-                                 expect={"updated_at": raw.get("updated_at")})
+    _, applied = rt.store.update(
+        job_id, in_states={state}, expect={"updated_at": raw.get("updated_at")}
+    )
     return applied

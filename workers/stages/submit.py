@@ -53,13 +53,16 @@ def submit(rt: Runtime, sched: Scheduler, job_id: str, *, retries: int = 0) -> s
     if gate is not None:
         return _defer(rt, sched, record, *gate)
 
-    record, won = rt.store.transition(
-        job_id, JobState.SUBMITTING, allowed_from={JobState.QUEUED}, incr={"attempts": 1},
+    claimed, won = rt.store.transition(
+        job_id,
+        JobState.SUBMITTING,
+        allowed_from={JobState.QUEUED},
+        incr={"attempts": 1},
     )
-    if not won or record is None:
+    if not won or claimed is None:
         return "lost_race"
     metrics.job_state(JobState.SUBMITTING.value)
-    return _create(rt, sched, record, retries=retries)
+    return _create(rt, sched, claimed, retries=retries)
 
 
 def _wait_before_create(rt: Runtime, record: JobRecord) -> tuple[str, float] | None:
@@ -72,8 +75,14 @@ def _wait_before_create(rt: Runtime, record: JobRecord) -> tuple[str, float] | N
     ):
         return "outcome_unknown", 0.0
     limit = rt.settings.max_in_flight
-    if limit and (rt.store.count_in_state(JobState.GENERATING)
-                  + rt.store.count_in_state(JobState.SUBMITTING)) >= limit:
+    if (
+        limit
+        and (
+            rt.store.count_in_state(JobState.GENERATING)
+            + rt.store.count_in_state(JobState.SUBMITTING)
+        )
+        >= limit
+    ):
         metrics.limiter_wait("inflight")
         return "in_flight_limit", rt.settings.poll_min_interval_s * 2
     wait_s = rt.limiter.acquire("create")
@@ -85,22 +94,30 @@ def _wait_before_create(rt: Runtime, record: JobRecord) -> tuple[str, float] | N
 def _defer(rt: Runtime, sched: Scheduler, record: JobRecord, reason: str, wait_s: float) -> str:
     job_id = record.job_id
     if reason == "outcome_unknown":
-        fail_job(rt, job_id, JobError(
-            code="outcome_unknown",
-            message="an earlier create may have reached the API (timeout or dropped "
-                    "connection) and server-side idempotency is not trusted; decide by hand "
-                    "(nbq status shows attempts) or set NBQ_AT_LEAST_ONCE_CREATES=true",
-        ))
+        fail_job(
+            rt,
+            job_id,
+            JobError(
+                code="outcome_unknown",
+                message="an earlier create may have reached the API (timeout or dropped "
+                "connection) and server-side idempotency is not trusted; decide by hand "
+                "(nbq status shows attempts) or set NBQ_AT_LEAST_ONCE_CREATES=true",
+            ),
+        )
         return "failed_outcome_unknown"
     if reason == "breaker":
         status = rt.breaker.status()
-        rt.store.update(job_id, in_states={JobState.QUEUED},
-                        set_fields={"waiting_reason": f"submissions paused: {status.kind}"})
+        rt.store.update(
+            job_id,
+            in_states={JobState.QUEUED},
+            set_fields={"waiting_reason": f"submissions paused: {status.kind}"},
+        )
         cause: Exception = (
             SubmissionsPausedUnauthorizedError(f"API key rejected (401): {status.message}")
             if status.kind == "unauthorized"
-            else QuotaBreakerOpenError(f"quota breaker open since {status.since}: "
-                                       f"{status.code} {status.message}")
+            else QuotaBreakerOpenError(
+                f"quota breaker open since {status.since}: {status.code} {status.message}"
+            )
         )
         raise RetryLater(cause, min(max(wait_s, 1.0), MAX_QUOTA_WAIT_S), max_retries=None)
     rt.store.update(job_id, in_states={JobState.QUEUED}, set_fields={"waiting_reason": reason})
@@ -123,13 +140,18 @@ def _create(rt: Runtime, sched: Scheduler, record: JobRecord, *, retries: int) -
     estimated = task.estimated_time_s
     credits = task.usage.credits_reserved or 0.0
     token = new_token()
-    countdown_s = rt.schedule.first_countdown_s(estimated, rt.rng)
-    record, applied = rt.store.transition(
-        job_id, JobState.GENERATING, allowed_from={JobState.SUBMITTING},
+    countdown_s = rt.schedule.first_countdown_s(_first_poll_estimate_s(rt, record, estimated), rt.rng)
+    _, applied = rt.store.transition(
+        job_id,
+        JobState.GENERATING,
+        allowed_from={JobState.SUBMITTING},
         set_fields={
-            "evolink_task_id": task.id, "estimated_time_s": estimated or 0.0,
-            "deadline_at": now() + rt.settings.poll_deadline_s, "poll_token": token,
-            "next_poll_at": now() + countdown_s, "progress": task.progress,
+            "evolink_task_id": task.id,
+            "estimated_time_s": estimated or 0.0,
+            "deadline_at": now() + rt.settings.poll_deadline_s,
+            "poll_token": token,
+            "next_poll_at": now() + countdown_s,
+            "progress": task.progress,
             "create_outcome_unknown": False,
         },
         incr={"credits_reserved": credits},
@@ -143,8 +165,13 @@ def _create(rt: Runtime, sched: Scheduler, record: JobRecord, *, retries: int) -
         log.warning("created_for_gone_job", job_id=job_id, evolink_task_id=task.id)
         return "created_but_job_moved"
     metrics.job_state(JobState.GENERATING.value)
-    log.info("task_created", job_id=job_id, evolink_task_id=task.id, estimated_time_s=estimated,
-             first_poll_in_s=round(countdown_s, 3))
+    log.info(
+        "task_created",
+        job_id=job_id,
+        evolink_task_id=task.id,
+        estimated_time_s=estimated,
+        first_poll_in_s=round(countdown_s, 3),
+    )
     sched.poll(job_id, token, countdown_s=countdown_s)
     return "created"
 
@@ -152,8 +179,14 @@ def _create(rt: Runtime, sched: Scheduler, record: JobRecord, *, retries: int) -
 def _create_failed(rt: Runtime, record: JobRecord, exc: EvolinkError, *, retries: int) -> str:
     job_id = record.job_id
     action = action_for(exc, during_create=True)
-    log.warning("create_failed", job_id=job_id, error=type(exc).__name__, status=exc.status_code,
-                code=exc.code, action=action.value)
+    log.warning(
+        "create_failed",
+        job_id=job_id,
+        error=type(exc).__name__,
+        status=exc.status_code,
+        code=exc.code,
+        action=action.value,
+    )
     if action is Action.FAIL:
         fail_job(rt, job_id, error_from(exc, code=exc.code if exc.status_code == 400 else None))
         return "failed"
@@ -161,35 +194,63 @@ def _create_failed(rt: Runtime, record: JobRecord, exc: EvolinkError, *, retries
     requeue: dict[str, object] = {"waiting_reason": exc.reason}
     if action is Action.OUTCOME_UNKNOWN:
         requeue["create_outcome_unknown"] = True
-    rt.store.transition(job_id, JobState.QUEUED, allowed_from={JobState.SUBMITTING},
-                        set_fields=requeue)
+    rt.store.transition(
+        job_id, JobState.QUEUED, allowed_from={JobState.SUBMITTING}, set_fields=requeue
+    )
 
     if action is Action.PAUSE_SUBMISSIONS:
         assert isinstance(exc, QuotaExceededError)
-        rt.breaker.trip(kind="quota", code=exc.code, message=exc.message,
-                        daily=exc.is_daily_limit)
+        rt.breaker.trip(kind="quota", code=exc.code, message=exc.message, daily=exc.is_daily_limit)
         _, wait_s = rt.breaker.may_submit()
         raise RetryLater(exc, min(max(wait_s, 1.0), MAX_QUOTA_WAIT_S), max_retries=None)
     if action is Action.STOP_AND_ALERT:
         rt.breaker.trip(kind="unauthorized", code=exc.code, message=exc.message)
-        log.error("api_key_rejected", job_id=job_id, message="submissions paused: fix "
-                  "NBQ_EVOLINK_API_KEY, then run `nbq quota --reset`")
+        log.error(
+            "api_key_rejected",
+            job_id=job_id,
+            message="submissions paused: fix NBQ_EVOLINK_API_KEY, then run `nbq quota --reset`",
+        )
         raise RetryLater(exc, MAX_QUOTA_WAIT_S / 5, max_retries=None)
     if action is Action.OUTCOME_UNKNOWN and not (
         rt.settings.idempotent_creates or rt.settings.at_least_once_creates
     ):
-        fail_job(rt, job_id, JobError(code="outcome_unknown", message=(
-            f"the create may have reached the API ({exc.message}); not resent because "
-            "server-side idempotency is not trusted")))
+        fail_job(
+            rt,
+            job_id,
+            JobError(
+                code="outcome_unknown",
+                message=(
+                    f"the create may have reached the API ({exc.message}); not resent because "
+                    "server-side idempotency is not trusted"
+                ),
+            ),
+        )
         return "failed_outcome_unknown"
     if isinstance(exc, RateLimitedError):
         rt.limiter.penalise("create", exc.retry_after_s)
     delay_s = rt.backoff.delay_s(retries, rt.rng, exc.retry_after_s)
-    raise RetryLater(exc, delay_s, max_retries=rt.settings.max_transient_retries,
-                     on_exhausted=JobError(code="api_unavailable", retryable=True, message=(
-                         f"create kept failing after {retries + 1} attempts: {exc.message}")))
+    raise RetryLater(
+        exc,
+        delay_s,
+        max_retries=rt.settings.max_transient_retries,
+        on_exhausted=JobError(
+            code="api_unavailable",
+            retryable=True,
+            message=(f"create kept failing after {retries + 1} attempts: {exc.message}"),
+        ),
+    )
 
 
 def _callback_url(rt: Runtime, record: JobRecord) -> str | None:
-    """Set by the callback receiver work (NBQ_PUBLIC_CALLBACK_URL); None means poll only."""
-    return None
+    """The per-job callback URL when NBQ_PUBLIC_CALLBACK_URL is set; None means poll only."""
+    from workers.callbacks import callback_url
+
+    return callback_url(rt.settings, record.job_id)
+
+
+def _first_poll_estimate_s(rt: Runtime, record: JobRecord, estimated: float | None) -> float | None:
+    """With a callback coming, the first poll is only a late fallback (a larger estimate)."""
+    if _callback_url(rt, record) is None:
+        return estimated
+    base = estimated if estimated and estimated > 0 else rt.settings.default_estimated_time_s
+    return base * rt.settings.callback_first_poll_factor

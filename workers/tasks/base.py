@@ -20,8 +20,9 @@ class CeleryScheduler:
         app.send_task(TASK_SUBMIT, kwargs={"job_id": job_id}, countdown=countdown_s or None)
 
     def poll(self, job_id: str, token: str, *, countdown_s: float) -> None:
-        app.send_task(TASK_POLL, kwargs={"job_id": job_id, "token": token},
-                      countdown=countdown_s or None)
+        app.send_task(
+            TASK_POLL, kwargs={"job_id": job_id, "token": token}, countdown=countdown_s or None
+        )
 
     def download(self, job_id: str) -> None:
         app.send_task(TASK_DOWNLOAD, kwargs={"job_id": job_id})
@@ -43,8 +44,16 @@ class StageTask(Task):  # type: ignore[misc]
             limit = signal.max_retries
             if limit is not None and self.request.retries >= limit:
                 if signal.on_exhausted is not None:
-                    fail_job(get_runtime(), str(kwargs["job_id"]), signal.on_exhausted,
-                             from_states=ACTIVE_STATES)
+                    fail_job(
+                        get_runtime(),
+                        str(kwargs["job_id"]),
+                        signal.on_exhausted,
+                        from_states=ACTIVE_STATES,
+                    )
                 raise signal.cause from None
-            raise self.retry(exc=signal.cause, countdown=signal.countdown_s,
-                             kwargs=signal.kwargs, max_retries=None) from None
+            raise self.retry(
+                exc=signal.cause,
+                countdown=signal.countdown_s,
+                kwargs=signal.kwargs,
+                max_retries=None,
+            ) from None

@@ -16,8 +16,9 @@ from workers.tasks.base import SCHEDULER, StageTask
 
 
 @app.task(name=TASK_GENERATE, base=StageTask, bind=True)
-def generate_task(self: StageTask, request: dict[str, Any], job_id: str | None = None,
-                  producer: str | None = None) -> str:
+def generate_task(
+    self: StageTask, request: dict[str, Any], job_id: str | None = None, producer: str | None = None
+) -> str:
     """Entry point for other services: record the job if new, then submit it."""
     rt = get_runtime()
     record = intake(rt, request=request, job_id=job_id, producer=producer)
@@ -31,13 +32,11 @@ def submit_task(self: StageTask, job_id: str) -> str:
     return self.run_stage(submit_stage.submit, get_runtime(), SCHEDULER, job_id=job_id)
 
 
-@app.task(name=TASK_POLL, base=StageTask, bind=True, acks_late=True,
-          reject_on_worker_lost=True)
+@app.task(name=TASK_POLL, base=StageTask, bind=True, acks_late=True, reject_on_worker_lost=True)
 def poll_task(self: StageTask, job_id: str, token: str = "") -> str:
     return self.run_stage(poll_stage.poll, get_runtime(), SCHEDULER, job_id=job_id, token=token)
 
 
-@app.task(name=TASK_DOWNLOAD, base=StageTask, bind=True, acks_late=True,
-          reject_on_worker_lost=True)
+@app.task(name=TASK_DOWNLOAD, base=StageTask, bind=True, acks_late=True, reject_on_worker_lost=True)
 def download_task(self: StageTask, job_id: str) -> str:
     return self.run_stage(download_stage.download, get_runtime(), job_id=job_id)

@@ -31,7 +31,7 @@ def reconcile_forever(interval_s: float, stop: threading.Event | None = None) ->
     while not stop.is_set():
         try:
             reconcile_once(get_runtime(), SCHEDULER)
-        except Exception as exc:  # noqa: BLE001 - keep reconciling through Redis blips
+        except Exception as exc:
             log.warning("reconcile_pass_failed", error=type(exc).__name__, detail=str(exc))
         stop.wait(interval_s)
 
@@ -41,9 +41,12 @@ def _start_in_worker(**_: Any) -> None:
     settings = get_runtime().settings
     if settings.reconcile_in_worker:
         _stop.clear()
-        thread = threading.Thread(target=reconcile_forever,
-                                  args=(settings.reconcile_interval_s,), daemon=True,
-                                  name="nbq-reconciler")
+        thread = threading.Thread(
+            target=reconcile_forever,
+            args=(settings.reconcile_interval_s,),
+            daemon=True,
+            name="nbq-reconciler",
+        )
         thread.start()
 
 
