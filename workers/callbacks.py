@@ -1,0 +1,158 @@
+"""Evolink callbacks: per-job URLs, their tokens, and what a delivery may trigger.
+
+Callbacks carry no signature, so a delivery is only a hint that a task may have ended:
+
+* the URL holds a per-job token, ``HMAC-SHA256(NBQ_CALLBACK_SECRET, job_id)``, so nothing
+  secret is stored per job and a token for one job is useless for another;
+* a delivery with a valid token for a ``generating`` job sends one immediate ``nbq.poll``
+  carrying the job's current poll token. The poll stage claims that token atomically and
+  re-fetches ``GET /v1/tasks/{id}`` before acting, so a forged or stale body changes
+  nothing, and a duplicate poll finds a stale token and stops;
+* repeated deliveries (the vendor retries) are deduplicated with ``SET NX`` per job, task
+  and reported status;
+* nothing in the body is ever followed: result links come from the re-fetch.
+
+Outcomes (what the receiver answers; none of them changes the job record):
+
+=================  ====  ==========================================================
+outcome            HTTP  when
+=================  ====  ==========================================================
+``poll_sent``      202   valid token, job generating: an immediate poll was sent
+``duplicate``      200   the same job/task/status was already handled
+``ignored``        200   valid token, but the job is gone, ended or on another task
+``not_ready``      409   valid token, job still submitting (the vendor retries soon)
+``rejected``       404   wrong or missing token (same answer as an unknown job)
+=================  ====  ==========================================================
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Callable
+from enum import StrEnum
+from urllib.parse import quote
+
+from workers.jobs.state import JobState
+from workers.jobs.store import JobStore
+from workers.logs import get_logger
+from workers.settings import Settings
+
+log = get_logger("nbq.callbacks")
+
+#: Path of the receiver, below ``NBQ_PUBLIC_CALLBACK_URL``.
+CALLBACK_PATH = "/v1/callbacks/evolink/{job_id}"
+#: How long a handled delivery is remembered (the vendor retries within ~7 s).
+DEDUP_TTL_S = 3600
+#: Statuses a callback body may report; anything else is recorded as ``other``.
+KNOWN_STATUSES = frozenset({"pending", "processing", "completed", "failed", "cancelled"})
+
+
+class CallbackOutcome(StrEnum):
+    POLL_SENT = "poll_sent"  # an immediate poll re-fetches the task
+    DUPLICATE = "duplicate"  # this delivery was already handled
+    IGNORED = "ignored"  # valid, but nothing to do (job gone, ended, or another task)
+    NOT_READY = "not_ready"  # the job has not recorded its task yet; ask for a retry
+    REJECTED = "rejected"  # the token does not match
+
+    @property
+    def http_status(self) -> int:
+        return _HTTP_STATUS[self]
+
+
+_HTTP_STATUS = {
+    CallbackOutcome.POLL_SENT: 202,
+    CallbackOutcome.DUPLICATE: 200,
+    CallbackOutcome.IGNORED: 200,
+    CallbackOutcome.NOT_READY: 409,
+    CallbackOutcome.REJECTED: 404,
+}
+
+#: Sends ``nbq.poll(job_id, token)`` now (the ingress uses its Celery app).
+SendPoll = Callable[[str, str], None]
+
+
+def callback_token(secret: str, job_id: str) -> str:
+    """The per-job token: HMAC-SHA256 of the job id, hex (64 characters)."""
+    return hmac.new(secret.encode(), job_id.encode(), hashlib.sha256).hexdigest()
+
+
+def token_matches(secret: str, job_id: str, token: str | None) -> bool:
+    """Constant-time comparison with the expected token."""
+    if not token:
+        return False
+    return hmac.compare_digest(callback_token(secret, job_id).encode(), token.encode())
+
+
+def callback_url(settings: Settings, job_id: str) -> str | None:
+    """``<public>/v1/callbacks/evolink/<job_id>?token=<hmac>``, or None when callbacks are off."""
+    base = settings.public_callback_url
+    if not base or settings.callback_secret is None:
+        return None
+    token = callback_token(settings.callback_secret.get_secret_value(), job_id)
+    path = CALLBACK_PATH.format(job_id=quote(job_id, safe=""))
+    return f"{base}{path}?token={token}"
+
+
+def reported_status_and_task(body: bytes) -> tuple[str, str | None]:
+    """What the body claims, used only to deduplicate: ``(status, task id)``; never trusted."""
+    try:
+        data = json.loads(body) if body else None
+    except (ValueError, UnicodeDecodeError):
+        return "unparsed", None
+    if not isinstance(data, dict):
+        return "unparsed", None
+    status = data.get("status")
+    task_id = data.get("id")
+    return (
+        status if isinstance(status, str) and status in KNOWN_STATUSES else "other",
+        task_id if isinstance(task_id, str) else None,
+    )
+
+
+def receive_callback(
+    settings: Settings,
+    store: JobStore,
+    send_poll: SendPoll,
+    *,
+    job_id: str,
+    token: str | None,
+    body: bytes,
+) -> CallbackOutcome:
+    """Handle one delivery (fast: two Redis reads, one SET NX, one message)."""
+    secret = settings.callback_secret.get_secret_value() if settings.callback_secret else ""
+    if not secret or not token_matches(secret, job_id, token):
+        log.warning("callback_rejected", job_id=job_id[:128])
+        return CallbackOutcome.REJECTED
+    record = store.get(job_id)
+    status, body_task_id = reported_status_and_task(body)
+    if record is None or record.is_terminal:
+        return _logged(CallbackOutcome.IGNORED, job_id, None, status)
+    if record.state is JobState.SUBMITTING:
+        # The create may have answered, but submit has not recorded the task yet.
+        return _logged(CallbackOutcome.NOT_READY, job_id, body_task_id, status)
+    task_id = record.evolink_task_id
+    if record.state is not JobState.GENERATING or not task_id:
+        return _logged(CallbackOutcome.IGNORED, job_id, task_id, status)
+    if body_task_id is not None and body_task_id != task_id:
+        # A late delivery for a task this job has since replaced.
+        return _logged(CallbackOutcome.IGNORED, job_id, task_id, status)
+    dedup_key = f"{settings.key_prefix}:callback:{job_id}:{task_id}:{status}"
+    if not store.redis.set(dedup_key, "1", nx=True, ex=DEDUP_TTL_S):
+        return _logged(CallbackOutcome.DUPLICATE, job_id, task_id, status)
+    send_poll(job_id, record.poll_token or "")
+    return _logged(CallbackOutcome.POLL_SENT, job_id, task_id, status)
+
+
+def _logged(
+    outcome: CallbackOutcome, job_id: str, task_id: str | None, status: str
+) -> CallbackOutcome:
+    log.info(
+        "callback_received",
+        job_id=job_id,
+        evolink_task_id=task_id,
+        reported_status=status,
+        outcome=outcome.value,
+    )
+    return outcome
