@@ -140,7 +140,9 @@ def _create(rt: Runtime, sched: Scheduler, record: JobRecord, *, retries: int) -
     estimated = task.estimated_time_s
     credits = task.usage.credits_reserved or 0.0
     token = new_token()
-    countdown_s = rt.schedule.first_countdown_s(_first_poll_estimate_s(rt, record, estimated), rt.rng)
+    countdown_s = rt.schedule.first_countdown_s(
+        _first_poll_estimate_s(rt, record, estimated), rt.rng
+    )
     _, applied = rt.store.transition(
         job_id,
         JobState.GENERATING,
