@@ -83,3 +83,26 @@ def test_repeat_of_an_invalid_request_is_still_rejected(make_client):
     headers = {**AUTH, "Idempotency-Key": "job-3"}
     assert client.post(CREATE, json=body(size="2:1"), headers=headers).status_code == 400
     assert client.post(CREATE, json=body(), headers=headers).status_code == 200
+
+
+def test_concurrent_repeats_of_one_key_create_a_single_task():
+    import asyncio
+
+    import httpx
+
+    from emulator import EmulatorConfig, create_app
+
+    app = create_app(EmulatorConfig(api_keys=["test-key"], credits=100))
+
+    async def burst() -> set[str]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://emu") as http:
+            headers = {**AUTH, "Idempotency-Key": "same"}
+            responses = await asyncio.gather(
+                *(http.post(CREATE, json=body(), headers=headers) for _ in range(50))
+            )
+        return {response.json()["id"] for response in responses}
+
+    assert len(asyncio.run(burst())) == 1
+    assert app.state.stats.creates_by_idempotency_key == {"same": 1}
+    assert app.state.credits == 97.5
