@@ -185,7 +185,8 @@ def print_table(results: list[LevelResult]) -> None:
     for r in results:
         print(
             f"{r.concurrency:>11} {r.clients:>10} {r.requests:>9} {r.errors:>7} "
-            f"{r.elapsed_s:>8.2f} {r.rps:>9.1f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.client_cpu_ms_per_request:>10.3f}"
+            f"{r.elapsed_s:>8.2f} {r.rps:>9.1f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} "
+            f"{r.client_cpu_ms_per_request:>10.3f}"
         )
 
 
