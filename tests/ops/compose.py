@@ -62,7 +62,7 @@ def is_settings_variable(name: str) -> bool:
     """``NBQ_<FIELD>`` for a Settings field, or ``NBQ_<SECRET>_FILE``."""
     if not name.startswith(ENV_PREFIX):
         return False
-    field = name[len(ENV_PREFIX):].lower()
+    field = name[len(ENV_PREFIX) :].lower()
     if field in Settings.model_fields:
         return True
     return field.endswith("_file") and field[: -len("_file")] in SECRET_FIELDS

@@ -34,8 +34,9 @@ NON_NBQ_VARIABLES = {
     "APP_IMAGE": "the image tag to run",
     "MINIO_ROOT_USER": "MinIO root account (minio, minio-init)",
     "MINIO_ROOT_PASSWORD": "MinIO root account (minio, minio-init)",
-    "FLOWER_USER": "Flower basic auth user; also Prometheus's scrape credential",
-    "FLOWER_PASSWORD": "Flower basic auth password; also Prometheus's scrape credential",
+    "FLOWER_USER": "Flower's UI account",
+    "FLOWER_PASSWORD": "Flower's UI account",
+    "FLOWER_PROMETHEUS_PASSWORD": "Flower's scrape account for Prometheus",
     "FLOWER_PUBLISH": "host address:port for Flower's UI",
     "INGRESS_PUBLISH": "host address:port for the HTTP ingress",
     "WORKER_SUBMIT_REPLICAS": "replicas of the submit pool",
@@ -84,8 +85,14 @@ def test_service_command_is_accepted_by_the_real_cli(args: list[str]) -> None:
 
 def test_every_project_service_has_a_command() -> None:
     assert set(project_services()) >= {
-        "worker-submit", "worker-poll", "worker-download", "flower", "reconciler", "metrics",
-        "ingress", "emulator",
+        "worker-submit",
+        "worker-poll",
+        "worker-download",
+        "flower",
+        "reconciler",
+        "metrics",
+        "ingress",
+        "emulator",
     }
     for name, service in project_services().items():
         assert isinstance(service.get("command"), list), name
@@ -189,8 +196,19 @@ def test_project_containers_are_hardened(name: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["redis", "minio", "worker-submit", "worker-poll", "worker-download", "flower", "metrics",
-     "ingress", "emulator", "prometheus", "grafana"],
+    [
+        "redis",
+        "minio",
+        "worker-submit",
+        "worker-poll",
+        "worker-download",
+        "flower",
+        "metrics",
+        "ingress",
+        "emulator",
+        "prometheus",
+        "grafana",
+    ],
 )
 def test_long_running_services_have_a_healthcheck(name: str) -> None:
     test = services()[name]["healthcheck"]["test"]
@@ -261,8 +279,23 @@ def _docker_compose_works() -> bool:
 @pytest.mark.skipif(not _docker_compose_works(), reason="no working `docker compose` here")
 def test_docker_compose_config_is_valid() -> None:
     result = subprocess.run(
-        ["docker", "compose", "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE_FILE),
-         "--profile", "monitoring", "--profile", "emulator", "config", "-q"],
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        [
+            "docker",
+            "compose",
+            "--env-file",
+            str(ENV_EXAMPLE),
+            "-f",
+            str(COMPOSE_FILE),
+            "--profile",
+            "monitoring",
+            "--profile",
+            "emulator",
+            "config",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr
