@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from producers.cli import batch_cmd, jobs_cmd, ops_cmd, quota_cmd
+from producers.cli import batch_cmd, dev_cmd, jobs_cmd, ops_cmd, quota_cmd
 
 app = typer.Typer(
     name="nbq",
@@ -21,6 +21,7 @@ jobs_cmd.register(app)
 batch_cmd.register(app)
 quota_cmd.register(app)
 ops_cmd.register(app)
+dev_cmd.register(app)
 
 
 def _register_optional() -> None:

@@ -1,0 +1,106 @@
+"""``nbq dev``: run the whole system locally, optionally with a demo."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from producers.cli.common import console, err_console, fail_on_config_error
+
+if TYPE_CHECKING:
+    from producers.devstack.stack import DevStack
+
+#: Seconds between health checks of the children while the stack runs.
+WATCH_INTERVAL_S = 0.5
+
+
+def register(app: typer.Typer) -> None:
+    app.command("dev")(dev)
+
+
+@fail_on_config_error
+def dev(
+    demo: Annotated[
+        bool,
+        typer.Option(
+            "--demo",
+            help="Submit 3 prompts (different sizes), show progress, print where the "
+            "images are, then keep running.",
+        ),
+    ] = False,
+    exit_after_demo: Annotated[
+        bool,
+        typer.Option(
+            "--exit-after-demo",
+            help="Run the demo, then stop everything and exit (implies "
+            "--demo; exit code 1 unless all 3 jobs are stored).",
+        ),
+    ] = False,
+    port_base: Annotated[
+        int | None,
+        typer.Option(
+            min=1024,
+            max=65530,
+            help="Fixed ports: Redis N, S3 N+1, emulator N+2, Flower N+3 (default: free ports).",
+        ),
+    ] = None,
+) -> None:
+    """Run Redis, S3 (moto), the Evolink emulator, a worker and Flower on this machine.
+
+    Redis: NBQ_BROKER_URL if set and answering, else a private redis-server.
+    S3: NBQ_S3_ENDPOINT if set, else moto's server with the bucket created.
+    API: the real one if NBQ_EVOLINK_API_KEY is set and NBQ_EVOLINK_BASE_URL is not
+    loopback, else the emulator (fast time scale, a throwaway dev key).
+    Prints every URL and the `export` lines for a second shell (never a real secret).
+    Ctrl-C or SIGTERM stops everything and removes the temp dir.
+    """
+    from producers.devstack.errors import DevStackError
+    from producers.devstack.report import print_service, print_summary
+    from producers.devstack.signals import Shutdown, shutdown_on_signals, signals_ignored
+    from producers.devstack.stack import DevStack
+    from workers.settings import get_settings
+
+    stack = DevStack(
+        get_settings(),
+        dict(os.environ),
+        port_base=port_base,
+        on_ready=lambda service: print_service(console, service),
+    )
+    code = 0
+    try:
+        with shutdown_on_signals():
+            stack.start()
+            print_summary(console, stack)
+            if demo or exit_after_demo:
+                code = _demo(stack)
+            if not exit_after_demo:
+                console.print("[bold]Running.[/bold] Press Ctrl-C to stop.")
+                while True:
+                    stack.check()
+                    time.sleep(WATCH_INTERVAL_S)
+    except Shutdown as stop:
+        console.print(f"{stop} received, stopping…")
+    except DevStackError as exc:
+        err_console.print(f"[red]nbq dev:[/red] {exc}", highlight=False)
+        code = 1
+    finally:
+        with signals_ignored():
+            stack.stop()
+    console.print("stopped.")
+    raise typer.Exit(code)
+
+
+def _demo(stack: DevStack) -> int:
+    """Run the demo against the stack; 0 when all its jobs were stored."""
+    from producers.api import Producer
+    from producers.devstack.demo import run_demo
+
+    console.print("[bold]Demo:[/bold] 3 prompts through the producer API")
+    producer = Producer(stack.settings())
+    try:
+        return 0 if run_demo(producer, console) else 1
+    finally:
+        producer.celery.close()

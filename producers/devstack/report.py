@@ -1,0 +1,31 @@
+"""What ``nbq dev`` prints: the services with their URLs and the export lines."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from producers.devstack.stack import DevStack, Service
+
+
+def print_service(console: Console, service: Service) -> None:
+    note = f"  [dim]({service.note})[/dim]" if service.note else ""
+    console.print(
+        f"[green]✓[/green] {service.name:<8} {service.url}{note}", soft_wrap=True, highlight=False
+    )
+
+
+def print_summary(console: Console, stack: DevStack) -> None:
+    """The URLs, then the exports a second shell needs to use the same stack."""
+    console.print()
+    console.rule("[bold]nbq dev is up")
+    for service in stack.services:
+        if service.name != "worker":
+            console.print(
+                f"  {service.name + ':':<10} {service.url}", soft_wrap=True, highlight=False
+            )
+    console.print(f"  {'logs:':<10} {stack.dir} (removed on exit)", soft_wrap=True, highlight=False)
+    console.print()
+    console.print("[bold]In another shell:[/bold]")
+    for line in stack.env.export_lines():
+        console.print(line, soft_wrap=True, highlight=False, markup=False)
+    console.print()
