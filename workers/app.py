@@ -12,6 +12,7 @@ Settings chosen for safety (see docs/failure-handling.md):
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from celery import Celery
 from kombu.entity import Queue
@@ -96,6 +97,8 @@ def _configure_logging() -> None:
     ):
         if secret is not None:
             register_secret(secret.get_secret_value())
+    for url in (settings.broker_url, settings.redis_url):
+        register_secret(urlsplit(url).password if url else None)  # redis://:pass@host
 
 
 _configure_logging()

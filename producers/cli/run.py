@@ -17,7 +17,10 @@ def run_worker(
     from workers.app import app
 
     settings = get_settings()
-    settings.require("evolink_api_key")
+    if {"submit", "poll"} & set(queues.split(",")):
+        settings.require("evolink_api_key")  # download-only pools never see the key
+    if "download" in queues.split(","):
+        settings.require("s3_access_key", "s3_secret_key")
     argv = ["worker", "-Q", queues, "-P", pool, "-l", loglevel, "-E"]
     if concurrency:
         argv += ["-c", str(concurrency)]
