@@ -161,6 +161,7 @@ class _Writer:
         self._client: redis.Redis | None = None
         self._prefix = "nbq"
         self.pending_errors = 0  # failed writes not yet added to the shared counter
+        self.enabled = True
 
     def _connect(self) -> tuple[redis.Redis, str]:
         with self._lock:
@@ -195,6 +196,8 @@ class _Writer:
         Integral amounts use ``HINCRBY``; fields that may hold fractions (sums, credits)
         must always be written with a float amount, so they use ``HINCRBYFLOAT``.
         """
+        if not self.enabled:
+            return
         errors = 0
         try:
             client, prefix = self._connect()
@@ -221,6 +224,12 @@ _writer = _Writer()
 def reset() -> None:
     """Drop this process's metrics client (next event reconnects with fresh settings)."""
     _writer.reset()
+
+
+def set_enabled(enabled: bool) -> None:
+    """Turn recording on or off in this process (tests turn it off so that in-process
+    stages never write to whatever Redis the default settings name)."""
+    _writer.enabled = enabled
 
 
 def pending_errors() -> int:

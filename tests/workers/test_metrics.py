@@ -50,9 +50,11 @@ def settings(redis_server, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings
     monkeypatch.setenv("NBQ_KEY_PREFIX", f"t{uuid.uuid4().hex[:8]}")
     get_settings.cache_clear()
     metrics.reset()
+    metrics.set_enabled(True)  # tests/support/metrics_guard turns it off for other tests
     yield get_settings()
     get_settings.cache_clear()
     metrics.reset()
+    metrics.set_enabled(False)
 
 
 def emit_events(rounds: int) -> None:
@@ -225,6 +227,13 @@ def test_scrape_answers_when_redis_is_down(settings, redis_server) -> None:
     samples = scrape(settings)
     assert value(samples, "nbq_metrics_redis_up") == 0
     assert value(samples, "nbq_metrics_errors_total") >= 1
+
+
+def test_recording_can_be_turned_off(settings: Settings) -> None:
+    metrics.set_enabled(False)
+    metrics.job_state("queued")
+    metrics.set_enabled(True)
+    assert value(scrape(settings), "nbq_jobs_state_total", state="queued") == 0
 
 
 def test_http_endpoint_serves_the_totals(settings: Settings) -> None:
