@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.support.s3_server",
     "tests.support.redis_server",
     "tests.support.stack",
+    "tests.support.metrics_guard",
 ]
