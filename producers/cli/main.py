@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from producers.cli import batch_cmd, dev_cmd, jobs_cmd, ops_cmd, quota_cmd
+from producers.cli import batch_cmd, dev_cmd, jobs_cmd, ops_cmd, quota_cmd, serve_cmd
 
 app = typer.Typer(
     name="nbq",
@@ -22,6 +22,7 @@ batch_cmd.register(app)
 quota_cmd.register(app)
 ops_cmd.register(app)
 dev_cmd.register(app)
+serve_cmd.register(app)
 
 
 def _register_optional() -> None:

@@ -1,0 +1,60 @@
+"""``/v1/batches``: many requests under one id; counts by state on read."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from producers.ingress.batches import done_count
+from producers.ingress.context import Context, ProducerName
+from producers.ingress.errors import ApiError, documented, not_found
+from producers.ingress.jobs_routes import IdempotencyKey, enqueue_one, id_from
+from producers.ingress.schemas import (
+    MAX_BATCH_ID_CHARS,
+    BatchCreate,
+    BatchCreated,
+    BatchView,
+    RefusedJob,
+)
+from workers.jobs.ids import new_job_id
+
+router = APIRouter(prefix="/v1/batches", tags=["batches"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED,
+             responses=documented(401, 409, 413))
+def create_batch(body: BatchCreate, response: Response, context: Context,
+                 producer: ProducerName, idempotency_key: IdempotencyKey = None) -> BatchCreated:
+    """Enqueue every request (all validated first: one bad request refuses the batch).
+
+    Jobs that cannot be enqueued for other reasons (credit budget, an id in use) are
+    listed in ``refused``; the others are enqueued.
+    """
+    batch_id = id_from(body.batch_id, idempotency_key, field="batch_id",
+                       max_chars=MAX_BATCH_ID_CHARS) or new_job_id()
+    if not context.batches.claim(batch_id, producer):
+        raise ApiError(409, "batch_id_in_use", f"batch_id {batch_id!r} is already in use")
+    accepted: list[str] = []
+    refused: list[RefusedJob] = []
+    for index, item in enumerate(body.requests):
+        job_id = item.job_id or f"{batch_id}-{index}"
+        try:
+            record, _ = enqueue_one(context, producer, item, job_id, batch_id=batch_id)
+        except ApiError as exc:
+            refused.append(RefusedJob(index=index, job_id=job_id, code=exc.code,
+                                      message=exc.message))
+            continue
+        accepted.append(record.job_id)
+        context.batches.add(batch_id, [record.job_id])
+    response.headers["Location"] = f"/v1/batches/{batch_id}"
+    return BatchCreated(batch_id=batch_id, job_ids=accepted, refused=refused)
+
+
+@router.get("/{batch_id}", responses=documented(401, 404))
+def get_batch(batch_id: str, context: Context, producer: ProducerName) -> BatchView:
+    """How many of the batch's jobs are in each state."""
+    if context.batches.owner(batch_id) != producer:
+        raise not_found(f"batch {batch_id!r}")
+    job_ids = context.batches.job_ids(batch_id)
+    counts = context.batches.counts(job_ids)
+    return BatchView(batch_id=batch_id, total=len(job_ids), done=done_count(counts),
+                     counts=dict(counts), job_ids=job_ids)

@@ -1,0 +1,61 @@
+"""What the routes share: settings, the producer API, tokens, batches, readiness checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated
+
+import redis
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from producers.api import Producer
+from producers.ingress.auth import TokenRegistry
+from producers.ingress.batches import BatchStore
+from producers.ingress.errors import ApiError
+from workers.settings import Settings
+
+#: Seconds a readiness probe waits for each dependency.
+READY_TIMEOUT_S = 2.0
+
+
+@dataclass
+class IngressContext:
+    settings: Settings
+    producer: Producer
+    tokens: TokenRegistry
+    batches: BatchStore
+    _broker: redis.Redis | None = field(default=None, repr=False)
+
+    def broker(self) -> redis.Redis:
+        if self._broker is None:
+            self._broker = redis.Redis.from_url(
+                self.settings.broker_url, socket_timeout=READY_TIMEOUT_S,
+                socket_connect_timeout=READY_TIMEOUT_S)
+        return self._broker
+
+
+def get_context(request: Request) -> IngressContext:
+    context = request.app.state.ingress
+    assert isinstance(context, IngressContext)
+    return context
+
+
+Context = Annotated[IngressContext, Depends(get_context)]
+
+_bearer = HTTPBearer(auto_error=False, description="A producer token from NBQ_INGRESS_TOKENS")
+
+
+def current_producer(
+    context: Context,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    """The producer named by the bearer token; 401 otherwise."""
+    producer = context.tokens.producer_for(credentials.credentials if credentials else None)
+    if producer is None:
+        raise ApiError(401, "unauthorized", "a valid bearer token is required",
+                       headers={"WWW-Authenticate": "Bearer"})
+    return producer
+
+
+ProducerName = Annotated[str, Depends(current_producer)]

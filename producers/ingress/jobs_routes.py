@@ -1,0 +1,139 @@
+"""``/v1/jobs``: create (idempotent), read, images, cancel — each scoped to its producer."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Response, status
+from fastapi.exceptions import RequestValidationError
+
+from producers.errors import (
+    CreditBudgetExceededError,
+    InvalidRequestError,
+    JobNotCancellableError,
+    JobNotFoundError,
+    JobNotStoredError,
+)
+from producers.ingress.context import Context, IngressContext, ProducerName
+from producers.ingress.errors import ApiError, documented, not_found
+from producers.ingress.schemas import ImagesView, ImageView, JobCreate, JobView
+from workers.jobs.ids import InvalidJobIdError, validate_job_id
+from workers.jobs.record import JobRecord
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", max_length=128,
+           description="Same as job_id in the body: the same key returns the same job."),
+]
+
+
+def view(record: JobRecord) -> JobView:
+    return JobView.model_validate(record.public_view())
+
+
+def owned_record(context: IngressContext, producer: str, job_id: str) -> JobRecord:
+    """The job if it exists and belongs to ``producer``; 404 otherwise (no leak)."""
+    record = context.producer.runtime.store.get(job_id) if _plausible(job_id) else None
+    if record is None or record.producer != producer:
+        raise not_found(f"job {job_id!r}")
+    return record
+
+
+def enqueue_one(context: IngressContext, producer: str, body: JobCreate, job_id: str | None,
+                batch_id: str | None = None) -> tuple[JobRecord, bool]:
+    """``(record, created)``; ApiError 409 if the id is another producer's job."""
+    store = context.producer.runtime.store
+    existing = store.get(job_id) if job_id else None
+    if existing is not None:
+        if existing.producer != producer:
+            raise ApiError(409, "job_id_in_use", f"job_id {job_id!r} is already in use")
+        return existing, False
+    try:
+        handle = context.producer.enqueue(body.request_fields(), job_id=job_id,
+                                          producer=producer, batch_id=batch_id)
+    except CreditBudgetExceededError as exc:
+        raise ApiError(429, "credit_budget_exceeded", str(exc)) from None
+    except InvalidRequestError as exc:
+        raise RequestValidationError([{
+            "loc": ("body", *(exc.field or "request").split(".")), "msg": str(exc),
+            "type": "value_error"}]) from None
+    return handle.status(), True
+
+
+@router.post("", status_code=status.HTTP_201_CREATED,
+             responses={200: {"model": JobView, "description": "the job already existed"},
+                        **documented(401, 409, 413, 429)})
+def create_job(body: JobCreate, response: Response, context: Context, producer: ProducerName,
+               idempotency_key: IdempotencyKey = None) -> JobView:
+    """Validate and enqueue one generation; 201 when new, 200 for a repeated id."""
+    job_id = id_from(body.job_id, idempotency_key, field="job_id")
+    record, created = enqueue_one(context, producer, body, job_id)
+    response.headers["Location"] = f"/v1/jobs/{record.job_id}"
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return view(record)
+
+
+@router.get("/{job_id}", responses=documented(401, 404))
+def get_job(job_id: str, context: Context, producer: ProducerName) -> JobView:
+    """State, progress, errors and stored objects of one job."""
+    return view(owned_record(context, producer, job_id))
+
+
+@router.get("/{job_id}/images", responses=documented(401, 404, 409))
+def get_images(job_id: str, context: Context, producer: ProducerName) -> ImagesView:
+    """Presigned GET URLs of a stored job's images (409 until it is stored)."""
+    owned_record(context, producer, job_id)
+    expiry_s = context.settings.presign_expiry_s
+    try:
+        images = context.producer.results(job_id, expiry_s=expiry_s)
+    except JobNotFoundError:
+        raise not_found(f"job {job_id!r}") from None
+    except JobNotStoredError as exc:
+        raise ApiError(409, "not_stored", str(exc)) from None
+    return ImagesView(job_id=job_id, expires_in_s=expiry_s, images=[
+        ImageView(key=i.key, url=i.url, sha256=i.sha256, size=i.size,
+                  content_type=i.content_type) for i in images])
+
+
+@router.delete("/{job_id}", responses=documented(401, 404, 409))
+def cancel_job(job_id: str, context: Context, producer: ProducerName) -> JobView:
+    """Cancel a queued or in-flight job (idempotent); 409 if it already ended."""
+    owned_record(context, producer, job_id)
+    try:
+        record = context.producer.cancel(job_id)
+    except JobNotFoundError:
+        raise not_found(f"job {job_id!r}") from None
+    except JobNotCancellableError as exc:
+        raise ApiError(409, "not_cancellable", str(exc)) from None
+    return view(record)
+
+
+def id_from(body_id: str | None, header_id: str | None, *, field: str,
+            max_chars: int = 128) -> str | None:
+    """The id from the body or the ``Idempotency-Key`` header (422 if they differ)."""
+    if header_id is None:
+        return body_id
+    problem = None
+    try:
+        validate_job_id(header_id)
+    except InvalidJobIdError as exc:
+        problem = str(exc).replace("job_id", "Idempotency-Key", 1)
+    if problem is None and len(header_id) > max_chars:
+        problem = f"Idempotency-Key is longer than {max_chars} characters"
+    if problem is None and body_id is not None and body_id != header_id:
+        problem = f"Idempotency-Key and {field} differ; send one or make them equal"
+    if problem is not None:
+        raise RequestValidationError([{
+            "loc": ("header", "Idempotency-Key"), "msg": problem, "type": "value_error"}])
+    return header_id
+
+
+def _plausible(job_id: str) -> bool:
+    try:
+        validate_job_id(job_id)
+    except InvalidJobIdError:
+        return False
+    return True

@@ -1,0 +1,128 @@
+"""Request and response bodies of the ingress (and so its OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from workers.evolink.models import GenerationRequest
+from workers.jobs.ids import validate_job_id
+from workers.jobs.record import JobError, StoredObject
+from workers.jobs.state import JobState
+
+#: Most jobs one ``POST /v1/batches`` may carry.
+MAX_BATCH_JOBS = 1000
+#: Longest batch id (job ids derived from it must stay within 128 characters).
+MAX_BATCH_ID_CHARS = 100
+
+
+def _checked_job_id(value: str | None) -> str | None:
+    return None if value is None else validate_job_id(value)
+
+
+class JobCreate(GenerationRequest):
+    """The request fields of the vendor spec, plus an optional caller-chosen ``job_id``.
+
+    ``job_id`` is an idempotency key: the same id returns the same job and never creates
+    a second API task. The ``Idempotency-Key`` header does the same.
+    """
+
+    job_id: str | None = Field(default=None, min_length=1, max_length=128)
+
+    @field_validator("job_id")
+    @classmethod
+    def _job_id(cls, value: str | None) -> str | None:
+        return _checked_job_id(value)
+
+    def request_fields(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude={"job_id"}, exclude_none=True)
+
+
+class JobView(BaseModel):
+    """A job as its producer sees it (the record's public view; no secrets, no raw links)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    job_id: str
+    state: JobState
+    request: dict[str, Any] = Field(default_factory=dict)
+    producer: str | None = None
+    batch_id: str | None = None
+    evolink_task_id: str | None = None
+    progress: int = 0
+    attempts: int = 0
+    polls: int = 0
+    credits_reserved: float = 0.0
+    objects: list[StoredObject] = Field(default_factory=list)
+    error: JobError | None = None
+    waiting_reason: str | None = None
+    result_count: int = 0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+class ImageView(BaseModel):
+    key: str
+    url: str = Field(description="presigned GET URL")
+    sha256: str
+    size: int
+    content_type: str
+
+
+class ImagesView(BaseModel):
+    job_id: str
+    expires_in_s: int
+    images: list[ImageView]
+
+
+class BatchCreate(BaseModel):
+    """Many requests under one batch id; each may carry its own ``job_id``.
+
+    Jobs without a ``job_id`` get ``<batch_id>-<index>``, so repeating the same batch
+    (same ``batch_id`` or ``Idempotency-Key``) never enqueues a job twice.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_id: str | None = Field(default=None, min_length=1, max_length=MAX_BATCH_ID_CHARS)
+    requests: list[JobCreate] = Field(min_length=1, max_length=MAX_BATCH_JOBS)
+
+    @field_validator("batch_id")
+    @classmethod
+    def _batch_id(cls, value: str | None) -> str | None:
+        return _checked_job_id(value)
+
+
+class RefusedJob(BaseModel):
+    index: int
+    job_id: str
+    code: str
+    message: str
+
+
+class BatchCreated(BaseModel):
+    batch_id: str
+    job_ids: list[str]
+    refused: list[RefusedJob] = Field(default_factory=list)
+
+
+class BatchView(BaseModel):
+    batch_id: str
+    total: int
+    done: int = Field(description="jobs in a final state (stored, failed, cancelled)")
+    counts: dict[str, int] = Field(description="jobs by state")
+    job_ids: list[str]
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str = Field(description="ok or unavailable")
+    checks: dict[str, bool] = Field(description="redis, s3, broker: reachable or not")
+
+
+class CallbackAnswer(BaseModel):
+    outcome: str
