@@ -206,3 +206,12 @@ def test_nbq_emulator_command_serves_the_api(tmp_path):
         assert response.json()["task_info"]["estimated_time"] == 0.2
     finally:
         stop(proc)
+
+
+def test_factory_passes_extra_options(emulator_factory):
+    emu = emulator_factory("--credits", "2", "--image-format", "webp")
+    created = _create(emu)  # 1K costs 1.6
+    assert created.status_code == 200
+    assert _create(emu).status_code == 402
+    task = _wait_final(emu, created.json()["id"])
+    assert task["view"]["results"][0].split("?")[0].endswith(".webp")

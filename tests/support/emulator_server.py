@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,8 @@ class EmulatorServer:
 
     log_dir: Path
     args: list[str] = field(default_factory=lambda: list(TEST_ARGS))
+    #: Appended to ``args`` (e.g. ``["--credits", "10"]``).
+    extra_args: list[str] = field(default_factory=list)
     port: int = field(default_factory=free_port)
     host: str = "127.0.0.1"
     api_key: str = TEST_API_KEY
@@ -45,7 +47,7 @@ class EmulatorServer:
     def start(self) -> None:
         self.proc = start(
             [python_exe(), "-m", "emulator", "--host", self.host, "--port", str(self.port),
-             *self.args],
+             *self.args, *self.extra_args],
             log=self.log_dir / "emulator.log",
         )  # fmt: skip
         wait_until(self._ready, timeout_s=30, what="emulator")
@@ -102,6 +104,24 @@ def emulator_server(tmp_path: Path) -> Iterator[EmulatorServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def emulator_factory(tmp_path: Path) -> Iterator[Callable[..., EmulatorServer]]:
+    """``emulator_factory("--credits", "10")``: a started emulator with extra options."""
+    started: list[EmulatorServer] = []
+
+    def make(*extra_args: str) -> EmulatorServer:
+        log_dir = tmp_path / f"emulator-{len(started)}"
+        log_dir.mkdir()
+        server = EmulatorServer(log_dir=log_dir, extra_args=list(extra_args))
+        server.start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
 
 
 @pytest.fixture(scope="session")
