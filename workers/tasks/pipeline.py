@@ -33,7 +33,7 @@ def submit_task(self: StageTask, job_id: str) -> str:
 
 
 @app.task(name=TASK_POLL, base=StageTask, bind=True, acks_late=True, reject_on_worker_lost=True)
-def poll_task(self: StageTask, job_id: str, token: str = "") -> str:
+def poll_task(self: StageTask, job_id: str, token: str = "") -> str:  # nosec B107 - poll token
     return self.run_stage(poll_stage.poll, get_runtime(), SCHEDULER, job_id=job_id, token=token)
 
 
