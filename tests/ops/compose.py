@@ -71,3 +71,43 @@ def is_settings_variable(name: str) -> bool:
 def is_secret_name(name: str) -> bool:
     """Names whose value is a credential (user names and access-key ids are not)."""
     return bool(SECRET_NAME.search(name.upper()))
+
+
+def env_example_commented() -> dict[str, str]:
+    """The commented ``# NAME=value`` examples of .env.example (alternative setups)."""
+    text = ENV_EXAMPLE.read_text(encoding="utf-8")
+    return dict(re.findall(r"^#\s*([A-Z][A-Z0-9_]*)=(\S*)\s*$", text, flags=re.MULTILINE))
+
+
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's ``${VAR}``, ``${VAR:-default}``, ``${VAR-default}``, ``${VAR:?err}``."""
+
+    def one(match: re.Match[str]) -> str:
+        name, op, arg = match.group(1), match.group(2) or "", match.group(3) or ""
+        current = env.get(name)
+        if op == ":-":
+            return current if current else arg
+        if op == "-":
+            return current if current is not None else arg
+        if op in (":?", "?"):
+            if not current:
+                raise KeyError(f"{name} is required: {arg}")
+            return current
+        return current or ""
+
+    return VAR_REF.sub(one, value).replace("$$", "$")
+
+
+def resolved_environment(service: dict[str, Any], env: dict[str, str]) -> dict[str, str]:
+    """The container environment compose would give ``service`` with ``env`` as .env.
+
+    A key without a value is passed through only when ``env`` sets it.
+    """
+    out: dict[str, str] = {}
+    for key, value in (service.get("environment") or {}).items():
+        if value is None:
+            if key in env:
+                out[key] = env[key]
+        else:
+            out[key] = interpolate(str(value), env)
+    return out

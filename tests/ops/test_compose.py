@@ -5,6 +5,7 @@ The CLI is the real ``producers.cli.main:app``; settings names are the real ``Se
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -21,13 +22,16 @@ from tests.ops.compose import (
     ROOT,
     compose,
     env_example,
+    env_example_commented,
     env_example_mentions,
     is_secret_name,
     is_settings_variable,
     project_services,
+    resolved_environment,
     services,
     var_refs,
 )
+from workers.settings import load_settings
 
 #: Variables the compose file may use that are not ``NBQ_*`` settings, and why.
 NON_NBQ_VARIABLES = {
@@ -145,6 +149,8 @@ def test_required_variables_are_in_env_example() -> None:
 
 def test_env_example_names_only_variables_the_stack_uses() -> None:
     used = {name for name, _, _ in var_refs(COMPOSE_TEXT)}
+    for service in services().values():
+        used |= {k for k, v in (service.get("environment") or {}).items() if v is None}
     assert env_example_mentions() - used == set()
 
 
@@ -155,13 +161,53 @@ def test_emulator_mode_variables_are_documented_in_env_example() -> None:
     assert "NBQ_RESULT_URL_ALLOW_HTTP=true" in text
 
 
+def _env_variants() -> dict[str, dict[str, str]]:
+    base = env_example()
+    commented = env_example_commented()
+
+    def pick(*names: str) -> dict[str, str]:
+        return {n: commented[n] for n in names}
+
+    return {
+        "default": base,
+        "emulator": {
+            **base,
+            **pick(
+                "NBQ_EVOLINK_BASE_URL", "NBQ_RESULT_URL_ALLOWED_HOSTS", "NBQ_RESULT_URL_ALLOW_HTTP"
+            ),
+        },
+        "callbacks": {**base, **pick("NBQ_PUBLIC_CALLBACK_URL", "NBQ_CALLBACK_SECRET")},
+    }
+
+
+@pytest.mark.parametrize("variant", sorted(_env_variants()))
+@pytest.mark.parametrize("name", sorted(project_services()))
+def test_service_environment_is_valid_settings(name, variant, monkeypatch) -> None:
+    # Given the environment compose builds for the service from .env.example (+ a variant)
+    env = resolved_environment(project_services()[name], _env_variants()[variant])
+    for key in list(os.environ):
+        if key.startswith("NBQ_"):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    # When the process loads its settings, Then they validate
+    settings = load_settings()
+    # And each role has what it requires
+    if name.startswith("worker-") or name == "reconciler":
+        settings.require("evolink_api_key", "s3_access_key", "s3_secret_key")
+    if name == "flower":
+        settings.require("flower_basic_auth")
+    if name == "ingress":
+        settings.require("ingress_tokens")
+
+
 # --- secrets ----------------------------------------------------------------------------
 
 
 def test_secret_variables_in_compose_come_from_the_environment() -> None:
     for name, service in services().items():
         for key, value in (service.get("environment") or {}).items():
-            if is_secret_name(key):
+            if is_secret_name(key) and value is not None:  # None: passed through from .env
                 refs = var_refs(str(value))
                 assert refs, f"{name}: {key} must be ${{...}} from .env, not a literal"
                 assert all(op in ("", ":?", "?") for _, op, _ in refs), (
