@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.with_metrics:
         # Measure the client and the API, not the metrics store (which defaults to the
         # shared Redis on 6379: a benchmark must not write there).
-        metrics.api_call = _discard_metric
+        metrics.set_enabled(False)
 
     with _target(args.base_url) as base_url:
         results = measure(
@@ -276,10 +276,6 @@ def measure(
     finally:
         for client in pool:
             client.close()
-
-
-def _discard_metric(endpoint: str, status: int | str, code: str = "") -> None:
-    """Stand-in for ``metrics.api_call`` while benchmarking."""
 
 
 @contextmanager
