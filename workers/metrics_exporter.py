@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
+from types import FrameType
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -253,12 +256,22 @@ def make_metrics_server(settings: Settings, *, address: str, port: int) -> WSGIS
     )
 
 
+class _TerminatedError(Exception):
+    """SIGTERM arrived: leave ``serve_forever`` and close the socket."""
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _TerminatedError
+
+
 def serve_metrics(settings: Settings, *, address: str, port: int) -> None:
-    """Serve the metrics over HTTP until interrupted (blocking; ``nbq metrics``)."""
+    """Serve the metrics over HTTP until SIGTERM or Ctrl-C (blocking; ``nbq metrics``)."""
     server = make_metrics_server(settings, address=address, port=port)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_stop)
     try:
         server.serve_forever()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _TerminatedError):
         pass
     finally:
         server.server_close()

@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.procs import free_port
+from tests.support.procs import free_port, port_open, python_exe, start, stop, wait_until
 from workers import metrics
 from workers.app import create_app
 from workers.jobs.record import JobRecord
@@ -264,3 +264,26 @@ def test_hooks_are_cheap_one_command_each(settings, redis_server) -> None:
     after = probe.info("stats")["total_commands_processed"]
     # Then each event cost one command (the probe's own INFO adds one)
     assert after - before == 200 + 1
+
+
+def test_serve_metrics_runs_until_sigterm_and_exits_cleanly(settings, redis_server, tmp_path):
+    # Given `serve_metrics` in its own process, as `nbq metrics` runs it
+    port = free_port()
+    code = (
+        "from workers.metrics_exporter import serve_metrics; "
+        "from workers.settings import get_settings; "
+        f"serve_metrics(get_settings(), address='127.0.0.1', port={port})"
+    )
+    proc = start(
+        [python_exe(), "-c", code],
+        env={"NBQ_BROKER_URL": redis_server.url, "NBQ_KEY_PREFIX": settings.key_prefix},
+        log=tmp_path / "metrics.log",
+    )
+    try:
+        wait_until(lambda: port_open(port), what="metrics port")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            assert b"nbq_queue_length" in resp.read()
+    finally:
+        # When it gets SIGTERM (docker stop), Then it exits on its own with status 0
+        stop(proc)
+    assert proc.returncode == 0, (tmp_path / "metrics.log").read_text()
