@@ -29,11 +29,13 @@ class RedisServer:
 
     dir: Path
     port: int = field(default_factory=free_port)
+    password: str | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         self.proc = start(
@@ -51,6 +53,7 @@ class RedisServer:
                 "",
                 "--protected-mode",
                 "no",
+                *(["--requirepass", self.password] if self.password else []),
             ],
             log=self.dir / "redis.log",
         )
