@@ -52,7 +52,20 @@ def run_flower(
         argv.append(f"--basic_auth={settings.flower_basic_auth.get_secret_value()}")
     if db:
         argv += ["--persistent=True", f"--db={db}"]
+    _protect_flower_metrics()
     app.start(argv)
+
+
+def _protect_flower_metrics() -> None:
+    """Flower 2.2 serves ``/metrics`` without auth, and it names every worker host and task:
+    put it behind the same login as the UI (``/healthcheck`` stays open for probes)."""
+    from flower.views.monitor import Metrics
+    from tornado.web import authenticated
+
+    if not getattr(Metrics.get, "nbq_protected", False):
+        protected = authenticated(Metrics.get)
+        protected.nbq_protected = True  # type: ignore[attr-defined]
+        Metrics.get = protected
 
 
 def run_metrics(*, port: int | None, address: str) -> None:
