@@ -32,9 +32,15 @@ def serve(
     if settings.callback_secret is not None:
         register_secret(settings.callback_secret.get_secret_value())
     if workers > 1:
-        uvicorn.run("producers.ingress.app:create_app", factory=True, host=host, port=port,
-                    workers=workers, log_level=log_level, access_log=False)
+        uvicorn.run(
+            "producers.ingress.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+            access_log=False,
+        )
         return
     # Access logs stay off: callback URLs carry a per-job token in their query string.
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
-                access_log=False)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=False)

@@ -1,11 +1,12 @@
 """Assemble the ingress: routes, auth, body limit, error shapes.
 
-    uvicorn --factory producers.ingress.app:create_app     # or: nbq serve
+uvicorn --factory producers.ingress.app:create_app     # or: nbq serve
 """
 
 from __future__ import annotations
 
 from fastapi import FastAPI
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from producers.api import Producer
 from producers.ingress import batch_routes, callback_routes, health_routes, jobs_routes
@@ -13,7 +14,7 @@ from producers.ingress.auth import TokenRegistry
 from producers.ingress.batches import BatchStore
 from producers.ingress.bodylimit import BodyLimitMiddleware
 from producers.ingress.context import IngressContext
-from producers.ingress.errors import ApiError, api_error_handler
+from producers.ingress.errors import ApiError, api_error_handler, http_error_handler
 from workers.logs import get_logger
 from workers.settings import Settings, get_settings
 
@@ -35,16 +36,25 @@ def create_app(settings: Settings | None = None, *, producer: Producer | None = 
     producer = producer or Producer(settings)
     tokens = TokenRegistry.from_settings(settings)
     if not tokens.entries:
-        log.warning("ingress_without_tokens",
-                    message="NBQ_INGRESS_TOKENS is empty: every /v1/jobs request gets 401")
+        log.warning(
+            "ingress_without_tokens",
+            message="NBQ_INGRESS_TOKENS is empty: every /v1/jobs request gets 401",
+        )
     runtime = producer.runtime
     app = FastAPI(title=TITLE, version=VERSION, description=DESCRIPTION)
     app.state.ingress = IngressContext(
-        settings=settings, producer=producer, tokens=tokens,
-        batches=BatchStore(runtime.redis, runtime.store, prefix=settings.key_prefix,
-                           retention_s=settings.job_retention_s),
+        settings=settings,
+        producer=producer,
+        tokens=tokens,
+        batches=BatchStore(
+            runtime.redis,
+            runtime.store,
+            prefix=settings.key_prefix,
+            retention_s=settings.job_retention_s,
+        ),
     )
     app.add_exception_handler(ApiError, api_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     for module in (jobs_routes, batch_routes, health_routes, callback_routes):
         app.include_router(module.router)

@@ -20,17 +20,23 @@ from workers.jobs.ids import new_job_id
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED,
-             responses=documented(401, 409, 413))
-def create_batch(body: BatchCreate, response: Response, context: Context,
-                 producer: ProducerName, idempotency_key: IdempotencyKey = None) -> BatchCreated:
+@router.post("", status_code=status.HTTP_201_CREATED, responses=documented(400, 401, 409, 413))
+def create_batch(
+    body: BatchCreate,
+    response: Response,
+    context: Context,
+    producer: ProducerName,
+    idempotency_key: IdempotencyKey = None,
+) -> BatchCreated:
     """Enqueue every request (all validated first: one bad request refuses the batch).
 
     Jobs that cannot be enqueued for other reasons (credit budget, an id in use) are
     listed in ``refused``; the others are enqueued.
     """
-    batch_id = id_from(body.batch_id, idempotency_key, field="batch_id",
-                       max_chars=MAX_BATCH_ID_CHARS) or new_job_id()
+    batch_id = (
+        id_from(body.batch_id, idempotency_key, field="batch_id", max_chars=MAX_BATCH_ID_CHARS)
+        or new_job_id()
+    )
     if not context.batches.claim(batch_id, producer):
         raise ApiError(409, "batch_id_in_use", f"batch_id {batch_id!r} is already in use")
     accepted: list[str] = []
@@ -40,8 +46,9 @@ def create_batch(body: BatchCreate, response: Response, context: Context,
         try:
             record, _ = enqueue_one(context, producer, item, job_id, batch_id=batch_id)
         except ApiError as exc:
-            refused.append(RefusedJob(index=index, job_id=job_id, code=exc.code,
-                                      message=exc.message))
+            refused.append(
+                RefusedJob(index=index, job_id=job_id, code=exc.code, message=exc.message)
+            )
             continue
         accepted.append(record.job_id)
         context.batches.add(batch_id, [record.job_id])
@@ -56,5 +63,10 @@ def get_batch(batch_id: str, context: Context, producer: ProducerName) -> BatchV
         raise not_found(f"batch {batch_id!r}")
     job_ids = context.batches.job_ids(batch_id)
     counts = context.batches.counts(job_ids)
-    return BatchView(batch_id=batch_id, total=len(job_ids), done=done_count(counts),
-                     counts=dict(counts), job_ids=job_ids)
+    return BatchView(
+        batch_id=batch_id,
+        total=len(job_ids),
+        done=done_count(counts),
+        counts=dict(counts),
+        job_ids=job_ids,
+    )

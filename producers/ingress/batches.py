@@ -16,8 +16,9 @@ from workers.jobs.store import JobStore
 
 
 class BatchStore:
-    def __init__(self, client: redis.Redis, store: JobStore, *, prefix: str,
-                 retention_s: int) -> None:
+    def __init__(
+        self, client: redis.Redis, store: JobStore, *, prefix: str, retention_s: int
+    ) -> None:
         self.client = client
         self.store = store
         self.prefix = prefix

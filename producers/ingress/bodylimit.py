@@ -24,7 +24,8 @@ class BodyLimitMiddleware:
         declared = _content_length(scope)
         if declared == -1:
             await error_response(400, "bad_content_length", "Content-Length is not a number")(
-                scope, receive, send)
+                scope, receive, send
+            )
             return
         if declared is not None and declared > self.max_body_bytes:
             await self._too_large(scope, receive, send)
@@ -51,9 +52,12 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(413, "body_too_large",
-                                  f"request body is larger than {self.max_body_bytes} bytes",
-                                  headers={"Connection": "close"})
+        response = error_response(
+            413,
+            "body_too_large",
+            f"request body is larger than {self.max_body_bytes} bytes",
+            headers={"Connection": "close"},
+        )
         await response(scope, receive, send)
 
 

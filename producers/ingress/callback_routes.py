@@ -14,6 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from producers.ingress.context import Context
+from producers.ingress.errors import documented
 from producers.ingress.schemas import CallbackAnswer
 from workers.callbacks import receive_callback
 from workers.contract import TASK_POLL
@@ -21,14 +22,22 @@ from workers.contract import TASK_POLL
 router = APIRouter(prefix="/v1/callbacks", tags=["callbacks"])
 
 
-@router.post("/evolink/{job_id}", response_model=CallbackAnswer, responses={
-    202: {"model": CallbackAnswer, "description": "an immediate poll re-fetches the task"},
-    404: {"model": CallbackAnswer, "description": "wrong or missing token"},
-    409: {"model": CallbackAnswer, "description": "job not ready yet; deliver again later"},
-})
-async def evolink_callback(job_id: str, request: Request, context: Context,
-                           token: Annotated[str | None, Query(max_length=256)] = None,
-                           ) -> JSONResponse:
+@router.post(
+    "/evolink/{job_id}",
+    response_model=CallbackAnswer,
+    responses={
+        202: {"model": CallbackAnswer, "description": "an immediate poll re-fetches the task"},
+        404: {"model": CallbackAnswer, "description": "wrong or missing token"},
+        409: {"model": CallbackAnswer, "description": "job not ready yet; deliver again later"},
+        **documented(400, 413),
+    },
+)
+async def evolink_callback(
+    job_id: str,
+    request: Request,
+    context: Context,
+    token: Annotated[str | None, Query(max_length=256)] = None,
+) -> JSONResponse:
     """A task may have ended: re-fetch it through a poll. The body is never trusted."""
     body = await request.body()
     celery = context.producer.celery
@@ -37,7 +46,14 @@ async def evolink_callback(job_id: str, request: Request, context: Context,
         celery.send_task(TASK_POLL, kwargs={"job_id": poll_job_id, "token": poll_token})
 
     outcome = await run_in_threadpool(
-        receive_callback, context.settings, context.producer.runtime.store, send_poll,
-        job_id=job_id, token=token, body=body)
-    return JSONResponse(CallbackAnswer(outcome=outcome.value).model_dump(),
-                        status_code=outcome.http_status)
+        receive_callback,
+        context.settings,
+        context.producer.runtime.store,
+        send_poll,
+        job_id=job_id,
+        token=token,
+        body=body,
+    )
+    return JSONResponse(
+        CallbackAnswer(outcome=outcome.value).model_dump(), status_code=outcome.http_status
+    )

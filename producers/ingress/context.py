@@ -30,8 +30,10 @@ class IngressContext:
     def broker(self) -> redis.Redis:
         if self._broker is None:
             self._broker = redis.Redis.from_url(
-                self.settings.broker_url, socket_timeout=READY_TIMEOUT_S,
-                socket_connect_timeout=READY_TIMEOUT_S)
+                self.settings.broker_url,
+                socket_timeout=READY_TIMEOUT_S,
+                socket_connect_timeout=READY_TIMEOUT_S,
+            )
         return self._broker
 
 
@@ -53,8 +55,12 @@ def current_producer(
     """The producer named by the bearer token; 401 otherwise."""
     producer = context.tokens.producer_for(credentials.credentials if credentials else None)
     if producer is None:
-        raise ApiError(401, "unauthorized", "a valid bearer token is required",
-                       headers={"WWW-Authenticate": "Bearer"})
+        raise ApiError(
+            401,
+            "unauthorized",
+            "a valid bearer token is required",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     return producer
 
 

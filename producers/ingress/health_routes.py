@@ -21,8 +21,11 @@ def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Readiness, responses={
-    503: {"model": Readiness, "description": "a dependency is unavailable"}})
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "a dependency is unavailable"}},
+)
 def readyz(context: Context) -> JSONResponse:
     """Readiness: 200 when Redis, S3 and the broker answer; 503 naming the one that did not."""
     checks = {name: _safely(name, check, context) for name, check in CHECKS.items()}
@@ -38,8 +41,12 @@ def _redis(context: IngressContext) -> bool:
 def _s3(context: IngressContext) -> bool:
     from workers.storage.s3 import ObjectStore
 
-    store = ObjectStore.from_settings(context.settings, connect_timeout_s=READY_TIMEOUT_S,
-                                      read_timeout_s=READY_TIMEOUT_S, retries=0)
+    store = ObjectStore.from_settings(
+        context.settings,
+        connect_timeout_s=READY_TIMEOUT_S,
+        read_timeout_s=READY_TIMEOUT_S,
+        retries=0,
+    )
     return store.ping()
 
 
@@ -48,7 +55,10 @@ def _broker(context: IngressContext) -> bool:
 
 
 CHECKS: dict[str, Callable[[IngressContext], bool]] = {
-    "redis": _redis, "s3": _s3, "broker": _broker}
+    "redis": _redis,
+    "s3": _s3,
+    "broker": _broker,
+}
 
 
 def _safely(name: str, check: Callable[[IngressContext], bool], context: IngressContext) -> bool:

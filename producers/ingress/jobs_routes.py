@@ -24,8 +24,11 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 IdempotencyKey = Annotated[
     str | None,
-    Header(alias="Idempotency-Key", max_length=128,
-           description="Same as job_id in the body: the same key returns the same job."),
+    Header(
+        alias="Idempotency-Key",
+        max_length=128,
+        description="Same as job_id in the body: the same key returns the same job.",
+    ),
 ]
 
 
@@ -41,8 +44,13 @@ def owned_record(context: IngressContext, producer: str, job_id: str) -> JobReco
     return record
 
 
-def enqueue_one(context: IngressContext, producer: str, body: JobCreate, job_id: str | None,
-                batch_id: str | None = None) -> tuple[JobRecord, bool]:
+def enqueue_one(
+    context: IngressContext,
+    producer: str,
+    body: JobCreate,
+    job_id: str | None,
+    batch_id: str | None = None,
+) -> tuple[JobRecord, bool]:
     """``(record, created)``; ApiError 409 if the id is another producer's job."""
     store = context.producer.runtime.store
     existing = store.get(job_id) if job_id else None
@@ -51,22 +59,39 @@ def enqueue_one(context: IngressContext, producer: str, body: JobCreate, job_id:
             raise ApiError(409, "job_id_in_use", f"job_id {job_id!r} is already in use")
         return existing, False
     try:
-        handle = context.producer.enqueue(body.request_fields(), job_id=job_id,
-                                          producer=producer, batch_id=batch_id)
+        handle = context.producer.enqueue(
+            body.request_fields(), job_id=job_id, producer=producer, batch_id=batch_id
+        )
     except CreditBudgetExceededError as exc:
         raise ApiError(429, "credit_budget_exceeded", str(exc)) from None
     except InvalidRequestError as exc:
-        raise RequestValidationError([{
-            "loc": ("body", *(exc.field or "request").split(".")), "msg": str(exc),
-            "type": "value_error"}]) from None
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("body", *(exc.field or "request").split(".")),
+                    "msg": str(exc),
+                    "type": "value_error",
+                }
+            ]
+        ) from None
     return handle.status(), True
 
 
-@router.post("", status_code=status.HTTP_201_CREATED,
-             responses={200: {"model": JobView, "description": "the job already existed"},
-                        **documented(401, 409, 413, 429)})
-def create_job(body: JobCreate, response: Response, context: Context, producer: ProducerName,
-               idempotency_key: IdempotencyKey = None) -> JobView:
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {"model": JobView, "description": "the job already existed"},
+        **documented(400, 401, 409, 413, 429),
+    },
+)
+def create_job(
+    body: JobCreate,
+    response: Response,
+    context: Context,
+    producer: ProducerName,
+    idempotency_key: IdempotencyKey = None,
+) -> JobView:
     """Validate and enqueue one generation; 201 when new, 200 for a repeated id."""
     job_id = id_from(body.job_id, idempotency_key, field="job_id")
     record, created = enqueue_one(context, producer, body, job_id)
@@ -93,9 +118,16 @@ def get_images(job_id: str, context: Context, producer: ProducerName) -> ImagesV
         raise not_found(f"job {job_id!r}") from None
     except JobNotStoredError as exc:
         raise ApiError(409, "not_stored", str(exc)) from None
-    return ImagesView(job_id=job_id, expires_in_s=expiry_s, images=[
-        ImageView(key=i.key, url=i.url, sha256=i.sha256, size=i.size,
-                  content_type=i.content_type) for i in images])
+    return ImagesView(
+        job_id=job_id,
+        expires_in_s=expiry_s,
+        images=[
+            ImageView(
+                key=i.key, url=i.url, sha256=i.sha256, size=i.size, content_type=i.content_type
+            )
+            for i in images
+        ],
+    )
 
 
 @router.delete("/{job_id}", responses=documented(401, 404, 409))
@@ -111,8 +143,9 @@ def cancel_job(job_id: str, context: Context, producer: ProducerName) -> JobView
     return view(record)
 
 
-def id_from(body_id: str | None, header_id: str | None, *, field: str,
-            max_chars: int = 128) -> str | None:
+def id_from(
+    body_id: str | None, header_id: str | None, *, field: str, max_chars: int = 128
+) -> str | None:
     """The id from the body or the ``Idempotency-Key`` header (422 if they differ)."""
     if header_id is None:
         return body_id
@@ -126,8 +159,9 @@ def id_from(body_id: str | None, header_id: str | None, *, field: str,
     if problem is None and body_id is not None and body_id != header_id:
         problem = f"Idempotency-Key and {field} differ; send one or make them equal"
     if problem is not None:
-        raise RequestValidationError([{
-            "loc": ("header", "Idempotency-Key"), "msg": problem, "type": "value_error"}])
+        raise RequestValidationError(
+            [{"loc": ("header", "Idempotency-Key"), "msg": problem, "type": "value_error"}]
+        )
     return header_id
 
 

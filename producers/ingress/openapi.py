@@ -25,8 +25,9 @@ def openapi_document() -> dict[str, Any]:
     from workers.settings import load_settings
 
     settings = load_settings(broker_url="redis://127.0.0.1:1/0")
-    producer = Producer(settings, celery_app=create_celery_app(settings),
-                        runtime=Runtime.from_settings(settings))
+    producer = Producer(
+        settings, celery_app=create_celery_app(settings), runtime=Runtime.from_settings(settings)
+    )
     return create_app(settings, producer=producer).openapi()
 
 
@@ -39,8 +40,10 @@ def main(argv: list[str]) -> int:
     if "--check" in argv:
         current = DOC_PATH.read_text(encoding="utf-8") if DOC_PATH.exists() else ""
         if current != text:
-            print(f"{DOC_PATH} is out of date: run python -m producers.ingress.openapi",
-                  file=sys.stderr)
+            print(
+                f"{DOC_PATH} is out of date: run python -m producers.ingress.openapi",
+                file=sys.stderr,
+            )
             return 1
         return 0
     DOC_PATH.write_text(text, encoding="utf-8")

@@ -1,0 +1,69 @@
+"""``/v1/batches``: one id for many jobs, idempotent, counted by state, per producer."""
+
+from __future__ import annotations
+
+from tests.producers.ingress.conftest import Ingress, auth
+from workers.jobs.state import JobState
+
+REQUESTS = [{"prompt": f"image {i}", "quality": "1K"} for i in range(5)]
+
+
+def test_a_batch_enqueues_every_request_under_one_id(ingress: Ingress) -> None:
+    response = ingress.client.post("/v1/batches", json={"requests": REQUESTS}, headers=auth())
+    assert response.status_code == 201, response.text
+    created = response.json()
+    assert len(created["job_ids"]) == 5 and created["refused"] == []
+    batch_id = created["batch_id"]
+    members = ingress.redis.smembers(f"{ingress.settings.key_prefix}:batch:{batch_id}")
+    assert {m.decode() for m in members} == set(created["job_ids"])
+    for job_id in created["job_ids"]:
+        record = ingress.store.get(job_id)
+        assert record.batch_id == batch_id and record.producer == "alice"
+
+
+def test_repeating_a_batch_with_its_id_enqueues_nothing_new(ingress: Ingress) -> None:
+    body = {"batch_id": "nightly-1", "requests": REQUESTS}
+    first = ingress.client.post("/v1/batches", json=body, headers=auth())
+    second = ingress.client.post("/v1/batches", json=body, headers=auth())
+    assert first.json()["job_ids"] == second.json()["job_ids"]
+    assert ingress.job_count() == 5 and ingress.queued_messages("submit") == 5
+
+
+def test_the_batch_view_counts_jobs_by_state(ingress: Ingress) -> None:
+    created = ingress.client.post(
+        "/v1/batches", json={"batch_id": "b1", "requests": REQUESTS}, headers=auth()
+    ).json()
+    ingress.client.delete(f"/v1/jobs/{created['job_ids'][0]}", headers=auth())
+    view = ingress.client.get("/v1/batches/b1", headers=auth())
+    assert view.status_code == 200
+    data = view.json()
+    assert data["total"] == 5 and data["done"] == 1
+    assert data["counts"] == {JobState.QUEUED.value: 4, JobState.CANCELLED.value: 1}
+
+
+def test_one_bad_request_refuses_the_whole_batch_naming_its_index(ingress: Ingress) -> None:
+    bad = [*REQUESTS, {"prompt": "ok", "size": "7:5"}]
+    response = ingress.client.post("/v1/batches", json={"requests": bad}, headers=auth())
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"][:4] == ["body", "requests", 5, "size"]
+    assert ingress.job_count() == 0
+
+
+def test_another_producers_batch_is_not_found_and_its_id_not_reusable(ingress: Ingress) -> None:
+    ingress.client.post(
+        "/v1/batches", json={"batch_id": "b2", "requests": REQUESTS}, headers=auth("alice")
+    )
+    assert ingress.client.get("/v1/batches/b2", headers=auth("bob")).status_code == 404
+    again = ingress.client.post(
+        "/v1/batches", json={"batch_id": "b2", "requests": REQUESTS}, headers=auth("bob")
+    )
+    assert again.status_code == 409 and again.json()["error"]["code"] == "batch_id_in_use"
+
+
+def test_a_job_id_in_use_by_another_producer_is_refused_alone(ingress: Ingress) -> None:
+    ingress.client.post("/v1/jobs", json={"prompt": "x", "job_id": "taken"}, headers=auth("bob"))
+    items = [{"prompt": "a"}, {"prompt": "b", "job_id": "taken"}]
+    created = ingress.client.post("/v1/batches", json={"requests": items}, headers=auth()).json()
+    assert len(created["job_ids"]) == 1
+    assert created["refused"][0]["index"] == 1
+    assert created["refused"][0]["code"] == "job_id_in_use"

@@ -1,0 +1,187 @@
+"""The callback receiver: tokens, outcomes, deduplication; nothing changes the job record.
+
+A valid callback for a generating job only sends ``nbq.poll`` (the poll re-fetches the
+task); every other case answers without touching the job.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+import redis
+
+from tests.producers.ingress.conftest import SECRET, Ingress
+from workers.callbacks import callback_token, callback_url, reported_status_and_task
+from workers.jobs.record import JobRecord
+from workers.jobs.state import JobState
+from workers.settings import ConfigError, load_settings
+
+
+def _generating(ingress: Ingress, job_id: str = "gen-1", task_id: str = "task-1") -> JobRecord:
+    record, _ = ingress.store.create(
+        JobRecord(
+            job_id=job_id,
+            state=JobState.GENERATING,
+            producer="alice",
+            evolink_task_id=task_id,
+            poll_token="tok-now",
+        )
+    )
+    return record
+
+
+def _post(ingress: Ingress, job_id: str, token: str | None, body: object) -> tuple[int, str]:
+    query = f"?token={token}" if token is not None else ""
+    response = ingress.client.post(
+        f"/v1/callbacks/evolink/{job_id}{query}", content=json.dumps(body).encode()
+    )
+    return response.status_code, response.json().get("outcome", "")
+
+
+def _polls_sent(ingress: Ingress) -> list[dict[str, object]]:
+    broker = redis.Redis.from_url(ingress.settings.broker_url)
+    messages = [json.loads(m) for m in broker.lrange("poll", 0, -1)]
+    return [json.loads(base64.b64decode(m["body"]))[1] for m in messages]
+
+
+def test_the_callback_url_carries_an_hmac_of_the_job_id(ingress: Ingress) -> None:
+    url = callback_url(ingress.settings, "job-9")
+    assert url == (
+        "https://ingress.example.com/v1/callbacks/evolink/job-9?token="
+        + callback_token(SECRET, "job-9")
+    )
+    assert callback_token(SECRET, "job-9") != callback_token(SECRET, "job-8")
+    assert callback_token("other-secret", "job-9") != callback_token(SECRET, "job-9")
+
+
+def test_no_callback_url_without_a_public_base() -> None:
+    assert callback_url(load_settings(), "job-9") is None
+
+
+@pytest.mark.parametrize(
+    "base, ok",
+    [
+        ("https://hooks.example.com", True),
+        ("http://127.0.0.1:8080", True),
+        ("http://localhost:8080", True),
+        ("http://hooks.example.com", False),
+        ("http://10.0.0.5", False),
+        ("ftp://x", False),
+    ],
+)
+def test_the_public_base_must_be_https_except_on_loopback(base: str, ok: bool) -> None:
+    if ok:
+        assert load_settings(public_callback_url=base, callback_secret="s").public_callback_url
+    else:
+        with pytest.raises(ConfigError, match="NBQ_PUBLIC_CALLBACK_URL"):
+            load_settings(public_callback_url=base, callback_secret="s")
+
+
+def test_a_public_base_without_a_secret_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="NBQ_CALLBACK_SECRET"):
+        load_settings(public_callback_url="https://hooks.example.com")
+
+
+def test_a_valid_callback_for_a_generating_job_sends_one_poll_with_its_token(
+    ingress: Ingress,
+) -> None:
+    _generating(ingress)
+    status, outcome = _post(
+        ingress, "gen-1", callback_token(SECRET, "gen-1"), {"id": "task-1", "status": "completed"}
+    )
+    assert (status, outcome) == (202, "poll_sent")
+    assert _polls_sent(ingress) == [{"job_id": "gen-1", "token": "tok-now"}]
+    record = ingress.store.get("gen-1")
+    assert record.state is JobState.GENERATING and record.poll_token == "tok-now"
+
+
+def test_a_repeated_delivery_is_answered_but_sends_no_second_poll(ingress: Ingress) -> None:
+    _generating(ingress)
+    token = callback_token(SECRET, "gen-1")
+    body = {"id": "task-1", "status": "completed"}
+    assert _post(ingress, "gen-1", token, body) == (202, "poll_sent")
+    assert _post(ingress, "gen-1", token, body) == (200, "duplicate")
+    assert len(_polls_sent(ingress)) == 1
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        None,
+        "",
+        "0" * 64,
+        callback_token(SECRET, "gen-2"),
+        callback_token("not-the-secret", "gen-1"),
+    ],
+)
+def test_a_wrong_token_answers_404_and_changes_nothing(ingress: Ingress, token: str | None) -> None:
+    before = _generating(ingress)
+    status, outcome = _post(ingress, "gen-1", token, {"id": "task-1", "status": "completed"})
+    assert (status, outcome) == (404, "rejected")
+    assert _polls_sent(ingress) == []
+    assert ingress.store.get("gen-1") == before
+
+
+def test_an_unknown_job_answers_like_a_wrong_token_unless_the_token_is_valid(
+    ingress: Ingress,
+) -> None:
+    assert _post(ingress, "ghost", "f" * 64, {"status": "completed"}) == (404, "rejected")
+    valid = callback_token(SECRET, "ghost")
+    assert _post(ingress, "ghost", valid, {"status": "completed"}) == (200, "ignored")
+    assert ingress.job_count() == 0 and _polls_sent(ingress) == []
+
+
+@pytest.mark.parametrize(
+    "state",
+    [JobState.STORED, JobState.CANCELLED, JobState.FAILED, JobState.QUEUED, JobState.DOWNLOADING],
+)
+def test_a_job_that_is_not_generating_is_ignored(ingress: Ingress, state: JobState) -> None:
+    ingress.store.create(JobRecord(job_id="j", state=state, evolink_task_id="task-1"))
+    assert _post(
+        ingress, "j", callback_token(SECRET, "j"), {"id": "task-1", "status": "completed"}
+    ) == (200, "ignored")
+    assert ingress.store.get("j").state is state and _polls_sent(ingress) == []
+
+
+def test_a_submitting_job_asks_the_vendor_to_deliver_again(ingress: Ingress) -> None:
+    ingress.store.create(JobRecord(job_id="j", state=JobState.SUBMITTING, attempts=1))
+    assert _post(ingress, "j", callback_token(SECRET, "j"), {"status": "completed"}) == (
+        409,
+        "not_ready",
+    )
+    assert _polls_sent(ingress) == []
+
+
+def test_a_callback_for_a_replaced_task_is_ignored(ingress: Ingress) -> None:
+    _generating(ingress, task_id="task-new")
+    assert _post(
+        ingress, "gen-1", callback_token(SECRET, "gen-1"), {"id": "task-old", "status": "failed"}
+    ) == (200, "ignored")
+    assert _polls_sent(ingress) == []
+
+
+def test_a_garbage_body_is_only_a_hint_to_poll(ingress: Ingress) -> None:
+    _generating(ingress)
+    response = ingress.client.post(
+        f"/v1/callbacks/evolink/gen-1?token={callback_token(SECRET, 'gen-1')}",
+        content=b"\x00not json",
+    )
+    assert response.status_code == 202 and len(_polls_sent(ingress)) == 1
+
+
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        (b'{"status": "completed", "id": "t"}', ("completed", "t")),
+        (b'{"status": "weird"}', ("other", None)),
+        (b'{"status": 5, "id": 7}', ("other", None)),
+        (b"[1]", ("unparsed", None)),
+        (b"", ("unparsed", None)),
+    ],
+)
+def test_the_body_is_read_only_for_its_status_and_task_id(
+    body: bytes, expected: tuple[str, str | None]
+) -> None:
+    assert reported_status_and_task(body) == expected
