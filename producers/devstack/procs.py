@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from producers.devstack.errors import ChildExitedError, StartupError
+from producers.devstack.signals import deferred
 
 #: Seconds a child gets after SIGTERM before its whole group is SIGKILLed.
 STOP_TIMEOUT_S = 10.0
@@ -77,6 +78,19 @@ class Supervisor:
         cwd: Path | None = None,
     ) -> Child:
         log = self.log_dir / f"{name}.log"
+        # A stop signal between Popen and the append would orphan the child: hold it back.
+        with deferred():
+            return self._start(name, args, log, extra_env=extra_env, cwd=cwd)
+
+    def _start(
+        self,
+        name: str,
+        args: list[str],
+        log: Path,
+        *,
+        extra_env: dict[str, str] | None,
+        cwd: Path | None,
+    ) -> Child:
         with open(log, "ab") as out:
             proc = subprocess.Popen(
                 args,

@@ -18,8 +18,33 @@ class Shutdown(BaseException):  # a request to stop, like KeyboardInterrupt
         self.signum = signum
 
 
+#: Signals that arrived inside :func:`deferred`, raised when it ends.
+_pending: list[int] = []
+_deferring = False
+
+
 def _raise_shutdown(signum: int, frame: FrameType | None) -> None:
+    if _deferring:
+        _pending.append(signum)
+        return
     raise Shutdown(signum)
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Hold :class:`Shutdown` back until the block ends (e.g. between Popen and recording
+    the child). Not a signal mask: children would inherit that and ignore SIGTERM."""
+    global _deferring
+    outer = _deferring
+    _deferring = True
+    try:
+        yield
+    finally:
+        _deferring = outer
+    if not outer and _pending:
+        signum = _pending[0]
+        _pending.clear()
+        raise Shutdown(signum)
 
 
 @contextmanager
