@@ -69,7 +69,10 @@ def _protect_flower_metrics() -> None:
 
 
 def run_metrics(*, port: int | None, address: str) -> None:
-    raise NotImplementedError("metrics exporter lands with the ops work")
+    from workers.metrics_exporter import serve_metrics
+
+    settings = get_settings()
+    serve_metrics(settings, address=address, port=port or settings.metrics_port)
 
 
 def run_reconcile(*, once: bool, interval_s: float | None) -> None:

@@ -96,13 +96,6 @@ def test_429_and_5xx_answers_on_create_and_query_are_retried_to_completion(stack
     assert stats["queries_rejected"].get("503") == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: action_for() maps MalformedResponseError (status_code=200) to FAIL via the "
-        "status branch, so a garbled 200 fails the job and abandons a paid task"
-    ),
-)
 def test_malformed_json_answers_are_retried_and_a_made_create_is_not_paid_twice(
     stack: Stack,
 ) -> None:

@@ -12,6 +12,7 @@ from workers.evolink.errors import (
     PERMANENT_TASK_CODES,
     RETRYABLE_TASK_CODES,
     EvolinkError,
+    MalformedResponseError,
     QuotaExceededError,
     TaskFailedError,
     TransportError,
@@ -63,6 +64,10 @@ def action_for(error: BaseException, *, during_create: bool = False) -> Action:
         if during_create and error.create_may_have_happened:
             return Action.OUTCOME_UNKNOWN
         return Action.RETRY
+    if isinstance(error, MalformedResponseError):
+        # A 2xx we could not read: the call worked (a create made its task) but the answer
+        # was garbled. Resend a create under the same Idempotency-Key; retry a query.
+        return Action.OUTCOME_UNKNOWN if during_create else Action.RETRY
     if isinstance(error, EvolinkError):
         if error.status_code is not None:
             if error.status_code in STATUS_ACTIONS:

@@ -65,7 +65,6 @@ def poll(rt: Runtime, sched: Scheduler, job_id: str, token: str, *, retries: int
         task = rt.api().get_task(task_id)
     except EvolinkError as exc:
         return _query_failed(rt, record, next_token, exc, retries=retries)
-    metrics.api_call("query", 200)
     return handle_task_state(rt, sched, record, task, next_token)
 
 
@@ -207,7 +206,6 @@ def _query_failed(
     rt: Runtime, record: JobRecord, token: str, exc: EvolinkError, *, retries: int
 ) -> str:
     job_id = record.job_id
-    metrics.api_call("query", exc.status_code or exc.reason, exc.code or "")
     action = action_for(exc)
     log.warning(
         "query_failed",

@@ -159,7 +159,6 @@ def _create(rt: Runtime, sched: Scheduler, record: JobRecord, *, retries: int) -
         incr={"credits_reserved": credits},
         unset=("waiting_reason", "error"),
     )
-    metrics.api_call("create", 200)
     metrics.credits_reserved(credits)
     CreditLedger(rt.redis, prefix=rt.settings.key_prefix).record(credits, producer=record.producer)
     if not applied:
