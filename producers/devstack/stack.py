@@ -107,7 +107,7 @@ class DevStack:
             self.env.show("NBQ_BROKER_URL", redact_url(url))
             if self.user.redis_url:
                 self.env.show("NBQ_REDIS_URL", redact_url(self.user.redis_url))
-            self._ready(Service("redis", redact_url(url), "configured (NBQ_BROKER_URL)"))
+            self._ready(Service("redis", redact_url(url), "configured in NBQ_BROKER_URL"))
             return
         binary = redis_service.redis_server_binary(self.redis_search_path)
         url = redis_service.start_redis(
@@ -125,7 +125,9 @@ class DevStack:
             self.env.show("NBQ_S3_SECRET_KEY", "<your S3 secret key>")
             scheme = "https" if self.user.s3_secure else "http"
             self._ready(
-                Service("s3", f"{scheme}://{self.user.s3_endpoint}", "configured (NBQ_S3_ENDPOINT)")
+                Service(
+                    "s3", f"{scheme}://{self.user.s3_endpoint}", "configured in NBQ_S3_ENDPOINT"
+                )
             )
             return
         port = self._port("s3")
