@@ -16,6 +16,7 @@ from producers.ingress.app import create_app
 from tests.support.redis_server import RedisServer
 from tests.support.s3_server import S3Server
 from workers.app import create_app as create_celery_app
+from workers.jobs.store import JobStore
 from workers.runtime import Runtime
 from workers.settings import Settings, load_settings
 
@@ -43,7 +44,7 @@ class Ingress:
         self.client = TestClient(self.app, raise_server_exceptions=False)
 
     @property
-    def store(self) -> Any:
+    def store(self) -> JobStore:
         return self.producer.runtime.store
 
     @property
@@ -55,7 +56,7 @@ class Ingress:
 
     def queued_messages(self, queue: str) -> int:
         broker = redis.Redis.from_url(self.settings.broker_url)
-        return int(broker.llen(queue))  # type: ignore[arg-type]
+        return int(broker.llen(queue))
 
 
 def ingress_settings(redis_url: str, s3: S3Server, **overrides: Any) -> Settings:

@@ -15,9 +15,9 @@ def test_a_batch_enqueues_every_request_under_one_id(ingress: Ingress) -> None:
     assert len(created["job_ids"]) == 5 and created["refused"] == []
     batch_id = created["batch_id"]
     members = ingress.redis.smembers(f"{ingress.settings.key_prefix}:batch:{batch_id}")
-    assert {m.decode() for m in members} == set(created["job_ids"])
+    assert {m.decode() for m in members} == set(created["job_ids"])  # type: ignore[union-attr]
     for job_id in created["job_ids"]:
-        record = ingress.store.get(job_id)
+        record = ingress.store.require(job_id)
         assert record.batch_id == batch_id and record.producer == "alice"
 
 

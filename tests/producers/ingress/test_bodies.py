@@ -25,7 +25,7 @@ json_values = st.recursive(
     st.none()
     | st.booleans()
     | st.integers()
-    | st.floats(allow_nan=False)
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=40)
     | st.sampled_from(["1:1", "16:9", "4K", "1K", "auto", "high"]),
     lambda inner: (

@@ -93,7 +93,7 @@ def test_a_valid_callback_for_a_generating_job_sends_one_poll_with_its_token(
     )
     assert (status, outcome) == (202, "poll_sent")
     assert _polls_sent(ingress) == [{"job_id": "gen-1", "token": "tok-now"}]
-    record = ingress.store.get("gen-1")
+    record = ingress.store.require("gen-1")
     assert record.state is JobState.GENERATING and record.poll_token == "tok-now"
 
 
@@ -142,7 +142,7 @@ def test_a_job_that_is_not_generating_is_ignored(ingress: Ingress, state: JobSta
     assert _post(
         ingress, "j", callback_token(SECRET, "j"), {"id": "task-1", "status": "completed"}
     ) == (200, "ignored")
-    assert ingress.store.get("j").state is state and _polls_sent(ingress) == []
+    assert ingress.store.require("j").state is state and _polls_sent(ingress) == []
 
 
 def test_a_submitting_job_asks_the_vendor_to_deliver_again(ingress: Ingress) -> None:

@@ -125,7 +125,7 @@ def test_another_producers_job_answers_404_on_every_route(ingress: Ingress) -> N
         ("DELETE", "/v1/jobs/mine"),
     ]:
         assert ingress.client.request(method, path, headers=auth("bob")).status_code == 404
-    assert ingress.store.get("mine").state is JobState.QUEUED
+    assert ingress.store.require("mine").state is JobState.QUEUED
 
 
 def test_images_of_a_job_not_yet_stored_answer_409(ingress: Ingress) -> None:
@@ -171,7 +171,7 @@ def test_cancelling_a_stored_job_answers_409_and_changes_nothing(ingress: Ingres
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "not_cancellable"
     assert "stored" in response.json()["error"]["message"]
-    assert ingress.store.get("kept").state is JobState.STORED
+    assert ingress.store.require("kept").state is JobState.STORED
 
 
 def test_a_daily_credit_budget_refusal_answers_429(make_ingress: Callable[..., Ingress]) -> None:
