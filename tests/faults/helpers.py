@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -116,3 +118,8 @@ def assert_images_intact(stack: Stack, records: dict[str, JobRecord]) -> None:
 def assert_nothing_in_bucket(stack: Stack, job_id: str) -> None:
     """A failed job leaves no object, partial or whole, under its prefix."""
     assert stack.s3.keys(f"images/{job_id}/") == []
+
+
+def task_outcomes(stack: Stack) -> Counter[str]:
+    """How often each stage outcome label was returned (Celery logs every task's result)."""
+    return Counter(re.findall(r"succeeded in [0-9.]+s: '(\w+)'", stack.worker_logs()))
