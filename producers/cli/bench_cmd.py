@@ -1,0 +1,32 @@
+"""``nbq bench``: run the benchmark suite (B1–B6) against throwaway local services."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench)
+
+
+def bench(
+    only: Annotated[
+        str, typer.Option(help="Comma-separated benchmark ids, e.g. B1,B2.")
+    ] = "B1,B2,B3,B4,B5,B6",
+    scale: Annotated[str, typer.Option(help="small (a few minutes) or full.")] = "small",
+    patched: Annotated[
+        bool, typer.Option("--patched", help="Workers with the suite's proposed fixes applied.")
+    ] = False,
+) -> None:
+    """Benchmarks vs their baselines; prints a table, writes benchmarks/results/latest.json.
+
+    Starts its own redis-server, moto S3, emulator and workers on free loopback ports.
+    """
+    from benchmarks.runner import execute
+    from benchmarks.scale import SCALES
+
+    if scale not in SCALES:
+        raise typer.BadParameter(f"--scale must be one of {', '.join(sorted(SCALES))}")
+    raise typer.Exit(execute(only, scale, patched))
