@@ -94,6 +94,7 @@ def _configure_logging() -> None:
         settings.s3_access_key,
         settings.flower_basic_auth,
         settings.ingress_tokens,
+        settings.callback_secret,
     ):
         if secret is not None:
             register_secret(secret.get_secret_value())
