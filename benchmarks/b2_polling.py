@@ -24,6 +24,7 @@ def run(workdir: Path, n_jobs: int, concurrency: int) -> BenchResult:
         poll = stack.start_worker(queues="poll", concurrency=concurrency, name="poll")
         result = run_jobs(stack, n_jobs, workers={"sd": sd.pid, "poll": poll.pid}, timeout_s=900)
         lags_s: list[float] = []
+        lags_by_polls: dict[str, list[float]] = {"1": [], "2+": []}
         first_poll_early = 0
         for record in result.records:
             if record.evolink_task_id is None or "downloading" not in record.state_times:
@@ -31,6 +32,7 @@ def run(workdir: Path, n_jobs: int, concurrency: int) -> BenchResult:
             task = stack.emulator.control("GET", f"tasks/{record.evolink_task_id}")
             lag = (record.state_times["downloading"] - float(task["finishes_at"])) / TIME_SCALE
             lags_s.append(lag)
+            lags_by_polls["1" if record.polls <= 1 else "2+"].append(lag)
             first_poll_early += int(record.polls > 1)
     polls = [float(r.polls) for r in result.records if r.state.value == "stored"]
     poll_stats = summary(polls)
@@ -57,6 +59,7 @@ def run(workdir: Path, n_jobs: int, concurrency: int) -> BenchResult:
         raw={
             "polls_per_job": poll_stats,
             "lag_unscaled_s": lag_stats,
+            "lag_unscaled_s_by_polls": {k: summary(v) for k, v in lags_by_polls.items()},
             "jobs_needing_more_than_one_poll": first_poll_early,
             "states": result.states,
             "elapsed_s": round(result.elapsed_s, 2),

@@ -51,8 +51,10 @@ def run_all(
         from benchmarks import b6_headroom
 
         b1 = results.get("B1")
-        rate = b1.raw.get("api_calls_per_s") if b1 is not None and b1.error is None else None
-        return b6_headroom.run(rate)
+        if b1 is not None and b1.error is None:
+            return b6_headroom.run(b1.raw.get("api_calls_per_s"))
+        earlier = previous_results(patched).get("B1", {})
+        return b6_headroom.run(earlier.get("raw", {}).get("api_calls_per_s"))
 
     steps: dict[str, Callable[[], BenchResult]] = {
         "B1": lambda: _import("b1_throughput").run(workdir, scale.b1_jobs, c),
@@ -99,9 +101,28 @@ def print_table(results: list[BenchResult]) -> None:
     Console().print(table)
 
 
+def results_path(patched: bool) -> Path:
+    return RESULTS_DIR / ("latest-patched.json" if patched else "latest.json")
+
+
+def previous_results(patched: bool) -> dict[str, Any]:
+    """Results of the last run, so ``--only`` updates some rows and keeps the others."""
+    path = results_path(patched)
+    if not path.exists():
+        return {}
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")).get("results", {}))
+    except (OSError, ValueError):
+        return {}
+
+
 def write_json(results: list[BenchResult], scale: Scale, patched: bool, command: str) -> Path:
+    """Merge into the last report: rows not run now keep their earlier numbers."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / "latest.json"
+    path = results_path(patched)
+    merged = previous_results(patched)
+    for r in results:
+        merged[r.id] = {**r.to_json(), "command": command, "scale": scale.name}
     report = {
         "command": command,
         "scale": scale.name,
@@ -113,7 +134,7 @@ def write_json(results: list[BenchResult], scale: Scale, patched: bool, command:
             "python": platform.python_version(),
             "load_average_1m_at_end": round(os.getloadavg()[0], 2),
         },
-        "results": {r.id: r.to_json() for r in results},
+        "results": {k: merged[k] for k in ALL if k in merged},
     }
     path.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     return path
