@@ -126,14 +126,6 @@ def test_exporter_counts_exactly_the_stored_and_failed_jobs_of_a_run(
     assert total(samples, "nbq_metrics_errors_total") == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "result downloads never call metrics.api_call('file', ...) although the metric's "
-        "help and docs/operations.md promise endpoint=file; patch proposed for "
-        "workers/evolink/results.py"
-    ),
-)
 def test_exporter_counts_each_result_download_as_a_file_call(
     stack: Stack, producer_metrics: None, exporter: str
 ) -> None:

@@ -89,15 +89,6 @@ def test_sigterm_lets_running_downloads_finish_and_gives_waiting_messages_back(
     assert "reconciled" not in (stack.dir / "worker-rescuer.log").read_text(errors="replace")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Celery's SIGTERM is an unbounded warm shutdown: worker_soft_shutdown_timeout only "
-        "bounds a cold one (SIGQUIT), and a cold one cannot cancel a threads-pool task "
-        "(NotImplementedError: kill_job), so the worker waits for the download to end; "
-        "see the bounded-shutdown patch proposed for workers/app.py"
-    ),
-)
 def test_sigterm_on_a_worker_inside_a_longer_download_still_exits_in_bounded_time(
     no_reconciler: Stack,
 ) -> None:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from workers import metrics
 from workers.errors import ResultExpiredError, ResultFetchError, ResultTooLargeError
 from workers.logs import get_logger
 from workers.security.netguard import deadline_scope, guarded_client
@@ -173,13 +174,17 @@ def _send(client: httpx.Client, target: httpx.URL, deadline: float) -> httpx.Res
         timeout=httpx.Timeout(remaining),
     )
     try:
-        return client.send(request, stream=True, follow_redirects=False)
+        response = client.send(request, stream=True, follow_redirects=False)
     except httpx.TimeoutException as exc:
+        metrics.api_call("file", "timeout", "result_fetch_failed")
         raise ResultFetchError(f"result {shown!r}: timed out") from exc
     except httpx.HTTPError as exc:
+        metrics.api_call("file", "connection_error", "result_fetch_failed")
         raise ResultFetchError(
             f"result {shown!r}: connection failed ({type(exc).__name__})"
         ) from exc
+    metrics.api_call("file", response.status_code, "")
+    return response
 
 
 def _check_final(response: httpx.Response, max_bytes: int) -> None:
