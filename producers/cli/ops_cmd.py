@@ -52,11 +52,21 @@ def flower(
     ] = False,
     max_tasks: Annotated[int | None, typer.Option(help="Tasks kept in memory.")] = None,
     db: Annotated[str | None, typer.Option(help="Persist state to this file.")] = None,
+    read_only: Annotated[
+        bool, typer.Option("--read-only", help="Viewers only: no control actions.")
+    ] = False,
 ) -> None:
     """Run Flower on this project's Celery app, with basic auth from NBQ_FLOWER_BASIC_AUTH."""
     from producers.cli.run import run_flower
 
-    run_flower(port=port, address=address, no_auth=no_auth, max_tasks=max_tasks, db=db)
+    run_flower(
+        port=port,
+        address=address,
+        no_auth=no_auth,
+        max_tasks=max_tasks,
+        db=db,
+        read_only=read_only,
+    )
 
 
 @fail_on_config_error

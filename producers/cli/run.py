@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from workers.settings import ConfigError, get_settings
 
 
@@ -32,7 +34,13 @@ def run_worker(
 
 
 def run_flower(
-    *, port: int | None, address: str, no_auth: bool, max_tasks: int | None, db: str | None
+    *,
+    port: int | None,
+    address: str,
+    no_auth: bool,
+    max_tasks: int | None,
+    db: str | None,
+    read_only: bool = False,
 ) -> None:
     from workers.app import app
 
@@ -49,7 +57,10 @@ def run_flower(
     else:
         settings.require("flower_basic_auth")
         assert settings.flower_basic_auth is not None
-        argv.append(f"--basic_auth={settings.flower_basic_auth.get_secret_value()}")
+        # Through Flower's own environment option, never argv (visible to `ps`).
+        os.environ["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth.get_secret_value()
+    if read_only:
+        argv.append("--read_only=True")
     if db:
         argv += ["--persistent=True", f"--db={db}"]
     _protect_flower_metrics()
