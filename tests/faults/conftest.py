@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.emulator_server import EmulatorServer
+from tests.support.redis_server import RedisServer
+from tests.support.s3_server import S3Server
 from tests.support.stack import Stack
 
 
@@ -41,3 +45,41 @@ def nbq_cli(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[
     yield run
     get_settings.cache_clear()
     reset_runtime()
+
+
+@pytest.fixture
+def own_s3_stack(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    session_emulator: EmulatorServer,
+) -> Iterator[Callable[..., Stack]]:
+    """``own_s3_stack(**s3_fields)``: a stack on its own S3 server, free to stop or pause.
+
+    The session S3 server is shared by every test; an outage test takes a server of its
+    own (``S3Server`` fields, e.g. distinctive credentials, go in ``s3_fields``). Whatever
+    the test did, the server is resumed and stopped, and the workers stopped, afterwards.
+    """
+    made: list[Stack] = []
+
+    def make(**s3_fields: Any) -> Stack:
+        s3_dir = tmp_path / f"s3-{len(made)}"
+        s3_dir.mkdir()
+        server = S3Server(dir=s3_dir, **s3_fields)
+        server.start()
+        session_emulator.reset()
+        the_stack = Stack(redis=redis_server, s3=server, emulator=session_emulator, dir=tmp_path)
+        made.append(the_stack)
+        return the_stack
+
+    try:
+        yield make
+    finally:
+        for the_stack in made:
+            server = the_stack.s3
+            try:
+                if server.proc is not None and server.proc.poll() is None:
+                    server.resume()  # a paused (SIGSTOPped) process ignores SIGTERM
+            finally:
+                the_stack.stop_workers()
+                server.stop()
+        session_emulator.reset()
