@@ -190,6 +190,8 @@ class EmulatorProc:
     def start(self) -> None:
         args = [sys.executable, "-m", "emulator", "--host", "127.0.0.1", "--port", str(self.port)]
         args += ["--time-scale", str(self.time_scale), "--max-pixels", "4096"]
+        # Links live one real hour: a scaled 24 h TTL (86 s at 0.001) expires in backlogs.
+        args += ["--result-ttl", f"{3600 / self.time_scale:g}"]
         args += ["--api-key", API_KEY, "--seed", "7", *self.extra]
         self.proc = start_proc(args, log=self.dir / "emulator.log")
         wait_until(lambda: self.control("GET", "health") == {"ok": True}, what="emulator")
