@@ -53,21 +53,24 @@ def own_s3_stack(
     redis_server: RedisServer,
     session_emulator: EmulatorServer,
 ) -> Iterator[Callable[..., Stack]]:
-    """``own_s3_stack(**s3_fields)``: a stack on its own S3 server, free to stop or pause.
+    """``own_s3_stack(emulator=None, **s3_fields)``: a stack on its own S3 server.
 
     The session S3 server is shared by every test; an outage test takes a server of its
-    own (``S3Server`` fields, e.g. distinctive credentials, go in ``s3_fields``). Whatever
-    the test did, the server is resumed and stopped, and the workers stopped, afterwards.
+    own, free to stop or pause (``S3Server`` fields, e.g. distinctive credentials, go in
+    ``s3_fields``; ``emulator`` replaces the session emulator). Whatever the test did, the
+    server is resumed and stopped, and the workers stopped, afterwards.
     """
     made: list[Stack] = []
 
-    def make(**s3_fields: Any) -> Stack:
+    def make(emulator: EmulatorServer | None = None, **s3_fields: Any) -> Stack:
         s3_dir = tmp_path / f"s3-{len(made)}"
         s3_dir.mkdir()
         server = S3Server(dir=s3_dir, **s3_fields)
         server.start()
         session_emulator.reset()
-        the_stack = Stack(redis=redis_server, s3=server, emulator=session_emulator, dir=tmp_path)
+        the_stack = Stack(
+            redis=redis_server, s3=server, emulator=emulator or session_emulator, dir=tmp_path
+        )
         made.append(the_stack)
         return the_stack
 
