@@ -1,0 +1,90 @@
+"""The reconciler re-drives stalled jobs and never causes a second paid create."""
+
+from __future__ import annotations
+
+from tests.support.emulator_server import EmulatorServer
+from tests.workers.stages.conftest import RecordingScheduler, age, new_job, submitted_job
+from workers.evolink.models import GenerationRequest
+from workers.jobs.state import JobState
+from workers.runtime import Runtime
+from workers.stages import poll as poll_stage
+from workers.stages import submit as submit_stage
+from workers.stages.common import now
+from workers.stages.reconcile import reconcile_once
+
+
+def test_a_job_stuck_in_submitting_is_requeued_outcome_unknown_and_resent_under_its_key(
+    rt: Runtime, sched: RecordingScheduler, emulator_server: EmulatorServer
+) -> None:
+    # Given a worker died mid-create: the job is submitting, its create reached the API
+    job_id = new_job(rt)
+    claimed, _ = rt.store.transition(
+        job_id, JobState.SUBMITTING, allowed_from={JobState.QUEUED}, incr={"attempts": 1}
+    )
+    assert claimed is not None
+    rt.api().create_task(
+        GenerationRequest.model_validate(claimed.request),
+        idempotency_key=submit_stage.idempotency_key(claimed),
+    )
+    age()
+    # When the reconciler runs
+    report = reconcile_once(rt, sched)
+    # Then the job is queued again, flagged outcome-unknown, and a submit is scheduled
+    assert report.recovered_submitting == [job_id]
+    record = rt.store.require(job_id)
+    assert record.state is JobState.QUEUED and record.create_outcome_unknown is True
+    assert sched.calls == [("submit", job_id)]
+    # And the resent create (same Idempotency-Key) gets the first task back, unpaid
+    assert submit_stage.submit(rt, sched, job_id) == "created"
+    stats = emulator_server.stats()
+    assert stats["creates_accepted"] == 1 and stats["idempotent_repeats"] == 1
+    assert rt.store.require(job_id).create_outcome_unknown is False
+
+
+def test_a_generating_job_with_no_poll_due_gets_a_new_chain_and_the_old_one_stops(
+    rt: Runtime, sched: RecordingScheduler, emulator_server: EmulatorServer
+) -> None:
+    record = submitted_job(rt, sched)
+    _, job_id, old_token = sched.last("poll")
+    # Given its poll message was lost: no poll due since long ago
+    rt.store.update(job_id, set_fields={"next_poll_at": now() - 60})
+    age()
+    report = reconcile_once(rt, sched)
+    assert report.repolled == [job_id]
+    _, _, new_token = sched.last("poll")
+    assert new_token != old_token == record.poll_token
+    # The lost message, if it ever comes back, is stale; the new chain runs
+    assert poll_stage.poll(rt, sched, job_id, old_token) == "stale_token"
+    assert poll_stage.poll(rt, sched, job_id, new_token) in {"rescheduled", "completed"}
+    assert emulator_server.stats()["creates_accepted"] == 1
+
+
+def test_reconciler_passes_never_create_twice_or_redrive_a_claimed_job_again(
+    rt: Runtime, sched: RecordingScheduler, emulator_server: EmulatorServer
+) -> None:
+    queued = new_job(rt, "idle queued")
+    generating = submitted_job(rt, sched, "idle generating").job_id
+    rt.store.update(generating, set_fields={"next_poll_at": now() - 60})
+    sched.calls.clear()
+    age()
+    # Two hosts' passes back to back: only the first re-drives each job
+    first = reconcile_once(rt, sched)
+    second = reconcile_once(rt, sched)
+    assert first.requeued_submits == [queued] and first.repolled == [generating]
+    assert second.total == 0
+    # Re-driven submits run more than once: one create for the queued job, none for the other
+    for call in [c for c in sched.calls if c[0] == "submit"] * 3:
+        submit_stage.submit(rt, sched, call[1])
+    assert emulator_server.stats()["creates_accepted"] == 2
+    assert rt.store.require(queued).attempts == 1
+
+
+def test_a_job_stuck_downloading_is_downloaded_again(
+    rt: Runtime, sched: RecordingScheduler
+) -> None:
+    job_id = new_job(rt)
+    rt.store.transition(job_id, JobState.DOWNLOADING, allowed_from={JobState.QUEUED})
+    age()
+    assert reconcile_once(rt, sched).redownloaded == [job_id]
+    assert sched.calls == [("download", job_id)]
+    assert reconcile_once(rt, sched).total == 0
