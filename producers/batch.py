@@ -39,6 +39,9 @@ def parse_jsonl(lines: Iterable[str]) -> Iterator[BatchLine | BadLine]:
         except json.JSONDecodeError as exc:
             yield BadLine(line_no, f"not valid JSON: {exc.msg} (column {exc.colno})")
             continue
+        except RecursionError:
+            yield BadLine(line_no, "not valid JSON: nested too deeply")
+            continue
         if not isinstance(data, dict):
             yield BadLine(line_no, "each line must be a JSON object")
             continue

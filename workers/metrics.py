@@ -263,7 +263,8 @@ def api_call(endpoint: str, status: int | str, code: str = "") -> None:
 
 
 def job_state(state: str) -> None:
-    """A job entered ``state``."""
+    """A job entered ``state``. The job store counts its own transitions in the same hash
+    (``JobStore.state_counter_key``); this hook is for entries made outside the store."""
     _count(C_JOBS_STATE, getattr(state, "value", state))
 
 

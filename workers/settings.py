@@ -78,10 +78,10 @@ class Settings(BaseSettings):
 
     # --- Polling -------------------------------------------------------------------
     poll_deadline_s: float = Field(600.0, gt=0)
-    poll_first_factor: float = Field(1.0, gt=0)  # first poll at factor x estimated_time
+    poll_first_factor: float = Field(0.7, gt=0)  # first poll at factor x estimated_time
     poll_min_interval_s: float = Field(2.0, gt=0)
     poll_max_interval_s: float = Field(15.0, gt=0)
-    poll_jitter_ratio: float = Field(0.2, ge=0, le=1)
+    poll_jitter_ratio: float = Field(0.1, ge=0, le=1)
     default_estimated_time_s: float = Field(30.0, gt=0)
 
     # --- Downloads -----------------------------------------------------------------

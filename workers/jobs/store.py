@@ -24,7 +24,8 @@ local to_state = ARGV[2]
 local retention = tonumber(ARGV[3])
 local index_prefix = ARGV[4]
 local job_id = ARGV[5]
-local i = 6
+local counter_key = ARGV[6]
+local i = 7
 local state = redis.call('HGET', key, 'state')
 if not state then return {0, {}} end
 local n_allowed = tonumber(ARGV[i]); i = i + 1
@@ -59,6 +60,7 @@ if to_state ~= '' then
   if to_state ~= state then
     redis.call('HSET', key, 'state', to_state, 't_' .. to_state, now)
     redis.call('ZREM', index_prefix .. state, job_id)
+    redis.call('HINCRBY', counter_key, '["' .. to_state .. '"]', 1)
   end
 end
 redis.call('HSET', key, 'updated_at', now)
@@ -71,9 +73,10 @@ return {1, redis.call('HGETALL', key)}
 
 _CREATE_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0, redis.call('HGETALL', KEYS[1])} end
-for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
 if ARGV[2] ~= '' then redis.call('ZADD', ARGV[2], ARGV[3], ARGV[4]) end
+redis.call('HINCRBY', ARGV[5], '["' .. ARGV[6] .. '"]', 1)
 return {1, redis.call('HGETALL', KEYS[1])}
 """
 
@@ -100,6 +103,12 @@ class JobStore:
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "nbq", retention_s: int = 604800) -> JobStore:
         return cls(redis.Redis.from_url(url), prefix=prefix, retention_s=retention_s)
+
+    @property
+    def state_counter_key(self) -> str:
+        """``nbq_jobs_state_total``'s Redis hash: entries into each state, counted by the
+        same script that moves the job, so the metric is exact and costs no round trip."""
+        return f"{self.prefix}:metrics:c:jobs_state"
 
     def key(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
@@ -144,7 +153,14 @@ class JobStore:
         )
         fields = record.to_hash()
         index = "" if record.state.is_terminal else self.index_key(record.state)
-        args: list[Any] = [self.retention_s, index, now, record.job_id]
+        args: list[Any] = [
+            self.retention_s,
+            index,
+            now,
+            record.job_id,
+            self.state_counter_key,
+            record.state.value,
+        ]
         for name, value in fields.items():
             args += [name, value]
         created, flat = self._create(keys=[self.key(record.job_id)], args=args)
@@ -179,6 +195,7 @@ class JobStore:
             self.retention_s,
             f"{self.prefix}:state:",
             job_id,
+            self.state_counter_key,
             len(allowed),
             *[s.value for s in allowed],
         ]

@@ -7,7 +7,6 @@ chain ends at its next hop, a download's final transition fails.
 
 from __future__ import annotations
 
-from workers import metrics
 from workers.jobs.record import JobRecord
 from workers.jobs.state import ACTIVE_STATES, JobState
 from workers.jobs.store import JobNotFoundError, JobStore
@@ -34,5 +33,4 @@ def cancel_job(store: JobStore, job_id: str, *, reason: str = "cancelled by requ
             f"job {job_id} is already {record.state.value}; "
             "only queued or in-flight jobs can be cancelled"
         )
-    metrics.job_state(JobState.CANCELLED.value)
     return record

@@ -67,7 +67,6 @@ def fail_job(
         unset=("waiting_reason",),
     )
     if applied and record is not None:
-        metrics.job_state(JobState.FAILED.value)
         metrics.job_failed(error.code)
         if record.polls:
             metrics.polls_per_job(record.polls)

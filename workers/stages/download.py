@@ -59,7 +59,6 @@ def download(rt: Runtime, job_id: str, *, retries: int = 0) -> str:
     )
     if not applied or stored is None:
         return "stale_on_store"
-    metrics.job_state(JobState.STORED.value)
     queued_at = stored.state_times.get(JobState.QUEUED.value, stored.created_at)
     metrics.enqueue_to_stored(now() - queued_at)
     log.info(

@@ -41,13 +41,17 @@ def intake(
     Returns None only when the job id itself is unusable (nothing can be recorded).
     """
     try:
-        job_id = validate_job_id(job_id) if job_id else new_job_id()
+        chosen = validate_job_id(job_id) if job_id else None
     except InvalidJobIdError as exc:
         log.warning("intake_refused", reason=str(exc))
         return None
-    existing = rt.store.get(job_id)
-    if existing is not None:
-        return existing
+    job_id = chosen or new_job_id()
+    if chosen is not None:
+        # Only a caller-chosen id can exist already (a fresh id cannot): one round trip
+        # fewer per enqueue. ``create`` is itself idempotent, this only skips validation.
+        existing = rt.store.get(job_id)
+        if existing is not None:
+            return existing
     try:
         valid = (
             request
@@ -66,9 +70,7 @@ def intake(
         metrics.job_failed("invalid_request")
         log.warning("intake_invalid_request", job_id=job_id, error_message=message)
         return record
-    record, created = rt.store.create(
+    record, _ = rt.store.create(
         JobRecord(job_id=job_id, request=valid.to_api_json(), producer=producer, batch_id=batch_id)
     )
-    if created:
-        metrics.job_state(JobState.QUEUED.value)
     return record

@@ -92,7 +92,6 @@ def handle_task_state(
         )
         if not applied or moved is None:
             return "stale_on_complete"
-        metrics.job_state(JobState.DOWNLOADING.value)
         metrics.polls_per_job(moved.polls)
         log.info(
             "task_completed",
@@ -117,7 +116,6 @@ def handle_task_state(
         rt.store.transition(
             job_id, JobState.CANCELLED, allowed_from={JobState.GENERATING}, incr={"polls": 1}
         )
-        metrics.job_state(JobState.CANCELLED.value)
         return "cancelled_upstream"
 
     elapsed_s = now() - (record.state_times.get(JobState.GENERATING.value) or now())
@@ -184,7 +182,6 @@ def _task_failed(rt: Runtime, sched: Scheduler, record: JobRecord, exc: TaskFail
                 code=code,
                 create_seq=record.create_seq + 1,
             )
-            metrics.job_state(JobState.QUEUED.value)
             sched.submit(job_id)
             return "recreate"
         return "stale_on_fail"

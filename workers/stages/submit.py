@@ -61,7 +61,6 @@ def submit(rt: Runtime, sched: Scheduler, job_id: str, *, retries: int = 0) -> s
     )
     if not won or claimed is None:
         return "lost_race"
-    metrics.job_state(JobState.SUBMITTING.value)
     return _create(rt, sched, claimed, retries=retries)
 
 
@@ -165,7 +164,6 @@ def _create(rt: Runtime, sched: Scheduler, record: JobRecord, *, retries: int) -
         # Cancelled while the create was in flight: the task exists but nobody wants it.
         log.warning("created_for_gone_job", job_id=job_id, evolink_task_id=task.id)
         return "created_but_job_moved"
-    metrics.job_state(JobState.GENERATING.value)
     log.info(
         "task_created",
         job_id=job_id,
