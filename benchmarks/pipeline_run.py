@@ -74,6 +74,7 @@ def run_jobs(
     on_tick: Callable[[], None] | None = None,
     fetch_records: bool = True,
     request: dict[str, Any] | None = None,
+    arrival_rate_per_s: float | None = None,
 ) -> RunResult:
     """Enqueue ``n_jobs`` (from ``enqueue_threads`` threads) and wait until all are terminal.
 
@@ -91,7 +92,12 @@ def run_jobs(
 
     def enqueue(count: int) -> None:
         body = request or REQUEST
-        mine = [producer.enqueue(body, producer="bench").job_id for _ in range(count)]
+        gap_s = enqueue_threads / arrival_rate_per_s if arrival_rate_per_s else 0.0
+        mine = []
+        for _ in range(count):
+            mine.append(producer.enqueue(body, producer="bench").job_id)
+            if gap_s:
+                time.sleep(gap_s)
         with lock:
             job_ids.extend(mine)
 

@@ -20,6 +20,8 @@ from workers.resilience.limiter import SharedRateLimiter
 from workers.settings import Settings, get_settings
 
 if TYPE_CHECKING:
+    import httpx
+
     from workers.evolink.client import EvolinkClient
     from workers.security.urlguard import UrlPolicy
     from workers.storage.s3 import ObjectStore
@@ -40,6 +42,7 @@ class Runtime:
     _api: EvolinkClient | None = None
     _objects: ObjectStore | None = None
     _url_policy: UrlPolicy | None = None
+    _result_client: httpx.Client | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
@@ -92,6 +95,16 @@ class Runtime:
             self._url_policy = UrlPolicy.from_settings(self.settings)
         return self._url_policy
 
+
+    def result_client(self) -> httpx.Client:
+        """One guarded HTTP client per process for result links: keep-alive connections
+        and TLS sessions are reused across downloads (a new client per download cost a
+        TCP connect, a DNS lookup and a handshake every time). Thread-safe."""
+        if self._result_client is None:
+            from workers.security.netguard import guarded_client
+
+            self._result_client = guarded_client(self.url_policy())
+        return self._result_client
 
 _runtime: Runtime | None = None
 _runtime_pid: int | None = None

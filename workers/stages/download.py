@@ -87,6 +87,7 @@ def _store_results(rt: Runtime, record: JobRecord) -> list[StoredObject]:
             max_bytes=rt.settings.max_result_bytes,
             timeout_s=rt.settings.download_timeout_s,
             chunk_bytes=rt.settings.download_chunk_bytes,
+            client=rt.result_client(),
         ) as stream:
             stored = rt.objects().put_image_stream(
                 object_key_stem(rt.settings.s3_prefix, record.job_id, index),
