@@ -73,6 +73,35 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _closed_broker_channel_is_a_connection_error() -> None:
+    """Let a worker survive a broker restart (celery 5.7 / kombu 5.7, Redis transport).
+
+    After ``collect()`` the consumer closes the broken connection; the channel then restores
+    unacked messages (there always are some: countdown polls) through a client it no longer
+    has (AttributeError in ``Channel._connparams``), which escapes ``ignore_errors`` and
+    kills the consumer; late-ack tasks acking after the reconnect hit it too. Raised as a
+    connection error it is handled like any other: the worker reconnects and the reconciler
+    re-drives whatever was in flight.
+    """
+    import redis
+    from kombu.transport import redis as kombu_redis
+
+    original = kombu_redis.Channel._connparams
+    if getattr(original, "nbq_patched", False):
+        return
+
+    def _connparams(self: Any, asynchronous: bool = False) -> Any:
+        if self.connection.client is None:
+            raise redis.exceptions.ConnectionError("broker channel closed after a lost connection")
+        return original(self, asynchronous=asynchronous)  # type: ignore[no-untyped-call]
+
+    _connparams.nbq_patched = True  # type: ignore[attr-defined]
+    kombu_redis.Channel._connparams = _connparams  # type: ignore[method-assign]
+
+
+_closed_broker_channel_is_a_connection_error()
+
+
 def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     celery_app = Celery("nbq")

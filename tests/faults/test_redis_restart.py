@@ -65,12 +65,6 @@ def _all_ended(producer: Producer, job_ids: list[str]) -> bool:
     return all(producer.status(j).is_terminal for j in job_ids)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Celery 5.7/kombu 5.7 consumer crashes on broker connection loss with unacked "
-    "messages (AttributeError in Channel._connparams during restore_unacked) and the worker "
-    "exits; see docs/failure-handling.md",
-)
 def test_a_redis_restart_with_jobs_in_every_stage_is_survived_by_the_running_worker(
     fast_stack: Stack,
 ) -> None:
