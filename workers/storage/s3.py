@@ -28,7 +28,7 @@ from minio.error import MinioException, S3Error
 from workers.errors import NotAnImageError, PipelineError, ResultTooLargeError, StorageError
 from workers.jobs.record import StoredObject
 from workers.settings import ConfigError, Settings
-from workers.storage.sniff import MIN_SNIFF_BYTES, sniff_image
+from workers.storage.sniff import MIN_SNIFF_BYTES, ImageType, sniff_image
 
 __all__ = ["PART_SIZE_BYTES", "ObjectStore"]
 
@@ -137,8 +137,10 @@ class ObjectStore:
         multipart upload) and ``ResultTooLargeError`` raised. Errors raised by ``chunks``
         itself (the fetcher's) pass through unchanged.
 
-        Metadata: S3 takes metadata with the upload's first request, but ``sha256`` and
-        ``size`` are only known after the last byte. Buffering the file (memory) or reading
+        Metadata: an image that fits in one part (5 MiB; most results) is read into that
+        one bounded buffer and stored with a single PUT carrying ``sha256`` and ``size``.
+        For larger ones S3 takes metadata with the upload's first request, but ``sha256``
+        and ``size`` are only known after the last byte. Buffering the file (memory) or reading
         it twice (a second download) would both defeat streaming, so the object is first
         uploaded with the caller's metadata and the sniffed ``Content-Type``, then copied
         onto itself server-side with ``REPLACE`` metadata adding ``sha256`` and ``size``
@@ -157,12 +159,19 @@ class ObjectStore:
             )
         key = f"{key_stem}.{image.extension}"
         reader = _HashingReader(head, source, max_bytes=max_bytes)
+        first_part = reader.read(PART_SIZE_BYTES + 1)  # too large / fetch errors pass through
+        if len(first_part) <= PART_SIZE_BYTES:
+            # The whole image fits in one part (most results do): checksum and size are
+            # already known, so one PUT carries every piece of metadata — no copy request.
+            return self._put_small(key, first_part, reader, image, metadata, source_index)
+        upload = _PrefixedReader(first_part, reader)
+        del first_part
         try:
             with self._translate("upload", key):
                 written = self._client.put_object(
                     self.bucket,
                     key,
-                    reader,  # type: ignore[arg-type]  # read() is all minio uses
+                    upload,  # type: ignore[arg-type]  # read() is all minio uses
                     length=-1,
                     part_size=PART_SIZE_BYTES,
                     content_type=image.content_type,
@@ -189,6 +198,37 @@ class ObjectStore:
                 CopySource(self.bucket, key, match_etag=written.etag),
                 metadata=final_metadata,
                 metadata_directive=REPLACE,
+            )
+        return StoredObject(
+            key=key,
+            sha256=reader.sha256,
+            size=reader.size,
+            content_type=image.content_type,
+            source_index=source_index,
+        )
+
+    def _put_small(
+        self,
+        key: str,
+        body: bytes,
+        reader: _HashingReader,
+        image: ImageType,
+        metadata: Mapping[str, str],
+        source_index: int,
+    ) -> StoredObject:
+        final_metadata: dict[str, str | list[str] | tuple[str]] = {
+            **metadata,
+            "sha256": reader.sha256,
+            "size": str(reader.size),
+        }
+        with self._translate("upload", key):
+            self._client.put_object(
+                self.bucket,
+                key,
+                io.BytesIO(body),
+                length=len(body),
+                content_type=image.content_type,
+                metadata=final_metadata,
             )
         return StoredObject(
             key=key,
@@ -353,6 +393,24 @@ class _HashingReader:
         if self.size > self._max_bytes:
             raise ResultTooLargeError(f"result is larger than {self._max_bytes} bytes")
         self._hash.update(piece)
+
+
+class _PrefixedReader:
+    """``prefix`` (already read, hashed and counted) followed by the rest of ``reader``."""
+
+    def __init__(self, prefix: bytes, reader: _HashingReader) -> None:
+        self._prefix: bytes | None = prefix
+        self._reader = reader
+
+    def read(self, size: int = -1) -> bytes:
+        if self._prefix is not None:
+            if size < 0 or size >= len(self._prefix):
+                prefix, self._prefix = self._prefix, None
+                more = self._reader.read(size - len(prefix)) if size > len(prefix) else b""
+                return prefix + more if more else prefix
+            piece, self._prefix = self._prefix[:size], self._prefix[size:]
+            return piece
+        return self._reader.read(size)
 
 
 def _read_head(source: Iterator[bytes]) -> bytes:
