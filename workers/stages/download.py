@@ -95,6 +95,7 @@ def _store_results(rt: Runtime, record: JobRecord) -> list[StoredObject]:
                 max_bytes=rt.settings.max_result_bytes,
                 metadata=metadata,
                 source_index=index,
+                length=stream.content_length,
             )
         objects.append(stored)
         metrics.bytes_stored(stored.size)

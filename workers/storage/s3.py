@@ -128,6 +128,7 @@ class ObjectStore:
         max_bytes: int,
         metadata: Mapping[str, str],
         source_index: int = 0,
+        length: int | None = None,
     ) -> StoredObject:
         """Stream an image into ``{key_stem}.{ext}`` in constant memory (about one part).
 
@@ -172,7 +173,9 @@ class ObjectStore:
                     self.bucket,
                     key,
                     upload,  # type: ignore[arg-type]  # read() is all minio uses
-                    length=-1,
+                    # A known length (the link's Content-Length) lets minio read whole
+                    # parts without its one-byte look-ahead copies: ~2 parts less memory.
+                    length=length if length and length > PART_SIZE_BYTES else -1,
                     part_size=PART_SIZE_BYTES,
                     content_type=image.content_type,
                     metadata=dict(metadata),
