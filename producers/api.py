@@ -103,14 +103,9 @@ class Producer:
                 validate_job_id(job_id)
             except InvalidJobIdError as exc:
                 raise InvalidRequestError(str(exc), field="job_id") from None
-        limit = self.settings.credit_limit_daily
-        if limit and (job_id is None or self.runtime.store.get(job_id) is None):
-            ledger = CreditLedger(self.runtime.redis, prefix=self.settings.key_prefix)
-            if ledger.would_exceed(valid.quality.value, limit):
-                raise CreditBudgetExceededError(
-                    f"daily credit budget NBQ_CREDIT_LIMIT_DAILY={limit:g} would be exceeded "
-                    f"(spent today: {ledger.spent_today():g}); nothing was enqueued"
-                )
+        budgeted = self.settings.credit_limit_daily or self.settings.credit_limit_daily_per_producer
+        if budgeted and (job_id is None or self.runtime.store.get(job_id) is None):
+            self._check_budget(valid, producer)
         record = intake(
             self.runtime, request=valid, job_id=job_id, producer=producer, batch_id=batch_id
         )
@@ -123,6 +118,24 @@ class Producer:
                 kwargs={"request": record.request, "job_id": record.job_id, "producer": producer},
             )
         return JobHandle(self, record.job_id)
+
+    def _check_budget(self, request: GenerationRequest, producer: str | None) -> None:
+        """Refuse at enqueue (never drop later) what would exceed a daily credit budget."""
+        ledger = CreditLedger(self.runtime.redis, prefix=self.settings.key_prefix)
+        quality = request.quality.value
+        total = self.settings.credit_limit_daily
+        if total and ledger.would_exceed(quality, total):
+            raise CreditBudgetExceededError(
+                f"daily credit budget NBQ_CREDIT_LIMIT_DAILY={total:g} would be exceeded "
+                f"(spent today: {ledger.spent_today():g}); nothing was enqueued"
+            )
+        own = self.settings.credit_limit_daily_per_producer
+        if own and producer and ledger.would_exceed(quality, own, producer=producer):
+            raise CreditBudgetExceededError(
+                f"producer {producer!r} would exceed its daily credit budget "
+                f"NBQ_CREDIT_LIMIT_DAILY_PER_PRODUCER={own:g} (spent today: "
+                f"{ledger.spent_today(producer=producer):g}); nothing was enqueued"
+            )
 
     def job(self, job_id: str) -> JobHandle:
         handle = JobHandle(self, job_id)

@@ -106,6 +106,7 @@ class Settings(BaseSettings):
     queries_per_s: float = Field(0.0, ge=0)
     max_in_flight: int = Field(0, ge=0)
     credit_limit_daily: float = Field(0.0, ge=0)  # 0 = unlimited
+    credit_limit_daily_per_producer: float = Field(0.0, ge=0)  # per named producer; 0 = none
     reconcile_interval_s: float = Field(30.0, gt=0)
     reconcile_in_worker: bool = True  # every worker runs the (idempotent) reconciler loop
     stuck_after_s: float = Field(120.0, gt=0)

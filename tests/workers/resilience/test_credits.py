@@ -1,0 +1,44 @@
+"""Credit budgets refuse at enqueue, with a clear error; nothing is enqueued."""
+
+from __future__ import annotations
+
+import pytest
+
+from producers import CreditBudgetExceededError, Producer
+from tests.support.redis_server import RedisServer
+from workers.resilience.credits import CreditLedger
+from workers.settings import Settings
+
+
+def _producer(redis_server: RedisServer, **limits: float) -> Producer:
+    return Producer(Settings(broker_url=redis_server.url, **limits))
+
+
+def test_todays_spend_adds_up_per_day_and_per_producer(redis_server: RedisServer) -> None:
+    ledger = CreditLedger(redis_server.client())
+    ledger.record(2.5, producer="shop")
+    ledger.record(1.6)
+    assert ledger.spent_today() == pytest.approx(4.1)
+    assert ledger.spent_today(producer="shop") == pytest.approx(2.5)
+
+
+def test_a_request_over_the_daily_budget_is_refused_and_nothing_is_enqueued(
+    redis_server: RedisServer,
+) -> None:
+    CreditLedger(redis_server.client()).record(9.0)
+    producer = _producer(redis_server, credit_limit_daily=10.0)
+    with pytest.raises(CreditBudgetExceededError, match="NBQ_CREDIT_LIMIT_DAILY=10"):
+        producer.enqueue({"prompt": "over budget", "quality": "2K"})
+    assert redis_server.client().keys("nbq:job:*") == []
+    assert redis_server.client().llen("submit") == 0
+
+
+def test_a_producer_over_its_own_budget_is_refused_while_others_go_on(
+    redis_server: RedisServer,
+) -> None:
+    CreditLedger(redis_server.client()).record(4.0, producer="greedy")
+    producer = _producer(redis_server, credit_limit_daily_per_producer=5.0)
+    with pytest.raises(CreditBudgetExceededError, match="greedy"):
+        producer.enqueue({"prompt": "x", "quality": "2K"}, producer="greedy")
+    handle = producer.enqueue({"prompt": "x", "quality": "2K"}, producer="frugal")
+    assert handle.status().state.value == "queued"

@@ -1,0 +1,62 @@
+"""The shared rate limiter: one token bucket per call kind for every worker process."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+import redis
+
+from tests.support.redis_server import RedisServer
+from workers.resilience.limiter import SharedRateLimiter
+
+
+def test_an_unlimited_kind_always_grants_a_token(redis_server: RedisServer) -> None:
+    limiter = SharedRateLimiter(redis_server.client(), rates_per_s={})
+    assert all(limiter.acquire("create") == 0 for _ in range(50))
+
+
+def test_tokens_beyond_the_burst_wait_for_the_refill(redis_server: RedisServer) -> None:
+    limiter = SharedRateLimiter(redis_server.client(), rates_per_s={"create": 5})
+    granted = [limiter.acquire("create") for _ in range(8)]
+    assert granted[:5] == [0, 0, 0, 0, 0]
+    assert all(0 < wait <= 0.2 + 1e-6 for wait in granted[5:])
+
+
+def _take(url: str, n: int, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    limiter = SharedRateLimiter(redis.Redis.from_url(url), rates_per_s={"query": 10})
+    out.put(sum(1 for _ in range(n) if limiter.acquire("query") == 0))
+
+
+def test_the_bucket_is_shared_by_every_process(redis_server: RedisServer) -> None:
+    # Given four processes racing for the same 10-token bucket
+    out: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
+    started = time.monotonic()
+    procs = [multiprocessing.Process(target=_take, args=(redis_server.url, 20, out))
+             for _ in range(4)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(30)
+    granted = sum(out.get(timeout=5) for _ in procs)
+    refilled = 10 * (time.monotonic() - started)
+    # Then together they got one burst plus the refill, not one burst each
+    assert 10 <= granted <= 10 + refilled + 1
+    assert granted < 40
+
+
+def test_a_429_blocks_the_kind_for_retry_after_then_halves_its_rate(
+    redis_server: RedisServer,
+) -> None:
+    limiter = SharedRateLimiter(redis_server.client(), rates_per_s={"create": 100})
+    limiter.penalise("create", retry_after_s=0.3)
+    assert limiter.acquire("create") > 0.2
+    time.sleep(0.35)
+    assert limiter.acquire("create") == 0
+    assert redis_server.client().exists("nbq:limit:create:penalty")
+
+
+def test_a_429_blocks_even_an_unlimited_kind(redis_server: RedisServer) -> None:
+    limiter = SharedRateLimiter(redis_server.client(), rates_per_s={})
+    limiter.penalise("query", retry_after_s=None, default_s=5)
+    assert 4 < limiter.acquire("query") <= 5
