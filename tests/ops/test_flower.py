@@ -168,6 +168,11 @@ def test_quota_errors_show_in_flower_as_retries_and_every_job_still_completes(
     assert {t["state"] for t in polls.values()} == {"SUCCESS"}
     assert all(not t.get("retries") for t in polls.values())
 
+    # And no secret reaches Flower: task args/kwargs carry job ids and poll tokens only
+    everything_flower_shows = flower.get("/api/tasks", limit=10000).text + text
+    for secret in (stack.env()["NBQ_EVOLINK_API_KEY"], stack.env()["NBQ_S3_SECRET_KEY"]):
+        assert secret not in everything_flower_shows
+
 
 def test_flower_refuses_requests_without_valid_credentials_but_serves_both_accounts(
     stack: Stack, flower: Flower
