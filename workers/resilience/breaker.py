@@ -9,6 +9,7 @@ Daily-limit codes wait for the next UTC midnight before probing.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -52,6 +53,13 @@ class SubmissionBreaker:
         self.key = f"{prefix}:breaker:quota"
         self.probe_interval_s = probe_interval_s
         self._probe = client.register_script(_PROBE_LUA)
+        self._local = threading.local()
+
+    @property
+    def last_was_probe(self) -> bool:
+        """Whether this thread's last ``may_submit`` won a probe of an open breaker (so its
+        successful create must close it) — saves a Redis read after every other create."""
+        return bool(getattr(self._local, "probe", False))
 
     def status(self) -> BreakerStatus:
         raw = {_text(k): _text(v) for k, v in self.redis.hgetall(self.key).items()}
@@ -94,6 +102,7 @@ class SubmissionBreaker:
         """``(True, 0)`` when closed or when this caller won the probe; else the wait."""
         now = time.time()
         result = int(self._probe(keys=[self.key], args=[repr(now), self.probe_interval_s]))
+        self._local.probe = result == 2
         if result:
             return True, 0.0
         status = self.status()

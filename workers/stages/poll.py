@@ -25,11 +25,7 @@ from workers.stages.common import RetryLater, Scheduler, error_from, fail_job, l
 
 def poll(rt: Runtime, sched: Scheduler, job_id: str, token: str, *, retries: int = 0) -> str:
     """Run the poll stage once; returns a short outcome label."""
-    record = rt.store.get(job_id)
-    if record is None or record.is_terminal:
-        return "gone"
-    if record.state is not JobState.GENERATING or not record.evolink_task_id:
-        return f"stale_{record.state.value}"
+    # Claim first (one round trip): only the poll carrying the current token goes on.
     next_token = new_token()
     record, won = rt.store.update(
         job_id,
@@ -37,10 +33,14 @@ def poll(rt: Runtime, sched: Scheduler, job_id: str, token: str, *, retries: int
         expect={"poll_token": token or None},
         set_fields={"poll_token": next_token},
     )
-    if not won or record is None:
+    if record is None or record.is_terminal:
+        return "gone"
+    if record.state is not JobState.GENERATING:
+        return f"stale_{record.state.value}"
+    if not won:
         return "stale_token"
     task_id = record.evolink_task_id
-    assert task_id is not None
+    assert task_id is not None  # set by the same transition that entered generating
 
     if record.deadline_at is not None and now() > record.deadline_at:
         fail_job(

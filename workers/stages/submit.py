@@ -134,7 +134,7 @@ def _create(rt: Runtime, sched: Scheduler, record: JobRecord, *, retries: int) -
     except EvolinkError as exc:
         return _create_failed(rt, record, exc, retries=retries)
 
-    if rt.breaker.close():
+    if rt.breaker.last_was_probe and rt.breaker.close():
         log.warning("quota_breaker_closed", job_id=job_id, evolink_task_id=task.id)
     estimated = task.estimated_time_s
     credits = task.usage.credits_reserved or 0.0
