@@ -22,6 +22,8 @@ import json
 import math
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Final
 
@@ -219,6 +221,35 @@ class _Writer:
 
 
 _writer = _Writer()
+_batch = threading.local()
+
+
+def _emit(ops: list[tuple[str, str, float]]) -> None:
+    pending: list[tuple[str, str, float]] | None = getattr(_batch, "ops", None)
+    if pending is not None:
+        pending.extend(ops)
+    else:
+        _writer.write(ops)
+
+
+@contextmanager
+def batched() -> Iterator[None]:
+    """Collect this thread's metric events and write them in one round trip at the end.
+
+    Each Celery task runs inside one batch (``workers/tasks/base.py``), so a stage's
+    metrics cost one Redis round trip instead of one per event. Nested batches join the
+    outer one. The write happens even when the block raises.
+    """
+    if getattr(_batch, "ops", None) is not None:
+        yield
+        return
+    _batch.ops = []
+    try:
+        yield
+    finally:
+        ops, _batch.ops = _batch.ops, None
+        if ops:
+            _writer.write(ops)
 
 
 def reset() -> None:
@@ -238,7 +269,7 @@ def pending_errors() -> int:
 
 
 def _count(family: str, *labels: object, amount: int | float = 1) -> None:
-    _writer.write([(f"c:{family}", label_field(*labels), amount)])
+    _emit([(f"c:{family}", label_field(*labels), amount)])
 
 
 def _observe(family: str, value: float) -> None:
@@ -251,7 +282,7 @@ def _observe(family: str, value: float) -> None:
         _writer.error()
         return
     key_suffix = f"h:{family}"
-    _writer.write([(key_suffix, field, 1), (key_suffix, "sum", value), (key_suffix, "count", 1)])
+    _emit([(key_suffix, field, 1), (key_suffix, "sum", value), (key_suffix, "count", 1)])
 
 
 # -- hooks called by the pipeline stages (names and signatures are a promise) ----------

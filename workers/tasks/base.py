@@ -6,6 +6,7 @@ from typing import Any
 
 from celery import Task
 
+from workers import metrics
 from workers.app import app
 from workers.contract import TASK_DOWNLOAD, TASK_POLL, TASK_SUBMIT
 from workers.jobs.state import ACTIVE_STATES
@@ -38,6 +39,10 @@ class StageTask(Task):  # type: ignore[misc]
     max_retries = None
 
     def run_stage(self, func: Any, *args: Any, **kwargs: Any) -> str:
+        with metrics.batched():  # one metrics round trip per task
+            return self._run_stage(func, *args, **kwargs)
+
+    def _run_stage(self, func: Any, *args: Any, **kwargs: Any) -> str:
         try:
             return str(func(*args, retries=self.request.retries, **kwargs))
         except RetryLater as signal:

@@ -1,0 +1,44 @@
+"""A task's metric events travel in one round trip, and none is lost on an error."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.workers.test_metrics import settings  # noqa: F401 - the fixture
+from workers import metrics
+from workers.settings import Settings
+
+
+def test_events_inside_a_batch_are_written_once_at_its_end(
+    settings: Settings, redis_server, metrics_on: None  # noqa: F811
+) -> None:
+    client = redis_server.client()
+    key = f"{settings.key_prefix}:metrics:c:api_calls"
+    with metrics.batched():
+        metrics.api_call("create", 200)
+        metrics.api_call("query", 200)
+        metrics.api_call("query", 200)
+        assert not client.exists(key)  # nothing written yet
+    values = {k.decode(): int(v) for k, v in client.hgetall(key).items()}
+    assert sorted(values.values()) == [1, 2]
+
+
+def test_a_batch_is_written_even_when_the_task_raises(
+    settings: Settings, redis_server, metrics_on: None  # noqa: F811
+) -> None:
+    with pytest.raises(RuntimeError), metrics.batched():
+        metrics.job_failed("content_policy_violation")
+        raise RuntimeError("the stage failed")
+    key = f"{settings.key_prefix}:metrics:c:jobs_failed"
+    assert redis_server.client().hgetall(key)
+
+
+def test_nested_batches_join_the_outer_one(
+    settings: Settings, redis_server, metrics_on: None  # noqa: F811
+) -> None:
+    client = redis_server.client()
+    with metrics.batched():
+        with metrics.batched():
+            metrics.bytes_stored(10)
+        assert not client.keys(f"{settings.key_prefix}:metrics:*")
+    assert client.keys(f"{settings.key_prefix}:metrics:*")
