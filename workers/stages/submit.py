@@ -7,6 +7,8 @@ and its create round, and a job that already has a task goes straight to polling
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from workers import metrics
 from workers.evolink.errors import EvolinkError, QuotaExceededError, RateLimitedError
 from workers.evolink.models import GenerationRequest
@@ -115,7 +117,7 @@ def _defer(rt: Runtime, sched: Scheduler, record: JobRecord, reason: str, wait_s
             SubmissionsPausedUnauthorizedError(f"API key rejected (401): {status.message}")
             if status.kind == "unauthorized"
             else QuotaBreakerOpenError(
-                f"quota breaker open since {status.since}: {status.code} {status.message}"
+                f"quota breaker open since {_utc(status.since)}: {status.code} {status.message}"
             )
         )
         raise RetryLater(cause, min(max(wait_s, 1.0), MAX_QUOTA_WAIT_S), max_retries=None)
@@ -238,6 +240,12 @@ def _create_failed(rt: Runtime, record: JobRecord, exc: EvolinkError, *, retries
             message=(f"create kept failing after {retries + 1} attempts: {exc.message}"),
         ),
     )
+
+
+def _utc(epoch_s: float | None) -> str:
+    if epoch_s is None:
+        return "?"
+    return datetime.fromtimestamp(epoch_s, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _callback_url(rt: Runtime, record: JobRecord) -> str | None:
