@@ -128,6 +128,9 @@ def _configure_logging() -> None:
     ):
         if secret is not None:
             register_secret(secret.get_secret_value())
+    if settings.ingress_tokens is not None:  # "producer:token,...": each token on its own
+        for item in settings.ingress_tokens.get_secret_value().split(","):
+            register_secret(item.partition(":")[2].strip())
     for url in (settings.broker_url, settings.redis_url):
         register_secret(urlsplit(url).password if url else None)  # redis://:pass@host
 

@@ -104,7 +104,7 @@ class Backoff:
         self, attempt: int, rng: random.Random, retry_after_s: float | None = None
     ) -> float:
         """Delay before retry number ``attempt`` (0-based): full jitter, at least Retry-After."""
-        ceiling = min(self.max_s, self.base_s * (2 ** max(attempt, 0)))
+        ceiling = min(self.max_s, self.base_s * (2 ** min(max(attempt, 0), 30)))
         delay = rng.uniform(ceiling / 2, ceiling)
         if retry_after_s is not None and retry_after_s > 0:
             delay = max(delay, retry_after_s)

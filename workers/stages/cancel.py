@@ -22,7 +22,7 @@ def cancel_job(store: JobStore, job_id: str, *, reason: str = "cancelled by requ
         JobState.CANCELLED,
         allowed_from=ACTIVE_STATES,
         set_fields={"waiting_reason": reason},
-        unset=("poll_token",),
+        unset=("poll_token", "result_urls"),
     )
     if record is None:
         raise JobNotFoundError(job_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from workers import metrics
@@ -42,6 +43,7 @@ class RetryLater(Exception):  # noqa: N818 - a signal, not an error
         max_retries: int | None,
         kwargs: dict[str, Any] | None = None,
         on_exhausted: JobError | None = None,
+        fail_from: tuple[JobState, ...] | None = None,
     ) -> None:
         super().__init__(str(cause))
         self.cause = cause
@@ -49,6 +51,9 @@ class RetryLater(Exception):  # noqa: N818 - a signal, not an error
         self.max_retries = max_retries
         self.kwargs = kwargs
         self.on_exhausted = on_exhausted
+        #: States from which exhaustion may fail the job (the stage's own); another stage
+        #: that has since moved the job on is never failed from under it.
+        self.fail_from = fail_from
 
 
 def new_token() -> str:
@@ -56,15 +61,26 @@ def new_token() -> str:
 
 
 def fail_job(
-    rt: Runtime, job_id: str, error: JobError, *, from_states: tuple[JobState, ...] = ACTIVE_STATES
+    rt: Runtime,
+    job_id: str,
+    error: JobError,
+    *,
+    from_states: tuple[JobState, ...] = ACTIVE_STATES,
+    expect: Mapping[str, str | None] | None = None,
 ) -> JobRecord | None:
-    """Move a job to ``failed`` with a reason a person understands (once)."""
+    """Move a job to ``failed`` with a reason a person understands (once).
+
+    Signed result links are dropped with it (they are only needed to download).
+    ``expect`` guards the move like ``JobStore.transition`` does (e.g. the task id the
+    caller's news is about).
+    """
     record, applied = rt.store.transition(
         job_id,
         JobState.FAILED,
         allowed_from=from_states,
         set_fields={"error": error},
-        unset=("waiting_reason",),
+        unset=("waiting_reason", "result_urls"),
+        expect=expect,
     )
     if applied and record is not None:
         metrics.job_failed(error.code)

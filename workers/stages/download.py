@@ -45,6 +45,7 @@ def download(rt: Runtime, job_id: str, *, retries: int = 0) -> str:
             exc,
             rt.backoff.delay_s(retries, rt.rng),
             max_retries=rt.settings.max_transient_retries,
+            fail_from=(JobState.DOWNLOADING,),
             on_exhausted=JobError(
                 code=exc.reason, retryable=True, message=f"download kept failing: {exc}"
             ),

@@ -53,6 +53,7 @@ def poll(rt: Runtime, sched: Scheduler, job_id: str, token: str, *, retries: int
                 "the Evolink task id is kept so the job can be resumed",
             ),
             from_states=(JobState.GENERATING,),
+            expect={"poll_token": next_token},
         )
         return "deadline_exceeded"
 
@@ -81,11 +82,13 @@ def handle_task_state(
                 sched,
                 record,
                 TaskFailedError("generation_failed_no_content", "completed without any result"),
+                next_token,
             )
         moved, applied = rt.store.transition(
             job_id,
             JobState.DOWNLOADING,
             allowed_from={JobState.GENERATING},
+            expect={"poll_token": next_token},  # only the live poll chain's news counts
             set_fields={"result_urls": urls, "progress": 100},
             incr={"polls": 1},
             unset=("poll_token", "next_poll_at"),
@@ -111,10 +114,15 @@ def handle_task_state(
             TaskFailedError(
                 error.code if error else "unknown_error", error.message if error else ""
             ),
+            next_token,
         )
     if task.status is TaskStatus.CANCELLED:
         rt.store.transition(
-            job_id, JobState.CANCELLED, allowed_from={JobState.GENERATING}, incr={"polls": 1}
+            job_id,
+            JobState.CANCELLED,
+            allowed_from={JobState.GENERATING},
+            expect={"poll_token": next_token},
+            incr={"polls": 1},
         )
         return "cancelled_upstream"
 
@@ -125,13 +133,15 @@ def handle_task_state(
         progress=task.progress,
         rng=rt.rng,
     )
-    rt.store.update(
+    _, still_ours = rt.store.update(
         job_id,
         in_states={JobState.GENERATING},
         expect={"poll_token": next_token},
         set_fields={"progress": task.progress, "next_poll_at": now() + countdown_s},
         incr={"polls": 1},
     )
+    if not still_ours:
+        return "stale_token"  # a newer poll (a callback's) took over the chain
     log.info(
         "still_generating",
         job_id=job_id,
@@ -155,7 +165,9 @@ def _schedule_next(
     sched.poll(record.job_id, token, countdown_s=countdown_s)
 
 
-def _task_failed(rt: Runtime, sched: Scheduler, record: JobRecord, exc: TaskFailedError) -> str:
+def _task_failed(
+    rt: Runtime, sched: Scheduler, record: JobRecord, exc: TaskFailedError, token: str
+) -> str:
     job_id = record.job_id
     code = exc.code or "unknown_error"
     action = action_for(exc)
@@ -165,6 +177,7 @@ def _task_failed(rt: Runtime, sched: Scheduler, record: JobRecord, exc: TaskFail
             job_id,
             JobState.QUEUED,
             allowed_from={JobState.GENERATING},
+            expect={"poll_token": token},  # one recreate per failed task, never two
             set_fields={
                 "previous_task_ids": previous,
                 "create_seq": record.create_seq + 1,
@@ -185,7 +198,11 @@ def _task_failed(rt: Runtime, sched: Scheduler, record: JobRecord, exc: TaskFail
             sched.submit(job_id)
             return "recreate"
         return "stale_on_fail"
-    rt.store.update(job_id, in_states={JobState.GENERATING}, incr={"polls": 1})
+    _, ours = rt.store.update(
+        job_id, in_states={JobState.GENERATING}, expect={"poll_token": token}, incr={"polls": 1}
+    )
+    if not ours:
+        return "stale_on_fail"
     fail_job(
         rt,
         job_id,
@@ -195,6 +212,7 @@ def _task_failed(rt: Runtime, sched: Scheduler, record: JobRecord, exc: TaskFail
             retryable=action is Action.RECREATE,
         ),
         from_states=(JobState.GENERATING,),
+        expect={"poll_token": token},
     )
     return "failed"
 
@@ -214,7 +232,13 @@ def _query_failed(
     )
     if action is Action.FAIL:
         code = "task_not_found" if exc.status_code == 404 else exc.reason
-        fail_job(rt, job_id, error_from(exc, code=code), from_states=(JobState.GENERATING,))
+        fail_job(
+            rt,
+            job_id,
+            error_from(exc, code=code),
+            from_states=(JobState.GENERATING,),
+            expect={"poll_token": token},
+        )
         return "failed"
     if isinstance(exc, UnauthorizedError):
         rt.breaker.trip(kind="unauthorized", code=exc.code, message=exc.message)
@@ -228,6 +252,7 @@ def _query_failed(
         exc,
         delay_s,
         max_retries=rt.settings.max_transient_retries,
+        fail_from=(JobState.GENERATING,),
         kwargs={"job_id": job_id, "token": token},
         on_exhausted=JobError(
             code="api_unavailable",

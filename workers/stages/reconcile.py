@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from workers.jobs.state import JobState
+from workers.jobs.state import ACTIVE_STATES, JobState
 from workers.logs import get_logger
 from workers.resilience.breaker import _text
 from workers.runtime import Runtime
 from workers.stages.common import Scheduler, new_token, now
+from workers.stages.submit import MAX_QUOTA_WAIT_S
 
 log = get_logger("nbq.reconcile")
 
@@ -45,12 +46,16 @@ def reconcile_once(rt: Runtime, sched: Scheduler) -> ReconcileReport:
     stuck_after_s = rt.settings.stuck_after_s
     cutoff = now() - stuck_after_s
 
-    if not rt.breaker.status().is_open:
-        # Queued and idle: the producer died before sending, or the message was lost.
-        for job_id in rt.store.ids_in_state(JobState.QUEUED, updated_before=cutoff, limit=BATCH):
-            if _touch(rt, job_id, JobState.QUEUED):
-                sched.submit(job_id)
-                report.requeued_submits.append(job_id)
+    # Queued and idle: the producer died before sending, or the message was lost. While
+    # the breaker is open, waiting jobs touch their record on every hop (at most
+    # MAX_QUOTA_WAIT_S apart), so only one idle for two hops has lost its message.
+    queued_cutoff = cutoff
+    if rt.breaker.status().is_open:
+        queued_cutoff = now() - max(stuck_after_s, 2 * MAX_QUOTA_WAIT_S)
+    for job_id in rt.store.ids_in_state(JobState.QUEUED, updated_before=queued_cutoff, limit=BATCH):
+        if _touch(rt, job_id, JobState.QUEUED):
+            sched.submit(job_id)
+            report.requeued_submits.append(job_id)
 
     # Submitting and idle: the submit worker died mid-create (its message was acked early).
     for job_id in rt.store.ids_in_state(JobState.SUBMITTING, updated_before=cutoff, limit=BATCH):
@@ -74,7 +79,10 @@ def reconcile_once(rt: Runtime, sched: Scheduler) -> ReconcileReport:
     # Generating with no poll due for a long time: the poll chain was lost.
     for job_id in rt.store.ids_in_state(JobState.GENERATING, updated_before=cutoff, limit=BATCH):
         record = rt.store.get(job_id)
-        if record is None or record.state is not JobState.GENERATING:
+        if record is None:
+            _forget(rt, job_id)
+            continue
+        if record.state is not JobState.GENERATING:
             continue
         if record.next_poll_at is not None and record.next_poll_at > cutoff:
             continue
@@ -109,9 +117,19 @@ def reconcile_once(rt: Runtime, sched: Scheduler) -> ReconcileReport:
     return report
 
 
+def _forget(rt: Runtime, job_id: str) -> None:
+    """Drop index entries of a record that expired or was evicted: they would otherwise
+    sit at the head of every scan (and count as in flight) forever."""
+    pipe = rt.redis.pipeline(transaction=False)
+    for state in ACTIVE_STATES:
+        pipe.zrem(rt.store.index_key(state), job_id)
+    pipe.execute()
+
+
 def _raw(rt: Runtime, job_id: str) -> dict[str, str] | None:
     raw = rt.redis.hgetall(rt.store.key(job_id))
     if not raw:
+        _forget(rt, job_id)
         return None
     return {_text(k): _text(v) for k, v in raw.items()}
 

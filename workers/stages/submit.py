@@ -234,6 +234,7 @@ def _create_failed(rt: Runtime, record: JobRecord, exc: EvolinkError, *, retries
         exc,
         delay_s,
         max_retries=rt.settings.max_transient_retries,
+        fail_from=(JobState.QUEUED,),
         on_exhausted=JobError(
             code="api_unavailable",
             retryable=True,

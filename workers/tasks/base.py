@@ -53,9 +53,13 @@ class StageTask(Task):  # type: ignore[misc]
                         get_runtime(),
                         str(kwargs["job_id"]),
                         signal.on_exhausted,
-                        from_states=ACTIVE_STATES,
+                        from_states=signal.fail_from or ACTIVE_STATES,
                     )
                 raise signal.cause from None
+            if limit is None:
+                # An unbounded wait (quota breaker) must not spend the transient-retry
+                # budget: the re-sent message counts from 0 again (retry() adds 1).
+                self.request.retries = -1
             raise self.retry(
                 exc=signal.cause,
                 countdown=signal.countdown_s,

@@ -24,6 +24,10 @@ def generate_task(
     record = intake(rt, request=request, job_id=job_id, producer=producer)
     if record is None or record.is_terminal:
         return "refused" if record is None else "terminal"
+    if job_id is None:
+        # Pin the new id: a retry re-sends this message and must find this record, not
+        # mint a second job (and a second paid create).
+        self.request.kwargs = {**(self.request.kwargs or {}), "job_id": record.job_id}
     return self.run_stage(submit_stage.submit, rt, SCHEDULER, job_id=record.job_id)
 
 
