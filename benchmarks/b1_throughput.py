@@ -20,11 +20,11 @@ from benchmarks.harness import (
     start_proc,
     stop_proc,
     tree_cpu_s,
-    wait_until,
     wait_worker,
 )
 from benchmarks.pipeline_run import api_calls, run_jobs
 from benchmarks.results import BenchResult
+from producers.devstack.procs import wait_until
 
 TIME_SCALE = 0.001
 TARGET_RATIO = 0.6

@@ -26,8 +26,13 @@ def run(workdir: Path, n_jobs: int, concurrency: int) -> BenchResult:
     with bench_stack(workdir / "b2", TIME_SCALE) as stack:
         sd = stack.start_worker(queues="submit,download", concurrency=concurrency, name="sd")
         poll = stack.start_worker(queues="poll", concurrency=concurrency, name="poll")
-        result = run_jobs(stack, n_jobs, workers={"sd": sd.pid, "poll": poll.pid}, timeout_s=900,
-                          arrival_rate_per_s=ARRIVAL_RATE_PER_S)
+        result = run_jobs(
+            stack,
+            n_jobs,
+            workers={"sd": sd.pid, "poll": poll.pid},
+            timeout_s=900,
+            arrival_rate_per_s=ARRIVAL_RATE_PER_S,
+        )
         lags_s: list[float] = []
         lags_by_polls: dict[str, list[float]] = {"1": [], "2+": []}
         first_poll_early = 0

@@ -13,8 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 import httpx
 import psutil
 
-from producers.devstack.procs import free_port, port_open
+from producers.devstack.procs import free_port, port_open, wait_until
 from producers.devstack.redis_service import redis_server_binary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,21 +33,6 @@ S3_BUCKET = "nbq-bench"
 WORKER_MODULE = ["producers.cli.main"]
 #: A small, fast request (1K: 20 s nominal estimate in the emulator).
 REQUEST: dict[str, Any] = {"prompt": "benchmark: a banana", "size": "1:1", "quality": "1K"}
-
-
-def wait_until(
-    check: Callable[[], bool], timeout_s: float = 60.0, interval_s: float = 0.05, what: str = ""
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except Exception as exc:
-            last = exc
-        time.sleep(interval_s)
-    raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}: {last!r}")
 
 
 def start_proc(

@@ -38,6 +38,25 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def wait_until(
+    check: Callable[[], bool],
+    timeout_s: float = 30.0,
+    interval_s: float = 0.05,
+    what: str = "condition",
+) -> None:
+    """Poll ``check`` until it is true; exceptions count as "not yet" until the deadline."""
+    deadline = time.monotonic() + timeout_s
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception as exc:  # retried until the deadline
+            last_error = exc
+        time.sleep(interval_s)
+    raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}: {last_error!r}")
+
+
 @dataclass
 class Child:
     """One supervised process and the file its output goes to."""

@@ -11,33 +11,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-from producers.devstack.procs import free_port, port_open
+from producers.devstack.procs import free_port, port_open, wait_until
 
 __all__ = ["ROOT", "free_port", "port_open", "python_exe", "start", "stop", "wait_until"]
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def wait_until(
-    check: Callable[[], bool],
-    timeout_s: float = 30.0,
-    interval_s: float = 0.05,
-    what: str = "condition",
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except Exception as exc:
-            last_error = exc
-        time.sleep(interval_s)
-    raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}: {last_error!r}")
 
 
 def start(
