@@ -2,7 +2,9 @@
 
     python -m benchmarks.profile_worker --jobs 300 [--queues submit,poll,download]
 
-py-spy samples the worker process from outside (no code change, GIL-aware); the raw
+py-spy samples the worker process from outside (no code change); by default only the
+thread holding the GIL is sampled, so the shares are the worker's CPU (what caps B1's
+single GIL-bound process), not time spent waiting on sockets. The raw
 stacks are folded into self and inclusive sample counts per function. Needs ``py-spy``
 (pip) and permission to ptrace a child process (the default for your own children).
 """
@@ -60,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--patched", action="store_true", help="run benchmarks.patched_worker (proposed fixes)"
     )
+    parser.add_argument(
+        "--all-threads",
+        action="store_true",
+        help="sample every running thread (wall time), not only the one holding the GIL",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/profile-worker.txt"))
     args = parser.parse_args(argv)
     spy = shutil.which("py-spy")
@@ -77,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         run_jobs(stack, WARMUP_JOBS, workers={"pipe": proc.pid}, timeout_s=120, fetch_records=False)
         recorder = subprocess.Popen(
             [spy, "record", "--pid", str(proc.pid), "--format", "raw", "--rate", "200",
-             "--output", str(raw), "--nonblocking"],
+             "--output", str(raw), "--nonblocking", *([] if args.all_threads else ["--gil"])],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip

@@ -31,9 +31,10 @@ from producers.errors import (
     JobNotStoredError,
     WaitTimeoutError,
 )
+from producers.publish import one_trip_possible, send_with_record
 from workers.contract import TASK_GENERATE
 from workers.evolink.models import GenerationRequest
-from workers.jobs.ids import InvalidJobIdError, validate_job_id
+from workers.jobs.ids import InvalidJobIdError, new_job_id, validate_job_id
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 from workers.jobs.store import JobNotFoundError as StoreJobNotFoundError
@@ -53,6 +54,18 @@ class StoredImage:
     sha256: str
     size: int
     content_type: str
+
+
+def _generate_kwargs(record: JobRecord) -> dict[str, Any]:
+    """``nbq.generate``'s message: enough for a worker to write the same record itself."""
+    kwargs: dict[str, Any] = {
+        "request": record.request,
+        "job_id": record.job_id,
+        "producer": record.producer,
+    }
+    if record.batch_id is not None:
+        kwargs["batch_id"] = record.batch_id
+    return kwargs
 
 
 def validate_request(request: GenerationRequest | Mapping[str, Any]) -> GenerationRequest:
@@ -82,6 +95,11 @@ class Producer:
     ) -> None:
         self.settings = settings or get_settings()
         self.runtime = runtime or Runtime.from_settings(self.settings)
+        #: Record + message in one Redis round trip (producers/publish.py); only when the
+        #: job store (possibly a runtime passed in) is the broker's Redis.
+        self._one_trip = one_trip_possible(self.settings) and (
+            self.runtime.settings.job_store_url == self.settings.broker_url
+        )
         if celery_app is None:
             from workers.app import create_app
 
@@ -106,6 +124,8 @@ class Producer:
         budgeted = self.settings.credit_limit_daily or self.settings.credit_limit_daily_per_producer
         if budgeted and (job_id is None or self.runtime.store.get(job_id) is None):
             self._check_budget(valid, producer)
+        if job_id is None and self._one_trip:
+            return self._enqueue_new(valid, producer=producer, batch_id=batch_id)
         record = intake(
             self.runtime, request=valid, job_id=job_id, producer=producer, batch_id=batch_id
         )
@@ -113,10 +133,22 @@ class Producer:
         if record.state is JobState.QUEUED and record.attempts == 0 and not record.waiting_reason:
             # New (or never picked up): send. A duplicate message is harmless — submit's
             # queued → submitting transition has exactly one winner.
-            self.celery.send_task(
-                TASK_GENERATE,
-                kwargs={"request": record.request, "job_id": record.job_id, "producer": producer},
-            )
+            self.celery.send_task(TASK_GENERATE, kwargs=_generate_kwargs(record))
+        return JobHandle(self, record.job_id)
+
+    def _enqueue_new(
+        self, valid: GenerationRequest, *, producer: str | None, batch_id: str | None
+    ) -> JobHandle:
+        """A fresh id cannot exist yet: record and message go out in one round trip."""
+        record = JobRecord(
+            job_id=new_job_id(), request=valid.to_api_json(), producer=producer, batch_id=batch_id
+        )
+        record, batched = send_with_record(
+            self.celery, self.runtime.store, record, _generate_kwargs(record)
+        )
+        if not batched:
+            self._one_trip = False  # this transport publishes at once: record it now
+            self.runtime.store.create(record)
         return JobHandle(self, record.job_id)
 
     def _check_budget(self, request: GenerationRequest, producer: str | None) -> None:

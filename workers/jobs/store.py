@@ -73,11 +73,11 @@ return {1, redis.call('HGETALL', key)}
 
 _CREATE_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0, redis.call('HGETALL', KEYS[1])} end
-for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
 if ARGV[2] ~= '' then redis.call('ZADD', ARGV[2], ARGV[3], ARGV[4]) end
 redis.call('HINCRBY', ARGV[5], '["' .. ARGV[6] .. '"]', 1)
-return {1, redis.call('HGETALL', KEYS[1])}
+return {1}
 """
 
 
@@ -143,6 +143,18 @@ class JobStore:
     # -- writes -----------------------------------------------------------------------
     def create(self, record: JobRecord) -> tuple[JobRecord, bool]:
         """Store a new record; if the id exists, return the existing one and ``False``."""
+        stamped, args = self.create_command(record)
+        reply = self._create(keys=[self.key(stamped.job_id)], args=args)
+        if reply[0]:
+            # Stored exactly as built: no read-back (one reply and one parse less per enqueue).
+            return stamped, True
+        return JobRecord.from_hash(_pairs_to_dict(reply[1])), False
+
+    def create_command(self, record: JobRecord) -> tuple[JobRecord, list[Any]]:
+        """The stamped record and the create script's ARGV (its one key is ``key(job_id)``).
+
+        Lets a caller run the same create inside its own pipeline (``create_eval_args``).
+        """
         now = time.time()
         record = record.model_copy(
             update={
@@ -151,7 +163,6 @@ class JobStore:
                 "state_times": {record.state.value: now},
             }
         )
-        fields = record.to_hash()
         index = "" if record.state.is_terminal else self.index_key(record.state)
         args: list[Any] = [
             self.retention_s,
@@ -161,10 +172,18 @@ class JobStore:
             self.state_counter_key,
             record.state.value,
         ]
-        for name, value in fields.items():
+        for name, value in record.to_hash().items():
             args += [name, value]
-        created, flat = self._create(keys=[self.key(record.job_id)], args=args)
-        return JobRecord.from_hash(_pairs_to_dict(flat)), bool(created)
+        return record, args
+
+    def create_eval_args(self, record: JobRecord) -> tuple[JobRecord, list[Any]]:
+        """``EVAL`` arguments that create ``record`` (for a pipeline another library owns).
+
+        EVAL, not EVALSHA: a pipeline we do not execute ourselves cannot recover from
+        NOSCRIPT (Redis restarted), and Redis caches the compiled script either way.
+        """
+        stamped, args = self.create_command(record)
+        return stamped, ["EVAL", _CREATE_LUA, 1, self.key(stamped.job_id), *args]
 
     def transition(
         self,

@@ -17,11 +17,15 @@ from workers.tasks.base import SCHEDULER, StageTask
 
 @app.task(name=TASK_GENERATE, base=StageTask, bind=True)
 def generate_task(
-    self: StageTask, request: dict[str, Any], job_id: str | None = None, producer: str | None = None
+    self: StageTask,
+    request: dict[str, Any],
+    job_id: str | None = None,
+    producer: str | None = None,
+    batch_id: str | None = None,
 ) -> str:
     """Entry point for other services: record the job if new, then submit it."""
     rt = get_runtime()
-    record = intake(rt, request=request, job_id=job_id, producer=producer)
+    record = intake(rt, request=request, job_id=job_id, producer=producer, batch_id=batch_id)
     if record is None or record.is_terminal:
         return "refused" if record is None else "terminal"
     if job_id is None:

@@ -1,0 +1,60 @@
+"""Record and message in one Redis round trip (kombu's publish batch, Redis broker only).
+
+``Producer.enqueue`` used to pay three round trips: the job record, the ``nbq.generate``
+message (LPUSH) and its ``task-sent`` event (PUBLISH). kombu ≥ 5.7 can buffer a
+producer's publishes in a non-transactional Redis pipeline (``kombu.Producer.batch``);
+the record's create script joins that pipeline, so all three reach Redis in one write.
+
+Order inside the pipeline is message, event, record. A worker can only act on the message
+after Redis has answered its BRPOP and the worker has decoded and dispatched it, long after
+the two commands behind it ran; and if it ever won, ``nbq.generate`` carries everything
+the record holds (request, job id, producer, batch id) and intake creates the same record
+(the create script is idempotent). Nothing is lost either way a pipeline can break: a
+message without a record is recorded by the worker, a record without a message is
+re-driven by the reconciler.
+
+Used only when the job store and the broker are the same Redis (the default); otherwise,
+or with an older kombu, enqueue keeps its two-step path (record, then message).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from workers.contract import TASK_GENERATE
+from workers.jobs.record import JobRecord
+from workers.jobs.store import JobStore
+from workers.settings import Settings
+
+
+def one_trip_possible(settings: Settings) -> bool:
+    """Same Redis for job store and broker, a Redis broker, and a kombu that batches."""
+    from kombu.messaging import Producer as KombuProducer
+
+    return (
+        settings.redis_url in (None, settings.broker_url)
+        and settings.broker_url.startswith(("redis://", "rediss://"))
+        and hasattr(KombuProducer, "batch")
+    )
+
+
+def send_with_record(
+    app: Celery, store: JobStore, record: JobRecord, kwargs: dict[str, Any]
+) -> tuple[JobRecord, bool]:
+    """Publish ``nbq.generate`` and create ``record`` in one pipeline.
+
+    Returns ``(stamped record, True)``; ``False`` when the transport published at once
+    (it cannot batch): the message is out, the record is not yet written — the caller
+    writes it next and stops using this path.
+    """
+    stamped, eval_args = store.create_eval_args(record)
+    with app.producer_or_acquire() as producer, producer.batch() as batch:
+        app.send_task(TASK_GENERATE, kwargs=kwargs, producer=producer)
+        session = getattr(batch.state, "session", None)
+        pipeline = getattr(session, "pipeline", None)
+        if pipeline is None:
+            return stamped, False
+        pipeline.execute_command(*eval_args)
+    return stamped, True

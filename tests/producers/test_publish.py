@@ -1,0 +1,93 @@
+"""Enqueue writes the job record and the ``nbq.generate`` message in one Redis round trip."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from producers.api import Producer
+from tests.support.redis_server import RedisServer
+from workers.app import create_app
+from workers.jobs.state import JobState
+from workers.runtime import Runtime
+from workers.settings import Settings
+from workers.stages.intake import intake
+
+REQUEST = {"prompt": "a lighthouse at dawn", "size": "16:9", "quality": "2K"}
+
+
+def _producer(settings: Settings) -> Producer:
+    return Producer(
+        settings, celery_app=create_app(settings), runtime=Runtime.from_settings(settings)
+    )
+
+
+def _generate_messages(server: RedisServer) -> list[dict[str, Any]]:
+    """The kwargs of every ``nbq.generate`` waiting in the submit queue."""
+    out = []
+    for raw in server.client().lrange("submit", 0, -1):
+        message = json.loads(raw)
+        assert message["headers"]["task"] == "nbq.generate"
+        _, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+        out.append(kwargs)
+    return out
+
+
+def _calls(server: RedisServer, command: str) -> int:
+    stats = server.client().info("commandstats").get(f"cmdstat_{command}", {})
+    return int(stats.get("calls", 0))
+
+
+def test_record_message_and_sent_event_share_one_pipeline(redis_server: RedisServer) -> None:
+    producer = _producer(Settings(broker_url=redis_server.url, evolink_api_key="k"))
+    producer.enqueue(REQUEST)  # warm-up: kombu declares the queue once
+    redis_server.client().config_resetstat()
+
+    handle = producer.enqueue(REQUEST, producer="billing", batch_id="b-1")
+
+    # The create script travels as EVAL inside kombu's publish pipeline (never EVALSHA,
+    # which a pipeline we do not execute could not recover from after a Redis restart).
+    assert (_calls(redis_server, "eval"), _calls(redis_server, "evalsha")) == (1, 0)
+    assert (_calls(redis_server, "lpush"), _calls(redis_server, "publish")) == (1, 1)
+    record = producer.status(handle.job_id)
+    assert record.state is JobState.QUEUED
+    assert (record.producer, record.batch_id) == ("billing", "b-1")
+    assert record.request["prompt"] == REQUEST["prompt"]
+    sent = [m for m in _generate_messages(redis_server) if m["job_id"] == handle.job_id]
+    expected = {"request": record.request, "job_id": handle.job_id, "producer": "billing"}
+    assert sent == [{**expected, "batch_id": "b-1"}]
+
+
+def test_a_worker_reading_the_message_first_records_the_same_job(
+    redis_server: RedisServer,
+) -> None:
+    settings = Settings(broker_url=redis_server.url, evolink_api_key="k")
+    producer = _producer(settings)
+    handle = producer.enqueue(REQUEST, producer="billing", batch_id="b-2")
+    written = producer.status(handle.job_id)
+    (kwargs,) = [m for m in _generate_messages(redis_server) if m["job_id"] == handle.job_id]
+
+    # As nbq.generate would if it ran before the record existed: same fields, one record.
+    redis_server.client().delete(producer.runtime.store.key(handle.job_id))
+    from_message = intake(Runtime.from_settings(settings), **kwargs)
+
+    assert from_message is not None
+    keep = {"job_id", "state", "request", "producer", "batch_id"}
+    assert from_message.model_dump(include=keep) == written.model_dump(include=keep)
+
+
+def test_a_separate_job_store_gets_the_record_before_the_message(
+    redis_server: RedisServer, session_redis: RedisServer
+) -> None:
+    settings = Settings(
+        broker_url=redis_server.url, redis_url=session_redis.url, evolink_api_key="k"
+    )
+    producer = _producer(settings)
+
+    handle = producer.enqueue(REQUEST, batch_id="b-3")
+
+    assert producer.runtime.store.get(handle.job_id) is not None
+    assert redis_server.client().exists(producer.runtime.store.key(handle.job_id)) == 0
+    (kwargs,) = [m for m in _generate_messages(redis_server) if m["job_id"] == handle.job_id]
+    assert kwargs["batch_id"] == "b-3"
