@@ -95,7 +95,6 @@ class Runtime:
             self._url_policy = UrlPolicy.from_settings(self.settings)
         return self._url_policy
 
-
     def result_client(self) -> httpx.Client:
         """One guarded HTTP client per process for result links: keep-alive connections
         and TLS sessions are reused across downloads (a new client per download cost a
@@ -105,6 +104,7 @@ class Runtime:
 
             self._result_client = guarded_client(self.url_policy())
         return self._result_client
+
 
 _runtime: Runtime | None = None
 _runtime_pid: int | None = None

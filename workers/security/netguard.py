@@ -201,8 +201,10 @@ class GuardedTransport(httpx.HTTPTransport):
         verify: ssl.SSLContext | bool = True,
         max_connections: int = 10,
     ) -> None:
-        ssl_context = default_ssl_context() if verify is True else httpx.create_ssl_context(
-            verify=verify, trust_env=False
+        ssl_context = (
+            default_ssl_context()
+            if verify is True
+            else httpx.create_ssl_context(verify=verify, trust_env=False)
         )
         super().__init__(verify=ssl_context, trust_env=False)
         self.backend = GuardedBackend(policy, inner)

@@ -36,9 +36,21 @@ def idempotency_key(record: JobRecord) -> str:
     return f"nbq-{record.job_id}-{record.create_seq}"
 
 
-def submit(rt: Runtime, sched: Scheduler, job_id: str, *, retries: int = 0) -> str:
-    """Run the submit stage once; returns a short outcome label (for logs and tests)."""
-    record = rt.store.get(job_id)
+def submit(
+    rt: Runtime,
+    sched: Scheduler,
+    job_id: str,
+    *,
+    retries: int = 0,
+    record: JobRecord | None = None,
+) -> str:
+    """Run the submit stage once; returns a short outcome label (for logs and tests).
+
+    ``record`` is the job as the caller just read or wrote it (``nbq.generate``'s intake),
+    saving a read; the claim below re-checks the state atomically either way.
+    """
+    if record is None or record.job_id != job_id:
+        record = rt.store.get(job_id)
     if record is None:
         log.warning("submit_unknown_job", job_id=job_id)
         return "missing"

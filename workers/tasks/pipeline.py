@@ -32,7 +32,7 @@ def generate_task(
         # Pin the new id: a retry re-sends this message and must find this record, not
         # mint a second job (and a second paid create).
         self.request.kwargs = {**(self.request.kwargs or {}), "job_id": record.job_id}
-    return self.run_stage(submit_stage.submit, rt, SCHEDULER, job_id=record.job_id)
+    return self.run_stage(submit_stage.submit, rt, SCHEDULER, job_id=record.job_id, record=record)
 
 
 @app.task(name=TASK_SUBMIT, base=StageTask, bind=True)

@@ -47,3 +47,16 @@ def test_a_submit_that_finds_the_job_submitting_leaves_it_alone(
     rt.store.transition(job_id, JobState.SUBMITTING, allowed_from={JobState.QUEUED})
     assert submit_stage.submit(rt, sched, job_id) == "busy_submitting"
     assert emulator_server.stats()["creates_accepted"] == 0 and sched.calls == []
+
+
+def test_a_stale_record_handed_in_by_intake_still_creates_only_once(
+    rt: Runtime, sched: RecordingScheduler, emulator_server: EmulatorServer
+) -> None:
+    # nbq.generate passes the record its intake read, to save a read; by the time submit
+    # runs another worker may have taken the job. The atomic claim still decides.
+    job_id = new_job(rt)
+    as_read = rt.store.require(job_id)
+    assert submit_stage.submit(rt, sched, job_id, record=as_read) == "created"
+    assert submit_stage.submit(rt, sched, job_id, record=as_read) == "lost_race"
+    assert emulator_server.stats()["creates_accepted"] == 1
+    assert rt.store.require(job_id).attempts == 1
