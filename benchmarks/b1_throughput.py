@@ -8,6 +8,7 @@ Also counts the Celery events (what Flower would receive) and Redis commands per
 
 from __future__ import annotations
 
+import importlib
 import sys
 import threading
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import (
+    REQUEST,
     bench_stack,
     start_proc,
     stop_proc,
@@ -81,7 +83,15 @@ def run(workdir: Path, n_jobs: int, concurrency: int) -> BenchResult:
         stop_proc(proc)
         stack.workers.remove(proc)
 
-        baseline = _baseline(stack, n_jobs, concurrency, events)
+        baseline = _baseline(stack, n_jobs, concurrency, events, "noop_tasks")
+        io_floor = _baseline(
+            stack,
+            n_jobs,
+            concurrency,
+            events,
+            "io_floor_tasks",
+            env={"NBQ_BENCH_RESULT_URL": _finished_result_url()},
+        )
         events.stop()
 
     calls = api_calls(pipeline)
@@ -110,6 +120,10 @@ def run(workdir: Path, n_jobs: int, concurrency: int) -> BenchResult:
             "pipeline_elapsed_s": round(pipeline.elapsed_s, 3),
             "pipeline_enqueue_s": round(pipeline.enqueue_s, 3),
             "baseline_elapsed_s": round(baseline["elapsed_s"], 3),
+            "io_floor_jobs_per_s": round(io_floor["jobs_per_s"], 2),
+            "io_floor_ratio_vs_baseline": round(io_floor["jobs_per_s"] / baseline["jobs_per_s"], 3),
+            "pipeline_ratio_vs_io_floor": round(pipeline.jobs_per_s / io_floor["jobs_per_s"], 3),
+            "io_floor_worker_cpu_ms_per_job": round(io_floor["cpu_s"] * 1000 / n_jobs, 2),
             "states": pipeline.states,
             "api_calls": calls,
             "api_calls_per_s": round(api_rps, 1),
@@ -134,36 +148,47 @@ def run(workdir: Path, n_jobs: int, concurrency: int) -> BenchResult:
                 / n_jobs
             ),
             "worker_rss_peak_mb": round(pipeline.worker_rss_peak / 2**20, 1),
+            "all_stored": stored == n_jobs,
         },
     )
 
 
-def _baseline(stack: Any, n_jobs: int, concurrency: int, events: EventCounter) -> dict[str, float]:
-    """The same number of three-task chains through a no-op worker."""
-    from benchmarks import noop_tasks
-
-    args = [sys.executable, "-m", "celery", "-A", "benchmarks.noop_tasks", "worker"]
-    args += ["-Q", noop_tasks.QUEUE, "-P", "threads", "-c", str(concurrency)]
-    args += ["--hostname", "noop@bench", "--loglevel", "INFO"]
-    proc = start_proc(args, log=stack.dir / "worker-noop.log", env=stack.env())
+def _baseline(
+    stack: Any,
+    n_jobs: int,
+    concurrency: int,
+    events: EventCounter,
+    module_name: str,
+    *,
+    env: dict[str, str] | None = None,
+) -> dict[str, float]:
+    """The same number of three-task chains through ``benchmarks.<module_name>``'s worker."""
+    module = importlib.import_module(f"benchmarks.{module_name}")
+    name = module_name.split("_")[0]
+    args = [sys.executable, "-m", "celery", "-A", f"benchmarks.{module_name}", "worker"]
+    args += ["-Q", module.QUEUE, "-P", "threads", "-c", str(concurrency)]
+    args += ["--hostname", f"{name}@bench", "--loglevel", "INFO"]
+    proc = start_proc(
+        args, log=stack.dir / f"worker-{name}.log", env={**stack.env(), **(env or {})}
+    )
     try:
-        wait_worker(stack.redis.url, "noop@bench", proc)
+        wait_worker(stack.redis.url, f"{name}@bench", proc)
         client = stack.redis.client()
-        _send_chains(WARMUP_JOBS)
-        wait_until(lambda: int(client.get(noop_tasks.DONE_KEY) or 0) >= WARMUP_JOBS, 120)
-        client.set(noop_tasks.DONE_KEY, 0)
+        _send_chains(module, WARMUP_JOBS)
+        wait_until(lambda: int(client.get(module.DONE_KEY) or 0) >= WARMUP_JOBS, 120)
+        client.set(module.DONE_KEY, 0)
         events.counts.clear()
         commands_before = int(client.info("stats")["total_commands_processed"])
         cpu_before = tree_cpu_s(proc.pid)
         started = time.perf_counter()
         threads = [
-            threading.Thread(target=_send_chains, args=(n_jobs // 2 + i * (n_jobs % 2),))
+            threading.Thread(target=_send_chains, args=(module, n_jobs // 2 + i * (n_jobs % 2)))
             for i in range(2)
         ]
         for thread in threads:
             thread.start()
         wait_until(
-            lambda: int(client.get(noop_tasks.DONE_KEY) or 0) >= n_jobs, 600, 0.05, "no-op chains"
+            lambda: int(client.get(module.DONE_KEY) or 0) >= n_jobs, 600, 0.05, f"{name} chains"
         )
         elapsed = time.perf_counter() - started
         cpu_s = tree_cpu_s(proc.pid) - cpu_before
@@ -182,8 +207,26 @@ def _baseline(stack: Any, n_jobs: int, concurrency: int, events: EventCounter) -
         stop_proc(proc)
 
 
-def _send_chains(count: int) -> None:
-    from benchmarks import noop_tasks
-
+def _send_chains(module: Any, count: int) -> None:
     for job in range(count):
-        noop_tasks.send_chain(job)
+        module.send_chain(job)
+
+
+def _finished_result_url() -> str:
+    """A result link of a task that finished on the emulator (for the I/O floor chain)."""
+    from workers.evolink.models import GenerationRequest, TaskStatus
+    from workers.runtime import get_runtime
+
+    api = get_runtime().api()
+    task = api.create_task(
+        GenerationRequest.model_validate(REQUEST), idempotency_key=None, callback_url=None
+    )
+    done: list[str] = []
+
+    def finished() -> bool:
+        current = api.get_task(task.id)
+        done[:] = current.result_urls if current.status is TaskStatus.COMPLETED else []
+        return bool(done)
+
+    wait_until(finished, 60, 0.05, "a finished emulator task")
+    return done[0]
