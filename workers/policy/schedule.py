@@ -4,8 +4,9 @@ The poll schedule aims for few polls and a short detection lag:
 - the first poll comes a little before the expected finish (``estimated_time`` × 0.7 by
   default: generation times spread around the estimate, and a task that finishes early
   should not wait for a late first poll — that was the p95 detection lag in benchmark B2);
-- later polls use the task's own progress to predict the finish when it is meaningful,
-  otherwise a short interval proportional to ``estimated_time``;
+- later polls use the task's own progress to predict the finish when it is meaningful
+  (jittered only earlier: the prediction errs late), otherwise a short interval
+  proportional to ``estimated_time``;
 - every countdown is clamped to ``[min_interval_s, max_interval_s]`` and jittered, so that
   thousands of jobs created together do not poll in lockstep, and no countdown ever
   approaches the broker's visibility timeout (see docs/failure-handling.md).
@@ -66,7 +67,11 @@ class PollSchedule:
         estimate = self._estimate(estimated_time_s)
         low, high = PROGRESS_TRUSTED
         if low <= progress <= high and elapsed_s > 0:
+            # ``elapsed_s`` counts from the create, but progress only from when processing
+            # began (after the task's pending/queued phase), so this prediction errs late;
+            # the jitter therefore only ever pulls the poll earlier, never later.
             interval = elapsed_s * (100 - progress) / progress
+            return self._clamp_jitter(interval, rng, max_s=self.max_interval_s, early_only=True)
         elif elapsed_s < estimate * self.first_factor:
             # Polled early (a retry or a reconciler re-drive): aim at the first target.
             interval = estimate * self.first_factor - elapsed_s
@@ -84,8 +89,10 @@ class PollSchedule:
         # visibility timeout (an hour by default).
         return max(self.max_interval_s * 8, self.min_interval_s)
 
-    def _clamp_jitter(self, seconds: float, rng: random.Random, *, max_s: float) -> float:
-        jitter = 1.0 + rng.uniform(-self.jitter_ratio, self.jitter_ratio)
+    def _clamp_jitter(
+        self, seconds: float, rng: random.Random, *, max_s: float, early_only: bool = False
+    ) -> float:
+        jitter = 1.0 + rng.uniform(-self.jitter_ratio, 0.0 if early_only else self.jitter_ratio)
         return min(max(seconds * jitter, self.min_interval_s), max_s)
 
 

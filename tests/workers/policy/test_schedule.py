@@ -31,6 +31,20 @@ def test_a_trusted_progress_figure_aims_the_next_poll_at_the_predicted_finish() 
     assert countdown == pytest.approx(9, rel=0.11)
 
 
+@given(progress=st.integers(5, 95), elapsed=st.floats(1, 60), seed=st.integers(0, 2**32))
+def test_a_predicted_finish_is_only_ever_jittered_earlier(
+    progress: int, elapsed: float, seed: int
+) -> None:
+    # The prediction counts the task's pending phase as processing time, so it errs late;
+    # jitter that could push it later still would only add detection lag (B2).
+    predicted = elapsed * (100 - progress) / progress
+    countdown = SCHEDULE.next_countdown_s(estimated_time_s=30, elapsed_s=elapsed,
+                                          progress=progress, rng=random.Random(seed))
+    clamped = min(max(predicted, SCHEDULE.min_interval_s), SCHEDULE.max_interval_s)
+    assert countdown <= clamped + 1e-9
+    assert countdown >= min(predicted * (1 - SCHEDULE.jitter_ratio), clamped) - 1e-9
+
+
 def test_past_the_trusted_progress_range_polls_come_at_short_steady_hops() -> None:
     countdown = SCHEDULE.next_countdown_s(estimated_time_s=30, elapsed_s=35, progress=99,
                                           rng=random.Random(3))
