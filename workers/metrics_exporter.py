@@ -31,15 +31,10 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from workers import metrics as m
+from workers.broker_queues import UNACKED_KEY, queue_lengths
 from workers.contract import ALL_QUEUES
 from workers.jobs.state import ACTIVE_STATES, JobState
 from workers.settings import Settings
-
-#: Kombu's Redis transport keeps priority messages in ``<queue>\x06\x16<step>`` lists.
-_PRIORITY_SEP = "\x06\x16"
-_PRIORITY_STEPS = (3, 6, 9)
-#: Kombu's hash of delivered-but-unacked messages (late-ack tasks and held countdowns).
-_UNACKED_KEY = "unacked"
 
 _COUNTERS: tuple[tuple[str, str], ...] = (
     ("nbq_jobs_state_total", m.C_JOBS_STATE),
@@ -204,24 +199,18 @@ class RedisMetricsCollector(Collector):
         self._stored_errors = sum(_number(v) for v in errors.values())
 
     def _from_broker(self) -> Iterator[Metric]:
-        pipe = self.broker.pipeline(transaction=False)
-        for queue in ALL_QUEUES:
-            pipe.llen(queue)
-            for step in _PRIORITY_STEPS:
-                pipe.llen(f"{queue}{_PRIORITY_SEP}{step}")
-        pipe.hlen(_UNACKED_KEY)
-        results = iter(pipe.execute())
+        waiting = queue_lengths(self.broker, ALL_QUEUES)
+        unacked = self.broker.hlen(UNACKED_KEY)
         lengths = GaugeMetricFamily(
             "nbq_queue_length", m.METRICS["nbq_queue_length"].help, labels=["queue"]
         )
         for queue in ALL_QUEUES:
-            total = sum(int(next(results)) for _ in range(1 + len(_PRIORITY_STEPS)))
-            lengths.add_metric([queue], float(total))
+            lengths.add_metric([queue], float(waiting[queue]))
         yield lengths
         yield GaugeMetricFamily(
             "nbq_broker_unacked_messages",
             m.METRICS["nbq_broker_unacked_messages"].help,
-            value=float(next(results)),
+            value=float(unacked),
         )
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import redis
+from redis import Redis
 
 from workers.jobs.store import JobStore
 from workers.policy.schedule import Backoff, PollSchedule
@@ -43,6 +44,7 @@ class Runtime:
     _objects: ObjectStore | None = None
     _url_policy: UrlPolicy | None = None
     _result_client: httpx.Client | None = None
+    _broker: Redis | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
@@ -94,6 +96,18 @@ class Runtime:
 
             self._url_policy = UrlPolicy.from_settings(self.settings)
         return self._url_policy
+
+    def broker(self) -> Redis | None:
+        """The broker's Redis (for queue lengths); the job store's client when they are the
+        same server, ``None`` when the broker is not Redis."""
+        url = self.settings.broker_url
+        if url == self.settings.job_store_url:
+            return self.redis
+        if not url.startswith(("redis://", "rediss://")):
+            return None
+        if self._broker is None:
+            self._broker = Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+        return self._broker
 
     def result_client(self) -> httpx.Client:
         """One guarded HTTP client per process for result links: keep-alive connections

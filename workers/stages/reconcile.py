@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import redis
+
+from workers.broker_queues import queue_lengths
+from workers.contract import ALL_QUEUES, QUEUE_DOWNLOAD, QUEUE_POLL, QUEUE_SUBMIT
 from workers.jobs.state import ACTIVE_STATES, JobState
 from workers.logs import get_logger
 from workers.resilience.breaker import _text
@@ -30,6 +34,8 @@ class ReconcileReport:
     recovered_submitting: list[str] = field(default_factory=list)
     repolled: list[str] = field(default_factory=list)
     redownloaded: list[str] = field(default_factory=list)
+    #: Queues whose waiting messages held this pass's re-drives of their stage back.
+    skipped_for_backlog: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -45,6 +51,14 @@ def reconcile_once(rt: Runtime, sched: Scheduler) -> ReconcileReport:
     report = ReconcileReport()
     stuck_after_s = rt.settings.stuck_after_s
     cutoff = now() - stuck_after_s
+    # A job idle behind a long queue has not lost its message: it is waiting its turn.
+    # Re-driving it would add a duplicate to that very queue on every pass (a backlog
+    # longer than NBQ_STUCK_AFTER_S fed itself that way). A stage's jobs are re-driven
+    # only while its queue is empty; a lost message is then found as soon as it drains.
+    backlog = _waiting_messages(rt)
+    report.skipped_for_backlog = sorted(q for q, n in backlog.items() if n > 0)
+    if report.skipped_for_backlog:
+        log.info("reconcile_waits_for_backlog", queues=backlog)
 
     # Queued and idle: the producer died before sending, or the message was lost. While
     # the breaker is open, waiting jobs touch their record on every hop (at most
@@ -52,13 +66,23 @@ def reconcile_once(rt: Runtime, sched: Scheduler) -> ReconcileReport:
     queued_cutoff = cutoff
     if rt.breaker.status().is_open:
         queued_cutoff = now() - max(stuck_after_s, 2 * MAX_QUOTA_WAIT_S)
-    for job_id in rt.store.ids_in_state(JobState.QUEUED, updated_before=queued_cutoff, limit=BATCH):
+    queued_idle = (
+        []
+        if backlog.get(QUEUE_SUBMIT)
+        else rt.store.ids_in_state(JobState.QUEUED, updated_before=queued_cutoff, limit=BATCH)
+    )
+    for job_id in queued_idle:
         if _touch(rt, job_id, JobState.QUEUED):
             sched.submit(job_id)
             report.requeued_submits.append(job_id)
 
     # Submitting and idle: the submit worker died mid-create (its message was acked early).
-    for job_id in rt.store.ids_in_state(JobState.SUBMITTING, updated_before=cutoff, limit=BATCH):
+    submitting_idle = (
+        []
+        if backlog.get(QUEUE_SUBMIT)
+        else rt.store.ids_in_state(JobState.SUBMITTING, updated_before=cutoff, limit=BATCH)
+    )
+    for job_id in submitting_idle:
         raw = _raw(rt, job_id)
         if raw is None:
             continue
@@ -77,7 +101,12 @@ def reconcile_once(rt: Runtime, sched: Scheduler) -> ReconcileReport:
             report.recovered_submitting.append(job_id)
 
     # Generating with no poll due for a long time: the poll chain was lost.
-    for job_id in rt.store.ids_in_state(JobState.GENERATING, updated_before=cutoff, limit=BATCH):
+    generating_idle = (
+        []
+        if backlog.get(QUEUE_POLL)
+        else rt.store.ids_in_state(JobState.GENERATING, updated_before=cutoff, limit=BATCH)
+    )
+    for job_id in generating_idle:
         record = rt.store.get(job_id)
         if record is None:
             _forget(rt, job_id)
@@ -99,9 +128,14 @@ def reconcile_once(rt: Runtime, sched: Scheduler) -> ReconcileReport:
 
     # Downloading and idle longer than a download may take: the download was lost.
     download_cutoff = now() - max(stuck_after_s, rt.settings.download_timeout_s * 1.5)
-    for job_id in rt.store.ids_in_state(
-        JobState.DOWNLOADING, updated_before=download_cutoff, limit=BATCH
-    ):
+    downloading_idle = (
+        []
+        if backlog.get(QUEUE_DOWNLOAD)
+        else rt.store.ids_in_state(
+            JobState.DOWNLOADING, updated_before=download_cutoff, limit=BATCH
+        )
+    )
+    for job_id in downloading_idle:
         if _touch(rt, job_id, JobState.DOWNLOADING):
             sched.download(job_id)
             report.redownloaded.append(job_id)
@@ -115,6 +149,18 @@ def reconcile_once(rt: Runtime, sched: Scheduler) -> ReconcileReport:
             redownloaded=len(report.redownloaded),
         )
     return report
+
+
+def _waiting_messages(rt: Runtime) -> dict[str, int]:
+    """Messages waiting per stage queue; empty (re-drive as usual) when unknown."""
+    broker = rt.broker()
+    if broker is None:
+        return {}
+    try:
+        return queue_lengths(broker, ALL_QUEUES)
+    except redis.RedisError as exc:
+        log.warning("reconcile_queue_lengths_unknown", error=type(exc).__name__)
+        return {}
 
 
 def _forget(rt: Runtime, job_id: str) -> None:

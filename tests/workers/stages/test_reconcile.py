@@ -88,3 +88,38 @@ def test_a_job_stuck_downloading_is_downloaded_again(
     assert reconcile_once(rt, sched).redownloaded == [job_id]
     assert sched.calls == [("download", job_id)]
     assert reconcile_once(rt, sched).total == 0
+
+
+def test_a_job_waiting_behind_a_long_submit_queue_is_not_resent_until_the_queue_drains(
+    rt: Runtime, sched: RecordingScheduler, emulator_server: EmulatorServer
+) -> None:
+    # Given a queued job idle past the threshold while other submits still wait in the
+    # broker's queue (a backlog, not a lost message)
+    job_id = new_job(rt)
+    age()
+    broker = rt.broker()
+    assert broker is not None
+    broker.lpush("submit", "a message still waiting its turn")
+    # Then the reconciler leaves it alone (a resend would only lengthen that queue) ...
+    report = reconcile_once(rt, sched)
+    assert report.requeued_submits == [] and report.skipped_for_backlog == ["submit"]
+    assert sched.calls == []
+    # ... and resends it once the queue is empty and the job is still queued
+    broker.delete("submit")
+    report = reconcile_once(rt, sched)
+    assert report.requeued_submits == [job_id] and sched.calls == [("submit", job_id)]
+    assert emulator_server.stats()["creates_accepted"] == 0
+
+
+def test_a_backlog_in_one_queue_holds_back_only_that_stage(
+    rt: Runtime, sched: RecordingScheduler, emulator_server: EmulatorServer
+) -> None:
+    record = submitted_job(rt, sched)
+    rt.store.update(record.job_id, set_fields={"next_poll_at": now() - 60})
+    age()
+    broker = rt.broker()
+    assert broker is not None
+    broker.lpush("download", "a download still waiting")
+    report = reconcile_once(rt, sched)
+    assert report.repolled == [record.job_id]
+    assert report.skipped_for_backlog == ["download"]
