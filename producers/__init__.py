@@ -3,6 +3,7 @@
 from producers.api import JobHandle, Producer, StoredImage, validate_request
 from producers.errors import (
     CreditBudgetExceededError,
+    EnqueueUncertainError,
     InvalidRequestError,
     JobNotCancellableError,
     JobNotFoundError,
@@ -16,6 +17,7 @@ from workers.jobs.state import JobState
 
 __all__ = [
     "CreditBudgetExceededError",
+    "EnqueueUncertainError",
     "GenerationRequest",
     "InvalidRequestError",
     "JobHandle",

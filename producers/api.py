@@ -20,11 +20,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from celery import Celery
+from kombu.exceptions import KombuError
 from pydantic import ValidationError
 
 from producers.errors import (
     CreditBudgetExceededError,
+    EnqueueUncertainError,
     InvalidRequestError,
     JobNotCancellableError,
     JobNotFoundError,
@@ -38,6 +41,7 @@ from workers.jobs.ids import InvalidJobIdError, new_job_id, validate_job_id
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 from workers.jobs.store import JobNotFoundError as StoreJobNotFoundError
+from workers.logs import get_logger
 from workers.resilience.credits import CreditLedger
 from workers.runtime import Runtime
 from workers.settings import Settings, get_settings
@@ -54,6 +58,12 @@ class StoredImage:
     sha256: str
     size: int
     content_type: str
+
+
+#: What a broken Redis connection or a failed kombu publish raise.
+_BROKER_ERRORS = (KombuError, redis.RedisError, OSError)
+
+log = get_logger("nbq.producer")
 
 
 def _generate_kwargs(record: JobRecord) -> dict[str, Any]:
@@ -143,12 +153,36 @@ class Producer:
         record = JobRecord(
             job_id=new_job_id(), request=valid.to_api_json(), producer=producer, batch_id=batch_id
         )
-        record, batched = send_with_record(
-            self.celery, self.runtime.store, record, _generate_kwargs(record)
-        )
+        try:
+            record, batched = send_with_record(
+                self.celery, self.runtime.store, record, _generate_kwargs(record)
+            )
+        except _BROKER_ERRORS as exc:
+            # The pipeline broke somewhere: the message, the record, both or neither may
+            # be in Redis. Make sure of the record (then the job cannot be lost: the
+            # reconciler re-sends a recorded job's missing message) and send again (a
+            # duplicate message is harmless).
+            return self._finish_enqueue(record, reason=type(exc).__name__)
         if not batched:
-            self._one_trip = False  # this transport publishes at once: record it now
-            self.runtime.store.create(record)
+            self._one_trip = False  # this transport does not batch: use the two-step path
+            return self._finish_enqueue(record, reason=None)
+        return JobHandle(self, record.job_id)
+
+    def _finish_enqueue(self, record: JobRecord, *, reason: str | None) -> JobHandle:
+        """Record first (if missing), then send; only a missing record is an error."""
+        try:
+            self.runtime.store.create(record)  # idempotent: keeps a record already written
+        except _BROKER_ERRORS as exc:
+            raise EnqueueUncertainError(record.job_id, reason or type(exc).__name__) from exc
+        try:
+            self.celery.send_task(TASK_GENERATE, kwargs=_generate_kwargs(record))
+        except _BROKER_ERRORS as exc:
+            log.warning(
+                "enqueue_message_not_sent",
+                job_id=record.job_id,
+                error=type(exc).__name__,
+                recovery="the reconciler re-sends it (NBQ_STUCK_AFTER_S)",
+            )
         return JobHandle(self, record.job_id)
 
     def _check_budget(self, request: GenerationRequest, producer: str | None) -> None:

@@ -8,7 +8,8 @@
     ├── JobNotFoundError        no such job (or past retention)
     ├── JobNotCancellableError  the job already ended
     ├── JobNotStoredError       results asked for a job that is not stored (yet)
-    └── WaitTimeoutError        ``wait`` gave up; the job goes on
+    ├── WaitTimeoutError        ``wait`` gave up; the job goes on
+    └── EnqueueUncertainError   Redis failed mid-enqueue; ``job_id`` may or may not be queued
 """
 
 from __future__ import annotations
@@ -43,3 +44,18 @@ class JobNotStoredError(ProducerError):
 
 class WaitTimeoutError(ProducerError, TimeoutError):
     pass
+
+
+class EnqueueUncertainError(ProducerError):
+    """Redis failed half way through an enqueue: the job may or may not exist.
+
+    Enqueue again with ``job_id=error.job_id``: the id is an idempotency key, so this
+    records and sends the job if it is missing and does nothing twice if it is not.
+    """
+
+    def __init__(self, job_id: str, reason: str) -> None:
+        super().__init__(
+            f"enqueue of job {job_id} interrupted ({reason}); it may or may not be queued: "
+            f"enqueue again with job_id={job_id!r} (idempotent) to be sure"
+        )
+        self.job_id = job_id

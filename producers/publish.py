@@ -45,16 +45,20 @@ def send_with_record(
 ) -> tuple[JobRecord, bool]:
     """Publish ``nbq.generate`` and create ``record`` in one pipeline.
 
-    Returns ``(stamped record, True)``; ``False`` when the transport published at once
-    (it cannot batch): the message is out, the record is not yet written — the caller
-    writes it next and stops using this path.
+    Returns ``(stamped record, True)``; ``False`` when the record could not join the
+    message's pipeline (the transport published at once, or buffered nothing): the caller
+    writes the record and sends again (a duplicate message is harmless). Redis and kombu
+    errors propagate: the pipeline may have run in part (``kombu`` says "delivery is
+    uncertain"), which ``Producer`` resolves.
     """
     stamped, eval_args = store.create_eval_args(record)
     with app.producer_or_acquire() as producer, producer.batch() as batch:
         app.send_task(TASK_GENERATE, kwargs=kwargs, producer=producer)
         session = getattr(batch.state, "session", None)
         pipeline = getattr(session, "pipeline", None)
-        if pipeline is None:
+        if pipeline is None or len(pipeline) == 0:
+            # Published at once (no batching), or nothing was buffered (kombu would not
+            # flush our create alone): the caller records and sends the two-step way.
             return stamped, False
         pipeline.execute_command(*eval_args)
     return stamped, True

@@ -6,7 +6,11 @@ import base64
 import json
 from typing import Any
 
+import pytest
+import redis
+
 from producers.api import Producer
+from producers.errors import EnqueueUncertainError
 from tests.support.redis_server import RedisServer
 from workers.app import create_app
 from workers.jobs.state import JobState
@@ -39,12 +43,24 @@ def _calls(server: RedisServer, command: str) -> int:
     return int(stats.get("calls", 0))
 
 
-def test_record_message_and_sent_event_share_one_pipeline(redis_server: RedisServer) -> None:
+def test_record_message_and_sent_event_share_one_pipeline(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     producer = _producer(Settings(broker_url=redis_server.url, evolink_api_key="k"))
     producer.enqueue(REQUEST)  # warm-up: kombu declares the queue once
     redis_server.client().config_resetstat()
+    executed: list[list[str]] = []
+    real_execute = redis.client.Pipeline.execute
+
+    def spy(pipe: redis.client.Pipeline, *args: Any, **kwargs: Any) -> Any:
+        executed.append([str(args[0]).upper() for args, _ in pipe.command_stack])
+        return real_execute(pipe, *args, **kwargs)
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", spy)
 
     handle = producer.enqueue(REQUEST, producer="billing", batch_id="b-1")
+
+    assert executed == [["LPUSH", "PUBLISH", "EVAL"]]  # one pipeline, one round trip
 
     # The create script travels as EVAL inside kombu's publish pipeline (never EVALSHA,
     # which a pipeline we do not execute could not recover from after a Redis restart).
@@ -59,7 +75,7 @@ def test_record_message_and_sent_event_share_one_pipeline(redis_server: RedisSer
     assert sent == [{**expected, "batch_id": "b-1"}]
 
 
-def test_a_worker_reading_the_message_first_records_the_same_job(
+def test_the_message_carries_everything_a_worker_needs_to_record_the_same_job(
     redis_server: RedisServer,
 ) -> None:
     settings = Settings(broker_url=redis_server.url, evolink_api_key="k")
@@ -68,7 +84,8 @@ def test_a_worker_reading_the_message_first_records_the_same_job(
     written = producer.status(handle.job_id)
     (kwargs,) = [m for m in _generate_messages(redis_server) if m["job_id"] == handle.job_id]
 
-    # As nbq.generate would if it ran before the record existed: same fields, one record.
+    # If a worker ever ran nbq.generate before the record was written, its intake would
+    # record the same job from the message alone.
     redis_server.client().delete(producer.runtime.store.key(handle.job_id))
     from_message = intake(Runtime.from_settings(settings), **kwargs)
 
@@ -91,3 +108,40 @@ def test_a_separate_job_store_gets_the_record_before_the_message(
     assert redis_server.client().exists(producer.runtime.store.key(handle.job_id)) == 0
     (kwargs,) = [m for m in _generate_messages(redis_server) if m["job_id"] == handle.job_id]
     assert kwargs["batch_id"] == "b-3"
+
+
+def test_a_pipeline_broken_half_way_still_leaves_a_recorded_job(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The message goes out but the create inside the same pipeline fails: kombu reports
+    # "delivery is uncertain". The producer makes sure of the record and sends again.
+    producer = _producer(Settings(broker_url=redis_server.url, evolink_api_key="k"))
+    real_args = producer.runtime.store.create_eval_args
+
+    def broken(record: Any) -> Any:
+        stamped, _ = real_args(record)
+        return stamped, ["EVAL", "return redis.call('NO_SUCH_COMMAND')", 0]
+
+    monkeypatch.setattr(producer.runtime.store, "create_eval_args", broken)
+
+    handle = producer.enqueue(REQUEST, batch_id="b-4")
+
+    record = producer.status(handle.job_id)
+    assert record.state is JobState.QUEUED and record.batch_id == "b-4"
+    sent = [m for m in _generate_messages(redis_server) if m["job_id"] == handle.job_id]
+    assert len(sent) == 2  # the first and the re-send; submit's claim has one winner
+
+
+def test_redis_gone_mid_enqueue_raises_with_the_job_id_to_retry_with(
+    redis_server: RedisServer,
+) -> None:
+    settings = Settings(broker_url=redis_server.url, evolink_api_key="k")
+    producer = _producer(settings)
+    producer.celery.conf.broker_connection_retry = False
+    producer.celery.conf.task_publish_retry = False
+    redis_server.stop()
+
+    with pytest.raises(EnqueueUncertainError) as caught:
+        producer.enqueue(REQUEST)
+
+    assert caught.value.job_id and f"job_id={caught.value.job_id!r}" in str(caught.value)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import redis
 
 from workers.broker_queues import queue_lengths
-from workers.contract import ALL_QUEUES, QUEUE_DOWNLOAD, QUEUE_POLL, QUEUE_SUBMIT
+from workers.contract import ALL_QUEUES, QUEUE_DOWNLOAD, QUEUE_SUBMIT
 from workers.jobs.state import ACTIVE_STATES, JobState
 from workers.logs import get_logger
 from workers.resilience.breaker import _text
@@ -26,6 +26,9 @@ log = get_logger("nbq.reconcile")
 
 #: How many ids one pass reads per state (the rest wait for the next pass).
 BATCH = 500
+#: While a stage's queue holds messages, its idle jobs wait this many times longer
+#: before a re-drive (NBQ_STUCK_AFTER_S 120 s → 20 min).
+BACKLOG_HOLD_FACTOR = 10
 
 
 @dataclass
@@ -34,8 +37,8 @@ class ReconcileReport:
     recovered_submitting: list[str] = field(default_factory=list)
     repolled: list[str] = field(default_factory=list)
     redownloaded: list[str] = field(default_factory=list)
-    #: Queues whose waiting messages held this pass's re-drives of their stage back.
-    skipped_for_backlog: list[str] = field(default_factory=list)
+    #: Queues whose waiting messages made this pass hold their stage's re-drives longer.
+    held_for_backlog: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -52,37 +55,34 @@ def reconcile_once(rt: Runtime, sched: Scheduler) -> ReconcileReport:
     stuck_after_s = rt.settings.stuck_after_s
     cutoff = now() - stuck_after_s
     # A job idle behind a long queue has not lost its message: it is waiting its turn.
-    # Re-driving it would add a duplicate to that very queue on every pass (a backlog
-    # longer than NBQ_STUCK_AFTER_S fed itself that way). A stage's jobs are re-driven
-    # only while its queue is empty; a lost message is then found as soon as it drains.
+    # Re-driving it adds a duplicate to that very queue on every pass (a backlog longer
+    # than NBQ_STUCK_AFTER_S fed itself that way). So while the stage's queue holds
+    # messages, queued and downloading jobs are re-driven only after BACKLOG_HOLD_FACTOR
+    # times the usual idle time (a message lost under continuous load is still found).
+    # Submitting and generating jobs are never held: their messages are not in a queue
+    # (an early-acked submit, countdown polls) and a backlog says nothing about them.
     backlog = _waiting_messages(rt)
-    report.skipped_for_backlog = sorted(q for q, n in backlog.items() if n > 0)
-    if report.skipped_for_backlog:
-        log.info("reconcile_waits_for_backlog", queues=backlog)
+    report.held_for_backlog = sorted(q for q, n in backlog.items() if n > 0)
+    if report.held_for_backlog:
+        log.info("reconcile_holds_for_backlog", queues=backlog)
+
+    def idle_cutoff(queue: str, idle_s: float) -> float:
+        return now() - idle_s * (BACKLOG_HOLD_FACTOR if backlog.get(queue) else 1)
 
     # Queued and idle: the producer died before sending, or the message was lost. While
     # the breaker is open, waiting jobs touch their record on every hop (at most
     # MAX_QUOTA_WAIT_S apart), so only one idle for two hops has lost its message.
-    queued_cutoff = cutoff
+    queued_idle_s = stuck_after_s
     if rt.breaker.status().is_open:
-        queued_cutoff = now() - max(stuck_after_s, 2 * MAX_QUOTA_WAIT_S)
-    queued_idle = (
-        []
-        if backlog.get(QUEUE_SUBMIT)
-        else rt.store.ids_in_state(JobState.QUEUED, updated_before=queued_cutoff, limit=BATCH)
-    )
-    for job_id in queued_idle:
+        queued_idle_s = max(stuck_after_s, 2 * MAX_QUOTA_WAIT_S)
+    queued_cutoff = idle_cutoff(QUEUE_SUBMIT, queued_idle_s)
+    for job_id in rt.store.ids_in_state(JobState.QUEUED, updated_before=queued_cutoff, limit=BATCH):
         if _touch(rt, job_id, JobState.QUEUED):
             sched.submit(job_id)
             report.requeued_submits.append(job_id)
 
     # Submitting and idle: the submit worker died mid-create (its message was acked early).
-    submitting_idle = (
-        []
-        if backlog.get(QUEUE_SUBMIT)
-        else rt.store.ids_in_state(JobState.SUBMITTING, updated_before=cutoff, limit=BATCH)
-    )
-    for job_id in submitting_idle:
+    for job_id in rt.store.ids_in_state(JobState.SUBMITTING, updated_before=cutoff, limit=BATCH):
         raw = _raw(rt, job_id)
         if raw is None:
             continue
@@ -101,12 +101,7 @@ def reconcile_once(rt: Runtime, sched: Scheduler) -> ReconcileReport:
             report.recovered_submitting.append(job_id)
 
     # Generating with no poll due for a long time: the poll chain was lost.
-    generating_idle = (
-        []
-        if backlog.get(QUEUE_POLL)
-        else rt.store.ids_in_state(JobState.GENERATING, updated_before=cutoff, limit=BATCH)
-    )
-    for job_id in generating_idle:
+    for job_id in rt.store.ids_in_state(JobState.GENERATING, updated_before=cutoff, limit=BATCH):
         record = rt.store.get(job_id)
         if record is None:
             _forget(rt, job_id)
@@ -127,15 +122,12 @@ def reconcile_once(rt: Runtime, sched: Scheduler) -> ReconcileReport:
             report.repolled.append(job_id)
 
     # Downloading and idle longer than a download may take: the download was lost.
-    download_cutoff = now() - max(stuck_after_s, rt.settings.download_timeout_s * 1.5)
-    downloading_idle = (
-        []
-        if backlog.get(QUEUE_DOWNLOAD)
-        else rt.store.ids_in_state(
-            JobState.DOWNLOADING, updated_before=download_cutoff, limit=BATCH
-        )
+    download_cutoff = idle_cutoff(
+        QUEUE_DOWNLOAD, max(stuck_after_s, rt.settings.download_timeout_s * 1.5)
     )
-    for job_id in downloading_idle:
+    for job_id in rt.store.ids_in_state(
+        JobState.DOWNLOADING, updated_before=download_cutoff, limit=BATCH
+    ):
         if _touch(rt, job_id, JobState.DOWNLOADING):
             sched.download(job_id)
             report.redownloaded.append(job_id)

@@ -10,7 +10,7 @@ from workers.runtime import Runtime
 from workers.stages import poll as poll_stage
 from workers.stages import submit as submit_stage
 from workers.stages.common import now
-from workers.stages.reconcile import reconcile_once
+from workers.stages.reconcile import BACKLOG_HOLD_FACTOR, reconcile_once
 
 
 def test_a_job_stuck_in_submitting_is_requeued_outcome_unknown_and_resent_under_its_key(
@@ -90,7 +90,7 @@ def test_a_job_stuck_downloading_is_downloaded_again(
     assert reconcile_once(rt, sched).total == 0
 
 
-def test_a_job_waiting_behind_a_long_submit_queue_is_not_resent_until_the_queue_drains(
+def test_a_job_waiting_behind_a_long_submit_queue_is_held_not_resent(
     rt: Runtime, sched: RecordingScheduler, emulator_server: EmulatorServer
 ) -> None:
     # Given a queued job idle past the threshold while other submits still wait in the
@@ -100,26 +100,46 @@ def test_a_job_waiting_behind_a_long_submit_queue_is_not_resent_until_the_queue_
     broker = rt.broker()
     assert broker is not None
     broker.lpush("submit", "a message still waiting its turn")
-    # Then the reconciler leaves it alone (a resend would only lengthen that queue) ...
+    # Then the reconciler holds it (a resend would only lengthen that queue) ...
     report = reconcile_once(rt, sched)
-    assert report.requeued_submits == [] and report.skipped_for_backlog == ["submit"]
+    assert report.requeued_submits == [] and report.held_for_backlog == ["submit"]
     assert sched.calls == []
-    # ... and resends it once the queue is empty and the job is still queued
+    # ... and resends it as soon as the queue is empty and the job is still queued
     broker.delete("submit")
     report = reconcile_once(rt, sched)
     assert report.requeued_submits == [job_id] and sched.calls == [("submit", job_id)]
     assert emulator_server.stats()["creates_accepted"] == 0
 
 
-def test_a_backlog_in_one_queue_holds_back_only_that_stage(
+def test_a_queue_that_never_empties_only_delays_the_resend_of_a_lost_message(
+    rt: Runtime, sched: RecordingScheduler
+) -> None:
+    job_id = new_job(rt)
+    broker = rt.broker()
+    assert broker is not None
+    broker.lpush("submit", "steady traffic")
+    age()
+    assert reconcile_once(rt, sched).requeued_submits == []
+    # Idle for BACKLOG_HOLD_FACTOR x NBQ_STUCK_AFTER_S (0.2 s in these tests): resent anyway.
+    age(rt.settings.stuck_after_s * BACKLOG_HOLD_FACTOR)
+    assert reconcile_once(rt, sched).requeued_submits == [job_id]
+
+
+def test_a_backlog_never_holds_jobs_whose_messages_are_not_in_a_queue(
     rt: Runtime, sched: RecordingScheduler, emulator_server: EmulatorServer
 ) -> None:
+    # A lost poll chain (countdown polls sit in worker memory) and a submit that died
+    # mid-create (its message was acked early) are recovered whatever the queues hold.
     record = submitted_job(rt, sched)
     rt.store.update(record.job_id, set_fields={"next_poll_at": now() - 60})
+    dying = new_job(rt)
+    rt.store.transition(dying, JobState.SUBMITTING, allowed_from={JobState.QUEUED})
     age()
     broker = rt.broker()
     assert broker is not None
-    broker.lpush("download", "a download still waiting")
+    for queue in ("submit", "poll", "download"):
+        broker.lpush(queue, "a message still waiting")
     report = reconcile_once(rt, sched)
     assert report.repolled == [record.job_id]
-    assert report.skipped_for_backlog == ["download"]
+    assert report.recovered_submitting == [dying]
+    assert report.held_for_backlog == ["download", "poll", "submit"]
