@@ -162,9 +162,16 @@ def test_no_secret_appears_in_logs_redis_messages_objects_or_job_errors(
         timeout_s=30,
         what="a 402 burst",
     )
-    # Mid-run: messages wait in the broker while the quota breaker is open
-    mid_run, bodies = _scan_redis(stack)
-    assert bodies >= 1  # the scan did read waiting messages
+    # Mid-run: messages wait in the broker while the quota breaker is open (the 402'd
+    # submits re-send themselves with a countdown a moment after the 402 is counted)
+    mid_run: list[str] = []
+
+    def scanned_a_waiting_message() -> bool:
+        hits, bodies = _scan_redis(stack)
+        mid_run[:] = hits
+        return bodies >= 1  # the scan did read waiting messages
+
+    wait_until(scanned_a_waiting_message, timeout_s=30, what="a message waiting in the broker")
     stack.emulator.set_credits(None)
     records = stack.wait_all(producer, job_ids)
     assert records[failing].state is JobState.FAILED
