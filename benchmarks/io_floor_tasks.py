@@ -15,15 +15,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from celery import Celery, chain
-from kombu.entity import Queue
+from celery import chain
 
+from benchmarks.baseline_app import baseline_app
 from benchmarks.harness import REQUEST
-from workers.app import celery_config
 from workers.evolink.models import GenerationRequest
 from workers.evolink.results import open_result
 from workers.runtime import get_runtime
-from workers.settings import get_settings
 
 QUEUE = "bench-io"
 DONE_KEY = "bench:io:done"
@@ -32,17 +30,7 @@ RESULT_URL_ENV = "NBQ_BENCH_RESULT_URL"
 # Configured at import from the environment: import only after the benchmark's own
 # services are in the settings (``harness.use_env``), never at the top of a bench module.
 
-app = Celery("nbq-bench-io")
-_config = celery_config(get_settings())
-_config.update(
-    {
-        "task_queues": [Queue(QUEUE)],  # type: ignore[no-untyped-call]
-        "task_default_queue": QUEUE,
-        "task_routes": {},
-        "task_annotations": {},
-    }
-)
-app.conf.update(_config)
+app = baseline_app("nbq-bench-io", QUEUE)
 
 
 @app.task(name="bench.io.create")  # type: ignore[untyped-decorator]

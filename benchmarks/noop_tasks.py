@@ -13,26 +13,15 @@ import os
 from typing import Any
 
 import redis
-from celery import Celery, chain
-from kombu.entity import Queue
+from celery import chain
 
-from workers.app import celery_config
+from benchmarks.baseline_app import baseline_app
 from workers.settings import get_settings
 
 QUEUE = "bench-noop"
 DONE_KEY = "bench:noop:done"
 
-app = Celery("nbq-bench-noop")
-_config = celery_config(get_settings())
-_config.update(
-    {
-        "task_queues": [Queue(QUEUE)],  # type: ignore[no-untyped-call]
-        "task_default_queue": QUEUE,
-        "task_routes": {},
-        "task_annotations": {},
-    }
-)
-app.conf.update(_config)
+app = baseline_app("nbq-bench-noop", QUEUE)
 _redis: dict[int, redis.Redis] = {}
 
 

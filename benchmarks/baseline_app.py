@@ -1,0 +1,30 @@
+"""The Celery app of a B1 baseline: the pipeline's configuration on one queue of its own.
+
+JSON, prefetch 1, task events on, the same broker — so the only difference from the real
+pipeline is the work each task does. Built from the environment at import: import a
+baseline module only after the benchmark's services are in the settings
+(``harness.use_env``).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu.entity import Queue
+
+from workers.app import celery_config
+from workers.settings import get_settings
+
+
+def baseline_app(name: str, queue: str) -> Celery:
+    app = Celery(name)
+    config = celery_config(get_settings())
+    config.update(
+        {
+            "task_queues": [Queue(queue)],  # type: ignore[no-untyped-call]
+            "task_default_queue": queue,
+            "task_routes": {},
+            "task_annotations": {},
+        }
+    )
+    app.conf.update(config)
+    return app
