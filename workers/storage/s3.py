@@ -188,12 +188,7 @@ class ObjectStore:
             if isinstance(reader.failure, ResultTooLargeError):
                 self._discard(key)
             raise reader.failure from None
-        final_metadata: dict[str, str | list[str] | tuple[str]] = {
-            **metadata,
-            "sha256": reader.sha256,
-            "size": str(reader.size),
-            "Content-Type": image.content_type,
-        }
+        final_metadata = {**_checksummed(metadata, reader), "Content-Type": image.content_type}
         with self._translate("set metadata on", key):
             self._client.copy_object(
                 self.bucket,
@@ -202,13 +197,7 @@ class ObjectStore:
                 metadata=final_metadata,
                 metadata_directive=REPLACE,
             )
-        return StoredObject(
-            key=key,
-            sha256=reader.sha256,
-            size=reader.size,
-            content_type=image.content_type,
-            source_index=source_index,
-        )
+        return _stored_object(key, reader, image, source_index)
 
     def _put_small(
         self,
@@ -219,11 +208,7 @@ class ObjectStore:
         metadata: Mapping[str, str],
         source_index: int,
     ) -> StoredObject:
-        final_metadata: dict[str, str | list[str] | tuple[str]] = {
-            **metadata,
-            "sha256": reader.sha256,
-            "size": str(reader.size),
-        }
+        final_metadata = _checksummed(metadata, reader)
         with self._translate("upload", key):
             self._client.put_object(
                 self.bucket,
@@ -233,13 +218,7 @@ class ObjectStore:
                 content_type=image.content_type,
                 metadata=final_metadata,
             )
-        return StoredObject(
-            key=key,
-            sha256=reader.sha256,
-            size=reader.size,
-            content_type=image.content_type,
-            source_index=source_index,
-        )
+        return _stored_object(key, reader, image, source_index)
 
     def put_json(self, key: str, data: Any) -> None:
         """Store ``data`` as pretty, key-sorted JSON (``application/json``)."""
@@ -455,3 +434,22 @@ def parse_endpoint(endpoint: str, *, default_secure: bool) -> tuple[str, bool]:
     if parts.path.strip("/") or parts.query or parts.username or parts.password:
         raise ConfigError("NBQ_S3_ENDPOINT: must not contain a path, query or credentials")
     return parts.netloc, parts.scheme == "https"
+
+
+def _checksummed(
+    metadata: Mapping[str, str], reader: _HashingReader
+) -> dict[str, str | list[str] | tuple[str]]:
+    """The caller's metadata plus what is known only after the last byte."""
+    return {**metadata, "sha256": reader.sha256, "size": str(reader.size)}
+
+
+def _stored_object(
+    key: str, reader: _HashingReader, image: ImageType, source_index: int
+) -> StoredObject:
+    return StoredObject(
+        key=key,
+        sha256=reader.sha256,
+        size=reader.size,
+        content_type=image.content_type,
+        source_index=source_index,
+    )
