@@ -115,7 +115,9 @@ class VendorApi:
             existing = state.store.find_idempotent(api_key, idempotency_key)
             if existing is not None:
                 state.stats.idempotent_repeats += 1
-                return json_response(state.store.view(existing, state.clock()))
+                return json_response(
+                    state.store.view(existing, state.clock()), headers=existing.headers()
+                )
         cost = state.charge(valid.quality)
         fail = faults.fire("create", _FAIL, prompt=valid.prompt) if faults.rules else None
         task = state.create_task(
@@ -127,7 +129,7 @@ class VendorApi:
                 return mark_drop(request)
             if faults.fire("create", _MALFORMED, prompt=valid.prompt):
                 return malformed(payload)
-        return Response(payload, 200, media_type="application/json")
+        return Response(payload, 200, task.headers(), media_type="application/json")
 
     async def query(self, request: Request) -> Response:
         state = self.state
@@ -169,4 +171,4 @@ class VendorApi:
                 view["result_data"] = [{"image_url": rewrite.url} for _ in view["results"]]
             if faults.fire("query", _MALFORMED, task_id=task_id, prompt=prompt):
                 return malformed(jsonio.dumps(view))
-        return Response(jsonio.dumps(view), 200, media_type="application/json")
+        return Response(jsonio.dumps(view), 200, task.headers(), media_type="application/json")

@@ -76,6 +76,12 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 
 
 async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    # RFC 9110: a 405 lists the methods the resource supports (Starlette's exception has them).
+    allow = dict(getattr(exc, "headers", None) or {})
     return ApiError(
-        405, "Method not allowed", code="method_not_allowed", error_type="invalid_request_error"
+        405,
+        "Method not allowed",
+        code="method_not_allowed",
+        error_type="invalid_request_error",
+        headers=allow,
     ).response()

@@ -51,6 +51,14 @@ def emulator(
         str | None, typer.Option(help="Base of result links; default http://HOST:PORT.")
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+    honour_idempotency: Annotated[
+        bool,
+        typer.Option(
+            "--honour-idempotency",
+            help="Return the first task for a repeated Idempotency-Key (the vendor documents "
+            "no such support, so it is off by default).",
+        ),
+    ] = False,
 ) -> None:
     """Run the Evolink API emulator (for tests and local runs)."""
     import uvicorn
@@ -71,6 +79,7 @@ def emulator(
         fixed_duration=fixed_duration,
         public_url=public_url,
         log_level=log_level,
+        honour_idempotency=honour_idempotency,
     )
     options: dict[str, Any] = uvicorn_speedups()
     uvicorn.run(

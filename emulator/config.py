@@ -45,8 +45,9 @@ class EmulatorConfig(BaseModel):
     log_level: str = "warning"
     #: Largest accepted create body; larger answers 413.
     max_body_bytes: int = Field(default=1_048_576, ge=1)
-    #: Honour ``Idempotency-Key`` (off = every create makes a task, as if unsupported).
-    honour_idempotency: bool = True
+    #: Honour ``Idempotency-Key``. Off by default, as the vendor documents no such support:
+    #: every create makes (and charges) a task. ``--honour-idempotency`` turns it on.
+    honour_idempotency: bool = False
     #: Budget of the rendered-image LRU cache.
     image_cache_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
 

@@ -78,6 +78,7 @@ class ControlApi:
         state = self.state
         snapshot = state.stats.snapshot()
         snapshot["tasks_by_status"] = state.tasks_by_status()
+        snapshot["honour_idempotency"] = state.honour_idempotency
         snapshot["tasks_total"] = len(state.store.tasks)
         snapshot["faults_fired"] = state.faults.fired
         snapshot["credits"] = state.credits
@@ -113,6 +114,7 @@ class ControlApi:
                 "duration_s": task.duration_s,
                 "duration_nominal_s": task.duration_nominal_s,
                 "estimated_time": task.estimated_time,
+                "estimated_time_exact": task.estimated_time_exact,
                 "size": task.size,
                 "quality": task.quality,
                 "thinking_level": task.thinking_level,

@@ -100,6 +100,9 @@ class EmulatorState:
             duration_s=duration_s,
             duration_nominal_s=nominal_s,
             estimated_time=self.durations.estimated_time(request.quality, request.thinking_level),
+            estimated_time_exact=self.durations.scaled_estimate_s(
+                request.quality, request.thinking_level
+            ),
             prompt=request.prompt,
             size=request.size,
             quality=request.quality,

@@ -16,6 +16,9 @@ from emulator.links import LinkSigner
 from emulator.timing import phase_at
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
+#: The exact (time-scaled, possibly fractional) estimate; ``task_info.estimated_time``
+#: carries it rounded up to whole seconds, as the spec's ``integer`` demands.
+ESTIMATE_HEADER = "X-Emulator-Estimated-Time"
 FINAL_STATUSES = frozenset({"completed", "failed"})
 
 
@@ -41,7 +44,7 @@ class TaskRecord:
     finishes_at: float
     duration_s: float
     duration_nominal_s: float
-    estimated_time: int | float
+    estimated_time: int  # whole seconds on the wire (the spec's ``integer``), rounded up
     prompt: str
     size: str
     quality: str
@@ -58,6 +61,14 @@ class TaskRecord:
     callback_state: str | None = None
     callback_attempts: list[CallbackAttempt] = field(default_factory=list)
     result_urls: list[str] | None = None
+    #: The exact scaled estimate, sent only in the emulator's own header (see ``headers``).
+    estimated_time_exact: float | None = None
+
+    def headers(self) -> dict[str, str]:
+        """Emulator-own response headers; the vendor API sends none of these."""
+        if self.estimated_time_exact is None:
+            return {}
+        return {ESTIMATE_HEADER: f"{self.estimated_time_exact:g}"}
 
     def status_at(self, now: float) -> tuple[str, int]:
         """``(status, progress)`` at ``now``."""

@@ -31,12 +31,14 @@ class DurationModel:
     rng: random.Random
     fixed_duration_s: float | None = None
 
-    def estimated_time(self, quality: str, thinking_level: str) -> int | float:
-        """What ``task_info.estimated_time`` reports: an integer at scale 1 (as the spec)."""
-        nominal = nominal_estimate_s(quality, thinking_level)
-        if self.time_scale == 1.0:
-            return round(nominal)
-        return round(nominal * self.time_scale, 6)
+    def estimated_time(self, quality: str, thinking_level: str) -> int:
+        """What ``task_info.estimated_time`` reports: whole seconds at every scale (the spec
+        types it ``integer``), rounded up so a client never polls before the real estimate."""
+        return max(1, math.ceil(self.scaled_estimate_s(quality, thinking_level) - 1e-9))
+
+    def scaled_estimate_s(self, quality: str, thinking_level: str) -> float:
+        """The exact scaled estimate (``X-Emulator-Estimated-Time``, not on the wire body)."""
+        return round(nominal_estimate_s(quality, thinking_level) * self.time_scale, 6)
 
     def draw_nominal_s(self, quality: str, thinking_level: str) -> float:
         """A full-scale generation time for one task."""

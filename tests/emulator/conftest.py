@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,10 +19,13 @@ with warnings.catch_warnings():  # starlette 1.x nags about httpx; it still work
 from emulator import EmulatorConfig, create_app
 from emulator.app import EmulatorApp
 
+#: ``../shared/evolink/`` beside the checkout; ``EVOLINK_CONTRACT_DIR`` points elsewhere
+#: (a git worktree that lives in another directory).
 SPEC_PATH = (
-    Path(__file__).resolve().parents[2].parent
-    / "shared"
-    / "evolink"
+    Path(
+        os.environ.get("EVOLINK_CONTRACT_DIR")
+        or Path(__file__).resolve().parents[2].parent / "shared" / "evolink"
+    )
     / "nano-banana-2-beta.openapi.yaml"
 )
 API_KEY = "test-key"

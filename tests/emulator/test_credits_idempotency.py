@@ -1,4 +1,5 @@
-"""Credits (402 when short) and ``Idempotency-Key`` (one task per key and API key)."""
+"""Credits (402 when short) and ``Idempotency-Key`` (ignored by default, as the vendor
+documents no support; with ``honour_idempotency`` one task per key and API key)."""
 
 from __future__ import annotations
 
@@ -38,8 +39,21 @@ def test_credits_can_be_topped_up_and_made_unlimited(make_client):
     assert client.put("/_emulator/credits", json={"credits": "lots"}).status_code == 400
 
 
-def test_repeat_with_the_same_idempotency_key_returns_the_first_task(make_client):
+def test_by_default_a_repeated_idempotency_key_creates_and_charges_a_second_task(make_client):
     client = make_client(credits=10)
+    headers = {**AUTH, "Idempotency-Key": "job-0"}
+
+    ids = {client.post(CREATE, json=body(), headers=headers).json()["id"] for _ in range(2)}
+
+    assert len(ids) == 2
+    stats = client.get("/_emulator/stats").json()
+    assert stats["honour_idempotency"] is False
+    assert stats["creates_by_idempotency_key"] == {"job-0": 2}
+    assert stats["credits"] == 5.0  # charged twice
+
+
+def test_honoured_a_repeat_with_the_same_idempotency_key_returns_the_first_task(make_client):
+    client = make_client(credits=10, honour_idempotency=True)
     headers = {**AUTH, "Idempotency-Key": "job-1"}
 
     first = client.post(CREATE, json=body(), headers=headers).json()
@@ -55,7 +69,7 @@ def test_repeat_with_the_same_idempotency_key_returns_the_first_task(make_client
 
 
 def test_idempotency_is_scoped_to_the_api_key(make_client):
-    client = make_client(api_keys=[])
+    client = make_client(api_keys=[], honour_idempotency=True)
     one = client.post(
         CREATE, json=body(), headers={"Authorization": "Bearer a", "Idempotency-Key": "k"}
     )
@@ -66,7 +80,7 @@ def test_idempotency_is_scoped_to_the_api_key(make_client):
 
 
 def test_with_idempotency_off_repeats_create_and_stats_show_the_duplicate(make_client):
-    client = make_client()
+    client = make_client(honour_idempotency=True)
     client.put("/_emulator/idempotency", json={"enabled": False})
     headers = {**AUTH, "Idempotency-Key": "job-2"}
 
@@ -79,7 +93,7 @@ def test_with_idempotency_off_repeats_create_and_stats_show_the_duplicate(make_c
 
 
 def test_repeat_of_an_invalid_request_is_still_rejected(make_client):
-    client = make_client()
+    client = make_client(honour_idempotency=True)
     headers = {**AUTH, "Idempotency-Key": "job-3"}
     assert client.post(CREATE, json=body(size="2:1"), headers=headers).status_code == 400
     assert client.post(CREATE, json=body(), headers=headers).status_code == 200
@@ -92,7 +106,7 @@ def test_concurrent_repeats_of_one_key_create_a_single_task():
 
     from emulator import EmulatorConfig, create_app
 
-    app = create_app(EmulatorConfig(api_keys=["test-key"], credits=100))
+    app = create_app(EmulatorConfig(api_keys=["test-key"], credits=100, honour_idempotency=True))
 
     async def burst() -> set[str]:
         transport = httpx.ASGITransport(app=app)

@@ -203,7 +203,8 @@ def test_nbq_emulator_command_serves_the_api(tmp_path):
         response = httpx.post(f"http://127.0.0.1:{port}/v1/images/generations", json=BODY,
                               headers={"Authorization": "Bearer k"}, trust_env=False)  # fmt: skip
         assert response.status_code == 200
-        assert response.json()["task_info"]["estimated_time"] == 0.2
+        assert response.json()["task_info"]["estimated_time"] == 1  # 0.2 s, whole seconds up
+        assert response.headers["X-Emulator-Estimated-Time"] == "0.2"
     finally:
         stop(proc)
 

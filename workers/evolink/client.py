@@ -51,6 +51,9 @@ MAX_CONNECTIONS: Final = 50
 MAX_MESSAGE_CHARS: Final = 300
 #: Statuses whose body may carry a ``fallback_suggestion`` wait.
 SUGGESTION_STATUSES: Final = frozenset({429, 503})
+#: The project's emulator sends its exact time-scaled estimate here (the body's
+#: ``estimated_time`` is whole seconds, as the spec types it). The vendor never sends it.
+EMULATOR_ESTIMATE_HEADER: Final = "X-Emulator-Estimated-Time"
 
 Endpoint = Literal["create", "query"]
 
@@ -198,11 +201,31 @@ class EvolinkClient:
                 _log_failure(endpoint, malformed, context)
                 raise malformed from exc
             metrics.api_call(endpoint, response.status_code, "")
-            return task
+            return _with_exact_estimate(task, response.headers.get(EMULATOR_ESTIMATE_HEADER))
         error = _status_error(endpoint, response)
         metrics.api_call(endpoint, response.status_code, error.code or error.reason)
         _log_failure(endpoint, error, context)
         raise error
+
+
+def _with_exact_estimate(task: Task, header: str | None) -> Task:
+    """Refine the integer ``estimated_time`` by the emulator's exact one, when consistent.
+
+    Only a value within the integer's last second counts (``ceil(exact) == integer``):
+    the refinement can never move a poll by more than a second, and an answer without the
+    header (the real API) keeps its integer unchanged.
+    """
+    whole = task.task_info.estimated_time
+    if header is None or whole is None:
+        return task
+    try:
+        exact = float(header)
+    except ValueError:
+        return task
+    if not (0 < exact <= whole < exact + 1):
+        return task
+    info = task.task_info.model_copy(update={"estimated_time": exact})
+    return task.model_copy(update={"task_info": info})
 
 
 def _transport_error(endpoint: Endpoint, exc: httpx.TransportError) -> TransportError:
