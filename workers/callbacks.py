@@ -8,6 +8,12 @@ Callbacks carry no signature, so a delivery is only a hint that a task may have 
   carrying the job's current poll token. The poll stage claims that token atomically and
   re-fetches ``GET /v1/tasks/{id}`` before acting, so a forged or stale body changes
   nothing, and a duplicate poll finds a stale token and stops;
+* a delivery for a job whose create outcome is unknown (``outcome_unknown``: the create's
+  answer was lost) names the task that create made: one ``nbq.adopt`` re-fetches that
+  task and, if the API knows it, makes it the job's — the paid task is recovered instead
+  of paying for another. Arriving while the job is still ``submitting`` (or queued after
+  a crash), the reported id is only noted on the record (``callback_task_id``) and the
+  submit stage adopts it when it finds the outcome unknown;
 * repeated deliveries (the vendor retries) are deduplicated with ``SET NX`` per job, task
   and reported status;
 * nothing in the body is ever followed: result links come from the re-fetch.
@@ -18,9 +24,11 @@ Outcomes (what the receiver answers; none of them changes the job record):
 outcome            HTTP  when
 =================  ====  ==========================================================
 ``poll_sent``      202   valid token, job generating: an immediate poll was sent
+``adopt_sent``     202   valid token, job ``outcome_unknown``: its task is being adopted
 ``duplicate``      200   the same job/task/status was already handled
 ``ignored``        200   valid token, but the job is gone, ended or on another task
-``not_ready``      409   valid token, job still submitting (the vendor retries soon)
+``not_ready``      409   valid token, job still submitting (the vendor retries soon; the
+                         reported task id is noted for adoption)
 ``rejected``       404   wrong or missing token (same answer as an unknown job)
 =================  ====  ==========================================================
 """
@@ -51,6 +59,7 @@ KNOWN_STATUSES = frozenset({"pending", "processing", "completed", "failed", "can
 
 class CallbackOutcome(StrEnum):
     POLL_SENT = "poll_sent"  # an immediate poll re-fetches the task
+    ADOPT_SENT = "adopt_sent"  # the job's create outcome was unknown: adopt the named task
     DUPLICATE = "duplicate"  # this delivery was already handled
     IGNORED = "ignored"  # valid, but nothing to do (job gone, ended, or another task)
     NOT_READY = "not_ready"  # the job has not recorded its task yet; ask for a retry
@@ -63,6 +72,7 @@ class CallbackOutcome(StrEnum):
 
 _HTTP_STATUS = {
     CallbackOutcome.POLL_SENT: 202,
+    CallbackOutcome.ADOPT_SENT: 202,
     CallbackOutcome.DUPLICATE: 200,
     CallbackOutcome.IGNORED: 200,
     CallbackOutcome.NOT_READY: 409,
@@ -71,6 +81,10 @@ _HTTP_STATUS = {
 
 #: Sends ``nbq.poll(job_id, token)`` now (the ingress uses its Celery app).
 SendPoll = Callable[[str, str], None]
+#: Sends ``nbq.adopt(job_id, task_id)`` now.
+SendAdopt = Callable[[str, str], None]
+#: Longest task id noted from a callback body (real ids are ~40 characters).
+MAX_TASK_ID_CHARS = 128
 
 
 def callback_token(secret: str, job_id: str) -> str:
@@ -119,6 +133,7 @@ def receive_callback(
     job_id: str,
     token: str | None,
     body: bytes,
+    send_adopt: SendAdopt | None = None,
 ) -> CallbackOutcome:
     """Handle one delivery (fast: two Redis reads, one SET NX, one message)."""
     secret = settings.callback_secret.get_secret_value() if settings.callback_secret else ""
@@ -129,8 +144,34 @@ def receive_callback(
     status, body_task_id = reported_status_and_task(body)
     if record is None or record.is_terminal:
         return _logged(CallbackOutcome.IGNORED, job_id, None, status)
-    if record.state is JobState.SUBMITTING:
-        # The create may have answered, but submit has not recorded the task yet.
+    if body_task_id is not None and (
+        len(body_task_id) > MAX_TASK_ID_CHARS or body_task_id in record.previous_task_ids
+    ):
+        body_task_id = None  # oversized, or a late delivery for a task already replaced
+    if record.state is JobState.OUTCOME_UNKNOWN and body_task_id and send_adopt is not None:
+        dedup_key = f"{settings.key_prefix}:callback:{job_id}:{body_task_id}:adopt"
+        if not store.redis.set(dedup_key, "1", nx=True, ex=DEDUP_TTL_S):
+            return _logged(CallbackOutcome.DUPLICATE, job_id, body_task_id, status)
+        store.update(
+            job_id,
+            in_states={JobState.OUTCOME_UNKNOWN},
+            set_fields={"callback_task_id": body_task_id},
+        )
+        send_adopt(job_id, body_task_id)
+        return _logged(CallbackOutcome.ADOPT_SENT, job_id, body_task_id, status)
+    if record.state in (JobState.SUBMITTING, JobState.QUEUED) and (
+        record.state is JobState.SUBMITTING or record.create_outcome_unknown
+    ):
+        # The create may have answered, but submit has not recorded the task yet (or its
+        # answer was lost). Note the reported id: if the outcome turns out unknown, submit
+        # adopts it instead of waiting for a delivery that already came.
+        if body_task_id:
+            store.update(
+                job_id,
+                in_states={JobState.SUBMITTING, JobState.QUEUED},
+                expect={"evolink_task_id": None},
+                set_fields={"callback_task_id": body_task_id},
+            )
         return _logged(CallbackOutcome.NOT_READY, job_id, body_task_id, status)
     task_id = record.evolink_task_id
     if record.state is not JobState.GENERATING or not task_id:

@@ -14,6 +14,8 @@ TASK_SUBMIT: Final = "nbq.submit"
 TASK_POLL: Final = "nbq.poll"
 TASK_DOWNLOAD: Final = "nbq.download"
 TASK_RECONCILE: Final = "nbq.reconcile"
+#: Attach an existing API task (from a verified callback or a person) to a job.
+TASK_ADOPT: Final = "nbq.adopt"
 
 QUEUE_SUBMIT: Final = "submit"
 QUEUE_POLL: Final = "poll"
@@ -27,4 +29,5 @@ TASK_QUEUES: Final = {
     TASK_POLL: QUEUE_POLL,
     TASK_DOWNLOAD: QUEUE_DOWNLOAD,
     TASK_RECONCILE: QUEUE_POLL,
+    TASK_ADOPT: QUEUE_POLL,
 }

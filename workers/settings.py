@@ -100,8 +100,12 @@ class Settings(BaseSettings):
     retry_backoff_base_s: float = Field(1.0, gt=0)
     retry_backoff_max_s: float = Field(60.0, gt=0)
     breaker_probe_interval_s: float = Field(60.0, gt=0)
-    idempotent_creates: bool = True  # trust the API's Idempotency-Key when an outcome is unknown
-    at_least_once_creates: bool = False  # resend unknown creates even without that trust
+    # Trust the API's Idempotency-Key to resend a create whose outcome is unknown. Off: the
+    # vendor documents no such support (CONTRACT.md), and a resend it ignores pays twice.
+    idempotent_creates: bool = False
+    at_least_once_creates: bool = False  # resend unknown creates anyway (may pay twice)
+    # With callbacks on, how long an unknown-outcome job waits for its task's callback.
+    outcome_unknown_wait_s: float = Field(900.0, gt=0)
     creates_per_s: float = Field(0.0, ge=0)  # 0 = unlimited
     queries_per_s: float = Field(0.0, ge=0)
     max_in_flight: int = Field(0, ge=0)

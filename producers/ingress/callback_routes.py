@@ -17,7 +17,7 @@ from producers.ingress.context import Context
 from producers.ingress.errors import documented
 from producers.ingress.schemas import CallbackAnswer
 from workers.callbacks import receive_callback
-from workers.contract import TASK_POLL
+from workers.contract import TASK_ADOPT, TASK_POLL
 
 router = APIRouter(prefix="/v1/callbacks", tags=["callbacks"])
 
@@ -26,7 +26,11 @@ router = APIRouter(prefix="/v1/callbacks", tags=["callbacks"])
     "/evolink/{job_id}",
     response_model=CallbackAnswer,
     responses={
-        202: {"model": CallbackAnswer, "description": "an immediate poll re-fetches the task"},
+        202: {
+            "model": CallbackAnswer,
+            "description": "an immediate poll re-fetches the task (or, for a job whose create "
+            "outcome is unknown, the reported task is adopted)",
+        },
         404: {"model": CallbackAnswer, "description": "wrong or missing token"},
         409: {"model": CallbackAnswer, "description": "job not ready yet; deliver again later"},
         **documented(400, 413),
@@ -45,6 +49,11 @@ async def evolink_callback(
     def send_poll(poll_job_id: str, poll_token: str) -> None:
         celery.send_task(TASK_POLL, kwargs={"job_id": poll_job_id, "token": poll_token})
 
+    def send_adopt(adopt_job_id: str, task_id: str) -> None:
+        celery.send_task(
+            TASK_ADOPT, kwargs={"job_id": adopt_job_id, "task_id": task_id, "source": "callback"}
+        )
+
     outcome = await run_in_threadpool(
         receive_callback,
         context.settings,
@@ -53,6 +62,7 @@ async def evolink_callback(
         job_id=job_id,
         token=token,
         body=body,
+        send_adopt=send_adopt,
     )
     return JSONResponse(
         CallbackAnswer(outcome=outcome.value).model_dump(), status_code=outcome.http_status

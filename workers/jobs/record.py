@@ -47,7 +47,8 @@ class JobRecord(BaseModel):
     batch_id: str | None = None
     evolink_task_id: str | None = None
     progress: int = 0
-    attempts: int = 0  # API create calls made (each possibly paid)
+    attempts: int = 0  # API create calls made (each possibly paid): the create attempts
+    paid_creates: int = 0  # tasks the API accepted (a create answered, or a task adopted)
     create_seq: int = 1  # fresh-task round; the idempotency key is derived from it
     previous_task_ids: list[str] = Field(default_factory=list)  # tasks replaced by recreate
     poll_token: str | None = None  # only the poll carrying this token may continue the chain
@@ -59,6 +60,13 @@ class JobRecord(BaseModel):
     error: JobError | None = None
     waiting_reason: str | None = None  # why a queued job is not moving (quota, rate limit)
     create_outcome_unknown: bool = False
+    #: Set in the same write that claims a create, before the request leaves; cleared when
+    #: an answer says what happened. Still set after a crash = the outcome is unknown.
+    create_sent: bool = False
+    #: ``outcome_unknown``: the job waits for its task's callback until then (epoch s).
+    outcome_deadline_at: float | None = None
+    #: Task id a verified callback reported while the job could not take it yet.
+    callback_task_id: str | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
     deadline_at: float | None = None  # polling deadline (epoch seconds)
@@ -90,14 +98,16 @@ class JobRecord(BaseModel):
                 data[name] = json.loads(value)
             else:
                 data[name] = value
-        if data.get("create_outcome_unknown") is not None:
-            data["create_outcome_unknown"] = data["create_outcome_unknown"] in ("1", "true", "True")
+        for flag in ("create_outcome_unknown", "create_sent"):
+            if data.get(flag) is not None:
+                data[flag] = data[flag] in ("1", "true", "True")
         return cls.model_validate(data)
 
     def public_view(self) -> dict[str, Any]:
         """What status commands and the ingress show (result links stripped of signatures)."""
         data = self.model_dump(mode="json", exclude={"result_urls", "poll_token"})
         data["result_count"] = len(self.result_urls)
+        data["create_attempts"] = self.attempts
         return data
 
 

@@ -9,6 +9,12 @@
 ``submitting → queued`` also happens: a submit that must wait (quota breaker open, rate
 limit, retryable error before any API task exists) hands the job back to the queue.
 ``generating → submitting`` happens when a retryable task error asks for a fresh API task.
+
+``outcome_unknown``: a create may have made (and charged) a task, but no answer said so.
+With callbacks configured the job waits there for its task's callback (adopted →
+``generating``) until a deadline (→ ``failed``, reason ``outcome_unknown``). A person may
+move such a job, or a failed one, on by hand: ``nbq adopt`` (→ ``generating``) or
+``nbq retry`` (→ ``queued``); those are the only ways out of ``failed``.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ class JobState(StrEnum):
     QUEUED = "queued"  # set by the producer; waiting for a submit worker (or a quota pause)
     SUBMITTING = "submitting"  # set by the one submit worker that won the job
     GENERATING = "generating"  # set by submit once the API task exists; poll owns the job
+    OUTCOME_UNKNOWN = "outcome_unknown"  # set by submit: a create may have been charged;
+    #                                      waits for its task's callback (adopt) or deadline
     DOWNLOADING = "downloading"  # set by poll (or a callback) once results exist
     STORED = "stored"  # set by download once every image and the manifest are in S3
     FAILED = "failed"  # set by any stage, with an error {code, message, retryable}
@@ -35,16 +43,28 @@ ACTIVE_STATES = tuple(s for s in JobState if s not in TERMINAL_STATES)
 
 #: Allowed transitions: state → states it may move to.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    JobState.QUEUED: frozenset({JobState.SUBMITTING, JobState.FAILED, JobState.CANCELLED}),
+    JobState.QUEUED: frozenset(
+        {JobState.SUBMITTING, JobState.OUTCOME_UNKNOWN, JobState.FAILED, JobState.CANCELLED}
+    ),
     JobState.SUBMITTING: frozenset(
-        {JobState.QUEUED, JobState.GENERATING, JobState.FAILED, JobState.CANCELLED}
+        {
+            JobState.QUEUED,
+            JobState.GENERATING,
+            JobState.OUTCOME_UNKNOWN,
+            JobState.FAILED,
+            JobState.CANCELLED,
+        }
+    ),
+    JobState.OUTCOME_UNKNOWN: frozenset(
+        {JobState.GENERATING, JobState.QUEUED, JobState.FAILED, JobState.CANCELLED}
     ),
     JobState.GENERATING: frozenset(
         {JobState.SUBMITTING, JobState.DOWNLOADING, JobState.FAILED, JobState.CANCELLED}
     ),
     JobState.DOWNLOADING: frozenset({JobState.STORED, JobState.FAILED, JobState.CANCELLED}),
     JobState.STORED: frozenset(),
-    JobState.FAILED: frozenset(),
+    # Only by a person (``nbq retry`` / ``nbq adopt``), never by a stage.
+    JobState.FAILED: frozenset({JobState.QUEUED, JobState.GENERATING}),
     JobState.CANCELLED: frozenset(),
 }
 

@@ -25,6 +25,8 @@ class Scheduler(Protocol):
 
     def download(self, job_id: str) -> None: ...
 
+    def adopt(self, job_id: str, task_id: str, *, source: str = "callback") -> None: ...
+
 
 class RetryLater(Exception):  # noqa: N818 - a signal, not an error
     """Ask the task wrapper to retry this same task after ``countdown_s``.

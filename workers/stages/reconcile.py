@@ -37,6 +37,9 @@ class ReconcileReport:
     recovered_submitting: list[str] = field(default_factory=list)
     repolled: list[str] = field(default_factory=list)
     redownloaded: list[str] = field(default_factory=list)
+    #: ``outcome_unknown`` jobs failed at their deadline, and those sent to adoption.
+    unknown_expired: list[str] = field(default_factory=list)
+    readopted: list[str] = field(default_factory=list)
     #: Queues whose waiting messages made this pass hold their stage's re-drives longer.
     held_for_backlog: list[str] = field(default_factory=list)
 
@@ -47,6 +50,8 @@ class ReconcileReport:
             + len(self.recovered_submitting)
             + len(self.repolled)
             + len(self.redownloaded)
+            + len(self.unknown_expired)
+            + len(self.readopted)
         )
 
 
@@ -92,7 +97,8 @@ def reconcile_once(rt: Runtime, sched: Scheduler) -> ReconcileReport:
             allowed_from={JobState.SUBMITTING},
             expect={"updated_at": raw.get("updated_at")},
             set_fields={
-                "create_outcome_unknown": int(raw.get("attempts", "0") or 0) > 0,
+                "create_outcome_unknown": _create_was_sent(raw),
+                "create_sent": False,
                 "waiting_reason": "recovered after a lost submit",
             },
         )
@@ -121,6 +127,10 @@ def reconcile_once(rt: Runtime, sched: Scheduler) -> ReconcileReport:
             sched.poll(job_id, token, countdown_s=0.0)
             report.repolled.append(job_id)
 
+    _reconcile_unknown_outcomes(
+        rt, sched, report, now() - min(stuck_after_s, rt.settings.outcome_unknown_wait_s)
+    )
+
     # Downloading and idle longer than a download may take: the download was lost.
     download_cutoff = idle_cutoff(
         QUEUE_DOWNLOAD, max(stuck_after_s, rt.settings.download_timeout_s * 1.5)
@@ -139,8 +149,51 @@ def reconcile_once(rt: Runtime, sched: Scheduler) -> ReconcileReport:
             recovered_submitting=len(report.recovered_submitting),
             repolled=len(report.repolled),
             redownloaded=len(report.redownloaded),
+            unknown_expired=len(report.unknown_expired),
+            readopted=len(report.readopted),
         )
     return report
+
+
+def _create_was_sent(raw: dict[str, str]) -> bool:
+    """The claim's "a create was sent" mark (records from before it: any attempt)."""
+    if "create_sent" in raw:
+        return raw["create_sent"] in ("1", "true", "True")
+    return int(float(raw.get("attempts", "0") or 0)) > 0
+
+
+def _reconcile_unknown_outcomes(
+    rt: Runtime, sched: Scheduler, report: ReconcileReport, cutoff: float
+) -> None:
+    """``outcome_unknown`` jobs: fail those past their deadline (no callback came); re-send
+    a lost adoption of a task a callback already named. Never calls the API."""
+    from workers.stages.adopt import unknown_outcome_error
+    from workers.stages.common import fail_job
+
+    for job_id in rt.store.ids_in_state(
+        JobState.OUTCOME_UNKNOWN, updated_before=cutoff, limit=BATCH
+    ):
+        record = rt.store.get(job_id)
+        if record is None:
+            _forget(rt, job_id)
+            continue
+        if record.state is not JobState.OUTCOME_UNKNOWN:
+            continue
+        if record.outcome_deadline_at is not None and record.outcome_deadline_at <= now():
+            failed = fail_job(
+                rt,
+                job_id,
+                unknown_outcome_error(
+                    record.waiting_reason or "a create got no answer",
+                    waited_s=rt.settings.outcome_unknown_wait_s,
+                ),
+                from_states=(JobState.OUTCOME_UNKNOWN,),
+            )
+            if failed is not None:
+                report.unknown_expired.append(job_id)
+        elif record.callback_task_id and _touch(rt, job_id, JobState.OUTCOME_UNKNOWN):
+            sched.adopt(job_id, record.callback_task_id, source="callback")
+            report.readopted.append(job_id)
 
 
 def _waiting_messages(rt: Runtime) -> dict[str, int]:

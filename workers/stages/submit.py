@@ -67,10 +67,14 @@ def submit(
     if gate is not None:
         return _defer(rt, sched, record, *gate)
 
+    # The claim also says "a create was sent" before the request leaves: a worker killed
+    # between send and answer leaves that mark, and whoever finds the job next (the
+    # reconciler) knows the outcome is unknown.
     claimed, won = rt.store.transition(
         job_id,
         JobState.SUBMITTING,
         allowed_from={JobState.QUEUED},
+        set_fields={"create_sent": True},
         incr={"attempts": 1},
     )
     if not won or claimed is None:
@@ -83,9 +87,7 @@ def _wait_before_create(rt: Runtime, record: JobRecord) -> tuple[str, float] | N
     allowed, wait_s = rt.breaker.may_submit()
     if not allowed:
         return "breaker", wait_s
-    if record.create_outcome_unknown and not (
-        rt.settings.idempotent_creates or rt.settings.at_least_once_creates
-    ):
+    if record.create_outcome_unknown and not may_resend_unknown(rt):
         return "outcome_unknown", 0.0
     limit = rt.settings.max_in_flight
     if (
@@ -107,17 +109,13 @@ def _wait_before_create(rt: Runtime, record: JobRecord) -> tuple[str, float] | N
 def _defer(rt: Runtime, sched: Scheduler, record: JobRecord, reason: str, wait_s: float) -> str:
     job_id = record.job_id
     if reason == "outcome_unknown":
-        fail_job(
+        return hold_unknown_outcome(
             rt,
-            job_id,
-            JobError(
-                code="outcome_unknown",
-                message="an earlier create may have reached the API (timeout or dropped "
-                "connection) and server-side idempotency is not trusted; decide by hand "
-                "(nbq status shows attempts) or set NBQ_AT_LEAST_ONCE_CREATES=true",
-            ),
+            sched,
+            record,
+            from_state=JobState.QUEUED,
+            detail=record.waiting_reason or "an earlier create got no answer",
         )
-        return "failed_outcome_unknown"
     if reason == "breaker":
         status = rt.breaker.status()
         rt.store.update(
@@ -146,7 +144,7 @@ def _create(rt: Runtime, sched: Scheduler, record: JobRecord, *, retries: int) -
             request, idempotency_key=idempotency_key(record), callback_url=_callback_url(rt, record)
         )
     except EvolinkError as exc:
-        return _create_failed(rt, record, exc, retries=retries)
+        return _create_failed(rt, sched, record, exc, retries=retries)
 
     if rt.breaker.last_was_probe and rt.breaker.close():
         log.warning("quota_breaker_closed", job_id=job_id, evolink_task_id=task.id)
@@ -168,14 +166,22 @@ def _create(rt: Runtime, sched: Scheduler, record: JobRecord, *, retries: int) -
             "next_poll_at": now() + countdown_s,
             "progress": task.progress,
             "create_outcome_unknown": False,
+            "create_sent": False,
         },
-        incr={"credits_reserved": credits},
-        unset=("waiting_reason", "error"),
+        incr={"credits_reserved": credits, "paid_creates": 1},
+        unset=("waiting_reason", "error", "callback_task_id"),
     )
     metrics.credits_reserved(credits)
     CreditLedger(rt.redis, prefix=rt.settings.key_prefix).record(credits, producer=record.producer)
     if not applied:
-        # Cancelled while the create was in flight: the task exists but nobody wants it.
+        # Cancelled while the create was in flight: the task exists (and was paid) but
+        # nobody wants it. The record still says so, for the credits report.
+        rt.store.update(
+            job_id,
+            in_states={JobState.CANCELLED, JobState.FAILED},
+            set_fields={"evolink_task_id": task.id, "create_sent": False},
+            incr={"credits_reserved": credits, "paid_creates": 1},
+        )
         log.warning("created_for_gone_job", job_id=job_id, evolink_task_id=task.id)
         return "created_but_job_moved"
     log.info(
@@ -189,7 +195,9 @@ def _create(rt: Runtime, sched: Scheduler, record: JobRecord, *, retries: int) -
     return "created"
 
 
-def _create_failed(rt: Runtime, record: JobRecord, exc: EvolinkError, *, retries: int) -> str:
+def _create_failed(
+    rt: Runtime, sched: Scheduler, record: JobRecord, exc: EvolinkError, *, retries: int
+) -> str:
     job_id = record.job_id
     action = action_for(exc, during_create=True)
     log.warning(
@@ -200,11 +208,18 @@ def _create_failed(rt: Runtime, record: JobRecord, exc: EvolinkError, *, retries
         code=exc.code,
         action=action.value,
     )
+    if action is Action.OUTCOME_UNKNOWN and not may_resend_unknown(rt):
+        return hold_unknown_outcome(
+            rt, sched, record, from_state=JobState.SUBMITTING, detail=exc.message
+        )
     if action is Action.FAIL:
+        rt.store.update(job_id, in_states={JobState.SUBMITTING}, set_fields={"create_sent": False})
         fail_job(rt, job_id, error_from(exc, code=exc.code if exc.status_code == 400 else None))
         return "failed"
 
-    requeue: dict[str, object] = {"waiting_reason": exc.reason}
+    # Every other answer says no task was made (or, resending an unknown one under the
+    # operator's chosen policy, records that it is unknown).
+    requeue: dict[str, object] = {"waiting_reason": exc.reason, "create_sent": False}
     if action is Action.OUTCOME_UNKNOWN:
         requeue["create_outcome_unknown"] = True
     rt.store.transition(
@@ -224,21 +239,6 @@ def _create_failed(rt: Runtime, record: JobRecord, exc: EvolinkError, *, retries
             message="submissions paused: fix NBQ_EVOLINK_API_KEY, then run `nbq quota --reset`",
         )
         raise RetryLater(exc, MAX_QUOTA_WAIT_S / 5, max_retries=None)
-    if action is Action.OUTCOME_UNKNOWN and not (
-        rt.settings.idempotent_creates or rt.settings.at_least_once_creates
-    ):
-        fail_job(
-            rt,
-            job_id,
-            JobError(
-                code="outcome_unknown",
-                message=(
-                    f"the create may have reached the API ({exc.message}); not resent because "
-                    "server-side idempotency is not trusted"
-                ),
-            ),
-        )
-        return "failed_outcome_unknown"
     if isinstance(exc, RateLimitedError):
         rt.limiter.penalise("create", exc.retry_after_s)
     delay_s = rt.backoff.delay_s(retries, rt.rng, exc.retry_after_s)
@@ -253,6 +253,58 @@ def _create_failed(rt: Runtime, record: JobRecord, exc: EvolinkError, *, retries
             message=(f"create kept failing after {retries + 1} attempts: {exc.message}"),
         ),
     )
+
+
+def may_resend_unknown(rt: Runtime) -> bool:
+    """Whether a create of unknown outcome may be sent again (an operator's opt-in)."""
+    return rt.settings.idempotent_creates or rt.settings.at_least_once_creates
+
+
+def hold_unknown_outcome(
+    rt: Runtime, sched: Scheduler, record: JobRecord, *, from_state: JobState, detail: str
+) -> str:
+    """Never resend: wait for the task's callback if callbacks are on, else fail the job.
+
+    A callback that already came while the job could not take it (``callback_task_id``)
+    is adopted at once (``nbq.adopt``).
+    """
+    from workers.stages.adopt import unknown_outcome_error
+
+    job_id = record.job_id
+    if _callback_url(rt, record) is None:
+        failed = fail_job(rt, job_id, unknown_outcome_error(detail), from_states=(from_state,))
+        if failed is not None:
+            rt.store.update(job_id, in_states={JobState.FAILED}, set_fields={"create_sent": False})
+        return "failed_outcome_unknown"
+    wait_s = rt.settings.outcome_unknown_wait_s
+    until = now() + wait_s
+    held, applied = rt.store.transition(
+        job_id,
+        JobState.OUTCOME_UNKNOWN,
+        allowed_from={from_state},
+        set_fields={
+            "create_outcome_unknown": True,
+            "create_sent": False,
+            "outcome_deadline_at": until,
+            "waiting_reason": (
+                f"create outcome unknown ({detail[:200]}); waiting for the task's callback "
+                f"until {_utc(until)}"
+            ),
+        },
+    )
+    if not applied or held is None:
+        return "lost_race"
+    log.warning(
+        "create_outcome_unknown",
+        job_id=job_id,
+        waiting_for="callback",
+        outcome_deadline_at=until,
+        detail=detail[:200],
+    )
+    if held.callback_task_id:
+        sched.adopt(job_id, held.callback_task_id, source="callback")
+        return "adopting"
+    return "waiting_outcome_unknown"
 
 
 def _utc(epoch_s: float | None) -> str:

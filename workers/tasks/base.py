@@ -8,7 +8,7 @@ from celery import Task
 
 from workers import metrics
 from workers.app import app
-from workers.contract import TASK_DOWNLOAD, TASK_POLL, TASK_SUBMIT
+from workers.contract import TASK_ADOPT, TASK_DOWNLOAD, TASK_POLL, TASK_SUBMIT
 from workers.jobs.state import ACTIVE_STATES
 from workers.runtime import get_runtime
 from workers.stages.common import RetryLater, fail_job
@@ -27,6 +27,9 @@ class CeleryScheduler:
 
     def download(self, job_id: str) -> None:
         app.send_task(TASK_DOWNLOAD, kwargs={"job_id": job_id})
+
+    def adopt(self, job_id: str, task_id: str, *, source: str = "callback") -> None:
+        app.send_task(TASK_ADOPT, kwargs={"job_id": job_id, "task_id": task_id, "source": source})
 
 
 SCHEDULER = CeleryScheduler()

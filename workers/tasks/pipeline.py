@@ -1,4 +1,4 @@
-"""The four pipeline tasks. Their names and keyword arguments are the message contract
+"""The pipeline tasks. Their names and keyword arguments are the message contract
 documented in docs/message-contract.md; nothing secret ever travels in a message."""
 
 from __future__ import annotations
@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from workers.app import app
-from workers.contract import TASK_DOWNLOAD, TASK_GENERATE, TASK_POLL, TASK_SUBMIT
+from workers.contract import TASK_ADOPT, TASK_DOWNLOAD, TASK_GENERATE, TASK_POLL, TASK_SUBMIT
 from workers.runtime import get_runtime
+from workers.stages import adopt as adopt_stage
 from workers.stages import download as download_stage
 from workers.stages import poll as poll_stage
 from workers.stages import submit as submit_stage
@@ -48,3 +49,12 @@ def poll_task(self: StageTask, job_id: str, token: str = "") -> str:  # nosec B1
 @app.task(name=TASK_DOWNLOAD, base=StageTask, bind=True, acks_late=True, reject_on_worker_lost=True)
 def download_task(self: StageTask, job_id: str) -> str:
     return self.run_stage(download_stage.download, get_runtime(), job_id=job_id)
+
+
+@app.task(name=TASK_ADOPT, base=StageTask, bind=True, acks_late=True, reject_on_worker_lost=True)
+def adopt_task(self: StageTask, job_id: str, task_id: str, source: str = "callback") -> str:
+    """Re-fetch a task a callback or a person named and make it the job's (state-guarded)."""
+    kind: adopt_stage.Source = "person" if source == "person" else "callback"
+    return self.run_stage(
+        adopt_stage.adopt, get_runtime(), SCHEDULER, job_id=job_id, task_id=task_id, source=kind
+    )

@@ -39,6 +39,9 @@ class RecordingScheduler:
     def download(self, job_id: str) -> None:
         self.calls.append(("download", job_id))
 
+    def adopt(self, job_id: str, task_id: str, *, source: str = "callback") -> None:
+        self.calls.append(("adopt", job_id, task_id, source))
+
     def last(self, kind: str) -> tuple[Any, ...]:
         return next(c for c in reversed(self.calls) if c[0] == kind)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from tests.support.emulator_server import EmulatorServer
 from tests.workers.stages.conftest import RecordingScheduler, age, new_job, submitted_job
 from workers.evolink.models import GenerationRequest
@@ -14,12 +16,19 @@ from workers.stages.reconcile import BACKLOG_HOLD_FACTOR, reconcile_once
 
 
 def test_a_job_stuck_in_submitting_is_requeued_outcome_unknown_and_resent_under_its_key(
-    rt: Runtime, sched: RecordingScheduler, emulator_server: EmulatorServer
+    make_rt: Callable[..., Runtime], sched: RecordingScheduler, emulator_server: EmulatorServer
 ) -> None:
+    # Given an operator who trusts Idempotency-Key, against a server that honours it
+    rt = make_rt(idempotent_creates=True)
+    emulator_server.set_idempotency(True)
     # Given a worker died mid-create: the job is submitting, its create reached the API
     job_id = new_job(rt)
     claimed, _ = rt.store.transition(
-        job_id, JobState.SUBMITTING, allowed_from={JobState.QUEUED}, incr={"attempts": 1}
+        job_id,
+        JobState.SUBMITTING,
+        allowed_from={JobState.QUEUED},
+        set_fields={"create_sent": True},
+        incr={"attempts": 1},
     )
     assert claimed is not None
     rt.api().create_task(

@@ -1,0 +1,136 @@
+"""Adopt: attach an existing API task to a job instead of paying for a new one.
+
+A create whose answer was lost may still have made (and charged) its task. Two sources
+know the task's id: its verified callback (the per-job token URL) and a person who found
+it in the vendor's dashboard (``nbq adopt``). Either way the id is only a claim: the task
+is re-fetched from the API before the job takes it, and the job moves with one
+state-checked transition (``outcome_unknown`` — or, by a person, ``failed`` — →
+``generating``), so a duplicate adoption finds the job moved and does nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from workers import metrics
+from workers.evolink.errors import EvolinkError, NotFoundError
+from workers.jobs.record import JobError
+from workers.jobs.state import JobState
+from workers.policy.errors import Action, action_for
+from workers.resilience.credits import CreditLedger
+from workers.runtime import Runtime
+from workers.stages.common import RetryLater, Scheduler, log, new_token, now
+
+Source = Literal["callback", "person"]
+
+#: Where each source may adopt from: a callback only rescues a waiting job; a person may
+#: also revive a failed one (e.g. ``outcome_unknown`` past its deadline).
+ADOPTABLE_FROM: dict[str, frozenset[JobState]] = {
+    "callback": frozenset({JobState.OUTCOME_UNKNOWN}),
+    "person": frozenset({JobState.OUTCOME_UNKNOWN, JobState.FAILED}),
+}
+
+
+def adopt(
+    rt: Runtime,
+    sched: Scheduler,
+    job_id: str,
+    task_id: str,
+    *,
+    source: Source = "callback",
+    retries: int = 0,
+) -> str:
+    """Re-fetch ``task_id`` and make it the job's task; returns a short outcome label."""
+    allowed = ADOPTABLE_FROM[source]
+    record = rt.store.get(job_id)
+    if record is None:
+        return "missing"
+    if record.state is JobState.GENERATING and record.evolink_task_id == task_id:
+        return "already_adopted"
+    if record.state not in allowed:
+        log.info("adopt_refused", job_id=job_id, evolink_task_id=task_id, state=record.state)
+        return f"not_adoptable_{record.state.value}"
+    try:
+        task = rt.api().get_task(task_id)
+    except NotFoundError:
+        log.warning("adopt_task_not_found", job_id=job_id, evolink_task_id=task_id, source=source)
+        # Forget a callback's claim the API denies (the reconciler would re-send it).
+        rt.store.update(
+            job_id,
+            in_states=allowed,
+            expect={"callback_task_id": task_id},
+            unset=("callback_task_id",),
+        )
+        return "task_not_found"
+    except EvolinkError as exc:
+        if action_for(exc) is not Action.RETRY:
+            log.warning("adopt_failed", job_id=job_id, evolink_task_id=task_id, error=exc.message)
+            return "adopt_failed"
+        raise RetryLater(
+            exc,
+            rt.backoff.delay_s(retries, rt.rng, exc.retry_after_s),
+            max_retries=rt.settings.max_transient_retries,
+        ) from None
+
+    new_task = record.evolink_task_id != task_id
+    previous = list(record.previous_task_ids)
+    if record.evolink_task_id and new_task:
+        previous.append(record.evolink_task_id)
+    credits = (task.usage.credits_reserved or 0.0) if new_task else 0.0
+    token = new_token()
+    moved, applied = rt.store.transition(
+        job_id,
+        JobState.GENERATING,
+        allowed_from=allowed,
+        set_fields={
+            "evolink_task_id": task.id,
+            "previous_task_ids": previous,
+            "estimated_time_s": task.estimated_time_s or 0.0,
+            "deadline_at": now() + rt.settings.poll_deadline_s,
+            "poll_token": token,
+            "next_poll_at": now(),
+            "progress": task.progress,
+            "create_outcome_unknown": False,
+            "create_sent": False,
+        },
+        incr={"paid_creates": 1 if new_task else 0, "credits_reserved": credits},
+        unset=("waiting_reason", "error", "outcome_deadline_at", "callback_task_id"),
+    )
+    if not applied or moved is None:
+        return "lost_race"
+    if credits:
+        metrics.credits_reserved(credits)
+        CreditLedger(rt.redis, prefix=rt.settings.key_prefix).record(
+            credits, producer=record.producer
+        )
+    log.warning(
+        "task_adopted",
+        job_id=job_id,
+        evolink_task_id=task.id,
+        source=source,
+        from_state=record.state.value,
+        status=task.status.value,
+    )
+    from workers.stages.poll import handle_task_state
+
+    handle_task_state(rt, sched, moved, task, token)
+    return "adopted"
+
+
+def unknown_outcome_error(detail: str, *, waited_s: float | None = None) -> JobError:
+    """The failure a person reads when a create's outcome stayed unknown."""
+    why = (
+        f"no callback for its task arrived within {waited_s:.0f}s"
+        if waited_s is not None
+        else "no answer said whether it made a task"
+    )
+    return JobError(
+        code="outcome_unknown",
+        message=(
+            f"the create may have reached the API and been charged ({detail}); {why}, and it "
+            "was not sent again because a resend could pay twice (the vendor does not "
+            "document Idempotency-Key support). Find the task in the Evolink dashboard and "
+            "attach it: `nbq adopt JOB_ID TASK_ID`; or send a new create: "
+            "`nbq retry JOB_ID --yes` (may pay twice)"
+        ),
+    )
