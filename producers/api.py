@@ -29,13 +29,15 @@ from producers.errors import (
     CreditBudgetExceededError,
     EnqueueUncertainError,
     InvalidRequestError,
+    JobActionRefusedError,
     JobNotCancellableError,
     JobNotFoundError,
     JobNotStoredError,
+    MayPayTwiceError,
     WaitTimeoutError,
 )
 from producers.publish import one_trip_possible, send_with_record
-from workers.contract import TASK_GENERATE
+from workers.contract import TASK_ADOPT, TASK_GENERATE, TASK_SUBMIT
 from workers.evolink.models import GenerationRequest
 from workers.jobs.ids import InvalidJobIdError, new_job_id, validate_job_id
 from workers.jobs.record import JobRecord
@@ -221,6 +223,46 @@ class Producer:
             raise JobNotFoundError(job_id) from None
         except NotCancellableError as exc:
             raise JobNotCancellableError(str(exc)) from None
+
+    def retry(self, job_id: str, *, accept_may_pay_twice: bool = False) -> JobRecord:
+        """Re-send a failed job's create (``nbq retry``); the job goes back to ``queued``.
+
+        A job whose last create's outcome is unknown may already have a paid task: that
+        raises :class:`MayPayTwiceError` unless ``accept_may_pay_twice`` (``--yes``).
+        """
+        from workers.stages import manual
+
+        try:
+            record = manual.retry_job(
+                self.runtime.store, job_id, accept_may_pay_twice=accept_may_pay_twice
+            )
+        except StoreJobNotFoundError:
+            raise JobNotFoundError(job_id) from None
+        except manual.MayPayTwiceError as exc:
+            raise MayPayTwiceError(str(exc)) from None
+        except manual.ManualActionError as exc:
+            raise JobActionRefusedError(str(exc)) from None
+        self.celery.send_task(TASK_SUBMIT, kwargs={"job_id": job_id})
+        return record
+
+    def adopt(self, job_id: str, task_id: str) -> JobRecord:
+        """Attach a task a person found (``nbq adopt``) to a failed or unknown-outcome job.
+
+        A worker re-fetches the task and, if the API knows it, moves the job on to polling
+        (``nbq.adopt``); returns the record as it was when the request was sent.
+        """
+        from workers.stages import manual
+
+        try:
+            record = manual.check_adoptable(self.runtime.store, job_id, task_id)
+        except StoreJobNotFoundError:
+            raise JobNotFoundError(job_id) from None
+        except manual.ManualActionError as exc:
+            raise JobActionRefusedError(str(exc)) from None
+        self.celery.send_task(
+            TASK_ADOPT, kwargs={"job_id": job_id, "task_id": task_id, "source": "person"}
+        )
+        return record
 
     def wait(
         self, job_id: str, *, timeout_s: float | None = None, interval_s: float = 0.5

@@ -9,7 +9,9 @@
     ├── JobNotCancellableError  the job already ended
     ├── JobNotStoredError       results asked for a job that is not stored (yet)
     ├── WaitTimeoutError        ``wait`` gave up; the job goes on
-    └── EnqueueUncertainError   Redis failed mid-enqueue; ``job_id`` may or may not be queued
+    ├── EnqueueUncertainError   Redis failed mid-enqueue; ``job_id`` may or may not be queued
+    └── JobActionRefusedError   ``retry`` / ``adopt`` would be wrong for this job; unchanged
+        └── MayPayTwiceError    ``retry`` of a job whose create may have been paid: confirm
 """
 
 from __future__ import annotations
@@ -59,3 +61,11 @@ class EnqueueUncertainError(ProducerError):
             f"enqueue again with job_id={job_id!r} (idempotent) to be sure"
         )
         self.job_id = job_id
+
+
+class JobActionRefusedError(ProducerError):
+    """``retry`` or ``adopt`` does not apply to the job as it is; nothing was changed."""
+
+
+class MayPayTwiceError(JobActionRefusedError):
+    """The job's create may already have been paid; ``retry`` needs explicit consent."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -47,12 +48,17 @@ def show_record(record: JobRecord, *, as_json: bool) -> None:
         "progress",
         "evolink_task_id",
         "attempts",
+        "paid_creates",
         "polls",
         "credits_reserved",
         "waiting_reason",
+        "callback_task_id",
     ):
         if view.get(name) not in (None, "", 0) or name in ("job_id", "state"):
             table.add_row(f"[bold]{name}[/bold]", str(view[name]))
+    if record.outcome_deadline_at and record.state.value == "outcome_unknown":
+        until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(record.outcome_deadline_at))
+        table.add_row("[bold]waiting until[/bold]", f"[yellow]{until}[/yellow]")
     if record.error:
         table.add_row(
             "[bold]error[/bold]", f"[red]{record.error.code}[/red]: {record.error.message}"

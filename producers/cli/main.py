@@ -7,7 +7,16 @@ from __future__ import annotations
 
 import typer
 
-from producers.cli import batch_cmd, bench_cmd, dev_cmd, jobs_cmd, ops_cmd, quota_cmd, serve_cmd
+from producers.cli import (
+    batch_cmd,
+    bench_cmd,
+    dev_cmd,
+    jobs_cmd,
+    ops_cmd,
+    quota_cmd,
+    recover_cmd,
+    serve_cmd,
+)
 
 app = typer.Typer(
     name="nbq",
@@ -18,6 +27,7 @@ app = typer.Typer(
 )
 
 jobs_cmd.register(app)
+recover_cmd.register(app)
 batch_cmd.register(app)
 quota_cmd.register(app)
 ops_cmd.register(app)

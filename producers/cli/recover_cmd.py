@@ -1,0 +1,98 @@
+"""``nbq retry`` and ``nbq adopt``: a person decides what happens to a failed job.
+
+A job that failed ``outcome_unknown`` may already have a paid task that nobody recorded.
+``nbq adopt JOB TASK_ID`` attaches that task (found in the vendor's dashboard) and
+resumes polling: nothing paid again. ``nbq retry JOB`` sends a new create instead; for
+such a job it may pay twice, so it asks for ``--yes``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from producers.cli.common import err_console, fail_on_config_error, print_json
+from producers.errors import JobNotFoundError, MayPayTwiceError, ProducerError
+from workers.jobs.state import JobState
+
+if TYPE_CHECKING:
+    from producers.api import Producer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("retry")(retry)
+    app.command("adopt")(adopt)
+
+
+def _producer() -> Producer:
+    from producers.api import Producer  # lazy: keeps `nbq --help` fast
+
+    return Producer()
+
+
+@fail_on_config_error
+def retry(
+    job_id: Annotated[str, typer.Argument(help="A failed or outcome_unknown job.")],
+    yes: Annotated[
+        bool,
+        typer.Option("--yes", help="Re-send even if the last create may have been paid."),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Re-send a failed job's create (asks for --yes when it may pay twice)."""
+    try:
+        record = _producer().retry(job_id, accept_may_pay_twice=yes)
+    except MayPayTwiceError as exc:
+        err_console.print(f"[yellow]warning:[/yellow] {exc}")
+        raise typer.Exit(1) from None
+    except ProducerError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    if as_json:
+        print_json(record.public_view())
+        return
+    typer.echo(f"{record.job_id} {record.state.value}: a new create is on its way")
+
+
+@fail_on_config_error
+def adopt(
+    job_id: Annotated[str, typer.Argument(help="A failed or outcome_unknown job.")],
+    task_id: Annotated[str, typer.Argument(help="The Evolink task id to attach.")],
+    wait_s: Annotated[
+        float, typer.Option("--wait", help="Seconds to wait for a worker to take it (0: don't).")
+    ] = 30.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Attach a task you found (e.g. in the vendor's dashboard) and resume polling."""
+    producer = _producer()
+    try:
+        before = producer.adopt(job_id, task_id)
+    except ProducerError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    record = before
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            record = producer.status(job_id)
+        except JobNotFoundError:
+            break
+        if record.state is not before.state or record.evolink_task_id == task_id:
+            break
+        time.sleep(0.2)
+    if as_json:
+        print_json(record.public_view())
+        return
+    if record.evolink_task_id == task_id and record.state is not JobState.FAILED:
+        typer.echo(f"{job_id} {record.state.value}: task {task_id} adopted")
+    elif wait_s > 0:
+        err_console.print(
+            f"[yellow]{job_id} still {record.state.value}[/yellow]: the task was not adopted "
+            "yet (unknown to the API, or no worker on the poll queue); see the worker log "
+            f"and `nbq status {job_id}`"
+        )
+        raise typer.Exit(1)
+    else:
+        typer.echo(f"{job_id}: adoption of {task_id} requested")

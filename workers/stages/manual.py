@@ -1,0 +1,117 @@
+"""What a person decides: re-send a failed job's create, or attach a task they found.
+
+Both are guarded, logged transitions on the job record (the only ways out of ``failed``):
+
+* :func:`retry_job` — ``failed`` / ``outcome_unknown`` → ``queued``. A job whose last
+  create's outcome is unknown may already have a paid task; re-sending may pay twice,
+  so it needs ``accept_may_pay_twice`` (``nbq retry --yes``). Its create keeps the same
+  round (``Idempotency-Key``), so a server that does honour the key returns the first
+  task; any other failed job gets a fresh round.
+* :func:`check_adoptable` — the checks before ``nbq adopt`` sends ``nbq.adopt``; the
+  worker re-fetches the task and moves the job (:mod:`workers.stages.adopt`).
+"""
+
+from __future__ import annotations
+
+import re
+
+from workers.jobs.record import JobRecord
+from workers.jobs.state import JobState
+from workers.jobs.store import JobNotFoundError, JobStore
+from workers.logs import get_logger
+from workers.stages.adopt import ADOPTABLE_FROM
+
+log = get_logger("nbq.manual")
+
+RETRYABLE_FROM = frozenset({JobState.FAILED, JobState.OUTCOME_UNKNOWN})
+#: What a task id may look like (the vendor's are ``task-unified-<unix>-<8 alnum>``).
+TASK_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+class ManualActionError(Exception):
+    """A person's request that would be wrong for this job; nothing was changed."""
+
+
+class MayPayTwiceError(ManualActionError):
+    """Re-sending this job's create may pay for a second task: needs explicit consent."""
+
+
+def may_have_paid_task(record: JobRecord) -> bool:
+    """The job's last create may have made (and charged) a task nobody recorded."""
+    if record.state is JobState.OUTCOME_UNKNOWN:
+        return True
+    return record.error is not None and record.error.code == "outcome_unknown"
+
+
+def retry_job(
+    store: JobStore, job_id: str, *, accept_may_pay_twice: bool = False, by: str = "cli"
+) -> JobRecord:
+    """Move a failed (or unknown-outcome) job back to ``queued`` for a new create."""
+    record = store.get(job_id)
+    if record is None:
+        raise JobNotFoundError(job_id)
+    if record.state not in RETRYABLE_FROM:
+        raise ManualActionError(
+            f"job {job_id} is {record.state.value}; only failed or outcome_unknown jobs can "
+            "be retried"
+        )
+    unknown = may_have_paid_task(record)
+    if unknown and not accept_may_pay_twice:
+        raise MayPayTwiceError(
+            f"job {job_id}'s last create may already have made and charged a task (its "
+            "answer was lost); a new create may pay twice. Look for the task in the Evolink "
+            f"dashboard first (`nbq adopt {job_id} TASK_ID`), or confirm with --yes"
+        )
+    previous = list(record.previous_task_ids)
+    if record.evolink_task_id:
+        previous.append(record.evolink_task_id)
+    moved, applied = store.transition(
+        job_id,
+        JobState.QUEUED,
+        allowed_from={record.state},
+        set_fields={
+            "previous_task_ids": previous,
+            # Unknown: the same round and key (a server honouring it returns the first task).
+            "create_seq": record.create_seq if unknown else record.create_seq + 1,
+            "create_outcome_unknown": False,
+            "create_sent": False,
+            "waiting_reason": f"retry requested by a person ({by})",
+        },
+        unset=(
+            "error",
+            "evolink_task_id",
+            "poll_token",
+            "next_poll_at",
+            "deadline_at",
+            "outcome_deadline_at",
+            "callback_task_id",
+            "result_urls",
+        ),
+    )
+    if not applied or moved is None:
+        raise ManualActionError(f"job {job_id} changed while retrying; look again (nbq status)")
+    log.warning(
+        "job_retry_requested",
+        job_id=job_id,
+        from_state=record.state.value,
+        previous_error=record.error.code if record.error else None,
+        may_pay_twice=unknown,
+        by=by,
+    )
+    return moved
+
+
+def check_adoptable(store: JobStore, job_id: str, task_id: str) -> JobRecord:
+    """The job exists and may take a task from a person; the id looks like one."""
+    if not TASK_ID_PATTERN.match(task_id):
+        raise ManualActionError(f"{task_id!r} does not look like an Evolink task id")
+    record = store.get(job_id)
+    if record is None:
+        raise JobNotFoundError(job_id)
+    if record.state not in ADOPTABLE_FROM["person"]:
+        raise ManualActionError(
+            f"job {job_id} is {record.state.value}; a task can be attached only to a failed "
+            "or outcome_unknown job"
+        )
+    log.warning("job_adopt_requested", job_id=job_id, evolink_task_id=task_id)
+    return record
