@@ -64,15 +64,41 @@ def credits(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
     from workers.runtime import get_runtime
 
     rt = get_runtime()
-    spent = CreditLedger(rt.redis, prefix=rt.settings.key_prefix).spent_today()
+    ledger = CreditLedger(rt.redis, prefix=rt.settings.key_prefix)
+    spent = ledger.spent_today()
+    ended = ledger.ended_today()
     limit = rt.settings.credit_limit_daily or None
+    per_producer = rt.settings.credit_limit_daily_per_producer or None
     if as_json:
-        print_json({"spent_today": spent, "daily_limit": limit})
+        print_json(
+            {
+                "spent_today": spent,
+                "daily_limit": limit,  # null: unlimited
+                "daily_limit_per_producer": per_producer,
+                "unlimited": limit is None,
+                "reserved_by_failed_jobs": ended["failed"],
+                "reserved_by_cancelled_jobs": ended["cancelled"],
+                "unknown_outcome_creates": int(ended["unknown_creates"]),
+            }
+        )
         return
-    console.print(
-        f"spent today: {spent:g} credits"
-        + (f" of {limit:g} (NBQ_CREDIT_LIMIT_DAILY)" if limit else "")
+    table = Table(show_header=False, box=None)
+    table.add_row("spent today (UTC)", f"{spent:g} credits")
+    table.add_row(
+        "daily budget",
+        f"{limit:g} (NBQ_CREDIT_LIMIT_DAILY)" if limit else "unlimited",
     )
+    table.add_row(
+        "per producer",
+        f"{per_producer:g} (NBQ_CREDIT_LIMIT_DAILY_PER_PRODUCER)" if per_producer else "unlimited",
+    )
+    table.add_row("of which failed jobs", f"{ended['failed']:g} credits")
+    table.add_row("of which cancelled jobs", f"{ended['cancelled']:g} credits")
+    table.add_row(
+        "creates of unknown outcome",
+        f"{int(ended['unknown_creates'])} (may be charged; not in the spend above)",
+    )
+    console.print(table)
 
 
 def _ago(at: float | None) -> str:

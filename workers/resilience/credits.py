@@ -1,5 +1,9 @@
 """Credit budget: today's spend (UTC day) from ``usage.credits_reserved`` of every create.
 
+Spend counts every task the API accepted, whatever became of its job; the credits of jobs
+that then ended ``failed`` or ``cancelled`` are also counted apart (``ended_today``), and so
+are creates whose outcome stayed unknown (possibly charged, amount unknown).
+
 With NBQ_CREDIT_LIMIT_DAILY set, producers refuse a request at enqueue when today's spend
 plus the request's estimated price would exceed it — a clear error, never a silent drop.
 """
@@ -36,6 +40,36 @@ class CreditLedger:
             pipe.incrbyfloat(key, credits)
             pipe.expire(key, 8 * 24 * 3600)
         pipe.execute()
+
+    def _ended_key(self, day: str) -> str:
+        return f"{self.prefix}:credits:{day}:ended"
+
+    def record_ended(self, state: str, credits: float) -> None:
+        """A job holding ``credits`` ended ``failed`` or ``cancelled`` (its spend is sunk)."""
+        if credits <= 0:
+            return
+        key = self._ended_key(_day())
+        pipe = self.redis.pipeline()
+        pipe.hincrbyfloat(key, state, credits)
+        pipe.expire(key, 8 * 24 * 3600)
+        pipe.execute()
+
+    def record_unknown(self) -> None:
+        """A create whose outcome is unknown: it may have been charged (amount unknown)."""
+        key = self._ended_key(_day())
+        pipe = self.redis.pipeline()
+        pipe.hincrby(key, "unknown_creates", 1)
+        pipe.expire(key, 8 * 24 * 3600)
+        pipe.execute()
+
+    def ended_today(self) -> dict[str, float]:
+        """``{"failed": credits, "cancelled": credits, "unknown_creates": count}`` today."""
+        raw = self.redis.hgetall(self._ended_key(_day()))
+        out = {"failed": 0.0, "cancelled": 0.0, "unknown_creates": 0.0}
+        for name, value in raw.items():
+            key = name.decode() if isinstance(name, bytes) else str(name)
+            out[key] = float(value)
+        return out
 
     def spent_today(self, *, producer: str | None = None) -> float:
         value = self.redis.get(self._key(_day(), producer))

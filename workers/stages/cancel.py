@@ -33,4 +33,10 @@ def cancel_job(store: JobStore, job_id: str, *, reason: str = "cancelled by requ
             f"job {job_id} is already {record.state.value}; "
             "only queued or in-flight jobs can be cancelled"
         )
+    if record.credits_reserved:
+        from workers.resilience.credits import CreditLedger
+
+        CreditLedger(store.redis, prefix=store.prefix).record_ended(
+            JobState.CANCELLED.value, record.credits_reserved
+        )
     return record

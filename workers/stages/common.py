@@ -86,6 +86,12 @@ def fail_job(
     )
     if applied and record is not None:
         metrics.job_failed(error.code)
+        if record.credits_reserved:
+            from workers.resilience.credits import CreditLedger
+
+            CreditLedger(rt.redis, prefix=rt.settings.key_prefix).record_ended(
+                JobState.FAILED.value, record.credits_reserved
+            )
         if record.polls:
             metrics.polls_per_job(record.polls)
         log.warning(

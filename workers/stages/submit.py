@@ -176,12 +176,16 @@ def _create(rt: Runtime, sched: Scheduler, record: JobRecord, *, retries: int) -
     if not applied:
         # Cancelled while the create was in flight: the task exists (and was paid) but
         # nobody wants it. The record still says so, for the credits report.
-        rt.store.update(
+        gone, _ = rt.store.update(
             job_id,
             in_states={JobState.CANCELLED, JobState.FAILED},
             set_fields={"evolink_task_id": task.id, "create_sent": False},
             incr={"credits_reserved": credits, "paid_creates": 1},
         )
+        if gone is not None and gone.is_terminal:
+            CreditLedger(rt.redis, prefix=rt.settings.key_prefix).record_ended(
+                gone.state.value, credits
+            )
         log.warning("created_for_gone_job", job_id=job_id, evolink_task_id=task.id)
         return "created_but_job_moved"
     log.info(
@@ -271,6 +275,7 @@ def hold_unknown_outcome(
     from workers.stages.adopt import unknown_outcome_error
 
     job_id = record.job_id
+    CreditLedger(rt.redis, prefix=rt.settings.key_prefix).record_unknown()
     if _callback_url(rt, record) is None:
         failed = fail_job(rt, job_id, unknown_outcome_error(detail), from_states=(from_state,))
         if failed is not None:
