@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from workers import metrics
+from workers.failures import record_failure
 from workers.jobs.record import JobError, JobRecord
 from workers.jobs.state import ACTIVE_STATES, JobState
 from workers.logs import get_logger
@@ -84,6 +85,7 @@ def fail_job(
     )
     if applied and record is not None:
         metrics.job_failed(error.code)
+        record_failure(job_id, error)  # the task ends FAILURE with this reason's class
         if record.polls:
             metrics.polls_per_job(record.polls)
         log.warning(
