@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from producers.cli.common import console, emit_error, fail_on_config_error, print_json
+from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 
 
@@ -50,7 +51,8 @@ def jobs(
         console.print("no jobs match")
         return
     table = Table()
-    for column in ("job_id", "state", "progress", "producer", "batch", "updated", "error"):
+    table.add_column("job_id", no_wrap=True)
+    for column in ("state", "progress", "producer", "batch", "updated", "why"):
         table.add_column(column)
     now = time.time()
     for r in records:
@@ -61,6 +63,13 @@ def jobs(
             r.producer or "",
             r.batch_id or "",
             f"{now - r.updated_at:.0f}s ago",
-            r.error.code if r.error and r.state is JobState.FAILED else "",
+            _why(r),
         )
     console.print(table)
+
+
+def _why(record: JobRecord) -> str:
+    """The failure code of a failed job, or why an active one waits."""
+    if record.state is JobState.FAILED and record.error:
+        return record.error.code
+    return record.waiting_reason or ""
