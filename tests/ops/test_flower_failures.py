@@ -148,6 +148,8 @@ def test_each_failed_job_ends_one_task_in_failure_named_for_its_reason(
 
     # And the exporter counts each failed job once, by reason
     assert _failed_by_reason(stack) == Counter(expected.values())
+    # And no result backend stores the FAILURE states (none is configured)
+    assert stack.redis.client().keys("celery-task-meta-*") == []
 
     # And no secret reaches Flower through the new exceptions
     shown = flower.get("/api/tasks", limit=10000).text
