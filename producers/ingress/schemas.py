@@ -93,7 +93,14 @@ class BatchCreate(BaseModel):
         WithJsonSchema(
             {
                 "type": "array",
-                "items": {"$ref": "#/components/schemas/JobCreate"},
+                # Any item is accepted by the schema: an invalid one is refused on its
+                # own (listed in ``refused``), it does not make the batch invalid.
+                "items": {
+                    "anyOf": [
+                        {"$ref": "#/components/schemas/JobCreate"},
+                        {"description": "anything else: refused, listed in `refused`"},
+                    ]
+                },
                 "minItems": 1,
                 "maxItems": MAX_BATCH_JOBS,
                 "title": "Requests",
