@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -32,9 +33,17 @@ def batch(
     wait_: Annotated[bool, typer.Option("--wait", help="Follow the jobs until they end.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 3600.0,
     results: Annotated[Path | None, typer.Option(help="Write results as JSONL here.")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Job records as JSONL on stdout (summary on stderr).")
+    ] = False,
 ) -> None:
-    """Enqueue one job per line; bad lines are reported with their number and skipped."""
+    """Enqueue one job per line; bad lines are reported with their number and skipped.
+
+    The records go to --results FILE, or to stdout with --json; otherwise only the
+    summary table is printed.
+    """
     from producers.api import Producer
+    from producers.cli.consumers import warn_if_unconsumed
 
     lines = sys.stdin if str(file) == "-" else file.open(encoding="utf-8")
     producer = Producer()
@@ -51,25 +60,30 @@ def batch(
             except ProducerError as exc:
                 bad += 1
                 err_console.print(f"[yellow]line {item.line_no}:[/yellow] {exc}")
-    console.print(f"enqueued {len(job_ids)} job(s), skipped {bad} bad line(s)")
+    screen = err_console if as_json else console  # stdout stays machine-readable
+    screen.print(f"enqueued {len(job_ids)} job(s), skipped {bad} bad line(s)")
+    if job_ids:
+        warn_if_unconsumed(producer)
     records = {job_id: producer.status(job_id) for job_id in job_ids}
     if wait_ and job_ids:
-        records = _follow(producer, job_ids, timeout)
-    _summary(records)
-    out = results.open("w", encoding="utf-8") if results else None
-    for record in records.values():
-        line = json.dumps(record.public_view(), sort_keys=True)
-        if out:
-            out.write(line + "\n")
-        elif not wait_:
+        records = _follow(producer, job_ids, timeout, screen)
+    _summary(records, screen)
+    lines = [json.dumps(r.public_view(), sort_keys=True) for r in records.values()]
+    if results:
+        with results.open("w", encoding="utf-8") as out:
+            out.writelines(line + "\n" for line in lines)
+    if as_json:
+        for line in lines:
             typer.echo(line)
-    if out:
-        out.close()
+    elif not results and lines:
+        screen.print("[dim]job records: --results FILE or --json[/dim]")
     if wait_ and any(r.state is not JobState.STORED for r in records.values()):
         raise typer.Exit(1)
 
 
-def _follow(producer: Producer, job_ids: list[str], timeout_s: float) -> dict[str, JobRecord]:
+def _follow(
+    producer: Producer, job_ids: list[str], timeout_s: float, screen: Console
+) -> dict[str, JobRecord]:
     records: dict[str, JobRecord] = {}
     deadline = time.monotonic() + timeout_s
     columns = (
@@ -82,7 +96,7 @@ def _follow(producer: Producer, job_ids: list[str], timeout_s: float) -> dict[st
         ),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console) as progress:
+    with Progress(*columns, console=screen) as progress:
         bar = progress.add_task(
             "jobs", total=len(job_ids), stored=0, failed=0, inflight=len(job_ids)
         )
@@ -104,7 +118,7 @@ def _follow(producer: Producer, job_ids: list[str], timeout_s: float) -> dict[st
             time.sleep(0.5)
 
 
-def _summary(records: dict[str, JobRecord]) -> None:
+def _summary(records: dict[str, JobRecord], screen: Console) -> None:
     table = Table(title="batch summary")
     table.add_column("state")
     table.add_column("jobs", justify="right")
@@ -116,4 +130,4 @@ def _summary(records: dict[str, JobRecord]) -> None:
         counts[label] = counts.get(label, 0) + 1
     for label, count in sorted(counts.items()):
         table.add_row(label, str(count))
-    console.print(table)
+    screen.print(table)

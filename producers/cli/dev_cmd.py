@@ -44,14 +44,16 @@ def dev(
         typer.Option(
             min=1024,
             max=65530,
-            help="Fixed ports: Redis N, S3 N+1, emulator N+2, Flower N+3 (default: free ports).",
+            help="Fixed ports: Redis N, S3 N+1, emulator N+2, Flower N+3, metrics N+4 "
+            "(default: free ports).",
         ),
     ] = None,
 ) -> None:
-    """Run Redis, S3 (moto), the Evolink emulator, a worker and Flower on this machine.
+    """Run Redis, S3 (moto), the Evolink emulator, a worker, Flower and metrics here.
 
     Redis: NBQ_BROKER_URL if set and answering, else a private redis-server.
-    S3: NBQ_S3_ENDPOINT if set, else moto's server with the bucket created.
+    S3: NBQ_S3_ENDPOINT if set, else moto's server with the bucket created (in memory:
+    its images vanish when the stack stops).
     API: the real one if NBQ_EVOLINK_API_KEY is set and NBQ_EVOLINK_BASE_URL is not
     loopback, else the emulator (fast time scale, a throwaway dev key).
     Prints every URL and the `export` lines for a second shell (never a real secret).
@@ -106,6 +108,13 @@ def _demo(stack: DevStack) -> int:
         )
     producer = Producer(stack.settings())
     try:
-        return 0 if run_demo(producer, console) else 1
+        ok = run_demo(producer, console)
     finally:
         producer.celery.close()
+    if stack.s3_is_ephemeral:
+        console.print(
+            "[yellow]These images live in the stack's in-memory S3 (moto): the links work "
+            "until nbq dev stops, then the images are gone.[/yellow]",
+            soft_wrap=True,
+        )
+    return 0 if ok else 1

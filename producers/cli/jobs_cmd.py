@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from producers.cli.common import console, err_console, fail_on_config_error, print_json
+from producers.cli.common import (
+    connection_problem,
+    console,
+    describe_connection_error,
+    emit_error,
+    fail_on_config_error,
+    print_json,
+)
 from producers.errors import ProducerError
 from workers.jobs.record import JobRecord
 
@@ -31,9 +38,28 @@ def _producer() -> Producer:
     return Producer()
 
 
-def _fail(exc: Exception, code: int = 1) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {exc}")
-    return typer.Exit(code)
+def _fail(exc: Exception, code: int = 1, *, as_json: bool = False) -> typer.Exit:
+    """Print ``exc`` (JSON with --json) and exit; typed so callers may ``raise`` it."""
+    problem = connection_problem(exc)
+    if problem is not None:  # e.g. an enqueue interrupted by a refused connection
+        emit_error(
+            f"{describe_connection_error(problem)}; {exc}",
+            code="connection_error",
+            exit_code=3,
+            as_json=as_json,
+        )
+    emit_error(str(exc), code=_error_code(exc), exit_code=code, as_json=as_json)
+
+
+def _error_code(exc: Exception) -> str:
+    """``JobNotFoundError`` → ``job_not_found`` (the JSON error's ``code``)."""
+    name = type(exc).__name__.removesuffix("Error")
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
+
+def _live(as_json: bool) -> bool:
+    """The live status line only on a terminal and never with --json."""
+    return not as_json and console.is_terminal
 
 
 def show_record(record: JobRecord, *, as_json: bool) -> None:
@@ -86,18 +112,24 @@ def submit(
         request["image_urls"] = image_url
     if thinking_level:
         request["model_params"] = {"thinking_level": thinking_level}
+    from producers.cli.consumers import warn_if_unconsumed
+    from producers.cli.live import wait_for_job
+
     producer = _producer()
     try:
         handle = producer.enqueue(request, job_id=job_id)
+        warn_if_unconsumed(producer)
         if not wait_:
             if as_json:
                 print_json({"job_id": handle.job_id, "state": handle.status().state.value})
             else:
                 typer.echo(handle.job_id)
             return
-        record = handle.wait(timeout)
+        record = wait_for_job(
+            producer, handle.job_id, timeout_s=timeout, console=console, live=_live(as_json)
+        )
     except ProducerError as exc:
-        raise _fail(exc, 2 if isinstance(exc, ValueError) else 1) from None
+        raise _fail(exc, 2 if isinstance(exc, ValueError) else 1, as_json=as_json) from None
     show_record(record, as_json=as_json)
     if record.state.value != "stored":
         raise typer.Exit(1)
@@ -112,7 +144,7 @@ def status(
     try:
         record = _producer().status(job_id)
     except ProducerError as exc:
-        raise _fail(exc) from None
+        raise _fail(exc, as_json=as_json) from None
     show_record(record, as_json=as_json)
 
 
@@ -123,11 +155,14 @@ def wait(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Wait until the job is stored, failed or cancelled; exit 1 unless stored."""
+    from producers.cli.live import wait_for_job
+
     try:
-        with console.status(f"waiting for {job_id}…"):
-            record = _producer().wait(job_id, timeout_s=timeout)
+        record = wait_for_job(
+            _producer(), job_id, timeout_s=timeout, console=console, live=_live(as_json)
+        )
     except ProducerError as exc:
-        raise _fail(exc) from None
+        raise _fail(exc, as_json=as_json) from None
     show_record(record, as_json=as_json)
     if record.state.value != "stored":
         raise typer.Exit(1)

@@ -11,23 +11,37 @@ from producers.cli import (
     batch_cmd,
     bench_cmd,
     dev_cmd,
+    helpfmt,
     jobs_cmd,
+    list_cmd,
     ops_cmd,
     quota_cmd,
     recover_cmd,
     serve_cmd,
 )
 
+helpfmt.install()
+
 app = typer.Typer(
     name="nbq",
     help="nanobanana-queue: a Celery job system for the Evolink Nano Banana 2 Beta API.",
-    no_args_is_help=True,
+    invoke_without_command=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 
+
+@app.callback()
+def _main(ctx: typer.Context) -> None:
+    """``nbq`` alone prints the help and exits 0 (it is a question, not a mistake)."""
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
+
+
 jobs_cmd.register(app)
 recover_cmd.register(app)
+list_cmd.register(app)
 batch_cmd.register(app)
 quota_cmd.register(app)
 ops_cmd.register(app)

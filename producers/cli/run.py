@@ -33,6 +33,10 @@ def run_worker(
     app.worker_main(argv)
 
 
+#: Flower's task list columns (its default lacks ``exception`` and ``retries``).
+FLOWER_TASK_COLUMNS = "name,state,exception,retries,received,runtime,worker,uuid"
+
+
 def run_flower(
     *,
     port: int | None,
@@ -50,6 +54,9 @@ def run_flower(
         f"--port={port or settings.flower_port}",
         f"--address={address}",
         f"--max_tasks={max_tasks or settings.flower_max_tasks}",
+        # The exception column shows why a task failed (JobFailed classes) or retried
+        # (quota) right in the task list, without opening each task or searching.
+        f"--tasks_columns={FLOWER_TASK_COLUMNS}",
     ]
     if no_auth:
         if address not in ("127.0.0.1", "localhost", "::1"):

@@ -24,6 +24,13 @@ def print_summary(console: Console, stack: DevStack) -> None:
                 f"  {service.name + ':':<10} {service.url}", soft_wrap=True, highlight=False
             )
     console.print(f"  {'logs:':<10} {stack.dir} (removed on exit)", soft_wrap=True, highlight=False)
+    if stack.s3_is_ephemeral:
+        console.print(
+            "  [yellow]S3 is moto, in memory: stored images (the demo's too) vanish when "
+            "nbq dev stops.[/yellow] Copy them out first: nbq get <job_id> -o DIR",
+            soft_wrap=True,
+            highlight=False,
+        )
     console.print()
     console.print("[bold]In another shell:[/bold]")
     for line in stack.env.export_lines():

@@ -26,7 +26,7 @@ from workers.contract import ALL_QUEUES
 from workers.settings import Settings
 
 #: Offsets from ``--port-base``: one port per service, in this order.
-PORT_OFFSETS = {"redis": 0, "s3": 1, "emulator": 2, "flower": 3}
+PORT_OFFSETS = {"redis": 0, "s3": 1, "emulator": 2, "flower": 3, "metrics": 4}
 #: Seconds the worker and Flower get to answer (Celery's imports are slow on a busy host).
 APP_START_TIMEOUT_S = 90.0
 WORKER_CONCURRENCY = 4
@@ -71,6 +71,7 @@ class DevStack:
         self._start_api()
         self._start_worker()
         self._start_flower()
+        self._start_metrics()
 
     def stop(self) -> None:
         """Stop every child (newest first) and remove the temp dir."""
@@ -200,3 +201,23 @@ class DevStack:
 
         self.supervisor.wait_ready(child, healthy, timeout_s=APP_START_TIMEOUT_S)
         self._ready(Service("flower", url, "no auth, loopback only"))
+
+    def _start_metrics(self) -> None:
+        """``nbq metrics``: the exact project totals (what Prometheus would scrape)."""
+        port = self._port("metrics")
+        url = f"http://127.0.0.1:{port}/metrics"
+        child = self.supervisor.start("metrics", [
+            sys.executable, "-m", "producers.cli.main", "metrics", "--address", "127.0.0.1",
+            "--port", str(port),
+        ], extra_env=self.env.values)  # fmt: skip
+
+        def serving() -> bool:
+            return httpx.get(url, timeout=1.0, trust_env=False).status_code == 200
+
+        self.supervisor.wait_ready(child, serving, timeout_s=APP_START_TIMEOUT_S)
+        self._ready(Service("metrics", url, "nbq metrics, Prometheus text"))
+
+    @property
+    def s3_is_ephemeral(self) -> bool:
+        """True when S3 is the stack's own moto server: objects live in its memory."""
+        return "s3_endpoint" not in self.user.model_fields_set

@@ -5,7 +5,10 @@ uvicorn --factory producers.ingress.app:create_app     # or: nbq serve
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from producers.api import Producer
@@ -14,7 +17,13 @@ from producers.ingress.auth import TokenRegistry
 from producers.ingress.batches import BatchStore
 from producers.ingress.bodylimit import BodyLimitMiddleware
 from producers.ingress.context import IngressContext
-from producers.ingress.errors import ApiError, api_error_handler, http_error_handler
+from producers.ingress.errors import (
+    ApiError,
+    api_error_handler,
+    http_error_handler,
+    use_error_body_for_422,
+    validation_error_handler,
+)
 from workers.logs import get_logger
 from workers.settings import Settings, get_settings
 
@@ -55,7 +64,21 @@ def create_app(settings: Settings | None = None, *, producer: Producer | None = 
     )
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    _document_errors_as_served(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     for module in (jobs_routes, batch_routes, health_routes, callback_routes):
         app.include_router(module.router)
     return app
+
+
+def _document_errors_as_served(app: FastAPI) -> None:
+    """The OpenAPI document shows the 422 the app really answers (ErrorBody)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = use_error_body_for_422(build())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from producers.ingress.batches import done_count
 from producers.ingress.context import Context, ProducerName
-from producers.ingress.errors import ApiError, documented, not_found
+from producers.ingress.errors import ApiError, describe_problems, documented, not_found
 from producers.ingress.jobs_routes import IdempotencyKey, enqueue_one, id_from
 from producers.ingress.schemas import (
     MAX_BATCH_ID_CHARS,
     BatchCreate,
     BatchCreated,
     BatchView,
+    JobCreate,
     RefusedJob,
 )
 from workers.jobs.ids import new_job_id
@@ -28,10 +31,12 @@ def create_batch(
     producer: ProducerName,
     idempotency_key: IdempotencyKey = None,
 ) -> BatchCreated:
-    """Enqueue every request (all validated first: one bad request refuses the batch).
+    """Enqueue every valid request; list the others in ``refused`` (index, code, field).
 
-    Jobs that cannot be enqueued for other reasons (credit budget, an id in use) are
-    listed in ``refused``; the others are enqueued.
+    Partial acceptance, as ``nbq batch`` does with bad lines: one typo does not hold up
+    999 good jobs, and because job ids are ``<batch_id>-<index>`` (or the item's own),
+    resending the corrected batch enqueues only what was refused. A batch of which no
+    request is valid answers 422.
     """
     batch_id = (
         id_from(body.batch_id, idempotency_key, field="batch_id", max_chars=MAX_BATCH_ID_CHARS)
@@ -41,10 +46,35 @@ def create_batch(
         raise ApiError(409, "batch_id_in_use", f"batch_id {batch_id!r} is already in use")
     accepted: list[str] = []
     refused: list[RefusedJob] = []
-    for index, item in enumerate(body.requests):
-        job_id = item.job_id or f"{batch_id}-{index}"
+    for index, raw in enumerate(body.requests):
+        job_id = f"{batch_id}-{index}"
+        try:
+            item = JobCreate.model_validate(raw)
+        except ValidationError as exc:
+            field, message = describe_problems(exc.errors(), prefix=("requests", index))
+            own = raw.get("job_id") if isinstance(raw, dict) else None
+            refused.append(
+                RefusedJob(
+                    index=index,
+                    job_id=own if isinstance(own, str) and len(own) <= 128 else job_id,
+                    code="invalid_request",
+                    message=message,
+                    field=field,
+                )
+            )
+            continue
+        job_id = item.job_id or job_id
         try:
             record, _ = enqueue_one(context, producer, item, job_id, batch_id=batch_id)
+        except RequestValidationError as exc:  # a rule only the producer checks
+            field, message = describe_problems(exc.errors(), prefix=("requests", index))
+            refused.append(
+                RefusedJob(
+                    index=index, job_id=job_id, code="invalid_request", message=message,
+                    field=field,
+                )
+            )  # fmt: skip
+            continue
         except ApiError as exc:
             refused.append(
                 RefusedJob(index=index, job_id=job_id, code=exc.code, message=exc.message)
@@ -52,6 +82,14 @@ def create_batch(
             continue
         accepted.append(record.job_id)
         context.batches.add(batch_id, [record.job_id])
+    if not accepted and refused and all(r.code == "invalid_request" for r in refused):
+        first = refused[0]
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"no request of the batch is valid: {first.message}",
+            field=first.field,
+        )
     response.headers["Location"] = f"/v1/batches/{batch_id}"
     return BatchCreated(batch_id=batch_id, job_ids=accepted, refused=refused)
 

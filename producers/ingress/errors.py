@@ -1,25 +1,37 @@
-"""The ingress's own error answers: ``{"error": {"code": "...", "message": "..."}}``.
+"""Every error the ingress answers has one shape: ``{"error": {"code", "message", "field"?}}``.
 
-Validation problems keep FastAPI's 422 shape (``{"detail": [{"loc": [...], ...}]}``),
-which names the field; everything else the ingress refuses is an :class:`ApiError`.
+Validation problems (422) name the first bad ``field`` (dotted path in the body, e.g.
+``requests.3.size``) and quote pydantic's messages, each cut to a short excerpt: the
+input itself is never echoed (FastAPI's default 422 returned a 3,000-character prompt
+whole). Everything else the ingress refuses is an :class:`ApiError`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from fastapi import Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+#: Longest quote of one validation message (the messages never carry the input itself).
+MAX_MESSAGE_EXCERPT = 200
+#: Validation problems listed in one message (the first names the ``field``).
+MAX_PROBLEMS = 3
+
 
 class ErrorDetail(BaseModel):
     code: str
     message: str
+    field: str | None = None
 
 
 class ErrorBody(BaseModel):
-    """Every non-validation error the ingress answers."""
+    """Every error the ingress answers (422 included)."""
 
     error: ErrorDetail
 
@@ -28,25 +40,77 @@ class ApiError(Exception):
     """An answer other than 2xx or 422, with a stable ``code`` for programs."""
 
     def __init__(
-        self, status_code: int, code: str, message: str, *, headers: dict[str, str] | None = None
+        self,
+        status_code: int,
+        code: str,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
+        field: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.code = code
         self.message = message
         self.headers = headers
+        self.field = field
 
 
 def error_response(
-    status_code: int, code: str, message: str, *, headers: dict[str, str] | None = None
+    status_code: int,
+    code: str,
+    message: str,
+    *,
+    headers: dict[str, str] | None = None,
+    field: str | None = None,
 ) -> JSONResponse:
-    body = ErrorBody(error=ErrorDetail(code=code, message=message))
-    return JSONResponse(body.model_dump(), status_code=status_code, headers=headers)
+    body = ErrorBody(error=ErrorDetail(code=code, message=message, field=field))
+    return JSONResponse(
+        body.model_dump(exclude_none=True), status_code=status_code, headers=headers
+    )
+
+
+def field_of(loc: Sequence[Any]) -> str:
+    """``("body", "requests", 3, "size")`` → ``requests.3.size`` (``body`` is implied)."""
+    parts = [str(p) for p in loc]
+    if parts and parts[0] == "body":
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def excerpt(text: str, limit: int = MAX_MESSAGE_EXCERPT) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe_problems(errors: Sequence[Any], *, prefix: Sequence[Any] = ()) -> tuple[str, str]:
+    """``(field, message)`` for pydantic/FastAPI error dicts, without their ``input``."""
+    if not errors:
+        return field_of(prefix), "invalid request"
+    lines = [
+        f"{field_of([*prefix, *e.get('loc', ())])}: {excerpt(str(e.get('msg', 'invalid')))}"
+        for e in errors[:MAX_PROBLEMS]
+    ]
+    if len(errors) > MAX_PROBLEMS:
+        lines.append(f"and {len(errors) - MAX_PROBLEMS} more")
+    return field_of([*prefix, *errors[0].get("loc", ())]), "; ".join(lines)
+
+
+async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 in the ingress's one error shape."""
+    assert isinstance(exc, RequestValidationError)
+    field, message = describe_problems(list(exc.errors()))
+    return error_response(422, "invalid_request", message, field=field)
 
 
 async def api_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status_code, exc.code, exc.message, headers=exc.headers)
+    return error_response(
+        exc.status_code,
+        exc.code,
+        exc.message,
+        headers=exc.headers,
+        field=exc.field,
+    )
 
 
 async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -88,3 +152,19 @@ def documented(*codes: int) -> dict[int | str, dict[str, object]]:
         503: "a dependency is unavailable",
     }
     return {code: {"model": ErrorBody, "description": descriptions[code]} for code in codes}
+
+
+def use_error_body_for_422(document: dict[str, Any]) -> dict[str, Any]:
+    """Point every documented 422 at :class:`ErrorBody` (FastAPI documents its own shape)."""
+    for path in document.get("paths", {}).values():
+        for operation in path.values():
+            answer = operation.get("responses", {}).get("422")
+            if answer is not None:
+                answer["description"] = "a field is invalid (`field` names it)"
+                answer["content"] = {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}
+                }
+    schemas = document.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    return document

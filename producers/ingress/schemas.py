@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from workers.evolink.models import GenerationRequest
 from workers.jobs.ids import validate_job_id
@@ -80,13 +80,33 @@ class BatchCreate(BaseModel):
     """Many requests under one batch id; each may carry its own ``job_id``.
 
     Jobs without a ``job_id`` get ``<batch_id>-<index>``, so repeating the same batch
-    (same ``batch_id`` or ``Idempotency-Key``) never enqueues a job twice.
+    (same ``batch_id`` or ``Idempotency-Key``) never enqueues a job twice. Each request
+    is validated on its own (a bad one is listed in ``refused``, the others enqueued),
+    so the items are documented as ``JobCreate`` but read as plain objects here.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     batch_id: str | None = Field(default=None, min_length=1, max_length=MAX_BATCH_ID_CHARS)
-    requests: list[JobCreate] = Field(min_length=1, max_length=MAX_BATCH_JOBS)
+    requests: Annotated[
+        list[Any],
+        WithJsonSchema(
+            {
+                "type": "array",
+                # Any item is accepted by the schema: an invalid one is refused on its
+                # own (listed in ``refused``), it does not make the batch invalid.
+                "items": {
+                    "anyOf": [
+                        {"$ref": "#/components/schemas/JobCreate"},
+                        {"description": "anything else: refused, listed in `refused`"},
+                    ]
+                },
+                "minItems": 1,
+                "maxItems": MAX_BATCH_JOBS,
+                "title": "Requests",
+            }
+        ),
+    ] = Field(min_length=1, max_length=MAX_BATCH_JOBS)
 
     @field_validator("batch_id")
     @classmethod
@@ -95,10 +115,13 @@ class BatchCreate(BaseModel):
 
 
 class RefusedJob(BaseModel):
+    """One request of a batch that was not enqueued, and why (nothing of it was written)."""
+
     index: int
     job_id: str
     code: str
     message: str
+    field: str | None = Field(default=None, description="the invalid field, for invalid_request")
 
 
 class BatchCreated(BaseModel):

@@ -72,8 +72,10 @@ def test_demo_then_exit_prints_urls_exports_and_three_stored_jobs() -> None:
 
     output = done.stdout
     assert done.returncode == 0, output + done.stderr
-    for name in ("redis", "s3", "emulator", "flower"):
+    for name in ("redis", "s3", "emulator", "flower", "metrics"):
         assert re.search(rf"^  {name}:\s+(redis|http)://127\.0\.0\.1:\d+", output, re.M), output
+    assert re.search(r"^  metrics:\s+http://127\.0\.0\.1:\d+/metrics$", output, re.M), output
+    assert "vanish when nbq dev stops" in output
     assert "export NBQ_BROKER_URL=redis://127.0.0.1:" in output
     assert f"export NBQ_BROKER_URL={closed_url}" not in output
     assert re.search(r"^export NBQ_EVOLINK_API_KEY=dev-[0-9a-f]+$", output, re.M)
@@ -112,7 +114,7 @@ def test_a_stop_signal_stops_every_child_and_removes_the_temp_dir(
         )
         assert proc.poll() is None, out_path.read_text()
         children = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
-        assert len(children) >= 5  # redis, moto, emulator, worker, flower
+        assert len(children) >= 6  # redis, moto, emulator, worker, flower, metrics
 
         # When Ctrl-C (or SIGTERM) arrives
         proc.send_signal(sig)

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from workers import metrics
+from workers.failures import record_failure
 from workers.jobs.record import JobError, JobRecord
 from workers.jobs.state import ACTIVE_STATES, JobState
 from workers.logs import get_logger
@@ -86,6 +87,7 @@ def fail_job(
     )
     if applied and record is not None:
         metrics.job_failed(error.code)
+        record_failure(job_id, error)  # the task ends FAILURE with this reason's class
         if record.credits_reserved:
             from workers.resilience.credits import CreditLedger
 

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from workers import metrics
 from workers.evolink.models import GenerationRequest
+from workers.failures import record_failure
 from workers.jobs.ids import InvalidJobIdError, new_job_id, validate_job_id
 from workers.jobs.record import JobError, JobRecord
 from workers.jobs.state import JobState
@@ -60,14 +61,13 @@ def intake(
         )
     except ValidationError as exc:
         message = describe_validation_error(exc)
-        failed = JobRecord(
-            job_id=job_id,
-            state=JobState.FAILED,
-            producer=producer,
-            error=JobError(code="invalid_request", message=message),
-        )
-        record, _ = rt.store.create(failed)
+        error = JobError(code="invalid_request", message=message)
+        failed = JobRecord(job_id=job_id, state=JobState.FAILED, producer=producer, error=error)
+        record, created = rt.store.create(failed)
+        if not created:
+            return record  # a duplicate delivery: counted (and shown failed) once
         metrics.job_failed("invalid_request")
+        record_failure(job_id, error)
         log.warning("intake_invalid_request", job_id=job_id, error_message=message)
         return record
     record, _ = rt.store.create(

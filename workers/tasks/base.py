@@ -1,4 +1,12 @@
-"""The task base: turns a stage's RetryLater into a Celery retry and ends exhausted jobs."""
+"""The task base: turns a stage's RetryLater into a Celery retry and ends exhausted jobs.
+
+A run that moved its job to ``failed`` ends in Celery FAILURE with the reason's
+exception class (``workers.failures``): Flower's Failed count and filter show failed
+jobs, once each (only the run whose transition won raises; a duplicate finds the job
+already failed and succeeds quietly). ``throws`` marks these as expected: the worker logs
+them at INFO without a traceback, and no autoretry or redelivery follows (poll/download
+ack late, and Celery acks a task that raised: task_acks_on_failure_or_timeout).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +14,7 @@ from typing import Any
 
 from celery import Task
 
-from workers import metrics
+from workers import failures, metrics
 from workers.app import app
 from workers.contract import TASK_ADOPT, TASK_DOWNLOAD, TASK_POLL, TASK_SUBMIT
 from workers.jobs.state import ACTIVE_STATES
@@ -40,6 +48,15 @@ class StageTask(Task):  # type: ignore[misc]
 
     abstract = True
     max_retries = None
+    throws = (failures.JobFailed,)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with failures.recording() as failed:
+            result = super().__call__(*args, **kwargs)
+        if failed:
+            job_id, error = failed[0]
+            raise failures.failure_for(job_id, error)
+        return result
 
     def run_stage(self, func: Any, *args: Any, **kwargs: Any) -> str:
         with metrics.batched():  # one metrics round trip per task
@@ -51,14 +68,17 @@ class StageTask(Task):  # type: ignore[misc]
         except RetryLater as signal:
             limit = signal.max_retries
             if limit is not None and self.request.retries >= limit:
-                if signal.on_exhausted is not None:
-                    fail_job(
-                        get_runtime(),
-                        str(kwargs["job_id"]),
-                        signal.on_exhausted,
-                        from_states=signal.fail_from or ACTIVE_STATES,
-                    )
-                raise signal.cause from None
+                if signal.on_exhausted is None:
+                    raise signal.cause from None
+                failed = fail_job(
+                    get_runtime(),
+                    str(kwargs["job_id"]),
+                    signal.on_exhausted,
+                    from_states=signal.fail_from or ACTIVE_STATES,
+                )
+                # Failed here: __call__ raises the reason's class. Moved on by another
+                # stage meanwhile: nothing failed, the task ends quietly.
+                return "failed_exhausted" if failed is not None else "exhausted_stale"
             if limit is None:
                 # An unbounded wait (quota breaker) must not spend the transient-retry
                 # budget: the re-sent message counts from 0 again (retry() adds 1).

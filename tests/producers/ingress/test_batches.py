@@ -41,11 +41,38 @@ def test_the_batch_view_counts_jobs_by_state(ingress: Ingress) -> None:
     assert data["counts"] == {JobState.QUEUED.value: 4, JobState.CANCELLED.value: 1}
 
 
-def test_one_bad_request_refuses_the_whole_batch_naming_its_index(ingress: Ingress) -> None:
-    bad = [*REQUESTS, {"prompt": "ok", "size": "7:5"}]
-    response = ingress.client.post("/v1/batches", json={"requests": bad}, headers=auth())
+def test_bad_requests_are_refused_by_index_and_field_while_the_good_ones_are_enqueued(
+    ingress: Ingress,
+) -> None:
+    bad = [*REQUESTS, {"prompt": "ok", "size": "7:5"}, "not an object", {"prompt": "x" * 3000}]
+    response = ingress.client.post(
+        "/v1/batches", json={"batch_id": "mixed", "requests": bad}, headers=auth()
+    )
+    assert response.status_code == 201, response.text
+    data = response.json()
+    assert data["job_ids"] == [f"mixed-{i}" for i in range(5)]
+    refused = {r["index"]: r for r in data["refused"]}
+    assert sorted(refused) == [5, 6, 7]
+    assert {r["code"] for r in refused.values()} == {"invalid_request"}
+    assert refused[5]["field"] == "requests.5.size" and refused[5]["job_id"] == "mixed-5"
+    assert refused[7]["field"] == "requests.7.prompt"
+    assert "x" * 100 not in response.text  # the input is never echoed back
+    assert ingress.job_count() == 5
+    # And resending the corrected batch enqueues only what was refused
+    fixed = [*REQUESTS, {"prompt": "ok", "size": "1:1"}, {"prompt": "ok"}, {"prompt": "short"}]
+    again = ingress.client.post(
+        "/v1/batches", json={"batch_id": "mixed", "requests": fixed}, headers=auth()
+    ).json()
+    assert again["refused"] == [] and len(again["job_ids"]) == 8 and ingress.job_count() == 8
+
+
+def test_a_batch_without_one_valid_request_is_a_422_in_the_error_shape(ingress: Ingress) -> None:
+    response = ingress.client.post(
+        "/v1/batches", json={"requests": [{"prompt": "ok", "size": "7:5"}]}, headers=auth()
+    )
     assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"][:4] == ["body", "requests", 5, "size"]
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request" and error["field"] == "requests.0.size"
     assert ingress.job_count() == 0
 
 

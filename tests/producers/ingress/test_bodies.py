@@ -55,6 +55,7 @@ def test_any_body_is_a_job_or_a_422_with_nothing_enqueued(ingress: Ingress, body
     assert response.status_code in (200, 201, 422), response.text
     if response.status_code == 422:
         assert ingress.job_count() == before
-        assert all(error["loc"] for error in response.json()["detail"])
+        error = response.json()["error"]
+        assert error["code"] == "invalid_request" and error["field"] and error["message"]
     else:
         assert response.json()["state"] == "queued"

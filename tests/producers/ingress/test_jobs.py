@@ -48,7 +48,7 @@ def test_a_header_and_body_id_that_differ_are_refused(ingress: Ingress) -> None:
         "/v1/jobs", json={**BODY, "job_id": "a-1"}, headers={**auth(), "Idempotency-Key": "b-2"}
     )
     assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
+    assert response.json()["error"]["field"] == "header.Idempotency-Key"
     assert ingress.job_count() == 0
 
 
@@ -84,8 +84,20 @@ def test_bad_requests_answer_422_naming_the_field_and_enqueue_nothing(
 ) -> None:
     response = ingress.client.post("/v1/jobs", json=body, headers=auth())
     assert response.status_code == 422, response.text
-    assert any(field in error["loc"] for error in response.json()["detail"]), response.json()
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert error["field"].split(".")[0] == field, error
+    assert error["message"].startswith(error["field"]), error
     assert ingress.job_count() == 0 and ingress.queued_messages("submit") == 0
+
+
+def test_a_422_never_echoes_more_than_a_short_excerpt_of_the_input(ingress: Ingress) -> None:
+    prompt = "lighthouse " * 300  # 3,300 characters
+    response = ingress.client.post("/v1/jobs", json={"prompt": prompt}, headers=auth())
+    assert response.status_code == 422
+    assert set(response.json()) == {"error"}
+    assert response.json()["error"]["field"] == "prompt"
+    assert len(response.text) < 600 and "lighthouse lighthouse" not in response.text
 
 
 def test_a_body_that_is_not_json_answers_422(ingress: Ingress) -> None:
@@ -93,6 +105,7 @@ def test_a_body_that_is_not_json_answers_422(ingress: Ingress) -> None:
         "/v1/jobs", content=b"{not json", headers={**auth(), "content-type": "application/json"}
     )
     assert response.status_code == 422 and ingress.job_count() == 0
+    assert response.json()["error"]["code"] == "invalid_request"
 
 
 def test_a_job_reads_back_with_its_state_and_error(ingress: Ingress) -> None:

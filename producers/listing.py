@@ -1,0 +1,92 @@
+"""List jobs for ``nbq jobs``: the per-state indexes for active states, a bounded scan
+of job records for the ended ones (stored, failed, cancelled have no index).
+
+Newest first. Filters (producer, batch) are applied to the records read; a batch id
+reads its membership set (``<prefix>:batch:<id>``, written by the HTTP ingress) first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from workers.jobs.record import JobRecord
+from workers.jobs.state import ACTIVE_STATES, JobState
+from workers.jobs.store import JobStore
+
+#: At most this many job keys are scanned for ended jobs (a listing, not an export).
+MAX_SCANNED = 20_000
+
+
+def list_jobs(
+    store: JobStore,
+    *,
+    state: JobState | None = None,
+    producer: str | None = None,
+    batch_id: str | None = None,
+    limit: int = 20,
+) -> list[JobRecord]:
+    """Up to ``limit`` matching jobs, most recently updated first."""
+    if batch_id is not None:
+        candidates: Iterable[str] = _batch_members(store, batch_id)
+    elif state is not None and state in ACTIVE_STATES:
+        candidates = _indexed(store, state, MAX_SCANNED)
+    else:
+        candidates = _scanned(store)
+    found: list[JobRecord] = []
+    for chunk in _chunks(candidates, 200):
+        for record in _read(store, chunk):
+            if state is not None and record.state is not state:
+                continue
+            if producer is not None and record.producer != producer:
+                continue
+            if batch_id is not None and record.batch_id not in (None, batch_id):
+                continue
+            found.append(record)
+        if state is not None and state in ACTIVE_STATES and len(found) >= limit:
+            break  # the index is newest first: enough read
+    found.sort(key=lambda r: r.updated_at, reverse=True)
+    return found[:limit]
+
+
+def _indexed(store: JobStore, state: JobState, limit: int) -> list[str]:
+    ids: Any = store.redis.zrevrange(store.index_key(state), 0, limit - 1)
+    return [_text(i) for i in ids]
+
+
+def _batch_members(store: JobStore, batch_id: str) -> list[str]:
+    return sorted(_text(i) for i in store.redis.smembers(f"{store.prefix}:batch:{batch_id}"))
+
+
+def _scanned(store: JobStore) -> Iterator[str]:
+    prefix = store.key("")
+    for n, key in enumerate(store.redis.scan_iter(match=f"{prefix}*", count=1000)):
+        if n >= MAX_SCANNED:
+            return
+        yield _text(key)[len(prefix) :]
+
+
+def _read(store: JobStore, job_ids: list[str]) -> list[JobRecord]:
+    pipe = store.redis.pipeline(transaction=False)
+    for job_id in job_ids:
+        pipe.hgetall(store.key(job_id))
+    records = []
+    for raw in pipe.execute():
+        if raw:
+            records.append(JobRecord.from_hash({_text(k): _text(v) for k, v in raw.items()}))
+    return records
+
+
+def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

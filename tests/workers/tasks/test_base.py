@@ -1,0 +1,62 @@
+"""StageTask: a run that failed its job ends in Celery FAILURE with the reason's class."""
+
+from __future__ import annotations
+
+import pytest
+from celery import Celery
+
+from workers import failures
+from workers.jobs.record import JobError
+from workers.tasks.base import StageTask
+
+
+@pytest.fixture
+def eager_app() -> Celery:
+    app = Celery("nbq-test", set_as_current=False)
+    app.conf.update(task_always_eager=False, task_store_eager_result=False)
+    return app
+
+
+def _stage(*, fail: bool, retries: int = 0, job_id: str) -> str:
+    if fail:
+        failures.record_failure(job_id, JobError(code="result_expired", message="link 403"))
+        return "failed_result_expired"
+    return "stored"
+
+
+def test_a_run_that_failed_its_job_ends_failure_with_the_reasons_exception(
+    eager_app: Celery,
+) -> None:
+    @eager_app.task(base=StageTask, bind=True, name="t.fail")
+    def task(self: StageTask, job_id: str, fail: bool) -> str:
+        return self.run_stage(_stage, job_id=job_id, fail=fail)
+
+    result = task.apply(kwargs={"job_id": "j1", "fail": True})
+    assert result.state == "FAILURE"
+    assert isinstance(result.result, failures.ResultExpired)
+    assert "job j1 failed (result_expired)" in str(result.result)
+
+
+def test_a_run_that_did_not_fail_a_job_succeeds_with_its_label(eager_app: Celery) -> None:
+    @eager_app.task(base=StageTask, bind=True, name="t.ok")
+    def task(self: StageTask, job_id: str, fail: bool) -> str:
+        return self.run_stage(_stage, job_id=job_id, fail=fail)
+
+    result = task.apply(kwargs={"job_id": "j2", "fail": False})
+    assert (result.state, result.result) == ("SUCCESS", "stored")
+
+
+def test_job_failures_are_expected_errors_never_autoretried() -> None:
+    assert StageTask.throws == (failures.JobFailed,)
+    assert not getattr(StageTask, "autoretry_for", ())
+
+
+def test_the_pipeline_tasks_ack_a_failure_instead_of_requeueing_it() -> None:
+    from workers.app import app
+    from workers.tasks import pipeline
+
+    assert app.conf.task_acks_on_failure_or_timeout is True
+    assert app.conf.result_backend is None and app.conf.task_ignore_result is True
+    for task in (pipeline.poll_task, pipeline.download_task):
+        assert task.acks_late and task.reject_on_worker_lost
+        assert getattr(task, "acks_on_failure_or_timeout", True) is True
