@@ -46,6 +46,7 @@ def own_nodes() -> Iterator[Callable[[], RabbitNode]]:
     """
     nodes: list[RabbitNode] = []
     base = Path(tempfile.mkdtemp(prefix="nbq-rabbit-"))
+    base.chmod(0o755)  # mkdtemp makes it 0700: the rabbitmq user must enter it
 
     def start() -> RabbitNode:
         node = RabbitNode(dir=base / f"n{len(nodes)}")
