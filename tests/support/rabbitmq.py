@@ -128,8 +128,10 @@ class RabbitNode:
         self.started = True
         # Until the node registers with epmd, await_startup fails at once: retry it.
         wait_until(
-            lambda: ctl("await_startup", "--timeout", "60", node=self.name, timeout_s=90)
-            .returncode == 0,
+            lambda: (
+                ctl("await_startup", "--timeout", "60", node=self.name, timeout_s=90).returncode
+                == 0
+            ),
             timeout_s=150,
             interval_s=1.0,
             what=f"RabbitMQ node {self.name} to start",
@@ -156,3 +158,21 @@ class RabbitNode:
         if self.started:
             ctl("stop", node=self.name, timeout_s=90)
             self.started = False
+
+
+def join_cluster(node: RabbitNode, seed: RabbitNode) -> None:
+    """Make ``node`` a member of ``seed``'s cluster (``rabbitmqctl join_cluster``)."""
+    ctl("stop_app", node=node.name, check=True)
+    ctl("join_cluster", seed.name, node=node.name, timeout_s=120, check=True)
+    ctl("start_app", node=node.name, timeout_s=120, check=True)
+
+
+def quorum_members(vhost: Vhost, queue: str) -> tuple[str, list[str]]:
+    """``(leader, members)`` of a quorum queue, from ``rabbitmqctl list_queues``."""
+    out = ctl("list_queues", "-p", vhost.name, "name", "leader", "members", "--quiet",
+              "--no-table-headers", node=vhost.node, check=True).stdout  # fmt: skip
+    for line in out.splitlines():
+        name, leader, members = [*line.split("\t"), "", ""][:3]
+        if name == queue:
+            return leader, [m.strip(" []'\"") for m in members.strip("[]").split(",") if m]
+    raise KeyError(queue)
