@@ -33,7 +33,9 @@ def queue_lengths(client: redis.Redis, queues: Iterable[str]) -> dict[str, int]:
     return {queue: sum(int(next(results)) for _ in range(per_queue)) for queue in names}
 
 
-def amqp_queue_lengths(url: str, queues: Iterable[str], *, timeout_s: float = 5.0) -> dict[str, int]:
+def amqp_queue_lengths(
+    url: str, queues: Iterable[str], *, timeout_s: float = 5.0
+) -> dict[str, int]:
     """Messages ready (not yet delivered) per queue on RabbitMQ, by passive declare.
 
     A passive ``queue.declare`` answers with the queue's ready-message count over plain
@@ -43,10 +45,10 @@ def amqp_queue_lengths(url: str, queues: Iterable[str], *, timeout_s: float = 5.
     declared yet (no worker has started) counts 0. Connection errors propagate.
     """
     from amqp.exceptions import NotFound
-    from kombu import Connection
+    from kombu.connection import Connection
 
     lengths: dict[str, int] = {}
-    with Connection(url, connect_timeout=timeout_s) as conn:
+    with Connection(url, connect_timeout=timeout_s) as conn:  # type: ignore[no-untyped-call]
         channel = conn.channel()
         try:
             for queue in queues:

@@ -17,7 +17,7 @@ import math
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
-from kombu import Exchange, Queue
+from kombu.entity import Exchange, Queue
 
 BrokerKind = Literal["redis", "amqp"]
 
