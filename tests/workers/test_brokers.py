@@ -121,3 +121,30 @@ def test_autoscale_is_refused_on_rabbitmq_with_what_to_do_instead(
             )  # fmt: skip
     finally:
         get_settings.cache_clear()
+
+
+def test_flower_gets_the_management_api_through_its_environment_never_argv(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    from producers.cli import run
+    from workers.app import app
+    from workers.settings import get_settings
+
+    api = "http://nbq:s3cret-pw@rabbit:15672/api/"
+    monkeypatch.setenv("NBQ_BROKER_URL", AMQP)
+    monkeypatch.setenv("NBQ_REDIS_URL", STORE)
+    monkeypatch.setenv("NBQ_BROKER_API_URL", api)
+    monkeypatch.delenv("FLOWER_BROKER_API", raising=False)
+    started: list[list[str]] = []
+    monkeypatch.setattr(app, "start", lambda argv: started.append(argv))
+    monkeypatch.setattr(run, "_protect_flower_metrics", lambda: None)
+    get_settings.cache_clear()
+    try:
+        run.run_flower(port=None, address="127.0.0.1", no_auth=True, max_tasks=None, db=None)
+        assert os.environ["FLOWER_BROKER_API"] == api
+        assert not any("s3cret-pw" in arg for arg in started[0])
+    finally:
+        monkeypatch.delenv("FLOWER_BROKER_API", raising=False)
+        get_settings.cache_clear()
