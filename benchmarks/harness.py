@@ -202,6 +202,8 @@ class BenchStack:
     time_scale: float
     emulator_args: list[str] = field(default_factory=list)
     overrides: dict[str, str] = field(default_factory=dict)
+    #: Another broker (``amqp://`` vhost); the job store stays on this stack's Redis.
+    broker_url: str | None = None
     redis: RedisProc = field(init=False)
     s3: S3Proc = field(init=False)
     emulator: EmulatorProc = field(init=False)
@@ -231,7 +233,8 @@ class BenchStack:
         return {
             "NBQ_EVOLINK_API_KEY": API_KEY,
             "NBQ_EVOLINK_BASE_URL": self.emulator.url,
-            "NBQ_BROKER_URL": self.redis.url,
+            "NBQ_BROKER_URL": self.broker_url or self.redis.url,
+            "NBQ_REDIS_URL": self.redis.url,
             "NBQ_RESULT_URL_ALLOWED_HOSTS": "127.0.0.1",
             "NBQ_RESULT_URL_ALLOW_HTTP": "true",
             "NBQ_LOG_LEVEL": "INFO",
@@ -258,7 +261,7 @@ class BenchStack:
         args += ["--hostname", f"{name}@bench", "--loglevel", "INFO"]
         proc = start_proc(args, log=self.dir / f"worker-{name}.log", env=self.env())
         self.workers.append(proc)
-        wait_worker(self.redis.url, f"{name}@bench", proc)
+        wait_worker(self.broker_url or self.redis.url, f"{name}@bench", proc)
         return proc
 
     def producer(self) -> Any:
@@ -360,8 +363,11 @@ def bench_stack(
     *,
     emulator_args: list[str] | None = None,
     overrides: dict[str, str] | None = None,
+    broker_url: str | None = None,
 ) -> Iterator[BenchStack]:
-    stack = BenchStack(dir, time_scale, list(emulator_args or []), dict(overrides or {}))
+    stack = BenchStack(
+        dir, time_scale, list(emulator_args or []), dict(overrides or {}), broker_url
+    )
     try:
         stack.start()
         yield stack

@@ -145,8 +145,23 @@ class Producer:
         if record.state is JobState.QUEUED and record.attempts == 0 and not record.waiting_reason:
             # New (or never picked up): send. A duplicate message is harmless — submit's
             # queued → submitting transition has exactly one winner.
-            self.celery.send_task(TASK_GENERATE, kwargs=_generate_kwargs(record))
+            self._send_recorded(record)
         return JobHandle(self, record.job_id)
+
+    def _send_recorded(self, record: JobRecord) -> None:
+        """Publish a recorded job's message (the two-step path: a broker other than the
+        store's Redis, e.g. RabbitMQ with confirms). If the broker fails, the record is
+        already written, so the job is not lost (the reconciler sends a queued job's
+        missing message after NBQ_STUCK_AFTER_S); the caller still learns of it, with the
+        id to enqueue again (idempotent) if it wants to be sure now."""
+        try:
+            self.celery.send_task(TASK_GENERATE, kwargs=_generate_kwargs(record))
+        except _BROKER_ERRORS as exc:
+            raise EnqueueUncertainError(
+                record.job_id,
+                f"{type(exc).__name__} publishing to the broker; the job is recorded and the "
+                "reconciler sends it once the broker is back",
+            ) from exc
 
     def _enqueue_new(
         self, valid: GenerationRequest, *, producer: str | None, batch_id: str | None

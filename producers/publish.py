@@ -14,7 +14,11 @@ message without a record is recorded by the worker, a record without a message i
 re-driven by the reconciler.
 
 Used only when the job store and the broker are the same Redis (the default); otherwise,
-or with an older kombu, enqueue keeps its two-step path (record, then message).
+or with an older kombu, enqueue keeps its two-step path (record, then message). On
+RabbitMQ (``amqp://``) that is always the path: the record is written to Redis first, then
+the message is published with publisher confirms; a broker failure there raises
+``EnqueueUncertainError`` with the job id, and the recorded job is re-sent by the
+reconciler, so nothing is lost.
 """
 
 from __future__ import annotations

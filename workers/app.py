@@ -7,6 +7,8 @@ Settings chosen for safety (see docs/failure-handling.md):
 - ``visibility_timeout`` far above any countdown (poll hops are capped at
   NBQ_POLL_MAX_INTERVAL_S) plus the longest task time limit.
 - A bounded ``worker_eta_task_limit`` so countdown polls cannot fill worker memory.
+- On RabbitMQ (``amqp://``): quorum queues, confirms and native delayed delivery, so
+  countdowns wait in the broker (``workers/brokers.py``).
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from celery import Celery
-from kombu.entity import Queue
 
 from workers import shutdown
+from workers.brokers import broker_kind, task_queues, transport_config, whole_second_countdown
 from workers.contract import ALL_QUEUES, TASK_QUEUES
 from workers.settings import Settings, get_settings
 
@@ -32,7 +34,12 @@ TIME_LIMITS_S: dict[str, tuple[float, float]] = {
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    """Celery configuration derived from ``NBQ_*`` settings (pure, tested directly)."""
+    """Celery configuration derived from ``NBQ_*`` settings (pure, tested directly).
+
+    The broker-dependent part (queues, transport options, delayed delivery) comes from
+    ``workers.brokers`` by the broker's kind.
+    """
+    kind = broker_kind(settings.broker_url)
     return {
         "broker_url": settings.broker_url,
         "result_backend": None,
@@ -42,18 +49,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "accept_content": ["json"],
         "event_serializer": "json",
         "task_default_queue": "submit",
-        "task_queues": [Queue(name) for name in ALL_QUEUES],  # type: ignore[no-untyped-call]
+        "task_queues": task_queues(kind, ALL_QUEUES),
         "task_routes": {name: {"queue": queue} for name, queue in TASK_QUEUES.items()},
         "task_create_missing_queues": False,
-        "broker_transport_options": {
-            "visibility_timeout": settings.visibility_timeout_s,
-            "socket_keepalive": True,
-            "health_check_interval": 10,
-        },
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
         "worker_prefetch_multiplier": 1,
-        "worker_eta_task_limit": settings.worker_eta_task_limit,
         "worker_send_task_events": settings.task_events,
         "task_send_sent_event": settings.task_events,
         "worker_soft_shutdown_timeout": 20.0,
@@ -70,6 +71,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_pool_limit": 10,
         "timezone": "UTC",
         "enable_utc": True,
+        **transport_config(
+            kind,
+            visibility_timeout_s=settings.visibility_timeout_s,
+            eta_task_limit=settings.worker_eta_task_limit,
+        ),
     }
 
 
@@ -102,9 +108,31 @@ def _closed_broker_channel_is_a_connection_error() -> None:
 _closed_broker_channel_is_a_connection_error()
 
 
+class NbqCelery(Celery):  # type: ignore[misc]
+    """Celery whose countdowns fit the broker: whole seconds on AMQP (native delayed
+    delivery cannot carry less), unchanged on Redis. Every send passes here: stage
+    scheduling, ``self.retry`` and raw producers alike."""
+
+    whole_second_countdowns = False
+
+    def send_task(
+        self,
+        name: str,
+        args: Any = None,
+        kwargs: Any = None,
+        countdown: float | None = None,
+        *more: Any,
+        **options: Any,
+    ) -> Any:
+        if self.whole_second_countdowns:
+            countdown = whole_second_countdown(countdown)
+        return super().send_task(name, args, kwargs, countdown, *more, **options)
+
+
 def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
-    celery_app = Celery("nbq")
+    celery_app = NbqCelery("nbq")
+    celery_app.whole_second_countdowns = broker_kind(settings.broker_url) == "amqp"
     celery_app.conf.update(celery_config(settings))
     celery_app.conf.imports = ("workers.tasks",)
     return celery_app
@@ -131,7 +159,8 @@ def _configure_logging() -> None:
     if settings.ingress_tokens is not None:  # "producer:token,...": each token on its own
         for item in settings.ingress_tokens.get_secret_value().split(","):
             register_secret(item.partition(":")[2].strip())
-    for url in (settings.broker_url, settings.redis_url):
+    api_url = settings.broker_api_url.get_secret_value() if settings.broker_api_url else None
+    for url in (settings.broker_url, settings.redis_url, api_url):
         register_secret(urlsplit(url).password if url else None)  # redis://:pass@host
 
 

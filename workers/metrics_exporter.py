@@ -31,7 +31,8 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from workers import metrics as m
-from workers.broker_queues import UNACKED_KEY, queue_lengths
+from workers.broker_queues import UNACKED_KEY, amqp_queue_lengths, queue_lengths
+from workers.brokers import broker_kind
 from workers.contract import ALL_QUEUES
 from workers.jobs.state import ACTIVE_STATES, JobState
 from workers.settings import Settings
@@ -107,12 +108,13 @@ class RedisMetricsCollector(Collector):
     def __init__(
         self,
         store: redis.Redis,
-        broker: redis.Redis,
+        broker: redis.Redis | str,
         *,
         prefix: str = "nbq",
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
+        #: The broker's Redis, or a RabbitMQ URL (``amqp://``) read by passive declares.
         self.broker = broker
         self.prefix = prefix
         self.clock = clock
@@ -126,7 +128,9 @@ class RedisMetricsCollector(Collector):
                 families = list(source())
             except Exception:  # a raising collector would fail the whole scrape
                 self.scrape_errors += 1
-                families, up = [], 0.0
+                families = []
+                if source == self._from_store or not isinstance(self.broker, str):
+                    up = 0.0  # a Redis read failed (RabbitMQ down is not Redis down)
             yield from families
         yield GaugeMetricFamily(
             "nbq_metrics_redis_up", m.METRICS["nbq_metrics_redis_up"].help, value=up
@@ -199,19 +203,26 @@ class RedisMetricsCollector(Collector):
         self._stored_errors = sum(_number(v) for v in errors.values())
 
     def _from_broker(self) -> Iterator[Metric]:
+        if isinstance(self.broker, str):
+            yield self._lengths(amqp_queue_lengths(self.broker, ALL_QUEUES))
+            return  # RabbitMQ's unacked counts need the management API: not exported
         waiting = queue_lengths(self.broker, ALL_QUEUES)
         unacked = self.broker.hlen(UNACKED_KEY)
-        lengths = GaugeMetricFamily(
-            "nbq_queue_length", m.METRICS["nbq_queue_length"].help, labels=["queue"]
-        )
-        for queue in ALL_QUEUES:
-            lengths.add_metric([queue], float(waiting[queue]))
-        yield lengths
+        yield self._lengths(waiting)
         yield GaugeMetricFamily(
             "nbq_broker_unacked_messages",
             m.METRICS["nbq_broker_unacked_messages"].help,
             value=float(unacked),
         )
+
+    @staticmethod
+    def _lengths(waiting: dict[str, int]) -> Metric:
+        lengths = GaugeMetricFamily(
+            "nbq_queue_length", m.METRICS["nbq_queue_length"].help, labels=["queue"]
+        )
+        for queue in ALL_QUEUES:
+            lengths.add_metric([queue], float(waiting[queue]))
+        return lengths
 
 
 def _client(url: str) -> redis.Redis:
@@ -221,9 +232,10 @@ def _client(url: str) -> redis.Redis:
 def build_registry(settings: Settings) -> CollectorRegistry:
     """A registry holding only the project collector (no process/platform metrics)."""
     store = _client(settings.job_store_url)
-    broker = (
-        store if settings.broker_url == settings.job_store_url else _client(settings.broker_url)
-    )
+    broker: redis.Redis | str = settings.broker_url  # amqp:// : read by passive declares
+    if broker_kind(settings.broker_url) == "redis":
+        same = settings.broker_url == settings.job_store_url
+        broker = store if same else _client(settings.broker_url)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RedisMetricsCollector(store, broker, prefix=settings.key_prefix))
     return registry

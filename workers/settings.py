@@ -23,6 +23,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from workers.brokers import broker_kind, is_redis_url
+
 ENV_PREFIX = "NBQ_"
 
 #: Settings that hold secrets; each also accepts ``NBQ_<NAME>_FILE``.
@@ -33,6 +35,7 @@ SECRET_FIELDS = (
     "flower_basic_auth",
     "ingress_tokens",
     "callback_secret",
+    "broker_api_url",
 )
 
 DEFAULT_RESULT_HOSTS = (
@@ -59,9 +62,12 @@ class Settings(BaseSettings):
     http_connect_timeout_s: float = Field(5.0, gt=0)
     http_read_timeout_s: float = Field(15.0, gt=0)
 
-    # --- Redis (broker and job store) ------------------------------------------------
+    # --- Broker (Redis or RabbitMQ) and job store (Redis) ------------------------------
     broker_url: str = "redis://127.0.0.1:6379/0"
-    redis_url: str | None = None  # job store; defaults to broker_url
+    # job store; defaults to broker_url, required when the broker is not Redis
+    redis_url: str | None = Field(None, validate_default=True)
+    # RabbitMQ management API for Flower's Broker tab (http://user:pass@host:15672/api/)
+    broker_api_url: SecretStr | None = None
     visibility_timeout_s: int = Field(3600, ge=60)
     job_retention_s: int = Field(7 * 24 * 3600, ge=60)
     key_prefix: str = "nbq"
@@ -191,11 +197,23 @@ class Settings(BaseSettings):
             raise ValueError("required when NBQ_PUBLIC_CALLBACK_URL is set")
         return value
 
-    @field_validator("broker_url", "redis_url")
+    @field_validator("broker_url")
     @classmethod
-    def _redis_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+    def _broker_url(cls, value: str) -> str:
+        broker_kind(value)  # raises ValueError naming the accepted schemes
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and not is_redis_url(value):
             raise ValueError("must be a redis:// or rediss:// URL")
+        broker = info.data.get("broker_url")
+        if value is None and broker is not None and not is_redis_url(broker):
+            raise ValueError(
+                "required when NBQ_BROKER_URL is not Redis (the job store, breaker, limiter "
+                "and metrics always live in Redis)"
+            )
         return value
 
     @field_validator("s3_bucket")

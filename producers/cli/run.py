@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from workers.brokers import broker_kind
 from workers.settings import ConfigError, get_settings
 
 
@@ -27,6 +28,12 @@ def run_worker(
     if concurrency:
         argv += ["-c", str(concurrency)]
     if autoscale:
+        if broker_kind(settings.broker_url) == "amqp":
+            raise ConfigError(
+                "--autoscale does nothing on RabbitMQ quorum queues (no global QoS: the "
+                "prefetch count cannot follow the pool size); use a fixed --concurrency and "
+                "scale worker replicas on nbq_queue_length (ops/keda) instead"
+            )
         argv += ["--autoscale", autoscale]
     if hostname:
         argv += ["-n", hostname]
@@ -66,6 +73,10 @@ def run_flower(
         assert settings.flower_basic_auth is not None
         # Through Flower's own environment option, never argv (visible to `ps`).
         os.environ["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth.get_secret_value()
+    if settings.broker_api_url is not None:
+        # RabbitMQ's management API for the Broker tab (Flower's --broker_api); through
+        # the environment like the login, since the URL carries a password.
+        os.environ["FLOWER_BROKER_API"] = settings.broker_api_url.get_secret_value()
     if read_only:
         argv.append("--read_only=True")
     if db:

@@ -47,6 +47,8 @@ NON_NBQ_VARIABLES = {
     "WORKER_POLL_REPLICAS": "replicas of the poll pool",
     "WORKER_DOWNLOAD_REPLICAS": "replicas of the download pool",
     "GRAFANA_ADMIN_USER": "Grafana admin account",
+    "RABBITMQ_USER": "RabbitMQ's account (profile rabbitmq)",
+    "RABBITMQ_PASSWORD": "RabbitMQ's account (profile rabbitmq)",
     "GRAFANA_ADMIN_PASSWORD": "Grafana admin account",
 }
 
@@ -177,6 +179,7 @@ def _env_variants() -> dict[str, dict[str, str]]:
             ),
         },
         "callbacks": {**base, **pick("NBQ_PUBLIC_CALLBACK_URL", "NBQ_CALLBACK_SECRET")},
+        "rabbitmq": {**base, **pick("NBQ_BROKER_URL", "NBQ_BROKER_API_URL")},
     }
 
 
@@ -254,6 +257,7 @@ def test_project_containers_are_hardened(name: str) -> None:
         "emulator",
         "prometheus",
         "grafana",
+        "rabbitmq",
     ],
 )
 def test_long_running_services_have_a_healthcheck(name: str) -> None:
@@ -268,6 +272,36 @@ def test_redis_persists_with_aof_on_a_volume() -> None:
     assert command[command.index("--appendonly") + 1] == "yes"
     assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
     assert any(v.endswith(":/data") for v in redis["volumes"])
+
+
+def test_the_rabbitmq_profile_runs_a_managed_node_the_worker_pools_can_use() -> None:
+    # Given the rabbitmq service: management plugin, its own volume and a stable node name
+    rabbit = services()["rabbitmq"]
+    assert rabbit["image"].startswith("rabbitmq:") and rabbit["image"].endswith("-management")
+    assert rabbit["hostname"] == "rabbitmq"
+    assert any(v.endswith(":/var/lib/rabbitmq") for v in rabbit["volumes"])
+    assert rabbit["healthcheck"]["test"][1] == "rabbitmq-diagnostics"
+    # And credentials from .env (the password without a default)
+    env = rabbit["environment"]
+    assert var_refs(env["RABBITMQ_DEFAULT_PASS"]) == [
+        ("RABBITMQ_PASSWORD", ":?", "set RABBITMQ_PASSWORD in .env")
+    ]
+    # Then every worker pool waits for it when the profile is on, and runs without it
+    for name in ("worker-submit", "worker-poll", "worker-download", "reconciler"):
+        dependency = services()[name]["depends_on"]["rabbitmq"]
+        assert dependency == {"condition": "service_healthy", "required": False}
+    # And with .env's RabbitMQ lines the pools are pointed at it, the store stays on Redis
+    variant = _env_variants()["rabbitmq"]
+    worker_env = resolved_environment(project_services()["worker-poll"], variant)
+    assert worker_env["NBQ_BROKER_URL"].startswith("amqp://") and "@rabbitmq:5672/" in (
+        worker_env["NBQ_BROKER_URL"]
+    )
+    assert worker_env["NBQ_REDIS_URL"] == "redis://redis:6379/0"
+    flower_env = resolved_environment(project_services()["flower"], variant)
+    assert flower_env["NBQ_BROKER_API_URL"].endswith("@rabbitmq:15672/api/")
+    assert resolved_environment(project_services()["worker-poll"], env_example())[
+        "NBQ_BROKER_URL"
+    ] == "redis://redis:6379/0"
 
 
 def test_minio_and_its_one_shot_bucket_init() -> None:
@@ -294,6 +328,7 @@ def test_profiles_keep_monitoring_and_emulator_optional() -> None:
     assert services()["prometheus"]["profiles"] == ["monitoring"]
     assert services()["grafana"]["profiles"] == ["monitoring"]
     assert services()["emulator"]["profiles"] == ["emulator"]
+    assert services()["rabbitmq"]["profiles"] == ["rabbitmq"]
     always_on = [n for n, s in services().items() if not s.get("profiles")]
     assert "emulator" not in always_on
 
@@ -336,6 +371,8 @@ def test_docker_compose_config_is_valid() -> None:
             "monitoring",
             "--profile",
             "emulator",
+            "--profile",
+            "rabbitmq",
             "config",
             "-q",
         ],

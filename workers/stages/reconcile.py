@@ -12,8 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import redis
+from amqp.exceptions import AMQPError
+from kombu.exceptions import KombuError
 
-from workers.broker_queues import queue_lengths
+from workers.broker_queues import amqp_queue_lengths, queue_lengths
+from workers.brokers import broker_kind
 from workers.contract import ALL_QUEUES, QUEUE_DOWNLOAD, QUEUE_SUBMIT
 from workers.jobs.state import ACTIVE_STATES, JobState
 from workers.logs import get_logger
@@ -198,6 +201,12 @@ def _reconcile_unknown_outcomes(
 
 def _waiting_messages(rt: Runtime) -> dict[str, int]:
     """Messages waiting per stage queue; empty (re-drive as usual) when unknown."""
+    if broker_kind(rt.settings.broker_url) == "amqp":
+        try:
+            return amqp_queue_lengths(rt.settings.broker_url, ALL_QUEUES)
+        except (OSError, KombuError, AMQPError) as exc:
+            log.warning("reconcile_queue_lengths_unknown", error=type(exc).__name__)
+            return {}
     broker = rt.broker()
     if broker is None:
         return {}
