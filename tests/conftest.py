@@ -4,6 +4,7 @@ pytest_plugins = [
     "tests.support.emulator_server",
     "tests.support.s3_server",
     "tests.support.redis_server",
+    "tests.support.sentinel",
     "tests.support.stack",
     "tests.support.metrics_guard",
 ]

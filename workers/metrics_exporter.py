@@ -34,6 +34,7 @@ from workers import metrics as m
 from workers.broker_queues import UNACKED_KEY, queue_lengths
 from workers.contract import ALL_QUEUES
 from workers.jobs.state import ACTIVE_STATES, JobState
+from workers.redis_client import redis_client
 from workers.settings import Settings
 
 _COUNTERS: tuple[tuple[str, str], ...] = (
@@ -214,15 +215,17 @@ class RedisMetricsCollector(Collector):
         )
 
 
-def _client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+def _client(settings: Settings, url: str) -> redis.Redis:
+    return redis_client(settings, url, socket_timeout=5.0, socket_connect_timeout=5.0)
 
 
 def build_registry(settings: Settings) -> CollectorRegistry:
     """A registry holding only the project collector (no process/platform metrics)."""
-    store = _client(settings.job_store_url)
+    store = _client(settings, settings.job_store_url)
     broker = (
-        store if settings.broker_url == settings.job_store_url else _client(settings.broker_url)
+        store
+        if settings.broker_url == settings.job_store_url
+        else _client(settings, settings.broker_url)
     )
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RedisMetricsCollector(store, broker, prefix=settings.key_prefix))

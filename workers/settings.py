@@ -33,7 +33,12 @@ SECRET_FIELDS = (
     "flower_basic_auth",
     "ingress_tokens",
     "callback_secret",
+    "redis_password",
+    "redis_sentinel_password",
 )
+
+#: URL schemes of a Redis reached through Sentinel (kombu's transport name, redis-py's client).
+SENTINEL_SCHEME = "sentinel://"
 
 DEFAULT_RESULT_HOSTS = (
     # Where the vendor serves result files; override with NBQ_RESULT_URL_ALLOWED_HOSTS.
@@ -65,6 +70,21 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(3600, ge=60)
     job_retention_s: int = Field(7 * 24 * 3600, ge=60)
     key_prefix: str = "nbq"
+    # After the writes that matter (job creation, the create's task id), WAIT for this
+    # many replicas to acknowledge (0 = do not wait); shared with the Sentinel setup.
+    store_wait_replicas: int = Field(0, ge=0)
+    store_wait_timeout_ms: int = Field(100, ge=1)
+    # Sentinel (sentinel://h1:26379;sentinel://h2:26379/0 in NBQ_BROKER_URL / NBQ_REDIS_URL):
+    # the monitored master's name, the data nodes' and the sentinels' passwords (secrets;
+    # a password in the URL wins for the data nodes), TLS to both.
+    redis_sentinel_master: str = "mymaster"
+    redis_password: SecretStr | None = None
+    redis_sentinel_password: SecretStr | None = None
+    redis_sentinel_tls: bool = False
+    redis_tls_ca_file: str | None = None
+    # Seconds a Redis call keeps retrying a lost connection / demoted master (a Sentinel
+    # failover takes down-after-milliseconds + election: size this above both).
+    redis_failover_timeout_s: float = Field(20.0, gt=0)
 
     # --- S3 / MinIO ----------------------------------------------------------------
     s3_endpoint: str = "127.0.0.1:9000"
@@ -190,8 +210,15 @@ class Settings(BaseSettings):
     @field_validator("broker_url", "redis_url")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must be a redis:// or rediss:// URL")
+        if value is None:
+            return None
+        if value.startswith(SENTINEL_SCHEME):
+            from workers.redis_client import parse_sentinel_url
+
+            parse_sentinel_url(value)  # ValueError names what is wrong
+            return value
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or sentinel:// URL")
         return value
 
     @field_validator("s3_bucket")

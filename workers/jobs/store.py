@@ -28,6 +28,11 @@ local counter_key = ARGV[6]
 local i = 7
 local state = redis.call('HGET', key, 'state')
 if not state then return {0, {}} end
+-- A retried call (the first run's reply was lost with a failed-over master) finds its
+-- own stamp: report it applied, apply nothing twice.
+if redis.call('HGET', key, 'updated_at') == now and (to_state == '' or to_state == state) then
+  return {1, redis.call('HGETALL', key)}
+end
 local n_allowed = tonumber(ARGV[i]); i = i + 1
 local ok = (n_allowed == 0)
 for j = 1, n_allowed do
@@ -72,7 +77,11 @@ return {1, redis.call('HGETALL', key)}
 """
 
 _CREATE_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return {0, redis.call('HGETALL', KEYS[1])} end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  -- A retried create (reply lost in a failover) finds its own stamp: created, once.
+  if redis.call('HGET', KEYS[1], 'updated_at') == ARGV[3] then return {1} end
+  return {0, redis.call('HGETALL', KEYS[1])}
+end
 redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
 if ARGV[2] ~= '' then redis.call('ZADD', ARGV[2], ARGV[3], ARGV[4]) end
@@ -93,10 +102,22 @@ def _pairs_to_dict(flat: list[Any]) -> dict[str, str]:
 class JobStore:
     """Job records under ``<prefix>:job:<id>``; indexes under ``<prefix>:state:<state>``."""
 
-    def __init__(self, client: redis.Redis, *, prefix: str = "nbq", retention_s: int = 604800):
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = "nbq",
+        retention_s: int = 604800,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 100,
+    ):
         self.redis = client
         self.prefix = prefix
         self.retention_s = retention_s
+        #: Replicas that must acknowledge a job's creation and its create's task id
+        #: before the call returns (``WAIT``; NBQ_STORE_WAIT_REPLICAS); 0 = do not wait.
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
         self._update = client.register_script(_UPDATE_LUA)
         self._create = client.register_script(_CREATE_LUA)
 
@@ -144,7 +165,12 @@ class JobStore:
     def create(self, record: JobRecord) -> tuple[JobRecord, bool]:
         """Store a new record; if the id exists, return the existing one and ``False``."""
         stamped, args = self.create_command(record)
-        reply = self._create(keys=[self.key(stamped.job_id)], args=args)
+        if self.wait_replicas:
+            reply = self._durably(
+                ["EVAL", _CREATE_LUA, 1, self.key(stamped.job_id), *args], stamped.job_id
+            )
+        else:
+            reply = self._create(keys=[self.key(stamped.job_id)], args=args)
         if reply[0]:
             # Stored exactly as built: no read-back (one reply and one parse less per enqueue).
             return stamped, True
@@ -195,6 +221,7 @@ class JobStore:
         incr: Mapping[str, float] | None = None,
         unset: Iterable[str] = (),
         expect: Mapping[str, str | None] | None = None,
+        durable: bool = False,
     ) -> tuple[JobRecord | None, bool]:
         """Atomically move ``job_id`` to ``to`` if its state is allowed, and apply fields.
 
@@ -202,14 +229,15 @@ class JobStore:
         ``to=None``, to any state). ``expect`` maps fields to the exact string they must
         hold (``None`` = absent), e.g. a poll token, so duplicates lose. Returns
         ``(record, applied)``; the record is the current one either way, ``None`` if the
-        job does not exist.
+        job does not exist. ``durable``: a write that must survive a failover (a create's
+        task id): ``WAIT`` for NBQ_STORE_WAIT_REPLICAS replicas in the same round trip.
         """
         if allowed_from is None:
             allowed = sorted(sources_of(to)) if to is not None else []
         else:
             allowed = sorted(allowed_from)
         args: list[Any] = [
-            repr(time.time()),
+            repr(time.time()),  # also the call's stamp: a retry recognises its own run
             to.value if to is not None else "",
             self.retention_s,
             f"{self.prefix}:state:",
@@ -233,12 +261,46 @@ class JobStore:
         unset_list = list(unset)
         args.append(len(unset_list))
         args += unset_list
-        applied, flat = self._update(keys=[self.key(job_id)], args=args)
+        if durable and self.wait_replicas:
+            applied, flat = self._durably(["EVAL", _UPDATE_LUA, 1, self.key(job_id), *args], job_id)
+        else:
+            applied, flat = self._update(keys=[self.key(job_id)], args=args)
         data = _pairs_to_dict(flat)
         if not data:
             return None, False
         data.setdefault("job_id", job_id)
         return JobRecord.from_hash(data), bool(applied)
+
+    def _durably(self, command: list[Any], job_id: str) -> Any:
+        """Run one script and ``WAIT`` on the same connection, in one round trip.
+
+        EVAL, not EVALSHA: redis-py would add a ``SCRIPT EXISTS`` round trip for a script
+        in a pipeline. A retried pipeline is safe: both scripts recognise their own run.
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+        pipe.execute_command(  # type: ignore[no-untyped-call]
+            "WAIT", self.wait_replicas, self.wait_timeout_ms
+        )
+        reply, acked = pipe.execute()
+        self.check_replicas(int(acked), job_id)
+        return reply
+
+    def check_replicas(self, acked: int, job_id: str) -> bool:
+        """Log (and go on) when fewer replicas than asked acknowledged a write in time:
+        the write is on the master and is lost only if it fails over right now."""
+        if acked >= self.wait_replicas:
+            return True
+        from workers.logs import get_logger
+
+        get_logger("nbq.store").warning(
+            "store_write_not_replicated",
+            job_id=job_id,
+            replicas_acked=acked,
+            replicas_wanted=self.wait_replicas,
+            wait_timeout_ms=self.wait_timeout_ms,
+        )
+        return False
 
     def update(
         self,

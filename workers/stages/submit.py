@@ -171,6 +171,7 @@ def _create(rt: Runtime, sched: Scheduler, record: JobRecord, *, retries: int) -
         },
         incr={"credits_reserved": credits},
         unset=("waiting_reason", "error"),
+        durable=True,  # the paid task's id must survive a failover (NBQ_STORE_WAIT_REPLICAS)
     )
     metrics.credits_reserved(credits)
     CreditLedger(rt.redis, prefix=rt.settings.key_prefix).record(credits, producer=record.producer)
