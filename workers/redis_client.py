@@ -36,7 +36,7 @@ from redis.backoff import ConstantBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from workers.settings import SENTINEL_SCHEME, Settings
+from workers.settings import CLUSTER_SCHEMES, SENTINEL_SCHEME, Settings
 
 #: kombu's default Sentinel port.
 DEFAULT_SENTINEL_PORT = 26379
@@ -152,6 +152,10 @@ def redis_client(
 ) -> redis.Redis:
     """A client for ``url`` (default: the job store's), following Sentinel failovers."""
     url = url or settings.job_store_url
+    if is_cluster_url(url):
+        return cluster_client(
+            settings, url, socket_timeout=socket_timeout, connect_timeout=socket_connect_timeout
+        )
     if is_sentinel_url(url):
         parsed = parse_sentinel_url(url)
         manager = Sentinel(  # type: ignore[no-untyped-call]
@@ -180,6 +184,58 @@ def redis_client(
         health_check_interval=health_check_interval,
         **extra,
     )
+
+
+def is_cluster_url(url: str | None) -> bool:
+    return bool(url) and str(url).startswith(CLUSTER_SCHEMES)
+
+
+def cluster_nodes(url: str) -> list[tuple[str, int]]:
+    """``redis+cluster://[:pw@]h1:7000,h2:7001/`` → the startup nodes."""
+    netloc = url.split("://", 1)[1].split("/", 1)[0].rpartition("@")[2]
+    nodes = []
+    for item in netloc.split(","):
+        host, _, port = item.strip().rpartition(":")
+        nodes.append((host or item.strip(), int(port) if host and port else 6379))
+    return nodes
+
+
+def cluster_client(
+    settings: Settings, url: str, *, socket_timeout: float, connect_timeout: float
+) -> redis.Redis:
+    """A ``RedisCluster`` (typed as ``Redis``: the commands the project uses are the same;
+    every multi-key call it makes stays inside one hash tag, see ``is_cluster``)."""
+    from redis.cluster import ClusterNode, RedisCluster
+
+    parsed = urlsplit(url.split(",", 1)[0])
+    password = unquote(parsed.password) if parsed.password else _secret(settings.redis_password)
+    client = RedisCluster(
+        startup_nodes=[
+            ClusterNode(host, port)  # type: ignore[no-untyped-call]
+            for host, port in cluster_nodes(url)
+        ],
+        username=unquote(parsed.username) if parsed.username else None,
+        password=password,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=connect_timeout,
+        ssl=url.startswith("rediss+"),
+        retry=failover_retry(settings),
+    )
+    return client  # type: ignore[return-value]
+
+
+def is_cluster(client: object) -> bool:
+    """Whether ``client`` talks to a Redis Cluster: then multi-key scripts, transactions
+    and ``MULTI`` pipelines must keep their keys in one hash tag (``{...}``)."""
+    from redis.cluster import RedisCluster
+
+    return isinstance(client, RedisCluster)
+
+
+def tagged(name: str, client: object) -> str:
+    """``{name}`` on a cluster (one slot for every key built on it), ``name`` otherwise:
+    the keys of a single Redis stay as they always were."""
+    return f"{{{name}}}" if is_cluster(client) else name
 
 
 def is_redis_broker(url: str) -> bool:

@@ -16,7 +16,7 @@ from redis import Redis
 
 from workers.jobs.store import JobStore
 from workers.policy.schedule import Backoff, PollSchedule
-from workers.redis_client import is_redis_broker, redis_client
+from workers.redis_client import is_cluster, is_redis_broker, redis_client
 from workers.resilience.breaker import SubmissionBreaker
 from workers.resilience.limiter import SharedRateLimiter
 from workers.settings import Settings, get_settings
@@ -59,6 +59,7 @@ class Runtime:
                 retention_s=settings.job_retention_s,
                 wait_replicas=settings.store_wait_replicas,
                 wait_timeout_ms=settings.store_wait_timeout_ms,
+                shards=settings.store_shards if is_cluster(client) else 0,
             ),
             breaker=SubmissionBreaker(
                 client,

@@ -39,6 +39,8 @@ SECRET_FIELDS = (
 
 #: URL schemes of a Redis reached through Sentinel (kombu's transport name, redis-py's client).
 SENTINEL_SCHEME = "sentinel://"
+#: The job store on a Redis Cluster (``rediss+cluster://`` with TLS); never the broker.
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 
 DEFAULT_RESULT_HOSTS = (
     # Where the vendor serves result files; override with NBQ_RESULT_URL_ALLOWED_HOSTS.
@@ -85,6 +87,10 @@ class Settings(BaseSettings):
     # Seconds a Redis call keeps retrying a lost connection / demoted master (a Sentinel
     # failover takes down-after-milliseconds + election: size this above both).
     redis_failover_timeout_s: float = Field(20.0, gt=0)
+    # On a Redis Cluster store (redis+cluster://): per-state index shards, each its own
+    # hash tag (with its jobs' records), so that no index key is hot and every script
+    # touches one slot.
+    store_shards: int = Field(16, ge=1, le=1024)
 
     # --- S3 / MinIO ----------------------------------------------------------------
     s3_endpoint: str = "127.0.0.1:9000"
@@ -209,16 +215,24 @@ class Settings(BaseSettings):
 
     @field_validator("broker_url", "redis_url")
     @classmethod
-    def _redis_url(cls, value: str | None) -> str | None:
+    def _redis_url(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return None
+        if value.startswith(CLUSTER_SCHEMES):
+            if info.field_name == "broker_url":
+                raise ValueError(
+                    "the broker cannot be a Redis Cluster (kombu has no cluster transport, "
+                    "kombu#2204): use amqp://, redis:// or sentinel:// for the broker and "
+                    "redis+cluster:// for NBQ_REDIS_URL only"
+                )
+            return value
         if value.startswith(SENTINEL_SCHEME):
             from workers.redis_client import parse_sentinel_url
 
             parse_sentinel_url(value)  # ValueError names what is wrong
             return value
         if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must be a redis://, rediss:// or sentinel:// URL")
+            raise ValueError("must be a redis://, rediss://, sentinel:// or redis+cluster:// URL")
         return value
 
     @field_validator("s3_bucket")

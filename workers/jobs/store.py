@@ -8,7 +8,10 @@ task finds the job already moved and does nothing.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import time
+import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -110,8 +113,14 @@ class JobStore:
         retention_s: int = 604800,
         wait_replicas: int = 0,
         wait_timeout_ms: int = 100,
+        shards: int = 0,
     ):
         self.redis = client
+        #: 0: one Redis, the classic layout. N: a Redis Cluster layout: every job belongs
+        #: to one of N shards, each a hash tag ``{s<n>}`` holding its jobs' records, its
+        #: per-state indexes and its state counter, so each script touches one slot and
+        #: no index is a single hot key; listings fan out over the shards.
+        self.shards = shards
         self.prefix = prefix
         self.retention_s = retention_s
         #: Replicas that must acknowledge a job's creation and its create's task id
@@ -128,14 +137,44 @@ class JobStore:
     @property
     def state_counter_key(self) -> str:
         """``nbq_jobs_state_total``'s Redis hash: entries into each state, counted by the
-        same script that moves the job, so the metric is exact and costs no round trip."""
+        same script that moves the job, so the metric is exact and costs no round trip.
+        (Sharded: one per shard, ``state_counter_keys``.)"""
         return f"{self.prefix}:metrics:c:jobs_state"
 
-    def key(self, job_id: str) -> str:
-        return f"{self.prefix}:job:{job_id}"
+    def shard_of(self, job_id: str) -> int:
+        return zlib.crc32(job_id.encode()) % self.shards if self.shards else 0
 
-    def index_key(self, state: JobState) -> str:
-        return f"{self.prefix}:state:{state.value}"
+    def _space(self, job_id: str) -> str:
+        """Key prefix of ``job_id``'s shard: ``nbq`` (one Redis) or ``nbq:{s7}``."""
+        if not self.shards:
+            return self.prefix
+        return f"{self.prefix}:{{s{self.shard_of(job_id)}}}"
+
+    def _spaces(self) -> list[str]:
+        if not self.shards:
+            return [self.prefix]
+        return [f"{self.prefix}:{{s{n}}}" for n in range(self.shards)]
+
+    def counter_key(self, job_id: str) -> str:
+        """The state counter the scripts moving ``job_id`` increment (its shard's)."""
+        return f"{self._space(job_id)}:metrics:c:jobs_state"
+
+    def state_counter_keys(self) -> list[str]:
+        return [f"{space}:metrics:c:jobs_state" for space in self._spaces()]
+
+    def key(self, job_id: str) -> str:
+        return f"{self._space(job_id)}:job:{job_id}"
+
+    def index_key(self, state: JobState, job_id: str | None = None) -> str:
+        """The index of ``state`` holding ``job_id`` (sharded: ``job_id`` is required)."""
+        if self.shards and job_id is None:
+            raise ValueError("a sharded store has one index per shard: pass the job id")
+        space = self._space(job_id) if job_id is not None else self.prefix
+        return f"{space}:state:{state.value}"
+
+    def index_keys(self, state: JobState) -> list[str]:
+        """Every shard's index of ``state`` (one key on a single Redis)."""
+        return [f"{space}:state:{state.value}" for space in self._spaces()]
 
     # -- reads ------------------------------------------------------------------------
     def get(self, job_id: str) -> JobRecord | None:
@@ -155,11 +194,25 @@ class JobStore:
     ) -> list[str]:
         """Job ids in ``state``, oldest update first; optionally only those idle since."""
         upper: float | str = "+inf" if updated_before is None else updated_before
-        ids = self.redis.zrangebyscore(self.index_key(state), "-inf", upper, start=0, num=limit)
-        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+        if not self.shards:
+            ids = self.redis.zrangebyscore(self.index_key(state), "-inf", upper, start=0, num=limit)
+            return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+        pipe = self.redis.pipeline(transaction=False)  # one round trip per cluster node
+        for key in self.index_keys(state):
+            pipe.zrangebyscore(key, "-inf", upper, start=0, num=limit, withscores=True)
+        merged = heapq.merge(*pipe.execute(), key=lambda pair: pair[1])
+        return [
+            i.decode() if isinstance(i, bytes) else str(i)
+            for i, _ in itertools.islice(merged, limit)
+        ]
 
     def count_in_state(self, state: JobState) -> int:
-        return int(self.redis.zcard(self.index_key(state)))
+        if not self.shards:
+            return int(self.redis.zcard(self.index_key(state)))
+        pipe = self.redis.pipeline(transaction=False)
+        for key in self.index_keys(state):
+            pipe.zcard(key)
+        return sum(int(n) for n in pipe.execute())
 
     # -- writes -----------------------------------------------------------------------
     def create(self, record: JobRecord) -> tuple[JobRecord, bool]:
@@ -189,13 +242,13 @@ class JobStore:
                 "state_times": {record.state.value: now},
             }
         )
-        index = "" if record.state.is_terminal else self.index_key(record.state)
+        index = "" if record.state.is_terminal else self.index_key(record.state, record.job_id)
         args: list[Any] = [
             self.retention_s,
             index,
             now,
             record.job_id,
-            self.state_counter_key,
+            self.counter_key(record.job_id),
             record.state.value,
         ]
         for name, value in record.to_hash().items():
@@ -240,9 +293,9 @@ class JobStore:
             repr(time.time()),  # also the call's stamp: a retry recognises its own run
             to.value if to is not None else "",
             self.retention_s,
-            f"{self.prefix}:state:",
+            f"{self._space(job_id)}:state:",
             job_id,
-            self.state_counter_key,
+            self.counter_key(job_id),
             len(allowed),
             *[s.value for s in allowed],
         ]
