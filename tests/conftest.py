@@ -5,6 +5,7 @@ pytest_plugins = [
     "tests.support.s3_server",
     "tests.support.redis_server",
     "tests.support.sentinel",
+    "tests.support.redis_cluster",
     "tests.support.stack",
     "tests.support.metrics_guard",
 ]
