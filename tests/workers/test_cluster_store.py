@@ -78,7 +78,7 @@ def test_a_single_redis_keeps_the_classic_key_layout() -> None:
 
 
 def test_a_cluster_broker_is_refused_at_start_naming_kombu_2204() -> None:
-    with pytest.raises(ConfigError, match="NBQ_BROKER_URL: .*kombu#2204"):
+    with pytest.raises(ConfigError, match=r"NBQ_BROKER_URL: .*kombu#2204"):
         load_settings(broker_url="redis+cluster://127.0.0.1:7000")
 
 
