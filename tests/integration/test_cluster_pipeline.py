@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.faults.helpers import assert_images_intact, assert_nothing_lost, assert_one_create_each
+from tests.support.procs import wait_until
 from tests.support.redis_cluster import RedisCluster
 from tests.support.stack import Stack
 from workers.jobs.record import JobRecord
@@ -45,3 +46,35 @@ def _request() -> dict[str, object]:
     from workers.evolink.models import GenerationRequest
 
     return GenerationRequest.model_validate({"prompt": "cluster orphan"}).to_api_json()
+
+
+@pytest.mark.faults
+def test_a_cluster_master_sigkilled_mid_run_is_replaced_by_its_replica_and_no_job_is_lost(
+    stack: Stack, redis_cluster_with_replicas: RedisCluster
+) -> None:
+    cluster = redis_cluster_with_replicas
+    stack.overrides["NBQ_REDIS_URL"] = cluster.url
+    # Polls held a moment so that the jobs are in flight when a master dies
+    stack.emulator.add_fault(endpoint="query", action="delay", seconds=1.0, count=JOBS)
+    worker = stack.start_worker(concurrency=8)
+    producer = stack.producer()
+    store = producer.runtime.store
+    job_ids = [
+        producer.enqueue({"prompt": f"cluster failover {i}", "quality": "1K"}).job_id
+        for i in range(JOBS)
+    ]
+    wait_until(lambda: store.count_in_state(JobState.GENERATING) >= 4, what="jobs generating")
+    # When the master holding the most of these jobs is SIGKILLed
+    by_master: dict[int, int] = {}
+    for job_id in job_ids:
+        port = cluster.master_of(store.key(job_id))
+        by_master[port] = by_master.get(port, 0) + 1
+    victim = max(by_master, key=lambda port: by_master[port])
+    cluster.kill(victim)
+    cluster.wait_ok()
+    assert all(cluster.master_of(store.key(j)) in cluster.procs for j in job_ids)
+    # Then its replica took over and every job ends stored, paid once, same worker
+    records = stack.wait_all(producer, job_ids, timeout_s=120)
+    assert worker.poll() is None
+    assert_nothing_lost(records)
+    assert_one_create_each(stack, records)

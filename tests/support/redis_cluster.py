@@ -91,10 +91,9 @@ class RedisCluster:
         return redis.Redis(host="127.0.0.1", port=port, decode_responses=True)
 
     def master_of(self, key: str) -> int:
-        slot = int(self.node(self.ports[0]).cluster("keyslot", key))
-        for start_slot, end_slot, master, *_ in self.node(self.ports[0]).execute_command(
-            "CLUSTER", "SLOTS"
-        ):
+        live = self.node(next(iter(self.procs)))  # a node still running
+        slot = int(live.cluster("keyslot", key))
+        for start_slot, end_slot, master, *_ in live.execute_command("CLUSTER", "SLOTS"):
             if start_slot <= slot <= end_slot:
                 return int(master[1])
         raise LookupError(key)
