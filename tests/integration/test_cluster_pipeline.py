@@ -71,8 +71,12 @@ def test_a_cluster_master_sigkilled_mid_run_is_replaced_by_its_replica_and_no_jo
         by_master[port] = by_master.get(port, 0) + 1
     victim = max(by_master, key=lambda port: by_master[port])
     cluster.kill(victim)
+    wait_until(  # the other nodes mark it failed and its replica takes its slots
+        lambda: all(cluster.master_of(store.key(j)) in cluster.procs for j in job_ids),
+        timeout_s=60,
+        what="the replica to take over the killed master's slots",
+    )
     cluster.wait_ok()
-    assert all(cluster.master_of(store.key(j)) in cluster.procs for j in job_ids)
     # Then its replica took over and every job ends stored, paid once, same worker
     records = stack.wait_all(producer, job_ids, timeout_s=120)
     assert worker.poll() is None
