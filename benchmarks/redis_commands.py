@@ -1,0 +1,67 @@
+"""Redis commands per job, by command: where B1's ~139 commands per job go.
+
+    python -m benchmarks.redis_commands [--jobs 300] [--out PATH]
+
+The capacity run's layout (one worker per queue, threads x8, time scale 0.001) on a
+benchmark-owned Redis; ``INFO commandstats`` before and after the measured jobs (30 warm-up
+jobs first). Prints the per-job table, writes JSON (default
+benchmarks/results/redis-commands.json). Idle traffic (BRPOP wake-ups, kombu's restore
+sweeps, events) is part of it, as in B1's figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import bench_stack
+from benchmarks.pipeline_run import run_jobs
+
+TIME_SCALE = 0.001
+OUT = Path(__file__).resolve().parent / "results" / "redis-commands.json"
+
+
+def _calls(client: Any) -> dict[str, int]:
+    stats = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="nbq-commands-"))
+    with bench_stack(workdir, TIME_SCALE) as stack:
+        pids = {
+            queue: stack.start_worker(queues=queue, concurrency=args.concurrency, name=queue).pid
+            for queue in ("submit", "poll", "download")
+        }
+        run_jobs(stack, 30, workers=pids, timeout_s=120, fetch_records=False)
+        client = stack.redis.client()
+        before = _calls(client)
+        result = run_jobs(stack, args.jobs, workers=pids, timeout_s=600, fetch_records=False)
+        after = _calls(client)
+    n = args.jobs
+    per_job = {
+        name: round((after[name] - before.get(name, 0)) / n, 2)
+        for name in sorted(after, key=lambda c: before.get(c, 0) - after[c])
+        if after[name] - before.get(name, 0) > 0
+    }
+    total = round(sum(per_job.values()), 1)
+    out = {"jobs": n, "jobs_per_s": round(result.jobs_per_s, 1), "total": total, "per_job": per_job}
+    print(f"{total} Redis commands per job ({n} jobs, {out['jobs_per_s']} jobs/s)")
+    for name, value in per_job.items():
+        print(f"  {name:<24} {value:>7}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
