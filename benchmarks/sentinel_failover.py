@@ -168,7 +168,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="nbq-sentinel-") as tmp:
         workdir = Path(tmp)
-        result = {
+        result: dict[str, Any] = {
             "enqueue_rate": enqueue_rates(workdir, args.enqueues),
             "failover_loss": [
                 failover_loss(workdir, w, lag) for lag in (0.0, LAG_S) for w in (0, 1)

@@ -10,6 +10,7 @@ import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -61,7 +62,7 @@ class RedisCluster:
                 log=node_dir / "redis.log",
             )  # fmt: skip
         for port in self.ports:
-            wait_until(lambda p=port: port_open(p), what="cluster node")
+            wait_until(partial(port_open, port), what="cluster node")
         cli = shutil.which("redis-cli")
         assert cli, "redis-cli is needed to create a cluster"
         subprocess.run(

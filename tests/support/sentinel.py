@@ -11,7 +11,9 @@ import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -65,7 +67,7 @@ class SentinelGroup:
                 )
             )
         for port in self.sentinel_ports:
-            wait_until(lambda p=port: port_open(p), what="sentinel")
+            wait_until(partial(port_open, port), what="sentinel")
         wait_until(self._sentinels_see_replica, timeout_s=30, what="sentinels to see the replica")
 
     def _start_replica(self) -> None:
@@ -115,7 +117,7 @@ class SentinelGroup:
         return redis.Redis(host="127.0.0.1", port=port or self.sentinel_ports[0])
 
     def master_port(self) -> int:
-        host_port = self.sentinel().sentinel_get_master_addr_by_name(MASTER_NAME)
+        host_port: Any = self.sentinel().sentinel_get_master_addr_by_name(MASTER_NAME)
         return int(host_port[1])
 
     def kill_master(self) -> None:
