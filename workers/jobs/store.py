@@ -29,49 +29,54 @@ local index_prefix = ARGV[4]
 local job_id = ARGV[5]
 local counter_key = ARGV[6]
 local i = 7
-local state = redis.call('HGET', key, 'state')
+local n_allowed = tonumber(ARGV[i]); i = i + 1
+local allowed_at = i; i = i + n_allowed
+local n_expect = tonumber(ARGV[i]); i = i + 1
+local expect_at = i; i = i + 2 * n_expect
+-- One read: the state, the last stamp and every expected field.
+local names = {'state', 'updated_at'}
+for j = 0, n_expect - 1 do names[#names + 1] = ARGV[expect_at + 2 * j] end
+local current = redis.call('HMGET', key, unpack(names))
+local state = current[1]
 if not state then return {0, {}} end
 -- A retried call (the first run's reply was lost with a failed-over master) finds its
 -- own stamp: report it applied, apply nothing twice.
-if redis.call('HGET', key, 'updated_at') == now and (to_state == '' or to_state == state) then
+if current[2] == now and (to_state == '' or to_state == state) then
   return {1, redis.call('HGETALL', key)}
 end
-local n_allowed = tonumber(ARGV[i]); i = i + 1
 local ok = (n_allowed == 0)
-for j = 1, n_allowed do
-  if ARGV[i] == state then ok = true end
-  i = i + 1
+for j = 0, n_allowed - 1 do
+  if ARGV[allowed_at + j] == state then ok = true end
 end
-local n_expect = tonumber(ARGV[i]); i = i + 1
-for j = 1, n_expect do
-  local current = redis.call('HGET', key, ARGV[i]) or ''
-  if current ~= ARGV[i + 1] then ok = false end
-  i = i + 2
+for j = 0, n_expect - 1 do
+  if (current[3 + j] or '') ~= ARGV[expect_at + 2 * j + 1] then ok = false end
 end
 if not ok then return {0, redis.call('HGETALL', key)} end
+-- One write: the fields, the new state and its time, the stamp.
 local n_set = tonumber(ARGV[i]); i = i + 1
-for j = 1, n_set do
-  redis.call('HSET', key, ARGV[i], ARGV[i + 1]); i = i + 2
-end
+local sets = {}
+for j = 1, 2 * n_set do sets[j] = ARGV[i + j - 1] end
+i = i + 2 * n_set
 local n_incr = tonumber(ARGV[i]); i = i + 1
-for j = 1, n_incr do
-  redis.call('HINCRBYFLOAT', key, ARGV[i], ARGV[i + 1]); i = i + 2
-end
+local incr_at = i; i = i + 2 * n_incr
 local n_unset = tonumber(ARGV[i]); i = i + 1
-for j = 1, n_unset do
-  redis.call('HDEL', key, ARGV[i]); i = i + 1
-end
 local terminal = {stored = true, failed = true, cancelled = true}
 local new_state = state
 if to_state ~= '' then
   new_state = to_state
   if to_state ~= state then
-    redis.call('HSET', key, 'state', to_state, 't_' .. to_state, now)
+    sets[#sets + 1] = 'state'; sets[#sets + 1] = to_state
+    sets[#sets + 1] = 't_' .. to_state; sets[#sets + 1] = now
     redis.call('ZREM', index_prefix .. state, job_id)
     redis.call('HINCRBY', counter_key, '["' .. to_state .. '"]', 1)
   end
 end
-redis.call('HSET', key, 'updated_at', now)
+sets[#sets + 1] = 'updated_at'; sets[#sets + 1] = now
+redis.call('HSET', key, unpack(sets))
+for j = 0, n_incr - 1 do
+  redis.call('HINCRBYFLOAT', key, ARGV[incr_at + 2 * j], ARGV[incr_at + 2 * j + 1])
+end
+if n_unset > 0 then redis.call('HDEL', key, unpack(ARGV, i, i + n_unset - 1)) end
 if not terminal[new_state] then
   redis.call('ZADD', index_prefix .. new_state, now, job_id)
 end
