@@ -90,7 +90,7 @@ class Settings(BaseSettings):
     # On a Redis Cluster store (redis+cluster://): per-state index shards, each its own
     # hash tag (with its jobs' records), so that no index key is hot and every script
     # touches one slot.
-    store_shards: int = Field(16, ge=1, le=1024)
+    store_shards: int = Field(64, ge=1, le=1024)
 
     # --- S3 / MinIO ----------------------------------------------------------------
     s3_endpoint: str = "127.0.0.1:9000"
