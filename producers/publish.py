@@ -30,7 +30,7 @@ from celery import Celery
 from workers.contract import TASK_GENERATE
 from workers.jobs.record import JobRecord
 from workers.jobs.store import JobStore
-from workers.settings import Settings
+from workers.settings import SENTINEL_SCHEME, Settings
 
 
 def one_trip_possible(settings: Settings) -> bool:
@@ -39,7 +39,7 @@ def one_trip_possible(settings: Settings) -> bool:
 
     return (
         settings.redis_url in (None, settings.broker_url)
-        and settings.broker_url.startswith(("redis://", "rediss://"))
+        and settings.broker_url.startswith(("redis://", "rediss://", SENTINEL_SCHEME))
         and hasattr(KombuProducer, "batch")
     )
 
@@ -65,4 +65,10 @@ def send_with_record(
             # flush our create alone): the caller records and sends the two-step way.
             return stamped, False
         pipeline.execute_command(*eval_args)
+        if store.wait_replicas:
+            # WAIT must run on the connection that wrote; to read its reply we execute
+            # kombu's pipeline here (kombu's own flush then finds it empty).
+            pipeline.execute_command("WAIT", store.wait_replicas, store.wait_timeout_ms)
+            replies = pipeline.execute()
+            store.check_replicas(int(replies[-1]), stamped.job_id)
     return stamped, True

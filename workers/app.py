@@ -21,6 +21,7 @@ from celery import Celery
 from workers import shutdown
 from workers.brokers import broker_kind, task_queues, transport_config, whole_second_countdown
 from workers.contract import ALL_QUEUES, TASK_QUEUES
+from workers.redis_client import is_sentinel_url, kombu_sentinel_url, sentinel_kwargs
 from workers.settings import Settings, get_settings
 
 #: Soft/hard time limits per stage (seconds). Download is long: big files, slow links.
@@ -37,8 +38,48 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery configuration derived from ``NBQ_*`` settings (pure, tested directly).
 
     The broker-dependent part (queues, transport options, delayed delivery) comes from
-    ``workers.brokers`` by the broker's kind.
+    ``workers.brokers`` by the broker's kind; Sentinel adds its transport options.
     """
+    config = _base_config(settings)
+    if is_sentinel_url(settings.broker_url):
+        config.update(sentinel_broker_config(settings))
+    return config
+
+
+def sentinel_broker_config(settings: Settings) -> dict[str, Any]:
+    """kombu's Sentinel transport: the master's name, the sentinels' password and TLS, and
+    publish retries long enough to outlast a failover (the default gives up in ~1 s)."""
+    password = settings.redis_password
+    options = {
+        "master_name": settings.redis_sentinel_master,
+        "sentinel_kwargs": sentinel_kwargs(settings, socket_timeout=5.0),
+    }
+    config: dict[str, Any] = {
+        "broker_url": kombu_sentinel_url(
+            settings.broker_url, password.get_secret_value() if password else None
+        ),
+        "broker_transport_options": {
+            **_base_config(settings)["broker_transport_options"],
+            **options,
+        },
+        "task_publish_retry_policy": {
+            "max_retries": max(3, int(settings.redis_failover_timeout_s / 0.5)),
+            "interval_start": 0,
+            "interval_step": 0.5,
+            "interval_max": 0.5,
+        },
+    }
+    if settings.redis_sentinel_tls:
+        import ssl
+
+        config["broker_use_ssl"] = {
+            "ssl_cert_reqs": ssl.CERT_REQUIRED,
+            **({"ssl_ca_certs": settings.redis_tls_ca_file} if settings.redis_tls_ca_file else {}),
+        }
+    return config
+
+
+def _base_config(settings: Settings) -> dict[str, Any]:
     kind = broker_kind(settings.broker_url)
     return {
         "broker_url": settings.broker_url,
@@ -153,6 +194,8 @@ def _configure_logging() -> None:
         settings.flower_basic_auth,
         settings.ingress_tokens,
         settings.callback_secret,
+        settings.redis_password,
+        settings.redis_sentinel_password,
     ):
         if secret is not None:
             register_secret(secret.get_secret_value())
@@ -161,7 +204,8 @@ def _configure_logging() -> None:
             register_secret(item.partition(":")[2].strip())
     api_url = settings.broker_api_url.get_secret_value() if settings.broker_api_url else None
     for url in (settings.broker_url, settings.redis_url, api_url):
-        register_secret(urlsplit(url).password if url else None)  # redis://:pass@host
+        for part in (url or "").split(";"):  # sentinel://:pass@h1;sentinel://h2
+            register_secret(urlsplit(part).password if part else None)  # redis://:pass@host
 
 
 _configure_logging()

@@ -26,6 +26,7 @@ SCHEMES: Final[dict[str, BrokerKind]] = {
     "redis": "redis",
     "rediss": "redis",
     "unix": "redis",
+    "sentinel": "redis",  # kombu's Sentinel transport is its Redis transport behind Sentinel
     "amqp": "amqp",
     "amqps": "amqp",
 }
@@ -37,7 +38,7 @@ def broker_kind(url: str) -> BrokerKind:
     """``redis`` or ``amqp`` from the URL's scheme; ``ValueError`` for anything else."""
     kind = SCHEMES.get(urlsplit(url).scheme.lower())
     if kind is None:
-        raise ValueError("must be a redis://, rediss://, amqp:// or amqps:// URL")
+        raise ValueError("must be a redis://, rediss://, sentinel://, amqp:// or amqps:// URL")
     return kind
 
 

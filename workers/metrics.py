@@ -174,8 +174,10 @@ class _Writer:
                 if self._pid not in (0, pid):
                     self.pending_errors = 0  # the parent reports its own errors
                 settings = get_settings()
-                self._client = redis.Redis.from_url(
-                    settings.job_store_url, socket_timeout=1.0, socket_connect_timeout=1.0
+                from workers.redis_client import redis_client
+
+                self._client = redis_client(
+                    settings, socket_timeout=1.0, socket_connect_timeout=1.0
                 )
                 self._prefix = settings.key_prefix
                 self._pid = pid

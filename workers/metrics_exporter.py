@@ -35,6 +35,9 @@ from workers.broker_queues import UNACKED_KEY, amqp_queue_lengths, queue_lengths
 from workers.brokers import broker_kind
 from workers.contract import ALL_QUEUES
 from workers.jobs.state import ACTIVE_STATES, JobState
+from workers.jobs.store import JobStore
+from workers.redis_client import is_cluster, redis_client
+from workers.resilience.breaker import breaker_key
 from workers.settings import Settings
 
 _COUNTERS: tuple[tuple[str, str], ...] = (
@@ -112,11 +115,15 @@ class RedisMetricsCollector(Collector):
         *,
         prefix: str = "nbq",
         clock: Callable[[], float] = time.time,
+        shards: int = 0,
     ) -> None:
         self.store = store
         #: The broker's Redis, or a RabbitMQ URL (``amqp://``) read by passive declares.
         self.broker = broker
         self.prefix = prefix
+        #: The job store's key layout (sharded on a cluster: indexes and the state counter
+        #: are read from every shard and summed).
+        self.jobs = JobStore(store, prefix=prefix, shards=shards)
         self.clock = clock
         self.scrape_errors = 0  # reads that failed in this exporter process
         self._stored_errors = 0.0  # last value read; kept while Redis is unreachable
@@ -147,19 +154,28 @@ class RedisMetricsCollector(Collector):
             pipe.hgetall(m.counter_key(self.prefix, family))
         for _, family in _HISTOGRAMS:
             pipe.hgetall(m.histogram_key(self.prefix, family))
+        shard_counters = self.jobs.state_counter_keys() if self.jobs.shards else []
+        for key in shard_counters:
+            pipe.hgetall(key)
         for state in ACTIVE_STATES:
-            key = f"{self.prefix}:state:{state.value}"
-            pipe.zcard(key)
-            pipe.zrange(key, 0, 0, withscores=True)
-        pipe.hget(f"{self.prefix}:breaker:quota", "state")
+            for key in self.jobs.index_keys(state):
+                pipe.zcard(key)
+                pipe.zrange(key, 0, 0, withscores=True)
+        pipe.hget(breaker_key(self.prefix), "state")
         pipe.hgetall(m.counter_key(self.prefix, m.C_METRICS_ERRORS))
         results = iter(pipe.execute())
 
-        for name, _ in _COUNTERS:
+        hashes = {family: _decode_hash(next(results)) for _, family in _COUNTERS}
+        histograms = [_decode_hash(next(results)) for _ in _HISTOGRAMS]
+        for _ in shard_counters:  # a sharded store's state counters, summed
+            merged = hashes[m.C_JOBS_STATE]
+            for field, value in _decode_hash(next(results)).items():
+                merged[field] = str(_number(merged.get(field, "0")) + _number(value))
+        for name, family in _COUNTERS:
             spec = m.METRICS[name]
             seeded = _SEEDED.get(name, ((),) if not spec.labels else ())
             values: dict[tuple[str, ...], float] = dict.fromkeys(seeded, 0.0)
-            for field, value in _decode_hash(next(results)).items():
+            for field, value in hashes[family].items():
                 labels = _labels(field, len(spec.labels))
                 if labels is not None:
                     values[tuple(labels)] = _number(value)
@@ -168,8 +184,7 @@ class RedisMetricsCollector(Collector):
                 counter.add_metric(list(labels_tuple), number)
             yield counter
 
-        for name, key_family in _HISTOGRAMS:
-            raw = _decode_hash(next(results))
+        for (name, key_family), raw in zip(_HISTOGRAMS, histograms, strict=True):
             buckets, total = histogram_buckets(raw, m.HISTOGRAM_BUCKETS[key_family])
             hist = HistogramMetricFamily(name, m.METRICS[name].help, labels=[])
             hist.add_metric([], buckets, total)
@@ -185,9 +200,14 @@ class RedisMetricsCollector(Collector):
         )
         now = self.clock()
         for state in ACTIVE_STATES:
-            in_state.add_metric([state.value], float(next(results)))
-            first = next(results)
-            age = max(0.0, now - float(first[0][1])) if first else 0.0
+            count, first_at = 0.0, None
+            for _ in self.jobs.index_keys(state):
+                count += float(next(results))
+                first = next(results)
+                if first and (first_at is None or float(first[0][1]) < first_at):
+                    first_at = float(first[0][1])
+            in_state.add_metric([state.value], count)
+            age = max(0.0, now - first_at) if first_at is not None else 0.0
             oldest.add_metric([state.value], age)
         yield in_state
         yield oldest
@@ -225,19 +245,22 @@ class RedisMetricsCollector(Collector):
         return lengths
 
 
-def _client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+def _client(settings: Settings, url: str) -> redis.Redis:
+    return redis_client(settings, url, socket_timeout=5.0, socket_connect_timeout=5.0)
 
 
 def build_registry(settings: Settings) -> CollectorRegistry:
     """A registry holding only the project collector (no process/platform metrics)."""
-    store = _client(settings.job_store_url)
+    store = _client(settings, settings.job_store_url)
     broker: redis.Redis | str = settings.broker_url  # amqp:// : read by passive declares
-    if broker_kind(settings.broker_url) == "redis":
+    if broker_kind(settings.broker_url) == "redis":  # plain Redis or Sentinel
         same = settings.broker_url == settings.job_store_url
-        broker = store if same else _client(settings.broker_url)
+        broker = store if same else _client(settings, settings.broker_url)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RedisMetricsCollector(store, broker, prefix=settings.key_prefix))
+    shards = settings.store_shards if is_cluster(store) else 0
+    registry.register(
+        RedisMetricsCollector(store, broker, prefix=settings.key_prefix, shards=shards)
+    )
     return registry
 
 

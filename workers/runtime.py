@@ -16,6 +16,7 @@ from redis import Redis
 
 from workers.jobs.store import JobStore
 from workers.policy.schedule import Backoff, PollSchedule
+from workers.redis_client import is_cluster, is_redis_broker, redis_client
 from workers.resilience.breaker import SubmissionBreaker
 from workers.resilience.limiter import SharedRateLimiter
 from workers.settings import Settings, get_settings
@@ -48,17 +49,18 @@ class Runtime:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
-        client = redis.Redis.from_url(
-            settings.job_store_url,
-            health_check_interval=10,
-            socket_timeout=10,
-            socket_connect_timeout=5,
-        )
+        client = redis_client(settings)
         return cls(
             settings=settings,
             redis=client,
             store=JobStore(
-                client, prefix=settings.key_prefix, retention_s=settings.job_retention_s
+                client,
+                prefix=settings.key_prefix,
+                retention_s=settings.job_retention_s,
+                # WAIT needs the writing connection; the cluster client does not pin one.
+                wait_replicas=0 if is_cluster(client) else settings.store_wait_replicas,
+                wait_timeout_ms=settings.store_wait_timeout_ms,
+                shards=settings.store_shards if is_cluster(client) else 0,
             ),
             breaker=SubmissionBreaker(
                 client,
@@ -103,10 +105,10 @@ class Runtime:
         url = self.settings.broker_url
         if url == self.settings.job_store_url:
             return self.redis
-        if not url.startswith(("redis://", "rediss://")):
+        if not is_redis_broker(url):
             return None
         if self._broker is None:
-            self._broker = Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+            self._broker = redis_client(self.settings, url, health_check_interval=0)
         return self._broker
 
     def result_client(self) -> httpx.Client:

@@ -36,7 +36,14 @@ SECRET_FIELDS = (
     "ingress_tokens",
     "callback_secret",
     "broker_api_url",
+    "redis_password",
+    "redis_sentinel_password",
 )
+
+#: URL schemes of a Redis reached through Sentinel (kombu's transport name, redis-py's client).
+SENTINEL_SCHEME = "sentinel://"
+#: The job store on a Redis Cluster (``rediss+cluster://`` with TLS); never the broker.
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 
 DEFAULT_RESULT_HOSTS = (
     # Where the vendor serves result files; override with NBQ_RESULT_URL_ALLOWED_HOSTS.
@@ -71,6 +78,25 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(3600, ge=60)
     job_retention_s: int = Field(7 * 24 * 3600, ge=60)
     key_prefix: str = "nbq"
+    # After the writes that matter (job creation, the create's task id), WAIT for this
+    # many replicas to acknowledge (0 = do not wait); shared with the Sentinel setup.
+    store_wait_replicas: int = Field(0, ge=0)
+    store_wait_timeout_ms: int = Field(100, ge=1)
+    # Sentinel (sentinel://h1:26379;sentinel://h2:26379/0 in NBQ_BROKER_URL / NBQ_REDIS_URL):
+    # the monitored master's name, the data nodes' and the sentinels' passwords (secrets;
+    # a password in the URL wins for the data nodes), TLS to both.
+    redis_sentinel_master: str = "mymaster"
+    redis_password: SecretStr | None = None
+    redis_sentinel_password: SecretStr | None = None
+    redis_sentinel_tls: bool = False
+    redis_tls_ca_file: str | None = None
+    # Seconds a Redis call keeps retrying a lost connection / demoted master (a Sentinel
+    # failover takes down-after-milliseconds + election: size this above both).
+    redis_failover_timeout_s: float = Field(20.0, gt=0)
+    # On a Redis Cluster store (redis+cluster://): per-state index shards, each its own
+    # hash tag (with its jobs' records), so that no index key is hot and every script
+    # touches one slot.
+    store_shards: int = Field(64, ge=1, le=1024)
 
     # --- S3 / MinIO ----------------------------------------------------------------
     s3_endpoint: str = "127.0.0.1:9000"
@@ -200,20 +226,39 @@ class Settings(BaseSettings):
     @field_validator("broker_url")
     @classmethod
     def _broker_url(cls, value: str) -> str:
+        if value.startswith(CLUSTER_SCHEMES):
+            raise ValueError(
+                "the broker cannot be a Redis Cluster (kombu has no cluster transport, "
+                "kombu#2204): use amqp://, redis:// or sentinel:// for the broker and "
+                "redis+cluster:// for NBQ_REDIS_URL only"
+            )
         broker_kind(value)  # raises ValueError naming the accepted schemes
+        if value.startswith(SENTINEL_SCHEME):
+            from workers.redis_client import parse_sentinel_url
+
+            parse_sentinel_url(value)  # ValueError names what is wrong
         return value
 
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is not None and not is_redis_url(value):
-            raise ValueError("must be a redis:// or rediss:// URL")
         broker = info.data.get("broker_url")
-        if value is None and broker is not None and not is_redis_url(broker):
-            raise ValueError(
-                "required when NBQ_BROKER_URL is not Redis (the job store, breaker, limiter "
-                "and metrics always live in Redis)"
-            )
+        if value is None:
+            if broker is not None and broker_kind(broker) != "redis":
+                raise ValueError(
+                    "required when NBQ_BROKER_URL is not Redis (the job store, breaker, "
+                    "limiter and metrics always live in Redis)"
+                )
+            return None
+        if value.startswith(CLUSTER_SCHEMES):
+            return value
+        if value.startswith(SENTINEL_SCHEME):
+            from workers.redis_client import parse_sentinel_url
+
+            parse_sentinel_url(value)  # ValueError names what is wrong
+            return value
+        if not is_redis_url(value):
+            raise ValueError("must be a redis://, rediss://, sentinel:// or redis+cluster:// URL")
         return value
 
     @field_validator("s3_bucket")

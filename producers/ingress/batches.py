@@ -57,7 +57,7 @@ class BatchStore:
 
     def counts(self, job_ids: list[str]) -> Counter[str]:
         """Jobs by state (``expired`` for records past retention)."""
-        pipe = self.client.pipeline()
+        pipe = self.client.pipeline(transaction=False)  # reads only; any slots on a cluster
         for job_id in job_ids:
             pipe.hget(self.store.key(job_id), "state")
         states = pipe.execute()

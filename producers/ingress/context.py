@@ -13,6 +13,7 @@ from producers.api import Producer
 from producers.ingress.auth import TokenRegistry
 from producers.ingress.batches import BatchStore
 from producers.ingress.errors import ApiError
+from workers.redis_client import redis_client
 from workers.settings import Settings
 
 #: Seconds a readiness probe waits for each dependency.
@@ -29,7 +30,8 @@ class IngressContext:
 
     def broker(self) -> redis.Redis:
         if self._broker is None:
-            self._broker = redis.Redis.from_url(
+            self._broker = redis_client(
+                self.settings,
                 self.settings.broker_url,
                 socket_timeout=READY_TIMEOUT_S,
                 socket_connect_timeout=READY_TIMEOUT_S,

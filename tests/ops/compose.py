@@ -73,9 +73,13 @@ def is_secret_name(name: str) -> bool:
     return bool(SECRET_NAME.search(name.upper()))
 
 
-def env_example_commented() -> dict[str, str]:
-    """The commented ``# NAME=value`` examples of .env.example (alternative setups)."""
+def env_example_commented(profile: str | None = None) -> dict[str, str]:
+    """The commented ``# NAME=value`` examples of .env.example (alternative setups); with
+    ``profile``, only those of the ``# --- ... (profile "<profile>" ...) ---`` section."""
     text = ENV_EXAMPLE.read_text(encoding="utf-8")
+    if profile is not None:
+        sections = re.split(r"^# ---", text, flags=re.MULTILINE)
+        text = next(s for s in sections if f'profile "{profile}"' in s.splitlines()[0])
     return dict(re.findall(r"^#\s*([A-Z][A-Z0-9_]*)=(\S*)\s*$", text, flags=re.MULTILINE))
 
 

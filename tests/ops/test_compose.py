@@ -167,8 +167,9 @@ def _env_variants() -> dict[str, dict[str, str]]:
     base = env_example()
     commented = env_example_commented()
 
-    def pick(*names: str) -> dict[str, str]:
-        return {n: commented[n] for n in names}
+    def pick(*names: str, profile: str | None = None) -> dict[str, str]:
+        source = commented if profile is None else env_example_commented(profile=profile)
+        return {n: source[n] for n in names}
 
     return {
         "default": base,
@@ -179,7 +180,17 @@ def _env_variants() -> dict[str, dict[str, str]]:
             ),
         },
         "callbacks": {**base, **pick("NBQ_PUBLIC_CALLBACK_URL", "NBQ_CALLBACK_SECRET")},
-        "rabbitmq": {**base, **pick("NBQ_BROKER_URL", "NBQ_BROKER_API_URL")},
+        "rabbitmq": {**base, **pick("NBQ_BROKER_URL", "NBQ_BROKER_API_URL", profile="rabbitmq")},
+        "ha": {
+            **base,
+            **pick(
+                "NBQ_BROKER_URL",
+                "NBQ_REDIS_URL",
+                "NBQ_REDIS_SENTINEL_MASTER",
+                "NBQ_STORE_WAIT_REPLICAS",
+                profile="ha",
+            ),
+        },
     }
 
 
@@ -247,6 +258,10 @@ def test_project_containers_are_hardened(name: str) -> None:
     "name",
     [
         "redis",
+        "redis-replica",
+        "redis-sentinel-1",
+        "redis-sentinel-2",
+        "redis-sentinel-3",
         "minio",
         "worker-submit",
         "worker-poll",
@@ -304,6 +319,43 @@ def test_the_rabbitmq_profile_runs_a_managed_node_the_worker_pools_can_use() -> 
     ] == "redis://redis:6379/0"
 
 
+HA_SENTINELS = ("redis-sentinel-1", "redis-sentinel-2", "redis-sentinel-3")
+
+
+def test_the_ha_profile_adds_a_replica_of_redis_and_three_sentinels() -> None:
+    replica = services()["redis-replica"]
+    assert replica["profiles"] == ["ha"]
+    command = replica["command"]
+    assert command[command.index("--replicaof") + 1 :][:2] == ["redis", "6379"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert any(v.endswith(":/data") for v in replica["volumes"])
+    hostnames = set()
+    for name in HA_SENTINELS:
+        sentinel = services()[name]
+        assert sentinel["profiles"] == ["ha"]
+        script = "\n".join(sentinel["command"])
+        # quorum 2 of 3, the master named as the project's NBQ_REDIS_SENTINEL_MASTER
+        assert "sentinel monitor $${NBQ_REDIS_SENTINEL_MASTER} redis 6379 2" in script
+        assert "--sentinel" in script
+        assert sentinel["environment"]["NBQ_REDIS_SENTINEL_MASTER"] == (
+            "${NBQ_REDIS_SENTINEL_MASTER:-nbq}"
+        )
+        assert any(v.endswith(":/data") for v in sentinel["volumes"])  # rewritten config
+        hostnames.add(sentinel["hostname"])
+    assert hostnames == set(HA_SENTINELS)
+
+
+def test_the_ha_broker_url_in_env_example_names_the_three_sentinels_and_the_master() -> None:
+    from workers.redis_client import parse_sentinel_url
+
+    commented = env_example_commented(profile="ha")
+    parsed = parse_sentinel_url(commented["NBQ_BROKER_URL"])
+    assert parsed.sentinels == tuple((name, 26379) for name in HA_SENTINELS)
+    master = project_services()["worker-submit"]["environment"]["NBQ_REDIS_SENTINEL_MASTER"]
+    assert master.endswith(f":-{commented['NBQ_REDIS_SENTINEL_MASTER']}}}")
+    assert int(commented["NBQ_STORE_WAIT_REPLICAS"]) >= 1
+
+
 def test_minio_and_its_one_shot_bucket_init() -> None:
     minio, init = services()["minio"], services()["minio-init"]
     assert minio["image"].startswith("minio/minio")
@@ -329,6 +381,7 @@ def test_profiles_keep_monitoring_and_emulator_optional() -> None:
     assert services()["grafana"]["profiles"] == ["monitoring"]
     assert services()["emulator"]["profiles"] == ["emulator"]
     assert services()["rabbitmq"]["profiles"] == ["rabbitmq"]
+    assert all(services()[name]["profiles"] == ["ha"] for name in ("redis-replica", *HA_SENTINELS))
     always_on = [n for n, s in services().items() if not s.get("profiles")]
     assert "emulator" not in always_on
 

@@ -8,7 +8,10 @@ task finds the job already moved and does nothing.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import time
+import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -26,44 +29,54 @@ local index_prefix = ARGV[4]
 local job_id = ARGV[5]
 local counter_key = ARGV[6]
 local i = 7
-local state = redis.call('HGET', key, 'state')
-if not state then return {0, {}} end
 local n_allowed = tonumber(ARGV[i]); i = i + 1
-local ok = (n_allowed == 0)
-for j = 1, n_allowed do
-  if ARGV[i] == state then ok = true end
-  i = i + 1
-end
+local allowed_at = i; i = i + n_allowed
 local n_expect = tonumber(ARGV[i]); i = i + 1
-for j = 1, n_expect do
-  local current = redis.call('HGET', key, ARGV[i]) or ''
-  if current ~= ARGV[i + 1] then ok = false end
-  i = i + 2
+local expect_at = i; i = i + 2 * n_expect
+-- One read: the state, the last stamp and every expected field.
+local names = {'state', 'updated_at'}
+for j = 0, n_expect - 1 do names[#names + 1] = ARGV[expect_at + 2 * j] end
+local current = redis.call('HMGET', key, unpack(names))
+local state = current[1]
+if not state then return {0, {}} end
+-- A retried call (the first run's reply was lost with a failed-over master) finds its
+-- own stamp: report it applied, apply nothing twice.
+if current[2] == now and (to_state == '' or to_state == state) then
+  return {1, redis.call('HGETALL', key)}
+end
+local ok = (n_allowed == 0)
+for j = 0, n_allowed - 1 do
+  if ARGV[allowed_at + j] == state then ok = true end
+end
+for j = 0, n_expect - 1 do
+  if (current[3 + j] or '') ~= ARGV[expect_at + 2 * j + 1] then ok = false end
 end
 if not ok then return {0, redis.call('HGETALL', key)} end
+-- One write: the fields, the new state and its time, the stamp.
 local n_set = tonumber(ARGV[i]); i = i + 1
-for j = 1, n_set do
-  redis.call('HSET', key, ARGV[i], ARGV[i + 1]); i = i + 2
-end
+local sets = {}
+for j = 1, 2 * n_set do sets[j] = ARGV[i + j - 1] end
+i = i + 2 * n_set
 local n_incr = tonumber(ARGV[i]); i = i + 1
-for j = 1, n_incr do
-  redis.call('HINCRBYFLOAT', key, ARGV[i], ARGV[i + 1]); i = i + 2
-end
+local incr_at = i; i = i + 2 * n_incr
 local n_unset = tonumber(ARGV[i]); i = i + 1
-for j = 1, n_unset do
-  redis.call('HDEL', key, ARGV[i]); i = i + 1
-end
 local terminal = {stored = true, failed = true, cancelled = true}
 local new_state = state
 if to_state ~= '' then
   new_state = to_state
   if to_state ~= state then
-    redis.call('HSET', key, 'state', to_state, 't_' .. to_state, now)
+    sets[#sets + 1] = 'state'; sets[#sets + 1] = to_state
+    sets[#sets + 1] = 't_' .. to_state; sets[#sets + 1] = now
     redis.call('ZREM', index_prefix .. state, job_id)
     redis.call('HINCRBY', counter_key, '["' .. to_state .. '"]', 1)
   end
 end
-redis.call('HSET', key, 'updated_at', now)
+sets[#sets + 1] = 'updated_at'; sets[#sets + 1] = now
+redis.call('HSET', key, unpack(sets))
+for j = 0, n_incr - 1 do
+  redis.call('HINCRBYFLOAT', key, ARGV[incr_at + 2 * j], ARGV[incr_at + 2 * j + 1])
+end
+if n_unset > 0 then redis.call('HDEL', key, unpack(ARGV, i, i + n_unset - 1)) end
 if not terminal[new_state] then
   redis.call('ZADD', index_prefix .. new_state, now, job_id)
 end
@@ -72,7 +85,11 @@ return {1, redis.call('HGETALL', key)}
 """
 
 _CREATE_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return {0, redis.call('HGETALL', KEYS[1])} end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  -- A retried create (reply lost in a failover) finds its own stamp: created, once.
+  if redis.call('HGET', KEYS[1], 'updated_at') == ARGV[3] then return {1} end
+  return {0, redis.call('HGETALL', KEYS[1])}
+end
 redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
 if ARGV[2] ~= '' then redis.call('ZADD', ARGV[2], ARGV[3], ARGV[4]) end
@@ -93,10 +110,28 @@ def _pairs_to_dict(flat: list[Any]) -> dict[str, str]:
 class JobStore:
     """Job records under ``<prefix>:job:<id>``; indexes under ``<prefix>:state:<state>``."""
 
-    def __init__(self, client: redis.Redis, *, prefix: str = "nbq", retention_s: int = 604800):
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = "nbq",
+        retention_s: int = 604800,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 100,
+        shards: int = 0,
+    ):
         self.redis = client
+        #: 0: one Redis, the classic layout. N: a Redis Cluster layout: every job belongs
+        #: to one of N shards, each a hash tag ``{s<n>}`` holding its jobs' records, its
+        #: per-state indexes and its state counter, so each script touches one slot and
+        #: no index is a single hot key; listings fan out over the shards.
+        self.shards = shards
         self.prefix = prefix
         self.retention_s = retention_s
+        #: Replicas that must acknowledge a job's creation and its create's task id
+        #: before the call returns (``WAIT``; NBQ_STORE_WAIT_REPLICAS); 0 = do not wait.
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
         self._update = client.register_script(_UPDATE_LUA)
         self._create = client.register_script(_CREATE_LUA)
 
@@ -107,14 +142,44 @@ class JobStore:
     @property
     def state_counter_key(self) -> str:
         """``nbq_jobs_state_total``'s Redis hash: entries into each state, counted by the
-        same script that moves the job, so the metric is exact and costs no round trip."""
+        same script that moves the job, so the metric is exact and costs no round trip.
+        (Sharded: one per shard, ``state_counter_keys``.)"""
         return f"{self.prefix}:metrics:c:jobs_state"
 
-    def key(self, job_id: str) -> str:
-        return f"{self.prefix}:job:{job_id}"
+    def shard_of(self, job_id: str) -> int:
+        return zlib.crc32(job_id.encode()) % self.shards if self.shards else 0
 
-    def index_key(self, state: JobState) -> str:
-        return f"{self.prefix}:state:{state.value}"
+    def _space(self, job_id: str) -> str:
+        """Key prefix of ``job_id``'s shard: ``nbq`` (one Redis) or ``nbq:{s7}``."""
+        if not self.shards:
+            return self.prefix
+        return f"{self.prefix}:{{s{self.shard_of(job_id)}}}"
+
+    def _spaces(self) -> list[str]:
+        if not self.shards:
+            return [self.prefix]
+        return [f"{self.prefix}:{{s{n}}}" for n in range(self.shards)]
+
+    def counter_key(self, job_id: str) -> str:
+        """The state counter the scripts moving ``job_id`` increment (its shard's)."""
+        return f"{self._space(job_id)}:metrics:c:jobs_state"
+
+    def state_counter_keys(self) -> list[str]:
+        return [f"{space}:metrics:c:jobs_state" for space in self._spaces()]
+
+    def key(self, job_id: str) -> str:
+        return f"{self._space(job_id)}:job:{job_id}"
+
+    def index_key(self, state: JobState, job_id: str | None = None) -> str:
+        """The index of ``state`` holding ``job_id`` (sharded: ``job_id`` is required)."""
+        if self.shards and job_id is None:
+            raise ValueError("a sharded store has one index per shard: pass the job id")
+        space = self._space(job_id) if job_id is not None else self.prefix
+        return f"{space}:state:{state.value}"
+
+    def index_keys(self, state: JobState) -> list[str]:
+        """Every shard's index of ``state`` (one key on a single Redis)."""
+        return [f"{space}:state:{state.value}" for space in self._spaces()]
 
     # -- reads ------------------------------------------------------------------------
     def get(self, job_id: str) -> JobRecord | None:
@@ -134,17 +199,36 @@ class JobStore:
     ) -> list[str]:
         """Job ids in ``state``, oldest update first; optionally only those idle since."""
         upper: float | str = "+inf" if updated_before is None else updated_before
-        ids = self.redis.zrangebyscore(self.index_key(state), "-inf", upper, start=0, num=limit)
-        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+        if not self.shards:
+            ids = self.redis.zrangebyscore(self.index_key(state), "-inf", upper, start=0, num=limit)
+            return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+        pipe = self.redis.pipeline(transaction=False)  # one round trip per cluster node
+        for key in self.index_keys(state):
+            pipe.zrangebyscore(key, "-inf", upper, start=0, num=limit, withscores=True)
+        merged = heapq.merge(*pipe.execute(), key=lambda pair: pair[1])
+        return [
+            i.decode() if isinstance(i, bytes) else str(i)
+            for i, _ in itertools.islice(merged, limit)
+        ]
 
     def count_in_state(self, state: JobState) -> int:
-        return int(self.redis.zcard(self.index_key(state)))
+        if not self.shards:
+            return int(self.redis.zcard(self.index_key(state)))
+        pipe = self.redis.pipeline(transaction=False)
+        for key in self.index_keys(state):
+            pipe.zcard(key)
+        return sum(int(n) for n in pipe.execute())
 
     # -- writes -----------------------------------------------------------------------
     def create(self, record: JobRecord) -> tuple[JobRecord, bool]:
         """Store a new record; if the id exists, return the existing one and ``False``."""
         stamped, args = self.create_command(record)
-        reply = self._create(keys=[self.key(stamped.job_id)], args=args)
+        if self.wait_replicas:
+            reply = self._durably(
+                ["EVAL", _CREATE_LUA, 1, self.key(stamped.job_id), *args], stamped.job_id
+            )
+        else:
+            reply = self._create(keys=[self.key(stamped.job_id)], args=args)
         if reply[0]:
             # Stored exactly as built: no read-back (one reply and one parse less per enqueue).
             return stamped, True
@@ -163,13 +247,13 @@ class JobStore:
                 "state_times": {record.state.value: now},
             }
         )
-        index = "" if record.state.is_terminal else self.index_key(record.state)
+        index = "" if record.state.is_terminal else self.index_key(record.state, record.job_id)
         args: list[Any] = [
             self.retention_s,
             index,
             now,
             record.job_id,
-            self.state_counter_key,
+            self.counter_key(record.job_id),
             record.state.value,
         ]
         for name, value in record.to_hash().items():
@@ -195,6 +279,7 @@ class JobStore:
         incr: Mapping[str, float] | None = None,
         unset: Iterable[str] = (),
         expect: Mapping[str, str | None] | None = None,
+        durable: bool = False,
     ) -> tuple[JobRecord | None, bool]:
         """Atomically move ``job_id`` to ``to`` if its state is allowed, and apply fields.
 
@@ -202,19 +287,20 @@ class JobStore:
         ``to=None``, to any state). ``expect`` maps fields to the exact string they must
         hold (``None`` = absent), e.g. a poll token, so duplicates lose. Returns
         ``(record, applied)``; the record is the current one either way, ``None`` if the
-        job does not exist.
+        job does not exist. ``durable``: a write that must survive a failover (a create's
+        task id): ``WAIT`` for NBQ_STORE_WAIT_REPLICAS replicas in the same round trip.
         """
         if allowed_from is None:
             allowed = sorted(sources_of(to)) if to is not None else []
         else:
             allowed = sorted(allowed_from)
         args: list[Any] = [
-            repr(time.time()),
+            repr(time.time()),  # also the call's stamp: a retry recognises its own run
             to.value if to is not None else "",
             self.retention_s,
-            f"{self.prefix}:state:",
+            f"{self._space(job_id)}:state:",
             job_id,
-            self.state_counter_key,
+            self.counter_key(job_id),
             len(allowed),
             *[s.value for s in allowed],
         ]
@@ -233,12 +319,46 @@ class JobStore:
         unset_list = list(unset)
         args.append(len(unset_list))
         args += unset_list
-        applied, flat = self._update(keys=[self.key(job_id)], args=args)
+        if durable and self.wait_replicas:
+            applied, flat = self._durably(["EVAL", _UPDATE_LUA, 1, self.key(job_id), *args], job_id)
+        else:
+            applied, flat = self._update(keys=[self.key(job_id)], args=args)
         data = _pairs_to_dict(flat)
         if not data:
             return None, False
         data.setdefault("job_id", job_id)
         return JobRecord.from_hash(data), bool(applied)
+
+    def _durably(self, command: list[Any], job_id: str) -> Any:
+        """Run one script and ``WAIT`` on the same connection, in one round trip.
+
+        EVAL, not EVALSHA: redis-py would add a ``SCRIPT EXISTS`` round trip for a script
+        in a pipeline. A retried pipeline is safe: both scripts recognise their own run.
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+        pipe.execute_command(  # type: ignore[no-untyped-call]
+            "WAIT", self.wait_replicas, self.wait_timeout_ms
+        )
+        reply, acked = pipe.execute()
+        self.check_replicas(int(acked), job_id)
+        return reply
+
+    def check_replicas(self, acked: int, job_id: str) -> bool:
+        """Log (and go on) when fewer replicas than asked acknowledged a write in time:
+        the write is on the master and is lost only if it fails over right now."""
+        if acked >= self.wait_replicas:
+            return True
+        from workers.logs import get_logger
+
+        get_logger("nbq.store").warning(
+            "store_write_not_replicated",
+            job_id=job_id,
+            replicas_acked=acked,
+            replicas_wanted=self.wait_replicas,
+            wait_timeout_ms=self.wait_timeout_ms,
+        )
+        return False
 
     def update(
         self,

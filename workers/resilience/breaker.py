@@ -50,7 +50,7 @@ class SubmissionBreaker:
 
     def __init__(self, client: redis.Redis, *, prefix: str = "nbq", probe_interval_s: float = 60):
         self.redis = client
-        self.key = f"{prefix}:breaker:quota"
+        self.key = breaker_key(prefix)
         self.probe_interval_s = probe_interval_s
         self._probe = client.register_script(_PROBE_LUA)
         self._local = threading.local()
@@ -116,6 +116,11 @@ class SubmissionBreaker:
             self.redis.hset(self.key, mapping={"state": "closed", "closed_at": repr(time.time())})
             metrics.quota_breaker(False)
         return was_open
+
+
+def breaker_key(prefix: str) -> str:
+    """``<prefix>:breaker:quota`` (one key: any slot will do, also on a cluster)."""
+    return f"{prefix}:breaker:quota"
 
 
 def seconds_to_utc_midnight(now: float) -> float:

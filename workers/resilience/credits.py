@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 
 import redis
 
+from workers.redis_client import tagged
+
 #: Estimated credits per create by quality, used only to refuse at enqueue; the real
 #: figure recorded on each job is the API's own ``usage.credits_reserved``.
 ESTIMATED_CREDITS = {"1K": 1.6, "2K": 2.5, "4K": 5.0}
@@ -31,7 +33,8 @@ class CreditLedger:
 
     def _key(self, day: str, producer: str | None = None) -> str:
         suffix = f":{producer}" if producer else ""
-        return f"{self.prefix}:credits:{day}{suffix}"
+        # One hash tag per day on a cluster: ``record`` updates both keys in one MULTI.
+        return f"{self.prefix}:credits:{tagged(day, self.redis)}{suffix}"
 
     def record(self, credits: float, *, producer: str | None = None) -> None:
         day = _day()

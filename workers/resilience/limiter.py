@@ -14,6 +14,7 @@ import time
 import redis
 
 from workers import metrics
+from workers.redis_client import tagged
 
 _BUCKET_LUA = """
 local key = KEYS[1]
@@ -54,7 +55,9 @@ class SharedRateLimiter:
         self._bucket = client.register_script(_BUCKET_LUA)
 
     def _keys(self, kind: str) -> list[str]:
-        base = f"{self.prefix}:limit:{kind}"
+        # One hash tag per kind on a cluster: the bucket script and the penalty pipeline
+        # touch all three keys.
+        base = f"{self.prefix}:limit:{tagged(kind, self.redis)}"
         return [base, f"{base}:penalty", f"{base}:blocked_until"]
 
     def acquire(self, kind: str) -> float:

@@ -222,7 +222,7 @@ def _forget(rt: Runtime, job_id: str) -> None:
     sit at the head of every scan (and count as in flight) forever."""
     pipe = rt.redis.pipeline(transaction=False)
     for state in ACTIVE_STATES:
-        pipe.zrem(rt.store.index_key(state), job_id)
+        pipe.zrem(rt.store.index_key(state, job_id), job_id)
     pipe.execute()
 
 

@@ -170,6 +170,7 @@ def _create(rt: Runtime, sched: Scheduler, record: JobRecord, *, retries: int) -
         },
         incr={"credits_reserved": credits, "paid_creates": 1},
         unset=("waiting_reason", "error", "callback_task_id"),
+        durable=True,  # the paid task's id must survive a failover (NBQ_STORE_WAIT_REPLICAS)
     )
     metrics.credits_reserved(credits)
     CreditLedger(rt.redis, prefix=rt.settings.key_prefix).record(credits, producer=record.producer)

@@ -1,0 +1,127 @@
+"""Redis commands per job, by command: where B1's ~139 commands per job go.
+
+    python -m benchmarks.redis_commands [--jobs 300] [--out PATH]
+
+The capacity run's layout (one worker per queue, threads x8, time scale 0.001) on a
+benchmark-owned Redis; ``INFO commandstats`` before and after the measured jobs (30 warm-up
+jobs first). Prints the per-job table, writes JSON (default
+benchmarks/results/redis-commands.json). Idle traffic (BRPOP wake-ups, kombu's restore
+sweeps, events) is part of it, as in B1's figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import bench_stack
+from benchmarks.pipeline_run import run_jobs
+
+TIME_SCALE = 0.001
+OUT = Path(__file__).resolve().parent / "results" / "redis-commands.json"
+CLUSTER_OUT = OUT.with_name("redis-commands-cluster.json")
+
+
+def _calls(client: Any) -> dict[str, int]:
+    stats = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="the job store on a 3-master Redis Cluster (the broker stays one Redis): "
+        "commands per job per cluster node",
+    )
+    args = parser.parse_args(argv)
+    args.out = args.out or (CLUSTER_OUT if args.cluster else OUT)
+    workdir = Path(tempfile.mkdtemp(prefix="nbq-commands-"))
+    cluster = None
+    overrides: dict[str, str] = {}
+    if args.cluster:
+        from tests.support.redis_cluster import RedisCluster
+
+        cluster = RedisCluster(dir=workdir / "cluster")
+        cluster.start()
+        overrides["NBQ_REDIS_URL"] = cluster.url
+    try:
+        return _measure(args, workdir, cluster, overrides)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+def _node_calls(cluster: Any) -> dict[int, dict[str, int]]:
+    return {port: _calls(cluster.node(port)) for port in cluster.procs}
+
+
+def _measure(args: Any, workdir: Path, cluster: Any, overrides: dict[str, str]) -> int:
+    with bench_stack(workdir, TIME_SCALE, overrides=overrides) as stack:
+        pids = {
+            queue: stack.start_worker(queues=queue, concurrency=args.concurrency, name=queue).pid
+            for queue in ("submit", "poll", "download")
+        }
+        run_jobs(stack, 30, workers=pids, timeout_s=120, fetch_records=False)
+        client = stack.redis.client()
+        nodes_before = _node_calls(cluster) if cluster is not None else {}
+        before = _calls(client)
+        processed = int(client.info("stats")["total_commands_processed"])
+        result = run_jobs(stack, args.jobs, workers=pids, timeout_s=600, fetch_records=False)
+        after = _calls(client)
+        processed = int(client.info("stats")["total_commands_processed"]) - processed
+        nodes_after = _node_calls(cluster) if cluster is not None else {}
+    n = args.jobs
+    per_job = {
+        name: round((after[name] - before.get(name, 0)) / n, 2)
+        for name in sorted(after, key=lambda c: before.get(c, 0) - after[c])
+        if after[name] - before.get(name, 0) > 0
+    }
+    total = round(sum(per_job.values()), 1)
+    out = {
+        "jobs": n,
+        "jobs_per_s": round(result.jobs_per_s, 1),
+        "total": total,
+        "total_commands_processed": round(processed / n, 1),
+        "per_job": per_job,
+    }
+    if cluster is not None:
+        # ZCARD is the benchmark's own progress polling (every shard, every 50 ms): apart.
+        out["store_nodes_per_job"] = {
+            str(port): {
+                "commands": round(
+                    sum(v - nodes_before[port].get(c, 0) for c, v in calls.items() if c != "zcard")
+                    / n,
+                    1,
+                ),
+                "progress_polling_zcard": round(
+                    (calls.get("zcard", 0) - nodes_before[port].get("zcard", 0)) / n, 1
+                ),
+            }
+            for port, calls in nodes_after.items()
+        }
+        out["broker_per_job"] = out.pop("total")
+    print(
+        f"{total} Redis commands per job {'on the broker ' if cluster else ''}by commandstats, "
+        f"{out['total_commands_processed']} by total_commands_processed "
+        f"({n} jobs, {out['jobs_per_s']} jobs/s)"
+    )
+    for port, figures in out.get("store_nodes_per_job", {}).items():
+        print(f"  store node {port}: {figures}")
+    for name, value in per_job.items():
+        print(f"  {name:<24} {value:>7}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

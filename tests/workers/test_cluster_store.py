@@ -1,0 +1,127 @@
+"""The job store on Redis Cluster: every script's keys in one slot, sharded indexes that
+fan out, and the shared parts (breaker, limiter, credits, metrics, batches) on a real
+3-master cluster."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+import redis
+from redis.crc import key_slot
+
+from producers.ingress.batches import BatchStore
+from tests.support.redis_cluster import RedisCluster
+from workers.jobs.record import JobRecord
+from workers.jobs.state import JobState
+from workers.jobs.store import JobStore
+from workers.metrics_exporter import RedisMetricsCollector
+from workers.redis_client import is_cluster, redis_client
+from workers.resilience.credits import CreditLedger
+from workers.runtime import Runtime
+from workers.settings import ConfigError, load_settings
+
+SHARDS = 16
+
+
+def _slot(key: str | bytes) -> int:
+    return int(key_slot(key.encode() if isinstance(key, str) else key))
+
+
+class _Recorder:
+    """Stands in for a registered script: records the keys and the key-valued arguments."""
+
+    def __init__(self, reply: Any) -> None:
+        self.reply = reply
+        self.calls: list[tuple[list[str], list[Any]]] = []
+
+    def __call__(self, *, keys: list[str], args: list[Any]) -> Any:
+        self.calls.append((keys, args))
+        return self.reply
+
+
+def test_every_store_script_touches_keys_of_one_slot_only() -> None:
+    store = JobStore(redis.Redis(), prefix="nbq", shards=SHARDS)  # no connection is made
+    create, update = _Recorder([1]), _Recorder([1, ["state", "queued"]])
+    store._create, store._update = create, update  # type: ignore[assignment]
+    for _ in range(200):
+        job_id = uuid.uuid4().hex
+        store.create(JobRecord(job_id=job_id))
+        store.transition(job_id, JobState.SUBMITTING)
+    for keys, args in create.calls:
+        # KEYS[1]; ARGV[2] the index, ARGV[5] the state counter
+        touched = [keys[0], args[1], args[4]]
+        assert len({_slot(k) for k in touched}) == 1, touched
+    for keys, args in update.calls:
+        # KEYS[1]; ARGV[4] .. <any state> the indexes, ARGV[6] the state counter
+        touched = [keys[0], args[5], *(args[3] + state.value for state in JobState)]
+        assert len({_slot(k) for k in touched}) == 1, touched
+
+
+def test_sharded_indexes_spread_over_every_shard_and_no_key_is_shared() -> None:
+    store = JobStore(redis.Redis(), prefix="nbq", shards=SHARDS)
+    ids = [uuid.uuid4().hex for _ in range(2000)]
+    used = {store.index_key(JobState.QUEUED, j) for j in ids}
+    assert used == set(store.index_keys(JobState.QUEUED))
+    assert len({_slot(k) for k in used}) == SHARDS
+    with pytest.raises(ValueError, match="job id"):
+        store.index_key(JobState.QUEUED)
+
+
+def test_a_single_redis_keeps_the_classic_key_layout() -> None:
+    store = JobStore(redis.Redis(), prefix="nbq")
+    assert store.key("j1") == "nbq:job:j1"
+    assert store.index_key(JobState.QUEUED) == "nbq:state:queued"
+    assert store.index_keys(JobState.QUEUED) == ["nbq:state:queued"]
+    assert store.state_counter_keys() == ["nbq:metrics:c:jobs_state"]
+
+
+def test_a_cluster_broker_is_refused_at_start_naming_kombu_2204() -> None:
+    with pytest.raises(ConfigError, match=r"NBQ_BROKER_URL: .*kombu#2204"):
+        load_settings(broker_url="redis+cluster://127.0.0.1:7000")
+
+
+@pytest.mark.integration
+def test_the_shared_parts_run_on_a_3_master_cluster(redis_cluster: RedisCluster) -> None:
+    settings = load_settings(broker_url="redis://127.0.0.1:1/0", redis_url=redis_cluster.url)
+    rt = Runtime.from_settings(settings)
+    assert is_cluster(rt.redis) and rt.store.shards == settings.store_shards
+    # Jobs across every shard; listings and counts fan out
+    ids = [uuid.uuid4().hex for _ in range(60)]
+    for job_id in ids:
+        assert rt.store.create(JobRecord(job_id=job_id))[1]
+    moved = ids[:20]
+    for job_id in moved:
+        assert rt.store.transition(job_id, JobState.SUBMITTING)[1]
+    assert rt.store.count_in_state(JobState.QUEUED) == 40
+    assert set(rt.store.ids_in_state(JobState.SUBMITTING)) == set(moved)
+    assert len(rt.store.ids_in_state(JobState.QUEUED, limit=7)) == 7
+    oldest_first = rt.store.ids_in_state(JobState.QUEUED)
+    assert oldest_first == [j for j in ids[20:]]  # created in this order
+    # The multi-key parts stay in one slot each (a cross-slot call would raise here)
+    assert rt.breaker.may_submit() == (True, 0.0)
+    rt.breaker.trip(kind="quota", code="insufficient_quota", message="test")
+    assert rt.breaker.status().is_open
+    rt.limiter.penalise("create", 1.0)
+    assert rt.limiter.acquire("create") > 0
+    assert len({_slot(k) for k in rt.limiter._keys("create")}) == 1
+    ledger = CreditLedger(rt.redis, prefix=settings.key_prefix)
+    ledger.record(2.0, producer="p1")
+    assert ledger.spent_today() == ledger.spent_today(producer="p1") == 2.0
+    batches = BatchStore(rt.redis, rt.store, prefix=settings.key_prefix, retention_s=60)
+    batches.add("b1", ids[:30])
+    assert batches.counts(batches.job_ids("b1")) == {"submitting": 20, "queued": 10}
+    # The exporter sums the shards
+    collector = RedisMetricsCollector(
+        redis_client(settings), rt.redis, prefix=settings.key_prefix, shards=rt.store.shards
+    )
+    families = {f.name: f for f in collector._from_store()}
+    in_state = {s.labels["state"]: s.value for s in families["nbq_jobs_in_state"].samples}
+    assert in_state["queued"] == 40 and in_state["submitting"] == 20
+    entries = {
+        s.labels["state"]: s.value
+        for s in families["nbq_jobs_state"].samples
+        if s.name.endswith("_total")
+    }
+    assert entries["queued"] == 60 and entries["submitting"] == 20
