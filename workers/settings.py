@@ -114,6 +114,13 @@ class Settings(BaseSettings):
     # --- Workers -------------------------------------------------------------------
     worker_eta_task_limit: int = Field(2000, ge=1)
     task_events: bool = True
+    # The consumer guard (workers/guard/): no message of ours waits longer than this
+    # (every countdown we send is clamped to it; the longest by default is a 300 s quota
+    # hop), so an ETA further ahead is refused to the dead-letter store, not held.
+    max_countdown_s: float = Field(600.0, ge=60)
+    max_message_bytes: int = Field(512 * 1024, ge=1024)
+    dead_letter_max: int = Field(5000, ge=1)
+    dead_letter_retention_s: int = Field(7 * 24 * 3600, ge=60)
 
     # --- Flower, ingress, metrics ----------------------------------------------------
     flower_basic_auth: SecretStr | None = None

@@ -7,7 +7,16 @@ from __future__ import annotations
 
 import typer
 
-from producers.cli import batch_cmd, bench_cmd, dev_cmd, jobs_cmd, ops_cmd, quota_cmd, serve_cmd
+from producers.cli import (
+    batch_cmd,
+    bench_cmd,
+    dead_cmd,
+    dev_cmd,
+    jobs_cmd,
+    ops_cmd,
+    quota_cmd,
+    serve_cmd,
+)
 
 app = typer.Typer(
     name="nbq",
@@ -24,6 +33,7 @@ ops_cmd.register(app)
 dev_cmd.register(app)
 serve_cmd.register(app)
 bench_cmd.register(app)
+dead_cmd.register(app)
 
 
 def _register_optional() -> None:
