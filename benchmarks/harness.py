@@ -232,7 +232,7 @@ class BenchStack:
             "NBQ_EVOLINK_API_KEY": API_KEY,
             "NBQ_EVOLINK_BASE_URL": self.emulator.url,
             "NBQ_BROKER_URL": self.redis.url,
-            "NBQ_RESULT_URL_ALLOWED_HOSTS": "127.0.0.1",
+            "NBQ_RESULT_URL_PRIVATE_HOSTS": "127.0.0.1",
             "NBQ_RESULT_URL_ALLOW_HTTP": "true",
             "NBQ_LOG_LEVEL": "INFO",
             "NBQ_STUCK_AFTER_S": "600",

@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     result_url_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_RESULT_HOSTS)
     )  # comma-separated; '*.example.com' matches subdomains
+    # Opt-in, exact hosts only (the compose emulator, 127.0.0.1 locally): allowed, and the
+    # only hosts whose links may resolve to loopback/private addresses. Empty by default.
+    result_url_private_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     result_url_allow_http: bool = False
     download_max_redirects: int = Field(3, ge=0, le=10)
     download_timeout_s: float = Field(120.0, gt=0)
@@ -160,7 +163,7 @@ class Settings(BaseSettings):
                     ) from None
         return data
 
-    @field_validator("result_url_allowed_hosts", mode="before")
+    @field_validator("result_url_allowed_hosts", "result_url_private_hosts", mode="before")
     @classmethod
     def _split_hosts(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -97,7 +97,7 @@ def other_server() -> Iterator[LoopbackServer]:
     yield from _serve("127.0.0.2")
 
 
-POLICY = UrlPolicy(("127.0.0.1",), allow_http=True, max_redirects=3)
+POLICY = UrlPolicy((), allow_http=True, max_redirects=3, private_hosts=("127.0.0.1",))
 
 
 def fetch(url: str, policy: UrlPolicy = POLICY, **kwargs: Any) -> bytes:
@@ -187,7 +187,7 @@ def test_a_redirect_to_a_forbidden_place_is_refused_before_any_connection(
     server: LoopbackServer, location: str
 ) -> None:
     server.routes["/go"] = lambda h: h.redirect(location)
-    policy = UrlPolicy(("127.0.0.1", "169.254.169.254"), allow_http=True)
+    policy = UrlPolicy(("169.254.169.254",), allow_http=True, private_hosts=("127.0.0.1",))
 
     with (
         guarded_client(policy) as client,
@@ -208,7 +208,7 @@ def test_a_redirect_to_a_name_resolving_inside_is_refused_at_connect_time(
     port = server.server_address[1]
     server.routes["/go"] = lambda h: h.redirect(f"http://img.example.com:{port}/img")
     server.routes["/img"] = lambda h: h.send_body(200, b"PNG")
-    policy = UrlPolicy(("127.0.0.1", "*.example.com"), allow_http=True)
+    policy = UrlPolicy(("*.example.com",), allow_http=True, private_hosts=("127.0.0.1",))
 
     # When the link redirects there, Then it is refused and /img is never requested
     with pytest.raises(UnsafeUrlError, match=r"resolves to 127\.0\.0\.1"):
