@@ -70,6 +70,10 @@ def submit(
     image_url: Annotated[list[str] | None, typer.Option(help="Reference image (repeat).")] = None,
     thinking_level: Annotated[str | None, typer.Option(help="auto, min or high.")] = None,
     job_id: Annotated[str | None, typer.Option(help="Your id; also an idempotency key.")] = None,
+    producer_name: Annotated[
+        str | None,
+        typer.Option("--producer", help="Your producer name: --job-id is scoped to it."),
+    ] = None,
     wait_: Annotated[bool, typer.Option("--wait", help="Wait for the job to end.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 600.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -82,7 +86,7 @@ def submit(
         request["model_params"] = {"thinking_level": thinking_level}
     producer = _producer()
     try:
-        handle = producer.enqueue(request, job_id=job_id)
+        handle = producer.enqueue(request, job_id=job_id, producer=producer_name)
         if not wait_:
             if as_json:
                 print_json({"job_id": handle.job_id, "state": handle.status().state.value})

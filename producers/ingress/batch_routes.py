@@ -15,7 +15,7 @@ from producers.ingress.schemas import (
     BatchView,
     RefusedJob,
 )
-from workers.jobs.ids import new_job_id
+from workers.jobs.ids import InvalidJobIdError, caller_job_id, new_job_id, scoped_job_id
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
@@ -37,21 +37,23 @@ def create_batch(
         id_from(body.batch_id, idempotency_key, field="batch_id", max_chars=MAX_BATCH_ID_CHARS)
         or new_job_id()
     )
-    if not context.batches.claim(batch_id, producer):
+    # Batch ids are scoped per producer like job ids: another's batch is another batch.
+    scoped_batch = scoped_job_id(producer, batch_id)
+    if not context.batches.claim(scoped_batch, producer):
         raise ApiError(409, "batch_id_in_use", f"batch_id {batch_id!r} is already in use")
     accepted: list[str] = []
     refused: list[RefusedJob] = []
     for index, item in enumerate(body.requests):
         job_id = item.job_id or f"{batch_id}-{index}"
         try:
-            record, _ = enqueue_one(context, producer, item, job_id, batch_id=batch_id)
+            record, _ = enqueue_one(context, producer, item, job_id, batch_id=scoped_batch)
         except ApiError as exc:
             refused.append(
                 RefusedJob(index=index, job_id=job_id, code=exc.code, message=exc.message)
             )
             continue
-        accepted.append(record.job_id)
-        context.batches.add(batch_id, [record.job_id])
+        accepted.append(caller_job_id(record.job_id))
+        context.batches.add(scoped_batch, [record.job_id])
     response.headers["Location"] = f"/v1/batches/{batch_id}"
     return BatchCreated(batch_id=batch_id, job_ids=accepted, refused=refused)
 
@@ -59,14 +61,18 @@ def create_batch(
 @router.get("/{batch_id}", responses=documented(401, 404))
 def get_batch(batch_id: str, context: Context, producer: ProducerName) -> BatchView:
     """How many of the batch's jobs are in each state."""
-    if context.batches.owner(batch_id) != producer:
+    try:
+        scoped_batch = scoped_job_id(producer, batch_id)
+    except InvalidJobIdError:
+        raise not_found(f"batch {batch_id!r}") from None
+    if context.batches.owner(scoped_batch) != producer:
         raise not_found(f"batch {batch_id!r}")
-    job_ids = context.batches.job_ids(batch_id)
+    job_ids = context.batches.job_ids(scoped_batch)
     counts = context.batches.counts(job_ids)
     return BatchView(
         batch_id=batch_id,
         total=len(job_ids),
         done=done_count(counts),
         counts=dict(counts),
-        job_ids=job_ids,
+        job_ids=[caller_job_id(job_id) for job_id in job_ids],
     )

@@ -23,7 +23,13 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from workers.contract import TASK_DOWNLOAD, TASK_GENERATE, TASK_POLL, TASK_RECONCILE, TASK_SUBMIT
-from workers.jobs.ids import JOB_ID_PATTERN
+from workers.jobs.ids import (
+    JOB_ID_PATTERN,
+    InvalidJobIdError,
+    is_stored_job_id,
+    scoped_job_id,
+    validate_producer,
+)
 
 #: Reasons a message is refused (the ``reason`` label of ``nbq_dead_letters_total``).
 REASONS: Final = (
@@ -76,10 +82,26 @@ class Limits:
 
 
 def _job_id(value: object, *, required: bool) -> str | None:
+    """A stored job id: ``<id>`` or ``<producer>~<id>`` (workers/jobs/ids.py)."""
     if value is None:
         return "job_id is required" if required else None
-    if not isinstance(value, str) or not JOB_ID_PATTERN.fullmatch(value) or ".." in value:
+    if not is_stored_job_id(value):
         return "job_id must be 1-128 characters of A-Z a-z 0-9 _ . - without '..'"
+    return None
+
+
+def _scoped(name: str, value: object, producer: object) -> str | None:
+    """A caller's id for ``producer``: plain, or already in that producer's namespace."""
+    if value is None:
+        return None
+    try:
+        if producer is not None:
+            validate_producer(producer)  # type: ignore[arg-type]
+        if not isinstance(value, str) or (producer is not None and not isinstance(producer, str)):
+            raise InvalidJobIdError("not a string")
+        scoped_job_id(producer, value)
+    except InvalidJobIdError:
+        return f"{name} must be 1-128 characters of A-Z a-z 0-9 _ . - (in its producer's scope)"
     return None
 
 
@@ -97,10 +119,11 @@ def _check_generate(kw: Mapping[str, Any]) -> str | None:
     request = kw.get("request")
     if not isinstance(request, dict):
         return "request must be an object (the vendor's generation body)"
+    producer = kw.get("producer")
     problem = (
-        _job_id(kw.get("job_id"), required=False)
-        or _short_str("producer", kw.get("producer"), MAX_NAME_CHARS, pattern=True)
-        or _short_str("batch_id", kw.get("batch_id"), MAX_NAME_CHARS, pattern=True)
+        _short_str("producer", producer, MAX_NAME_CHARS, pattern=True)
+        or _scoped("job_id", kw.get("job_id"), producer)
+        or _short_str("batch_id", kw.get("batch_id"), 2 * MAX_NAME_CHARS)
     )
     if problem:
         return problem
