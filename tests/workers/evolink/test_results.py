@@ -15,6 +15,7 @@ from tests.workers.security.fakes import FakeDns, SpyBackend
 from workers.errors import (
     ResultExpiredError,
     ResultFetchError,
+    ResultRedirectLoopError,
     ResultTooLargeError,
     UnsafeUrlError,
 )
@@ -150,14 +151,28 @@ def test_a_redirect_chain_within_the_limit_is_followed(server: LoopbackServer) -
     assert server.hits == ["/a", "/b", "/c", "/img"]
 
 
-def test_too_many_redirects_is_a_fetch_error(server: LoopbackServer) -> None:
+def test_a_redirect_loop_is_a_permanent_error_found_on_its_first_repeat(
+    server: LoopbackServer,
+) -> None:
     server.routes["/loop"] = lambda h: h.redirect("/loop")
 
-    with pytest.raises(ResultFetchError, match="more than 3 redirects") as err:
+    with pytest.raises(ResultRedirectLoopError, match="redirect loop") as err:
         fetch(f"{server.base}/loop?{SIG}")
 
-    assert server.hits == ["/loop"] * 4
+    assert not err.value.retryable and err.value.reason == "redirect_loop"
+    assert server.hits == ["/loop"] * 2  # /loop?sig, then /loop, which points at itself
     assert "SECRET" not in str(err.value)
+
+
+def test_too_many_redirects_is_permanent_too(server: LoopbackServer) -> None:
+    for n in range(10):
+        server.routes[f"/r{n}"] = lambda h, n=n: h.redirect(f"/r{n + 1}")
+
+    with pytest.raises(ResultRedirectLoopError, match="more than 3 redirects") as err:
+        fetch(f"{server.base}/r0?{SIG}")
+
+    assert not err.value.retryable
+    assert server.hits == ["/r0", "/r1", "/r2", "/r3"]
 
 
 def test_a_redirect_to_an_unlisted_host_is_refused_and_never_contacted(
