@@ -13,6 +13,7 @@ from producers.ingress import batch_routes, callback_routes, health_routes, jobs
 from producers.ingress.auth import TokenRegistry
 from producers.ingress.batches import BatchStore
 from producers.ingress.bodylimit import BodyLimitMiddleware
+from producers.ingress.strictjson import StrictJsonMiddleware
 from producers.ingress.context import IngressContext
 from producers.ingress.errors import ApiError, api_error_handler, http_error_handler
 from workers.logs import get_logger
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None, *, producer: Producer | None = 
     )
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    app.add_middleware(StrictJsonMiddleware)  # inside the body limit (added after it)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     for module in (jobs_routes, batch_routes, health_routes, callback_routes):
         app.include_router(module.router)
