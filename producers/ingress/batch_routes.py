@@ -15,7 +15,7 @@ from producers.ingress.schemas import (
     BatchView,
     RefusedJob,
 )
-from workers.jobs.ids import InvalidJobIdError, caller_job_id, new_job_id, scoped_job_id
+from workers.jobs.ids import InvalidJobIdError, new_job_id, scoped_job_id
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
@@ -52,10 +52,10 @@ def create_batch(
                 RefusedJob(index=index, job_id=job_id, code=exc.code, message=exc.message)
             )
             continue
-        accepted.append(caller_job_id(record.job_id))
+        accepted.append(record.job_id)
         context.batches.add(scoped_batch, [record.job_id])
-    response.headers["Location"] = f"/v1/batches/{batch_id}"
-    return BatchCreated(batch_id=batch_id, job_ids=accepted, refused=refused)
+    response.headers["Location"] = f"/v1/batches/{scoped_batch}"
+    return BatchCreated(batch_id=scoped_batch, job_ids=accepted, refused=refused)
 
 
 @router.get("/{batch_id}", responses=documented(401, 404))
@@ -70,9 +70,9 @@ def get_batch(batch_id: str, context: Context, producer: ProducerName) -> BatchV
     job_ids = context.batches.job_ids(scoped_batch)
     counts = context.batches.counts(job_ids)
     return BatchView(
-        batch_id=batch_id,
+        batch_id=scoped_batch,
         total=len(job_ids),
         done=done_count(counts),
         counts=dict(counts),
-        job_ids=[caller_job_id(job_id) for job_id in job_ids],
+        job_ids=job_ids,
     )

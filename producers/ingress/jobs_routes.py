@@ -17,7 +17,7 @@ from producers.errors import (
 from producers.ingress.context import Context, IngressContext, ProducerName
 from producers.ingress.errors import ApiError, documented, not_found
 from producers.ingress.schemas import ImagesView, ImageView, JobCreate, JobView
-from workers.jobs.ids import InvalidJobIdError, caller_job_id, scoped_job_id, validate_job_id
+from workers.jobs.ids import InvalidJobIdError, scoped_job_id, validate_job_id
 from workers.jobs.record import JobRecord
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -33,12 +33,9 @@ IdempotencyKey = Annotated[
 
 
 def view(record: JobRecord) -> JobView:
-    """The job as its producer knows it: ids without the producer's namespace."""
-    data = record.public_view()
-    data["job_id"] = caller_job_id(record.job_id)
-    if record.batch_id is not None:
-        data["batch_id"] = caller_job_id(record.batch_id)
-    return JobView.model_validate(data)
+    """The job with its stored id (``<producer>~<id>``: one id everywhere, nbq status and
+    S3 keys included); routes accept the id with or without the producer's prefix."""
+    return JobView.model_validate(record.public_view())
 
 
 def owned_record(context: IngressContext, producer: str, job_id: str) -> JobRecord:
@@ -101,7 +98,7 @@ def create_job(
     """Validate and enqueue one generation; 201 when new, 200 for a repeated id."""
     job_id = id_from(body.job_id, idempotency_key, field="job_id")
     record, created = enqueue_one(context, producer, body, job_id)
-    response.headers["Location"] = f"/v1/jobs/{caller_job_id(record.job_id)}"
+    response.headers["Location"] = f"/v1/jobs/{record.job_id}"
     if not created:
         response.status_code = status.HTTP_200_OK
     return view(record)
@@ -125,7 +122,7 @@ def get_images(job_id: str, context: Context, producer: ProducerName) -> ImagesV
     except JobNotStoredError as exc:
         raise ApiError(409, "not_stored", str(exc)) from None
     return ImagesView(
-        job_id=caller_job_id(record.job_id),
+        job_id=record.job_id,
         expires_in_s=expiry_s,
         images=[
             ImageView(

@@ -31,7 +31,7 @@ def test_the_same_job_id_twice_returns_the_same_job_once(ingress: Ingress) -> No
     first = ingress.client.post("/v1/jobs", json={**BODY, "job_id": "order-1"}, headers=auth())
     second = ingress.client.post("/v1/jobs", json={**BODY, "job_id": "order-1"}, headers=auth())
     assert (first.status_code, second.status_code) == (201, 200)
-    assert first.json()["job_id"] == second.json()["job_id"] == "order-1"
+    assert first.json()["job_id"] == second.json()["job_id"] == "alice~order-1"  # alice's scope
     assert ingress.job_count() == 1
 
 
@@ -39,7 +39,7 @@ def test_the_idempotency_key_header_names_the_job(ingress: Ingress) -> None:
     headers = {**auth(), "Idempotency-Key": "key-77"}
     first = ingress.client.post("/v1/jobs", json=BODY, headers=headers)
     second = ingress.client.post("/v1/jobs", json=BODY, headers=headers)
-    assert first.json()["job_id"] == second.json()["job_id"] == "key-77"
+    assert first.json()["job_id"] == second.json()["job_id"] == "alice~key-77"
     assert second.status_code == 200 and ingress.job_count() == 1
 
 
@@ -63,10 +63,12 @@ def test_job_ids_are_scoped_per_producer_so_the_same_id_is_two_jobs_and_reveals_
     )
     # Then bob gets a new job of his own (201, exactly as if the id had been free)
     assert first.status_code == response.status_code == 201
-    assert response.json()["job_id"] == "shared" and response.json()["producer"] == "bob"
+    assert response.json()["job_id"] == "bob~shared" and response.json()["producer"] == "bob"
     assert "alice" not in response.text and "lighthouse" not in response.text
-    assert response.headers["Location"] == "/v1/jobs/shared"
-    # And each reads back its own job
+    assert response.headers["Location"] == "/v1/jobs/bob~shared"
+    assert first.json()["job_id"] == "alice~shared"
+    # And each reads back its own job, by its id or by its stored id
+    assert ingress.client.get("/v1/jobs/bob~shared", headers=auth("bob")).status_code == 200
     mine = ingress.client.get("/v1/jobs/shared", headers=auth("alice")).json()
     assert mine["producer"] == "alice"
     assert ingress.job_count() == 2
