@@ -188,7 +188,7 @@ class DeadLetterStore:
             if not ids:
                 break
             start += len(ids)
-            for raw in self.redis.hmget(self.entries_key, ids):
+            for raw in self.redis.hmget(self.entries_key, list(ids)):  # type: ignore[arg-type]
                 if not raw:
                     continue
                 letter = DeadLetter.model_validate_json(raw)
@@ -227,8 +227,8 @@ def replay_letter(settings: Any, letter: DeadLetter) -> ReplayOutcome:
     A letter whose body or headers were cut or redacted cannot be replayed faithfully,
     so it is refused (nothing published).
     """
-    from kombu import Connection
-    from kombu import Producer as KombuProducer
+    from kombu.connection import Connection
+    from kombu.messaging import Producer as KombuProducer
 
     from workers.contract import TASK_QUEUES
     from workers.guard.inspect import Limits, Refusal, inspect_message
@@ -259,8 +259,8 @@ def replay_letter(settings: Any, letter: DeadLetter) -> ReplayOutcome:
     if refusal is not None:
         return ReplayOutcome(refusal=refusal)
     queue = TASK_QUEUES.get(str(headers["task"]), letter.queue)
-    with Connection(settings.broker_url) as conn:
-        KombuProducer(conn.channel()).publish(
+    with Connection(settings.broker_url) as conn:  # type: ignore[no-untyped-call]
+        KombuProducer(conn.channel()).publish(  # type: ignore[no-untyped-call]
             letter.body,
             routing_key=queue,
             exchange="",

@@ -13,9 +13,9 @@ from producers.ingress import batch_routes, callback_routes, health_routes, jobs
 from producers.ingress.auth import TokenRegistry
 from producers.ingress.batches import BatchStore
 from producers.ingress.bodylimit import BodyLimitMiddleware
-from producers.ingress.strictjson import StrictJsonMiddleware
 from producers.ingress.context import IngressContext
 from producers.ingress.errors import ApiError, api_error_handler, http_error_handler
+from producers.ingress.strictjson import StrictJsonMiddleware
 from workers.logs import get_logger
 from workers.settings import Settings, get_settings
 

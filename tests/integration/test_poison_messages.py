@@ -71,7 +71,12 @@ HOSTILE: list[Hostile] = [
     Hostile("no task header", "not_a_task", SUBMIT_OK, drop_headers=True),
     Hostile("not JSON", "undecodable", "{not json"),
     Hostile("not UTF-8", "undecodable", b"\xff\xfe\x00garbage"),
-    Hostile("pickle content type", "content_type", SUBMIT_OK, content_type="application/x-python-serialize"),
+    Hostile(
+        "pickle content type",
+        "content_type",
+        SUBMIT_OK,
+        content_type="application/x-python-serialize",
+    ),
     Hostile(
         "an oversized body",
         "oversized",
@@ -230,7 +235,9 @@ def test_a_far_future_eta_flood_is_refused_at_receipt_and_fresh_jobs_still_run(
             )
     # When ten real jobs follow
     producer = stack.producer()
-    jobs = [producer.enqueue({"prompt": f"after flood {i}", "quality": "1K"}).job_id for i in range(10)]
+    jobs = [
+        producer.enqueue({"prompt": f"after flood {i}", "quality": "1K"}).job_id for i in range(10)
+    ]
     # Then they are stored (a generous wait, not a speed claim)
     records = stack.wait_all(producer, jobs, timeout_s=240)
     assert {r.state for r in records.values()} == {JobState.STORED}

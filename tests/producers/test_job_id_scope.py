@@ -102,9 +102,21 @@ def test_the_cli_submit_scopes_by_producer(redis_server: RedisServer) -> None:
 
     def submit(*extra: str) -> str:
         done = subprocess.run(
-            [sys.executable, "-m", "producers.cli.main", "submit", "a cat", "--job-id", "c-1",
-             *extra],
-            env=env, capture_output=True, text=True, timeout=60, check=True,
+            [
+                sys.executable,
+                "-m",
+                "producers.cli.main",
+                "submit",
+                "a cat",
+                "--job-id",
+                "c-1",
+                *extra,
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         )
         return done.stdout.strip()
 

@@ -55,9 +55,14 @@ def test_entries_past_their_retention_are_dropped_and_purge_empties(
 def test_a_letter_caps_its_body_and_redacts_secrets() -> None:
     register_secret("sk-very-secret-value")
     big = build_letter(
-        queue="q", reason="oversized", detail="x", hostname="h",
-        headers={"id": "sk-very-secret-value"}, body="a" * (MAX_BODY_CHARS * 3),
-        content_type=None, content_encoding=None,
+        queue="q",
+        reason="oversized",
+        detail="x",
+        hostname="h",
+        headers={"id": "sk-very-secret-value"},
+        body="a" * (MAX_BODY_CHARS * 3),
+        content_type=None,
+        content_encoding=None,
     )
     assert big.body_truncated and len(big.body) < MAX_BODY_CHARS + 40
     assert big.body_bytes == MAX_BODY_CHARS * 3

@@ -9,7 +9,13 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from workers.logs import MAX_LOG_VALUE_CHARS, cap_text, configure_logging, get_logger, register_secret
+from workers.logs import (
+    MAX_LOG_VALUE_CHARS,
+    cap_text,
+    configure_logging,
+    get_logger,
+    register_secret,
+)
 
 
 @pytest.fixture(autouse=True)

@@ -56,7 +56,9 @@ def test_job_ids_are_scoped_per_producer_so_the_same_id_is_two_jobs_and_reveals_
     ingress: Ingress,
 ) -> None:
     # Given alice's job "shared"
-    first = ingress.client.post("/v1/jobs", json={**BODY, "job_id": "shared"}, headers=auth("alice"))
+    first = ingress.client.post(
+        "/v1/jobs", json={**BODY, "job_id": "shared"}, headers=auth("alice")
+    )
     # When bob creates a job with the same id
     response = ingress.client.post(
         "/v1/jobs", json={**BODY, "prompt": "bob's own", "job_id": "shared"}, headers=auth("bob")

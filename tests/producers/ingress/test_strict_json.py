@@ -30,7 +30,5 @@ def test_non_standard_json_numbers_are_a_400_in_the_error_shape(
 
 
 def test_the_word_nan_inside_a_string_is_just_text(ingress: Ingress) -> None:
-    response = ingress.client.post(
-        "/v1/jobs", json={"prompt": "NaN and Infinity"}, headers=auth()
-    )
+    response = ingress.client.post("/v1/jobs", json={"prompt": "NaN and Infinity"}, headers=auth())
     assert response.status_code == 201

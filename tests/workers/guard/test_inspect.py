@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import workers.tasks  # noqa: F401 - registers the nbq.* tasks on the app
-from workers.app import app as APP
+from workers.app import app as celery_app
 from workers.guard.inspect import REASONS, Limits, inspect_message
 
 LIMITS = Limits(max_message_bytes=512 * 1024, max_countdown_s=600)
@@ -19,7 +19,7 @@ LIMITS = Limits(max_message_bytes=512 * 1024, max_countdown_s=600)
 
 def ours(name: str, kwargs: dict[str, Any], **options: Any) -> dict[str, Any]:
     """A message exactly as our own send_task builds it (Celery protocol 2)."""
-    msg = APP.amqp.as_task_v2("0f" * 16, name, args=(), kwargs=kwargs, **options)
+    msg = celery_app.amqp.as_task_v2("0f" * 16, name, args=(), kwargs=kwargs, **options)
     return {
         "headers": msg.headers,
         "body": json.dumps(msg.body),
@@ -36,8 +36,16 @@ def check(message: dict[str, Any], now: float | None = None) -> Any:
     ("name", "kwargs", "countdown"),
     [
         ("nbq.generate", {"request": {"prompt": "a cat"}}, None),
-        ("nbq.generate", {"request": {"prompt": "a", "size": "16:9"}, "job_id": "o-1",
-                          "producer": "alice", "batch_id": "b1"}, None),
+        (
+            "nbq.generate",
+            {
+                "request": {"prompt": "a", "size": "16:9"},
+                "job_id": "o-1",
+                "producer": "alice",
+                "batch_id": "b1",
+            },
+            None,
+        ),
         ("nbq.submit", {"job_id": "abc"}, 300.0),  # the longest quota hop
         ("nbq.poll", {"job_id": "abc", "token": "0123456789abcdef"}, 120.0),  # first hop
         ("nbq.poll", {"job_id": "abc", "token": "t"}, 600.0),  # the clamp itself
@@ -72,13 +80,26 @@ def test_positional_arguments_are_bound_to_the_task_parameters() -> None:
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
 HEADER_KEYS = st.sampled_from(
-    ["id", "task", "eta", "expires", "retries", "timelimit", "root_id", "shadow", "group",
-     "ignore_result", "stamps", "argsrepr"]
+    [
+        "id",
+        "task",
+        "eta",
+        "expires",
+        "retries",
+        "timelimit",
+        "root_id",
+        "shadow",
+        "group",
+        "ignore_result",
+        "stamps",
+        "argsrepr",
+    ]
 )
 
 
@@ -128,5 +149,5 @@ def test_whatever_passes_the_check_celery_can_build_a_request_from(
         content_encoding="utf-8",
         accept=["application/json"],
     )
-    request = Request(kombu_message, app=APP, task=APP.tasks["nbq.poll"])
+    request = Request(kombu_message, app=celery_app, task=celery_app.tasks["nbq.poll"])
     assert request.name == "nbq.poll"

@@ -138,7 +138,8 @@ def test_link_local_literal_is_refused_even_when_listed() -> None:
 
 def test_loopback_literal_is_allowed_only_when_opted_in_as_a_private_host() -> None:
     assert check_result_url("http://127.0.0.1:9/r.png?sig=1", EMULATOR).port == 9
-    assert check_result_url("http://[::1]/r", UrlPolicy((), allow_http=True, private_hosts=("[::1]",)))
+    opted_in = UrlPolicy((), allow_http=True, private_hosts=("[::1]",))
+    assert check_result_url("http://[::1]/r", opted_in)
     with pytest.raises(UnsafeUrlError, match="not in NBQ_RESULT_URL_PRIVATE_HOSTS"):
         check_result_url("http://[::1]/r", UrlPolicy(("[::1]",), allow_http=True))
 
