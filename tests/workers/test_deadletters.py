@@ -81,3 +81,34 @@ def test_replay_refuses_a_letter_that_still_fails_and_republishes_a_fixed_one(
     client = redis.Redis.from_url(redis_server.url)
     sent = json.loads(client.lpop("submit"))
     assert sent["headers"]["task"] == "nbq.submit" and "eta" not in sent["headers"]
+
+
+def test_the_cli_lists_shows_replays_and_purges(redis_server: RedisServer) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NBQ_BROKER_URL": redis_server.url}
+    store = DeadLetterStore.from_settings(Settings(broker_url=redis_server.url))
+    store.purge()
+    fixable = store.add(letter(reason="expired", body=json.dumps([[], {"job_id": "j9"}, {}])))
+    broken = store.add(letter(body="[1]"))
+
+    def nbq(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "producers.cli.main", "dead", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=check,
+        )
+
+    listed = json.loads(nbq("list", "--json", "--reason", "expired").stdout)
+    assert [x["id"] for x in listed] == [fixable]
+    assert json.loads(nbq("show", broken).stdout)["body"] == "[1]"
+    refused = nbq("replay", broken, check=False)
+    assert refused.returncode == 1 and "body_shape" in refused.stderr
+    assert "replayed" in nbq("replay", fixable).stdout
+    assert store.get(fixable) is None and store.get(broken) is not None
+    assert json.loads(nbq("purge").stdout) == {"purged": 1}
