@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 
 import redis
@@ -84,11 +87,7 @@ def test_replay_refuses_a_letter_that_still_fails_and_republishes_a_fixed_one(
 
 
 def test_the_cli_lists_shows_replays_and_purges(redis_server: RedisServer) -> None:
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "NBQ_BROKER_URL": redis_server.url}
+    env = {**os.environ, "NBQ_BROKER_URL": redis_server.url, "NBQ_REDIS_URL": redis_server.url}
     store = DeadLetterStore.from_settings(Settings(broker_url=redis_server.url))
     store.purge()
     fixable = store.add(letter(reason="expired", body=json.dumps([[], {"job_id": "j9"}, {}])))
