@@ -235,7 +235,7 @@ class BenchStack:
             "NBQ_EVOLINK_BASE_URL": self.emulator.url,
             "NBQ_BROKER_URL": self.broker_url or self.redis.url,
             "NBQ_REDIS_URL": self.redis.url,
-            "NBQ_RESULT_URL_ALLOWED_HOSTS": "127.0.0.1",
+            "NBQ_RESULT_URL_PRIVATE_HOSTS": "127.0.0.1",
             "NBQ_RESULT_URL_ALLOW_HTTP": "true",
             "NBQ_LOG_LEVEL": "INFO",
             "NBQ_STUCK_AFTER_S": "600",

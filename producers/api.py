@@ -39,7 +39,7 @@ from producers.errors import (
 from producers.publish import one_trip_possible, send_with_record
 from workers.contract import TASK_ADOPT, TASK_GENERATE, TASK_SUBMIT
 from workers.evolink.models import GenerationRequest
-from workers.jobs.ids import InvalidJobIdError, new_job_id, validate_job_id
+from workers.jobs.ids import InvalidJobIdError, new_job_id, scoped_job_id, validate_producer
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 from workers.jobs.store import JobNotFoundError as StoreJobNotFoundError
@@ -126,11 +126,21 @@ class Producer:
         producer: str | None = None,
         batch_id: str | None = None,
     ) -> JobHandle:
-        """Validate, write the job record, send ``nbq.generate``; returns the job's handle."""
+        """Validate, write the job record, send ``nbq.generate``; returns the job's handle.
+
+        A caller-chosen ``job_id`` is scoped to ``producer``: the handle's ``job_id`` is
+        the stored id (``alice~order-1``; unchanged without a producer), and another
+        producer's job of the same id is never returned.
+        """
         valid = validate_request(request)
+        if producer is not None:
+            try:
+                validate_producer(producer)
+            except InvalidJobIdError as exc:
+                raise InvalidRequestError(str(exc), field="producer") from None
         if job_id is not None:
             try:
-                validate_job_id(job_id)
+                job_id = scoped_job_id(producer, job_id)
             except InvalidJobIdError as exc:
                 raise InvalidRequestError(str(exc), field="job_id") from None
         budgeted = self.settings.credit_limit_daily or self.settings.credit_limit_daily_per_producer
@@ -168,7 +178,10 @@ class Producer:
     ) -> JobHandle:
         """A fresh id cannot exist yet: record and message go out in one round trip."""
         record = JobRecord(
-            job_id=new_job_id(), request=valid.to_api_json(), producer=producer, batch_id=batch_id
+            job_id=scoped_job_id(producer, new_job_id()),
+            request=valid.to_api_json(),
+            producer=producer,
+            batch_id=batch_id,
         )
         try:
             record, batched = send_with_record(

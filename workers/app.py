@@ -96,6 +96,8 @@ def _base_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
         "worker_prefetch_multiplier": 1,
+        # The consumer guard: every message checked on receipt, refusals dead-lettered.
+        "worker_consumer": "workers.guard.consumer:GuardedConsumer",
         "worker_send_task_events": settings.task_events,
         "task_send_sent_event": settings.task_events,
         "worker_soft_shutdown_timeout": 20.0,

@@ -7,6 +7,7 @@
     ├── ResultExpiredError          a result link answered 403/404/410: it expired
     ├── ResultTooLargeError         a result over NBQ_MAX_RESULT_BYTES
     ├── NotAnImageError             a result whose bytes are not PNG/JPEG/WebP/GIF
+    ├── ResultRedirectLoopError     a result link that loops or redirects too often (permanent)
     ├── ResultFetchError            transient trouble fetching a result (5xx, timeout)  [retryable]
     └── StorageError                S3/MinIO unreachable or failing                    [retryable]
 
@@ -40,6 +41,13 @@ class ResultTooLargeError(PipelineError):
 
 class NotAnImageError(PipelineError):
     reason = "not_an_image"
+
+
+class ResultRedirectLoopError(PipelineError):
+    """A link that comes back to a URL it already visited, or exceeds
+    NBQ_DOWNLOAD_MAX_REDIRECTS: retrying the same link cannot end differently."""
+
+    reason = "redirect_loop"
 
 
 class ResultFetchError(PipelineError):

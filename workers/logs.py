@@ -47,6 +47,45 @@ def redact_processor(
     return {k: _redact_value(v) for k, v in event_dict.items()}
 
 
+#: Longest string value a log line keeps (job ids, prompts, URLs and error texts come from
+#: callers: a 1 MB job id must not become a 1 MB log line).
+MAX_LOG_VALUE_CHARS = 200
+#: Keys never cut: the event name is ours, tracebacks are needed whole.
+_UNCAPPED_KEYS = frozenset({"event", "exception", "stack"})
+
+
+def cap_text(text: str, limit: int = MAX_LOG_VALUE_CHARS) -> str:
+    """``text`` cut to ``limit`` characters plus ``…(N chars)`` naming its full length."""
+    return text if len(text) <= limit else f"{text[:limit]}…({len(text)} chars)"
+
+
+def _cap_value(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return cap_text(value)
+    if depth > 4:
+        return cap_text(repr(value))
+    if isinstance(value, dict):
+        items = list(value.items())
+        capped = {cap_text(str(k), 64): _cap_value(v, depth + 1) for k, v in items[:50]}
+        if len(items) > 50:
+            capped["…"] = f"({len(items)} keys)"
+        return capped
+    if isinstance(value, list | tuple):
+        shown = [_cap_value(v, depth + 1) for v in value[:50]]
+        return shown + ([f"…({len(value)} items)"] if len(value) > 50 else [])
+    if isinstance(value, bytes | bytearray):
+        return cap_text(repr(bytes(value[: MAX_LOG_VALUE_CHARS + 1])))
+    return value
+
+
+def cap_processor(
+    _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: every value capped (after redaction, so a secret cut in half
+    by the cap was already replaced whole)."""
+    return {k: v if k in _UNCAPPED_KEYS else _cap_value(v) for k, v in event_dict.items()}
+
+
 def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
@@ -58,6 +97,7 @@ def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             redact_processor,
+            cap_processor,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(

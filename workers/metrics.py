@@ -57,6 +57,7 @@ C_CREDITS_RESERVED: Final = "credits_reserved"
 C_LIMITER_WAITS: Final = "limiter_waits"
 C_BREAKER_TRANSITIONS: Final = "quota_breaker_transitions"
 C_METRICS_ERRORS: Final = "metrics_errors"
+C_DEAD_LETTERS: Final = "dead_letters"
 H_POLLS_PER_JOB: Final = "polls_per_job"
 H_ENQUEUE_TO_STORED: Final = "enqueue_to_stored_seconds"
 
@@ -110,6 +111,11 @@ METRICS: Final[dict[str, MetricSpec]] = {
     "nbq_queue_length": MetricSpec("gauge", ("queue",), "Messages waiting in a Celery queue."),
     "nbq_broker_unacked_messages": MetricSpec(
         "gauge", (), "Messages delivered to workers but not yet acknowledged (incl. countdowns)."
+    ),
+    "nbq_dead_letters_total": MetricSpec(
+        "counter",
+        ("queue", "reason"),
+        "Broker messages refused by the consumer guard into the dead-letter store.",
     ),
     "nbq_metrics_errors_total": MetricSpec(
         "counter", (), "Metric writes or reads that failed (the metric itself may be low)."
@@ -348,3 +354,8 @@ def quota_breaker(open_: bool) -> None:
 def limiter_wait(kind: str) -> None:
     """A stage had to wait for a token of the shared limiter (create|query|inflight)."""
     _count(C_LIMITER_WAITS, kind)
+
+
+def dead_letter(queue: str, reason: str) -> None:
+    """The consumer guard refused a message from ``queue`` for ``reason``."""
+    _count(C_DEAD_LETTERS, queue or "?", reason or "unknown")

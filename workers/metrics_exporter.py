@@ -48,6 +48,7 @@ _COUNTERS: tuple[tuple[str, str], ...] = (
     ("nbq_credits_reserved_total", m.C_CREDITS_RESERVED),
     ("nbq_limiter_waits_total", m.C_LIMITER_WAITS),
     ("nbq_quota_breaker_transitions_total", m.C_BREAKER_TRANSITIONS),
+    ("nbq_dead_letters_total", m.C_DEAD_LETTERS),
 )
 _HISTOGRAMS: tuple[tuple[str, str], ...] = (
     ("nbq_polls_per_job", m.H_POLLS_PER_JOB),

@@ -122,6 +122,9 @@ class Settings(BaseSettings):
     result_url_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_RESULT_HOSTS)
     )  # comma-separated; '*.example.com' matches subdomains
+    # Opt-in, exact hosts only (the compose emulator, 127.0.0.1 locally): allowed, and the
+    # only hosts whose links may resolve to loopback/private addresses. Empty by default.
+    result_url_private_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     result_url_allow_http: bool = False
     download_max_redirects: int = Field(3, ge=0, le=10)
     download_timeout_s: float = Field(120.0, gt=0)
@@ -150,6 +153,13 @@ class Settings(BaseSettings):
     # --- Workers -------------------------------------------------------------------
     worker_eta_task_limit: int = Field(2000, ge=1)
     task_events: bool = True
+    # The consumer guard (workers/guard/): no message of ours waits longer than this
+    # (every countdown we send is clamped to it; the longest by default is a 300 s quota
+    # hop), so an ETA further ahead is refused to the dead-letter store, not held.
+    max_countdown_s: float = Field(600.0, ge=60)
+    max_message_bytes: int = Field(512 * 1024, ge=1024)
+    dead_letter_max: int = Field(5000, ge=1)
+    dead_letter_retention_s: int = Field(7 * 24 * 3600, ge=60)
 
     # --- Flower, ingress, metrics ----------------------------------------------------
     flower_basic_auth: SecretStr | None = None
@@ -189,7 +199,7 @@ class Settings(BaseSettings):
                     ) from None
         return data
 
-    @field_validator("result_url_allowed_hosts", mode="before")
+    @field_validator("result_url_allowed_hosts", "result_url_private_hosts", mode="before")
     @classmethod
     def _split_hosts(cls, value: Any) -> Any:
         if isinstance(value, str):

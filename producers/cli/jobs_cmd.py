@@ -102,6 +102,10 @@ def submit(
     image_url: Annotated[list[str] | None, typer.Option(help="Reference image (repeat).")] = None,
     thinking_level: Annotated[str | None, typer.Option(help="auto, min or high.")] = None,
     job_id: Annotated[str | None, typer.Option(help="Your id; also an idempotency key.")] = None,
+    producer_name: Annotated[
+        str | None,
+        typer.Option("--producer", help="Your producer name: --job-id is scoped to it."),
+    ] = None,
     wait_: Annotated[bool, typer.Option("--wait", help="Wait for the job to end.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 600.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -117,7 +121,7 @@ def submit(
 
     producer = _producer()
     try:
-        handle = producer.enqueue(request, job_id=job_id)
+        handle = producer.enqueue(request, job_id=job_id, producer=producer_name)
         warn_if_unconsumed(producer)
         if not wait_:
             if as_json:

@@ -10,6 +10,7 @@ import typer
 from producers.cli import (
     batch_cmd,
     bench_cmd,
+    dead_cmd,
     dev_cmd,
     helpfmt,
     jobs_cmd,
@@ -48,6 +49,7 @@ ops_cmd.register(app)
 dev_cmd.register(app)
 serve_cmd.register(app)
 bench_cmd.register(app)
+dead_cmd.register(app)
 
 
 def _register_optional() -> None:

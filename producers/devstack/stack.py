@@ -153,8 +153,8 @@ class DevStack:
         )
         self.env.set("NBQ_EVOLINK_BASE_URL", url)
         self.env.set("NBQ_EVOLINK_API_KEY", key)
-        # The URL guard stays on: it is told to accept the emulator's loopback host.
-        self.env.set("NBQ_RESULT_URL_ALLOWED_HOSTS", "127.0.0.1")
+        # The URL guard stays on: the emulator's loopback host is opted in explicitly.
+        self.env.set("NBQ_RESULT_URL_PRIVATE_HOSTS", "127.0.0.1")
         self.env.set("NBQ_RESULT_URL_ALLOW_HTTP", "true")
         for variable, value in DEV_TIMING.items():
             self.env.set_default(variable, value)

@@ -24,6 +24,7 @@ from producers.ingress.errors import (
     use_error_body_for_422,
     validation_error_handler,
 )
+from producers.ingress.strictjson import StrictJsonMiddleware
 from workers.logs import get_logger
 from workers.settings import Settings, get_settings
 
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None, *, producer: Producer | None = 
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     _document_errors_as_served(app)
+    app.add_middleware(StrictJsonMiddleware)  # inside the body limit (added after it)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     for module in (jobs_routes, batch_routes, health_routes, callback_routes):
         app.include_router(module.router)

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
+from workers.jobs.ids import PRODUCER_PATTERN
 from workers.settings import ConfigError, Settings
 
 
@@ -35,6 +36,12 @@ class TokenRegistry:
             producer, token = producer.strip(), token.strip()
             if not sep or not producer or not token:
                 raise ConfigError(f"NBQ_INGRESS_TOKENS: entry {position} is not producer:token")
+            if not PRODUCER_PATTERN.fullmatch(producer) or ".." in producer:
+                # The name is its job-id namespace (workers/jobs/ids.py).
+                raise ConfigError(
+                    f"NBQ_INGRESS_TOKENS: entry {position}: the producer name must be 1-64 "
+                    "characters of A-Z a-z 0-9 _ . -"
+                )
             entries.append((_digest(token), producer))
         return cls(tuple(entries))
 

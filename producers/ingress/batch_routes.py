@@ -18,7 +18,7 @@ from producers.ingress.schemas import (
     JobCreate,
     RefusedJob,
 )
-from workers.jobs.ids import new_job_id
+from workers.jobs.ids import InvalidJobIdError, new_job_id, scoped_job_id
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
@@ -42,7 +42,9 @@ def create_batch(
         id_from(body.batch_id, idempotency_key, field="batch_id", max_chars=MAX_BATCH_ID_CHARS)
         or new_job_id()
     )
-    if not context.batches.claim(batch_id, producer):
+    # Batch ids are scoped per producer like job ids: another's batch is another batch.
+    scoped_batch = scoped_job_id(producer, batch_id)
+    if not context.batches.claim(scoped_batch, producer):
         raise ApiError(409, "batch_id_in_use", f"batch_id {batch_id!r} is already in use")
     accepted: list[str] = []
     refused: list[RefusedJob] = []
@@ -65,7 +67,7 @@ def create_batch(
             continue
         job_id = item.job_id or job_id
         try:
-            record, _ = enqueue_one(context, producer, item, job_id, batch_id=batch_id)
+            record, _ = enqueue_one(context, producer, item, job_id, batch_id=scoped_batch)
         except RequestValidationError as exc:  # a rule only the producer checks
             field, message = describe_problems(exc.errors(), prefix=("requests", index))
             refused.append(
@@ -81,7 +83,7 @@ def create_batch(
             )
             continue
         accepted.append(record.job_id)
-        context.batches.add(batch_id, [record.job_id])
+        context.batches.add(scoped_batch, [record.job_id])
     if not accepted and refused and all(r.code == "invalid_request" for r in refused):
         first = refused[0]
         raise ApiError(
@@ -90,19 +92,23 @@ def create_batch(
             f"no request of the batch is valid: {first.message}",
             field=first.field,
         )
-    response.headers["Location"] = f"/v1/batches/{batch_id}"
-    return BatchCreated(batch_id=batch_id, job_ids=accepted, refused=refused)
+    response.headers["Location"] = f"/v1/batches/{scoped_batch}"
+    return BatchCreated(batch_id=scoped_batch, job_ids=accepted, refused=refused)
 
 
 @router.get("/{batch_id}", responses=documented(401, 404))
 def get_batch(batch_id: str, context: Context, producer: ProducerName) -> BatchView:
     """How many of the batch's jobs are in each state."""
-    if context.batches.owner(batch_id) != producer:
+    try:
+        scoped_batch = scoped_job_id(producer, batch_id)
+    except InvalidJobIdError:
+        raise not_found(f"batch {batch_id!r}") from None
+    if context.batches.owner(scoped_batch) != producer:
         raise not_found(f"batch {batch_id!r}")
-    job_ids = context.batches.job_ids(batch_id)
+    job_ids = context.batches.job_ids(scoped_batch)
     counts = context.batches.counts(job_ids)
     return BatchView(
-        batch_id=batch_id,
+        batch_id=scoped_batch,
         total=len(job_ids),
         done=done_count(counts),
         counts=dict(counts),

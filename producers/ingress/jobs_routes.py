@@ -17,7 +17,7 @@ from producers.errors import (
 from producers.ingress.context import Context, IngressContext, ProducerName
 from producers.ingress.errors import ApiError, documented, not_found
 from producers.ingress.schemas import ImagesView, ImageView, JobCreate, JobView
-from workers.jobs.ids import InvalidJobIdError, validate_job_id
+from workers.jobs.ids import InvalidJobIdError, scoped_job_id, validate_job_id
 from workers.jobs.record import JobRecord
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -33,12 +33,15 @@ IdempotencyKey = Annotated[
 
 
 def view(record: JobRecord) -> JobView:
+    """The job with its stored id (``<producer>~<id>``: one id everywhere, nbq status and
+    S3 keys included); routes accept the id with or without the producer's prefix."""
     return JobView.model_validate(record.public_view())
 
 
 def owned_record(context: IngressContext, producer: str, job_id: str) -> JobRecord:
-    """The job if it exists and belongs to ``producer``; 404 otherwise (no leak)."""
-    record = context.producer.runtime.store.get(job_id) if _plausible(job_id) else None
+    """The job if it exists in ``producer``'s id scope; 404 otherwise (no leak)."""
+    scoped = _scoped(producer, job_id)
+    record = context.producer.runtime.store.get(scoped) if scoped else None
     if record is None or record.producer != producer:
         raise not_found(f"job {job_id!r}")
     return record
@@ -51,12 +54,12 @@ def enqueue_one(
     job_id: str | None,
     batch_id: str | None = None,
 ) -> tuple[JobRecord, bool]:
-    """``(record, created)``; ApiError 409 if the id is another producer's job."""
+    """``(record, created)``. Ids are scoped per producer (workers/jobs/ids.py): another
+    producer's job of the same id is a different job, never returned nor revealed."""
     store = context.producer.runtime.store
-    existing = store.get(job_id) if job_id else None
-    if existing is not None:
-        if existing.producer != producer:
-            raise ApiError(409, "job_id_in_use", f"job_id {job_id!r} is already in use")
+    scoped = _scoped(producer, job_id) if job_id else None
+    existing = store.get(scoped) if scoped else None
+    if existing is not None and existing.producer == producer:
         return existing, False
     try:
         handle = context.producer.enqueue(
@@ -110,16 +113,16 @@ def get_job(job_id: str, context: Context, producer: ProducerName) -> JobView:
 @router.get("/{job_id}/images", responses=documented(401, 404, 409))
 def get_images(job_id: str, context: Context, producer: ProducerName) -> ImagesView:
     """Presigned GET URLs of a stored job's images (409 until it is stored)."""
-    owned_record(context, producer, job_id)
+    record = owned_record(context, producer, job_id)
     expiry_s = context.settings.presign_expiry_s
     try:
-        images = context.producer.results(job_id, expiry_s=expiry_s)
+        images = context.producer.results(record.job_id, expiry_s=expiry_s)
     except JobNotFoundError:
         raise not_found(f"job {job_id!r}") from None
     except JobNotStoredError as exc:
         raise ApiError(409, "not_stored", str(exc)) from None
     return ImagesView(
-        job_id=job_id,
+        job_id=record.job_id,
         expires_in_s=expiry_s,
         images=[
             ImageView(
@@ -133,9 +136,9 @@ def get_images(job_id: str, context: Context, producer: ProducerName) -> ImagesV
 @router.delete("/{job_id}", responses=documented(401, 404, 409))
 def cancel_job(job_id: str, context: Context, producer: ProducerName) -> JobView:
     """Cancel a queued or in-flight job (idempotent); 409 if it already ended."""
-    owned_record(context, producer, job_id)
+    owned = owned_record(context, producer, job_id)
     try:
-        record = context.producer.cancel(job_id)
+        record = context.producer.cancel(owned.job_id)
     except JobNotFoundError:
         raise not_found(f"job {job_id!r}") from None
     except JobNotCancellableError as exc:
@@ -165,9 +168,9 @@ def id_from(
     return header_id
 
 
-def _plausible(job_id: str) -> bool:
+def _scoped(producer: str, job_id: str) -> str | None:
+    """``job_id`` in ``producer``'s scope, or None when it is not a usable id."""
     try:
-        validate_job_id(job_id)
+        return scoped_job_id(producer, job_id)
     except InvalidJobIdError:
-        return False
-    return True
+        return None

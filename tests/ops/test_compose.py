@@ -160,6 +160,7 @@ def test_emulator_mode_variables_are_documented_in_env_example() -> None:
     text = ENV_EXAMPLE.read_text(encoding="utf-8")
     assert "NBQ_EVOLINK_BASE_URL=http://emulator:8787" in text
     assert "NBQ_RESULT_URL_ALLOWED_HOSTS=emulator" in text
+    assert "NBQ_RESULT_URL_PRIVATE_HOSTS=emulator" in text
     assert "NBQ_RESULT_URL_ALLOW_HTTP=true" in text
 
 
@@ -176,7 +177,10 @@ def _env_variants() -> dict[str, dict[str, str]]:
         "emulator": {
             **base,
             **pick(
-                "NBQ_EVOLINK_BASE_URL", "NBQ_RESULT_URL_ALLOWED_HOSTS", "NBQ_RESULT_URL_ALLOW_HTTP"
+                "NBQ_EVOLINK_BASE_URL",
+                "NBQ_RESULT_URL_ALLOWED_HOSTS",
+                "NBQ_RESULT_URL_PRIVATE_HOSTS",
+                "NBQ_RESULT_URL_ALLOW_HTTP",
             ),
         },
         "callbacks": {**base, **pick("NBQ_PUBLIC_CALLBACK_URL", "NBQ_CALLBACK_SECRET")},

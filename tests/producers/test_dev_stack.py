@@ -79,7 +79,7 @@ def test_demo_then_exit_prints_urls_exports_and_three_stored_jobs() -> None:
     assert "export NBQ_BROKER_URL=redis://127.0.0.1:" in output
     assert f"export NBQ_BROKER_URL={closed_url}" not in output
     assert re.search(r"^export NBQ_EVOLINK_API_KEY=dev-[0-9a-f]+$", output, re.M)
-    assert "export NBQ_RESULT_URL_ALLOWED_HOSTS=127.0.0.1" in output
+    assert "export NBQ_RESULT_URL_PRIVATE_HOSTS=127.0.0.1" in output
     assert re.search(r"^export NBQ_S3_ENDPOINT=127\.0\.0\.1:\d+$", output, re.M)
     assert "3/3 demo jobs stored" in output
     assert len(re.findall(r"^    s3://nano-banana/\S+\.png", output, re.M)) == 3

@@ -59,7 +59,7 @@ class Stack:
             "NBQ_EVOLINK_API_KEY": API_KEY,
             "NBQ_EVOLINK_BASE_URL": self.emulator.url,
             "NBQ_BROKER_URL": self.redis.url,
-            "NBQ_RESULT_URL_ALLOWED_HOSTS": "127.0.0.1",
+            "NBQ_RESULT_URL_PRIVATE_HOSTS": "127.0.0.1",
             "NBQ_RESULT_URL_ALLOW_HTTP": "true",
             "NBQ_LOG_LEVEL": "INFO",
             **self.s3.env(),
@@ -69,8 +69,9 @@ class Stack:
 
     def settings(self) -> Settings:
         values: dict[str, Any] = {k[4:].lower(): v for k, v in self.env().items()}
-        if "result_url_allowed_hosts" in values:
-            values["result_url_allowed_hosts"] = values["result_url_allowed_hosts"].split(",")
+        for name in ("result_url_allowed_hosts", "result_url_private_hosts"):
+            if name in values:
+                values[name] = values[name].split(",")
         return Settings(**values)
 
     def producer(self) -> Producer:

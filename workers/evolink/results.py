@@ -19,8 +19,8 @@ any other status (400, 401, 204, ...)  ``ResultExpiredError`` — permanent: a s
                                        server rejects will not get better; the message
                                        says "rejected" and names the status
 timeout, connection/DNS/protocol error ``ResultFetchError`` (retryable)
-too many redirects                     ``ResultFetchError`` (retryable: CDN loops are
-                                       usually transient; retries are bounded anyway)
+a redirect back to a URL already       ``ResultRedirectLoopError`` (``redirect_loop``,
+visited, or too many redirects         permanent: the same link loops the same way again)
 =====================================  =====================================================
 
 Nothing here ever includes a link's query string (its signature) in a message or log.
@@ -36,7 +36,12 @@ from dataclasses import dataclass, field
 import httpx
 
 from workers import metrics
-from workers.errors import ResultExpiredError, ResultFetchError, ResultTooLargeError
+from workers.errors import (
+    ResultExpiredError,
+    ResultFetchError,
+    ResultRedirectLoopError,
+    ResultTooLargeError,
+)
 from workers.logs import get_logger
 from workers.security.netguard import deadline_scope, guarded_client
 from workers.security.urlguard import UrlPolicy, check_result_url, redact_url
@@ -136,6 +141,7 @@ def _open_final(
 ) -> httpx.Response:
     """Follow redirects by hand, re-checking each hop; return the open 200 response."""
     target = check_result_url(url, policy)
+    visited = {str(target.copy_with(fragment=None))}
     for hop in range(policy.max_redirects + 1):
         response = _send(client, target, deadline)
         if not response.is_redirect:
@@ -150,6 +156,11 @@ def _open_final(
         if hop == policy.max_redirects:
             break
         next_url = target.join(location).copy_with(fragment=None)
+        if str(next_url) in visited:
+            raise ResultRedirectLoopError(
+                f"result {redact_url(url)!r}: redirect loop (back to {redact_url(str(next_url))!r})"
+            )
+        visited.add(str(next_url))
         log.info(
             "result_redirect",
             status=response.status_code,
@@ -157,7 +168,7 @@ def _open_final(
             to_url=redact_url(str(next_url)),
         )
         target = check_result_url(next_url, policy)
-    raise ResultFetchError(
+    raise ResultRedirectLoopError(
         f"result {redact_url(url)!r}: more than {policy.max_redirects} redirects"
     )
 

@@ -89,14 +89,15 @@ def resolve(host: str, port: int) -> list[IPAddress]:
 
 
 def check_addresses(host: str, addresses: Iterable[IPAddress], policy: UrlPolicy) -> None:
-    """Refuse unless *every* address is public, or ``host`` is listed exactly and the
-    non-public ones are of a listable kind (loopback, private) — never link-local."""
-    explicit = policy.lists_exactly(host)
+    """Refuse unless *every* address is public, or ``host`` is opted in through
+    ``NBQ_RESULT_URL_PRIVATE_HOSTS`` and the non-public ones are of a listable kind
+    (loopback, private) — never link-local. An allowlist entry alone never exempts."""
+    explicit = policy.may_be_private(host)
     for address in addresses:
         problem = address_problem(address)
         if problem is None or (problem.listable and explicit):
             continue
-        hint = "" if explicit or not problem.listable else " (not listed exactly)"
+        hint = "" if explicit or not problem.listable else " (not in NBQ_RESULT_URL_PRIVATE_HOSTS)"
         raise UnsafeUrlError(
             f"result host {host!r} resolves to {address}, a {problem.reason}{hint}; refused"
         )

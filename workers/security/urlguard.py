@@ -152,23 +152,36 @@ class UrlPolicy:
     """Where result links may point. Configuration, not code, is how the emulator is allowed.
 
     ``allowed_hosts``: exact host names, ``*.example.com`` (subdomains only, not the apex)
-    or IP literals. An *exact* entry (name or IP) may resolve to loopback/private addresses;
-    wildcard matches must resolve to public addresses. Link-local (cloud metadata),
-    multicast, unspecified and reserved addresses are never allowed.
+    or IP literals; every one of them must resolve to public addresses.
+    ``private_hosts`` (``NBQ_RESULT_URL_PRIVATE_HOSTS``, empty by default): a separate,
+    explicit opt-in of exact names or IPs (the compose ``emulator`` host, ``127.0.0.1``
+    for local runs and tests) that are allowed *and* may resolve to loopback/private
+    addresses. Being listed in ``allowed_hosts`` never grants that (an ``evolink.ai``
+    resolving to 127.0.0.1 is refused). Link-local (cloud metadata), multicast,
+    unspecified and reserved addresses are never allowed.
     """
 
     allowed_hosts: tuple[str, ...]
     allow_http: bool = False
     max_redirects: int = 3
+    private_hosts: tuple[str, ...] = ()
     _exact: frozenset[str] = field(init=False, repr=False, compare=False)
+    _private: frozenset[str] = field(init=False, repr=False, compare=False)
     _suffixes: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.max_redirects < 0:
             raise ValueError("max_redirects must be >= 0")
         entries = tuple(_normalise_entry(entry) for entry in self.allowed_hosts)
+        private = tuple(_normalise_entry(entry) for entry in self.private_hosts)
+        if any("*" in e for e in private):
+            raise ValueError("private hosts must be exact names or IPs, not wildcards")
         object.__setattr__(self, "allowed_hosts", entries)
-        object.__setattr__(self, "_exact", frozenset(e for e in entries if "*" not in e))
+        object.__setattr__(self, "private_hosts", private)
+        object.__setattr__(self, "_private", frozenset(private))
+        object.__setattr__(
+            self, "_exact", frozenset(e for e in entries if "*" not in e) | frozenset(private)
+        )
         object.__setattr__(self, "_suffixes", tuple(e[1:] for e in entries if "*" in e))
 
     @classmethod
@@ -177,7 +190,12 @@ class UrlPolicy:
             allowed_hosts=tuple(settings.result_url_allowed_hosts),
             allow_http=settings.result_url_allow_http,
             max_redirects=settings.download_max_redirects,
+            private_hosts=tuple(settings.result_url_private_hosts),
         )
+
+    def may_be_private(self, host: str) -> bool:
+        """True only for hosts opted in through ``private_hosts`` (normalised)."""
+        return _normalise_lookup(host) in self._private
 
     def lists_exactly(self, host: str) -> bool:
         """True when ``host`` (normalised) is an exact entry, not only a wildcard match."""
@@ -210,6 +228,10 @@ def _normalise_entry(entry: str) -> str:
         raise ValueError(f"allowed host {entry!r}: {exc}") from None
 
 
+def _opt_in_hint(listable: bool) -> str:
+    return " (not in NBQ_RESULT_URL_PRIVATE_HOSTS)" if listable else ""
+
+
 def check_result_url(url: str | httpx.URL, policy: UrlPolicy) -> httpx.URL:
     """Refuse a result link (or redirect target) the policy does not allow; return it parsed.
 
@@ -239,8 +261,8 @@ def check_result_url(url: str | httpx.URL, policy: UrlPolicy) -> httpx.URL:
         raise refuse(f"host {host.name!r} is not in NBQ_RESULT_URL_ALLOWED_HOSTS")
     if host.address is not None:
         problem = address_problem(host.address)
-        if problem is not None and not (problem.listable and policy.lists_exactly(host.name)):
-            raise refuse(f"{host.address} is a {problem.reason}")
-    elif _is_local_name(host.name) and not policy.lists_exactly(host.name):
+        if problem is not None and not (problem.listable and policy.may_be_private(host.name)):
+            raise refuse(f"{host.address} is a {problem.reason}{_opt_in_hint(problem.listable)}")
+    elif _is_local_name(host.name) and not policy.may_be_private(host.name):
         raise refuse(f"{host.name!r} names this machine or a private network")
     return parsed

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from workers import metrics
 from workers.evolink.models import GenerationRequest
 from workers.failures import record_failure
-from workers.jobs.ids import InvalidJobIdError, new_job_id, validate_job_id
+from workers.jobs.ids import InvalidJobIdError, new_job_id, scoped_job_id
 from workers.jobs.record import JobError, JobRecord
 from workers.jobs.state import JobState
 from workers.runtime import Runtime
@@ -42,11 +42,13 @@ def intake(
     Returns None only when the job id itself is unusable (nothing can be recorded).
     """
     try:
-        chosen = validate_job_id(job_id) if job_id else None
+        # Ids are scoped per producer (workers/jobs/ids.py): another producer's job is
+        # never returned, whatever id is asked for.
+        chosen = scoped_job_id(producer, job_id) if job_id else None
+        job_id = chosen or scoped_job_id(producer, new_job_id())
     except InvalidJobIdError as exc:
         log.warning("intake_refused", reason=str(exc))
         return None
-    job_id = chosen or new_job_id()
     if chosen is not None:
         # Only a caller-chosen id can exist already (a fresh id cannot): one round trip
         # fewer per enqueue. ``create`` is itself idempotent, this only skips validation.

@@ -22,15 +22,28 @@ from workers.runtime import get_runtime
 from workers.stages.common import RetryLater, fail_job
 
 
+def capped_countdown(countdown_s: float | None) -> float | None:
+    """No message of ours waits longer than NBQ_MAX_COUNTDOWN_S (a Retry-After of hours
+    included): the consumer guard refuses ETAs beyond it, and waking early is harmless
+    (the breaker, limiter and poll schedule re-check and wait again)."""
+    if not countdown_s:
+        return None
+    return min(countdown_s, get_runtime().settings.max_countdown_s)
+
+
 class CeleryScheduler:
     """Starts the next stage by name, so any worker pool may pick it up."""
 
     def submit(self, job_id: str, *, countdown_s: float = 0.0) -> None:
-        app.send_task(TASK_SUBMIT, kwargs={"job_id": job_id}, countdown=countdown_s or None)
+        app.send_task(
+            TASK_SUBMIT, kwargs={"job_id": job_id}, countdown=capped_countdown(countdown_s)
+        )
 
     def poll(self, job_id: str, token: str, *, countdown_s: float) -> None:
         app.send_task(
-            TASK_POLL, kwargs={"job_id": job_id, "token": token}, countdown=countdown_s or None
+            TASK_POLL,
+            kwargs={"job_id": job_id, "token": token},
+            countdown=capped_countdown(countdown_s),
         )
 
     def download(self, job_id: str) -> None:
@@ -85,7 +98,7 @@ class StageTask(Task):  # type: ignore[misc]
                 self.request.retries = -1
             raise self.retry(
                 exc=signal.cause,
-                countdown=signal.countdown_s,
+                countdown=min(signal.countdown_s, get_runtime().settings.max_countdown_s),
                 kwargs=signal.kwargs,
                 max_retries=None,
             ) from None

@@ -14,10 +14,13 @@ def test_a_batch_enqueues_every_request_under_one_id(ingress: Ingress) -> None:
     created = response.json()
     assert len(created["job_ids"]) == 5 and created["refused"] == []
     batch_id = created["batch_id"]
+    # Batch and job ids are in alice's id scope (workers/jobs/ids.py)
+    assert batch_id.startswith("alice~")
     members = ingress.redis.smembers(f"{ingress.settings.key_prefix}:batch:{batch_id}")
     assert {m.decode() for m in members} == set(created["job_ids"])  # type: ignore[union-attr]
     for job_id in created["job_ids"]:
         record = ingress.store.require(job_id)
+        assert job_id.startswith(f"{batch_id}-")
         assert record.batch_id == batch_id and record.producer == "alice"
 
 
@@ -76,7 +79,9 @@ def test_a_batch_without_one_valid_request_is_a_422_in_the_error_shape(ingress: 
     assert ingress.job_count() == 0
 
 
-def test_another_producers_batch_is_not_found_and_its_id_not_reusable(ingress: Ingress) -> None:
+def test_another_producers_batch_is_not_found_and_the_same_id_is_its_own_batch(
+    ingress: Ingress,
+) -> None:
     ingress.client.post(
         "/v1/batches", json={"batch_id": "b2", "requests": REQUESTS}, headers=auth("alice")
     )
@@ -84,13 +89,15 @@ def test_another_producers_batch_is_not_found_and_its_id_not_reusable(ingress: I
     again = ingress.client.post(
         "/v1/batches", json={"batch_id": "b2", "requests": REQUESTS}, headers=auth("bob")
     )
-    assert again.status_code == 409 and again.json()["error"]["code"] == "batch_id_in_use"
+    # Batch (and job) ids are scoped per producer: bob's b2 is a batch of his own
+    assert again.status_code == 201 and again.json()["refused"] == []
+    assert ingress.job_count() == 10
 
 
-def test_a_job_id_in_use_by_another_producer_is_refused_alone(ingress: Ingress) -> None:
+def test_a_job_id_another_producer_uses_is_simply_this_producers_own(ingress: Ingress) -> None:
     ingress.client.post("/v1/jobs", json={"prompt": "x", "job_id": "taken"}, headers=auth("bob"))
     items = [{"prompt": "a"}, {"prompt": "b", "job_id": "taken"}]
     created = ingress.client.post("/v1/batches", json={"requests": items}, headers=auth()).json()
-    assert len(created["job_ids"]) == 1
-    assert created["refused"][0]["index"] == 1
-    assert created["refused"][0]["code"] == "job_id_in_use"
+    assert created["refused"] == [] and created["job_ids"][1] == "alice~taken"
+    assert ingress.store.require("alice~taken").request["prompt"] == "b"
+    assert ingress.store.require("bob~taken").request["prompt"] == "x"

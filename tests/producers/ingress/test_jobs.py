@@ -31,7 +31,7 @@ def test_the_same_job_id_twice_returns_the_same_job_once(ingress: Ingress) -> No
     first = ingress.client.post("/v1/jobs", json={**BODY, "job_id": "order-1"}, headers=auth())
     second = ingress.client.post("/v1/jobs", json={**BODY, "job_id": "order-1"}, headers=auth())
     assert (first.status_code, second.status_code) == (201, 200)
-    assert first.json()["job_id"] == second.json()["job_id"] == "order-1"
+    assert first.json()["job_id"] == second.json()["job_id"] == "alice~order-1"  # alice's scope
     assert ingress.job_count() == 1
 
 
@@ -39,7 +39,7 @@ def test_the_idempotency_key_header_names_the_job(ingress: Ingress) -> None:
     headers = {**auth(), "Idempotency-Key": "key-77"}
     first = ingress.client.post("/v1/jobs", json=BODY, headers=headers)
     second = ingress.client.post("/v1/jobs", json=BODY, headers=headers)
-    assert first.json()["job_id"] == second.json()["job_id"] == "key-77"
+    assert first.json()["job_id"] == second.json()["job_id"] == "alice~key-77"
     assert second.status_code == 200 and ingress.job_count() == 1
 
 
@@ -52,14 +52,31 @@ def test_a_header_and_body_id_that_differ_are_refused(ingress: Ingress) -> None:
     assert ingress.job_count() == 0
 
 
-def test_another_producers_job_id_is_a_conflict_not_a_leak(ingress: Ingress) -> None:
-    ingress.client.post("/v1/jobs", json={**BODY, "job_id": "shared"}, headers=auth("alice"))
-    response = ingress.client.post(
-        "/v1/jobs", json={**BODY, "job_id": "shared"}, headers=auth("bob")
+def test_job_ids_are_scoped_per_producer_so_the_same_id_is_two_jobs_and_reveals_nothing(
+    ingress: Ingress,
+) -> None:
+    # Given alice's job "shared"
+    first = ingress.client.post(
+        "/v1/jobs", json={**BODY, "job_id": "shared"}, headers=auth("alice")
     )
-    assert response.status_code == 409
-    assert response.json()["error"]["code"] == "job_id_in_use"
+    # When bob creates a job with the same id
+    response = ingress.client.post(
+        "/v1/jobs", json={**BODY, "prompt": "bob's own", "job_id": "shared"}, headers=auth("bob")
+    )
+    # Then bob gets a new job of his own (201, exactly as if the id had been free)
+    assert first.status_code == response.status_code == 201
+    assert response.json()["job_id"] == "bob~shared" and response.json()["producer"] == "bob"
     assert "alice" not in response.text and "lighthouse" not in response.text
+    assert response.headers["Location"] == "/v1/jobs/bob~shared"
+    assert first.json()["job_id"] == "alice~shared"
+    # And each reads back its own job, by its id or by its stored id
+    assert ingress.client.get("/v1/jobs/bob~shared", headers=auth("bob")).status_code == 200
+    mine = ingress.client.get("/v1/jobs/shared", headers=auth("alice")).json()
+    assert mine["producer"] == "alice"
+    assert ingress.job_count() == 2
+    # And an id naming another producer's scope is refused like any invalid id
+    sneaky = ingress.client.get("/v1/jobs/alice~shared", headers=auth("bob"))
+    assert sneaky.status_code == 404 and "lighthouse" not in sneaky.text
 
 
 @pytest.mark.parametrize(
@@ -111,7 +128,7 @@ def test_a_body_that_is_not_json_answers_422(ingress: Ingress) -> None:
 def test_a_job_reads_back_with_its_state_and_error(ingress: Ingress) -> None:
     ingress.store.create(
         JobRecord(
-            job_id="j-failed",
+            job_id="alice~j-failed",
             state=JobState.FAILED,
             producer="alice",
             poll_token="secret-token",
@@ -138,7 +155,7 @@ def test_another_producers_job_answers_404_on_every_route(ingress: Ingress) -> N
         ("DELETE", "/v1/jobs/mine"),
     ]:
         assert ingress.client.request(method, path, headers=auth("bob")).status_code == 404
-    assert ingress.store.require("mine").state is JobState.QUEUED
+    assert ingress.store.require("alice~mine").state is JobState.QUEUED
 
 
 def test_images_of_a_job_not_yet_stored_answer_409(ingress: Ingress) -> None:
@@ -155,7 +172,7 @@ def test_images_of_a_stored_job_are_presigned_links_that_work(
     session_s3.minio().put_object(session_s3.bucket, key, io.BytesIO(b"png-bytes"), 9)
     ingress.store.create(
         JobRecord(
-            job_id="done",
+            job_id="alice~done",
             state=JobState.STORED,
             producer="alice",
             objects=[StoredObject(key=key, sha256="ab", size=9, content_type="image/png")],
@@ -179,12 +196,12 @@ def test_cancelling_a_queued_job_answers_200_with_the_cancelled_record(ingress: 
 
 
 def test_cancelling_a_stored_job_answers_409_and_changes_nothing(ingress: Ingress) -> None:
-    ingress.store.create(JobRecord(job_id="kept", state=JobState.STORED, producer="alice"))
+    ingress.store.create(JobRecord(job_id="alice~kept", state=JobState.STORED, producer="alice"))
     response = ingress.client.delete("/v1/jobs/kept", headers=auth())
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "not_cancellable"
     assert "stored" in response.json()["error"]["message"]
-    assert ingress.store.require("kept").state is JobState.STORED
+    assert ingress.store.require("alice~kept").state is JobState.STORED
 
 
 def test_a_daily_credit_budget_refusal_answers_429(make_ingress: Callable[..., Ingress]) -> None:

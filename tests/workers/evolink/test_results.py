@@ -15,6 +15,7 @@ from tests.workers.security.fakes import FakeDns, SpyBackend
 from workers.errors import (
     ResultExpiredError,
     ResultFetchError,
+    ResultRedirectLoopError,
     ResultTooLargeError,
     UnsafeUrlError,
 )
@@ -97,7 +98,7 @@ def other_server() -> Iterator[LoopbackServer]:
     yield from _serve("127.0.0.2")
 
 
-POLICY = UrlPolicy(("127.0.0.1",), allow_http=True, max_redirects=3)
+POLICY = UrlPolicy((), allow_http=True, max_redirects=3, private_hosts=("127.0.0.1",))
 
 
 def fetch(url: str, policy: UrlPolicy = POLICY, **kwargs: Any) -> bytes:
@@ -150,14 +151,28 @@ def test_a_redirect_chain_within_the_limit_is_followed(server: LoopbackServer) -
     assert server.hits == ["/a", "/b", "/c", "/img"]
 
 
-def test_too_many_redirects_is_a_fetch_error(server: LoopbackServer) -> None:
+def test_a_redirect_loop_is_a_permanent_error_found_on_its_first_repeat(
+    server: LoopbackServer,
+) -> None:
     server.routes["/loop"] = lambda h: h.redirect("/loop")
 
-    with pytest.raises(ResultFetchError, match="more than 3 redirects") as err:
+    with pytest.raises(ResultRedirectLoopError, match="redirect loop") as err:
         fetch(f"{server.base}/loop?{SIG}")
 
-    assert server.hits == ["/loop"] * 4
+    assert not err.value.retryable and err.value.reason == "redirect_loop"
+    assert server.hits == ["/loop"] * 2  # /loop?sig, then /loop, which points at itself
     assert "SECRET" not in str(err.value)
+
+
+def test_too_many_redirects_is_permanent_too(server: LoopbackServer) -> None:
+    for n in range(10):
+        server.routes[f"/r{n}"] = lambda h, n=n: h.redirect(f"/r{n + 1}")
+
+    with pytest.raises(ResultRedirectLoopError, match="more than 3 redirects") as err:
+        fetch(f"{server.base}/r0?{SIG}")
+
+    assert not err.value.retryable
+    assert server.hits == ["/r0", "/r1", "/r2", "/r3"]
 
 
 def test_a_redirect_to_an_unlisted_host_is_refused_and_never_contacted(
@@ -187,7 +202,7 @@ def test_a_redirect_to_a_forbidden_place_is_refused_before_any_connection(
     server: LoopbackServer, location: str
 ) -> None:
     server.routes["/go"] = lambda h: h.redirect(location)
-    policy = UrlPolicy(("127.0.0.1", "169.254.169.254"), allow_http=True)
+    policy = UrlPolicy(("169.254.169.254",), allow_http=True, private_hosts=("127.0.0.1",))
 
     with (
         guarded_client(policy) as client,
@@ -208,7 +223,7 @@ def test_a_redirect_to_a_name_resolving_inside_is_refused_at_connect_time(
     port = server.server_address[1]
     server.routes["/go"] = lambda h: h.redirect(f"http://img.example.com:{port}/img")
     server.routes["/img"] = lambda h: h.send_body(200, b"PNG")
-    policy = UrlPolicy(("127.0.0.1", "*.example.com"), allow_http=True)
+    policy = UrlPolicy(("*.example.com",), allow_http=True, private_hosts=("127.0.0.1",))
 
     # When the link redirects there, Then it is refused and /img is never requested
     with pytest.raises(UnsafeUrlError, match=r"resolves to 127\.0\.0\.1"):

@@ -83,10 +83,10 @@ def test_tls_still_verifies_the_host_name_not_the_ip(dns: FakeDns) -> None:
     assert spy.stream.tls_hostnames == ["cdn.example.com"]
 
 
-def test_an_exactly_listed_name_may_resolve_to_loopback(dns: FakeDns) -> None:
+def test_a_name_opted_in_as_private_may_resolve_to_loopback(dns: FakeDns) -> None:
     dns.add("emulator.test", "127.0.0.1")
     spy = SpyBackend()
-    policy = UrlPolicy(("emulator.test",), allow_http=True)
+    policy = UrlPolicy((), allow_http=True, private_hosts=("emulator.test",))
 
     with guarded_client(policy, inner=spy) as client, pytest.raises(httpx.HTTPError):
         client.get("http://emulator.test:8080/r.png")
@@ -97,7 +97,7 @@ def test_an_exactly_listed_name_may_resolve_to_loopback(dns: FakeDns) -> None:
 def test_link_local_is_refused_even_for_an_exactly_listed_name(dns: FakeDns) -> None:
     dns.add("metadata.test", "169.254.169.254")
     spy = SpyBackend()
-    policy = UrlPolicy(("metadata.test",), allow_http=True)
+    policy = UrlPolicy((), allow_http=True, private_hosts=("metadata.test",))
 
     with guarded_client(policy, inner=spy) as client, pytest.raises(UnsafeUrlError):
         client.get("http://metadata.test/latest/meta-data/")
@@ -172,7 +172,7 @@ def loopback_server() -> Iterator[str]:
 
 def test_the_transport_really_uses_the_guarded_backend(loopback_server: str) -> None:
     # Pins down the one httpx private detail we rely on (HTTPTransport._pool).
-    listed = GuardedTransport(UrlPolicy(("127.0.0.1",), allow_http=True))
+    listed = GuardedTransport(UrlPolicy((), allow_http=True, private_hosts=("127.0.0.1",)))
     unlisted = GuardedTransport(UrlPolicy(("*.example.com",), allow_http=True))
 
     with httpx.Client(transport=listed) as client:
@@ -182,7 +182,7 @@ def test_the_transport_really_uses_the_guarded_backend(loopback_server: str) -> 
 
 
 def test_socket_reads_stop_at_the_deadline(loopback_server: str) -> None:
-    policy = UrlPolicy(("127.0.0.1",), allow_http=True)
+    policy = UrlPolicy((), allow_http=True, private_hosts=("127.0.0.1",))
 
     with guarded_client(policy) as client:
         with (
@@ -266,12 +266,12 @@ def tls_server(tmp_path: Any) -> Iterator[tuple[int, bytes, list[str | None]]]:
 def test_tls_to_the_checked_ip_verifies_the_certificate_for_the_name(
     dns: FakeDns, tls_server: tuple[int, bytes, list[str | None]]
 ) -> None:
-    # Given cdn.example.com resolving to our loopback TLS server, listed exactly
+    # Given cdn.example.com resolving to our loopback TLS server, opted in as private
     port, cert_pem, sni = tls_server
     dns.add("cdn.example.com", "127.0.0.1")
     dns.add("other.example.com", "127.0.0.1")
     trust = ssl.create_default_context(cadata=cert_pem.decode())
-    policy = UrlPolicy(("cdn.example.com", "other.example.com"))
+    policy = UrlPolicy((), private_hosts=("cdn.example.com", "other.example.com"))
 
     with guarded_client(policy, verify=trust) as client:
         # When fetched by name, Then SNI and the certificate check use the name

@@ -88,7 +88,9 @@ def test_reference_url_refusal_names_the_url() -> None:
         check_reference_url("http://127.0.0.1/x.png")
 
 
-EMULATOR = UrlPolicy(("127.0.0.1", "*.example.com", "files.vendor.test"), allow_http=True)
+EMULATOR = UrlPolicy(
+    ("*.example.com", "files.vendor.test"), allow_http=True, private_hosts=("127.0.0.1",)
+)
 
 
 @pytest.mark.parametrize(
@@ -134,9 +136,12 @@ def test_link_local_literal_is_refused_even_when_listed() -> None:
             check_result_url(url, policy)
 
 
-def test_loopback_literal_is_allowed_only_when_listed_exactly() -> None:
+def test_loopback_literal_is_allowed_only_when_opted_in_as_a_private_host() -> None:
     assert check_result_url("http://127.0.0.1:9/r.png?sig=1", EMULATOR).port == 9
-    assert check_result_url("http://[::1]/r", UrlPolicy(("[::1]",), allow_http=True))
+    opted_in = UrlPolicy((), allow_http=True, private_hosts=("[::1]",))
+    assert check_result_url("http://[::1]/r", opted_in)
+    with pytest.raises(UnsafeUrlError, match="not in NBQ_RESULT_URL_PRIVATE_HOSTS"):
+        check_result_url("http://[::1]/r", UrlPolicy(("[::1]",), allow_http=True))
 
 
 def test_wildcard_matches_subdomains_but_not_the_apex() -> None:

@@ -63,7 +63,7 @@ def make_rt(
             "broker_url": redis_server.url,
             "evolink_base_url": emulator_server.url,
             "evolink_api_key": emulator_server.api_key,
-            "result_url_allowed_hosts": ["127.0.0.1"],
+            "result_url_private_hosts": ["127.0.0.1"],
             "result_url_allow_http": True,
             "s3_endpoint": s3_server.endpoint,
             "s3_access_key": s3_server.access_key,

@@ -1,0 +1,102 @@
+"""``nbq dead``: messages the consumer guard refused (workers/deadletters.py)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from producers.cli.common import console, err_console, fail_on_config_error, print_json
+
+dead_app = typer.Typer(
+    help="Refused broker messages: list, show, replay, purge.", no_args_is_help=True
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(dead_app, name="dead")
+
+
+def _store() -> Any:
+    from workers.deadletters import DeadLetterStore
+    from workers.settings import get_settings
+
+    return DeadLetterStore.from_settings(get_settings())
+
+
+@dead_app.command("list")
+@fail_on_config_error
+def list_(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    reason: Annotated[str | None, typer.Option("--reason", help="Only this reason.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most N, newest first.")] = 100,
+) -> None:
+    """Dead letters, newest first: id, time, queue, task, reason, detail."""
+    letters = _store().list(reason=reason, limit=limit)
+    if as_json:
+        print_json(
+            [
+                letter.model_dump(exclude={"body", "headers"}) | {"body_preview": letter.body[:200]}
+                for letter in letters
+            ]
+        )
+        return
+    table = Table("id", "at (UTC)", "queue", "task", "reason", "detail")
+    for letter in letters:
+        table.add_row(
+            letter.id,
+            time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(letter.at)),
+            letter.queue,
+            letter.task or "",
+            letter.reason,
+            letter.detail[:80],
+        )
+    console.print(table)
+
+
+@dead_app.command("show")
+@fail_on_config_error
+def show(letter_id: Annotated[str, typer.Argument()]) -> None:
+    """One dead letter as JSON, with its (capped, redacted) headers and body."""
+    letter = _store().get(letter_id)
+    if letter is None:
+        err_console.print(f"[red]no dead letter {letter_id!r}[/red]")
+        raise typer.Exit(1)
+    print_json(letter.model_dump())
+
+
+@dead_app.command("replay")
+@fail_on_config_error
+def replay(letter_id: Annotated[str, typer.Argument()]) -> None:
+    """Re-validate a dead letter and publish it again (now: ETA and expires dropped)."""
+    from workers.deadletters import replay_letter
+    from workers.settings import get_settings
+
+    store = _store()
+    letter = store.get(letter_id)
+    if letter is None:
+        err_console.print(f"[red]no dead letter {letter_id!r}[/red]")
+        raise typer.Exit(1)
+    outcome = replay_letter(get_settings(), letter)
+    if outcome.refusal is not None:
+        err_console.print(
+            f"[red]not replayed:[/red] {outcome.refusal.reason}: {outcome.refusal.detail}"
+        )
+        raise typer.Exit(1)
+    store.remove(letter_id)
+    console.print(f"replayed {letter_id} to queue {outcome.queue} as message {outcome.message_id}")
+
+
+@dead_app.command("purge")
+@fail_on_config_error
+def purge(
+    older_than: Annotated[
+        float, typer.Option("--older-than", min=0, help="Only entries older than S seconds.")
+    ] = 0.0,
+) -> None:
+    """Delete dead letters (all of them, or those older than ``--older-than`` seconds)."""
+    removed = _store().purge(older_than_s=older_than)
+    console.print(json.dumps({"purged": removed}))

@@ -1,0 +1,271 @@
+"""The dead-letter store: refused broker messages, kept in the job store's Redis.
+
+In Redis (``NBQ_REDIS_URL``), not in a broker queue, so it works the same with any
+broker and a refused message can never be re-consumed by accident. Bounded: at most
+``NBQ_DEAD_LETTER_MAX`` entries and ``NBQ_DEAD_LETTER_RETENTION_S`` seconds (the oldest
+go first); each entry holds the raw message with the body and headers cut to
+:data:`MAX_BODY_CHARS` / :data:`MAX_HEADERS_CHARS` and redacted (workers/logs.py).
+
+Keys (one hash tag, so a Redis Cluster keeps them in one slot):
+``{<prefix>:dead}:entries`` (hash id -> JSON) and ``{<prefix>:dead}:index`` (zset by time).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any, Final
+
+import redis
+from pydantic import BaseModel
+
+from workers.logs import redact_text
+
+MAX_BODY_CHARS: Final = 16 * 1024
+MAX_HEADERS_CHARS: Final = 4 * 1024
+
+_ADD_LUA = """
+local entries, index = KEYS[1], KEYS[2]
+local id, at, doc = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local cutoff, max_entries = tonumber(ARGV[4]), tonumber(ARGV[5])
+redis.call('HSET', entries, id, doc)
+redis.call('ZADD', index, at, id)
+local old = redis.call('ZRANGEBYSCORE', index, '-inf', '(' .. cutoff, 'LIMIT', 0, 1000)
+for _, old_id in ipairs(old) do
+  redis.call('HDEL', entries, old_id); redis.call('ZREM', index, old_id)
+end
+local extra = redis.call('ZCARD', index) - max_entries
+if extra > 0 then
+  local oldest = redis.call('ZRANGE', index, 0, extra - 1)
+  for _, old_id in ipairs(oldest) do
+    redis.call('HDEL', entries, old_id); redis.call('ZREM', index, old_id)
+  end
+end
+return #old
+"""
+
+_PURGE_LUA = """
+local entries, index = KEYS[1], KEYS[2]
+local cutoff = ARGV[1]
+local ids = redis.call('ZRANGEBYSCORE', index, '-inf', cutoff)
+for _, id in ipairs(ids) do
+  redis.call('HDEL', entries, id); redis.call('ZREM', index, id)
+end
+return #ids
+"""
+
+
+class DeadLetter(BaseModel):
+    """One refused message, as ``nbq dead show`` prints it."""
+
+    id: str
+    at: float
+    queue: str
+    reason: str
+    detail: str
+    hostname: str
+    task: str | None = None
+    message_id: str | None = None
+    content_type: str | None = None
+    content_encoding: str | None = None
+    headers: str  # JSON text of the message headers (capped, redacted)
+    body: str  # the raw body (capped, redacted)
+    body_bytes: int
+    body_truncated: bool = False
+    headers_truncated: bool = False
+    redacted: bool = False
+
+
+def _cap(text: str, limit: int) -> tuple[str, bool]:
+    if len(text) <= limit:
+        return text, False
+    return f"{text[:limit]}…({len(text)} chars)", True
+
+
+def _headers_text(headers: object) -> str:
+    try:
+        return json.dumps(headers, default=repr, sort_keys=True)
+    except (TypeError, ValueError, RecursionError):
+        return repr(headers)[: MAX_HEADERS_CHARS * 2]
+
+
+def build_letter(
+    *,
+    queue: str,
+    reason: str,
+    detail: str,
+    hostname: str,
+    headers: object,
+    body: object,
+    content_type: object,
+    content_encoding: object,
+    at: float | None = None,
+) -> DeadLetter:
+    """A dead letter from a raw message: capped, redacted, never raising on odd types."""
+    if isinstance(body, bytes | bytearray | memoryview):
+        raw = bytes(body)
+        body_text = raw[: MAX_BODY_CHARS * 4].decode("utf-8", "backslashreplace")
+        size = len(raw)
+    else:
+        body_text = body if isinstance(body, str) else repr(body)
+        size = len(body_text.encode("utf-8", "surrogatepass"))
+    body_capped, body_cut = _cap(body_text, MAX_BODY_CHARS)
+    body_safe = redact_text(body_capped)
+    headers_capped, headers_cut = _cap(_headers_text(headers), MAX_HEADERS_CHARS)
+    headers_safe = redact_text(headers_capped)
+    task = headers.get("task") if isinstance(headers, dict) else None
+    message_id = headers.get("id") if isinstance(headers, dict) else None
+    return DeadLetter(
+        id=uuid.uuid4().hex,
+        at=time.time() if at is None else at,
+        queue=str(queue)[:200],
+        reason=reason,
+        detail=redact_text(str(detail)[:500]),
+        hostname=str(hostname)[:200],
+        task=redact_text(task[:200]) if isinstance(task, str) else None,
+        message_id=redact_text(message_id[:255]) if isinstance(message_id, str) else None,
+        content_type=str(content_type)[:100] if content_type is not None else None,
+        content_encoding=str(content_encoding)[:100] if content_encoding is not None else None,
+        headers=headers_safe,
+        body=body_safe,
+        body_bytes=size,
+        body_truncated=body_cut,
+        headers_truncated=headers_cut,
+        redacted=body_safe != body_capped or headers_safe != headers_capped,
+    )
+
+
+class DeadLetterStore:
+    """Add, list, show, remove and purge dead letters (bounded, see the module doc)."""
+
+    def __init__(
+        self, client: redis.Redis, *, prefix: str, max_entries: int, retention_s: float
+    ) -> None:
+        self.redis = client
+        self.entries_key = f"{{{prefix}:dead}}:entries"
+        self.index_key = f"{{{prefix}:dead}}:index"
+        self.max_entries = max_entries
+        self.retention_s = retention_s
+        self._add = client.register_script(_ADD_LUA)
+        self._purge = client.register_script(_PURGE_LUA)
+
+    @classmethod
+    def from_settings(cls, settings: Any, client: redis.Redis | None = None) -> DeadLetterStore:
+        return cls(
+            client or redis.Redis.from_url(settings.job_store_url, socket_timeout=10),
+            prefix=settings.key_prefix,
+            max_entries=settings.dead_letter_max,
+            retention_s=settings.dead_letter_retention_s,
+        )
+
+    def add(self, letter: DeadLetter) -> str:
+        self._add(
+            keys=[self.entries_key, self.index_key],
+            args=[
+                letter.id,
+                repr(letter.at),
+                letter.model_dump_json(),
+                repr(time.time() - self.retention_s),
+                self.max_entries,
+            ],
+        )
+        return letter.id
+
+    def get(self, letter_id: str) -> DeadLetter | None:
+        raw = self.redis.hget(self.entries_key, letter_id)
+        return DeadLetter.model_validate_json(raw) if raw else None
+
+    def list(self, *, reason: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """Newest first; ``reason`` filters (scanning at most the whole bounded index)."""
+        found: list[DeadLetter] = []
+        start, page = 0, 500
+        cutoff = time.time() - self.retention_s
+        while len(found) < limit:
+            ids = self.redis.zrevrangebyscore(
+                self.index_key, "+inf", repr(cutoff), start=start, num=page
+            )
+            if not ids:
+                break
+            start += len(ids)
+            for raw in self.redis.hmget(self.entries_key, list(ids)):  # type: ignore[arg-type]
+                if not raw:
+                    continue
+                letter = DeadLetter.model_validate_json(raw)
+                if reason is None or letter.reason == reason:
+                    found.append(letter)
+                    if len(found) >= limit:
+                        break
+        return found
+
+    def count(self) -> int:
+        return int(self.redis.zcard(self.index_key))
+
+    def remove(self, letter_id: str) -> bool:
+        pipe = self.redis.pipeline()
+        pipe.hdel(self.entries_key, letter_id)
+        pipe.zrem(self.index_key, letter_id)
+        removed, _ = pipe.execute()
+        return bool(removed)
+
+    def purge(self, *, older_than_s: float = 0.0) -> int:
+        """Remove every entry older than ``older_than_s`` seconds (0: all of them)."""
+        cutoff = time.time() - older_than_s
+        return int(self._purge(keys=[self.entries_key, self.index_key], args=[repr(cutoff)]))
+
+
+class ReplayOutcome(BaseModel):
+    queue: str = ""
+    message_id: str = ""
+    refusal: Any = None  # workers.guard.inspect.Refusal when not replayed
+
+
+def replay_letter(settings: Any, letter: DeadLetter) -> ReplayOutcome:
+    """Re-check a dead letter as the guard would and publish it again to its queue.
+
+    It runs now: ``eta`` and ``expires`` are dropped, and it gets a fresh message id.
+    A letter whose body or headers were cut or redacted cannot be replayed faithfully,
+    so it is refused (nothing published).
+    """
+    from kombu.connection import Connection
+    from kombu.messaging import Producer as KombuProducer
+
+    from workers.contract import TASK_QUEUES
+    from workers.guard.inspect import Limits, Refusal, inspect_message
+
+    if letter.body_truncated or letter.headers_truncated or letter.redacted:
+        return ReplayOutcome(
+            refusal=Refusal("not_replayable", "the stored copy was cut or redacted")
+        )
+    try:
+        headers = json.loads(letter.headers)
+    except ValueError:
+        headers = None
+    if not isinstance(headers, dict):
+        return ReplayOutcome(refusal=Refusal("not_a_task", "headers are not an object"))
+    headers = {k: v for k, v in headers.items() if k not in ("eta", "expires")}
+    headers["id"] = uuid.uuid4().hex
+    refusal = inspect_message(
+        headers=headers,
+        body=letter.body,
+        content_type=letter.content_type,
+        content_encoding=letter.content_encoding,
+        now=time.time(),
+        limits=Limits(
+            max_message_bytes=settings.max_message_bytes,
+            max_countdown_s=settings.max_countdown_s,
+        ),
+    )
+    if refusal is not None:
+        return ReplayOutcome(refusal=refusal)
+    queue = TASK_QUEUES.get(str(headers["task"]), letter.queue)
+    with Connection(settings.broker_url) as conn:  # type: ignore[no-untyped-call]
+        KombuProducer(conn.channel()).publish(  # type: ignore[no-untyped-call]
+            letter.body,
+            routing_key=queue,
+            exchange="",
+            headers=headers,
+            content_type="application/json",
+            content_encoding="utf-8",
+        )
+    return ReplayOutcome(queue=queue, message_id=headers["id"])

@@ -1,0 +1,150 @@
+"""The worker's consumer with the guard in front: every message is checked on receipt.
+
+Why here (``worker_consumer``), and not a task ``Strategy`` or ``Request`` class: the
+consumer's ``on_task_received`` is the one place every message passes — unknown task
+names never reach a strategy, and a per-task strategy would have to be set on each task
+(and on any task added later). Checking before Celery's own handler means nothing of a
+hostile message is parsed by Celery at all, and an ETA beyond the horizon is acked off
+the queue before the worker holds it (``worker_eta_task_limit`` never fills). Celery's
+own refusal handlers (unknown task, invalid task, decode error, unknown message) are
+overridden too, and anything Celery still raises while taking a message that passed the
+check is caught: each ends in the dead-letter store, acked, never a crashed consumer.
+Broker connection errors still propagate (Celery reconnects on those).
+
+Enabled by ``worker_consumer`` in ``workers/app.py``; broker-agnostic (only kombu's
+``Message`` interface is used).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from typing import Any
+
+from celery.worker.consumer import Consumer
+from vine import promise as vine_promise
+
+from workers import metrics
+from workers.deadletters import DeadLetterStore, build_letter
+from workers.guard.inspect import Limits, Refusal, inspect_message
+from workers.logs import get_logger
+from workers.settings import get_settings
+
+log = get_logger("nbq.guard")
+
+
+class DeadLetterer:
+    """Writes a refused message to the store, counts it and acks it off its queue."""
+
+    def __init__(self, hostname: str) -> None:
+        self.hostname = hostname
+        self._store: DeadLetterStore | None = None
+        self._lock = threading.Lock()
+
+    def store(self) -> DeadLetterStore:
+        with self._lock:
+            if self._store is None:
+                self._store = DeadLetterStore.from_settings(get_settings())
+            return self._store
+
+    def refuse(self, message: Any, refusal: Refusal) -> None:
+        delivery = getattr(message, "delivery_info", None) or {}
+        queue = str(delivery.get("routing_key") or delivery.get("exchange") or "?")
+        headers = getattr(message, "headers", None)
+        letter = build_letter(
+            queue=queue,
+            reason=refusal.reason,
+            detail=refusal.detail,
+            hostname=self.hostname,
+            headers=headers,
+            body=getattr(message, "body", None),
+            content_type=getattr(message, "content_type", None),
+            content_encoding=getattr(message, "content_encoding", None),
+        )
+        try:
+            self.store().add(letter)
+            stored = True
+        except Exception as exc:  # the store down must not stop the worker either
+            stored = False
+            log.error(
+                "dead_letter_write_failed",
+                error=type(exc).__name__,
+                reason=letter.reason,
+                queue=queue,
+                headers=letter.headers[:1000],
+                body=letter.body[:1000],
+            )
+        metrics.dead_letter(queue, refusal.reason)
+        log.warning(
+            "message_refused",
+            reason=refusal.reason,
+            detail=letter.detail,
+            queue=queue,
+            task=letter.task,
+            message_id=letter.message_id,
+            dead_letter_id=letter.id if stored else None,
+        )
+        if not getattr(message, "acknowledged", False):
+            with contextlib.suppress(Exception):
+                message.ack()
+
+
+def limits_from_settings() -> Limits:
+    settings = get_settings()
+    return Limits(
+        max_message_bytes=settings.max_message_bytes, max_countdown_s=settings.max_countdown_s
+    )
+
+
+class GuardedConsumer(Consumer):  # type: ignore[misc]
+    """Celery's consumer with :func:`inspect_message` in front of every task message."""
+
+    def _dead_letterer(self) -> DeadLetterer:
+        letterer: DeadLetterer | None = getattr(self, "_nbq_dead_letterer", None)
+        if letterer is None:
+            letterer = DeadLetterer(str(self.hostname))
+            self._nbq_dead_letterer = letterer
+        return letterer
+
+    def create_task_handler(self, promise: Any = vine_promise) -> Any:
+        inner = super().create_task_handler(promise)
+        letterer = self._dead_letterer()
+        limits = limits_from_settings()
+        connection_errors = tuple(self.connection_errors or ())
+
+        def on_task_received(message: Any) -> Any:
+            refusal = inspect_message(
+                headers=message.headers,
+                body=message.body,
+                content_type=message.content_type,
+                content_encoding=message.content_encoding,
+                now=time.time(),
+                limits=limits,
+            )
+            if refusal is not None:
+                letterer.refuse(message, refusal)
+                return None
+            try:
+                return inner(message)
+            except connection_errors:
+                raise
+            except Exception as exc:  # defence in depth: Celery must not crash on it
+                letterer.refuse(
+                    message, Refusal("handler_error", f"{type(exc).__name__}: {exc}"[:300])
+                )
+                return None
+
+        return on_task_received
+
+    def on_unknown_message(self, body: Any, message: Any) -> None:
+        self._dead_letterer().refuse(message, Refusal("celery_refused", "unknown message format"))
+
+    def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
+        self._dead_letterer().refuse(message, Refusal("unknown_task", f"{exc!r}"[:300]))
+
+    def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
+        self._dead_letterer().refuse(message, Refusal("celery_refused", f"{exc!r}"[:300]))
+
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        self._dead_letterer().refuse(message, Refusal("undecodable", f"{exc!r}"[:300]))
