@@ -53,7 +53,7 @@ def test_bad_requests_are_refused_by_index_and_field_while_the_good_ones_are_enq
     )
     assert response.status_code == 201, response.text
     data = response.json()
-    assert data["job_ids"] == [f"mixed-{i}" for i in range(5)]
+    assert data["job_ids"] == [f"alice~mixed-{i}" for i in range(5)]  # scoped per producer
     refused = {r["index"]: r for r in data["refused"]}
     assert sorted(refused) == [5, 6, 7]
     assert {r["code"] for r in refused.values()} == {"invalid_request"}
