@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from celery import Celery
 from kombu.entity import Queue
 
-from workers import shutdown
+from workers import shutdown, store_guard
 from workers.contract import ALL_QUEUES, TASK_QUEUES
 from workers.settings import Settings, get_settings
 
@@ -137,3 +137,4 @@ def _configure_logging() -> None:
 
 _configure_logging()
 shutdown.install()
+store_guard.install()

@@ -57,6 +57,9 @@ C_CREDITS_RESERVED: Final = "credits_reserved"
 C_LIMITER_WAITS: Final = "limiter_waits"
 C_BREAKER_TRANSITIONS: Final = "quota_breaker_transitions"
 C_METRICS_ERRORS: Final = "metrics_errors"
+C_STORE_RESETS: Final = "store_resets"
+C_JOBS_RESCUED: Final = "jobs_rescued"
+C_JOBS_LOST: Final = "jobs_lost"
 H_POLLS_PER_JOB: Final = "polls_per_job"
 H_ENQUEUE_TO_STORED: Final = "enqueue_to_stored_seconds"
 
@@ -113,6 +116,19 @@ METRICS: Final[dict[str, MetricSpec]] = {
     ),
     "nbq_metrics_errors_total": MetricSpec(
         "counter", (), "Metric writes or reads that failed (the metric itself may be low)."
+    ),
+    "nbq_store_resets_total": MetricSpec(
+        "counter", (), "Times the job store lost its epoch marker (flush, empty failover)."
+    ),
+    "nbq_jobs_rescued_total": MetricSpec(
+        "counter",
+        ("via",),
+        "Jobs whose record had vanished, finished from the task id in a message.",
+    ),
+    "nbq_jobs_lost_total": MetricSpec(
+        "counter",
+        ("stage",),
+        "Messages for jobs whose record had vanished and that could not be rescued.",
     ),
     "nbq_metrics_redis_up": MetricSpec(
         "gauge", (), "1 if the exporter could read the metrics from Redis on this scrape."
@@ -346,3 +362,18 @@ def quota_breaker(open_: bool) -> None:
 def limiter_wait(kind: str) -> None:
     """A stage had to wait for a token of the shared limiter (create|query|inflight)."""
     _count(C_LIMITER_WAITS, kind)
+
+
+def store_reset() -> None:
+    """The job store lost its epoch marker (counted once, by the process re-creating it)."""
+    _count(C_STORE_RESETS)
+
+
+def job_rescued(via: str) -> None:
+    """A job whose record had vanished was re-recorded from a message (poll|download|...)."""
+    _count(C_JOBS_RESCUED, via)
+
+
+def job_lost(stage: str) -> None:
+    """A message found its job's record gone and carried nothing to finish it with."""
+    _count(C_JOBS_LOST, stage)

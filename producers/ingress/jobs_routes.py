@@ -38,7 +38,7 @@ def view(record: JobRecord) -> JobView:
 
 def owned_record(context: IngressContext, producer: str, job_id: str) -> JobRecord:
     """The job if it exists and belongs to ``producer``; 404 otherwise (no leak)."""
-    record = context.producer.runtime.store.get(job_id) if _plausible(job_id) else None
+    record = context.producer.lookup(job_id) if _plausible(job_id) else None
     if record is None or record.producer != producer:
         raise not_found(f"job {job_id!r}")
     return record

@@ -93,10 +93,21 @@ def _pairs_to_dict(flat: list[Any]) -> dict[str, str]:
 class JobStore:
     """Job records under ``<prefix>:job:<id>``; indexes under ``<prefix>:state:<state>``."""
 
-    def __init__(self, client: redis.Redis, *, prefix: str = "nbq", retention_s: int = 604800):
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = "nbq",
+        retention_s: int = 604800,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 100,
+    ):
         self.redis = client
         self.prefix = prefix
         self.retention_s = retention_s
+        #: NBQ_STORE_WAIT_REPLICAS / _TIMEOUT_MS: see ``wait_for_replicas``.
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
         self._update = client.register_script(_UPDATE_LUA)
         self._create = client.register_script(_CREATE_LUA)
 
@@ -109,6 +120,11 @@ class JobStore:
         """``nbq_jobs_state_total``'s Redis hash: entries into each state, counted by the
         same script that moves the job, so the metric is exact and costs no round trip."""
         return f"{self.prefix}:metrics:c:jobs_state"
+
+    @property
+    def epoch_key(self) -> str:
+        """The store's epoch marker (no TTL): its disappearance means the data was lost."""
+        return f"{self.prefix}:store:epoch"
 
     def key(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
@@ -146,9 +162,32 @@ class JobStore:
         stamped, args = self.create_command(record)
         reply = self._create(keys=[self.key(stamped.job_id)], args=args)
         if reply[0]:
+            self.wait_for_replicas()
             # Stored exactly as built: no read-back (one reply and one parse less per enqueue).
             return stamped, True
         return JobRecord.from_hash(_pairs_to_dict(reply[1])), False
+
+    def wait_for_replicas(self) -> int | None:
+        """``WAIT`` for ``wait_replicas`` replicas after a write that matters (a job's
+        creation, a create's task id); no round trip when it is 0 (the default).
+
+        Returns how many replicas acknowledged (``None`` when not configured). Too few is
+        logged, not raised: the write is on the primary, and refusing the job would not
+        make it safer. Shared with the Sentinel setup (same setting, same call).
+        """
+        if self.wait_replicas <= 0:
+            return None
+        acked = int(self.redis.wait(self.wait_replicas, self.wait_timeout_ms))
+        if acked < self.wait_replicas:
+            from workers.logs import get_logger
+
+            get_logger("nbq.store").warning(
+                "store_wait_short",
+                replicas_acked=acked,
+                wanted=self.wait_replicas,
+                timeout_ms=self.wait_timeout_ms,
+            )
+        return acked
 
     def create_command(self, record: JobRecord) -> tuple[JobRecord, list[Any]]:
         """The stamped record and the create script's ARGV (its one key is ``key(job_id)``).

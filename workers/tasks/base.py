@@ -20,13 +20,19 @@ class CeleryScheduler:
     def submit(self, job_id: str, *, countdown_s: float = 0.0) -> None:
         app.send_task(TASK_SUBMIT, kwargs={"job_id": job_id}, countdown=countdown_s or None)
 
-    def poll(self, job_id: str, token: str, *, countdown_s: float) -> None:
-        app.send_task(
-            TASK_POLL, kwargs={"job_id": job_id, "token": token}, countdown=countdown_s or None
-        )
+    def poll(
+        self, job_id: str, token: str, *, countdown_s: float, evolink_task_id: str | None = None
+    ) -> None:
+        kwargs: dict[str, Any] = {"job_id": job_id, "token": token}
+        if evolink_task_id:
+            kwargs["evolink_task_id"] = evolink_task_id  # lets a vanished job be rescued
+        app.send_task(TASK_POLL, kwargs=kwargs, countdown=countdown_s or None)
 
-    def download(self, job_id: str) -> None:
-        app.send_task(TASK_DOWNLOAD, kwargs={"job_id": job_id})
+    def download(self, job_id: str, *, evolink_task_id: str | None = None) -> None:
+        kwargs: dict[str, Any] = {"job_id": job_id}
+        if evolink_task_id:
+            kwargs["evolink_task_id"] = evolink_task_id
+        app.send_task(TASK_DOWNLOAD, kwargs=kwargs)
 
 
 SCHEDULER = CeleryScheduler()
@@ -40,6 +46,7 @@ class StageTask(Task):  # type: ignore[misc]
 
     def run_stage(self, func: Any, *args: Any, **kwargs: Any) -> str:
         with metrics.batched():  # one metrics round trip per task
+            get_runtime().epoch().maybe_check()  # one GET per NBQ_STORE_EPOCH_CHECK_S
             return self._run_stage(func, *args, **kwargs)
 
     def _run_stage(self, func: Any, *args: Any, **kwargs: Any) -> str:

@@ -41,10 +41,28 @@ def submit_task(self: StageTask, job_id: str) -> str:
 
 
 @app.task(name=TASK_POLL, base=StageTask, bind=True, acks_late=True, reject_on_worker_lost=True)
-def poll_task(self: StageTask, job_id: str, token: str = "") -> str:  # nosec B107 - poll token
-    return self.run_stage(poll_stage.poll, get_runtime(), SCHEDULER, job_id=job_id, token=token)
+def poll_task(
+    self: StageTask,
+    job_id: str,
+    token: str = "",  # nosec B107 - poll token
+    evolink_task_id: str | None = None,
+) -> str:
+    return self.run_stage(
+        poll_stage.poll,
+        get_runtime(),
+        SCHEDULER,
+        job_id=job_id,
+        token=token,
+        evolink_task_id=evolink_task_id,
+    )
 
 
 @app.task(name=TASK_DOWNLOAD, base=StageTask, bind=True, acks_late=True, reject_on_worker_lost=True)
-def download_task(self: StageTask, job_id: str) -> str:
-    return self.run_stage(download_stage.download, get_runtime(), job_id=job_id)
+def download_task(self: StageTask, job_id: str, evolink_task_id: str | None = None) -> str:
+    return self.run_stage(
+        download_stage.download,
+        get_runtime(),
+        job_id=job_id,
+        evolink_task_id=evolink_task_id,
+        sched=SCHEDULER,
+    )
