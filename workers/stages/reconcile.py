@@ -52,6 +52,7 @@ class ReconcileReport:
 
 def reconcile_once(rt: Runtime, sched: Scheduler) -> ReconcileReport:
     report = ReconcileReport()
+    rt.epoch().maybe_check()  # an idle worker still notices a flushed store
     stuck_after_s = rt.settings.stuck_after_s
     cutoff = now() - stuck_after_s
     # A job idle behind a long queue has not lost its message: it is waiting its turn.

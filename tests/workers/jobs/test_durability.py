@@ -112,7 +112,7 @@ def test_a_volatile_broker_is_refused_too(
 ) -> None:
     broker = redis_with(*VOLATILE)
     settings = Settings(broker_url=broker.url, redis_url=redis_server.url)
-    with pytest.raises(VolatileStoreError, match="^broker "):
+    with pytest.raises(VolatileStoreError, match=r"^broker "):
         check_settings_stores(settings)
 
 
