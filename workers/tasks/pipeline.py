@@ -12,7 +12,7 @@ from workers.stages import download as download_stage
 from workers.stages import poll as poll_stage
 from workers.stages import submit as submit_stage
 from workers.stages.intake import intake
-from workers.tasks.base import SCHEDULER, StageTask
+from workers.tasks.base import SCHEDULER, STORE_UNREACHABLE, StageTask
 
 
 @app.task(name=TASK_GENERATE, base=StageTask, bind=True)
@@ -25,7 +25,10 @@ def generate_task(
 ) -> str:
     """Entry point for other services: record the job if new, then submit it."""
     rt = get_runtime()
-    record = intake(rt, request=request, job_id=job_id, producer=producer, batch_id=batch_id)
+    try:
+        record = intake(rt, request=request, job_id=job_id, producer=producer, batch_id=batch_id)
+    except STORE_UNREACHABLE as exc:  # keep the message: it may be all that is left of the job
+        raise self._retry_store_outage(exc) from None
     if record is None or record.is_terminal:
         return "refused" if record is None else "terminal"
     if job_id is None:
