@@ -373,17 +373,36 @@ def _hsum(client: Any, key: str) -> int:
     return int(sum(float(v) for v in client.hgetall(key).values()))
 
 
+def _in_child(name: str, args: argparse.Namespace) -> Result:
+    """Each mode in a fresh interpreter: no client, setting or metric writer carries over."""
+    passed = [f"--jobs={args.jobs}", f"--rate={args.rate}", f"--kill-at={args.kill_at}"]
+    passed += [f"--down={args.down}", f"--settle={args.settle}"]
+    passed += ["--keep"] if args.keep else []
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.durability", *passed, "--one", name],
+        capture_output=True,
+        text=True,
+        cwd=str(ROOT),
+        check=False,
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return Result(**json.loads(line[len("RESULT ") :]))
+    raise RuntimeError(f"mode {name} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+
+
 def table(results: list[Result]) -> str:
     head = (
         "| mode | accepted | refused at enqueue | jobs lost | paid tasks | paid without images "
-        "| extra creates | rescued | reported lost | resets detected | recover (s) |"
+        "| extra creates | rescued | reported lost | resets detected | recover (s) "
+        "| enqueue p50 (ms) |"
     )
-    rows = [head, "|" + "---|" * 11]
+    rows = [head, "|" + "---|" * 12]
     for r in results:
         rows.append(
             f"| {r.mode} | {r.accepted} | {r.refused_at_enqueue} | {r.jobs_lost} | {r.paid_tasks} "
             f"| {r.paid_without_images} | {r.extra_creates} | {r.rescued} | {r.lost_reported} "
-            f"| {r.resets_detected} | {r.recover_s} |"
+            f"| {r.resets_detected} | {r.recover_s} | {r.enqueue_p50_ms} |"
         )
     return "\n".join(rows)
 
@@ -398,11 +417,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=40.0, help="seconds to wait for ends")
     parser.add_argument("--keep", action="store_true", help="keep the run directories")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one mode, print JSON
     args = parser.parse_args(argv)
+    if args.one:
+        print("RESULT " + json.dumps(asdict(run_mode(args.one, args))), flush=True)
+        return 0
     results = []
     for name in args.modes.split(","):
         started = time.monotonic()
-        result = run_mode(name.strip(), args)
+        result = _in_child(name.strip(), args)
         results.append(result)
         print(f"{name}: {json.dumps(asdict(result))} ({time.monotonic() - started:.0f} s)")
     print(table(results))

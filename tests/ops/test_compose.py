@@ -244,6 +244,7 @@ def test_project_containers_are_hardened(name: str) -> None:
     "name",
     [
         "redis",
+        "redis-store",
         "minio",
         "worker-submit",
         "worker-poll",
@@ -261,13 +262,22 @@ def test_long_running_services_have_a_healthcheck(name: str) -> None:
     assert test and test[0] in ("CMD", "CMD-SHELL")
 
 
-def test_redis_persists_with_aof_on_a_volume() -> None:
-    redis = services()["redis"]
+@pytest.mark.parametrize("name", ["redis", "redis-store"])
+def test_redis_persists_with_aof_on_a_volume(name: str) -> None:
+    redis = services()[name]
     assert redis["image"].startswith("redis:7")
     command = redis["command"]
     assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
     assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
     assert any(v.endswith(":/data") for v in redis["volumes"])
+
+
+def test_the_job_store_and_the_broker_are_separate_instances() -> None:
+    env = compose()["x-nbq-env-common"]
+    assert env["NBQ_BROKER_URL"].startswith("redis://redis:")
+    assert env["NBQ_REDIS_URL"].startswith("redis://redis-store:")
+    assert services()["redis"]["volumes"] != services()["redis-store"]["volumes"]
 
 
 def test_minio_and_its_one_shot_bucket_init() -> None:
