@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from celery import Celery
@@ -38,8 +38,16 @@ from producers.errors import (
 )
 from producers.publish import one_trip_possible, send_with_record
 from workers.contract import TASK_ADOPT, TASK_GENERATE, TASK_SUBMIT
+from workers.errors import PipelineError
 from workers.evolink.models import GenerationRequest
-from workers.jobs.ids import InvalidJobIdError, new_job_id, scoped_job_id, validate_producer
+from workers.jobs.durability import check_settings_stores
+from workers.jobs.ids import (
+    InvalidJobIdError,
+    is_stored_job_id,
+    new_job_id,
+    scoped_job_id,
+    validate_producer,
+)
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 from workers.jobs.store import JobNotFoundError as StoreJobNotFoundError
@@ -49,6 +57,10 @@ from workers.runtime import Runtime
 from workers.settings import Settings, get_settings
 from workers.stages.cancel import NotCancellableError, cancel_job
 from workers.stages.intake import describe_validation_error, intake
+from workers.storage.manifest import manifest_key, record_from_manifest
+
+if TYPE_CHECKING:
+    from workers.storage.s3 import ObjectStore
 
 
 @dataclass(frozen=True)
@@ -107,6 +119,8 @@ class Producer:
     ) -> None:
         self.settings = settings or get_settings()
         self.runtime = runtime or Runtime.from_settings(self.settings)
+        # Refuse a store that would lose jobs silently (NBQ_ALLOW_VOLATILE_STORE=true accepts).
+        check_settings_stores(self.runtime.settings, store_client=self.runtime.redis)
         #: Record + message in one Redis round trip (producers/publish.py); only when the
         #: job store (possibly a runtime passed in) is the broker's Redis.
         self._one_trip = one_trip_possible(self.settings) and (
@@ -117,6 +131,7 @@ class Producer:
 
             celery_app = create_app(self.settings)
         self.celery = celery_app
+        self._manifests: ObjectStore | None = None  # status fallback (lookup)
 
     def enqueue(
         self,
@@ -196,6 +211,7 @@ class Producer:
         if not batched:
             self._one_trip = False  # this transport does not batch: use the two-step path
             return self._finish_enqueue(record, reason=None)
+        self.runtime.store.wait_for_replicas()  # NBQ_STORE_WAIT_REPLICAS (no-op at 0)
         return JobHandle(self, record.job_id)
 
     def _finish_enqueue(self, record: JobRecord, *, reason: str | None) -> JobHandle:
@@ -239,10 +255,40 @@ class Producer:
         return handle
 
     def status(self, job_id: str) -> JobRecord:
-        record = self.runtime.store.get(job_id)
+        record = self.lookup(job_id)
         if record is None:
             raise JobNotFoundError(job_id)
         return record
+
+    def lookup(self, job_id: str) -> JobRecord | None:
+        """The job's record; after it expired (or was lost), the one its S3 manifest holds.
+
+        The manifest is the durable record of a stored job; ``None`` when neither exists
+        (or S3 cannot say: not configured or unreachable).
+        """
+        record = self.runtime.store.get(job_id)
+        if record is not None:
+            return record
+        return self._from_manifest(job_id)
+
+    def _from_manifest(self, job_id: str) -> JobRecord | None:
+        if self.settings.s3_access_key is None or self.settings.s3_secret_key is None:
+            return None
+        if not is_stored_job_id(job_id):
+            return None
+        try:
+            if self._manifests is None:
+                from workers.storage.s3 import ObjectStore
+
+                # Short timeouts, no retries: a status answer must not hang on S3.
+                self._manifests = ObjectStore.from_settings(
+                    self.settings, connect_timeout_s=2.0, read_timeout_s=5.0, retries=0
+                )
+            data = self._manifests.get_json(manifest_key(self.settings.s3_prefix, job_id))
+            return None if data is None else record_from_manifest(data)
+        except (PipelineError, ValueError) as exc:
+            log.warning("status_manifest_unreadable", job_id=job_id, error=str(exc)[:200])
+            return None
 
     def cancel(self, job_id: str) -> JobRecord:
         try:

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from celery import Celery
 
-from workers import shutdown
+from workers import shutdown, store_guard
 from workers.brokers import broker_kind, task_queues, transport_config, whole_second_countdown
 from workers.contract import ALL_QUEUES, TASK_QUEUES
 from workers.redis_client import is_sentinel_url, kombu_sentinel_url, sentinel_kwargs
@@ -212,3 +212,4 @@ def _configure_logging() -> None:
 
 _configure_logging()
 shutdown.install()
+store_guard.install()

@@ -16,7 +16,9 @@ Callbacks carry no signature, so a delivery is only a hint that a task may have 
   submit stage adopts it when it finds the outcome unknown;
 * repeated deliveries (the vendor retries) are deduplicated with ``SET NX`` per job, task
   and reported status;
-* nothing in the body is ever followed: result links come from the re-fetch.
+* nothing in the body is ever followed: result links come from the re-fetch;
+* a valid delivery for a job with no record (the store lost it) sends a poll carrying the
+  body's task id, which rescues the job (``workers/stages/rescue.py``).
 
 Outcomes (what the receiver answers; none of them changes the job record):
 
@@ -26,7 +28,7 @@ outcome            HTTP  when
 ``poll_sent``      202   valid token, job generating: an immediate poll was sent
 ``adopt_sent``     202   valid token, job ``outcome_unknown``: its task is being adopted
 ``duplicate``      200   the same job/task/status was already handled
-``ignored``        200   valid token, but the job is gone, ended or on another task
+``ignored``        200   valid token, but the job ended or is on another task
 ``not_ready``      409   valid token, job still submitting (the vendor retries soon; the
                          reported task id is noted for adoption)
 ``rejected``       404   wrong or missing token (same answer as an unknown job)
@@ -79,8 +81,9 @@ _HTTP_STATUS = {
     CallbackOutcome.REJECTED: 404,
 }
 
-#: Sends ``nbq.poll(job_id, token)`` now (the ingress uses its Celery app).
-SendPoll = Callable[[str, str], None]
+#: Sends ``nbq.poll(job_id, token, evolink_task_id)`` now (the ingress uses its Celery
+#: app); the task id lets the poll rescue a job whose record vanished.
+SendPoll = Callable[[str, str, str | None], None]
 #: Sends ``nbq.adopt(job_id, task_id)`` now.
 SendAdopt = Callable[[str, str], None]
 #: Longest task id noted from a callback body (real ids are ~40 characters).
@@ -142,6 +145,8 @@ def receive_callback(
         return CallbackOutcome.REJECTED
     record = store.get(job_id)
     status, body_task_id = reported_status_and_task(body)
+    if record is None and body_task_id is not None:
+        return _rescue(settings, store, send_poll, job_id, body_task_id, status)
     if record is None or record.is_terminal:
         return _logged(CallbackOutcome.IGNORED, job_id, None, status)
     if body_task_id is not None and (
@@ -182,7 +187,26 @@ def receive_callback(
     dedup_key = f"{settings.key_prefix}:callback:{job_id}:{task_id}:{status}"
     if not store.redis.set(dedup_key, "1", nx=True, ex=DEDUP_TTL_S):
         return _logged(CallbackOutcome.DUPLICATE, job_id, task_id, status)
-    send_poll(job_id, record.poll_token or "")
+    send_poll(job_id, record.poll_token or "", task_id)
+    return _logged(CallbackOutcome.POLL_SENT, job_id, task_id, status)
+
+
+def _rescue(
+    settings: Settings,
+    store: JobStore,
+    send_poll: SendPoll,
+    job_id: str,
+    task_id: str,
+    status: str,
+) -> CallbackOutcome:
+    """A verified delivery for a job with no record: the store lost it. The poll it sends
+    carries the body's task id; the worker re-records the job once and re-fetches the task
+    with our key before trusting anything (workers/stages/rescue.py)."""
+    dedup_key = f"{settings.key_prefix}:callback:{job_id}:{task_id}:{status}"
+    if not store.redis.set(dedup_key, "1", nx=True, ex=DEDUP_TTL_S):
+        return _logged(CallbackOutcome.DUPLICATE, job_id, task_id, status)
+    log.error("callback_for_missing_job", job_id=job_id, evolink_task_id=task_id)
+    send_poll(job_id, "", task_id)
     return _logged(CallbackOutcome.POLL_SENT, job_id, task_id, status)
 
 

@@ -58,6 +58,9 @@ C_LIMITER_WAITS: Final = "limiter_waits"
 C_BREAKER_TRANSITIONS: Final = "quota_breaker_transitions"
 C_METRICS_ERRORS: Final = "metrics_errors"
 C_DEAD_LETTERS: Final = "dead_letters"
+C_STORE_RESETS: Final = "store_resets"
+C_JOBS_RESCUED: Final = "jobs_rescued"
+C_JOBS_LOST: Final = "jobs_lost"
 H_POLLS_PER_JOB: Final = "polls_per_job"
 H_ENQUEUE_TO_STORED: Final = "enqueue_to_stored_seconds"
 
@@ -119,6 +122,19 @@ METRICS: Final[dict[str, MetricSpec]] = {
     ),
     "nbq_metrics_errors_total": MetricSpec(
         "counter", (), "Metric writes or reads that failed (the metric itself may be low)."
+    ),
+    "nbq_store_resets_total": MetricSpec(
+        "counter", (), "Times the job store lost its epoch marker (flush, empty failover)."
+    ),
+    "nbq_jobs_rescued_total": MetricSpec(
+        "counter",
+        ("via",),
+        "Jobs whose record had vanished, finished from the task id in a message.",
+    ),
+    "nbq_jobs_lost_total": MetricSpec(
+        "counter",
+        ("stage",),
+        "Messages for jobs whose record had vanished and that could not be rescued.",
     ),
     "nbq_metrics_redis_up": MetricSpec(
         "gauge", (), "1 if the exporter could read the metrics from Redis on this scrape."
@@ -359,3 +375,18 @@ def limiter_wait(kind: str) -> None:
 def dead_letter(queue: str, reason: str) -> None:
     """The consumer guard refused a message from ``queue`` for ``reason``."""
     _count(C_DEAD_LETTERS, queue or "?", reason or "unknown")
+
+
+def store_reset() -> None:
+    """The job store lost its epoch marker (counted once, by the process re-creating it)."""
+    _count(C_STORE_RESETS)
+
+
+def job_rescued(via: str) -> None:
+    """A job whose record had vanished was re-recorded from a message (poll|download|...)."""
+    _count(C_JOBS_RESCUED, via)
+
+
+def job_lost(stage: str) -> None:
+    """A message found its job's record gone and carried nothing to finish it with."""
+    _count(C_JOBS_LOST, stage)

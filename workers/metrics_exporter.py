@@ -49,6 +49,9 @@ _COUNTERS: tuple[tuple[str, str], ...] = (
     ("nbq_limiter_waits_total", m.C_LIMITER_WAITS),
     ("nbq_quota_breaker_transitions_total", m.C_BREAKER_TRANSITIONS),
     ("nbq_dead_letters_total", m.C_DEAD_LETTERS),
+    ("nbq_store_resets_total", m.C_STORE_RESETS),
+    ("nbq_jobs_rescued_total", m.C_JOBS_RESCUED),
+    ("nbq_jobs_lost_total", m.C_JOBS_LOST),
 )
 _HISTOGRAMS: tuple[tuple[str, str], ...] = (
     ("nbq_polls_per_job", m.H_POLLS_PER_JOB),
@@ -60,6 +63,8 @@ _HISTOGRAMS: tuple[tuple[str, str], ...] = (
 _SEEDED: dict[str, tuple[tuple[str, ...], ...]] = {
     "nbq_jobs_state_total": tuple((state.value,) for state in JobState),
     "nbq_quota_breaker_transitions_total": (("open",), ("closed",)),
+    "nbq_jobs_rescued_total": (("poll",), ("download",), ("submit",)),
+    "nbq_jobs_lost_total": (("submit",), ("poll",), ("download",)),
 }
 
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import httpx
 
     from workers.evolink.client import EvolinkClient
+    from workers.jobs.durability import EpochWatcher
     from workers.security.urlguard import UrlPolicy
     from workers.storage.s3 import ObjectStore
 
@@ -46,6 +47,7 @@ class Runtime:
     _url_policy: UrlPolicy | None = None
     _result_client: httpx.Client | None = None
     _broker: Redis | None = None
+    _epoch: EpochWatcher | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
@@ -111,6 +113,20 @@ class Runtime:
             self._broker = redis_client(self.settings, url, health_check_interval=0)
         return self._broker
 
+    def epoch(self) -> EpochWatcher:
+        """This process's watcher of the store's epoch marker (workers/jobs/durability.py)."""
+        if self._epoch is None:
+            from workers.jobs.durability import EpochWatcher
+
+            self._epoch = EpochWatcher(
+                client=self.redis,
+                key=self.store.epoch_key,
+                url=self.settings.job_store_url,
+                index_prefix=f"{self.store.prefix}:state:",
+                interval_s=self.settings.store_epoch_check_s,
+            )
+        return self._epoch
+
     def result_client(self) -> httpx.Client:
         """One guarded HTTP client per process for result links: keep-alive connections
         and TLS sessions are reused across downloads (a new client per download cost a
@@ -130,8 +146,13 @@ def get_runtime() -> Runtime:
     """This process's runtime (a new one in each forked child)."""
     global _runtime, _runtime_pid
     if _runtime is None or _runtime_pid != os.getpid():
+        parent = _runtime
         _runtime = Runtime.from_settings(get_settings())
         _runtime_pid = os.getpid()
+        if parent is not None and parent._epoch is not None:
+            # A forked child knows the epoch its parent saw at start: a flush between the
+            # fork and the child's first check is still a reset, not a "new store".
+            _runtime.epoch().known = parent._epoch.known
     return _runtime
 
 

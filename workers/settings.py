@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(3600, ge=60)
     job_retention_s: int = Field(7 * 24 * 3600, ge=60)
     key_prefix: str = "nbq"
+    # Start even when the store (or a Redis broker) keeps no data across a restart or
+    # evicts keys (`nbq dev`, tests); otherwise such a store is refused at start.
+    allow_volatile_store: bool = False
     # After the writes that matter (job creation, the create's task id), WAIT for this
     # many replicas to acknowledge (0 = do not wait); shared with the Sentinel setup.
     store_wait_replicas: int = Field(0, ge=0)
@@ -97,6 +100,9 @@ class Settings(BaseSettings):
     # hash tag (with its jobs' records), so that no index key is hot and every script
     # touches one slot.
     store_shards: int = Field(64, ge=1, le=1024)
+    # How often each process checks the store's epoch marker (a flush or an empty
+    # failover replica is detected within this, at one GET per interval).
+    store_epoch_check_s: float = Field(5.0, gt=0)
 
     # --- S3 / MinIO ----------------------------------------------------------------
     s3_endpoint: str = "127.0.0.1:9000"

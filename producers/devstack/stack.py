@@ -116,7 +116,17 @@ class DevStack:
         )
         self.env.set("NBQ_BROKER_URL", url)
         self.env.set("NBQ_REDIS_URL", url)
-        self._ready(Service("redis", url, f"started {binary}"))
+        # The private Redis keeps nothing across a restart (a throwaway dev store): the
+        # workers and producers it serves must be told to accept that.
+        self.env.set("NBQ_ALLOW_VOLATILE_STORE", "true")
+        self._ready(
+            Service(
+                "redis",
+                url,
+                f"started {binary}; VOLATILE: no persistence, a restart loses every job "
+                "(NBQ_ALLOW_VOLATILE_STORE=true)",
+            )
+        )
 
     def _start_s3(self) -> None:
         if "s3_endpoint" in self.user.model_fields_set:

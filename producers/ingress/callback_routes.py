@@ -46,8 +46,11 @@ async def evolink_callback(
     body = await request.body()
     celery = context.producer.celery
 
-    def send_poll(poll_job_id: str, poll_token: str) -> None:
-        celery.send_task(TASK_POLL, kwargs={"job_id": poll_job_id, "token": poll_token})
+    def send_poll(poll_job_id: str, poll_token: str, task_id: str | None) -> None:
+        kwargs = {"job_id": poll_job_id, "token": poll_token}
+        if task_id:
+            kwargs["evolink_task_id"] = task_id  # lets a job whose record vanished be rescued
+        celery.send_task(TASK_POLL, kwargs=kwargs)
 
     def send_adopt(adopt_job_id: str, task_id: str) -> None:
         celery.send_task(

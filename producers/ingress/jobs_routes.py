@@ -39,9 +39,10 @@ def view(record: JobRecord) -> JobView:
 
 
 def owned_record(context: IngressContext, producer: str, job_id: str) -> JobRecord:
-    """The job if it exists in ``producer``'s id scope; 404 otherwise (no leak)."""
+    """The job if it exists in ``producer``'s id scope (its record, or after the record
+    expired its S3 manifest); 404 otherwise (no leak)."""
     scoped = _scoped(producer, job_id)
-    record = context.producer.runtime.store.get(scoped) if scoped else None
+    record = context.producer.lookup(scoped) if scoped else None
     if record is None or record.producer != producer:
         raise not_found(f"job {job_id!r}")
     return record

@@ -266,6 +266,7 @@ def test_project_containers_are_hardened(name: str) -> None:
         "redis-sentinel-1",
         "redis-sentinel-2",
         "redis-sentinel-3",
+        "redis-store",
         "minio",
         "worker-submit",
         "worker-poll",
@@ -284,11 +285,13 @@ def test_long_running_services_have_a_healthcheck(name: str) -> None:
     assert test and test[0] in ("CMD", "CMD-SHELL")
 
 
-def test_redis_persists_with_aof_on_a_volume() -> None:
-    redis = services()["redis"]
+@pytest.mark.parametrize("name", ["redis", "redis-store"])
+def test_redis_persists_with_aof_on_a_volume(name: str) -> None:
+    redis = services()[name]
     assert redis["image"].startswith("redis:7")
     command = redis["command"]
     assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
     assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
     assert any(v.endswith(":/data") for v in redis["volumes"])
 
@@ -315,7 +318,7 @@ def test_the_rabbitmq_profile_runs_a_managed_node_the_worker_pools_can_use() -> 
     assert worker_env["NBQ_BROKER_URL"].startswith("amqp://") and "@rabbitmq:5672/" in (
         worker_env["NBQ_BROKER_URL"]
     )
-    assert worker_env["NBQ_REDIS_URL"] == "redis://redis:6379/0"
+    assert worker_env["NBQ_REDIS_URL"] == "redis://redis-store:6379/0"
     flower_env = resolved_environment(project_services()["flower"], variant)
     assert flower_env["NBQ_BROKER_API_URL"].endswith("@rabbitmq:15672/api/")
     assert resolved_environment(project_services()["worker-poll"], env_example())[
@@ -358,6 +361,13 @@ def test_the_ha_broker_url_in_env_example_names_the_three_sentinels_and_the_mast
     master = project_services()["worker-submit"]["environment"]["NBQ_REDIS_SENTINEL_MASTER"]
     assert master.endswith(f":-{commented['NBQ_REDIS_SENTINEL_MASTER']}}}")
     assert int(commented["NBQ_STORE_WAIT_REPLICAS"]) >= 1
+
+
+def test_the_job_store_and_the_broker_are_separate_instances() -> None:
+    env = resolved_environment(project_services()["worker-poll"], env_example())
+    assert env["NBQ_BROKER_URL"].startswith("redis://redis:")
+    assert env["NBQ_REDIS_URL"].startswith("redis://redis-store:")
+    assert services()["redis"]["volumes"] != services()["redis-store"]["volumes"]
 
 
 def test_minio_and_its_one_shot_bucket_init() -> None:

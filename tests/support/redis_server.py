@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ class RedisServer:
     dir: Path
     port: int = field(default_factory=free_port)
     password: str | None = None
+    #: Appended to the command line (later options win: ``["--appendonly", "no"]``).
+    extra_args: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -50,6 +53,7 @@ class RedisServer:
                 "--protected-mode",
                 "no",
                 *(["--requirepass", self.password] if self.password else []),
+                *self.extra_args,
             ],
             log=self.dir / "redis.log",
         )
@@ -58,6 +62,12 @@ class RedisServer:
     def stop(self) -> None:
         if self.proc is not None:
             stop(self.proc)
+            self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final AOF flush (a crash, an OOM kill)."""
+        if self.proc is not None:
+            stop(self.proc, sig=signal.SIGKILL)
             self.proc = None
 
     def restart(self) -> None:

@@ -144,13 +144,20 @@ def _check_generate(kw: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _task_id(kw: Mapping[str, Any]) -> str | None:
+    """The Evolink task id a poll/download carries to rescue a vanished record."""
+    return _short_str("evolink_task_id", kw.get("evolink_task_id"), MAX_TOKEN_CHARS, pattern=True)
+
+
 def _check_job(kw: Mapping[str, Any]) -> str | None:
-    return _job_id(kw.get("job_id"), required=True)
+    return _job_id(kw.get("job_id"), required=True) or _task_id(kw)
 
 
 def _check_poll(kw: Mapping[str, Any]) -> str | None:
-    return _job_id(kw.get("job_id"), required=True) or _short_str(
-        "token", kw.get("token"), MAX_TOKEN_CHARS
+    return (
+        _job_id(kw.get("job_id"), required=True)
+        or _short_str("token", kw.get("token"), MAX_TOKEN_CHARS)
+        or _task_id(kw)
     )
 
 
@@ -173,8 +180,8 @@ def _check_none(_: Mapping[str, Any]) -> str | None:
 TASK_PARAMS: Final[dict[str, tuple[tuple[str, ...], Callable[[Mapping[str, Any]], str | None]]]] = {
     TASK_GENERATE: (("request", "job_id", "producer", "batch_id"), _check_generate),
     TASK_SUBMIT: (("job_id",), _check_job),
-    TASK_POLL: (("job_id", "token"), _check_poll),
-    TASK_DOWNLOAD: (("job_id",), _check_job),
+    TASK_POLL: (("job_id", "token", "evolink_task_id"), _check_poll),
+    TASK_DOWNLOAD: (("job_id", "evolink_task_id"), _check_job),
     TASK_ADOPT: (("job_id", "task_id", "source"), _check_adopt),
     TASK_RECONCILE: ((), _check_none),
 }

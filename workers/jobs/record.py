@@ -72,6 +72,9 @@ class JobRecord(BaseModel):
     deadline_at: float | None = None  # polling deadline (epoch seconds)
     next_poll_at: float | None = None
     state_times: dict[str, float] = Field(default_factory=dict)
+    #: Set when the record had vanished from the store and was re-created from a message
+    #: carrying the task id (the request is then unknown); see workers/stages/rescue.py.
+    recovered_at: float | None = None
 
     @property
     def is_terminal(self) -> bool:

@@ -149,6 +149,11 @@ class JobStore:
     def shard_of(self, job_id: str) -> int:
         return zlib.crc32(job_id.encode()) % self.shards if self.shards else 0
 
+    @property
+    def epoch_key(self) -> str:
+        """The store's epoch marker (no TTL): its disappearance means the data was lost."""
+        return f"{self.prefix}:store:epoch"
+
     def _space(self, job_id: str) -> str:
         """Key prefix of ``job_id``'s shard: ``nbq`` (one Redis) or ``nbq:{s7}``."""
         if not self.shards:
@@ -233,6 +238,31 @@ class JobStore:
             # Stored exactly as built: no read-back (one reply and one parse less per enqueue).
             return stamped, True
         return JobRecord.from_hash(_pairs_to_dict(reply[1])), False
+
+    def wait_for_replicas(self) -> int | None:
+        """A separate ``WAIT`` for ``wait_replicas`` replicas; no round trip when it is 0.
+
+        The store's own durable writes (``create``, ``transition(durable=True)``) send their
+        ``WAIT`` in the same round trip (``_durably``); this is for callers that wrote
+        through another path.
+
+        Returns how many replicas acknowledged (``None`` when not configured). Too few is
+        logged, not raised: the write is on the primary, and refusing the job would not
+        make it safer. Shared with the Sentinel setup (same setting, same call).
+        """
+        if self.wait_replicas <= 0:
+            return None
+        acked = int(self.redis.wait(self.wait_replicas, self.wait_timeout_ms))
+        if acked < self.wait_replicas:
+            from workers.logs import get_logger
+
+            get_logger("nbq.store").warning(
+                "store_wait_short",
+                replicas_acked=acked,
+                wanted=self.wait_replicas,
+                timeout_ms=self.wait_timeout_ms,
+            )
+        return acked
 
     def create_command(self, record: JobRecord) -> tuple[JobRecord, list[Any]]:
         """The stamped record and the create script's ARGV (its one key is ``key(job_id)``).

@@ -12,14 +12,31 @@ from workers.evolink.results import open_result
 from workers.jobs.record import JobError, JobRecord, StoredObject
 from workers.jobs.state import JobState
 from workers.runtime import Runtime
-from workers.stages.common import RetryLater, error_from, fail_job, log, now
+from workers.stages.common import RetryLater, Scheduler, error_from, fail_job, log, now
 from workers.storage.manifest import build_manifest, manifest_key, object_key_stem, object_metadata
 
 
-def download(rt: Runtime, job_id: str, *, retries: int = 0) -> str:
-    """Run the download stage once; returns a short outcome label."""
+def download(
+    rt: Runtime,
+    job_id: str,
+    *,
+    retries: int = 0,
+    evolink_task_id: str | None = None,
+    sched: Scheduler | None = None,
+) -> str:
+    """Run the download stage once; returns a short outcome label.
+
+    ``evolink_task_id`` (carried by the message) lets a download whose job record vanished
+    rescue the paid task through a fresh poll (the result links died with the record).
+    """
     record = rt.store.get(job_id)
-    if record is None or record.is_terminal:
+    if record is None:
+        from workers.stages.rescue import report_lost, rescue
+
+        if evolink_task_id and sched is not None:
+            return rescue(rt, sched, job_id, evolink_task_id, via="download")
+        return report_lost(rt, job_id, stage="download")
+    if record.is_terminal:
         return "gone"
     if record.state is not JobState.DOWNLOADING:
         return f"stale_{record.state.value}"

@@ -23,8 +23,20 @@ from workers.runtime import Runtime
 from workers.stages.common import RetryLater, Scheduler, error_from, fail_job, log, new_token, now
 
 
-def poll(rt: Runtime, sched: Scheduler, job_id: str, token: str, *, retries: int = 0) -> str:
-    """Run the poll stage once; returns a short outcome label."""
+def poll(
+    rt: Runtime,
+    sched: Scheduler,
+    job_id: str,
+    token: str,
+    *,
+    retries: int = 0,
+    evolink_task_id: str | None = None,
+) -> str:
+    """Run the poll stage once; returns a short outcome label.
+
+    ``evolink_task_id`` (carried by the message) lets a poll whose job record vanished
+    rescue the paid task (workers/stages/rescue.py).
+    """
     # Claim first (one round trip): only the poll carrying the current token goes on.
     next_token = new_token()
     record, won = rt.store.update(
@@ -33,7 +45,13 @@ def poll(rt: Runtime, sched: Scheduler, job_id: str, token: str, *, retries: int
         expect={"poll_token": token or None},
         set_fields={"poll_token": next_token},
     )
-    if record is None or record.is_terminal:
+    if record is None:
+        from workers.stages.rescue import report_lost, rescue
+
+        if evolink_task_id:
+            return rescue(rt, sched, job_id, evolink_task_id, via="poll")
+        return report_lost(rt, job_id, stage="poll")
+    if record.is_terminal:
         return "gone"
     if record.state is not JobState.GENERATING:
         return f"stale_{record.state.value}"
@@ -103,7 +121,7 @@ def handle_task_state(
             polls=moved.polls,
             results=len(urls),
         )
-        sched.download(job_id)
+        sched.download(job_id, evolink_task_id=task.id)
         return "completed"
     if task.status is TaskStatus.FAILED:
         error = task.error
@@ -150,7 +168,7 @@ def handle_task_state(
         progress=task.progress,
         next_poll_in_s=round(countdown_s, 3),
     )
-    sched.poll(job_id, next_token, countdown_s=countdown_s)
+    sched.poll(job_id, next_token, countdown_s=countdown_s, evolink_task_id=task.id)
     return "rescheduled"
 
 
@@ -162,7 +180,9 @@ def _schedule_next(
         in_states={JobState.GENERATING},
         set_fields={"next_poll_at": now() + countdown_s},
     )
-    sched.poll(record.job_id, token, countdown_s=countdown_s)
+    sched.poll(
+        record.job_id, token, countdown_s=countdown_s, evolink_task_id=record.evolink_task_id
+    )
 
 
 def _task_failed(
@@ -171,7 +191,11 @@ def _task_failed(
     job_id = record.job_id
     code = exc.code or "unknown_error"
     action = action_for(exc)
-    if action is Action.RECREATE and record.create_seq < rt.settings.max_create_attempts:
+    if (
+        action is Action.RECREATE
+        and record.create_seq < rt.settings.max_create_attempts
+        and record.recovered_at is None  # a rescued job has no request to create again
+    ):
         previous = [*record.previous_task_ids, record.evolink_task_id or ""]
         _, applied = rt.store.transition(
             job_id,
@@ -253,7 +277,7 @@ def _query_failed(
         delay_s,
         max_retries=rt.settings.max_transient_retries,
         fail_from=(JobState.GENERATING,),
-        kwargs={"job_id": job_id, "token": token},
+        kwargs={"job_id": job_id, "token": token, "evolink_task_id": record.evolink_task_id},
         on_exhausted=JobError(
             code="api_unavailable",
             retryable=True,

@@ -60,6 +60,7 @@ class ReconcileReport:
 
 def reconcile_once(rt: Runtime, sched: Scheduler) -> ReconcileReport:
     report = ReconcileReport()
+    rt.epoch().maybe_check()  # an idle worker still notices a flushed store
     stuck_after_s = rt.settings.stuck_after_s
     cutoff = now() - stuck_after_s
     # A job idle behind a long queue has not lost its message: it is waiting its turn.
@@ -85,7 +86,7 @@ def reconcile_once(rt: Runtime, sched: Scheduler) -> ReconcileReport:
         queued_idle_s = max(stuck_after_s, 2 * MAX_QUOTA_WAIT_S)
     queued_cutoff = idle_cutoff(QUEUE_SUBMIT, queued_idle_s)
     for job_id in rt.store.ids_in_state(JobState.QUEUED, updated_before=queued_cutoff, limit=BATCH):
-        if _touch(rt, job_id, JobState.QUEUED):
+        if _touch(rt, job_id, JobState.QUEUED) is not None:
             sched.submit(job_id)
             report.requeued_submits.append(job_id)
 
@@ -127,7 +128,7 @@ def reconcile_once(rt: Runtime, sched: Scheduler) -> ReconcileReport:
             set_fields={"poll_token": token, "next_poll_at": now()},
         )
         if applied:
-            sched.poll(job_id, token, countdown_s=0.0)
+            sched.poll(job_id, token, countdown_s=0.0, evolink_task_id=record.evolink_task_id)
             report.repolled.append(job_id)
 
     _reconcile_unknown_outcomes(
@@ -141,8 +142,9 @@ def reconcile_once(rt: Runtime, sched: Scheduler) -> ReconcileReport:
     for job_id in rt.store.ids_in_state(
         JobState.DOWNLOADING, updated_before=download_cutoff, limit=BATCH
     ):
-        if _touch(rt, job_id, JobState.DOWNLOADING):
-            sched.download(job_id)
+        task_id = _touch(rt, job_id, JobState.DOWNLOADING)
+        if task_id is not None:
+            sched.download(job_id, evolink_task_id=task_id or None)
             report.redownloaded.append(job_id)
 
     if report.total:
@@ -234,12 +236,15 @@ def _raw(rt: Runtime, job_id: str) -> dict[str, str] | None:
     return {_text(k): _text(v) for k, v in raw.items()}
 
 
-def _touch(rt: Runtime, job_id: str, state: JobState) -> bool:
-    """Claim a re-drive: bump ``updated_at`` only if nobody else did since we looked."""
+def _touch(rt: Runtime, job_id: str, state: JobState) -> str | None:
+    """Claim a re-drive: bump ``updated_at`` only if nobody else did since we looked.
+
+    Returns the job's Evolink task id (``""`` when it has none) if claimed, else ``None``.
+    """
     raw = _raw(rt, job_id)
     if raw is None:
-        return False
+        return None
     _, applied = rt.store.update(
         job_id, in_states={state}, expect={"updated_at": raw.get("updated_at")}
     )
-    return applied
+    return raw.get("evolink_task_id", "") if applied else None

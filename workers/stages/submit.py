@@ -52,13 +52,21 @@ def submit(
     if record is None or record.job_id != job_id:
         record = rt.store.get(job_id)
     if record is None:
-        log.warning("submit_unknown_job", job_id=job_id)
-        return "missing"
+        # Sent only for recorded jobs: the record vanished (store flushed or replaced)
+        # before any API task existed. Nothing was paid; say so loudly.
+        from workers.stages.rescue import report_lost
+
+        return report_lost(rt, job_id, stage="submit")
     if record.is_terminal:
         return "terminal"
     if record.state is JobState.GENERATING and record.evolink_task_id:
         # A redelivered or duplicated submit: the task exists, go straight to polling.
-        sched.poll(job_id, record.poll_token or "", countdown_s=0.0)
+        sched.poll(
+            job_id,
+            record.poll_token or "",
+            countdown_s=0.0,
+            evolink_task_id=record.evolink_task_id,
+        )
         return "already_submitted"
     if record.state is not JobState.QUEUED:
         return f"busy_{record.state.value}"
@@ -175,6 +183,11 @@ def _create(rt: Runtime, sched: Scheduler, record: JobRecord, *, retries: int) -
     metrics.credits_reserved(credits)
     CreditLedger(rt.redis, prefix=rt.settings.key_prefix).record(credits, producer=record.producer)
     if not applied:
+        if rt.store.get(job_id) is None:
+            # The record vanished while the create was in flight: the task is paid, rescue.
+            from workers.stages.rescue import rescue
+
+            return rescue(rt, sched, job_id, task.id, via="submit")
         # Cancelled while the create was in flight: the task exists (and was paid) but
         # nobody wants it. The record still says so, for the credits report.
         gone, _ = rt.store.update(
@@ -196,7 +209,7 @@ def _create(rt: Runtime, sched: Scheduler, record: JobRecord, *, retries: int) -
         estimated_time_s=estimated,
         first_poll_in_s=round(countdown_s, 3),
     )
-    sched.poll(job_id, token, countdown_s=countdown_s)
+    sched.poll(job_id, token, countdown_s=countdown_s, evolink_task_id=task.id)
     return "created"
 
 

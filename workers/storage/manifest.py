@@ -25,6 +25,10 @@ Manifest format (``MANIFEST_SCHEMA_VERSION`` = 1), JSON with sorted keys::
       "objects": [{"key", "sha256", "size", "content_type", "source_index"}, ...]
     }
 
+A job whose record vanished from the store and was rescued from a message (see
+``workers/stages/rescue.py``) also has ``"recovered": true`` and ``"recovered_at"`` (epoch
+seconds); its ``"request"`` is ``null`` (unknown) and its timings start at the rescue.
+
 Result URLs are never written (their query string is a bearer credential), nor is any
 secret: the record holds none and request URLs are stripped of query and userinfo.
 """
@@ -46,6 +50,7 @@ __all__ = [
     "object_key_stem",
     "object_metadata",
     "prompt_sha256",
+    "record_from_manifest",
 ]
 
 MANIFEST_SCHEMA_VERSION = 1
@@ -90,7 +95,7 @@ def build_manifest(
     times = dict(record.state_times)
     end = times.get(JobState.STORED.value, stored_at if stored_at is not None else time.time())
     enqueued = times.get(JobState.QUEUED.value, record.created_at or None)
-    return {
+    manifest: dict[str, Any] = {
         "schema_version": MANIFEST_SCHEMA_VERSION,
         "job_id": record.job_id,
         "evolink_task_id": record.evolink_task_id,
@@ -113,6 +118,12 @@ def build_manifest(
         "credits_reserved": record.credits_reserved,
         "objects": [o.model_dump(mode="json") for o in objects],
     }
+    if record.recovered_at is not None:
+        manifest["recovered"] = True
+        manifest["recovered_at"] = record.recovered_at
+        if not record.request:
+            manifest["request"] = None  # unknown: the record holding it was lost
+    return manifest
 
 
 def _span(start: float | None, end: float | None) -> float | None:
@@ -132,3 +143,31 @@ def _without_credentials(value: Any) -> Any:
         netloc = parts.netloc.rpartition("@")[2]
         return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
     return value
+
+
+def record_from_manifest(manifest: dict[str, Any]) -> JobRecord:
+    """The ``stored`` job a manifest describes: the durable record once the Redis record
+    has expired (``NBQ_JOB_RETENTION_S``) or was lost. Raises ``ValueError`` if malformed."""
+    try:
+        timings = manifest.get("timings") or {}
+        times = {str(k): float(v) for k, v in (timings.get("state_times") or {}).items()}
+        created = times.get(JobState.QUEUED.value) or min(times.values(), default=0.0)
+        return JobRecord(
+            job_id=str(manifest["job_id"]),
+            state=JobState.STORED,
+            request=manifest.get("request") or {},
+            producer=manifest.get("producer"),
+            batch_id=manifest.get("batch_id"),
+            evolink_task_id=manifest.get("evolink_task_id"),
+            polls=int(manifest.get("polls") or 0),
+            attempts=int(manifest.get("attempts") or 0),
+            credits_reserved=float(manifest.get("credits_reserved") or 0.0),
+            objects=[StoredObject.model_validate(o) for o in manifest.get("objects") or []],
+            progress=100,
+            created_at=created,
+            updated_at=times.get(JobState.STORED.value, created),
+            state_times=times,
+            recovered_at=manifest.get("recovered_at"),
+        )
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"not a job manifest: {exc}") from None

@@ -287,6 +287,12 @@ class ObjectStore:
             raise
         return True
 
+    def get_json(self, key: str) -> Any | None:
+        """The JSON document at ``key``, or ``None`` when there is none (other failures raise)."""
+        if not self.exists(key):
+            return None
+        return json.loads(b"".join(self.iter_object(key)))
+
     def presigned_get_url(self, key: str, expiry_s: int) -> str:
         """A time-limited GET link for ``key`` (signed locally; the bucket stays private)."""
         with self._translate("presign", key):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 from celery import Task
 
 from workers import failures, metrics
@@ -19,7 +20,10 @@ from workers.app import app
 from workers.contract import TASK_ADOPT, TASK_DOWNLOAD, TASK_POLL, TASK_SUBMIT
 from workers.jobs.state import ACTIVE_STATES
 from workers.runtime import get_runtime
-from workers.stages.common import RetryLater, fail_job
+from workers.stages.common import RetryLater, fail_job, log
+
+#: The job store (not the API) failing: retried without bound, never acked away.
+STORE_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)
 
 
 def capped_countdown(countdown_s: float | None) -> float | None:
@@ -39,15 +43,19 @@ class CeleryScheduler:
             TASK_SUBMIT, kwargs={"job_id": job_id}, countdown=capped_countdown(countdown_s)
         )
 
-    def poll(self, job_id: str, token: str, *, countdown_s: float) -> None:
-        app.send_task(
-            TASK_POLL,
-            kwargs={"job_id": job_id, "token": token},
-            countdown=capped_countdown(countdown_s),
-        )
+    def poll(
+        self, job_id: str, token: str, *, countdown_s: float, evolink_task_id: str | None = None
+    ) -> None:
+        kwargs: dict[str, Any] = {"job_id": job_id, "token": token}
+        if evolink_task_id:
+            kwargs["evolink_task_id"] = evolink_task_id  # lets a vanished job be rescued
+        app.send_task(TASK_POLL, kwargs=kwargs, countdown=capped_countdown(countdown_s))
 
-    def download(self, job_id: str) -> None:
-        app.send_task(TASK_DOWNLOAD, kwargs={"job_id": job_id})
+    def download(self, job_id: str, *, evolink_task_id: str | None = None) -> None:
+        kwargs: dict[str, Any] = {"job_id": job_id}
+        if evolink_task_id:
+            kwargs["evolink_task_id"] = evolink_task_id
+        app.send_task(TASK_DOWNLOAD, kwargs=kwargs)
 
     def adopt(self, job_id: str, task_id: str, *, source: str = "callback") -> None:
         app.send_task(TASK_ADOPT, kwargs={"job_id": job_id, "task_id": task_id, "source": source})
@@ -73,7 +81,28 @@ class StageTask(Task):  # type: ignore[misc]
 
     def run_stage(self, func: Any, *args: Any, **kwargs: Any) -> str:
         with metrics.batched():  # one metrics round trip per task
-            return self._run_stage(func, *args, **kwargs)
+            try:
+                get_runtime().epoch().maybe_check()  # one GET per NBQ_STORE_EPOCH_CHECK_S
+                return self._run_stage(func, *args, **kwargs)
+            except STORE_UNREACHABLE as exc:
+                raise self._retry_store_outage(exc) from None
+
+    def _retry_store_outage(self, exc: Exception) -> Exception:
+        """The job store did not answer: send this same message again later.
+
+        Failing the task would ack it, and the message may be all that is left of a paid
+        job (its task id) if the store comes back empty; the broker may well be up.
+        """
+        rt = get_runtime()
+        delay_s = rt.backoff.delay_s(self.request.retries, rt.rng)
+        log.warning(
+            "store_unreachable_retry",
+            task=self.name,
+            job_id=(self.request.kwargs or {}).get("job_id"),
+            error=type(exc).__name__,
+            retry_in_s=round(delay_s, 3),
+        )
+        return self.retry(exc=exc, countdown=delay_s, max_retries=None)  # type: ignore[no-any-return]
 
     def _run_stage(self, func: Any, *args: Any, **kwargs: Any) -> str:
         try:

@@ -13,7 +13,7 @@ from workers.stages import download as download_stage
 from workers.stages import poll as poll_stage
 from workers.stages import submit as submit_stage
 from workers.stages.intake import intake
-from workers.tasks.base import SCHEDULER, StageTask
+from workers.tasks.base import SCHEDULER, STORE_UNREACHABLE, StageTask
 
 
 @app.task(name=TASK_GENERATE, base=StageTask, bind=True)
@@ -26,7 +26,10 @@ def generate_task(
 ) -> str:
     """Entry point for other services: record the job if new, then submit it."""
     rt = get_runtime()
-    record = intake(rt, request=request, job_id=job_id, producer=producer, batch_id=batch_id)
+    try:
+        record = intake(rt, request=request, job_id=job_id, producer=producer, batch_id=batch_id)
+    except STORE_UNREACHABLE as exc:  # keep the message: it may be all that is left of the job
+        raise self._retry_store_outage(exc) from None
     if record is None or record.is_terminal:
         return "refused" if record is None else "terminal"
     if job_id is None:
@@ -42,13 +45,31 @@ def submit_task(self: StageTask, job_id: str) -> str:
 
 
 @app.task(name=TASK_POLL, base=StageTask, bind=True, acks_late=True, reject_on_worker_lost=True)
-def poll_task(self: StageTask, job_id: str, token: str = "") -> str:  # nosec B107 - poll token
-    return self.run_stage(poll_stage.poll, get_runtime(), SCHEDULER, job_id=job_id, token=token)
+def poll_task(
+    self: StageTask,
+    job_id: str,
+    token: str = "",  # nosec B107 - poll token
+    evolink_task_id: str | None = None,
+) -> str:
+    return self.run_stage(
+        poll_stage.poll,
+        get_runtime(),
+        SCHEDULER,
+        job_id=job_id,
+        token=token,
+        evolink_task_id=evolink_task_id,
+    )
 
 
 @app.task(name=TASK_DOWNLOAD, base=StageTask, bind=True, acks_late=True, reject_on_worker_lost=True)
-def download_task(self: StageTask, job_id: str) -> str:
-    return self.run_stage(download_stage.download, get_runtime(), job_id=job_id)
+def download_task(self: StageTask, job_id: str, evolink_task_id: str | None = None) -> str:
+    return self.run_stage(
+        download_stage.download,
+        get_runtime(),
+        job_id=job_id,
+        evolink_task_id=evolink_task_id,
+        sched=SCHEDULER,
+    )
 
 
 @app.task(name=TASK_ADOPT, base=StageTask, bind=True, acks_late=True, reject_on_worker_lost=True)

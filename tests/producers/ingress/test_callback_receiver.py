@@ -92,7 +92,9 @@ def test_a_valid_callback_for_a_generating_job_sends_one_poll_with_its_token(
         ingress, "gen-1", callback_token(SECRET, "gen-1"), {"id": "task-1", "status": "completed"}
     )
     assert (status, outcome) == (202, "poll_sent")
-    assert _polls_sent(ingress) == [{"job_id": "gen-1", "token": "tok-now"}]
+    assert _polls_sent(ingress) == [
+        {"job_id": "gen-1", "token": "tok-now", "evolink_task_id": "task-1"}
+    ]
     record = ingress.store.require("gen-1")
     assert record.state is JobState.GENERATING and record.poll_token == "tok-now"
 
@@ -131,6 +133,19 @@ def test_an_unknown_job_answers_like_a_wrong_token_unless_the_token_is_valid(
     valid = callback_token(SECRET, "ghost")
     assert _post(ingress, "ghost", valid, {"status": "completed"}) == (200, "ignored")
     assert ingress.job_count() == 0 and _polls_sent(ingress) == []
+
+
+def test_a_valid_callback_for_a_vanished_job_sends_a_rescue_poll_with_the_task_id(
+    ingress: Ingress,
+) -> None:
+    valid = callback_token(SECRET, "vanished")
+    body = {"id": "task-9", "status": "completed"}
+    assert _post(ingress, "vanished", valid, body) == (202, "poll_sent")
+    assert _post(ingress, "vanished", valid, body) == (200, "duplicate")
+    assert _polls_sent(ingress) == [
+        {"job_id": "vanished", "token": "", "evolink_task_id": "task-9"}
+    ]
+    assert ingress.job_count() == 0  # the worker re-records it, after re-fetching the task
 
 
 @pytest.mark.parametrize(

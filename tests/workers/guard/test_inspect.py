@@ -50,6 +50,8 @@ def check(message: dict[str, Any], now: float | None = None) -> Any:
         ("nbq.poll", {"job_id": "abc", "token": "0123456789abcdef"}, 120.0),  # first hop
         ("nbq.poll", {"job_id": "abc", "token": "t"}, 600.0),  # the clamp itself
         ("nbq.download", {"job_id": "abc"}, 60.0),
+        ("nbq.poll", {"job_id": "abc", "token": "t", "evolink_task_id": "task-unified-1-a"}, 5.0),
+        ("nbq.download", {"job_id": "abc", "evolink_task_id": "task-unified-1-a"}, None),
         ("nbq.adopt", {"job_id": "abc", "task_id": "task-unified-1-abc"}, None),
         ("nbq.adopt", {"job_id": "abc", "task_id": "task-x", "source": "person"}, None),
         ("nbq.reconcile", {}, None),

@@ -33,11 +33,18 @@ class RecordingScheduler:
     def submit(self, job_id: str, *, countdown_s: float = 0.0) -> None:
         self.calls.append(("submit", job_id))
 
-    def poll(self, job_id: str, token: str, *, countdown_s: float) -> None:
-        self.calls.append(("poll", job_id, token))
+    #: The Evolink task id each poll/download message carried, by job id.
+    task_ids: dict[str, str | None] = field(default_factory=dict)
 
-    def download(self, job_id: str) -> None:
+    def poll(
+        self, job_id: str, token: str, *, countdown_s: float, evolink_task_id: str | None = None
+    ) -> None:
+        self.calls.append(("poll", job_id, token))
+        self.task_ids[job_id] = evolink_task_id
+
+    def download(self, job_id: str, *, evolink_task_id: str | None = None) -> None:
         self.calls.append(("download", job_id))
+        self.task_ids[job_id] = evolink_task_id
 
     def adopt(self, job_id: str, task_id: str, *, source: str = "callback") -> None:
         self.calls.append(("adopt", job_id, task_id, source))

@@ -1,0 +1,105 @@
+"""Rescue: finish a paid job whose record vanished from the store.
+
+Every message after the create carries the job id and the Evolink task id, so a poll or a
+download (or a verified callback, through the poll it sends) that finds no record can
+still deliver what was paid for:
+
+1. one rescue per job: a minimal ``generating`` record (task id, a fresh poll token,
+   ``recovered_at``) is written with the store's create script, which refuses if any
+   record exists — a second message for the same job finds it and stops;
+2. then the ordinary poll stage runs on it: the task is re-fetched from the API (the only
+   source of fresh result links), the download stores the images under the job's normal
+   keys, and the manifest is marked ``recovered`` (request unknown, task id, time).
+
+The rescue never calls create: a recovered record has no request, so a failed task ends
+the job ``failed`` instead of being recreated. A job whose manifest is already in S3 (its
+record expired after retention) is not re-downloaded.
+
+A message without a task id for a vanished job (``nbq.submit``: the create had not
+happened, nothing was paid; or a message from before this version) cannot be finished:
+the job is *reported* lost — ERROR with its id, ``nbq_jobs_lost_total`` — and a failed
+record (``record_lost``) is written so ``nbq status`` answers.
+"""
+
+from __future__ import annotations
+
+from workers import metrics
+from workers.errors import PipelineError
+from workers.jobs.record import JobError, JobRecord
+from workers.jobs.state import JobState
+from workers.runtime import Runtime
+from workers.stages.common import Scheduler, log, new_token, now
+from workers.storage.manifest import manifest_key
+
+#: Error code of a job whose record vanished before anything could finish it.
+RECORD_LOST = "record_lost"
+
+
+def rescue(rt: Runtime, sched: Scheduler, job_id: str, task_id: str, *, via: str) -> str:
+    """Re-record ``job_id`` from its task id and poll it; returns an outcome label."""
+    rt.epoch().check_now()  # a vanished record is the moment a reset shows: report it
+    if _manifest_exists(rt, job_id):
+        log.info("rescue_not_needed", job_id=job_id, evolink_task_id=task_id, via=via)
+        return "gone_stored"
+    token = new_token()
+    at = now()
+    minimal = JobRecord(
+        job_id=job_id,
+        state=JobState.GENERATING,
+        evolink_task_id=task_id,
+        poll_token=token,
+        deadline_at=at + rt.settings.poll_deadline_s,
+        next_poll_at=at,
+        recovered_at=at,
+    )
+    _, created = rt.store.create(minimal)
+    if not created:
+        return "rescue_lost_race"  # another message rescued it (or the record is back)
+    metrics.job_rescued(via)
+    log.error(
+        "job_rescued",
+        job_id=job_id,
+        evolink_task_id=task_id,
+        via=via,
+        detail="the job's record was missing from the store; re-recorded from the message "
+        "(request unknown) and polled so the paid result is stored",
+    )
+    from workers.stages.poll import poll
+
+    outcome = poll(rt, sched, job_id, token)
+    return f"rescued_{outcome}"
+
+
+def report_lost(
+    rt: Runtime, job_id: str, *, stage: str, request: dict[str, object] | None = None
+) -> str:
+    """Say loudly that ``job_id`` vanished and cannot be finished; record it as failed."""
+    rt.epoch().check_now()
+    if stage != "submit" and _manifest_exists(rt, job_id):
+        return "gone_stored"  # the record expired after retention; the manifest holds it
+    paid = "nothing was paid (no API task yet)" if stage == "submit" else "an old message"
+    failed = JobRecord(
+        job_id=job_id,
+        state=JobState.FAILED,
+        request=request or {},
+        error=JobError(
+            code=RECORD_LOST,
+            retryable=True,
+            message=f"the job store lost this job's record before it finished ({paid}); "
+            "enqueue it again",
+        ),
+    )
+    _, created = rt.store.create(failed)
+    if created:
+        metrics.job_lost(stage)
+        metrics.job_failed(RECORD_LOST)
+        log.error("job_lost", job_id=job_id, stage=stage, detail=paid)
+    return "lost"
+
+
+def _manifest_exists(rt: Runtime, job_id: str) -> bool:
+    try:
+        return rt.objects().exists(manifest_key(rt.settings.s3_prefix, job_id))
+    except PipelineError as exc:
+        log.warning("rescue_manifest_unchecked", job_id=job_id, error=str(exc)[:200])
+        return False
