@@ -50,8 +50,13 @@ def list_jobs(
 
 
 def _indexed(store: JobStore, state: JobState, limit: int) -> list[str]:
-    ids: Any = store.redis.zrevrange(store.index_key(state), 0, limit - 1)
-    return [_text(i) for i in ids]
+    """Newest first across the state's indexes (one per shard on a cluster store)."""
+    pipe = store.redis.pipeline(transaction=False)
+    for key in store.index_keys(state):
+        pipe.zrevrange(key, 0, limit - 1, withscores=True)
+    scored: list[Any] = [pair for reply in pipe.execute() for pair in reply]
+    scored.sort(key=lambda pair: float(pair[1]), reverse=True)
+    return [_text(i) for i, _ in scored[:limit]]
 
 
 def _batch_members(store: JobStore, batch_id: str) -> list[str]:
@@ -59,11 +64,12 @@ def _batch_members(store: JobStore, batch_id: str) -> list[str]:
 
 
 def _scanned(store: JobStore) -> Iterator[str]:
-    prefix = store.key("")
-    for n, key in enumerate(store.redis.scan_iter(match=f"{prefix}*", count=1000)):
+    # One Redis: ``nbq:job:<id>``; a sharded cluster store: ``nbq:{s<n>}:job:<id>``.
+    match = f"{store.prefix}:{{s*}}:job:*" if store.shards else f"{store.key('')}*"
+    for n, key in enumerate(store.redis.scan_iter(match=match, count=1000)):
         if n >= MAX_SCANNED:
             return
-        yield _text(key)[len(prefix) :]
+        yield _text(key).split(":job:", 1)[1]
 
 
 def _read(store: JobStore, job_ids: list[str]) -> list[JobRecord]:
