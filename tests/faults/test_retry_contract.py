@@ -41,14 +41,18 @@ def test_a_long_quota_pause_does_not_use_up_the_retry_budget_for_later_errors(
     stack: Stack,
 ) -> None:
     # Given a budget of one transient retry and a quota pause that lasts many waits
-    stack.overrides.update({"NBQ_MAX_TRANSIENT_RETRIES": "1",
-                            "NBQ_BREAKER_PROBE_INTERVAL_S": "0.3"})
+    stack.overrides.update(
+        {"NBQ_MAX_TRANSIENT_RETRIES": "1", "NBQ_BREAKER_PROBE_INTERVAL_S": "0.3"}
+    )
     stack.emulator.set_credits(0)
     stack.start_worker()
     producer = stack.producer()
     job = producer.enqueue({"prompt": "patient", "quality": "1K"})
-    wait_until(lambda: (stack.emulator.stats()["creates_rejected"].get("402", 0) >= 4),
-               timeout_s=60, what="several quota probes")
+    wait_until(
+        lambda: stack.emulator.stats()["creates_rejected"].get("402", 0) >= 4,
+        timeout_s=60,
+        what="several quota probes",
+    )
     # When credits come back but the next create meets one 503
     stack.emulator.add_fault(endpoint="create", action="status", status=503, count=1)
     stack.emulator.set_credits(None)

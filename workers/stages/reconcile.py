@@ -189,8 +189,7 @@ def _reconcile_unknown_outcomes(
                 rt,
                 job_id,
                 unknown_outcome_error(
-                    record.waiting_reason or "a create got no answer",
-                    waited_s=rt.settings.outcome_unknown_wait_s,
+                    "its answer was lost", waited_s=rt.settings.outcome_unknown_wait_s
                 ),
                 from_states=(JobState.OUTCOME_UNKNOWN,),
             )
