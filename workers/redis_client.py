@@ -238,6 +238,22 @@ def tagged(name: str, client: object) -> str:
     return f"{{{name}}}" if is_cluster(client) else name
 
 
+def check_store_shards(client: redis.Redis, settings: Settings) -> None:
+    """A cluster store remembers its shard count (``<prefix>:store:shards``, set by the
+    first process); a process configured with another count would look for every job in
+    the wrong shard, so it refuses to start, naming the variable."""
+    from workers.settings import ConfigError
+
+    key = f"{settings.key_prefix}:store:shards"
+    client.set(key, settings.store_shards, nx=True)
+    stored = client.get(key)
+    if stored is not None and int(stored) != settings.store_shards:
+        raise ConfigError(
+            f"NBQ_STORE_SHARDS={settings.store_shards} but this cluster store was built with "
+            f"{int(stored)} shards: use {int(stored)} (the count is fixed for a store's life)"
+        )
+
+
 def is_redis_broker(url: str) -> bool:
     """A broker URL whose queues live in Redis (plain or through Sentinel)."""
     return url.startswith(("redis://", "rediss://", "unix://", SENTINEL_SCHEME))

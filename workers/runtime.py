@@ -16,7 +16,7 @@ from redis import Redis
 
 from workers.jobs.store import JobStore
 from workers.policy.schedule import Backoff, PollSchedule
-from workers.redis_client import is_cluster, is_redis_broker, redis_client
+from workers.redis_client import check_store_shards, is_cluster, is_redis_broker, redis_client
 from workers.resilience.breaker import SubmissionBreaker
 from workers.resilience.limiter import SharedRateLimiter
 from workers.settings import Settings, get_settings
@@ -52,6 +52,8 @@ class Runtime:
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
         client = redis_client(settings)
+        if is_cluster(client):
+            check_store_shards(client, settings)
         return cls(
             settings=settings,
             redis=client,

@@ -125,3 +125,14 @@ def test_the_shared_parts_run_on_a_3_master_cluster(redis_cluster: RedisCluster)
         if s.name.endswith("_total")
     }
     assert entries["queued"] == 60 and entries["submitting"] == 20
+
+
+@pytest.mark.integration
+def test_a_process_with_another_shard_count_refuses_to_start(redis_cluster: RedisCluster) -> None:
+    first = load_settings(broker_url="redis://127.0.0.1:1/0", redis_url=redis_cluster.url)
+    Runtime.from_settings(first)
+    other = load_settings(
+        broker_url="redis://127.0.0.1:1/0", redis_url=redis_cluster.url, store_shards=16
+    )
+    with pytest.raises(ConfigError, match=r"NBQ_STORE_SHARDS=16 .* built with 64"):
+        Runtime.from_settings(other)
