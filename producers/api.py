@@ -211,7 +211,6 @@ class Producer:
         if not batched:
             self._one_trip = False  # this transport does not batch: use the two-step path
             return self._finish_enqueue(record, reason=None)
-        self.runtime.store.wait_for_replicas()  # NBQ_STORE_WAIT_REPLICAS (no-op at 0)
         return JobHandle(self, record.job_id)
 
     def _finish_enqueue(self, record: JobRecord, *, reason: str | None) -> JobHandle:
