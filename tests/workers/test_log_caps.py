@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
+from workers.jobs.ids import InvalidJobIdError, validate_job_id
 from workers.logs import (
     MAX_LOG_VALUE_CHARS,
     cap_text,
@@ -50,3 +51,9 @@ def test_a_secret_straddling_the_cap_is_redacted_whole(
 def test_short_values_are_unchanged() -> None:
     assert cap_text("order-1") == "order-1"
     assert cap_text("a" * 201) == "a" * 200 + "…(201 chars)"
+
+
+def test_the_error_for_a_megabyte_job_id_names_only_its_first_characters() -> None:
+    with pytest.raises(InvalidJobIdError) as refused:
+        validate_job_id("j" * 1_000_000)
+    assert len(str(refused.value)) < 400

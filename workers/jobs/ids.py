@@ -20,7 +20,7 @@ def validate_job_id(job_id: str) -> str:
     """Refuse ids with slashes, ``..``, spaces or over 128 characters."""
     if not isinstance(job_id, str) or not JOB_ID_PATTERN.fullmatch(job_id) or ".." in job_id:
         raise InvalidJobIdError(
-            f"job_id {job_id!r} is invalid: use 1-128 characters from A-Z a-z 0-9 _ . - "
+            f"job_id {str(job_id)[:140]!r} is invalid: use 1-128 characters from A-Z a-z 0-9 _ . - "
             "starting with a letter or digit, without '..'"
         )
     return job_id
