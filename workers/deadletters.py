@@ -21,6 +21,7 @@ import redis
 from pydantic import BaseModel
 
 from workers.logs import redact_text
+from workers.redis_client import redis_client
 
 MAX_BODY_CHARS: Final = 16 * 1024
 MAX_HEADERS_CHARS: Final = 4 * 1024
@@ -153,7 +154,7 @@ class DeadLetterStore:
     @classmethod
     def from_settings(cls, settings: Any, client: redis.Redis | None = None) -> DeadLetterStore:
         return cls(
-            client or redis.Redis.from_url(settings.job_store_url, socket_timeout=10),
+            client or redis_client(settings, settings.job_store_url, socket_timeout=10),
             prefix=settings.key_prefix,
             max_entries=settings.dead_letter_max,
             retention_s=settings.dead_letter_retention_s,
