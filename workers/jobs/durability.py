@@ -89,7 +89,17 @@ class Persistence:
 
 
 def read_persistence(client: redis.Redis) -> Persistence:
-    """One round trip; raises ``redis.ResponseError`` where ``CONFIG`` is disabled."""
+    """One round trip; raises ``redis.ResponseError`` where ``CONFIG`` is disabled.
+
+    On a Redis Cluster every primary is read (each keeps its own shards): the first one
+    with a problem answers, so one volatile node is enough to refuse the store.
+    """
+    from workers.redis_client import is_cluster
+
+    if is_cluster(client):
+        nodes = [n.redis_connection for n in client.get_primaries()]  # type: ignore[attr-defined]
+        found = [read_persistence(node) for node in nodes if node is not None]
+        return next((p for p in found if p.problem() is not None), found[0])
     pipe = client.pipeline(transaction=False)
     for name in ("appendonly", "save", "maxmemory-policy"):
         pipe.config_get(name)  # one round trip for all three
@@ -167,8 +177,10 @@ def check_settings_stores(settings: object, *, store_client: redis.Redis | None 
     assert isinstance(settings, Settings)
     allow = settings.allow_volatile_store
     own = store_client is None
-    client = store_client or redis.Redis.from_url(
-        settings.job_store_url, socket_timeout=5, socket_connect_timeout=5
+    from workers.redis_client import is_redis_broker, redis_client
+
+    client = store_client or redis_client(
+        settings, settings.job_store_url, socket_timeout=5, socket_connect_timeout=5
     )
     try:
         check_persistence(client, settings.job_store_url, allow_volatile=allow)
@@ -176,8 +188,8 @@ def check_settings_stores(settings: object, *, store_client: redis.Redis | None 
         if own:
             client.close()
     broker = settings.broker_url
-    if broker != settings.job_store_url and broker.startswith(("redis://", "rediss://")):
-        other = redis.Redis.from_url(broker, socket_timeout=5, socket_connect_timeout=5)
+    if broker != settings.job_store_url and is_redis_broker(broker):
+        other = redis_client(settings, broker, socket_timeout=5, socket_connect_timeout=5)
         try:
             check_persistence(other, broker, allow_volatile=allow, role="broker")
         finally:

@@ -257,7 +257,7 @@ class JobStore:
             from workers.logs import get_logger
 
             get_logger("nbq.store").warning(
-                "store_wait_short",
+                "store_write_not_replicated",
                 replicas_acked=acked,
                 wanted=self.wait_replicas,
                 timeout_ms=self.wait_timeout_ms,
