@@ -119,8 +119,6 @@ class Producer:
     ) -> None:
         self.settings = settings or get_settings()
         self.runtime = runtime or Runtime.from_settings(self.settings)
-        # Refuse a store that would lose jobs silently (NBQ_ALLOW_VOLATILE_STORE=true accepts).
-        check_settings_stores(self.runtime.settings, store_client=self.runtime.redis)
         #: Record + message in one Redis round trip (producers/publish.py); only when the
         #: job store (possibly a runtime passed in) is the broker's Redis.
         self._one_trip = one_trip_possible(self.settings) and (
@@ -132,6 +130,10 @@ class Producer:
             celery_app = create_app(self.settings)
         self.celery = celery_app
         self._manifests: ObjectStore | None = None  # status fallback (lookup)
+        # Refuse a store that would lose jobs silently (NBQ_ALLOW_VOLATILE_STORE=true
+        # accepts). After the app: its import sends the project's logs to stderr, so a
+        # warning here never mixes into a command's --json output.
+        check_settings_stores(self.runtime.settings, store_client=self.runtime.redis)
 
     def enqueue(
         self,
