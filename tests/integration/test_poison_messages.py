@@ -95,12 +95,6 @@ HOSTILE: list[Hostile] = [
         queue="poll",
     ),
     Hostile(
-        "a request failing validation",
-        "invalid_kwargs",
-        _body([], {"request": {"prompt": "p", "size": "huge"}, "job_id": "bad-request"}),
-        task="nbq.generate",
-    ),
-    Hostile(
         "a request that is a string",
         "invalid_kwargs",
         _body([], {"request": "draw"}),

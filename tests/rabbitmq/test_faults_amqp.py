@@ -37,6 +37,12 @@ def test_a_worker_killed_mid_stage_on_rabbitmq_leaves_nothing_lost_and_nothing_p
 ) -> None:
     stack = amqp_stack
     stack.overrides["NBQ_DOWNLOAD_TIMEOUT_S"] = "4"
+    if endpoint == "create":
+        # As on Redis (tests/faults/test_worker_crash.py): a create cut off mid-call is
+        # resent only under trusted idempotency (an opt-in); the default never resends it
+        # (tests/faults/test_unknown_outcomes.py).
+        stack.overrides["NBQ_IDEMPOTENT_CREATES"] = "true"
+        stack.emulator.set_idempotency(True)
     # Given every call to the endpoint hangs 4 s at first, so the worker is caught inside it
     rule = stack.emulator.add_fault(
         endpoint=endpoint, action="delay", seconds=4.0, count=JOBS, match="crash"
