@@ -194,7 +194,7 @@ def test_wait_replicas_waits_for_a_real_replica_and_warns_when_none_answers(
     lonely = JobStore(redis_server.client(), wait_replicas=1, wait_timeout_ms=50)
     with capture_logs() as logs:
         lonely.create(JobRecord(job_id="alone"))
-    assert [e["event"] for e in logs] == ["store_write_not_replicated"]  # WAIT in the same round trip (_durably)
+    assert [e["event"] for e in logs] == ["store_write_not_replicated"]
 
     replica = redis_with("--replicaof", "127.0.0.1", str(redis_server.port))
     wait_until(
