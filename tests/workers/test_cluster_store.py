@@ -49,14 +49,10 @@ def test_every_store_script_touches_keys_of_one_slot_only() -> None:
         job_id = uuid.uuid4().hex
         store.create(JobRecord(job_id=job_id))
         store.transition(job_id, JobState.SUBMITTING)
-    for keys, args in create.calls:
-        # KEYS[1]; ARGV[2] the index, ARGV[5] the state counter
-        touched = [keys[0], args[1], args[4]]
-        assert len({_slot(k) for k in touched}) == 1, touched
-    for keys, args in update.calls:
-        # KEYS[1]; ARGV[4] .. <any state> the indexes, ARGV[6] the state counter
-        touched = [keys[0], args[5], *(args[3] + state.value for state in JobState)]
-        assert len({_slot(k) for k in touched}) == 1, touched
+    assert create.calls and update.calls
+    for keys, _ in create.calls + update.calls:
+        # every key a script touches is in KEYS (tests/workers/jobs/test_store_scripts.py)
+        assert len({_slot(k) for k in keys}) == 1, keys
 
 
 def test_sharded_indexes_spread_over_every_shard_and_no_key_is_shared() -> None:

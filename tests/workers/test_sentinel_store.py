@@ -4,6 +4,7 @@ and with ``WAIT`` every create a caller was told about is on the promoted replic
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import redis
@@ -35,11 +36,13 @@ def test_store_breaker_and_limiter_follow_a_failover_and_keep_every_acknowledged
         n = 0
         while not stop.is_set():
             n += 1
-            try:
-                record, created = rt.store.create(JobRecord(job_id=f"{threading.get_ident()}-{n}"))
-            except redis.RedisError:  # refused loudly (a failover slower than the retries)
-                continue
-            assert created
+            job_id = f"{threading.get_ident()}-{n}"
+            while True:  # as a producer would: the same id again until the store answers
+                try:
+                    record, _ = rt.store.create(JobRecord(job_id=job_id))
+                    break
+                except redis.RedisError:  # refused loudly (a failover slower than retries);
+                    time.sleep(0.1)  # its write may or may not have landed: ask again
             told.append(record.job_id)
 
     writers = [threading.Thread(target=create_loop, daemon=True) for _ in range(3)]

@@ -1,9 +1,11 @@
 """Redis job store: atomic, state-checked updates of job records.
 
-Every write goes through one Lua script that checks the current state, applies the
-change and maintains a per-state index (a sorted set scored by last update time) that the
-reconciler scans for stuck jobs. One winner per transition: a redelivered or duplicated
-task finds the job already moved and does nothing.
+Every write goes through one Lua script (``update.lua``; a new record: ``create.lua``,
+both next to this module with their KEYS and ARGV documented) that checks the current
+state, applies the change and maintains a per-state index (a sorted set scored by last
+update time) that the reconciler scans for stuck jobs. One winner per transition: a
+redelivered or duplicated task finds the job already moved and does nothing. Every key a
+script touches is passed in KEYS, all in one slot (Redis Cluster, NBQ_STORE_SHARDS).
 """
 
 from __future__ import annotations
@@ -13,89 +15,26 @@ import itertools
 import time
 import zlib
 from collections.abc import Iterable, Mapping
+from importlib.resources import files
 from typing import Any
 
 import redis
 
 from workers.jobs.record import JobRecord, encode_field
-from workers.jobs.state import JobState, sources_of
+from workers.jobs.state import ACTIVE_STATES, JobState, sources_of
 
-_UPDATE_LUA = """
-local key = KEYS[1]
-local now = ARGV[1]
-local to_state = ARGV[2]
-local retention = tonumber(ARGV[3])
-local index_prefix = ARGV[4]
-local job_id = ARGV[5]
-local counter_key = ARGV[6]
-local i = 7
-local n_allowed = tonumber(ARGV[i]); i = i + 1
-local allowed_at = i; i = i + n_allowed
-local n_expect = tonumber(ARGV[i]); i = i + 1
-local expect_at = i; i = i + 2 * n_expect
--- One read: the state, the last stamp and every expected field.
-local names = {'state', 'updated_at'}
-for j = 0, n_expect - 1 do names[#names + 1] = ARGV[expect_at + 2 * j] end
-local current = redis.call('HMGET', key, unpack(names))
-local state = current[1]
-if not state then return {0, {}} end
--- A retried call (the first run's reply was lost with a failed-over master) finds its
--- own stamp: report it applied, apply nothing twice.
-if current[2] == now and (to_state == '' or to_state == state) then
-  return {1, redis.call('HGETALL', key)}
-end
-local ok = (n_allowed == 0)
-for j = 0, n_allowed - 1 do
-  if ARGV[allowed_at + j] == state then ok = true end
-end
-for j = 0, n_expect - 1 do
-  if (current[3 + j] or '') ~= ARGV[expect_at + 2 * j + 1] then ok = false end
-end
-if not ok then return {0, redis.call('HGETALL', key)} end
--- One write: the fields, the new state and its time, the stamp.
-local n_set = tonumber(ARGV[i]); i = i + 1
-local sets = {}
-for j = 1, 2 * n_set do sets[j] = ARGV[i + j - 1] end
-i = i + 2 * n_set
-local n_incr = tonumber(ARGV[i]); i = i + 1
-local incr_at = i; i = i + 2 * n_incr
-local n_unset = tonumber(ARGV[i]); i = i + 1
-local terminal = {stored = true, failed = true, cancelled = true}
-local new_state = state
-if to_state ~= '' then
-  new_state = to_state
-  if to_state ~= state then
-    sets[#sets + 1] = 'state'; sets[#sets + 1] = to_state
-    sets[#sets + 1] = 't_' .. to_state; sets[#sets + 1] = now
-    redis.call('ZREM', index_prefix .. state, job_id)
-    redis.call('HINCRBY', counter_key, '["' .. to_state .. '"]', 1)
-  end
-end
-sets[#sets + 1] = 'updated_at'; sets[#sets + 1] = now
-redis.call('HSET', key, unpack(sets))
-for j = 0, n_incr - 1 do
-  redis.call('HINCRBYFLOAT', key, ARGV[incr_at + 2 * j], ARGV[incr_at + 2 * j + 1])
-end
-if n_unset > 0 then redis.call('HDEL', key, unpack(ARGV, i, i + n_unset - 1)) end
-if not terminal[new_state] then
-  redis.call('ZADD', index_prefix .. new_state, now, job_id)
-end
-redis.call('EXPIRE', key, retention)
-return {1, redis.call('HGETALL', key)}
-"""
 
-_CREATE_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  -- A retried create (reply lost in a failover) finds its own stamp: created, once.
-  if redis.call('HGET', KEYS[1], 'updated_at') == ARGV[3] then return {1} end
-  return {0, redis.call('HGETALL', KEYS[1])}
-end
-redis.call('HSET', KEYS[1], unpack(ARGV, 7))
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
-if ARGV[2] ~= '' then redis.call('ZADD', ARGV[2], ARGV[3], ARGV[4]) end
-redis.call('HINCRBY', ARGV[5], '["' .. ARGV[6] .. '"]', 1)
-return {1}
-"""
+def _script(name: str) -> str:
+    """A Lua script shipped next to this module (its header documents KEYS and ARGV)."""
+    return files("workers.jobs").joinpath(name).read_text(encoding="utf-8")
+
+
+#: Moves a job and/or changes its fields (``transition``, ``update``).
+UPDATE_LUA = _script("update.lua")
+#: Stores a new record once (``create``, ``create_eval_args``).
+CREATE_LUA = _script("create.lua")
+#: States with a per-state index (the active ones): the scripts' index KEYS, in this order.
+INDEXED_STATES: tuple[JobState, ...] = ACTIVE_STATES
 
 
 class JobNotFoundError(KeyError):
@@ -132,8 +71,8 @@ class JobStore:
         #: before the call returns (``WAIT``; NBQ_STORE_WAIT_REPLICAS); 0 = do not wait.
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
-        self._update = client.register_script(_UPDATE_LUA)
-        self._create = client.register_script(_CREATE_LUA)
+        self._update = client.register_script(UPDATE_LUA)
+        self._create = client.register_script(CREATE_LUA)
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "nbq", retention_s: int = 604800) -> JobStore:
@@ -228,12 +167,11 @@ class JobStore:
     def create(self, record: JobRecord) -> tuple[JobRecord, bool]:
         """Store a new record; if the id exists, return the existing one and ``False``."""
         stamped, args = self.create_command(record)
+        keys = self.create_keys(stamped)
         if self.wait_replicas:
-            reply = self._durably(
-                ["EVAL", _CREATE_LUA, 1, self.key(stamped.job_id), *args], stamped.job_id
-            )
+            reply = self._durably(["EVAL", CREATE_LUA, len(keys), *keys, *args], stamped.job_id)
         else:
-            reply = self._create(keys=[self.key(stamped.job_id)], args=args)
+            reply = self._create(keys=keys, args=args)
         if reply[0]:
             # Stored exactly as built: no read-back (one reply and one parse less per enqueue).
             return stamped, True
@@ -265,7 +203,7 @@ class JobStore:
         return acked
 
     def create_command(self, record: JobRecord) -> tuple[JobRecord, list[Any]]:
-        """The stamped record and the create script's ARGV (its one key is ``key(job_id)``).
+        """The stamped record and ``create.lua``'s ARGV (its KEYS: ``create_keys``).
 
         Lets a caller run the same create inside its own pipeline (``create_eval_args``).
         """
@@ -277,18 +215,18 @@ class JobStore:
                 "state_times": {record.state.value: now},
             }
         )
-        index = "" if record.state.is_terminal else self.index_key(record.state, record.job_id)
-        args: list[Any] = [
-            self.retention_s,
-            index,
-            now,
-            record.job_id,
-            self.counter_key(record.job_id),
-            record.state.value,
-        ]
+        args: list[Any] = [self.retention_s, now, record.job_id, record.state.value]
         for name, value in record.to_hash().items():
             args += [name, value]
         return record, args
+
+    def create_keys(self, record: JobRecord) -> list[str]:
+        """``create.lua``'s KEYS: the record, its shard's state counter and, unless the
+        initial state is terminal (never indexed), that state's index. One slot."""
+        keys = [self.key(record.job_id), self.counter_key(record.job_id)]
+        if not record.state.is_terminal:
+            keys.append(self.index_key(record.state, record.job_id))
+        return keys
 
     def create_eval_args(self, record: JobRecord) -> tuple[JobRecord, list[Any]]:
         """``EVAL`` arguments that create ``record`` (for a pipeline another library owns).
@@ -297,7 +235,8 @@ class JobStore:
         NOSCRIPT (Redis restarted), and Redis caches the compiled script either way.
         """
         stamped, args = self.create_command(record)
-        return stamped, ["EVAL", _CREATE_LUA, 1, self.key(stamped.job_id), *args]
+        keys = self.create_keys(stamped)
+        return stamped, ["EVAL", CREATE_LUA, len(keys), *keys, *args]
 
     def transition(
         self,
@@ -324,40 +263,36 @@ class JobStore:
             allowed = sorted(sources_of(to)) if to is not None else []
         else:
             allowed = sorted(allowed_from)
-        args: list[Any] = [
-            repr(time.time()),  # also the call's stamp: a retry recognises its own run
-            to.value if to is not None else "",
-            self.retention_s,
-            f"{self._space(job_id)}:state:",
+        keys = self.update_keys(job_id)
+        args = _update_args(
             job_id,
-            self.counter_key(job_id),
-            len(allowed),
-            *[s.value for s in allowed],
-        ]
-        expect_items = list((expect or {}).items())
-        args.append(len(expect_items))
-        for name, expected in expect_items:
-            args += [name, "" if expected is None else expected]
-        pairs = [(k, encode_field(k, _jsonable(v))) for k, v in (set_fields or {}).items()]
-        args.append(len(pairs))
-        for name, value in pairs:
-            args += [name, value]
-        incr_items = list((incr or {}).items())
-        args.append(len(incr_items))
-        for name, amount in incr_items:
-            args += [name, amount]
-        unset_list = list(unset)
-        args.append(len(unset_list))
-        args += unset_list
+            to,
+            allowed,
+            retention_s=self.retention_s,
+            expect=expect or {},
+            set_fields=set_fields or {},
+            incr=incr or {},
+            unset=list(unset),
+        )
         if durable and self.wait_replicas:
-            applied, flat = self._durably(["EVAL", _UPDATE_LUA, 1, self.key(job_id), *args], job_id)
+            command = ["EVAL", UPDATE_LUA, len(keys), *keys, *args]
+            applied, flat = self._durably(command, job_id)
         else:
-            applied, flat = self._update(keys=[self.key(job_id)], args=args)
+            applied, flat = self._update(keys=keys, args=args)
         data = _pairs_to_dict(flat)
         if not data:
             return None, False
         data.setdefault("job_id", job_id)
         return JobRecord.from_hash(data), bool(applied)
+
+    def update_keys(self, job_id: str) -> list[str]:
+        """``update.lua``'s KEYS: the record, its shard's state counter and the job's index
+        of every state that has one (``INDEXED_STATES``, in that order). One slot."""
+        return [
+            self.key(job_id),
+            self.counter_key(job_id),
+            *(self.index_key(state, job_id) for state in INDEXED_STATES),
+        ]
 
     def _durably(self, command: list[Any], job_id: str) -> Any:
         """Run one script and ``WAIT`` on the same connection, in one round trip.
@@ -410,6 +345,41 @@ class JobStore:
             unset=unset,
             expect=expect,
         )
+
+
+def _update_args(
+    job_id: str,
+    to: JobState | None,
+    allowed: list[JobState],
+    *,
+    retention_s: int,
+    expect: Mapping[str, str | None],
+    set_fields: Mapping[str, Any],
+    incr: Mapping[str, float],
+    unset: list[str],
+) -> list[Any]:
+    """``update.lua``'s ARGV, in the order its header documents."""
+    args: list[Any] = [
+        repr(time.time()),  # also the call's stamp: a retry recognises its own run
+        to.value if to is not None else "",
+        retention_s,
+        job_id,
+        *(state.value for state in INDEXED_STATES),  # the states of KEYS[3..]
+        len(allowed),
+        *(state.value for state in allowed),
+        len(expect),
+    ]
+    for name, expected in expect.items():
+        args += [name, "" if expected is None else expected]
+    args.append(len(set_fields))
+    for name, value in set_fields.items():
+        args += [name, encode_field(name, _jsonable(value))]
+    args.append(len(incr))
+    for name, amount in incr.items():
+        args += [name, amount]
+    args.append(len(unset))
+    args += unset
+    return args
 
 
 def _jsonable(value: Any) -> Any:

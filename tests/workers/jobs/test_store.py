@@ -1,0 +1,323 @@
+"""The job store on a real redis-server: create once, checked updates, the per-state
+indexes and state counter kept by the same write, retention, and retried runs that apply
+once. Every test runs on the classic layout and on the sharded (Redis Cluster) layout."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from types import SimpleNamespace
+
+import pytest
+import redis
+from structlog.testing import capture_logs
+
+from tests.support.redis_server import RedisServer
+from workers.jobs import store as store_module
+from workers.jobs.record import JobError, JobRecord
+from workers.jobs.state import JobState
+from workers.jobs.store import JobStore
+
+RETENTION_S = 1000
+
+
+@pytest.fixture(params=[0, 4], ids=["one-redis", "sharded"])
+def store(request: pytest.FixtureRequest, session_redis: RedisServer) -> Iterator[JobStore]:
+    """A store on its own key prefix of the session's redis-server."""
+    yield JobStore(
+        session_redis.client(),
+        prefix=f"t{uuid.uuid4().hex[:8]}",
+        retention_s=RETENTION_S,
+        shards=request.param,
+    )
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _indexed_in(store: JobStore, job_id: str) -> dict[JobState, float]:
+    """The indexes holding ``job_id``, with its score."""
+    found: dict[JobState, float] = {}
+    for state in JobState:
+        score = store.redis.zscore(store.index_key(state, job_id), job_id)
+        if score is not None:
+            found[state] = float(score)
+    return found
+
+
+def _entries(store: JobStore, job_id: str, state: JobState) -> int:
+    raw = store.redis.hget(store.counter_key(job_id), f'["{state.value}"]')
+    return int(raw) if raw is not None else 0
+
+
+def _freeze_clock(monkeypatch: pytest.MonkeyPatch, now: float) -> None:
+    """The store's stamp is its clock: a frozen clock makes the next call a retry."""
+    monkeypatch.setattr(store_module, "time", SimpleNamespace(time=lambda: now))
+
+
+# -- create ------------------------------------------------------------------------------
+
+
+def test_create_stores_a_new_record_indexes_it_counts_it_and_sets_its_ttl(
+    store: JobStore,
+) -> None:
+    job_id = _new_id()
+    stamped, created = store.create(JobRecord(job_id=job_id, request={"prompt": "a cat"}))
+    assert created
+    assert stamped.updated_at > 0 and stamped.created_at == stamped.updated_at
+    assert store.get(job_id) == stamped
+    assert _indexed_in(store, job_id) == {JobState.QUEUED: stamped.updated_at}
+    assert _entries(store, job_id, JobState.QUEUED) == 1
+    assert RETENTION_S - 5 <= store.redis.ttl(store.key(job_id)) <= RETENTION_S
+
+
+def test_create_with_an_existing_id_returns_the_existing_record_and_changes_nothing(
+    store: JobStore,
+) -> None:
+    job_id = _new_id()
+    first, _ = store.create(JobRecord(job_id=job_id, request={"prompt": "first"}))
+    again, created = store.create(JobRecord(job_id=job_id, request={"prompt": "second"}))
+    assert not created
+    assert again == first and again.request == {"prompt": "first"}
+    assert store.get(job_id) == first
+    assert _entries(store, job_id, JobState.QUEUED) == 1
+    assert _indexed_in(store, job_id) == {JobState.QUEUED: first.updated_at}
+
+
+def test_a_create_retried_with_its_own_stamp_reports_created_once(store: JobStore) -> None:
+    # The first run's reply was lost (a failover): the same call runs again.
+    job_id = _new_id()
+    stamped, args = store.create_command(JobRecord(job_id=job_id))
+    keys = store.create_keys(stamped)
+    assert store._create(keys=keys, args=args) == [1]
+    assert store._create(keys=keys, args=args) == [1]
+    assert _entries(store, job_id, JobState.QUEUED) == 1
+
+
+def test_a_record_created_in_a_terminal_state_is_in_no_index_but_is_counted(
+    store: JobStore,
+) -> None:
+    job_id = _new_id()
+    record = JobRecord(job_id=job_id, state=JobState.FAILED, error=JobError(code="x", message="y"))
+    stamped, created = store.create(record)
+    assert created and store.require(job_id).error == stamped.error
+    assert _indexed_in(store, job_id) == {}
+    assert _entries(store, job_id, JobState.FAILED) == 1
+
+
+def test_create_eval_args_create_the_same_record_in_a_pipeline_another_library_runs(
+    store: JobStore,
+) -> None:
+    job_id = _new_id()
+    stamped, command = store.create_eval_args(JobRecord(job_id=job_id, batch_id="b1"))
+    pipe = store.redis.pipeline(transaction=False)
+    pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+    assert pipe.execute() == [[1]]
+    assert store.get(job_id) == stamped
+    assert _indexed_in(store, job_id) == {JobState.QUEUED: stamped.updated_at}
+
+
+# -- update ------------------------------------------------------------------------------
+
+
+def test_a_transition_moves_the_job_between_indexes_counts_the_entry_and_stamps_it(
+    store: JobStore,
+) -> None:
+    job_id = _new_id()
+    store.create(JobRecord(job_id=job_id))
+    record, applied = store.transition(job_id, JobState.SUBMITTING, set_fields={"attempts": 1})
+    assert applied and record is not None
+    assert record.state is JobState.SUBMITTING and record.attempts == 1
+    assert record.state_times[JobState.SUBMITTING.value] == record.updated_at
+    assert _indexed_in(store, job_id) == {JobState.SUBMITTING: record.updated_at}
+    assert _entries(store, job_id, JobState.SUBMITTING) == 1
+
+
+def test_a_move_the_state_table_does_not_allow_is_refused_and_changes_nothing(
+    store: JobStore,
+) -> None:
+    job_id = _new_id()
+    created, _ = store.create(JobRecord(job_id=job_id))
+    record, applied = store.transition(job_id, JobState.DOWNLOADING, set_fields={"polls": 3})
+    assert not applied and record == created  # the current record, unchanged
+    assert _indexed_in(store, job_id) == {JobState.QUEUED: created.updated_at}
+    assert _entries(store, job_id, JobState.DOWNLOADING) == 0
+
+
+def test_allowed_from_narrows_the_states_a_transition_may_start_from(store: JobStore) -> None:
+    job_id = _new_id()
+    store.create(JobRecord(job_id=job_id))
+    _, applied = store.transition(
+        job_id, JobState.FAILED, allowed_from=[JobState.SUBMITTING, JobState.GENERATING]
+    )
+    assert not applied
+    _, applied = store.transition(job_id, JobState.FAILED, allowed_from=[JobState.QUEUED])
+    assert applied and store.require(job_id).state is JobState.FAILED
+
+
+def test_expect_lets_only_the_holder_of_the_exact_value_write(store: JobStore) -> None:
+    job_id = _new_id()
+    store.create(JobRecord(job_id=job_id, poll_token="t1"))
+    _, applied = store.update(job_id, expect={"poll_token": "t0"}, set_fields={"polls": 1})
+    assert not applied and store.require(job_id).polls == 0
+    _, applied = store.update(job_id, expect={"poll_token": None}, set_fields={"polls": 1})
+    assert not applied  # None means the field must be absent
+    record, applied = store.update(
+        job_id, expect={"poll_token": "t1"}, set_fields={"poll_token": "t2", "polls": 1}
+    )
+    assert applied and record is not None and (record.poll_token, record.polls) == ("t2", 1)
+    _, applied = store.update(job_id, expect={"evolink_task_id": None}, set_fields={"polls": 2})
+    assert applied
+
+
+def test_unset_removes_fields_and_incr_adds_to_them_in_the_same_write(store: JobStore) -> None:
+    job_id = _new_id()
+    store.create(JobRecord(job_id=job_id, waiting_reason="quota", credits_reserved=1.5))
+    record, applied = store.update(
+        job_id, unset=("waiting_reason",), incr={"credits_reserved": 2.25, "polls": 1}
+    )
+    assert applied and record is not None
+    assert record.waiting_reason is None and "waiting_reason" not in store.redis.hkeys(
+        store.key(job_id)
+    )
+    assert record.credits_reserved == 3.75 and record.polls == 1
+
+
+def test_in_states_limits_a_field_update_and_a_field_update_does_not_count_an_entry(
+    store: JobStore,
+) -> None:
+    job_id = _new_id()
+    created, _ = store.create(JobRecord(job_id=job_id))
+    _, applied = store.update(job_id, in_states=[JobState.GENERATING], set_fields={"polls": 1})
+    assert not applied
+    record, applied = store.update(job_id, in_states=[JobState.QUEUED], set_fields={"polls": 1})
+    assert applied and record is not None and record.state is JobState.QUEUED
+    assert record.updated_at >= created.updated_at
+    # the index score follows the last update (the reconciler finds idle jobs by it)
+    assert _indexed_in(store, job_id) == {JobState.QUEUED: record.updated_at}
+    assert _entries(store, job_id, JobState.QUEUED) == 1
+
+
+def test_a_job_walked_to_a_terminal_state_leaves_every_index_and_keeps_its_retention(
+    store: JobStore,
+) -> None:
+    job_id = _new_id()
+    store.create(JobRecord(job_id=job_id))
+    for state in (
+        JobState.SUBMITTING,
+        JobState.GENERATING,
+        JobState.DOWNLOADING,
+        JobState.STORED,
+    ):
+        _, applied = store.transition(job_id, state)
+        assert applied
+    store.redis.expire(store.key(job_id), 5)  # every write sets the retention again
+    record, applied = store.update(job_id, set_fields={"progress": 100})
+    assert applied and record is not None and record.state is JobState.STORED
+    assert _indexed_in(store, job_id) == {}
+    assert RETENTION_S - 5 <= store.redis.ttl(store.key(job_id)) <= RETENTION_S
+    assert set(record.state_times) == {
+        "queued",
+        "submitting",
+        "generating",
+        "downloading",
+        "stored",
+    }
+    for state in (JobState.QUEUED, JobState.STORED):
+        assert _entries(store, job_id, state) == 1
+
+
+def test_a_failed_job_retried_by_a_person_is_indexed_again(store: JobStore) -> None:
+    job_id = _new_id()
+    store.create(JobRecord(job_id=job_id))
+    store.transition(job_id, JobState.FAILED)
+    record, applied = store.transition(job_id, JobState.QUEUED)
+    assert applied and record is not None
+    assert _indexed_in(store, job_id) == {JobState.QUEUED: record.updated_at}
+    assert _entries(store, job_id, JobState.QUEUED) == 2
+
+
+def test_a_missing_job_is_reported_as_none_and_nothing_is_written(store: JobStore) -> None:
+    job_id = _new_id()
+    assert store.transition(job_id, JobState.SUBMITTING) == (None, False)
+    assert store.update(job_id, set_fields={"polls": 1}) == (None, False)
+    assert not store.redis.exists(store.key(job_id))
+    assert _indexed_in(store, job_id) == {}
+    assert _entries(store, job_id, JobState.SUBMITTING) == 0
+
+
+# -- retried runs (the first reply lost in a failover) -----------------------------------
+
+
+def test_a_retried_transition_reports_applied_without_applying_twice(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = _new_id()
+    store.create(JobRecord(job_id=job_id))
+    _freeze_clock(monkeypatch, 2_000_000_000.25)
+    first, applied = store.transition(job_id, JobState.SUBMITTING, incr={"attempts": 1})
+    assert applied and first is not None and first.attempts == 1
+    again, applied = store.transition(job_id, JobState.SUBMITTING, incr={"attempts": 1})
+    assert applied and again == first
+    assert _entries(store, job_id, JobState.SUBMITTING) == 1
+
+
+def test_a_retried_field_update_reports_applied_without_applying_twice(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = _new_id()
+    store.create(JobRecord(job_id=job_id))
+    _freeze_clock(monkeypatch, 2_000_000_000.5)
+    assert store.update(job_id, incr={"polls": 1})[1]
+    record, applied = store.update(job_id, incr={"polls": 1})
+    assert applied and record is not None and record.polls == 1
+
+
+def test_a_later_call_is_not_mistaken_for_a_retry(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = _new_id()
+    store.create(JobRecord(job_id=job_id))
+    _freeze_clock(monkeypatch, 2_000_000_001.0)
+    assert store.update(job_id, incr={"polls": 1})[1]
+    _freeze_clock(monkeypatch, 2_000_000_002.0)
+    record, applied = store.update(job_id, incr={"polls": 1})
+    assert applied and record is not None and record.polls == 2
+
+
+# -- durable writes (WAIT in the same round trip, EVAL with the script text) -------------
+
+
+def test_durable_writes_run_the_same_scripts_and_warn_when_no_replica_acknowledges(
+    store: JobStore,
+) -> None:
+    durable = JobStore(
+        store.redis,
+        prefix=store.prefix,
+        retention_s=RETENTION_S,
+        shards=store.shards,
+        wait_replicas=1,
+        wait_timeout_ms=1,
+    )
+    job_id = _new_id()
+    with capture_logs() as logs:
+        stamped, created = durable.create(JobRecord(job_id=job_id))
+        record, applied = durable.transition(
+            job_id, JobState.SUBMITTING, set_fields={"evolink_task_id": "task-1"}, durable=True
+        )
+        again, created_again = durable.create(JobRecord(job_id=job_id))
+    assert created and applied and not created_again
+    assert record is not None and record.evolink_task_id == "task-1" and again == record
+    assert _indexed_in(store, job_id) == {JobState.SUBMITTING: record.updated_at}
+    assert [e["event"] for e in logs] == ["store_write_not_replicated"] * 3
+    assert store.require(job_id).created_at == stamped.created_at
+
+
+def test_the_store_works_with_a_client_that_decodes_replies(session_redis: RedisServer) -> None:
+    client = redis.Redis.from_url(session_redis.url, decode_responses=True)
+    store = JobStore(client, prefix=f"t{uuid.uuid4().hex[:8]}")
+    job_id = _new_id()
+    assert store.create(JobRecord(job_id=job_id))[1]
+    record, applied = store.transition(job_id, JobState.SUBMITTING)
+    assert applied and record is not None and record.state is JobState.SUBMITTING

@@ -1,0 +1,301 @@
+"""The store's Lua scripts (workers/jobs/*.lua) as Redis sees them: every key a script
+touches is one of its call's KEYS, a sharded store's KEYS share one slot (Redis Cluster),
+the headers document every KEYS[i] and ARGV[i], and the scripts called directly with
+their documented layout do what the header says."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from redis.crc import key_slot
+
+from tests.support.redis_server import RedisServer
+from workers.jobs.record import JobRecord
+from workers.jobs.state import JobState
+from workers.jobs.store import CREATE_LUA, INDEXED_STATES, UPDATE_LUA, JobStore
+
+ROOT = Path(__file__).resolve().parents[3]
+SCRIPTS = {"create.lua": CREATE_LUA, "update.lua": UPDATE_LUA}
+_QUOTED = re.compile(r'"(.*?)(?<!\\)"')
+
+
+@dataclass
+class ScriptCall:
+    """One EVAL/EVALSHA a client sent, and the commands its script ran."""
+
+    keys: list[str]
+    touched: list[str] = field(default_factory=list)
+
+
+def _monitored_calls(server: RedisServer, work: Callable[[], None]) -> list[ScriptCall]:
+    """Run ``work`` under MONITOR; group each script's commands under the call that ran it.
+
+    Each script call is followed by an ``ECHO`` mark from the same client, so a call and
+    its commands are grouped whatever order a Redis version prints them in.
+    """
+    monitor = redis.Redis.from_url(server.url).monitor()  # type: ignore[no-untyped-call]
+    monitor._start_monitor()
+    try:
+        work()
+        end = f"end-{uuid.uuid4().hex}"
+        server.client().echo(end)
+        lines: list[str] = []
+        while True:
+            raw = monitor.connection.read_response()
+            line = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+            lines.append(line)
+            if f'"{end}"' in line:
+                break
+    finally:
+        monitor.connection.disconnect()
+    keys_of = server.client()
+    calls: list[ScriptCall] = []
+    group: list[tuple[bool, list[str]]] = []
+    for line in lines:
+        client = line.split("[", 1)[1].split("]", 1)[0].split(" ", 1)[1]
+        args = [a.replace('\\"', '"') for a in _QUOTED.findall(line.split("]", 1)[1])]
+        name = args[0].upper()
+        if name == "ECHO":
+            if group:
+                declared = [a for lua, a in group if not lua]
+                assert declared, f"script commands without a script call: {group}"
+                (first, *_) = declared
+                call = ScriptCall(keys=first[3 : 3 + int(first[2])])
+                for lua, command in group:
+                    if lua:
+                        found = keys_of.command_getkeys(*command)
+                        call.touched += [k.decode() if isinstance(k, bytes) else k for k in found]
+                    else:
+                        assert command[3 : 3 + int(command[2])] == call.keys
+                calls.append(call)
+            group = []
+        elif client == "lua":
+            group.append((True, args))
+        elif name in ("EVAL", "EVALSHA"):
+            group.append((False, args))
+    return calls
+
+
+def _lifecycle(store: JobStore, server: RedisServer) -> Callable[[], None]:
+    """Every kind of script call the store makes, each followed by a mark."""
+    mark = server.client()
+
+    def step(call: Callable[[], Any]) -> None:
+        call()
+        mark.echo("mark")
+
+    def work() -> None:
+        job_id = uuid.uuid4().hex
+        step(lambda: store.create(JobRecord(job_id=job_id, poll_token="t1")))
+        step(lambda: store.create(JobRecord(job_id=job_id)))  # exists
+        step(lambda: store.create(JobRecord(job_id=uuid.uuid4().hex, state=JobState.FAILED)))
+        step(lambda: store.transition(job_id, JobState.SUBMITTING, incr={"attempts": 1}))
+        step(lambda: store.transition(job_id, JobState.DOWNLOADING))  # refused
+        step(lambda: store.transition(job_id, JobState.GENERATING, unset=("poll_token",)))
+        step(lambda: store.update(job_id, expect={"poll_token": None}, set_fields={"polls": 1}))
+        step(lambda: store.transition(job_id, JobState.FAILED))
+        step(lambda: store.transition(job_id, JobState.QUEUED))  # nbq retry
+        step(lambda: store.transition(job_id, JobState.CANCELLED))
+        step(lambda: store.update(uuid.uuid4().hex, set_fields={"polls": 1}))  # missing
+        durable = JobStore(
+            store.redis, prefix=store.prefix, shards=store.shards, wait_replicas=1,
+            wait_timeout_ms=1,
+        )  # fmt: skip
+        other = uuid.uuid4().hex
+        step(lambda: durable.create(JobRecord(job_id=other)))  # EVAL + WAIT
+        step(lambda: durable.transition(other, JobState.SUBMITTING, durable=True))
+        _, command = store.create_eval_args(JobRecord(job_id=uuid.uuid4().hex))
+        # the one-round-trip enqueue's way (producers/publish.py)
+        step(lambda: store.redis.execute_command(*command))  # type: ignore[no-untyped-call]
+
+    return work
+
+
+@pytest.fixture
+def monitored(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test alone: MONITOR sees only its commands."""
+    server = RedisServer(dir=tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("shards", [0, 16], ids=["one-redis", "sharded"])
+def test_every_key_a_script_touches_is_in_the_keys_of_its_call(
+    monitored: RedisServer, shards: int
+) -> None:
+    store = JobStore(monitored.client(), prefix="nbq", shards=shards)
+    calls = _monitored_calls(monitored, _lifecycle(store, monitored))
+    assert len(calls) == 14
+    for call in calls:
+        assert call.touched, call
+        assert set(call.touched) <= set(call.keys), call
+
+
+def test_every_keys_entry_of_a_sharded_store_call_hashes_to_one_slot(
+    monitored: RedisServer,
+) -> None:
+    store = JobStore(monitored.client(), prefix="nbq", shards=16)
+    calls = _monitored_calls(monitored, _lifecycle(store, monitored))
+    slots = set()
+    for call in calls:
+        call_slots = {key_slot(k.encode()) for k in call.keys}
+        assert len(call_slots) == 1, call.keys
+        slots |= call_slots
+    assert len(slots) > 1  # the jobs spread over shards; each call stays in its own
+
+
+# -- the headers --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_each_script_header_documents_every_keys_and_argv_position_it_reads(name: str) -> None:
+    text = SCRIPTS[name]
+    header = "\n".join(line for line in text.splitlines() if line.startswith("--"))
+    body = "\n".join(line for line in text.splitlines() if not line.startswith("--"))
+    for kind in ("KEYS", "ARGV"):
+        for position in sorted(set(re.findall(rf"{kind}\[(\d+)\]", body))):
+            assert re.search(rf"{kind}\[{position}(\]|\.\.)", header), (name, kind, position)
+    assert "Returns" in header
+
+
+def test_the_scripts_ship_in_the_wheel() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "*.lua" in pyproject["tool"]["setuptools"]["package-data"]["*"]
+
+
+# -- the documented layouts, called directly -----------------------------------------------
+
+
+def _update_argv(
+    *,
+    now: str,
+    to: str = "",
+    retention: int = 100,
+    job_id: str,
+    allowed: tuple[str, ...] = (),
+    expect: tuple[tuple[str, str], ...] = (),
+    sets: tuple[tuple[str, str], ...] = (),
+    incr: tuple[tuple[str, float], ...] = (),
+    unset: tuple[str, ...] = (),
+) -> list[Any]:
+    """update.lua's ARGV built from its header, not from the store."""
+    argv: list[Any] = [now, to, retention, job_id, *(s.value for s in INDEXED_STATES)]
+    argv += [len(allowed), *allowed, len(expect), *(x for pair in expect for x in pair)]
+    argv += [len(sets), *(x for pair in sets for x in pair)]
+    argv += [len(incr), *(x for pair in incr for x in pair), len(unset), *unset]
+    return argv
+
+
+def _keys(prefix: str, job_id: str) -> list[str]:
+    return [
+        f"{prefix}:job:{job_id}",
+        f"{prefix}:metrics:c:jobs_state",
+        *(f"{prefix}:state:{s.value}" for s in INDEXED_STATES),
+    ]
+
+
+def _as_dict(flat: list[bytes]) -> dict[str, str]:
+    items = [v.decode() for v in flat]
+    return dict(zip(items[::2], items[1::2], strict=True))
+
+
+def test_the_scripts_called_with_their_documented_layout_create_move_and_refuse(
+    session_redis: RedisServer,
+) -> None:
+    r = session_redis.client()
+    prefix, job_id = f"d{uuid.uuid4().hex[:8]}", "j1"
+    job, counter, queued = _keys(prefix, job_id)[:3]
+    create_keys = [job, counter, queued]
+    create_argv: list[str | int] = [
+        100,
+        "10.5",
+        job_id,
+        "queued",
+        "job_id",
+        job_id,
+        "state",
+        "queued",
+    ]
+    create_argv += ["updated_at", "10.5"]
+    assert r.eval(CREATE_LUA, 3, *create_keys, *create_argv) == [1]
+    assert r.eval(CREATE_LUA, 3, *create_keys, *create_argv) == [1]  # own stamp: a retry
+    create_argv[1] = create_argv[-1] = "11.0"
+    exists, fields = r.eval(CREATE_LUA, 3, *create_keys, *create_argv)
+    assert exists == 0 and _as_dict(fields)["updated_at"] == "10.5"
+    assert r.zscore(queued, job_id) == 10.5 and r.ttl(job) > 90
+    assert r.hgetall(counter) == {b'["queued"]': b"1"}
+
+    keys = _keys(prefix, job_id)
+    refused = _update_argv(now="12.0", to="submitting", job_id=job_id, allowed=("generating",))
+    applied, fields = r.eval(UPDATE_LUA, len(keys), *keys, *refused)
+    assert applied == 0 and _as_dict(fields)["state"] == "queued"
+    move = _update_argv(
+        now="13.0",
+        to="submitting",
+        job_id=job_id,
+        allowed=("queued",),
+        expect=(("poll_token", ""),),
+        sets=(("attempts", "1"),),
+        incr=(("polls", 2.5),),
+        unset=("job_id",),
+    )
+    applied, fields = r.eval(UPDATE_LUA, len(keys), *keys, *move)
+    record = _as_dict(fields)
+    assert applied == 1 and record["state"] == "submitting" and record["t_submitting"] == "13.0"
+    assert (record["attempts"], record["polls"], "job_id" in record) == ("1", "2.5", False)
+    assert r.zscore(queued, job_id) is None and r.zscore(keys[3], job_id) == 13.0
+    assert r.eval(UPDATE_LUA, len(keys), *keys, *move)[0] == 1  # own stamp: a retry
+    assert r.hget(job, "polls") == b"2.5"  # applied once
+    assert r.hgetall(counter) == {b'["queued"]': b"1", b'["submitting"]': b"1"}
+    missing = _keys(prefix, "nope")
+    assert r.eval(UPDATE_LUA, len(missing), *missing, *_update_argv(now="1", job_id="x")) == [
+        0,
+        [],
+    ]
+
+
+def test_the_store_builds_the_update_argv_its_script_header_documents(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    from workers.jobs import store as store_module
+
+    monkeypatch.setattr(store_module, "time", SimpleNamespace(time=lambda: 12.5))
+    sent: dict[str, Any] = {}
+
+    def capture(*, keys: list[str], args: list[Any]) -> list[Any]:
+        sent.update(keys=keys, args=args)
+        return [0, []]
+
+    store = JobStore(redis.Redis(), prefix="p", retention_s=100)  # no connection is made
+    store._update = capture  # type: ignore[assignment]
+    store.transition(
+        "j1",
+        JobState.SUBMITTING,
+        allowed_from=[JobState.QUEUED],
+        expect={"poll_token": None},
+        set_fields={"attempts": 1},
+        incr={"polls": 2.5},
+        unset=("job_id",),
+    )
+    assert sent["keys"] == _keys("p", "j1")
+    assert sent["args"] == _update_argv(
+        now="12.5",
+        to="submitting",
+        job_id="j1",
+        allowed=("queued",),
+        expect=(("poll_token", ""),),
+        sets=(("attempts", "1"),),
+        incr=(("polls", 2.5),),
+        unset=("job_id",),
+    )

@@ -1,0 +1,97 @@
+-- update.lua: move one job to a state and/or change its fields, atomically, if allowed.
+-- Loaded by workers/jobs/store.py (JobStore.transition / JobStore.update); tested
+-- directly in tests/workers/jobs/test_store_scripts.py.
+--
+-- Every key it touches is in KEYS, and on a sharded store (NBQ_STORE_SHARDS) all of them
+-- carry the job's shard hash tag {s<n>}: one slot per call, as Redis Cluster requires.
+--
+-- KEYS[1]      string  the job's record, a hash: <space>:job:<job_id>
+-- KEYS[2]      string  the shard's state counter, a hash: <space>:metrics:c:jobs_state;
+--                      field '["<state>"]' counts entries into <state> (nbq_jobs_state_total)
+-- KEYS[3..]    string  the per-state indexes the job can be in (every non-terminal state),
+--                      sorted sets <space>:state:<state> scored by last update time;
+--                      ARGV[5..] names their states, in the same order. A state without an
+--                      index key here (stored, failed, cancelled) is never indexed.
+--
+-- ARGV[1]      string  now: epoch seconds (Python repr of a float). The index score, the
+--                      t_<state> time, updated_at, and this call's stamp: a retried call
+--                      (its first reply lost in a failover) finds updated_at == now and
+--                      reports applied without applying anything twice.
+-- ARGV[2]      string  to_state: the target state; '' = keep the current state.
+-- ARGV[3]      int     retention: the record's TTL in seconds, set again by every write.
+-- ARGV[4]      string  job_id: the member of the index sorted sets.
+-- ARGV[5 .. 4 + #KEYS - 2]
+--              string  the states of KEYS[3..], one per index key.
+-- then five count-prefixed sections, in this order:
+--   n_allowed, n_allowed x state          the job must be in one of these states
+--                                         (n_allowed = 0: any state)
+--   n_expect,  n_expect x (field, value)  each field must hold exactly value
+--                                         ('' = the field must be absent or empty)
+--   n_set,     n_set x (field, value)     fields to write (HSET)
+--   n_incr,    n_incr x (field, amount)   fields to add amount to (HINCRBYFLOAT)
+--   n_unset,   n_unset x field            fields to remove (HDEL)
+--
+-- Returns {applied, fields}: applied 1 if the change was made (or was made by this same
+-- call's first run), 0 if a check failed; fields is the record's HGETALL after the call
+-- (flat field, value list), {} if the job does not exist (then applied is 0).
+local key = KEYS[1]
+local counter_key = KEYS[2]
+local now = ARGV[1]
+local to_state = ARGV[2]
+local retention = tonumber(ARGV[3])
+local job_id = ARGV[4]
+local index_of = {}
+for k = 3, #KEYS do index_of[ARGV[5 + k - 3]] = KEYS[k] end
+local i = 5 + #KEYS - 2
+local n_allowed = tonumber(ARGV[i]); i = i + 1
+local allowed_at = i; i = i + n_allowed
+local n_expect = tonumber(ARGV[i]); i = i + 1
+local expect_at = i; i = i + 2 * n_expect
+-- One read: the state, the last stamp and every expected field.
+local names = {'state', 'updated_at'}
+for j = 0, n_expect - 1 do names[#names + 1] = ARGV[expect_at + 2 * j] end
+local current = redis.call('HMGET', key, unpack(names))
+local state = current[1]
+if not state then return {0, {}} end
+-- A retried call (the first run's reply was lost with a failed-over master) finds its
+-- own stamp: report it applied, apply nothing twice.
+if current[2] == now and (to_state == '' or to_state == state) then
+  return {1, redis.call('HGETALL', key)}
+end
+local ok = (n_allowed == 0)
+for j = 0, n_allowed - 1 do
+  if ARGV[allowed_at + j] == state then ok = true end
+end
+for j = 0, n_expect - 1 do
+  if (current[3 + j] or '') ~= ARGV[expect_at + 2 * j + 1] then ok = false end
+end
+if not ok then return {0, redis.call('HGETALL', key)} end
+-- One write: the fields, the new state and its time, the stamp.
+local n_set = tonumber(ARGV[i]); i = i + 1
+local sets = {}
+for j = 1, 2 * n_set do sets[j] = ARGV[i + j - 1] end
+i = i + 2 * n_set
+local n_incr = tonumber(ARGV[i]); i = i + 1
+local incr_at = i; i = i + 2 * n_incr
+local n_unset = tonumber(ARGV[i]); i = i + 1
+local new_state = state
+if to_state ~= '' then
+  new_state = to_state
+  if to_state ~= state then
+    sets[#sets + 1] = 'state'; sets[#sets + 1] = to_state
+    sets[#sets + 1] = 't_' .. to_state; sets[#sets + 1] = now
+    if index_of[state] then redis.call('ZREM', index_of[state], job_id) end
+    redis.call('HINCRBY', counter_key, '["' .. to_state .. '"]', 1)
+  end
+end
+sets[#sets + 1] = 'updated_at'; sets[#sets + 1] = now
+redis.call('HSET', key, unpack(sets))
+for j = 0, n_incr - 1 do
+  redis.call('HINCRBYFLOAT', key, ARGV[incr_at + 2 * j], ARGV[incr_at + 2 * j + 1])
+end
+if n_unset > 0 then redis.call('HDEL', key, unpack(ARGV, i, i + n_unset - 1)) end
+if index_of[new_state] then
+  redis.call('ZADD', index_of[new_state], now, job_id)
+end
+redis.call('EXPIRE', key, retention)
+return {1, redis.call('HGETALL', key)}
