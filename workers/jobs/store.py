@@ -23,6 +23,15 @@ import redis
 from workers.jobs.record import JobRecord, encode_field
 from workers.jobs.state import ACTIVE_STATES, JobState, sources_of
 
+#: What a store that is briefly away raises (restart, Sentinel or Cluster failover).
+STORE_AWAY: tuple[type[Exception], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.ClusterError,
+    redis.exceptions.TryAgainError,
+)
+
 
 def _script(name: str) -> str:
     """A Lua script shipped next to this module (its header documents KEYS and ARGV)."""
@@ -237,6 +246,26 @@ class JobStore:
         stamped, args = self.create_command(record)
         keys = self.create_keys(stamped)
         return stamped, ["EVAL", CREATE_LUA, len(keys), *keys, *args]
+
+    def transition_through_outage(
+        self, job_id: str, to: JobState, *, patience_s: float, **kwargs: Any
+    ) -> tuple[JobRecord | None, bool]:
+        """``transition``, retried while the store is briefly away (a restart, a Sentinel
+        or Cluster failover) for up to ``patience_s``: for the one write that must not be
+        dropped, a paid create's task id. A retry may find that the lost attempt had
+        applied (then ``applied`` is False and the record shows the caller's own fields:
+        the caller compares). Raises the last store error after ``patience_s``.
+        """
+        deadline = time.monotonic() + patience_s
+        pause_s = 0.2
+        while True:
+            try:
+                return self.transition(job_id, to, **kwargs)
+            except STORE_AWAY:
+                if time.monotonic() + pause_s > deadline:
+                    raise
+                time.sleep(pause_s)  # bounded: patience_s in all, never a poll loop
+                pause_s = min(pause_s * 2, 2.0)
 
     def transition(
         self,

@@ -144,6 +144,15 @@ def _defer(rt: Runtime, sched: Scheduler, record: JobRecord, reason: str, wait_s
     return f"deferred_{reason}"
 
 
+def _already_recorded(current: JobRecord | None, task_id: str, token: str) -> bool:
+    return (
+        current is not None
+        and current.state is JobState.GENERATING
+        and current.evolink_task_id == task_id
+        and current.poll_token == token
+    )
+
+
 def _create(rt: Runtime, sched: Scheduler, record: JobRecord, *, retries: int) -> str:
     job_id = record.job_id
     request = GenerationRequest.model_validate(record.request)
@@ -162,9 +171,10 @@ def _create(rt: Runtime, sched: Scheduler, record: JobRecord, *, retries: int) -
     countdown_s = rt.schedule.first_countdown_s(
         _first_poll_estimate_s(rt, record, estimated), rt.rng
     )
-    _, applied = rt.store.transition(
+    current, applied = rt.store.transition_through_outage(
         job_id,
         JobState.GENERATING,
+        patience_s=rt.settings.redis_failover_timeout_s,  # never drop a paid task's id
         allowed_from={JobState.SUBMITTING},
         set_fields={
             "evolink_task_id": task.id,
@@ -182,6 +192,8 @@ def _create(rt: Runtime, sched: Scheduler, record: JobRecord, *, retries: int) -
     )
     metrics.credits_reserved(credits)
     CreditLedger(rt.redis, prefix=rt.settings.key_prefix).record(credits, producer=record.producer)
+    if not applied and _already_recorded(current, task.id, token):
+        applied = True  # our own write landed; only its answer was lost in an outage
     if not applied:
         if rt.store.get(job_id) is None:
             # The record vanished while the create was in flight: the task is paid, rescue.

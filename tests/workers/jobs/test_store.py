@@ -321,3 +321,46 @@ def test_the_store_works_with_a_client_that_decodes_replies(session_redis: Redis
     assert store.create(JobRecord(job_id=job_id))[1]
     record, applied = store.transition(job_id, JobState.SUBMITTING)
     assert applied and record is not None and record.state is JobState.SUBMITTING
+
+
+def test_a_write_through_an_outage_is_retried_and_a_lost_answer_shows_the_callers_fields(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a job being submitted, and a store whose first answer is lost after the write
+    job_id = _new_id()
+    store.create(JobRecord(job_id=job_id))
+    store.transition(job_id, JobState.SUBMITTING)
+    real = store.transition
+    calls: list[int] = []
+
+    def flaky(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        result = real(*args, **kwargs)  # type: ignore[arg-type]
+        if len(calls) == 1:
+            raise redis.ConnectionError("answer lost in a failover")
+        return result
+
+    monkeypatch.setattr(store, "transition", flaky)
+    # When the task id is recorded through the outage
+    record, applied = store.transition_through_outage(
+        job_id,
+        JobState.GENERATING,
+        patience_s=5.0,
+        allowed_from={JobState.SUBMITTING},
+        set_fields={"evolink_task_id": "task-1", "poll_token": "tok"},
+    )
+    # Then it was retried once: the retry lost (already applied), the record is the caller's
+    assert len(calls) == 2 and applied is False
+    assert record is not None and record.state is JobState.GENERATING
+    assert (record.evolink_task_id, record.poll_token) == ("task-1", "tok")
+
+
+def test_a_write_through_an_outage_gives_up_after_its_patience(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def away(*args: object, **kwargs: object) -> object:
+        raise redis.ConnectionError("still away")
+
+    monkeypatch.setattr(store, "transition", away)
+    with pytest.raises(redis.ConnectionError):
+        store.transition_through_outage("j", JobState.GENERATING, patience_s=0.5)
