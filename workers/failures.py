@@ -20,7 +20,9 @@ why, with a message saying what a person can do. One class per failure reason::
     ├── ResultTooLarge              result_too_large
     ├── UnsafeResultUrl             unsafe_result_url
     ├── DownloadFailed              download_failed (transfers kept failing)
-    └── StorageUnavailable          storage_unavailable (S3 kept failing)
+    ├── StorageUnavailable          storage_unavailable (S3 kept failing)
+    ├── ResultRedirectLoop          redirect_loop (the result link loops)
+    └── RecordLost                  record_lost (the store lost a job before its create)
 
 The exceptions carry only the job id, the reason code and the job error's message
 (already safe to store on the job record: no key, no signed link query). They pickle
@@ -157,6 +159,22 @@ class StorageUnavailable(JobFailed):
     hint = "S3/MinIO kept failing; check the object store, then submit the job again"
 
 
+class ResultRedirectLoop(JobFailed):
+    reason = "redirect_loop"
+    hint = (
+        "the result link redirected in a loop or past NBQ_DOWNLOAD_MAX_REDIRECTS; the "
+        "vendor's link is broken: the task id is kept (nbq status), ask the vendor"
+    )
+
+
+class RecordLost(JobFailed):
+    reason = "record_lost"
+    hint = (
+        "the job store lost this job's record before any API task was made (nothing was "
+        "paid): enqueue the request again"
+    )
+
+
 #: Failure reason (job error code) → exception class; other codes of a failed API task
 #: are GenerationFailed, anything else JobFailed.
 BY_REASON: dict[str, type[JobFailed]] = {
@@ -176,6 +194,8 @@ BY_REASON: dict[str, type[JobFailed]] = {
         UnsafeResultUrl,
         DownloadFailed,
         StorageUnavailable,
+        ResultRedirectLoop,
+        RecordLost,
     )
 }
 
