@@ -54,6 +54,10 @@ def test_a_cluster_master_sigkilled_mid_run_is_replaced_by_its_replica_and_no_jo
 ) -> None:
     cluster = redis_cluster_with_replicas
     stack.overrides["NBQ_REDIS_URL"] = cluster.url
+    # A submit still writing its task id through the failover is not "stuck" (the test
+    # stack's 3 s would let the reconciler declare its outcome unknown under it; the
+    # production default, 120 s, is above the submit's time limit)
+    stack.overrides["NBQ_STUCK_AFTER_S"] = "30"
     # Polls held a moment so that the jobs are in flight when a master dies
     stack.emulator.add_fault(endpoint="query", action="delay", seconds=1.0, count=JOBS)
     worker = stack.start_worker(concurrency=8)
