@@ -7,6 +7,7 @@ from celery import Celery
 
 from workers import failures
 from workers.jobs.record import JobError
+from workers.stages.steps import Done, Fail, Step
 from workers.tasks.base import StageTask
 
 
@@ -17,11 +18,11 @@ def eager_app() -> Celery:
     return app
 
 
-def _stage(*, fail: bool, retries: int = 0, job_id: str) -> str:
+def _stage(*, fail: bool, retries: int = 0, job_id: str) -> Step:
     if fail:
         failures.record_failure(job_id, JobError(code="result_expired", message="link 403"))
-        return "failed_result_expired"
-    return "stored"
+        return Fail("failed_result_expired")
+    return Done("stored")
 
 
 def test_a_run_that_failed_its_job_ends_failure_with_the_reasons_exception(
