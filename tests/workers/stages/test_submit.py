@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from tests.support.emulator_server import EmulatorServer
 from tests.workers.stages.conftest import StepLog, new_job, submitted_job
+from workers.evolink.models import GenerationRequest
 from workers.jobs.state import JobState
 from workers.policy.retry import RetryCause
 from workers.runtime import Runtime
@@ -63,3 +68,24 @@ def test_a_stale_record_handed_in_by_intake_still_creates_only_once(
     assert steps(submit_stage.submit(rt, job_id, record=as_read)) == "lost_race"
     assert emulator_server.stats()["creates_accepted"] == 1
     assert rt.store.require(job_id).attempts == 1
+
+
+def test_a_request_is_validated_once_at_intake_and_sent_to_the_api_as_stored(
+    rt: Runtime, steps: StepLog, emulator_server: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    validated: list[object] = []
+    original = GenerationRequest.model_validate
+
+    def counting(obj: object, *args: Any, **kwargs: Any) -> GenerationRequest:
+        validated.append(obj)
+        return original(obj, *args, **kwargs)
+
+    monkeypatch.setattr(GenerationRequest, "model_validate", counting)
+    # Given a raw request entering at intake (another service's nbq.generate)
+    job_id = new_job(rt)
+    # When its job is submitted
+    assert steps(submit_stage.submit(rt, job_id)) == "created"
+    # Then it was validated once; the record holds its API JSON, which the create sent
+    assert validated == [{"prompt": "stage test", "quality": "1K"}]
+    assert rt.store.require(job_id).request == original(validated[0]).to_api_json()
+    assert emulator_server.stats()["creates_accepted"] == 1
