@@ -80,13 +80,16 @@ class Dispatcher:
     def for_settings(cls, app: Celery, settings: Settings) -> Dispatcher:
         return cls(app, settings.max_countdown_s)
 
-    def send(self, step: Message, **options: Any) -> None:
-        """Publish ``step``'s message (``options`` go to ``send_task``, e.g. a producer)."""
+    def send(self, step: Message, *, after_s: float | None = None, **options: Any) -> None:
+        """Publish ``step``'s message (``after_s`` overrides its own; ``options`` go to
+        ``send_task``, e.g. a kombu producer)."""
         message = envelope(step)
         self.app.send_task(
             message.task,
             kwargs=message.kwargs,
-            countdown=capped_countdown(message.after_s, self.max_countdown_s),
+            countdown=capped_countdown(
+                message.after_s if after_s is None else after_s, self.max_countdown_s
+            ),
             **options,
         )
 
