@@ -37,7 +37,7 @@ from producers.errors import (
     WaitTimeoutError,
 )
 from producers.publish import one_trip_possible, send_with_record
-from workers.contract import TASK_ADOPT, TASK_GENERATE, TASK_SUBMIT
+from workers.dispatch import Dispatcher
 from workers.errors import PipelineError
 from workers.evolink.models import GenerationRequest
 from workers.jobs.durability import check_settings_stores
@@ -57,6 +57,7 @@ from workers.runtime import Runtime
 from workers.settings import Settings, get_settings
 from workers.stages.cancel import NotCancellableError, cancel_job
 from workers.stages.intake import describe_validation_error, intake
+from workers.stages.steps import Adopt, Generate, Submit
 from workers.storage.manifest import manifest_key, record_from_manifest
 
 if TYPE_CHECKING:
@@ -80,16 +81,15 @@ _BROKER_ERRORS = (KombuError, redis.RedisError, OSError)
 log = get_logger("nbq.producer")
 
 
-def _generate_kwargs(record: JobRecord) -> dict[str, Any]:
-    """``nbq.generate``'s message: enough for a worker to write the same record itself."""
-    kwargs: dict[str, Any] = {
-        "request": record.request,
-        "job_id": record.job_id,
-        "producer": record.producer,
-    }
-    if record.batch_id is not None:
-        kwargs["batch_id"] = record.batch_id
-    return kwargs
+def generate_step(record: JobRecord) -> Generate:
+    """``nbq.generate`` for a recorded job: enough for a worker to write the same record
+    itself (the request as its validated API JSON)."""
+    return Generate(
+        job_id=record.job_id,
+        request=record.request,
+        producer=record.producer,
+        batch_id=record.batch_id,
+    )
 
 
 def validate_request(request: GenerationRequest | Mapping[str, Any]) -> GenerationRequest:
@@ -129,6 +129,8 @@ class Producer:
 
             celery_app = create_app(self.settings)
         self.celery = celery_app
+        #: Every message this producer sends (enqueue, retry, adopt, callbacks' polls).
+        self.dispatcher = Dispatcher.for_settings(celery_app, self.settings)
         self._manifests: ObjectStore | None = None  # status fallback (lookup)
         # Refuse a store that would lose jobs silently (NBQ_ALLOW_VOLATILE_STORE=true
         # accepts). After the app: its import sends the project's logs to stderr, so a
@@ -182,7 +184,7 @@ class Producer:
         missing message after NBQ_STUCK_AFTER_S); the caller still learns of it, with the
         id to enqueue again (idempotent) if it wants to be sure now."""
         try:
-            self.celery.send_task(TASK_GENERATE, kwargs=_generate_kwargs(record))
+            self.dispatcher.send(generate_step(record))
         except _BROKER_ERRORS as exc:
             raise EnqueueUncertainError(
                 record.job_id,
@@ -202,7 +204,7 @@ class Producer:
         )
         try:
             record, batched = send_with_record(
-                self.celery, self.runtime.store, record, _generate_kwargs(record)
+                self.dispatcher, self.runtime.store, record, generate_step(record)
             )
         except _BROKER_ERRORS as exc:
             # The pipeline broke somewhere: the message, the record, both or neither may
@@ -222,7 +224,7 @@ class Producer:
         except _BROKER_ERRORS as exc:
             raise EnqueueUncertainError(record.job_id, reason or type(exc).__name__) from exc
         try:
-            self.celery.send_task(TASK_GENERATE, kwargs=_generate_kwargs(record))
+            self.dispatcher.send(generate_step(record))
         except _BROKER_ERRORS as exc:
             log.warning(
                 "enqueue_message_not_sent",
@@ -317,7 +319,7 @@ class Producer:
             raise MayPayTwiceError(str(exc)) from None
         except manual.ManualActionError as exc:
             raise JobActionRefusedError(str(exc)) from None
-        self.celery.send_task(TASK_SUBMIT, kwargs={"job_id": job_id})
+        self.dispatcher.send(Submit(job_id))
         return record
 
     def adopt(self, job_id: str, task_id: str) -> JobRecord:
@@ -334,9 +336,7 @@ class Producer:
             raise JobNotFoundError(job_id) from None
         except manual.ManualActionError as exc:
             raise JobActionRefusedError(str(exc)) from None
-        self.celery.send_task(
-            TASK_ADOPT, kwargs={"job_id": job_id, "task_id": task_id, "source": "person"}
-        )
+        self.dispatcher.send(Adopt(job_id, task_id, source="person"))
         return record
 
     def wait(

@@ -23,14 +23,11 @@ reconciler, so nothing is lost.
 
 from __future__ import annotations
 
-from typing import Any
-
-from celery import Celery
-
-from workers.contract import TASK_GENERATE
+from workers.dispatch import Dispatcher
 from workers.jobs.record import JobRecord
 from workers.jobs.store import JobStore
 from workers.settings import SENTINEL_SCHEME, Settings
+from workers.stages.steps import Generate
 
 
 def one_trip_possible(settings: Settings) -> bool:
@@ -45,7 +42,7 @@ def one_trip_possible(settings: Settings) -> bool:
 
 
 def send_with_record(
-    app: Celery, store: JobStore, record: JobRecord, kwargs: dict[str, Any]
+    dispatcher: Dispatcher, store: JobStore, record: JobRecord, step: Generate
 ) -> tuple[JobRecord, bool]:
     """Publish ``nbq.generate`` and create ``record`` in one pipeline.
 
@@ -56,8 +53,8 @@ def send_with_record(
     uncertain"), which ``Producer`` resolves.
     """
     stamped, eval_args = store.create_eval_args(record)
-    with app.producer_or_acquire() as producer, producer.batch() as batch:
-        app.send_task(TASK_GENERATE, kwargs=kwargs, producer=producer)
+    with dispatcher.app.producer_or_acquire() as producer, producer.batch() as batch:
+        dispatcher.send(step, producer=producer)
         session = getattr(batch.state, "session", None)
         pipeline = getattr(session, "pipeline", None)
         if pipeline is None or len(pipeline) == 0:

@@ -40,7 +40,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Callable
 from enum import StrEnum
 from urllib.parse import quote
 
@@ -48,6 +47,7 @@ from workers.jobs.state import JobState
 from workers.jobs.store import JobStore
 from workers.logs import get_logger
 from workers.settings import Settings
+from workers.stages.steps import Adopt, Poll, Send
 
 log = get_logger("nbq.callbacks")
 
@@ -81,11 +81,6 @@ _HTTP_STATUS = {
     CallbackOutcome.REJECTED: 404,
 }
 
-#: Sends ``nbq.poll(job_id, token, evolink_task_id)`` now (the ingress uses its Celery
-#: app); the task id lets the poll rescue a job whose record vanished.
-SendPoll = Callable[[str, str, str | None], None]
-#: Sends ``nbq.adopt(job_id, task_id)`` now.
-SendAdopt = Callable[[str, str], None]
 #: Longest task id noted from a callback body (real ids are ~40 characters).
 MAX_TASK_ID_CHARS = 128
 
@@ -131,14 +126,17 @@ def reported_status_and_task(body: bytes) -> tuple[str, str | None]:
 def receive_callback(
     settings: Settings,
     store: JobStore,
-    send_poll: SendPoll,
+    send: Send,
     *,
     job_id: str,
     token: str | None,
     body: bytes,
-    send_adopt: SendAdopt | None = None,
 ) -> CallbackOutcome:
-    """Handle one delivery (fast: two Redis reads, one SET NX, one message)."""
+    """Handle one delivery (fast: two Redis reads, one SET NX, one message).
+
+    ``send`` dispatches the one step a delivery may lead to, now: a ``Poll`` (its task id
+    lets the poll rescue a job whose record vanished) or an ``Adopt`` (the ingress passes
+    its producer's dispatcher)."""
     secret = settings.callback_secret.get_secret_value() if settings.callback_secret else ""
     if not secret or not token_matches(secret, job_id, token):
         log.warning("callback_rejected", job_id=job_id[:128])
@@ -146,14 +144,14 @@ def receive_callback(
     record = store.get(job_id)
     status, body_task_id = reported_status_and_task(body)
     if record is None and body_task_id is not None:
-        return _rescue(settings, store, send_poll, job_id, body_task_id, status)
+        return _rescue(settings, store, send, job_id, body_task_id, status)
     if record is None or record.is_terminal:
         return _logged(CallbackOutcome.IGNORED, job_id, None, status)
     if body_task_id is not None and (
         len(body_task_id) > MAX_TASK_ID_CHARS or body_task_id in record.previous_task_ids
     ):
         body_task_id = None  # oversized, or a late delivery for a task already replaced
-    if record.state is JobState.OUTCOME_UNKNOWN and body_task_id and send_adopt is not None:
+    if record.state is JobState.OUTCOME_UNKNOWN and body_task_id:
         dedup_key = f"{settings.key_prefix}:callback:{job_id}:{body_task_id}:adopt"
         if not store.redis.set(dedup_key, "1", nx=True, ex=DEDUP_TTL_S):
             return _logged(CallbackOutcome.DUPLICATE, job_id, body_task_id, status)
@@ -162,7 +160,7 @@ def receive_callback(
             in_states={JobState.OUTCOME_UNKNOWN},
             set_fields={"callback_task_id": body_task_id},
         )
-        send_adopt(job_id, body_task_id)
+        send(Adopt(job_id, body_task_id, source="callback"))
         return _logged(CallbackOutcome.ADOPT_SENT, job_id, body_task_id, status)
     if record.state in (JobState.SUBMITTING, JobState.QUEUED) and (
         record.state is JobState.SUBMITTING or record.create_outcome_unknown
@@ -187,14 +185,14 @@ def receive_callback(
     dedup_key = f"{settings.key_prefix}:callback:{job_id}:{task_id}:{status}"
     if not store.redis.set(dedup_key, "1", nx=True, ex=DEDUP_TTL_S):
         return _logged(CallbackOutcome.DUPLICATE, job_id, task_id, status)
-    send_poll(job_id, record.poll_token or "", task_id)
+    send(Poll(job_id, record.poll_token or "", evolink_task_id=task_id))
     return _logged(CallbackOutcome.POLL_SENT, job_id, task_id, status)
 
 
 def _rescue(
     settings: Settings,
     store: JobStore,
-    send_poll: SendPoll,
+    send: Send,
     job_id: str,
     task_id: str,
     status: str,
@@ -206,7 +204,7 @@ def _rescue(
     if not store.redis.set(dedup_key, "1", nx=True, ex=DEDUP_TTL_S):
         return _logged(CallbackOutcome.DUPLICATE, job_id, task_id, status)
     log.error("callback_for_missing_job", job_id=job_id, evolink_task_id=task_id)
-    send_poll(job_id, "", task_id)
+    send(Poll(job_id, "", evolink_task_id=task_id))
     return _logged(CallbackOutcome.POLL_SENT, job_id, task_id, status)
 
 

@@ -107,12 +107,12 @@ def run_metrics(*, port: int | None, address: str) -> None:
 def run_reconcile(*, once: bool, interval_s: float | None) -> None:
     from workers.runtime import get_runtime
     from workers.stages.reconcile import reconcile_once
-    from workers.tasks.base import SCHEDULER
+    from workers.tasks.base import dispatcher
     from workers.tasks.reconcile import reconcile_forever
 
     settings = get_settings()
     if once:
-        report = reconcile_once(get_runtime(), SCHEDULER)
+        report = reconcile_once(get_runtime(), dispatcher().send)
         print(f"re-driven: {report.total}")
         return
     reconcile_forever(interval_s or settings.reconcile_interval_s)

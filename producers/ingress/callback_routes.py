@@ -17,7 +17,6 @@ from producers.ingress.context import Context
 from producers.ingress.errors import documented
 from producers.ingress.schemas import CallbackAnswer
 from workers.callbacks import receive_callback
-from workers.contract import TASK_ADOPT, TASK_POLL
 
 router = APIRouter(prefix="/v1/callbacks", tags=["callbacks"])
 
@@ -44,28 +43,14 @@ async def evolink_callback(
 ) -> JSONResponse:
     """A task may have ended: re-fetch it through a poll. The body is never trusted."""
     body = await request.body()
-    celery = context.producer.celery
-
-    def send_poll(poll_job_id: str, poll_token: str, task_id: str | None) -> None:
-        kwargs = {"job_id": poll_job_id, "token": poll_token}
-        if task_id:
-            kwargs["evolink_task_id"] = task_id  # lets a job whose record vanished be rescued
-        celery.send_task(TASK_POLL, kwargs=kwargs)
-
-    def send_adopt(adopt_job_id: str, task_id: str) -> None:
-        celery.send_task(
-            TASK_ADOPT, kwargs={"job_id": adopt_job_id, "task_id": task_id, "source": "callback"}
-        )
-
     outcome = await run_in_threadpool(
         receive_callback,
         context.settings,
         context.producer.runtime.store,
-        send_poll,
+        context.producer.dispatcher.send,
         job_id=job_id,
         token=token,
         body=body,
-        send_adopt=send_adopt,
     )
     return JSONResponse(
         CallbackAnswer(outcome=outcome.value).model_dump(), status_code=outcome.http_status

@@ -19,6 +19,7 @@ no ``repr``, message or log event; server messages are redacted before they are 
 from __future__ import annotations
 
 import importlib.metadata
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Final, Literal
 from urllib.parse import quote
@@ -123,7 +124,7 @@ class EvolinkClient:
 
     def create_task(
         self,
-        request: GenerationRequest,
+        request: GenerationRequest | Mapping[str, Any],
         *,
         idempotency_key: str | None = None,
         callback_url: str | None = None,
@@ -134,7 +135,9 @@ class EvolinkClient:
         ``callback_url`` overrides the request's own; ``idempotency_key`` is sent as the
         ``Idempotency-Key`` header (a hint: the API does not promise to honour it).
         """
-        body = request.to_api_json()
+        # A mapping is a request's API JSON as validated at intake (the job record's):
+        # sent as is, never validated again.
+        body = request.to_api_json() if isinstance(request, GenerationRequest) else dict(request)
         if callback_url is not None:
             body["callback_url"] = callback_url
         headers = self._headers

@@ -10,6 +10,7 @@ state-checked transition (``outcome_unknown`` â€” or, by a person, ``failed`` â€
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 from workers import metrics
@@ -17,9 +18,11 @@ from workers.evolink.errors import EvolinkError, NotFoundError
 from workers.jobs.record import JobError
 from workers.jobs.state import JobState
 from workers.policy.errors import Action, action_for
+from workers.policy.retry import RetryCause
 from workers.resilience.credits import CreditLedger
 from workers.runtime import Runtime
-from workers.stages.common import RetryLater, Scheduler, log, new_token, now
+from workers.stages.common import log, new_token, now, retry
+from workers.stages.steps import Done, Step
 
 Source = Literal["callback", "person"]
 
@@ -33,23 +36,22 @@ ADOPTABLE_FROM: dict[str, frozenset[JobState]] = {
 
 def adopt(
     rt: Runtime,
-    sched: Scheduler,
     job_id: str,
     task_id: str,
     *,
     source: Source = "callback",
     retries: int = 0,
-) -> str:
-    """Re-fetch ``task_id`` and make it the job's task; returns a short outcome label."""
+) -> Step:
+    """Re-fetch ``task_id`` and make it the job's task; returns what comes next."""
     allowed = ADOPTABLE_FROM[source]
     record = rt.store.get(job_id)
     if record is None:
-        return "missing"
+        return Done("missing")
     if record.state is JobState.GENERATING and record.evolink_task_id == task_id:
-        return "already_adopted"
+        return Done("already_adopted")
     if record.state not in allowed:
         log.info("adopt_refused", job_id=job_id, evolink_task_id=task_id, state=record.state)
-        return f"not_adoptable_{record.state.value}"
+        return Done(f"not_adoptable_{record.state.value}")
     try:
         task = rt.api().get_task(task_id)
     except NotFoundError:
@@ -61,16 +63,12 @@ def adopt(
             expect={"callback_task_id": task_id},
             unset=("callback_task_id",),
         )
-        return "task_not_found"
+        return Done("task_not_found")
     except EvolinkError as exc:
         if action_for(exc) is not Action.RETRY:
             log.warning("adopt_failed", job_id=job_id, evolink_task_id=task_id, error=exc.message)
-            return "adopt_failed"
-        raise RetryLater(
-            exc,
-            rt.backoff.delay_s(retries, rt.rng, exc.retry_after_s),
-            max_retries=rt.settings.max_transient_retries,
-        ) from None
+            return Done("adopt_failed")
+        return retry(rt, RetryCause.ADOPT_FAILED, exc, attempt=retries, wait_s=exc.retry_after_s)
 
     new_task = record.evolink_task_id != task_id
     previous = list(record.previous_task_ids)
@@ -97,7 +95,7 @@ def adopt(
         unset=("waiting_reason", "error", "outcome_deadline_at", "callback_task_id"),
     )
     if not applied or moved is None:
-        return "lost_race"
+        return Done("lost_race")
     if credits:
         metrics.credits_reserved(credits)
         CreditLedger(rt.redis, prefix=rt.settings.key_prefix).record(
@@ -113,8 +111,7 @@ def adopt(
     )
     from workers.stages.poll import handle_task_state
 
-    handle_task_state(rt, sched, moved, task, token)
-    return "adopted"
+    return replace(handle_task_state(rt, moved, task, token), label="adopted")
 
 
 def unknown_outcome_error(detail: str, *, waited_s: float | None = None) -> JobError:

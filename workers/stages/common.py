@@ -1,64 +1,46 @@
-"""What stages share: the scheduler seam, the retry signal and job failure."""
+"""What stages share: building a Retry step, job failure, tokens and the clock."""
 
 from __future__ import annotations
 
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Any, Protocol
 
 from workers import metrics
 from workers.failures import record_failure
 from workers.jobs.record import JobError, JobRecord
 from workers.jobs.state import ACTIVE_STATES, JobState
 from workers.logs import get_logger
+from workers.policy.retry import RETRY_RULES, RetryCause, budget, delay_s
 from workers.runtime import Runtime
+from workers.stages.steps import Message, Retry
 
 log = get_logger("nbq.stages")
 
 
-class Scheduler(Protocol):
-    """How a stage starts the next one (Celery in production, a list in tests)."""
-
-    def submit(self, job_id: str, *, countdown_s: float = 0.0) -> None: ...
-
-    def poll(
-        self, job_id: str, token: str, *, countdown_s: float, evolink_task_id: str | None = None
-    ) -> None: ...
-
-    def download(self, job_id: str, *, evolink_task_id: str | None = None) -> None: ...
-
-    def adopt(self, job_id: str, task_id: str, *, source: str = "callback") -> None: ...
-
-
-class RetryLater(Exception):  # noqa: N818 - a signal, not an error
-    """Ask the task wrapper to retry this same task after ``countdown_s``.
-
-    It becomes Celery's ``self.retry(exc=cause)``, so the cause (e.g. a quota error)
-    shows in Flower as a retry with its own exception class. ``kwargs`` replaces the
-    task's keyword arguments (a poll retry carries its new token). ``max_retries=None``
-    retries without bound (quota waits: jobs stay queued, never failed).
-    """
-
-    def __init__(
-        self,
-        cause: BaseException,
-        countdown_s: float,
-        *,
-        max_retries: int | None,
-        kwargs: dict[str, Any] | None = None,
-        on_exhausted: JobError | None = None,
-        fail_from: tuple[JobState, ...] | None = None,
-    ) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
-        self.countdown_s = countdown_s
-        self.max_retries = max_retries
-        self.kwargs = kwargs
-        self.on_exhausted = on_exhausted
-        #: States from which exhaustion may fail the job (the stage's own); another stage
-        #: that has since moved the job on is never failed from under it.
-        self.fail_from = fail_from
+def retry(
+    rt: Runtime,
+    cause: RetryCause,
+    error: BaseException,
+    *,
+    attempt: int,
+    wait_s: float | None = None,
+    on_exhausted: JobError | None = None,
+    again: Message | None = None,
+) -> Retry:
+    """The ``Retry`` step for ``cause``: budget, delay and fail-from come from the one
+    retry table (``workers.policy.retry``)."""
+    rule = RETRY_RULES[cause]
+    return Retry(
+        cause=cause,
+        error=error,
+        after_s=delay_s(rule, attempt=attempt, backoff=rt.backoff, rng=rt.rng, wait_s=wait_s),
+        budget=budget(rule, transient_retries=rt.settings.max_transient_retries),
+        spends_budget=rule.spends_budget,
+        on_exhausted=on_exhausted,
+        fail_from=rule.fail_from,
+        again=again,
+    )
 
 
 def new_token() -> str:

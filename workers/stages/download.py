@@ -11,8 +11,11 @@ from workers.errors import PipelineError
 from workers.evolink.results import open_result
 from workers.jobs.record import JobError, JobRecord, StoredObject
 from workers.jobs.state import JobState
+from workers.policy.errors import Action, action_for
+from workers.policy.retry import RetryCause
 from workers.runtime import Runtime
-from workers.stages.common import RetryLater, Scheduler, error_from, fail_job, log, now
+from workers.stages.common import error_from, fail_job, log, now, retry
+from workers.stages.steps import Done, Fail, Step
 from workers.storage.manifest import build_manifest, manifest_key, object_key_stem, object_metadata
 
 
@@ -22,9 +25,8 @@ def download(
     *,
     retries: int = 0,
     evolink_task_id: str | None = None,
-    sched: Scheduler | None = None,
-) -> str:
-    """Run the download stage once; returns a short outcome label.
+) -> Step:
+    """Run the download stage once; returns what comes next (its label names the outcome).
 
     ``evolink_task_id`` (carried by the message) lets a download whose job record vanished
     rescue the paid task through a fresh poll (the result links died with the record).
@@ -33,13 +35,13 @@ def download(
     if record is None:
         from workers.stages.rescue import report_lost, rescue
 
-        if evolink_task_id and sched is not None:
-            return rescue(rt, sched, job_id, evolink_task_id, via="download")
+        if evolink_task_id:
+            return rescue(rt, job_id, evolink_task_id, via="download")
         return report_lost(rt, job_id, stage="download")
     if record.is_terminal:
-        return "gone"
+        return Done("gone")
     if record.state is not JobState.DOWNLOADING:
-        return f"stale_{record.state.value}"
+        return Done(f"stale_{record.state.value}")
     try:
         objects = _store_results(rt, record)
         record = record.model_copy(update={"objects": objects})
@@ -47,9 +49,9 @@ def download(
             manifest_key(rt.settings.s3_prefix, job_id), build_manifest(record, objects)
         )
     except PipelineError as exc:
-        if not exc.retryable:
+        if action_for(exc) is not Action.RETRY:
             fail_job(rt, job_id, error_from(exc), from_states=(JobState.DOWNLOADING,))
-            return f"failed_{exc.reason}"
+            return Fail(f"failed_{exc.reason}")
         log.warning(
             "download_retry",
             job_id=job_id,
@@ -58,15 +60,15 @@ def download(
             error_message=str(exc),
             retries=retries,
         )
-        raise RetryLater(
+        return retry(
+            rt,
+            RetryCause.DOWNLOAD_FAILED,
             exc,
-            rt.backoff.delay_s(retries, rt.rng),
-            max_retries=rt.settings.max_transient_retries,
-            fail_from=(JobState.DOWNLOADING,),
+            attempt=retries,
             on_exhausted=JobError(
                 code=exc.reason, retryable=True, message=f"download kept failing: {exc}"
             ),
-        ) from exc
+        )
 
     stored, applied = rt.store.transition(
         job_id,
@@ -76,7 +78,7 @@ def download(
         unset=("result_urls",),
     )
     if not applied or stored is None:
-        return "stale_on_store"
+        return Done("stale_on_store")
     queued_at = stored.state_times.get(JobState.QUEUED.value, stored.created_at)
     metrics.enqueue_to_stored(now() - queued_at)
     log.info(
@@ -86,7 +88,7 @@ def download(
         objects=len(objects),
         bytes=sum(o.size for o in objects),
     )
-    return "stored"
+    return Done("stored")
 
 
 def _store_results(rt: Runtime, record: JobRecord) -> list[StoredObject]:

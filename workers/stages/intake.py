@@ -1,7 +1,10 @@
 """Intake: validate a request and create its job record (idempotent on ``job_id``).
 
-Producers call this before sending ``nbq.generate``; the task calls it again, so a
-message sent by another service with ``send_task`` gets the same checks and record.
+Producers call this with the model they validated (no second check) before sending
+``nbq.generate``; the task calls it again, which finds the producer's record and checks
+nothing, so a request is validated once: a message sent by another service with
+``send_task`` (no record yet) is validated here, once. The record keeps the request's API
+JSON, which the submit stage sends as is.
 """
 
 from __future__ import annotations

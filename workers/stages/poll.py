@@ -19,20 +19,21 @@ from workers.evolink.models import Task, TaskStatus
 from workers.jobs.record import JobError, JobRecord
 from workers.jobs.state import JobState
 from workers.policy.errors import Action, action_for
+from workers.policy.retry import RetryCause
 from workers.runtime import Runtime
-from workers.stages.common import RetryLater, Scheduler, error_from, fail_job, log, new_token, now
+from workers.stages.common import error_from, fail_job, log, new_token, now, retry
+from workers.stages.steps import Done, Download, Fail, Poll, Step, Submit
 
 
 def poll(
     rt: Runtime,
-    sched: Scheduler,
     job_id: str,
     token: str,
     *,
     retries: int = 0,
     evolink_task_id: str | None = None,
-) -> str:
-    """Run the poll stage once; returns a short outcome label.
+) -> Step:
+    """Run the poll stage once; returns what comes next (its label names the outcome).
 
     ``evolink_task_id`` (carried by the message) lets a poll whose job record vanished
     rescue the paid task (workers/stages/rescue.py).
@@ -49,14 +50,14 @@ def poll(
         from workers.stages.rescue import report_lost, rescue
 
         if evolink_task_id:
-            return rescue(rt, sched, job_id, evolink_task_id, via="poll")
+            return rescue(rt, job_id, evolink_task_id, via="poll")
         return report_lost(rt, job_id, stage="poll")
     if record.is_terminal:
-        return "gone"
+        return Done("gone")
     if record.state is not JobState.GENERATING:
-        return f"stale_{record.state.value}"
+        return Done(f"stale_{record.state.value}")
     if not won:
-        return "stale_token"
+        return Done("stale_token")
     task_id = record.evolink_task_id
     assert task_id is not None  # set by the same transition that entered generating
 
@@ -73,23 +74,20 @@ def poll(
             from_states=(JobState.GENERATING,),
             expect={"poll_token": next_token},
         )
-        return "deadline_exceeded"
+        return Fail("deadline_exceeded")
 
     wait_s = rt.limiter.acquire("query")
     if wait_s > 0:
-        _schedule_next(rt, sched, record, next_token, wait_s)
-        return "deferred_rate_limit"
+        return _schedule_next(rt, record, next_token, wait_s)
 
     try:
         task = rt.api().get_task(task_id)
     except EvolinkError as exc:
         return _query_failed(rt, record, next_token, exc, retries=retries)
-    return handle_task_state(rt, sched, record, task, next_token)
+    return handle_task_state(rt, record, task, next_token)
 
 
-def handle_task_state(
-    rt: Runtime, sched: Scheduler, record: JobRecord, task: Task, next_token: str
-) -> str:
+def handle_task_state(rt: Runtime, record: JobRecord, task: Task, next_token: str) -> Step:
     """Act on a fresh task object (from a poll, or a re-fetch after a callback)."""
     job_id = record.job_id
     if task.status is TaskStatus.COMPLETED:
@@ -97,7 +95,6 @@ def handle_task_state(
         if not urls:
             return _task_failed(
                 rt,
-                sched,
                 record,
                 TaskFailedError("generation_failed_no_content", "completed without any result"),
                 next_token,
@@ -112,7 +109,7 @@ def handle_task_state(
             unset=("poll_token", "next_poll_at"),
         )
         if not applied or moved is None:
-            return "stale_on_complete"
+            return Done("stale_on_complete")
         metrics.polls_per_job(moved.polls)
         log.info(
             "task_completed",
@@ -121,13 +118,11 @@ def handle_task_state(
             polls=moved.polls,
             results=len(urls),
         )
-        sched.download(job_id, evolink_task_id=task.id)
-        return "completed"
+        return Download(job_id, evolink_task_id=task.id, label="completed")
     if task.status is TaskStatus.FAILED:
         error = task.error
         return _task_failed(
             rt,
-            sched,
             record,
             TaskFailedError(
                 error.code if error else "unknown_error", error.message if error else ""
@@ -142,7 +137,7 @@ def handle_task_state(
             expect={"poll_token": next_token},
             incr={"polls": 1},
         )
-        return "cancelled_upstream"
+        return Done("cancelled_upstream")
 
     elapsed_s = now() - (record.state_times.get(JobState.GENERATING.value) or now())
     countdown_s = rt.schedule.next_countdown_s(
@@ -159,7 +154,7 @@ def handle_task_state(
         incr={"polls": 1},
     )
     if not still_ours:
-        return "stale_token"  # a newer poll (a callback's) took over the chain
+        return Done("stale_token")  # a newer poll (a callback's) took over the chain
     log.info(
         "still_generating",
         job_id=job_id,
@@ -168,26 +163,28 @@ def handle_task_state(
         progress=task.progress,
         next_poll_in_s=round(countdown_s, 3),
     )
-    sched.poll(job_id, next_token, countdown_s=countdown_s, evolink_task_id=task.id)
-    return "rescheduled"
+    return Poll(
+        job_id, next_token, after_s=countdown_s, evolink_task_id=task.id, label="rescheduled"
+    )
 
 
-def _schedule_next(
-    rt: Runtime, sched: Scheduler, record: JobRecord, token: str, countdown_s: float
-) -> None:
+def _schedule_next(rt: Runtime, record: JobRecord, token: str, countdown_s: float) -> Step:
+    """Poll again later (the query limiter said wait)."""
     rt.store.update(
         record.job_id,
         in_states={JobState.GENERATING},
         set_fields={"next_poll_at": now() + countdown_s},
     )
-    sched.poll(
-        record.job_id, token, countdown_s=countdown_s, evolink_task_id=record.evolink_task_id
+    return Poll(
+        record.job_id,
+        token,
+        after_s=countdown_s,
+        evolink_task_id=record.evolink_task_id,
+        label="deferred_rate_limit",
     )
 
 
-def _task_failed(
-    rt: Runtime, sched: Scheduler, record: JobRecord, exc: TaskFailedError, token: str
-) -> str:
+def _task_failed(rt: Runtime, record: JobRecord, exc: TaskFailedError, token: str) -> Step:
     job_id = record.job_id
     code = exc.code or "unknown_error"
     action = action_for(exc)
@@ -219,14 +216,13 @@ def _task_failed(
                 code=code,
                 create_seq=record.create_seq + 1,
             )
-            sched.submit(job_id)
-            return "recreate"
-        return "stale_on_fail"
+            return Submit(job_id, label="recreate")
+        return Done("stale_on_fail")
     _, ours = rt.store.update(
         job_id, in_states={JobState.GENERATING}, expect={"poll_token": token}, incr={"polls": 1}
     )
     if not ours:
-        return "stale_on_fail"
+        return Done("stale_on_fail")
     fail_job(
         rt,
         job_id,
@@ -238,12 +234,12 @@ def _task_failed(
         from_states=(JobState.GENERATING,),
         expect={"poll_token": token},
     )
-    return "failed"
+    return Fail()
 
 
 def _query_failed(
     rt: Runtime, record: JobRecord, token: str, exc: EvolinkError, *, retries: int
-) -> str:
+) -> Step:
     job_id = record.job_id
     action = action_for(exc)
     log.warning(
@@ -263,21 +259,18 @@ def _query_failed(
             from_states=(JobState.GENERATING,),
             expect={"poll_token": token},
         )
-        return "failed"
+        return Fail()
     if isinstance(exc, UnauthorizedError):
         rt.breaker.trip(kind="unauthorized", code=exc.code, message=exc.message)
     if isinstance(exc, RateLimitedError):
         rt.limiter.penalise("query", exc.retry_after_s)
-    delay_s = rt.backoff.delay_s(retries, rt.rng, exc.retry_after_s)
-    rt.store.update(
-        job_id, in_states={JobState.GENERATING}, set_fields={"next_poll_at": now() + delay_s}
-    )
-    raise RetryLater(
+    step = retry(
+        rt,
+        RetryCause.QUERY_FAILED,
         exc,
-        delay_s,
-        max_retries=rt.settings.max_transient_retries,
-        fail_from=(JobState.GENERATING,),
-        kwargs={"job_id": job_id, "token": token, "evolink_task_id": record.evolink_task_id},
+        attempt=retries,
+        wait_s=exc.retry_after_s,
+        again=Poll(job_id, token, evolink_task_id=record.evolink_task_id),
         on_exhausted=JobError(
             code="api_unavailable",
             retryable=True,
@@ -287,3 +280,8 @@ def _query_failed(
             ),
         ),
     )
+    delay_s = step.after_s
+    rt.store.update(
+        job_id, in_states={JobState.GENERATING}, set_fields={"next_poll_at": now() + delay_s}
+    )
+    return step

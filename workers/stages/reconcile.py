@@ -20,10 +20,11 @@ from workers.brokers import broker_kind
 from workers.contract import ALL_QUEUES, QUEUE_DOWNLOAD, QUEUE_SUBMIT
 from workers.jobs.state import ACTIVE_STATES, JobState
 from workers.logs import get_logger
+from workers.policy.retry import MAX_QUOTA_WAIT_S
 from workers.resilience.breaker import _text
 from workers.runtime import Runtime
-from workers.stages.common import Scheduler, new_token, now
-from workers.stages.submit import MAX_QUOTA_WAIT_S
+from workers.stages.common import new_token, now
+from workers.stages.steps import Adopt, Download, Poll, Send, Submit
 
 log = get_logger("nbq.reconcile")
 
@@ -58,7 +59,8 @@ class ReconcileReport:
         )
 
 
-def reconcile_once(rt: Runtime, sched: Scheduler) -> ReconcileReport:
+def reconcile_once(rt: Runtime, send: Send) -> ReconcileReport:
+    """One pass: each re-drive is a claim on the record, then a step ``send`` dispatches."""
     report = ReconcileReport()
     rt.epoch().maybe_check()  # an idle worker still notices a flushed store
     stuck_after_s = rt.settings.stuck_after_s
@@ -87,7 +89,7 @@ def reconcile_once(rt: Runtime, sched: Scheduler) -> ReconcileReport:
     queued_cutoff = idle_cutoff(QUEUE_SUBMIT, queued_idle_s)
     for job_id in rt.store.ids_in_state(JobState.QUEUED, updated_before=queued_cutoff, limit=BATCH):
         if _touch(rt, job_id, JobState.QUEUED) is not None:
-            sched.submit(job_id)
+            send(Submit(job_id))
             report.requeued_submits.append(job_id)
 
     # Submitting and idle: the submit worker died mid-create (its message was acked early).
@@ -107,7 +109,7 @@ def reconcile_once(rt: Runtime, sched: Scheduler) -> ReconcileReport:
             },
         )
         if applied:
-            sched.submit(job_id)
+            send(Submit(job_id))
             report.recovered_submitting.append(job_id)
 
     # Generating with no poll due for a long time: the poll chain was lost.
@@ -128,11 +130,11 @@ def reconcile_once(rt: Runtime, sched: Scheduler) -> ReconcileReport:
             set_fields={"poll_token": token, "next_poll_at": now()},
         )
         if applied:
-            sched.poll(job_id, token, countdown_s=0.0, evolink_task_id=record.evolink_task_id)
+            send(Poll(job_id, token, evolink_task_id=record.evolink_task_id))
             report.repolled.append(job_id)
 
     _reconcile_unknown_outcomes(
-        rt, sched, report, now() - min(stuck_after_s, rt.settings.outcome_unknown_wait_s)
+        rt, send, report, now() - min(stuck_after_s, rt.settings.outcome_unknown_wait_s)
     )
 
     # Downloading and idle longer than a download may take: the download was lost.
@@ -144,7 +146,7 @@ def reconcile_once(rt: Runtime, sched: Scheduler) -> ReconcileReport:
     ):
         task_id = _touch(rt, job_id, JobState.DOWNLOADING)
         if task_id is not None:
-            sched.download(job_id, evolink_task_id=task_id or None)
+            send(Download(job_id, evolink_task_id=task_id or None))
             report.redownloaded.append(job_id)
 
     if report.total:
@@ -168,7 +170,7 @@ def _create_was_sent(raw: dict[str, str]) -> bool:
 
 
 def _reconcile_unknown_outcomes(
-    rt: Runtime, sched: Scheduler, report: ReconcileReport, cutoff: float
+    rt: Runtime, send: Send, report: ReconcileReport, cutoff: float
 ) -> None:
     """``outcome_unknown`` jobs: fail those past their deadline (no callback came); re-send
     a lost adoption of a task a callback already named. Never calls the API."""
@@ -196,7 +198,7 @@ def _reconcile_unknown_outcomes(
             if failed is not None:
                 report.unknown_expired.append(job_id)
         elif record.callback_task_id and _touch(rt, job_id, JobState.OUTCOME_UNKNOWN):
-            sched.adopt(job_id, record.callback_task_id, source="callback")
+            send(Adopt(job_id, record.callback_task_id, source="callback"))
             report.readopted.append(job_id)
 
 

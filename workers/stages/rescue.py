@@ -23,24 +23,27 @@ record (``record_lost``) is written so ``nbq status`` answers.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from workers import metrics
 from workers.errors import PipelineError
 from workers.jobs.record import JobError, JobRecord
 from workers.jobs.state import JobState
 from workers.runtime import Runtime
-from workers.stages.common import Scheduler, log, new_token, now
+from workers.stages.common import log, new_token, now
+from workers.stages.steps import Done, Step
 from workers.storage.manifest import manifest_key
 
 #: Error code of a job whose record vanished before anything could finish it.
 RECORD_LOST = "record_lost"
 
 
-def rescue(rt: Runtime, sched: Scheduler, job_id: str, task_id: str, *, via: str) -> str:
-    """Re-record ``job_id`` from its task id and poll it; returns an outcome label."""
+def rescue(rt: Runtime, job_id: str, task_id: str, *, via: str) -> Step:
+    """Re-record ``job_id`` from its task id and poll it; returns the poll's next step."""
     rt.epoch().check_now()  # a vanished record is the moment a reset shows: report it
     if _manifest_exists(rt, job_id):
         log.info("rescue_not_needed", job_id=job_id, evolink_task_id=task_id, via=via)
-        return "gone_stored"
+        return Done("gone_stored")
     token = new_token()
     at = now()
     minimal = JobRecord(
@@ -54,7 +57,7 @@ def rescue(rt: Runtime, sched: Scheduler, job_id: str, task_id: str, *, via: str
     )
     _, created = rt.store.create(minimal)
     if not created:
-        return "rescue_lost_race"  # another message rescued it (or the record is back)
+        return Done("rescue_lost_race")  # another message rescued it (or the record is back)
     metrics.job_rescued(via)
     log.error(
         "job_rescued",
@@ -66,17 +69,17 @@ def rescue(rt: Runtime, sched: Scheduler, job_id: str, task_id: str, *, via: str
     )
     from workers.stages.poll import poll
 
-    outcome = poll(rt, sched, job_id, token)
-    return f"rescued_{outcome}"
+    step = poll(rt, job_id, token)
+    return replace(step, label=f"rescued_{step.label}")
 
 
 def report_lost(
     rt: Runtime, job_id: str, *, stage: str, request: dict[str, object] | None = None
-) -> str:
+) -> Done:
     """Say loudly that ``job_id`` vanished and cannot be finished; record it as failed."""
     rt.epoch().check_now()
     if stage != "submit" and _manifest_exists(rt, job_id):
-        return "gone_stored"  # the record expired after retention; the manifest holds it
+        return Done("gone_stored")  # the record expired after retention; the manifest holds it
     paid = "nothing was paid (no API task yet)" if stage == "submit" else "an old message"
     failed = JobRecord(
         job_id=job_id,
@@ -94,7 +97,7 @@ def report_lost(
         metrics.job_lost(stage)
         metrics.job_failed(RECORD_LOST)
         log.error("job_lost", job_id=job_id, stage=stage, detail=paid)
-    return "lost"
+    return Done("lost")
 
 
 def _manifest_exists(rt: Runtime, job_id: str) -> bool:

@@ -11,16 +11,14 @@ from datetime import UTC, datetime
 
 from workers import metrics
 from workers.evolink.errors import EvolinkError, QuotaExceededError, RateLimitedError
-from workers.evolink.models import GenerationRequest
 from workers.jobs.record import JobError, JobRecord
 from workers.jobs.state import JobState
 from workers.policy.errors import Action, action_for
+from workers.policy.retry import RetryCause
 from workers.resilience.credits import CreditLedger
 from workers.runtime import Runtime
-from workers.stages.common import RetryLater, Scheduler, error_from, fail_job, log, new_token, now
-
-#: Longest single wait of a queued job on the breaker (a hop, re-checked after).
-MAX_QUOTA_WAIT_S = 300.0
+from workers.stages.common import error_from, fail_job, log, new_token, now, retry
+from workers.stages.steps import Adopt, Done, Fail, Poll, Step, Submit
 
 
 class QuotaBreakerOpenError(Exception):
@@ -38,13 +36,12 @@ def idempotency_key(record: JobRecord) -> str:
 
 def submit(
     rt: Runtime,
-    sched: Scheduler,
     job_id: str,
     *,
     retries: int = 0,
     record: JobRecord | None = None,
-) -> str:
-    """Run the submit stage once; returns a short outcome label (for logs and tests).
+) -> Step:
+    """Run the submit stage once; returns what comes next (its label names the outcome).
 
     ``record`` is the job as the caller just read or wrote it (``nbq.generate``'s intake),
     saving a read; the claim below re-checks the state atomically either way.
@@ -58,22 +55,21 @@ def submit(
 
         return report_lost(rt, job_id, stage="submit")
     if record.is_terminal:
-        return "terminal"
+        return Done("terminal")
     if record.state is JobState.GENERATING and record.evolink_task_id:
         # A redelivered or duplicated submit: the task exists, go straight to polling.
-        sched.poll(
+        return Poll(
             job_id,
             record.poll_token or "",
-            countdown_s=0.0,
             evolink_task_id=record.evolink_task_id,
+            label="already_submitted",
         )
-        return "already_submitted"
     if record.state is not JobState.QUEUED:
-        return f"busy_{record.state.value}"
+        return Done(f"busy_{record.state.value}")
 
     gate = _wait_before_create(rt, record)
     if gate is not None:
-        return _defer(rt, sched, record, *gate)
+        return _defer(rt, record, *gate, retries=retries)
 
     # The claim also says "a create was sent" before the request leaves: a worker killed
     # between send and answer leaves that mark, and whoever finds the job next (the
@@ -86,8 +82,8 @@ def submit(
         incr={"attempts": 1},
     )
     if not won or claimed is None:
-        return "lost_race"
-    return _create(rt, sched, claimed, retries=retries)
+        return Done("lost_race")
+    return _create(rt, claimed, retries=retries)
 
 
 def _wait_before_create(rt: Runtime, record: JobRecord) -> tuple[str, float] | None:
@@ -114,12 +110,11 @@ def _wait_before_create(rt: Runtime, record: JobRecord) -> tuple[str, float] | N
     return None
 
 
-def _defer(rt: Runtime, sched: Scheduler, record: JobRecord, reason: str, wait_s: float) -> str:
+def _defer(rt: Runtime, record: JobRecord, reason: str, wait_s: float, *, retries: int) -> Step:
     job_id = record.job_id
     if reason == "outcome_unknown":
         return hold_unknown_outcome(
             rt,
-            sched,
             record,
             from_state=JobState.QUEUED,
             detail=record.waiting_reason or "an earlier create got no answer",
@@ -138,10 +133,9 @@ def _defer(rt: Runtime, sched: Scheduler, record: JobRecord, reason: str, wait_s
                 f"quota breaker open since {_utc(status.since)}: {status.code} {status.message}"
             )
         )
-        raise RetryLater(cause, min(max(wait_s, 1.0), MAX_QUOTA_WAIT_S), max_retries=None)
+        return retry(rt, RetryCause.BREAKER_OPEN, cause, attempt=retries, wait_s=wait_s)
     rt.store.update(job_id, in_states={JobState.QUEUED}, set_fields={"waiting_reason": reason})
-    sched.submit(job_id, countdown_s=wait_s)
-    return f"deferred_{reason}"
+    return Submit(job_id, after_s=wait_s, label=f"deferred_{reason}")
 
 
 def _already_recorded(current: JobRecord | None, task_id: str, token: str) -> bool:
@@ -153,15 +147,17 @@ def _already_recorded(current: JobRecord | None, task_id: str, token: str) -> bo
     )
 
 
-def _create(rt: Runtime, sched: Scheduler, record: JobRecord, *, retries: int) -> str:
+def _create(rt: Runtime, record: JobRecord, *, retries: int) -> Step:
     job_id = record.job_id
-    request = GenerationRequest.model_validate(record.request)
     try:
+        # The record holds the request's API JSON, validated once at intake: sent as is.
         task = rt.api().create_task(
-            request, idempotency_key=idempotency_key(record), callback_url=_callback_url(rt, record)
+            record.request,
+            idempotency_key=idempotency_key(record),
+            callback_url=_callback_url(rt, record),
         )
     except EvolinkError as exc:
-        return _create_failed(rt, sched, record, exc, retries=retries)
+        return _create_failed(rt, record, exc, retries=retries)
 
     if rt.breaker.last_was_probe and rt.breaker.close():
         log.warning("quota_breaker_closed", job_id=job_id, evolink_task_id=task.id)
@@ -199,7 +195,7 @@ def _create(rt: Runtime, sched: Scheduler, record: JobRecord, *, retries: int) -
             # The record vanished while the create was in flight: the task is paid, rescue.
             from workers.stages.rescue import rescue
 
-            return rescue(rt, sched, job_id, task.id, via="submit")
+            return rescue(rt, job_id, task.id, via="submit")
         # Cancelled while the create was in flight: the task exists (and was paid) but
         # nobody wants it. The record still says so, for the credits report.
         gone, _ = rt.store.update(
@@ -213,7 +209,7 @@ def _create(rt: Runtime, sched: Scheduler, record: JobRecord, *, retries: int) -
                 gone.state.value, credits
             )
         log.warning("created_for_gone_job", job_id=job_id, evolink_task_id=task.id)
-        return "created_but_job_moved"
+        return Done("created_but_job_moved")
     log.info(
         "task_created",
         job_id=job_id,
@@ -221,13 +217,10 @@ def _create(rt: Runtime, sched: Scheduler, record: JobRecord, *, retries: int) -
         estimated_time_s=estimated,
         first_poll_in_s=round(countdown_s, 3),
     )
-    sched.poll(job_id, token, countdown_s=countdown_s, evolink_task_id=task.id)
-    return "created"
+    return Poll(job_id, token, after_s=countdown_s, evolink_task_id=task.id, label="created")
 
 
-def _create_failed(
-    rt: Runtime, sched: Scheduler, record: JobRecord, exc: EvolinkError, *, retries: int
-) -> str:
+def _create_failed(rt: Runtime, record: JobRecord, exc: EvolinkError, *, retries: int) -> Step:
     job_id = record.job_id
     action = action_for(exc, during_create=True)
     log.warning(
@@ -239,13 +232,11 @@ def _create_failed(
         action=action.value,
     )
     if action is Action.OUTCOME_UNKNOWN and not may_resend_unknown(rt):
-        return hold_unknown_outcome(
-            rt, sched, record, from_state=JobState.SUBMITTING, detail=exc.message
-        )
+        return hold_unknown_outcome(rt, record, from_state=JobState.SUBMITTING, detail=exc.message)
     if action is Action.FAIL:
         rt.store.update(job_id, in_states={JobState.SUBMITTING}, set_fields={"create_sent": False})
         fail_job(rt, job_id, error_from(exc, code=exc.code if exc.status_code == 400 else None))
-        return "failed"
+        return Fail()
 
     # Every other answer says no task was made (or, resending an unknown one under the
     # operator's chosen policy, records that it is unknown).
@@ -260,7 +251,7 @@ def _create_failed(
         assert isinstance(exc, QuotaExceededError)
         rt.breaker.trip(kind="quota", code=exc.code, message=exc.message, daily=exc.is_daily_limit)
         _, wait_s = rt.breaker.may_submit()
-        raise RetryLater(exc, min(max(wait_s, 1.0), MAX_QUOTA_WAIT_S), max_retries=None)
+        return retry(rt, RetryCause.QUOTA_EXCEEDED, exc, attempt=retries, wait_s=wait_s)
     if action is Action.STOP_AND_ALERT:
         rt.breaker.trip(kind="unauthorized", code=exc.code, message=exc.message)
         log.error(
@@ -268,15 +259,15 @@ def _create_failed(
             job_id=job_id,
             message="submissions paused: fix NBQ_EVOLINK_API_KEY, then run `nbq quota --reset`",
         )
-        raise RetryLater(exc, MAX_QUOTA_WAIT_S / 5, max_retries=None)
+        return retry(rt, RetryCause.KEY_REJECTED, exc, attempt=retries)
     if isinstance(exc, RateLimitedError):
         rt.limiter.penalise("create", exc.retry_after_s)
-    delay_s = rt.backoff.delay_s(retries, rt.rng, exc.retry_after_s)
-    raise RetryLater(
+    return retry(
+        rt,
+        RetryCause.CREATE_FAILED,
         exc,
-        delay_s,
-        max_retries=rt.settings.max_transient_retries,
-        fail_from=(JobState.QUEUED,),
+        attempt=retries,
+        wait_s=exc.retry_after_s,
         on_exhausted=JobError(
             code="api_unavailable",
             retryable=True,
@@ -291,8 +282,8 @@ def may_resend_unknown(rt: Runtime) -> bool:
 
 
 def hold_unknown_outcome(
-    rt: Runtime, sched: Scheduler, record: JobRecord, *, from_state: JobState, detail: str
-) -> str:
+    rt: Runtime, record: JobRecord, *, from_state: JobState, detail: str
+) -> Step:
     """Never resend: wait for the task's callback if callbacks are on, else fail the job.
 
     A callback that already came while the job could not take it (``callback_task_id``)
@@ -306,7 +297,7 @@ def hold_unknown_outcome(
         failed = fail_job(rt, job_id, unknown_outcome_error(detail), from_states=(from_state,))
         if failed is not None:
             rt.store.update(job_id, in_states={JobState.FAILED}, set_fields={"create_sent": False})
-        return "failed_outcome_unknown"
+        return Fail("failed_outcome_unknown")
     wait_s = rt.settings.outcome_unknown_wait_s
     until = now() + wait_s
     held, applied = rt.store.transition(
@@ -324,7 +315,7 @@ def hold_unknown_outcome(
         },
     )
     if not applied or held is None:
-        return "lost_race"
+        return Done("lost_race")
     log.warning(
         "create_outcome_unknown",
         job_id=job_id,
@@ -333,9 +324,8 @@ def hold_unknown_outcome(
         detail=detail[:200],
     )
     if held.callback_task_id:
-        sched.adopt(job_id, held.callback_task_id, source="callback")
-        return "adopting"
-    return "waiting_outcome_unknown"
+        return Adopt(job_id, held.callback_task_id, source="callback", label="adopting")
+    return Done("waiting_outcome_unknown")
 
 
 def _utc(epoch_s: float | None) -> str:

@@ -1,4 +1,8 @@
-"""The task base: turns a stage's RetryLater into a Celery retry and ends exhausted jobs.
+"""The task base: executes the step a stage returns, and ends exhausted jobs.
+
+A message step goes to the dispatcher (``workers.dispatch``); a ``Retry`` becomes
+Celery's ``self.retry`` with its cause, budget and delay from the retry table
+(``workers.policy.retry``); ``Done``/``Fail`` end the run with their label.
 
 A run that moved its job to ``failed`` ends in Celery FAILURE with the reason's
 exception class (``workers.failures``): Flower's Failed count and filter show failed
@@ -17,55 +21,24 @@ from celery import Task
 
 from workers import failures, metrics
 from workers.app import app
-from workers.contract import TASK_ADOPT, TASK_DOWNLOAD, TASK_POLL, TASK_SUBMIT
+from workers.dispatch import Dispatcher, envelope
 from workers.jobs.state import ACTIVE_STATES
+from workers.policy.retry import RetryCause
 from workers.runtime import get_runtime
-from workers.stages.common import RetryLater, fail_job, log
+from workers.stages.common import fail_job, log, retry
+from workers.stages.steps import Done, Fail, Retry, Step
 
 #: The job store (not the API) failing: retried without bound, never acked away.
 STORE_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)
 
 
-def capped_countdown(countdown_s: float | None) -> float | None:
-    """No message of ours waits longer than NBQ_MAX_COUNTDOWN_S (a Retry-After of hours
-    included): the consumer guard refuses ETAs beyond it, and waking early is harmless
-    (the breaker, limiter and poll schedule re-check and wait again)."""
-    if not countdown_s:
-        return None
-    return min(countdown_s, get_runtime().settings.max_countdown_s)
-
-
-class CeleryScheduler:
-    """Starts the next stage by name, so any worker pool may pick it up."""
-
-    def submit(self, job_id: str, *, countdown_s: float = 0.0) -> None:
-        app.send_task(
-            TASK_SUBMIT, kwargs={"job_id": job_id}, countdown=capped_countdown(countdown_s)
-        )
-
-    def poll(
-        self, job_id: str, token: str, *, countdown_s: float, evolink_task_id: str | None = None
-    ) -> None:
-        kwargs: dict[str, Any] = {"job_id": job_id, "token": token}
-        if evolink_task_id:
-            kwargs["evolink_task_id"] = evolink_task_id  # lets a vanished job be rescued
-        app.send_task(TASK_POLL, kwargs=kwargs, countdown=capped_countdown(countdown_s))
-
-    def download(self, job_id: str, *, evolink_task_id: str | None = None) -> None:
-        kwargs: dict[str, Any] = {"job_id": job_id}
-        if evolink_task_id:
-            kwargs["evolink_task_id"] = evolink_task_id
-        app.send_task(TASK_DOWNLOAD, kwargs=kwargs)
-
-    def adopt(self, job_id: str, task_id: str, *, source: str = "callback") -> None:
-        app.send_task(TASK_ADOPT, kwargs={"job_id": job_id, "task_id": task_id, "source": source})
-
-
-SCHEDULER = CeleryScheduler()
+def dispatcher() -> Dispatcher:
+    """The worker's dispatcher (its app, its runtime's NBQ_MAX_COUNTDOWN_S)."""
+    return Dispatcher.for_settings(app, get_runtime().settings)
 
 
 class StageTask(Task):  # type: ignore[misc]
-    """Runs a stage; a RetryLater becomes ``self.retry`` (visible in Flower)."""
+    """Runs a stage and executes the step it returns (a Retry is ``self.retry``)."""
 
     abstract = True
     max_retries = None
@@ -93,41 +66,49 @@ class StageTask(Task):  # type: ignore[misc]
         Failing the task would ack it, and the message may be all that is left of a paid
         job (its task id) if the store comes back empty; the broker may well be up.
         """
-        rt = get_runtime()
-        delay_s = rt.backoff.delay_s(self.request.retries, rt.rng)
+        step = retry(get_runtime(), RetryCause.STORE_UNREACHABLE, exc, attempt=self.request.retries)
         log.warning(
             "store_unreachable_retry",
             task=self.name,
             job_id=(self.request.kwargs or {}).get("job_id"),
             error=type(exc).__name__,
-            retry_in_s=round(delay_s, 3),
+            retry_in_s=round(step.after_s, 3),
         )
-        return self.retry(exc=exc, countdown=delay_s, max_retries=None)  # type: ignore[no-any-return]
+        return dispatcher().retry(self, step)
 
     def _run_stage(self, func: Any, *args: Any, **kwargs: Any) -> str:
-        try:
-            return str(func(*args, retries=self.request.retries, **kwargs))
-        except RetryLater as signal:
-            limit = signal.max_retries
-            if limit is not None and self.request.retries >= limit:
-                if signal.on_exhausted is None:
-                    raise signal.cause from None
-                failed = fail_job(
-                    get_runtime(),
-                    str(kwargs["job_id"]),
-                    signal.on_exhausted,
-                    from_states=signal.fail_from or ACTIVE_STATES,
-                )
-                # Failed here: __call__ raises the reason's class. Moved on by another
-                # stage meanwhile: nothing failed, the task ends quietly.
-                return "failed_exhausted" if failed is not None else "exhausted_stale"
-            if limit is None:
-                # An unbounded wait (quota breaker) must not spend the transient-retry
-                # budget: the re-sent message counts from 0 again (retry() adds 1).
-                self.request.retries = -1
-            raise self.retry(
-                exc=signal.cause,
-                countdown=min(signal.countdown_s, get_runtime().settings.max_countdown_s),
-                kwargs=signal.kwargs,
-                max_retries=None,
-            ) from None
+        step: Step = func(*args, retries=self.request.retries, **kwargs)
+        return self.execute(step, job_id=str(kwargs.get("job_id", "")))
+
+    def execute(self, step: Step, *, job_id: str) -> str:
+        """Carry out ``step``; returns the run's label (the task result)."""
+        if isinstance(step, Done | Fail):
+            return step.label
+        if isinstance(step, Retry):
+            return self._retry(step, job_id)
+        dispatcher().send(step)
+        return step.label
+
+    def _retry(self, step: Retry, job_id: str) -> str:
+        if step.budget is not None and self.request.retries >= step.budget:
+            if step.on_exhausted is None:
+                raise step.error from None
+            failed = fail_job(
+                get_runtime(),
+                job_id,
+                step.on_exhausted,
+                from_states=step.fail_from or ACTIVE_STATES,
+            )
+            # Failed here: __call__ raises the reason's class. Moved on by another
+            # stage meanwhile: nothing failed, the task ends quietly.
+            return "failed_exhausted" if failed is not None else "exhausted_stale"
+        if step.again is not None and envelope(step.again).task != self.name:
+            # Another stage's code ran inside this task (a rescue polls from submit or
+            # download): its retry is that stage's message, sent later; this task is done.
+            dispatcher().send(step.again, after_s=step.after_s)
+            return step.label
+        if not step.spends_budget:
+            # An unbounded wait (quota breaker) must not spend the transient-retry
+            # budget: the re-sent message counts from 0 again (retry() adds 1).
+            self.request.retries = -1
+        raise dispatcher().retry(self, step) from None

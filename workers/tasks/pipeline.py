@@ -13,7 +13,7 @@ from workers.stages import download as download_stage
 from workers.stages import poll as poll_stage
 from workers.stages import submit as submit_stage
 from workers.stages.intake import intake
-from workers.tasks.base import SCHEDULER, STORE_UNREACHABLE, StageTask
+from workers.tasks.base import STORE_UNREACHABLE, StageTask
 
 
 @app.task(name=TASK_GENERATE, base=StageTask, bind=True)
@@ -36,12 +36,12 @@ def generate_task(
         # Pin the new id: a retry re-sends this message and must find this record, not
         # mint a second job (and a second paid create).
         self.request.kwargs = {**(self.request.kwargs or {}), "job_id": record.job_id}
-    return self.run_stage(submit_stage.submit, rt, SCHEDULER, job_id=record.job_id, record=record)
+    return self.run_stage(submit_stage.submit, rt, job_id=record.job_id, record=record)
 
 
 @app.task(name=TASK_SUBMIT, base=StageTask, bind=True)
 def submit_task(self: StageTask, job_id: str) -> str:
-    return self.run_stage(submit_stage.submit, get_runtime(), SCHEDULER, job_id=job_id)
+    return self.run_stage(submit_stage.submit, get_runtime(), job_id=job_id)
 
 
 @app.task(name=TASK_POLL, base=StageTask, bind=True, acks_late=True, reject_on_worker_lost=True)
@@ -54,7 +54,6 @@ def poll_task(
     return self.run_stage(
         poll_stage.poll,
         get_runtime(),
-        SCHEDULER,
         job_id=job_id,
         token=token,
         evolink_task_id=evolink_task_id,
@@ -68,7 +67,6 @@ def download_task(self: StageTask, job_id: str, evolink_task_id: str | None = No
         get_runtime(),
         job_id=job_id,
         evolink_task_id=evolink_task_id,
-        sched=SCHEDULER,
     )
 
 
@@ -77,5 +75,5 @@ def adopt_task(self: StageTask, job_id: str, task_id: str, source: str = "callba
     """Re-fetch a task a callback or a person named and make it the job's (state-guarded)."""
     kind: adopt_stage.Source = "person" if source == "person" else "callback"
     return self.run_stage(
-        adopt_stage.adopt, get_runtime(), SCHEDULER, job_id=job_id, task_id=task_id, source=kind
+        adopt_stage.adopt, get_runtime(), job_id=job_id, task_id=task_id, source=kind
     )

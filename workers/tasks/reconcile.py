@@ -13,7 +13,7 @@ from workers.contract import TASK_RECONCILE
 from workers.logs import get_logger
 from workers.runtime import get_runtime
 from workers.stages.reconcile import reconcile_once
-from workers.tasks.base import SCHEDULER
+from workers.tasks.base import dispatcher
 
 log = get_logger("nbq.reconcile")
 _stop = threading.Event()
@@ -22,7 +22,7 @@ _stop = threading.Event()
 @app.task(name=TASK_RECONCILE)
 def reconcile_task() -> int:
     """One pass; returns how many jobs were re-driven."""
-    return reconcile_once(get_runtime(), SCHEDULER).total
+    return reconcile_once(get_runtime(), dispatcher().send).total
 
 
 def reconcile_forever(interval_s: float, stop: threading.Event | None = None) -> None:
@@ -30,7 +30,7 @@ def reconcile_forever(interval_s: float, stop: threading.Event | None = None) ->
     stop = stop or _stop
     while not stop.is_set():
         try:
-            reconcile_once(get_runtime(), SCHEDULER)
+            reconcile_once(get_runtime(), dispatcher().send)
         except Exception as exc:
             log.warning("reconcile_pass_failed", error=type(exc).__name__, detail=str(exc))
         stop.wait(interval_s)

@@ -1,6 +1,6 @@
 """Stage functions on real parts without Celery: a test-owned Redis, the emulator, and S3.
 
-``RecordingScheduler`` stands in for Celery: it records what a stage would start next,
+Stages return their next step instead of sending it; ``StepLog`` records those steps,
 so a test drives the pipeline by hand, one stage call at a time.
 """
 
@@ -22,40 +22,52 @@ from workers.runtime import Runtime
 from workers.settings import Settings
 from workers.stages import submit as submit_stage
 from workers.stages.intake import intake
+from workers.stages.steps import Adopt, Download, Poll, Step, Submit
 
 
 @dataclass
-class RecordingScheduler:
-    """Every next stage a stage asked for, in order: ``("poll", job_id, token)`` etc."""
+class StepLog:
+    """Every step the stages returned, in order. Calling it with a step records the step
+    and answers its label: ``steps(submit(rt, job_id)) == "created"``; it is also the
+    ``send`` the reconciler and the callback receiver dispatch through."""
 
-    calls: list[tuple[Any, ...]] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
 
-    def submit(self, job_id: str, *, countdown_s: float = 0.0) -> None:
-        self.calls.append(("submit", job_id))
+    def __call__(self, step: Step) -> str:
+        self.steps.append(step)
+        return step.label
 
-    #: The Evolink task id each poll/download message carried, by job id.
-    task_ids: dict[str, str | None] = field(default_factory=dict)
+    @property
+    def calls(self) -> list[tuple[Any, ...]]:
+        """The messages asked for: ``("poll", job_id, token)``, ``("submit", job_id)`` …"""
+        calls: list[tuple[Any, ...]] = []
+        for step in self.steps:
+            if isinstance(step, Submit):
+                calls.append(("submit", step.job_id))
+            elif isinstance(step, Poll):
+                calls.append(("poll", step.job_id, step.token))
+            elif isinstance(step, Download):
+                calls.append(("download", step.job_id))
+            elif isinstance(step, Adopt):
+                calls.append(("adopt", step.job_id, step.task_id, step.source))
+        return calls
 
-    def poll(
-        self, job_id: str, token: str, *, countdown_s: float, evolink_task_id: str | None = None
-    ) -> None:
-        self.calls.append(("poll", job_id, token))
-        self.task_ids[job_id] = evolink_task_id
-
-    def download(self, job_id: str, *, evolink_task_id: str | None = None) -> None:
-        self.calls.append(("download", job_id))
-        self.task_ids[job_id] = evolink_task_id
-
-    def adopt(self, job_id: str, task_id: str, *, source: str = "callback") -> None:
-        self.calls.append(("adopt", job_id, task_id, source))
+    @property
+    def task_ids(self) -> dict[str, str | None]:
+        """The Evolink task id each poll/download message carried, by job id."""
+        return {
+            step.job_id: step.evolink_task_id
+            for step in self.steps
+            if isinstance(step, Poll | Download)
+        }
 
     def last(self, kind: str) -> tuple[Any, ...]:
         return next(c for c in reversed(self.calls) if c[0] == kind)
 
 
 @pytest.fixture
-def sched() -> RecordingScheduler:
-    return RecordingScheduler()
+def steps() -> StepLog:
+    return StepLog()
 
 
 @pytest.fixture
@@ -105,10 +117,10 @@ def new_job(rt: Runtime, prompt: str = "stage test") -> str:
     return record.job_id
 
 
-def submitted_job(rt: Runtime, sched: RecordingScheduler, prompt: str = "stage test") -> JobRecord:
+def submitted_job(rt: Runtime, steps: StepLog, prompt: str = "stage test") -> JobRecord:
     """A job through submit: generating, with one API task and a scheduled poll."""
     job_id = new_job(rt, prompt)
-    assert submit_stage.submit(rt, sched, job_id) == "created"
+    assert steps(submit_stage.submit(rt, job_id)) == "created"
     record = rt.store.require(job_id)
     assert record.state is JobState.GENERATING and record.evolink_task_id
     return record

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.workers.stages.conftest import RecordingScheduler, new_job, submitted_job
+from tests.workers.stages.conftest import StepLog, new_job, submitted_job
 from workers.jobs.state import JobState
 from workers.runtime import Runtime
 from workers.stages import download as download_stage
@@ -14,14 +14,14 @@ from workers.stages.cancel import NotCancellableError, cancel_job
 from workers.stages.common import JobError, fail_job
 
 
-def _job_in(rt: Runtime, sched: RecordingScheduler, state: JobState) -> str:
+def _job_in(rt: Runtime, steps: StepLog, state: JobState) -> str:
     if state is JobState.QUEUED:
         return new_job(rt)
     if state is JobState.SUBMITTING:
         job_id = new_job(rt)
         rt.store.transition(job_id, JobState.SUBMITTING, allowed_from={JobState.QUEUED})
         return job_id
-    job_id = submitted_job(rt, sched).job_id
+    job_id = submitted_job(rt, steps).job_id
     if state is JobState.DOWNLOADING:
         rt.store.transition(job_id, JobState.DOWNLOADING, allowed_from={JobState.GENERATING})
     return job_id
@@ -32,22 +32,22 @@ def _job_in(rt: Runtime, sched: RecordingScheduler, state: JobState) -> str:
     [JobState.QUEUED, JobState.SUBMITTING, JobState.GENERATING, JobState.DOWNLOADING],
 )
 def test_cancelling_an_active_job_ends_it_and_every_later_stage_is_a_no_op(
-    rt: Runtime, sched: RecordingScheduler, state: JobState
+    rt: Runtime, steps: StepLog, state: JobState
 ) -> None:
-    job_id = _job_in(rt, sched, state)
+    job_id = _job_in(rt, steps, state)
     token = rt.store.require(job_id).poll_token or ""
     record = cancel_job(rt.store, job_id)
     assert record.state is JobState.CANCELLED and record.poll_token is None
-    calls = len(sched.calls)
-    assert submit_stage.submit(rt, sched, job_id) == "terminal"
-    assert poll_stage.poll(rt, sched, job_id, token) == "gone"
-    assert download_stage.download(rt, job_id) == "gone"
-    assert len(sched.calls) == calls
+    calls = len(steps.calls)
+    assert steps(submit_stage.submit(rt, job_id)) == "terminal"
+    assert steps(poll_stage.poll(rt, job_id, token)) == "gone"
+    assert steps(download_stage.download(rt, job_id)) == "gone"
+    assert len(steps.calls) == calls
     # Cancelling again is harmless
     assert cancel_job(rt.store, job_id).state is JobState.CANCELLED
 
 
-def test_an_ended_job_cannot_be_cancelled(rt: Runtime, sched: RecordingScheduler) -> None:
+def test_an_ended_job_cannot_be_cancelled(rt: Runtime, steps: StepLog) -> None:
     job_id = new_job(rt)
     fail_job(rt, job_id, JobError(code="test_failure", message="failed on purpose"))
     with pytest.raises(NotCancellableError, match="already failed"):

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.support.redis_server import RedisServer
-from tests.workers.stages.conftest import RecordingScheduler
+from tests.workers.stages.conftest import StepLog
 from workers.evolink.models import Task
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
@@ -24,7 +24,7 @@ class RacingApi:
     query's (stale) answer arrives."""
 
     rt: Runtime
-    sched: RecordingScheduler
+    steps: StepLog
     job_id: str
     outcomes: list[str] = field(default_factory=list)
 
@@ -32,16 +32,20 @@ class RacingApi:
         if not self.outcomes:
             self.outcomes.append("racing")
             current = self.rt.store.require(self.job_id).poll_token or ""
-            self.outcomes.append(poll(self.rt, self.sched, self.job_id, current))
-            self.outcomes.append(submit(self.rt, self.sched, self.job_id))
-        return Task.model_validate({
-            "id": task_id, "status": "failed",
-            "error": {"code": "service_error", "message": "upstream hiccup"},
-        })
+            self.outcomes.append(self.steps(poll(self.rt, self.job_id, current)))
+            self.outcomes.append(self.steps(submit(self.rt, self.job_id)))
+        return Task.model_validate(
+            {
+                "id": task_id,
+                "status": "failed",
+                "error": {"code": "service_error", "message": "upstream hiccup"},
+            }
+        )
 
     def create_task(self, request: Any, **_: Any) -> Task:
-        return Task.model_validate({"id": "task-2", "status": "pending",
-                                    "task_info": {"estimated_time": 10}})
+        return Task.model_validate(
+            {"id": "task-2", "status": "pending", "task_info": {"estimated_time": 10}}
+        )
 
 
 def test_a_slower_poll_answer_for_the_same_task_does_not_recreate_twice(
@@ -49,15 +53,16 @@ def test_a_slower_poll_answer_for_the_same_task_does_not_recreate_twice(
 ) -> None:
     # Given a generating job whose task failed with a retryable code
     rt = Runtime.from_settings(Settings(broker_url=redis_server.url))
-    sched = RecordingScheduler()
+    steps = StepLog()
     rt.store.create(JobRecord(job_id="race-1", request={"prompt": "race"}))
     rt.store.transition("race-1", JobState.SUBMITTING)
-    rt.store.transition("race-1", JobState.GENERATING,
-                        set_fields={"evolink_task_id": "task-1", "poll_token": "T0"})
-    api = RacingApi(rt, sched, "race-1")
+    rt.store.transition(
+        "race-1", JobState.GENERATING, set_fields={"evolink_task_id": "task-1", "poll_token": "T0"}
+    )
+    api = RacingApi(rt, steps, "race-1")
     rt._api = api  # type: ignore[assignment]
     # When the countdown poll (token T0) is overtaken by a second poll during its query
-    first: Any = poll(rt, sched, "race-1", "T0")
+    first: Any = steps(poll(rt, "race-1", "T0"))
     # Then the overtaking poll recreated the task (task-2 now runs), and the slower
     # answer about task-1 changed nothing: no second recreate, task-2 kept
     assert api.outcomes[1:] == ["recreate", "created"]
@@ -65,4 +70,4 @@ def test_a_slower_poll_answer_for_the_same_task_does_not_recreate_twice(
     record = rt.store.require("race-1")
     assert record.state is JobState.GENERATING and record.evolink_task_id == "task-2"
     assert record.create_seq == 2 and record.previous_task_ids == ["task-1"]
-    assert [c for c in sched.calls if c[0] == "submit"] == [("submit", "race-1")]
+    assert [c for c in steps.calls if c[0] == "submit"] == [("submit", "race-1")]

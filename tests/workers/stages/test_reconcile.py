@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tests.support.emulator_server import EmulatorServer
-from tests.workers.stages.conftest import RecordingScheduler, age, new_job, submitted_job
+from tests.workers.stages.conftest import StepLog, age, new_job, submitted_job
 from workers.evolink.models import GenerationRequest
 from workers.jobs.state import JobState
 from workers.runtime import Runtime
@@ -16,7 +16,7 @@ from workers.stages.reconcile import BACKLOG_HOLD_FACTOR, reconcile_once
 
 
 def test_a_job_stuck_in_submitting_is_requeued_outcome_unknown_and_resent_under_its_key(
-    make_rt: Callable[..., Runtime], sched: RecordingScheduler, emulator_server: EmulatorServer
+    make_rt: Callable[..., Runtime], steps: StepLog, emulator_server: EmulatorServer
 ) -> None:
     # Given an operator who trusts Idempotency-Key, against a server that honours it
     rt = make_rt(idempotent_creates=True)
@@ -37,70 +37,68 @@ def test_a_job_stuck_in_submitting_is_requeued_outcome_unknown_and_resent_under_
     )
     age()
     # When the reconciler runs
-    report = reconcile_once(rt, sched)
+    report = reconcile_once(rt, steps)
     # Then the job is queued again, flagged outcome-unknown, and a submit is scheduled
     assert report.recovered_submitting == [job_id]
     record = rt.store.require(job_id)
     assert record.state is JobState.QUEUED and record.create_outcome_unknown is True
-    assert sched.calls == [("submit", job_id)]
+    assert steps.calls == [("submit", job_id)]
     # And the resent create (same Idempotency-Key) gets the first task back, unpaid
-    assert submit_stage.submit(rt, sched, job_id) == "created"
+    assert steps(submit_stage.submit(rt, job_id)) == "created"
     stats = emulator_server.stats()
     assert stats["creates_accepted"] == 1 and stats["idempotent_repeats"] == 1
     assert rt.store.require(job_id).create_outcome_unknown is False
 
 
 def test_a_generating_job_with_no_poll_due_gets_a_new_chain_and_the_old_one_stops(
-    rt: Runtime, sched: RecordingScheduler, emulator_server: EmulatorServer
+    rt: Runtime, steps: StepLog, emulator_server: EmulatorServer
 ) -> None:
-    record = submitted_job(rt, sched)
-    _, job_id, old_token = sched.last("poll")
+    record = submitted_job(rt, steps)
+    _, job_id, old_token = steps.last("poll")
     # Given its poll message was lost: no poll due since long ago
     rt.store.update(job_id, set_fields={"next_poll_at": now() - 60})
     age()
-    report = reconcile_once(rt, sched)
+    report = reconcile_once(rt, steps)
     assert report.repolled == [job_id]
-    _, _, new_token = sched.last("poll")
+    _, _, new_token = steps.last("poll")
     assert new_token != old_token == record.poll_token
     # The lost message, if it ever comes back, is stale; the new chain runs
-    assert poll_stage.poll(rt, sched, job_id, old_token) == "stale_token"
-    assert poll_stage.poll(rt, sched, job_id, new_token) in {"rescheduled", "completed"}
+    assert steps(poll_stage.poll(rt, job_id, old_token)) == "stale_token"
+    assert steps(poll_stage.poll(rt, job_id, new_token)) in {"rescheduled", "completed"}
     assert emulator_server.stats()["creates_accepted"] == 1
 
 
 def test_reconciler_passes_never_create_twice_or_redrive_a_claimed_job_again(
-    rt: Runtime, sched: RecordingScheduler, emulator_server: EmulatorServer
+    rt: Runtime, steps: StepLog, emulator_server: EmulatorServer
 ) -> None:
     queued = new_job(rt, "idle queued")
-    generating = submitted_job(rt, sched, "idle generating").job_id
+    generating = submitted_job(rt, steps, "idle generating").job_id
     rt.store.update(generating, set_fields={"next_poll_at": now() - 60})
-    sched.calls.clear()
+    steps.calls.clear()
     age()
     # Two hosts' passes back to back: only the first re-drives each job
-    first = reconcile_once(rt, sched)
-    second = reconcile_once(rt, sched)
+    first = reconcile_once(rt, steps)
+    second = reconcile_once(rt, steps)
     assert first.requeued_submits == [queued] and first.repolled == [generating]
     assert second.total == 0
     # Re-driven submits run more than once: one create for the queued job, none for the other
-    for call in [c for c in sched.calls if c[0] == "submit"] * 3:
-        submit_stage.submit(rt, sched, call[1])
+    for call in [c for c in steps.calls if c[0] == "submit"] * 3:
+        steps(submit_stage.submit(rt, call[1]))
     assert emulator_server.stats()["creates_accepted"] == 2
     assert rt.store.require(queued).attempts == 1
 
 
-def test_a_job_stuck_downloading_is_downloaded_again(
-    rt: Runtime, sched: RecordingScheduler
-) -> None:
+def test_a_job_stuck_downloading_is_downloaded_again(rt: Runtime, steps: StepLog) -> None:
     job_id = new_job(rt)
     rt.store.transition(job_id, JobState.DOWNLOADING, allowed_from={JobState.QUEUED})
     age()
-    assert reconcile_once(rt, sched).redownloaded == [job_id]
-    assert sched.calls == [("download", job_id)]
-    assert reconcile_once(rt, sched).total == 0
+    assert reconcile_once(rt, steps).redownloaded == [job_id]
+    assert steps.calls == [("download", job_id)]
+    assert reconcile_once(rt, steps).total == 0
 
 
 def test_a_job_waiting_behind_a_long_submit_queue_is_held_not_resent(
-    rt: Runtime, sched: RecordingScheduler, emulator_server: EmulatorServer
+    rt: Runtime, steps: StepLog, emulator_server: EmulatorServer
 ) -> None:
     # Given a queued job idle past the threshold while other submits still wait in the
     # broker's queue (a backlog, not a lost message)
@@ -110,36 +108,36 @@ def test_a_job_waiting_behind_a_long_submit_queue_is_held_not_resent(
     assert broker is not None
     broker.lpush("submit", "a message still waiting its turn")
     # Then the reconciler holds it (a resend would only lengthen that queue) ...
-    report = reconcile_once(rt, sched)
+    report = reconcile_once(rt, steps)
     assert report.requeued_submits == [] and report.held_for_backlog == ["submit"]
-    assert sched.calls == []
+    assert steps.calls == []
     # ... and resends it as soon as the queue is empty and the job is still queued
     broker.delete("submit")
-    report = reconcile_once(rt, sched)
-    assert report.requeued_submits == [job_id] and sched.calls == [("submit", job_id)]
+    report = reconcile_once(rt, steps)
+    assert report.requeued_submits == [job_id] and steps.calls == [("submit", job_id)]
     assert emulator_server.stats()["creates_accepted"] == 0
 
 
 def test_a_queue_that_never_empties_only_delays_the_resend_of_a_lost_message(
-    rt: Runtime, sched: RecordingScheduler
+    rt: Runtime, steps: StepLog
 ) -> None:
     job_id = new_job(rt)
     broker = rt.broker()
     assert broker is not None
     broker.lpush("submit", "steady traffic")
     age()
-    assert reconcile_once(rt, sched).requeued_submits == []
+    assert reconcile_once(rt, steps).requeued_submits == []
     # Idle for BACKLOG_HOLD_FACTOR x NBQ_STUCK_AFTER_S (0.2 s in these tests): resent anyway.
     age(rt.settings.stuck_after_s * BACKLOG_HOLD_FACTOR)
-    assert reconcile_once(rt, sched).requeued_submits == [job_id]
+    assert reconcile_once(rt, steps).requeued_submits == [job_id]
 
 
 def test_a_backlog_never_holds_jobs_whose_messages_are_not_in_a_queue(
-    rt: Runtime, sched: RecordingScheduler, emulator_server: EmulatorServer
+    rt: Runtime, steps: StepLog, emulator_server: EmulatorServer
 ) -> None:
     # A lost poll chain (countdown polls sit in worker memory) and a submit that died
     # mid-create (its message was acked early) are recovered whatever the queues hold.
-    record = submitted_job(rt, sched)
+    record = submitted_job(rt, steps)
     rt.store.update(record.job_id, set_fields={"next_poll_at": now() - 60})
     dying = new_job(rt)
     rt.store.transition(dying, JobState.SUBMITTING, allowed_from={JobState.QUEUED})
@@ -148,7 +146,7 @@ def test_a_backlog_never_holds_jobs_whose_messages_are_not_in_a_queue(
     assert broker is not None
     for queue in ("submit", "poll", "download"):
         broker.lpush(queue, "a message still waiting")
-    report = reconcile_once(rt, sched)
+    report = reconcile_once(rt, steps)
     assert report.repolled == [record.job_id]
     assert report.recovered_submitting == [dying]
     assert report.held_for_backlog == ["download", "poll", "submit"]

@@ -2,61 +2,90 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.support.emulator_server import EmulatorServer
-from tests.workers.stages.conftest import RecordingScheduler, new_job, submitted_job
+from tests.workers.stages.conftest import StepLog, new_job, submitted_job
+from workers.evolink.models import GenerationRequest
 from workers.jobs.state import JobState
+from workers.policy.retry import RetryCause
 from workers.runtime import Runtime
 from workers.stages import submit as submit_stage
-from workers.stages.common import RetryLater
+from workers.stages.steps import Poll, Retry
 
 
 def test_submit_with_the_quota_breaker_open_waits_queued_with_a_quota_named_cause(
-    rt: Runtime, sched: RecordingScheduler, emulator_server: EmulatorServer
+    rt: Runtime, steps: StepLog, emulator_server: EmulatorServer
 ) -> None:
     rt.breaker.trip(kind="quota", code="insufficient_quota", message="no credits left")
     job_id = new_job(rt)
-    with pytest.raises(RetryLater) as caught:
-        submit_stage.submit(rt, sched, job_id)
-    signal = caught.value
-    assert isinstance(signal.cause, submit_stage.QuotaBreakerOpenError)
-    assert "quota" in str(signal.cause) and "insufficient_quota" in str(signal.cause)
-    assert signal.max_retries is None and signal.countdown_s >= 1.0  # waits, never fails
+    step = submit_stage.submit(rt, job_id)
+    assert isinstance(step, Retry) and step.cause is RetryCause.BREAKER_OPEN
+    assert isinstance(step.error, submit_stage.QuotaBreakerOpenError)
+    assert "quota" in str(step.error) and "insufficient_quota" in str(step.error)
+    assert step.budget is None and step.after_s >= 1.0  # waits, never fails
+    assert not step.spends_budget
     record = rt.store.require(job_id)
     assert record.state is JobState.QUEUED and record.attempts == 0
     assert record.waiting_reason == "submissions paused: quota"
     assert emulator_server.stats()["creates_accepted"] == 0
-    assert sched.calls == []
+    assert steps.calls == []
 
 
 def test_a_duplicated_submit_of_a_generating_job_polls_with_its_token_and_never_creates(
-    rt: Runtime, sched: RecordingScheduler, emulator_server: EmulatorServer
+    rt: Runtime, steps: StepLog, emulator_server: EmulatorServer
 ) -> None:
-    record = submitted_job(rt, sched)
-    assert submit_stage.submit(rt, sched, record.job_id) == "already_submitted"
-    assert sched.last("poll") == ("poll", record.job_id, record.poll_token)
+    record = submitted_job(rt, steps)
+    assert submit_stage.submit(rt, record.job_id) == Poll(
+        record.job_id,
+        record.poll_token or "",
+        evolink_task_id=record.evolink_task_id,
+        label="already_submitted",
+    )
     assert emulator_server.stats()["creates_accepted"] == 1
     assert rt.store.require(record.job_id).attempts == 1
 
 
 def test_a_submit_that_finds_the_job_submitting_leaves_it_alone(
-    rt: Runtime, sched: RecordingScheduler, emulator_server: EmulatorServer
+    rt: Runtime, steps: StepLog, emulator_server: EmulatorServer
 ) -> None:
     job_id = new_job(rt)
     rt.store.transition(job_id, JobState.SUBMITTING, allowed_from={JobState.QUEUED})
-    assert submit_stage.submit(rt, sched, job_id) == "busy_submitting"
-    assert emulator_server.stats()["creates_accepted"] == 0 and sched.calls == []
+    assert steps(submit_stage.submit(rt, job_id)) == "busy_submitting"
+    assert emulator_server.stats()["creates_accepted"] == 0 and steps.calls == []
 
 
 def test_a_stale_record_handed_in_by_intake_still_creates_only_once(
-    rt: Runtime, sched: RecordingScheduler, emulator_server: EmulatorServer
+    rt: Runtime, steps: StepLog, emulator_server: EmulatorServer
 ) -> None:
     # nbq.generate passes the record its intake read, to save a read; by the time submit
     # runs another worker may have taken the job. The atomic claim still decides.
     job_id = new_job(rt)
     as_read = rt.store.require(job_id)
-    assert submit_stage.submit(rt, sched, job_id, record=as_read) == "created"
-    assert submit_stage.submit(rt, sched, job_id, record=as_read) == "lost_race"
+    assert steps(submit_stage.submit(rt, job_id, record=as_read)) == "created"
+    assert steps(submit_stage.submit(rt, job_id, record=as_read)) == "lost_race"
     assert emulator_server.stats()["creates_accepted"] == 1
     assert rt.store.require(job_id).attempts == 1
+
+
+def test_a_request_is_validated_once_at_intake_and_sent_to_the_api_as_stored(
+    rt: Runtime, steps: StepLog, emulator_server: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    validated: list[object] = []
+    original = GenerationRequest.model_validate
+
+    def counting(obj: object, *args: Any, **kwargs: Any) -> GenerationRequest:
+        validated.append(obj)
+        return original(obj, *args, **kwargs)
+
+    monkeypatch.setattr(GenerationRequest, "model_validate", counting)
+    # Given a raw request entering at intake (another service's nbq.generate)
+    job_id = new_job(rt)
+    # When its job is submitted
+    assert steps(submit_stage.submit(rt, job_id)) == "created"
+    # Then it was validated once; the record holds its API JSON, which the create sent
+    assert validated == [{"prompt": "stage test", "quality": "1K"}]
+    assert rt.store.require(job_id).request == original(validated[0]).to_api_json()
+    assert emulator_server.stats()["creates_accepted"] == 1

@@ -15,14 +15,16 @@ from typing import Any
 import pytest
 
 from tests.support.emulator_server import EmulatorServer
-from tests.workers.stages.conftest import RecordingScheduler, age, new_job, wait_task_final
+from tests.workers.stages.conftest import StepLog, age, new_job, wait_task_final
 from workers.callbacks import CallbackOutcome, callback_token, receive_callback
 from workers.evolink.models import GenerationRequest
 from workers.jobs.state import JobState
+from workers.policy.retry import RetryCause
 from workers.runtime import Runtime
 from workers.stages import submit as submit_stage
 from workers.stages.adopt import adopt
 from workers.stages.reconcile import reconcile_once
+from workers.stages.steps import Adopt, Message, Retry
 
 SECRET = "callback-secret-for-tests"
 CALLBACKS: dict[str, Any] = {
@@ -40,29 +42,28 @@ def only_task(emulator: EmulatorServer) -> str:
     return str(tasks[0]["id"])
 
 
-def deliver(rt: Runtime, job_id: str, task_id: str) -> tuple[CallbackOutcome, list[Any]]:
+def deliver(rt: Runtime, job_id: str, task_id: str) -> tuple[CallbackOutcome, list[Message]]:
     """One verified callback delivery; returns its outcome and the adoptions it sent."""
-    sent: list[Any] = []
+    sent: list[Message] = []
     outcome = receive_callback(
         rt.settings,
         rt.store,
-        lambda *a: sent.append(("poll", *a)),
+        sent.append,
         job_id=job_id,
         token=callback_token(SECRET, job_id),
         body=json.dumps({"id": task_id, "status": "completed"}).encode(),
-        send_adopt=lambda *a: sent.append(("adopt", *a)),
     )
     return outcome, sent
 
 
 @pytest.mark.parametrize("fault", UNKNOWN_FAULTS)
 def test_by_default_an_unknown_create_fails_the_job_and_is_never_resent(
-    rt: Runtime, sched: RecordingScheduler, emulator_server: EmulatorServer, fault: str
+    rt: Runtime, steps: StepLog, emulator_server: EmulatorServer, fault: str
 ) -> None:
     emulator_server.add_fault(endpoint="create", action=fault, count=1)
     job_id = new_job(rt)
 
-    assert submit_stage.submit(rt, sched, job_id) == "failed_outcome_unknown"
+    assert steps(submit_stage.submit(rt, job_id)) == "failed_outcome_unknown"
 
     record = rt.store.require(job_id)
     assert record.state is JobState.FAILED and record.error is not None
@@ -71,13 +72,13 @@ def test_by_default_an_unknown_create_fails_the_job_and_is_never_resent(
         assert words in record.error.message
     assert (record.attempts, record.paid_creates) == (1, 0)
     assert emulator_server.stats()["creates_accepted"] == 1
-    assert sched.calls == []
+    assert steps.calls == []
 
 
 @pytest.mark.parametrize("fault", UNKNOWN_FAULTS)
 def test_with_callbacks_an_unknown_create_waits_and_its_callback_is_adopted(
     make_rt: Callable[..., Runtime],
-    sched: RecordingScheduler,
+    steps: StepLog,
     emulator_server: EmulatorServer,
     fault: str,
 ) -> None:
@@ -86,7 +87,7 @@ def test_with_callbacks_an_unknown_create_waits_and_its_callback_is_adopted(
     job_id = new_job(rt)
 
     # When the create's answer is lost
-    assert submit_stage.submit(rt, sched, job_id) == "waiting_outcome_unknown"
+    assert steps(submit_stage.submit(rt, job_id)) == "waiting_outcome_unknown"
 
     # Then the job waits visibly, saying why and until when
     record = rt.store.require(job_id)
@@ -97,30 +98,30 @@ def test_with_callbacks_an_unknown_create_waits_and_its_callback_is_adopted(
     task_id = only_task(emulator_server)
     wait_task_final(emulator_server, task_id)
     outcome, sent = deliver(rt, job_id, task_id)
-    assert outcome is CallbackOutcome.ADOPT_SENT and sent == [("adopt", job_id, task_id)]
+    assert outcome is CallbackOutcome.ADOPT_SENT and sent == [Adopt(job_id, task_id)]
     assert deliver(rt, job_id, task_id)[0] is CallbackOutcome.DUPLICATE
-    assert adopt(rt, sched, job_id, task_id) == "adopted"
+    assert steps(adopt(rt, job_id, task_id)) == "adopted"
     # Then the job goes on to download with the one paid task
     record = rt.store.require(job_id)
     assert record.state is JobState.DOWNLOADING and record.evolink_task_id == task_id
     assert (record.attempts, record.paid_creates) == (1, 1)
     assert record.credits_reserved == 1.6
-    assert sched.last("download") == ("download", job_id)
+    assert steps.last("download") == ("download", job_id)
     assert emulator_server.stats()["creates_accepted"] == 1
     # And a second adoption finds the job moved on
-    assert adopt(rt, sched, job_id, task_id) == "not_adoptable_downloading"
+    assert steps(adopt(rt, job_id, task_id)) == "not_adoptable_downloading"
 
 
 def test_with_callbacks_no_callback_by_the_deadline_fails_the_job_outcome_unknown(
-    make_rt: Callable[..., Runtime], sched: RecordingScheduler, emulator_server: EmulatorServer
+    make_rt: Callable[..., Runtime], steps: StepLog, emulator_server: EmulatorServer
 ) -> None:
     rt = make_rt(**CALLBACKS, outcome_unknown_wait_s=0.1)
     emulator_server.add_fault(endpoint="create", action="drop_after_create", count=1)
     job_id = new_job(rt)
-    assert submit_stage.submit(rt, sched, job_id) == "waiting_outcome_unknown"
+    assert steps(submit_stage.submit(rt, job_id)) == "waiting_outcome_unknown"
     age()
 
-    report = reconcile_once(rt, sched)
+    report = reconcile_once(rt, steps)
 
     assert report.unknown_expired == [job_id]
     record = rt.store.require(job_id)
@@ -132,7 +133,7 @@ def test_with_callbacks_no_callback_by_the_deadline_fails_the_job_outcome_unknow
 
 
 def test_a_callback_that_comes_while_the_job_is_submitting_is_adopted_when_the_outcome_is_unknown(
-    make_rt: Callable[..., Runtime], sched: RecordingScheduler, emulator_server: EmulatorServer
+    make_rt: Callable[..., Runtime], steps: StepLog, emulator_server: EmulatorServer
 ) -> None:
     # Given a worker died between send and record: the job sits in submitting, marked
     rt = make_rt(**CALLBACKS)
@@ -151,18 +152,18 @@ def test_a_callback_that_comes_while_the_job_is_submitting_is_adopted_when_the_o
     assert rt.store.require(job_id).callback_task_id == task.id
     # And the reconciler recovers the job (outcome unknown), and submit runs
     age()
-    assert reconcile_once(rt, sched).recovered_submitting == [job_id]
+    assert reconcile_once(rt, steps).recovered_submitting == [job_id]
     assert rt.store.require(job_id).create_outcome_unknown is True
-    assert submit_stage.submit(rt, sched, job_id) == "adopting"
+    assert steps(submit_stage.submit(rt, job_id)) == "adopting"
     # Then the noted task is adopted rather than waited for or paid again
-    assert sched.last("adopt") == ("adopt", job_id, task.id, "callback")
-    assert adopt(rt, sched, job_id, task.id) == "adopted"
+    assert steps.last("adopt") == ("adopt", job_id, task.id, "callback")
+    assert steps(adopt(rt, job_id, task.id)) == "adopted"
     assert rt.store.require(job_id).evolink_task_id == task.id
     assert emulator_server.stats()["creates_accepted"] == 1
 
 
 def test_a_worker_killed_between_send_and_record_never_leads_to_a_second_create_by_default(
-    rt: Runtime, sched: RecordingScheduler, emulator_server: EmulatorServer
+    rt: Runtime, steps: StepLog, emulator_server: EmulatorServer
 ) -> None:
     job_id = new_job(rt)
     claimed, _ = rt.store.transition(
@@ -175,15 +176,15 @@ def test_a_worker_killed_between_send_and_record_never_leads_to_a_second_create_
     assert claimed is not None
     rt.api().create_task(GenerationRequest.model_validate(claimed.request))
     age()
-    reconcile_once(rt, sched)
+    reconcile_once(rt, steps)
 
-    assert submit_stage.submit(rt, sched, job_id) == "failed_outcome_unknown"
+    assert steps(submit_stage.submit(rt, job_id)) == "failed_outcome_unknown"
     assert rt.store.require(job_id).error.code == "outcome_unknown"  # type: ignore[union-attr]
     assert emulator_server.stats()["creates_accepted"] == 1
 
 
 def test_the_claim_marks_a_create_as_sent_before_the_request_leaves(
-    rt: Runtime, sched: RecordingScheduler, emulator_server: EmulatorServer
+    rt: Runtime, steps: StepLog, emulator_server: EmulatorServer
 ) -> None:
     # The mark is in the record by the time the client is asked to send.
     seen: list[bool] = []
@@ -195,39 +196,40 @@ def test_the_claim_marks_a_create_as_sent_before_the_request_leaves(
         return original()
 
     rt.api = spying_api  # type: ignore[method-assign]
-    assert submit_stage.submit(rt, sched, job_id) == "created"
+    assert steps(submit_stage.submit(rt, job_id)) == "created"
     assert seen == [True]
     record = rt.store.require(job_id)
     assert record.create_sent is False and (record.attempts, record.paid_creates) == (1, 1)
 
 
 def test_at_least_once_creates_is_the_explicit_may_pay_twice_opt_in(
-    make_rt: Callable[..., Runtime], sched: RecordingScheduler, emulator_server: EmulatorServer
+    make_rt: Callable[..., Runtime], steps: StepLog, emulator_server: EmulatorServer
 ) -> None:
     rt = make_rt(at_least_once_creates=True)
     emulator_server.add_fault(endpoint="create", action="drop_after_create", count=1)
     job_id = new_job(rt)
-    with pytest.raises(submit_stage.RetryLater):
-        submit_stage.submit(rt, sched, job_id)
-    assert submit_stage.submit(rt, sched, job_id) == "created"
+    # The unknown create is retried (under the operator's opt-in), not held
+    retry = submit_stage.submit(rt, job_id)
+    assert isinstance(retry, Retry) and retry.cause is RetryCause.CREATE_FAILED
+    assert steps(submit_stage.submit(rt, job_id)) == "created"
     record = rt.store.require(job_id)
     assert (record.attempts, record.paid_creates) == (2, 1)
     assert emulator_server.stats()["creates_accepted"] == 2  # paid twice, as opted into
 
 
 def test_a_person_adopts_a_task_for_a_failed_unknown_outcome_job(
-    rt: Runtime, sched: RecordingScheduler, emulator_server: EmulatorServer
+    rt: Runtime, steps: StepLog, emulator_server: EmulatorServer
 ) -> None:
     emulator_server.add_fault(endpoint="create", action="drop_after_create", count=1)
     job_id = new_job(rt)
-    assert submit_stage.submit(rt, sched, job_id) == "failed_outcome_unknown"
+    assert steps(submit_stage.submit(rt, job_id)) == "failed_outcome_unknown"
     task_id = only_task(emulator_server)
 
-    assert adopt(rt, sched, job_id, "task-unified-1-nosuchid", source="person") == (
+    assert steps(adopt(rt, job_id, "task-unified-1-nosuchid", source="person")) == (
         "task_not_found"
     )
-    assert adopt(rt, sched, job_id, task_id) == "not_adoptable_failed"  # callbacks may not
-    assert adopt(rt, sched, job_id, task_id, source="person") == "adopted"
+    assert steps(adopt(rt, job_id, task_id)) == "not_adoptable_failed"  # callbacks may not
+    assert steps(adopt(rt, job_id, task_id, source="person")) == "adopted"
 
     record = rt.store.require(job_id)
     assert record.state in (JobState.GENERATING, JobState.DOWNLOADING)

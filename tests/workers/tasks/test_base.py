@@ -7,6 +7,8 @@ from celery import Celery
 
 from workers import failures
 from workers.jobs.record import JobError
+from workers.policy.retry import RetryCause
+from workers.stages.steps import Done, Fail, Retry, Step
 from workers.tasks.base import StageTask
 
 
@@ -17,11 +19,11 @@ def eager_app() -> Celery:
     return app
 
 
-def _stage(*, fail: bool, retries: int = 0, job_id: str) -> str:
+def _stage(*, fail: bool, retries: int = 0, job_id: str) -> Step:
     if fail:
         failures.record_failure(job_id, JobError(code="result_expired", message="link 403"))
-        return "failed_result_expired"
-    return "stored"
+        return Fail("failed_result_expired")
+    return Done("stored")
 
 
 def test_a_run_that_failed_its_job_ends_failure_with_the_reasons_exception(
@@ -60,3 +62,26 @@ def test_the_pipeline_tasks_ack_a_failure_instead_of_requeueing_it() -> None:
     for task in (pipeline.poll_task, pipeline.download_task):
         assert task.acks_late and task.reject_on_worker_lost
         assert getattr(task, "acks_on_failure_or_timeout", True) is True
+
+
+def test_a_retry_step_retries_the_task_until_its_budget_then_raises_its_cause(
+    eager_app: Celery,
+) -> None:
+    runs: list[int] = []
+
+    def flaky(*, retries: int = 0, job_id: str) -> Step:
+        runs.append(retries)
+        return Retry(
+            cause=RetryCause.ADOPT_FAILED,
+            error=TimeoutError("the API kept timing out"),
+            after_s=0.01,
+            budget=2,
+        )
+
+    @eager_app.task(base=StageTask, bind=True, name="t.retry")
+    def task(self: StageTask, job_id: str) -> str:
+        return self.run_stage(flaky, job_id=job_id)
+
+    result = task.apply(kwargs={"job_id": "j3"})
+    assert runs == [0, 1, 2]  # Celery retries (Flower: RETRY with the cause's class)
+    assert result.state == "FAILURE" and isinstance(result.result, TimeoutError)

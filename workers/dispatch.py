@@ -1,0 +1,105 @@
+"""The one dispatcher: a step becomes an ``nbq.*`` message, built and sent only here.
+
+Stages, the task wrapper, the reconciler, the producer and the callback receiver all
+hand their next step to :class:`Dispatcher`; nothing else calls ``send_task``. The
+message shapes (task names, keyword arguments) are the contract of
+``docs/message-contract.md`` and ``workers/guard/inspect.py`` (``TASK_PARAMS``).
+
+No message of ours waits longer than NBQ_MAX_COUNTDOWN_S (a Retry-After of hours
+included): the consumer guard refuses ETAs beyond it, and waking early is harmless (the
+breaker, limiter and poll schedule re-check and wait again).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from workers.contract import TASK_ADOPT, TASK_DOWNLOAD, TASK_GENERATE, TASK_POLL, TASK_SUBMIT
+from workers.settings import Settings
+from workers.stages.steps import Adopt, Download, Generate, Message, Poll, Retry, Submit
+
+if TYPE_CHECKING:
+    from celery import Celery, Task
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A message as it goes on the wire: task name, keyword arguments, countdown."""
+
+    task: str
+    kwargs: dict[str, Any]
+    after_s: float = 0.0
+
+
+def envelope(step: Message) -> Envelope:
+    """The message for ``step`` (pure: what ``send`` publishes, uncapped)."""
+    if isinstance(step, Generate):
+        kwargs: dict[str, Any] = {
+            "request": step.request,
+            "job_id": step.job_id,
+            "producer": step.producer,
+        }
+        if step.batch_id is not None:
+            kwargs["batch_id"] = step.batch_id
+        return Envelope(TASK_GENERATE, kwargs)
+    if isinstance(step, Submit):
+        return Envelope(TASK_SUBMIT, {"job_id": step.job_id}, step.after_s)
+    if isinstance(step, Poll):
+        kwargs = {"job_id": step.job_id, "token": step.token}
+        if step.evolink_task_id:
+            kwargs["evolink_task_id"] = step.evolink_task_id  # lets a vanished job be rescued
+        return Envelope(TASK_POLL, kwargs, step.after_s)
+    if isinstance(step, Download):
+        kwargs = {"job_id": step.job_id}
+        if step.evolink_task_id:
+            kwargs["evolink_task_id"] = step.evolink_task_id
+        return Envelope(TASK_DOWNLOAD, kwargs)
+    if isinstance(step, Adopt):
+        return Envelope(
+            TASK_ADOPT, {"job_id": step.job_id, "task_id": step.task_id, "source": step.source}
+        )
+    raise TypeError(f"not a message step: {step!r}")
+
+
+def capped_countdown(countdown_s: float | None, max_countdown_s: float) -> float | None:
+    """``countdown_s`` clamped to NBQ_MAX_COUNTDOWN_S; None (send now) for none."""
+    if not countdown_s:
+        return None
+    return min(countdown_s, max_countdown_s)
+
+
+@dataclass(frozen=True)
+class Dispatcher:
+    """Sends steps through one Celery app, with one countdown cap."""
+
+    app: Celery
+    max_countdown_s: float
+
+    @classmethod
+    def for_settings(cls, app: Celery, settings: Settings) -> Dispatcher:
+        return cls(app, settings.max_countdown_s)
+
+    def send(self, step: Message, *, after_s: float | None = None, **options: Any) -> None:
+        """Publish ``step``'s message (``after_s`` overrides its own; ``options`` go to
+        ``send_task``, e.g. a kombu producer)."""
+        message = envelope(step)
+        self.app.send_task(
+            message.task,
+            kwargs=message.kwargs,
+            countdown=capped_countdown(
+                message.after_s if after_s is None else after_s, self.max_countdown_s
+            ),
+            **options,
+        )
+
+    def retry(self, task: Task, step: Retry) -> Exception:
+        """Re-send the running ``task`` after ``step.after_s`` as a Celery retry, so Flower
+        shows it as a retry with the cause's own exception class."""
+        kwargs = envelope(step.again).kwargs if step.again is not None else None
+        return task.retry(  # type: ignore[no-any-return]
+            exc=step.error,
+            countdown=min(step.after_s, self.max_countdown_s),
+            kwargs=kwargs,
+            max_retries=None,
+        )
