@@ -18,7 +18,7 @@ from celery import Task
 from workers import failures, metrics
 from workers.app import app
 from workers.contract import TASK_ADOPT, TASK_DOWNLOAD, TASK_POLL, TASK_SUBMIT
-from workers.jobs.state import ACTIVE_STATES
+from workers.jobs.lifecycle import FAIL
 from workers.runtime import get_runtime
 from workers.stages.common import RetryLater, fail_job, log
 
@@ -116,7 +116,7 @@ class StageTask(Task):  # type: ignore[misc]
                     get_runtime(),
                     str(kwargs["job_id"]),
                     signal.on_exhausted,
-                    from_states=signal.fail_from or ACTIVE_STATES,
+                    via=FAIL.only_from(*signal.fail_from) if signal.fail_from else FAIL,
                 )
                 # Failed here: __call__ raises the reason's class. Moved on by another
                 # stage meanwhile: nothing failed, the task ends quietly.

@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tests.support.emulator_server import EmulatorServer
-from tests.workers.stages.conftest import RecordingScheduler, submitted_job, wait_task_final
+from tests.workers.stages.conftest import (
+    RecordingScheduler,
+    set_fields,
+    submitted_job,
+    wait_task_final,
+)
 from workers.jobs.state import JobState
 from workers.runtime import Runtime
 from workers.stages import poll as poll_stage
@@ -43,7 +48,7 @@ def test_a_poll_past_the_deadline_fails_deadline_exceeded_and_keeps_the_task_id(
 ) -> None:
     record = submitted_job(rt, sched)
     _, job_id, token = sched.last("poll")
-    rt.store.update(job_id, set_fields={"deadline_at": now() - 1})
+    set_fields(rt, job_id, deadline_at=now() - 1)
     queries = emulator_server.stats()["queries_total"]
     assert poll_stage.poll(rt, sched, job_id, token) == "deadline_exceeded"
     failed = rt.store.require(job_id)

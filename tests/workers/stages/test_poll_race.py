@@ -9,6 +9,7 @@ from typing import Any
 from tests.support.redis_server import RedisServer
 from tests.workers.stages.conftest import RecordingScheduler
 from workers.evolink.models import Task
+from workers.jobs import lifecycle
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 from workers.runtime import Runtime
@@ -34,14 +35,18 @@ class RacingApi:
             current = self.rt.store.require(self.job_id).poll_token or ""
             self.outcomes.append(poll(self.rt, self.sched, self.job_id, current))
             self.outcomes.append(submit(self.rt, self.sched, self.job_id))
-        return Task.model_validate({
-            "id": task_id, "status": "failed",
-            "error": {"code": "service_error", "message": "upstream hiccup"},
-        })
+        return Task.model_validate(
+            {
+                "id": task_id,
+                "status": "failed",
+                "error": {"code": "service_error", "message": "upstream hiccup"},
+            }
+        )
 
     def create_task(self, request: Any, **_: Any) -> Task:
-        return Task.model_validate({"id": "task-2", "status": "pending",
-                                    "task_info": {"estimated_time": 10}})
+        return Task.model_validate(
+            {"id": "task-2", "status": "pending", "task_info": {"estimated_time": 10}}
+        )
 
 
 def test_a_slower_poll_answer_for_the_same_task_does_not_recreate_twice(
@@ -51,9 +56,8 @@ def test_a_slower_poll_answer_for_the_same_task_does_not_recreate_twice(
     rt = Runtime.from_settings(Settings(broker_url=redis_server.url))
     sched = RecordingScheduler()
     rt.store.create(JobRecord(job_id="race-1", request={"prompt": "race"}))
-    rt.store.transition("race-1", JobState.SUBMITTING)
-    rt.store.transition("race-1", JobState.GENERATING,
-                        set_fields={"evolink_task_id": "task-1", "poll_token": "T0"})
+    rt.store.apply(lifecycle.CLAIM_SUBMIT, "race-1")
+    rt.store.apply(lifecycle.TASK_CREATED, "race-1", evolink_task_id="task-1", poll_token="T0")
     api = RacingApi(rt, sched, "race-1")
     rt._api = api  # type: ignore[assignment]
     # When the countdown poll (token T0) is overtaken by a second poll during its query

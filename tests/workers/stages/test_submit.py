@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.emulator_server import EmulatorServer
-from tests.workers.stages.conftest import RecordingScheduler, new_job, submitted_job
+from tests.workers.stages.conftest import RecordingScheduler, claim_submit, new_job, submitted_job
 from workers.jobs.state import JobState
 from workers.runtime import Runtime
 from workers.stages import submit as submit_stage
@@ -44,7 +44,7 @@ def test_a_submit_that_finds_the_job_submitting_leaves_it_alone(
     rt: Runtime, sched: RecordingScheduler, emulator_server: EmulatorServer
 ) -> None:
     job_id = new_job(rt)
-    rt.store.transition(job_id, JobState.SUBMITTING, allowed_from={JobState.QUEUED})
+    claim_submit(rt, job_id)
     assert submit_stage.submit(rt, sched, job_id) == "busy_submitting"
     assert emulator_server.stats()["creates_accepted"] == 0 and sched.calls == []
 
