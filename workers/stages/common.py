@@ -79,9 +79,12 @@ def fail_job(
     """Move a job to ``failed`` with a reason a person understands (once).
 
     ``via`` is the failing transition (``FAIL`` from any active state, ``FAIL_POLL`` for
-    the live poll chain, or one narrowed with ``only_from``); ``expect`` its guards.
-    Signed result links are dropped with it (they are only needed to download).
+    the live poll chain, or one narrowed with ``only_from``); ``expect`` its guards;
+    ``fields`` are written in the same move (e.g. ``create_sent=False``). Signed result
+    links are dropped with it (they are only needed to download).
     """
+    if via.target is not JobState.FAILED:
+        raise ValueError(f"fail_job needs a transition to failed, not {via.name}")
     record, applied = rt.store.apply(via, job_id, expect=expect, error=error, **fields)
     if applied and record is not None:
         metrics.job_failed(error.code)
