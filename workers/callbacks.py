@@ -43,6 +43,7 @@ import json
 from enum import StrEnum
 from urllib.parse import quote
 
+from workers.jobs import lifecycle
 from workers.jobs.state import JobState
 from workers.jobs.store import JobStore
 from workers.logs import get_logger
@@ -155,11 +156,7 @@ def receive_callback(
         dedup_key = f"{settings.key_prefix}:callback:{job_id}:{body_task_id}:adopt"
         if not store.redis.set(dedup_key, "1", nx=True, ex=DEDUP_TTL_S):
             return _logged(CallbackOutcome.DUPLICATE, job_id, body_task_id, status)
-        store.update(
-            job_id,
-            in_states={JobState.OUTCOME_UNKNOWN},
-            set_fields={"callback_task_id": body_task_id},
-        )
+        store.apply(lifecycle.NOTE_CALLBACK_TASK, job_id, callback_task_id=body_task_id)
         send(Adopt(job_id, body_task_id, source="callback"))
         return _logged(CallbackOutcome.ADOPT_SENT, job_id, body_task_id, status)
     if record.state in (JobState.SUBMITTING, JobState.QUEUED) and (
@@ -169,11 +166,11 @@ def receive_callback(
         # answer was lost). Note the reported id: if the outcome turns out unknown, submit
         # adopts it instead of waiting for a delivery that already came.
         if body_task_id:
-            store.update(
+            store.apply(
+                lifecycle.NOTE_EARLY_CALLBACK,
                 job_id,
-                in_states={JobState.SUBMITTING, JobState.QUEUED},
                 expect={"evolink_task_id": None},
-                set_fields={"callback_task_id": body_task_id},
+                callback_task_id=body_task_id,
             )
         return _logged(CallbackOutcome.NOT_READY, job_id, body_task_id, status)
     task_id = record.evolink_task_id

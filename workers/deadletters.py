@@ -7,7 +7,9 @@ go first); each entry holds the raw message with the body and headers cut to
 :data:`MAX_BODY_CHARS` / :data:`MAX_HEADERS_CHARS` and redacted (workers/logs.py).
 
 Keys (one hash tag, so a Redis Cluster keeps them in one slot):
-``{<prefix>:dead}:entries`` (hash id -> JSON) and ``{<prefix>:dead}:index`` (zset by time).
+``{<prefix>:dead}:entries`` (hash id -> JSON) and ``{<prefix>:dead}:index`` (zset by time),
+written by two scripts next to this module (``deadletter_add.lua``,
+``deadletter_purge.lua``) whose headers document their KEYS and ARGV.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from importlib.resources import files
 from typing import Any, Final
 
 import redis
@@ -26,35 +29,16 @@ from workers.redis_client import redis_client
 MAX_BODY_CHARS: Final = 16 * 1024
 MAX_HEADERS_CHARS: Final = 4 * 1024
 
-_ADD_LUA = """
-local entries, index = KEYS[1], KEYS[2]
-local id, at, doc = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local cutoff, max_entries = tonumber(ARGV[4]), tonumber(ARGV[5])
-redis.call('HSET', entries, id, doc)
-redis.call('ZADD', index, at, id)
-local old = redis.call('ZRANGEBYSCORE', index, '-inf', '(' .. cutoff, 'LIMIT', 0, 1000)
-for _, old_id in ipairs(old) do
-  redis.call('HDEL', entries, old_id); redis.call('ZREM', index, old_id)
-end
-local extra = redis.call('ZCARD', index) - max_entries
-if extra > 0 then
-  local oldest = redis.call('ZRANGE', index, 0, extra - 1)
-  for _, old_id in ipairs(oldest) do
-    redis.call('HDEL', entries, old_id); redis.call('ZREM', index, old_id)
-  end
-end
-return #old
-"""
 
-_PURGE_LUA = """
-local entries, index = KEYS[1], KEYS[2]
-local cutoff = ARGV[1]
-local ids = redis.call('ZRANGEBYSCORE', index, '-inf', cutoff)
-for _, id in ipairs(ids) do
-  redis.call('HDEL', entries, id); redis.call('ZREM', index, id)
-end
-return #ids
-"""
+def _script(name: str) -> str:
+    """A Lua script shipped next to this module (its header documents KEYS and ARGV)."""
+    return files("workers").joinpath(name).read_text(encoding="utf-8")
+
+
+#: Stores one letter and keeps the store bounded (``add``).
+ADD_LUA: Final = _script("deadletter_add.lua")
+#: Removes the letters refused up to a time (``purge``).
+PURGE_LUA: Final = _script("deadletter_purge.lua")
 
 
 class DeadLetter(BaseModel):
@@ -148,8 +132,8 @@ class DeadLetterStore:
         self.index_key = f"{{{prefix}:dead}}:index"
         self.max_entries = max_entries
         self.retention_s = retention_s
-        self._add = client.register_script(_ADD_LUA)
-        self._purge = client.register_script(_PURGE_LUA)
+        self._add = client.register_script(ADD_LUA)
+        self._purge = client.register_script(PURGE_LUA)
 
     @classmethod
     def from_settings(cls, settings: Any, client: redis.Redis | None = None) -> DeadLetterStore:

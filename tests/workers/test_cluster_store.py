@@ -13,6 +13,7 @@ from redis.crc import key_slot
 
 from producers.ingress.batches import BatchStore
 from tests.support.redis_cluster import RedisCluster
+from workers.jobs import lifecycle
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 from workers.jobs.store import JobStore
@@ -48,7 +49,7 @@ def test_every_store_script_touches_keys_of_one_slot_only() -> None:
     for _ in range(200):
         job_id = uuid.uuid4().hex
         store.create(JobRecord(job_id=job_id))
-        store.transition(job_id, JobState.SUBMITTING)
+        store.apply(lifecycle.CLAIM_SUBMIT, job_id)
     assert create.calls and update.calls
     for keys, _ in create.calls + update.calls:
         # every key a script touches is in KEYS (tests/workers/jobs/test_store_scripts.py)
@@ -89,7 +90,7 @@ def test_the_shared_parts_run_on_a_3_master_cluster(redis_cluster: RedisCluster)
         assert rt.store.create(JobRecord(job_id=job_id))[1]
     moved = ids[:20]
     for job_id in moved:
-        assert rt.store.transition(job_id, JobState.SUBMITTING)[1]
+        assert rt.store.apply(lifecycle.CLAIM_SUBMIT, job_id)[1]
     assert rt.store.count_in_state(JobState.QUEUED) == 40
     assert set(rt.store.ids_in_state(JobState.SUBMITTING)) == set(moved)
     assert len(rt.store.ids_in_state(JobState.QUEUED, limit=7)) == 7

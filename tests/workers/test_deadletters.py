@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 
+import pytest
 import redis
 
 from tests.support.redis_server import RedisServer
-from workers.deadletters import MAX_BODY_CHARS, DeadLetterStore, build_letter, replay_letter
+from workers.deadletters import (
+    ADD_LUA,
+    MAX_BODY_CHARS,
+    PURGE_LUA,
+    DeadLetterStore,
+    build_letter,
+    replay_letter,
+)
 from workers.logs import register_secret
 from workers.settings import Settings
 
@@ -111,3 +120,50 @@ def test_the_cli_lists_shows_replays_and_purges(redis_server: RedisServer) -> No
     assert "replayed" in nbq("replay", fixable).stdout
     assert store.get(fixable) is None and store.get(broken) is not None
     assert json.loads(nbq("purge").stdout) == {"purged": 1}
+
+
+# -- the scripts, called directly with the layout their headers document ------------------
+
+_SCRIPTS = {"deadletter_add.lua": ADD_LUA, "deadletter_purge.lua": PURGE_LUA}
+
+
+@pytest.mark.parametrize("name", sorted(_SCRIPTS))
+def test_each_dead_letter_script_header_documents_every_keys_and_argv_it_reads(
+    name: str,
+) -> None:
+    text = _SCRIPTS[name]
+    header = "\n".join(line for line in text.splitlines() if line.startswith("--"))
+    body = "\n".join(line for line in text.splitlines() if not line.startswith("--"))
+    for kind in ("KEYS", "ARGV"):
+        for position in sorted(set(re.findall(rf"{kind}\[(\d+)\]", body))):
+            assert re.search(rf"-- {kind}\[{position}\]", header), (name, kind, position)
+    assert "Returns" in header and text.startswith(f"-- {name}:")
+
+
+def test_the_add_script_stores_a_letter_and_drops_the_too_old_and_the_over_bound(
+    redis_server: RedisServer,
+) -> None:
+    r = redis.Redis.from_url(redis_server.url)
+    entries, index = "{d1:dead}:entries", "{d1:dead}:index"
+    # Given two letters, one older than the cutoff
+    assert r.eval(ADD_LUA, 2, entries, index, "old", "10", '{"n":0}', "0", 5) == 0
+    assert r.eval(ADD_LUA, 2, entries, index, "a", "100", '{"n":1}', "0", 5) == 0
+    # When a third comes with a cutoff past the old one and a bound of 1
+    dropped = r.eval(ADD_LUA, 2, entries, index, "b", "200", '{"n":2}', "50", 1)
+    # Then the old one went for its age (counted), "a" for the bound (not counted)
+    assert dropped == 1
+    assert r.hgetall(entries) == {b"b": b'{"n":2}'}
+    assert r.zrange(index, 0, -1, withscores=True) == [(b"b", 200.0)]
+
+
+def test_the_purge_script_removes_every_letter_up_to_its_cutoff(
+    redis_server: RedisServer,
+) -> None:
+    r = redis.Redis.from_url(redis_server.url)
+    entries, index = "{d2:dead}:entries", "{d2:dead}:index"
+    for n, at in enumerate((10, 20, 30)):
+        r.eval(ADD_LUA, 2, entries, index, f"l{n}", str(at), "{}", "0", 10)
+    assert r.eval(PURGE_LUA, 2, entries, index, "20") == 2  # at or before the cutoff
+    assert r.hkeys(entries) == [b"l2"] and r.zrange(index, 0, -1) == [b"l2"]
+    assert r.eval(PURGE_LUA, 2, entries, index, "+inf") == 1
+    assert r.exists(entries, index) == 0

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support.procs import free_port, port_open, python_exe, start, stop, wait_until
 from workers import metrics
 from workers.app import create_app
+from workers.jobs import lifecycle
 from workers.jobs.record import JobRecord
 from workers.jobs.state import ACTIVE_STATES, JobState
 from workers.jobs.store import JobStore
@@ -159,7 +160,7 @@ def test_jobs_in_state_and_oldest_age_come_from_the_job_store_index(settings, re
     store = JobStore(redis_server.client(), prefix=settings.key_prefix)
     for job_id in ("a", "b", "c"):
         store.create(JobRecord(job_id=job_id))
-    store.transition("c", JobState.SUBMITTING)
+    store.apply(lifecycle.CLAIM_SUBMIT, "c")
     oldest_queued = store.redis.zscore(store.index_key(JobState.QUEUED), "a")
     # When the exporter scrapes with a clock 100 s after the first job
     collector = RedisMetricsCollector(

@@ -11,8 +11,8 @@ from redis.sentinel import SentinelConnectionPool
 
 from tests.support.redis_server import RedisServer
 from workers.app import celery_config
+from workers.jobs import lifecycle
 from workers.jobs.record import JobRecord
-from workers.jobs.state import JobState
 from workers.jobs.store import JobStore
 from workers.redis_client import (
     kombu_sentinel_url,
@@ -135,8 +135,8 @@ def test_a_retried_transition_reports_applied_and_applies_once(
 ) -> None:
     store.create(JobRecord(job_id="j1"))
     _freeze(monkeypatch)
-    first = store.transition("j1", JobState.SUBMITTING, incr={"attempts": 1})
-    again = store.transition("j1", JobState.SUBMITTING, incr={"attempts": 1})
+    first = store.apply(lifecycle.CLAIM_SUBMIT, "j1", incr={"attempts": 1})
+    again = store.apply(lifecycle.CLAIM_SUBMIT, "j1", incr={"attempts": 1})
     assert first[1] and again[1]
     assert again[0] is not None and again[0].attempts == 1
     counts = store.redis.hgetall(store.state_counter_key)
@@ -156,8 +156,8 @@ def test_a_retried_create_reports_created_once(
 
 def test_a_different_caller_still_loses_a_transition_already_made(store: JobStore) -> None:
     store.create(JobRecord(job_id="j3"))
-    assert store.transition("j3", JobState.SUBMITTING)[1]
-    assert not store.transition("j3", JobState.SUBMITTING)[1]
+    assert store.apply(lifecycle.CLAIM_SUBMIT, "j3")[1]
+    assert not store.apply(lifecycle.CLAIM_SUBMIT, "j3")[1]
 
 
 def test_wait_replicas_without_a_replica_goes_on_after_the_timeout(
@@ -166,5 +166,5 @@ def test_wait_replicas_without_a_replica_goes_on_after_the_timeout(
     store = JobStore(redis_server.client(), prefix="t", wait_replicas=1, wait_timeout_ms=50)
     _, created = store.create(JobRecord(job_id="j4"))
     assert created and store.get("j4") is not None
-    _, applied = store.transition("j4", JobState.SUBMITTING, durable=True)
+    _, applied = store.apply(lifecycle.CLAIM_SUBMIT, "j4", durable=True)
     assert applied

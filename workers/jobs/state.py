@@ -8,7 +8,8 @@
 
 ``submitting → queued`` also happens: a submit that must wait (quota breaker open, rate
 limit, retryable error before any API task exists) hands the job back to the queue.
-``generating → submitting`` happens when a retryable task error asks for a fresh API task.
+``generating → queued`` happens when a retryable task error asks for a fresh API task
+(a recreate: the job goes back to the queue and is claimed like a new one).
 
 ``outcome_unknown``: a create may have made (and charged) a task, but no answer said so.
 With callbacks configured the job waits there for its task's callback (adopted →
@@ -41,7 +42,9 @@ class JobState(StrEnum):
 TERMINAL_STATES = frozenset({JobState.STORED, JobState.FAILED, JobState.CANCELLED})
 ACTIVE_STATES = tuple(s for s in JobState if s not in TERMINAL_STATES)
 
-#: Allowed transitions: state → states it may move to.
+#: Allowed transitions: state → states it may move to. Every move is a named transition
+#: in ``workers/jobs/lifecycle.py`` (checked against this table at import), and the update
+#: script refuses a move outside it (the table is compiled into the script).
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.QUEUED: frozenset(
         {JobState.SUBMITTING, JobState.OUTCOME_UNKNOWN, JobState.FAILED, JobState.CANCELLED}
@@ -59,7 +62,8 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
         {JobState.GENERATING, JobState.QUEUED, JobState.FAILED, JobState.CANCELLED}
     ),
     JobState.GENERATING: frozenset(
-        {JobState.SUBMITTING, JobState.DOWNLOADING, JobState.FAILED, JobState.CANCELLED}
+        # queued: a recreate (a retryable task error asks for a fresh API task).
+        {JobState.QUEUED, JobState.DOWNLOADING, JobState.FAILED, JobState.CANCELLED}
     ),
     JobState.DOWNLOADING: frozenset({JobState.STORED, JobState.FAILED, JobState.CANCELLED}),
     JobState.STORED: frozenset(),

@@ -1,9 +1,11 @@
 """Redis job store: atomic, state-checked updates of job records.
 
-Every write goes through one Lua script (``update.lua``; a new record: ``create.lua``,
-both next to this module with their KEYS and ARGV documented) that checks the current
-state, applies the change and maintains a per-state index (a sorted set scored by last
-update time) that the reconciler scans for stuck jobs. One winner per transition: a
+Every write to an existing record is a named transition (``workers/jobs/lifecycle.py``)
+run by ``JobStore.apply`` through one Lua script (``update.lua``; a new record:
+``create.lua``, both next to this module with their KEYS and ARGV documented) that checks
+the current state (and the state table itself), applies the change and maintains a
+per-state index (a sorted set scored by last update time) that the reconciler scans for
+stuck jobs. One winner per transition: a
 redelivered or duplicated task finds the job already moved and does nothing. Every key a
 script touches is passed in KEYS, all in one slot (Redis Cluster, NBQ_STORE_SHARDS).
 """
@@ -14,14 +16,15 @@ import heapq
 import itertools
 import time
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from importlib.resources import files
 from typing import Any
 
 import redis
 
+from workers.jobs.lifecycle import IllegalTransitionError, Transition
 from workers.jobs.record import JobRecord, encode_field
-from workers.jobs.state import ACTIVE_STATES, JobState, sources_of
+from workers.jobs.state import ACTIVE_STATES, TRANSITIONS, JobState
 
 #: What a store that is briefly away raises (restart, Sentinel or Cluster failover).
 STORE_AWAY: tuple[type[Exception], ...] = (
@@ -38,8 +41,17 @@ def _script(name: str) -> str:
     return files("workers.jobs").joinpath(name).read_text(encoding="utf-8")
 
 
-#: Moves a job and/or changes its fields (``transition``, ``update``).
-UPDATE_LUA = _script("update.lua")
+def _moves_lua() -> str:
+    """``TRANSITIONS`` as a Lua table literal, for ``update.lua``'s ``moves``."""
+    rows = []
+    for source, targets in TRANSITIONS.items():
+        inner = ", ".join(f'["{t.value}"] = true' for t in sorted(targets))
+        rows.append(f'["{source.value}"] = {{{inner}}}')
+    return "{" + ", ".join(rows) + "}"
+
+
+#: Moves a job and/or changes its fields (``apply``), the state table compiled in.
+UPDATE_LUA = _script("update.lua").replace("{--[[TRANSITIONS]]}", _moves_lua(), 1)
 #: Stores a new record once (``create``, ``create_eval_args``).
 CREATE_LUA = _script("create.lua")
 #: States with a per-state index (the active ones): the scripts' index KEYS, in this order.
@@ -189,7 +201,7 @@ class JobStore:
     def wait_for_replicas(self) -> int | None:
         """A separate ``WAIT`` for ``wait_replicas`` replicas; no round trip when it is 0.
 
-        The store's own durable writes (``create``, ``transition(durable=True)``) send their
+        The store's own durable writes (``create``, ``apply(durable=True)``) send their
         ``WAIT`` in the same round trip (``_durably``); this is for callers that wrote
         through another path.
 
@@ -247,61 +259,75 @@ class JobStore:
         keys = self.create_keys(stamped)
         return stamped, ["EVAL", CREATE_LUA, len(keys), *keys, *args]
 
-    def transition_through_outage(
-        self, job_id: str, to: JobState, *, patience_s: float, **kwargs: Any
+    def apply(
+        self,
+        transition: Transition,
+        job_id: str,
+        /,
+        *,
+        expect: Mapping[str, str | float | None] | None = None,
+        incr: Mapping[str, float] | None = None,
+        durable: bool = False,
+        outage_patience_s: float = 0.0,
+        **fields: Any,
     ) -> tuple[JobRecord | None, bool]:
-        """``transition``, retried while the store is briefly away (a restart, a Sentinel
-        or Cluster failover) for up to ``patience_s``: for the one write that must not be
-        dropped, a paid create's task id. A retry may find that the lost attempt had
-        applied (then ``applied`` is False and the record shows the caller's own fields:
-        the caller compares). Raises the last store error after ``patience_s``.
+        """Run one named ``transition`` on ``job_id``: the only write to an existing record.
+
+        It applies (atomically, in ``update.lua``) only while the job is in one of the
+        transition's sources and every guard field holds its ``expect`` value (``None`` =
+        absent; exactly the transition's guards must be given). ``fields`` are written,
+        ``incr`` added to, the transition's ``unsets`` removed. Returns ``(record,
+        applied)``; the record is the current one either way, ``None`` if the job does
+        not exist.
+
+        ``durable``: a write that must survive a failover (a create's task id): ``WAIT``
+        for NBQ_STORE_WAIT_REPLICAS replicas in the same round trip. ``outage_patience_s``
+        > 0: retry while the store is briefly away (a restart, a Sentinel or Cluster
+        failover) for up to that long, for the one write that must not be dropped (a paid
+        create's task id). A retry may find that the lost attempt had applied (then
+        ``applied`` is False and the record shows the caller's own fields: the caller
+        compares). Raises the last store error after the patience.
         """
-        deadline = time.monotonic() + patience_s
+        given = dict(expect or {})
+        if set(given) != set(transition.guards):
+            raise IllegalTransitionError(
+                f"{transition.name} is guarded by {list(transition.guards)}, got {list(given)}"
+            )
+        clash = set(fields) & ({"state", "updated_at"} | set(transition.unsets))
+        if clash:
+            raise IllegalTransitionError(f"{transition.name} cannot set {sorted(clash)}")
+        if outage_patience_s <= 0:
+            return self._write(transition, job_id, given, fields, incr or {}, durable)
+        deadline = time.monotonic() + outage_patience_s
         pause_s = 0.2
         while True:
             try:
-                return self.transition(job_id, to, **kwargs)
+                return self._write(transition, job_id, given, fields, incr or {}, durable)
             except STORE_AWAY:
                 if time.monotonic() + pause_s > deadline:
                     raise
-                time.sleep(pause_s)  # bounded: patience_s in all, never a poll loop
+                time.sleep(pause_s)  # bounded: the patience in all, never a poll loop
                 pause_s = min(pause_s * 2, 2.0)
 
-    def transition(
+    def _write(
         self,
+        transition: Transition,
         job_id: str,
-        to: JobState | None = None,
-        *,
-        allowed_from: Iterable[JobState] | None = None,
-        set_fields: Mapping[str, Any] | None = None,
-        incr: Mapping[str, float] | None = None,
-        unset: Iterable[str] = (),
-        expect: Mapping[str, str | None] | None = None,
-        durable: bool = False,
+        expect: Mapping[str, str | float | None],
+        set_fields: Mapping[str, Any],
+        incr: Mapping[str, float],
+        durable: bool,
     ) -> tuple[JobRecord | None, bool]:
-        """Atomically move ``job_id`` to ``to`` if its state is allowed, and apply fields.
-
-        ``allowed_from`` defaults to every state that may legally reach ``to`` (and, with
-        ``to=None``, to any state). ``expect`` maps fields to the exact string they must
-        hold (``None`` = absent), e.g. a poll token, so duplicates lose. Returns
-        ``(record, applied)``; the record is the current one either way, ``None`` if the
-        job does not exist. ``durable``: a write that must survive a failover (a create's
-        task id): ``WAIT`` for NBQ_STORE_WAIT_REPLICAS replicas in the same round trip.
-        """
-        if allowed_from is None:
-            allowed = sorted(sources_of(to)) if to is not None else []
-        else:
-            allowed = sorted(allowed_from)
         keys = self.update_keys(job_id)
         args = _update_args(
             job_id,
-            to,
-            allowed,
+            transition.target,
+            sorted(transition.sources),
             retention_s=self.retention_s,
-            expect=expect or {},
-            set_fields=set_fields or {},
-            incr=incr or {},
-            unset=list(unset),
+            expect=expect,
+            set_fields=set_fields,
+            incr=incr,
+            unset=list(transition.unsets),
         )
         if durable and self.wait_replicas:
             command = ["EVAL", UPDATE_LUA, len(keys), *keys, *args]
@@ -313,6 +339,14 @@ class JobStore:
             return None, False
         data.setdefault("job_id", job_id)
         return JobRecord.from_hash(data), bool(applied)
+
+    def forget(self, job_id: str) -> None:
+        """Drop a vanished record's index entries (expired or evicted): they would
+        otherwise sit at the head of every scan (and count as in flight) forever."""
+        pipe = self.redis.pipeline(transaction=False)
+        for state in INDEXED_STATES:
+            pipe.zrem(self.index_key(state, job_id), job_id)
+        pipe.execute()
 
     def update_keys(self, job_id: str) -> list[str]:
         """``update.lua``'s KEYS: the record, its shard's state counter and the job's index
@@ -354,27 +388,6 @@ class JobStore:
         )
         return False
 
-    def update(
-        self,
-        job_id: str,
-        *,
-        in_states: Iterable[JobState] | None = None,
-        set_fields: Mapping[str, Any] | None = None,
-        incr: Mapping[str, float] | None = None,
-        unset: Iterable[str] = (),
-        expect: Mapping[str, str | None] | None = None,
-    ) -> tuple[JobRecord | None, bool]:
-        """Change fields without changing state (only while in ``in_states``, if given)."""
-        return self.transition(
-            job_id,
-            None,
-            allowed_from=in_states,
-            set_fields=set_fields,
-            incr=incr,
-            unset=unset,
-            expect=expect,
-        )
-
 
 def _update_args(
     job_id: str,
@@ -382,7 +395,7 @@ def _update_args(
     allowed: list[JobState],
     *,
     retention_s: int,
-    expect: Mapping[str, str | None],
+    expect: Mapping[str, str | float | None],
     set_fields: Mapping[str, Any],
     incr: Mapping[str, float],
     unset: list[str],
@@ -399,7 +412,7 @@ def _update_args(
         len(expect),
     ]
     for name, expected in expect.items():
-        args += [name, "" if expected is None else expected]
+        args += [name, _expected(expected)]
     args.append(len(set_fields))
     for name, value in set_fields.items():
         args += [name, encode_field(name, _jsonable(value))]
@@ -409,6 +422,13 @@ def _update_args(
     args.append(len(unset))
     args += unset
     return args
+
+
+def _expected(value: str | float | None) -> str:
+    """A guard's value as the hash holds it (a float as the stores write it: ``repr``)."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else repr(value)
 
 
 def _jsonable(value: Any) -> Any:

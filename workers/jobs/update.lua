@@ -1,6 +1,11 @@
 -- update.lua: move one job to a state and/or change its fields, atomically, if allowed.
--- Loaded by workers/jobs/store.py (JobStore.transition / JobStore.update); tested
--- directly in tests/workers/jobs/test_store_scripts.py.
+-- Loaded by workers/jobs/store.py (JobStore.apply, the one write path for an existing
+-- record); tested directly in tests/workers/jobs/test_store_scripts.py.
+--
+-- The state table (TRANSITIONS, workers/jobs/state.py) is compiled into the script when
+-- store.py loads it (the `moves` line below): a move outside the table is refused with an
+-- error reply even if the caller's allowed states would let it through. No extra ARGV,
+-- no extra round trip.
 --
 -- Every key it touches is in KEYS, and on a sharded store (NBQ_STORE_SHARDS) all of them
 -- carry the job's shard hash tag {s<n>}: one slot per call, as Redis Cluster requires.
@@ -34,6 +39,9 @@
 -- Returns {applied, fields}: applied 1 if the change was made (or was made by this same
 -- call's first run), 0 if a check failed; fields is the record's HGETALL after the call
 -- (flat field, value list), {} if the job does not exist (then applied is 0).
+-- Error reply "nbq: illegal move <state> -> <to_state>" (nothing written) if the checks
+-- passed but the state table has no such move.
+local moves = {--[[TRANSITIONS]]}
 local key = KEYS[1]
 local counter_key = KEYS[2]
 local now = ARGV[1]
@@ -66,6 +74,9 @@ for j = 0, n_expect - 1 do
   if (current[3 + j] or '') ~= ARGV[expect_at + 2 * j + 1] then ok = false end
 end
 if not ok then return {0, redis.call('HGETALL', key)} end
+if to_state ~= '' and not (moves[state] or {})[to_state] then
+  return redis.error_reply('nbq: illegal move ' .. state .. ' -> ' .. to_state)
+end
 -- One write: the fields, the new state and its time, the stamp.
 local n_set = tonumber(ARGV[i]); i = i + 1
 local sets = {}

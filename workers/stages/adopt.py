@@ -15,6 +15,8 @@ from typing import Literal
 
 from workers import metrics
 from workers.evolink.errors import EvolinkError, NotFoundError
+from workers.jobs import lifecycle
+from workers.jobs.lifecycle import Transition
 from workers.jobs.record import JobError
 from workers.jobs.state import JobState
 from workers.policy.errors import Action, action_for
@@ -26,11 +28,12 @@ from workers.stages.steps import Done, Step
 
 Source = Literal["callback", "person"]
 
-#: Where each source may adopt from: a callback only rescues a waiting job; a person may
-#: also revive a failed one (e.g. ``outcome_unknown`` past its deadline).
+#: How each source adopts: a callback only rescues a waiting job; a person may also
+#: revive a failed one (e.g. ``outcome_unknown`` past its deadline).
+ADOPTION: dict[str, Transition] = {"callback": lifecycle.ADOPT, "person": lifecycle.MANUAL_ADOPT}
+#: Where each source may adopt from.
 ADOPTABLE_FROM: dict[str, frozenset[JobState]] = {
-    "callback": frozenset({JobState.OUTCOME_UNKNOWN}),
-    "person": frozenset({JobState.OUTCOME_UNKNOWN, JobState.FAILED}),
+    source: move.sources for source, move in ADOPTION.items()
 }
 
 
@@ -43,7 +46,8 @@ def adopt(
     retries: int = 0,
 ) -> Step:
     """Re-fetch ``task_id`` and make it the job's task; returns what comes next."""
-    allowed = ADOPTABLE_FROM[source]
+    adoption = ADOPTION[source]
+    allowed = adoption.sources
     record = rt.store.get(job_id)
     if record is None:
         return Done("missing")
@@ -57,11 +61,10 @@ def adopt(
     except NotFoundError:
         log.warning("adopt_task_not_found", job_id=job_id, evolink_task_id=task_id, source=source)
         # Forget a callback's claim the API denies (the reconciler would re-send it).
-        rt.store.update(
+        rt.store.apply(
+            lifecycle.FORGET_DENIED_TASK.only_from(*allowed),
             job_id,
-            in_states=allowed,
             expect={"callback_task_id": task_id},
-            unset=("callback_task_id",),
         )
         return Done("task_not_found")
     except EvolinkError as exc:
@@ -76,23 +79,19 @@ def adopt(
         previous.append(record.evolink_task_id)
     credits = (task.usage.credits_reserved or 0.0) if new_task else 0.0
     token = new_token()
-    moved, applied = rt.store.transition(
+    moved, applied = rt.store.apply(
+        adoption,
         job_id,
-        JobState.GENERATING,
-        allowed_from=allowed,
-        set_fields={
-            "evolink_task_id": task.id,
-            "previous_task_ids": previous,
-            "estimated_time_s": task.estimated_time_s or 0.0,
-            "deadline_at": now() + rt.settings.poll_deadline_s,
-            "poll_token": token,
-            "next_poll_at": now(),
-            "progress": task.progress,
-            "create_outcome_unknown": False,
-            "create_sent": False,
-        },
         incr={"paid_creates": 1 if new_task else 0, "credits_reserved": credits},
-        unset=("waiting_reason", "error", "outcome_deadline_at", "callback_task_id"),
+        evolink_task_id=task.id,
+        previous_task_ids=previous,
+        estimated_time_s=task.estimated_time_s or 0.0,
+        deadline_at=now() + rt.settings.poll_deadline_s,
+        poll_token=token,
+        next_poll_at=now(),
+        progress=task.progress,
+        create_outcome_unknown=False,
+        create_sent=False,
     )
     if not applied or moved is None:
         return Done("lost_race")

@@ -7,8 +7,9 @@ chain ends at its next hop, a download's final transition fails.
 
 from __future__ import annotations
 
+from workers.jobs import lifecycle
 from workers.jobs.record import JobRecord
-from workers.jobs.state import ACTIVE_STATES, JobState
+from workers.jobs.state import JobState
 from workers.jobs.store import JobNotFoundError, JobStore
 
 
@@ -17,13 +18,7 @@ class NotCancellableError(Exception):
 
 
 def cancel_job(store: JobStore, job_id: str, *, reason: str = "cancelled by request") -> JobRecord:
-    record, applied = store.transition(
-        job_id,
-        JobState.CANCELLED,
-        allowed_from=ACTIVE_STATES,
-        set_fields={"waiting_reason": reason},
-        unset=("poll_token", "result_urls"),
-    )
+    record, applied = store.apply(lifecycle.CANCEL, job_id, waiting_reason=reason)
     if record is None:
         raise JobNotFoundError(job_id)
     if not applied:

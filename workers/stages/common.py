@@ -5,11 +5,14 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Mapping
+from typing import Any
 
 from workers import metrics
 from workers.failures import record_failure
+from workers.jobs import lifecycle
+from workers.jobs.lifecycle import Transition
 from workers.jobs.record import JobError, JobRecord
-from workers.jobs.state import ACTIVE_STATES, JobState
+from workers.jobs.state import JobState
 from workers.logs import get_logger
 from workers.policy.retry import RETRY_RULES, RetryCause, budget, delay_s
 from workers.runtime import Runtime
@@ -52,23 +55,20 @@ def fail_job(
     job_id: str,
     error: JobError,
     *,
-    from_states: tuple[JobState, ...] = ACTIVE_STATES,
+    via: Transition = lifecycle.FAIL,
     expect: Mapping[str, str | None] | None = None,
+    **fields: Any,
 ) -> JobRecord | None:
     """Move a job to ``failed`` with a reason a person understands (once).
 
-    Signed result links are dropped with it (they are only needed to download).
-    ``expect`` guards the move like ``JobStore.transition`` does (e.g. the task id the
-    caller's news is about).
+    ``via`` is the failing transition (``FAIL`` from any active state, ``FAIL_POLL`` for
+    the live poll chain, or one narrowed with ``only_from``); ``expect`` its guards;
+    ``fields`` are written in the same move (e.g. ``create_sent=False``). Signed result
+    links are dropped with it (they are only needed to download).
     """
-    record, applied = rt.store.transition(
-        job_id,
-        JobState.FAILED,
-        allowed_from=from_states,
-        set_fields={"error": error},
-        unset=("waiting_reason", "result_urls"),
-        expect=expect,
-    )
+    if via.target is not JobState.FAILED:
+        raise ValueError(f"fail_job needs a transition to failed, not {via.name}")
+    record, applied = rt.store.apply(via, job_id, expect=expect, error=error, **fields)
     if applied and record is not None:
         metrics.job_failed(error.code)
         record_failure(job_id, error)  # the task ends FAILURE with this reason's class

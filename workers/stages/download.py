@@ -9,6 +9,7 @@ from __future__ import annotations
 from workers import metrics
 from workers.errors import PipelineError
 from workers.evolink.results import open_result
+from workers.jobs import lifecycle
 from workers.jobs.record import JobError, JobRecord, StoredObject
 from workers.jobs.state import JobState
 from workers.policy.errors import Action, action_for
@@ -50,7 +51,9 @@ def download(
         )
     except PipelineError as exc:
         if action_for(exc) is not Action.RETRY:
-            fail_job(rt, job_id, error_from(exc), from_states=(JobState.DOWNLOADING,))
+            fail_job(
+                rt, job_id, error_from(exc), via=lifecycle.FAIL.only_from(JobState.DOWNLOADING)
+            )
             return Fail(f"failed_{exc.reason}")
         log.warning(
             "download_retry",
@@ -70,13 +73,7 @@ def download(
             ),
         )
 
-    stored, applied = rt.store.transition(
-        job_id,
-        JobState.STORED,
-        allowed_from={JobState.DOWNLOADING},
-        set_fields={"objects": objects},
-        unset=("result_urls",),
-    )
+    stored, applied = rt.store.apply(lifecycle.STORED, job_id, objects=objects)
     if not applied or stored is None:
         return Done("stale_on_store")
     queued_at = stored.state_times.get(JobState.QUEUED.value, stored.created_at)
@@ -119,7 +116,5 @@ def _store_results(rt: Runtime, record: JobRecord) -> list[StoredObject]:
             )
         objects.append(stored)
         metrics.bytes_stored(stored.size)
-        rt.store.update(
-            record.job_id, in_states={JobState.DOWNLOADING}, set_fields={"objects": objects}
-        )
+        rt.store.apply(lifecycle.OBJECT_STORED, record.job_id, objects=objects)
     return objects

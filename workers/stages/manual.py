@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 
+from workers.jobs import lifecycle
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 from workers.jobs.store import JobNotFoundError, JobStore
@@ -23,7 +24,7 @@ from workers.stages.adopt import ADOPTABLE_FROM
 
 log = get_logger("nbq.manual")
 
-RETRYABLE_FROM = frozenset({JobState.FAILED, JobState.OUTCOME_UNKNOWN})
+RETRYABLE_FROM = lifecycle.MANUAL_RETRY.sources
 #: What a task id may look like (the vendor's are ``task-unified-<unix>-<8 alnum>``).
 TASK_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
@@ -65,28 +66,15 @@ def retry_job(
     previous = list(record.previous_task_ids)
     if record.evolink_task_id:
         previous.append(record.evolink_task_id)
-    moved, applied = store.transition(
+    moved, applied = store.apply(
+        lifecycle.MANUAL_RETRY.only_from(record.state),  # the state the checks above saw
         job_id,
-        JobState.QUEUED,
-        allowed_from={record.state},
-        set_fields={
-            "previous_task_ids": previous,
-            # Unknown: the same round and key (a server honouring it returns the first task).
-            "create_seq": record.create_seq if unknown else record.create_seq + 1,
-            "create_outcome_unknown": False,
-            "create_sent": False,
-            "waiting_reason": f"retry requested by a person ({by})",
-        },
-        unset=(
-            "error",
-            "evolink_task_id",
-            "poll_token",
-            "next_poll_at",
-            "deadline_at",
-            "outcome_deadline_at",
-            "callback_task_id",
-            "result_urls",
-        ),
+        previous_task_ids=previous,
+        # Unknown: the same round and key (a server honouring it returns the first task).
+        create_seq=record.create_seq if unknown else record.create_seq + 1,
+        create_outcome_unknown=False,
+        create_sent=False,
+        waiting_reason=f"retry requested by a person ({by})",
     )
     if not applied or moved is None:
         raise ManualActionError(f"job {job_id} changed while retrying; look again (nbq status)")

@@ -16,6 +16,7 @@ from workers.evolink.errors import (
     UnauthorizedError,
 )
 from workers.evolink.models import Task, TaskStatus
+from workers.jobs import lifecycle
 from workers.jobs.record import JobError, JobRecord
 from workers.jobs.state import JobState
 from workers.policy.errors import Action, action_for
@@ -40,11 +41,8 @@ def poll(
     """
     # Claim first (one round trip): only the poll carrying the current token goes on.
     next_token = new_token()
-    record, won = rt.store.update(
-        job_id,
-        in_states={JobState.GENERATING},
-        expect={"poll_token": token or None},
-        set_fields={"poll_token": next_token},
+    record, won = rt.store.apply(
+        lifecycle.CLAIM_POLL, job_id, expect={"poll_token": token or None}, poll_token=next_token
     )
     if record is None:
         from workers.stages.rescue import report_lost, rescue
@@ -71,7 +69,7 @@ def poll(
                 message=f"task {task_id} not finished within {rt.settings.poll_deadline_s:.0f}s; "
                 "the Evolink task id is kept so the job can be resumed",
             ),
-            from_states=(JobState.GENERATING,),
+            via=lifecycle.FAIL_POLL,
             expect={"poll_token": next_token},
         )
         return Fail("deadline_exceeded")
@@ -99,14 +97,13 @@ def handle_task_state(rt: Runtime, record: JobRecord, task: Task, next_token: st
                 TaskFailedError("generation_failed_no_content", "completed without any result"),
                 next_token,
             )
-        moved, applied = rt.store.transition(
+        moved, applied = rt.store.apply(
+            lifecycle.COMPLETED,
             job_id,
-            JobState.DOWNLOADING,
-            allowed_from={JobState.GENERATING},
             expect={"poll_token": next_token},  # only the live poll chain's news counts
-            set_fields={"result_urls": urls, "progress": 100},
             incr={"polls": 1},
-            unset=("poll_token", "next_poll_at"),
+            result_urls=urls,
+            progress=100,
         )
         if not applied or moved is None:
             return Done("stale_on_complete")
@@ -130,10 +127,9 @@ def handle_task_state(rt: Runtime, record: JobRecord, task: Task, next_token: st
             next_token,
         )
     if task.status is TaskStatus.CANCELLED:
-        rt.store.transition(
+        rt.store.apply(
+            lifecycle.CANCELLED_UPSTREAM,
             job_id,
-            JobState.CANCELLED,
-            allowed_from={JobState.GENERATING},
             expect={"poll_token": next_token},
             incr={"polls": 1},
         )
@@ -146,12 +142,13 @@ def handle_task_state(rt: Runtime, record: JobRecord, task: Task, next_token: st
         progress=task.progress,
         rng=rt.rng,
     )
-    _, still_ours = rt.store.update(
+    _, still_ours = rt.store.apply(
+        lifecycle.POLL_PROGRESS,
         job_id,
-        in_states={JobState.GENERATING},
         expect={"poll_token": next_token},
-        set_fields={"progress": task.progress, "next_poll_at": now() + countdown_s},
         incr={"polls": 1},
+        progress=task.progress,
+        next_poll_at=now() + countdown_s,
     )
     if not still_ours:
         return Done("stale_token")  # a newer poll (a callback's) took over the chain
@@ -170,11 +167,7 @@ def handle_task_state(rt: Runtime, record: JobRecord, task: Task, next_token: st
 
 def _schedule_next(rt: Runtime, record: JobRecord, token: str, countdown_s: float) -> Step:
     """Poll again later (the query limiter said wait)."""
-    rt.store.update(
-        record.job_id,
-        in_states={JobState.GENERATING},
-        set_fields={"next_poll_at": now() + countdown_s},
-    )
+    rt.store.apply(lifecycle.POLL_LATER, record.job_id, next_poll_at=now() + countdown_s)
     return Poll(
         record.job_id,
         token,
@@ -194,19 +187,15 @@ def _task_failed(rt: Runtime, record: JobRecord, exc: TaskFailedError, token: st
         and record.recovered_at is None  # a rescued job has no request to create again
     ):
         previous = [*record.previous_task_ids, record.evolink_task_id or ""]
-        _, applied = rt.store.transition(
+        _, applied = rt.store.apply(
+            lifecycle.RECREATE,
             job_id,
-            JobState.QUEUED,
-            allowed_from={JobState.GENERATING},
             expect={"poll_token": token},  # one recreate per failed task, never two
-            set_fields={
-                "previous_task_ids": previous,
-                "create_seq": record.create_seq + 1,
-                "waiting_reason": f"recreate after {code}",
-                "error": JobError(code=code, message=exc.message, retryable=True),
-            },
             incr={"polls": 1},
-            unset=("evolink_task_id", "poll_token", "next_poll_at"),
+            previous_task_ids=previous,
+            create_seq=record.create_seq + 1,
+            waiting_reason=f"recreate after {code}",
+            error=JobError(code=code, message=exc.message, retryable=True),
         )
         if applied:
             log.warning(
@@ -218,8 +207,8 @@ def _task_failed(rt: Runtime, record: JobRecord, exc: TaskFailedError, token: st
             )
             return Submit(job_id, label="recreate")
         return Done("stale_on_fail")
-    _, ours = rt.store.update(
-        job_id, in_states={JobState.GENERATING}, expect={"poll_token": token}, incr={"polls": 1}
+    _, ours = rt.store.apply(
+        lifecycle.POLL_COUNTED, job_id, expect={"poll_token": token}, incr={"polls": 1}
     )
     if not ours:
         return Done("stale_on_fail")
@@ -231,7 +220,7 @@ def _task_failed(rt: Runtime, record: JobRecord, exc: TaskFailedError, token: st
             message=exc.message or f"task failed: {code}",
             retryable=action is Action.RECREATE,
         ),
-        from_states=(JobState.GENERATING,),
+        via=lifecycle.FAIL_POLL,
         expect={"poll_token": token},
     )
     return Fail()
@@ -256,7 +245,7 @@ def _query_failed(
             rt,
             job_id,
             error_from(exc, code=code),
-            from_states=(JobState.GENERATING,),
+            via=lifecycle.FAIL_POLL,
             expect={"poll_token": token},
         )
         return Fail()
@@ -280,8 +269,5 @@ def _query_failed(
             ),
         ),
     )
-    delay_s = step.after_s
-    rt.store.update(
-        job_id, in_states={JobState.GENERATING}, set_fields={"next_poll_at": now() + delay_s}
-    )
+    rt.store.apply(lifecycle.POLL_LATER, job_id, next_poll_at=now() + step.after_s)
     return step

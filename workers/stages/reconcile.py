@@ -17,11 +17,12 @@ from kombu.exceptions import KombuError
 
 from workers.broker_queues import amqp_queue_lengths, queue_lengths
 from workers.brokers import broker_kind
-from workers.contract import ALL_QUEUES, QUEUE_DOWNLOAD, QUEUE_SUBMIT
-from workers.jobs.state import ACTIVE_STATES, JobState
+from workers.contract import ALL_QUEUES, QUEUE_DOWNLOAD, QUEUE_SUBMIT, TASK_GENERATE, TASK_SUBMIT
+from workers.jobs import lifecycle
+from workers.jobs.record import JobRecord
+from workers.jobs.state import JobState
 from workers.logs import get_logger
 from workers.policy.retry import MAX_QUOTA_WAIT_S
-from workers.resilience.breaker import _text
 from workers.runtime import Runtime
 from workers.stages.common import new_token, now
 from workers.stages.steps import Adopt, Download, Poll, Send, Submit
@@ -93,20 +94,24 @@ def reconcile_once(rt: Runtime, send: Send) -> ReconcileReport:
             report.requeued_submits.append(job_id)
 
     # Submitting and idle: the submit worker died mid-create (its message was acked early).
+    # Only once its claim is older than a submit may live (its task's hard time limit): a
+    # live submit may spend that long on the create and on recording its task id through a
+    # store failover, and re-driving it would declare a live create's outcome unknown.
+    claim_limit_s = submit_time_limit_s()
     for job_id in rt.store.ids_in_state(JobState.SUBMITTING, updated_before=cutoff, limit=BATCH):
-        raw = _raw(rt, job_id)
-        if raw is None:
+        record = _read(rt, job_id)
+        if record is None or record.state is not JobState.SUBMITTING:
             continue
-        record, applied = rt.store.transition(
+        claimed_at = record.state_times.get(JobState.SUBMITTING.value, record.updated_at)
+        if now() - claimed_at < claim_limit_s:
+            continue
+        _, applied = rt.store.apply(
+            lifecycle.RECOVER_SUBMIT,
             job_id,
-            JobState.QUEUED,
-            allowed_from={JobState.SUBMITTING},
-            expect={"updated_at": raw.get("updated_at")},
-            set_fields={
-                "create_outcome_unknown": _create_was_sent(raw),
-                "create_sent": False,
-                "waiting_reason": "recovered after a lost submit",
-            },
+            expect={"updated_at": record.updated_at},
+            create_outcome_unknown=_create_was_sent(record),
+            create_sent=False,
+            waiting_reason="recovered after a lost submit",
         )
         if applied:
             send(Submit(job_id))
@@ -114,20 +119,18 @@ def reconcile_once(rt: Runtime, send: Send) -> ReconcileReport:
 
     # Generating with no poll due for a long time: the poll chain was lost.
     for job_id in rt.store.ids_in_state(JobState.GENERATING, updated_before=cutoff, limit=BATCH):
-        record = rt.store.get(job_id)
-        if record is None:
-            _forget(rt, job_id)
-            continue
-        if record.state is not JobState.GENERATING:
+        record = _read(rt, job_id)
+        if record is None or record.state is not JobState.GENERATING:
             continue
         if record.next_poll_at is not None and record.next_poll_at > cutoff:
             continue
         token = new_token()
-        _, applied = rt.store.update(
+        _, applied = rt.store.apply(
+            lifecycle.CLAIM_POLL,
             job_id,
-            in_states={JobState.GENERATING},
             expect={"poll_token": record.poll_token},
-            set_fields={"poll_token": token, "next_poll_at": now()},
+            poll_token=token,
+            next_poll_at=now(),
         )
         if applied:
             send(Poll(job_id, token, evolink_task_id=record.evolink_task_id))
@@ -162,11 +165,19 @@ def reconcile_once(rt: Runtime, send: Send) -> ReconcileReport:
     return report
 
 
-def _create_was_sent(raw: dict[str, str]) -> bool:
+def _create_was_sent(record: JobRecord) -> bool:
     """The claim's "a create was sent" mark (records from before it: any attempt)."""
-    if "create_sent" in raw:
-        return raw["create_sent"] in ("1", "true", "True")
-    return int(float(raw.get("attempts", "0") or 0)) > 0
+    if "create_sent" in record.model_fields_set:  # the field is in the stored hash
+        return record.create_sent
+    return record.attempts > 0
+
+
+def submit_time_limit_s() -> float:
+    """The longest a submit may hold its claim: the hard time limit of the tasks that run
+    one (``nbq.submit``; ``nbq.generate`` submits inline), after which it is killed."""
+    from workers.app import TIME_LIMITS_S  # the Celery configuration's own numbers
+
+    return max(TIME_LIMITS_S[TASK_SUBMIT][1], TIME_LIMITS_S[TASK_GENERATE][1])
 
 
 def _reconcile_unknown_outcomes(
@@ -180,11 +191,8 @@ def _reconcile_unknown_outcomes(
     for job_id in rt.store.ids_in_state(
         JobState.OUTCOME_UNKNOWN, updated_before=cutoff, limit=BATCH
     ):
-        record = rt.store.get(job_id)
-        if record is None:
-            _forget(rt, job_id)
-            continue
-        if record.state is not JobState.OUTCOME_UNKNOWN:
+        record = _read(rt, job_id)
+        if record is None or record.state is not JobState.OUTCOME_UNKNOWN:
             continue
         if record.outcome_deadline_at is not None and record.outcome_deadline_at <= now():
             failed = fail_job(
@@ -193,7 +201,7 @@ def _reconcile_unknown_outcomes(
                 unknown_outcome_error(
                     "its answer was lost", waited_s=rt.settings.outcome_unknown_wait_s
                 ),
-                from_states=(JobState.OUTCOME_UNKNOWN,),
+                via=lifecycle.EXPIRE_UNKNOWN_OUTCOME,
             )
             if failed is not None:
                 report.unknown_expired.append(job_id)
@@ -220,21 +228,13 @@ def _waiting_messages(rt: Runtime) -> dict[str, int]:
         return {}
 
 
-def _forget(rt: Runtime, job_id: str) -> None:
-    """Drop index entries of a record that expired or was evicted: they would otherwise
-    sit at the head of every scan (and count as in flight) forever."""
-    pipe = rt.redis.pipeline(transaction=False)
-    for state in ACTIVE_STATES:
-        pipe.zrem(rt.store.index_key(state, job_id), job_id)
-    pipe.execute()
-
-
-def _raw(rt: Runtime, job_id: str) -> dict[str, str] | None:
-    raw = rt.redis.hgetall(rt.store.key(job_id))
-    if not raw:
-        _forget(rt, job_id)
-        return None
-    return {_text(k): _text(v) for k, v in raw.items()}
+def _read(rt: Runtime, job_id: str) -> JobRecord | None:
+    """The job's record; a vanished one (expired or evicted) is dropped from the indexes,
+    where it would otherwise sit at the head of every scan (and count as in flight)."""
+    record = rt.store.get(job_id)
+    if record is None:
+        rt.store.forget(job_id)
+    return record
 
 
 def _touch(rt: Runtime, job_id: str, state: JobState) -> str | None:
@@ -242,10 +242,10 @@ def _touch(rt: Runtime, job_id: str, state: JobState) -> str | None:
 
     Returns the job's Evolink task id (``""`` when it has none) if claimed, else ``None``.
     """
-    raw = _raw(rt, job_id)
-    if raw is None:
+    record = _read(rt, job_id)
+    if record is None:
         return None
-    _, applied = rt.store.update(
-        job_id, in_states={state}, expect={"updated_at": raw.get("updated_at")}
+    _, applied = rt.store.apply(
+        lifecycle.REDRIVE.only_from(state), job_id, expect={"updated_at": record.updated_at}
     )
-    return raw.get("evolink_task_id", "") if applied else None
+    return (record.evolink_task_id or "") if applied else None

@@ -8,9 +8,11 @@ and its create round, and a job that already has a task goes straight to polling
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from workers import metrics
 from workers.evolink.errors import EvolinkError, QuotaExceededError, RateLimitedError
+from workers.jobs import lifecycle
 from workers.jobs.record import JobError, JobRecord
 from workers.jobs.state import JobState
 from workers.policy.errors import Action, action_for
@@ -74,12 +76,8 @@ def submit(
     # The claim also says "a create was sent" before the request leaves: a worker killed
     # between send and answer leaves that mark, and whoever finds the job next (the
     # reconciler) knows the outcome is unknown.
-    claimed, won = rt.store.transition(
-        job_id,
-        JobState.SUBMITTING,
-        allowed_from={JobState.QUEUED},
-        set_fields={"create_sent": True},
-        incr={"attempts": 1},
+    claimed, won = rt.store.apply(
+        lifecycle.CLAIM_SUBMIT, job_id, create_sent=True, incr={"attempts": 1}
     )
     if not won or claimed is None:
         return Done("lost_race")
@@ -121,10 +119,8 @@ def _defer(rt: Runtime, record: JobRecord, reason: str, wait_s: float, *, retrie
         )
     if reason == "breaker":
         status = rt.breaker.status()
-        rt.store.update(
-            job_id,
-            in_states={JobState.QUEUED},
-            set_fields={"waiting_reason": f"submissions paused: {status.kind}"},
+        rt.store.apply(
+            lifecycle.NOTE_WAITING, job_id, waiting_reason=f"submissions paused: {status.kind}"
         )
         cause: Exception = (
             SubmissionsPausedUnauthorizedError(f"API key rejected (401): {status.message}")
@@ -134,7 +130,7 @@ def _defer(rt: Runtime, record: JobRecord, reason: str, wait_s: float, *, retrie
             )
         )
         return retry(rt, RetryCause.BREAKER_OPEN, cause, attempt=retries, wait_s=wait_s)
-    rt.store.update(job_id, in_states={JobState.QUEUED}, set_fields={"waiting_reason": reason})
+    rt.store.apply(lifecycle.NOTE_WAITING, job_id, waiting_reason=reason)
     return Submit(job_id, after_s=wait_s, label=f"deferred_{reason}")
 
 
@@ -167,24 +163,20 @@ def _create(rt: Runtime, record: JobRecord, *, retries: int) -> Step:
     countdown_s = rt.schedule.first_countdown_s(
         _first_poll_estimate_s(rt, record, estimated), rt.rng
     )
-    current, applied = rt.store.transition_through_outage(
+    current, applied = rt.store.apply(
+        lifecycle.TASK_CREATED,
         job_id,
-        JobState.GENERATING,
-        patience_s=rt.settings.redis_failover_timeout_s,  # never drop a paid task's id
-        allowed_from={JobState.SUBMITTING},
-        set_fields={
-            "evolink_task_id": task.id,
-            "estimated_time_s": estimated or 0.0,
-            "deadline_at": now() + rt.settings.poll_deadline_s,
-            "poll_token": token,
-            "next_poll_at": now() + countdown_s,
-            "progress": task.progress,
-            "create_outcome_unknown": False,
-            "create_sent": False,
-        },
-        incr={"credits_reserved": credits, "paid_creates": 1},
-        unset=("waiting_reason", "error", "callback_task_id"),
+        outage_patience_s=rt.settings.redis_failover_timeout_s,  # never drop a paid task's id
         durable=True,  # the paid task's id must survive a failover (NBQ_STORE_WAIT_REPLICAS)
+        incr={"credits_reserved": credits, "paid_creates": 1},
+        evolink_task_id=task.id,
+        estimated_time_s=estimated or 0.0,
+        deadline_at=now() + rt.settings.poll_deadline_s,
+        poll_token=token,
+        next_poll_at=now() + countdown_s,
+        progress=task.progress,
+        create_outcome_unknown=False,
+        create_sent=False,
     )
     metrics.credits_reserved(credits)
     CreditLedger(rt.redis, prefix=rt.settings.key_prefix).record(credits, producer=record.producer)
@@ -198,11 +190,12 @@ def _create(rt: Runtime, record: JobRecord, *, retries: int) -> Step:
             return rescue(rt, job_id, task.id, via="submit")
         # Cancelled while the create was in flight: the task exists (and was paid) but
         # nobody wants it. The record still says so, for the credits report.
-        gone, _ = rt.store.update(
+        gone, _ = rt.store.apply(
+            lifecycle.NOTE_TASK_OF_GONE_JOB,
             job_id,
-            in_states={JobState.CANCELLED, JobState.FAILED},
-            set_fields={"evolink_task_id": task.id, "create_sent": False},
             incr={"credits_reserved": credits, "paid_creates": 1},
+            evolink_task_id=task.id,
+            create_sent=False,
         )
         if gone is not None and gone.is_terminal:
             CreditLedger(rt.redis, prefix=rt.settings.key_prefix).record_ended(
@@ -234,18 +227,20 @@ def _create_failed(rt: Runtime, record: JobRecord, exc: EvolinkError, *, retries
     if action is Action.OUTCOME_UNKNOWN and not may_resend_unknown(rt):
         return hold_unknown_outcome(rt, record, from_state=JobState.SUBMITTING, detail=exc.message)
     if action is Action.FAIL:
-        rt.store.update(job_id, in_states={JobState.SUBMITTING}, set_fields={"create_sent": False})
-        fail_job(rt, job_id, error_from(exc, code=exc.code if exc.status_code == 400 else None))
+        fail_job(
+            rt,
+            job_id,
+            error_from(exc, code=exc.code if exc.status_code == 400 else None),
+            create_sent=False,  # the answer said what happened: no task
+        )
         return Fail()
 
     # Every other answer says no task was made (or, resending an unknown one under the
     # operator's chosen policy, records that it is unknown).
-    requeue: dict[str, object] = {"waiting_reason": exc.reason, "create_sent": False}
+    requeue: dict[str, Any] = {"waiting_reason": exc.reason, "create_sent": False}
     if action is Action.OUTCOME_UNKNOWN:
         requeue["create_outcome_unknown"] = True
-    rt.store.transition(
-        job_id, JobState.QUEUED, allowed_from={JobState.SUBMITTING}, set_fields=requeue
-    )
+    rt.store.apply(lifecycle.HAND_BACK, job_id, **requeue)
 
     if action is Action.PAUSE_SUBMISSIONS:
         assert isinstance(exc, QuotaExceededError)
@@ -294,25 +289,26 @@ def hold_unknown_outcome(
     job_id = record.job_id
     CreditLedger(rt.redis, prefix=rt.settings.key_prefix).record_unknown()
     if _callback_url(rt, record) is None:
-        failed = fail_job(rt, job_id, unknown_outcome_error(detail), from_states=(from_state,))
-        if failed is not None:
-            rt.store.update(job_id, in_states={JobState.FAILED}, set_fields={"create_sent": False})
+        fail_job(
+            rt,
+            job_id,
+            unknown_outcome_error(detail),
+            via=lifecycle.FAIL.only_from(from_state),
+            create_sent=False,
+        )
         return Fail("failed_outcome_unknown")
     wait_s = rt.settings.outcome_unknown_wait_s
     until = now() + wait_s
-    held, applied = rt.store.transition(
+    held, applied = rt.store.apply(
+        lifecycle.HOLD_UNKNOWN_OUTCOME.only_from(from_state),
         job_id,
-        JobState.OUTCOME_UNKNOWN,
-        allowed_from={from_state},
-        set_fields={
-            "create_outcome_unknown": True,
-            "create_sent": False,
-            "outcome_deadline_at": until,
-            "waiting_reason": (
-                f"create outcome unknown ({detail[:200]}); waiting for the task's callback "
-                f"until {_utc(until)}"
-            ),
-        },
+        create_outcome_unknown=True,
+        create_sent=False,
+        outcome_deadline_at=until,
+        waiting_reason=(
+            f"create outcome unknown ({detail[:200]}); waiting for the task's callback "
+            f"until {_utc(until)}"
+        ),
     )
     if not applied or held is None:
         return Done("lost_race")

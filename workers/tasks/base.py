@@ -22,7 +22,7 @@ from celery import Task
 from workers import failures, metrics
 from workers.app import app
 from workers.dispatch import Dispatcher, envelope
-from workers.jobs.state import ACTIVE_STATES
+from workers.jobs.lifecycle import FAIL
 from workers.policy.retry import RetryCause
 from workers.runtime import get_runtime
 from workers.stages.common import fail_job, log, retry
@@ -97,7 +97,7 @@ class StageTask(Task):  # type: ignore[misc]
                 get_runtime(),
                 job_id,
                 step.on_exhausted,
-                from_states=step.fail_from or ACTIVE_STATES,
+                via=FAIL.only_from(*step.fail_from) if step.fail_from else FAIL,
             )
             # Failed here: __call__ raises the reason's class. Moved on by another
             # stage meanwhile: nothing failed, the task ends quietly.

@@ -13,9 +13,11 @@ import redis
 from structlog.testing import capture_logs
 
 from tests.support.redis_server import RedisServer
+from workers.jobs import lifecycle
 from workers.jobs import store as store_module
+from workers.jobs.lifecycle import IllegalTransitionError, Transition
 from workers.jobs.record import JobError, JobRecord
-from workers.jobs.state import JobState
+from workers.jobs.state import JobState, sources_of
 from workers.jobs.store import JobStore
 
 RETENTION_S = 1000
@@ -49,6 +51,20 @@ def _indexed_in(store: JobStore, job_id: str) -> dict[JobState, float]:
 def _entries(store: JobStore, job_id: str, state: JobState) -> int:
     raw = store.redis.hget(store.counter_key(job_id), f'["{state.value}"]')
     return int(raw) if raw is not None else 0
+
+
+def _move(target: JobState, *sources: JobState, guards: tuple[str, ...] = ()) -> Transition:
+    """A transition for these tests (the stages use the named ones in lifecycle.py)."""
+    return Transition(
+        f"to_{target.value}", frozenset(sources or sources_of(target)), target, guards
+    )
+
+
+def _note(
+    *sources: JobState, guards: tuple[str, ...] = (), unsets: tuple[str, ...] = ()
+) -> Transition:
+    """A field-only update, by default in any state."""
+    return Transition("note", frozenset(sources or JobState), None, guards, unsets)
 
 
 def _freeze_clock(monkeypatch: pytest.MonkeyPatch, now: float) -> None:
@@ -118,7 +134,7 @@ def test_create_eval_args_create_the_same_record_in_a_pipeline_another_library_r
     assert _indexed_in(store, job_id) == {JobState.QUEUED: stamped.updated_at}
 
 
-# -- update ------------------------------------------------------------------------------
+# -- apply -------------------------------------------------------------------------------
 
 
 def test_a_transition_moves_the_job_between_indexes_counts_the_entry_and_stamps_it(
@@ -126,7 +142,7 @@ def test_a_transition_moves_the_job_between_indexes_counts_the_entry_and_stamps_
 ) -> None:
     job_id = _new_id()
     store.create(JobRecord(job_id=job_id))
-    record, applied = store.transition(job_id, JobState.SUBMITTING, set_fields={"attempts": 1})
+    record, applied = store.apply(lifecycle.CLAIM_SUBMIT, job_id, attempts=1)
     assert applied and record is not None
     assert record.state is JobState.SUBMITTING and record.attempts == 1
     assert record.state_times[JobState.SUBMITTING.value] == record.updated_at
@@ -134,48 +150,76 @@ def test_a_transition_moves_the_job_between_indexes_counts_the_entry_and_stamps_
     assert _entries(store, job_id, JobState.SUBMITTING) == 1
 
 
-def test_a_move_the_state_table_does_not_allow_is_refused_and_changes_nothing(
+def test_a_transition_from_another_state_is_refused_and_changes_nothing(
     store: JobStore,
 ) -> None:
     job_id = _new_id()
     created, _ = store.create(JobRecord(job_id=job_id))
-    record, applied = store.transition(job_id, JobState.DOWNLOADING, set_fields={"polls": 3})
+    record, applied = store.apply(lifecycle.STORED, job_id, polls=3)
     assert not applied and record == created  # the current record, unchanged
     assert _indexed_in(store, job_id) == {JobState.QUEUED: created.updated_at}
-    assert _entries(store, job_id, JobState.DOWNLOADING) == 0
+    assert _entries(store, job_id, JobState.STORED) == 0
 
 
-def test_allowed_from_narrows_the_states_a_transition_may_start_from(store: JobStore) -> None:
+def test_only_from_narrows_the_states_a_transition_may_start_from(store: JobStore) -> None:
     job_id = _new_id()
     store.create(JobRecord(job_id=job_id))
-    _, applied = store.transition(
-        job_id, JobState.FAILED, allowed_from=[JobState.SUBMITTING, JobState.GENERATING]
-    )
+    _, applied = store.apply(lifecycle.FAIL.only_from(JobState.SUBMITTING), job_id)
     assert not applied
-    _, applied = store.transition(job_id, JobState.FAILED, allowed_from=[JobState.QUEUED])
+    _, applied = store.apply(lifecycle.FAIL.only_from(JobState.QUEUED), job_id)
     assert applied and store.require(job_id).state is JobState.FAILED
 
 
 def test_expect_lets_only_the_holder_of_the_exact_value_write(store: JobStore) -> None:
     job_id = _new_id()
     store.create(JobRecord(job_id=job_id, poll_token="t1"))
-    _, applied = store.update(job_id, expect={"poll_token": "t0"}, set_fields={"polls": 1})
+    by_token = _note(guards=("poll_token",))
+    _, applied = store.apply(by_token, job_id, expect={"poll_token": "t0"}, polls=1)
     assert not applied and store.require(job_id).polls == 0
-    _, applied = store.update(job_id, expect={"poll_token": None}, set_fields={"polls": 1})
+    _, applied = store.apply(by_token, job_id, expect={"poll_token": None}, polls=1)
     assert not applied  # None means the field must be absent
-    record, applied = store.update(
-        job_id, expect={"poll_token": "t1"}, set_fields={"poll_token": "t2", "polls": 1}
+    record, applied = store.apply(
+        by_token, job_id, expect={"poll_token": "t1"}, poll_token="t2", polls=1
     )
     assert applied and record is not None and (record.poll_token, record.polls) == ("t2", 1)
-    _, applied = store.update(job_id, expect={"evolink_task_id": None}, set_fields={"polls": 2})
+    by_task = _note(guards=("evolink_task_id",))
+    _, applied = store.apply(by_task, job_id, expect={"evolink_task_id": None}, polls=2)
     assert applied
+
+
+def test_a_float_guard_matches_the_value_as_the_store_wrote_it(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The reconciler claims a re-drive on the exact updated_at it read back as a float.
+    job_id = _new_id()
+    _freeze_clock(monkeypatch, 2_000_000_003.123457)
+    store.create(JobRecord(job_id=job_id))
+    stamp = store.require(job_id).updated_at
+    touch = _note(guards=("updated_at",))
+    _freeze_clock(monkeypatch, 2_000_000_004.7)
+    record, applied = store.apply(touch, job_id, expect={"updated_at": stamp})
+    assert applied and record is not None and record.updated_at == 2_000_000_004.7
+    _freeze_clock(monkeypatch, 2_000_000_005.9)
+    _, applied = store.apply(touch, job_id, expect={"updated_at": stamp})
+    assert not applied  # somebody (here: we) touched it since: the old stamp loses
+
+
+def test_the_guards_given_must_be_exactly_the_transitions(store: JobStore) -> None:
+    job_id = _new_id()
+    store.create(JobRecord(job_id=job_id))
+    with pytest.raises(IllegalTransitionError, match="guarded by"):
+        store.apply(lifecycle.CLAIM_POLL, job_id, poll_token="t")  # no expect
+    with pytest.raises(IllegalTransitionError, match="guarded by"):
+        store.apply(lifecycle.CLAIM_SUBMIT, job_id, expect={"poll_token": None})
+    with pytest.raises(IllegalTransitionError, match="cannot set"):
+        store.apply(lifecycle.CANCEL, job_id, poll_token="t")  # a field the move unsets
 
 
 def test_unset_removes_fields_and_incr_adds_to_them_in_the_same_write(store: JobStore) -> None:
     job_id = _new_id()
     store.create(JobRecord(job_id=job_id, waiting_reason="quota", credits_reserved=1.5))
-    record, applied = store.update(
-        job_id, unset=("waiting_reason",), incr={"credits_reserved": 2.25, "polls": 1}
+    record, applied = store.apply(
+        _note(unsets=("waiting_reason",)), job_id, incr={"credits_reserved": 2.25, "polls": 1}
     )
     assert applied and record is not None
     assert record.waiting_reason is None and "waiting_reason" not in store.redis.hkeys(
@@ -184,14 +228,14 @@ def test_unset_removes_fields_and_incr_adds_to_them_in_the_same_write(store: Job
     assert record.credits_reserved == 3.75 and record.polls == 1
 
 
-def test_in_states_limits_a_field_update_and_a_field_update_does_not_count_an_entry(
+def test_a_note_is_limited_to_its_states_and_does_not_count_an_entry(
     store: JobStore,
 ) -> None:
     job_id = _new_id()
     created, _ = store.create(JobRecord(job_id=job_id))
-    _, applied = store.update(job_id, in_states=[JobState.GENERATING], set_fields={"polls": 1})
+    _, applied = store.apply(lifecycle.POLL_LATER, job_id, next_poll_at=1.0)
     assert not applied
-    record, applied = store.update(job_id, in_states=[JobState.QUEUED], set_fields={"polls": 1})
+    record, applied = store.apply(lifecycle.NOTE_WAITING, job_id, waiting_reason="quota")
     assert applied and record is not None and record.state is JobState.QUEUED
     assert record.updated_at >= created.updated_at
     # the index score follows the last update (the reconciler finds idle jobs by it)
@@ -210,10 +254,10 @@ def test_a_job_walked_to_a_terminal_state_leaves_every_index_and_keeps_its_reten
         JobState.DOWNLOADING,
         JobState.STORED,
     ):
-        _, applied = store.transition(job_id, state)
+        _, applied = store.apply(_move(state), job_id)
         assert applied
     store.redis.expire(store.key(job_id), 5)  # every write sets the retention again
-    record, applied = store.update(job_id, set_fields={"progress": 100})
+    record, applied = store.apply(_note(), job_id, progress=100)
     assert applied and record is not None and record.state is JobState.STORED
     assert _indexed_in(store, job_id) == {}
     assert RETENTION_S - 5 <= store.redis.ttl(store.key(job_id)) <= RETENTION_S
@@ -231,8 +275,8 @@ def test_a_job_walked_to_a_terminal_state_leaves_every_index_and_keeps_its_reten
 def test_a_failed_job_retried_by_a_person_is_indexed_again(store: JobStore) -> None:
     job_id = _new_id()
     store.create(JobRecord(job_id=job_id))
-    store.transition(job_id, JobState.FAILED)
-    record, applied = store.transition(job_id, JobState.QUEUED)
+    store.apply(lifecycle.FAIL, job_id)
+    record, applied = store.apply(lifecycle.MANUAL_RETRY, job_id)
     assert applied and record is not None
     assert _indexed_in(store, job_id) == {JobState.QUEUED: record.updated_at}
     assert _entries(store, job_id, JobState.QUEUED) == 2
@@ -240,11 +284,19 @@ def test_a_failed_job_retried_by_a_person_is_indexed_again(store: JobStore) -> N
 
 def test_a_missing_job_is_reported_as_none_and_nothing_is_written(store: JobStore) -> None:
     job_id = _new_id()
-    assert store.transition(job_id, JobState.SUBMITTING) == (None, False)
-    assert store.update(job_id, set_fields={"polls": 1}) == (None, False)
+    assert store.apply(lifecycle.CLAIM_SUBMIT, job_id) == (None, False)
+    assert store.apply(_note(), job_id, polls=1) == (None, False)
     assert not store.redis.exists(store.key(job_id))
     assert _indexed_in(store, job_id) == {}
     assert _entries(store, job_id, JobState.SUBMITTING) == 0
+
+
+def test_forget_drops_a_vanished_records_index_entries(store: JobStore) -> None:
+    job_id = _new_id()
+    store.create(JobRecord(job_id=job_id))
+    store.redis.delete(store.key(job_id))  # expired or evicted
+    store.forget(job_id)
+    assert _indexed_in(store, job_id) == {}
 
 
 # -- retried runs (the first reply lost in a failover) -----------------------------------
@@ -256,9 +308,9 @@ def test_a_retried_transition_reports_applied_without_applying_twice(
     job_id = _new_id()
     store.create(JobRecord(job_id=job_id))
     _freeze_clock(monkeypatch, 2_000_000_000.25)
-    first, applied = store.transition(job_id, JobState.SUBMITTING, incr={"attempts": 1})
+    first, applied = store.apply(lifecycle.CLAIM_SUBMIT, job_id, incr={"attempts": 1})
     assert applied and first is not None and first.attempts == 1
-    again, applied = store.transition(job_id, JobState.SUBMITTING, incr={"attempts": 1})
+    again, applied = store.apply(lifecycle.CLAIM_SUBMIT, job_id, incr={"attempts": 1})
     assert applied and again == first
     assert _entries(store, job_id, JobState.SUBMITTING) == 1
 
@@ -269,8 +321,8 @@ def test_a_retried_field_update_reports_applied_without_applying_twice(
     job_id = _new_id()
     store.create(JobRecord(job_id=job_id))
     _freeze_clock(monkeypatch, 2_000_000_000.5)
-    assert store.update(job_id, incr={"polls": 1})[1]
-    record, applied = store.update(job_id, incr={"polls": 1})
+    assert store.apply(_note(), job_id, incr={"polls": 1})[1]
+    record, applied = store.apply(_note(), job_id, incr={"polls": 1})
     assert applied and record is not None and record.polls == 1
 
 
@@ -280,9 +332,9 @@ def test_a_later_call_is_not_mistaken_for_a_retry(
     job_id = _new_id()
     store.create(JobRecord(job_id=job_id))
     _freeze_clock(monkeypatch, 2_000_000_001.0)
-    assert store.update(job_id, incr={"polls": 1})[1]
+    assert store.apply(_note(), job_id, incr={"polls": 1})[1]
     _freeze_clock(monkeypatch, 2_000_000_002.0)
-    record, applied = store.update(job_id, incr={"polls": 1})
+    record, applied = store.apply(_note(), job_id, incr={"polls": 1})
     assert applied and record is not None and record.polls == 2
 
 
@@ -303,8 +355,8 @@ def test_durable_writes_run_the_same_scripts_and_warn_when_no_replica_acknowledg
     job_id = _new_id()
     with capture_logs() as logs:
         stamped, created = durable.create(JobRecord(job_id=job_id))
-        record, applied = durable.transition(
-            job_id, JobState.SUBMITTING, set_fields={"evolink_task_id": "task-1"}, durable=True
+        record, applied = durable.apply(
+            lifecycle.CLAIM_SUBMIT, job_id, evolink_task_id="task-1", durable=True
         )
         again, created_again = durable.create(JobRecord(job_id=job_id))
     assert created and applied and not created_again
@@ -319,7 +371,7 @@ def test_the_store_works_with_a_client_that_decodes_replies(session_redis: Redis
     store = JobStore(client, prefix=f"t{uuid.uuid4().hex[:8]}")
     job_id = _new_id()
     assert store.create(JobRecord(job_id=job_id))[1]
-    record, applied = store.transition(job_id, JobState.SUBMITTING)
+    record, applied = store.apply(lifecycle.CLAIM_SUBMIT, job_id)
     assert applied and record is not None and record.state is JobState.SUBMITTING
 
 
@@ -329,8 +381,8 @@ def test_a_write_through_an_outage_is_retried_and_a_lost_answer_shows_the_caller
     # Given a job being submitted, and a store whose first answer is lost after the write
     job_id = _new_id()
     store.create(JobRecord(job_id=job_id))
-    store.transition(job_id, JobState.SUBMITTING)
-    real = store.transition
+    store.apply(lifecycle.CLAIM_SUBMIT, job_id)
+    real = store._write
     calls: list[int] = []
 
     def flaky(*args: object, **kwargs: object) -> object:
@@ -340,14 +392,14 @@ def test_a_write_through_an_outage_is_retried_and_a_lost_answer_shows_the_caller
             raise redis.ConnectionError("answer lost in a failover")
         return result
 
-    monkeypatch.setattr(store, "transition", flaky)
+    monkeypatch.setattr(store, "_write", flaky)
     # When the task id is recorded through the outage
-    record, applied = store.transition_through_outage(
+    record, applied = store.apply(
+        lifecycle.TASK_CREATED,
         job_id,
-        JobState.GENERATING,
-        patience_s=5.0,
-        allowed_from={JobState.SUBMITTING},
-        set_fields={"evolink_task_id": "task-1", "poll_token": "tok"},
+        outage_patience_s=5.0,
+        evolink_task_id="task-1",
+        poll_token="tok",
     )
     # Then it was retried once: the retry lost (already applied), the record is the caller's
     assert len(calls) == 2 and applied is False
@@ -361,6 +413,21 @@ def test_a_write_through_an_outage_gives_up_after_its_patience(
     def away(*args: object, **kwargs: object) -> object:
         raise redis.ConnectionError("still away")
 
-    monkeypatch.setattr(store, "transition", away)
+    monkeypatch.setattr(store, "_write", away)
     with pytest.raises(redis.ConnectionError):
-        store.transition_through_outage("j", JobState.GENERATING, patience_s=0.5)
+        store.apply(lifecycle.TASK_CREATED, "j", outage_patience_s=0.5)
+
+
+def test_a_write_without_patience_is_not_retried(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+
+    def away(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        raise redis.ConnectionError("away")
+
+    monkeypatch.setattr(store, "_write", away)
+    with pytest.raises(redis.ConnectionError):
+        store.apply(lifecycle.TASK_CREATED, "j")
+    assert calls == [1]

@@ -18,6 +18,8 @@ import redis
 from redis.crc import key_slot
 
 from tests.support.redis_server import RedisServer
+from workers.jobs import lifecycle
+from workers.jobs.lifecycle import Transition
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 from workers.jobs.store import CREATE_LUA, INDEXED_STATES, UPDATE_LUA, JobStore
@@ -97,21 +99,21 @@ def _lifecycle(store: JobStore, server: RedisServer) -> Callable[[], None]:
         step(lambda: store.create(JobRecord(job_id=job_id, poll_token="t1")))
         step(lambda: store.create(JobRecord(job_id=job_id)))  # exists
         step(lambda: store.create(JobRecord(job_id=uuid.uuid4().hex, state=JobState.FAILED)))
-        step(lambda: store.transition(job_id, JobState.SUBMITTING, incr={"attempts": 1}))
-        step(lambda: store.transition(job_id, JobState.DOWNLOADING))  # refused
-        step(lambda: store.transition(job_id, JobState.GENERATING, unset=("poll_token",)))
-        step(lambda: store.update(job_id, expect={"poll_token": None}, set_fields={"polls": 1}))
-        step(lambda: store.transition(job_id, JobState.FAILED))
-        step(lambda: store.transition(job_id, JobState.QUEUED))  # nbq retry
-        step(lambda: store.transition(job_id, JobState.CANCELLED))
-        step(lambda: store.update(uuid.uuid4().hex, set_fields={"polls": 1}))  # missing
+        step(lambda: store.apply(lifecycle.CLAIM_SUBMIT, job_id, incr={"attempts": 1}))
+        step(lambda: store.apply(lifecycle.STORED, job_id))  # refused
+        step(lambda: store.apply(lifecycle.TASK_CREATED, job_id, poll_token="t2"))
+        step(lambda: store.apply(lifecycle.RECREATE, job_id, expect={"poll_token": "t2"}))
+        step(lambda: store.apply(lifecycle.FAIL, job_id))
+        step(lambda: store.apply(lifecycle.MANUAL_RETRY, job_id))  # nbq retry
+        step(lambda: store.apply(lifecycle.CANCEL, job_id))
+        step(lambda: store.apply(lifecycle.NOTE_WAITING, uuid.uuid4().hex))  # missing
         durable = JobStore(
             store.redis, prefix=store.prefix, shards=store.shards, wait_replicas=1,
             wait_timeout_ms=1,
         )  # fmt: skip
         other = uuid.uuid4().hex
         step(lambda: durable.create(JobRecord(job_id=other)))  # EVAL + WAIT
-        step(lambda: durable.transition(other, JobState.SUBMITTING, durable=True))
+        step(lambda: durable.apply(lifecycle.CLAIM_SUBMIT, other, durable=True))
         _, command = store.create_eval_args(JobRecord(job_id=uuid.uuid4().hex))
         # the one-round-trip enqueue's way (producers/publish.py)
         step(lambda: store.redis.execute_command(*command))  # type: ignore[no-untyped-call]
@@ -279,15 +281,10 @@ def test_the_store_builds_the_update_argv_its_script_header_documents(
 
     store = JobStore(redis.Redis(), prefix="p", retention_s=100)  # no connection is made
     store._update = capture  # type: ignore[assignment]
-    store.transition(
-        "j1",
-        JobState.SUBMITTING,
-        allowed_from=[JobState.QUEUED],
-        expect={"poll_token": None},
-        set_fields={"attempts": 1},
-        incr={"polls": 2.5},
-        unset=("job_id",),
+    move = Transition(
+        "t", frozenset({JobState.QUEUED}), JobState.SUBMITTING, ("poll_token",), ("job_id",)
     )
+    store.apply(move, "j1", expect={"poll_token": None}, incr={"polls": 2.5}, attempts=1)
     assert sent["keys"] == _keys("p", "j1")
     assert sent["args"] == _update_argv(
         now="12.5",
@@ -299,3 +296,32 @@ def test_the_store_builds_the_update_argv_its_script_header_documents(
         incr=(("polls", 2.5),),
         unset=("job_id",),
     )
+
+
+def test_the_update_script_refuses_a_move_outside_the_state_table_whatever_it_is_told(
+    session_redis: RedisServer,
+) -> None:
+    # Given a queued job, and a caller that (wrongly) allows the move from queued
+    r = session_redis.client()
+    store = JobStore(r, prefix=f"d{uuid.uuid4().hex[:8]}")
+    created, _ = store.create(JobRecord(job_id="j1"))
+    keys = store.update_keys("j1")
+    illegal = _update_argv(now="20.0", to="downloading", job_id="j1", allowed=("queued",))
+    # Then the script refuses with an error and writes nothing
+    with pytest.raises(redis.ResponseError, match="illegal move queued -> downloading"):
+        r.eval(UPDATE_LUA, len(keys), *keys, *illegal)
+    assert store.require("j1") == created
+    assert r.zscore(store.index_key(JobState.QUEUED), "j1") == created.updated_at
+    # and the same script moves what the table allows
+    legal = _update_argv(now="21.0", to="submitting", job_id="j1", allowed=("queued",))
+    assert r.eval(UPDATE_LUA, len(keys), *keys, *legal)[0] == 1
+
+
+def test_the_state_table_compiled_into_the_update_script_is_the_pythons() -> None:
+    from workers.jobs.state import TRANSITIONS
+
+    line = next(x for x in UPDATE_LUA.splitlines() if x.startswith("local moves = "))
+    for source, targets in TRANSITIONS.items():
+        row = re.search(rf'\["{source.value}"\] = \{{(.*?)\}}', line)
+        assert row is not None, source
+        assert set(re.findall(r'\["(\w+)"\] = true', row.group(1))) == {t.value for t in targets}

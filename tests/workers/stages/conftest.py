@@ -16,10 +16,13 @@ import pytest
 from tests.support.emulator_server import EmulatorServer
 from tests.support.redis_server import RedisServer
 from tests.support.s3_server import S3Server
+from workers.jobs import lifecycle
+from workers.jobs.lifecycle import Transition
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 from workers.runtime import Runtime
 from workers.settings import Settings
+from workers.stages import reconcile as reconcile_stage
 from workers.stages import submit as submit_stage
 from workers.stages.intake import intake
 from workers.stages.steps import Adopt, Download, Poll, Step, Submit
@@ -137,3 +140,28 @@ def wait_task_final(emulator: EmulatorServer, task_id: str) -> None:
 def age(seconds: float = 0.3) -> None:
     """Let records idle past ``stuck_after_s`` (0.2 s); no assertion depends on the time."""
     time.sleep(seconds)
+
+
+#: A test's own field change in any state (the stages use lifecycle's named notes).
+SET_FIELDS = Transition("test_set_fields", frozenset(JobState), None)
+
+
+def set_fields(rt: Runtime, job_id: str, **fields: Any) -> None:
+    """Change a record's fields as a test's Given (e.g. a poll due long ago)."""
+    assert rt.store.apply(SET_FIELDS, job_id, **fields)[1]
+
+
+def claim_submit(rt: Runtime, job_id: str) -> JobRecord:
+    """The submit's claim as a worker makes it before its create leaves."""
+    claimed, won = rt.store.apply(
+        lifecycle.CLAIM_SUBMIT, job_id, create_sent=True, incr={"attempts": 1}
+    )
+    assert won and claimed is not None
+    return claimed
+
+
+@pytest.fixture
+def short_submit_claims(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Submits live at most 0.2 s (their real time limit is 90 s): lets the reconciler
+    recover a claim of a dead worker after ``age()``."""
+    monkeypatch.setattr(reconcile_stage, "submit_time_limit_s", lambda: 0.2)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.workers.stages.conftest import StepLog, new_job, submitted_job
+from tests.workers.stages.conftest import StepLog, claim_submit, new_job, submitted_job
+from workers.jobs import lifecycle
 from workers.jobs.state import JobState
 from workers.runtime import Runtime
 from workers.stages import download as download_stage
@@ -19,11 +20,12 @@ def _job_in(rt: Runtime, steps: StepLog, state: JobState) -> str:
         return new_job(rt)
     if state is JobState.SUBMITTING:
         job_id = new_job(rt)
-        rt.store.transition(job_id, JobState.SUBMITTING, allowed_from={JobState.QUEUED})
+        claim_submit(rt, job_id)
         return job_id
     job_id = submitted_job(rt, steps).job_id
     if state is JobState.DOWNLOADING:
-        rt.store.transition(job_id, JobState.DOWNLOADING, allowed_from={JobState.GENERATING})
+        token = rt.store.require(job_id).poll_token
+        rt.store.apply(lifecycle.COMPLETED, job_id, expect={"poll_token": token})
     return job_id
 
 

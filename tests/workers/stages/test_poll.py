@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tests.support.emulator_server import EmulatorServer
-from tests.workers.stages.conftest import StepLog, submitted_job, wait_task_final
+from tests.workers.stages.conftest import StepLog, set_fields, submitted_job, wait_task_final
 from workers.jobs.state import JobState
 from workers.runtime import Runtime
 from workers.stages import poll as poll_stage
@@ -43,7 +43,7 @@ def test_a_poll_past_the_deadline_fails_deadline_exceeded_and_keeps_the_task_id(
 ) -> None:
     record = submitted_job(rt, steps)
     _, job_id, token = steps.last("poll")
-    rt.store.update(job_id, set_fields={"deadline_at": now() - 1})
+    set_fields(rt, job_id, deadline_at=now() - 1)
     queries = emulator_server.stats()["queries_total"]
     assert steps(poll_stage.poll(rt, job_id, token)) == "deadline_exceeded"
     failed = rt.store.require(job_id)

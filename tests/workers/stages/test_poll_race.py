@@ -9,6 +9,7 @@ from typing import Any
 from tests.support.redis_server import RedisServer
 from tests.workers.stages.conftest import StepLog
 from workers.evolink.models import Task
+from workers.jobs import lifecycle
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 from workers.runtime import Runtime
@@ -55,10 +56,8 @@ def test_a_slower_poll_answer_for_the_same_task_does_not_recreate_twice(
     rt = Runtime.from_settings(Settings(broker_url=redis_server.url))
     steps = StepLog()
     rt.store.create(JobRecord(job_id="race-1", request={"prompt": "race"}))
-    rt.store.transition("race-1", JobState.SUBMITTING)
-    rt.store.transition(
-        "race-1", JobState.GENERATING, set_fields={"evolink_task_id": "task-1", "poll_token": "T0"}
-    )
+    rt.store.apply(lifecycle.CLAIM_SUBMIT, "race-1")
+    rt.store.apply(lifecycle.TASK_CREATED, "race-1", evolink_task_id="task-1", poll_token="T0")
     api = RacingApi(rt, steps, "race-1")
     rt._api = api  # type: ignore[assignment]
     # When the countdown poll (token T0) is overtaken by a second poll during its query

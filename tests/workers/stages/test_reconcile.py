@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
+import pytest
+
 from tests.support.emulator_server import EmulatorServer
-from tests.workers.stages.conftest import StepLog, age, new_job, submitted_job
+from tests.workers.stages.conftest import (
+    StepLog,
+    age,
+    claim_submit,
+    new_job,
+    set_fields,
+    submitted_job,
+)
 from workers.evolink.models import GenerationRequest
+from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 from workers.runtime import Runtime
 from workers.stages import poll as poll_stage
+from workers.stages import reconcile as reconcile_stage
 from workers.stages import submit as submit_stage
 from workers.stages.common import now
 from workers.stages.reconcile import BACKLOG_HOLD_FACTOR, reconcile_once
 
 
+@pytest.mark.usefixtures("short_submit_claims")
 def test_a_job_stuck_in_submitting_is_requeued_outcome_unknown_and_resent_under_its_key(
     make_rt: Callable[..., Runtime], steps: StepLog, emulator_server: EmulatorServer
 ) -> None:
@@ -23,14 +36,7 @@ def test_a_job_stuck_in_submitting_is_requeued_outcome_unknown_and_resent_under_
     emulator_server.set_idempotency(True)
     # Given a worker died mid-create: the job is submitting, its create reached the API
     job_id = new_job(rt)
-    claimed, _ = rt.store.transition(
-        job_id,
-        JobState.SUBMITTING,
-        allowed_from={JobState.QUEUED},
-        set_fields={"create_sent": True},
-        incr={"attempts": 1},
-    )
-    assert claimed is not None
+    claimed = claim_submit(rt, job_id)
     rt.api().create_task(
         GenerationRequest.model_validate(claimed.request),
         idempotency_key=submit_stage.idempotency_key(claimed),
@@ -56,7 +62,7 @@ def test_a_generating_job_with_no_poll_due_gets_a_new_chain_and_the_old_one_stop
     record = submitted_job(rt, steps)
     _, job_id, old_token = steps.last("poll")
     # Given its poll message was lost: no poll due since long ago
-    rt.store.update(job_id, set_fields={"next_poll_at": now() - 60})
+    set_fields(rt, job_id, next_poll_at=now() - 60)
     age()
     report = reconcile_once(rt, steps)
     assert report.repolled == [job_id]
@@ -73,7 +79,7 @@ def test_reconciler_passes_never_create_twice_or_redrive_a_claimed_job_again(
 ) -> None:
     queued = new_job(rt, "idle queued")
     generating = submitted_job(rt, steps, "idle generating").job_id
-    rt.store.update(generating, set_fields={"next_poll_at": now() - 60})
+    set_fields(rt, generating, next_poll_at=now() - 60)
     steps.calls.clear()
     age()
     # Two hosts' passes back to back: only the first re-drives each job
@@ -89,8 +95,9 @@ def test_reconciler_passes_never_create_twice_or_redrive_a_claimed_job_again(
 
 
 def test_a_job_stuck_downloading_is_downloaded_again(rt: Runtime, steps: StepLog) -> None:
-    job_id = new_job(rt)
-    rt.store.transition(job_id, JobState.DOWNLOADING, allowed_from={JobState.QUEUED})
+    job_id = rt.store.create(JobRecord(job_id=uuid.uuid4().hex, state=JobState.DOWNLOADING))[
+        0
+    ].job_id
     age()
     assert reconcile_once(rt, steps).redownloaded == [job_id]
     assert steps.calls == [("download", job_id)]
@@ -132,15 +139,16 @@ def test_a_queue_that_never_empties_only_delays_the_resend_of_a_lost_message(
     assert reconcile_once(rt, steps).requeued_submits == [job_id]
 
 
+@pytest.mark.usefixtures("short_submit_claims")
 def test_a_backlog_never_holds_jobs_whose_messages_are_not_in_a_queue(
     rt: Runtime, steps: StepLog, emulator_server: EmulatorServer
 ) -> None:
     # A lost poll chain (countdown polls sit in worker memory) and a submit that died
     # mid-create (its message was acked early) are recovered whatever the queues hold.
     record = submitted_job(rt, steps)
-    rt.store.update(record.job_id, set_fields={"next_poll_at": now() - 60})
+    set_fields(rt, record.job_id, next_poll_at=now() - 60)
     dying = new_job(rt)
-    rt.store.transition(dying, JobState.SUBMITTING, allowed_from={JobState.QUEUED})
+    claim_submit(rt, dying)
     age()
     broker = rt.broker()
     assert broker is not None
@@ -150,3 +158,26 @@ def test_a_backlog_never_holds_jobs_whose_messages_are_not_in_a_queue(
     assert report.repolled == [record.job_id]
     assert report.recovered_submitting == [dying]
     assert report.held_for_backlog == ["download", "poll", "submit"]
+
+
+def test_a_live_submit_younger_than_its_time_limit_is_never_re_driven(
+    rt: Runtime, steps: StepLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a submit that claimed its job and is still inside its create (or recording its
+    # task id through a store failover): idle past NBQ_STUCK_AFTER_S, not past the submit
+    # task's hard time limit (90 s)
+    job_id = new_job(rt)
+    claim_submit(rt, job_id)
+    age()
+    assert reconcile_stage.submit_time_limit_s() == 90
+    # When the reconciler runs
+    report = reconcile_once(rt, steps)
+    # Then the job is left to its submit: not requeued, not marked outcome-unknown
+    assert report.recovered_submitting == [] and steps.calls == []
+    record = rt.store.require(job_id)
+    assert record.state is JobState.SUBMITTING and record.create_sent is True
+    assert record.create_outcome_unknown is False
+    # And once the claim is older than a submit can live, the worker is known dead
+    monkeypatch.setattr(reconcile_stage, "submit_time_limit_s", lambda: 0.2)
+    assert reconcile_once(rt, steps).recovered_submitting == [job_id]
+    assert rt.store.require(job_id).create_outcome_unknown is True

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tests.support.emulator_server import EmulatorServer
-from tests.workers.stages.conftest import StepLog, new_job, submitted_job
+from tests.workers.stages.conftest import StepLog, claim_submit, new_job, submitted_job
 from workers.evolink.models import GenerationRequest
 from workers.jobs.state import JobState
 from workers.policy.retry import RetryCause
@@ -52,7 +52,7 @@ def test_a_submit_that_finds_the_job_submitting_leaves_it_alone(
     rt: Runtime, steps: StepLog, emulator_server: EmulatorServer
 ) -> None:
     job_id = new_job(rt)
-    rt.store.transition(job_id, JobState.SUBMITTING, allowed_from={JobState.QUEUED})
+    claim_submit(rt, job_id)
     assert steps(submit_stage.submit(rt, job_id)) == "busy_submitting"
     assert emulator_server.stats()["creates_accepted"] == 0 and steps.calls == []
 

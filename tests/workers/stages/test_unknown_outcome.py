@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.support.emulator_server import EmulatorServer
-from tests.workers.stages.conftest import StepLog, age, new_job, wait_task_final
+from tests.workers.stages.conftest import StepLog, age, claim_submit, new_job, wait_task_final
 from workers.callbacks import CallbackOutcome, callback_token, receive_callback
 from workers.evolink.models import GenerationRequest
 from workers.jobs.state import JobState
@@ -132,20 +132,14 @@ def test_with_callbacks_no_callback_by_the_deadline_fails_the_job_outcome_unknow
     assert emulator_server.stats()["creates_accepted"] == 1
 
 
+@pytest.mark.usefixtures("short_submit_claims")
 def test_a_callback_that_comes_while_the_job_is_submitting_is_adopted_when_the_outcome_is_unknown(
     make_rt: Callable[..., Runtime], steps: StepLog, emulator_server: EmulatorServer
 ) -> None:
     # Given a worker died between send and record: the job sits in submitting, marked
     rt = make_rt(**CALLBACKS)
     job_id = new_job(rt)
-    claimed, _ = rt.store.transition(
-        job_id,
-        JobState.SUBMITTING,
-        allowed_from={JobState.QUEUED},
-        set_fields={"create_sent": True},
-        incr={"attempts": 1},
-    )
-    assert claimed is not None
+    claimed = claim_submit(rt, job_id)
     task = rt.api().create_task(GenerationRequest.model_validate(claimed.request))
     # When the task's callback arrives before anyone noticed: not ready, but noted
     assert deliver(rt, job_id, task.id)[0] is CallbackOutcome.NOT_READY
@@ -162,18 +156,12 @@ def test_a_callback_that_comes_while_the_job_is_submitting_is_adopted_when_the_o
     assert emulator_server.stats()["creates_accepted"] == 1
 
 
+@pytest.mark.usefixtures("short_submit_claims")
 def test_a_worker_killed_between_send_and_record_never_leads_to_a_second_create_by_default(
     rt: Runtime, steps: StepLog, emulator_server: EmulatorServer
 ) -> None:
     job_id = new_job(rt)
-    claimed, _ = rt.store.transition(
-        job_id,
-        JobState.SUBMITTING,
-        allowed_from={JobState.QUEUED},
-        set_fields={"create_sent": True},
-        incr={"attempts": 1},
-    )
-    assert claimed is not None
+    claimed = claim_submit(rt, job_id)
     rt.api().create_task(GenerationRequest.model_validate(claimed.request))
     age()
     reconcile_once(rt, steps)
