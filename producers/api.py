@@ -57,6 +57,7 @@ from workers.runtime import Runtime
 from workers.settings import Settings, get_settings
 from workers.stages.cancel import NotCancellableError, cancel_job
 from workers.stages.intake import describe_validation_error, intake
+from workers.startup import configure_process
 from workers.storage.manifest import manifest_key, record_from_manifest
 
 if TYPE_CHECKING:
@@ -131,8 +132,9 @@ class Producer:
         self.celery = celery_app
         self._manifests: ObjectStore | None = None  # status fallback (lookup)
         # Refuse a store that would lose jobs silently (NBQ_ALLOW_VOLATILE_STORE=true
-        # accepts). After the app: its import sends the project's logs to stderr, so a
+        # accepts). After configure_process: it sends the project's logs to stderr, so a
         # warning here never mixes into a command's --json output.
+        configure_process(self.settings)
         check_settings_stores(self.runtime.settings, store_client=self.runtime.redis)
 
     def enqueue(

@@ -64,7 +64,9 @@ def dev(
     from producers.devstack.signals import Shutdown, shutdown_on_signals, signals_ignored
     from producers.devstack.stack import DevStack
     from workers.settings import get_settings
+    from workers.startup import configure_process
 
+    configure_process()
     stack = DevStack(
         get_settings(),
         dict(os.environ),

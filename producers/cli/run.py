@@ -54,7 +54,9 @@ def run_flower(
     read_only: bool = False,
 ) -> None:
     from workers.app import app
+    from workers.startup import configure_process
 
+    configure_process()
     settings = get_settings()
     argv = [
         "flower",
@@ -107,9 +109,11 @@ def run_metrics(*, port: int | None, address: str) -> None:
 def run_reconcile(*, once: bool, interval_s: float | None) -> None:
     from workers.runtime import get_runtime
     from workers.stages.reconcile import reconcile_once
+    from workers.startup import configure_process
     from workers.tasks.base import SCHEDULER
     from workers.tasks.reconcile import reconcile_forever
 
+    configure_process()
     settings = get_settings()
     if once:
         report = reconcile_once(get_runtime(), SCHEDULER)
