@@ -29,11 +29,9 @@ from producers.errors import (
     CreditBudgetExceededError,
     EnqueueUncertainError,
     InvalidRequestError,
-    JobActionRefusedError,
     JobNotCancellableError,
     JobNotFoundError,
     JobNotStoredError,
-    MayPayTwiceError,
     WaitTimeoutError,
 )
 from producers.publish import one_trip_possible, send_with_record
@@ -50,7 +48,6 @@ from workers.jobs.ids import (
 )
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
-from workers.jobs.store import JobNotFoundError as StoreJobNotFoundError
 from workers.logs import get_logger
 from workers.resilience.credits import CreditLedger
 from workers.runtime import Runtime
@@ -296,8 +293,6 @@ class Producer:
     def cancel(self, job_id: str) -> JobRecord:
         try:
             return cancel_job(self.runtime.store, job_id)
-        except StoreJobNotFoundError:
-            raise JobNotFoundError(job_id) from None
         except NotCancellableError as exc:
             raise JobNotCancellableError(str(exc)) from None
 
@@ -309,16 +304,10 @@ class Producer:
         """
         from workers.stages import manual
 
-        try:
-            record = manual.retry_job(
-                self.runtime.store, job_id, accept_may_pay_twice=accept_may_pay_twice
-            )
-        except StoreJobNotFoundError:
-            raise JobNotFoundError(job_id) from None
-        except manual.MayPayTwiceError as exc:
-            raise MayPayTwiceError(str(exc)) from None
-        except manual.ManualActionError as exc:
-            raise JobActionRefusedError(str(exc)) from None
+        # JobNotFoundError, MayPayTwiceError, JobActionRefusedError: raised as they are.
+        record = manual.retry_job(
+            self.runtime.store, job_id, accept_may_pay_twice=accept_may_pay_twice
+        )
         self.celery.send_task(TASK_SUBMIT, kwargs={"job_id": job_id})
         return record
 
@@ -330,12 +319,7 @@ class Producer:
         """
         from workers.stages import manual
 
-        try:
-            record = manual.check_adoptable(self.runtime.store, job_id, task_id)
-        except StoreJobNotFoundError:
-            raise JobNotFoundError(job_id) from None
-        except manual.ManualActionError as exc:
-            raise JobActionRefusedError(str(exc)) from None
+        record = manual.check_adoptable(self.runtime.store, job_id, task_id)
         self.celery.send_task(
             TASK_ADOPT, kwargs={"job_id": job_id, "task_id": task_id, "source": "person"}
         )
