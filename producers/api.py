@@ -38,6 +38,7 @@ from producers.publish import one_trip_possible, send_with_record
 from workers.contract import TASK_ADOPT, TASK_GENERATE, TASK_SUBMIT
 from workers.errors import PipelineError
 from workers.evolink.models import GenerationRequest
+from workers.extras import MissingExtraError
 from workers.jobs.durability import check_settings_stores
 from workers.jobs.ids import (
     InvalidJobIdError,
@@ -286,7 +287,7 @@ class Producer:
                 )
             data = self._manifests.get_json(manifest_key(self.settings.s3_prefix, job_id))
             return None if data is None else record_from_manifest(data)
-        except (PipelineError, ValueError) as exc:
+        except (PipelineError, ValueError, MissingExtraError) as exc:
             log.warning("status_manifest_unreadable", job_id=job_id, error=str(exc)[:200])
             return None
 
