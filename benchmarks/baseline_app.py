@@ -1,7 +1,9 @@
 """The Celery app of a B1 baseline: the pipeline's configuration on one queue of its own.
 
 JSON, prefetch 1, task events on, the same broker — so the only difference from the real
-pipeline is the work each task does. Built from the environment at import: import a
+pipeline is the work each task does. Celery's own consumer, not the pipeline's guard: the
+guard refuses every task that is not ``nbq.*`` (so a baseline under it never finishes),
+and what it costs per message belongs to the pipeline's side of the ratio. Built from the environment at import: import a
 baseline module only after the benchmark's services are in the settings
 (``harness.use_env``).
 """
@@ -18,6 +20,7 @@ from workers.settings import get_settings
 def baseline_app(name: str, queue: str) -> Celery:
     app = Celery(name)
     config = celery_config(get_settings())
+    config.pop("worker_consumer", None)  # Celery's default consumer (see above)
     config.update(
         {
             "task_queues": [Queue(queue)],  # type: ignore[no-untyped-call]
