@@ -3,9 +3,9 @@
 JSON, prefetch 1, task events on, the same broker — so the only difference from the real
 pipeline is the work each task does. Celery's own consumer, not the pipeline's guard: the
 guard refuses every task that is not ``nbq.*`` (so a baseline under it never finishes),
-and what it costs per message belongs to the pipeline's side of the ratio. Built from the environment at import: import a
-baseline module only after the benchmark's services are in the settings
-(``harness.use_env``).
+and what it costs per message belongs to the pipeline's side of the ratio. Built from the
+environment at import: import a baseline module only after the benchmark's services are in
+the settings (``harness.use_env``).
 """
 
 from __future__ import annotations
