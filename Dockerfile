@@ -20,8 +20,9 @@ COPY pyproject.toml README.md* ./
 COPY workers workers
 COPY producers producers
 COPY emulator emulator
+COPY devstack devstack
 COPY benchmarks benchmarks
-RUN /opt/nbq/bin/pip install --no-deps --constraint ops/requirements.lock . \
+RUN /opt/nbq/bin/pip install --no-deps --constraint ops/requirements.lock ".[worker,ingress,emulator]" \
  && /opt/nbq/bin/pip check
 
 # --- runtime: the venv only, as a non-root user --------------------------------------

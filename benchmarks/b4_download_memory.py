@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from benchmarks.harness import PeakSampler, bench_stack, tree_rss_bytes
 from benchmarks.results import BenchResult
-from producers.devstack.procs import wait_until
+from devstack.procs import wait_until
 
 if TYPE_CHECKING:
     from producers.api import Producer

@@ -55,8 +55,8 @@ from benchmarks.harness import (
     use_env,
     wait_worker,
 )
-from producers.devstack.procs import free_port, port_open, wait_until
-from producers.devstack.redis_service import redis_server_binary
+from devstack.procs import free_port, port_open, wait_until
+from devstack.redis_service import redis_server_binary
 
 RESULTS = ROOT / "benchmarks" / "results" / "durability.json"
 MODES = ("volatile", "aof-everysec", "aof-always", "replica-wait", "separate", "separate-volatile")

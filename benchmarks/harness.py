@@ -1,7 +1,8 @@
 """Process helpers for benchmarks: free ports, redis-server, moto S3, the emulator, workers.
 
-Benchmarks must not import ``tests``; this is the small subset of ``tests/support`` they
-need, plus process-tree sampling (RSS, CPU) with psutil. Everything binds 127.0.0.1 on
+Benchmarks must not import ``tests``; processes run under the one supervisor
+(``devstack/procs.py``, shared with the tests and ``nbq dev``), plus process-tree sampling
+(RSS, CPU) with psutil. Everything binds 127.0.0.1 on
 free ports and is stopped by its owner (never by name).
 """
 
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 import psutil
 
-from producers.devstack.procs import free_port, port_open, wait_until
-from producers.devstack.redis_service import redis_server_binary
+from devstack.procs import free_port, port_open, start, stop, wait_until
+from devstack.redis_service import redis_server_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "bench"
@@ -38,29 +38,14 @@ REQUEST: dict[str, Any] = {"prompt": "benchmark: a banana", "size": "1:1", "qual
 def start_proc(
     args: list[str], *, log: Path, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
-    """Start in a new session so stopping reaches the process's children."""
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            args,
-            env={**os.environ, **(env or {})},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=str(ROOT),
-            start_new_session=True,
-        )
+    """The supervisor's ``start`` from the repository root (its own session, so stopping
+    reaches the process's children)."""
+    return start(args, env=env, log=log, cwd=ROOT)
 
 
 def stop_proc(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+    """The supervisor's ``stop``, with longer patience: a loaded worker drains slowly."""
+    stop(proc, timeout_s=timeout_s)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from emulator import jsonio
 from emulator.dropping import mark_drop
 from emulator.faults import FaultRule
-from emulator.replies import ApiError, format_seconds, json_response
+from emulator.replies import EmulatedApiError, format_seconds, json_response
 from emulator.state import EmulatorState
 from emulator.validation import validate_create
 
@@ -27,7 +27,7 @@ _REWRITE = frozenset({"rewrite_results"})
 _BAD_JSON = object()
 
 
-def fault_error(state: EmulatorState, rule: FaultRule) -> ApiError:
+def fault_error(state: EmulatorState, rule: FaultRule) -> EmulatedApiError:
     """The error answer a ``status`` rule asks for (``retry_after`` scaled)."""
     assert rule.status is not None
     headers: dict[str, str] = {}
@@ -38,7 +38,7 @@ def fault_error(state: EmulatorState, rule: FaultRule) -> ApiError:
         extra["fallback_suggestion"] = rule.fallback_suggestion
     elif rule.status == 429 and rule.retry_after is not None:
         extra["fallback_suggestion"] = f"retry after {format_seconds(rule.retry_after)} seconds"
-    return ApiError(rule.status, rule.message, code=rule.code, headers=headers, extra=extra)
+    return EmulatedApiError(rule.status, rule.message, code=rule.code, headers=headers, extra=extra)
 
 
 def malformed(body: bytes, status: int = 200) -> Response:
@@ -58,20 +58,20 @@ class VendorApi:
         key = key.strip()
         accepted = self.state.config.api_keys
         if scheme.lower() != "bearer" or not key or (accepted and key not in accepted):
-            raise ApiError(401, "Invalid or expired token", code="unauthorized")
+            raise EmulatedApiError(401, "Invalid or expired token", code="unauthorized")
         return key
 
     async def read_body(self, request: Request) -> bytes:
         limit = self.state.config.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise ApiError(413, f"Request body exceeds {limit} bytes")
+            raise EmulatedApiError(413, f"Request body exceeds {limit} bytes")
         chunks: list[bytes] = []
         total = 0
         async for chunk in request.stream():
             total += len(chunk)
             if total > limit:
-                raise ApiError(413, f"Request body exceeds {limit} bytes")
+                raise EmulatedApiError(413, f"Request body exceeds {limit} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -79,7 +79,7 @@ class VendorApi:
         state = self.state
         try:
             return await self._create(request)
-        except ApiError as exc:
+        except EmulatedApiError as exc:
             state.stats.creates_rejected[str(exc.status)] += 1
             return exc.response()
 
@@ -106,7 +106,7 @@ class VendorApi:
                     return mark_drop(request)
                 raise fault_error(state, rule)
         if body is _BAD_JSON:
-            raise ApiError(400, "Request body is not valid JSON")
+            raise EmulatedApiError(400, "Request body is not valid JSON")
         valid = validate_create(
             body, allow_insecure_callbacks=state.config.allow_insecure_callbacks
         )
@@ -137,7 +137,7 @@ class VendorApi:
         state.stats.queries_total += 1
         try:
             return await self._query(request, task_id)
-        except ApiError as exc:
+        except EmulatedApiError as exc:
             state.stats.queries_rejected[str(exc.status)] += 1
             return exc.response()
 
@@ -158,7 +158,7 @@ class VendorApi:
                     return mark_drop(request)
                 raise fault_error(state, rule)
         if task is None:
-            raise ApiError(404, f"Task not found: {task_id}", code="task_not_found")
+            raise EmulatedApiError(404, f"Task not found: {task_id}", code="task_not_found")
         task.queries += 1
         state.stats.queries_by_task[task_id] += 1
         view = state.store.view(task, state.clock())

@@ -17,7 +17,7 @@ from emulator.config import EmulatorConfig
 from emulator.control_routes import ControlApi
 from emulator.dropping import DropConnections
 from emulator.file_routes import FileApi
-from emulator.replies import ApiError
+from emulator.replies import EmulatedApiError
 from emulator.state import EmulatorState
 
 STATE_ATTR = "emulator_state"
@@ -72,13 +72,13 @@ async def _health(request: Request) -> Response:
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
-    return ApiError(404, f"No route for {request.url.path}", code="not_found").response()
+    return EmulatedApiError(404, f"No route for {request.url.path}", code="not_found").response()
 
 
 async def _method_not_allowed(request: Request, exc: Exception) -> Response:
     # RFC 9110: a 405 lists the methods the resource supports (Starlette's exception has them).
     allow = dict(getattr(exc, "headers", None) or {})
-    return ApiError(
+    return EmulatedApiError(
         405,
         "Method not allowed",
         code="method_not_allowed",

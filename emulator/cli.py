@@ -20,6 +20,28 @@ def uvicorn_speedups() -> dict[str, str]:
     return options
 
 
+#: What ``nbq emulator`` imports beyond the producer's install (the [emulator] extra).
+EMULATOR_MODULES = ("fastapi", "uvicorn", "PIL")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("emulator", help="Run the Evolink API emulator (for tests and local runs).")(
+        emulator
+    )
+
+
+def require_emulator_extra() -> None:
+    """One clear line instead of a traceback when the [emulator] extra is missing."""
+    missing = [name for name in EMULATOR_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        typer.echo(
+            f"configuration error: nbq emulator needs the [emulator] extra (missing: "
+            f"{', '.join(missing)}): pip install 'nanobanana-queue[emulator]'",
+            err=True,
+        )
+        raise typer.Exit(2)
+
+
 def emulator(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8787,
@@ -61,6 +83,7 @@ def emulator(
     ] = False,
 ) -> None:
     """Run the Evolink API emulator (for tests and local runs)."""
+    require_emulator_extra()
     import uvicorn
 
     from emulator.app import create_app

@@ -1,6 +1,6 @@
 """Responses in the vendor's shapes: JSON bodies and the error object.
 
-Handlers raise :class:`ApiError`; the app turns it into
+Handlers raise :class:`EmulatedApiError`; the app turns it into
 ``{"error": {"code", "message", "type"}}`` with the right status.
 """
 
@@ -15,7 +15,7 @@ from emulator import jsonio
 from emulator.constants import ERROR_CODES, ERROR_MESSAGES, ERROR_TYPES
 
 
-class ApiError(Exception):
+class EmulatedApiError(Exception):
     """An error answer of the vendor API (status + error object)."""
 
     def __init__(
@@ -49,9 +49,9 @@ class ApiError(Exception):
         return json_response(self.body(), self.status, self.headers)
 
 
-def invalid(field: str, problem: str) -> ApiError:
+def invalid(field: str, problem: str) -> EmulatedApiError:
     """A 400 whose message names the offending field."""
-    return ApiError(400, f"Invalid parameter '{field}': {problem}")
+    return EmulatedApiError(400, f"Invalid parameter '{field}': {problem}")
 
 
 def json_response(

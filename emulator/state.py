@@ -17,7 +17,7 @@ from emulator.constants import CREDITS_BY_QUALITY, DEFAULT_TASK_ERROR_CODE
 from emulator.faults import FaultBook, FaultRule
 from emulator.images import ImageCache, pixel_size
 from emulator.links import LinkSigner
-from emulator.replies import ApiError
+from emulator.replies import EmulatedApiError
 from emulator.stats import Stats
 from emulator.tasks import TaskRecord, TaskStore
 from emulator.timing import DurationModel, pending_until
@@ -67,7 +67,7 @@ class EmulatorState:
         cost = CREDITS_BY_QUALITY[quality]
         if self.credits is not None:
             if self.credits + 1e-9 < cost:
-                raise ApiError(
+                raise EmulatedApiError(
                     402,
                     f"Insufficient quota: {cost} credits needed, {self.credits:g} left. "
                     "Please top up your account.",

@@ -24,7 +24,7 @@ from emulator.constants import (
     THINKING_LEVELS,
 )
 from emulator.netguard import is_internal_host
-from emulator.replies import ApiError, invalid
+from emulator.replies import EmulatedApiError, invalid
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*$")
 _BAD_URI_CHARS = re.compile(r"[\s<>\"{}|\\^`\x00-\x1f\x7f]")
@@ -46,9 +46,9 @@ class CreateRequest:
 
 
 def validate_create(body: Any, *, allow_insecure_callbacks: bool) -> CreateRequest:
-    """Check every field; raise a 400 :class:`ApiError` naming the first bad one."""
+    """Check every field; raise a 400 :class:`EmulatedApiError` naming the first bad one."""
     if not isinstance(body, dict):
-        raise ApiError(400, "Request body must be a JSON object")
+        raise EmulatedApiError(400, "Request body must be a JSON object")
     model = _required_str(body, "model")
     if model != MODEL_NAME:
         raise invalid("model", f"must be '{MODEL_NAME}'")

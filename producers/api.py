@@ -29,17 +29,16 @@ from producers.errors import (
     CreditBudgetExceededError,
     EnqueueUncertainError,
     InvalidRequestError,
-    JobActionRefusedError,
     JobNotCancellableError,
     JobNotFoundError,
     JobNotStoredError,
-    MayPayTwiceError,
     WaitTimeoutError,
 )
 from producers.publish import one_trip_possible, send_with_record
 from workers.dispatch import Dispatcher
 from workers.errors import PipelineError
 from workers.evolink.models import GenerationRequest
+from workers.extras import MissingExtraError
 from workers.jobs.durability import check_settings_stores
 from workers.jobs.ids import (
     InvalidJobIdError,
@@ -50,7 +49,6 @@ from workers.jobs.ids import (
 )
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
-from workers.jobs.store import JobNotFoundError as StoreJobNotFoundError
 from workers.logs import get_logger
 from workers.resilience.credits import CreditLedger
 from workers.runtime import Runtime
@@ -58,6 +56,7 @@ from workers.settings import Settings, get_settings
 from workers.stages.cancel import NotCancellableError, cancel_job
 from workers.stages.intake import describe_validation_error, intake
 from workers.stages.steps import Adopt, Generate, Submit
+from workers.startup import configure_process
 from workers.storage.manifest import manifest_key, record_from_manifest
 
 if TYPE_CHECKING:
@@ -133,8 +132,9 @@ class Producer:
         self.dispatcher = Dispatcher.for_settings(celery_app, self.settings)
         self._manifests: ObjectStore | None = None  # status fallback (lookup)
         # Refuse a store that would lose jobs silently (NBQ_ALLOW_VOLATILE_STORE=true
-        # accepts). After the app: its import sends the project's logs to stderr, so a
+        # accepts). After configure_process: it sends the project's logs to stderr, so a
         # warning here never mixes into a command's --json output.
+        configure_process(self.settings)
         check_settings_stores(self.runtime.settings, store_client=self.runtime.redis)
 
     def enqueue(
@@ -289,15 +289,13 @@ class Producer:
                 )
             data = self._manifests.get_json(manifest_key(self.settings.s3_prefix, job_id))
             return None if data is None else record_from_manifest(data)
-        except (PipelineError, ValueError) as exc:
+        except (PipelineError, ValueError, MissingExtraError) as exc:
             log.warning("status_manifest_unreadable", job_id=job_id, error=str(exc)[:200])
             return None
 
     def cancel(self, job_id: str) -> JobRecord:
         try:
             return cancel_job(self.runtime.store, job_id)
-        except StoreJobNotFoundError:
-            raise JobNotFoundError(job_id) from None
         except NotCancellableError as exc:
             raise JobNotCancellableError(str(exc)) from None
 
@@ -309,16 +307,10 @@ class Producer:
         """
         from workers.stages import manual
 
-        try:
-            record = manual.retry_job(
-                self.runtime.store, job_id, accept_may_pay_twice=accept_may_pay_twice
-            )
-        except StoreJobNotFoundError:
-            raise JobNotFoundError(job_id) from None
-        except manual.MayPayTwiceError as exc:
-            raise MayPayTwiceError(str(exc)) from None
-        except manual.ManualActionError as exc:
-            raise JobActionRefusedError(str(exc)) from None
+        # JobNotFoundError, MayPayTwiceError, JobActionRefusedError: raised as they are.
+        record = manual.retry_job(
+            self.runtime.store, job_id, accept_may_pay_twice=accept_may_pay_twice
+        )
         self.dispatcher.send(Submit(job_id))
         return record
 
@@ -330,12 +322,7 @@ class Producer:
         """
         from workers.stages import manual
 
-        try:
-            record = manual.check_adoptable(self.runtime.store, job_id, task_id)
-        except StoreJobNotFoundError:
-            raise JobNotFoundError(job_id) from None
-        except manual.ManualActionError as exc:
-            raise JobActionRefusedError(str(exc)) from None
+        record = manual.check_adoptable(self.runtime.store, job_id, task_id)
         self.dispatcher.send(Adopt(job_id, task_id, source="person"))
         return record
 

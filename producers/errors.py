@@ -16,9 +16,26 @@
 
 from __future__ import annotations
 
+# Raised by the job store and the manual actions too: one class each, defined beside them.
+from workers.jobs.errors import (
+    JobActionRefusedError,
+    JobNotFoundError,
+    MayPayTwiceError,
+    ProducerError,
+)
 
-class ProducerError(Exception):
-    """Base of everything the producer API raises."""
+__all__ = [
+    "CreditBudgetExceededError",
+    "EnqueueUncertainError",
+    "InvalidRequestError",
+    "JobActionRefusedError",
+    "JobNotCancellableError",
+    "JobNotFoundError",
+    "JobNotStoredError",
+    "MayPayTwiceError",
+    "ProducerError",
+    "WaitTimeoutError",
+]
 
 
 class InvalidRequestError(ProducerError, ValueError):
@@ -29,11 +46,6 @@ class InvalidRequestError(ProducerError, ValueError):
 
 class CreditBudgetExceededError(ProducerError):
     pass
-
-
-class JobNotFoundError(ProducerError, KeyError):
-    def __str__(self) -> str:
-        return f"job {self.args[0]!r} not found"
 
 
 class JobNotCancellableError(ProducerError):
@@ -61,11 +73,3 @@ class EnqueueUncertainError(ProducerError):
             f"enqueue again with job_id={job_id!r} (idempotent) to be sure"
         )
         self.job_id = job_id
-
-
-class JobActionRefusedError(ProducerError):
-    """``retry`` or ``adopt`` does not apply to the job as it is; nothing was changed."""
-
-
-class MayPayTwiceError(JobActionRefusedError):
-    """The job's create may already have been paid; ``retry`` needs explicit consent."""

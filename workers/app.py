@@ -1,5 +1,9 @@
 """The Celery application: ``celery -A workers.app worker -Q submit`` works as is.
 
+Importing it has no side effects: the app reads its settings when first used, and the
+worker's process setup (logging, kombu fix, shutdown deadline, store guard) runs at worker
+start (``workers/startup.py``).
+
 Settings chosen for safety (see docs/failure-handling.md):
 - JSON only; prefetch 1; events on so Flower sees every task.
 - Late ack + reject on worker lost for the idempotent stages (poll, download); the paid
@@ -14,15 +18,14 @@ Settings chosen for safety (see docs/failure-handling.md):
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from celery import Celery
 
-from workers import shutdown, store_guard
 from workers.brokers import broker_kind, task_queues, transport_config, whole_second_countdown
 from workers.contract import ALL_QUEUES, TASK_QUEUES
 from workers.redis_client import is_sentinel_url, kombu_sentinel_url, sentinel_kwargs
 from workers.settings import Settings, get_settings
+from workers.startup import WorkerLoader
 
 #: Soft/hard time limits per stage (seconds). Download is long: big files, slow links.
 TIME_LIMITS_S: dict[str, tuple[float, float]] = {
@@ -122,41 +125,35 @@ def _base_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _closed_broker_channel_is_a_connection_error() -> None:
-    """Let a worker survive a broker restart (celery 5.7 / kombu 5.7, Redis transport).
-
-    After ``collect()`` the consumer closes the broken connection; the channel then restores
-    unacked messages (there always are some: countdown polls) through a client it no longer
-    has (AttributeError in ``Channel._connparams``), which escapes ``ignore_errors`` and
-    kills the consumer; late-ack tasks acking after the reconnect hit it too. Raised as a
-    connection error it is handled like any other: the worker reconnects and the reconciler
-    re-drives whatever was in flight.
-    """
-    import redis
-    from kombu.transport import redis as kombu_redis
-
-    original = kombu_redis.Channel._connparams
-    if getattr(original, "nbq_patched", False):
-        return
-
-    def _connparams(self: Any, asynchronous: bool = False) -> Any:
-        if self.connection.client is None:
-            raise redis.exceptions.ConnectionError("broker channel closed after a lost connection")
-        return original(self, asynchronous=asynchronous)  # type: ignore[no-untyped-call]
-
-    _connparams.nbq_patched = True  # type: ignore[attr-defined]
-    kombu_redis.Channel._connparams = _connparams  # type: ignore[method-assign]
-
-
-_closed_broker_channel_is_a_connection_error()
-
-
 class NbqCelery(Celery):  # type: ignore[misc]
-    """Celery whose countdowns fit the broker: whole seconds on AMQP (native delayed
-    delivery cannot carry less), unchanged on Redis. Every send passes here: stage
-    scheduling, ``self.retry`` and raw producers alike."""
+    """Celery configured from ``NBQ_*`` settings on first use, not at construction, and
+    whose countdowns fit the broker: whole seconds on AMQP (native delayed delivery cannot
+    carry less), unchanged on Redis. Every send passes here: stage scheduling,
+    ``self.retry`` and raw producers alike.
 
-    whole_second_countdowns = False
+    Built with settings (a Producer's, a test's) it uses those; built without (the module's
+    ``app`` that ``celery -A workers.app`` finds) it reads the environment when Celery
+    first needs its configuration, so importing this module reads nothing.
+    """
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        super().__init__("nbq", loader=WorkerLoader)
+        self._nbq_settings = settings
+        self._whole_seconds: bool | None = None
+        self.on_configure.connect(self._configure_from_settings, weak=False)
+
+    def nbq_settings(self) -> Settings:
+        """The settings this app is (or will be) configured from."""
+        return self._nbq_settings or get_settings()
+
+    def _configure_from_settings(self, **_: Any) -> None:
+        self.config_from_object({**celery_config(self.nbq_settings()), "imports": IMPORTS})
+
+    @property
+    def whole_second_countdowns(self) -> bool:
+        if self._whole_seconds is None:
+            self._whole_seconds = broker_kind(self.nbq_settings().broker_url) == "amqp"
+        return self._whole_seconds
 
     def send_task(
         self,
@@ -172,44 +169,15 @@ class NbqCelery(Celery):  # type: ignore[misc]
         return super().send_task(name, args, kwargs, countdown, *more, **options)
 
 
+#: Modules a worker imports to register the ``nbq.*`` tasks.
+IMPORTS = ("workers.tasks",)
+
+
 def create_app(settings: Settings | None = None) -> Celery:
-    settings = settings or get_settings()
-    celery_app = NbqCelery("nbq")
-    celery_app.whole_second_countdowns = broker_kind(settings.broker_url) == "amqp"
-    celery_app.conf.update(celery_config(settings))
-    celery_app.conf.imports = ("workers.tasks",)
-    return celery_app
+    """A Celery app for ``settings`` (or, lazily, the environment's). Pure: nothing is read,
+    connected or configured until the app is used."""
+    return NbqCelery(settings)
 
 
+#: What ``celery -A workers.app`` finds; configured from the environment on first use.
 app = create_app()
-
-
-def _configure_logging() -> None:
-    from workers.logs import configure_logging, register_secret
-
-    settings = get_settings()
-    configure_logging(settings.log_level, json=settings.log_json)
-    for secret in (
-        settings.evolink_api_key,
-        settings.s3_secret_key,
-        settings.s3_access_key,
-        settings.flower_basic_auth,
-        settings.ingress_tokens,
-        settings.callback_secret,
-        settings.redis_password,
-        settings.redis_sentinel_password,
-    ):
-        if secret is not None:
-            register_secret(secret.get_secret_value())
-    if settings.ingress_tokens is not None:  # "producer:token,...": each token on its own
-        for item in settings.ingress_tokens.get_secret_value().split(","):
-            register_secret(item.partition(":")[2].strip())
-    api_url = settings.broker_api_url.get_secret_value() if settings.broker_api_url else None
-    for url in (settings.broker_url, settings.redis_url, api_url):
-        for part in (url or "").split(";"):  # sentinel://:pass@h1;sentinel://h2
-            register_secret(urlsplit(part).password if part else None)  # redis://:pass@host
-
-
-_configure_logging()
-shutdown.install()
-store_guard.install()

@@ -14,8 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from producers.batch import BadLine, parse_jsonl
-from producers.cli.common import console, err_console, fail_on_config_error
 from producers.errors import ProducerError
+from workers.cli.common import console, err_console, fail_on_config_error
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from producers.cli.common import err_console, safe_url
+from workers.cli.common import err_console, safe_url
 from workers.contract import TASK_GENERATE, TASK_QUEUES
 
 if TYPE_CHECKING:

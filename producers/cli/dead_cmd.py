@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from producers.cli.common import console, err_console, fail_on_config_error, print_json
+from workers.cli.common import console, err_console, fail_on_config_error, print_json
 
 dead_app = typer.Typer(
     help="Refused broker messages: list, show, replay, purge.", no_args_is_help=True

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from producers.cli.common import (
+from producers.errors import ProducerError
+from workers.cli.common import (
     connection_problem,
     console,
     describe_connection_error,
@@ -17,7 +18,6 @@ from producers.cli.common import (
     fail_on_config_error,
     print_json,
 )
-from producers.errors import ProducerError
 from workers.jobs.record import JobRecord
 
 if TYPE_CHECKING:

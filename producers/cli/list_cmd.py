@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from producers.cli.common import console, emit_error, fail_on_config_error, print_json
+from workers.cli.common import console, emit_error, fail_on_config_error, print_json
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 

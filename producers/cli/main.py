@@ -1,25 +1,28 @@
 """``nbq``: submit, watch and fetch jobs; run workers, Flower, the emulator and the dev stack.
 
-Each command group lives in its own module; this file only assembles them.
+Each command group lives in its own module, registered by the part it belongs to; this
+file only assembles them. Every command is listed in every install; one whose extra is
+missing says which ``pip install`` it needs.
 """
 
 from __future__ import annotations
 
 import typer
 
+from benchmarks import cli as benchmarks_cli
+from devstack import cli as devstack_cli
+from emulator import cli as emulator_cli
 from producers.cli import (
     batch_cmd,
-    bench_cmd,
     dead_cmd,
-    dev_cmd,
     helpfmt,
     jobs_cmd,
     list_cmd,
-    ops_cmd,
     quota_cmd,
     recover_cmd,
     serve_cmd,
 )
+from workers import cli as workers_cli
 
 helpfmt.install()
 
@@ -40,30 +43,20 @@ def _main(ctx: typer.Context) -> None:
         raise typer.Exit(0)
 
 
+# Registration order is the help's order. Producer-side commands live in producers/cli;
+# each other part registers its own: workers (worker, flower, metrics, reconcile), the dev
+# stack (dev), the benchmarks (bench), the emulator (emulator).
 jobs_cmd.register(app)
 recover_cmd.register(app)
 list_cmd.register(app)
 batch_cmd.register(app)
 quota_cmd.register(app)
-ops_cmd.register(app)
-dev_cmd.register(app)
+workers_cli.register(app)
+devstack_cli.register(app)
 serve_cmd.register(app)
-bench_cmd.register(app)
+benchmarks_cli.register(app)
 dead_cmd.register(app)
-
-
-def _register_optional() -> None:
-    """Commands whose modules may be absent in a slim install stay optional."""
-    try:
-        from emulator.cli import emulator
-    except ImportError:  # pragma: no cover - the emulator ships with the project
-        return
-    app.command("emulator", help="Run the Evolink API emulator (for tests and local runs).")(
-        emulator
-    )
-
-
-_register_optional()
+emulator_cli.register(app)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

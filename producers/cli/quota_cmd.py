@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from producers.cli.common import console, fail_on_config_error, print_json
+from workers.cli.common import console, fail_on_config_error, print_json
 
 
 def register(app: typer.Typer) -> None:

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from producers.cli.common import err_console, fail_on_config_error, print_json
 from producers.errors import JobNotFoundError, MayPayTwiceError, ProducerError
+from workers.cli.common import err_console, fail_on_config_error, print_json
 from workers.jobs.state import JobState
 
 if TYPE_CHECKING:

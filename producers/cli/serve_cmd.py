@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from producers.cli.common import fail_on_config_error
+from workers.cli.common import fail_on_config_error
+from workers.extras import require_extra
 
 
 def register(app: typer.Typer) -> None:
@@ -21,6 +22,7 @@ def serve(
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve the HTTP ingress: /v1/jobs, /v1/batches, /healthz, /readyz, callbacks."""
+    require_extra("ingress", what="nbq serve")
     import uvicorn
 
     from producers.ingress.app import create_app

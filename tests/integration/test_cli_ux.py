@@ -76,7 +76,7 @@ def test_an_unreachable_broker_is_named_without_its_password_and_says_refused() 
 def test_a_timed_out_connection_is_described_as_timed_out() -> None:
     import redis
 
-    from producers.cli.common import describe_connection_error
+    from workers.cli.common import describe_connection_error
 
     text = describe_connection_error(redis.exceptions.TimeoutError("Timeout connecting"))
     assert text.endswith(": timed out")

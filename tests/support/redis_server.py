@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from producers.devstack.redis_service import redis_server_binary
+from devstack.redis_service import redis_server_binary
 from tests.support.procs import free_port, port_open, start, stop, wait_until
 
 

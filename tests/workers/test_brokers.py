@@ -104,7 +104,7 @@ def test_every_send_on_rabbitmq_carries_a_whole_second_countdown(
 def test_autoscale_is_refused_on_rabbitmq_with_what_to_do_instead(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from producers.cli.run import run_worker
+    from workers.cli.run import run_worker
     from workers.settings import get_settings
 
     monkeypatch.setenv("NBQ_BROKER_URL", AMQP)
@@ -128,8 +128,8 @@ def test_flower_gets_the_management_api_through_its_environment_never_argv(
 ) -> None:
     import os
 
-    from producers.cli import run
     from workers.app import app
+    from workers.cli import run
     from workers.settings import get_settings
 
     api = "http://nbq:s3cret-pw@rabbit:15672/api/"

@@ -3,7 +3,7 @@
 ::
 
     EvolinkError                      base; ``retryable`` says whether trying again can help
-    ├── InvalidRequestError           400 / 413: the request is wrong (fail the job)
+    ├── RequestRejectedError          400 / 413: the request is wrong (fail the job)
     │   └── RequestTooLargeError      413
     ├── UnauthorizedError             401: key missing or invalid (stop, alert)
     ├── QuotaExceededError            402: out of credits (pause submissions, keep jobs)
@@ -103,13 +103,13 @@ def _rebuild(
     return error
 
 
-class InvalidRequestError(EvolinkError):
+class RequestRejectedError(EvolinkError):
     """400: bad parameters, content policy, size."""
 
     reason = "invalid_request"
 
 
-class RequestTooLargeError(InvalidRequestError):
+class RequestTooLargeError(RequestRejectedError):
     """413: the body or a reference image is too large."""
 
     reason = "request_too_large"
@@ -201,7 +201,7 @@ class TaskFailedError(EvolinkError):
 
 
 STATUS_ERRORS: dict[int, type[EvolinkError]] = {
-    400: InvalidRequestError,
+    400: RequestRejectedError,
     401: UnauthorizedError,
     402: QuotaExceededError,
     403: ModelAccessDeniedError,
@@ -217,4 +217,4 @@ def error_for_status(status_code: int) -> type[EvolinkError]:
         return STATUS_ERRORS[status_code]
     if status_code >= 500:
         return ServerError
-    return InvalidRequestError if 400 <= status_code < 500 else EvolinkError
+    return RequestRejectedError if 400 <= status_code < 500 else EvolinkError

@@ -22,6 +22,7 @@ from typing import Any
 
 import redis
 
+from workers.jobs.errors import JobNotFoundError as JobNotFoundError  # re-exported
 from workers.jobs.lifecycle import IllegalTransitionError, Transition
 from workers.jobs.record import JobRecord, encode_field
 from workers.jobs.state import ACTIVE_STATES, TRANSITIONS, JobState
@@ -56,10 +57,6 @@ UPDATE_LUA = _script("update.lua").replace("{--[[TRANSITIONS]]}", _moves_lua(), 
 CREATE_LUA = _script("create.lua")
 #: States with a per-state index (the active ones): the scripts' index KEYS, in this order.
 INDEXED_STATES: tuple[JobState, ...] = ACTIVE_STATES
-
-
-class JobNotFoundError(KeyError):
-    """No record for this job id (never created, or past retention)."""
 
 
 def _pairs_to_dict(flat: list[Any]) -> dict[str, str]:

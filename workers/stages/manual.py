@@ -16,9 +16,10 @@ from __future__ import annotations
 import re
 
 from workers.jobs import lifecycle
+from workers.jobs.errors import JobActionRefusedError, JobNotFoundError, MayPayTwiceError
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
-from workers.jobs.store import JobNotFoundError, JobStore
+from workers.jobs.store import JobStore
 from workers.logs import get_logger
 from workers.stages.adopt import ADOPTABLE_FROM
 
@@ -27,14 +28,6 @@ log = get_logger("nbq.manual")
 RETRYABLE_FROM = lifecycle.MANUAL_RETRY.sources
 #: What a task id may look like (the vendor's are ``task-unified-<unix>-<8 alnum>``).
 TASK_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
-
-
-class ManualActionError(Exception):
-    """A person's request that would be wrong for this job; nothing was changed."""
-
-
-class MayPayTwiceError(ManualActionError):
-    """Re-sending this job's create may pay for a second task: needs explicit consent."""
 
 
 def may_have_paid_task(record: JobRecord) -> bool:
@@ -52,7 +45,7 @@ def retry_job(
     if record is None:
         raise JobNotFoundError(job_id)
     if record.state not in RETRYABLE_FROM:
-        raise ManualActionError(
+        raise JobActionRefusedError(
             f"job {job_id} is {record.state.value}; only failed or outcome_unknown jobs can "
             "be retried"
         )
@@ -77,7 +70,7 @@ def retry_job(
         waiting_reason=f"retry requested by a person ({by})",
     )
     if not applied or moved is None:
-        raise ManualActionError(f"job {job_id} changed while retrying; look again (nbq status)")
+        raise JobActionRefusedError(f"job {job_id} changed while retrying; look again (nbq status)")
     log.warning(
         "job_retry_requested",
         job_id=job_id,
@@ -92,12 +85,12 @@ def retry_job(
 def check_adoptable(store: JobStore, job_id: str, task_id: str) -> JobRecord:
     """The job exists and may take a task from a person; the id looks like one."""
     if not TASK_ID_PATTERN.match(task_id):
-        raise ManualActionError(f"{task_id!r} does not look like an Evolink task id")
+        raise JobActionRefusedError(f"{task_id!r} does not look like an Evolink task id")
     record = store.get(job_id)
     if record is None:
         raise JobNotFoundError(job_id)
     if record.state not in ADOPTABLE_FROM["person"]:
-        raise ManualActionError(
+        raise JobActionRefusedError(
             f"job {job_id} is {record.state.value}; a task can be attached only to a failed "
             "or outcome_unknown job"
         )

@@ -20,10 +20,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import urllib3
-from minio import Minio
-from minio.commonconfig import REPLACE, CopySource
-from minio.error import MinioException, S3Error
+try:
+    import urllib3
+    from minio import Minio
+    from minio.commonconfig import REPLACE, CopySource
+    from minio.error import MinioException, S3Error
+except ImportError as exc:  # a slim install: one clear line, not a traceback
+    from workers.extras import extra_missing, missing_modules
+
+    missing = missing_modules("minio", "urllib3") or [str(exc.name)]
+    raise extra_missing("s3", missing, what="S3 storage (results)") from exc
 
 from workers.errors import NotAnImageError, PipelineError, ResultTooLargeError, StorageError
 from workers.jobs.record import StoredObject

@@ -18,12 +18,12 @@ from workers.evolink.errors import (
     ApiConnectionError,
     ApiTimeoutError,
     EvolinkError,
-    InvalidRequestError,
     MalformedResponseError,
     ModelAccessDeniedError,
     NotFoundError,
     QuotaExceededError,
     RateLimitedError,
+    RequestRejectedError,
     RequestTooLargeError,
     ServerError,
     TaskFailedError,
@@ -247,7 +247,7 @@ def test_unknown_fields_in_the_task_are_tolerated(make_client: Any) -> None:
 @pytest.mark.parametrize(
     ("status", "code", "expected"),
     [
-        (400, "invalid_request", InvalidRequestError),
+        (400, "invalid_request", RequestRejectedError),
         (401, "unauthorized", UnauthorizedError),
         (402, "insufficient_quota", QuotaExceededError),
         (403, "model_access_denied", ModelAccessDeniedError),
@@ -257,7 +257,7 @@ def test_unknown_fields_in_the_task_are_tolerated(make_client: Any) -> None:
         (500, "internal_error", ServerError),
         (502, "upstream_error", ServerError),
         (503, "service_unavailable", ServerError),
-        (418, "teapot", InvalidRequestError),
+        (418, "teapot", RequestRejectedError),
         (599, None, ServerError),
     ],
 )
@@ -369,7 +369,7 @@ def test_non_json_or_odd_error_body_still_maps_by_status(make_client: Any, body:
 def test_long_error_message_is_truncated(make_client: Any) -> None:
     client, _ = make_client(answer(400, error_body("invalid_request", "x" * 10_000)))
 
-    with pytest.raises(InvalidRequestError) as caught:
+    with pytest.raises(RequestRejectedError) as caught:
         client.create_task(REQUEST)
 
     assert len(str(caught.value)) < 400
@@ -379,7 +379,7 @@ def test_error_message_drops_signed_url_query_strings(make_client: Any) -> None:
     message = "cannot fetch https://files.evolink.ai/x.png?X-Amz-Signature=deadbeef"
     client, _ = make_client(answer(400, error_body("invalid_request", message)))
 
-    with pytest.raises(InvalidRequestError) as caught:
+    with pytest.raises(RequestRejectedError) as caught:
         client.create_task(REQUEST)
 
     assert "deadbeef" not in str(caught.value)

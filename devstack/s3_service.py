@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from producers.devstack.procs import Supervisor, port_open
+from devstack.procs import Supervisor, port_open
 from workers.settings import Settings
 
 #: Seconds moto gets to listen (its first import is slow on a busy machine).

@@ -1,10 +1,15 @@
-"""Long-running processes started by the CLI (worker, flower, metrics, reconcile)."""
+"""Long-running processes started by the CLI (worker, flower, metrics, reconcile).
+
+Each first checks its optional dependencies: without the [worker] extra it says so in one
+line (``pip install 'nanobanana-queue[worker]'``) instead of a traceback.
+"""
 
 from __future__ import annotations
 
 import os
 
 from workers.brokers import broker_kind
+from workers.extras import require_extra
 from workers.settings import ConfigError, get_settings
 
 
@@ -17,6 +22,7 @@ def run_worker(
     hostname: str | None,
     loglevel: str,
 ) -> None:
+    require_extra("worker", "minio", what="nbq worker")
     from workers.app import app
 
     settings = get_settings()
@@ -53,8 +59,11 @@ def run_flower(
     db: str | None,
     read_only: bool = False,
 ) -> None:
+    require_extra("worker", "flower", what="nbq flower")
     from workers.app import app
+    from workers.startup import configure_process
 
+    configure_process()
     settings = get_settings()
     argv = [
         "flower",
@@ -98,6 +107,7 @@ def _protect_flower_metrics() -> None:
 
 
 def run_metrics(*, port: int | None, address: str) -> None:
+    require_extra("worker", "prometheus_client", what="nbq metrics")
     from workers.metrics_exporter import serve_metrics
 
     settings = get_settings()
@@ -105,11 +115,14 @@ def run_metrics(*, port: int | None, address: str) -> None:
 
 
 def run_reconcile(*, once: bool, interval_s: float | None) -> None:
+    require_extra("worker", "minio", what="nbq reconcile")
     from workers.runtime import get_runtime
     from workers.stages.reconcile import reconcile_once
+    from workers.startup import configure_process
     from workers.tasks.base import dispatcher
     from workers.tasks.reconcile import reconcile_forever
 
+    configure_process()
     settings = get_settings()
     if once:
         report = reconcile_once(get_runtime(), dispatcher().send)

@@ -6,11 +6,15 @@ from typing import Annotated
 
 import typer
 
+from workers.cli.common import fail_on_config_error
+from workers.extras import require_extra
+
 
 def register(app: typer.Typer) -> None:
     app.command("bench")(bench)
 
 
+@fail_on_config_error
 def bench(
     only: Annotated[
         str, typer.Option(help="Comma-separated benchmark ids, e.g. B1,B2.")
@@ -24,6 +28,7 @@ def bench(
 
     Starts its own redis-server, moto S3, emulator and workers on free loopback ports.
     """
+    require_extra("bench", what="nbq bench")
     from benchmarks.runner import execute
     from benchmarks.scale import SCALES
 

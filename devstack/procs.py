@@ -1,7 +1,9 @@
-"""Process supervision: every child in its own process group, stopped TERM-then-KILL.
+"""The one process supervisor: for ``nbq dev``, the tests (``tests/support``) and the
+benchmarks (``benchmarks/harness.py``).
 
-Children get their own session so a Ctrl-C in the terminal reaches only ``nbq dev``,
-which then stops them in order; nothing is left behind when the parent goes.
+Every child starts in its own session, so a Ctrl-C in the terminal reaches only the
+parent, and a stop reaches the child's own children: SIGTERM to the group, then SIGKILL
+after a timeout, always reaped. Ports are picked free on 127.0.0.1; readiness is polled.
 """
 
 from __future__ import annotations
@@ -12,15 +14,17 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from producers.devstack.errors import ChildExitedError, StartupError
-from producers.devstack.signals import deferred
+from devstack.errors import ChildExitedError, StartupError
+from devstack.signals import deferred
 
 #: Seconds a child gets after SIGTERM before its whole group is SIGKILLed.
-STOP_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 15.0
+#: The dev stack's children stop sooner (a person is waiting at the terminal).
+STACK_STOP_TIMEOUT_S = 10.0
 #: Lines of a child's log shown when it fails.
 LOG_TAIL_LINES = 20
 
@@ -110,16 +114,8 @@ class Supervisor:
         extra_env: dict[str, str] | None,
         cwd: Path | None,
     ) -> Child:
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(
-                args,
-                env={**self.env, **(extra_env or {})},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=str(cwd) if cwd else None,
-                start_new_session=True,
-            )
+        env = {**self.env, **(extra_env or {})}
+        proc = start(args, env=env, log=log, cwd=cwd, inherit_env=False)
         child = Child(name=name, proc=proc, log=log)
         self.children.append(child)
         return child
@@ -154,10 +150,36 @@ class Supervisor:
                     f" last lines of {child.log}:\n{child.log_tail()}"
                 )
 
-    def stop_all(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+    def stop_all(self, timeout_s: float = STACK_STOP_TIMEOUT_S) -> None:
         """Stop every child, newest first (workers before the Redis they use)."""
         while self.children:
             stop(self.children.pop().proc, timeout_s=timeout_s)
+
+
+def start(
+    args: list[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    log: Path | None = None,
+    cwd: Path | None = None,
+    inherit_env: bool = True,
+) -> subprocess.Popen[bytes]:
+    """Start ``args`` in its own session, output appended to ``log`` (else discarded).
+
+    ``env`` is laid over this process's environment, or is the whole environment when
+    ``inherit_env`` is false (the dev stack passes exactly what its children get).
+    """
+    full_env = {**os.environ, **(env or {})} if inherit_env else dict(env or {})
+    with open(log, "ab") if log else contextlib.nullcontext(subprocess.DEVNULL) as out:
+        return subprocess.Popen(
+            args,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=str(cwd) if cwd else None,
+            start_new_session=True,
+        )
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
@@ -165,13 +187,18 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
         os.killpg(proc.pid, sig)
 
 
-def stop(proc: subprocess.Popen[bytes], *, timeout_s: float = STOP_TIMEOUT_S) -> None:
-    """SIGTERM the child's group, wait, then SIGKILL the group; always reaps the child."""
+def stop(
+    proc: subprocess.Popen[bytes],
+    *,
+    sig: int = signal.SIGTERM,
+    timeout_s: float = STOP_TIMEOUT_S,
+) -> None:
+    """Signal the child's group (SIGTERM), wait, then SIGKILL the group; always reaps."""
     if proc.poll() is not None:
         return
-    _signal_group(proc, signal.SIGTERM)
+    _signal_group(proc, sig)
     try:
         proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         _signal_group(proc, signal.SIGKILL)
-        proc.wait()
+        proc.wait(timeout=10)

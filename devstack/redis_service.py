@@ -13,8 +13,8 @@ from pathlib import Path
 
 import redis
 
-from producers.devstack.errors import StartupError
-from producers.devstack.procs import Supervisor
+from devstack.errors import StartupError
+from devstack.procs import Supervisor
 
 #: Seconds a reachability ping may take before the configured Redis counts as absent.
 PING_TIMEOUT_S = 0.5

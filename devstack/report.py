@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from producers.devstack.stack import DevStack, Service
+from devstack.stack import DevStack, Service
 
 
 def print_service(console: Console, service: Service) -> None:

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import httpx
 
-from producers.devstack import emulator_service, redis_service, s3_service
-from producers.devstack.config import DEV_TIMING, KEY_PLACEHOLDER, DevEnv, redact_url
-from producers.devstack.errors import StartupError
-from producers.devstack.procs import Supervisor, free_port, port_open
+from devstack import emulator_service, redis_service, s3_service
+from devstack.config import DEV_TIMING, KEY_PLACEHOLDER, DevEnv, redact_url
+from devstack.errors import StartupError
+from devstack.procs import Supervisor, free_port, port_open
 from workers.contract import ALL_QUEUES
 from workers.settings import Settings
 

@@ -18,9 +18,9 @@ import psutil
 import pytest
 import redis
 
-from producers.devstack.config import KEY_PLACEHOLDER, redact_url
-from producers.devstack.redis_service import bundled_redis_server, ping, redis_server_binary
-from producers.devstack.stack import DevStack
+from devstack.config import KEY_PLACEHOLDER, redact_url
+from devstack.redis_service import bundled_redis_server, ping, redis_server_binary
+from devstack.stack import DevStack
 from tests.support.procs import ROOT, free_port, wait_until
 from workers.settings import load_settings
 
@@ -220,7 +220,7 @@ def test_a_real_api_key_is_never_printed_and_no_emulator_starts() -> None:
 
 
 def test_a_key_for_a_loopback_base_url_still_uses_the_emulator() -> None:
-    from producers.devstack.emulator_service import uses_real_api
+    from devstack.emulator_service import uses_real_api
 
     assert not uses_real_api(
         load_settings(evolink_api_key=REAL_LOOKING_KEY, evolink_base_url="http://127.0.0.1:8787")

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from workers.settings import ConfigError
 
@@ -98,7 +99,8 @@ def fail_on_config_error(func: Callable[P, R]) -> Callable[P, R]:
         except ConfigError as exc:
             if as_json:
                 emit_error(str(exc), code="configuration_error", exit_code=2, as_json=True)
-            err_console.print(f"[red]configuration error:[/red] {exc}")
+            # Escaped: "[worker]" in a message is text, not markup.
+            err_console.print(f"[red]configuration error:[/red] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(2) from None
         except typer.Exit:
             raise

@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from producers.cli.common import console, err_console, fail_on_config_error
+from workers.cli.common import console, err_console, fail_on_config_error
+from workers.extras import require_extra
 
 if TYPE_CHECKING:
-    from producers.devstack.stack import DevStack
+    from devstack.stack import DevStack
 
 #: Seconds between health checks of the children while the stack runs.
 WATCH_INTERVAL_S = 0.5
@@ -59,12 +60,15 @@ def dev(
     Prints every URL and the `export` lines for a second shell (never a real secret).
     Ctrl-C or SIGTERM stops everything and removes the temp dir.
     """
-    from producers.devstack.errors import DevStackError
-    from producers.devstack.report import print_service, print_summary
-    from producers.devstack.signals import Shutdown, shutdown_on_signals, signals_ignored
-    from producers.devstack.stack import DevStack
+    require_extra("dev", what="nbq dev")
+    from devstack.errors import DevStackError
+    from devstack.report import print_service, print_summary
+    from devstack.signals import Shutdown, shutdown_on_signals, signals_ignored
+    from devstack.stack import DevStack
     from workers.settings import get_settings
+    from workers.startup import configure_process
 
+    configure_process()
     stack = DevStack(
         get_settings(),
         dict(os.environ),
@@ -97,8 +101,8 @@ def dev(
 
 def _demo(stack: DevStack) -> int:
     """Run the demo against the stack; 0 when all its jobs were stored."""
+    from devstack.demo import run_demo
     from producers.api import Producer
-    from producers.devstack.demo import run_demo
 
     console.print("[bold]Demo:[/bold] 3 prompts through the producer API")
     if any(service.name == "api" for service in stack.services):

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from producers.devstack.procs import Supervisor
+from devstack.procs import Supervisor
 from workers.settings import Settings
 
 #: Real seconds per nominal second: a 1K image takes about one second.

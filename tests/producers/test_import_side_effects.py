@@ -1,0 +1,81 @@
+"""Importing the producer API (or the Celery app module) changes nothing in the process.
+
+A service that embeds ``Producer`` keeps its own logging, signal handlers and libraries:
+configuration happens when a worker starts or a Producer is built, never at import.
+Each check runs in a fresh interpreter, since this test process imported everything.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.procs import ROOT
+
+#: Prints what an import could have changed, as JSON, after running ``IMPORT``.
+PROBE = """
+import json, logging, signal, sys
+before = {
+    "root_handlers": [repr(h) for h in logging.getLogger().handlers],
+    "root_level": logging.getLogger().level,
+    "signals": [repr(signal.getsignal(s)) for s in (signal.SIGTERM, signal.SIGINT)],
+}
+IMPORT
+import celery.signals, kombu.transport.redis, structlog
+import workers.app, workers.settings
+after = {
+    "root_handlers": [repr(h) for h in logging.getLogger().handlers],
+    "root_level": logging.getLogger().level,
+    "signals": [repr(signal.getsignal(s)) for s in (signal.SIGTERM, signal.SIGINT)],
+}
+print(json.dumps({
+    "unchanged": before == after,
+    "kombu_patched": getattr(kombu.transport.redis.Channel._connparams, "nbq_patched", False),
+    "structlog_configured": structlog.is_configured(),
+    "worker_init_receivers": len(celery.signals.worker_init.receivers),
+    "shutting_down_receivers": len(celery.signals.worker_shutting_down.receivers),
+    "app_configured": workers.app.app.configured,
+    "settings_read": workers.settings.get_settings.cache_info().currsize,
+}))
+"""
+
+
+@pytest.mark.parametrize(
+    "statement", ["from producers import Producer", "import workers.app", "import workers.tasks"]
+)
+def test_importing_configures_nothing(statement: str) -> None:
+    # A broker nobody listens on: a connection attempted at import would hang or fail.
+    env = {"PATH": "/usr/bin:/bin", "NBQ_BROKER_URL": "redis://127.0.0.1:1/0"}
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE.replace("IMPORT", statement)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert json.loads(out) == {
+        "unchanged": True,
+        "kombu_patched": False,
+        "structlog_configured": False,
+        "worker_init_receivers": 0,
+        "shutting_down_receivers": 0,
+        "app_configured": False,
+        "settings_read": 0,
+    }
+
+
+def test_the_app_reads_its_settings_when_first_used() -> None:
+    """The lazily configured app still is the project's app once Celery asks."""
+    from workers.app import create_app
+    from workers.settings import load_settings
+
+    app = create_app(load_settings(broker_url="redis://127.0.0.1:1/0"))
+    assert not app.configured
+    assert app.conf.task_default_queue == "submit"
+    assert app.conf.imports == ("workers.tasks",)
+    assert app.conf.broker_url == "redis://127.0.0.1:1/0"

@@ -1,0 +1,28 @@
+"""Errors about a job that reach a producer's caller unchanged, defined once.
+
+The job store and the manual actions (``workers/stages/manual.py``) raise them and the
+producer API (``producers.errors`` re-exports them) lets them through, so a caller catches
+one class whichever layer noticed. They live here, not in ``producers``, because
+``workers`` never imports ``producers``.
+"""
+
+from __future__ import annotations
+
+
+class ProducerError(Exception):
+    """Base of everything the producer API raises."""
+
+
+class JobNotFoundError(ProducerError, KeyError):
+    """No record for this job id (never created, or past retention)."""
+
+    def __str__(self) -> str:
+        return f"job {self.args[0]!r} not found"
+
+
+class JobActionRefusedError(ProducerError):
+    """``retry`` or ``adopt`` does not apply to the job as it is; nothing was changed."""
+
+
+class MayPayTwiceError(JobActionRefusedError):
+    """The job's create may already have been paid; ``retry`` needs explicit consent."""

@@ -1,0 +1,108 @@
+"""What a process does once when it starts a worker (or a producer), never at import.
+
+Importing ``workers.app`` or ``producers`` changes nothing in the importing process: no
+logging configuration, no kombu patch, no Celery signal receivers. They happen here:
+
+- :class:`WorkerLoader` is the Celery app's loader; Celery calls its ``on_worker_init``
+  in the worker's main process before ``worker_init`` and before any child forks, so
+  ``celery -A workers.app worker`` and ``nbq worker`` both get logging, the kombu fix,
+  the bounded warm shutdown and the store guard.
+- :func:`configure_process` is called explicitly by the CLI commands that run other
+  parts (Flower, metrics, reconcile) and by :class:`producers.Producer` (its warnings go
+  to stderr, never into a command's ``--json`` output).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from celery.loaders.app import AppLoader
+
+from workers.settings import Settings, get_settings
+
+_configured = False
+
+
+def configure_process(settings: Settings | None = None) -> None:
+    """Structured logs to stderr with every configured secret redacted, and the kombu fix.
+
+    Once per process: a second call (a second Producer) changes nothing.
+    """
+    global _configured
+    if _configured:
+        return
+    _configured = True
+    configure_logging(settings or get_settings())
+    patch_kombu()
+
+
+def configure_logging(settings: Settings) -> None:
+    """structlog to stderr at ``NBQ_LOG_LEVEL``; every secret in the settings redacted."""
+    from workers.logs import configure_logging as configure_structlog
+    from workers.logs import register_secret
+
+    configure_structlog(settings.log_level, json=settings.log_json)
+    for secret in (
+        settings.evolink_api_key,
+        settings.s3_secret_key,
+        settings.s3_access_key,
+        settings.flower_basic_auth,
+        settings.ingress_tokens,
+        settings.callback_secret,
+        settings.redis_password,
+        settings.redis_sentinel_password,
+    ):
+        if secret is not None:
+            register_secret(secret.get_secret_value())
+    if settings.ingress_tokens is not None:  # "producer:token,...": each token on its own
+        for item in settings.ingress_tokens.get_secret_value().split(","):
+            register_secret(item.partition(":")[2].strip())
+    api_url = settings.broker_api_url.get_secret_value() if settings.broker_api_url else None
+    for url in (settings.broker_url, settings.redis_url, api_url):
+        for part in (url or "").split(";"):  # sentinel://:pass@h1;sentinel://h2
+            register_secret(urlsplit(part).password if part else None)  # redis://:pass@host
+
+
+def patch_kombu() -> None:
+    """Let a worker survive a broker restart (celery 5.7 / kombu 5.7, Redis transport).
+
+    After ``collect()`` the consumer closes the broken connection; the channel then restores
+    unacked messages (there always are some: countdown polls) through a client it no longer
+    has (AttributeError in ``Channel._connparams``), which escapes ``ignore_errors`` and
+    kills the consumer; late-ack tasks acking after the reconnect hit it too. Raised as a
+    connection error it is handled like any other: the worker reconnects and the reconciler
+    re-drives whatever was in flight.
+    """
+    import redis
+    from kombu.transport import redis as kombu_redis
+
+    original = kombu_redis.Channel._connparams
+    if getattr(original, "nbq_patched", False):
+        return
+
+    def _connparams(self: Any, asynchronous: bool = False) -> Any:
+        if self.connection.client is None:
+            raise redis.exceptions.ConnectionError("broker channel closed after a lost connection")
+        return original(self, asynchronous=asynchronous)  # type: ignore[no-untyped-call]
+
+    _connparams.nbq_patched = True  # type: ignore[attr-defined]
+    kombu_redis.Channel._connparams = _connparams  # type: ignore[method-assign]
+
+
+def start_worker() -> None:
+    """The worker main process's start: logging, kombu fix, shutdown deadline, store guard."""
+    from workers import shutdown, store_guard
+
+    configure_process()
+    shutdown.install()
+    store_guard.install()
+
+
+class WorkerLoader(AppLoader):  # type: ignore[misc]
+    """Celery's app loader plus this project's worker start (Celery calls ``init_worker``
+    first thing in ``WorkController``, before ``worker_init`` is sent)."""
+
+    def on_worker_init(self) -> None:
+        start_worker()
+        super().on_worker_init()
