@@ -79,6 +79,15 @@ def pattern(line: str) -> str | None:
 
     For EVAL/EVALSHA the key is the script's first key.
     """
+    return _parse(line, keyed=False)
+
+
+def key_of(line: str) -> str | None:
+    """``MONITOR`` line -> the key it touched, as is (hot keys); None without a key."""
+    return _parse(line, keyed=True) or None
+
+
+def _parse(line: str, *, keyed: bool) -> str | None:
     head = _HEAD.match(line)
     if head is None:
         return None
@@ -88,15 +97,19 @@ def pattern(line: str) -> str | None:
     command = args[0].upper()
     key_at = 3 if command in ("EVAL", "EVALSHA") else 1
     key = args[key_at] if len(args) > key_at else ""
+    if keyed:
+        return key
     prefix = "lua:" if head.group(1) == "lua" else ""
     return f"{prefix}{command} {_ID.sub('*', key)[:60]}".rstrip()
 
 
 class Monitor:
-    """``MONITOR`` on one Redis in a thread: counts ``pattern`` of every command it sees."""
+    """``MONITOR`` on one Redis in a thread: counts ``pattern`` (or, keyed, the key) of
+    every command it sees."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, *, keyed: bool = False) -> None:
         self.client = client
+        self._name = key_of if keyed else pattern
         self.counts: Counter[str] = Counter()
         self.recording = False
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -112,7 +125,7 @@ class Monitor:
                 response = connection.read_response()
                 line = response.decode() if isinstance(response, bytes) else str(response)
                 if self.recording:
-                    name = pattern(line)
+                    name = self._name(line)
                     if name is not None:
                         self.counts[name] += 1
 
