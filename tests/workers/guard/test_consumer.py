@@ -108,6 +108,7 @@ def test_buffered_task_events_are_published_together_a_moment_later() -> None:
 
     consumer = GuardedConsumer.__new__(GuardedConsumer)
     consumer.hub, consumer.event_dispatcher = _Hub(), _Dispatcher()
+    consumer._nbq_redis_events = True  # a Redis broker
     # Given three task events buffered in a row (from pool threads)
     for _ in range(3):
         consumer.on_send_event_buffered()
@@ -127,8 +128,20 @@ def test_a_flush_mark_whose_timer_was_lost_does_not_hold_events_back() -> None:
 
     consumer = GuardedConsumer.__new__(GuardedConsumer)
     consumer.hub, consumer.event_dispatcher = _Hub(), _Dispatcher()
+    consumer._nbq_redis_events = True
     consumer.on_send_event_buffered()
     consumer.hub.soon.clear()  # a restarted consumer's hub dropped the timer
     consumer._nbq_flush_pending -= 2.0  # two seconds ago
     consumer.on_send_event_buffered()
     assert len(consumer.hub.soon) == 1
+
+
+def test_on_rabbitmq_task_events_keep_celerys_own_flush() -> None:
+    from workers.guard.consumer import GuardedConsumer
+
+    consumer = GuardedConsumer.__new__(GuardedConsumer)
+    consumer.hub, consumer.event_dispatcher = _Hub(), _Dispatcher()
+    consumer._nbq_redis_events = False
+    consumer._flush_events_promise = "celery's flush"
+    consumer.on_send_event_buffered()
+    assert consumer.hub.soon == ["celery's flush"] and consumer.hub.later == []
