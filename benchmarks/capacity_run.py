@@ -8,8 +8,9 @@ its own process's CPU time. Writes per-job figures to
 ``benchmarks/results/capacity.json``; docs/capacity.md scales them to 1M and 100M jobs/day.
 
 ``--cluster``: the job store on a 3-master Redis Cluster (the broker stays one Redis, as
-it must: docs/redis-cluster.md), with figures per master: commands/s and commands per job
-(the benchmark's own progress ZCARDs apart), keys and memory, the logical store shards
+it must: the supported combinations in docs/operations.md), with figures per master:
+commands/s and commands per job (the benchmark's own progress ZCARDs apart), keys and
+memory, the logical store shards
 (NBQ_STORE_SHARDS hash tags) it holds, and its hottest keys from a MONITOR sample.
 """
 
