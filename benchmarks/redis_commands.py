@@ -1,19 +1,24 @@
 """Redis commands per job, by command: where B1's ~139 commands per job go.
 
-    python -m benchmarks.redis_commands [--jobs 300] [--out PATH]
+    python -m benchmarks.redis_commands [--jobs 300] [--out PATH] [--monitor]
 
 The capacity run's layout (one worker per queue, threads x8, time scale 0.001) on a
 benchmark-owned Redis; ``INFO commandstats`` before and after the measured jobs (30 warm-up
 jobs first). Prints the per-job table, writes JSON (default
 benchmarks/results/redis-commands.json). Idle traffic (BRPOP wake-ups, kombu's restore
-sweeps, events) is part of it, as in B1's figure.
+sweeps, events) is part of it, as in B1's figure. ``--monitor`` adds a breakdown by
+command and key pattern (ids replaced by ``*``; ``lua:`` marks commands a script ran) from
+``MONITOR`` on the broker/store Redis: it says which component a round trip belongs to.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import tempfile
+import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--monitor", action="store_true", help="per command and key pattern, from MONITOR"
+    )
     parser.add_argument(
         "--cluster",
         action="store_true",
@@ -59,6 +67,73 @@ def main(argv: list[str] | None = None) -> int:
             cluster.stop()
 
 
+_ID = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{16,}|\d+(\.\d+)?"
+)
+_HEAD = re.compile(r"^\S+ \[\d+ ([^\]]+)\] ")
+_ARG = re.compile(r'"((?:[^"\\]|\\.)*)"')
+
+
+def pattern(line: str) -> str | None:
+    """``MONITOR`` line -> ``[lua:]COMMAND key-pattern`` (ids and numbers as ``*``).
+
+    For EVAL/EVALSHA the key is the script's first key.
+    """
+    return _parse(line, keyed=False)
+
+
+def key_of(line: str) -> str | None:
+    """``MONITOR`` line -> the key it touched, as is (hot keys); None without a key."""
+    return _parse(line, keyed=True) or None
+
+
+def _parse(line: str, *, keyed: bool) -> str | None:
+    head = _HEAD.match(line)
+    if head is None:
+        return None
+    args = _ARG.findall(line, head.end())
+    if not args:
+        return None
+    command = args[0].upper()
+    key_at = 3 if command in ("EVAL", "EVALSHA") else 1
+    key = args[key_at] if len(args) > key_at else ""
+    if keyed:
+        return key
+    prefix = "lua:" if head.group(1) == "lua" else ""
+    return f"{prefix}{command} {_ID.sub('*', key)[:60]}".rstrip()
+
+
+class Monitor:
+    """``MONITOR`` on one Redis in a thread: counts ``pattern`` (or, keyed, the key) of
+    every command it sees."""
+
+    def __init__(self, client: Any, *, keyed: bool = False) -> None:
+        self.client = client
+        self._name = key_of if keyed else pattern
+        self.counts: Counter[str] = Counter()
+        self.recording = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        with self.client.monitor() as monitor:
+            connection = monitor.connection
+            while not self._stop.is_set():
+                response = connection.read_response()
+                line = response.decode() if isinstance(response, bytes) else str(response)
+                if self.recording:
+                    name = self._name(line)
+                    if name is not None:
+                        self.counts[name] += 1
+
+    def stop(self) -> None:
+        self.recording = False
+        self._stop.set()
+
+
 def _node_calls(cluster: Any) -> dict[int, dict[str, int]]:
     return {port: _calls(cluster.node(port)) for port in cluster.procs}
 
@@ -71,6 +146,10 @@ def _measure(args: Any, workdir: Path, cluster: Any, overrides: dict[str, str]) 
         }
         run_jobs(stack, 30, workers=pids, timeout_s=120, fetch_records=False)
         client = stack.redis.client()
+        monitor = Monitor(stack.redis.client()) if args.monitor else None
+        if monitor is not None:
+            monitor.start()
+            monitor.recording = True
         nodes_before = _node_calls(cluster) if cluster is not None else {}
         before = _calls(client)
         processed = int(client.info("stats")["total_commands_processed"])
@@ -78,6 +157,9 @@ def _measure(args: Any, workdir: Path, cluster: Any, overrides: dict[str, str]) 
         after = _calls(client)
         processed = int(client.info("stats")["total_commands_processed"]) - processed
         nodes_after = _node_calls(cluster) if cluster is not None else {}
+        if monitor is not None:
+            monitor.stop()
+            client.ping()
     n = args.jobs
     per_job = {
         name: round((after[name] - before.get(name, 0)) / n, 2)
@@ -92,6 +174,12 @@ def _measure(args: Any, workdir: Path, cluster: Any, overrides: dict[str, str]) 
         "total_commands_processed": round(processed / n, 1),
         "per_job": per_job,
     }
+    if monitor is not None:
+        out["by_pattern"] = {
+            name: round(count / n, 2)
+            for name, count in monitor.counts.most_common()
+            if count / n >= 0.05
+        }
     if cluster is not None:
         # ZCARD is the benchmark's own progress polling (every shard, every 50 ms): apart.
         out["store_nodes_per_job"] = {
@@ -117,6 +205,8 @@ def _measure(args: Any, workdir: Path, cluster: Any, overrides: dict[str, str]) 
         print(f"  store node {port}: {figures}")
     for name, value in per_job.items():
         print(f"  {name:<24} {value:>7}")
+    for name, value in out.get("by_pattern", {}).items():
+        print(f"  {name:<64} {value:>7}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -10,7 +10,8 @@ Key layout (every value a Redis hash):
 
 - ``<prefix>:metrics:c:<family>``: field = JSON list of label values, value = count.
 - ``<prefix>:metrics:h:<family>``: fields ``b:<le>`` (non-cumulative bucket counts,
-  ``b:+Inf`` for the overflow), ``sum`` and ``count``.
+  ``b:+Inf`` for the overflow) and ``sum``; the count is the buckets' total (the
+  exporter adds them up), so an observation costs two increments, not three.
 
 The hooks never raise: a failed write is counted locally and added to
 ``nbq_metrics_errors_total`` with the next write that succeeds.
@@ -221,9 +222,11 @@ class _Writer:
 
         Integral amounts use ``HINCRBY``; fields that may hold fractions (sums, credits)
         must always be written with a float amount, so they use ``HINCRBYFLOAT``.
+        Increments of the same field are added up first: one command each.
         """
         if not self.enabled:
             return
+        ops = _merged(ops)
         errors = 0
         try:
             client, prefix = self._connect()
@@ -242,6 +245,15 @@ class _Writer:
         except Exception:  # metrics must never break a stage
             with self._lock:
                 self.pending_errors += errors + 1
+
+
+def _merged(ops: list[tuple[str, str, float]]) -> list[tuple[str, str, float]]:
+    """Same key, field and kind (int or float) -> one op with the summed amount."""
+    totals: dict[tuple[str, str, bool], float] = {}
+    for key_suffix, field, amount in ops:
+        slot = (key_suffix, field, isinstance(amount, float))
+        totals[slot] = totals.get(slot, 0) + amount
+    return [(key, field, amount) for (key, field, _), amount in totals.items()]
 
 
 _writer = _Writer()
@@ -306,7 +318,7 @@ def _observe(family: str, value: float) -> None:
         _writer.error()
         return
     key_suffix = f"h:{family}"
-    _emit([(key_suffix, field, 1), (key_suffix, "sum", value), (key_suffix, "count", 1)])
+    _emit([(key_suffix, field, 1), (key_suffix, "sum", value)])
 
 
 # -- hooks called by the pipeline stages (names and signatures are a promise) ----------

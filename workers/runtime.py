@@ -125,6 +125,7 @@ class Runtime:
                 key=self.store.epoch_key,
                 url=self.settings.job_store_url,
                 index_prefix=f"{self.store.prefix}:state:",
+                index_keys=self.store.index_keys,
                 interval_s=self.settings.store_epoch_check_s,
             )
         return self._epoch

@@ -205,6 +205,13 @@ class Settings(BaseSettings):
                     ) from None
         return data
 
+    @field_validator("redis_password", "redis_sentinel_password", mode="before")
+    @classmethod
+    def _empty_password_is_none(cls, value: Any) -> Any:
+        """``NBQ_REDIS_PASSWORD=`` (docker-compose passes it empty when unset): no password,
+        not AUTH with an empty one (which a Redis without requirepass refuses)."""
+        return None if value == "" else value
+
     @field_validator("result_url_allowed_hosts", "result_url_private_hosts", mode="before")
     @classmethod
     def _split_hosts(cls, value: Any) -> Any:

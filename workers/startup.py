@@ -14,6 +14,8 @@ logging configuration, no kombu patch, no Celery signal receivers. They happen h
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -65,6 +67,12 @@ def configure_logging(settings: Settings) -> None:
 
 
 def patch_kombu() -> None:
+    """Both kombu fixes (Redis transport): survive a broker restart, acks without MULTI."""
+    _closed_broker_channel_is_a_connection_error()
+    _unacked_bookkeeping_without_multi()
+
+
+def _closed_broker_channel_is_a_connection_error() -> None:
     """Let a worker survive a broker restart (celery 5.7 / kombu 5.7, Redis transport).
 
     After ``collect()`` the consumer closes the broken connection; the channel then restores
@@ -88,6 +96,39 @@ def patch_kombu() -> None:
 
     _connparams.nbq_patched = True  # type: ignore[attr-defined]
     kombu_redis.Channel._connparams = _connparams  # type: ignore[method-assign]
+
+
+def _unacked_bookkeeping_without_multi() -> None:
+    """kombu's ack emulation (Redis transport) in plain pipelines, not MULTI/EXEC.
+
+    Every delivery writes the message to the ``unacked`` hash and its time to
+    ``unacked_index`` (``QoS.append``); every ack or reject removes both
+    (``QoS._remove_from_indices``). kombu sends each pair in a transaction: 2 of its 4
+    commands are MULTI and EXEC, 12 Redis commands per job for the three stages. The
+    transaction adds nothing to redelivery: the message left its queue (BRPOP) before
+    ``append``, so a pair cut in half by a lost connection loses or keeps the message
+    exactly as an aborted EXEC would, and ``restore_visible`` only restores index entries
+    older than the visibility timeout (never one being written) and skips an index entry
+    without its hash entry. Order is kept: index then hash on append, index then hash on
+    ack (a half-done ack leaves a hash entry no sweep restores, not a second delivery).
+    ``restore_by_tag`` passes its own (transactional, WATCHed) pipeline: unchanged.
+    """
+    from kombu.transport import redis as kombu_redis
+
+    original = kombu_redis.QoS.pipe_or_acquire
+    if getattr(original, "nbq_patched", False):
+        return
+
+    @contextmanager
+    def pipe_or_acquire(self: Any, pipe: Any = None, client: Any = None) -> Iterator[Any]:
+        if pipe:
+            yield pipe
+        else:
+            with self.channel.conn_or_acquire(client) as acquired:
+                yield acquired.pipeline(transaction=False)
+
+    pipe_or_acquire.nbq_patched = True  # type: ignore[attr-defined]
+    kombu_redis.QoS.pipe_or_acquire = pipe_or_acquire  # type: ignore[method-assign]
 
 
 def start_worker() -> None:

@@ -292,7 +292,7 @@ def test_redis_persists_with_aof_on_a_volume(name: str) -> None:
     command = redis["command"]
     assert command[command.index("--appendonly") + 1] == "yes"
     assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
-    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    assert "redis-cli ping | grep -q PONG" in redis["healthcheck"]["test"][1]
     assert any(v.endswith(":/data") for v in redis["volumes"])
 
 
@@ -361,6 +361,32 @@ def test_the_ha_broker_url_in_env_example_names_the_three_sentinels_and_the_mast
     master = project_services()["worker-submit"]["environment"]["NBQ_REDIS_SENTINEL_MASTER"]
     assert master.endswith(f":-{commented['NBQ_REDIS_SENTINEL_MASTER']}}}")
     assert int(commented["NBQ_STORE_WAIT_REPLICAS"]) >= 1
+
+
+@pytest.mark.parametrize("name", ["redis", "redis-store", "redis-replica"])
+def test_a_redis_password_from_the_env_guards_every_data_node(name: str) -> None:
+    # Given NBQ_REDIS_PASSWORD (empty = none): requirepass and masterauth (a failed-over
+    # master comes back as a replica), and the healthcheck authenticates with it
+    node = services()[name]
+    command = node["command"]
+    for option in ("--requirepass", "--masterauth"):
+        assert command[command.index(option) + 1] == "${NBQ_REDIS_PASSWORD:-}"
+    assert node["environment"]["NBQ_REDIS_PASSWORD"] is None  # passed through from .env
+    assert 'REDISCLI_AUTH="$$NBQ_REDIS_PASSWORD"' in node["healthcheck"]["test"][1]
+
+
+def test_the_sentinels_authenticate_to_the_data_nodes_and_require_their_own_password() -> None:
+    for name in HA_SENTINELS:
+        sentinel = services()[name]
+        script = "\n".join(sentinel["command"])
+        assert "sentinel auth-pass $${NBQ_REDIS_SENTINEL_MASTER} $$NBQ_REDIS_PASSWORD" in script
+        assert "requirepass $$NBQ_REDIS_SENTINEL_PASSWORD" in script
+        assert "sentinel sentinel-pass $$NBQ_REDIS_SENTINEL_PASSWORD" in script
+        env = sentinel["environment"]
+        assert "NBQ_REDIS_SENTINEL_PASSWORD" in env and env["NBQ_REDIS_SENTINEL_PASSWORD"] is None
+        assert "REDISCLI_AUTH" in sentinel["healthcheck"]["test"][1]
+    worker = project_services()["worker-submit"]["environment"]
+    assert {"NBQ_REDIS_PASSWORD", "NBQ_REDIS_SENTINEL_PASSWORD"} <= set(worker)
 
 
 def test_the_job_store_and_the_broker_are_separate_instances() -> None:

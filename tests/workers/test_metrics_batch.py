@@ -42,3 +42,16 @@ def test_nested_batches_join_the_outer_one(
             metrics.bytes_stored(10)
         assert not client.keys(f"{settings.key_prefix}:metrics:*")
     assert client.keys(f"{settings.key_prefix}:metrics:*")
+
+
+def test_a_histogram_observation_is_two_increments_and_the_count_is_the_buckets_total(
+    settings: Settings, redis_server, metrics_on: None  # noqa: F811
+) -> None:
+    with metrics.batched():
+        metrics.polls_per_job(3)
+        metrics.polls_per_job(3)
+        metrics.polls_per_job(12)
+    key = f"{settings.key_prefix}:metrics:h:polls_per_job"
+    stored = {k.decode(): float(v) for k, v in redis_server.client().hgetall(key).items()}
+    # Same bucket twice in one batch: added up before it is written
+    assert stored == {"b:3.0": 2.0, "b:15.0": 1.0, "sum": 18.0}

@@ -20,6 +20,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
@@ -205,6 +206,9 @@ class EpochWatcher:
     url: str
     index_prefix: str
     interval_s: float = 5.0
+    #: Every index key of a state (``JobStore.index_keys``): a sharded store has one per
+    #: shard, so ``index_prefix`` alone would count nothing there. None: the prefix's key.
+    index_keys: Callable[[JobState], list[str]] | None = None
     known: str | None = None
     #: Active jobs per state at the last look (what a reset may have taken).
     last_active: dict[str, int] = field(default_factory=dict)
@@ -229,11 +233,13 @@ class EpochWatcher:
         with self._lock:
             self.last_check = time.monotonic()
             try:
+                keys = {state: self._keys_of(state) for state in ACTIVE_STATES}
                 pipe = self.client.pipeline(transaction=False)
                 pipe.get(self.key)
                 for state in ACTIVE_STATES:
-                    pipe.zcard(f"{self.index_prefix}{state.value}")
-                raw, *counts = pipe.execute()
+                    for index in keys[state]:
+                        pipe.zcard(index)
+                raw, *replies = pipe.execute()
             except (redis.RedisError, OSError) as exc:
                 log.warning(
                     "store_epoch_unchecked", store=safe_url(self.url), error=type(exc).__name__
@@ -241,7 +247,10 @@ class EpochWatcher:
                 return False
             current = raw.decode() if isinstance(raw, bytes) else raw
             before = dict(self.last_active)
-            self.last_active = {s.value: int(n) for s, n in zip(ACTIVE_STATES, counts, strict=True)}
+            counts = iter(replies)
+            self.last_active = {
+                s.value: sum(int(next(counts)) for _ in keys[s]) for s in ACTIVE_STATES
+            }
             if current is not None and current == self.known:
                 return False
             if current is None:
@@ -263,6 +272,11 @@ class EpochWatcher:
                 self.known = current
                 return False
             return self._reset(current, counted=False, before=before)
+
+    def _keys_of(self, state: JobState) -> list[str]:
+        if self.index_keys is not None:
+            return self.index_keys(state)
+        return [f"{self.index_prefix}{state.value}"]
 
     def _create(self) -> tuple[str, bool]:
         epoch = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:8]}"

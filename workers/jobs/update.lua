@@ -37,8 +37,9 @@
 --   n_unset,   n_unset x field            fields to remove (HDEL)
 --
 -- Returns {applied, fields}: applied 1 if the change was made (or was made by this same
--- call's first run), 0 if a check failed; fields is the record's HGETALL after the call
--- (flat field, value list), {} if the job does not exist (then applied is 0).
+-- call's first run), 0 if a check failed; fields is the record after the call (flat
+-- field, value list, in no particular order: the one HGETALL before the write with the
+-- write applied in Lua), {} if the job does not exist (then applied is 0).
 -- Error reply "nbq: illegal move <state> -> <to_state>" (nothing written) if the checks
 -- passed but the state table has no such move.
 local moves = {--[[TRANSITIONS]]}
@@ -55,25 +56,28 @@ local n_allowed = tonumber(ARGV[i]); i = i + 1
 local allowed_at = i; i = i + n_allowed
 local n_expect = tonumber(ARGV[i]); i = i + 1
 local expect_at = i; i = i + 2 * n_expect
--- One read: the state, the last stamp and every expected field.
-local names = {'state', 'updated_at'}
-for j = 0, n_expect - 1 do names[#names + 1] = ARGV[expect_at + 2 * j] end
-local current = redis.call('HMGET', key, unpack(names))
-local state = current[1]
+-- One read: the whole record (the checks read it, and it is the reply, updated below in
+-- Lua: no second HGETALL after the write).
+local flat = redis.call('HGETALL', key)
+local record = {}
+for j = 1, #flat, 2 do record[flat[j]] = flat[j + 1] end
+local state = record['state']
 if not state then return {0, {}} end
 -- A retried call (the first run's reply was lost with a failed-over master) finds its
 -- own stamp: report it applied, apply nothing twice.
-if current[2] == now and (to_state == '' or to_state == state) then
-  return {1, redis.call('HGETALL', key)}
+if record['updated_at'] == now and (to_state == '' or to_state == state) then
+  return {1, flat}
 end
 local ok = (n_allowed == 0)
 for j = 0, n_allowed - 1 do
   if ARGV[allowed_at + j] == state then ok = true end
 end
 for j = 0, n_expect - 1 do
-  if (current[3 + j] or '') ~= ARGV[expect_at + 2 * j + 1] then ok = false end
+  if (record[ARGV[expect_at + 2 * j]] or '') ~= ARGV[expect_at + 2 * j + 1] then
+    ok = false
+  end
 end
-if not ok then return {0, redis.call('HGETALL', key)} end
+if not ok then return {0, flat} end
 if to_state ~= '' and not (moves[state] or {})[to_state] then
   return redis.error_reply('nbq: illegal move ' .. state .. ' -> ' .. to_state)
 end
@@ -97,12 +101,21 @@ if to_state ~= '' then
 end
 sets[#sets + 1] = 'updated_at'; sets[#sets + 1] = now
 redis.call('HSET', key, unpack(sets))
+for j = 1, #sets, 2 do record[sets[j]] = sets[j + 1] end
 for j = 0, n_incr - 1 do
-  redis.call('HINCRBYFLOAT', key, ARGV[incr_at + 2 * j], ARGV[incr_at + 2 * j + 1])
+  local field = ARGV[incr_at + 2 * j]
+  record[field] = redis.call('HINCRBYFLOAT', key, field, ARGV[incr_at + 2 * j + 1])
 end
-if n_unset > 0 then redis.call('HDEL', key, unpack(ARGV, i, i + n_unset - 1)) end
+if n_unset > 0 then
+  redis.call('HDEL', key, unpack(ARGV, i, i + n_unset - 1))
+  for j = i, i + n_unset - 1 do record[ARGV[j]] = nil end
+end
 if index_of[new_state] then
   redis.call('ZADD', index_of[new_state], now, job_id)
 end
 redis.call('EXPIRE', key, retention)
-return {1, redis.call('HGETALL', key)}
+local reply = {}
+for field, value in pairs(record) do
+  reply[#reply + 1] = field; reply[#reply + 1] = value
+end
+return {1, reply}

@@ -21,6 +21,19 @@ from workers.redis_client import tagged
 #: figure recorded on each job is the API's own ``usage.credits_reserved``.
 ESTIMATED_CREDITS = {"1K": 1.6, "2K": 2.5, "4K": 5.0}
 
+#: Day keys outlive the 7-day spend report by a day.
+DAY_TTL_S = 8 * 24 * 3600
+
+#: How often one process sets a day key's TTL again: once is enough (``record`` sets it
+#: on first use); the refresh only covers a key re-created without it (a store reset).
+EXPIRE_EVERY_S = 600.0
+
+# (client, key) -> monotonic time this process last set the key's TTL. Process-wide: the
+# stages build a ledger per call. INCRBYFLOAT + EXPIRE on every create was 2 of the
+# ledger's 6 commands per job; a Lua script doing both crashed the redis-server 6.2.14
+# the tests run (heap corruption under load), so: plain MULTI, EXPIRE now and then.
+_ttl_set_at: dict[tuple[int, str], float] = {}
+
 
 def _day(now: float | None = None) -> str:
     return datetime.fromtimestamp(now or time.time(), tz=UTC).strftime("%Y-%m-%d")
@@ -38,11 +51,23 @@ class CreditLedger:
 
     def record(self, credits: float, *, producer: str | None = None) -> None:
         day = _day()
+        keys = [self._key(day)] + ([self._key(day, producer)] if producer else [])
+        now = time.monotonic()
+        stale = [
+            key
+            for key in keys
+            if now - _ttl_set_at.get((id(self.redis), key), -EXPIRE_EVERY_S) >= EXPIRE_EVERY_S
+        ]
         pipe = self.redis.pipeline()
-        for key in {self._key(day), self._key(day, producer) if producer else self._key(day)}:
+        for key in keys:
             pipe.incrbyfloat(key, credits)
-            pipe.expire(key, 8 * 24 * 3600)
+            if key in stale:
+                pipe.expire(key, DAY_TTL_S)
         pipe.execute()
+        if len(_ttl_set_at) > 10_000:  # clients x producers x days: keep it bounded
+            _ttl_set_at.clear()
+        for key in stale:
+            _ttl_set_at[(id(self.redis), key)] = now
 
     def _ended_key(self, day: str) -> str:
         return f"{self.prefix}:credits:{day}:ended"
@@ -54,7 +79,7 @@ class CreditLedger:
         key = self._ended_key(_day())
         pipe = self.redis.pipeline()
         pipe.hincrbyfloat(key, state, credits)
-        pipe.expire(key, 8 * 24 * 3600)
+        pipe.expire(key, DAY_TTL_S)
         pipe.execute()
 
     def record_unknown(self) -> None:
@@ -62,7 +87,7 @@ class CreditLedger:
         key = self._ended_key(_day())
         pipe = self.redis.pipeline()
         pipe.hincrby(key, "unknown_creates", 1)
-        pipe.expire(key, 8 * 24 * 3600)
+        pipe.expire(key, DAY_TTL_S)
         pipe.execute()
 
     def ended_today(self) -> dict[str, float]:

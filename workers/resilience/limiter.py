@@ -23,12 +23,15 @@ local block_key = KEYS[3]
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
-local blocked_until = tonumber(redis.call('GET', block_key) or '0')
+-- One read each for the block and penalty keys and for the bucket (5 commands a token).
+local marks = redis.call('MGET', block_key, penalty_key)
+local blocked_until = tonumber(marks[1] or '0')
 if now < blocked_until then return tostring(blocked_until - now) end
 if rate <= 0 then return '0' end
-if redis.call('EXISTS', penalty_key) == 1 then rate = rate / 2 end
-local tokens = tonumber(redis.call('HGET', key, 'tokens') or tostring(burst))
-local ts = tonumber(redis.call('HGET', key, 'ts') or tostring(now))
+if marks[2] then rate = rate / 2 end
+local bucket = redis.call('HMGET', key, 'tokens', 'ts')
+local tokens = tonumber(bucket[1] or tostring(burst))
+local ts = tonumber(bucket[2] or tostring(now))
 tokens = math.min(burst, tokens + (now - ts) * rate)
 if tokens >= 1 then
   redis.call('HSET', key, 'tokens', tostring(tokens - 1), 'ts', tostring(now))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from kombu.message import Message
@@ -78,3 +79,69 @@ def test_the_message_is_acked_even_when_the_store_is_down(settings: Settings) ->
     )
     letterer.refuse(message, Refusal("body_shape", "not a list"))
     assert message.acks == 1
+
+
+class _Hub:
+    """Records what the consumer asks of the event loop (runs nothing by itself)."""
+
+    def __init__(self) -> None:
+        self.soon: list[Any] = []
+        self.later: list[tuple[float, Any]] = []
+
+    def call_soon(self, callback: Any) -> None:
+        self.soon.append(callback)
+
+    def call_later(self, delay: float, callback: Any) -> None:
+        self.later.append((delay, callback))
+
+
+class _Dispatcher:
+    def __init__(self) -> None:
+        self.flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+
+
+def test_buffered_task_events_are_published_together_a_moment_later() -> None:
+    from workers.guard.consumer import EVENT_FLUSH_DELAY_S, GuardedConsumer
+
+    consumer = GuardedConsumer.__new__(GuardedConsumer)
+    consumer.hub, consumer.event_dispatcher = _Hub(), _Dispatcher()
+    consumer._nbq_redis_events = True  # a Redis broker
+    # Given three task events buffered in a row (from pool threads)
+    for _ in range(3):
+        consumer.on_send_event_buffered()
+    # Then one flush is scheduled, from the hub's thread, EVENT_FLUSH_DELAY_S later
+    assert len(consumer.hub.soon) == 1
+    consumer.hub.soon.pop()()
+    assert [delay for delay, _ in consumer.hub.later] == [EVENT_FLUSH_DELAY_S]
+    consumer.hub.later.pop()[1]()
+    assert consumer.event_dispatcher.flushes == 1
+    # And the next event after the flush schedules the next one
+    consumer.on_send_event_buffered()
+    assert len(consumer.hub.soon) == 1
+
+
+def test_a_flush_mark_whose_timer_was_lost_does_not_hold_events_back() -> None:
+    from workers.guard.consumer import GuardedConsumer
+
+    consumer = GuardedConsumer.__new__(GuardedConsumer)
+    consumer.hub, consumer.event_dispatcher = _Hub(), _Dispatcher()
+    consumer._nbq_redis_events = True
+    consumer.on_send_event_buffered()
+    consumer.hub.soon.clear()  # a restarted consumer's hub dropped the timer
+    consumer._nbq_flush_pending -= 2.0  # two seconds ago
+    consumer.on_send_event_buffered()
+    assert len(consumer.hub.soon) == 1
+
+
+def test_on_rabbitmq_task_events_keep_celerys_own_flush() -> None:
+    from workers.guard.consumer import GuardedConsumer
+
+    consumer = GuardedConsumer.__new__(GuardedConsumer)
+    consumer.hub, consumer.event_dispatcher = _Hub(), _Dispatcher()
+    consumer._nbq_redis_events = False
+    consumer._flush_events_promise = "celery's flush"
+    consumer.on_send_event_buffered()
+    assert consumer.hub.soon == ["celery's flush"] and consumer.hub.later == []

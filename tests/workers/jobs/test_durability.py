@@ -22,6 +22,7 @@ from workers.jobs.durability import (
     safe_url,
 )
 from workers.jobs.record import JobRecord
+from workers.jobs.state import JobState
 from workers.jobs.store import JobStore
 from workers.runtime import Runtime
 from workers.settings import Settings
@@ -172,6 +173,30 @@ def test_a_flushed_store_is_reported_at_error_and_counted_once(
     assert errors[0]["store"] == f"redis://:***@127.0.0.1:{server.port}/0"
     assert errors[0]["active_jobs_at_last_check"] == 3
     assert counted == [1]
+
+
+def test_on_a_sharded_store_the_active_jobs_are_counted_over_every_shard(
+    redis_server: RedisServer,
+) -> None:
+    store = JobStore(redis_server.client(), shards=8)
+    watcher = EpochWatcher(
+        client=redis_server.client(),
+        key=store.epoch_key,
+        url=redis_server.url,
+        index_prefix=f"{store.prefix}:state:",
+        index_keys=store.index_keys,
+    )
+    watcher.check()
+    for n in range(5):
+        store.create(JobRecord(job_id=f"sharded-{n}"))
+    assert len({store.index_key(JobState.QUEUED, f"sharded-{n}") for n in range(5)}) > 1
+    watcher.check()
+    # Then the jobs of every shard's index are counted (the unsharded key holds none)
+    assert watcher.last_active["queued"] == 5
+    redis_server.client().flushall()
+    with capture_logs() as logs:
+        assert watcher.check() is True
+    assert [e["active_jobs_at_last_check"] for e in logs if e["log_level"] == "error"] == [5]
 
 
 def test_the_bounded_check_reads_the_store_at_most_once_per_interval(

@@ -42,3 +42,15 @@ def test_a_producer_over_its_own_budget_is_refused_while_others_go_on(
         producer.enqueue({"prompt": "x", "quality": "2K"}, producer="greedy")
     handle = producer.enqueue({"prompt": "x", "quality": "2K"}, producer="frugal")
     assert handle.status().state.value == "queued"
+
+
+def test_a_day_key_gets_its_ttl_once_not_with_every_create(redis_server: RedisServer) -> None:
+    client = redis_server.client()
+    ledger = CreditLedger(client)
+    ledger.record(1.6, producer="shop")
+    keys = [k.decode() for k in client.keys("nbq:credits:*")]
+    assert len(keys) == 2 and all(0 < client.ttl(k) <= 8 * 24 * 3600 for k in keys)
+    client.persist(keys[0])  # a TTL this process believes set is not set again at once
+    CreditLedger(client).record(1.6, producer="shop")  # (a stage builds one per call)
+    assert client.ttl(keys[0]) == -1
+    assert ledger.spent_today() == pytest.approx(3.2)
