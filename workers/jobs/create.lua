@@ -13,7 +13,8 @@
 --                    <space>:state:<state> scored by last update time; absent when the
 --                    initial state is never indexed (stored, failed, cancelled)
 --
--- ARGV[1]    int     retention: the record's TTL in seconds
+-- ARGV[1]    int     retention: the record's TTL in seconds, set only on a record created
+--                    in an ended state (no KEYS[3]); an active job's record has no TTL
 -- ARGV[2]    string  now: epoch seconds; the index score and this call's stamp (the
 --                    record's updated_at, which ARGV[5..] also carries): a retried create
 --                    (its first reply lost in a failover) finds its own stamp and reports
@@ -31,7 +32,11 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   return {0, redis.call('HGETALL', KEYS[1])}
 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 5))
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
-if KEYS[3] then redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3]) end
+-- An active job never expires (its retention counts from its end: update.lua).
+if KEYS[3] then
+  redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
+else
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
+end
 redis.call('HINCRBY', KEYS[2], '["' .. ARGV[4] .. '"]', 1)
 return {1}

@@ -23,7 +23,10 @@
 --                      (its first reply lost in a failover) finds updated_at == now and
 --                      reports applied without applying anything twice.
 -- ARGV[2]      string  to_state: the target state; '' = keep the current state.
--- ARGV[3]      int     retention: the record's TTL in seconds, set again by every write.
+-- ARGV[3]      int     retention: the record's TTL in seconds, counted from the job's end:
+--                      set by every write that leaves the job ended (stored, failed,
+--                      cancelled); removed (PERSIST) when a person moves an ended job
+--                      back to work (nbq retry / adopt); an active job's record has none.
 -- ARGV[4]      string  job_id: the member of the index sorted sets.
 -- ARGV[5 .. 4 + #KEYS - 2]
 --              string  the states of KEYS[3..], one per index key.
@@ -112,8 +115,11 @@ if n_unset > 0 then
 end
 if index_of[new_state] then
   redis.call('ZADD', index_of[new_state], now, job_id)
+  -- Back to work from an ended state (nbq retry / adopt): no TTL while active.
+  if not index_of[state] then redis.call('PERSIST', key) end
+else
+  redis.call('EXPIRE', key, retention)
 end
-redis.call('EXPIRE', key, retention)
 local reply = {}
 for field, value in pairs(record) do
   reply[#reply + 1] = field; reply[#reply + 1] = value

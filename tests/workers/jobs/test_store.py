@@ -75,7 +75,7 @@ def _freeze_clock(monkeypatch: pytest.MonkeyPatch, now: float) -> None:
 # -- create ------------------------------------------------------------------------------
 
 
-def test_create_stores_a_new_record_indexes_it_counts_it_and_sets_its_ttl(
+def test_create_stores_a_new_record_indexes_it_counts_it_and_sets_no_ttl_while_active(
     store: JobStore,
 ) -> None:
     job_id = _new_id()
@@ -85,7 +85,33 @@ def test_create_stores_a_new_record_indexes_it_counts_it_and_sets_its_ttl(
     assert store.get(job_id) == stamped
     assert _indexed_in(store, job_id) == {JobState.QUEUED: stamped.updated_at}
     assert _entries(store, job_id, JobState.QUEUED) == 1
+    # an active job's record never expires: its retention counts from its end
+    assert store.redis.ttl(store.key(job_id)) == -1
+
+
+def test_a_record_created_ended_expires_after_the_retention(store: JobStore) -> None:
+    job_id = _new_id()
+    store.create(JobRecord(job_id=job_id, state=JobState.FAILED))
     assert RETENTION_S - 5 <= store.redis.ttl(store.key(job_id)) <= RETENTION_S
+
+
+def test_the_retention_counts_from_the_jobs_end_not_from_its_last_write(
+    store: JobStore,
+) -> None:
+    # Given an active job moved along its life (every write on an active record)
+    job_id = _new_id()
+    store.create(JobRecord(job_id=job_id))
+    for state in (JobState.SUBMITTING, JobState.GENERATING):
+        store.apply(_move(state), job_id)
+        store.apply(_note(), job_id, progress=10)
+        # Then it has no TTL: a long quota pause cannot expire a job in flight
+        assert store.redis.ttl(store.key(job_id)) == -1
+    # When it ends, the retention starts
+    store.apply(lifecycle.FAIL, job_id)
+    assert RETENTION_S - 5 <= store.redis.ttl(store.key(job_id)) <= RETENTION_S
+    # And a person putting it back to work removes the TTL again
+    store.apply(lifecycle.MANUAL_RETRY, job_id)
+    assert store.redis.ttl(store.key(job_id)) == -1
 
 
 def test_create_with_an_existing_id_returns_the_existing_record_and_changes_nothing(

@@ -233,7 +233,7 @@ def test_the_scripts_called_with_their_documented_layout_create_move_and_refuse(
     create_argv[1] = create_argv[-1] = "11.0"
     exists, fields = r.eval(CREATE_LUA, 3, *create_keys, *create_argv)
     assert exists == 0 and _as_dict(fields)["updated_at"] == "10.5"
-    assert r.zscore(queued, job_id) == 10.5 and r.ttl(job) > 90
+    assert r.zscore(queued, job_id) == 10.5 and r.ttl(job) == -1  # active: no TTL
     assert r.hgetall(counter) == {b'["queued"]': b"1"}
 
     keys = _keys(prefix, job_id)
