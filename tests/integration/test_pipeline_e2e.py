@@ -71,7 +71,7 @@ def test_the_same_job_id_enqueued_twice_creates_one_api_task(stack: Stack) -> No
 
 
 @pytest.mark.parametrize(
-    "request_body, field",
+    ("request_body", "field"),
     [
         ({"prompt": ""}, "prompt"),
         ({"prompt": "x" * 2001}, "prompt"),

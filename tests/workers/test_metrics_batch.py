@@ -30,9 +30,12 @@ def test_a_batch_is_written_even_when_the_task_raises(
     redis_server,
     metrics_on: None,
 ) -> None:
-    with pytest.raises(RuntimeError), metrics.batched():
+    def failing_stage() -> None:
         metrics.job_failed("content_policy_violation")
         raise RuntimeError("the stage failed")
+
+    with pytest.raises(RuntimeError), metrics.batched():
+        failing_stage()
     key = f"{settings.key_prefix}:metrics:c:jobs_failed"
     assert redis_server.client().hgetall(key)
 

@@ -125,15 +125,14 @@ def _check_generate(kw: Mapping[str, Any]) -> str | None:
     if not isinstance(request, dict):
         return "request must be an object (the vendor's generation body)"
     producer = kw.get("producer")
-    problem = (
+    # A request breaking the vendor's rules is the job's failure (intake records it as
+    # ``invalid_request``: visible in ``nbq status`` and as a FAILURE in Flower), not a
+    # message fault: the message itself is well formed.
+    return (
         _short_str("producer", producer, MAX_NAME_CHARS, pattern=True)
         or _scoped("job_id", kw.get("job_id"), producer)
         or _short_str("batch_id", kw.get("batch_id"), 2 * MAX_NAME_CHARS)
     )
-    # A request breaking the vendor's rules is the job's failure (intake records it as
-    # ``invalid_request``: visible in ``nbq status`` and as a FAILURE in Flower), not a
-    # message fault: the message itself is well formed.
-    return problem
 
 
 def _task_id(kw: Mapping[str, Any]) -> str | None:

@@ -34,7 +34,7 @@ def test_a_malformed_token_entry_is_a_config_error_naming_its_position(spec: str
     ],
 )
 @pytest.mark.parametrize(
-    "method, path",
+    ("method", "path"),
     [
         ("POST", "/v1/jobs"),
         ("GET", "/v1/jobs/x"),

@@ -5,7 +5,6 @@ once. Every test runs on the classic layout and on the sharded (Redis Cluster) l
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
@@ -24,9 +23,9 @@ RETENTION_S = 1000
 
 
 @pytest.fixture(params=[0, 4], ids=["one-redis", "sharded"])
-def store(request: pytest.FixtureRequest, session_redis: RedisServer) -> Iterator[JobStore]:
+def store(request: pytest.FixtureRequest, session_redis: RedisServer) -> JobStore:
     """A store on its own key prefix of the session's redis-server."""
-    yield JobStore(
+    return JobStore(
         session_redis.client(),
         prefix=f"t{uuid.uuid4().hex[:8]}",
         retention_s=RETENTION_S,

@@ -18,7 +18,7 @@ from workers.policy.errors import STATUS_ACTIONS, Action, action_for
 
 
 @pytest.mark.parametrize(
-    "status, action",
+    ("status", "action"),
     [
         (400, Action.FAIL),
         (401, Action.STOP_AND_ALERT),
