@@ -1,4 +1,4 @@
-"""The code stays lint-, type- and security-clean: ruff, mypy (strict) and bandit."""
+"""The code stays lint-, format-, type- and security-clean: ruff, mypy and bandit."""
 
 from __future__ import annotations
 
@@ -23,9 +23,15 @@ def test_ruff_finds_nothing() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_ruff_format_would_change_nothing() -> None:
+    result = _run("ruff", "format", "--check", ".")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 @pytest.mark.slow
-def test_mypy_strict_finds_nothing() -> None:
-    result = _run("mypy", *PACKAGES)
+def test_mypy_finds_nothing_strict_in_the_packages_and_in_the_tests() -> None:
+    # The tests are checked too, with the lighter settings of pyproject's tests.* override.
+    result = _run("mypy", *PACKAGES, "tests")
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -61,7 +61,7 @@ def _command_missing(args: list[str]) -> bool:
 
 
 def _cli_cases() -> list[object]:
-    cases = []
+    cases: list[object] = []
     for name, service in sorted(project_services().items()):
         args = [str(a) for a in service["command"]]
         mark = pytest.mark.xfail(

@@ -30,7 +30,7 @@ Route = Callable[["_Handler"], None]
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: LoopbackServer  # type: ignore[assignment]
+    server: LoopbackServer
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
@@ -74,7 +74,9 @@ class LoopbackServer(ThreadingHTTPServer):
 
     @property
     def base(self) -> str:
-        return f"http://{self.server_address[0]}:{self.server_address[1]}"
+        host, port = self.server_address[:2]
+        assert isinstance(host, str)
+        return f"http://{host}:{port}"
 
 
 def _serve(host: str) -> Iterator[LoopbackServer]:
@@ -165,8 +167,11 @@ def test_a_redirect_loop_is_a_permanent_error_found_on_its_first_repeat(
 
 
 def test_too_many_redirects_is_permanent_too(server: LoopbackServer) -> None:
+    def redirect_to(target: str) -> Route:
+        return lambda h: h.redirect(target)
+
     for n in range(10):
-        server.routes[f"/r{n}"] = lambda h, n=n: h.redirect(f"/r{n + 1}")
+        server.routes[f"/r{n}"] = redirect_to(f"/r{n + 1}")
 
     with pytest.raises(ResultRedirectLoopError, match="more than 3 redirects") as err:
         fetch(f"{server.base}/r0?{SIG}")

@@ -127,7 +127,7 @@ def test_create_eval_args_create_the_same_record_in_a_pipeline_another_library_r
     job_id = _new_id()
     stamped, command = store.create_eval_args(JobRecord(job_id=job_id, batch_id="b1"))
     pipe = store.redis.pipeline(transaction=False)
-    pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+    pipe.execute_command(*command)
     assert pipe.execute() == [[1]]
     assert store.get(job_id) == stamped
     assert _indexed_in(store, job_id) == {JobState.QUEUED: stamped.updated_at}
