@@ -11,6 +11,7 @@ from __future__ import annotations
 import statistics
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,17 +137,15 @@ def run_jobs(
     for thread in threads:
         thread.join()
     cpu_after = {name: tree_cpu_s(pid) for name, pid in workers.items()}
-    records = [store.get(job_id) for job_id in job_ids] if fetch_records else []
-    states: dict[str, int] = {}
-    for record in records:
-        if record is not None:
-            states[record.state.value] = states.get(record.state.value, 0) + 1
+    fetched = [store.get(job_id) for job_id in job_ids] if fetch_records else []
+    records = [record for record in fetched if record is not None]
+    states = dict(Counter(record.state.value for record in records))
     return RunResult(
         jobs=n_jobs,
         elapsed_s=elapsed_s,
         enqueue_s=enqueue_s,
         states=states,
-        records=[r for r in records if r is not None],
+        records=records,
         emulator_before=emu_before,
         emulator_after=stack.emulator.stats(),
         redis_before=redis_before,

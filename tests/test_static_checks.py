@@ -1,4 +1,4 @@
-"""The code stays lint-, type- and security-clean: ruff, mypy (strict) and bandit."""
+"""The code stays lint-, format-, type- and security-clean: ruff, mypy and bandit."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ PACKAGES = ["workers", "producers", "emulator", "devstack", "benchmarks"]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_ruff_finds_nothing() -> None:
@@ -22,9 +23,15 @@ def test_ruff_finds_nothing() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_ruff_format_would_change_nothing() -> None:
+    result = _run("ruff", "format", "--check", ".")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 @pytest.mark.slow
-def test_mypy_strict_finds_nothing() -> None:
-    result = _run("mypy", *PACKAGES)
+def test_mypy_finds_nothing_strict_in_the_packages_and_in_the_tests() -> None:
+    # pyproject's `files`: the packages and the tests (those with its tests.* override).
+    result = _run("mypy")
     assert result.returncode == 0, result.stdout + result.stderr
 
 

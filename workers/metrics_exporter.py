@@ -111,6 +111,21 @@ def histogram_buckets(
     return buckets, _number(raw.get("sum", "0"))
 
 
+def _counter(name: str, stored: dict[str, str]) -> CounterMetricFamily:
+    """One counter family from its stored hash, seeded so a quiet label still shows 0."""
+    spec = m.METRICS[name]
+    seeded = _SEEDED.get(name, ((),) if not spec.labels else ())
+    values: dict[tuple[str, ...], float] = dict.fromkeys(seeded, 0.0)
+    for field, value in stored.items():
+        labels = _labels(field, len(spec.labels))
+        if labels is not None:
+            values[tuple(labels)] = _number(value)
+    counter = CounterMetricFamily(name, spec.help, labels=list(spec.labels))
+    for labels_tuple, number in values.items():
+        counter.add_metric(list(labels_tuple), number)
+    return counter
+
+
 class RedisMetricsCollector(Collector):
     """Builds every ``nbq_*`` family from Redis on each scrape; never raises."""
 
@@ -178,24 +193,26 @@ class RedisMetricsCollector(Collector):
             for field, value in _decode_hash(next(results)).items():
                 merged[field] = str(_number(merged.get(field, "0")) + _number(value))
         for name, family in _COUNTERS:
-            spec = m.METRICS[name]
-            seeded = _SEEDED.get(name, ((),) if not spec.labels else ())
-            values: dict[tuple[str, ...], float] = dict.fromkeys(seeded, 0.0)
-            for field, value in hashes[family].items():
-                labels = _labels(field, len(spec.labels))
-                if labels is not None:
-                    values[tuple(labels)] = _number(value)
-            counter = CounterMetricFamily(name, spec.help, labels=list(spec.labels))
-            for labels_tuple, number in values.items():
-                counter.add_metric(list(labels_tuple), number)
-            yield counter
-
+            yield _counter(name, hashes[family])
         for (name, key_family), raw in zip(_HISTOGRAMS, histograms, strict=True):
             buckets, total = histogram_buckets(raw, m.HISTOGRAM_BUCKETS[key_family])
             hist = HistogramMetricFamily(name, m.METRICS[name].help, labels=[])
             hist.add_metric([], buckets, total)
             yield hist
+        yield from self._job_gauges(results)
 
+        breaker_state = next(results)
+        is_open = breaker_state is not None and _text(breaker_state) == "open"
+        yield GaugeMetricFamily(
+            "nbq_quota_breaker_open",
+            m.METRICS["nbq_quota_breaker_open"].help,
+            value=1.0 if is_open else 0.0,
+        )
+        errors = _decode_hash(next(results))
+        self._stored_errors = sum(_number(v) for v in errors.values())
+
+    def _job_gauges(self, results: Iterator[Any]) -> Iterator[Metric]:
+        """Jobs in each active state and the oldest one's age, from the index replies."""
         in_state = GaugeMetricFamily(
             "nbq_jobs_in_state", m.METRICS["nbq_jobs_in_state"].help, labels=["state"]
         )
@@ -217,16 +234,6 @@ class RedisMetricsCollector(Collector):
             oldest.add_metric([state.value], age)
         yield in_state
         yield oldest
-
-        breaker_state = next(results)
-        is_open = breaker_state is not None and _text(breaker_state) == "open"
-        yield GaugeMetricFamily(
-            "nbq_quota_breaker_open",
-            m.METRICS["nbq_quota_breaker_open"].help,
-            value=1.0 if is_open else 0.0,
-        )
-        errors = _decode_hash(next(results))
-        self._stored_errors = sum(_number(v) for v in errors.values())
 
     def _from_broker(self) -> Iterator[Metric]:
         if isinstance(self.broker, str):

@@ -209,7 +209,7 @@ def cluster_client(
 
     parsed = urlsplit(url.split(",", 1)[0])
     password = unquote(parsed.password) if parsed.password else _secret(settings.redis_password)
-    client = RedisCluster(
+    return RedisCluster(  # type: ignore[return-value]
         startup_nodes=[
             ClusterNode(host, port)  # type: ignore[no-untyped-call]
             for host, port in cluster_nodes(url)
@@ -221,7 +221,6 @@ def cluster_client(
         ssl=url.startswith("rediss+"),
         retry=failover_retry(settings),
     )
-    return client  # type: ignore[return-value]
 
 
 def is_cluster(client: object) -> bool:

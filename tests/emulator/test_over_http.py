@@ -6,6 +6,7 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import httpx
 import pytest
@@ -21,7 +22,7 @@ class Receiver:
 
     def __init__(self, statuses: list[int] | None = None) -> None:
         self.statuses = list(statuses or [])
-        self.bodies: list[dict] = []
+        self.bodies: list[dict[str, Any]] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -69,7 +70,7 @@ def _create(emu: EmulatorServer, **fields) -> httpx.Response:
     )  # fmt: skip
 
 
-def _wait_final(emu: EmulatorServer, task_id: str) -> dict:
+def _wait_final(emu: EmulatorServer, task_id: str) -> dict[str, Any]:
     def final() -> bool:
         return emu.task(task_id)["status"] in ("completed", "failed")
 

@@ -15,7 +15,12 @@ pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
 def _job_ids(stack: Stack) -> list[str]:
     keys = stack.redis.client().keys("nbq:job:*")
-    return sorted(k.decode().split(":", 2)[2] for k in keys)
+    return sorted(_text(k).split(":", 2)[2] for k in keys)
+
+
+def _text(key: bytes | str) -> str:
+    """A key the client returned (bytes: it does not decode replies)."""
+    return key if isinstance(key, str) else key.decode()
 
 
 def test_a_retried_generate_sent_without_a_job_id_stays_one_job_with_one_create(

@@ -80,12 +80,17 @@ def _decoded(value: bytes) -> Iterator[bytes]:
                 yield item["body"].encode()
 
 
+def _raw(reply: bytes | str) -> bytes:
+    """A reply as bytes (the client does not decode replies; a str is encoded back)."""
+    return reply if isinstance(reply, bytes) else reply.encode()
+
+
 def _redis_values(client: redis.Redis) -> Iterator[tuple[str, bytes]]:
     for key in client.scan_iter(count=500):
-        name = key.decode(errors="replace")
-        yield f"redis key name {name}", key
-        kind = client.type(key).decode()
-        values: list[bytes] = []
+        name = _raw(key).decode(errors="replace")
+        yield f"redis key name {name}", _raw(key)
+        kind = _raw(client.type(key)).decode()
+        values: list[bytes | str] = []
         if kind == "string":
             values = [client.get(key) or b""]
         elif kind == "hash":
@@ -95,13 +100,17 @@ def _redis_values(client: redis.Redis) -> Iterator[tuple[str, bytes]]:
         elif kind == "set":
             values = list(client.smembers(key))
         elif kind == "zset":
-            values = [member for member, _ in client.zrange(key, 0, -1, withscores=True)]
+            # members only (no scores), so every item is one member
+            values = [m for m in client.zrange(key, 0, -1) if isinstance(m, bytes | str)]
         elif kind == "stream":
             values = [
-                b for _, fields in client.xrange(key) for pair in fields.items() for b in pair
+                b
+                for _, fields in client.xrange(key) or []
+                for pair in (fields or {}).items()
+                for b in pair
             ]
         for value in values:
-            for blob in _decoded(value):
+            for blob in _decoded(_raw(value)):
                 yield f"redis {kind} {name}", blob
 
 
@@ -120,7 +129,7 @@ def _scan_s3(stack: Stack) -> list[str]:
     hits: list[str] = []
     for key in stack.s3.keys(prefix=""):
         hits += _find(client.get_object(stack.s3.bucket, key).read(), f"s3 object {key}")
-        meta = client.stat_object(stack.s3.bucket, key).metadata
+        meta = client.stat_object(stack.s3.bucket, key).metadata or {}
         hits += _find(json.dumps(dict(meta.items())).encode(), f"s3 metadata {key}")
     return hits
 

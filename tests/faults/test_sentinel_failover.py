@@ -66,7 +66,7 @@ def sentinel_stack(
     session_emulator: EmulatorServer,
 ) -> Stack:
     session_emulator.reset()
-    stack = Stack(
+    return Stack(
         redis=sentinel_group.master,
         s3=session_s3,
         emulator=session_emulator,
@@ -78,7 +78,6 @@ def sentinel_stack(
             "NBQ_DOWNLOAD_TIMEOUT_S": "4",
         },
     )
-    return stack
 
 
 def test_a_sentinel_failover_with_jobs_in_flight_loses_none_and_pays_once(

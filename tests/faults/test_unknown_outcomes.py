@@ -18,7 +18,6 @@ Paid tasks per job come from ``/_emulator/stats`` (tasks created per idempotency
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -52,8 +51,8 @@ SCENARIOS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
 
 
 @pytest.fixture(params=[False, True], ids=["no_callbacks", "callbacks"])
-def callbacks(request: pytest.FixtureRequest, fast_stack: Stack) -> Iterator[bool]:
-    yield bool(request.param)
+def callbacks(request: pytest.FixtureRequest, fast_stack: Stack) -> bool:
+    return bool(request.param)
 
 
 def _run(stack: Stack, scenario: str, with_callbacks: bool) -> dict[str, JobRecord]:

@@ -17,9 +17,13 @@ pytestmark = [pytest.mark.integration]
 
 
 def nbq(stack: Stack, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "producers.cli.main", *args],
-                          env={**_base_env(), **stack.env()}, capture_output=True, text=True,
-                          timeout=timeout_s)
+    return subprocess.run(
+        [sys.executable, "-m", "producers.cli.main", *args],
+        env={**_base_env(), **stack.env()},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
 
 
 def _base_env() -> dict[str, str]:
@@ -32,8 +36,9 @@ def test_a_batch_file_enqueues_good_lines_reports_bad_ones_and_stores_every_job(
     stack: Stack, tmp_path: Path
 ) -> None:
     # Given a JSONL file of 10 good requests and 2 bad lines
-    lines = [json.dumps({"prompt": f"batch {i}", "size": "16:9", "quality": "1K"})
-             for i in range(10)]
+    lines = [
+        json.dumps({"prompt": f"batch {i}", "size": "16:9", "quality": "1K"}) for i in range(10)
+    ]
     lines.insert(3, "{not json")
     lines.insert(7, json.dumps({"prompt": "bad size", "size": "7:5"}))
     batch = tmp_path / "batch.jsonl"
@@ -53,8 +58,19 @@ def test_a_batch_file_enqueues_good_lines_reports_bad_ones_and_stores_every_job(
 
 def test_submit_wait_then_status_and_get_download_the_images(stack: Stack, tmp_path: Path) -> None:
     stack.start_worker()
-    submitted = nbq(stack, "submit", "a blue square", "--size", "4:3", "--quality", "1K",
-                    "--job-id", "cli-job-1", "--wait", "--json")
+    submitted = nbq(
+        stack,
+        "submit",
+        "a blue square",
+        "--size",
+        "4:3",
+        "--quality",
+        "1K",
+        "--job-id",
+        "cli-job-1",
+        "--wait",
+        "--json",
+    )
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     record = json.loads(submitted.stdout)
     assert record["job_id"] == "cli-job-1" and record["state"] == "stored"
@@ -80,8 +96,13 @@ def test_bad_input_exits_non_zero_with_the_field_named_and_enqueues_nothing(stac
 
 def test_a_missing_setting_fails_with_one_line_naming_it(stack: Stack) -> None:
     env = {**_base_env(), **stack.env(), "NBQ_POLL_DEADLINE_S": "soon"}
-    done = subprocess.run([sys.executable, "-m", "producers.cli.main", "status", "x"], env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "producers.cli.main", "status", "x"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode != 0
     assert "NBQ_POLL_DEADLINE_S" in done.stderr
     assert "Traceback" not in done.stderr

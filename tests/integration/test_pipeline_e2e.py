@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -71,7 +72,7 @@ def test_the_same_job_id_enqueued_twice_creates_one_api_task(stack: Stack) -> No
 
 
 @pytest.mark.parametrize(
-    "request_body, field",
+    ("request_body", "field"),
     [
         ({"prompt": ""}, "prompt"),
         ({"prompt": "x" * 2001}, "prompt"),
@@ -84,7 +85,7 @@ def test_the_same_job_id_enqueued_twice_creates_one_api_task(stack: Stack) -> No
     ],
 )
 def test_bad_requests_are_refused_and_nothing_is_enqueued(
-    stack: Stack, request_body: dict, field: str
+    stack: Stack, request_body: dict[str, Any], field: str
 ) -> None:
     producer = stack.producer()
     with pytest.raises(InvalidRequestError) as info:

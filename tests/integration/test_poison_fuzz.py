@@ -17,8 +17,8 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from kombu import Connection
-from kombu import Producer as KombuProducer
+from kombu.connection import Connection
+from kombu.messaging import Producer as KombuProducer
 
 from tests.support.procs import wait_until
 from tests.support.stack import Stack

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 import redis
-from kombu import Connection
-from kombu import Producer as KombuProducer
+from kombu.connection import Connection
+from kombu.messaging import Producer as KombuProducer
 
 from tests.support.procs import wait_until
 from tests.support.stack import Stack

@@ -10,12 +10,15 @@ from workers.jobs.state import JobState
 pytestmark = [pytest.mark.integration]
 
 
-@pytest.mark.parametrize("hostile_url", [
-    "http://169.254.169.254/latest/meta-data",  # cloud metadata: never allowed
-    "http://10.0.0.7/result.png",  # private address, not on the allowlist
-    "https://127.0.0.1.nip.io/result.png",  # a name not on the allowlist
-    "file:///etc/passwd",
-])
+@pytest.mark.parametrize(
+    "hostile_url",
+    [
+        "http://169.254.169.254/latest/meta-data",  # cloud metadata: never allowed
+        "http://10.0.0.7/result.png",  # private address, not on the allowlist
+        "https://127.0.0.1.nip.io/result.png",  # a name not on the allowlist
+        "file:///etc/passwd",
+    ],
+)
 def test_a_result_link_to_a_forbidden_address_fails_the_job_as_unsafe(
     stack: Stack, hostile_url: str
 ) -> None:

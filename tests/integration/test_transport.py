@@ -19,8 +19,9 @@ PASSWORD = "s3cr3t-redis-passw0rd"
 
 
 @pytest.fixture
-def password_stack(tmp_path: Path, session_s3: S3Server,
-                   session_emulator: EmulatorServer) -> Iterator[Stack]:
+def password_stack(
+    tmp_path: Path, session_s3: S3Server, session_emulator: EmulatorServer
+) -> Iterator[Stack]:
     redis = RedisServer(dir=tmp_path, password=PASSWORD)
     redis.start()
     session_emulator.reset()

@@ -61,7 +61,7 @@ def _command_missing(args: list[str]) -> bool:
 
 
 def _cli_cases() -> list[object]:
-    cases = []
+    cases: list[object] = []
     for name, service in sorted(project_services().items()):
         args = [str(a) for a in service["command"]]
         mark = pytest.mark.xfail(
@@ -315,15 +315,17 @@ def test_the_rabbitmq_profile_runs_a_managed_node_the_worker_pools_can_use() -> 
     # And with .env's RabbitMQ lines the pools are pointed at it, the store stays on Redis
     variant = _env_variants()["rabbitmq"]
     worker_env = resolved_environment(project_services()["worker-poll"], variant)
-    assert worker_env["NBQ_BROKER_URL"].startswith("amqp://") and "@rabbitmq:5672/" in (
-        worker_env["NBQ_BROKER_URL"]
+    assert (
+        worker_env["NBQ_BROKER_URL"].startswith("amqp://")
+        and "@rabbitmq:5672/" in worker_env["NBQ_BROKER_URL"]
     )
     assert worker_env["NBQ_REDIS_URL"] == "redis://redis-store:6379/0"
     flower_env = resolved_environment(project_services()["flower"], variant)
     assert flower_env["NBQ_BROKER_API_URL"].endswith("@rabbitmq:15672/api/")
-    assert resolved_environment(project_services()["worker-poll"], env_example())[
-        "NBQ_BROKER_URL"
-    ] == "redis://redis:6379/0"
+    assert (
+        resolved_environment(project_services()["worker-poll"], env_example())["NBQ_BROKER_URL"]
+        == "redis://redis:6379/0"
+    )
 
 
 HA_SENTINELS = ("redis-sentinel-1", "redis-sentinel-2", "redis-sentinel-3")

@@ -103,8 +103,8 @@ def test_each_failed_job_ends_one_task_in_failure_named_for_its_reason(
             if job_id in expected} == expected  # fmt: skip
 
     # And a failed job's message is delivered again (a duplicate submit finds it failed)
-    for job_id in list(expected)[:2]:
-        celery.send_task(TASK_SUBMIT, kwargs={"job_id": job_id})
+    for failed_id in list(expected)[:2]:
+        celery.send_task(TASK_SUBMIT, kwargs={"job_id": failed_id})
 
     # Then Flower lists exactly one FAILURE per failed job, with the reason's exception
     def failures_listed() -> dict[str, dict[str, Any]]:

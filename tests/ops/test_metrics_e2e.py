@@ -30,8 +30,8 @@ def test_exporter_totals_match_the_jobs_run_by_separate_worker_pools(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given the producer records metrics into the stack's Redis, as a deployed one would
-    for key, value in stack.env().items():
-        monkeypatch.setenv(key, value)
+    for key, setting in stack.env().items():
+        monkeypatch.setenv(key, setting)
     get_settings.cache_clear()
     metrics.reset()
     metrics.set_enabled(True)

@@ -76,7 +76,7 @@ def metric_names(expr: str) -> set[str]:
     return names
 
 
-def alert_rules() -> list[dict]:
+def alert_rules() -> list[dict[str, Any]]:
     doc = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))
     return [rule for group in doc["groups"] for rule in group["rules"]]
 
@@ -139,7 +139,7 @@ def test_the_required_alerts_exist() -> None:
 
 
 @pytest.mark.parametrize("rule", alert_rules(), ids=lambda r: r["alert"])
-def test_alert_uses_only_exported_metrics(rule: dict) -> None:
+def test_alert_uses_only_exported_metrics(rule: dict[str, Any]) -> None:
     names = metric_names(rule["expr"])
     assert names, "no metric found: the extractor or the rule is wrong"
     assert names <= KNOWN, names - KNOWN

@@ -43,7 +43,11 @@ def test_the_poll_queue_leaders_node_stopped_mid_run_loses_no_job_on_a_3_node_cl
     rule = stack.emulator.add_fault(
         # every download held 4 s: jobs are still in flight when the node stops, even on a
         # loaded machine (2 s on 3 downloads let all 10 end first under load)
-        endpoint="file", action="delay", seconds=4.0, count=JOBS, match="cluster"
+        endpoint="file",
+        action="delay",
+        seconds=4.0,
+        count=JOBS,
+        match="cluster",
     )
     stack.start_worker(concurrency=6, name="a")
     stack.start_worker(concurrency=6, name="b")

@@ -95,7 +95,7 @@ class RedisCluster:
     def master_of(self, key: str) -> int:
         live = self.node(next(iter(self.procs)))  # a node still running
         slot = int(live.cluster("keyslot", key))
-        slots: Any = live.execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
+        slots: Any = live.execute_command("CLUSTER", "SLOTS")
         for start_slot, end_slot, master, *_ in slots:
             if start_slot <= slot <= end_slot:
                 return int(master[1])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from kombu import Queue
+from kombu.entity import Queue
 
 from workers.app import celery_config, create_app
 from workers.brokers import broker_kind, whole_second_countdown
@@ -50,7 +50,7 @@ def test_on_rabbitmq_every_queue_of_ours_is_a_durable_quorum_queue_on_a_topic_ex
     queues: list[Queue] = _amqp_config()["task_queues"]
     assert [q.name for q in queues] == ["submit", "poll", "download"]
     for queue in queues:
-        assert queue.queue_arguments == {"x-queue-type": "quorum"}
+        assert queue.as_dict()["queue_arguments"] == {"x-queue-type": "quorum"}
         assert queue.durable and queue.exchange.type == "topic"
         assert queue.routing_key == queue.name
 

@@ -91,7 +91,9 @@ def test_replay_refuses_a_letter_that_still_fails_and_republishes_a_fixed_one(
     outcome = replay_letter(settings, far)
     assert outcome.refusal is None and outcome.queue == "submit"
     client = redis.Redis.from_url(redis_server.url)
-    sent = json.loads(client.lpop("submit"))
+    raw = client.lpop("submit")
+    assert isinstance(raw, bytes)
+    sent = json.loads(raw)
     assert sent["headers"]["task"] == "nbq.submit" and "eta" not in sent["headers"]
 
 

@@ -10,6 +10,7 @@ import threading
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from multiprocessing.context import ForkContext, SpawnContext
 
 import pytest
 from prometheus_client import generate_latest
@@ -76,6 +77,7 @@ def emit_events(rounds: int) -> None:
 
 def run_processes(context: str, processes: int, rounds: int) -> None:
     ctx = multiprocessing.get_context(context)
+    assert isinstance(ctx, SpawnContext | ForkContext)  # the two start methods tested
     procs = [ctx.Process(target=emit_events, args=(rounds,)) for _ in range(processes)]
     for p in procs:
         p.start()
@@ -162,6 +164,7 @@ def test_jobs_in_state_and_oldest_age_come_from_the_job_store_index(settings, re
         store.create(JobRecord(job_id=job_id))
     store.apply(lifecycle.CLAIM_SUBMIT, "c")
     oldest_queued = store.redis.zscore(store.index_key(JobState.QUEUED), "a")
+    assert oldest_queued is not None
     # When the exporter scrapes with a clock 100 s after the first job
     collector = RedisMetricsCollector(
         redis_server.client(),

@@ -10,7 +10,9 @@ from workers.settings import Settings
 
 
 def test_events_inside_a_batch_are_written_once_at_its_end(
-    settings: Settings, redis_server, metrics_on: None  # noqa: F811
+    settings: Settings,  # noqa: F811 - the imported fixture
+    redis_server,
+    metrics_on: None,
 ) -> None:
     client = redis_server.client()
     key = f"{settings.key_prefix}:metrics:c:api_calls"
@@ -24,17 +26,24 @@ def test_events_inside_a_batch_are_written_once_at_its_end(
 
 
 def test_a_batch_is_written_even_when_the_task_raises(
-    settings: Settings, redis_server, metrics_on: None  # noqa: F811
+    settings: Settings,  # noqa: F811 - the imported fixture
+    redis_server,
+    metrics_on: None,
 ) -> None:
-    with pytest.raises(RuntimeError), metrics.batched():
+    def failing_stage() -> None:
         metrics.job_failed("content_policy_violation")
         raise RuntimeError("the stage failed")
+
+    with pytest.raises(RuntimeError), metrics.batched():
+        failing_stage()
     key = f"{settings.key_prefix}:metrics:c:jobs_failed"
     assert redis_server.client().hgetall(key)
 
 
 def test_nested_batches_join_the_outer_one(
-    settings: Settings, redis_server, metrics_on: None  # noqa: F811
+    settings: Settings,  # noqa: F811 - the imported fixture
+    redis_server,
+    metrics_on: None,
 ) -> None:
     client = redis_server.client()
     with metrics.batched():

@@ -8,6 +8,7 @@ import time
 
 import pytest
 import redis
+from redis.sentinel import SentinelConnectionPool
 
 from tests.support.procs import wait_until
 from tests.support.sentinel import MASTER_NAME, SentinelGroup
@@ -58,7 +59,9 @@ def test_store_breaker_and_limiter_follow_a_failover_and_keep_every_acknowledged
     for writer in writers:
         writer.join(timeout=30)
     # Then every acknowledged create is there, and the other parts answer too
-    assert rt.store.redis.connection_pool.get_master_address()[1] == sentinel_group.replica.port
+    pool = rt.store.redis.connection_pool
+    assert isinstance(pool, SentinelConnectionPool)
+    assert pool.get_master_address()[1] == sentinel_group.replica.port
     missing = [j for j in told if rt.store.get(j) is None]
     assert missing == []
     assert rt.store.count_in_state(JobState.QUEUED) == len(told)

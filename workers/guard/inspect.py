@@ -125,15 +125,14 @@ def _check_generate(kw: Mapping[str, Any]) -> str | None:
     if not isinstance(request, dict):
         return "request must be an object (the vendor's generation body)"
     producer = kw.get("producer")
-    problem = (
+    # A request breaking the vendor's rules is the job's failure (intake records it as
+    # ``invalid_request``: visible in ``nbq status`` and as a FAILURE in Flower), not a
+    # message fault: the message itself is well formed.
+    return (
         _short_str("producer", producer, MAX_NAME_CHARS, pattern=True)
         or _scoped("job_id", kw.get("job_id"), producer)
         or _short_str("batch_id", kw.get("batch_id"), 2 * MAX_NAME_CHARS)
     )
-    # A request breaking the vendor's rules is the job's failure (intake records it as
-    # ``invalid_request``: visible in ``nbq status`` and as a FAILURE in Flower), not a
-    # message fault: the message itself is well formed.
-    return problem
 
 
 def _task_id(kw: Mapping[str, Any]) -> str | None:
@@ -202,50 +201,74 @@ def _number(value: object) -> bool:
 
 def check_headers(headers: Mapping[str, Any], now: float, limits: Limits) -> Refusal | None:
     """Every header Celery's Request reads, with the type it needs."""
+    problem = _header_types(headers) or _header_options(headers)
+    if problem is not None:
+        return Refusal("bad_header", problem)
+    return _check_times(headers, now, limits)
+
+
+def _header_types(headers: Mapping[str, Any]) -> str | None:
+    """The id, the string headers and the retry count."""
     task_id = headers.get("id")
     if not isinstance(task_id, str) or not task_id or len(task_id) > MAX_ID_CHARS:
-        return Refusal("bad_header", f"id must be a non-empty string of at most {MAX_ID_CHARS}")
+        return f"id must be a non-empty string of at most {MAX_ID_CHARS}"
     for name in _STR_OR_NONE_HEADERS:
         value = headers.get(name)
         if value is not None and (not isinstance(value, str) or len(value) > 4096):
-            return Refusal("bad_header", f"{name} must be a string or null")
+            return f"{name} must be a string or null"
     retries = headers.get("retries", 0)
     if retries is None:
         retries = 0
     if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= MAX_RETRIES:
-        return Refusal("bad_header", "retries must be a non-negative integer")
+        return "retries must be a non-negative integer"
+    return None
+
+
+def _header_options(headers: Mapping[str, Any]) -> str | None:
+    """The time limits, flags, group index and stamps."""
     timelimit = headers.get("timelimit")
     if timelimit is not None and not (
         isinstance(timelimit, list | tuple)
         and len(timelimit) == 2
         and all(v is None or _number(v) for v in timelimit)
     ):
-        return Refusal("bad_header", "timelimit must be [soft, hard] (numbers or null)")
+        return "timelimit must be [soft, hard] (numbers or null)"
     for name in ("ignore_result",):
         if headers.get(name) is not None and not isinstance(headers.get(name), bool):
-            return Refusal("bad_header", f"{name} must be a boolean")
+            return f"{name} must be a boolean"
     for name in ("group_index", "replaced_task_nesting"):
         value = headers.get(name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-            return Refusal("bad_header", f"{name} must be an integer")
+            return f"{name} must be an integer"
     if headers.get("stamped_headers") is not None and not isinstance(
         headers.get("stamped_headers"), list
     ):
-        return Refusal("bad_header", "stamped_headers must be a list")
+        return "stamped_headers must be a list"
     if headers.get("stamps") is not None and not isinstance(headers.get("stamps"), dict):
-        return Refusal("bad_header", "stamps must be an object")
+        return "stamps must be an object"
+    return None
+
+
+def _seconds_after(moment: datetime, now: float) -> float | None:
+    """``moment`` minus ``now`` in seconds; None when ``moment`` has no timestamp."""
     try:
-        eta = parse_time(headers.get("eta"))
-    except (ValueError, TypeError, OverflowError) as exc:
-        return Refusal("bad_header", f"eta: {exc}"[:200])
-    try:
-        expires = parse_time(headers.get("expires"))
-    except (ValueError, TypeError, OverflowError) as exc:
-        return Refusal("bad_header", f"expires: {exc}"[:200])
-    if eta is not None:
+        return moment.timestamp() - now
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
+def _check_times(headers: Mapping[str, Any], now: float, limits: Limits) -> Refusal | None:
+    """``eta`` within the countdown horizon and ``expires`` not yet passed."""
+    times: dict[str, datetime | None] = {}
+    for name in ("eta", "expires"):
         try:
-            ahead_s = eta.timestamp() - now
-        except (OverflowError, ValueError, OSError):
+            times[name] = parse_time(headers.get(name))
+        except (ValueError, TypeError, OverflowError) as exc:
+            return Refusal("bad_header", f"{name}: {exc}"[:200])
+    eta, expires = times["eta"], times["expires"]
+    if eta is not None:
+        ahead_s = _seconds_after(eta, now)
+        if ahead_s is None:
             return Refusal("bad_header", "eta out of range")
         if ahead_s > limits.max_countdown_s + CLOCK_SKEW_S:
             return Refusal(
@@ -254,11 +277,10 @@ def check_headers(headers: Mapping[str, Any], now: float, limits: Limits) -> Ref
                 f"NBQ_MAX_COUNTDOWN_S={limits.max_countdown_s:g}s",
             )
     if expires is not None:
-        try:
-            past = expires.timestamp() <= now
-        except (OverflowError, ValueError, OSError):
+        left_s = _seconds_after(expires, now)
+        if left_s is None:
             return Refusal("bad_header", "expires out of range")
-        if past:
+        if left_s <= 0:
             return Refusal("expired", "its expires time has passed")
     return None
 

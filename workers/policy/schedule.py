@@ -72,7 +72,7 @@ class PollSchedule:
             # the jitter therefore only ever pulls the poll earlier, never later.
             interval = elapsed_s * (100 - progress) / progress
             return self._clamp_jitter(interval, rng, max_s=self.max_interval_s, early_only=True)
-        elif elapsed_s < estimate * self.first_factor:
+        if elapsed_s < estimate * self.first_factor:
             # Polled early (a retry or a reconciler re-drive): aim at the first target.
             interval = estimate * self.first_factor - elapsed_s
         else:

@@ -87,16 +87,46 @@ def reconcile_once(rt: Runtime, send: Send) -> ReconcileReport:
     queued_idle_s = stuck_after_s
     if rt.breaker.status().is_open:
         queued_idle_s = max(stuck_after_s, 2 * MAX_QUOTA_WAIT_S)
-    queued_cutoff = idle_cutoff(QUEUE_SUBMIT, queued_idle_s)
-    for job_id in rt.store.ids_in_state(JobState.QUEUED, updated_before=queued_cutoff, limit=BATCH):
+    _requeue_queued(rt, send, report, idle_cutoff(QUEUE_SUBMIT, queued_idle_s))
+    _recover_submitting(rt, send, report, cutoff)
+    _repoll_generating(rt, send, report, cutoff)
+    _reconcile_unknown_outcomes(
+        rt, send, report, now() - min(stuck_after_s, rt.settings.outcome_unknown_wait_s)
+    )
+    # Downloading and idle longer than a download may take: the download was lost.
+    download_cutoff = idle_cutoff(
+        QUEUE_DOWNLOAD, max(stuck_after_s, rt.settings.download_timeout_s * 1.5)
+    )
+    _redownload(rt, send, report, download_cutoff)
+
+    if report.total:
+        log.warning(
+            "reconciled",
+            requeued=len(report.requeued_submits),
+            recovered_submitting=len(report.recovered_submitting),
+            repolled=len(report.repolled),
+            redownloaded=len(report.redownloaded),
+            unknown_expired=len(report.unknown_expired),
+            readopted=len(report.readopted),
+        )
+    return report
+
+
+def _requeue_queued(rt: Runtime, send: Send, report: ReconcileReport, cutoff: float) -> None:
+    """Queued jobs idle since ``cutoff``: their submit message is sent again."""
+    for job_id in rt.store.ids_in_state(JobState.QUEUED, updated_before=cutoff, limit=BATCH):
         if _touch(rt, job_id, JobState.QUEUED) is not None:
             send(Submit(job_id))
             report.requeued_submits.append(job_id)
 
-    # Submitting and idle: the submit worker died mid-create (its message was acked early).
-    # Only once its claim is older than a submit may live (its task's hard time limit): a
-    # live submit may spend that long on the create and on recording its task id through a
-    # store failover, and re-driving it would declare a live create's outcome unknown.
+
+def _recover_submitting(rt: Runtime, send: Send, report: ReconcileReport, cutoff: float) -> None:
+    """Submitting and idle: the submit worker died mid-create (its message was acked early).
+
+    Only once its claim is older than a submit may live (its task's hard time limit): a
+    live submit may spend that long on the create and on recording its task id through a
+    store failover, and re-driving it would declare a live create's outcome unknown.
+    """
     claim_limit_s = submit_time_limit_s()
     for job_id in rt.store.ids_in_state(JobState.SUBMITTING, updated_before=cutoff, limit=BATCH):
         record = _read(rt, job_id)
@@ -117,7 +147,9 @@ def reconcile_once(rt: Runtime, send: Send) -> ReconcileReport:
             send(Submit(job_id))
             report.recovered_submitting.append(job_id)
 
-    # Generating with no poll due for a long time: the poll chain was lost.
+
+def _repoll_generating(rt: Runtime, send: Send, report: ReconcileReport, cutoff: float) -> None:
+    """Generating with no poll due for a long time: the poll chain was lost."""
     for job_id in rt.store.ids_in_state(JobState.GENERATING, updated_before=cutoff, limit=BATCH):
         record = _read(rt, job_id)
         if record is None or record.state is not JobState.GENERATING:
@@ -136,33 +168,14 @@ def reconcile_once(rt: Runtime, send: Send) -> ReconcileReport:
             send(Poll(job_id, token, evolink_task_id=record.evolink_task_id))
             report.repolled.append(job_id)
 
-    _reconcile_unknown_outcomes(
-        rt, send, report, now() - min(stuck_after_s, rt.settings.outcome_unknown_wait_s)
-    )
 
-    # Downloading and idle longer than a download may take: the download was lost.
-    download_cutoff = idle_cutoff(
-        QUEUE_DOWNLOAD, max(stuck_after_s, rt.settings.download_timeout_s * 1.5)
-    )
-    for job_id in rt.store.ids_in_state(
-        JobState.DOWNLOADING, updated_before=download_cutoff, limit=BATCH
-    ):
+def _redownload(rt: Runtime, send: Send, report: ReconcileReport, cutoff: float) -> None:
+    """Downloading jobs idle since ``cutoff``: their download message is sent again."""
+    for job_id in rt.store.ids_in_state(JobState.DOWNLOADING, updated_before=cutoff, limit=BATCH):
         task_id = _touch(rt, job_id, JobState.DOWNLOADING)
         if task_id is not None:
             send(Download(job_id, evolink_task_id=task_id or None))
             report.redownloaded.append(job_id)
-
-    if report.total:
-        log.warning(
-            "reconciled",
-            requeued=len(report.requeued_submits),
-            recovered_submitting=len(report.recovered_submitting),
-            repolled=len(report.repolled),
-            redownloaded=len(report.redownloaded),
-            unknown_expired=len(report.unknown_expired),
-            readopted=len(report.readopted),
-        )
-    return report
 
 
 def _create_was_sent(record: JobRecord) -> bool:

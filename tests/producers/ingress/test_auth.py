@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from producers.ingress.auth import TokenRegistry
@@ -34,7 +36,7 @@ def test_a_malformed_token_entry_is_a_config_error_naming_its_position(spec: str
     ],
 )
 @pytest.mark.parametrize(
-    "method, path",
+    ("method", "path"),
     [
         ("POST", "/v1/jobs"),
         ("GET", "/v1/jobs/x"),
@@ -57,7 +59,9 @@ def test_requests_without_a_valid_bearer_token_answer_401(
     assert ingress.job_count() == 0
 
 
-def test_without_configured_tokens_every_job_route_is_closed(make_ingress) -> None:  # type: ignore[no-untyped-def]
+def test_without_configured_tokens_every_job_route_is_closed(
+    make_ingress: Callable[..., Ingress],
+) -> None:
     ingress = make_ingress(ingress_tokens=None)
     assert ingress.client.post("/v1/jobs", json={"prompt": "p"}, headers=auth()).status_code == 401
     assert ingress.client.get("/healthz").status_code == 200

@@ -61,7 +61,7 @@ def test_no_callback_url_without_a_public_base() -> None:
 
 
 @pytest.mark.parametrize(
-    "base, ok",
+    ("base", "ok"),
     [
         ("https://hooks.example.com", True),
         ("http://127.0.0.1:8080", True),
@@ -187,7 +187,7 @@ def test_a_garbage_body_is_only_a_hint_to_poll(ingress: Ingress) -> None:
 
 
 @pytest.mark.parametrize(
-    "body, expected",
+    ("body", "expected"),
     [
         (b'{"status": "completed", "id": "t"}', ("completed", "t")),
         (b'{"status": "weird"}', ("other", None)),

@@ -80,7 +80,7 @@ def test_job_ids_are_scoped_per_producer_so_the_same_id_is_two_jobs_and_reveals_
 
 
 @pytest.mark.parametrize(
-    "body, field",
+    ("body", "field"),
     [
         ({"prompt": ""}, "prompt"),
         ({"prompt": "x" * 2001}, "prompt"),

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 
 @pytest.fixture
-def no_metrics(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, int | str, str]]]:
+def no_metrics(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int | str, str]]:
     """Record ``metrics.api_call`` in memory instead of writing to the settings' Redis.
 
     The real hook writes to ``NBQ_REDIS_URL`` (default: the shared Redis on 6379), which
@@ -20,4 +18,4 @@ def no_metrics(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, int 
         calls.append((endpoint, status, code))
 
     monkeypatch.setattr("workers.metrics.api_call", record)
-    yield calls
+    return calls

@@ -111,6 +111,14 @@ def raising(exc_type: type[httpx.TransportError]) -> Handler:
 REQUEST = GenerationRequest(prompt="a cat on the grass", size=Size.R16_9, quality=Quality.Q1K)
 
 
+def call_api(client: EvolinkClient, call: str, task_id: str) -> None:
+    """Make the call a test is parametrized with: ``create`` a task or ``query`` one."""
+    if call == "create":
+        client.create_task(REQUEST)
+    else:
+        client.get_task(task_id)
+
+
 # --- success ----------------------------------------------------------------------------
 
 
@@ -268,10 +276,7 @@ def test_error_status_maps_to_its_exception(
     client, _ = make_client(answer(status, error_body(code, "details here")))
 
     with pytest.raises(expected) as caught:
-        if call == "create":
-            client.create_task(REQUEST)
-        else:
-            client.get_task("task-1")
+        call_api(client, call, "task-1")
 
     error = caught.value
     assert type(error) is expected
@@ -549,10 +554,7 @@ def test_200_with_a_body_that_is_not_a_task_is_malformed(
     client, _ = make_client(answer(200, body))
 
     with pytest.raises(MalformedResponseError) as caught:
-        if call == "create":
-            client.create_task(REQUEST)
-        else:
-            client.get_task("t")
+        call_api(client, call, "t")
 
     assert caught.value.status_code == 200
     assert caught.value.retryable is True

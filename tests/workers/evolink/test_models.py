@@ -71,7 +71,7 @@ def test_full_request_serialises_every_field() -> None:
         size=Size.R21_9,
         quality=Quality.Q4K,
         image_urls=[f"https://img.example.com/{i}.png" for i in range(MAX_IMAGE_URLS)],
-        model_params={"thinking_level": "high"},  # type: ignore[arg-type]
+        model_params={"thinking_level": "high"},
         callback_url=CALLBACK_BASE + "c" * (MAX_CALLBACK_URL_CHARS - len(CALLBACK_BASE)),
     )
 

@@ -30,7 +30,7 @@ Route = Callable[["_Handler"], None]
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: LoopbackServer  # type: ignore[assignment]
+    server: LoopbackServer
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
@@ -74,7 +74,9 @@ class LoopbackServer(ThreadingHTTPServer):
 
     @property
     def base(self) -> str:
-        return f"http://{self.server_address[0]}:{self.server_address[1]}"
+        host, port = self.server_address[:2]
+        assert isinstance(host, str)
+        return f"http://{host}:{port}"
 
 
 def _serve(host: str) -> Iterator[LoopbackServer]:
@@ -165,8 +167,11 @@ def test_a_redirect_loop_is_a_permanent_error_found_on_its_first_repeat(
 
 
 def test_too_many_redirects_is_permanent_too(server: LoopbackServer) -> None:
+    def redirect_to(target: str) -> Route:
+        return lambda h: h.redirect(target)
+
     for n in range(10):
-        server.routes[f"/r{n}"] = lambda h, n=n: h.redirect(f"/r{n + 1}")
+        server.routes[f"/r{n}"] = redirect_to(f"/r{n + 1}")
 
     with pytest.raises(ResultRedirectLoopError, match="more than 3 redirects") as err:
         fetch(f"{server.base}/r0?{SIG}")
@@ -312,23 +317,20 @@ def test_an_oversized_chunked_body_is_cut_off_while_streaming(server: LoopbackSe
             pass  # the client hung up, as it should
 
     server.routes["/endless"] = endless
-    received = 0
+    received: list[int] = []
 
-    with (
-        pytest.raises(ResultTooLargeError, match="larger than 204800 bytes"),
-        open_result(
-            f"{server.base}/endless?{SIG}",
-            policy=POLICY,
-            max_bytes=200 * 1024,
-            timeout_s=10,
-            chunk_bytes=32 * 1024,
-        ) as result,
-    ):
+    with open_result(
+        f"{server.base}/endless?{SIG}",
+        policy=POLICY,
+        max_bytes=200 * 1024,
+        timeout_s=10,
+        chunk_bytes=32 * 1024,
+    ) as result:
         assert result.content_length is None
-        for chunk in result.iter_chunks():
-            received += len(chunk)
+        with pytest.raises(ResultTooLargeError, match="larger than 204800 bytes"):
+            received.extend(len(chunk) for chunk in result.iter_chunks())
 
-    assert received <= 200 * 1024
+    assert sum(received) <= 200 * 1024
 
 
 def test_a_body_exactly_at_the_cap_is_accepted(server: LoopbackServer) -> None:
@@ -417,7 +419,7 @@ def test_a_mock_transport_client_still_gets_the_url_checks() -> None:
 
 def test_invalid_limits_are_rejected() -> None:
     with (
-        pytest.raises(ValueError),
+        pytest.raises(ValueError, match="must be positive"),
         open_result("https://a.example.com/", policy=POLICY, max_bytes=0, timeout_s=1),
     ):
         pass

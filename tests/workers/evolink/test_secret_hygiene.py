@@ -26,6 +26,14 @@ Handler = Callable[[httpx.Request], httpx.Response]
 pytestmark = pytest.mark.usefixtures("no_metrics")
 
 
+def call_api(client: EvolinkClient, call: str, task_id: str) -> None:
+    """Make the call a test is parametrized with: ``create`` a task or ``query`` one."""
+    if call == "create":
+        client.create_task(REQUEST)
+    else:
+        client.get_task(task_id)
+
+
 def echo_key(status: int) -> Handler:
     """A hostile server that quotes the caller's credentials back in its error message."""
 
@@ -93,10 +101,7 @@ def test_repr_and_str_of_the_client_hide_the_key(key: str | SecretStr) -> None:
 @pytest.mark.parametrize("call", ["create", "query"])
 def test_no_exception_carries_the_key(name: str, handler: Handler, call: str) -> None:
     with client_for(handler) as client, pytest.raises(EvolinkError) as caught:
-        if call == "create":
-            client.create_task(REQUEST)
-        else:
-            client.get_task("task-1")
+        call_api(client, call, "task-1")
 
     error = caught.value
     assert API_KEY not in str(error)

@@ -20,7 +20,7 @@ from workers.metrics_exporter import build_registry
 from workers.settings import Settings, get_settings
 
 
-class AckSpy(Message):  # type: ignore[misc]
+class AckSpy(Message):
     """A real kombu message that records its ack instead of talking to a channel."""
 
     acks = 0

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,8 +22,8 @@ DOC = Path(__file__).resolve().parents[3] / "docs" / "job-states.md"
 
 
 @pytest.fixture
-def store(session_redis: RedisServer) -> Iterator[JobStore]:
-    yield JobStore(session_redis.client(), prefix=f"l{uuid.uuid4().hex[:8]}")
+def store(session_redis: RedisServer) -> JobStore:
+    return JobStore(session_redis.client(), prefix=f"l{uuid.uuid4().hex[:8]}")
 
 
 def test_every_transition_of_the_code_is_a_move_the_state_table_allows() -> None:

@@ -5,7 +5,6 @@ once. Every test runs on the classic layout and on the sharded (Redis Cluster) l
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
@@ -24,9 +23,9 @@ RETENTION_S = 1000
 
 
 @pytest.fixture(params=[0, 4], ids=["one-redis", "sharded"])
-def store(request: pytest.FixtureRequest, session_redis: RedisServer) -> Iterator[JobStore]:
+def store(request: pytest.FixtureRequest, session_redis: RedisServer) -> JobStore:
     """A store on its own key prefix of the session's redis-server."""
-    yield JobStore(
+    return JobStore(
         session_redis.client(),
         prefix=f"t{uuid.uuid4().hex[:8]}",
         retention_s=RETENTION_S,
@@ -154,7 +153,7 @@ def test_create_eval_args_create_the_same_record_in_a_pipeline_another_library_r
     job_id = _new_id()
     stamped, command = store.create_eval_args(JobRecord(job_id=job_id, batch_id="b1"))
     pipe = store.redis.pipeline(transaction=False)
-    pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+    pipe.execute_command(*command)
     assert pipe.execute() == [[1]]
     assert store.get(job_id) == stamped
     assert _indexed_in(store, job_id) == {JobState.QUEUED: stamped.updated_at}

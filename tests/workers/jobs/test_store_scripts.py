@@ -43,7 +43,7 @@ def _monitored_calls(server: RedisServer, work: Callable[[], None]) -> list[Scri
     Each script call is followed by an ``ECHO`` mark from the same client, so a call and
     its commands are grouped whatever order a Redis version prints them in.
     """
-    monitor = redis.Redis.from_url(server.url).monitor()  # type: ignore[no-untyped-call]
+    monitor = redis.Redis.from_url(server.url).monitor()
     monitor._start_monitor()
     try:
         work()
@@ -116,7 +116,7 @@ def _lifecycle(store: JobStore, server: RedisServer) -> Callable[[], None]:
         step(lambda: durable.apply(lifecycle.CLAIM_SUBMIT, other, durable=True))
         _, command = store.create_eval_args(JobRecord(job_id=uuid.uuid4().hex))
         # the one-round-trip enqueue's way (producers/publish.py)
-        step(lambda: store.redis.execute_command(*command))  # type: ignore[no-untyped-call]
+        step(lambda: store.redis.execute_command(*command))
 
     return work
 

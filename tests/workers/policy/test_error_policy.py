@@ -17,11 +17,22 @@ from workers.evolink.errors import (
 from workers.policy.errors import STATUS_ACTIONS, Action, action_for
 
 
-@pytest.mark.parametrize("status, action", [
-    (400, Action.FAIL), (401, Action.STOP_AND_ALERT), (402, Action.PAUSE_SUBMISSIONS),
-    (403, Action.FAIL), (404, Action.FAIL), (413, Action.FAIL), (429, Action.RETRY),
-    (500, Action.RETRY), (502, Action.RETRY), (503, Action.RETRY), (504, Action.RETRY),
-])
+@pytest.mark.parametrize(
+    ("status", "action"),
+    [
+        (400, Action.FAIL),
+        (401, Action.STOP_AND_ALERT),
+        (402, Action.PAUSE_SUBMISSIONS),
+        (403, Action.FAIL),
+        (404, Action.FAIL),
+        (413, Action.FAIL),
+        (429, Action.RETRY),
+        (500, Action.RETRY),
+        (502, Action.RETRY),
+        (503, Action.RETRY),
+        (504, Action.RETRY),
+    ],
+)
 def test_each_http_status_maps_to_its_action(status: int, action: Action) -> None:
     error = error_for_status(status)("x", status_code=status)
     assert action_for(error) is action

@@ -31,8 +31,9 @@ def test_exactly_one_worker_wins_each_probe(redis_server: RedisServer) -> None:
     breaker.trip(kind="quota", code="insufficient_quota", message="x")
     time.sleep(0.25)
     wins: list[bool] = []
-    threads = [threading.Thread(target=lambda: wins.append(breaker.may_submit()[0]))
-               for _ in range(16)]
+    threads = [
+        threading.Thread(target=lambda: wins.append(breaker.may_submit()[0])) for _ in range(16)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -10,8 +10,18 @@ from workers.resilience.credits import CreditLedger
 from workers.settings import Settings
 
 
-def _producer(redis_server: RedisServer, **limits: float) -> Producer:
-    return Producer(Settings(broker_url=redis_server.url, **limits))
+def _producer(
+    redis_server: RedisServer,
+    *,
+    credit_limit_daily: float = 0.0,
+    credit_limit_daily_per_producer: float = 0.0,
+) -> Producer:
+    settings = Settings(
+        broker_url=redis_server.url,
+        credit_limit_daily=credit_limit_daily,
+        credit_limit_daily_per_producer=credit_limit_daily_per_producer,
+    )
+    return Producer(settings)
 
 
 def test_todays_spend_adds_up_per_day_and_per_producer(redis_server: RedisServer) -> None:

@@ -32,8 +32,9 @@ def test_the_bucket_is_shared_by_every_process(redis_server: RedisServer) -> Non
     # Given four processes racing for the same 10-token bucket
     out: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
     started = time.monotonic()
-    procs = [multiprocessing.Process(target=_take, args=(redis_server.url, 20, out))
-             for _ in range(4)]
+    procs = [
+        multiprocessing.Process(target=_take, args=(redis_server.url, 20, out)) for _ in range(4)
+    ]
     for proc in procs:
         proc.start()
     for proc in procs:

@@ -11,8 +11,6 @@ from typing import Any
 import httpcore
 import pytest
 
-from workers.security import netguard
-
 
 class FakeDns:
     """Answers for chosen names; everything else must be a numeric literal (no real DNS)."""
@@ -21,7 +19,7 @@ class FakeDns:
         self.answers: dict[str, list[str]] = {}
         self.queries: list[str] = []
         self._real = socket.getaddrinfo
-        monkeypatch.setattr(netguard.socket, "getaddrinfo", self.getaddrinfo)
+        monkeypatch.setattr("workers.security.netguard.socket.getaddrinfo", self.getaddrinfo)
 
     def add(self, name: str, *addresses: str) -> None:
         self.answers[name] = list(addresses)

@@ -197,7 +197,9 @@ def test_socket_reads_stop_at_the_deadline(loopback_server: str) -> None:
 
 def test_connect_errors_from_every_address_surface_as_connect_error(dns: FakeDns) -> None:
     class Refusing(SpyBackend):
-        def connect_tcp(self, host: str, port: int, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        def connect_tcp(
+            self, host: str, port: int, *args: object, **kwargs: object
+        ) -> httpcore.NetworkStream:
             self.connects.append((host, port))
             raise httpcore.ConnectError("refused")
 
@@ -251,7 +253,7 @@ def tls_server(tmp_path: Any) -> Iterator[tuple[int, bytes, list[str | None]]]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
     sni: list[str | None] = []
-    context.sni_callback = lambda _sock, name, _ctx: sni.append(name)  # type: ignore[assignment,misc]
+    context.sni_callback = lambda _sock, name, _ctx: sni.append(name)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     server.daemon_threads = True
     server.stall = threading.Event()  # type: ignore[attr-defined]

@@ -175,9 +175,9 @@ def test_policy_normalises_entries_and_rejects_nonsense() -> None:
 
     assert policy.allowed_hosts == ("files.vendor.test", "::1", "*.cdn.example.com")
     for bad in ("*", "*.10.0.0.1", "0x7f.1", "https://x.com/"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="allowed host"):
             UrlPolicy((bad,))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="max_redirects must be >= 0"):
         UrlPolicy((), max_redirects=-1)
 
 

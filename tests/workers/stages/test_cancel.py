@@ -6,13 +6,14 @@ import pytest
 
 from tests.workers.stages.conftest import StepLog, claim_submit, new_job, submitted_job
 from workers.jobs import lifecycle
+from workers.jobs.record import JobError
 from workers.jobs.state import JobState
 from workers.runtime import Runtime
 from workers.stages import download as download_stage
 from workers.stages import poll as poll_stage
 from workers.stages import submit as submit_stage
 from workers.stages.cancel import NotCancellableError, cancel_job
-from workers.stages.common import JobError, fail_job
+from workers.stages.common import fail_job
 
 
 def _job_in(rt: Runtime, steps: StepLog, state: JobState) -> str:

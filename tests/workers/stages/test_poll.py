@@ -51,6 +51,7 @@ def test_a_poll_past_the_deadline_fails_deadline_exceeded_and_keeps_the_task_id(
     assert failed.error is not None and failed.error.code == "deadline_exceeded"
     assert failed.error.retryable is True
     assert failed.evolink_task_id == record.evolink_task_id
+    assert record.evolink_task_id is not None
     assert record.evolink_task_id in failed.error.message
     assert emulator_server.stats()["queries_total"] == queries  # no query after the deadline
 

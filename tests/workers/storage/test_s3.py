@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from minio.datatypes import Upload
 
 from tests.support.s3_server import S3Server
 from tests.workers.storage.helpers import chunked, image_bytes
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.integration
 META = object_metadata(job_id="job-1", evolink_task_id="task-abc", prompt="a cat")
 
 
-def pending_uploads(server: S3Server) -> list[object]:
+def pending_uploads(server: S3Server) -> list[Upload]:
     """Multipart uploads started but neither completed nor aborted."""
     result = server.minio()._list_multipart_uploads(server.bucket)
     return list(result.uploads)
