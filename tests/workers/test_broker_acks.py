@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from kombu import Connection
+from kombu.connection import Connection
 
 from tests.support.redis_server import RedisServer
 from workers.startup import patch_kombu

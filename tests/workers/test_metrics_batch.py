@@ -54,7 +54,9 @@ def test_nested_batches_join_the_outer_one(
 
 
 def test_a_histogram_observation_is_two_increments_and_the_count_is_the_buckets_total(
-    settings: Settings, redis_server, metrics_on: None  # noqa: F811
+    settings: Settings,  # noqa: F811 - the imported fixture
+    redis_server,
+    metrics_on: None,
 ) -> None:
     with metrics.batched():
         metrics.polls_per_job(3)
