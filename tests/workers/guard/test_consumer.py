@@ -145,3 +145,22 @@ def test_on_rabbitmq_task_events_keep_celerys_own_flush() -> None:
     consumer._flush_events_promise = "celery's flush"
     consumer.on_send_event_buffered()
     assert consumer.hub.soon == ["celery's flush"] and consumer.hub.later == []
+
+
+def test_a_shutdown_publishes_the_buffered_events_before_celery_closes_the_dispatcher(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from celery.worker.consumer import Consumer
+
+    from workers.guard.consumer import GuardedConsumer
+
+    consumer = GuardedConsumer.__new__(GuardedConsumer)
+    consumer.event_dispatcher = _Dispatcher()
+    order: list[str] = []
+    monkeypatch.setattr(
+        Consumer,
+        "shutdown",
+        lambda self: order.append(f"closed after {self.event_dispatcher.flushes}"),
+    )
+    consumer.shutdown()
+    assert order == ["closed after 1"]
