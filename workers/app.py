@@ -46,7 +46,21 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     config = _base_config(settings)
     if is_sentinel_url(settings.broker_url):
         config.update(sentinel_broker_config(settings))
+    elif settings.broker_url.startswith("rediss://"):
+        config["broker_use_ssl"] = broker_tls(settings)
     return config
+
+
+def broker_tls(settings: Settings) -> dict[str, Any]:
+    """kombu's TLS options for a ``rediss://`` or TLS Sentinel broker: certificates
+    verified, against NBQ_REDIS_TLS_CA_FILE when set (Celery refuses ``rediss://``
+    without ``ssl_cert_reqs``)."""
+    import ssl
+
+    return {
+        "ssl_cert_reqs": ssl.CERT_REQUIRED,
+        **({"ssl_ca_certs": settings.redis_tls_ca_file} if settings.redis_tls_ca_file else {}),
+    }
 
 
 def sentinel_broker_config(settings: Settings) -> dict[str, Any]:
@@ -73,12 +87,7 @@ def sentinel_broker_config(settings: Settings) -> dict[str, Any]:
         },
     }
     if settings.redis_sentinel_tls:
-        import ssl
-
-        config["broker_use_ssl"] = {
-            "ssl_cert_reqs": ssl.CERT_REQUIRED,
-            **({"ssl_ca_certs": settings.redis_tls_ca_file} if settings.redis_tls_ca_file else {}),
-        }
+        config["broker_use_ssl"] = broker_tls(settings)
     return config
 
 

@@ -18,8 +18,8 @@ the same way everywhere, without a restart:
   ``NBQ_REDIS_PASSWORD`` is used when the URL has none; ``NBQ_REDIS_SENTINEL_PASSWORD``
   is the sentinels' own (``requirepass`` in sentinel.conf). Both accept ``_FILE``.
 - ``NBQ_REDIS_SENTINEL_TLS`` turns on TLS to the sentinels and the data nodes
-  (``NBQ_REDIS_TLS_CA_FILE`` to trust a private CA); ``rediss://`` does the same for a
-  plain URL.
+  (``NBQ_REDIS_TLS_CA_FILE`` to trust a private CA); ``rediss://`` (and
+  ``rediss+cluster://``) does the same for a plain URL, with the same CA file.
 
 Plain ``redis://`` URLs keep redis-py's own defaults (as before this module).
 """
@@ -177,6 +177,8 @@ def redis_client(
     extra: dict[str, Any] = {}
     if settings.redis_password is not None and not urlsplit(url).password:
         extra["password"] = settings.redis_password.get_secret_value()
+    if url.startswith("rediss://") and settings.redis_tls_ca_file and "ssl_ca_certs=" not in url:
+        extra["ssl_ca_certs"] = settings.redis_tls_ca_file  # a private CA to trust
     return redis.Redis.from_url(
         url,
         socket_timeout=socket_timeout,
@@ -219,6 +221,7 @@ def cluster_client(
         socket_timeout=socket_timeout,
         socket_connect_timeout=connect_timeout,
         ssl=url.startswith("rediss+"),
+        ssl_ca_certs=settings.redis_tls_ca_file if url.startswith("rediss+") else None,
         retry=failover_retry(settings),
     )
 
