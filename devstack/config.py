@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
 
 from workers.settings import ENV_PREFIX, Settings, load_settings
+from workers.urls import masked_url
 
 #: Pipeline timing matched to the emulator's time scale (a 1K image takes about 1 s).
 #: Applied only to variables the user has not set.
@@ -37,13 +37,7 @@ def field_name(variable: str) -> str:
 
 def redact_url(url: str) -> str:
     """The URL with any password replaced by ``<password>``, fit to print."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:<password>@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    return masked_url(url, mask="<password>")
 
 
 @dataclass

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from workers.cli.common import err_console, safe_url
+from workers.cli.common import err_console
 from workers.contract import TASK_GENERATE, TASK_QUEUES
+from workers.urls import masked_url
 
 if TYPE_CHECKING:
     from producers.api import Producer
@@ -39,7 +40,7 @@ def warn_if_unconsumed(producer: Producer) -> bool:
         return False
     err_console.print(
         f"[yellow]warning:[/yellow] no worker answered for queue {queue!r} on "
-        f"{safe_url(producer.settings.broker_url)} within {PING_TIMEOUT_S}s; the job "
+        f"{masked_url(producer.settings.broker_url)} within {PING_TIMEOUT_S}s; the job "
         "waits in the queue until one starts (nbq worker --queues submit,poll,download)",
         highlight=False,
     )

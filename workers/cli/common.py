@@ -6,31 +6,19 @@ import functools
 import json
 from collections.abc import Callable
 from typing import Any, NoReturn, ParamSpec, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from workers.settings import ConfigError
+from workers.urls import masked_url
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 console = Console()
 err_console = Console(stderr=True)
-
-
-def safe_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (safe to print)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def _connection_errors() -> tuple[type[BaseException], ...]:
@@ -70,7 +58,7 @@ def describe_connection_error(exc: BaseException) -> str:
     try:
         settings = get_settings()
         urls = dict.fromkeys(
-            [safe_url(settings.broker_url), safe_url(settings.job_store_url)]
+            [masked_url(settings.broker_url), masked_url(settings.job_store_url)]
         )  # one entry when the store shares the broker
         where = " / ".join(urls)
     except ConfigError:

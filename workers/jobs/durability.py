@@ -22,7 +22,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
@@ -30,6 +29,7 @@ from workers import metrics
 from workers.jobs.state import ACTIVE_STATES, JobState
 from workers.logs import get_logger
 from workers.settings import ConfigError
+from workers.urls import masked_url
 
 log = get_logger("nbq.store")
 
@@ -41,20 +41,6 @@ PAID_STATES = (JobState.SUBMITTING, JobState.GENERATING, JobState.DOWNLOADING)
 
 class VolatileStoreError(ConfigError):
     """The store would lose job records on a restart (or evicts them); refused at start."""
-
-
-def safe_url(url: str) -> str:
-    """``url`` without its password (``redis://:***@host:port/0``)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable url>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit((parts.scheme, f"{user}:***@{host}{port}", parts.path, "", ""))
 
 
 @dataclass(frozen=True)
@@ -129,7 +115,7 @@ def check_persistence(
     the store unreachable: logged, never fatal here; the first real operation reports an
     unreachable store anyway).
     """
-    where = safe_url(url)
+    where = masked_url(url)
     try:
         found = read_persistence(client)
     except redis.ResponseError as exc:
@@ -242,7 +228,7 @@ class EpochWatcher:
                 raw, *replies = pipe.execute()
             except (redis.RedisError, OSError) as exc:
                 log.warning(
-                    "store_epoch_unchecked", store=safe_url(self.url), error=type(exc).__name__
+                    "store_epoch_unchecked", store=masked_url(self.url), error=type(exc).__name__
                 )
                 return False
             current = raw.decode() if isinstance(raw, bytes) else raw
@@ -260,7 +246,7 @@ class EpochWatcher:
                     # process was not watching.
                     log.warning(
                         "store_epoch_created" if created else "store_epoch_adopted",
-                        store=safe_url(self.url),
+                        store=masked_url(self.url),
                         epoch=current,
                         detail="no epoch marker: a new store, or one that lost its data "
                         "while no worker was watching",
@@ -293,7 +279,7 @@ class EpochWatcher:
         paid = sum(before.get(s.value, 0) for s in PAID_STATES)
         log.error(
             "store_reset_detected",
-            store=safe_url(self.url),
+            store=masked_url(self.url),
             lost_epoch=lost_epoch,
             new_epoch=current,
             active_jobs_at_last_check=sum(before.values()),
