@@ -29,7 +29,6 @@ from producers.errors import (
     CreditBudgetExceededError,
     EnqueueUncertainError,
     InvalidRequestError,
-    JobNotCancellableError,
     JobNotFoundError,
     JobNotStoredError,
     WaitTimeoutError,
@@ -53,7 +52,7 @@ from workers.logs import get_logger
 from workers.resilience.credits import CreditLedger
 from workers.runtime import Runtime
 from workers.settings import Settings, get_settings
-from workers.stages.cancel import NotCancellableError, cancel_job
+from workers.stages.cancel import cancel_job
 from workers.stages.intake import describe_validation_error, intake
 from workers.stages.steps import Adopt, Generate, Submit
 from workers.startup import configure_process
@@ -133,8 +132,9 @@ class Producer:
         self._manifests: ObjectStore | None = None  # status fallback (lookup)
         # Refuse a store that would lose jobs silently (NBQ_ALLOW_VOLATILE_STORE=true
         # accepts). After configure_process: it sends the project's logs to stderr, so a
-        # warning here never mixes into a command's --json output.
-        configure_process(self.settings)
+        # warning here never mixes into a command's --json output (unless the host
+        # service configured structlog itself: then its configuration stays).
+        configure_process(self.settings, keep_host_logging=True)
         check_settings_stores(self.runtime.settings, store_client=self.runtime.redis)
 
     def enqueue(
@@ -294,10 +294,7 @@ class Producer:
             return None
 
     def cancel(self, job_id: str) -> JobRecord:
-        try:
-            return cancel_job(self.runtime.store, job_id)
-        except NotCancellableError as exc:
-            raise JobNotCancellableError(str(exc)) from None
+        return cancel_job(self.runtime.store, job_id)
 
     def retry(self, job_id: str, *, accept_may_pay_twice: bool = False) -> JobRecord:
         """Re-send a failed job's create (``nbq retry``); the job goes back to ``queued``.

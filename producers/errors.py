@@ -16,9 +16,10 @@
 
 from __future__ import annotations
 
-# Raised by the job store and the manual actions too: one class each, defined beside them.
+# Raised by the job store, cancel and the manual actions too: one class each, defined beside them.
 from workers.jobs.errors import (
     JobActionRefusedError,
+    JobNotCancellableError,
     JobNotFoundError,
     MayPayTwiceError,
     ProducerError,
@@ -45,10 +46,6 @@ class InvalidRequestError(ProducerError, ValueError):
 
 
 class CreditBudgetExceededError(ProducerError):
-    pass
-
-
-class JobNotCancellableError(ProducerError):
     pass
 
 

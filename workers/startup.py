@@ -26,25 +26,40 @@ from workers.settings import Settings, get_settings
 _configured = False
 
 
-def configure_process(settings: Settings | None = None) -> None:
+def configure_process(settings: Settings | None = None, *, keep_host_logging: bool = False) -> None:
     """Structured logs to stderr with every configured secret redacted, and the kombu fix.
 
-    Once per process: a second call (a second Producer) changes nothing.
+    Once per process: a second call (a second Producer) changes nothing. With
+    ``keep_host_logging`` (``Producer()``), a process that configured structlog itself
+    keeps its configuration: an embedding service's logging is its own. The secrets are
+    still registered, for ``workers.logs.redact_processor`` in the host's chain.
     """
     global _configured
     if _configured:
         return
     _configured = True
-    configure_logging(settings or get_settings())
+    import structlog
+
+    settings = settings or get_settings()
+    if keep_host_logging and structlog.is_configured():
+        register_secrets(settings)
+    else:
+        configure_logging(settings)
     patch_kombu()
 
 
 def configure_logging(settings: Settings) -> None:
     """structlog to stderr at ``NBQ_LOG_LEVEL``; every secret in the settings redacted."""
     from workers.logs import configure_logging as configure_structlog
-    from workers.logs import register_secret
 
     configure_structlog(settings.log_level, json=settings.log_json)
+    register_secrets(settings)
+
+
+def register_secrets(settings: Settings) -> None:
+    """Every secret the settings hold, known to the log redaction."""
+    from workers.logs import register_secret
+
     for secret in (
         settings.evolink_api_key,
         settings.s3_secret_key,

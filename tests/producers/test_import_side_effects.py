@@ -1,7 +1,8 @@
 """Importing the producer API (or the Celery app module) changes nothing in the process.
 
 A service that embeds ``Producer`` keeps its own logging, signal handlers and libraries:
-configuration happens when a worker starts or a Producer is built, never at import.
+configuration happens when a worker starts or a Producer is built, never at import,
+and a Producer leaves a structlog configuration its host made alone.
 Each check runs in a fresh interpreter, since this test process imported everything.
 """
 
@@ -14,6 +15,7 @@ import sys
 import pytest
 
 from tests.support.procs import ROOT
+from tests.support.redis_server import RedisServer
 
 #: Prints what an import could have changed, as JSON, after running ``IMPORT``.
 PROBE = """
@@ -79,3 +81,49 @@ def test_the_app_reads_its_settings_when_first_used() -> None:
     assert app.conf.task_default_queue == "submit"
     assert app.conf.imports == ("workers.tasks",)
     assert app.conf.broker_url == "redis://127.0.0.1:1/0"
+
+
+#: Builds a Producer in a process whose structlog is configured, or not, by its host.
+HOST = """
+import json, structlog
+from producers import Producer
+from workers import logs
+HOST_CONFIG
+processors_before = [repr(p) for p in structlog.get_config()["processors"]]
+Producer()
+print(json.dumps({
+    "configured": structlog.is_configured(),
+    "host_processors_kept": [repr(p) for p in structlog.get_config()["processors"]]
+    == processors_before,
+    "secret_known": "sk-host-test-key" in logs._SECRETS,
+}))
+"""
+
+
+@pytest.mark.parametrize("host_configures_structlog", [True, False], ids=["host", "no-host"])
+def test_a_producer_keeps_the_logging_its_host_service_configured(
+    session_redis: RedisServer, host_configures_structlog: bool
+) -> None:
+    """An embedding service's structlog chain stays its own; the secrets are registered
+    either way, for ``workers.logs.redact_processor`` in whichever chain runs."""
+    host = "structlog.configure(processors=[structlog.processors.JSONRenderer()])"
+    code = HOST.replace("HOST_CONFIG", host if host_configures_structlog else "")
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "NBQ_BROKER_URL": session_redis.url,
+        "NBQ_EVOLINK_API_KEY": "sk-host-test-key",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert json.loads(out) == {
+        "configured": True,
+        "host_processors_kept": host_configures_structlog,
+        "secret_known": True,
+    }

@@ -1,6 +1,6 @@
 """Errors about a job that reach a producer's caller unchanged, defined once.
 
-The job store and the manual actions (``workers/stages/manual.py``) raise them and the
+The job store, cancel and the manual actions (``workers/stages/manual.py``) raise them and the
 producer API (``producers.errors`` re-exports them) lets them through, so a caller catches
 one class whichever layer noticed. They live here, not in ``producers``, because
 ``workers`` never imports ``producers``.
@@ -18,6 +18,10 @@ class JobNotFoundError(ProducerError, KeyError):
 
     def __str__(self) -> str:
         return f"job {self.args[0]!r} not found"
+
+
+class JobNotCancellableError(ProducerError):
+    """The job already ended (stored or failed): there is nothing to cancel."""
 
 
 class JobActionRefusedError(ProducerError):

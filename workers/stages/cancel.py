@@ -8,13 +8,10 @@ chain ends at its next hop, a download's final transition fails.
 from __future__ import annotations
 
 from workers.jobs import lifecycle
+from workers.jobs.errors import JobNotCancellableError
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 from workers.jobs.store import JobNotFoundError, JobStore
-
-
-class NotCancellableError(Exception):
-    """The job already ended (stored or failed): there is nothing to cancel."""
 
 
 def cancel_job(store: JobStore, job_id: str, *, reason: str = "cancelled by request") -> JobRecord:
@@ -24,7 +21,7 @@ def cancel_job(store: JobStore, job_id: str, *, reason: str = "cancelled by requ
     if not applied:
         if record.state is JobState.CANCELLED:
             return record
-        raise NotCancellableError(
+        raise JobNotCancellableError(
             f"job {job_id} is already {record.state.value}; "
             "only queued or in-flight jobs can be cancelled"
         )

@@ -6,13 +6,14 @@ import pytest
 
 from tests.workers.stages.conftest import StepLog, claim_submit, new_job, submitted_job
 from workers.jobs import lifecycle
+from workers.jobs.errors import JobNotCancellableError
 from workers.jobs.record import JobError
 from workers.jobs.state import JobState
 from workers.runtime import Runtime
 from workers.stages import download as download_stage
 from workers.stages import poll as poll_stage
 from workers.stages import submit as submit_stage
-from workers.stages.cancel import NotCancellableError, cancel_job
+from workers.stages.cancel import cancel_job
 from workers.stages.common import fail_job
 
 
@@ -53,6 +54,6 @@ def test_cancelling_an_active_job_ends_it_and_every_later_stage_is_a_no_op(
 def test_an_ended_job_cannot_be_cancelled(rt: Runtime, steps: StepLog) -> None:
     job_id = new_job(rt)
     fail_job(rt, job_id, JobError(code="test_failure", message="failed on purpose"))
-    with pytest.raises(NotCancellableError, match="already failed"):
+    with pytest.raises(JobNotCancellableError, match="already failed"):
         cancel_job(rt.store, job_id)
     assert rt.store.require(job_id).state is JobState.FAILED

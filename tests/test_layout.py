@@ -1,0 +1,61 @@
+"""The layout docs/architecture.md draws: who may import whom, one name per exception."""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("producers", "workers", "devstack", "emulator", "benchmarks")
+
+#: What each package may import of the others (docs/architecture.md, "Layout").
+ALLOWED = {
+    "producers": {"workers"},
+    "workers": set(),
+    "devstack": {"producers", "workers"},
+    "emulator": set(),
+    "benchmarks": {"devstack", "producers", "workers"},
+}
+
+#: ``nbq`` itself: it lets each part register its own commands (docs/architecture.md).
+ASSEMBLER = Path("producers/cli/main.py")
+
+
+def _modules(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+def _imported_packages(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found & set(PACKAGES)
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_a_package_imports_only_what_the_layout_allows(package: str) -> None:
+    wrong = {
+        str(path.relative_to(ROOT)): sorted(extra)
+        for path in _modules(package)
+        if path.relative_to(ROOT) != ASSEMBLER
+        and (extra := _imported_packages(path) - ALLOWED[package] - {package})
+    }
+    assert wrong == {}
+
+
+def test_every_exception_class_has_one_name_across_the_packages() -> None:
+    """A caller catches one class whichever layer noticed (``workers/jobs/errors.py``)."""
+    defined: dict[str, list[str]] = defaultdict(list)
+    for package in PACKAGES:
+        for path in _modules(package):
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                if isinstance(node, ast.ClassDef) and node.name.endswith(("Error", "Exception")):
+                    defined[node.name].append(str(path.relative_to(ROOT)))
+    assert {name: where for name, where in defined.items() if len(where) > 1} == {}
+    assert "JobNotCancellableError" in defined
