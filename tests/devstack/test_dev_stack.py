@@ -12,6 +12,8 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -94,12 +96,16 @@ def test_demo_then_exit_prints_urls_exports_and_three_stored_jobs() -> None:
     assert not logs_dir(output).exists()
 
 
-@pytest.mark.integration
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
-def test_a_stop_signal_stops_every_child_and_removes_the_temp_dir(
-    tmp_path: Path, sig: signal.Signals
-) -> None:
-    # Given a running `nbq dev` (no demo)
+@dataclass
+class RunningDev:
+    proc: subprocess.Popen[bytes]
+    out_path: Path
+    children: list[psutil.Process]
+
+
+@contextlib.contextmanager
+def running_dev(tmp_path: Path) -> Iterator[RunningDev]:
+    """``nbq dev`` (no demo) up to "Press Ctrl-C to stop"; killed with its children after."""
     out_path = tmp_path / "dev.out"
     with open(out_path, "wb") as out:
         proc = subprocess.Popen(
@@ -113,19 +119,9 @@ def test_a_stop_signal_stops_every_child_and_removes_the_temp_dir(
             what="nbq dev to be up",
         )
         assert proc.poll() is None, out_path.read_text()
-        children = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
-        assert len(children) >= 6  # redis, moto, emulator, worker, flower, metrics
-
-        # When Ctrl-C (or SIGTERM) arrives
-        proc.send_signal(sig)
-        returncode = proc.wait(timeout=90)
-
-        # Then it exits cleanly and no child outlives it
-        output = out_path.read_text()
-        assert returncode == 0, output
-        assert f"{sig.name} received, stopping" in output
-        assert [pid for pid in children if not gone(pid)] == []
-        assert not logs_dir(output).exists()
+        kids = psutil.Process(proc.pid).children(recursive=True)
+        children = [c.pid for c in kids]
+        yield RunningDev(proc, out_path, kids)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -134,38 +130,42 @@ def test_a_stop_signal_stops_every_child_and_removes_the_temp_dir(
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_a_stop_signal_stops_every_child_and_removes_the_temp_dir(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    # Given a running `nbq dev` (no demo)
+    with running_dev(tmp_path) as dev:
+        children = [c.pid for c in dev.children]
+        assert len(children) >= 6  # redis, moto, emulator, worker, flower, metrics
+
+        # When Ctrl-C (or SIGTERM) arrives
+        dev.proc.send_signal(sig)
+        returncode = dev.proc.wait(timeout=90)
+
+        # Then it exits cleanly and no child outlives it
+        output = dev.out_path.read_text()
+        assert returncode == 0, output
+        assert f"{sig.name} received, stopping" in output
+        assert [pid for pid in children if not gone(pid)] == []
+        assert not logs_dir(output).exists()
+
+
+@pytest.mark.integration
 def test_a_child_that_dies_stops_the_stack_with_exit_code_1(tmp_path: Path) -> None:
     # Given a running `nbq dev`
-    out_path = tmp_path / "dev.out"
-    with open(out_path, "wb") as out:
-        proc = subprocess.Popen(
-            dev_command(), env=clean_env(), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
-        )
-    children: list[int] = []
-    try:
-        wait_until(
-            lambda: b"Press Ctrl-C to stop" in out_path.read_bytes() or proc.poll() is not None,
-            timeout_s=120,
-            what="nbq dev to be up",
-        )
-        kids = psutil.Process(proc.pid).children(recursive=True)
-        children = [c.pid for c in kids]
-        (flower,) = [c for c in kids if "flower" in c.cmdline()]
+    with running_dev(tmp_path) as dev:
+        (flower,) = [c for c in dev.children if "flower" in c.cmdline()]
 
         # When Flower dies on its own
         flower.kill()
-        returncode = proc.wait(timeout=90)
+        returncode = dev.proc.wait(timeout=90)
 
         # Then the rest is stopped, with a message naming Flower
-        output = out_path.read_text()
+        output = dev.out_path.read_text()
         assert returncode == 1, output
         assert "flower exited" in output
-        assert [pid for pid in children if not gone(pid)] == []
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        kill_leftovers(children)
+        assert [c.pid for c in dev.children if not gone(c.pid)] == []
 
 
 @pytest.mark.integration
