@@ -386,7 +386,9 @@ def test_a_sum_reads_back_as_the_double_python_computes(session_redis: RedisServ
     store.create(JobRecord(job_id="j1"))
     total = 0.0
     for amount in (0.1, 0.2, 1e-7, 2.5, 1 / 3):
-        moved, applied = store.apply(lifecycle.NOTE_WAITING, "j1", incr={"credits_reserved": amount})
+        moved, applied = store.apply(
+            lifecycle.NOTE_WAITING, "j1", incr={"credits_reserved": amount}
+        )
         total += amount
         assert applied and moved is not None and moved.credits_reserved == total
         assert store.require("j1").credits_reserved == total
