@@ -36,15 +36,18 @@
 --   n_expect,  n_expect x (field, value)  each field must hold exactly value
 --                                         ('' = the field must be absent or empty)
 --   n_set,     n_set x (field, value)     fields to write (HSET)
---   n_incr,    n_incr x (field, amount)   fields to add amount to (HINCRBYFLOAT)
---   n_unset,   n_unset x field            fields to remove (HDEL)
+--   n_incr,    n_incr x (field, amount)   fields to add amount to (HINCRBYFLOAT's
+--                                         arithmetic, done here and written with the
+--                                         one HSET: no command per increment)
+--   n_unset,   n_unset x field            fields to remove (HDEL, only those present)
 --
 -- Returns {applied, fields}: applied 1 if the change was made (or was made by this same
 -- call's first run), 0 if a check failed; fields is the record after the call (flat
 -- field, value list, in no particular order: the one HGETALL before the write with the
 -- write applied in Lua), {} if the job does not exist (then applied is 0).
 -- Error reply "nbq: illegal move <state> -> <to_state>" (nothing written) if the checks
--- passed but the state table has no such move.
+-- passed but the state table has no such move; "nbq: not a number: <field>" (nothing
+-- written) if an increment's field or amount is not a number, or the sum is not finite.
 local moves = {--[[TRANSITIONS]]}
 local key = KEYS[1]
 local counter_key = KEYS[2]
@@ -84,13 +87,41 @@ if not ok then return {0, flat} end
 if to_state ~= '' and not (moves[state] or {})[to_state] then
   return redis.error_reply('nbq: illegal move ' .. state .. ' -> ' .. to_state)
 end
--- One write: the fields, the new state and its time, the stamp.
+-- One write: the fields, the increments, the new state and its time, the stamp.
 local n_set = tonumber(ARGV[i]); i = i + 1
 local sets = {}
 for j = 1, 2 * n_set do sets[j] = ARGV[i + j - 1] end
 i = i + 2 * n_set
+for j = 1, #sets, 2 do record[sets[j]] = sets[j + 1] end
 local n_incr = tonumber(ARGV[i]); i = i + 1
-local incr_at = i; i = i + 2 * n_incr
+-- An increment is added here and written with the HSET below (no HINCRBYFLOAT each):
+-- the script is atomic, so it is the same read-add-write. The sum is written as
+-- HINCRBYFLOAT would (an integer without a fraction), else as the shortest of 15..17
+-- significant digits that reads back as the same double: the sum Python would compute
+-- (HINCRBYFLOAT adds in long double, which can differ in the 17th digit).
+for j = 0, n_incr - 1 do
+  local field = ARGV[i + 2 * j]
+  local current = tonumber(record[field] or '0')
+  local amount = tonumber(ARGV[i + 2 * j + 1])
+  if not current or not amount then
+    return redis.error_reply('nbq: not a number: ' .. field)
+  end
+  local sum = current + amount
+  if sum ~= sum or sum == math.huge or sum == -math.huge then
+    return redis.error_reply('nbq: not a number: ' .. field)
+  end
+  local text
+  if sum == math.floor(sum) and math.abs(sum) < 1e15 then
+    text = string.format('%d', sum)
+  else
+    text = string.format('%.15g', sum)
+    if tonumber(text) ~= sum then text = string.format('%.16g', sum) end
+    if tonumber(text) ~= sum then text = string.format('%.17g', sum) end
+  end
+  record[field] = text
+  sets[#sets + 1] = field; sets[#sets + 1] = text
+end
+i = i + 2 * n_incr
 local n_unset = tonumber(ARGV[i]); i = i + 1
 local new_state = state
 if to_state ~= '' then
@@ -98,21 +129,23 @@ if to_state ~= '' then
   if to_state ~= state then
     sets[#sets + 1] = 'state'; sets[#sets + 1] = to_state
     sets[#sets + 1] = 't_' .. to_state; sets[#sets + 1] = now
+    record['state'] = to_state; record['t_' .. to_state] = now
     if index_of[state] then redis.call('ZREM', index_of[state], job_id) end
     redis.call('HINCRBY', counter_key, '["' .. to_state .. '"]', 1)
   end
 end
 sets[#sets + 1] = 'updated_at'; sets[#sets + 1] = now
+record['updated_at'] = now
 redis.call('HSET', key, unpack(sets))
-for j = 1, #sets, 2 do record[sets[j]] = sets[j + 1] end
-for j = 0, n_incr - 1 do
-  local field = ARGV[incr_at + 2 * j]
-  record[field] = redis.call('HINCRBYFLOAT', key, field, ARGV[incr_at + 2 * j + 1])
+-- Only the fields that are there: an HDEL of absent fields would be a command for nothing.
+local present = {}
+for j = i, i + n_unset - 1 do
+  if record[ARGV[j]] then
+    present[#present + 1] = ARGV[j]
+    record[ARGV[j]] = nil
+  end
 end
-if n_unset > 0 then
-  redis.call('HDEL', key, unpack(ARGV, i, i + n_unset - 1))
-  for j = i, i + n_unset - 1 do record[ARGV[j]] = nil end
-end
+if #present > 0 then redis.call('HDEL', key, unpack(present)) end
 if index_of[new_state] then
   redis.call('ZADD', index_of[new_state], now, job_id)
   -- Back to work from an ended state (nbq retry / adopt): no TTL while active.

@@ -101,6 +101,12 @@ class SubmissionBreaker:
     def may_submit(self) -> tuple[bool, float]:
         """``(True, 0)`` when closed or when this caller won the probe; else the wait."""
         now = time.time()
+        # Closed (nearly always): one HGET. Only an open breaker needs the script, whose
+        # atomic check lets exactly one caller win each probe.
+        state = self.redis.hget(self.key, "state")
+        if state is None or _text(state) != "open":
+            self._local.probe = False
+            return True, 0.0
         result = int(self._probe(keys=[self.key], args=[repr(now), self.probe_interval_s]))
         self._local.probe = result == 2
         if result:

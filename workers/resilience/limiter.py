@@ -66,11 +66,23 @@ class SharedRateLimiter:
     def acquire(self, kind: str) -> float:
         """Take a token: 0.0 when granted, else the seconds to wait before trying again."""
         rate = self.rates_per_s.get(kind, 0.0)
-        burst = max(1.0, rate)
-        wait_s = float(self._bucket(keys=self._keys(kind), args=[rate, burst, repr(time.time())]))
+        if rate <= 0:
+            wait_s = self._blocked_for_s(kind)
+        else:
+            burst = max(1.0, rate)
+            keys = self._keys(kind)
+            wait_s = float(self._bucket(keys=keys, args=[rate, burst, repr(time.time())]))
         if wait_s > 0:
             metrics.limiter_wait(kind)
         return wait_s
+
+    def _blocked_for_s(self, kind: str) -> float:
+        """An unlimited kind (the default) has no bucket, only a 429's block: one ``GET``
+        (the bucket script would be ``EVALSHA`` + ``MGET`` for the same answer)."""
+        now = time.time()
+        raw = self.redis.get(self._keys(kind)[2])
+        blocked_until = float(raw) if raw else 0.0
+        return blocked_until - now if now < blocked_until else 0.0
 
     def penalise(self, kind: str, retry_after_s: float | None, *, default_s: float = 30.0) -> None:
         """A 429: block ``kind`` for Retry-After, and halve its rate for a while after."""

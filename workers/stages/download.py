@@ -1,7 +1,9 @@
 """Download: stream every result link into the bucket, then write the manifest.
 
 Safe to run twice (late ack): objects already recorded on the job are skipped, keys are
-deterministic, and only the run that moves ``downloading → stored`` counts.
+deterministic, and only the run that moves ``downloading → stored`` counts. The last image
+is recorded by that ``stored`` write itself (or, if the manifest fails, just before the
+retry): a worker killed between the two fetches that one image again, to the same key.
 """
 
 from __future__ import annotations
@@ -43,13 +45,18 @@ def download(
         return Done("gone")
     if record.state is not JobState.DOWNLOADING:
         return Done(f"stale_{record.state.value}")
+    objects = list(record.objects)
     try:
-        objects = _store_results(rt, record)
-        record = record.model_copy(update={"objects": objects})
+        _store_results(rt, record, objects)
         rt.objects().put_json(
-            manifest_key(rt.settings.s3_prefix, job_id), build_manifest(record, objects)
+            manifest_key(rt.settings.s3_prefix, job_id),
+            build_manifest(record.model_copy(update={"objects": objects}), objects),
         )
     except PipelineError as exc:
+        if len(objects) > len(record.objects):
+            # The last image is in the bucket but only STORED would have recorded it: a
+            # failed manifest keeps it on the job, so the retry does not fetch it again.
+            rt.store.apply(lifecycle.OBJECT_STORED, job_id, objects=objects)
         if action_for(exc) is not Action.RETRY:
             fail_job(
                 rt, job_id, error_from(exc), via=lifecycle.FAIL.only_from(JobState.DOWNLOADING)
@@ -88,9 +95,16 @@ def download(
     return Done("stored")
 
 
-def _store_results(rt: Runtime, record: JobRecord) -> list[StoredObject]:
-    objects = list(record.objects)
+def _store_results(rt: Runtime, record: JobRecord, objects: list[StoredObject]) -> None:
+    """Store every result not yet on the job, appending each to ``objects`` (the
+    caller's list: it holds what is in the bucket even when a later one fails).
+
+    Each is recorded on the job (``OBJECT_STORED``) as it lands, so a re-run skips it,
+    except the last: the ``STORED`` write right after records it (one script call per
+    job fewer); the caller records it itself when the manifest fails.
+    """
     done = {obj.source_index for obj in objects}
+    pending = [i for i in range(len(record.result_urls)) if i not in done]
     prompt = str(record.request.get("prompt", ""))
     metadata = object_metadata(
         job_id=record.job_id, evolink_task_id=record.evolink_task_id or "", prompt=prompt
@@ -116,5 +130,5 @@ def _store_results(rt: Runtime, record: JobRecord) -> list[StoredObject]:
             )
         objects.append(stored)
         metrics.bytes_stored(stored.size)
-        rt.store.apply(lifecycle.OBJECT_STORED, record.job_id, objects=objects)
-    return objects
+        if index != pending[-1]:
+            rt.store.apply(lifecycle.OBJECT_STORED, record.job_id, objects=objects)

@@ -330,3 +330,76 @@ def test_the_state_table_compiled_into_the_update_script_is_the_pythons() -> Non
         row = re.search(rf'\["{source.value}"\] = \{{(.*?)\}}', line)
         assert row is not None, source
         assert set(re.findall(r'\["(\w+)"\] = true', row.group(1))) == {t.value for t in targets}
+
+
+# -- what one transition costs -------------------------------------------------------------
+
+
+def _script_commands(server: RedisServer, work: Callable[[], None]) -> list[str]:
+    """The commands the scripts ran during ``work`` (MONITOR's ``lua`` client), in order."""
+    monitor = redis.Redis.from_url(server.url).monitor()
+    monitor._start_monitor()
+    try:
+        work()
+        end = f"end-{uuid.uuid4().hex}"
+        server.client().echo(end)
+        names: list[str] = []
+        while True:
+            raw = monitor.connection.read_response()
+            line = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+            if f'"{end}"' in line:
+                return names
+            if " lua] " in line:
+                names.append(_QUOTED.findall(line.split("]", 1)[1])[0].upper())
+    finally:
+        monitor.connection.disconnect()
+
+
+def test_increments_and_sets_are_one_hset_and_only_present_fields_are_deleted(
+    monitored: RedisServer,
+) -> None:
+    # Given a job claimed for submit (no waiting_reason, error or callback_task_id)
+    store = JobStore(monitored.client(), prefix="nbq")
+    store.create(JobRecord(job_id="j1"))
+    store.apply(lifecycle.CLAIM_SUBMIT, "j1", incr={"attempts": 1})
+
+    # When the create's answer is recorded with two increments and three unsets
+    def created() -> None:
+        store.apply(
+            lifecycle.TASK_CREATED,
+            "j1",
+            incr={"credits_reserved": 1.6, "paid_creates": 1},
+            evolink_task_id="task-1",
+        )
+
+    commands = _script_commands(monitored, created)
+    # Then the script read once, wrote once, and deleted nothing that was not there
+    assert commands == ["HGETALL", "ZREM", "HINCRBY", "HSET", "ZADD"]
+    record = store.require("j1")
+    assert (record.credits_reserved, record.paid_creates, record.attempts) == (1.6, 1, 1)
+    raw = monitored.client().hmget(store.key("j1"), "paid_creates", "attempts")
+    assert raw == [b"1", b"1"]  # integers stay integers, as HINCRBYFLOAT writes them
+
+
+def test_a_sum_reads_back_as_the_double_python_computes(session_redis: RedisServer) -> None:
+    store = JobStore(session_redis.client(), prefix=f"d{uuid.uuid4().hex[:8]}")
+    store.create(JobRecord(job_id="j1"))
+    total = 0.0
+    for amount in (0.1, 0.2, 1e-7, 2.5, 1 / 3):
+        moved, applied = store.apply(
+            lifecycle.NOTE_WAITING, "j1", incr={"credits_reserved": amount}
+        )
+        total += amount
+        assert applied and moved is not None and moved.credits_reserved == total
+        assert store.require("j1").credits_reserved == total
+
+
+def test_an_increment_of_a_field_that_is_not_a_number_writes_nothing(
+    session_redis: RedisServer,
+) -> None:
+    r = session_redis.client()
+    store = JobStore(r, prefix=f"d{uuid.uuid4().hex[:8]}")
+    created, _ = store.create(JobRecord(job_id="j1", waiting_reason="quota"))
+    with pytest.raises(redis.ResponseError, match="not a number: waiting_reason"):
+        store.apply(lifecycle.NOTE_WAITING, "j1", incr={"waiting_reason": 1}, progress=5)
+    assert store.require("j1") == created

@@ -16,6 +16,17 @@ def test_a_closed_breaker_lets_everyone_submit(redis_server: RedisServer) -> Non
     assert not breaker.status().is_open
 
 
+def test_asking_a_closed_breaker_is_one_hget(redis_server: RedisServer) -> None:
+    client = redis_server.client()
+    breaker = SubmissionBreaker(client)
+    breaker.may_submit()  # warm-up
+    before = client.info("commandstats")
+    assert [breaker.may_submit() for _ in range(10)] == [(True, 0.0)] * 10
+    after = client.info("commandstats")
+    assert after["cmdstat_hget"]["calls"] - before["cmdstat_hget"]["calls"] == 10
+    assert "cmdstat_evalsha" not in after and not breaker.last_was_probe
+
+
 def test_a_tripped_breaker_holds_submissions_and_records_why(redis_server: RedisServer) -> None:
     breaker = SubmissionBreaker(redis_server.client(), probe_interval_s=60)
     breaker.trip(kind="quota", code="insufficient_quota", message="top up")

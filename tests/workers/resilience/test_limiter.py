@@ -61,3 +61,13 @@ def test_a_429_blocks_even_an_unlimited_kind(redis_server: RedisServer) -> None:
     limiter = SharedRateLimiter(redis_server.client(), rates_per_s={})
     limiter.penalise("query", retry_after_s=None, default_s=5)
     assert 4 < limiter.acquire("query") <= 5
+
+
+def test_an_unlimited_kind_costs_one_get_per_token(redis_server: RedisServer) -> None:
+    client = redis_server.client()
+    limiter = SharedRateLimiter(client, rates_per_s={"create": 0.0})
+    before = client.info("commandstats")
+    assert [limiter.acquire("create") for _ in range(10)] == [0.0] * 10
+    after = client.info("commandstats")
+    assert after["cmdstat_get"]["calls"] - before.get("cmdstat_get", {"calls": 0})["calls"] == 10
+    assert "cmdstat_evalsha" not in after

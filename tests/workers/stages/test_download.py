@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from tests.support.emulator_server import EmulatorServer
 from tests.support.s3_server import S3Server
 from tests.workers.stages.conftest import StepLog, submitted_job, wait_task_final
+from workers.errors import StorageError
 from workers.jobs.state import JobState
 from workers.runtime import Runtime
 from workers.stages import download as download_stage
 from workers.stages import poll as poll_stage
+from workers.stages.steps import Retry
 
 
 def test_a_completed_job_is_stored_once_and_a_redelivered_download_is_a_no_op(
@@ -30,3 +36,64 @@ def test_a_completed_job_is_stored_once_and_a_redelivered_download_is_a_no_op(
     assert steps(download_stage.download(rt, job_id)) == "gone"
     assert emulator_server.stats()["file_downloads"] == downloads
     assert s3_server.keys(f"images/{job_id}/") == keys
+
+
+def test_a_failed_manifest_keeps_the_stored_image_on_the_job_so_the_retry_skips_it(
+    rt: Runtime,
+    steps: StepLog,
+    emulator_server: EmulatorServer,
+    s3_server: S3Server,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a completed job, and S3 refusing the manifest once
+    record = submitted_job(rt, steps)
+    assert record.evolink_task_id
+    wait_task_final(emulator_server, record.evolink_task_id)
+    _, job_id, token = steps.last("poll")
+    assert steps(poll_stage.poll(rt, job_id, token)) == "completed"
+    objects = rt.objects()
+    put_json = objects.put_json
+    refusals: list[str] = []
+
+    def refuse_once(key: str, data: Any) -> None:
+        if not refusals:
+            refusals.append(key)
+            raise StorageError("manifest refused")
+        put_json(key, data)
+
+    monkeypatch.setattr(objects, "put_json", refuse_once)
+    # When the download runs: the image lands, the manifest fails
+    step = download_stage.download(rt, job_id)
+    assert isinstance(step, Retry) and refusals
+    # Then the image is on the job, and the retry stores the job without fetching it again
+    assert len(rt.store.require(job_id).objects) == 1
+    downloads = emulator_server.stats()["file_downloads"]
+    assert steps(download_stage.download(rt, job_id, retries=1)) == "stored"
+    assert emulator_server.stats()["file_downloads"] == downloads
+    stored = rt.store.require(job_id)
+    assert stored.state is JobState.STORED and len(stored.objects) == 1
+
+
+def test_a_one_image_download_writes_the_job_once(
+    rt: Runtime,
+    steps: StepLog,
+    emulator_server: EmulatorServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    record = submitted_job(rt, steps)
+    assert record.evolink_task_id
+    wait_task_final(emulator_server, record.evolink_task_id)
+    _, job_id, token = steps.last("poll")
+    assert steps(poll_stage.poll(rt, job_id, token)) == "completed"
+    writes: list[str] = []
+    apply = rt.store.apply
+
+    def recorded(transition: Any, *args: Any, **kwargs: Any) -> Any:
+        writes.append(transition.name)
+        return apply(transition, *args, **kwargs)
+
+    monkeypatch.setattr(rt.store, "apply", recorded)
+    assert steps(download_stage.download(rt, job_id)) == "stored"
+    # The image is recorded by the stored write itself, not by a note before it
+    assert writes == ["stored"]
+    assert len(rt.store.require(job_id).objects) == 1
