@@ -82,6 +82,17 @@ def test_sentinel_tls_turns_on_tls_for_the_broker_and_the_sentinels() -> None:
     assert config["broker_transport_options"]["sentinel_kwargs"]["ssl"] is True
 
 
+def test_each_sentinel_is_asked_once_the_failover_retry_repeats_the_discovery() -> None:
+    # redis-py's default retried one unreachable sentinel for seconds before the next
+    settings = load_settings(broker_url=URL)
+    retry = celery_config(settings)["broker_transport_options"]["sentinel_kwargs"]["retry"]
+    assert retry.get_retries() == 0
+    pool = redis_client(settings).connection_pool
+    assert isinstance(pool, SentinelConnectionPool)
+    manager = pool.sentinel_manager
+    assert all(s.get_retry().get_retries() == 0 for s in manager.sentinels)
+
+
 def test_a_plain_redis_url_keeps_the_plain_celery_config() -> None:
     config = celery_config(load_settings(broker_url="redis://127.0.0.1:6379/0"))
     assert config["broker_url"] == "redis://127.0.0.1:6379/0"
