@@ -147,30 +147,28 @@ def sentinel_kwargs(settings: Settings, *, socket_timeout: float) -> dict[str, A
 
 
 class _Sentinel(Sentinel):
-    """redis-py's ``Sentinel`` whose "no master found" says why the sentinels failed:
-    redis-py 8 names each error by its class only (``network:ConnectionError``), which
-    hides a refused certificate or a wrong password behind "No master found"."""
+    """redis-py's ``Sentinel`` whose "no master found" says why each sentinel failed:
+    redis-py 8 names an error by its class only (``network:ConnectionError``), which hides
+    a refused certificate or a wrong password behind "No master found"."""
 
     def discover_master(self, service_name: str) -> tuple[str, int]:
-        try:
-            return super().discover_master(service_name)  # type: ignore[no-untyped-call,no-any-return]
-        except MasterNotFoundError as exc:
-            if " : " not in str(exc):  # the sentinels answered: no master (a failover)
-                raise
-            raise MasterNotFoundError(
-                f"No master found for {service_name!r}: {'; '.join(self._reasons())}"
-            ) from None
-
-    def _reasons(self) -> list[str]:
-        """Each sentinel's own error (a host, a port and the reason; never a password)."""
-        reasons = []
-        for sentinel in self.sentinels:
-            kwargs = sentinel.connection_pool.connection_kwargs
+        """redis-py's discovery (first sentinel naming a healthy master wins and moves to
+        the front), keeping each failed sentinel's own error text (host, port, reason;
+        never a password) for the error."""
+        reasons: list[str] = []
+        for n, sentinel in enumerate(self.sentinels):
             try:
-                sentinel.ping()
-            except redis.RedisError as exc:
-                reasons.append(f"sentinel {kwargs.get('host')}:{kwargs.get('port')}: {exc}")
-        return reasons or ["the sentinels did not answer"]
+                masters: dict[str, Any] = sentinel.sentinel_masters()  # type: ignore[assignment]
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                where = sentinel.connection_pool.connection_kwargs
+                reasons.append(f"sentinel {where.get('host')}:{where.get('port')}: {exc}")
+                continue
+            state = masters.get(service_name)
+            if state and self.check_master_state(state, service_name):  # type: ignore[no-untyped-call]
+                self.sentinels[0], self.sentinels[n] = sentinel, self.sentinels[0]
+                return state["ip"], state["port"]
+        detail = f": {'; '.join(reasons)}" if reasons else ""
+        raise MasterNotFoundError(f"No master found for {service_name!r}{detail}")
 
 
 def _secret(value: Any) -> str | None:
