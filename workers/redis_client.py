@@ -32,9 +32,9 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis
-from redis.backoff import ConstantBackoff
+from redis.backoff import ConstantBackoff, NoBackoff
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import MasterNotFoundError, Sentinel
 
 from workers.settings import CLUSTER_SCHEMES, SENTINEL_SCHEME, Settings
 
@@ -127,15 +127,48 @@ def tls_kwargs(settings: Settings) -> dict[str, Any]:
 
 
 def sentinel_kwargs(settings: Settings, *, socket_timeout: float) -> dict[str, Any]:
-    """Connection options for the sentinels themselves (their password, TLS, timeouts)."""
+    """Connection options for the sentinels themselves (their password, TLS, timeouts).
+
+    Each sentinel is asked once (``retry``): the next sentinel is the retry, and the
+    master's client repeats the whole discovery for the failover window. redis-py's
+    default retried each one 3 times with seconds of backoff first, so one dead sentinel
+    (or a refused certificate) held up every discovery: a store without the CA took over
+    two minutes to fail instead of NBQ_REDIS_FAILOVER_TIMEOUT_S.
+    """
     options: dict[str, Any] = {
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": socket_timeout,
+        "retry": Retry(NoBackoff(), 0),
         **tls_kwargs(settings),
     }
     if settings.redis_sentinel_password is not None:
         options["password"] = settings.redis_sentinel_password.get_secret_value()
     return options
+
+
+class _Sentinel(Sentinel):
+    """redis-py's ``Sentinel`` whose "no master found" says why each sentinel failed:
+    redis-py 8 names an error by its class only (``network:ConnectionError``), which hides
+    a refused certificate or a wrong password behind "No master found"."""
+
+    def discover_master(self, service_name: str) -> tuple[str, int]:
+        """redis-py's discovery (first sentinel naming a healthy master wins and moves to
+        the front), keeping each failed sentinel's own error text (host, port, reason;
+        never a password) for the error."""
+        reasons: list[str] = []
+        for n, sentinel in enumerate(self.sentinels):
+            try:
+                masters: dict[str, Any] = sentinel.sentinel_masters()  # type: ignore[assignment]
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                where = sentinel.connection_pool.connection_kwargs
+                reasons.append(f"sentinel {where.get('host')}:{where.get('port')}: {exc}")
+                continue
+            state = masters.get(service_name)
+            if state and self.check_master_state(state, service_name):  # type: ignore[no-untyped-call]
+                self.sentinels[0], self.sentinels[n] = sentinel, self.sentinels[0]
+                return state["ip"], state["port"]
+        detail = f": {'; '.join(reasons)}" if reasons else ""
+        raise MasterNotFoundError(f"No master found for {service_name!r}{detail}")
 
 
 def _secret(value: Any) -> str | None:
@@ -158,7 +191,7 @@ def redis_client(
         )
     if is_sentinel_url(url):
         parsed = parse_sentinel_url(url)
-        manager = Sentinel(  # type: ignore[no-untyped-call]
+        manager = _Sentinel(  # type: ignore[no-untyped-call]
             list(parsed.sentinels),
             sentinel_kwargs=sentinel_kwargs(settings, socket_timeout=socket_connect_timeout),
         )

@@ -13,6 +13,7 @@ import redis
 
 from devstack.redis_service import redis_server_binary
 from tests.support.procs import free_port, port_open, start, stop, wait_until
+from tests.support.tls import TlsFiles, require_tls_redis_binary
 
 
 def redis_binary() -> str:
@@ -22,7 +23,8 @@ def redis_binary() -> str:
 
 @dataclass
 class RedisServer:
-    """A restartable redis-server owned by one test (or session)."""
+    """A restartable redis-server owned by one test (or session); with ``tls`` it listens
+    on TLS only (``--port 0 --tls-port``), with that certificate."""
 
     dir: Path
     port: int = field(default_factory=free_port)
@@ -30,18 +32,27 @@ class RedisServer:
     #: Appended to the command line (later options win: ``["--appendonly", "no"]``).
     extra_args: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
+    tls: TlsFiles | None = None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://{auth}127.0.0.1:{self.port}/0"
+
+    @property
+    def binary(self) -> str:
+        return redis_binary() if self.tls is None else require_tls_redis_binary()
+
+    def listen_args(self) -> list[str]:
+        """The binary and where it listens: plain, or TLS only with the certificate."""
+        if self.tls is None:
+            return [self.binary, "--port", str(self.port)]
+        return [self.binary, "--port", "0", "--tls-port", str(self.port), *self.tls.server_args()]
 
     def start(self) -> None:
         self.proc = start(
             [
-                redis_binary(),
-                "--port",
-                str(self.port),
+                *self.listen_args(),
                 "--bind",
                 "127.0.0.1",
                 "--dir",
@@ -53,6 +64,7 @@ class RedisServer:
                 "--protected-mode",
                 "no",
                 *(["--requirepass", self.password] if self.password else []),
+                *(["--masterauth", self.password] if self.password else []),
                 *self.extra_args,
             ],
             log=self.dir / "redis.log",
@@ -75,6 +87,8 @@ class RedisServer:
         self.start()
 
     def client(self) -> redis.Redis:
+        if self.tls is not None:
+            return redis.Redis.from_url(self.url, ssl_ca_certs=str(self.tls.ca))
         return redis.Redis.from_url(self.url)
 
 

@@ -7,8 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 from redis.sentinel import SentinelConnectionPool
 
+from tests.support.procs import free_port
 from tests.support.redis_server import RedisServer
 from workers.app import celery_config
 from workers.jobs import lifecycle
@@ -80,6 +82,27 @@ def test_sentinel_tls_turns_on_tls_for_the_broker_and_the_sentinels() -> None:
     config = celery_config(settings)
     assert config["broker_use_ssl"]["ssl_ca_certs"] == "/ca.pem"
     assert config["broker_transport_options"]["sentinel_kwargs"]["ssl"] is True
+
+
+def test_each_sentinel_is_asked_once_the_failover_retry_repeats_the_discovery() -> None:
+    # redis-py's default retried one unreachable sentinel for seconds before the next
+    settings = load_settings(broker_url=URL)
+    retry = celery_config(settings)["broker_transport_options"]["sentinel_kwargs"]["retry"]
+    assert retry.get_retries() == 0
+    pool = redis_client(settings).connection_pool
+    assert isinstance(pool, SentinelConnectionPool)
+    manager = pool.sentinel_manager
+    assert all(s.get_retry().get_retries() == 0 for s in manager.sentinels)
+
+
+def test_no_master_found_names_each_sentinel_and_why_it_failed() -> None:
+    # redis-py alone reports only the error's class ("network:ConnectionError")
+    port = free_port()
+    settings = load_settings(
+        broker_url=f"sentinel://127.0.0.1:{port}/0", redis_failover_timeout_s=0.3
+    )
+    with pytest.raises(redis.ConnectionError, match=f"sentinel 127.0.0.1:{port}: .*refused"):
+        redis_client(settings).ping()
 
 
 def test_a_plain_redis_url_keeps_the_plain_celery_config() -> None:
