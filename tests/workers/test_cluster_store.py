@@ -163,17 +163,18 @@ def _on_replica(cluster: RedisCluster, replica_port: int, key: str) -> dict[str,
     )
     try:
         replica.execute_command("READONLY")
-        return dict(replica.hgetall(key))
+        return {str(k): str(v) for k, v in replica.hgetall(key).items()}
     finally:
         replica.close()
 
 
 @pytest.mark.integration
 def test_durable_writes_wait_on_the_master_that_owns_the_job_and_reach_its_replica(
-    redis_cluster_with_replicas: RedisCluster,
+    redis_cluster_with_replicas: RedisCluster, request: pytest.FixtureRequest
 ) -> None:
     cluster = redis_cluster_with_replicas
     rt = _wait_runtime(cluster, timeout_ms=10_000)  # generous: a healthy replica answers
+    request.addfinalizer(rt.redis.close)
     ids = [uuid.UUID(int=n).hex for n in range(1, 13)]  # shards on every master
     owner = {j: cluster.master_of(rt.store.key(j)) for j in ids}
     assert len(set(owner.values())) == 3
