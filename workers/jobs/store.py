@@ -214,7 +214,9 @@ class JobStore:
 
         Returns how many replicas acknowledged (``None`` when not configured). Too few is
         logged, not raised: the write is on the primary, and refusing the job would not
-        make it safer. Shared with the Sentinel setup (same setting, same call).
+        make it safer. Shared with the Sentinel setup (same setting, same call). Not for a
+        cluster store: its client sends ``WAIT`` to every primary, none the writing
+        connection (its durable writes wait on their own master, ``_durably_on_cluster``).
         """
         if self.wait_replicas <= 0:
             return None
