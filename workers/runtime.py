@@ -61,8 +61,7 @@ class Runtime:
                 client,
                 prefix=settings.key_prefix,
                 retention_s=settings.job_retention_s,
-                # WAIT needs the writing connection; the cluster client does not pin one.
-                wait_replicas=0 if is_cluster(client) else settings.store_wait_replicas,
+                wait_replicas=settings.store_wait_replicas,
                 wait_timeout_ms=settings.store_wait_timeout_ms,
                 shards=settings.store_shards if is_cluster(client) else 0,
             ),

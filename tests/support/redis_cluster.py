@@ -101,6 +101,24 @@ class RedisCluster:
                 return int(master[1])
         raise LookupError(key)
 
+    def replica_of(self, master_port: int) -> int:
+        """The port of ``master_port``'s replica (the first one ``INFO replication`` names)
+        once its link is up and it has caught up with the master."""
+
+        def synced() -> int | None:
+            info = self.node(master_port).info("replication")
+            replica = info.get("slave0")
+            if not replica or replica.get("state") != "online":
+                return None
+            if int(replica["offset"]) < int(info["master_repl_offset"]):
+                return None
+            return int(replica["port"])
+
+        wait_until(lambda: synced() is not None, timeout_s=60, what="a replica in sync")
+        port = synced()
+        assert port is not None
+        return port
+
     def kill(self, port: int) -> None:
         stop(self.procs.pop(port), sig=signal.SIGKILL)
 

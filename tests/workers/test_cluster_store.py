@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import redis
 from redis.crc import key_slot
+from structlog.testing import capture_logs
 
 from producers.ingress.batches import BatchStore
 from tests.support.redis_cluster import RedisCluster
@@ -133,3 +134,71 @@ def test_a_process_with_another_shard_count_refuses_to_start(redis_cluster: Redi
     )
     with pytest.raises(ConfigError, match=r"NBQ_STORE_SHARDS=16 .* built with 64"):
         Runtime.from_settings(other)
+
+
+# -- WAIT on a cluster store (NBQ_STORE_WAIT_REPLICAS) ------------------------------------
+
+
+def _wait_runtime(cluster: RedisCluster, timeout_ms: int) -> Runtime:
+    return Runtime.from_settings(
+        load_settings(
+            broker_url="redis://127.0.0.1:1/0",
+            redis_url=cluster.url,
+            store_wait_replicas=1,
+            store_wait_timeout_ms=timeout_ms,
+        )
+    )
+
+
+def _waits_per_master(cluster: RedisCluster, masters: set[int]) -> dict[int, int]:
+    """``WAIT`` calls each master has served so far (``INFO commandstats``)."""
+    stats = {p: cluster.node(p).info("commandstats").get("cmdstat_wait", {}) for p in masters}
+    return {port: int(stat.get("calls", 0)) for port, stat in stats.items()}
+
+
+def _on_replica(cluster: RedisCluster, replica_port: int, key: str) -> dict[str, str]:
+    """``key`` as the replica holds it (one connection: ``READONLY`` is per connection)."""
+    replica = redis.Redis(
+        host="127.0.0.1", port=replica_port, decode_responses=True, single_connection_client=True
+    )
+    try:
+        replica.execute_command("READONLY")
+        return {str(k): str(v) for k, v in replica.hgetall(key).items()}
+    finally:
+        replica.close()
+
+
+@pytest.mark.integration
+def test_durable_writes_wait_on_the_master_that_owns_the_job_and_reach_its_replica(
+    redis_cluster_with_replicas: RedisCluster, request: pytest.FixtureRequest
+) -> None:
+    cluster = redis_cluster_with_replicas
+    rt = _wait_runtime(cluster, timeout_ms=10_000)  # generous: a healthy replica answers
+    request.addfinalizer(rt.redis.close)
+    ids = [uuid.UUID(int=n).hex for n in range(1, 13)]  # shards on every master
+    owner = {j: cluster.master_of(rt.store.key(j)) for j in ids}
+    assert len(set(owner.values())) == 3
+    replica = {port: cluster.replica_of(port) for port in set(owner.values())}
+    for job_id in ids:
+        key, master = rt.store.key(job_id), owner[job_id]
+        before = _waits_per_master(cluster, set(replica))
+        with capture_logs() as logs:
+            # When a job is created, then its create's task id recorded (durable)
+            assert rt.store.create(JobRecord(job_id=job_id))[1]
+            created_on_replica = _on_replica(cluster, replica[master], key)
+            claimed = rt.store.apply(lifecycle.CLAIM_SUBMIT, job_id)
+            assert claimed[1]
+            record, applied = rt.store.apply(
+                lifecycle.TASK_CREATED, job_id, durable=True, evolink_task_id=f"task-{job_id}"
+            )
+            task_on_replica = _on_replica(cluster, replica[master], key)
+        # Then both were acknowledged by the replica: no warning, the replica holds them
+        assert applied and record is not None
+        assert [e for e in logs if e["event"] == "store_write_not_replicated"] == []
+        assert created_on_replica["state"] == "queued"
+        assert task_on_replica["evolink_task_id"] == f"task-{job_id}"
+        # And each WAIT went to the job's own master, one per durable write
+        after = _waits_per_master(cluster, set(replica))
+        assert {p: after[p] - before[p] for p in after} == {
+            p: 2 if p == master else 0 for p in after
+        }

@@ -26,6 +26,7 @@ from workers.jobs.errors import JobNotFoundError as JobNotFoundError  # re-expor
 from workers.jobs.lifecycle import IllegalTransitionError, Transition
 from workers.jobs.record import JobRecord, encode_field
 from workers.jobs.state import ACTIVE_STATES, TRANSITIONS, JobState
+from workers.redis_client import is_cluster
 
 #: What a store that is briefly away raises (restart, Sentinel or Cluster failover).
 STORE_AWAY: tuple[type[Exception], ...] = (
@@ -34,6 +35,14 @@ STORE_AWAY: tuple[type[Exception], ...] = (
     redis.exceptions.ReadOnlyError,
     redis.exceptions.ClusterError,
     redis.exceptions.TryAgainError,
+)
+
+#: What sends a cluster's durable write back through the cluster client (which follows
+#: it): the slot moved or is moving (resharding), its master is away or was demoted.
+CLUSTER_REROUTE: tuple[type[Exception], ...] = (
+    *STORE_AWAY,
+    redis.exceptions.AskError,  # MovedError too (a subclass)
+    redis.exceptions.RedisClusterException,  # the slot map is missing the slot
 )
 
 
@@ -89,6 +98,7 @@ class JobStore:
         #: before the call returns (``WAIT``; NBQ_STORE_WAIT_REPLICAS); 0 = do not wait.
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
+        self._on_cluster = is_cluster(client)
         self._update = client.register_script(UPDATE_LUA)
         self._create = client.register_script(CREATE_LUA)
 
@@ -204,7 +214,9 @@ class JobStore:
 
         Returns how many replicas acknowledged (``None`` when not configured). Too few is
         logged, not raised: the write is on the primary, and refusing the job would not
-        make it safer. Shared with the Sentinel setup (same setting, same call).
+        make it safer. Shared with the Sentinel setup (same setting, same call). Not for a
+        cluster store: its client sends ``WAIT`` to every primary, none the writing
+        connection (its durable writes wait on their own master, ``_durably_on_cluster``).
         """
         if self.wait_replicas <= 0:
             return None
@@ -360,6 +372,8 @@ class JobStore:
         EVAL, not EVALSHA: redis-py would add a ``SCRIPT EXISTS`` round trip for a script
         in a pipeline. A retried pipeline is safe: both scripts recognise their own run.
         """
+        if self._on_cluster:
+            return self._durably_on_cluster(command, job_id)
         pipe = self.redis.pipeline(transaction=False)
         pipe.execute_command(*command)  # type: ignore[no-untyped-call]
         pipe.execute_command(  # type: ignore[no-untyped-call]
@@ -369,9 +383,35 @@ class JobStore:
         self.check_replicas(int(acked), job_id)
         return reply
 
-    def check_replicas(self, acked: int, job_id: str) -> bool:
+    def _durably_on_cluster(self, command: list[Any], job_id: str) -> Any:
+        """``_durably`` on a Redis Cluster: the script and ``WAIT`` on one connection of
+        the master that owns the job's slot (the cluster client would send ``WAIT`` to
+        every primary on other connections, and ``WAIT`` counts only its own
+        connection's writes).
+
+        A redirect (resharding) or a lost or demoted master (failover) sends the same
+        command through the cluster client, which follows the cluster; that write is
+        reported as not replicated (no ``WAIT`` covered it) and goes on. Sending it again
+        is safe: both scripts recognise their own run by its stamp.
+        """
+        cluster: Any = self.redis  # a RedisCluster (typed as Redis, like the client)
+        try:
+            node = cluster.get_redis_connection(cluster.get_node_from_key(command[3]))
+            pipe = node.pipeline(transaction=False)  # a plain Redis: this node only
+            pipe.execute_command(*command)
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+            reply, acked = pipe.execute()
+        except CLUSTER_REROUTE as exc:
+            reply = cluster.execute_command(*command)
+            self.check_replicas(0, job_id, rerouted=type(exc).__name__)
+            return reply
+        self.check_replicas(int(acked), job_id)
+        return reply
+
+    def check_replicas(self, acked: int, job_id: str, *, rerouted: str | None = None) -> bool:
         """Log (and go on) when fewer replicas than asked acknowledged a write in time:
-        the write is on the master and is lost only if it fails over right now."""
+        the write is on the master and is lost only if it fails over right now.
+        ``rerouted``: why a cluster write went without its ``WAIT`` (an error's name)."""
         if acked >= self.wait_replicas:
             return True
         from workers.logs import get_logger
@@ -382,6 +422,7 @@ class JobStore:
             replicas_acked=acked,
             replicas_wanted=self.wait_replicas,
             wait_timeout_ms=self.wait_timeout_ms,
+            **({"rerouted": rerouted} if rerouted else {}),
         )
         return False
 
