@@ -9,8 +9,9 @@ its own process's CPU time. Writes per-job figures to
 
 ``--cluster``: the job store on a 3-master Redis Cluster (the broker stays one Redis, as
 it must: the supported combinations in docs/operations.md), with figures per master:
-commands/s and commands per job (the benchmark's own progress ZCARDs apart), keys and
-memory, the logical store shards
+commands/s and commands per job (the benchmark's own progress ZCARDs apart), of them the
+``HINCRBY``/``HINCRBYFLOAT`` (metric hashes, state counters), keys and memory, the logical
+store shards
 (NBQ_STORE_SHARDS hash tags) it holds, and its hottest keys from a MONITOR sample.
 """
 
@@ -238,10 +239,16 @@ def _per_master(
             v - calls_before.get(c, 0) for c, v in figures["calls"].items() if c != "zcard"
         )
         slots, shards = owned.get(port, (0, 0))
+        # The metric hashes' writes (and the scripts' state counter HINCRBY): their split
+        # over the masters shows whether a metric is still one hot key.
+        metric_writes = sum(
+            figures["calls"].get(c, 0) - calls_before.get(c, 0) for c in ("hincrby", "hincrbyfloat")
+        )
         out[str(port)] = {
             "hash_slots": slots,
             "store_shards": shards,
             "commands_per_job": round(commands / n, 1),
+            "hincrby_per_job": round(metric_writes / n, 1),
             "commands_per_s": round(commands / elapsed_s),
             "progress_zcard_per_job": round(
                 (figures["calls"].get("zcard", 0) - calls_before.get("zcard", 0)) / n, 2

@@ -13,6 +13,17 @@ Key layout (every value a Redis hash):
   ``b:+Inf`` for the overflow) and ``sum``; the count is the buckets' total (the
   exporter adds them up), so an observation costs two increments, not three.
 
+Sharded store (Redis Cluster, ``NBQ_STORE_SHARDS``): one hash per family would be one hot
+slot (``metrics:c:api_calls`` alone ≈ 14,000 commands/s at 100M jobs/day), so each family
+has a copy per shard, ``<prefix>:{s<n>}:metrics:...`` (the job store's shard tags: the
+state counter its scripts keep is the ``jobs_state`` copy). Each flush writes all its
+events into one shard's copies (one slot, so one node and one round trip), the next flush
+of the process into the next shard: every process rotates over all the shards from a
+random start, so the load spreads evenly whatever the number of processes. Every field is
+a plain sum (histogram buckets are non-cumulative), so the exporter adds the copies field
+by field and exports exactly what one hash would hold. On a single Redis (no shards) the
+keys are the unsharded ones above, as always.
+
 The hooks never raise: a failed write is counted locally and added to
 ``nbq_metrics_errors_total`` with the next write that succeeds.
 """
@@ -22,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -153,12 +165,32 @@ def series_names() -> frozenset[str]:
     return frozenset(names)
 
 
-def counter_key(prefix: str, family: str) -> str:
-    return f"{prefix}:metrics:c:{family}"
+def space(prefix: str, shard: int | None = None) -> str:
+    """Key prefix of a metric hash copy: ``nbq`` (unsharded) or shard ``n``'s ``nbq:{sn}``
+    (the job store's shard tag, ``JobStore._space``)."""
+    return prefix if shard is None else f"{prefix}:{{s{shard}}}"
 
 
-def histogram_key(prefix: str, family: str) -> str:
-    return f"{prefix}:metrics:h:{family}"
+def counter_key(prefix: str, family: str, shard: int | None = None) -> str:
+    return f"{space(prefix, shard)}:metrics:c:{family}"
+
+
+def histogram_key(prefix: str, family: str, shard: int | None = None) -> str:
+    return f"{space(prefix, shard)}:metrics:h:{family}"
+
+
+def counter_keys(prefix: str, family: str, shards: int) -> list[str]:
+    """Every copy of a counter hash, to be summed: the unsharded one, then (sharded) each
+    shard's. The unsharded key stays in the list on a sharded store: written by processes
+    of an earlier version, it keeps the totals from going down on an upgrade."""
+    return [counter_key(prefix, family)] + [counter_key(prefix, family, n) for n in range(shards)]
+
+
+def histogram_keys(prefix: str, family: str, shards: int) -> list[str]:
+    """Every copy of a histogram hash, to be summed field by field (as ``counter_keys``)."""
+    return [histogram_key(prefix, family)] + [
+        histogram_key(prefix, family, n) for n in range(shards)
+    ]
 
 
 def label_field(*values: object) -> str:
@@ -185,8 +217,12 @@ class _Writer:
         self._pid = 0
         self._client: redis.Redis | None = None
         self._prefix = "nbq"
+        self._shards = 0
+        self._next_shard = 0
         self.pending_errors = 0  # failed writes not yet added to the shared counter
         self.enabled = True
+        #: Shard count forced by ``set_shards`` (``None``: the store's, see ``_connect``).
+        self.shards_override: int | None = None
 
     def _connect(self) -> tuple[redis.Redis, str]:
         with self._lock:
@@ -197,20 +233,38 @@ class _Writer:
                 if self._pid not in (0, pid):
                     self.pending_errors = 0  # the parent reports its own errors
                 settings = get_settings()
-                from workers.redis_client import redis_client
+                from workers.redis_client import is_cluster, redis_client
 
                 self._client = redis_client(
                     settings, socket_timeout=1.0, socket_connect_timeout=1.0
                 )
                 self._prefix = settings.key_prefix
+                # The job store's layout (workers/runtime.py): sharded on a cluster only.
+                shards = settings.store_shards if is_cluster(self._client) else 0
+                if self.shards_override is not None:
+                    shards = self.shards_override
+                self._shards = shards
+                # A random start per process (``random`` is re-seeded in a forked child),
+                # so processes started together do not write the same shard in step.
+                self._next_shard = random.randrange(shards) if shards else 0
                 self._pid = pid
             return self._client, self._prefix
+
+    def _space(self, prefix: str) -> str:
+        """Where this flush writes: the unsharded keys, or the next shard's copies."""
+        with self._lock:
+            if not self._shards:
+                return space(prefix)
+            shard = self._next_shard % self._shards
+            self._next_shard = shard + 1
+        return space(prefix, shard)
 
     def reset(self) -> None:
         """Forget the client (tests; or after settings change)."""
         with self._lock:
             self._client = None
             self._pid = 0
+            self._shards = 0
             self.pending_errors = 0
 
     def error(self) -> None:
@@ -222,7 +276,8 @@ class _Writer:
 
         Integral amounts use ``HINCRBY``; fields that may hold fractions (sums, credits)
         must always be written with a float amount, so they use ``HINCRBYFLOAT``.
-        Increments of the same field are added up first: one command each.
+        Increments of the same field are added up first: one command each. Sharded, all
+        of them go to one shard's copies (``_space``), so one slot and one round trip.
         """
         if not self.enabled:
             return
@@ -230,9 +285,10 @@ class _Writer:
         errors = 0
         try:
             client, prefix = self._connect()
+            where = self._space(prefix)
             pipe = client.pipeline(transaction=False)
             for key_suffix, field, amount in ops:
-                key = f"{prefix}:metrics:{key_suffix}"
+                key = f"{where}:metrics:{key_suffix}"
                 if isinstance(amount, float):
                     pipe.hincrbyfloat(key, field, amount)
                 else:
@@ -240,7 +296,7 @@ class _Writer:
             with self._lock:
                 errors, self.pending_errors = self.pending_errors, 0
             if errors:
-                pipe.hincrby(counter_key(prefix, C_METRICS_ERRORS), label_field(), errors)
+                pipe.hincrby(f"{where}:metrics:c:{C_METRICS_ERRORS}", label_field(), errors)
             pipe.execute()
         except Exception:  # metrics must never break a stage
             with self._lock:
@@ -299,6 +355,15 @@ def set_enabled(enabled: bool) -> None:
     _writer.enabled = enabled
 
 
+def set_shards(shards: int | None) -> None:
+    """Write per-shard copies over ``shards`` shards whatever the store is (tests of the
+    sharded layout on one redis-server); ``None``, the default: the store's layout
+    (``NBQ_STORE_SHARDS`` on a Redis Cluster, unsharded otherwise). Drops the client (the
+    next event reconnects)."""
+    _writer.shards_override = shards
+    _writer.reset()
+
+
 def pending_errors() -> int:
     """Failed writes in this process not yet added to ``nbq_metrics_errors_total``."""
     return _writer.pending_errors
@@ -331,7 +396,8 @@ def api_call(endpoint: str, status: int | str, code: str = "") -> None:
 
 def job_state(state: str) -> None:
     """A job entered ``state``. The job store counts its own transitions in the same hash
-    (``JobStore.state_counter_key``); this hook is for entries made outside the store."""
+    (``JobStore.state_counter_key``; sharded, the shard copies are the store's per-shard
+    counters); this hook is for entries made outside the store."""
     _count(C_JOBS_STATE, getattr(state, "value", state))
 
 

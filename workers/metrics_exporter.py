@@ -92,6 +92,21 @@ def _number(value: str) -> float:
     return number if math.isfinite(number) else 0.0
 
 
+def summed_hashes(raws: list[dict[Any, Any]]) -> dict[str, str]:
+    """The copies of one metric hash (its shards), added up field by field.
+
+    Every field is a plain sum (counts, non-cumulative buckets, ``sum``), so the result is
+    what one unsharded hash would hold. A field found in one copy keeps its text as read.
+    """
+    merged: dict[str, str] = {}
+    for raw in raws:
+        for field, value in _decode_hash(raw).items():
+            if field in merged:
+                value = repr(_number(merged[field]) + _number(value))
+            merged[field] = value
+    return merged
+
+
 def _le(bound: float) -> str:
     """Prometheus's spelling of a bucket bound (``1.0``, ``2.5``), as its Histogram does."""
     return repr(float(bound))
@@ -115,11 +130,16 @@ def _counter(name: str, stored: dict[str, str]) -> CounterMetricFamily:
     """One counter family from its stored hash, seeded so a quiet label still shows 0."""
     spec = m.METRICS[name]
     seeded = _SEEDED.get(name, ((),) if not spec.labels else ())
-    values: dict[tuple[str, ...], float] = dict.fromkeys(seeded, 0.0)
+    found: dict[tuple[str, ...], float] = {}
     for field, value in stored.items():
         labels = _labels(field, len(spec.labels))
         if labels is not None:
-            values[tuple(labels)] = _number(value)
+            found[tuple(labels)] = _number(value)
+    values: dict[tuple[str, ...], float] = dict.fromkeys(seeded, 0.0)
+    # Seeded label sets first, in their order; the others sorted, so the text does not
+    # depend on the order the hash (or its shards) happened to store the fields in.
+    for labels_tuple in sorted(found):
+        values[labels_tuple] = found[labels_tuple]
     counter = CounterMetricFamily(name, spec.help, labels=list(spec.labels))
     for labels_tuple, number in values.items():
         counter.add_metric(list(labels_tuple), number)
@@ -142,7 +162,7 @@ class RedisMetricsCollector(Collector):
         #: The broker's Redis, or a RabbitMQ URL (``amqp://``) read by passive declares.
         self.broker = broker
         self.prefix = prefix
-        #: The job store's key layout (sharded on a cluster: indexes and the state counter
+        #: The job store's key layout (sharded on a cluster: indexes and every metric hash
         #: are read from every shard and summed).
         self.jobs = JobStore(store, prefix=prefix, shards=shards)
         self.clock = clock
@@ -169,32 +189,41 @@ class RedisMetricsCollector(Collector):
             value=self._stored_errors + self.scrape_errors,
         )
 
+    def _counter_keys(self, family: str) -> list[str]:
+        """Every copy of a counter hash (one key unsharded; the unsharded one and each
+        shard's when sharded). ``jobs_state``'s shard copies are the job store's own
+        per-shard counters, named by the store: listed once even if the names agree."""
+        keys = m.counter_keys(self.prefix, family, self.jobs.shards)
+        if family == m.C_JOBS_STATE:
+            keys = list(dict.fromkeys([*keys, *self.jobs.state_counter_keys()]))
+        return keys
+
     def _from_store(self) -> Iterator[Metric]:
+        """Every key in one pipeline: one round trip, one per node on a cluster."""
+        shards = self.jobs.shards
+        counters = {family: self._counter_keys(family) for _, family in _COUNTERS}
+        histograms = {f: m.histogram_keys(self.prefix, f, shards) for _, f in _HISTOGRAMS}
+        errors_keys = m.counter_keys(self.prefix, m.C_METRICS_ERRORS, shards)
         pipe = self.store.pipeline(transaction=False)
-        for _, family in _COUNTERS:
-            pipe.hgetall(m.counter_key(self.prefix, family))
-        for _, family in _HISTOGRAMS:
-            pipe.hgetall(m.histogram_key(self.prefix, family))
-        shard_counters = self.jobs.state_counter_keys() if self.jobs.shards else []
-        for key in shard_counters:
-            pipe.hgetall(key)
+        for keys in (*counters.values(), *histograms.values()):
+            for key in keys:
+                pipe.hgetall(key)
         for state in ACTIVE_STATES:
             for key in self.jobs.index_keys(state):
                 pipe.zcard(key)
                 pipe.zrange(key, 0, 0, withscores=True)
         pipe.hget(breaker_key(self.prefix), "state")
-        pipe.hgetall(m.counter_key(self.prefix, m.C_METRICS_ERRORS))
+        for key in errors_keys:
+            pipe.hgetall(key)
         results = iter(pipe.execute())
 
-        hashes = {family: _decode_hash(next(results)) for _, family in _COUNTERS}
-        histograms = [_decode_hash(next(results)) for _ in _HISTOGRAMS]
-        for _ in shard_counters:  # a sharded store's state counters, summed
-            merged = hashes[m.C_JOBS_STATE]
-            for field, value in _decode_hash(next(results)).items():
-                merged[field] = str(_number(merged.get(field, "0")) + _number(value))
+        # The shards' copies of each hash, summed field by field (lists: read in order).
+        hashes = {f: summed_hashes([next(results) for _ in keys]) for f, keys in counters.items()}
+        stored = {f: summed_hashes([next(results) for _ in keys]) for f, keys in histograms.items()}
         for name, family in _COUNTERS:
             yield _counter(name, hashes[family])
-        for (name, key_family), raw in zip(_HISTOGRAMS, histograms, strict=True):
+        for name, key_family in _HISTOGRAMS:
+            raw = stored[key_family]
             buckets, total = histogram_buckets(raw, m.HISTOGRAM_BUCKETS[key_family])
             hist = HistogramMetricFamily(name, m.METRICS[name].help, labels=[])
             hist.add_metric([], buckets, total)
@@ -208,7 +237,7 @@ class RedisMetricsCollector(Collector):
             m.METRICS["nbq_quota_breaker_open"].help,
             value=1.0 if is_open else 0.0,
         )
-        errors = _decode_hash(next(results))
+        errors = summed_hashes([next(results) for _ in errors_keys])
         self._stored_errors = sum(_number(v) for v in errors.values())
 
     def _job_gauges(self, results: Iterator[Any]) -> Iterator[Metric]:

@@ -20,6 +20,7 @@ def _metrics_off() -> Iterator[None]:
     metrics.set_enabled(False)
     yield
     metrics.set_enabled(False)
+    metrics.set_shards(None)  # a test of the sharded layout forces it on one Redis
     metrics.reset()
 
 

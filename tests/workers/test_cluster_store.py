@@ -1,6 +1,6 @@
 """The job store on Redis Cluster: every script's keys in one slot, sharded indexes that
-fan out, and the shared parts (breaker, limiter, credits, metrics, batches) on a real
-3-master cluster."""
+fan out, the metric hashes' shard copies, and the shared parts (breaker, limiter, credits,
+metrics, batches) on a real 3-master cluster."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 
 from producers.ingress.batches import BatchStore
 from tests.support.redis_cluster import RedisCluster
+from workers import metrics
 from workers.jobs import lifecycle
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
@@ -22,7 +23,7 @@ from workers.metrics_exporter import RedisMetricsCollector
 from workers.redis_client import is_cluster, redis_client
 from workers.resilience.credits import CreditLedger
 from workers.runtime import Runtime
-from workers.settings import ConfigError, load_settings
+from workers.settings import ConfigError, get_settings, load_settings
 
 SHARDS = 16
 
@@ -202,3 +203,40 @@ def test_durable_writes_wait_on_the_master_that_owns_the_job_and_reach_its_repli
         assert {p: after[p] - before[p] for p in after} == {
             p: 2 if p == master else 0 for p in after
         }
+
+
+@pytest.mark.integration
+def test_metric_hashes_spread_over_the_masters_and_the_exporter_sums_them(
+    redis_cluster: RedisCluster, monkeypatch: pytest.MonkeyPatch, metrics_on: None
+) -> None:
+    # Given worker metrics recorded with the store on a cluster (the writer's own client)
+    monkeypatch.setenv("NBQ_BROKER_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("NBQ_REDIS_URL", redis_cluster.url)
+    monkeypatch.setenv("NBQ_KEY_PREFIX", f"t{uuid.uuid4().hex[:8]}")
+    get_settings.cache_clear()
+    settings = get_settings()
+    try:
+        for i in range(40):
+            with metrics.batched():  # one task's flush
+                metrics.api_call("create", 200)
+                metrics.polls_per_job(i % 5)
+                metrics.credits_reserved(0.5)
+        assert metrics.pending_errors() == 0
+        # Then they sit in shard copies on several slots and masters, none unsharded
+        client = redis_client(settings)
+        prefix, shards = settings.key_prefix, settings.store_shards
+        copies = metrics.counter_keys(prefix, metrics.C_API_CALLS, shards)
+        written = [key for key in copies if client.exists(key)]
+        assert copies[0] not in written
+        assert len(written) == 40  # 40 flushes, each to the next of 64 shards
+        assert len({_slot(key) for key in written}) == 40
+        assert len({redis_cluster.master_of(key) for key in written}) > 1
+        # And the exporter reads every copy (one pipeline, split per node) and sums them
+        collector = RedisMetricsCollector(client, client, prefix=prefix, shards=shards)
+        samples = {s.name: s.value for f in collector._from_store() for s in f.samples}
+        assert samples["nbq_api_calls_total"] == 40
+        assert samples["nbq_polls_per_job_count"] == 40
+        assert samples["nbq_polls_per_job_sum"] == 8 * (0 + 1 + 2 + 3 + 4)
+        assert samples["nbq_credits_reserved_total"] == 20.0
+    finally:
+        get_settings.cache_clear()
