@@ -36,7 +36,7 @@ from workers.brokers import broker_kind
 from workers.contract import ALL_QUEUES
 from workers.jobs.state import ACTIVE_STATES, JobState
 from workers.jobs.store import JobStore
-from workers.redis_client import is_cluster, redis_client
+from workers.redis_client import check_store_shards, is_cluster, redis_client
 from workers.resilience.breaker import breaker_key
 from workers.settings import Settings
 
@@ -299,7 +299,12 @@ def build_registry(settings: Settings) -> CollectorRegistry:
         same = settings.broker_url == settings.job_store_url
         broker = store if same else _client(settings, settings.broker_url)
     registry = CollectorRegistry(auto_describe=False)
-    shards = settings.store_shards if is_cluster(store) else 0
+    shards = 0
+    if is_cluster(store):
+        # Too few shards would read too few metric copies and job indexes: refuse, as
+        # every other process does (the count is fixed for a store's life).
+        check_store_shards(store, settings)
+        shards = settings.store_shards
     registry.register(
         RedisMetricsCollector(store, broker, prefix=settings.key_prefix, shards=shards)
     )

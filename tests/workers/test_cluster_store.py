@@ -19,7 +19,7 @@ from workers.jobs import lifecycle
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 from workers.jobs.store import JobStore
-from workers.metrics_exporter import RedisMetricsCollector
+from workers.metrics_exporter import RedisMetricsCollector, build_registry
 from workers.redis_client import is_cluster, redis_client
 from workers.resilience.credits import CreditLedger
 from workers.runtime import Runtime
@@ -135,6 +135,9 @@ def test_a_process_with_another_shard_count_refuses_to_start(redis_cluster: Redi
     )
     with pytest.raises(ConfigError, match=r"NBQ_STORE_SHARDS=16 .* built with 64"):
         Runtime.from_settings(other)
+    # The exporter too: with fewer shards it would read too few copies of each metric
+    with pytest.raises(ConfigError, match=r"NBQ_STORE_SHARDS=16 .* built with 64"):
+        build_registry(other)
 
 
 # -- WAIT on a cluster store (NBQ_STORE_WAIT_REPLICAS) ------------------------------------
