@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -45,14 +46,10 @@ print(json.dumps({
 """
 
 
-@pytest.mark.parametrize(
-    "statement", ["from producers import Producer", "import workers.app", "import workers.tasks"]
-)
-def test_importing_configures_nothing(statement: str) -> None:
-    # A broker nobody listens on: a connection attempted at import would hang or fail.
-    env = {"PATH": "/usr/bin:/bin", "NBQ_BROKER_URL": "redis://127.0.0.1:1/0"}
+def _run_fresh(code: str, env: dict[str, str]) -> Any:
+    """What ``code`` prints as JSON, run in a fresh interpreter with only ``env``."""
     out = subprocess.run(
-        [sys.executable, "-c", PROBE.replace("IMPORT", statement)],
+        [sys.executable, "-c", code],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -60,7 +57,16 @@ def test_importing_configures_nothing(statement: str) -> None:
         timeout=60,
         check=True,
     ).stdout
-    assert json.loads(out) == {
+    return json.loads(out)
+
+
+@pytest.mark.parametrize(
+    "statement", ["from producers import Producer", "import workers.app", "import workers.tasks"]
+)
+def test_importing_configures_nothing(statement: str) -> None:
+    # A broker nobody listens on: a connection attempted at import would hang or fail.
+    env = {"PATH": "/usr/bin:/bin", "NBQ_BROKER_URL": "redis://127.0.0.1:1/0"}
+    assert _run_fresh(PROBE.replace("IMPORT", statement), env) == {
         "unchanged": True,
         "kombu_patched": False,
         "structlog_configured": False,
@@ -113,16 +119,7 @@ def test_a_producer_keeps_the_logging_its_host_service_configured(
         "NBQ_BROKER_URL": session_redis.url,
         "NBQ_EVOLINK_API_KEY": "sk-host-test-key",
     }
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    assert json.loads(out) == {
+    assert _run_fresh(code, env) == {
         "configured": True,
         "host_processors_kept": host_configures_structlog,
         "secret_known": True,

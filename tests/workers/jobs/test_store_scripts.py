@@ -37,12 +37,9 @@ class ScriptCall:
     touched: list[str] = field(default_factory=list)
 
 
-def _monitored_calls(server: RedisServer, work: Callable[[], None]) -> list[ScriptCall]:
-    """Run ``work`` under MONITOR; group each script's commands under the call that ran it.
-
-    Each script call is followed by an ``ECHO`` mark from the same client, so a call and
-    its commands are grouped whatever order a Redis version prints them in.
-    """
+def _monitor_lines(server: RedisServer, work: Callable[[], None]) -> list[str]:
+    """MONITOR's lines for everything ``work`` sent, up to an ``ECHO`` end mark sent
+    after it (the mark's own line included)."""
     monitor = redis.Redis.from_url(server.url).monitor()
     monitor._start_monitor()
     try:
@@ -55,9 +52,18 @@ def _monitored_calls(server: RedisServer, work: Callable[[], None]) -> list[Scri
             line = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
             lines.append(line)
             if f'"{end}"' in line:
-                break
+                return lines
     finally:
         monitor.connection.disconnect()
+
+
+def _monitored_calls(server: RedisServer, work: Callable[[], None]) -> list[ScriptCall]:
+    """Run ``work`` under MONITOR; group each script's commands under the call that ran it.
+
+    Each script call is followed by an ``ECHO`` mark from the same client, so a call and
+    its commands are grouped whatever order a Redis version prints them in.
+    """
+    lines = _monitor_lines(server, work)
     keys_of = server.client()
     calls: list[ScriptCall] = []
     group: list[tuple[bool, list[str]]] = []
@@ -337,22 +343,11 @@ def test_the_state_table_compiled_into_the_update_script_is_the_pythons() -> Non
 
 def _script_commands(server: RedisServer, work: Callable[[], None]) -> list[str]:
     """The commands the scripts ran during ``work`` (MONITOR's ``lua`` client), in order."""
-    monitor = redis.Redis.from_url(server.url).monitor()
-    monitor._start_monitor()
-    try:
-        work()
-        end = f"end-{uuid.uuid4().hex}"
-        server.client().echo(end)
-        names: list[str] = []
-        while True:
-            raw = monitor.connection.read_response()
-            line = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
-            if f'"{end}"' in line:
-                return names
-            if " lua] " in line:
-                names.append(_QUOTED.findall(line.split("]", 1)[1])[0].upper())
-    finally:
-        monitor.connection.disconnect()
+    return [
+        _QUOTED.findall(line.split("]", 1)[1])[0].upper()
+        for line in _monitor_lines(server, work)
+        if " lua] " in line
+    ]
 
 
 def test_increments_and_sets_are_one_hset_and_only_present_fields_are_deleted(

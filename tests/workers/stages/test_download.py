@@ -17,14 +17,20 @@ from workers.stages import poll as poll_stage
 from workers.stages.steps import Retry
 
 
+def completed_job(rt: Runtime, steps: StepLog, emulator: EmulatorServer) -> str:
+    """A job whose API task completed and whose poll saw it: next, the download."""
+    record = submitted_job(rt, steps)
+    assert record.evolink_task_id
+    wait_task_final(emulator, record.evolink_task_id)
+    _, job_id, token = steps.last("poll")
+    assert steps(poll_stage.poll(rt, job_id, token)) == "completed"
+    return str(job_id)
+
+
 def test_a_completed_job_is_stored_once_and_a_redelivered_download_is_a_no_op(
     rt: Runtime, steps: StepLog, emulator_server: EmulatorServer, s3_server: S3Server
 ) -> None:
-    record = submitted_job(rt, steps)
-    assert record.evolink_task_id
-    wait_task_final(emulator_server, record.evolink_task_id)
-    _, job_id, token = steps.last("poll")
-    assert steps(poll_stage.poll(rt, job_id, token)) == "completed"
+    job_id = completed_job(rt, steps, emulator_server)
     assert steps.last("download") == ("download", job_id)
     assert steps(download_stage.download(rt, job_id)) == "stored"
     stored = rt.store.require(job_id)
@@ -46,11 +52,7 @@ def test_a_failed_manifest_keeps_the_stored_image_on_the_job_so_the_retry_skips_
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Given a completed job, and S3 refusing the manifest once
-    record = submitted_job(rt, steps)
-    assert record.evolink_task_id
-    wait_task_final(emulator_server, record.evolink_task_id)
-    _, job_id, token = steps.last("poll")
-    assert steps(poll_stage.poll(rt, job_id, token)) == "completed"
+    job_id = completed_job(rt, steps, emulator_server)
     objects = rt.objects()
     put_json = objects.put_json
     refusals: list[str] = []
@@ -80,11 +82,7 @@ def test_a_one_image_download_writes_the_job_once(
     emulator_server: EmulatorServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    record = submitted_job(rt, steps)
-    assert record.evolink_task_id
-    wait_task_final(emulator_server, record.evolink_task_id)
-    _, job_id, token = steps.last("poll")
-    assert steps(poll_stage.poll(rt, job_id, token)) == "completed"
+    job_id = completed_job(rt, steps, emulator_server)
     writes: list[str] = []
     apply = rt.store.apply
 
