@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import REQUEST, use_env
+from benchmarks.harness import REQUEST, use_env, wait_off_on_rates
 
 OUT = Path(__file__).resolve().parent / "results" / "cluster-wait.json"
 WARM_UP = 50
@@ -35,31 +33,6 @@ def _env(cluster_url: str, broker_url: str, wait_replicas: int) -> dict[str, str
         "NBQ_EVOLINK_API_KEY": "bench",
         "NBQ_STORE_WAIT_REPLICAS": str(wait_replicas),
         "NBQ_STORE_WAIT_TIMEOUT_MS": "100",
-    }
-
-
-def _rates(calls: dict[int, Callable[[], object]], n: int, rounds: int) -> dict[str, Any]:
-    """Calls per second of each ``WAIT`` setting, rounds alternating (machine noise hits
-    both alike)."""
-    for call in calls.values():
-        for _ in range(WARM_UP):  # connections to every node, scripts cached
-            call()
-    rates: dict[int, list[float]] = {w: [] for w in calls}
-    for _ in range(rounds):
-        for wait, call in calls.items():
-            started = time.perf_counter()
-            for _ in range(n):
-                call()
-            rates[wait].append(n / (time.perf_counter() - started))
-    off, on = statistics.median(rates[0]), statistics.median(rates[1])
-    return {
-        "per_round": n,
-        "rounds": rounds,
-        "wait_off_per_s": round(off, 1),
-        "wait_on_per_s": round(on, 1),
-        "ratio_on_off": round(on / off, 3),
-        "wait_off_rounds": [round(r, 1) for r in rates[0]],
-        "wait_on_rounds": [round(r, 1) for r in rates[1]],
     }
 
 
@@ -94,8 +67,8 @@ def measure(workdir: Path, n: int, rounds: int) -> dict[str, Any]:
 
         return {
             "cluster": f"{cluster.masters} masters + {cluster.masters} replicas, loopback",
-            "store_create": _rates({w: create(w) for w in (0, 1)}, n, rounds),
-            "producer_enqueue": _rates({w: enqueue(w) for w in (0, 1)}, n, rounds),
+            "store_create": wait_off_on_rates({w: create(w) for w in (0, 1)}, n, rounds),
+            "producer_enqueue": wait_off_on_rates({w: enqueue(w) for w in (0, 1)}, n, rounds),
         }
     finally:
         broker.stop()

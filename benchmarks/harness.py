@@ -1,19 +1,24 @@
 """Process helpers for benchmarks: free ports, redis-server, moto S3, the emulator, workers.
 
-Benchmarks must not import ``tests``; processes run under the one supervisor
-(``devstack/procs.py``, shared with the tests and ``nbq dev``), plus process-tree sampling
-(RSS, CPU) with psutil. Everything binds 127.0.0.1 on
-free ports and is stopped by its owner (never by name).
+``nbq bench`` (B1–B6) must not import ``tests``: it runs from an install. The Redis
+HA/cluster experiments run from a checkout (``python -m benchmarks.capacity_run
+--cluster``, ``cluster_wait``, ``redis_commands --cluster``, ``sentinel_failover``) and
+borrow the tests' cluster and Sentinel servers (``tests/support``). Processes run under
+the one supervisor (``devstack/procs.py``, shared with the tests and ``nbq dev``), plus
+process-tree sampling (RSS, CPU) with psutil. Everything binds 127.0.0.1 on free ports
+and is stopped by its owner (never by name).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import statistics
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,6 +163,33 @@ class EmulatorProc:
         if self.proc is not None:
             stop_proc(self.proc)
             self.proc = None
+
+
+def wait_off_on_rates(
+    calls: Mapping[int, Callable[[], object]], n: int, rounds: int, *, warm_up: int = 50
+) -> dict[str, Any]:
+    """Calls per second of each ``WAIT`` setting (``calls[0]`` off, ``calls[1]`` on),
+    rounds alternating so the machine's noise hits both alike; medians and their ratio."""
+    for call in calls.values():
+        for _ in range(warm_up):  # connections to every node, scripts cached
+            call()
+    rates: dict[int, list[float]] = {w: [] for w in calls}
+    for _ in range(rounds):
+        for wait, call in calls.items():
+            started = time.perf_counter()
+            for _ in range(n):
+                call()
+            rates[wait].append(n / (time.perf_counter() - started))
+    off, on = statistics.median(rates[0]), statistics.median(rates[1])
+    return {
+        "per_round": n,
+        "rounds": rounds,
+        "wait_off_per_s": round(off, 1),
+        "wait_on_per_s": round(on, 1),
+        "ratio_on_off": round(on / off, 3),
+        "wait_off_rounds": [round(r, 1) for r in rates[0]],
+        "wait_on_rounds": [round(r, 1) for r in rates[1]],
+    }
 
 
 def time_scaled_settings(scale: float) -> dict[str, str]:

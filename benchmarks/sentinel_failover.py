@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import REQUEST, use_env
+from benchmarks.harness import REQUEST, use_env, wait_off_on_rates
 
 THREADS = 4
 ROUNDS = 3
@@ -73,26 +72,10 @@ def enqueue_rates(workdir: Path, n: int) -> dict[str, Any]:
     group = _group(workdir / "rate")
     try:
         producers = {w: _producer(group, w) for w in (0, 1)}
-        for producer in producers.values():
-            for _ in range(50):  # warm up connections
-                producer.enqueue(REQUEST)
-        rates: dict[int, list[float]] = {0: [], 1: []}
-        for _ in range(ROUNDS):
-            for wait, producer in producers.items():
-                started = time.perf_counter()
-                for _ in range(n):
-                    producer.enqueue(REQUEST, producer="bench")
-                rates[wait].append(n / (time.perf_counter() - started))
-        off, on = statistics.median(rates[0]), statistics.median(rates[1])
-        return {
-            "enqueues_per_round": n,
-            "rounds": ROUNDS,
-            "wait_off_per_s": round(off, 1),
-            "wait_on_per_s": round(on, 1),
-            "ratio_on_off": round(on / off, 3),
-            "wait_off_rounds": [round(r, 1) for r in rates[0]],
-            "wait_on_rounds": [round(r, 1) for r in rates[1]],
+        calls = {
+            w: (lambda p=p: p.enqueue(REQUEST, producer="bench")) for w, p in producers.items()
         }
+        return wait_off_on_rates(calls, n, ROUNDS)
     finally:
         group.stop()
 
