@@ -24,7 +24,11 @@ pytestmark = [pytest.mark.faults, pytest.mark.integration]
 JOBS = 3
 
 
-@pytest.mark.parametrize("endpoint", ["create", "query", "file"])
+@pytest.mark.parametrize(
+    # A worker killed mid-create waits out the 90 s submit time limit (≈ 100 s): slow.
+    "endpoint",
+    [pytest.param("create", marks=pytest.mark.slow), "query", "file"],
+)
 def test_a_worker_killed_mid_stage_leaves_nothing_lost_and_nothing_paid_twice(
     fast_stack: Stack, endpoint: str
 ) -> None:

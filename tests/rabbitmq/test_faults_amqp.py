@@ -31,7 +31,11 @@ JOBS = 3
 BREAKER_KEY = "nbq:breaker:quota"
 
 
-@pytest.mark.parametrize("endpoint", ["create", "query", "file"])
+@pytest.mark.parametrize(
+    # A worker killed mid-create waits out the 90 s submit time limit (≈ 100 s): slow.
+    "endpoint",
+    [pytest.param("create", marks=pytest.mark.slow), "query", "file"],
+)
 def test_a_worker_killed_mid_stage_on_rabbitmq_leaves_nothing_lost_and_nothing_paid_twice(
     amqp_stack: Stack, endpoint: str
 ) -> None:
