@@ -191,11 +191,11 @@ def redis_client(
         )
     if is_sentinel_url(url):
         parsed = parse_sentinel_url(url)
-        manager = _Sentinel(  # type: ignore[no-untyped-call]
+        manager = _Sentinel(
             list(parsed.sentinels),
             sentinel_kwargs=sentinel_kwargs(settings, socket_timeout=socket_connect_timeout),
         )
-        client: redis.Redis = manager.master_for(  # type: ignore[no-untyped-call]
+        client: redis.Redis = manager.master_for(
             settings.redis_sentinel_master,
             db=parsed.db,
             username=parsed.username,
