@@ -86,26 +86,73 @@ def cap_processor(
     return {k: v if k in _UNCAPPED_KEYS else _cap_value(v) for k, v in event_dict.items()}
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a line is written (pytest swaps it per test
+    phase; a handler holding the first one would write to a closed file)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+#: Libraries whose INFO lines repeat what our events say (one per HTTP request).
+QUIET_LOGGERS = ("httpx", "httpcore")
+#: The root handler this module installs (found again and replaced on reconfiguration).
+HANDLER_NAME = "nbq"
+
+
 def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
+    """Every line the process writes in one format: structlog's events and, through
+    structlog's stdlib bridge (``ProcessorFormatter`` on the root logger), Celery's, kombu's
+    and uvicorn's records and Python warnings — JSON objects one per line with ``json``
+    (NBQ_LOG_JSON, production), the console renderer otherwise. Redaction and caps apply to
+    all of them."""
     renderer: Any = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )
+    threshold = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    stamped: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *stamped,
+            structlog.processors.format_exc_info,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        # Records of other libraries (Celery, kombu, uvicorn, py.warnings) get the same
+        # fields as ours, plus the logger's name.
+        foreign_pre_chain=[*stamped, structlog.stdlib.add_logger_name],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
             redact_processor,
             cap_processor,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-        ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
     )
+    handler = _StderrHandler()
+    handler.set_name(HANDLER_NAME)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(threshold)
+    logging.captureWarnings(True)  # warnings.warn(...) as records of the py.warnings logger
+    for chatty in QUIET_LOGGERS:  # a line per HTTP request: our own events already say it
+        logging.getLogger(chatty).setLevel(max(threshold, logging.WARNING))
 
 
 def get_logger(name: str) -> Any:
