@@ -105,12 +105,16 @@ QUIET_LOGGERS = ("httpx", "httpcore")
 HANDLER_NAME = "nbq"
 
 
-def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
+def configure_logging(level: str = "INFO", *, json: bool = False, stdlib: bool = True) -> None:
     """Every line the process writes in one format: structlog's events and, through
     structlog's stdlib bridge (``ProcessorFormatter`` on the root logger), Celery's, kombu's
     and uvicorn's records and Python warnings — JSON objects one per line with ``json``
     (NBQ_LOG_JSON, production), the console renderer otherwise. Redaction and caps apply to
-    all of them."""
+    all of them.
+
+    ``stdlib=False`` (a ``Producer`` inside someone else's service) configures structlog
+    alone, printing to stderr, and leaves the host's ``logging`` untouched.
+    """
     renderer: Any = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )
@@ -120,6 +124,21 @@ def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    #: The last steps of every line, ours or another library's: redacted, capped, rendered.
+    rendering: list[Any] = [
+        structlog.processors.format_exc_info,
+        redact_processor,
+        cap_processor,
+        renderer,
+    ]
+    if not stdlib:
+        structlog.configure(
+            processors=[*stamped, *rendering],
+            wrapper_class=structlog.make_filtering_bound_logger(threshold),
+            logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+            cache_logger_on_first_use=False,
+        )
+        return
     structlog.configure(
         processors=[
             *stamped,
@@ -134,13 +153,7 @@ def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
         # Records of other libraries (Celery, kombu, uvicorn, py.warnings) get the same
         # fields as ours, plus the logger's name.
         foreign_pre_chain=[*stamped, structlog.stdlib.add_logger_name],
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info,
-            redact_processor,
-            cap_processor,
-            renderer,
-        ],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *rendering],
     )
     handler = _StderrHandler()
     handler.set_name(HANDLER_NAME)

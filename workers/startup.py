@@ -44,15 +44,17 @@ def configure_process(settings: Settings | None = None, *, keep_host_logging: bo
     if keep_host_logging and structlog.is_configured():
         register_secrets(settings)
     else:
-        configure_logging(settings)
+        # A Producer in a host's process leaves the host's stdlib logging alone.
+        configure_logging(settings, stdlib=not keep_host_logging)
     patch_kombu()
 
 
-def configure_logging(settings: Settings) -> None:
-    """structlog to stderr at ``NBQ_LOG_LEVEL``; every secret in the settings redacted."""
+def configure_logging(settings: Settings, *, stdlib: bool = True) -> None:
+    """Logs to stderr at ``NBQ_LOG_LEVEL`` in one format (``workers.logs``); every secret in
+    the settings redacted."""
     from workers.logs import configure_logging as configure_structlog
 
-    configure_structlog(settings.log_level, json=settings.log_json)
+    configure_structlog(settings.log_level, json=settings.log_json, stdlib=stdlib)
     register_secrets(settings)
 
 
