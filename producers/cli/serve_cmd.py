@@ -28,6 +28,10 @@ def serve(
     require_extra("ingress", what="nbq serve")
     import uvicorn
 
+    from workers.settings import get_settings
+    from workers.startup import configure_logging
+
+    configure_logging(get_settings())  # uvicorn's own lines, in a supervisor process too
     # log_config=None: uvicorn's loggers keep the root handler of workers.logs (one format);
     # its own access log stays off (callback URLs carry a per-job token in their query
     # string): the ingress logs each request itself (producers/ingress/accesslog.py).
