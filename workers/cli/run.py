@@ -128,4 +128,7 @@ def run_reconcile(*, once: bool, interval_s: float | None) -> None:
         report = reconcile_once(get_runtime(), dispatcher().send)
         print(f"re-driven: {report.total}")
         return
-    reconcile_forever(interval_s or settings.reconcile_interval_s)
+    from workers.probes import RECONCILE, Heartbeat
+
+    interval_s = interval_s or settings.reconcile_interval_s
+    reconcile_forever(interval_s, heartbeat=Heartbeat(settings.health_dir, RECONCILE, interval_s))
