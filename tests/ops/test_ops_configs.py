@@ -124,7 +124,8 @@ def test_every_alert_has_a_severity_summary_and_runbook() -> None:
     for rule in rules:
         assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
         assert rule["annotations"]["summary"], rule["alert"]
-        assert rule["annotations"]["runbook"].startswith("docs/operations.md#"), rule["alert"]
+        assert "runbook" not in rule["annotations"], "the conventional name is runbook_url"
+        assert rule["annotations"]["runbook_url"].startswith("docs/operations.md#"), rule["alert"]
 
 
 def test_the_required_alerts_exist() -> None:
@@ -148,7 +149,7 @@ def test_alert_uses_only_exported_metrics(rule: dict[str, Any]) -> None:
 def test_alert_runbooks_are_sections_of_the_operations_guide() -> None:
     guide = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8").lower()
     for rule in alert_rules():
-        anchor = rule["annotations"]["runbook"].split("#", 1)[1]
+        anchor = rule["annotations"]["runbook_url"].split("#", 1)[1]
         assert f"### {anchor}" in guide, f"docs/operations.md has no '### {rule['alert']}'"
 
 
