@@ -1,4 +1,4 @@
-"""Prometheus, Grafana, KEDA and Docker files: they parse, and every metric they use exists."""
+"""Prometheus, Grafana and Docker files: they parse, and every metric they use exists."""
 
 from __future__ import annotations
 
@@ -15,13 +15,11 @@ import yaml
 
 from tests.ops.compose import ROOT, services
 from workers import metrics
-from workers.contract import ALL_QUEUES
 
 OPS = ROOT / "ops"
 PROMETHEUS = OPS / "prometheus" / "prometheus.yml"
 ALERTS = OPS / "prometheus" / "alerts.yml"
 DASHBOARD = OPS / "grafana" / "dashboards" / "nbq.json"
-KEDA = OPS / "keda" / "scaledobject.yaml"
 
 #: Metrics Flower 2.x exports (flower/events.py), with histogram series.
 FLOWER_METRICS = frozenset(
@@ -242,22 +240,6 @@ def test_grafana_provisioning_points_at_prometheus_and_the_dashboard_dir() -> No
         for t in p.get("targets", [])
     }
     assert uids == {source["uid"]}
-
-
-# --- KEDA -------------------------------------------------------------------------------
-
-
-def test_keda_scales_poll_and_download_on_their_redis_lists() -> None:
-    docs = [d for d in yaml.safe_load_all(KEDA.read_text(encoding="utf-8")) if d]
-    scaled = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ScaledObject"}
-    lists = {}
-    for name, obj in scaled.items():
-        (trigger,) = obj["spec"]["triggers"]
-        assert trigger["type"] == "redis"
-        lists[name] = trigger["metadata"]["listName"]
-        assert int(trigger["metadata"]["listLength"]) > 0
-    assert set(lists.values()) == {"poll", "download"}
-    assert set(lists.values()) <= set(ALL_QUEUES)
 
 
 # --- Docker image -----------------------------------------------------------------------

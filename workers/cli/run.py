@@ -38,7 +38,7 @@ def run_worker(
             raise ConfigError(
                 "--autoscale does nothing on RabbitMQ quorum queues (no global QoS: the "
                 "prefetch count cannot follow the pool size); use a fixed --concurrency and "
-                "scale worker replicas on nbq_queue_length (ops/keda) instead"
+                "scale worker replicas on the queue length (KEDA: ops/k8s) instead"
             )
         argv += ["--autoscale", autoscale]
     if hostname:
