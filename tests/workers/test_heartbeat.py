@@ -1,5 +1,6 @@
 """The liveness heartbeat on a real worker process: healthy while it consumes, unhealthy
-once its consumer is wedged (``SIGSTOP``), within a bound counted in heartbeat intervals.
+once its consumer is wedged (``SIGSTOP``), within a bound counted in heartbeat intervals;
+ready only while it consumes (not while its broker is away).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def worker(tmp_path: Path, redis_server: RedisServer) -> Iterator[subprocess.Pop
     stop(proc, timeout_s=30)
 
 
-def test_the_heartbeat_is_fresh_while_consuming_and_stale_once_the_consumer_is_wedged(
+def test_healthy_while_consuming_stale_once_wedged_and_ready_only_while_connected(
     tmp_path: Path, redis_server: RedisServer, worker: subprocess.Popen[bytes]
 ) -> None:
     health = tmp_path / "health"
@@ -107,6 +108,14 @@ def test_the_heartbeat_is_fresh_while_consuming_and_stale_once_the_consumer_is_w
     # When it is thawed, Then the same loop beats again and it is healthy again
     os.kill(worker.pid, signal.SIGCONT)
     wait_until(lambda: probe("ready", health).returncode == 0, timeout_s=30, what="thawed")
+
+    # When its broker goes away, Then it is not ready (it consumes nothing) ...
+    redis_server.stop()
+    wait_until(lambda: probe("ready", health).returncode == 1, timeout_s=30, what="not ready")
+    assert "not consuming" in probe("ready", health).stdout
+    # ... and ready again once it has reconnected and consumes
+    redis_server.start()
+    wait_until(lambda: probe("ready", health).returncode == 0, timeout_s=60, what="reconnected")
 
 
 def _no_touch_for(path: Path, *, intervals: int) -> bool:
