@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from tests.ops.k8s import (
 from tests.ops.probes import check_exec_probe
 from workers.app import celery_config
 from workers.contract import ALL_QUEUES
+from workers.probes import DEFAULT_MISSED
 from workers.settings import SECRET_FIELDS, load_settings
 
 #: KEDA's scaler for each overlay, and the trigger field naming the queue.
@@ -60,6 +61,8 @@ AUTH_PARAMS = {
 SECRET_MOUNT = "/run/secrets/nbq"
 SECRET_NAMES = {"nbq-secrets", "nbq-broker", "nbq-flower-prometheus"}
 WORKERS = {f"nbq-worker-{queue}": queue for queue in ALL_QUEUES}
+#: The release the manifests deploy (the base's ``images`` tag): the package's version.
+PROJECT_VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["project"]["version"]
 CLICK = typer.main.get_command(cli)
 
 
@@ -217,8 +220,8 @@ def test_liveness_outlasts_a_warm_shutdown_and_tolerates_missed_beats() -> None:
     for name in WORKERS:
         spec = deployments("redis")[name]["spec"]["template"]["spec"]
         live = spec["containers"][0]["livenessProbe"]
-        # The probe's own window (6 missed beats) plus the kubelet's failures
-        window_s = 6 * interval_s + live["periodSeconds"] * live["failureThreshold"]
+        # The probe's own window (missed beats) plus the kubelet's failures
+        window_s = DEFAULT_MISSED * interval_s + live["periodSeconds"] * live["failureThreshold"]
         assert window_s > spec["terminationGracePeriodSeconds"]
 
 
@@ -251,7 +254,7 @@ def test_pods_run_non_root_on_a_read_only_root_with_resources(overlay: str) -> N
             resources = container["resources"]
             assert {"cpu", "memory"} <= set(resources["requests"]), name
             assert "memory" in resources["limits"], name
-            assert re.fullmatch(r"[\w./-]+:\d+\.\d+\.\d+", container["image"]), name
+            assert container["image"] == f"nanobanana-queue:{PROJECT_VERSION}", name
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
