@@ -225,6 +225,23 @@ def test_liveness_outlasts_a_warm_shutdown_and_tolerates_missed_beats() -> None:
         assert window_s > spec["terminationGracePeriodSeconds"]
 
 
+def _selected(overlay: str, key: str, value: str) -> set[tuple[str, str]]:
+    return {
+        (o["kind"], o["metadata"]["name"])
+        for o in rendered(overlay)
+        if o["metadata"].get("labels", {}).get(key) == value
+    }
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_upgrade_steps_select_the_config_then_one_pool_at_a_time(overlay: str) -> None:
+    # docs/operations.md, "Upgrade with no job lost": `kubectl apply -k ... -l <selector>`
+    (config,) = objects(overlay, "ConfigMap")
+    assert _selected(overlay, "app.kubernetes.io/component", "config") == {("ConfigMap", config)}
+    for name in WORKERS:
+        assert _selected(overlay, "app.kubernetes.io/name", name) == {("Deployment", name)}
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_deployment_args_parse_with_the_real_cli(overlay: str) -> None:
     for name, deployment in deployments(overlay).items():
