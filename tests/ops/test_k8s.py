@@ -262,6 +262,7 @@ def test_pods_run_non_root_on_a_read_only_root_with_resources(overlay: str) -> N
         assert pod["securityContext"]["runAsNonRoot"] is True, name
         assert pod["securityContext"]["runAsUser"] == 10001  # the Dockerfile's user
         assert pod["automountServiceAccountToken"] is False, name
+        assert pod["shareProcessNamespace"] is True, name  # SIGTERM is not lost on a PID 1
         for container in pod["containers"]:
             security = container["securityContext"]
             assert security["readOnlyRootFilesystem"] is True, name
