@@ -11,21 +11,15 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from workers.logs import HANDLER_NAME, QUIET_LOGGERS, configure_logging, register_secret
+from workers.logs import HANDLER_NAME, configure_logging, register_secret
 
 SECRET = "bridge-secret-value"
 
 
 @pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    quiet = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+def _reset() -> Iterator[None]:
+    # (the root logger itself is restored by tests/support/logging_guard.py)
     yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name, old in quiet.items():
-        logging.getLogger(name).setLevel(old)
     logging.captureWarnings(False)
     structlog.reset_defaults()
 
