@@ -10,6 +10,8 @@ from typing import Any
 
 import structlog
 
+from workers.visible import visible
+
 _URL = re.compile(r"(https?://[^\s?#\"']+)\?[^\s\"']*")
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]+")
 _SECRETS: set[str] = set()
@@ -86,6 +88,56 @@ def cap_processor(
     return {k: v if k in _UNCAPPED_KEYS else _cap_value(v) for k, v in event_dict.items()}
 
 
+#: Keys whose newlines are kept (tracebacks); their other control characters are escaped.
+_MULTILINE_KEYS = frozenset({"exception", "stack"})
+
+
+class _Escaped:
+    """A string that had to be escaped, for the console renderer: it prints ``repr`` of a
+    non-string, so the value comes out quoted, ``job_id='x\\x1b]0;…'``, and reads as an
+    escaped value, not as text the sender chose."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"'{self.text}'"
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _visible_value(value: Any, *, quote: bool, keep_lines: bool = False) -> Any:
+    if isinstance(value, str):
+        shown = visible(value, keep_lines=keep_lines)
+        return _Escaped(shown) if quote and shown != value and not keep_lines else shown
+    if isinstance(value, dict):
+        return {
+            _visible_value(k, quote=False): _visible_value(v, quote=quote) for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_visible_value(v, quote=quote) for v in value]
+    return value
+
+
+def visible_processor(*, quote: bool) -> Any:
+    """structlog processor (the last before rendering): every key and string value with
+    its control characters, bidi marks and line breaks escaped (:mod:`workers.visible`),
+    so no value can drive the terminal that tails the log or forge a log line."""
+
+    def process(
+        _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        return {
+            visible(k): _visible_value(v, quote=quote, keep_lines=k in _MULTILINE_KEYS)
+            for k, v in event_dict.items()
+        }
+
+    return process
+
+
 def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
@@ -98,6 +150,7 @@ def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
             structlog.processors.format_exc_info,
             redact_processor,
             cap_processor,
+            visible_processor(quote=not json),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
