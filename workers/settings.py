@@ -165,6 +165,9 @@ class Settings(BaseSettings):
     max_countdown_s: float = Field(600.0, ge=60)
     max_message_bytes: int = Field(512 * 1024, ge=1024)
     dead_letter_max: int = Field(5000, ge=1)
+    # Bytes the dead-letter store may hold, counted on the stored (escaped) JSON plus a
+    # per-letter overhead: the bound on the job store's memory a poison flood can take.
+    dead_letter_max_bytes: int = Field(32 * 1024 * 1024, ge=256 * 1024)
     dead_letter_retention_s: int = Field(7 * 24 * 3600, ge=60)
 
     # --- Flower, ingress, metrics ----------------------------------------------------

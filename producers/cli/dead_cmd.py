@@ -35,7 +35,9 @@ def list_(
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most N, newest first.")] = 100,
 ) -> None:
     """Dead letters, newest first: id, time, queue, task, reason, detail."""
-    letters = _store().list(reason=reason, limit=limit)
+    store = _store()
+    letters = store.list(reason=reason, limit=limit)
+    stats = store.stats()
     if as_json:
         print_json(
             [
@@ -44,6 +46,13 @@ def list_(
             ]
         )
         return
+    console.print(
+        f"{stats.count} dead letter(s), {stats.bytes:,} of {stats.max_bytes:,} bytes, "
+        f"at most {stats.max_entries:,}; {stats.dropped:,} dropped by these bounds "
+        f"(the first of each reason kept: {stats.pinned})",
+        markup=False,
+        highlight=False,
+    )
     table = Table("id", "at (UTC)", "queue", "task", "reason", "detail")
     for letter in letters:
         table.add_row(

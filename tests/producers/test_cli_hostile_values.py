@@ -25,7 +25,7 @@ from producers.cli import dead_cmd, jobs_cmd, recover_cmd
 from producers.cli.main import app
 from producers.errors import ProducerError
 from workers.cli import common
-from workers.deadletters import DeadLetter
+from workers.deadletters import DeadLetter, DeadLetterStats
 from workers.jobs.record import JobError, JobRecord, StoredObject
 from workers.jobs.state import JobState
 from workers.resilience.breaker import BreakerStatus
@@ -107,8 +107,8 @@ class FakeDeadStore:
     def get(self, _id: str) -> DeadLetter | None:
         return self.letter() if self.found else None
 
-    def stats(self) -> Any:
-        return None
+    def stats(self) -> DeadLetterStats:
+        return DeadLetterStats(count=1, bytes=1, dropped=7, pinned=1, max_entries=5, max_bytes=9)
 
     def remove(self, _id: str) -> bool:
         return True
