@@ -138,6 +138,32 @@ def visible_processor(*, quote: bool) -> Any:
     return process
 
 
+def _visible_arg(value: Any) -> Any:
+    return visible(value) if isinstance(value, str) else value
+
+
+def escape_stdlib_records() -> None:
+    """The same rule for the stdlib log records of Celery, kombu and uvicorn: their string
+    arguments (task ids, names, peers) escaped, their message's control characters too
+    (its newlines kept). Installed once, as the process's log record factory."""
+    base = logging.getLogRecordFactory()
+    if getattr(base, "nbq_visible", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = base(*args, **kwargs)
+        if isinstance(record.msg, str):
+            record.msg = visible(record.msg, keep_lines=True)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_visible_arg(a) for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: _visible_arg(v) for k, v in record.args.items()}
+        return record
+
+    factory.nbq_visible = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
 def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
@@ -159,6 +185,7 @@ def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+    escape_stdlib_records()
 
 
 def get_logger(name: str) -> Any:

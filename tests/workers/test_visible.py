@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import re
 from collections.abc import Iterator
 
@@ -123,3 +124,24 @@ def test_a_traceback_keeps_its_lines_but_not_its_escapes(
 
     exception = json.loads(capsys.readouterr().err)["exception"]
     assert "\n" in exception and "\x1b" not in exception and "\\x1b[2J" in exception
+
+
+@pytest.mark.parametrize("form", ["tuple", "mapping"])
+def test_stdlib_records_of_celery_and_uvicorn_get_the_same_rule(form: str) -> None:
+    # Given logging configured as every nbq process does, and a stdlib handler
+    configure_logging("INFO")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger("celery.worker.strategy.t")
+    logger.addHandler(handler)
+    try:
+        # When Celery logs a received task whose id is made of escapes
+        if form == "tuple":
+            logger.warning("Task %s[%s] received", "nbq.poll", "\x1b]0;PWNED\x07")
+        else:
+            logger.warning("Task %(name)s[%(id)s] received", {"name": "n", "id": "\x9b2J"})
+    finally:
+        logger.removeHandler(handler)
+    # Then the line shows them as text
+    line = stream.getvalue()
+    assert "received" in line and RAW_CONTROL.search(line.rstrip("\n")) is None
