@@ -18,6 +18,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from producers.ingress.errors import error_response
 
+#: A body piece smaller than this (with more to come) means a trickling client ...
+COALESCE_BELOW_BYTES = 16 * 1024
+#: ... whose next pieces are gathered for this long before the next read (seconds).
+COALESCE_S = 0.01
+
 
 class BodyLimitMiddleware:
     def __init__(self, app: ASGIApp, *, max_body_bytes: int, body_timeout_s: float = 30.0) -> None:
@@ -38,29 +43,17 @@ class BodyLimitMiddleware:
         if declared is not None and declared > self.max_body_bytes:
             await self._refuse(scope, receive, send, 413)
             return
-        parts: list[bytes] = []
-        total = 0
-        ending: Message | None = None  # an http.disconnect met while reading
         try:
             async with asyncio.timeout(self.body_timeout_s):
-                while True:
-                    message = await receive()
-                    if message["type"] != "http.request":
-                        ending = message
-                        break
-                    chunk = message.get("body", b"")
-                    total += len(chunk)
-                    if total > self.max_body_bytes:
-                        await self._refuse(scope, receive, send, 413)
-                        return
-                    parts.append(chunk)
-                    if not message.get("more_body", False):
-                        break
+                read = await self._read(receive)
         except TimeoutError:
-            await self._refuse(scope, receive, send, 408)
+            read = 408
+        if isinstance(read, int):
+            await self._refuse(scope, receive, send, read)
             return
+        body, ending = read
         messages: list[Message] = [
-            {"type": "http.request", "body": b"".join(parts), "more_body": ending is not None}
+            {"type": "http.request", "body": body, "more_body": ending is not None}
         ]
         if ending is not None:
             messages.append(ending)
@@ -71,6 +64,26 @@ class BodyLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    async def _read(self, receive: Receive) -> tuple[bytes, Message | None] | int:
+        """The whole body and the ``http.disconnect`` met reading it (if any), or 413."""
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return b"".join(parts), message
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > self.max_body_bytes:
+                return 413
+            parts.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(parts), None
+            if len(chunk) < COALESCE_BELOW_BYTES:
+                # A trickle: let the server gather what arrives meanwhile, so this loop
+                # wakes at most once per COALESCE_S, not once per network segment.
+                await asyncio.sleep(COALESCE_S)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, status: int) -> None:
         if status == 408:

@@ -15,6 +15,7 @@ import httpx
 import pytest
 import uvicorn
 
+from producers.ingress import bodylimit
 from producers.ingress.bodylimit import BodyLimitMiddleware
 from producers.ingress.server import HeaderDeadlineProtocol, uvicorn_config
 from producers.ingress.strictjson import StrictJsonMiddleware
@@ -49,8 +50,12 @@ def trickle(pieces: int) -> tuple[Callable[[], object], list[dict[str, object]]]
 
 
 @pytest.mark.parametrize("pieces", [5_000, 40_000])
-def test_a_trickled_body_is_joined_once_and_handed_on_whole(pieces: int) -> None:
+def test_a_trickled_body_is_joined_once_and_handed_on_whole(
+    pieces: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Given the body limit and the strict-JSON check in front of an app, as in the ingress
+    # (no pause between pieces: this fake client has each next byte ready at once)
+    monkeypatch.setattr(bodylimit, "COALESCE_S", 0)
     seen: list[dict[str, object]] = []
 
     async def app(scope: object, receive: Callable[[], object], send: object) -> None:
@@ -91,6 +96,48 @@ def serving(ingress: Ingress) -> Iterator[int]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_a_trickle_wakes_the_reader_once_per_pause_not_once_per_piece() -> None:
+    # Given a server side that gathers pieces while the reader is away, as uvicorn does
+    pieces, buffer, done = 2_000, bytearray(), asyncio.Event()
+    arrived = asyncio.Event()
+    reads = 0
+
+    async def client() -> None:
+        for _ in range(pieces):
+            buffer.extend(b"x")
+            arrived.set()
+            await asyncio.sleep(0)  # one piece per event-loop turn
+        done.set()
+        arrived.set()  # the end of the body is news too
+
+    async def receive() -> dict[str, object]:
+        nonlocal reads
+        await arrived.wait()
+        reads += 1
+        body, more = bytes(buffer), not done.is_set()  # everything gathered so far
+        buffer.clear()
+        arrived.clear()
+        return {"type": "http.request", "body": body, "more_body": more}
+
+    got: list[int] = []
+
+    async def app(scope: object, receive: Callable[[], object], send: object) -> None:
+        message = await receive()  # type: ignore[misc]
+        got.append(len(message["body"]))
+
+    async def main() -> None:
+        sender = asyncio.create_task(client())
+        stack = BodyLimitMiddleware(app, max_body_bytes=10**6)
+        await stack({"type": "http", "headers": []}, receive, None)  # type: ignore[arg-type]
+        await sender
+
+    # When 2,000 one-byte pieces trickle in
+    asyncio.run(main())
+    # Then the reader woke a few times (it pauses after a small piece), not 2,000 times
+    assert got == [pieces]
+    assert reads <= pieces // 4
 
 
 def read_until_closed(sock: socket.socket) -> bytes:
