@@ -52,6 +52,7 @@ def list_(
         f"(the first of each reason kept: {stats.pinned})",
         markup=False,
         highlight=False,
+        soft_wrap=True,
     )
     table = Table("id", "at (UTC)", "queue", "task", "reason", "detail")
     for letter in letters:

@@ -120,6 +120,8 @@ def test_the_cli_lists_shows_replays_and_purges(redis_server: RedisServer) -> No
         )
 
     listed = json.loads(nbq("list", "--json", "--reason", "expired").stdout)
+    header = nbq("list").stdout.splitlines()[0]
+    assert header.startswith("2 dead letter(s), ") and "; 0 dropped by these bounds" in header
     assert [x["id"] for x in listed] == [fixable]
     assert json.loads(nbq("show", broken).stdout)["body"] == "[1]"
     refused = nbq("replay", broken, check=False)
