@@ -28,29 +28,27 @@ def serve(
     require_extra("ingress", what="nbq serve")
     import uvicorn
 
+    from producers.ingress.server import uvicorn_options
     from workers.settings import get_settings
     from workers.startup import configure_logging
 
-    configure_logging(get_settings())  # uvicorn's own lines, in a supervisor process too
-    # log_config=None: uvicorn's loggers keep the root handler of workers.logs (one format);
-    # its own access log stays off (callback URLs carry a per-job token in their query
-    # string): the ingress logs each request itself (producers/ingress/accesslog.py).
+    settings = get_settings()
+    configure_logging(settings)  # uvicorn's own lines, in a supervisor process too
+    # log_config=None: uvicorn's loggers keep the root handler of workers.logs (one
+    # format). The limits, and no uvicorn access log (callback URLs carry a per-job token;
+    # the ingress logs each request itself, producers/ingress/accesslog.py), are
+    # documented in producers/ingress/server.py and docs/operations.md.
     options: dict[str, Any] = {
         "host": host,
         "port": port,
         "log_level": log_level,
-        "access_log": False,
+        "log_config": None,
+        **uvicorn_options(settings),
     }
     if workers > 1:
-        uvicorn.run(
-            "producers.cli.serve_cmd:served_app",
-            factory=True,
-            workers=workers,
-            log_config=None,
-            **options,
-        )
+        uvicorn.run("producers.cli.serve_cmd:served_app", factory=True, workers=workers, **options)
         return
-    uvicorn.run(served_app(), log_config=None, **options)
+    uvicorn.run(served_app(), **options)
 
 
 def served_app() -> FastAPI:
