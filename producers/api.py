@@ -299,8 +299,11 @@ class Producer:
     def retry(self, job_id: str, *, accept_may_pay_twice: bool = False) -> JobRecord:
         """Re-send a failed job's create (``nbq retry``); the job goes back to ``queued``.
 
-        A job whose last create's outcome is unknown may already have a paid task: that
-        raises :class:`MayPayTwiceError` unless ``accept_may_pay_twice`` (``--yes``).
+        A job whose last create's outcome is unknown may already have a paid task, and a
+        job that failed for a permanent reason (``retryable: false``, e.g.
+        ``content_policy_violation``) would pay again for a create the API most likely
+        refuses again: both raise :class:`MayPayTwiceError` (its message says which)
+        unless ``accept_may_pay_twice`` (``--yes``).
         """
         from workers.stages import manual
 

@@ -11,7 +11,7 @@
     ├── WaitTimeoutError        ``wait`` gave up; the job goes on
     ├── EnqueueUncertainError   Redis failed mid-enqueue; ``job_id`` may or may not be queued
     └── JobActionRefusedError   ``retry`` / ``adopt`` would be wrong for this job; unchanged
-        └── MayPayTwiceError    ``retry`` of a job whose create may have been paid: confirm
+        └── MayPayTwiceError    ``retry`` may pay for nothing (unknown outcome, permanent): confirm
 """
 
 from __future__ import annotations
