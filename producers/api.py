@@ -9,8 +9,9 @@
         print(image.key, image.url)
 
 Bad input raises :class:`InvalidRequestError` naming the field, and nothing is enqueued.
-A caller-chosen ``job_id`` is an idempotency key: enqueuing it twice returns the same
-job and never creates a second API task.
+A caller-chosen ``job_id`` is an idempotency key: enqueuing the same request under it
+twice returns the same job and never creates a second API task; a different request
+under a used id raises :class:`JobIdConflictError` (nothing enqueued).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from producers.errors import (
     CreditBudgetExceededError,
     EnqueueUncertainError,
     InvalidRequestError,
+    JobIdConflictError,
     JobNotFoundError,
     JobNotStoredError,
     WaitTimeoutError,
@@ -149,9 +151,11 @@ class Producer:
 
         A caller-chosen ``job_id`` is scoped to ``producer``: the handle's ``job_id`` is
         the stored id (``alice~order-1``; unchanged without a producer), and another
-        producer's job of the same id is never returned.
+        producer's job of the same id is never returned. The same request under a used id
+        returns that job; a different one raises :class:`JobIdConflictError`.
         """
         valid = validate_request(request)
+        chosen = job_id
         if producer is not None:
             try:
                 validate_producer(producer)
@@ -171,6 +175,8 @@ class Producer:
             self.runtime, request=valid, job_id=job_id, producer=producer, batch_id=batch_id
         )
         assert record is not None
+        if chosen is not None and not record.holds_request(valid.to_api_json()):
+            raise JobIdConflictError(chosen)
         if record.state is JobState.QUEUED and record.attempts == 0 and not record.waiting_reason:
             # New (or never picked up): send. A duplicate message is harmless — submit's
             # queued → submitting transition has exactly one winner.

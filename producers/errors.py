@@ -5,6 +5,7 @@
     ProducerError
     ├── InvalidRequestError     the request breaks a rule; ``field`` names it; nothing enqueued
     ├── CreditBudgetExceededError  the daily credit budget would be exceeded; nothing enqueued
+    ├── JobIdConflictError      the job id is taken by a different request; nothing enqueued
     ├── JobNotFoundError        no such job (or past retention)
     ├── JobNotCancellableError  the job already ended
     ├── JobNotStoredError       results asked for a job that is not stored (yet)
@@ -30,6 +31,7 @@ __all__ = [
     "EnqueueUncertainError",
     "InvalidRequestError",
     "JobActionRefusedError",
+    "JobIdConflictError",
     "JobNotCancellableError",
     "JobNotFoundError",
     "JobNotStoredError",
@@ -47,6 +49,22 @@ class InvalidRequestError(ProducerError, ValueError):
 
 class CreditBudgetExceededError(ProducerError):
     pass
+
+
+class JobIdConflictError(ProducerError):
+    """A caller-chosen job id already names a job with a different request.
+
+    The id is an idempotency key for one request: the same request again returns the
+    same job; a different one is refused (nothing enqueued, the existing job unchanged)
+    rather than silently answered with the old job. Use a new id for a new request.
+    """
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
+            f"job id {job_id!r} is already used by a different request; nothing was "
+            "enqueued (send the same request to get that job, or use a new job id)"
+        )
+        self.job_id = job_id
 
 
 class JobNotStoredError(ProducerError):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from producers.errors import ProducerError
+from producers.errors import JobIdConflictError, ProducerError
 from workers.cli.common import (
     connection_problem,
     console,
@@ -22,6 +22,12 @@ from workers.jobs.record import JobRecord
 
 if TYPE_CHECKING:
     from producers.api import Producer
+
+
+#: ``nbq submit --job-id X`` with a request other than X's: its own exit status, so a
+#: script tells "your id is taken" from a failed job (1), a bad request (2) or no
+#: connection (3).
+JOB_ID_CONFLICT_EXIT = 4
 
 
 def register(app: typer.Typer) -> None:
@@ -132,6 +138,8 @@ def submit(
         record = wait_for_job(
             producer, handle.job_id, timeout_s=timeout, console=console, live=_live(as_json)
         )
+    except JobIdConflictError as exc:
+        raise _fail(exc, JOB_ID_CONFLICT_EXIT, as_json=as_json) from None
     except ProducerError as exc:
         raise _fail(exc, 2 if isinstance(exc, ValueError) else 1, as_json=as_json) from None
     show_record(record, as_json=as_json)

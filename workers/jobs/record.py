@@ -80,6 +80,18 @@ class JobRecord(BaseModel):
     def is_terminal(self) -> bool:
         return self.state.is_terminal
 
+    def holds_request(self, api_json: dict[str, Any]) -> bool:
+        """Whether ``api_json`` (a validated request's API JSON) is this job's request.
+
+        A caller-chosen job id is an idempotency key for *one* request: the same request
+        again is the same job; another one under that id is a conflict, never silently
+        the old job. Compared in the stored (canonical JSON) form. A rescued record does
+        not know its request (``recovered_at``): it cannot tell, and says yes.
+        """
+        if self.recovered_at is not None and not self.request:
+            return True
+        return encode_field("request", self.request) == encode_field("request", api_json)
+
     def to_hash(self) -> dict[str, str]:
         """Flatten to Redis hash fields (None values left out)."""
         out: dict[str, str] = {}

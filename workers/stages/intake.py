@@ -57,6 +57,7 @@ def intake(
         # fewer per enqueue. ``create`` is itself idempotent, this only skips validation.
         existing = rt.store.get(job_id)
         if existing is not None:
+            _note_conflict(existing, request)
             return existing
     try:
         valid = (
@@ -79,3 +80,17 @@ def intake(
         JobRecord(job_id=job_id, request=valid.to_api_json(), producer=producer, batch_id=batch_id)
     )
     return record
+
+
+def _note_conflict(existing: JobRecord, request: dict[str, Any] | GenerationRequest) -> None:
+    """A raw message naming a used id with another request: the job stays as it is; say
+    so in the log (no one to answer). The producer API compares on its own and raises
+    ``JobIdConflictError`` (it passes a validated model, not a dict)."""
+    if not isinstance(request, dict) or existing.holds_request(request):
+        return  # the producer's call, its own message, or a redelivery: the stored JSON
+    try:
+        same = existing.holds_request(GenerationRequest.model_validate(request).to_api_json())
+    except ValidationError:
+        same = False
+    if not same:
+        log.warning("job_id_conflict", job_id=existing.job_id, kept="the existing job")
