@@ -48,7 +48,15 @@ class InvalidRequestError(ProducerError, ValueError):
 
 
 class CreditBudgetExceededError(ProducerError):
-    pass
+    """A daily credit budget would be exceeded by this job's price; nothing enqueued.
+
+    ``budget`` names the setting: ``NBQ_CREDIT_LIMIT_DAILY`` or
+    ``NBQ_CREDIT_LIMIT_DAILY_PER_PRODUCER``.
+    """
+
+    def __init__(self, message: str, *, budget: str = "NBQ_CREDIT_LIMIT_DAILY") -> None:
+        super().__init__(message)
+        self.budget = budget
 
 
 class JobIdConflictError(ProducerError):

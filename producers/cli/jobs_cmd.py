@@ -83,6 +83,7 @@ def show_record(record: JobRecord, *, as_json: bool) -> None:
         "paid_creates",
         "polls",
         "credits_reserved",
+        "credits_paid",
         "waiting_reason",
         "callback_task_id",
     ):

@@ -26,8 +26,10 @@ def status_line(record: JobRecord, elapsed_s: float) -> str:
     parts = [f"job {record.job_id}", f"[bold]{record.state.value}[/bold]"]
     parts.append(f"{int(record.progress or 0)}%")
     parts.append(f"polls {record.polls}")
-    if record.attempts > 1:
-        parts.append(f"creates {record.attempts}")
+    if record.paid_creates > 1:
+        # Paid creates, not API calls: a create refused with 402 (or 429, 5xx) made no
+        # task and cost nothing, so a quota wait does not count up here.
+        parts.append(f"paid creates {record.paid_creates}")
     parts.append(f"{elapsed_s:.1f}s")
     if record.waiting_reason:
         parts.append(f"[yellow]{record.waiting_reason}[/yellow]")

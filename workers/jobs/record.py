@@ -54,7 +54,13 @@ class JobRecord(BaseModel):
     poll_token: str | None = None  # only the poll carrying this token may continue the chain
     polls: int = 0
     estimated_time_s: float | None = None
+    #: Credits this job holds on the day's budget now (its next create's estimated
+    #: price; 0 once that create is charged or the job ended): workers/resilience/credits.py.
     credits_reserved: float = 0.0
+    #: The UTC day (YYYY-MM-DD) of the book that hold is on.
+    credits_held_on: str | None = None
+    #: Sum of the charges of this job's paid creates (``usage.credits_reserved`` of each).
+    credits_paid: float = 0.0
     result_urls: list[str] = Field(default_factory=list)
     objects: list[StoredObject] = Field(default_factory=list)
     error: JobError | None = None
@@ -113,6 +119,9 @@ class JobRecord(BaseModel):
                 data[name] = json.loads(value)
             else:
                 data[name] = value
+        if "credits_paid" not in data and "credits_reserved" in data:
+            # A record written before holds existed: its credits_reserved summed charges.
+            data["credits_paid"], data["credits_reserved"] = data["credits_reserved"], 0.0
         for flag in ("create_outcome_unknown", "create_sent"):
             if data.get(flag) is not None:
                 data[flag] = data[flag] in ("1", "true", "True")
