@@ -26,7 +26,7 @@ class Stats:
     #: Each task's charge (every created task is charged once), and their sum per
     #: ``Idempotency-Key``: a client's own figures can be checked task by task.
     charges_by_task: dict[str, float] = field(default_factory=dict)
-    charges_by_idempotency_key: Counter[str] = field(default_factory=Counter)
+    charges_by_idempotency_key: dict[str, float] = field(default_factory=dict)
 
     def snapshot(self) -> dict[str, Any]:
         """JSON-ready copy; only keys with more than one create would mean a client bug."""
