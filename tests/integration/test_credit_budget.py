@@ -102,7 +102,7 @@ def test_enqueues_from_four_processes_at_once_never_pay_past_either_budget(
     # of them ends stored: the budget refused at enqueue, nothing was dropped later
     records = stack.wait_all(stack.producer(), accepted)
     assert {r.state for r in records.values()} == {JobState.STORED}
-    per_producer = defaultdict(int)
+    per_producer: dict[str, int] = defaultdict(int)
     for job_id in accepted:
         per_producer[job_id.split("~", 1)[0]] += 1
     assert max(per_producer.values()) <= 5 and len(accepted) == 8  # the total binds first
@@ -203,7 +203,8 @@ def test_credit_figures_agree_with_the_emulators_charges_after_a_mixed_run(
     by_key = stats["charges_by_idempotency_key"]
 
     def emulator_paid(record: JobRecord) -> float:
-        return round(sum(v for k, v in by_key.items() if k.startswith(f"nbq-{record.job_id}-")), 6)
+        charges = [float(v) for k, v in by_key.items() if k.startswith(f"nbq-{record.job_id}-")]
+        return round(sum(charges), 6)
 
     # Then each job's credits_paid and paid_creates are the emulator's, task by task
     for record in records.values():
