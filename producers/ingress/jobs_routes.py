@@ -73,7 +73,7 @@ def enqueue_one(
             body.request_fields(), job_id=job_id, producer=producer, batch_id=batch_id
         )
     except CreditBudgetExceededError as exc:
-        raise ApiError(429, "credit_budget_exceeded", str(exc)) from None
+        raise ApiError(429, "credit_budget_exceeded", _budget_message(exc)) from None
     except JobIdConflictError as exc:
         raise ApiError(409, "job_id_conflict", str(exc)) from None
     except InvalidRequestError as exc:
@@ -153,6 +153,17 @@ def cancel_job(job_id: str, context: Context, producer: ProducerName) -> JobView
     except JobNotCancellableError as exc:
         raise ApiError(409, "not_cancellable", str(exc)) from None
     return view(record)
+
+
+def _budget_message(exc: CreditBudgetExceededError) -> str:
+    """The refusal as a producer may read it: its own budget's figures are its own; the
+    shared budget's would tell it what the other producers spend, so they are left out."""
+    if exc.budget == "NBQ_CREDIT_LIMIT_DAILY":
+        return (
+            "the shared daily credit budget (NBQ_CREDIT_LIMIT_DAILY) would be exceeded by "
+            "this job; nothing was enqueued"
+        )
+    return str(exc)
 
 
 def id_from(

@@ -74,7 +74,7 @@ def submit(
         return _defer(rt, record, *gate, retries=retries)
 
     held = _hold(rt, record)
-    if not held.held:
+    if held is not None and not held.held:
         return _over_budget(rt, record, held)
     # The claim also says "a create was sent" before the request leaves: a worker killed
     # between send and answer leaves that mark, and whoever finds the job next (the
@@ -84,23 +84,23 @@ def submit(
         job_id,
         create_sent=True,
         incr={"attempts": 1},
-        **held.record_fields(),
+        **(held.record_fields() if held is not None else {}),
     )
     if not won or claimed is None:
         return Done("lost_race")
-    if held.amount and record.credits_held_on not in (None, held.day):
+    if held is not None and record.credits_held_on not in (None, held.day):
         # Queued on an earlier day: it now holds on today's book; the old hold goes.
         rt.credits().release(job_id, producer=record.producer, held_on=record.credits_held_on)
     return _create(rt, claimed, retries=retries)
 
 
-def _hold(rt: Runtime, record: JobRecord) -> Hold:
+def _hold(rt: Runtime, record: JobRecord) -> Hold | None:
     """The job's price held on today's budget right before its create (idempotent: a job
     that holds already is checked again, so a lowered limit or a new day still counts).
-    Without a budget, nothing is held."""
+    Without a budget, nothing is held (None)."""
     ledger = rt.credits()
     if not ledger.budgeted:
-        return Hold(held=True, day="")
+        return None
     return ledger.hold(record.job_id, price_of(record.request), producer=record.producer)
 
 

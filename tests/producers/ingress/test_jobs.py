@@ -225,4 +225,6 @@ def test_a_daily_credit_budget_refusal_answers_429(make_ingress: Callable[..., I
     response = ingress.client.post("/v1/jobs", json=BODY, headers=auth())
     assert response.status_code == 429
     assert response.json()["error"]["code"] == "credit_budget_exceeded"
+    assert "NBQ_CREDIT_LIMIT_DAILY" in response.json()["error"]["message"]
+    assert "paid today" not in response.text  # the shared budget's figures are everyone's
     assert ingress.job_count() == 0
