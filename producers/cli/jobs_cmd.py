@@ -68,6 +68,11 @@ def _live(as_json: bool) -> bool:
     return not as_json and console.is_terminal
 
 
+#: Row labels that say what a field counts (a 402-refused create is an API call, not a
+#: create anyone paid for: paid_creates counts those).
+_LABELS = {"attempts": "create calls (API)", "credits_reserved": "credits reserved (held)"}
+
+
 def show_record(record: JobRecord, *, as_json: bool) -> None:
     if as_json:
         print_json(record.public_view())
@@ -88,7 +93,7 @@ def show_record(record: JobRecord, *, as_json: bool) -> None:
         "callback_task_id",
     ):
         if view.get(name) not in (None, "", 0) or name in ("job_id", "state"):
-            table.add_row(f"[bold]{name}[/bold]", str(view[name]))
+            table.add_row(f"[bold]{_LABELS.get(name, name)}[/bold]", str(view[name]))
     if record.outcome_deadline_at and record.state.value == "outcome_unknown":
         until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(record.outcome_deadline_at))
         table.add_row("[bold]waiting until[/bold]", f"[yellow]{until}[/yellow]")
