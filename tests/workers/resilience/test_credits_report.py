@@ -81,3 +81,13 @@ def test_nbq_credits_shows_an_unset_budget_as_unlimited(
     assert data["spent_today"] == data["paid_today"] == 1.6 and data["reserved_today"] == 0
     assert data["producers"] == {"p": {"paid": 1.6, "reserved": 0.0}}
     assert {"paid_by_failed_jobs", "paid_by_cancelled_jobs"} <= set(data)
+
+
+def test_the_live_line_counts_paid_creates_not_402_refused_calls() -> None:
+    from producers.cli.live import status_line
+
+    # A job that waited through a 402 wait: nine refused calls, then one paid create
+    waiting = JobRecord(job_id="j", state=JobState.QUEUED, attempts=10, paid_creates=1)
+    assert "creates" not in status_line(waiting, 1.0)
+    recreated = JobRecord(job_id="j", state=JobState.GENERATING, attempts=3, paid_creates=2)
+    assert "paid creates 2" in status_line(recreated, 1.0)
