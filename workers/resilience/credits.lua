@@ -8,7 +8,8 @@
 --
 -- KEYS[1]  hash    the day's book <prefix>:credit-book:<day>; fields (micro-credits):
 --                  paid, reserved, paid|<producer>, reserved|<producer>
--- KEYS[2]  hash    the day's holds <prefix>:credit-holds:<day>: job_id -> "<micro>|<producer>"
+-- KEYS[2]  hash    the day's holds <prefix>:credit-holds:<day>:
+--                  job_id -> "<micro>|<producer>|<epoch s held>"
 -- KEYS[3]  string  the day's spend as workers before the book wrote it (float credits,
 --                  INCRBYFLOAT) <prefix>:credits:<day>: counted as paid, read only
 -- KEYS[4]  string  the same per producer <prefix>:credits:<day>:<producer> (KEYS[3] again
@@ -26,6 +27,8 @@
 -- ARGV[6]  int     the producer's daily limit (0 = none, or no producer)
 -- ARGV[7]  int     TTL of the day's keys in seconds
 -- ARGV[8]  string  ended: the state the job ended in (failed | cancelled); else ''
+-- ARGV[9]  string  hold: now, epoch seconds (stamped on a new hold; the reconciler frees
+--                  an old hold whose job was never recorded or has ended)
 --
 -- hold:    the job holds its price today unless that would take paid + reserved past a
 --          limit. A job that already holds today is checked again (paid + reserved, its
@@ -56,7 +59,7 @@ local function release()
   local held = redis.call('HGET', KEYS[2], job)
   if not held then return 0 end
   local micro = tonumber(string.match(held, '^(%-?%d+)'))
-  local owner = string.match(held, '|(.*)$') or ''
+  local owner = string.match(held, '^%-?%d+|([^|]*)') or ''
   redis.call('HDEL', KEYS[2], job)
   redis.call('HINCRBY', KEYS[1], 'reserved', -micro)
   if owner ~= '' then redis.call('HINCRBY', KEYS[1], 'reserved|' .. owner, -micro) end
@@ -115,7 +118,7 @@ for _, check in ipairs(checks) do
   end
 end
 if held then return {1, tonumber(string.match(held, '^(%-?%d+)'))} end
-redis.call('HSET', KEYS[2], job, amount .. '|' .. producer)
+redis.call('HSET', KEYS[2], job, amount .. '|' .. producer .. '|' .. ARGV[9])
 redis.call('HINCRBY', KEYS[1], 'reserved', amount)
 if producer ~= '' then redis.call('HINCRBY', KEYS[1], 'reserved|' .. producer, amount) end
 touch()

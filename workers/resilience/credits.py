@@ -168,6 +168,7 @@ class CreditLedger:
                 to_micro(own_limit),
                 DAY_TTL_S,
                 state,
+                repr(time.time()),
             ],
         )
         return [v.decode() if isinstance(v, bytes) else v for v in reply]
@@ -261,6 +262,24 @@ class CreditLedger:
     def spent_today(self, *, producer: str | None = None) -> float:
         """Credits charged today (paid; holds not included)."""
         return self.today(producer=producer).paid
+
+    def old_holds(
+        self, *, older_than_s: float, cursor: int = 0, count: int = 200
+    ) -> tuple[int, list[tuple[str, str | None]]]:
+        """One ``HSCAN`` step over today's holds: ``(next cursor, [(job_id, producer)])``
+        of those held longer than ``older_than_s`` ago (next cursor 0: the scan is done)."""
+        key = self._keys(day_of(), None)[1]
+        cursor, page = self.redis.hscan(key, cursor, count=count)
+        assert isinstance(page, dict)  # (no_values=False)
+        cutoff = time.time() - older_than_s
+        old = []
+        for job, value in page.items():
+            name = job.decode() if isinstance(job, bytes) else str(job)
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            _, producer, held_at = [*text.split("|", 2), "", ""][:3]
+            if held_at and float(held_at) < cutoff:
+                old.append((name, producer or None))
+        return int(cursor), old
 
     def holds_today(self) -> dict[str, float]:
         """``job_id -> credits`` every job holding on today's book (tests, inspection)."""

@@ -7,10 +7,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tests.support.emulator_server import EmulatorServer
-from tests.workers.stages.conftest import StepLog
+from tests.workers.stages.conftest import StepLog, age
+from workers.jobs import lifecycle
+from workers.jobs.record import JobError
 from workers.jobs.state import JobState
 from workers.resilience.credits import day_of
 from workers.runtime import Runtime
+from workers.stages import reconcile as reconcile_stage
 from workers.stages import submit as submit_stage
 from workers.stages.intake import intake
 from workers.stages.steps import Retry
@@ -99,3 +102,25 @@ def test_a_402_keeps_the_hold_and_a_failed_create_frees_it(
     assert rt.store.require(bad).credits_reserved == 0.0
     assert rt.credits().holds_today() == {quota: 1.6}
     assert rt.credits().today().paid == 0.0
+
+
+def test_the_reconciler_frees_holds_no_job_will_use_and_keeps_the_others(
+    make_rt: Callable[..., Runtime], steps: StepLog
+) -> None:
+    # Given four holds: a producer died before recording its job; a job cancelled whose
+    # release was lost; a queued job; a job failed outcome_unknown (it may have been paid)
+    rt = make_rt(credit_limit_daily=100.0)
+    ledger = rt.credits()
+    assert ledger.hold("never-recorded", 2.5, producer="shop").held
+    cancelled, queued, unknown = _raw(rt, "c-1"), _raw(rt, "q-1"), _raw(rt, "u-1")
+    rt.store.apply(lifecycle.CANCEL, cancelled)  # (its ledger call lost)
+    rt.store.apply(
+        lifecycle.FAIL, unknown, error=JobError(code="outcome_unknown", message="lost answer")
+    )
+    age()
+    # When the reconciler passes
+    report = reconcile_stage.reconcile_once(rt, steps)
+    # Then only the holds of the job never recorded and of the cancelled job are freed
+    assert sorted(report.holds_released) == sorted(["never-recorded", cancelled])
+    assert ledger.holds_today() == {queued: 1.6, unknown: 1.6}
+    assert ledger.today().reserved == 3.2
