@@ -88,6 +88,6 @@ def test_the_live_line_counts_paid_creates_not_402_refused_calls() -> None:
 
     # A job that waited through a 402 wait: nine refused calls, then one paid create
     waiting = JobRecord(job_id="j", state=JobState.QUEUED, attempts=10, paid_creates=1)
-    assert "creates" not in status_line(waiting, 1.0)
+    assert "creates" not in status_line(waiting, 1.0).plain
     recreated = JobRecord(job_id="j", state=JobState.GENERATING, attempts=3, paid_creates=2)
-    assert "paid creates 2" in status_line(recreated, 1.0)
+    assert "paid creates 2" in status_line(recreated, 1.0).plain
