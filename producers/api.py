@@ -36,6 +36,7 @@ from producers.errors import (
     WaitTimeoutError,
 )
 from producers.publish import one_trip_possible, send_with_record
+from workers import tracing
 from workers.dispatch import Dispatcher
 from workers.errors import PipelineError
 from workers.evolink.models import GenerationRequest
@@ -161,6 +162,20 @@ class Producer:
         producer's job of the same id is never returned. The same request under a used id
         returns that job; a different one raises :class:`JobIdConflictError`.
         """
+        with tracing.enqueue_span(producer) as span:  # the root of the job's trace (if on)
+            handle = self._enqueue(request, job_id=job_id, producer=producer, batch_id=batch_id)
+            if span is not None:
+                span.set_attribute(tracing.ATTR_JOB_ID, handle.job_id)
+            return handle
+
+    def _enqueue(
+        self,
+        request: GenerationRequest | Mapping[str, Any],
+        *,
+        job_id: str | None,
+        producer: str | None,
+        batch_id: str | None,
+    ) -> JobHandle:
         valid = validate_request(request)
         chosen = job_id
         if producer is not None:
@@ -260,6 +275,7 @@ class Producer:
             request=valid.to_api_json(),
             producer=producer,
             batch_id=batch_id,
+            traceparent=tracing.current_traceparent(),
             **(held.record_fields() if held else {}),
         )
         try:

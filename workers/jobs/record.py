@@ -81,6 +81,9 @@ class JobRecord(BaseModel):
     #: Set when the record had vanished from the store and was re-created from a message
     #: carrying the task id (the request is then unknown); see workers/stages/rescue.py.
     recovered_at: float | None = None
+    #: W3C ``traceparent`` of the job's enqueue when tracing is on (workers/tracing.py): a
+    #: message the reconciler re-drives joins the job's trace. Not in the public view.
+    traceparent: str | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -129,7 +132,7 @@ class JobRecord(BaseModel):
 
     def public_view(self) -> dict[str, Any]:
         """What status commands and the ingress show (result links stripped of signatures)."""
-        data = self.model_dump(mode="json", exclude={"result_urls", "poll_token"})
+        data = self.model_dump(mode="json", exclude={"result_urls", "poll_token", "traceparent"})
         data["result_count"] = len(self.result_urls)
         data["create_attempts"] = self.attempts
         return data

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from workers import metrics
+from workers import metrics, tracing
 from workers.evolink.models import GenerationRequest
 from workers.failures import record_failure
 from workers.jobs.ids import InvalidJobIdError, new_job_id, scoped_job_id
@@ -94,6 +94,7 @@ def intake(
             request=api_json,
             producer=producer,
             batch_id=batch_id,
+            traceparent=tracing.current_traceparent(),
             **(held.record_fields() if held else {}),
         )
     )
