@@ -209,5 +209,14 @@ def test_one_job_is_one_trace_from_enqueue_through_every_stage(
             assert not any(secret in text for secret in secrets), (span.name, key)
             if text.startswith("http"):
                 assert "?" not in text and "@" not in text, (span.name, key, text)
-    # and the worker's log lines carry the trace id
-    assert f"trace_id={root.trace_id}" in stack.worker_logs()
+    # and the worker's log lines carry the trace id, and its stage lines the job, the
+    # Celery task and the Evolink task
+    logs = stack.worker_logs()
+    assert f"trace_id={root.trace_id}" in logs
+    events = ("task_created", "still_generating", "job_stored")
+    stage_lines = [line for line in logs.splitlines() if any(e in line for e in events)]
+    assert len(stage_lines) >= 3, logs[-2000:]
+    for line in stage_lines:
+        assert f"job_id={JOB_ID}" in line and "celery_task_id=" in line, line
+        assert f"evolink_task_id={record.evolink_task_id}" in line, line
+        assert f"trace_id={root.trace_id}" in line, line
