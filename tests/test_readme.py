@@ -14,9 +14,7 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 #: The variable each setting reads: ``NBQ_<NAME>``, or the standard name it is bound to
 #: (the OpenTelemetry switch reads ``OTEL_*``).
 VARIABLES = {
-    field.validation_alias
-    if isinstance(field.validation_alias, str)
-    else f"NBQ_{name.upper()}"
+    field.validation_alias if isinstance(field.validation_alias, str) else f"NBQ_{name.upper()}"
     for name, field in Settings.model_fields.items()
 }
 DOCUMENTED = set(re.findall(r"`((?:NBQ|OTEL)_[A-Z0-9_]+)`", README))
