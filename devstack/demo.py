@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from producers.api import Producer
+from workers.jobs.ids import caller_job_id
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 
@@ -62,7 +63,9 @@ def _follow(
     records: dict[str, JobRecord] = {}
     with Progress(*columns, console=console) as progress:
         rows = {
-            job_id: progress.add_task(f"{p.size:>5} {job_id[:12]}", total=100, state="queued")
+            job_id: progress.add_task(
+                f"{p.size:>5} {caller_job_id(job_id)[:12]}", total=100, state="queued"
+            )
             for job_id, p in jobs.items()
         }
         while True:

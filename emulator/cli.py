@@ -63,7 +63,10 @@ def emulator(
         int | None, typer.Option(help="Cap result pixels (ratio kept), for fast tests.")
     ] = None,
     allow_insecure_callbacks: Annotated[
-        bool, typer.Option(help="Accept http:// and loopback/private callback URLs.")
+        bool,
+        typer.Option(
+            "--allow-insecure-callbacks", help="Accept http:// and loopback/private callback URLs."
+        ),
     ] = False,
     seed: Annotated[int | None, typer.Option(help="Seed for durations, ids, faults.")] = None,
     fixed_duration: Annotated[

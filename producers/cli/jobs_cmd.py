@@ -8,20 +8,29 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from producers.errors import ProducerError
 from workers.cli.common import (
+    EXIT_INTERRUPTED,
+    EXIT_UNREACHABLE,
     connection_problem,
     console,
     describe_connection_error,
     emit_error,
+    err_console,
     fail_on_config_error,
+    positive_seconds,
     print_json,
 )
 from workers.jobs.record import JobRecord
 
 if TYPE_CHECKING:
     from producers.api import Producer
+
+
+#: Characters of a prompt ``nbq status`` shows (prompts may have 2000).
+PROMPT_SHOWN = 300
 
 
 def register(app: typer.Typer) -> None:
@@ -68,6 +77,17 @@ def show_record(record: JobRecord, *, as_json: bool) -> None:
         return
     table = Table(show_header=False, box=None)
     view = record.public_view()
+    request = record.request or {}
+    if request.get("prompt"):
+        prompt = str(request["prompt"])
+        shown = prompt if len(prompt) <= PROMPT_SHOWN else prompt[:PROMPT_SHOWN] + "…"
+        table.add_row("[bold]prompt[/bold]", Text(shown))
+    if request:
+        shape = f"{request.get('size', 'auto')} · {request.get('quality', '')}"
+        table.add_row("[bold]size[/bold]", Text(shape))
+    if record.created_at:
+        created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(record.created_at))
+        table.add_row("[bold]created[/bold]", created)
     for name in (
         "job_id",
         "state",
@@ -81,16 +101,19 @@ def show_record(record: JobRecord, *, as_json: bool) -> None:
         "callback_task_id",
     ):
         if view.get(name) not in (None, "", 0) or name in ("job_id", "state"):
-            table.add_row(f"[bold]{name}[/bold]", str(view[name]))
+            table.add_row(f"[bold]{name}[/bold]", Text(str(view[name])))
     if record.outcome_deadline_at and record.state.value == "outcome_unknown":
         until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(record.outcome_deadline_at))
         table.add_row("[bold]waiting until[/bold]", f"[yellow]{until}[/yellow]")
     if record.error:
         table.add_row(
-            "[bold]error[/bold]", f"[red]{record.error.code}[/red]: {record.error.message}"
+            "[bold]error[/bold]",
+            Text.assemble((record.error.code, "red"), f": {record.error.message}"),
         )
     for obj in record.objects:
-        table.add_row("[bold]object[/bold]", f"{obj.key} ({obj.size} B, sha256 {obj.sha256[:12]}…)")
+        table.add_row(
+            "[bold]object[/bold]", Text(f"{obj.key} ({obj.size} B, sha256 {obj.sha256[:12]}…)")
+        )
     console.print(table)
 
 
@@ -98,7 +121,9 @@ def show_record(record: JobRecord, *, as_json: bool) -> None:
 def submit(
     prompt: Annotated[str, typer.Argument(help="What to draw (at most 2000 characters).")],
     size: Annotated[str, typer.Option(help="Aspect ratio: auto, 1:1, 16:9, ...")] = "auto",
-    quality: Annotated[str, typer.Option(help="1K, 2K or 4K.")] = "2K",
+    quality: Annotated[
+        str, typer.Option(help="1K, 2K or 4K (any case).", callback=lambda v: v.upper())
+    ] = "2K",
     image_url: Annotated[list[str] | None, typer.Option(help="Reference image (repeat).")] = None,
     thinking_level: Annotated[str | None, typer.Option(help="auto, min or high.")] = None,
     job_id: Annotated[str | None, typer.Option(help="Your id; also an idempotency key.")] = None,
@@ -107,7 +132,9 @@ def submit(
         typer.Option("--producer", help="Your producer name: --job-id is scoped to it."),
     ] = None,
     wait_: Annotated[bool, typer.Option("--wait", help="Wait for the job to end.")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 600.0,
+    timeout: Annotated[
+        float, typer.Option(callback=positive_seconds, help="Seconds to wait with --wait.")
+    ] = 600.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Enqueue one generation; prints the job id (or the final record with --wait)."""
@@ -120,6 +147,7 @@ def submit(
     from producers.cli.live import wait_for_job
 
     producer = _producer()
+    _reachable_or_exit(producer, as_json=as_json)
     try:
         handle = producer.enqueue(request, job_id=job_id, producer=producer_name)
         warn_if_unconsumed(producer)
@@ -129,9 +157,14 @@ def submit(
             else:
                 typer.echo(handle.job_id)
             return
-        record = wait_for_job(
-            producer, handle.job_id, timeout_s=timeout, console=console, live=_live(as_json)
-        )
+        if not as_json:
+            err_console.print(f"job {handle.job_id}", markup=False, highlight=False)
+        try:
+            record = wait_for_job(
+                producer, handle.job_id, timeout_s=timeout, console=console, live=_live(as_json)
+            )
+        except KeyboardInterrupt:
+            _interrupted(producer, handle.job_id, as_json=as_json)
     except ProducerError as exc:
         raise _fail(exc, 2 if isinstance(exc, ValueError) else 1, as_json=as_json) from None
     show_record(record, as_json=as_json)
@@ -155,16 +188,21 @@ def status(
 @fail_on_config_error
 def wait(
     job_id: Annotated[str, typer.Argument()],
-    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 600.0,
+    timeout: Annotated[
+        float, typer.Option(callback=positive_seconds, help="Give up after this many seconds.")
+    ] = 600.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Wait until the job is stored, failed or cancelled; exit 1 unless stored."""
     from producers.cli.live import wait_for_job
 
+    producer = _producer()
     try:
         record = wait_for_job(
-            _producer(), job_id, timeout_s=timeout, console=console, live=_live(as_json)
+            producer, job_id, timeout_s=timeout, console=console, live=_live(as_json)
         )
+    except KeyboardInterrupt:
+        _interrupted(producer, job_id, as_json=as_json)
     except ProducerError as exc:
         raise _fail(exc, as_json=as_json) from None
     show_record(record, as_json=as_json)
@@ -176,6 +214,7 @@ def wait(
 def get(
     job_id: Annotated[str, typer.Argument()],
     output: Annotated[Path, typer.Option("-o", "--output", help="Directory to write to.")] = Path(),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Download a stored job's images (and manifest) from S3 into a directory."""
     from workers.storage.manifest import manifest_key
@@ -184,26 +223,73 @@ def get(
     try:
         record = producer.status(job_id)
     except ProducerError as exc:
-        raise _fail(exc) from None
+        raise _fail(exc, as_json=as_json) from None
     if record.state.value != "stored":
-        raise _fail(ValueError(f"job {job_id} is {record.state.value}, not stored"))
-    objects = producer.runtime.objects()
+        emit_error(
+            f"job {job_id} is {record.state.value}, not stored",
+            code="job_not_stored",
+            exit_code=1,
+            as_json=as_json,
+        )
     target = output / job_id
-    target.mkdir(parents=True, exist_ok=True)
+    target.mkdir(parents=True, exist_ok=True)  # an unusable directory: one line, exit 2
+    objects = producer.runtime.objects()
+    written: list[str] = []
     for obj in record.objects:
         path = target / obj.key.rsplit("/", 1)[-1]
         objects.get_object_to(obj.key, path)
-        typer.echo(str(path))
+        written.append(str(path))
     manifest = target / "manifest.json"
     objects.get_object_to(manifest_key(producer.settings.s3_prefix, job_id), manifest)
-    typer.echo(str(manifest))
+    written.append(str(manifest))
+    if as_json:
+        print_json({"job_id": job_id, "files": written})
+        return
+    for path_text in written:
+        typer.echo(path_text)
 
 
 @fail_on_config_error
-def cancel(job_id: Annotated[str, typer.Argument()]) -> None:
+def cancel(
+    job_id: Annotated[str, typer.Argument()],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
     """Cancel a queued or in-flight job (a stored job cannot be cancelled)."""
     try:
         record = _producer().cancel(job_id)
     except ProducerError as exc:
-        raise _fail(exc) from None
+        raise _fail(exc, as_json=as_json) from None
+    if as_json:
+        print_json(record.public_view())
+        return
     typer.echo(f"{record.job_id} {record.state.value}")
+
+
+def _reachable_or_exit(producer: Producer, *, as_json: bool) -> None:
+    """One PING before a submit: a refused connection is then known to have enqueued
+    nothing (an enqueue cut half way may or may not have, and says so)."""
+    try:
+        producer.runtime.redis.ping()
+    except Exception as exc:
+        problem = connection_problem(exc)
+        if problem is None:
+            raise
+        emit_error(
+            f"{describe_connection_error(problem)}; nothing was enqueued",
+            code="connection_error",
+            exit_code=EXIT_UNREACHABLE,
+            as_json=as_json,
+        )
+
+
+def _interrupted(producer: Producer, job_id: str, *, as_json: bool) -> None:
+    """Ctrl-C while waiting: the job goes on; say which it is and how to follow it."""
+    try:
+        state = producer.status(job_id).state.value
+    except Exception:  # interrupted: say what is known, whatever Redis does now
+        state = "enqueued"
+    message = (
+        f"interrupted: job {job_id} is {state} and goes on; follow it with "
+        f"`nbq wait {job_id}` or stop it with `nbq cancel {job_id}`"
+    )
+    emit_error(message, code="interrupted", exit_code=EXIT_INTERRUPTED, as_json=as_json)

@@ -50,6 +50,7 @@ REASONS: Final = (
     "expired",  # its ``expires`` has passed
     "celery_refused",  # Celery's own handlers refused it (unknown / invalid / decode)
     "handler_error",  # Celery raised while taking it (defence in depth)
+    "unknown_job",  # a stage message for a job that never existed (workers/stages/stray.py)
 )
 
 #: Seconds an ETA may lie beyond the horizon: clocks of senders and workers differ.

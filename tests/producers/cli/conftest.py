@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from producers.api import Producer
 from tests.support.redis_server import RedisServer
+from workers.settings import Settings
 
 _prefixes = itertools.count()
 
@@ -79,17 +81,19 @@ def nbq(redis_env: dict[str, str]) -> Nbq:
     return Nbq(redis_env)
 
 
+def settings_for(env: dict[str, str]) -> Settings:
+    """The settings ``nbq`` reads from ``env`` (NBQ_* only)."""
+    values: dict[str, Any] = {k[4:].lower(): v for k, v in env.items() if k.startswith("NBQ_")}
+    return Settings(**values)
+
+
 @pytest.fixture
-def producer_for(redis_env: dict[str, str]) -> Iterator[Callable[[], Any]]:
+def producer_for(redis_env: dict[str, str]) -> Iterator[Callable[[], Producer]]:
     """A Python-API producer on the same Redis and prefix as ``nbq``."""
-    from producers.api import Producer
-    from workers.settings import Settings
+    made: list[Producer] = []
 
-    made: list[Any] = []
-
-    def make() -> Any:
-        values = {k[4:].lower(): v for k, v in redis_env.items()}
-        made.append(Producer(Settings(**values)))
+    def make() -> Producer:
+        made.append(Producer(settings_for(redis_env)))
         return made[-1]
 
     yield make
