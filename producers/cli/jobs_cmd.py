@@ -71,12 +71,8 @@ def _live(as_json: bool) -> bool:
     return not as_json and console.is_terminal
 
 
-def show_record(record: JobRecord, *, as_json: bool) -> None:
-    if as_json:
-        print_json(record.public_view())
-        return
-    table = Table(show_header=False, box=None)
-    view = record.public_view()
+def _add_request_rows(table: Table, record: JobRecord) -> None:
+    """What was asked and when: the prompt (cut), size and quality, the creation time."""
     request = record.request or {}
     if request.get("prompt"):
         prompt = str(request["prompt"])
@@ -88,10 +84,21 @@ def show_record(record: JobRecord, *, as_json: bool) -> None:
     if record.created_at:
         created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(record.created_at))
         table.add_row("[bold]created[/bold]", created)
+
+
+def show_record(record: JobRecord, *, as_json: bool) -> None:
+    if as_json:
+        print_json(record.public_view())
+        return
+    table = Table(show_header=False, box=None)
+    view = record.public_view()
+    table.add_row("[bold]job_id[/bold]", Text(record.job_id))
+    table.add_row("[bold]state[/bold]", Text(record.state.value))
+    _add_request_rows(table, record)
     for name in (
-        "job_id",
-        "state",
         "progress",
+        "producer",
+        "batch_id",
         "evolink_task_id",
         "attempts",
         "paid_creates",
@@ -100,7 +107,7 @@ def show_record(record: JobRecord, *, as_json: bool) -> None:
         "waiting_reason",
         "callback_task_id",
     ):
-        if view.get(name) not in (None, "", 0) or name in ("job_id", "state"):
+        if view.get(name) not in (None, "", 0):
             table.add_row(f"[bold]{name}[/bold]", Text(str(view[name])))
     if record.outcome_deadline_at and record.state.value == "outcome_unknown":
         until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(record.outcome_deadline_at))

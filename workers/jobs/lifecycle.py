@@ -234,7 +234,7 @@ CANCEL = _move(
     "cancel",
     ACTIVE_STATES,
     JobState.CANCELLED,
-    unsets=("poll_token", "result_urls"),
+    unsets=("poll_token", "result_urls", "waiting_reason"),
     doc="a cancel request (CLI, Python API, ingress)",
 )
 # -- reconciler -----------------------------------------------------------------------
