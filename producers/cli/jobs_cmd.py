@@ -153,8 +153,7 @@ def submit(
     from producers.cli.consumers import warn_if_unconsumed
     from producers.cli.live import wait_for_job
 
-    producer = _producer()
-    _reachable_or_exit(producer, as_json=as_json)
+    producer = _reachable_producer(as_json=as_json)
     try:
         handle = producer.enqueue(request, job_id=job_id, producer=producer_name)
         warn_if_unconsumed(producer)
@@ -272,11 +271,14 @@ def cancel(
     typer.echo(f"{record.job_id} {record.state.value}")
 
 
-def _reachable_or_exit(producer: Producer, *, as_json: bool) -> None:
-    """One PING before a submit: a refused connection is then known to have enqueued
-    nothing (an enqueue cut half way may or may not have, and says so)."""
+def _reachable_producer(*, as_json: bool) -> Producer:
+    """A producer whose Redis answered a PING: a connection refused before the enqueue is
+    known to have enqueued nothing (an enqueue cut half way may or may not have, and says
+    so)."""
     try:
+        producer = _producer()
         producer.runtime.redis.ping()
+        return producer
     except Exception as exc:
         problem = connection_problem(exc)
         if problem is None:
