@@ -114,6 +114,7 @@ def batch(
             f"{listed_as} to enqueue only those",
             markup=False,
             highlight=False,
+            soft_wrap=True,
         )
         raise typer.Exit(EXIT_FAILED)
     if wait_ and any(r.state is not JobState.STORED for r in records.values()):
@@ -146,7 +147,7 @@ def _enqueue_all(
     for item in parse_jsonl(text.splitlines()):
         if isinstance(item, BadLine):
             bad += 1
-            err_console.print(f"line {item.line_no}: {item.error}", markup=False)
+            err_console.print(f"line {item.line_no}: {item.error}", markup=False, soft_wrap=True)
             continue
         try:
             done.append(
@@ -154,7 +155,7 @@ def _enqueue_all(
             )
         except ProducerError as exc:
             bad += 1
-            err_console.print(f"line {item.line_no}: {exc}", markup=False)
+            err_console.print(f"line {item.line_no}: {exc}", markup=False, soft_wrap=True)
     return bad
 
 
@@ -190,6 +191,7 @@ def _print_enqueued(
         f"again), {bad} bad line(s)",
         markup=False,
         highlight=False,
+        soft_wrap=True,
     )
     if as_json or not done:
         return

@@ -97,7 +97,7 @@ def test_a_server_that_is_not_redis(http_port: int, command: tuple[str, ...]) ->
                                      ("get", "x"), ("wait", "x")])  # fmt: skip
 def test_a_refused_connection(command: tuple[str, ...]) -> None:
     env = {"NBQ_BROKER_URL": f"redis://:hunter2@127.0.0.1:{free_port()}/0"}
-    done = Nbq(env)(*command, input="")
+    done = Nbq(env)(*command, input='{"prompt": "a fox"}\n')
     _one_line(done, EXIT_UNREACHABLE, "connection refused", "***")
     assert "hunter2" not in done.stdout + done.stderr
 
