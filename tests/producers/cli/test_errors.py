@@ -5,6 +5,7 @@ connection, bad options, bad configuration."""
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -126,3 +127,14 @@ def test_a_wait_timeout_of_zero_or_less_is_refused_before_anything_is_enqueued(
         done = nbq(*command, "--timeout", "-5", input="")
         assert done.code == EXIT_USAGE and "more than 0 seconds" in done.stderr, done.stderr
     assert nbq("jobs", "--json").json() == []
+
+
+def test_the_exit_statuses_are_the_ones_the_readme_documents() -> None:
+    from workers.cli import common
+
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("#### Exit statuses", 1)[1].split("\n## ", 1)[0]
+    documented = {int(n) for n in re.findall(r"^\| `(\d+)` \|", section, re.M)}
+    used = {common.EXIT_FAILED, common.EXIT_USAGE, common.EXIT_UNREACHABLE,
+            common.EXIT_INTERRUPTED}  # fmt: skip
+    assert used <= documented and documented == {0, 1, 2, 3, 78, 130}
