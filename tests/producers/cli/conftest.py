@@ -52,6 +52,11 @@ class Nbq:
         from producers.cli.main import app
         from workers.runtime import reset_runtime
         from workers.settings import get_settings
+        from workers.startup import configure_process
+
+        # Logging is configured once per process, to the stderr of that moment: make it
+        # pytest's, never the runner's (closed after the call; later tests would log into it).
+        configure_process(Settings(broker_url="redis://127.0.0.1:1/0"))
 
         clean = {k: None for k in os.environ if k.startswith("NBQ_")}
         merged: dict[str, str | None] = {
