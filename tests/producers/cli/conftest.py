@@ -104,3 +104,9 @@ def producer_for(redis_env: dict[str, str]) -> Iterator[Callable[[], Producer]]:
     yield make
     for producer in made:
         producer.celery.close()
+
+
+@pytest.fixture(autouse=True)
+def _short_worker_ping(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No worker runs here: the 'no worker answered' broadcast need not wait 0.5 s."""
+    monkeypatch.setattr("producers.cli.consumers.PING_TIMEOUT_S", 0.02)
