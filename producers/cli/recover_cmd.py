@@ -95,7 +95,9 @@ def adopt(
             raise typer.Exit(1)
         return
     if verdict:
-        err_console.print(f"{job_id} still {record.state.value}: {verdict}", markup=False)
+        err_console.print(
+            f"{job_id} still {record.state.value}: {verdict}", markup=False, soft_wrap=True
+        )
         raise typer.Exit(1)
     if record.evolink_task_id == task_id and record.state is not JobState.FAILED:
         typer.echo(f"{job_id} {record.state.value}: task {task_id} adopted")
