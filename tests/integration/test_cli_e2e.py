@@ -55,6 +55,11 @@ def test_a_batch_file_enqueues_good_lines_reports_bad_ones_and_stores_every_job(
     records = [json.loads(line) for line in results.read_text().splitlines()]
     assert len(records) == 10 and {r["state"] for r in records} == {"stored"}
     assert stack.emulator.stats()["creates_accepted"] == 10
+    # And running the same file again pays for nothing twice
+    again = nbq(stack, "batch", str(batch), "--json")
+    assert "0 new, 10 already enqueued" in again.stderr, again.stderr
+    assert {json.loads(line)["state"] for line in again.stdout.splitlines()} == {"stored"}
+    assert stack.emulator.stats()["creates_accepted"] == 10
 
 
 def test_submit_wait_then_status_and_get_download_the_images(stack: Stack, tmp_path: Path) -> None:
