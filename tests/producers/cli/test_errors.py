@@ -138,3 +138,8 @@ def test_the_exit_statuses_are_the_ones_the_readme_documents() -> None:
     used = {common.EXIT_FAILED, common.EXIT_USAGE, common.EXIT_UNREACHABLE,
             common.EXIT_INTERRUPTED}  # fmt: skip
     assert used <= documented and documented == {0, 1, 2, 3, 78, 130}
+
+
+def test_a_bad_emulator_option_is_one_line_naming_the_option(nbq: Nbq) -> None:
+    done = nbq("emulator", "--image-format", "gif")
+    _one_line(done, EXIT_USAGE, "--image-format", "'png', 'jpeg' or 'webp'")
