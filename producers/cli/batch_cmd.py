@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -82,6 +83,14 @@ def batch(
     from producers.cli.consumers import warn_if_unconsumed
 
     content, text = _read(file, as_json=as_json)
+    if results is not None and not os.access(results.parent, os.W_OK):
+        # Refused before anything is enqueued (a re-run would be safe, but say it first).
+        emit_error(
+            f"cannot write --results {results}: its directory is missing or not writable",
+            code="file_error",
+            exit_code=EXIT_USAGE,
+            as_json=as_json,
+        )
     try:
         chosen = check_batch_id(batch_id) if batch_id is not None else derived_batch_id(content)
         listed_as = scoped_job_id(producer_name, chosen)

@@ -143,3 +143,13 @@ def test_the_exit_statuses_are_the_ones_the_readme_documents() -> None:
 def test_a_bad_emulator_option_is_one_line_naming_the_option(nbq: Nbq) -> None:
     done = nbq("emulator", "--image-format", "gif")
     _one_line(done, EXIT_USAGE, "--image-format", "'png', 'jpeg' or 'webp'")
+
+
+def test_an_unwritable_results_file_is_refused_before_anything_is_enqueued(
+    nbq: Nbq, tmp_path: Path
+) -> None:
+    path = tmp_path / "b.jsonl"
+    path.write_text('{"prompt": "a fox"}\n')
+    done = nbq("batch", str(path), "--results", "/proc/nope/out.jsonl")
+    _one_line(done, EXIT_USAGE, "/proc/nope/out.jsonl")
+    assert nbq("jobs", "--json").json() == []
