@@ -120,7 +120,7 @@ def batch(
     if bad:
         err_console.print(
             f"{bad} line(s) skipped: fix them and run the same command with --batch-id "
-            f"{listed_as} to enqueue only those",
+            f"{chosen} to enqueue only those",
             markup=False,
             highlight=False,
             soft_wrap=True,

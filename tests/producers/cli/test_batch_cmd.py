@@ -95,3 +95,16 @@ def test_a_batch_from_stdin_gets_an_id_too(nbq: Nbq) -> None:
     assert batch.startswith("alice~b-")
     listed = nbq("jobs", "--batch", batch, "--json").json()
     assert [j["job_id"] for j in listed] == [f"{batch}-1"]
+
+
+def test_the_rerun_hint_of_a_producers_batch_names_an_id_the_option_accepts(
+    nbq: Nbq, tmp_path: Path
+) -> None:
+    path = _file(tmp_path, _line("a fox"), "not json")
+    first = nbq("batch", str(path), "--producer", "alice", "--batch-id", "p1")
+    assert first.code == 1 and "--batch-id p1 " in first.stderr
+    path.write_text(_line("a fox") + "\n" + _line("a hen") + "\n")
+    second = nbq("batch", str(path), "--producer", "alice", "--batch-id", "p1")
+    assert second.code == 0 and "1 new, 1 already enqueued" in second.stdout
+    listed = nbq("jobs", "--batch", "alice~p1", "--json").json()
+    assert sorted(j["job_id"] for j in listed) == ["alice~p1-1", "alice~p1-2"]
