@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -35,7 +34,9 @@ from workers.cli.common import (
     fail_on_config_error,
     positive_seconds,
     print_json,
+    shown,
 )
+from workers.cli.common import line as text_line
 from workers.jobs.ids import InvalidJobIdError, scoped_job_id
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
@@ -119,9 +120,10 @@ def batch(
     _write_records(records, results, screen, listed_as, as_json=as_json)
     if bad:
         err_console.print(
-            f"{bad} line(s) skipped: fix them and run the same command with --batch-id "
-            f"{chosen} to enqueue only those",
-            markup=False,
+            text_line(
+                f"{bad} line(s) skipped: fix them and run the same command with --batch-id "
+                f"{chosen} to enqueue only those"
+            ),
             highlight=False,
             soft_wrap=True,
         )
@@ -156,7 +158,9 @@ def _enqueue_all(
     for item in parse_jsonl(text.splitlines()):
         if isinstance(item, BadLine):
             bad += 1
-            err_console.print(f"line {item.line_no}: {item.error}", markup=False, soft_wrap=True)
+            err_console.print(
+                text_line((f"line {item.line_no}: ", "yellow"), str(item.error)), soft_wrap=True
+            )
             continue
         try:
             done.append(
@@ -164,7 +168,9 @@ def _enqueue_all(
             )
         except ProducerError as exc:
             bad += 1
-            err_console.print(f"line {item.line_no}: {exc}", markup=False, soft_wrap=True)
+            err_console.print(
+                text_line((f"line {item.line_no}: ", "yellow"), str(exc)), soft_wrap=True
+            )
     return bad
 
 
@@ -185,8 +191,11 @@ def _write_records(
             typer.echo(line)
     elif not results and lines:
         screen.print(
-            f"[dim]follow: nbq jobs --batch {escape(batch_id)} · "
-            "records: --results FILE or --json[/dim]"
+            text_line(
+                ("follow: nbq jobs --batch ", "dim"),
+                shown(batch_id, "dim"),
+                (" · records: --results FILE or --json", "dim"),
+            )
         )
 
 
@@ -196,9 +205,10 @@ def _print_enqueued(
     """The batch id, the counts, and (without --json) each line's job id."""
     new = sum(e.new for e in done)
     screen.print(
-        f"batch {batch_id}: {new} new, {len(done) - new} already enqueued (not sent "
-        f"again), {bad} bad line(s)",
-        markup=False,
+        text_line(
+            f"batch {batch_id}: {new} new, {len(done) - new} already enqueued (not sent "
+            f"again), {bad} bad line(s)"
+        ),
         highlight=False,
         soft_wrap=True,
     )
@@ -206,7 +216,7 @@ def _print_enqueued(
         return
     table = Table("line", "job_id", "", box=None, pad_edge=False)
     for e in done:
-        table.add_row(str(e.line_no), escape(e.job_id), "new" if e.new else "already enqueued")
+        table.add_row(str(e.line_no), shown(e.job_id), "new" if e.new else "already enqueued")
     screen.print(table)
 
 
@@ -227,9 +237,9 @@ def _interrupted(batch_id: str, done: list[Enqueued], *, as_json: bool) -> NoRet
             }
         )
     else:
-        err_console.print(message, markup=False, highlight=False, soft_wrap=True)
+        err_console.print(text_line(message), highlight=False, soft_wrap=True)
         for job_id in job_ids:
-            typer.echo(job_id, err=True)
+            err_console.print(shown(job_id), highlight=False, soft_wrap=True)
     raise typer.Exit(EXIT_INTERRUPTED)
 
 
@@ -281,5 +291,5 @@ def _summary(records: dict[str, JobRecord], screen: Console) -> None:
             label = f"failed: {record.error.code}"
         counts[label] = counts.get(label, 0) + 1
     for label, count in sorted(counts.items()):
-        table.add_row(label, str(count))
+        table.add_row(shown(label), str(count))
     screen.print(table)

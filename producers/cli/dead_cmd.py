@@ -14,7 +14,9 @@ from workers.cli.common import (
     emit_error,
     err_console,
     fail_on_config_error,
+    line,
     print_json,
+    shown,
 )
 
 dead_app = typer.Typer(
@@ -50,7 +52,9 @@ def list_(
             exit_code=EXIT_USAGE,
             as_json=as_json,
         )
-    letters = _store().list(reason=reason, limit=limit)
+    store = _store()
+    letters = store.list(reason=reason, limit=limit)
+    stats = store.stats()
     if as_json:
         print_json(
             [
@@ -59,15 +63,23 @@ def list_(
             ]
         )
         return
+    console.print(
+        f"{stats.count} dead letter(s), {stats.bytes:,} of {stats.max_bytes:,} bytes, "
+        f"at most {stats.max_entries:,}; {stats.dropped:,} dropped by these bounds "
+        f"(the first of each reason kept: {stats.pinned})",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
     table = Table("id", "at (UTC)", "queue", "task", "reason", "detail")
     for letter in letters:
         table.add_row(
-            letter.id,
+            shown(letter.id),
             time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(letter.at)),
-            letter.queue,
-            letter.task or "",
-            letter.reason,
-            letter.detail[:80],
+            shown(letter.queue),
+            shown(letter.task or ""),
+            shown(letter.reason),
+            shown(letter.detail[:80]),
         )
     console.print(table)
 
@@ -78,7 +90,7 @@ def show(letter_id: Annotated[str, typer.Argument()]) -> None:
     """One dead letter as JSON, with its (capped, redacted) headers and body."""
     letter = _store().get(letter_id)
     if letter is None:
-        err_console.print(f"[red]no dead letter {letter_id!r}[/red]")
+        err_console.print(line(("no dead letter ", "red"), repr(letter_id)))
         raise typer.Exit(1)
     print_json(letter.model_dump())
 
@@ -97,16 +109,18 @@ def replay(letter_id: Annotated[str, typer.Argument()]) -> None:
     store = _store()
     letter = store.get(letter_id)
     if letter is None:
-        err_console.print(f"[red]no dead letter {letter_id!r}[/red]")
+        err_console.print(line(("no dead letter ", "red"), repr(letter_id)))
         raise typer.Exit(1)
     outcome = replay_letter(get_settings(), letter)
     if outcome.refusal is not None:
         err_console.print(
-            f"[red]not replayed:[/red] {outcome.refusal.reason}: {outcome.refusal.detail}"
+            line(("not replayed: ", "red"), f"{outcome.refusal.reason}: {outcome.refusal.detail}")
         )
         raise typer.Exit(1)
     store.remove(letter_id)
-    console.print(f"replayed {letter_id} to queue {outcome.queue} as message {outcome.message_id}")
+    console.print(
+        line(f"replayed {letter_id} to queue {outcome.queue} as message {outcome.message_id}")
+    )
 
 
 @dead_app.command("purge")

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
-from rich.text import Text
 
 from producers.errors import ProducerError
 from workers.cli.common import (
@@ -20,10 +19,13 @@ from workers.cli.common import (
     emit_error,
     err_console,
     fail_on_config_error,
+    line,
     positive_seconds,
     print_json,
+    shown,
 )
 from workers.jobs.record import JobRecord
+from workers.visible import visible
 
 if TYPE_CHECKING:
     from producers.api import Producer
@@ -76,11 +78,11 @@ def _add_request_rows(table: Table, record: JobRecord) -> None:
     request = record.request or {}
     if request.get("prompt"):
         prompt = str(request["prompt"])
-        shown = prompt if len(prompt) <= PROMPT_SHOWN else prompt[:PROMPT_SHOWN] + "…"
-        table.add_row("[bold]prompt[/bold]", Text(shown))
+        cut = prompt if len(prompt) <= PROMPT_SHOWN else prompt[:PROMPT_SHOWN] + "…"
+        table.add_row("[bold]prompt[/bold]", shown(cut))
     if request:
         shape = f"{request.get('size', 'auto')} · {request.get('quality', '')}"
-        table.add_row("[bold]size[/bold]", Text(shape))
+        table.add_row("[bold]size[/bold]", shown(shape))
     if record.created_at:
         created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(record.created_at))
         table.add_row("[bold]created[/bold]", created)
@@ -92,8 +94,8 @@ def show_record(record: JobRecord, *, as_json: bool) -> None:
         return
     table = Table(show_header=False, box=None)
     view = record.public_view()
-    table.add_row("[bold]job_id[/bold]", Text(record.job_id))
-    table.add_row("[bold]state[/bold]", Text(record.state.value))
+    table.add_row("[bold]job_id[/bold]", shown(record.job_id))
+    table.add_row("[bold]state[/bold]", shown(record.state.value))
     _add_request_rows(table, record)
     for name in (
         "progress",
@@ -108,18 +110,18 @@ def show_record(record: JobRecord, *, as_json: bool) -> None:
         "callback_task_id",
     ):
         if view.get(name) not in (None, "", 0):
-            table.add_row(f"[bold]{name}[/bold]", Text(str(view[name])))
+            table.add_row(f"[bold]{name}[/bold]", shown(view[name]))
     if record.outcome_deadline_at and record.state.value == "outcome_unknown":
         until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(record.outcome_deadline_at))
         table.add_row("[bold]waiting until[/bold]", f"[yellow]{until}[/yellow]")
     if record.error:
         table.add_row(
             "[bold]error[/bold]",
-            Text.assemble((record.error.code, "red"), f": {record.error.message}"),
+            line(shown(record.error.code, "red"), f": {record.error.message}"),
         )
     for obj in record.objects:
         table.add_row(
-            "[bold]object[/bold]", Text(f"{obj.key} ({obj.size} B, sha256 {obj.sha256[:12]}…)")
+            "[bold]object[/bold]", shown(f"{obj.key} ({obj.size} B, sha256 {obj.sha256[:12]}…)")
         )
     console.print(table)
 
@@ -161,10 +163,10 @@ def submit(
             if as_json:
                 print_json({"job_id": handle.job_id, "state": handle.status().state.value})
             else:
-                typer.echo(handle.job_id)
+                typer.echo(visible(handle.job_id))
             return
         if not as_json:
-            err_console.print(f"job {handle.job_id}", markup=False, highlight=False)
+            err_console.print(line("job ", handle.job_id), highlight=False)
         try:
             record = wait_for_job(
                 producer, handle.job_id, timeout_s=timeout, console=console, live=_live(as_json)
@@ -252,7 +254,7 @@ def get(
         print_json({"job_id": job_id, "files": written})
         return
     for path_text in written:
-        typer.echo(path_text)
+        typer.echo(visible(path_text))
 
 
 @fail_on_config_error
@@ -268,7 +270,7 @@ def cancel(
     if as_json:
         print_json(record.public_view())
         return
-    typer.echo(f"{record.job_id} {record.state.value}")
+    typer.echo(visible(f"{record.job_id} {record.state.value}"))
 
 
 def _reachable_producer(*, as_json: bool) -> Producer:

@@ -10,9 +10,10 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from workers.cli.common import console, emit_error, fail_on_config_error, print_json
+from workers.cli.common import console, emit_error, fail_on_config_error, print_json, shown
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
+from workers.visible import visible
 
 
 def register(app: typer.Typer) -> None:
@@ -68,20 +69,20 @@ def jobs_table(records: list[JobRecord], *, now: float) -> Table:
     table.add_column("done", justify="right", no_wrap=True)
     table.add_column("updated", justify="right", no_wrap=True)
     for r in records:
-        job = Text(r.job_id)
+        job = shown(r.job_id)  # every value a producer sent: escaped, never markup
         prompt = str((r.request or {}).get("prompt", ""))
         if prompt:
-            shown = prompt if len(prompt) <= id_width else prompt[: id_width - 1] + "…"
-            job.append("\n" + " ".join(shown.split()), style="dim")
+            cut = prompt if len(prompt) <= id_width else prompt[: id_width - 1] + "…"
+            job.append("\n" + visible(" ".join(cut.split())), style="dim")
         owner = " · ".join(
             part for part in (r.producer and f"producer {r.producer}", r.batch_id and
                               f"batch {r.batch_id}") if part
         )  # fmt: skip
         if owner:
-            job.append("\n" + owner, style="dim")
+            job.append("\n" + visible(owner), style="dim")
         state = Text(r.state.value, style=_STATE_STYLE.get(r.state, ""))
         if why := _why(r):
-            state.append("\n" + why, style="yellow")
+            state.append("\n" + visible(why), style="yellow")
         table.add_row(job, state, f"{int(r.progress or 0)}%", _ago(now - r.updated_at))
     return table
 
