@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from producers.errors import ProducerError
+from producers.errors import JobIdConflictError, ProducerError
 from workers.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_UNREACHABLE,
@@ -33,6 +33,11 @@ if TYPE_CHECKING:
 
 #: Characters of a prompt ``nbq status`` shows (prompts may have 2000).
 PROMPT_SHOWN = 300
+
+#: ``nbq submit --job-id X`` with a request other than X's: its own exit status, so a
+#: script tells "your id is taken" from a failed job (1), a bad request (2) or no
+#: connection (3).
+JOB_ID_CONFLICT_EXIT = 4
 
 
 def register(app: typer.Typer) -> None:
@@ -88,6 +93,11 @@ def _add_request_rows(table: Table, record: JobRecord) -> None:
         table.add_row("[bold]created[/bold]", created)
 
 
+#: Row labels that say what a field counts (a 402-refused create is an API call, not a
+#: create anyone paid for: paid_creates counts those).
+_LABELS = {"attempts": "create calls (API)", "credits_reserved": "credits reserved (held)"}
+
+
 def show_record(record: JobRecord, *, as_json: bool) -> None:
     if as_json:
         print_json(record.public_view())
@@ -106,11 +116,12 @@ def show_record(record: JobRecord, *, as_json: bool) -> None:
         "paid_creates",
         "polls",
         "credits_reserved",
+        "credits_paid",
         "waiting_reason",
         "callback_task_id",
     ):
         if view.get(name) not in (None, "", 0):
-            table.add_row(f"[bold]{name}[/bold]", shown(view[name]))
+            table.add_row(f"[bold]{_LABELS.get(name, name)}[/bold]", shown(view[name]))
     if record.outcome_deadline_at and record.state.value == "outcome_unknown":
         until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(record.outcome_deadline_at))
         table.add_row("[bold]waiting until[/bold]", f"[yellow]{until}[/yellow]")
@@ -173,6 +184,8 @@ def submit(
             )
         except KeyboardInterrupt:
             _interrupted(producer, handle.job_id, as_json=as_json)
+    except JobIdConflictError as exc:
+        raise _fail(exc, JOB_ID_CONFLICT_EXIT, as_json=as_json) from None
     except ProducerError as exc:
         raise _fail(exc, 2 if isinstance(exc, ValueError) else 1, as_json=as_json) from None
     show_record(record, as_json=as_json)

@@ -3,7 +3,8 @@
 Exit statuses every command keeps (README, "Exit statuses"): 0 done; 1 the job (or the
 action) did not succeed; 2 what was given cannot be used (an option, a file, the
 configuration); 3 the broker or Redis cannot be reached (refused, timed out, not Redis);
-130 interrupted (Ctrl-C), after printing what was already enqueued.
+4 ``nbq submit --job-id`` of an id another request holds; 130 interrupted (Ctrl-C), after
+printing what was already enqueued.
 """
 
 from __future__ import annotations
