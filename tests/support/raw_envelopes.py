@@ -22,6 +22,9 @@ class RawShape:
     raw: bytes
     reason: str
     list_suffix: str = ""  # a priority list of the queue, e.g. PRIORITY_SEP + "3"
+    #: The queue its dead letter names: the list it was popped from, or for an envelope
+    #: that reaches the consumer guard the routing key the envelope claims.
+    claimed_queue: str | None = None
 
 
 def _envelope(**overrides: Any) -> bytes:
@@ -56,8 +59,11 @@ SHAPES: list[RawShape] = [
     RawShape("truncated JSON", b'{"body": "', "undecodable"),
     RawShape("invalid UTF-8 and escapes", b"\xff\xfe\x00\x1b]0;PWNED\x07\x1b[2J", "undecodable"),
     RawShape("nesting deeper than the parser", b"[" * 100_000, "undecodable"),
-    RawShape("a kombu type marker that fails", b'{"__type__": "decimal", "__value__": "x"}',
-             "undecodable"),  # fmt: skip
+    RawShape(
+        "a kombu type marker that fails",
+        b'{"__type__": "decimal", "__value__": "x"}',
+        "undecodable",
+    ),
     RawShape("5 MB of noise", b"\x1b" + b"A" * 5_000_000, "undecodable"),
     RawShape("not JSON on a priority list", b"not json", "undecodable", PRIORITY_SEP + "3"),
     # JSON, but not an envelope kombu can turn into a message
@@ -83,7 +89,12 @@ SHAPES: list[RawShape] = [
     RawShape("an unknown body encoding", _envelope(body_encoding="rot13"), "undecodable"),
     RawShape("a body that is a number", _envelope(body=5), "undecodable"),
     # a well-formed envelope: the consumer guard's own checks refuse it
-    RawShape("a well-formed envelope of an unknown task", _envelope(), "unknown_task"),
+    RawShape(
+        "a well-formed envelope of an unknown task",
+        _envelope(),
+        "unknown_task",
+        claimed_queue="poll",
+    ),
     RawShape(
         "a 2 MB well-formed envelope",
         _envelope(
@@ -91,5 +102,6 @@ SHAPES: list[RawShape] = [
             body=base64.b64encode(b"x" * 2_000_000).decode(),
         ),
         "oversized",
+        claimed_queue="poll",
     ),
 ]
