@@ -78,9 +78,11 @@ class DeadLetterer:
     def record(self, letter: DeadLetter) -> None:
         """Store, count and log one letter (the store down must not stop the worker)."""
         try:
-            self.store().add(letter)
+            dropped = self.store().put(letter)
             stored = True
-        except Exception as exc:
+            if dropped:
+                metrics.dead_letters_dropped(dropped)
+        except Exception as exc:  # the store down must not stop the worker either
             stored = False
             log.error(
                 "dead_letter_write_failed",

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from typing import Any, Final
 
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 
 from workers.guard.inspect import Refusal
+from workers.visible import visible
 
 #: At most this many bytes of a refused item are kept in its dead letter (then escaped).
 MAX_EXCERPT_BYTES: Final = 2048
@@ -34,21 +34,14 @@ MAX_DELIVERY_TAG_CHARS: Final = 255
 #: Body codecs kombu's Redis channel knows besides utf-8 (``virtual.Channel.codecs``).
 BODY_CODECS: Final = ("base64",)
 
-#: C0, DEL, C1, and the invisible/bidi format characters an excerpt must not carry raw.
-_CONTROL: Final = re.compile(
-    r"[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]"
-)
-
 
 def escaped_excerpt(raw: bytes | str, limit: int = MAX_EXCERPT_BYTES) -> str:
     """The first ``limit`` bytes as one line of text: invalid UTF-8 as ``\\xNN``, control
-    and bidi characters as ``\\xNN``/``\\uNNNN``. Evidence for an operator, not a copy."""
+    and bidi characters escaped by :func:`workers.visible.visible` (the one rule for what
+    reaches a terminal or a log). Evidence for an operator, not a replayable copy."""
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
-    text = data[:limit].decode("utf-8", "backslashreplace")
-    escaped = _CONTROL.sub(
-        lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", text
-    )
-    return escaped + (f"…({len(data)} bytes)" if len(data) > limit else "")
+    text = visible(data[:limit].decode("utf-8", "backslashreplace"))
+    return text + (f"…({len(data)} bytes)" if len(data) > limit else "")
 
 
 def decode_item(item: bytes | str) -> dict[str, Any] | Refusal:
