@@ -129,6 +129,12 @@ def test_an_envelope_that_passes_is_one_kombu_can_build_and_book(
     assert isinstance(message.delivery_tag, str)
 
 
+@given(raw=st.binary(max_size=256) | JSON.map(json.dumps).map(str.encode))
+def test_decoding_any_item_never_raises(raw: bytes) -> None:
+    result = decode_item(raw)
+    assert isinstance(result, dict) or result.reason in ENVELOPE_REASONS
+
+
 @given(raw=st.binary(max_size=3 * MAX_EXCERPT_BYTES) | st.text(max_size=MAX_EXCERPT_BYTES))
 def test_an_excerpt_is_bounded_and_carries_no_raw_control_character(raw: bytes | str) -> None:
     excerpt = escaped_excerpt(raw)
