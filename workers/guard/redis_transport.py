@@ -4,9 +4,10 @@ The consumer guard (``workers/guard/consumer.py``) sees kombu ``Message`` object
 item of a queue list becomes one only after kombu's Redis channel has decoded its JSON
 envelope, built the message and booked it as unacked. Each of those steps raised on a
 hostile item, in the consumer's event loop, and the worker exited (``redis-cli LPUSH
-poll "not json"``: dead within 3 s; the pop had already taken the item, so a restarted
-worker carried on — until the next one). Two replacements, installed once per process
-by :func:`install` (``workers/startup.py``'s ``patch_kombu``):
+poll "not json"``: a threads worker exited 0.9 s later, a prefork one 1.8 s; the pop had
+already taken the item, so a restarted worker carried on — until the next one). Two
+replacements, installed once per process by :func:`install` (``workers/startup.py``'s
+``patch_kombu``):
 
 - ``Channel._brpop_read``: kombu's own (5.5–5.7), with one line changed — the item is
   decoded by :func:`workers.guard.envelope.decode_item`, and an item that is not an
@@ -30,9 +31,9 @@ import json
 import socket
 import threading
 from queue import Empty
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
-from workers.deadletters import build_letter
+from workers.deadletters import DeadLetter, build_letter
 from workers.guard.envelope import (
     MAX_EXCERPT_BYTES,
     check_envelope,
@@ -53,18 +54,27 @@ KOMBU_BRPOP_READ_SHA256: Final = frozenset(
     }
 )
 
+
+class Letterer(Protocol):
+    """Who records a letter (``workers.guard.consumer.DeadLetterer``; a stub in tests)."""
+
+    hostname: str
+
+    def record(self, letter: DeadLetter) -> None: ...
+
+
 _letterer_lock = threading.Lock()
-_letterer: Any = None  # workers.guard.consumer.DeadLetterer, set by the worker's consumer
+_letterer: Letterer | None = None  # set by the worker's consumer when it starts
 
 
-def use_letterer(letterer: Any) -> None:
+def use_letterer(letterer: Letterer | None) -> None:
     """The worker's consumer hands over its dead-letterer (its hostname, its store)."""
     global _letterer
     with _letterer_lock:
         _letterer = letterer
 
 
-def _current_letterer() -> Any:
+def _current_letterer() -> Letterer:
     global _letterer
     with _letterer_lock:
         if _letterer is None:  # a process that is not a worker consumes (rare): its host
