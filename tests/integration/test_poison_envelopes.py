@@ -9,7 +9,8 @@ sending side here is a plain redis client, no kombu: ``redis-cli LPUSH poll "not
 One worker per pool kind, as deployed (prefork on ``submit``, threads on ``poll`` and
 ``download``), takes every shape of :data:`tests.support.raw_envelopes.SHAPES` from
 each of its queues, then one real job: it is stored by the same two processes, and every
-raw payload is a dead letter with its reason, counted in ``nbq_dead_letters_total``.
+raw payload is a dead letter with its reason, counted in ``nbq_dead_letters_total``. The
+workers start over hostile entries in kombu's ``unacked`` hash too.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections import Counter
 import pytest
 
 from tests.support.procs import wait_until
-from tests.support.raw_envelopes import SHAPES
+from tests.support.raw_envelopes import SHAPES, UNACKED_POISON
 from tests.support.stack import Stack
 from workers.deadletters import DeadLetterStore
 from workers.jobs.state import JobState
@@ -52,12 +53,17 @@ def _dead_letter_counts(stack: Stack) -> Counter[tuple[str, str]]:
 
 
 def test_raw_payloads_on_every_queue_are_dead_lettered_by_both_pool_kinds(stack: Stack) -> None:
-    # Given the deployed pool kinds: prefork on submit, threads on poll and download
+    # Given hostile entries in kombu's unacked hash, older than the visibility timeout
+    # (each worker restores those when it starts: they used to end it there, every time)
+    client = stack.redis.client()
+    for tag, raw in UNACKED_POISON.items():
+        client.hset("unacked", tag, raw)
+    client.zadd("unacked_index", dict.fromkeys(UNACKED_POISON, 1.0))
+    # And the deployed pool kinds: prefork on submit, threads on poll and download
     submit = stack.start_worker(queues="submit", pool="prefork", concurrency=1, name="sub")
     others = stack.start_worker(queues="poll,download", pool="threads", concurrency=2, name="pd")
     pids = (submit.pid, others.pid)
     # When every raw shape is pushed onto each queue's list (no kombu on this side)
-    client = stack.redis.client()
     for queue in QUEUES:
         for shape in SHAPES:
             client.lpush(queue + shape.list_suffix, shape.raw)
@@ -77,6 +83,7 @@ def test_raw_payloads_on_every_queue_are_dead_lettered_by_both_pool_kinds(stack:
     # And every raw payload is a dead letter with its queue and reason
     store = DeadLetterStore.from_settings(stack.settings())
     expected = Counter((s.claimed_queue or q, s.reason) for q in QUEUES for s in SHAPES)
+    expected.update({("unacked", "undecodable"): 1, ("unacked", "bad_envelope"): 2})
     total = sum(expected.values())
     wait_until(lambda: store.count() >= total, timeout_s=60, what="dead letters")
     letters = store.list(limit=10 * total)

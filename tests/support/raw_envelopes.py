@@ -105,3 +105,12 @@ SHAPES: list[RawShape] = [
         claimed_queue="poll",
     ),
 ]
+
+
+#: Entries of kombu's ``unacked`` hash (tag -> raw) it cannot restore: 1 ``undecodable``,
+#: 2 ``bad_envelope``. A worker restores old entries when it starts.
+UNACKED_POISON = {
+    "t-not-json": b"not json",
+    "t-not-a-triple": b'{"a": 1}',
+    "t-bad-envelope": b'[[1, 2], "", "poll"]',
+}

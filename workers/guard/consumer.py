@@ -121,10 +121,15 @@ class GuardedConsumer(Consumer):  # type: ignore[misc]
             self._nbq_dead_letterer = letterer
         return letterer
 
+    def connect(self) -> Any:
+        """Hand the dead-letterer to the Redis transport guard before the connection's
+        first restore of unacked entries (``on_poll_init``) can need it."""
+        redis_transport.use_letterer(self._dead_letterer())
+        return super().connect()
+
     def create_task_handler(self, promise: Any = vine_promise) -> Any:
         inner = super().create_task_handler(promise)
         letterer = self._dead_letterer()
-        redis_transport.use_letterer(letterer)  # items kombu's Redis channel cannot take
         limits = limits_from_settings()
         connection_errors = tuple(self.connection_errors or ())
 

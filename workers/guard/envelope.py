@@ -54,6 +54,20 @@ def decode_item(item: bytes | str) -> dict[str, Any] | Refusal:
     return payload if refusal is None else refusal
 
 
+def check_unacked_entry(raw: bytes | str) -> Refusal | None:
+    """None for an entry of kombu's ``unacked`` hash it can restore: JSON text of
+    ``[envelope, exchange, routing_key]`` (``redis.QoS.append``); else why not."""
+    try:
+        entry = loads(bytes_to_str(raw))  # type: ignore[no-untyped-call]
+    except Exception as exc:
+        return Refusal("undecodable", f"unacked entry is not JSON: {type(exc).__name__}")
+    if not (
+        isinstance(entry, list) and len(entry) == 3 and all(isinstance(v, str) for v in entry[1:])
+    ):
+        return Refusal("bad_envelope", "unacked entry is not [envelope, exchange, routing_key]")
+    return check_envelope(entry[0])
+
+
 def check_envelope(payload: object) -> Refusal | None:
     """None when kombu can build a message from ``payload`` and book it; else why not."""
     try:

@@ -5,7 +5,7 @@ item of a queue list becomes one only after kombu's Redis channel has decoded it
 envelope, built the message and booked it as unacked. Each of those steps raised on a
 hostile item, in the consumer's event loop, and the worker exited (``redis-cli LPUSH
 poll "not json"``: a threads worker exited 0.9 s later, a prefork one 1.8 s; the pop had
-already taken the item, so a restarted worker carried on — until the next one). Two
+already taken the item, so a restarted worker carried on — until the next one). Three
 replacements, installed once per process by :func:`install` (``workers/startup.py``'s
 ``patch_kombu``):
 
@@ -14,6 +14,9 @@ replacements, installed once per process by :func:`install` (``workers/startup.p
   envelope is dead-lettered with the queue it was popped from instead of raising.
   :data:`KOMBU_BRPOP_READ_SHA256` pins the kombu sources this copy was taken from; a
   test fails when kombu changes the method, so the copy is re-checked, never stale.
+- ``QoS.restore_by_tag``: an entry of the ``unacked`` hash that is not kombu's own
+  ``[envelope, exchange, routing_key]`` ended every worker at start (a crash loop); it is
+  now dead-lettered and removed first (:func:`_restore_by_tag`).
 - ``Transport._deliver`` (every path a decoded envelope takes to a consumer: BRPOP,
   ``basic_get`` drains, fanout/pub-sub such as Celery's pidbox): the envelope's shape is
   checked before kombu builds a message from it. An envelope that passes is one kombu
@@ -28,7 +31,6 @@ broker connection error still propagates (kombu reconnects on those).
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from queue import Empty
 from typing import Any, Final, Protocol
@@ -37,6 +39,7 @@ from workers.deadletters import DeadLetter, build_letter
 from workers.guard.envelope import (
     MAX_EXCERPT_BYTES,
     check_envelope,
+    check_unacked_entry,
     decode_item,
     escaped_excerpt,
 )
@@ -74,24 +77,31 @@ def use_letterer(letterer: Letterer | None) -> None:
         _letterer = letterer
 
 
-def _current_letterer() -> Letterer:
-    global _letterer
+def _current_letterer() -> Letterer | None:
     with _letterer_lock:
-        if _letterer is None:  # a process that is not a worker consumes (rare): its host
-            from workers.guard.consumer import DeadLetterer
-
-            _letterer = DeadLetterer(socket.gethostname())
         return _letterer
 
 
 def quarantine(queue: str, raw: bytes | str, refusal: Refusal) -> None:
     """Dead-letter an item kombu cannot take: an escaped excerpt, its size, the reason.
 
-    Never raises: it runs in the consumer's event loop, where an exception ends the worker.
+    In a process that is not a worker (no dead-letterer handed over: a producer or an
+    ``nbq`` command waiting for replies) it is only logged: such a process's settings
+    need not name the workers' store. Never raises: it runs in the consumer's event
+    loop, where an exception ends the process.
     """
     try:
-        letterer = _current_letterer()
         size = len(raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw)
+        letterer = _current_letterer()
+        if letterer is None:
+            log.warning(
+                "raw_item_dropped",
+                queue=queue,
+                reason=refusal.reason,
+                detail=refusal.detail,
+                body_bytes=size,
+            )
+            return
         letter = build_letter(
             queue=queue,
             reason=refusal.reason,
@@ -152,8 +162,39 @@ def _brpop_read(self: Any, **options: Any) -> bool:
             flush()
 
 
+def _restore_by_tag(original: Any) -> Any:
+    """``QoS.restore_by_tag`` that first takes out an ``unacked`` entry kombu cannot restore.
+
+    kombu restores the ``unacked`` entries older than the visibility timeout when a
+    consumer starts (``on_poll_init``) and then every few seconds; it decodes each as
+    ``[envelope, exchange, routing_key]`` inside a transaction, and a hostile entry raised
+    there before the transaction's EXEC: the worker ended at start, and every restarted
+    one with it (the entry stayed). Checked first (one HGET; restores are rare), such an
+    entry is dead-lettered (queue: the hash's name) and removed from the hash and its
+    index by a worker; another process (a producer, an ``nbq`` command: its drain runs
+    the same restore) skips it and leaves it for a worker. Any other error still
+    propagates, so no real message is ever dropped by it.
+    """
+
+    def restore_by_tag(self: Any, tag: Any, client: Any = None, leftmost: bool = False) -> Any:
+        with self.channel.conn_or_acquire(client) as conn:
+            raw = conn.hget(self.unacked_key, tag)
+            refusal = check_unacked_entry(raw) if raw else None
+            if refusal is None:
+                return original(self, tag, client=client, leftmost=leftmost)
+            if _current_letterer() is None:  # not a worker: leave it to one, unchanged
+                log.warning("unacked_entry_skipped", reason=refusal.reason, detail=refusal.detail)
+                return None
+            self._remove_from_indices(tag).execute()
+        quarantine(str(self.unacked_key), raw, refusal)
+        return None
+
+    restore_by_tag.nbq_patched = True  # type: ignore[attr-defined]
+    return restore_by_tag
+
+
 def install() -> None:
-    """Replace both methods of kombu's Redis transport (idempotent)."""
+    """Replace the three methods of kombu's Redis transport (idempotent)."""
     from kombu.transport import redis as kombu_redis
 
     if getattr(kombu_redis.Channel._brpop_read, "nbq_patched", False):
@@ -171,3 +212,6 @@ def install() -> None:
     _deliver.nbq_patched = True  # type: ignore[attr-defined]
     kombu_redis.Channel._brpop_read = _brpop_read  # type: ignore[method-assign]
     kombu_redis.Transport._deliver = _deliver  # type: ignore[method-assign]
+    kombu_redis.QoS.restore_by_tag = _restore_by_tag(  # type: ignore[method-assign]
+        kombu_redis.QoS.restore_by_tag
+    )

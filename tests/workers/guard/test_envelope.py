@@ -18,7 +18,13 @@ import workers.tasks  # noqa: F401 - registers the nbq.* tasks on the app
 from tests.support.raw_envelopes import SHAPES, RawShape
 from tests.support.redis_server import RedisServer
 from workers.app import create_app
-from workers.guard.envelope import MAX_EXCERPT_BYTES, check_envelope, decode_item, escaped_excerpt
+from workers.guard.envelope import (
+    MAX_EXCERPT_BYTES,
+    check_envelope,
+    check_unacked_entry,
+    decode_item,
+    escaped_excerpt,
+)
 from workers.guard.inspect import REASONS, Refusal
 from workers.settings import Settings
 from workers.visible import is_visible
@@ -155,3 +161,18 @@ def test_a_base64_body_is_checked_as_kombu_decodes_it() -> None:
     assert check_envelope(lenient) is None  # kombu's decoder skips the newline too
     unknown = {**GOOD, "properties": {**GOOD["properties"], "body_encoding": "BASE64"}}
     assert check_envelope(unknown) == Refusal("undecodable", "unknown body_encoding 'BASE64'")
+
+
+def test_an_unacked_entry_kombu_wrote_passes_and_others_are_refused(
+    redis_server: RedisServer,
+) -> None:
+    with Connection(redis_server.url) as conn:
+        conn.SimpleQueue("poll").put({"x": 1})
+        conn.SimpleQueue("poll").get(timeout=5)  # taken, never acked: booked in unacked
+        (entry,) = redis_server.client().hvals("unacked")  # (a close puts it back)
+    assert check_unacked_entry(entry) is None
+    assert check_unacked_entry(b"[") == Refusal(
+        "undecodable", "unacked entry is not JSON: JSONDecodeError"
+    )
+    assert check_unacked_entry(b'[{}, "", "poll"]').reason == "bad_envelope"  # type: ignore[union-attr]
+    assert check_unacked_entry(b'[{}, "", 5]').reason == "bad_envelope"  # type: ignore[union-attr]

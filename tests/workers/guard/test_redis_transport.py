@@ -24,7 +24,7 @@ from kombu.messaging import Producer as KombuProducer
 from kombu.transport import redis as kombu_redis
 
 from tests.support.procs import wait_until
-from tests.support.raw_envelopes import SHAPES
+from tests.support.raw_envelopes import SHAPES, UNACKED_POISON
 from tests.support.redis_server import RedisServer
 from workers.deadletters import DeadLetter
 from workers.guard import redis_transport
@@ -172,3 +172,51 @@ def test_a_fanout_message_of_the_wrong_shape_is_a_letter_not_an_error(
         ("mine.bcast", "bad_envelope")
     ] * 3
     assert received == [{"good": 1}]
+
+
+def test_an_unacked_entry_kombu_cannot_restore_is_a_letter_and_a_real_one_is_restored(
+    redis_server: RedisServer, recorder: Recorder
+) -> None:
+    # Given a real message taken and never acked (kombu's own unacked entry), and
+    # hostile entries written into the unacked hash, all older than the visibility timeout
+    client = redis_server.client()
+    with Connection(redis_server.url) as conn:
+        conn.SimpleQueue("poll").put({"real": 1})
+        taken = conn.SimpleQueue("poll").get(timeout=5)  # booked in unacked, never acked
+        assert taken.payload == {"real": 1}
+        for tag, raw in UNACKED_POISON.items():
+            client.hset("unacked", tag, raw)
+        client.zadd("unacked_index", dict.fromkeys([*UNACKED_POISON, taken.delivery_tag], 1.0))
+        # When kombu restores what is older than the visibility timeout (as at a start)
+        with Connection(redis_server.url) as restorer:
+            restorer.default_channel.qos.restore_visible(num=100)
+    # Then each hostile entry is a letter named after the hash, and gone from it
+    assert sorted((letter.queue, letter.reason) for letter in recorder.letters) == [
+        ("unacked", "bad_envelope"),
+        ("unacked", "bad_envelope"),
+        ("unacked", "undecodable"),
+    ]
+    assert client.hlen("unacked") == 0 and client.zcard("unacked_index") == 0
+    # And the real message is back on its queue, nothing lost
+    with Connection(redis_server.url) as conn:
+        assert conn.SimpleQueue("poll").get(timeout=5).payload == {"real": 1}
+
+
+def test_a_process_that_is_not_a_worker_drops_nothing_it_cannot_hand_to_a_worker(
+    redis_server: RedisServer,
+) -> None:
+    # Given no dead-letterer (a producer or an nbq command: its settings may name no store)
+    patch_kombu()
+    redis_transport.use_letterer(None)
+    client = redis_server.client()
+    for tag, raw in UNACKED_POISON.items():
+        client.hset("unacked", tag, raw)
+    client.zadd("unacked_index", dict.fromkeys(UNACKED_POISON, 1.0))
+    client.lpush("poll", b"not json")
+    # When its drain restores old unacked entries and pops a raw item
+    with Connection(redis_server.url) as conn, Consumer(conn, [Queue("poll")], callbacks=[]):
+        conn.default_channel.qos.restore_visible(num=100)
+        wait_until(lambda: _drain(conn) or client.llen("poll") == 0, timeout_s=30, what="pop")
+    # Then nothing raised, the unacked entries are left for a worker, unchanged
+    assert client.hlen("unacked") == len(UNACKED_POISON)
+    assert client.zcard("unacked_index") == len(UNACKED_POISON)
