@@ -89,9 +89,13 @@ def register_secrets(settings: Settings) -> None:
 
 
 def patch_kombu() -> None:
-    """Both kombu fixes (Redis transport): survive a broker restart, acks without MULTI."""
+    """The kombu fixes (Redis transport): survive a broker restart, acks without MULTI,
+    and a queue item that is not a kombu message is a dead letter, not a dead worker."""
+    from workers.guard import redis_transport
+
     _closed_broker_channel_is_a_connection_error()
     _unacked_bookkeeping_without_multi()
+    redis_transport.install()
 
 
 def _closed_broker_channel_is_a_connection_error() -> None:
