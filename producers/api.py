@@ -59,6 +59,7 @@ from workers.startup import configure_process
 from workers.storage.manifest import manifest_key, record_from_manifest
 
 if TYPE_CHECKING:
+    from workers.notify.config import NotifyConfig
     from workers.storage.s3 import ObjectStore
 
 
@@ -87,6 +88,7 @@ def generate_step(record: JobRecord) -> Generate:
         request=record.request,
         producer=record.producer,
         batch_id=record.batch_id,
+        notify_url=record.notify_url,
     )
 
 
@@ -130,6 +132,9 @@ class Producer:
         #: Every message this producer sends (enqueue, retry, adopt, callbacks' polls).
         self.dispatcher = Dispatcher.for_settings(celery_app, self.settings)
         self._manifests: ObjectStore | None = None  # status fallback (lookup)
+        self._notify_config: NotifyConfig | None = None  # parsed on the first notify_url
+        # A cancel through this producer ends a job too: its webhook goes out from here.
+        self.runtime.install_notify(self.dispatcher.send)
         # Refuse a store that would lose jobs silently (NBQ_ALLOW_VOLATILE_STORE=true
         # accepts). After configure_process: it sends the project's logs to stderr, so a
         # warning here never mixes into a command's --json output (unless the host
@@ -144,12 +149,17 @@ class Producer:
         job_id: str | None = None,
         producer: str | None = None,
         batch_id: str | None = None,
+        notify_url: str | None = None,
     ) -> JobHandle:
         """Validate, write the job record, send ``nbq.generate``; returns the job's handle.
 
         A caller-chosen ``job_id`` is scoped to ``producer``: the handle's ``job_id`` is
         the stored id (``alice~order-1``; unchanged without a producer), and another
         producer's job of the same id is never returned.
+
+        ``notify_url``: where the job's end is told, as a signed webhook (docs/webhooks.md);
+        refused (:class:`InvalidRequestError`, field ``notify_url``) when the producer has no
+        secret in NBQ_NOTIFY_SECRETS or the URL is not a safe public https URL.
         """
         valid = validate_request(request)
         if producer is not None:
@@ -157,6 +167,7 @@ class Producer:
                 validate_producer(producer)
             except InvalidJobIdError as exc:
                 raise InvalidRequestError(str(exc), field="producer") from None
+        self._check_notify(valid, producer, notify_url)
         if job_id is not None:
             try:
                 job_id = scoped_job_id(producer, job_id)
@@ -166,9 +177,16 @@ class Producer:
         if budgeted and (job_id is None or self.runtime.store.get(job_id) is None):
             self._check_budget(valid, producer)
         if job_id is None and self._one_trip:
-            return self._enqueue_new(valid, producer=producer, batch_id=batch_id)
+            return self._enqueue_new(
+                valid, producer=producer, batch_id=batch_id, notify_url=notify_url
+            )
         record = intake(
-            self.runtime, request=valid, job_id=job_id, producer=producer, batch_id=batch_id
+            self.runtime,
+            request=valid,
+            job_id=job_id,
+            producer=producer,
+            batch_id=batch_id,
+            notify_url=notify_url,
         )
         assert record is not None
         if record.state is JobState.QUEUED and record.attempts == 0 and not record.waiting_reason:
@@ -192,8 +210,35 @@ class Producer:
                 "reconciler sends it once the broker is back",
             ) from exc
 
+    def _check_notify(
+        self, valid: GenerationRequest, producer: str | None, notify_url: str | None
+    ) -> None:
+        """Refuse before anything is written: a webhook nobody can verify, an unsafe URL, or
+        an own callback_url the project's callbacks would silently replace."""
+        from workers.notify.config import NotifyConfig, NotifyRefusedError, own_callback_refusal
+
+        refusal = own_callback_refusal(self.settings, valid)
+        if refusal is not None:
+            raise InvalidRequestError(refusal, field="callback_url")
+        if notify_url is None:
+            return
+        if self._notify_config is None:
+            try:
+                self._notify_config = NotifyConfig.from_settings(self.settings)
+            except ValueError as exc:
+                raise InvalidRequestError(str(exc), field="notify_url") from None
+        try:
+            self._notify_config.check(producer, notify_url)
+        except NotifyRefusedError as exc:
+            raise InvalidRequestError(str(exc), field="notify_url") from None
+
     def _enqueue_new(
-        self, valid: GenerationRequest, *, producer: str | None, batch_id: str | None
+        self,
+        valid: GenerationRequest,
+        *,
+        producer: str | None,
+        batch_id: str | None,
+        notify_url: str | None = None,
     ) -> JobHandle:
         """A fresh id cannot exist yet: record and message go out in one round trip."""
         record = JobRecord(
@@ -201,6 +246,7 @@ class Producer:
             request=valid.to_api_json(),
             producer=producer,
             batch_id=batch_id,
+            notify_url=notify_url,
         )
         try:
             record, batched = send_with_record(

@@ -22,7 +22,7 @@ from typing import Any
 from celery import Celery
 
 from workers.brokers import broker_kind, task_queues, transport_config, whole_second_countdown
-from workers.contract import ALL_QUEUES, TASK_QUEUES
+from workers.contract import DECLARED_QUEUES, TASK_QUEUES
 from workers.redis_client import is_sentinel_url, kombu_sentinel_url, sentinel_kwargs
 from workers.settings import Settings, get_settings
 from workers.startup import WorkerLoader
@@ -34,6 +34,7 @@ TIME_LIMITS_S: dict[str, tuple[float, float]] = {
     "nbq.poll": (45, 75),
     "nbq.download": (600, 660),
     "nbq.reconcile": (120, 180),
+    "nbq.notify": (30, 45),  # one try: NBQ_NOTIFY_TIMEOUT_S, then a countdown, never a sleep
 }
 
 
@@ -102,7 +103,7 @@ def _base_config(settings: Settings) -> dict[str, Any]:
         "accept_content": ["json"],
         "event_serializer": "json",
         "task_default_queue": "submit",
-        "task_queues": task_queues(kind, ALL_QUEUES),
+        "task_queues": task_queues(kind, DECLARED_QUEUES),
         "task_routes": {name: {"queue": queue} for name, queue in TASK_QUEUES.items()},
         "task_create_missing_queues": False,
         "broker_connection_retry_on_startup": True,

@@ -74,6 +74,7 @@ C_DEAD_LETTERS: Final = "dead_letters"
 C_STORE_RESETS: Final = "store_resets"
 C_JOBS_RESCUED: Final = "jobs_rescued"
 C_JOBS_LOST: Final = "jobs_lost"
+C_NOTIFICATIONS: Final = "notifications"
 H_POLLS_PER_JOB: Final = "polls_per_job"
 H_ENQUEUE_TO_STORED: Final = "enqueue_to_stored_seconds"
 
@@ -148,6 +149,12 @@ METRICS: Final[dict[str, MetricSpec]] = {
         "counter",
         ("stage",),
         "Messages for jobs whose record had vanished and that could not be rescued.",
+    ),
+    "nbq_notifications_total": MetricSpec(
+        "counter",
+        ("event", "outcome"),
+        "Completion-webhook delivery tries by event and outcome "
+        "(delivered, retried, dead, gone, refused).",
     ),
     "nbq_metrics_redis_up": MetricSpec(
         "gauge", (), "1 if the exporter could read the metrics from Redis on this scrape."
@@ -468,3 +475,8 @@ def job_rescued(via: str) -> None:
 def job_lost(stage: str) -> None:
     """A message found its job's record gone and carried nothing to finish it with."""
     _count(C_JOBS_LOST, stage)
+
+
+def notification(event: str, outcome: str) -> None:
+    """A webhook delivery try ended: delivered, retried, dead (out of tries), gone, refused."""
+    _count(C_NOTIFICATIONS, event or "?", outcome)

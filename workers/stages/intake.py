@@ -39,6 +39,7 @@ def intake(
     job_id: str | None,
     producer: str | None = None,
     batch_id: str | None = None,
+    notify_url: str | None = None,
 ) -> JobRecord | None:
     """The job's record: existing, new and queued, or new and failed (invalid request).
 
@@ -64,8 +65,10 @@ def intake(
             if isinstance(request, GenerationRequest)
             else GenerationRequest.model_validate(request)
         )
+        message = _notify_refusal(rt, valid, producer, notify_url)
     except ValidationError as exc:
         message = describe_validation_error(exc)
+    if message is not None:
         error = JobError(code="invalid_request", message=message)
         failed = JobRecord(job_id=job_id, state=JobState.FAILED, producer=producer, error=error)
         record, created = rt.store.create(failed)
@@ -76,6 +79,29 @@ def intake(
         log.warning("intake_invalid_request", job_id=job_id, error_message=message)
         return record
     record, _ = rt.store.create(
-        JobRecord(job_id=job_id, request=valid.to_api_json(), producer=producer, batch_id=batch_id)
+        JobRecord(
+            job_id=job_id,
+            request=valid.to_api_json(),
+            producer=producer,
+            batch_id=batch_id,
+            notify_url=notify_url,
+        )
     )
     return record
+
+
+def _notify_refusal(
+    rt: Runtime, valid: GenerationRequest, producer: str | None, notify_url: str | None
+) -> str | None:
+    """A raw message's notify_url or own callback_url that cannot be honoured (the
+    Producer refuses the same before sending anything)."""
+    from workers.notify.config import NotifyConfig, NotifyRefusedError, own_callback_refusal
+
+    refusal = own_callback_refusal(rt.settings, valid)
+    if refusal is not None or notify_url is None:
+        return refusal
+    try:
+        NotifyConfig.from_settings(rt.settings).check(producer, notify_url)
+    except NotifyRefusedError as exc:
+        return str(exc)
+    return None
