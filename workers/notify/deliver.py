@@ -119,9 +119,10 @@ def backoff_s(
 ) -> float:
     """Wait before try ``attempt + 1``: ``base·2^attempt`` capped, jittered over its upper
     half (so receivers coming back are not hit by every sender at once), and at least the
-    receiver's Retry-After (capped at ``max_s`` too)."""
+    receiver's Retry-After (which may exceed ``max_s``: the receiver asked; the dispatcher
+    still caps every countdown at NBQ_MAX_COUNTDOWN_S)."""
     ceiling = min(max_s, base_s * (2 ** min(attempt, 30)))
     wait = (rng or random).uniform(ceiling / 2, ceiling)
     if retry_after is not None:
-        wait = max(wait, min(retry_after, max_s))
+        wait = max(wait, retry_after)
     return wait
