@@ -106,6 +106,10 @@ def submit(
         str | None,
         typer.Option("--producer", help="Your producer name: --job-id is scoped to it."),
     ] = None,
+    notify_url: Annotated[
+        str | None,
+        typer.Option("--notify-url", help="https URL told when the job ends (signed webhook)."),
+    ] = None,
     wait_: Annotated[bool, typer.Option("--wait", help="Wait for the job to end.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 600.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -121,7 +125,9 @@ def submit(
 
     producer = _producer()
     try:
-        handle = producer.enqueue(request, job_id=job_id, producer=producer_name)
+        handle = producer.enqueue(
+            request, job_id=job_id, producer=producer_name, notify_url=notify_url
+        )
         warn_if_unconsumed(producer)
         if not wait_:
             if as_json:

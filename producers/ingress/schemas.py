@@ -29,6 +29,12 @@ class JobCreate(GenerationRequest):
     """
 
     job_id: str | None = Field(default=None, min_length=1, max_length=128)
+    notify_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="https URL told when the job ends: a signed Standard Webhooks POST "
+        "(docs/webhooks.md); refused unless your producer has a webhook secret",
+    )
 
     @field_validator("job_id")
     @classmethod
@@ -36,7 +42,7 @@ class JobCreate(GenerationRequest):
         return _checked_job_id(value)
 
     def request_fields(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"job_id"}, exclude_none=True)
+        return self.model_dump(mode="json", exclude={"job_id", "notify_url"}, exclude_none=True)
 
 
 class JobView(BaseModel):
@@ -60,6 +66,15 @@ class JobView(BaseModel):
     result_count: int = 0
     created_at: float = 0.0
     updated_at: float = 0.0
+
+
+class JobPage(BaseModel):
+    """One page of the caller's jobs, newest first; ``next_cursor`` is null at the end."""
+
+    jobs: list[JobView]
+    next_cursor: str | None = Field(
+        description="opaque: pass as ?cursor= for the next page (stable while jobs are added)"
+    )
 
 
 class ImageView(BaseModel):
@@ -88,6 +103,9 @@ class BatchCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     batch_id: str | None = Field(default=None, min_length=1, max_length=MAX_BATCH_ID_CHARS)
+    notify_url: str | None = Field(
+        default=None, max_length=2048, description="every job's notify_url unless it has its own"
+    )
     requests: Annotated[
         list[Any],
         WithJsonSchema(

@@ -75,11 +75,11 @@ def test_each_job_end_is_one_verified_event_whatever_the_outcome(
         what="30 webhooks",
     )
     # Then each job's end is exactly one verified event (duplicates only with the same id)
-    events = {}
+    events: dict[str, set[tuple[str, str]]] = {}
     for delivery in receiver.accepted():
         event = verified(delivery)
         key = event["data"]["job_id"]  # type: ignore[index]
-        events.setdefault(key, set()).add((delivery.headers["webhook-id"], event["type"]))
+        events.setdefault(key, set()).add((delivery.headers["webhook-id"], str(event["type"])))
     assert set(events) == set(records)
     want = {"stored": "job.stored", "failed": "job.failed", "cancelled": "job.cancelled"}
     for job_id, seen in events.items():

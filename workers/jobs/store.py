@@ -209,6 +209,11 @@ class JobStore:
         else:
             reply = self._create(keys=keys, args=args)
         if reply[0]:
+            if stamped.producer:
+                pipe = self.redis.pipeline(transaction=False)
+                for command in self.producer_index_commands(stamped):
+                    pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+                pipe.execute()
             # Stored exactly as built: no read-back (one reply and one parse less per enqueue).
             return stamped, True
         return JobRecord.from_hash(_pairs_to_dict(reply[1])), False
@@ -257,6 +262,23 @@ class JobStore:
         for name, value in record.to_hash().items():
             args += [name, value]
         return record, args
+
+    def producer_index_key(self, producer: str) -> str:
+        """A producer's jobs by creation time (``GET /v1/jobs``), newest last: its own
+        key (and slot), written right after the create, trimmed to the retention."""
+        return f"{self.prefix}:producer:{producer}:jobs"
+
+    def producer_index_commands(self, record: JobRecord) -> list[list[Any]]:
+        """Add a new job to its producer's index and drop entries past the retention (a
+        record that expired earlier is skipped by the reader). Nothing without a producer."""
+        if not record.producer:
+            return []
+        key = self.producer_index_key(record.producer)
+        oldest = record.created_at - self.retention_s
+        return [
+            ["ZADD", key, repr(record.created_at), record.job_id],
+            ["ZREMRANGEBYSCORE", key, "-inf", f"({oldest!r}"],
+        ]
 
     def create_keys(self, record: JobRecord) -> list[str]:
         """``create.lua``'s KEYS: the record, its shard's state counter and, unless the
