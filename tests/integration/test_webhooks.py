@@ -5,7 +5,10 @@ Every delivery is verified with the ``standardwebhooks`` library, as a receiver 
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 
@@ -17,6 +20,7 @@ from tests.support.procs import wait_until
 from tests.support.stack import Stack
 from tests.support.webhook_receiver import Delivery, WebhookReceiver
 from workers.jobs.state import JobState
+from workers.notify.deadletter import NotifyDeadLetters
 
 pytestmark = [pytest.mark.integration]
 
@@ -169,3 +173,33 @@ def test_an_unsafe_or_unsigned_notify_url_is_refused_at_enqueue(
     # Then nothing was recorded
     assert refused.value.field == "notify_url"
     assert producer.runtime.store.count_in_state(JobState.QUEUED) == 0
+
+
+def test_a_delivery_out_of_tries_is_dead_lettered_then_replayed_with_its_id(
+    stack: Stack, receiver: WebhookReceiver
+) -> None:
+    # Given a short retry period and no receiver
+    stack.overrides.update({**NOTIFY, "NBQ_NOTIFY_RETRY_PERIOD_S": "1"})
+    producer = stack.producer()
+    stack.start_worker(queues=QUEUES)
+    job = producer.enqueue(
+        {"prompt": "x", "quality": "1K"}, producer="shop", job_id="dead", notify_url=receiver.url
+    )
+    dead = NotifyDeadLetters(producer.runtime.redis, prefix=producer.settings.key_prefix)
+    # When its tries run out, it is listed
+    wait_until(lambda: len(dead.list()) == 1, timeout_s=60, what="the dead delivery")
+    entry = dead.list()[0]
+    assert entry["job_id"] == job.job_id and entry["event"] == "job.stored"
+    # And a replay once the receiver is back delivers it, same webhook id
+    receiver.start()
+    replay = subprocess.run(
+        [sys.executable, "-m", "producers.cli.main", "notify", "replay", "--all"],
+        env={**os.environ, **stack.env()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert replay.returncode == 0, replay.stderr
+    wait_until(lambda: len(receiver.accepted()) == 1, timeout_s=60, what="the replay")
+    assert receiver.accepted()[0].headers["webhook-id"] == entry["webhook_id"]
+    assert dead.list() == []
