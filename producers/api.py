@@ -79,6 +79,9 @@ _BROKER_ERRORS = (KombuError, redis.RedisError, OSError)
 
 log = get_logger("nbq.producer")
 
+#: ``wait``'s safety net: a re-read this often even when no push came (seconds).
+SAFETY_REREAD_S = 5.0
+
 
 def generate_step(record: JobRecord) -> Generate:
     """``nbq.generate`` for a recorded job: enough for a worker to write the same record
@@ -370,19 +373,71 @@ class Producer:
         return record
 
     def wait(
-        self, job_id: str, *, timeout_s: float | None = None, interval_s: float = 0.5
+        self, job_id: str, *, timeout_s: float | None = None, interval_s: float = SAFETY_REREAD_S
     ) -> JobRecord:
-        """Block until the job is stored, failed or cancelled (reads Redis, not the API)."""
+        """Block until the job is stored, failed or cancelled (reads Redis, not the API).
+
+        Woken by a push: the job's end is published (``workers/notify/push.py``) and this
+        call is subscribed to it before it reads the record, so it returns within a round
+        trip of the end. ``interval_s`` is only the safety net's re-read (a publisher that
+        died between its write and its publish, a Sentinel failover).
+        """
+        from workers.notify.push import job_end_channel
+
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while True:
-            record = self.status(job_id)
-            if record.is_terminal:
-                return record
-            if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeoutError(
-                    f"job {job_id} still {record.state.value} after {timeout_s}s"
-                )
-            time.sleep(interval_s)
+        pubsub = self._subscribe(job_end_channel(self.settings.key_prefix, job_id))
+        try:
+            while True:
+                record = self.status(job_id)
+                if record.is_terminal:
+                    return record
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise WaitTimeoutError(
+                        f"job {job_id} still {record.state.value} after {timeout_s}s"
+                    )
+                pause = interval_s if left is None else min(interval_s, left)
+                pubsub = self._await_push(pubsub, job_id, pause)
+        finally:
+            if pubsub is not None:
+                pubsub.close()
+
+    def _subscribe(self, channel: str) -> Any:
+        """A subscription to ``channel``; None when the store cannot subscribe now (then
+        the safety net's re-reads carry the wait)."""
+        try:
+            pubsub = self.runtime.redis.pubsub(ignore_subscribe_messages=True)
+            pubsub.subscribe(channel)
+            return pubsub
+        except redis.RedisError:
+            return None
+
+    def _await_push(self, pubsub: Any, job_id: str, pause_s: float) -> Any:
+        """Wait up to ``pause_s`` for the job's end to be pushed; resubscribe after a
+        lost connection (a failover)."""
+        from workers.notify.push import job_end_channel
+
+        if pubsub is None:
+            time.sleep(pause_s)
+            return self._subscribe(job_end_channel(self.settings.key_prefix, job_id))
+        try:
+            pubsub.get_message(timeout=pause_s)
+            return pubsub
+        except redis.RedisError:
+            pubsub.close()
+            time.sleep(min(pause_s, 0.5))
+            return self._subscribe(job_end_channel(self.settings.key_prefix, job_id))
+
+    def close(self) -> None:
+        """Release this producer's connections (Redis, the broker's pool)."""
+        self.runtime.redis.close()
+        self.celery.close()
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def results(self, job_id: str, *, expiry_s: int | None = None) -> list[StoredImage]:
         record = self.status(job_id)
@@ -415,7 +470,9 @@ class JobHandle:
     def status(self) -> JobRecord:
         return self.producer.status(self.job_id)
 
-    def wait(self, timeout_s: float | None = None, *, interval_s: float = 0.5) -> JobRecord:
+    def wait(
+        self, timeout_s: float | None = None, *, interval_s: float = SAFETY_REREAD_S
+    ) -> JobRecord:
         return self.producer.wait(self.job_id, timeout_s=timeout_s, interval_s=interval_s)
 
     def results(self, *, expiry_s: int | None = None) -> list[StoredImage]:
