@@ -92,6 +92,11 @@ def generate_step(record: JobRecord) -> Generate:
         producer=record.producer,
         batch_id=record.batch_id,
         notify_url=record.notify_url,
+        on_done=(
+            {"task": record.on_done_task, "queue": record.on_done_queue}
+            if record.on_done_task and record.on_done_queue
+            else None
+        ),
     )
 
 
@@ -108,6 +113,15 @@ def validate_request(request: GenerationRequest | Mapping[str, Any]) -> Generati
         ) from None
     except TypeError as exc:
         raise InvalidRequestError(f"request must be a mapping of fields: {exc}") from None
+
+
+def _checked_on_done(value: Mapping[str, str] | None) -> tuple[str, str] | None:
+    from workers.notify.on_done import OnDoneError, check_on_done
+
+    try:
+        return check_on_done(dict(value) if value is not None else None)
+    except OnDoneError as exc:
+        raise InvalidRequestError(str(exc), field="on_done") from None
 
 
 class Producer:
@@ -137,7 +151,7 @@ class Producer:
         self._manifests: ObjectStore | None = None  # status fallback (lookup)
         self._notify_config: NotifyConfig | None = None  # parsed on the first notify_url
         # A cancel through this producer ends a job too: its webhook goes out from here.
-        self.runtime.install_notify(self.dispatcher.send)
+        self.runtime.install_notify(self.dispatcher.send, self.celery.send_task)
         # Refuse a store that would lose jobs silently (NBQ_ALLOW_VOLATILE_STORE=true
         # accepts). After configure_process: it sends the project's logs to stderr, so a
         # warning here never mixes into a command's --json output (unless the host
@@ -153,6 +167,7 @@ class Producer:
         producer: str | None = None,
         batch_id: str | None = None,
         notify_url: str | None = None,
+        on_done: Mapping[str, str] | None = None,
     ) -> JobHandle:
         """Validate, write the job record, send ``nbq.generate``; returns the job's handle.
 
@@ -163,6 +178,8 @@ class Producer:
         ``notify_url``: where the job's end is told, as a signed webhook (docs/webhooks.md);
         refused (:class:`InvalidRequestError`, field ``notify_url``) when the producer has no
         secret in NBQ_NOTIFY_SECRETS or the URL is not a safe public https URL.
+        ``on_done={"task": "shop.image_ready", "queue": "shop"}``: that Celery task is sent to
+        that queue with the job's public view (``job=``) when the job ends.
         """
         valid = validate_request(request)
         if producer is not None:
@@ -171,6 +188,7 @@ class Producer:
             except InvalidJobIdError as exc:
                 raise InvalidRequestError(str(exc), field="producer") from None
         self._check_notify(valid, producer, notify_url)
+        done = _checked_on_done(on_done)
         if job_id is not None:
             try:
                 job_id = scoped_job_id(producer, job_id)
@@ -181,7 +199,7 @@ class Producer:
             self._check_budget(valid, producer)
         if job_id is None and self._one_trip:
             return self._enqueue_new(
-                valid, producer=producer, batch_id=batch_id, notify_url=notify_url
+                valid, producer=producer, batch_id=batch_id, notify_url=notify_url, on_done=done
             )
         record = intake(
             self.runtime,
@@ -190,6 +208,7 @@ class Producer:
             producer=producer,
             batch_id=batch_id,
             notify_url=notify_url,
+            on_done=done,
         )
         assert record is not None
         if record.state is JobState.QUEUED and record.attempts == 0 and not record.waiting_reason:
@@ -242,6 +261,7 @@ class Producer:
         producer: str | None,
         batch_id: str | None,
         notify_url: str | None = None,
+        on_done: tuple[str, str] | None = None,
     ) -> JobHandle:
         """A fresh id cannot exist yet: record and message go out in one round trip."""
         record = JobRecord(
@@ -250,6 +270,8 @@ class Producer:
             producer=producer,
             batch_id=batch_id,
             notify_url=notify_url,
+            on_done_task=on_done[0] if on_done else None,
+            on_done_queue=on_done[1] if on_done else None,
         )
         try:
             record, batched = send_with_record(

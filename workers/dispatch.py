@@ -51,6 +51,8 @@ def envelope(step: Message) -> Envelope:
             kwargs["batch_id"] = step.batch_id
         if step.notify_url is not None:
             kwargs["notify_url"] = step.notify_url
+        if step.on_done is not None:
+            kwargs["on_done"] = step.on_done
         return Envelope(TASK_GENERATE, kwargs)
     if isinstance(step, Submit):
         return Envelope(TASK_SUBMIT, {"job_id": step.job_id}, step.after_s)

@@ -86,13 +86,17 @@ class Runtime:
         runtime.store.end_listeners.append(publish_listener(client, settings.key_prefix))
         return runtime
 
-    def install_notify(self, send: Callable[[Notify], object]) -> None:
-        """Send ``nbq.notify`` through ``send`` when a job with a webhook ends (a worker's
-        dispatcher, a Producer's); nothing to do without NBQ_NOTIFY_SECRETS."""
+    def install_notify(
+        self, send: Callable[[Notify], object], send_task: Callable[..., object]
+    ) -> None:
+        """Tell a job's end: ``on_done`` through ``send_task`` (an app's), and ``nbq.notify``
+        through ``send`` (a dispatcher's) when webhooks are configured (NBQ_NOTIFY_SECRETS)."""
+        from workers.notify.config import NotifyConfig
+        from workers.notify.hook import notify_listener, on_done_listener
+
+        self.store.end_listeners.append(on_done_listener(send_task))
         if self.settings.notify_secrets is None:
             return
-        from workers.notify.config import NotifyConfig
-        from workers.notify.hook import notify_listener
 
         self.store.end_listeners.append(
             notify_listener(NotifyConfig.from_settings(self.settings), send)
@@ -173,7 +177,7 @@ def get_runtime() -> Runtime:
         from workers.app import app
         from workers.dispatch import Dispatcher
 
-        _runtime.install_notify(Dispatcher.for_settings(app, _runtime.settings).send)
+        _runtime.install_notify(Dispatcher.for_settings(app, _runtime.settings).send, app.send_task)
         if parent is not None and parent._epoch is not None:
             # A forked child knows the epoch its parent saw at start: a flush between the
             # fork and the child's first check is still a reset, not a "new store".

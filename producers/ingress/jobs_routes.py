@@ -75,6 +75,7 @@ def enqueue_one(
             producer=producer,
             batch_id=batch_id,
             notify_url=body.notify_url or notify_url,
+            on_done=body.on_done.model_dump() if body.on_done else None,
         )
     except CreditBudgetExceededError as exc:
         raise ApiError(429, "credit_budget_exceeded", str(exc)) from None

@@ -21,6 +21,15 @@ def _checked_job_id(value: str | None) -> str | None:
     return None if value is None else validate_job_id(value)
 
 
+class OnDone(BaseModel):
+    """A Celery task of yours, sent to your queue when the job ends (``job=`` its view)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$")
+    queue: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$")
+
+
 class JobCreate(GenerationRequest):
     """The request fields of the vendor spec, plus an optional caller-chosen ``job_id``.
 
@@ -36,13 +45,20 @@ class JobCreate(GenerationRequest):
         "(docs/webhooks.md); refused unless your producer has a webhook secret",
     )
 
+    on_done: OnDone | None = Field(
+        default=None,
+        description="a Celery task sent to your queue when the job ends, with job= its view",
+    )
+
     @field_validator("job_id")
     @classmethod
     def _job_id(cls, value: str | None) -> str | None:
         return _checked_job_id(value)
 
     def request_fields(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"job_id", "notify_url"}, exclude_none=True)
+        return self.model_dump(
+            mode="json", exclude={"job_id", "notify_url", "on_done"}, exclude_none=True
+        )
 
 
 class JobView(BaseModel):

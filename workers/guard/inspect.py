@@ -134,6 +134,11 @@ def _check_generate(kw: Mapping[str, Any]) -> str | None:
         or _scoped("job_id", kw.get("job_id"), producer)
         or _short_str("batch_id", kw.get("batch_id"), 2 * MAX_NAME_CHARS)
         or _short_str("notify_url", kw.get("notify_url"), 2048)
+        or (
+            "on_done must be an object"
+            if kw.get("on_done") is not None and not isinstance(kw.get("on_done"), dict)
+            else None
+        )
     )
 
 
@@ -184,7 +189,7 @@ def _check_none(_: Mapping[str, Any]) -> str | None:
 #: Each task's parameters (in positional order) and the check of their values.
 TASK_PARAMS: Final[dict[str, tuple[tuple[str, ...], Callable[[Mapping[str, Any]], str | None]]]] = {
     TASK_GENERATE: (
-        ("request", "job_id", "producer", "batch_id", "notify_url"),
+        ("request", "job_id", "producer", "batch_id", "notify_url", "on_done"),
         _check_generate,
     ),
     TASK_SUBMIT: (("job_id",), _check_job),

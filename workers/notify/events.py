@@ -35,7 +35,7 @@ WHAT_TO_DO: Final[dict[str, str]] = {
     ),
 }
 
-_HIDDEN: Final = ("notify_url",)
+_HIDDEN: Final = ("notify_url", "on_done_task", "on_done_queue")
 
 
 def webhook_id(job_id: str, event: str, at: float) -> str:
@@ -45,11 +45,17 @@ def webhook_id(job_id: str, event: str, at: float) -> str:
     return f"msg_{digest}"
 
 
-def body(record: JobRecord, event: str) -> dict[str, Any]:
-    """``{"type", "timestamp", "data"}``: the envelope Standard Webhooks receivers expect."""
+def public_view(record: JobRecord, event: str) -> dict[str, Any]:
+    """The job's public view as an event carries it (webhook ``data``, ``on_done``'s ``job``)."""
     view = record.public_view()
     for name in _HIDDEN:
         view.pop(name, None)
     view["what_to_do"] = WHAT_TO_DO[event]
+    return view
+
+
+def body(record: JobRecord, event: str) -> dict[str, Any]:
+    """``{"type", "timestamp", "data"}``: the envelope Standard Webhooks receivers expect."""
+    view = public_view(record, event)
     at = datetime.fromtimestamp(record.updated_at or 0, tz=UTC)
     return {"type": event, "timestamp": at.isoformat(), "data": view}

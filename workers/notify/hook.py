@@ -17,10 +17,30 @@ from collections.abc import Callable
 from workers.jobs.record import JobRecord
 from workers.logs import get_logger
 from workers.notify.config import NotifyConfig
-from workers.notify.events import EVENT_FOR_STATE, body, webhook_id
+from workers.notify.events import EVENT_FOR_STATE, body, public_view, webhook_id
 from workers.stages.steps import Notify
 
 log = get_logger("nbq.notify")
+
+
+def on_done_listener(send_task: Callable[..., object]) -> Callable[[JobRecord], None]:
+    """The end listener for ``on_done``: ``send_task(name, kwargs=..., queue=...)`` (an
+    app's), the job's public view as the task's only keyword argument, ``job``."""
+    from kombu.entity import Queue
+
+    def on_end(record: JobRecord) -> None:
+        event = EVENT_FOR_STATE.get(record.state)
+        if event is None or not record.on_done_task or not record.on_done_queue:
+            return
+        queue = record.on_done_queue
+        send_task(
+            record.on_done_task,
+            kwargs={"job": {**public_view(record, event), "event": event}},
+            queue=Queue(queue, routing_key=queue),  # type: ignore[no-untyped-call]
+        )
+        log.info("on_done_sent", job_id=record.job_id, task=record.on_done_task, queue=queue)
+
+    return on_end
 
 
 def notify_listener(

@@ -40,6 +40,7 @@ def intake(
     producer: str | None = None,
     batch_id: str | None = None,
     notify_url: str | None = None,
+    on_done: tuple[str, str] | dict[str, str] | None = None,
 ) -> JobRecord | None:
     """The job's record: existing, new and queued, or new and failed (invalid request).
 
@@ -66,8 +67,12 @@ def intake(
             else GenerationRequest.model_validate(request)
         )
         message = _notify_refusal(rt, valid, producer, notify_url)
+        if message is None and isinstance(on_done, dict):
+            on_done = _on_done(on_done)
     except ValidationError as exc:
         message = describe_validation_error(exc)
+    except ValueError as exc:  # an on_done that cannot be honoured (OnDoneError)
+        message = str(exc)
     if message is not None:
         error = JobError(code="invalid_request", message=message)
         failed = JobRecord(job_id=job_id, state=JobState.FAILED, producer=producer, error=error)
@@ -85,9 +90,17 @@ def intake(
             producer=producer,
             batch_id=batch_id,
             notify_url=notify_url,
+            on_done_task=on_done[0] if isinstance(on_done, tuple) else None,
+            on_done_queue=on_done[1] if isinstance(on_done, tuple) else None,
         )
     )
     return record
+
+
+def _on_done(value: dict[str, str]) -> tuple[str, str] | None:
+    from workers.notify.on_done import check_on_done
+
+    return check_on_done(value)
 
 
 def _notify_refusal(

@@ -47,6 +47,7 @@ class Generate:
     producer: str | None = None
     batch_id: str | None = None
     notify_url: str | None = None
+    on_done: dict[str, str] | None = None
     label: str = "generate"
 
 
