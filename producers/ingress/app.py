@@ -12,7 +12,13 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from producers.api import Producer
-from producers.ingress import batch_routes, callback_routes, health_routes, jobs_routes
+from producers.ingress import (
+    batch_routes,
+    callback_routes,
+    events_routes,
+    health_routes,
+    jobs_routes,
+)
 from producers.ingress.auth import TokenRegistry
 from producers.ingress.batches import BatchStore
 from producers.ingress.bodylimit import BodyLimitMiddleware
@@ -69,7 +75,7 @@ def create_app(settings: Settings | None = None, *, producer: Producer | None = 
     _document_errors_as_served(app)
     app.add_middleware(StrictJsonMiddleware)  # inside the body limit (added after it)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-    for module in (jobs_routes, batch_routes, health_routes, callback_routes):
+    for module in (jobs_routes, events_routes, batch_routes, health_routes, callback_routes):
         app.include_router(module.router)
     return app
 
