@@ -12,9 +12,15 @@ import time
 
 import pytest
 
+from producers.api import Producer
 from producers.async_producer import AsyncProducer
+from tests.support.redis_cluster import RedisCluster
+from tests.support.redis_server import RedisServer
 from tests.support.stack import Stack
+from workers.app import create_app
 from workers.jobs.state import JobState
+from workers.runtime import Runtime
+from workers.settings import load_settings
 
 pytestmark = [pytest.mark.integration]
 
@@ -71,3 +77,37 @@ def test_an_async_status_cancel_and_results_follow_the_sync_api(stack: Stack) ->
             assert (await job.wait(timeout_s=5)).state is JobState.CANCELLED
 
     asyncio.run(main())
+
+
+def test_waits_on_a_cluster_store_are_woken_by_the_push_too(
+    redis_server: RedisServer, redis_cluster: RedisCluster
+) -> None:
+    # Given the job store on a 3-master cluster (the broker on a plain Redis)
+    settings = load_settings(
+        broker_url=redis_server.url, redis_url=redis_cluster.url, evolink_api_key="k"
+    )
+
+    def producer() -> Producer:
+        return Producer(
+            settings, celery_app=create_app(settings), runtime=Runtime.from_settings(settings)
+        )
+
+    sync = producer()
+    ids = [sync.enqueue({"prompt": "x"}, job_id=f"cw-{n}").job_id for n in range(20)]
+
+    def cancel_all() -> None:
+        time.sleep(0.5)
+        for job_id in ids:
+            sync.cancel(job_id)
+
+    async def main() -> list[JobState]:
+        async with AsyncProducer(producer=producer()) as waiting:
+            waits = [
+                asyncio.create_task(waiting.wait(j, timeout_s=60, safety_s=NEVER_S)) for j in ids
+            ]
+            threading.Thread(target=cancel_all, daemon=True).start()
+            return [r.state for r in await asyncio.gather(*waits)]
+
+    # When they end, every async wait returns, and a sync wait on the cluster too
+    assert asyncio.run(main()) == [JobState.CANCELLED] * 20
+    assert sync.wait(ids[0], timeout_s=5, interval_s=NEVER_S).state is JobState.CANCELLED
