@@ -84,6 +84,11 @@ class JobRecord(BaseModel):
     #: W3C ``traceparent`` of the job's enqueue when tracing is on (workers/tracing.py): a
     #: message the reconciler re-drives joins the job's trace. Not in the public view.
     traceparent: str | None = None
+    #: Where the job's end is told (a signed webhook, workers/notify/); checked at enqueue.
+    notify_url: str | None = None
+    #: ``on_done``: a Celery task and queue told of the job's end (workers/notify/on_done.py).
+    on_done_task: str | None = None
+    on_done_queue: str | None = None
 
     @property
     def is_terminal(self) -> bool:
