@@ -199,7 +199,14 @@ class Producer:
         that queue with the job's public view (``job=``) when the job ends.
         """
         with tracing.enqueue_span(producer) as span:  # the root of the job's trace (if on)
-            handle = self._enqueue(request, job_id=job_id, producer=producer, batch_id=batch_id)
+            handle = self._enqueue(
+                request,
+                job_id=job_id,
+                producer=producer,
+                batch_id=batch_id,
+                notify_url=notify_url,
+                on_done=on_done,
+            )
             if span is not None:
                 span.set_attribute(tracing.ATTR_JOB_ID, handle.job_id)
             return handle
@@ -211,6 +218,8 @@ class Producer:
         job_id: str | None,
         producer: str | None,
         batch_id: str | None,
+        notify_url: str | None,
+        on_done: Mapping[str, str] | None,
     ) -> JobHandle:
         valid = validate_request(request)
         for name, value in (("job_id", job_id), ("producer", producer), ("batch_id", batch_id)):
