@@ -77,11 +77,22 @@ def submit(
     # between send and answer leaves that mark, and whoever finds the job next (the
     # reconciler) knows the outcome is unknown.
     claimed, won = rt.store.apply(
-        lifecycle.CLAIM_SUBMIT, job_id, create_sent=True, incr={"attempts": 1}
+        lifecycle.CLAIM_SUBMIT,
+        job_id,
+        create_sent=True,
+        incr={"attempts": 1},
+        **_owner(),
     )
     if not won or claimed is None:
         return Done("lost_race")
     return _create(rt, claimed, retries=retries)
+
+
+def _owner() -> dict[str, Any]:
+    """``claimed_by``: this worker's name, when it holds a lease (workers/leases.py)."""
+    from workers.leases import current_worker
+
+    return {"claimed_by": current_worker() or ""}  # "": a claim by a process without one
 
 
 def _wait_before_create(rt: Runtime, record: JobRecord) -> tuple[str, float] | None:
