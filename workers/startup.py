@@ -176,7 +176,7 @@ def _no_cancel_on_connection_loss_without_kill(instance: Any = None, **_: Any) -
     pool_cls = getattr(instance, "pool_cls", None)
     if not isinstance(pool_cls, type) or not issubclass(pool_cls, BasePool):
         return
-    if pool_cls.terminate_job is not BasePool.terminate_job:
+    if getattr(pool_cls, "terminate_job", None) is not BasePool.terminate_job:
         return
     instance.app.conf.worker_cancel_long_running_tasks_on_connection_loss = False
     warnings.filterwarnings(

@@ -48,9 +48,15 @@ def reconcile_forever(
 
 def _reap_until(stop: threading.Event, interval_s: float) -> None:
     """Wait ``interval_s``, running the lease pass every third of a lease meanwhile."""
-    lease_s = get_runtime().settings.worker_lease_s
-    step_s = lease_s / 3 if lease_s > 0 else interval_s
     deadline = time.monotonic() + interval_s
+    if interval_s <= 0:
+        return
+    try:
+        lease_s = get_runtime().settings.worker_lease_s
+    except Exception as exc:  # settings unreadable: the full passes still run
+        log.warning("reap_pass_failed", error=type(exc).__name__, detail=str(exc))
+        lease_s = 0
+    step_s = lease_s / 3 if lease_s > 0 else interval_s
     while True:
         left_s = deadline - time.monotonic()
         if left_s <= 0 or stop.wait(min(step_s, left_s)) or time.monotonic() >= deadline:
