@@ -52,6 +52,12 @@ def current_worker() -> str | None:
     return _current_worker
 
 
+def claim_owner() -> str:
+    """``claimed_by`` for a claim's write: this worker's name ("" outside a worker, so a
+    later claim never keeps an earlier worker's name)."""
+    return _current_worker or ""
+
+
 def set_current_worker(hostname: str | None) -> None:
     global _current_worker
     _current_worker = hostname

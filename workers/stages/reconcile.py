@@ -143,6 +143,7 @@ def reap_dead_workers(
         return report
     if dead:
         _recover_submitting(rt, send, report, now(), dead_workers=dead)
+        _repoll_generating(rt, send, report, now(), dead_workers=dead)
     broker = rt.broker()
     if broker is not None:
         try:
@@ -165,6 +166,7 @@ def reap_dead_workers(
             dead_workers=report.dead_workers,
             restored_deliveries=report.restored_deliveries,
             recovered_submitting=len(report.recovered_submitting),
+            repolled=len(report.repolled),
         )
     return report
 
@@ -218,13 +220,29 @@ def _recover_submitting(
             report.recovered_submitting.append(job_id)
 
 
-def _repoll_generating(rt: Runtime, send: Send, report: ReconcileReport, cutoff: float) -> None:
-    """Generating with no poll due for a long time: the poll chain was lost."""
+def _repoll_generating(
+    rt: Runtime,
+    send: Send,
+    report: ReconcileReport,
+    cutoff: float,
+    *,
+    dead_workers: set[str] | None = None,
+) -> None:
+    """Generating with no poll due for a long time: the poll chain was lost.
+
+    With ``dead_workers`` (the lease pass): the jobs whose last poll those workers
+    claimed, at once. A poll rotates the token when it claims, so the message of a poll
+    cut off mid-query, even put back from ``unacked``, is stale: only a new chain moves
+    the job (a restored countdown poll it outdates ends as ``stale_token``).
+    """
     for job_id in rt.store.ids_in_state(JobState.GENERATING, updated_before=cutoff, limit=BATCH):
         record = _read(rt, job_id)
         if record is None or record.state is not JobState.GENERATING:
             continue
-        if record.next_poll_at is not None and record.next_poll_at > cutoff:
+        if dead_workers is not None:
+            if not record.claimed_by or record.claimed_by not in dead_workers:
+                continue
+        elif record.next_poll_at is not None and record.next_poll_at > cutoff:
             continue
         token = new_token()
         _, applied = rt.store.apply(

@@ -15,6 +15,7 @@ from workers.evolink.errors import EvolinkError, QuotaExceededError, RateLimited
 from workers.jobs import lifecycle
 from workers.jobs.record import JobError, JobRecord
 from workers.jobs.state import JobState
+from workers.leases import claim_owner
 from workers.policy.errors import Action, action_for
 from workers.policy.retry import RetryCause
 from workers.resilience.credits import CreditLedger
@@ -81,18 +82,11 @@ def submit(
         job_id,
         create_sent=True,
         incr={"attempts": 1},
-        **_owner(),
+        claimed_by=claim_owner(),  # whose lease lapsing says the outcome is unknown (leases.py)
     )
     if not won or claimed is None:
         return Done("lost_race")
     return _create(rt, claimed, retries=retries)
-
-
-def _owner() -> dict[str, Any]:
-    """``claimed_by``: this worker's name, when it holds a lease (workers/leases.py)."""
-    from workers.leases import current_worker
-
-    return {"claimed_by": current_worker() or ""}  # "": a claim by a process without one
 
 
 def _wait_before_create(rt: Runtime, record: JobRecord) -> tuple[str, float] | None:
