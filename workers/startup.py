@@ -171,12 +171,13 @@ def _no_cancel_on_connection_loss_without_kill(instance: Any = None, **_: Any) -
     """
     import warnings
 
-    from celery.concurrency.base import BasePool
+    from celery.concurrency.solo import TaskPool as SoloPool
+    from celery.concurrency.thread import TaskPool as ThreadPool
 
+    # Prefork sets ``terminate_job`` per instance at start, eventlet and gevent define it:
+    # only these two inherit BasePool's NotImplementedError.
     pool_cls = getattr(instance, "pool_cls", None)
-    if not isinstance(pool_cls, type) or not issubclass(pool_cls, BasePool):
-        return
-    if getattr(pool_cls, "terminate_job", None) is not BasePool.terminate_job:
+    if not isinstance(pool_cls, type) or not issubclass(pool_cls, ThreadPool | SoloPool):
         return
     instance.app.conf.worker_cancel_long_running_tasks_on_connection_loss = False
     warnings.filterwarnings(
