@@ -10,8 +10,10 @@ the recovery settings at their defaults — ``NBQ_WORKER_LEASE_S=15``,
 For each fault: *detect* is the time from the fault to the reconciler's ``reaped`` line
 naming the lost worker (the lease pass); *resume* is the time from the fault to the
 affected job's next step (a mid-create job decided ``outcome_unknown``, a poll chain
-stored, a job held in a restarted Redis stored). Also prints the creates the emulator
-accepted per job (must be ≤ 1) and what is left in the broker's ``unacked`` hash.
+stored, a job held in a restarted Redis stored). A mid-create job's next step is the
+reconciler's decision that its create's outcome is unknown (it is failed
+``outcome_unknown`` by the next submit worker, never created again). Also prints the
+creates the emulator accepted per job (must be ≤ 1) and what is left in ``unacked``.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def mid_create(stack: Stack, *, freeze_s: float | None) -> dict[str, float]:
         endpoint="create", action="delay", seconds=25.0, count=1, match="bench"
     )
     victim = stack.start_worker(name="victim", queues="submit")
-    stack.start_worker(name="rescuer")
+    stack.start_worker(name="rescuer", queues="poll,download")  # runs a reconciler too
     producer = stack.producer()
     [job_id] = enqueue(producer, 1, prompt="bench")
     wait_for_hits(stack, rule)
@@ -71,11 +73,13 @@ def mid_create(stack: Stack, *, freeze_s: float | None) -> dict[str, float]:
         kill_hard(victim)
     else:
         os.killpg(victim.pid, signal.SIGSTOP)
-    resumed = _await(lambda: producer.status(job_id).state is JobState.FAILED, "decided")
-    if freeze_s is not None:
+    resumed = _await(lambda: producer.status(job_id).create_outcome_unknown, "decided")
+    if freeze_s is None:
+        stack.start_worker(name="submitter", queues="submit")
+    else:
         time.sleep(max(0.0, t0 + freeze_s - time.time()))
         os.killpg(victim.pid, signal.SIGCONT)
-        time.sleep(5)
+    _await(lambda: producer.status(job_id).state is JobState.FAILED, "failed outcome_unknown")
     detected = _reaped_at(stack, "victim@") or float("nan")
     return {
         "detect_s": detected - t0,
