@@ -34,8 +34,17 @@ class WorkerLeaseStep(bootsteps.StartStopStep):  # type: ignore[misc]
         )
         leases.set_current_worker(self.hostname)
         leases.LeaseRenewer(self.leases, self.hostname).start()
+        self._started_before = False
 
     def start(self, parent: Any) -> None:
+        if self._started_before:
+            # Started again after a lost broker connection: the old channel's deliveries
+            # are held by nobody now; ask the lease passes to put them back.
+            try:
+                self.leases.ask_sweep()
+            except Exception as exc:
+                leases.log.warning("worker_sweep_request_failed", error=type(exc).__name__)
+        self._started_before = True
         self._entry = parent.timer.call_repeatedly(
             self.leases.lease_s / 3, self._publish, (parent,), priority=10
         )

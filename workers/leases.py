@@ -67,6 +67,10 @@ def registry_key(prefix: str) -> str:
     return f"{prefix}:workers"
 
 
+def sweep_key(prefix: str) -> str:
+    return f"{prefix}:workers:sweep_until"
+
+
 def held_key(prefix: str, hostname: str) -> str:
     return f"{prefix}:workers:held:{hostname}"
 
@@ -112,6 +116,16 @@ class WorkerLeases:
             if raw:
                 tags.update(json.loads(raw))
         return tags
+
+    def ask_sweep(self) -> None:
+        """Ask the lease passes to look for unheld ``unacked`` deliveries for the next two
+        leases (a worker lost its channel, or a worker died): those deliveries are found
+        once older than a lease, so the sweep must outlast one."""
+        self.redis.set(sweep_key(self.prefix), repr(self.server_now() + 2 * self.lease_s))
+
+    def sweep_wanted(self) -> bool:
+        raw = self.redis.get(sweep_key(self.prefix))
+        return raw is not None and float(raw) > self.server_now()
 
     def forget(self, hostname: str) -> None:
         """Drop a dead worker once its jobs and deliveries were recovered."""

@@ -97,7 +97,7 @@ def reconcile_once(rt: Runtime, send: Send) -> ReconcileReport:
     if rt.breaker.status().is_open:
         queued_idle_s = max(stuck_after_s, 2 * MAX_QUOTA_WAIT_S)
     _requeue_queued(rt, send, report, idle_cutoff(QUEUE_SUBMIT, queued_idle_s))
-    reap_dead_workers(rt, send, report)
+    reap_dead_workers(rt, send, report, sweep=True)
     _recover_submitting(rt, send, report, cutoff)
     _repoll_generating(rt, send, report, cutoff)
     _reconcile_unknown_outcomes(
@@ -125,11 +125,15 @@ def reconcile_once(rt: Runtime, send: Send) -> ReconcileReport:
 
 
 def reap_dead_workers(
-    rt: Runtime, send: Send, report: ReconcileReport | None = None
+    rt: Runtime, send: Send, report: ReconcileReport | None = None, *, sweep: bool = False
 ) -> ReconcileReport:
     """The lease pass (cheap, run every third of ``NBQ_WORKER_LEASE_S``): recover at once
     the ``submitting`` jobs of workers whose lease lapsed, and put back the Redis broker's
     ``unacked`` deliveries older than a lease that no live worker holds (workers/leases.py).
+
+    The sweep of ``unacked`` reads every live worker's held tags, so between full passes
+    it runs only while one is wanted: for two leases after a worker died or reconnected.
+    A full pass (``sweep``) always sweeps.
     """
     report = report if report is not None else ReconcileReport()
     lease_s = rt.settings.worker_lease_s
@@ -144,8 +148,9 @@ def reap_dead_workers(
     if dead:
         _recover_submitting(rt, send, report, now(), dead_workers=dead)
         _repoll_generating(rt, send, report, now(), dead_workers=dead)
+        leases.ask_sweep()  # its youngest deliveries are found once older than a lease
     broker = rt.broker()
-    if broker is not None:
+    if broker is not None and (sweep or leases.sweep_wanted()):
         try:
             held = leases.held_by(alive)
             orphans = [

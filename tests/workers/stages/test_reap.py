@@ -127,6 +127,9 @@ def test_deliveries_no_live_worker_holds_go_back_to_their_queue(
     fresh = _held_delivery(rt, "j-fresh", delivered_ago_s=0)
     registry(rt).renew("w-live")
     registry(rt).publish_held("w-live", [held])
+    # Between full passes the sweep waits to be asked (a worker died or reconnected)
+    assert reap_dead_workers(rt, steps).restored_deliveries == 0
+    registry(rt).ask_sweep()
 
     report = reap_dead_workers(rt, steps)
 
