@@ -17,7 +17,6 @@ import pytest
 
 from tests.faults.helpers import (
     assert_nothing_lost,
-    assert_one_create_each,
     creates_per_job,
     enqueue,
     kill_hard,
@@ -117,7 +116,9 @@ def test_a_poll_worker_killed_mid_query_has_its_deliveries_put_back_within_a_lea
     # them, the broker's unacked deliveries put back by the lease pass
     records = stack.wait_all(producer, job_ids, timeout_s=STUCK_AFTER_S / 3)
     assert_nothing_lost(records)
-    assert_one_create_each(stack, job_ids)
+    # (per job: a create the previous test's killed worker left hanging in the session's
+    # emulator may still land in its global count)
+    assert creates_per_job(stack, job_ids) == dict.fromkeys(job_ids, 1)
     logs = _log(stack, "submitter") + _log(stack, "rescuer")
     assert "dead_workers=['victim@test']" in logs
 
