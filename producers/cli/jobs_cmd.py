@@ -9,19 +9,28 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from producers.errors import ProducerError
+from producers.errors import JobIdConflictError, ProducerError
 from workers.cli.common import (
     connection_problem,
     console,
     describe_connection_error,
     emit_error,
     fail_on_config_error,
+    line,
     print_json,
+    shown,
 )
 from workers.jobs.record import JobRecord
+from workers.visible import visible
 
 if TYPE_CHECKING:
     from producers.api import Producer
+
+
+#: ``nbq submit --job-id X`` with a request other than X's: its own exit status, so a
+#: script tells "your id is taken" from a failed job (1), a bad request (2) or no
+#: connection (3).
+JOB_ID_CONFLICT_EXIT = 4
 
 
 def register(app: typer.Typer) -> None:
@@ -62,6 +71,11 @@ def _live(as_json: bool) -> bool:
     return not as_json and console.is_terminal
 
 
+#: Row labels that say what a field counts (a 402-refused create is an API call, not a
+#: create anyone paid for: paid_creates counts those).
+_LABELS = {"attempts": "create calls (API)", "credits_reserved": "credits reserved (held)"}
+
+
 def show_record(record: JobRecord, *, as_json: bool) -> None:
     if as_json:
         print_json(record.public_view())
@@ -77,20 +91,24 @@ def show_record(record: JobRecord, *, as_json: bool) -> None:
         "paid_creates",
         "polls",
         "credits_reserved",
+        "credits_paid",
         "waiting_reason",
         "callback_task_id",
     ):
         if view.get(name) not in (None, "", 0) or name in ("job_id", "state"):
-            table.add_row(f"[bold]{name}[/bold]", str(view[name]))
+            table.add_row(f"[bold]{_LABELS.get(name, name)}[/bold]", shown(view[name]))
     if record.outcome_deadline_at and record.state.value == "outcome_unknown":
         until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(record.outcome_deadline_at))
         table.add_row("[bold]waiting until[/bold]", f"[yellow]{until}[/yellow]")
     if record.error:
         table.add_row(
-            "[bold]error[/bold]", f"[red]{record.error.code}[/red]: {record.error.message}"
+            "[bold]error[/bold]",
+            line(shown(record.error.code, "red"), f": {record.error.message}"),
         )
     for obj in record.objects:
-        table.add_row("[bold]object[/bold]", f"{obj.key} ({obj.size} B, sha256 {obj.sha256[:12]}…)")
+        table.add_row(
+            "[bold]object[/bold]", shown(f"{obj.key} ({obj.size} B, sha256 {obj.sha256[:12]}…)")
+        )
     console.print(table)
 
 
@@ -127,11 +145,13 @@ def submit(
             if as_json:
                 print_json({"job_id": handle.job_id, "state": handle.status().state.value})
             else:
-                typer.echo(handle.job_id)
+                typer.echo(visible(handle.job_id))
             return
         record = wait_for_job(
             producer, handle.job_id, timeout_s=timeout, console=console, live=_live(as_json)
         )
+    except JobIdConflictError as exc:
+        raise _fail(exc, JOB_ID_CONFLICT_EXIT, as_json=as_json) from None
     except ProducerError as exc:
         raise _fail(exc, 2 if isinstance(exc, ValueError) else 1, as_json=as_json) from None
     show_record(record, as_json=as_json)
@@ -193,10 +213,10 @@ def get(
     for obj in record.objects:
         path = target / obj.key.rsplit("/", 1)[-1]
         objects.get_object_to(obj.key, path)
-        typer.echo(str(path))
+        typer.echo(visible(path))
     manifest = target / "manifest.json"
     objects.get_object_to(manifest_key(producer.settings.s3_prefix, job_id), manifest)
-    typer.echo(str(manifest))
+    typer.echo(visible(manifest))
 
 
 @fail_on_config_error
@@ -206,4 +226,4 @@ def cancel(job_id: Annotated[str, typer.Argument()]) -> None:
         record = _producer().cancel(job_id)
     except ProducerError as exc:
         raise _fail(exc) from None
-    typer.echo(f"{record.job_id} {record.state.value}")
+    typer.echo(visible(f"{record.job_id} {record.state.value}"))

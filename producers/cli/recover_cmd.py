@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from producers.errors import JobNotFoundError, MayPayTwiceError, ProducerError
-from workers.cli.common import err_console, fail_on_config_error, print_json
+from workers.cli.common import err_console, fail_on_config_error, line, print_json, shown
 from workers.jobs.state import JobState
+from workers.visible import visible
 
 if TYPE_CHECKING:
     from producers.api import Producer
@@ -37,23 +38,27 @@ def retry(
     job_id: Annotated[str, typer.Argument(help="A failed or outcome_unknown job.")],
     yes: Annotated[
         bool,
-        typer.Option("--yes", help="Re-send even if the last create may have been paid."),
+        typer.Option(
+            "--yes",
+            help="Re-send even if the last create may have been paid, or the job failed "
+            "for a permanent reason (retryable: false).",
+        ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Re-send a failed job's create (asks for --yes when it may pay twice)."""
+    """Re-send a failed job's create (asks for --yes when it may pay twice or for nothing)."""
     try:
         record = _producer().retry(job_id, accept_may_pay_twice=yes)
     except MayPayTwiceError as exc:
-        err_console.print(f"[yellow]warning:[/yellow] {exc}")
+        err_console.print(line(("warning: ", "yellow"), str(exc)))
         raise typer.Exit(1) from None
     except ProducerError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        err_console.print(line(("error: ", "red"), str(exc)))
         raise typer.Exit(1) from None
     if as_json:
         print_json(record.public_view())
         return
-    typer.echo(f"{record.job_id} {record.state.value}: a new create is on its way")
+    typer.echo(visible(f"{record.job_id} {record.state.value}: a new create is on its way"))
 
 
 @fail_on_config_error
@@ -70,7 +75,7 @@ def adopt(
     try:
         before = producer.adopt(job_id, task_id)
     except ProducerError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        err_console.print(line(("error: ", "red"), str(exc)))
         raise typer.Exit(1) from None
     record = before
     deadline = time.monotonic() + wait_s
@@ -86,13 +91,15 @@ def adopt(
         print_json(record.public_view())
         return
     if record.evolink_task_id == task_id and record.state is not JobState.FAILED:
-        typer.echo(f"{job_id} {record.state.value}: task {task_id} adopted")
+        typer.echo(visible(f"{job_id} {record.state.value}: task {task_id} adopted"))
     elif wait_s > 0:
         err_console.print(
-            f"[yellow]{job_id} still {record.state.value}[/yellow]: the task was not adopted "
-            "yet (unknown to the API, or no worker on the poll queue); see the worker log "
-            f"and `nbq status {job_id}`"
+            line(
+                shown(f"{job_id} still {record.state.value}", "yellow"),
+                ": the task was not adopted yet (unknown to the API, or no worker on the poll "
+                f"queue); see the worker log and `nbq status {job_id}`",
+            )
         )
         raise typer.Exit(1)
     else:
-        typer.echo(f"{job_id}: adoption of {task_id} requested")
+        typer.echo(visible(f"{job_id}: adoption of {task_id} requested"))

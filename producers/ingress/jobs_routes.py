@@ -7,15 +7,17 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Response, status
 from fastapi.exceptions import RequestValidationError
 
+from producers.api import validate_request
 from producers.errors import (
     CreditBudgetExceededError,
     InvalidRequestError,
+    JobIdConflictError,
     JobNotCancellableError,
     JobNotFoundError,
     JobNotStoredError,
 )
 from producers.ingress.context import Context, IngressContext, ProducerName
-from producers.ingress.errors import ApiError, documented, not_found
+from producers.ingress.errors import ApiError, documented, not_found, quoted
 from producers.ingress.schemas import ImagesView, ImageView, JobCreate, JobView
 from workers.jobs.ids import InvalidJobIdError, scoped_job_id, validate_job_id
 from workers.jobs.record import JobRecord
@@ -44,7 +46,7 @@ def owned_record(context: IngressContext, producer: str, job_id: str) -> JobReco
     scoped = _scoped(producer, job_id)
     record = context.producer.lookup(scoped) if scoped else None
     if record is None or record.producer != producer:
-        raise not_found(f"job {job_id!r}")
+        raise not_found(f"job {quoted(job_id)}")
     return record
 
 
@@ -56,18 +58,24 @@ def enqueue_one(
     batch_id: str | None = None,
 ) -> tuple[JobRecord, bool]:
     """``(record, created)``. Ids are scoped per producer (workers/jobs/ids.py): another
-    producer's job of the same id is a different job, never returned nor revealed."""
+    producer's job of the same id is a different job, never returned nor revealed. The
+    same request under a used id is the same job (200); another request is a 409
+    ``job_id_conflict`` that says nothing about the job already there."""
     store = context.producer.runtime.store
     scoped = _scoped(producer, job_id) if job_id else None
     existing = store.get(scoped) if scoped else None
-    if existing is not None and existing.producer == producer:
-        return existing, False
     try:
+        if existing is not None and existing.producer == producer:
+            if not existing.holds_request(validate_request(body.request_fields()).to_api_json()):
+                raise JobIdConflictError(job_id or "")
+            return existing, False
         handle = context.producer.enqueue(
             body.request_fields(), job_id=job_id, producer=producer, batch_id=batch_id
         )
     except CreditBudgetExceededError as exc:
-        raise ApiError(429, "credit_budget_exceeded", str(exc)) from None
+        raise ApiError(429, "credit_budget_exceeded", _budget_message(exc)) from None
+    except JobIdConflictError as exc:
+        raise ApiError(409, "job_id_conflict", str(exc)) from None
     except InvalidRequestError as exc:
         raise RequestValidationError(
             [
@@ -119,7 +127,7 @@ def get_images(job_id: str, context: Context, producer: ProducerName) -> ImagesV
     try:
         images = context.producer.results(record.job_id, expiry_s=expiry_s)
     except JobNotFoundError:
-        raise not_found(f"job {job_id!r}") from None
+        raise not_found(f"job {quoted(job_id)}") from None
     except JobNotStoredError as exc:
         raise ApiError(409, "not_stored", str(exc)) from None
     return ImagesView(
@@ -141,10 +149,21 @@ def cancel_job(job_id: str, context: Context, producer: ProducerName) -> JobView
     try:
         record = context.producer.cancel(owned.job_id)
     except JobNotFoundError:
-        raise not_found(f"job {job_id!r}") from None
+        raise not_found(f"job {quoted(job_id)}") from None
     except JobNotCancellableError as exc:
         raise ApiError(409, "not_cancellable", str(exc)) from None
     return view(record)
+
+
+def _budget_message(exc: CreditBudgetExceededError) -> str:
+    """The refusal as a producer may read it: its own budget's figures are its own; the
+    shared budget's would tell it what the other producers spend, so they are left out."""
+    if exc.budget == "NBQ_CREDIT_LIMIT_DAILY":
+        return (
+            "the shared daily credit budget (NBQ_CREDIT_LIMIT_DAILY) would be exceeded by "
+            "this job; nothing was enqueued"
+        )
+    return str(exc)
 
 
 def id_from(
