@@ -125,3 +125,27 @@ def test_a_poll_worker_killed_mid_query_has_its_deliveries_put_back_within_a_lea
 
 def _log(stack: Stack, name: str) -> str:
     return (stack.dir / f"worker-{name}.log").read_text(errors="replace")
+
+
+def test_countdown_polls_held_across_a_redis_restart_come_back_within_a_lease(
+    leased_stack: Stack,
+) -> None:
+    stack = leased_stack
+    # Given a worker holding a job's countdown poll (the first poll a few seconds away)
+    stack.overrides.update({"NBQ_POLL_MIN_INTERVAL_S": "4", "NBQ_DEFAULT_ESTIMATED_TIME_S": "4"})
+    stack.start_worker(name="worker")
+    producer = stack.producer()
+    [job_id] = enqueue(producer, 1, prompt="lease")
+    wait_until(
+        lambda: producer.status(job_id).state is JobState.GENERATING,
+        timeout_s=30,
+        what="the job generating",
+    )
+    # When Redis restarts (from its AOF) under it
+    stack.redis.restart()
+    # Then the poll its lost channel held comes back long before the idle rule could
+    # re-poll the job, and the job is stored
+    records = stack.wait_all(producer, [job_id], timeout_s=STUCK_AFTER_S / 3)
+    assert_nothing_lost(records)
+    assert "restored_deliveries=1" in _log(stack, "worker")
+    assert stack.redis.client().hlen("unacked") == 0
