@@ -42,6 +42,8 @@ DEFAULTS = {
     "NBQ_SUBMIT_TIME_LIMIT_S": "90",
     "NBQ_DOWNLOAD_TIMEOUT_S": "60",
     "NBQ_HTTP_READ_TIMEOUT_S": "30",
+    # The test stack's 60 s would fail a job the old rules re-drive after two minutes.
+    "NBQ_POLL_DEADLINE_S": "900",
 }
 _REAPED = re.compile(r"^(\S+Z) \[warning\s*\] reaped\s+dead_workers=\[([^\]]*)\]", re.M)
 
