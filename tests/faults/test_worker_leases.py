@@ -96,24 +96,28 @@ def _decided_within_half_the_submit_limit(stack: Stack, job_id: str) -> None:
     assert "reaped" in rescuer_log and "victim@test" in rescuer_log
 
 
-def test_a_poll_worker_killed_mid_query_has_its_deliveries_put_back_within_a_lease(
-    leased_stack: Stack,
+@pytest.mark.parametrize(("endpoint", "queue"), [("query", "poll"), ("file", "download")])
+def test_a_worker_killed_mid_poll_or_download_has_its_jobs_moving_within_a_lease(
+    leased_stack: Stack, endpoint: str, queue: str
 ) -> None:
     stack = leased_stack
-    # Given a poll worker caught inside a query, holding its jobs' poll messages
+    # Given a poll (download) worker caught inside a query (file fetch), holding its
+    # jobs' messages
     rule = stack.emulator.add_fault(
-        endpoint="query", action="delay", seconds=4.0, count=2, match="lease"
+        endpoint=endpoint, action="delay", seconds=4.0, count=2, match="lease"
     )
-    stack.start_worker(name="submitter", queues="submit,download")
-    victim = stack.start_worker(name="victim", queues="poll")
+    others = ",".join(q for q in ("submit", "poll", "download") if q != queue)
+    stack.start_worker(name="submitter", queues=others)
+    victim = stack.start_worker(name="victim", queues=queue)
     producer = stack.producer()
     job_ids = enqueue(producer, 2, prompt="lease")
     wait_for_hits(stack, rule)
     # When it is SIGKILLed
     kill_hard(victim)
-    stack.start_worker(name="rescuer", queues="poll")
-    # Then the jobs finish long before the idle rule (NBQ_STUCK_AFTER_S) could re-drive
-    # them, the broker's unacked deliveries put back by the lease pass
+    stack.start_worker(name="rescuer", queues=queue)
+    # Then the jobs finish long before the idle rules (NBQ_STUCK_AFTER_S, and for a
+    # download 1.5 x NBQ_DOWNLOAD_TIMEOUT_S, less) could re-drive them: the lease pass
+    # restarts the poll chains and puts back the broker's unacked deliveries
     records = stack.wait_all(producer, job_ids, timeout_s=STUCK_AFTER_S / 3)
     assert_nothing_lost(records)
     # (per job: a create the previous test's killed worker left hanging in the session's
