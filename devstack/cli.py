@@ -12,6 +12,8 @@ from workers.cli.common import console, err_console, fail_on_config_error, line
 from workers.extras import require_extra
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from devstack.stack import DevStack
 
 #: Seconds between health checks of the children while the stack runs.
@@ -53,53 +55,62 @@ def dev(
     """Run Redis, S3 (moto), the Evolink emulator, a worker, Flower and metrics here.
 
     Redis: NBQ_BROKER_URL if set and answering, else a private redis-server.
+
     S3: NBQ_S3_ENDPOINT if set, else moto's server with the bucket created (in memory:
     its images vanish when the stack stops).
+
     API: the real one if NBQ_EVOLINK_API_KEY is set and NBQ_EVOLINK_BASE_URL is not
-    loopback, else the emulator (fast time scale, a throwaway dev key).
+    loopback, else the emulator (fast time scale, a throwaway dev key, images capped at
+    262,144 pixels, ratio kept: 2K and 4K come back small).
+
     Prints every URL and the `export` lines for a second shell (never a real secret).
     Ctrl-C or SIGTERM stops everything and removes the temp dir.
     """
     require_extra("dev", what="nbq dev")
     from devstack.errors import DevStackError
-    from devstack.report import print_service, print_summary
+    from devstack.report import event_console, print_service, print_summary
     from devstack.signals import Shutdown, shutdown_on_signals, signals_ignored
     from devstack.stack import DevStack
     from workers.settings import get_settings
     from workers.startup import configure_process
 
     configure_process()
+    # Production log setting: what it prints becomes log events too (one format).
+    if get_settings().log_json:
+        out = err = event_console()
+    else:
+        out, err = console, err_console
     stack = DevStack(
         get_settings(),
         dict(os.environ),
         port_base=port_base,
-        on_ready=lambda service: print_service(console, service),
+        on_ready=lambda service: print_service(out, service),
     )
     code = 0
     try:
         with shutdown_on_signals():
             stack.start()
-            print_summary(console, stack)
+            print_summary(out, stack, exits_after_demo=exit_after_demo)
             if demo or exit_after_demo:
-                code = _demo(stack)
+                code = _demo(stack, out, exits_after=exit_after_demo)
             if not exit_after_demo:
-                console.print("[bold]Running.[/bold] Press Ctrl-C to stop.")
+                out.print("[bold]Running.[/bold] Press Ctrl-C to stop.")
                 while True:
                     stack.check()
                     time.sleep(WATCH_INTERVAL_S)
     except Shutdown as stop:
-        console.print(f"{stop} received, stopping…")
+        out.print(f"{stop} received, stopping…")
     except DevStackError as exc:
-        err_console.print(line(("nbq dev: ", "red"), str(exc)), highlight=False)
+        err.print(line(("nbq dev: ", "red"), str(exc)), highlight=False)
         code = 1
     finally:
         with signals_ignored():
             stack.stop()
-    console.print("stopped.")
+    out.print("stopped.")
     raise typer.Exit(code)
 
 
-def _demo(stack: DevStack) -> int:
+def _demo(stack: DevStack, console: Console, *, exits_after: bool = False) -> int:
     """Run the demo against the stack; 0 when all its jobs were stored."""
     from devstack.demo import run_demo
     from producers.api import Producer
@@ -116,9 +127,10 @@ def _demo(stack: DevStack) -> int:
     finally:
         producer.celery.close()
     if stack.s3_is_ephemeral:
+        until = "now (--exit-after-demo)" if exits_after else "nbq dev stops"
         console.print(
             "[yellow]These images live in the stack's in-memory S3 (moto): the links work "
-            "until nbq dev stops, then the images are gone.[/yellow]",
+            f"until {until}, then the images are gone.[/yellow]",
             soft_wrap=True,
         )
     return 0 if ok else 1
