@@ -39,6 +39,7 @@ SECRET_FIELDS = (
     "flower_basic_auth",
     "ingress_tokens",
     "callback_secret",
+    "notify_secrets",
     "broker_api_url",
     "redis_password",
     "redis_sentinel_password",
@@ -209,6 +210,23 @@ class Settings(BaseSettings):
     ingress_max_connections: int = Field(1000, ge=1)
     metrics_port: int = Field(9808, ge=1, le=65535)
 
+    # --- Completion webhooks (workers/notify/, docs/webhooks.md) -----------------------
+    # "producer:whsec_…,producer2:whsec_…"; ":whsec_…" signs producer-less jobs. A job
+    # may ask for a webhook only when its producer has a secret here.
+    notify_secrets: SecretStr | None = None
+    # Per-producer default notify_url: "producer:https://…,producer2:https://…" (a job's
+    # own notify_url wins); every producer named here needs a secret.
+    notify_urls: str = ""
+    # Exact hosts a notify_url may name that resolve to loopback/private addresses
+    # (tests, a receiver inside the cluster); empty by default, as for result links.
+    notify_private_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    notify_allow_http: bool = False  # plain http:// notify URLs (local runs and tests only)
+    notify_timeout_s: float = Field(10.0, gt=0)  # one delivery attempt, connect to answer
+    notify_backoff_base_s: float = Field(5.0, gt=0)  # first retry after about this long
+    notify_backoff_max_s: float = Field(3600.0, gt=0)  # no retry waits longer than this
+    # A delivery is retried for this long after its first try, then dead-lettered.
+    notify_retry_period_s: float = Field(86400.0, gt=0)
+
     # --- Logging -------------------------------------------------------------------
     log_level: str = "INFO"
     log_json: bool = False
@@ -254,7 +272,12 @@ class Settings(BaseSettings):
         not AUTH with an empty one (which a Redis without requirepass refuses)."""
         return None if value == "" else value
 
-    @field_validator("result_url_allowed_hosts", "result_url_private_hosts", mode="before")
+    @field_validator(
+        "result_url_allowed_hosts",
+        "result_url_private_hosts",
+        "notify_private_hosts",
+        mode="before",
+    )
     @classmethod
     def _split_hosts(cls, value: Any) -> Any:
         if isinstance(value, str):

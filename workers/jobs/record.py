@@ -84,6 +84,11 @@ class JobRecord(BaseModel):
     #: Set when the record had vanished from the store and was re-created from a message
     #: carrying the task id (the request is then unknown); see workers/stages/rescue.py.
     recovered_at: float | None = None
+    #: Where the job's end is told (a signed webhook, workers/notify/); checked at enqueue.
+    notify_url: str | None = None
+    #: ``on_done``: a Celery task and queue told of the job's end (workers/notify/on_done.py).
+    on_done_task: str | None = None
+    on_done_queue: str | None = None
 
     @property
     def is_terminal(self) -> bool:
