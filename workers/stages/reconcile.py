@@ -22,6 +22,7 @@ from workers.jobs import lifecycle
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 from workers.logs import get_logger
+from workers.notify.outbox import redeliver as redeliver_notifications
 from workers.policy.retry import MAX_QUOTA_WAIT_S
 from workers.resilience.credits import day_of
 from workers.runtime import Runtime
@@ -51,6 +52,8 @@ class ReconcileReport:
     held_for_backlog: list[str] = field(default_factory=list)
     #: Credit holds freed: their job was never recorded (its producer died) or has ended.
     holds_released: list[str] = field(default_factory=list)
+    #: Jobs whose end was told again from the notify outbox (its first send was lost).
+    notify_redelivered: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -62,6 +65,7 @@ class ReconcileReport:
             + len(self.unknown_expired)
             + len(self.readopted)
             + len(self.holds_released)
+            + len(self.notify_redelivered)
         )
 
 
@@ -104,6 +108,8 @@ def reconcile_once(rt: Runtime, send: Send) -> ReconcileReport:
     )
     _redownload(rt, send, report, download_cutoff)
     _release_stray_holds(rt, report, older_than_s=stuck_after_s)
+    # Ends whose nbq.notify / on_done send was lost with its process (the notify outbox).
+    report.notify_redelivered = redeliver_notifications(rt.store, before=cutoff, limit=BATCH)
 
     if report.total:
         log.warning(
@@ -115,6 +121,7 @@ def reconcile_once(rt: Runtime, send: Send) -> ReconcileReport:
             unknown_expired=len(report.unknown_expired),
             readopted=len(report.readopted),
             holds_released=len(report.holds_released),
+            notify_redelivered=len(report.notify_redelivered),
         )
     return report
 
