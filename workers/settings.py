@@ -166,6 +166,10 @@ class Settings(BaseSettings):
     # submits inline); their soft limit is 2/3 of it. The reconciler takes a submit's claim
     # older than this for a dead worker's (workers/app.py: submit_time_limits_s).
     submit_time_limit_s: float = Field(90.0, gt=0)
+    # Each worker renews a lease in the job store every third of this; one not renewed for
+    # this long is dead to the reconciler: its submit claims and its broker deliveries are
+    # recovered at once (workers/leases.py). 0 turns leases off (the time-limit rule only).
+    worker_lease_s: float = Field(15.0, ge=0)
     worker_eta_task_limit: int = Field(2000, ge=1)
     task_events: bool = True
     # The consumer guard (workers/guard/): no message of ours waits longer than this

@@ -69,6 +69,9 @@ class JobRecord(BaseModel):
     #: Set in the same write that claims a create, before the request leaves; cleared when
     #: an answer says what happened. Still set after a crash = the outcome is unknown.
     create_sent: bool = False
+    #: The worker (hostname) whose submit claimed the create; its lease lapsing tells the
+    #: reconciler at once that the create's outcome is unknown (workers/leases.py).
+    claimed_by: str | None = None
     #: ``outcome_unknown``: the job waits for its task's callback until then (epoch s).
     outcome_deadline_at: float | None = None
     #: Task id a verified callback reported while the job could not take it yet.
