@@ -94,7 +94,7 @@ class Runtime:
         """Tell a job's end: ``on_done`` through ``send_task`` (an app's), and ``nbq.notify``
         through ``send`` (a dispatcher's) when webhooks are configured (NBQ_NOTIFY_SECRETS)."""
         from workers.notify.config import NotifyConfig
-        from workers.notify.hook import notify_listener, on_done_listener
+        from workers.notify.hook import notify_listener, on_done_listener, progress_listener
 
         # Both backed by the notify outbox: a send lost with this process is made again by
         # the reconciler (workers/notify/outbox.py).
@@ -104,6 +104,8 @@ class Runtime:
         config = NotifyConfig.from_settings(self.settings)
         self.store.outbox_listeners.append(notify_listener(config, send))
         self.store.outbox_producers = frozenset(config.default_urls)
+        if config.progress_producers:  # opt-in job.progress: best effort, no outbox
+            self.store.progress_listeners.append(progress_listener(config, send))
 
     def api(self) -> EvolinkClient:
         if self._api is None:

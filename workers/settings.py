@@ -220,6 +220,9 @@ class Settings(BaseSettings):
     # Exact hosts a notify_url may name that resolve to loopback/private addresses
     # (tests, a receiver inside the cluster); empty by default, as for result links.
     notify_private_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Producers whose jobs also send best-effort job.progress webhooks (each new progress
+    # value while generating, and the move to downloading); "*" = every producer.
+    notify_progress: Annotated[list[str], NoDecode] = Field(default_factory=list)
     notify_allow_http: bool = False  # plain http:// notify URLs (local runs and tests only)
     notify_timeout_s: float = Field(10.0, gt=0)  # one delivery attempt, connect to answer
     notify_backoff_base_s: float = Field(5.0, gt=0)  # first retry after about this long
@@ -294,6 +297,14 @@ class Settings(BaseSettings):
     def _split_hosts(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [h.strip().lower() for h in value.split(",") if h.strip()]
+        return value
+
+    @field_validator("notify_progress", mode="before")
+    @classmethod
+    def _split_names(cls, value: Any) -> Any:
+        """Producer names as written (not lower-cased: a producer name is exact)."""
+        if isinstance(value, str):
+            return [n.strip() for n in value.split(",") if n.strip()]
         return value
 
     @field_validator("evolink_base_url", "public_callback_url")

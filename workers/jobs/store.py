@@ -124,6 +124,9 @@ class JobStore:
         #: removed; one that raised (or a process killed first) leaves it for the
         #: reconciler (workers/notify/outbox.py), which calls them again.
         self.outbox_listeners: list[Callable[[JobRecord], None]] = []
+        #: Called by the poll stage after the write that changed a job's progress
+        #: (``job.progress`` webhooks): best effort, never in the outbox.
+        self.progress_listeners: list[Callable[[JobRecord], None]] = []
         #: Producers whose every end is told (a default notify URL, NBQ_NOTIFY_URLS; ""
         #: = jobs without a producer), besides jobs with their own notify_url / on_done.
         self.outbox_producers: frozenset[str] = frozenset()
@@ -422,6 +425,15 @@ class JobStore:
             return
         if self.call_listeners(self.outbox_listeners, record):
             self.outbox_done(record.job_id, at)
+
+    def tell_progress(self, before: JobRecord | None, after: JobRecord | None) -> None:
+        """Tell the progress listeners when ``after`` (the winning write's record) is at
+        another step (progress value or state) than ``before``: one call per step."""
+        if not self.progress_listeners or after is None:
+            return
+        if before is not None and (before.progress, before.state) == (after.progress, after.state):
+            return
+        self.call_listeners(self.progress_listeners, after)
 
     def outbox_done(self, job_id: str, at: str) -> None:
         """The end at ``at`` (the end write's stamp) was told: drop its outbox entry."""

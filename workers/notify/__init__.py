@@ -13,4 +13,8 @@ Modules: ``config`` (secrets and per-producer default URLs), ``urls`` (the SSRF 
 ``events`` (event names, body, webhook id), ``hook`` (the end listener), ``deliver``
 (one signed attempt and the backoff), ``deadletter`` (the dead-letter store), ``outbox``
 (the reconciler's re-send of ends whose send was lost with its process).
+
+Opt-in ``job.progress`` (NBQ_NOTIFY_PROGRESS): the poll stage calls the store's progress
+listeners (``hook.progress_listener``) after the write that changed a job's progress;
+best effort, not in the outbox, one ``webhook-id`` per progress step.
 """

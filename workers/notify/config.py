@@ -41,6 +41,8 @@ class NotifyConfig:
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
     default_urls: dict[str, str] = field(default_factory=dict)
     policy: NotifyUrlPolicy = field(default_factory=lambda: NotifyUrlPolicy(allowed_hosts=()))
+    #: Producers opted in to ``job.progress`` (NBQ_NOTIFY_PROGRESS; ``"*"``: every one).
+    progress_producers: frozenset[str] = frozenset()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> NotifyConfig:
@@ -53,7 +55,10 @@ class NotifyConfig:
                     "with whsec_ (a Standard Webhooks secret: whsec_ + base64)"
                 )
         config = cls(
-            secrets, _pairs(settings.notify_urls, "NBQ_NOTIFY_URLS"), notify_policy(settings)
+            secrets,
+            _pairs(settings.notify_urls, "NBQ_NOTIFY_URLS"),
+            notify_policy(settings),
+            frozenset(settings.notify_progress),
         )
         for producer, url in config.default_urls.items():
             config.check(producer or None, url)
@@ -65,6 +70,10 @@ class NotifyConfig:
     def url_for(self, producer: str | None, own: str | None) -> str | None:
         """The job's own notify_url, else its producer's default (None: no webhook)."""
         return own or self.default_urls.get(producer or "")
+
+    def wants_progress(self, producer: str | None) -> bool:
+        """Whether this producer's jobs send ``job.progress`` (besides their end)."""
+        return "*" in self.progress_producers or (producer or "") in self.progress_producers
 
     def check(self, producer: str | None, url: str) -> str:
         """Refuse a notify URL at enqueue: a producer without a secret, or an unsafe URL."""

@@ -24,6 +24,10 @@ EVENT_FOR_STATE: Final[dict[JobState, str]] = {
 }
 EVENTS: Final = tuple(EVENT_FOR_STATE.values())
 
+#: The opt-in, best-effort event of a job's progress (NBQ_NOTIFY_PROGRESS): not an end,
+#: not in the outbox; one per distinct progress value.
+PROGRESS_EVENT: Final = "job.progress"
+
 #: What each event asks the receiver to do (in the body, for people reading a log).
 WHAT_TO_DO: Final[dict[str, str]] = {
     "job.stored": "fetch the objects (keys and sha256 in data.objects; nbq results JOB)",
@@ -33,6 +37,7 @@ WHAT_TO_DO: Final[dict[str, str]] = {
         "wait: the API's callback may still adopt its task; else `nbq adopt JOB TASK` "
         "or `nbq retry JOB --yes` (may pay twice)"
     ),
+    PROGRESS_EVENT: "nothing yet: data.progress and data.state say how far it is",
 }
 
 _HIDDEN: Final = ("notify_url", "on_done_task", "on_done_queue")
@@ -43,6 +48,13 @@ def webhook_id(job_id: str, event: str, at: float) -> str:
     a receiver de-duplicates on it; a later end of the same job has another."""
     digest = hashlib.sha256(f"{job_id}|{event}|{at!r}".encode()).hexdigest()[:32]
     return f"msg_{digest}"
+
+
+def progress_webhook_id(job_id: str, state: str, progress: int) -> str:
+    """One id per progress step of a job (its state and progress value): every try of that
+    event reuses it, and a repeat of the same step is de-duplicated by the receiver."""
+    digest = hashlib.sha256(f"{job_id}|{PROGRESS_EVENT}|{state}|{progress}".encode())
+    return f"msg_{digest.hexdigest()[:32]}"
 
 
 def public_view(record: JobRecord, event: str) -> dict[str, Any]:

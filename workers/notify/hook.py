@@ -18,7 +18,14 @@ from collections.abc import Callable
 from workers.jobs.record import JobRecord
 from workers.logs import get_logger
 from workers.notify.config import NotifyConfig
-from workers.notify.events import EVENT_FOR_STATE, body, public_view, webhook_id
+from workers.notify.events import (
+    EVENT_FOR_STATE,
+    PROGRESS_EVENT,
+    body,
+    progress_webhook_id,
+    public_view,
+    webhook_id,
+)
 from workers.stages.steps import Notify
 
 log = get_logger("nbq.notify")
@@ -69,3 +76,30 @@ def notify_listener(
         )
 
     return on_end
+
+
+def progress_listener(
+    config: NotifyConfig, send: Callable[[Notify], object]
+) -> Callable[[JobRecord], None]:
+    """The store's progress listener: a ``job.progress`` delivery for an opted-in producer
+    (NBQ_NOTIFY_PROGRESS) with a notify URL and a secret. Best effort: not in the outbox,
+    and the stage calls it only after the one write that changed the progress value."""
+
+    def on_progress(record: JobRecord) -> None:
+        url = config.url_for(record.producer, record.notify_url)
+        if url is None or not config.wants_progress(record.producer):
+            return
+        if config.secret_for(record.producer) is None:
+            return
+        send(
+            Notify(
+                webhook_id=progress_webhook_id(record.job_id, record.state.value, record.progress),
+                job_id=record.job_id,
+                event=PROGRESS_EVENT,
+                url=url,
+                payload=body(record, PROGRESS_EVENT),
+                first_at=time.time(),
+            )
+        )
+
+    return on_progress

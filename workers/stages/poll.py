@@ -112,6 +112,7 @@ def handle_task_state(rt: Runtime, record: JobRecord, task: Task, next_token: st
         )
         if not applied or moved is None:
             return Done("stale_on_complete")
+        rt.store.tell_progress(record, moved)  # job.progress (opt-in): 100, downloading
         metrics.polls_per_job(moved.polls)
         log.info(
             "task_completed",
@@ -155,7 +156,7 @@ def handle_task_state(rt: Runtime, record: JobRecord, task: Task, next_token: st
         progress=task.progress,
         rng=rt.rng,
     )
-    _, still_ours = rt.store.apply(
+    polled, still_ours = rt.store.apply(
         lifecycle.POLL_PROGRESS,
         job_id,
         expect={"poll_token": next_token},
@@ -165,6 +166,8 @@ def handle_task_state(rt: Runtime, record: JobRecord, task: Task, next_token: st
     )
     if not still_ours:
         return Done("stale_token")  # a newer poll (a callback's) took over the chain
+    if polled is not None:
+        rt.store.tell_progress(record, polled)  # job.progress (opt-in), once per new value
     log.info(
         "still_generating",
         job_id=job_id,
