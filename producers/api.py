@@ -52,6 +52,7 @@ from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 from workers.logs import get_logger
 from workers.resilience.credits import CreditLedger, Hold, price_of, refusal
+from workers.resilience.fairshare import PRIORITIES
 from workers.runtime import Runtime
 from workers.settings import Settings, get_settings
 from workers.stages.cancel import cancel_job
@@ -89,6 +90,7 @@ def generate_step(record: JobRecord) -> Generate:
         request=record.request,
         producer=record.producer,
         batch_id=record.batch_id,
+        priority=record.priority,
     )
 
 
@@ -153,8 +155,12 @@ class Producer:
         job_id: str | None = None,
         producer: str | None = None,
         batch_id: str | None = None,
+        priority: str = "normal",
     ) -> JobHandle:
         """Validate, write the job record, send ``nbq.generate``; returns the job's handle.
+
+        ``priority`` (``high | normal | low``) orders this producer's own jobs: a high job
+        goes before the producer's normal backlog, never before another producer's share.
 
         A caller-chosen ``job_id`` is scoped to ``producer``: the handle's ``job_id`` is
         the stored id (``alice~order-1``; unchanged without a producer), and another
@@ -162,6 +168,11 @@ class Producer:
         returns that job; a different one raises :class:`JobIdConflictError`.
         """
         valid = validate_request(request)
+        if priority not in PRIORITIES:
+            raise InvalidRequestError(
+                f"priority {str(priority)[:20]!r}: use one of {', '.join(PRIORITIES)}",
+                field="priority",
+            )
         chosen = job_id
         if producer is not None:
             try:
@@ -186,10 +197,15 @@ class Producer:
             held = self._hold(job_id, valid, producer)
             if fresh and self._one_trip:
                 return self._enqueue_new(
-                    valid, job_id=job_id, producer=producer, batch_id=batch_id, held=held
+                    valid,
+                    job_id=job_id,
+                    producer=producer,
+                    batch_id=batch_id,
+                    held=held,
+                    priority=priority,
                 )
         elif job_id is None and self._one_trip:
-            return self._enqueue_new(valid, producer=producer, batch_id=batch_id)
+            return self._enqueue_new(valid, producer=producer, batch_id=batch_id, priority=priority)
         record = intake(
             self.runtime,
             request=valid,
@@ -197,6 +213,7 @@ class Producer:
             producer=producer,
             batch_id=batch_id,
             held=held,
+            priority=priority,
         )
         assert record is not None
         return self._known(record, valid, chosen)
@@ -253,6 +270,7 @@ class Producer:
         batch_id: str | None,
         job_id: str | None = None,
         held: Hold | None = None,
+        priority: str = "normal",
     ) -> JobHandle:
         """A fresh id cannot exist yet: record and message go out in one round trip."""
         record = JobRecord(
@@ -260,6 +278,7 @@ class Producer:
             request=valid.to_api_json(),
             producer=producer,
             batch_id=batch_id,
+            priority=priority,
             **(held.record_fields() if held else {}),
         )
         try:

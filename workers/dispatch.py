@@ -42,6 +42,8 @@ def envelope(step: Message) -> Envelope:
         }
         if step.batch_id is not None:
             kwargs["batch_id"] = step.batch_id
+        if step.priority != "normal":
+            kwargs["priority"] = step.priority  # absent = normal: older workers read it too
         return Envelope(TASK_GENERATE, kwargs)
     if isinstance(step, Submit):
         return Envelope(TASK_SUBMIT, {"job_id": step.job_id}, step.after_s)

@@ -133,7 +133,15 @@ def _check_generate(kw: Mapping[str, Any]) -> str | None:
         _short_str("producer", producer, MAX_NAME_CHARS, pattern=True)
         or _scoped("job_id", kw.get("job_id"), producer)
         or _short_str("batch_id", kw.get("batch_id"), 2 * MAX_NAME_CHARS)
+        or _priority(kw.get("priority"))
     )
+
+
+def _priority(value: object) -> str | None:
+    """``high | normal | low`` (absent = normal): the fair-share gate's order."""
+    if value is None or value in ("high", "normal", "low"):
+        return None
+    return "priority must be one of high, normal, low"
 
 
 def _task_id(kw: Mapping[str, Any]) -> str | None:
@@ -170,7 +178,7 @@ def _check_none(_: Mapping[str, Any]) -> str | None:
 
 #: Each task's parameters (in positional order) and the check of their values.
 TASK_PARAMS: Final[dict[str, tuple[tuple[str, ...], Callable[[Mapping[str, Any]], str | None]]]] = {
-    TASK_GENERATE: (("request", "job_id", "producer", "batch_id"), _check_generate),
+    TASK_GENERATE: (("request", "job_id", "producer", "batch_id", "priority"), _check_generate),
     TASK_SUBMIT: (("job_id",), _check_job),
     TASK_POLL: (("job_id", "token", "evolink_task_id"), _check_poll),
     TASK_DOWNLOAD: (("job_id", "evolink_task_id"), _check_job),

@@ -41,6 +41,7 @@ def intake(
     producer: str | None = None,
     batch_id: str | None = None,
     held: Hold | None = None,
+    priority: str | None = None,
 ) -> JobRecord | None:
     """The job's record: existing, new and queued, or new and failed (invalid request,
     or over a daily credit budget).
@@ -94,6 +95,7 @@ def intake(
             request=api_json,
             producer=producer,
             batch_id=batch_id,
+            priority=priority or "normal",
             **(held.record_fields() if held else {}),
         )
     )

@@ -45,6 +45,7 @@ class Generate:
     request: dict[str, Any]
     producer: str | None = None
     batch_id: str | None = None
+    priority: str = "normal"
     label: str = "generate"
 
 

@@ -23,11 +23,19 @@ def generate_task(
     job_id: str | None = None,
     producer: str | None = None,
     batch_id: str | None = None,
+    priority: str | None = None,
 ) -> str:
     """Entry point for other services: record the job if new, then submit it."""
     rt = get_runtime()
     try:
-        record = intake(rt, request=request, job_id=job_id, producer=producer, batch_id=batch_id)
+        record = intake(
+            rt,
+            request=request,
+            job_id=job_id,
+            producer=producer,
+            batch_id=batch_id,
+            priority=priority,
+        )
     except STORE_UNREACHABLE as exc:  # keep the message: it may be all that is left of the job
         raise self._retry_store_outage(exc) from None
     if record is None or record.is_terminal:

@@ -199,9 +199,44 @@ def test_the_gate_runs_on_a_cluster(redis_cluster: RedisCluster, clock: SimpleNa
     from redis.cluster import RedisCluster as Client
 
     nodes = [ClusterNode("127.0.0.1", port) for port in redis_cluster.ports[:3]]
-    gate = FairShare(Client(startup_nodes=nodes), max_in_flight=1)
+    gate = FairShare(Client(startup_nodes=nodes), max_in_flight=1)  # type: ignore[arg-type]
     assert gate.admit("a~1", "a", "high").allowed
     gate.claimed("a~1", "a", "high")
     assert gate.admit("b~1", "b").allowed
     assert not gate.admit("a~2", "a", still_in_flight=lambda ids: ids).allowed
     assert {s.producer for s in gate.snapshot()} == {"a", "b"}  # b~1 not yet claimed
+
+
+def test_a_raw_messages_priority_is_checked_by_the_guard() -> None:
+    from workers.guard.inspect import check_body
+
+    body = {"request": {"prompt": "a"}, "producer": "shop"}
+    assert check_body("nbq.generate", [[], {**body, "priority": "high"}, {}]) is None
+    refused = check_body("nbq.generate", [[], {**body, "priority": "urgent"}, {}])
+    assert refused is not None and "priority" in refused.detail
+
+
+def test_the_generate_message_carries_a_jobs_priority_only_when_not_normal() -> None:
+    from workers.dispatch import envelope
+    from workers.stages.steps import Generate
+
+    assert envelope(Generate("j", {}, priority="high")).kwargs["priority"] == "high"
+    assert "priority" not in envelope(Generate("j", {})).kwargs
+
+
+def test_submit_asks_the_gate_before_the_rate_limiter_and_claims_in_it(
+    redis_server: RedisServer, clock: SimpleNamespace
+) -> None:
+    from workers.jobs.record import JobRecord
+    from workers.jobs.state import JobState
+    from workers.resilience.fairshare import fair_gate
+
+    client = redis_server.client()
+    gate = FairShare(client)
+    rt = SimpleNamespace(fair=lambda: gate, store=SimpleNamespace(get=lambda _id: None))
+    first = JobRecord(job_id="a~1", producer="a", state=JobState.QUEUED)
+    assert fair_gate(rt, first) is None  # type: ignore[arg-type]
+    gate.admit("b~1", "b")  # b waits too (admitted, not yet claimed)
+    assert fair_gate(rt, JobRecord(job_id="a~2", producer="a")) is None  # type: ignore[arg-type]
+    reason, wait_s = fair_gate(rt, JobRecord(job_id="a~3", producer="a")) or ("", 0.0)  # type: ignore[arg-type]
+    assert reason == "fair_share" and wait_s > 0  # deferred by a countdown, never a sleep
