@@ -206,7 +206,13 @@ class FairShare:
             flight[str(producer)] = int(f)
         total = sum(self.weight(p) for p in per) or 1.0
         return [
-            ProducerShare(p, per[p], self.weight(p), self.weight(p) / total, flight[p])
+            ProducerShare(
+                p,
+                {k: per[p][k] for k in PRIORITIES if k in per[p]},  # high first
+                self.weight(p),
+                self.weight(p) / total,
+                flight[p],
+            )
             for p in sorted(per)
         ]
 

@@ -240,3 +240,38 @@ def test_submit_asks_the_gate_before_the_rate_limiter_and_claims_in_it(
     assert fair_gate(rt, JobRecord(job_id="a~2", producer="a")) is None  # type: ignore[arg-type]
     reason, wait_s = fair_gate(rt, JobRecord(job_id="a~3", producer="a")) or ("", 0.0)  # type: ignore[arg-type]
     assert reason == "fair_share" and wait_s > 0  # deferred by a countdown, never a sleep
+
+
+def test_nbq_quota_shows_each_producers_share_and_waiting_jobs(
+    redis_server: RedisServer, clock: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from producers.cli.main import app
+    from workers.resilience.breaker import SubmissionBreaker
+
+    client = redis_server.client()
+    gate = FairShare(client, weights={"shop": 3}, max_in_flight=2)
+    gate.admit("shop~1", "shop", "high")
+    gate.admit("shop~2", "shop")
+    gate.admit("batch~1", "batch")
+    rt = SimpleNamespace(
+        breaker=SubmissionBreaker(client),
+        store=SimpleNamespace(count_in_state=lambda _state: 3),
+        fair=lambda: gate,
+    )
+    monkeypatch.setattr("workers.runtime.get_runtime", lambda: rt)
+    result = CliRunner().invoke(app, ["quota", "--json"])
+    assert result.exit_code == 0, result.output
+    producers = json.loads(result.output)["producers"]
+    assert producers["shop"] == {
+        "waiting": {"high": 1, "normal": 1},
+        "weight": 3.0,
+        "share": 0.75,
+        "in_flight": 0,
+    }
+    assert producers["batch"]["share"] == 0.25
+    table = CliRunner().invoke(app, ["quota"]).output
+    assert "share 75% (weight 3), waiting 1 high, 1 normal" in table
