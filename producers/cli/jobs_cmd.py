@@ -124,6 +124,13 @@ def submit(
         str | None,
         typer.Option("--producer", help="Your producer name: --job-id is scoped to it."),
     ] = None,
+    priority: Annotated[
+        str,
+        typer.Option(
+            help="high, normal or low: order among your producer's own jobs (never before "
+            "another producer's share).",
+        ),
+    ] = "normal",
     wait_: Annotated[bool, typer.Option("--wait", help="Wait for the job to end.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 600.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -139,7 +146,7 @@ def submit(
 
     producer = _producer()
     try:
-        handle = producer.enqueue(request, job_id=job_id, producer=producer_name)
+        handle = producer.enqueue(request, job_id=job_id, producer=producer_name, priority=priority)
         warn_if_unconsumed(producer)
         if not wait_:
             if as_json:

@@ -70,7 +70,11 @@ def enqueue_one(
                 raise JobIdConflictError(job_id or "")
             return existing, False
         handle = context.producer.enqueue(
-            body.request_fields(), job_id=job_id, producer=producer, batch_id=batch_id
+            body.request_fields(),
+            job_id=job_id,
+            producer=producer,
+            batch_id=batch_id,
+            priority=body.priority,
         )
     except CreditBudgetExceededError as exc:
         raise ApiError(429, "credit_budget_exceeded", _budget_message(exc)) from None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
@@ -29,6 +29,9 @@ class JobCreate(GenerationRequest):
     """
 
     job_id: str | None = Field(default=None, min_length=1, max_length=128)
+    #: Order within this producer's own jobs (the fair-share gate): a high job goes before
+    #: its normal backlog, never before another producer's share.
+    priority: Literal["high", "normal", "low"] = "normal"
 
     @field_validator("job_id")
     @classmethod
@@ -36,7 +39,7 @@ class JobCreate(GenerationRequest):
         return _checked_job_id(value)
 
     def request_fields(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"job_id"}, exclude_none=True)
+        return self.model_dump(mode="json", exclude={"job_id", "priority"}, exclude_none=True)
 
 
 class JobView(BaseModel):
