@@ -225,9 +225,10 @@ def fair_gate(rt: Runtime, record: JobRecord) -> tuple[str, float] | None:
         record.priority,
         still_in_flight=lambda ids: _in_flight(rt, ids),
     )
+    label = record.producer if record.producer in rt.fair().weights else "other"
+    metrics.fair_share(label or "other", "admitted" if decision.allowed else decision.reason)
     if decision.allowed:
         return None
-    metrics.limiter_wait(f"fair_{decision.reason}")
     return decision.reason, decision.wait_s
 
 
