@@ -294,6 +294,7 @@ class Producer:
         if not batched:
             self._one_trip = False  # this transport does not batch: use the two-step path
             return self._finish_enqueue(record, reason=None)
+        self.runtime.fair().enqueued(record.job_id, record.producer, record.priority)
         return JobHandle(self, record.job_id)
 
     def _finish_enqueue(self, record: JobRecord, *, reason: str | None) -> JobHandle:
@@ -302,6 +303,7 @@ class Producer:
             self.runtime.store.create(record)  # idempotent: keeps a record already written
         except _BROKER_ERRORS as exc:
             raise EnqueueUncertainError(record.job_id, reason or type(exc).__name__) from exc
+        self.runtime.fair().enqueued(record.job_id, record.producer, record.priority)
         try:
             self.dispatcher.send(generate_step(record))
         except _BROKER_ERRORS as exc:

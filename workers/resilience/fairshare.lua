@@ -22,6 +22,7 @@
 --          9.. weights as producer, weight pairs (the configured ones; others weigh 1)
 --          Returns {1, 'ok'} or {0, reason, lead} — reason fair_share | priority |
 --          producer_in_flight; lead = how many creates (in weight units) ahead it is.
+-- enqueued: ARGV 2 job, 3 producer, 4 priority rank, 5 now: the job waits from now on.
 -- refund:  ARGV 2 job, 3 producer, 4 weight: an admitted job did not create (the rate
 --          limiter said wait): its virtual time is given back.
 -- claimed: ARGV 2 job, 3 producer, 4 priority rank, 5 now: the job claimed its create:
@@ -119,6 +120,15 @@ if op == 'admit' then
   end
   redis.call('HSET', vt_key, producer, tostring(mine + 1 / w))
   return {1, 'ok', '0'}
+end
+
+if op == 'enqueued' then
+  -- A new job waits from its enqueue, before its message reaches a worker: a producer
+  -- whose first jobs sit behind another's backlog in the queue already counts.
+  local class = ARGV[3] .. '|' .. ARGV[4]
+  redis.call('ZADD', wkey(class), ARGV[5], ARGV[2])
+  redis.call('SADD', classes_key, class)
+  return 1
 end
 
 if op == 'refund' then

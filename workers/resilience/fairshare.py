@@ -182,6 +182,16 @@ class FairShare:
             return min(MAX_DEFER_S, max(MIN_DEFER_S, creates / self.creates_per_s))
         return 1.0
 
+    def enqueued(self, job_id: str, producer: str | None, priority: str | None) -> None:
+        """A new job waits from its enqueue (before its message reaches a worker).
+
+        Best effort: the job is recorded and sent already, and its first ask registers it
+        anyway; an enqueue must not fail (and be repeated as a second job) for this."""
+        try:
+            self._run("enqueued", job_id, producer or "", rank(priority), repr(time.time()))
+        except redis.RedisError:
+            return
+
     def refund(self, producer: str | None) -> None:
         """An admitted job did not create (the rate limiter said wait)."""
         self._run("refund", "", producer or "", self.weight(producer))

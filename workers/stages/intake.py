@@ -89,7 +89,7 @@ def intake(
         held = ledger.hold(job_id, price_of(api_json), producer=producer)
         if not held.held:
             return _refused(rt, job_id, producer, batch_id, api_json, held)
-    record, _ = rt.store.create(
+    record, created = rt.store.create(
         JobRecord(
             job_id=job_id,
             request=api_json,
@@ -99,6 +99,8 @@ def intake(
             **(held.record_fields() if held else {}),
         )
     )
+    if created:
+        rt.fair().enqueued(job_id, producer, record.priority)  # it waits from now on
     return record
 
 

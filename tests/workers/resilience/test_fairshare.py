@@ -275,3 +275,14 @@ def test_nbq_quota_shows_each_producers_share_and_waiting_jobs(
     assert producers["batch"]["share"] == 0.25
     table = CliRunner().invoke(app, ["quota"]).output
     assert "share 75% (weight 3), waiting 1 high, 1 normal" in table
+
+
+def test_a_job_waits_from_its_enqueue_before_its_message_reaches_a_worker(
+    redis_server: RedisServer, clock: SimpleNamespace
+) -> None:
+    gate = FairShare(redis_server.client())
+    assert gate.admit("a~1", "a").allowed
+    gate.claimed("a~1", "a", None)
+    gate.enqueued("b~1", "b", None)  # b's message is still behind a's backlog
+    assert not gate.admit("a~2", "a").allowed  # a already leaves b its turn
+    assert gate.admit("b~1", "b").allowed
