@@ -283,7 +283,13 @@ class Producer:
         )
         try:
             record, batched = send_with_record(
-                self.dispatcher, self.runtime.store, record, generate_step(record)
+                self.dispatcher,
+                self.runtime.store,
+                record,
+                generate_step(record),
+                also=self.runtime.fair().enqueued_command(
+                    record.job_id, record.producer, record.priority
+                ),
             )
         except _BROKER_ERRORS as exc:
             # The pipeline broke somewhere: the message, the record, both or neither may
@@ -294,7 +300,6 @@ class Producer:
         if not batched:
             self._one_trip = False  # this transport does not batch: use the two-step path
             return self._finish_enqueue(record, reason=None)
-        self.runtime.fair().enqueued(record.job_id, record.producer, record.priority)
         return JobHandle(self, record.job_id)
 
     def _finish_enqueue(self, record: JobRecord, *, reason: str | None) -> JobHandle:

@@ -60,11 +60,12 @@ def test_record_message_and_sent_event_share_one_pipeline(
 
     handle = producer.enqueue(REQUEST, producer="billing", batch_id="b-1")
 
-    assert executed == [["LPUSH", "PUBLISH", "EVAL"]]  # one pipeline, one round trip
+    # one pipeline, one round trip: the message, the record, the fair-share gate's note
+    assert executed == [["LPUSH", "PUBLISH", "EVAL", "EVAL"]]
 
-    # The create script travels as EVAL inside kombu's publish pipeline (never EVALSHA,
-    # which a pipeline we do not execute could not recover from after a Redis restart).
-    assert (_calls(redis_server, "eval"), _calls(redis_server, "evalsha")) == (1, 0)
+    # The scripts travel as EVAL inside kombu's publish pipeline (never EVALSHA, which a
+    # pipeline we do not execute could not recover from after a Redis restart).
+    assert (_calls(redis_server, "eval"), _calls(redis_server, "evalsha")) == (2, 0)
     assert (_calls(redis_server, "lpush"), _calls(redis_server, "publish")) == (1, 1)
     record = producer.status(handle.job_id)
     assert record.state is JobState.QUEUED

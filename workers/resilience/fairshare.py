@@ -192,6 +192,23 @@ class FairShare:
         except redis.RedisError:
             return
 
+    def enqueued_command(
+        self, job_id: str, producer: str | None, priority: str | None
+    ) -> list[str | int | float]:
+        """``enqueued`` as one ``EVAL`` command, to ride in the enqueue's own pipeline (the
+        one-round-trip enqueue stays one round trip)."""
+        return [
+            "EVAL",
+            FAIRSHARE_LUA,
+            1,
+            self.base,
+            "enqueued",
+            job_id,
+            producer or "",
+            rank(priority),
+            repr(time.time()),
+        ]
+
     def refund(self, producer: str | None) -> None:
         """An admitted job did not create (the rate limiter said wait)."""
         self._run("refund", "", producer or "", self.weight(producer))
