@@ -8,6 +8,7 @@
 --
 --   <base>classes            set   "<producer>|<priority>" with jobs waiting
 --   <base>w:<producer>|<pri> zset  job_id -> last time it asked the gate (epoch s)
+--   <base>e:<producer>|<pri> zset  job_id -> enqueued, not yet asked (epoch s)
 --   <base>vt                 hash  producer -> virtual time (creates / weight)
 --   <base>f:<producer>       zset  job_id -> when it claimed its create (in flight)
 --
@@ -18,8 +19,8 @@
 -- KEYS[1]  base prefix '<prefix>:fair:{fair}:'
 -- ARGV[1]  op     admit | refund | claimed | left | forget_flight | snapshot
 -- admit:   ARGV 2 job, 3 producer, 4 priority rank (0 high, 1 normal, 2 low), 5 now,
---          6 idle_s, 7 in-flight cap (0 none), 8 in-flight ttl s,
---          9.. weights as producer, weight pairs (the configured ones; others weigh 1)
+--          6 idle_s, 7 in-flight cap (0 none), 8 in-flight ttl s, 9 grace_s,
+--          10.. weights as producer, weight pairs (the configured ones; others weigh 1)
 --          Returns {1, 'ok'} or {0, reason, lead} — reason fair_share | priority |
 --          producer_in_flight; lead = how many creates (in weight units) ahead it is.
 -- enqueued: ARGV 2 job, 3 producer, 4 priority rank, 5 now: the job waits from now on.
@@ -37,23 +38,29 @@ local classes_key = base .. 'classes'
 local vt_key = base .. 'vt'
 
 local function wkey(class) return base .. 'w:' .. class end
+local function ekey(class) return base .. 'e:' .. class end
 local function fkey(producer) return base .. 'f:' .. producer end
 local function split(class)
   local bar = string.find(class, '|', 1, true)
   return string.sub(class, 1, bar - 1), tonumber(string.sub(class, bar + 1))
 end
 
--- Waiting jobs per class (stale entries dropped): {class -> count}.
-local function waiting(now, idle_s)
+-- Waiting jobs per class (stale entries dropped): {class -> count}. A job enqueued but
+-- not yet asking (its message still in the queue) counts once it waited grace_s: others
+-- keep the create rate meanwhile (work-conserving), then leave it its turn.
+local function waiting(now, idle_s, grace_s)
   local out = {}
   for _, class in ipairs(redis.call('SMEMBERS', classes_key)) do
-    local key = wkey(class)
+    local key, ek = wkey(class), ekey(class)
     redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. tostring(now - idle_s))
+    redis.call('ZREMRANGEBYSCORE', ek, '-inf', '(' .. tostring(now - idle_s))
     local n = redis.call('ZCARD', key)
-    if n == 0 then
+    local e = redis.call('ZCARD', ek)
+    if n == 0 and e == 0 then
       redis.call('SREM', classes_key, class)
     else
-      out[class] = n
+      local due = redis.call('ZCOUNT', ek, '-inf', tostring(now - grace_s))
+      if n + due > 0 then out[class] = n + e end
     end
   end
   return out
@@ -63,14 +70,16 @@ if op == 'admit' then
   local job, producer, rank = ARGV[2], ARGV[3], tonumber(ARGV[4])
   local now, idle_s = tonumber(ARGV[5]), tonumber(ARGV[6])
   local cap, flight_ttl = tonumber(ARGV[7]), tonumber(ARGV[8])
+  local grace_s = tonumber(ARGV[9])
   local weights = {}
-  for i = 9, #ARGV, 2 do weights[ARGV[i]] = tonumber(ARGV[i + 1]) end
+  for i = 10, #ARGV, 2 do weights[ARGV[i]] = tonumber(ARGV[i + 1]) end
   local function weight(p) return weights[p] or 1 end
 
   local class = producer .. '|' .. rank
+  redis.call('ZREM', ekey(class), job)
   redis.call('ZADD', wkey(class), now, job)
   redis.call('SADD', classes_key, class)
-  local counts = waiting(now, idle_s)
+  local counts = waiting(now, idle_s, grace_s)
 
   -- Priorities within the producer: a higher class of its own waiting goes first.
   for other, _ in pairs(counts) do
@@ -126,7 +135,9 @@ if op == 'enqueued' then
   -- A new job waits from its enqueue, before its message reaches a worker: a producer
   -- whose first jobs sit behind another's backlog in the queue already counts.
   local class = ARGV[3] .. '|' .. ARGV[4]
-  redis.call('ZADD', wkey(class), ARGV[5], ARGV[2])
+  if not redis.call('ZSCORE', wkey(class), ARGV[2]) then
+    redis.call('ZADD', ekey(class), 'NX', ARGV[5], ARGV[2])
+  end
   redis.call('SADD', classes_key, class)
   return 1
 end
@@ -142,7 +153,10 @@ if op == 'claimed' or op == 'left' then
   local job, producer, rank = ARGV[2], ARGV[3], tonumber(ARGV[4])
   local class = producer .. '|' .. rank
   redis.call('ZREM', wkey(class), job)
-  if redis.call('ZCARD', wkey(class)) == 0 then redis.call('SREM', classes_key, class) end
+  redis.call('ZREM', ekey(class), job)
+  if redis.call('ZCARD', wkey(class)) + redis.call('ZCARD', ekey(class)) == 0 then
+    redis.call('SREM', classes_key, class)
+  end
   if op == 'claimed' then
     redis.call('ZADD', fkey(producer), tonumber(ARGV[5]), job)
   else
@@ -164,7 +178,7 @@ end
 if op == 'snapshot' then
   local now, idle_s = tonumber(ARGV[2]), tonumber(ARGV[3])
   local out = {}
-  for class, n in pairs(waiting(now, idle_s)) do
+  for class, n in pairs(waiting(now, idle_s, 0)) do
     local p, r = split(class)
     table.insert(out, p)
     table.insert(out, tostring(r))

@@ -108,6 +108,7 @@ class FairShare:
         creates_per_s: float = 0.0,
         idle_s: float = 30.0,
         flight_ttl_s: float = 3600.0,
+        grace_s: float = 1.0,
     ) -> None:
         self.redis = client
         self.base = f"{prefix}:fair:{tagged('fair', client)}:"
@@ -116,6 +117,8 @@ class FairShare:
         self.creates_per_s = creates_per_s
         self.idle_s = idle_s
         self.flight_ttl_s = flight_ttl_s
+        #: A job enqueued but not yet at a worker holds others back only after this.
+        self.grace_s = grace_s
         self._script = client.register_script(FAIRSHARE_LUA)
 
     def weight(self, producer: str | None) -> float:
@@ -147,6 +150,7 @@ class FairShare:
             self.idle_s,
             self.max_in_flight,
             self.flight_ttl_s,
+            self.grace_s,
             *pairs,
         ]
         ok, reason, lead = self._run(*args)

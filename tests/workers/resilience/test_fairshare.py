@@ -284,5 +284,9 @@ def test_a_job_waits_from_its_enqueue_before_its_message_reaches_a_worker(
     assert gate.admit("a~1", "a").allowed
     gate.claimed("a~1", "a", None)
     gate.enqueued("b~1", "b", None)  # b's message is still behind a's backlog
-    assert not gate.admit("a~2", "a").allowed  # a already leaves b its turn
+    assert gate.admit("a~2", "a").allowed  # for a moment a keeps the rate (no idle API)
+    gate.claimed("a~2", "a", None)
+    clock.t += 1.5
+    assert not gate.admit("a~3", "a").allowed  # then a leaves b its turn
     assert gate.admit("b~1", "b").allowed
+    assert [s.waiting for s in gate.snapshot() if s.producer == "a"] == [{"normal": 1}]
