@@ -22,7 +22,7 @@ from devstack import emulator_service, redis_service, s3_service
 from devstack.config import DEV_TIMING, KEY_PLACEHOLDER, DevEnv, redact_url
 from devstack.errors import StartupError
 from devstack.procs import Supervisor, free_port, port_open
-from workers.contract import ALL_QUEUES
+from workers.contract import DECLARED_QUEUES
 from workers.settings import Settings
 
 #: Offsets from ``--port-base``: one port per service, in this order.
@@ -168,10 +168,17 @@ class DevStack:
         self.env.set("NBQ_RESULT_URL_ALLOW_HTTP", "true")
         for variable, value in DEV_TIMING.items():
             self.env.set_default(variable, value)
-        self._ready(Service("emulator", url, f"time scale {emulator_service.TIME_SCALE:g}"))
+        self._ready(
+            Service(
+                "emulator",
+                url,
+                f"time scale {emulator_service.TIME_SCALE:g}; images capped at "
+                f"{emulator_service.MAX_PIXELS:,} pixels, so 2K/4K come back small",
+            )
+        )
 
     def _start_worker(self) -> None:
-        queues = ",".join(ALL_QUEUES)
+        queues = ",".join(DECLARED_QUEUES)
         child = self.supervisor.start("worker", [
             sys.executable, "-m", "producers.cli.main", "worker", "--queues", queues,
             "--pool", "threads", "--concurrency", str(WORKER_CONCURRENCY),

@@ -70,6 +70,8 @@ def send_with_record(
             # flush our create alone): the caller records and sends the two-step way.
             return stamped, False
         pipeline.execute_command(*eval_args)
+        for command in store.producer_index_commands(stamped):  # GET /v1/jobs
+            pipeline.execute_command(*command)
         if also:
             pipeline.execute_command(*also)  # e.g. the fair-share gate's "enqueued"
         if store.wait_replicas:

@@ -78,6 +78,7 @@ C_STORE_RESETS: Final = "store_resets"
 C_DEAD_LETTERS_DROPPED: Final = "dead_letters_dropped"
 C_JOBS_RESCUED: Final = "jobs_rescued"
 C_JOBS_LOST: Final = "jobs_lost"
+C_NOTIFICATIONS: Final = "notifications"
 H_POLLS_PER_JOB: Final = "polls_per_job"
 H_ENQUEUE_TO_STORED: Final = "enqueue_to_stored_seconds"
 C_HTTP_REQUESTS: Final = "http_requests"
@@ -166,6 +167,12 @@ METRICS: Final[dict[str, MetricSpec]] = {
         "counter",
         ("stage",),
         "Messages for jobs whose record had vanished and that could not be rescued.",
+    ),
+    "nbq_notifications_total": MetricSpec(
+        "counter",
+        ("event", "outcome"),
+        "Completion-webhook delivery tries by event and outcome "
+        "(delivered, retried, dead, gone, refused).",
     ),
     "nbq_http_requests_total": MetricSpec(
         "counter",
@@ -505,6 +512,11 @@ def job_rescued(via: str) -> None:
 def job_lost(stage: str) -> None:
     """A message found its job's record gone and carried nothing to finish it with."""
     _count(C_JOBS_LOST, stage)
+
+
+def notification(event: str, outcome: str) -> None:
+    """A webhook delivery try ended: delivered, retried, dead (out of tries), gone, refused."""
+    _count(C_NOTIFICATIONS, event or "?", outcome)
 
 
 def http_request(method: str, route: str, status: int, seconds: float) -> None:

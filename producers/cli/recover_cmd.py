@@ -78,6 +78,8 @@ def adopt(
         err_console.print(line(("error: ", "red"), str(exc)))
         raise typer.Exit(1) from None
     record = before
+    refused = f"adopt of task {task_id} refused"
+    verdict = None  # the worker's, as soon as the record has it
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         try:
@@ -86,10 +88,20 @@ def adopt(
             break
         if record.state is not before.state or record.evolink_task_id == task_id:
             break
+        if record.updated_at > before.updated_at and (record.waiting_reason or "").startswith(
+            refused
+        ):
+            verdict = record.waiting_reason
+            break
         time.sleep(0.2)
     if as_json:
         print_json(record.public_view())
+        if verdict:
+            raise typer.Exit(1)
         return
+    if verdict:
+        err_console.print(line(f"{job_id} still {record.state.value}: {verdict}"), soft_wrap=True)
+        raise typer.Exit(1)
     if record.evolink_task_id == task_id and record.state is not JobState.FAILED:
         typer.echo(visible(f"{job_id} {record.state.value}: task {task_id} adopted"))
     elif wait_s > 0:

@@ -60,8 +60,9 @@ def test_record_message_and_sent_event_share_one_pipeline(
 
     handle = producer.enqueue(REQUEST, producer="billing", batch_id="b-1")
 
-    # one pipeline, one round trip: the message, the record, the fair-share gate's note
-    assert executed == [["LPUSH", "PUBLISH", "EVAL", "EVAL"]]
+    # One pipeline, one round trip (the producer's GET /v1/jobs index and the fair-share
+    # gate's note ride along)
+    assert executed == [["LPUSH", "PUBLISH", "EVAL", "ZADD", "ZREMRANGEBYSCORE", "EVAL"]]
 
     # The scripts travel as EVAL inside kombu's publish pipeline (never EVALSHA, which a
     # pipeline we do not execute could not recover from after a Redis restart).

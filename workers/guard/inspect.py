@@ -24,6 +24,7 @@ from workers.contract import (
     TASK_ADOPT,
     TASK_DOWNLOAD,
     TASK_GENERATE,
+    TASK_NOTIFY,
     TASK_POLL,
     TASK_RECONCILE,
     TASK_SUBMIT,
@@ -43,7 +44,7 @@ REASONS: Final = (
     "unknown_task",  # a task name that is not one of ours
     "content_type",  # not application/json in utf-8
     "oversized",  # body larger than NBQ_MAX_MESSAGE_BYTES
-    "undecodable",  # body is not valid JSON text
+    "undecodable",  # body (or a Redis list item) is not valid JSON text / its encoding
     "body_shape",  # JSON, but not [args, kwargs, embed] as Celery needs
     "bad_header",  # a header Celery reads has the wrong type or value
     "invalid_kwargs",  # arguments that fail the task's contract (job_id, request...)
@@ -51,6 +52,8 @@ REASONS: Final = (
     "expired",  # its ``expires`` has passed
     "celery_refused",  # Celery's own handlers refused it (unknown / invalid / decode)
     "handler_error",  # Celery raised while taking it (defence in depth)
+    "bad_envelope",  # a Redis list item that is JSON but not a kombu envelope (guard/envelope.py)
+    "unknown_job",  # a stage message for a job that never existed (workers/stages/stray.py)
 )
 
 #: Seconds an ETA may lie beyond the horizon: clocks of senders and workers differ.
@@ -134,6 +137,12 @@ def _check_generate(kw: Mapping[str, Any]) -> str | None:
         or _scoped("job_id", kw.get("job_id"), producer)
         or _short_str("batch_id", kw.get("batch_id"), 2 * MAX_NAME_CHARS)
         or _priority(kw.get("priority"))
+        or _short_str("notify_url", kw.get("notify_url"), 2048)
+        or (
+            "on_done must be an object"
+            if kw.get("on_done") is not None and not isinstance(kw.get("on_done"), dict)
+            else None
+        )
     )
 
 
@@ -172,18 +181,37 @@ def _check_adopt(kw: Mapping[str, Any]) -> str | None:
     )
 
 
+def _check_notify(kw: Mapping[str, Any]) -> str | None:
+    """Shape only: the URL was checked at enqueue and is checked again at connect time."""
+    for name in ("webhook_id", "event", "url"):
+        if not isinstance(kw.get(name), str):
+            return f"{name} is required (a string)"
+    if not isinstance(kw.get("payload"), dict):
+        return "payload must be an object"
+    if not _number(kw.get("first_at")) or not isinstance(kw.get("attempt", 0), int):
+        return "first_at must be a number, attempt an integer"
+    return _job_id(kw.get("job_id"), required=True)
+
+
 def _check_none(_: Mapping[str, Any]) -> str | None:
     return None
 
 
 #: Each task's parameters (in positional order) and the check of their values.
 TASK_PARAMS: Final[dict[str, tuple[tuple[str, ...], Callable[[Mapping[str, Any]], str | None]]]] = {
-    TASK_GENERATE: (("request", "job_id", "producer", "batch_id", "priority"), _check_generate),
+    TASK_GENERATE: (
+        ("request", "job_id", "producer", "batch_id", "notify_url", "on_done", "priority"),
+        _check_generate,
+    ),
     TASK_SUBMIT: (("job_id",), _check_job),
     TASK_POLL: (("job_id", "token", "evolink_task_id"), _check_poll),
     TASK_DOWNLOAD: (("job_id", "evolink_task_id"), _check_job),
     TASK_ADOPT: (("job_id", "task_id", "source"), _check_adopt),
     TASK_RECONCILE: ((), _check_none),
+    TASK_NOTIFY: (
+        ("webhook_id", "job_id", "event", "url", "payload", "first_at", "attempt"),
+        _check_notify,
+    ),
 }
 
 

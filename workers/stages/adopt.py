@@ -65,10 +65,12 @@ def adopt(
             job_id,
             expect={"callback_task_id": task_id},
         )
+        _tell_the_person(rt, job_id, task_id, "the API does not know this task", source)
         return Done("task_not_found")
     except EvolinkError as exc:
         if action_for(exc) is not Action.RETRY:
             log.warning("adopt_failed", job_id=job_id, evolink_task_id=task_id, error=exc.message)
+            _tell_the_person(rt, job_id, task_id, exc.message, source)
             return Done("adopt_failed")
         return retry(rt, RetryCause.ADOPT_FAILED, exc, attempt=retries, wait_s=exc.retry_after_s)
 
@@ -111,6 +113,16 @@ def adopt(
     from workers.stages.poll import handle_task_state
 
     return replace(handle_task_state(rt, moved, task, token), label="adopted")
+
+
+def _tell_the_person(rt: Runtime, job_id: str, task_id: str, why: str, source: Source) -> None:
+    """A person's ``nbq adopt`` waits for the worker's verdict: put it on the record."""
+    if source == "person":
+        rt.store.apply(
+            lifecycle.NOTE_ADOPT_REFUSED,
+            job_id,
+            waiting_reason=f"adopt of task {task_id} refused: {why}"[:300],
+        )
 
 
 def unknown_outcome_error(detail: str, *, waited_s: float | None = None) -> JobError:

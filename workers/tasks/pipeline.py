@@ -24,6 +24,8 @@ def generate_task(
     producer: str | None = None,
     batch_id: str | None = None,
     priority: str | None = None,
+    notify_url: str | None = None,
+    on_done: dict[str, str] | None = None,
 ) -> str:
     """Entry point for other services: record the job if new, then submit it."""
     rt = get_runtime()
@@ -35,6 +37,8 @@ def generate_task(
             producer=producer,
             batch_id=batch_id,
             priority=priority,
+            notify_url=notify_url,
+            on_done=on_done,
         )
     except STORE_UNREACHABLE as exc:  # keep the message: it may be all that is left of the job
         raise self._retry_store_outage(exc) from None
