@@ -277,12 +277,24 @@ def test_nbq_quota_shows_each_producers_share_and_waiting_jobs(
     assert "share 75% (weight 3), waiting 1 high, 1 normal" in table
 
 
+def test_an_enqueued_job_counts_at_once_by_default(
+    redis_server: RedisServer, clock: SimpleNamespace
+) -> None:
+    gate = FairShare(redis_server.client())
+    assert gate.admit("a~1", "a").allowed
+    gate.claimed("a~1", "a", None)
+    gate.enqueued("b~1", "b", None)  # b's message is still behind a's backlog
+    assert not gate.admit("a~2", "a").allowed  # a leaves b its turn already
+    assert gate.admit("b~1", "b").allowed
+
+
 def test_a_job_waits_from_its_enqueue_before_its_message_reaches_a_worker(
     redis_server: RedisServer, clock: SimpleNamespace
 ) -> None:
     gate = FairShare(redis_server.client())
     assert gate.admit("a~1", "a").allowed
     gate.claimed("a~1", "a", None)
+    gate.grace_s = 1.0  # (default 0: at once)
     gate.enqueued("b~1", "b", None)  # b's message is still behind a's backlog
     assert gate.admit("a~2", "a").allowed  # for a moment a keeps the rate (no idle API)
     gate.claimed("a~2", "a", None)
