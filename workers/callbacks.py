@@ -43,6 +43,7 @@ import json
 from enum import StrEnum
 from urllib.parse import quote
 
+from workers import tracing
 from workers.jobs import lifecycle
 from workers.jobs.state import JobState
 from workers.jobs.store import JobStore
@@ -157,7 +158,8 @@ def receive_callback(
         if not store.redis.set(dedup_key, "1", nx=True, ex=DEDUP_TTL_S):
             return _logged(CallbackOutcome.DUPLICATE, job_id, body_task_id, status)
         store.apply(lifecycle.NOTE_CALLBACK_TASK, job_id, callback_task_id=body_task_id)
-        send(Adopt(job_id, body_task_id, source="callback"))
+        with tracing.resumed(record.traceparent):  # the job's trace (if tracing is on)
+            send(Adopt(job_id, body_task_id, source="callback"))
         return _logged(CallbackOutcome.ADOPT_SENT, job_id, body_task_id, status)
     if record.state in (JobState.SUBMITTING, JobState.QUEUED) and (
         record.state is JobState.SUBMITTING or record.create_outcome_unknown
@@ -182,7 +184,8 @@ def receive_callback(
     dedup_key = f"{settings.key_prefix}:callback:{job_id}:{task_id}:{status}"
     if not store.redis.set(dedup_key, "1", nx=True, ex=DEDUP_TTL_S):
         return _logged(CallbackOutcome.DUPLICATE, job_id, task_id, status)
-    send(Poll(job_id, record.poll_token or "", evolink_task_id=task_id))
+    with tracing.resumed(record.traceparent):  # the job's trace (if tracing is on)
+        send(Poll(job_id, record.poll_token or "", evolink_task_id=task_id))
     return _logged(CallbackOutcome.POLL_SENT, job_id, task_id, status)
 
 

@@ -15,7 +15,7 @@ import redis
 from amqp.exceptions import AMQPError
 from kombu.exceptions import KombuError
 
-from workers import broker_unacked
+from workers import broker_unacked, tracing
 from workers.broker_queues import amqp_queue_lengths, queue_lengths
 from workers.broker_unacked import stale_tags
 from workers.brokers import broker_kind
@@ -30,7 +30,7 @@ from workers.resilience.credits import day_of
 from workers.runtime import Runtime
 from workers.settings import Settings
 from workers.stages.common import new_token, now
-from workers.stages.steps import Adopt, Download, Poll, Send, Submit
+from workers.stages.steps import Adopt, Download, Message, Poll, Send, Submit
 
 log = get_logger("nbq.reconcile")
 
@@ -76,6 +76,8 @@ class ReconcileReport:
 def reconcile_once(rt: Runtime, send: Send) -> ReconcileReport:
     """One pass: each re-drive is a claim on the record, then a step ``send`` dispatches."""
     report = ReconcileReport()
+    if tracing.enabled():
+        send = _in_job_trace(rt, send)
     rt.epoch().maybe_check()  # an idle worker still notices a flushed store
     stuck_after_s = rt.settings.stuck_after_s
     cutoff = now() - stuck_after_s
@@ -180,6 +182,19 @@ def reap_dead_workers(
             repolled=len(report.repolled),
         )
     return report
+
+
+def _in_job_trace(rt: Runtime, send: Send) -> Send:
+    """``send`` inside the trace the job started at its enqueue (its record's
+    ``traceparent``): a re-driven message joins the job's trace. Only with tracing on
+    (one more read of the record per re-drive)."""
+
+    def send_in_trace(step: Message) -> None:
+        record = rt.store.get(step.job_id)
+        with tracing.resumed(record.traceparent if record else None):
+            send(step)
+
+    return send_in_trace
 
 
 def _requeue_queued(rt: Runtime, send: Send, report: ReconcileReport, cutoff: float) -> None:

@@ -181,3 +181,18 @@ def test_a_live_submit_younger_than_its_time_limit_is_never_re_driven(
     monkeypatch.setattr(reconcile_stage, "submit_time_limit_s", lambda _settings: 0.2)
     assert reconcile_once(rt, steps).recovered_submitting == [job_id]
     assert rt.store.require(job_id).create_outcome_unknown is True
+
+
+def test_a_re_driven_message_is_sent_inside_the_trace_of_the_jobs_enqueue(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workers import tracing
+
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    record = JobRecord(job_id=uuid.uuid4().hex, state=JobState.DOWNLOADING, traceparent=traceparent)
+    rt.store.create(record)
+    age()
+    monkeypatch.setattr(tracing, "_on", True)  # the API alone: the context, no exporter
+    sent_in: list[str | None] = []
+    assert reconcile_once(rt, lambda step: sent_in.append(tracing.current_traceparent()))
+    assert [p and p.split("-")[1] for p in sent_in] == ["0af7651916cd43dd8448eb211c80319c"]
