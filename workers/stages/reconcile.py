@@ -25,6 +25,7 @@ from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 from workers.leases import WorkerLeases
 from workers.logs import get_logger
+from workers.notify.outbox import redeliver as redeliver_notifications
 from workers.policy.retry import MAX_QUOTA_WAIT_S
 from workers.resilience.credits import day_of
 from workers.runtime import Runtime
@@ -58,6 +59,8 @@ class ReconcileReport:
     restored_deliveries: int = 0
     #: Credit holds freed: their job was never recorded (its producer died) or has ended.
     holds_released: list[str] = field(default_factory=list)
+    #: Jobs whose end was told again from the notify outbox (its first send was lost).
+    notify_redelivered: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -70,6 +73,7 @@ class ReconcileReport:
             + len(self.readopted)
             + self.restored_deliveries
             + len(self.holds_released)
+            + len(self.notify_redelivered)
         )
 
 
@@ -115,6 +119,8 @@ def reconcile_once(rt: Runtime, send: Send) -> ReconcileReport:
     )
     _redownload(rt, send, report, download_cutoff)
     _release_stray_holds(rt, report, older_than_s=stuck_after_s)
+    # Ends whose nbq.notify / on_done send was lost with its process (the notify outbox).
+    report.notify_redelivered = redeliver_notifications(rt.store, before=cutoff, limit=BATCH)
 
     if report.total:
         log.warning(
@@ -126,6 +132,7 @@ def reconcile_once(rt: Runtime, send: Send) -> ReconcileReport:
             unknown_expired=len(report.unknown_expired),
             readopted=len(report.readopted),
             holds_released=len(report.holds_released),
+            notify_redelivered=len(report.notify_redelivered),
             restored_deliveries=report.restored_deliveries,
             dead_workers=report.dead_workers,
         )
