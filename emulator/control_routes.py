@@ -85,10 +85,17 @@ class ControlApi:
         return json_response(snapshot)
 
     async def list_tasks(self, request: Request) -> Response:
+        """Every task in create order: the emulator's own create log (which client's job
+        was created when, by its ``Idempotency-Key``), for fairness checks."""
         now = self.state.clock()
         return json_response(
             [
-                {"id": task.id, "status": task.status_at(now)[0]}
+                {
+                    "id": task.id,
+                    "status": task.status_at(now)[0],
+                    "created_at": task.created_at,
+                    "idempotency_key": task.idempotency_key,
+                }
                 for task in self.state.store.tasks.values()
             ]
         )

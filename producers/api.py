@@ -53,6 +53,7 @@ from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 from workers.logs import get_logger
 from workers.resilience.credits import CreditLedger, Hold, price_of, refusal
+from workers.resilience.fairshare import PRIORITIES
 from workers.runtime import Runtime
 from workers.settings import Settings, get_settings
 from workers.stages.cancel import cancel_job
@@ -94,6 +95,7 @@ def generate_step(record: JobRecord) -> Generate:
         request=record.request,
         producer=record.producer,
         batch_id=record.batch_id,
+        priority=record.priority,
         notify_url=record.notify_url,
         on_done=(
             {"task": record.on_done_task, "queue": record.on_done_queue}
@@ -101,6 +103,15 @@ def generate_step(record: JobRecord) -> Generate:
             else None
         ),
     )
+
+
+def _check_priority(priority: object) -> None:
+    """``high | normal | low``; anything else is the caller's error, nothing enqueued."""
+    if priority not in PRIORITIES:
+        raise InvalidRequestError(
+            f"priority {str(priority)[:20]!r}: use one of {', '.join(PRIORITIES)}",
+            field="priority",
+        )
 
 
 def validate_request(request: GenerationRequest | Mapping[str, Any]) -> GenerationRequest:
@@ -182,10 +193,14 @@ class Producer:
         job_id: str | None = None,
         producer: str | None = None,
         batch_id: str | None = None,
+        priority: str = "normal",
         notify_url: str | None = None,
         on_done: Mapping[str, str] | None = None,
     ) -> JobHandle:
         """Validate, write the job record, send ``nbq.generate``; returns the job's handle.
+
+        ``priority`` (``high | normal | low``) orders this producer's own jobs: a high job
+        goes before the producer's normal backlog, never before another producer's share.
 
         A caller-chosen ``job_id`` is scoped to ``producer``: the handle's ``job_id`` is
         the stored id (``alice~order-1``; unchanged without a producer), and another
@@ -204,6 +219,7 @@ class Producer:
                 job_id=job_id,
                 producer=producer,
                 batch_id=batch_id,
+                priority=priority,
                 notify_url=notify_url,
                 on_done=on_done,
             )
@@ -218,10 +234,12 @@ class Producer:
         job_id: str | None,
         producer: str | None,
         batch_id: str | None,
+        priority: str,
         notify_url: str | None,
         on_done: Mapping[str, str] | None,
     ) -> JobHandle:
         valid = validate_request(request)
+        _check_priority(priority)
         for name, value in (("job_id", job_id), ("producer", producer), ("batch_id", batch_id)):
             if value is not None and not isinstance(value, str):
                 raise InvalidRequestError(
@@ -258,12 +276,18 @@ class Producer:
                     producer=producer,
                     batch_id=batch_id,
                     held=held,
+                    priority=priority,
                     notify_url=notify_url,
                     on_done=done,
                 )
         elif job_id is None and self._one_trip:
             return self._enqueue_new(
-                valid, producer=producer, batch_id=batch_id, notify_url=notify_url, on_done=done
+                valid,
+                producer=producer,
+                batch_id=batch_id,
+                notify_url=notify_url,
+                on_done=done,
+                priority=priority,
             )
         record = intake(
             self.runtime,
@@ -272,6 +296,7 @@ class Producer:
             producer=producer,
             batch_id=batch_id,
             held=held,
+            priority=priority,
             notify_url=notify_url,
             on_done=done,
         )
@@ -352,6 +377,7 @@ class Producer:
         batch_id: str | None,
         job_id: str | None = None,
         held: Hold | None = None,
+        priority: str = "normal",
         notify_url: str | None = None,
         on_done: tuple[str, str] | None = None,
     ) -> JobHandle:
@@ -361,6 +387,7 @@ class Producer:
             request=valid.to_api_json(),
             producer=producer,
             batch_id=batch_id,
+            priority=priority,
             traceparent=tracing.current_traceparent(),
             notify_url=notify_url,
             on_done_task=on_done[0] if on_done else None,
@@ -369,7 +396,13 @@ class Producer:
         )
         try:
             record, batched = send_with_record(
-                self.dispatcher, self.runtime.store, record, generate_step(record)
+                self.dispatcher,
+                self.runtime.store,
+                record,
+                generate_step(record),
+                also=self.runtime.fair().enqueued_command(
+                    record.job_id, record.producer, record.priority
+                ),
             )
         except _BROKER_ERRORS as exc:
             # The pipeline broke somewhere: the message, the record, both or neither may
@@ -388,6 +421,7 @@ class Producer:
             self.runtime.store.create(record)  # idempotent: keeps a record already written
         except _BROKER_ERRORS as exc:
             raise EnqueueUncertainError(record.job_id, reason or type(exc).__name__) from exc
+        self.runtime.fair().enqueued(record.job_id, record.producer, record.priority)
         try:
             self.dispatcher.send(generate_step(record))
         except _BROKER_ERRORS as exc:

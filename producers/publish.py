@@ -23,6 +23,9 @@ reconciler, so nothing is lost.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from workers.dispatch import Dispatcher
 from workers.jobs.record import JobRecord
 from workers.jobs.store import JobStore
@@ -42,7 +45,12 @@ def one_trip_possible(settings: Settings) -> bool:
 
 
 def send_with_record(
-    dispatcher: Dispatcher, store: JobStore, record: JobRecord, step: Generate
+    dispatcher: Dispatcher,
+    store: JobStore,
+    record: JobRecord,
+    step: Generate,
+    *,
+    also: Sequence[Any] = (),
 ) -> tuple[JobRecord, bool]:
     """Publish ``nbq.generate`` and create ``record`` in one pipeline.
 
@@ -64,6 +72,8 @@ def send_with_record(
         pipeline.execute_command(*eval_args)
         for command in store.producer_index_commands(stamped):  # GET /v1/jobs
             pipeline.execute_command(*command)
+        if also:
+            pipeline.execute_command(*also)  # e.g. the fair-share gate's "enqueued"
         if store.wait_replicas:
             # WAIT must run on the connection that wrote; to read its reply we execute
             # kombu's pipeline here (kombu's own flush then finds it empty).

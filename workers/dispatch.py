@@ -39,25 +39,32 @@ class Envelope:
     after_s: float = 0.0
 
 
+def _generate_kwargs(step: Generate) -> dict[str, Any]:
+    """``nbq.generate``'s arguments; optional ones only when set (older workers read ours)."""
+    kwargs: dict[str, Any] = {
+        "request": step.request,
+        "job_id": step.job_id,
+        "producer": step.producer,
+    }
+    if step.batch_id is not None:
+        kwargs["batch_id"] = step.batch_id
+    if step.priority != "normal":
+        kwargs["priority"] = step.priority  # absent = normal
+    if step.notify_url is not None:
+        kwargs["notify_url"] = step.notify_url
+    if step.on_done is not None:
+        kwargs["on_done"] = step.on_done
+    return kwargs
+
+
 def envelope(step: Message) -> Envelope:
     """The message for ``step`` (pure: what ``send`` publishes, uncapped)."""
     if isinstance(step, Generate):
-        kwargs: dict[str, Any] = {
-            "request": step.request,
-            "job_id": step.job_id,
-            "producer": step.producer,
-        }
-        if step.batch_id is not None:
-            kwargs["batch_id"] = step.batch_id
-        if step.notify_url is not None:
-            kwargs["notify_url"] = step.notify_url
-        if step.on_done is not None:
-            kwargs["on_done"] = step.on_done
-        return Envelope(TASK_GENERATE, kwargs)
+        return Envelope(TASK_GENERATE, _generate_kwargs(step))
     if isinstance(step, Submit):
         return Envelope(TASK_SUBMIT, {"job_id": step.job_id}, step.after_s)
     if isinstance(step, Poll):
-        kwargs = {"job_id": step.job_id, "token": step.token}
+        kwargs: dict[str, Any] = {"job_id": step.job_id, "token": step.token}
         if step.evolink_task_id:
             kwargs["evolink_task_id"] = step.evolink_task_id  # lets a vanished job be rescued
         return Envelope(TASK_POLL, kwargs, step.after_s)

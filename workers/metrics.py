@@ -70,6 +70,7 @@ C_API_CALLS: Final = "api_calls"
 C_BYTES_STORED: Final = "bytes_stored"
 C_CREDITS_RESERVED: Final = "credits_reserved"
 C_LIMITER_WAITS: Final = "limiter_waits"
+C_FAIR_SHARE: Final = "fair_share"
 C_BREAKER_TRANSITIONS: Final = "quota_breaker_transitions"
 C_METRICS_ERRORS: Final = "metrics_errors"
 C_DEAD_LETTERS: Final = "dead_letters"
@@ -130,6 +131,12 @@ METRICS: Final[dict[str, MetricSpec]] = {
     ),
     "nbq_limiter_waits_total": MetricSpec(
         "counter", ("kind",), "Times a stage waited for a shared limiter token."
+    ),
+    "nbq_fair_share_total": MetricSpec(
+        "counter",
+        ("producer", "outcome"),
+        "Fair-share gate answers per producer (the configured ones, else 'other'): "
+        "admitted, or deferred for fair_share | priority | producer_in_flight.",
     ),
     "nbq_queue_length": MetricSpec("gauge", ("queue",), "Messages waiting in a Celery queue."),
     "nbq_broker_unacked_messages": MetricSpec(
@@ -474,6 +481,12 @@ def quota_breaker(open_: bool) -> None:
 def limiter_wait(kind: str) -> None:
     """A stage had to wait for a token of the shared limiter (create|query|inflight)."""
     _count(C_LIMITER_WAITS, kind)
+
+
+def fair_share(producer: str, outcome: str) -> None:
+    """The fair-share gate's answer for a job of ``producer`` (a bounded label: the caller
+    passes a configured producer or ``other``)."""
+    _count(C_FAIR_SHARE, producer, outcome)
 
 
 def dead_letter(queue: str, reason: str) -> None:

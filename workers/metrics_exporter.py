@@ -47,6 +47,7 @@ _COUNTERS: tuple[tuple[str, str], ...] = (
     ("nbq_bytes_stored_total", m.C_BYTES_STORED),
     ("nbq_credits_reserved_total", m.C_CREDITS_RESERVED),
     ("nbq_limiter_waits_total", m.C_LIMITER_WAITS),
+    ("nbq_fair_share_total", m.C_FAIR_SHARE),
     ("nbq_quota_breaker_transitions_total", m.C_BREAKER_TRANSITIONS),
     ("nbq_dead_letters_total", m.C_DEAD_LETTERS),
     ("nbq_dead_letters_dropped_total", m.C_DEAD_LETTERS_DROPPED),

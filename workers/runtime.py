@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from workers.evolink.client import EvolinkClient
     from workers.jobs.durability import EpochWatcher
     from workers.resilience.credits import CreditLedger
+    from workers.resilience.fairshare import FairShare
     from workers.security.urlguard import UrlPolicy
     from workers.stages.steps import Notify
     from workers.storage.s3 import ObjectStore
@@ -53,6 +54,7 @@ class Runtime:
     _broker: Redis | None = None
     _epoch: EpochWatcher | None = None
     _credits: CreditLedger | None = None
+    _fair: FairShare | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
@@ -122,6 +124,21 @@ class Runtime:
             objects.ensure_bucket()  # once per process; a fresh MinIO has no bucket yet
             self._objects = objects
         return self._objects
+
+    def fair(self) -> FairShare:
+        """The fair-share gate between producers (workers/resilience/fairshare.py)."""
+        if self._fair is None:
+            from workers.resilience.fairshare import FairShare, parse_weights
+
+            self._fair = FairShare(
+                self.redis,
+                prefix=self.settings.key_prefix,
+                weights=parse_weights(self.settings.producer_weights),
+                max_in_flight=self.settings.max_in_flight_per_producer,
+                creates_per_s=self.settings.creates_per_s,
+                flight_ttl_s=self.settings.poll_deadline_s + 600,
+            )
+        return self._fair
 
     def credits(self) -> CreditLedger:
         """The day's credit book with this process's budgets (workers/resilience/credits.py)."""

@@ -157,6 +157,10 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(0, ge=0)
     credit_limit_daily: float = Field(0.0, ge=0)  # 0 = unlimited
     credit_limit_daily_per_producer: float = Field(0.0, ge=0)  # per named producer; 0 = none
+    # Fair share of creates between producers (workers/resilience/fairshare.py):
+    # "shop:3,batch-jobs:1"; unnamed producers (and jobs without one) weigh 1.
+    producer_weights: str = ""
+    max_in_flight_per_producer: int = Field(0, ge=0)  # 0 = no per-producer cap
     reconcile_interval_s: float = Field(30.0, gt=0)
     reconcile_in_worker: bool = True  # every worker runs the (idempotent) reconciler loop
     stuck_after_s: float = Field(120.0, gt=0)
@@ -264,6 +268,14 @@ class Settings(BaseSettings):
                         f"{ENV_PREFIX}{name.upper()}_FILE: cannot read {path}: {exc.strerror}"
                     ) from None
         return data
+
+    @field_validator("producer_weights")
+    @classmethod
+    def _weights(cls, value: str) -> str:
+        from workers.resilience.fairshare import parse_weights
+
+        parse_weights(value)  # a ValueError names the bad part
+        return value
 
     @field_validator("submit_time_limit_s")
     @classmethod

@@ -151,6 +151,13 @@ def submit(
         str | None,
         typer.Option("--producer", help="Your producer name: --job-id is scoped to it."),
     ] = None,
+    priority: Annotated[
+        str,
+        typer.Option(
+            help="high, normal or low: order among your producer's own jobs (never before "
+            "another producer's share).",
+        ),
+    ] = "normal",
     notify_url: Annotated[
         str | None,
         typer.Option("--notify-url", help="https URL told when the job ends (signed webhook)."),
@@ -173,7 +180,11 @@ def submit(
     producer = _reachable_producer(as_json=as_json)
     try:
         handle = producer.enqueue(
-            request, job_id=job_id, producer=producer_name, notify_url=notify_url
+            request,
+            job_id=job_id,
+            producer=producer_name,
+            notify_url=notify_url,
+            priority=priority,
         )
         warn_if_unconsumed(producer)
         if not wait_:

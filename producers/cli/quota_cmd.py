@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from workers.cli.common import console, fail_on_config_error, print_json, shown
+from workers.cli.common import console, fail_on_config_error, line, print_json, shown
 
 
 def register(app: typer.Typer) -> None:
@@ -31,6 +31,7 @@ def quota(
         console.print("breaker closed" if was_open else "breaker was not open")
     status = rt.breaker.status()
     waiting = rt.store.count_in_state(JobState.QUEUED)
+    shares = rt.fair().snapshot()
     data = {
         "state": status.state,
         "kind": status.kind,
@@ -40,6 +41,17 @@ def quota(
         "next_probe_at": status.next_probe_at,
         "trips": status.trips,
         "jobs_waiting": waiting,
+        # The fair-share gate (workers/resilience/fairshare.py): producers whose jobs
+        # asked for a create lately; "" = jobs without a producer.
+        "producers": {
+            share.producer: {
+                "waiting": share.waiting,
+                "weight": share.weight,
+                "share": round(share.share, 4),
+                "in_flight": share.in_flight,
+            }
+            for share in shares
+        },
     }
     if as_json:
         print_json(data)
@@ -54,6 +66,13 @@ def quota(
         table.add_row("message", shown(status.message or ""))
         table.add_row("next probe", _ago(status.next_probe_at))
     table.add_row("jobs waiting", str(waiting))
+    for share in shares:
+        counts = ", ".join(f"{n} {priority}" for priority, n in share.waiting.items())
+        table.add_row(
+            line("  ", share.producer or "(no producer)"),
+            f"share {share.share:.0%} (weight {share.weight:g}), waiting {counts}, "
+            f"in flight {share.in_flight}",
+        )
     console.print(table)
 
 

@@ -80,6 +80,7 @@ def enqueue_one(
             job_id=job_id,
             producer=producer,
             batch_id=batch_id,
+            priority=body.priority,
             notify_url=body.notify_url or notify_url,
             on_done=body.on_done.model_dump() if body.on_done else None,
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
@@ -38,6 +38,9 @@ class JobCreate(GenerationRequest):
     """
 
     job_id: str | None = Field(default=None, min_length=1, max_length=128)
+    #: Order within this producer's own jobs (the fair-share gate): a high job goes before
+    #: its normal backlog, never before another producer's share.
+    priority: Literal["high", "normal", "low"] = "normal"
     notify_url: str | None = Field(
         default=None,
         max_length=2048,
@@ -57,7 +60,9 @@ class JobCreate(GenerationRequest):
 
     def request_fields(self) -> dict[str, Any]:
         return self.model_dump(
-            mode="json", exclude={"job_id", "notify_url", "on_done"}, exclude_none=True
+            mode="json",
+            exclude={"job_id", "notify_url", "on_done", "priority"},
+            exclude_none=True,
         )
 
 

@@ -34,6 +34,7 @@ from workers.deadletters import DeadLetter, DeadLetterStats
 from workers.jobs.record import JobError, JobRecord, StoredObject
 from workers.jobs.state import JobState
 from workers.resilience.breaker import BreakerStatus
+from workers.resilience.fairshare import ProducerShare
 
 #: Escapes (OSC title, clear screen, 8-bit CSI), markup (an OSC-8 link), a bidi override.
 HOSTILE = "j\x1b]0;PWNED\x07\x1b[2J\x9b31m[link=https://evil.example/]x[/link]\u202eok"
@@ -178,7 +179,9 @@ def quota_seam(mp: pytest.MonkeyPatch, value: str) -> None:
     status = BreakerStatus(state="open", kind=value, since=1.0, code=value, message=value)
     breaker = type("B", (), {"status": lambda _s: status, "close": lambda _s: True})()
     store = type("S", (), {"count_in_state": lambda _s, _st: 3})()
-    runtime = type("RT", (), {"breaker": breaker, "store": store})()
+    share = ProducerShare(value, {"high": 1}, 1.0, 1.0, 0)
+    fair = type("F", (), {"snapshot": lambda _s: [share]})()
+    runtime = type("RT", (), {"breaker": breaker, "store": store, "fair": lambda _s: fair})()
     mp.setattr("workers.runtime.get_runtime", lambda: runtime)
 
 

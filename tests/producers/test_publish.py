@@ -60,12 +60,13 @@ def test_record_message_and_sent_event_share_one_pipeline(
 
     handle = producer.enqueue(REQUEST, producer="billing", batch_id="b-1")
 
-    # One pipeline, one round trip (the producer's GET /v1/jobs index rides along)
-    assert executed == [["LPUSH", "PUBLISH", "EVAL", "ZADD", "ZREMRANGEBYSCORE"]]
+    # One pipeline, one round trip (the producer's GET /v1/jobs index and the fair-share
+    # gate's note ride along)
+    assert executed == [["LPUSH", "PUBLISH", "EVAL", "ZADD", "ZREMRANGEBYSCORE", "EVAL"]]
 
-    # The create script travels as EVAL inside kombu's publish pipeline (never EVALSHA,
-    # which a pipeline we do not execute could not recover from after a Redis restart).
-    assert (_calls(redis_server, "eval"), _calls(redis_server, "evalsha")) == (1, 0)
+    # The scripts travel as EVAL inside kombu's publish pipeline (never EVALSHA, which a
+    # pipeline we do not execute could not recover from after a Redis restart).
+    assert (_calls(redis_server, "eval"), _calls(redis_server, "evalsha")) == (2, 0)
     assert (_calls(redis_server, "lpush"), _calls(redis_server, "publish")) == (1, 1)
     record = producer.status(handle.job_id)
     assert record.state is JobState.QUEUED

@@ -136,6 +136,7 @@ def _check_generate(kw: Mapping[str, Any]) -> str | None:
         _short_str("producer", producer, MAX_NAME_CHARS, pattern=True)
         or _scoped("job_id", kw.get("job_id"), producer)
         or _short_str("batch_id", kw.get("batch_id"), 2 * MAX_NAME_CHARS)
+        or _priority(kw.get("priority"))
         or _short_str("notify_url", kw.get("notify_url"), 2048)
         or (
             "on_done must be an object"
@@ -143,6 +144,13 @@ def _check_generate(kw: Mapping[str, Any]) -> str | None:
             else None
         )
     )
+
+
+def _priority(value: object) -> str | None:
+    """``high | normal | low`` (absent = normal): the fair-share gate's order."""
+    if value is None or value in ("high", "normal", "low"):
+        return None
+    return "priority must be one of high, normal, low"
 
 
 def _task_id(kw: Mapping[str, Any]) -> str | None:
@@ -192,7 +200,7 @@ def _check_none(_: Mapping[str, Any]) -> str | None:
 #: Each task's parameters (in positional order) and the check of their values.
 TASK_PARAMS: Final[dict[str, tuple[tuple[str, ...], Callable[[Mapping[str, Any]], str | None]]]] = {
     TASK_GENERATE: (
-        ("request", "job_id", "producer", "batch_id", "notify_url", "on_done"),
+        ("request", "job_id", "producer", "batch_id", "notify_url", "on_done", "priority"),
         _check_generate,
     ),
     TASK_SUBMIT: (("job_id",), _check_job),

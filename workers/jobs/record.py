@@ -45,6 +45,8 @@ class JobRecord(BaseModel):
     request: dict[str, Any] = Field(default_factory=dict)
     producer: str | None = None
     batch_id: str | None = None
+    #: high | normal | low: order within the producer's own jobs (the fair-share gate).
+    priority: str = "normal"
     evolink_task_id: str | None = None
     progress: int = 0
     attempts: int = 0  # API create calls made (each possibly paid): the create attempts

@@ -41,6 +41,7 @@ def intake(
     producer: str | None = None,
     batch_id: str | None = None,
     held: Hold | None = None,
+    priority: str | None = None,
     notify_url: str | None = None,
     on_done: tuple[str, str] | dict[str, str] | None = None,
 ) -> JobRecord | None:
@@ -96,12 +97,13 @@ def intake(
         held = ledger.hold(job_id, price_of(api_json), producer=producer)
         if not held.held:
             return _refused(rt, job_id, producer, batch_id, api_json, held)
-    record, _ = rt.store.create(
+    record, created = rt.store.create(
         JobRecord(
             job_id=job_id,
             request=api_json,
             producer=producer,
             batch_id=batch_id,
+            priority=priority or "normal",
             traceparent=tracing.current_traceparent(),
             notify_url=notify_url,
             on_done_task=on_done[0] if isinstance(on_done, tuple) else None,
@@ -109,6 +111,8 @@ def intake(
             **(held.record_fields() if held else {}),
         )
     )
+    if created:
+        rt.fair().enqueued(job_id, producer, record.priority)  # it waits from now on
     return record
 
 

@@ -46,6 +46,7 @@ class Generate:
     request: dict[str, Any]
     producer: str | None = None
     batch_id: str | None = None
+    priority: str = "normal"
     notify_url: str | None = None
     on_done: dict[str, str] | None = None
     label: str = "generate"

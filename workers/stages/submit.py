@@ -19,6 +19,7 @@ from workers.leases import claim_owner
 from workers.policy.errors import Action, action_for
 from workers.policy.retry import RetryCause
 from workers.resilience.credits import BUDGET_EXCEEDED, Hold, price_of, refusal
+from workers.resilience.fairshare import fair_gate
 from workers.runtime import Runtime
 from workers.stages.common import error_from, fail_job, log, new_token, now, retry
 from workers.stages.steps import Adopt, Done, Fail, Poll, Step, Submit
@@ -90,6 +91,7 @@ def submit(
     )
     if not won or claimed is None:
         return Done("lost_race")
+    rt.fair().claimed(job_id, record.producer, record.priority)
     if held is not None and record.credits_held_on not in (None, held.day):
         # Queued on an earlier day: it now holds on today's book; the old hold goes.
         rt.credits().release(job_id, producer=record.producer, held_on=record.credits_held_on)
@@ -142,8 +144,12 @@ def _wait_before_create(rt: Runtime, record: JobRecord) -> tuple[str, float] | N
     ):
         metrics.limiter_wait("inflight")
         return "in_flight_limit", rt.settings.poll_min_interval_s * 2
+    shared = fair_gate(rt, record)
+    if shared is not None:
+        return shared
     wait_s = rt.limiter.acquire("create")
     if wait_s > 0:
+        rt.fair().refund(record.producer)
         return "rate_limit", wait_s
     return None
 

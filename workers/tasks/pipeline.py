@@ -23,6 +23,7 @@ def generate_task(
     job_id: str | None = None,
     producer: str | None = None,
     batch_id: str | None = None,
+    priority: str | None = None,
     notify_url: str | None = None,
     on_done: dict[str, str] | None = None,
 ) -> str:
@@ -35,6 +36,7 @@ def generate_task(
             job_id=job_id,
             producer=producer,
             batch_id=batch_id,
+            priority=priority,
             notify_url=notify_url,
             on_done=on_done,
         )
