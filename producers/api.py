@@ -79,14 +79,19 @@ _BROKER_ERRORS = (KombuError, redis.RedisError, OSError)
 log = get_logger("nbq.producer")
 
 
-def generate_step(record: JobRecord) -> Generate:
+def generate_step(record: JobRecord, settings: Settings | None = None) -> Generate:
     """``nbq.generate`` for a recorded job: enough for a worker to write the same record
-    itself (the request as its validated API JSON)."""
+    itself (the request as its validated API JSON), with the producer's proof when
+    ``settings`` hold NBQ_PRODUCER_SECRET (a worker that reads the message before the
+    record records it only with that proof: workers/producer_keys.py)."""
+    from workers.producer_keys import proof_for
+
     return Generate(
         job_id=record.job_id,
         request=record.request,
         producer=record.producer,
         batch_id=record.batch_id,
+        producer_proof=proof_for(settings, record.producer, record.job_id) if settings else None,
     )
 
 
@@ -184,7 +189,7 @@ class Producer:
         missing message after NBQ_STUCK_AFTER_S); the caller still learns of it, with the
         id to enqueue again (idempotent) if it wants to be sure now."""
         try:
-            self.dispatcher.send(generate_step(record))
+            self.dispatcher.send(generate_step(record, self.settings))
         except _BROKER_ERRORS as exc:
             raise EnqueueUncertainError(
                 record.job_id,
@@ -204,7 +209,7 @@ class Producer:
         )
         try:
             record, batched = send_with_record(
-                self.dispatcher, self.runtime.store, record, generate_step(record)
+                self.dispatcher, self.runtime.store, record, generate_step(record, self.settings)
             )
         except _BROKER_ERRORS as exc:
             # The pipeline broke somewhere: the message, the record, both or neither may
@@ -224,7 +229,7 @@ class Producer:
         except _BROKER_ERRORS as exc:
             raise EnqueueUncertainError(record.job_id, reason or type(exc).__name__) from exc
         try:
-            self.dispatcher.send(generate_step(record))
+            self.dispatcher.send(generate_step(record, self.settings))
         except _BROKER_ERRORS as exc:
             log.warning(
                 "enqueue_message_not_sent",

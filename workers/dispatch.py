@@ -42,6 +42,8 @@ def envelope(step: Message) -> Envelope:
         }
         if step.batch_id is not None:
             kwargs["batch_id"] = step.batch_id
+        if step.producer_proof is not None:
+            kwargs["producer_proof"] = step.producer_proof
         return Envelope(TASK_GENERATE, kwargs)
     if isinstance(step, Submit):
         return Envelope(TASK_SUBMIT, {"job_id": step.job_id}, step.after_s)
@@ -56,9 +58,14 @@ def envelope(step: Message) -> Envelope:
             kwargs["evolink_task_id"] = step.evolink_task_id
         return Envelope(TASK_DOWNLOAD, kwargs)
     if isinstance(step, Adopt):
-        return Envelope(
-            TASK_ADOPT, {"job_id": step.job_id, "task_id": step.task_id, "source": step.source}
-        )
+        adopt: dict[str, Any] = {
+            "job_id": step.job_id,
+            "task_id": step.task_id,
+            "source": step.source,
+        }
+        if step.accept_may_pay_twice:
+            adopt["accept_may_pay_twice"] = True
+        return Envelope(TASK_ADOPT, adopt)
     raise TypeError(f"not a message step: {step!r}")
 
 

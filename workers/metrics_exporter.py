@@ -52,6 +52,7 @@ _COUNTERS: tuple[tuple[str, str], ...] = (
     ("nbq_store_resets_total", m.C_STORE_RESETS),
     ("nbq_jobs_rescued_total", m.C_JOBS_RESCUED),
     ("nbq_jobs_lost_total", m.C_JOBS_LOST),
+    ("nbq_ownership_refused_total", m.C_OWNERSHIP_REFUSED),
 )
 _HISTOGRAMS: tuple[tuple[str, str], ...] = (
     ("nbq_polls_per_job", m.H_POLLS_PER_JOB),

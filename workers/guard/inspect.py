@@ -132,6 +132,7 @@ def _check_generate(kw: Mapping[str, Any]) -> str | None:
         _short_str("producer", producer, MAX_NAME_CHARS, pattern=True)
         or _scoped("job_id", kw.get("job_id"), producer)
         or _short_str("batch_id", kw.get("batch_id"), 2 * MAX_NAME_CHARS)
+        or _short_str("producer_proof", kw.get("producer_proof"), MAX_TOKEN_CHARS)
     )
 
 
@@ -156,6 +157,8 @@ def _check_adopt(kw: Mapping[str, Any]) -> str | None:
     source = kw.get("source")
     if source is not None and source not in ("callback", "person"):
         return "source must be 'callback' or 'person'"
+    if kw.get("accept_may_pay_twice") not in (None, True, False):
+        return "accept_may_pay_twice must be true or false"
     return (
         _job_id(kw.get("job_id"), required=True)
         or ("task_id is required" if kw.get("task_id") is None else None)
@@ -169,11 +172,14 @@ def _check_none(_: Mapping[str, Any]) -> str | None:
 
 #: Each task's parameters (in positional order) and the check of their values.
 TASK_PARAMS: Final[dict[str, tuple[tuple[str, ...], Callable[[Mapping[str, Any]], str | None]]]] = {
-    TASK_GENERATE: (("request", "job_id", "producer", "batch_id"), _check_generate),
+    TASK_GENERATE: (
+        ("request", "job_id", "producer", "batch_id", "producer_proof"),
+        _check_generate,
+    ),
     TASK_SUBMIT: (("job_id",), _check_job),
     TASK_POLL: (("job_id", "token", "evolink_task_id"), _check_poll),
     TASK_DOWNLOAD: (("job_id", "evolink_task_id"), _check_job),
-    TASK_ADOPT: (("job_id", "task_id", "source"), _check_adopt),
+    TASK_ADOPT: (("job_id", "task_id", "source", "accept_may_pay_twice"), _check_adopt),
     TASK_RECONCILE: ((), _check_none),
 }
 

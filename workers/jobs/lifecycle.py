@@ -175,6 +175,19 @@ MANUAL_ADOPT = _move(
     unsets=_ADOPT_UNSETS,
     doc="a task a person found (`nbq adopt`), re-fetched, is taken",
 )
+ADOPT_FAILED_TASK = _move(
+    "adopt_failed_task",
+    (U,),
+    JobState.FAILED,
+    unsets=("waiting_reason", "outcome_deadline_at", "callback_task_id", "result_urls"),
+    doc="the task to adopt had failed: the job ends failed with its reason (never pays again)",
+)
+NOTE_FAILED_TASK_ADOPTED = _note(
+    "note_failed_task_adopted",
+    (JobState.FAILED,),
+    unsets=("callback_task_id",),
+    doc="a person attached a task that had failed: the job stays failed with its reason",
+)
 FORGET_DENIED_TASK = _note(
     "forget_denied_task",
     (U, JobState.FAILED),
@@ -271,6 +284,8 @@ ALL: tuple[Transition, ...] = (
     STORED,
     ADOPT,
     MANUAL_ADOPT,
+    ADOPT_FAILED_TASK,
+    NOTE_FAILED_TASK_ADOPTED,
     FORGET_DENIED_TASK,
     NOTE_CALLBACK_TASK,
     NOTE_EARLY_CALLBACK,

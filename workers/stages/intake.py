@@ -32,6 +32,13 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def _proven(rt: Runtime, producer: str, job_id: str | None, proof: str | None) -> bool:
+    """A raw message speaks for ``producer`` only with the proof for its own job id."""
+    from workers.producer_keys import proof_matches
+
+    return job_id is not None and proof_matches(rt.settings, producer, job_id, proof)
+
+
 def intake(
     rt: Runtime,
     *,
@@ -39,10 +46,15 @@ def intake(
     job_id: str | None,
     producer: str | None = None,
     batch_id: str | None = None,
+    raw: bool = False,
+    producer_proof: str | None = None,
 ) -> JobRecord | None:
     """The job's record: existing, new and queued, or new and failed (invalid request).
 
-    Returns None only when the job id itself is unusable (nothing can be recorded).
+    ``raw``: the call comes from a broker message (``nbq.generate``), not from a producer
+    in this process: a new job may name a producer only with its ``producer_proof``
+    (workers/producer_keys.py). Returns None when the job id itself is unusable or the
+    producer is not proven (nothing is recorded).
     """
     try:
         # Ids are scoped per producer (workers/jobs/ids.py): another producer's job is
@@ -58,6 +70,16 @@ def intake(
         existing = rt.store.get(job_id)
         if existing is not None:
             return existing
+    if raw and producer is not None and not _proven(rt, producer, chosen, producer_proof):
+        metrics.ownership_refused("generate", "unproven_producer")
+        log.warning(
+            "intake_refused",
+            job_id=job_id,
+            producer=producer,
+            reason="the message names a producer without a valid producer_proof "
+            "(docs/security.md: producer identity)",
+        )
+        return None
     try:
         valid = (
             request

@@ -45,6 +45,8 @@ class Generate:
     request: dict[str, Any]
     producer: str | None = None
     batch_id: str | None = None
+    #: Proof that the sender speaks for ``producer`` (``workers.producer_keys``).
+    producer_proof: str | None = None
     label: str = "generate"
 
 
@@ -77,6 +79,8 @@ class Adopt:
     job_id: str
     task_id: str
     source: Literal["callback", "person"] = "callback"
+    #: A person accepted that a task found failed may be re-created (a new paid create).
+    accept_may_pay_twice: bool = False
     label: str = "adopt"
 
 

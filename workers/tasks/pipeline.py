@@ -23,11 +23,20 @@ def generate_task(
     job_id: str | None = None,
     producer: str | None = None,
     batch_id: str | None = None,
+    producer_proof: str | None = None,
 ) -> str:
     """Entry point for other services: record the job if new, then submit it."""
     rt = get_runtime()
     try:
-        record = intake(rt, request=request, job_id=job_id, producer=producer, batch_id=batch_id)
+        record = intake(
+            rt,
+            request=request,
+            job_id=job_id,
+            producer=producer,
+            batch_id=batch_id,
+            raw=True,
+            producer_proof=producer_proof,
+        )
     except STORE_UNREACHABLE as exc:  # keep the message: it may be all that is left of the job
         raise self._retry_store_outage(exc) from None
     if record is None or record.is_terminal:
@@ -71,9 +80,21 @@ def download_task(self: StageTask, job_id: str, evolink_task_id: str | None = No
 
 
 @app.task(name=TASK_ADOPT, base=StageTask, bind=True, acks_late=True, reject_on_worker_lost=True)
-def adopt_task(self: StageTask, job_id: str, task_id: str, source: str = "callback") -> str:
+def adopt_task(
+    self: StageTask,
+    job_id: str,
+    task_id: str,
+    source: str = "callback",
+    accept_may_pay_twice: bool = False,
+) -> str:
     """Re-fetch a task a callback or a person named and make it the job's (state-guarded)."""
     kind: adopt_stage.Source = "person" if source == "person" else "callback"
     return self.run_stage(
-        adopt_stage.adopt, get_runtime(), job_id=job_id, task_id=task_id, source=kind
+        adopt_stage.adopt,
+        get_runtime(),
+        job_id=job_id,
+        task_id=task_id,
+        source=kind,
+        # Only a person may accept a new paid create; a callback never can.
+        accept_may_pay_twice=accept_may_pay_twice is True and kind == "person",
     )
