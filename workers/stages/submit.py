@@ -352,7 +352,7 @@ def _callback_url(rt: Runtime, record: JobRecord) -> str | None:
     """The per-job callback URL when NBQ_PUBLIC_CALLBACK_URL is set; None means poll only."""
     from workers.callbacks import callback_url
 
-    return callback_url(rt.settings, record.job_id)
+    return callback_url(rt.settings, record.job_id, record.create_seq)
 
 
 def _first_poll_estimate_s(rt: Runtime, record: JobRecord, estimated: float | None) -> float | None:
