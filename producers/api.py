@@ -36,7 +36,7 @@ from producers.errors import (
 from producers.publish import one_trip_possible, send_with_record
 from workers.dispatch import Dispatcher
 from workers.errors import PipelineError
-from workers.evolink.models import GenerationRequest
+from workers.evolink.models import GenerationRequest, Task
 from workers.extras import MissingExtraError
 from workers.jobs.durability import check_settings_stores
 from workers.jobs.ids import (
@@ -316,17 +316,36 @@ class Producer:
         self.dispatcher.send(Submit(job_id))
         return record
 
-    def adopt(self, job_id: str, task_id: str) -> JobRecord:
+    def adopt(self, job_id: str, task_id: str, *, accept_may_pay_twice: bool = False) -> JobRecord:
         """Attach a task a person found (``nbq adopt``) to a failed or unknown-outcome job.
 
-        A worker re-fetches the task and, if the API knows it, moves the job on to polling
-        (``nbq.adopt``); returns the record as it was when the request was sent.
+        A worker re-fetches the task and, if the API knows it and it is the job's (no other
+        job owns it, it was not created before the job's first create), moves the job on
+        to polling (``nbq.adopt``); returns the record as it was when the request was sent.
+        A task owned by another job raises :class:`JobActionRefusedError` here already.
+        Adoption never pays: a task that had failed ends the job failed with its reason,
+        unless ``accept_may_pay_twice`` (``--yes``, as for :meth:`retry`) lets a retryable
+        failure be re-created.
         """
         from workers.stages import manual
 
         record = manual.check_adoptable(self.runtime.store, job_id, task_id)
-        self.dispatcher.send(Adopt(job_id, task_id, source="person"))
+        self.dispatcher.send(
+            Adopt(job_id, task_id, source="person", accept_may_pay_twice=accept_may_pay_twice)
+        )
         return record
+
+    def task_facts(self, task_id: str) -> Task | None:
+        """The task as the API shows it (its ``created`` time, status), or None when this
+        process has no API key or the API cannot say (for ``nbq adopt``'s check)."""
+        if self.runtime.settings.evolink_api_key is None:
+            return None
+        from workers.evolink.errors import EvolinkError
+
+        try:
+            return self.runtime.api().get_task(task_id)
+        except EvolinkError:
+            return None
 
     def wait(
         self, job_id: str, *, timeout_s: float | None = None, interval_s: float = 0.5

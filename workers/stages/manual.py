@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import re
 
+from workers import metrics
 from workers.jobs import lifecycle
 from workers.jobs.errors import JobActionRefusedError, JobNotFoundError, MayPayTwiceError
+from workers.jobs.owners import owners_of
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 from workers.jobs.store import JobStore
@@ -83,7 +85,8 @@ def retry_job(
 
 
 def check_adoptable(store: JobStore, job_id: str, task_id: str) -> JobRecord:
-    """The job exists and may take a task from a person; the id looks like one."""
+    """The job exists and may take a task from a person; the id looks like one; the task is
+    not another job's (the worker checks again, with the task's creation time)."""
     if not TASK_ID_PATTERN.match(task_id):
         raise JobActionRefusedError(f"{task_id!r} does not look like an Evolink task id")
     record = store.get(job_id)
@@ -93,6 +96,16 @@ def check_adoptable(store: JobStore, job_id: str, task_id: str) -> JobRecord:
         raise JobActionRefusedError(
             f"job {job_id} is {record.state.value}; a task can be attached only to a failed "
             "or outcome_unknown job"
+        )
+    owner = owners_of(store).owner(task_id)
+    if owner is not None and owner != job_id:
+        metrics.ownership_refused("person", "foreign_task")
+        log.warning(
+            "adoption_refused", job_id=job_id, evolink_task_id=task_id, reason="foreign_task"
+        )
+        raise JobActionRefusedError(
+            f"task {task_id} belongs to another job (its create made it); a task can be "
+            f"attached only to the job whose create made it"
         )
     log.warning("job_adopt_requested", job_id=job_id, evolink_task_id=task_id)
     return record
