@@ -329,10 +329,10 @@ class Producer:
         """
         from workers.stages import manual
 
-        record = manual.check_adoptable(self.runtime.store, job_id, task_id)
-        self.dispatcher.send(
-            Adopt(job_id, task_id, source="person", accept_may_pay_twice=accept_may_pay_twice)
+        record = manual.check_adoptable(
+            self.runtime.store, job_id, task_id, accept_may_pay_twice=accept_may_pay_twice
         )
+        self.dispatcher.send(Adopt(job_id, task_id, source="person"))
         return record
 
     def task_facts(self, task_id: str) -> Task | None:

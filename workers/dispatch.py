@@ -58,14 +58,9 @@ def envelope(step: Message) -> Envelope:
             kwargs["evolink_task_id"] = step.evolink_task_id
         return Envelope(TASK_DOWNLOAD, kwargs)
     if isinstance(step, Adopt):
-        adopt: dict[str, Any] = {
-            "job_id": step.job_id,
-            "task_id": step.task_id,
-            "source": step.source,
-        }
-        if step.accept_may_pay_twice:
-            adopt["accept_may_pay_twice"] = True
-        return Envelope(TASK_ADOPT, adopt)
+        return Envelope(
+            TASK_ADOPT, {"job_id": step.job_id, "task_id": step.task_id, "source": step.source}
+        )
     raise TypeError(f"not a message step: {step!r}")
 
 

@@ -157,8 +157,6 @@ def _check_adopt(kw: Mapping[str, Any]) -> str | None:
     source = kw.get("source")
     if source is not None and source not in ("callback", "person"):
         return "source must be 'callback' or 'person'"
-    if kw.get("accept_may_pay_twice") not in (None, True, False):
-        return "accept_may_pay_twice must be true or false"
     return (
         _job_id(kw.get("job_id"), required=True)
         or ("task_id is required" if kw.get("task_id") is None else None)
@@ -179,7 +177,7 @@ TASK_PARAMS: Final[dict[str, tuple[tuple[str, ...], Callable[[Mapping[str, Any]]
     TASK_SUBMIT: (("job_id",), _check_job),
     TASK_POLL: (("job_id", "token", "evolink_task_id"), _check_poll),
     TASK_DOWNLOAD: (("job_id", "evolink_task_id"), _check_job),
-    TASK_ADOPT: (("job_id", "task_id", "source", "accept_may_pay_twice"), _check_adopt),
+    TASK_ADOPT: (("job_id", "task_id", "source"), _check_adopt),
     TASK_RECONCILE: ((), _check_none),
 }
 

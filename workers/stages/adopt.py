@@ -107,12 +107,13 @@ def adopt(
     *,
     source: Source = "callback",
     retries: int = 0,
-    accept_may_pay_twice: bool = False,
 ) -> Step:
     """Re-fetch ``task_id`` and make it the job's task; returns what comes next.
 
-    ``accept_may_pay_twice`` (a person's ``--yes`` only): a task found failed with a
-    retryable reason may be re-created (a new paid create); otherwise it ends the job.
+    A task found failed ends the job failed with its reason, unless a person consented to
+    a new paid create for this very task (``adopt_consent_task_id`` on the record, written
+    by ``Producer.adopt(accept_may_pay_twice=True)`` / ``nbq adopt --yes``; a message
+    cannot carry it, so no broker client can make a job pay again).
     """
     adoption = ADOPTION[source]
     allowed = adoption.sources
@@ -135,7 +136,8 @@ def adopt(
     refused = _check_and_claim(rt, record, task, source=source)
     if refused is not None:
         return refused
-    if task.status is TaskStatus.FAILED and not accept_may_pay_twice:
+    consented = source == "person" and record.adopt_consent_task_id == task.id
+    if task.status is TaskStatus.FAILED and not consented:
         return _adopted_failed(rt, record, task, source=source)
 
     new_task = record.evolink_task_id != task.id
@@ -176,6 +178,21 @@ def adopt(
     from workers.stages.poll import handle_task_state
 
     return replace(handle_task_state(rt, moved, task, token), label="adopted")
+
+
+def adopt_message(
+    rt: Runtime,
+    job_id: str,
+    task_id: str,
+    *,
+    source: str = "callback",
+    retries: int = 0,
+) -> Step:
+    """An ``nbq.adopt`` message's kwargs, as whoever sent it wrote them (anything but
+    ``"person"`` is a callback's). Nothing in a message can accept a new paid create: only
+    a person's consent on the job record can (``Producer.adopt(accept_may_pay_twice=)``)."""
+    kind: Source = "person" if source == "person" else "callback"
+    return adopt(rt, job_id, task_id, source=kind, retries=retries)
 
 
 def _fetch(

@@ -84,7 +84,9 @@ def retry_job(
     return moved
 
 
-def check_adoptable(store: JobStore, job_id: str, task_id: str) -> JobRecord:
+def check_adoptable(
+    store: JobStore, job_id: str, task_id: str, *, accept_may_pay_twice: bool = False
+) -> JobRecord:
     """The job exists and may take a task from a person; the id looks like one; the task is
     not another job's (the worker checks again, with the task's creation time)."""
     if not TASK_ID_PATTERN.match(task_id):
@@ -107,5 +109,21 @@ def check_adoptable(store: JobStore, job_id: str, task_id: str) -> JobRecord:
             f"task {task_id} belongs to another job (its create made it); a task can be "
             f"attached only to the job whose create made it"
         )
-    log.warning("job_adopt_requested", job_id=job_id, evolink_task_id=task_id)
+    if accept_may_pay_twice:
+        # The consent lives on the record (only who can write the store can give it), for
+        # this task only: the worker re-creates the task if it had failed, retryable.
+        consented, applied = store.apply(
+            lifecycle.CONSENT_PAY_TWICE.only_from(record.state),
+            job_id,
+            adopt_consent_task_id=task_id,
+        )
+        if not applied or consented is None:
+            raise JobActionRefusedError(f"job {job_id} changed while adopting; look again")
+        record = consented
+    log.warning(
+        "job_adopt_requested",
+        job_id=job_id,
+        evolink_task_id=task_id,
+        may_pay_twice=accept_may_pay_twice,
+    )
     return record

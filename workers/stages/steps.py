@@ -79,8 +79,6 @@ class Adopt:
     job_id: str
     task_id: str
     source: Literal["callback", "person"] = "callback"
-    #: A person accepted that a task found failed may be re-created (a new paid create).
-    accept_may_pay_twice: bool = False
     label: str = "adopt"
 
 

@@ -85,16 +85,12 @@ def adopt_task(
     job_id: str,
     task_id: str,
     source: str = "callback",
-    accept_may_pay_twice: bool = False,
 ) -> str:
     """Re-fetch a task a callback or a person named and make it the job's (state-guarded)."""
-    kind: adopt_stage.Source = "person" if source == "person" else "callback"
     return self.run_stage(
-        adopt_stage.adopt,
+        adopt_stage.adopt_message,
         get_runtime(),
         job_id=job_id,
         task_id=task_id,
-        source=kind,
-        # Only a person may accept a new paid create; a callback never can.
-        accept_may_pay_twice=accept_may_pay_twice is True and kind == "person",
+        source=source,
     )
