@@ -164,6 +164,9 @@ def _task_matches(producer: Producer, record: JobRecord, task_id: str, *, force:
         + (f", prompt {str(shown)[:80]!r}" if shown else " (the API does not show its prompt)")
     )
     if task.created is not None and task.created < earliest_task_time(record):
+        from workers import metrics
+
+        metrics.ownership_refused("person", "task_before_job")
         err_console.print(
             "[red]error:[/red] the task was created before this job's first create was sent: "
             "it cannot be this job's (the worker would refuse it)"
