@@ -77,7 +77,7 @@ def send_raw(rt: Runtime, kwargs: dict[str, Any], key: str = "") -> dict[str, An
         cwd="/",  # nothing of ours importable by accident
     )
     raw = redis.Redis.from_url(rt.settings.broker_url).rpop("submit")
-    assert raw is not None
+    assert isinstance(raw, bytes)
     body = json.loads(base64.b64decode(json.loads(raw)["body"]))
     assert check_body("nbq.generate", body) is None  # the guard lets it through
     return dict(body[1])

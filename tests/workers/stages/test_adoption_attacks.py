@@ -85,7 +85,7 @@ class Scene:
         """Every ``nbq.adopt`` waiting on the poll queue, run as the worker runs it."""
         broker = redis.Redis.from_url(self.rt.settings.broker_url)
         labels = []
-        while (raw := broker.rpop("poll")) is not None:
+        while isinstance(raw := broker.rpop("poll"), bytes):
             message = json.loads(raw)
             if message["headers"]["task"] != "nbq.adopt":
                 continue
