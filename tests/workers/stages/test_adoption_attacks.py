@@ -34,7 +34,7 @@ from producers.cli.main import app as nbq
 from producers.errors import ProducerError
 from producers.ingress.app import create_app as create_ingress
 from tests.support.emulator_server import EmulatorServer
-from tests.workers.stages.conftest import StepLog, set_fields, wait_task_final
+from tests.workers.stages.conftest import StepLog, claim_submit, set_fields, wait_task_final
 from workers import metrics
 from workers.app import create_app as create_celery_app
 from workers.callbacks import callback_token
@@ -43,6 +43,7 @@ from workers.jobs.state import JobState
 from workers.runtime import Runtime
 from workers.stages import submit as submit_stage
 from workers.stages.adopt import adopt_message
+from workers.stages.steps import Adopt
 
 SECRET = "callback-secret-for-tests"
 ATTACKER = "alice~a1"
@@ -318,3 +319,60 @@ def test_the_jobs_own_task_is_still_adopted_through_its_callback(scene: Scene) -
     record = scene.rt.store.require(ATTACKER)
     assert record.state is JobState.DOWNLOADING and record.evolink_task_id == own_task
     assert record.paid_creates == 1
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_a_noted_early_callback_naming_a_task_not_the_jobs_is_never_adopted(
+    scene: Scene, attack: str
+) -> None:
+    # Given alice's job whose create is in flight (submitting), and a task not its own
+    handle = scene.producer.enqueue({"prompt": "alice's picture"}, job_id="a1", producer="alice")
+    claimed = claim_submit(scene.rt, handle.job_id)
+    task_id, _ = ATTACKS[attack](scene)
+
+    # When a callback naming that task arrives before the create's answer...
+    answer = scene.ingress.post(
+        f"/v1/callbacks/evolink/{ATTACKER}?token={callback_token(SECRET, ATTACKER)}",
+        content=json.dumps({"id": task_id, "status": "completed"}).encode(),
+    )
+    # ...and then the create's answer is lost (submit adopts a noted task at once)
+    step = submit_stage.hold_unknown_outcome(
+        scene.rt, claimed, from_state=JobState.SUBMITTING, detail="answer lost"
+    )
+    label = (
+        scene.steps(adopt_message(scene.rt, ATTACKER, task_id))
+        if isinstance(step, Adopt)
+        else step.label
+    )
+
+    # Then the task is refused at the receiver (owned) or by the worker (too old)
+    assert answer.status_code in (403, 409)
+    assert "adopted" not in label
+    record = scene.rt.store.require(ATTACKER)
+    assert record.evolink_task_id != task_id and record.paid_creates == 0
+    assert record.callback_task_id is None  # a refused claim is not kept for a re-send
+
+
+def test_nbq_adopt_asks_when_the_task_was_made_long_after_the_jobs_last_create(
+    scene: Scene,
+) -> None:
+    # Given alice's waiting job, and an unowned task made much later than its last create
+    before = attacker_waiting(scene)
+    task_id = scene.api_task()
+    earlier = time.time() - 3600
+    set_fields(scene.rt, ATTACKER, first_create_at=earlier - 60, t_submitting=earlier)
+
+    # When a person runs nbq adopt and answers no
+    mp = pytest.MonkeyPatch()
+    mp.setattr(recover_cmd, "_producer", lambda: scene.producer)
+    try:
+        result = CliRunner().invoke(nbq, ["adopt", ATTACKER, task_id, "--wait", "0"], input="n\n")
+    finally:
+        mp.undo()
+
+    # Then it showed the job's prompt and the task's time, asked, and sent nothing
+    assert result.exit_code == 1
+    for words in ("alice's picture", "created", "Attach it anyway?"):
+        assert words in result.output, result.output
+    assert scene.run_adopt_messages() == []
+    assert_untouched(scene, before, task_id)
