@@ -49,13 +49,19 @@ app.send_task("nbq.generate", kwargs=kwargs, queue="submit")
 """
 
 
+#: The session Redis's database these tests own (flushed before each).
+DB = 13
+
+
 @pytest.fixture
-def make_rt(redis_server: RedisServer) -> Iterator[Callable[..., Runtime]]:
-    """``make_rt(**settings)``: a Runtime on this test's Redis (store and broker)."""
+def make_rt(session_redis: RedisServer) -> Iterator[Callable[..., Runtime]]:
+    """``make_rt(**settings)``: a Runtime on this test's Redis database (store and broker)."""
+    url = session_redis.url.rsplit("/", 1)[0] + f"/{DB}"
+    redis.Redis.from_url(url).flushdb()
     made: list[Runtime] = []
 
     def make(**overrides: Any) -> Runtime:
-        made.append(Runtime.from_settings(Settings(broker_url=redis_server.url, **overrides)))
+        made.append(Runtime.from_settings(Settings(broker_url=url, **overrides)))
         return made[-1]
 
     yield make

@@ -17,7 +17,8 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,16 +35,21 @@ from producers.cli.main import app as nbq
 from producers.errors import ProducerError
 from producers.ingress.app import create_app as create_ingress
 from tests.support.emulator_server import EmulatorServer
+from tests.support.redis_server import RedisServer
+from tests.support.s3_server import S3Server
 from tests.workers.stages.conftest import StepLog, claim_submit, set_fields, wait_task_final
 from workers import metrics
 from workers.app import create_app as create_celery_app
 from workers.callbacks import callback_token
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
+from workers.resilience.credits import CreditLedger
 from workers.runtime import Runtime
+from workers.settings import Settings
 from workers.stages import submit as submit_stage
 from workers.stages.adopt import adopt_message
 from workers.stages.steps import Adopt
+from workers.storage.manifest import manifest_key
 
 SECRET = "callback-secret-for-tests"
 ATTACKER = "alice~a1"
@@ -94,21 +100,48 @@ class Scene:
             labels.append(self.steps(adopt_message(self.rt, **kwargs)))
         return labels
 
+    @property
+    def ledger(self) -> CreditLedger:
+        return CreditLedger(self.rt.redis, prefix=self.rt.settings.key_prefix)
+
     def creates_paid(self) -> int:
         return int(self.emulator.stats()["creates_accepted"])
 
 
+#: The session Redis's database these tests own (flushed before each).
+DB = 12
+
+
 @pytest.fixture
 def scene(
-    make_rt: Callable[..., Runtime],
+    session_redis: RedisServer,
+    session_emulator: EmulatorServer,
+    session_s3: S3Server,
     steps: StepLog,
-    emulator_server: EmulatorServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Scene]:
-    rt = make_rt(
-        public_callback_url="http://127.0.0.1:9",  # the emulator's own deliveries fail
-        callback_secret=SECRET,
-        producer_secret="producer-master-secret",
+    """Session servers (fast): this test's own Redis database, a reset emulator, its own
+    S3 prefix."""
+    url = session_redis.url.rsplit("/", 1)[0] + f"/{DB}"
+    redis.Redis.from_url(url).flushdb()
+    session_emulator.reset()
+    rt = Runtime.from_settings(
+        Settings(
+            broker_url=url,
+            evolink_base_url=session_emulator.url,
+            evolink_api_key=session_emulator.api_key,
+            result_url_private_hosts=["127.0.0.1"],
+            result_url_allow_http=True,
+            s3_endpoint=session_s3.endpoint,
+            s3_access_key=session_s3.access_key,
+            s3_secret_key=session_s3.secret_key,
+            s3_bucket=session_s3.bucket,
+            s3_prefix=f"t{uuid.uuid4().hex[:10]}",
+            default_estimated_time_s=0.3,
+            public_callback_url="http://127.0.0.1:9",  # the emulator's deliveries fail
+            callback_secret=SECRET,
+            producer_secret="producer-master-secret",
+        )
     )
     producer = Producer(rt.settings, celery_app=create_celery_app(rt.settings), runtime=rt)
     ingress = TestClient(create_ingress(rt.settings, producer=producer))
@@ -116,8 +149,9 @@ def scene(
     monkeypatch.setattr(
         metrics, "ownership_refused", lambda entry, reason: refused.append((entry, reason))
     )
-    yield Scene(rt, producer, ingress, emulator_server, steps, refused)
+    yield Scene(rt, producer, ingress, session_emulator, steps, refused)
     ingress.close()
+    rt.redis.close()
 
 
 # -- the four entry points: each returns how it answered, then runs what it sent ------------
@@ -203,6 +237,9 @@ def attacker_waiting(scene: Scene) -> JobRecord:
 
 
 def assert_untouched(scene: Scene, before: JobRecord, task_id: str) -> None:
+    """Alice's job still waits on its own task: nothing taken, paid or stored under it."""
+    manifest = manifest_key(scene.rt.settings.s3_prefix, ATTACKER)
+    assert not scene.rt.objects().exists(manifest)
     after = scene.rt.store.require(ATTACKER)
     assert after.evolink_task_id != task_id and after.state is JobState.OUTCOME_UNKNOWN
     assert (after.paid_creates, after.credits_reserved) == (before.paid_creates, 0.0)
@@ -223,6 +260,8 @@ def test_a_task_that_is_not_the_jobs_is_refused_through_every_entry(
     victim = scene.rt.store.require(victim_id) if victim_id else None
     paid = scene.creates_paid()
 
+    spent = {who: scene.ledger.spent_today(producer=who) for who in ("alice", "bob")}
+
     # When an attacker names that task for alice's job
     answer = ENTRIES[entry](scene, task_id)
 
@@ -238,6 +277,7 @@ def test_a_task_that_is_not_the_jobs_is_refused_through_every_entry(
             victim.paid_creates,
             victim.credits_reserved,
         )
+    assert {who: scene.ledger.spent_today(producer=who) for who in spent} == spent  # once
     assert scene.refused, "counted in nbq_ownership_refused_total"
 
 
