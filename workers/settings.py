@@ -24,6 +24,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from workers.brokers import broker_kind, is_redis_url
+from workers.probes import DEFAULT_HEALTH_DIR
 
 ENV_PREFIX = "NBQ_"
 
@@ -167,6 +168,10 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(512 * 1024, ge=1024)
     dead_letter_max: int = Field(5000, ge=1)
     dead_letter_retention_s: int = Field(7 * 24 * 3600, ge=60)
+    # The probes' heartbeat files (workers/probes.py): where, and how often the worker's
+    # event loop (and the standalone reconciler, per pass) touches them.
+    health_dir: str = DEFAULT_HEALTH_DIR
+    health_interval_s: float = Field(5.0, gt=0)
 
     # --- Flower, ingress, metrics ----------------------------------------------------
     flower_basic_auth: SecretStr | None = None

@@ -6,7 +6,7 @@ logging configuration, no kombu patch, no Celery signal receivers. They happen h
 - :class:`WorkerLoader` is the Celery app's loader; Celery calls its ``on_worker_init``
   in the worker's main process before ``worker_init`` and before any child forks, so
   ``celery -A workers.app worker`` and ``nbq worker`` both get logging, the kombu fix,
-  the bounded warm shutdown and the store guard.
+  the bounded warm shutdown, the store guard and the probes' heartbeat.
 - :func:`configure_process` is called explicitly by the CLI commands that run other
   parts (Flower, metrics, reconcile) and by :class:`producers.Producer` (its warnings go
   to stderr, never into a command's ``--json`` output).
@@ -161,5 +161,8 @@ class WorkerLoader(AppLoader):  # type: ignore[misc]
     first thing in ``WorkController``, before ``worker_init`` is sent)."""
 
     def on_worker_init(self) -> None:
+        from workers import heartbeat
+
         start_worker()
+        heartbeat.install(self.app)  # the probes' heartbeat (workers/probes.py)
         super().on_worker_init()

@@ -1,4 +1,4 @@
-"""Prometheus, Grafana, KEDA and Docker files: they parse, and every metric they use exists."""
+"""Prometheus, Grafana and Docker files: they parse, and every metric they use exists."""
 
 from __future__ import annotations
 
@@ -15,13 +15,11 @@ import yaml
 
 from tests.ops.compose import ROOT, services
 from workers import metrics
-from workers.contract import ALL_QUEUES
 
 OPS = ROOT / "ops"
 PROMETHEUS = OPS / "prometheus" / "prometheus.yml"
 ALERTS = OPS / "prometheus" / "alerts.yml"
 DASHBOARD = OPS / "grafana" / "dashboards" / "nbq.json"
-KEDA = OPS / "keda" / "scaledobject.yaml"
 
 #: Metrics Flower 2.x exports (flower/events.py), with histogram series.
 FLOWER_METRICS = frozenset(
@@ -124,7 +122,8 @@ def test_every_alert_has_a_severity_summary_and_runbook() -> None:
     for rule in rules:
         assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
         assert rule["annotations"]["summary"], rule["alert"]
-        assert rule["annotations"]["runbook"].startswith("docs/operations.md#"), rule["alert"]
+        assert "runbook" not in rule["annotations"], "the conventional name is runbook_url"
+        assert rule["annotations"]["runbook_url"].startswith("docs/operations.md#"), rule["alert"]
 
 
 def test_the_required_alerts_exist() -> None:
@@ -148,7 +147,7 @@ def test_alert_uses_only_exported_metrics(rule: dict[str, Any]) -> None:
 def test_alert_runbooks_are_sections_of_the_operations_guide() -> None:
     guide = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8").lower()
     for rule in alert_rules():
-        anchor = rule["annotations"]["runbook"].split("#", 1)[1]
+        anchor = rule["annotations"]["runbook_url"].split("#", 1)[1]
         assert f"### {anchor}" in guide, f"docs/operations.md has no '### {rule['alert']}'"
 
 
@@ -241,22 +240,6 @@ def test_grafana_provisioning_points_at_prometheus_and_the_dashboard_dir() -> No
         for t in p.get("targets", [])
     }
     assert uids == {source["uid"]}
-
-
-# --- KEDA -------------------------------------------------------------------------------
-
-
-def test_keda_scales_poll_and_download_on_their_redis_lists() -> None:
-    docs = [d for d in yaml.safe_load_all(KEDA.read_text(encoding="utf-8")) if d]
-    scaled = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ScaledObject"}
-    lists = {}
-    for name, obj in scaled.items():
-        (trigger,) = obj["spec"]["triggers"]
-        assert trigger["type"] == "redis"
-        lists[name] = trigger["metadata"]["listName"]
-        assert int(trigger["metadata"]["listLength"]) > 0
-    assert set(lists.values()) == {"poll", "download"}
-    assert set(lists.values()) <= set(ALL_QUEUES)
 
 
 # --- Docker image -----------------------------------------------------------------------

@@ -38,7 +38,7 @@ def run_worker(
             raise ConfigError(
                 "--autoscale does nothing on RabbitMQ quorum queues (no global QoS: the "
                 "prefetch count cannot follow the pool size); use a fixed --concurrency and "
-                "scale worker replicas on nbq_queue_length (ops/keda) instead"
+                "scale worker replicas on the queue length (KEDA: ops/k8s) instead"
             )
         argv += ["--autoscale", autoscale]
     if hostname:
@@ -128,4 +128,7 @@ def run_reconcile(*, once: bool, interval_s: float | None) -> None:
         report = reconcile_once(get_runtime(), dispatcher().send)
         print(f"re-driven: {report.total}")
         return
-    reconcile_forever(interval_s or settings.reconcile_interval_s)
+    from workers.probes import RECONCILE, Heartbeat
+
+    interval_s = interval_s or settings.reconcile_interval_s
+    reconcile_forever(interval_s, heartbeat=Heartbeat(settings.health_dir, RECONCILE, interval_s))

@@ -11,6 +11,7 @@ from celery.signals import worker_ready, worker_shutdown
 from workers.app import app
 from workers.contract import TASK_RECONCILE
 from workers.logs import get_logger
+from workers.probes import Heartbeat
 from workers.runtime import get_runtime
 from workers.stages.reconcile import reconcile_once
 from workers.tasks.base import dispatcher
@@ -25,14 +26,21 @@ def reconcile_task() -> int:
     return reconcile_once(get_runtime(), dispatcher().send).total
 
 
-def reconcile_forever(interval_s: float, stop: threading.Event | None = None) -> None:
-    """Pass after pass until stopped; one pass failing never stops the loop."""
+def reconcile_forever(
+    interval_s: float, stop: threading.Event | None = None, heartbeat: Heartbeat | None = None
+) -> None:
+    """Pass after pass until stopped; one pass failing never stops the loop. With a
+    ``heartbeat`` (the standalone ``nbq reconcile``), each pass touches its probe file."""
     stop = stop or _stop
+    if heartbeat is not None:
+        heartbeat.start()
     while not stop.is_set():
         try:
             reconcile_once(get_runtime(), dispatcher().send)
         except Exception as exc:
             log.warning("reconcile_pass_failed", error=type(exc).__name__, detail=str(exc))
+        if heartbeat is not None:
+            heartbeat.beat()
         stop.wait(interval_s)
 
 
