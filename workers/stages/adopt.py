@@ -16,7 +16,9 @@ stored, nothing charged:
   create answered for that job, or that job adopted it first;
 * ``task_before_job``: the vendor's ``created`` time of the task is before this job's
   first create was sent (less ``CLOCK_SKEW_S``): it cannot be this job's;
-* ``task_time_unknown``: the task object has no ``created`` time to check.
+* ``task_time_unknown``: the task object has no ``created`` time to check;
+* ``stale_round`` (callbacks only): a task this job has since replaced. A person may
+  re-attach one (it is counted once: a task the job already counted adds nothing).
 
 Adoption never pays: a task found ``failed`` ends the job ``failed`` with the task's own
 reason; only a person who accepts a new paid create (``nbq adopt --yes``,
@@ -61,6 +63,17 @@ def earliest_task_time(record: JobRecord) -> float:
     """The earliest a task of this job can have been created (epoch s): its first create
     was sent then (a record from before that field: the job's own creation)."""
     return (record.first_create_at or record.created_at) - CLOCK_SKEW_S
+
+
+def credits_new(record: JobRecord, task: Task) -> bool:
+    """The task was never counted on this job: not its current task, nor one it replaced
+    (those were counted when their create answered). Counted once, never twice."""
+    return task.id != record.evolink_task_id and task.id not in record.previous_task_ids
+
+
+def task_credits(record: JobRecord, task: Task) -> float:
+    """What adopting ``task`` adds to the job's credits (0 for a task already counted)."""
+    return (task.usage.credits_reserved or 0.0) if credits_new(record, task) else 0.0
 
 
 def refuse(
@@ -129,6 +142,9 @@ def adopt(
     if owner is not None and owner != job_id:
         # Refused before any API call: another job's create made (and paid for) it.
         return refuse(rt, record, task_id, entry=source, reason="foreign_task", owner=owner)
+    if source == "callback" and task_id in record.previous_task_ids:
+        # A callback of a task this job has replaced: never what it waits for now.
+        return refuse(rt, record, task_id, entry=source, reason="stale_round", owner=None)
     fetched = _fetch(rt, record, task_id, source=source, retries=retries)
     if not isinstance(fetched, Task):
         return fetched
@@ -141,15 +157,15 @@ def adopt(
         return _adopted_failed(rt, record, task, source=source)
 
     new_task = record.evolink_task_id != task.id
-    previous = list(record.previous_task_ids)
+    previous = [t for t in record.previous_task_ids if t != task.id]
     if record.evolink_task_id and new_task:
         previous.append(record.evolink_task_id)
-    credits = (task.usage.credits_reserved or 0.0) if new_task else 0.0
+    credits = task_credits(record, task)
     token = new_token()
     moved, applied = rt.store.apply(
         adoption,
         job_id,
-        incr={"paid_creates": 1 if new_task else 0, "credits_reserved": credits},
+        incr={"paid_creates": 1 if credits_new(record, task) else 0, "credits_reserved": credits},
         evolink_task_id=task.id,
         previous_task_ids=previous,
         estimated_time_s=task.estimated_time_s or 0.0,
@@ -247,12 +263,15 @@ def _adopted_failed(rt: Runtime, record: JobRecord, task: Task, *, source: Sourc
         ),
     )
     new_task = record.evolink_task_id != task.id
-    previous = list(record.previous_task_ids)
+    previous = [t for t in record.previous_task_ids if t != task.id]
     if record.evolink_task_id and new_task:
         previous.append(record.evolink_task_id)
-    credits = (task.usage.credits_reserved or 0.0) if new_task else 0.0
+    credits = task_credits(record, task)
     fields: dict[str, Any] = {
-        "incr": {"paid_creates": 1 if new_task else 0, "credits_reserved": credits},
+        "incr": {
+            "paid_creates": 1 if credits_new(record, task) else 0,
+            "credits_reserved": credits,
+        },
         "evolink_task_id": task.id,
         "previous_task_ids": previous,
         "create_outcome_unknown": False,

@@ -41,6 +41,7 @@ from tests.workers.stages.conftest import StepLog, claim_submit, set_fields, wai
 from workers import metrics
 from workers.app import create_app as create_celery_app
 from workers.callbacks import callback_token
+from workers.jobs.owners import owners_of
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 from workers.resilience.credits import CreditLedger
@@ -416,3 +417,31 @@ def test_nbq_adopt_asks_when_the_task_was_made_long_after_the_jobs_last_create(
         assert words in result.output, result.output
     assert scene.run_adopt_messages() == []
     assert_untouched(scene, before, task_id)
+
+
+@pytest.mark.parametrize("entry", ["producer_adopt", "raw_nbq_adopt"])
+def test_a_task_the_job_already_counted_is_never_counted_again(scene: Scene, entry: str) -> None:
+    # Given alice's waiting job that had replaced an earlier task (failed, counted then)
+    before = attacker_waiting(scene)
+    old = scene.api_task(code="generation_timeout")
+    owners_of(scene.rt.store).record(old, ATTACKER)
+    set_fields(scene.rt, ATTACKER, previous_task_ids=[old], paid_creates=1, credits_reserved=1.6)
+    paid = scene.creates_paid()
+
+    # When that old task is named again
+    ENTRIES[entry](scene, old)
+
+    # Then the job ends failed with its reason: nothing paid, nothing counted twice
+    after = scene.rt.store.require(ATTACKER)
+    assert after.state is JobState.FAILED and after.error is not None
+    assert (after.paid_creates, after.credits_reserved) == (1, 1.6)
+    assert scene.creates_paid() == paid and before.paid_creates == 0
+    assert scene.ledger.spent_today(producer="alice") == 0
+
+
+def test_a_callback_naming_a_task_the_job_replaced_is_refused(scene: Scene) -> None:
+    before = attacker_waiting(scene)
+    old = scene.api_task()
+    set_fields(scene.rt, ATTACKER, previous_task_ids=[old])
+    assert scene.steps(adopt_message(scene.rt, ATTACKER, old)) == "refused_stale_round"
+    assert_untouched(scene, before, old)
