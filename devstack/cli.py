@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from workers.cli.common import console, err_console, fail_on_config_error
+from workers.cli.common import console, err_console, fail_on_config_error, line
 from workers.extras import require_extra
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def dev(
     except Shutdown as stop:
         console.print(f"{stop} received, stopping…")
     except DevStackError as exc:
-        err_console.print(f"[red]nbq dev:[/red] {exc}", highlight=False)
+        err_console.print(line(("nbq dev: ", "red"), str(exc)), highlight=False)
         code = 1
     finally:
         with signals_ignored():

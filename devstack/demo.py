@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from producers.api import Producer
+from workers.cli.common import line
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 
@@ -85,7 +86,7 @@ def _print_results(
         if record.state is not JobState.STORED:
             why = f": {record.error.code}: {record.error.message}" if record.error else ""
             console.print(
-                f"[red]✗[/red] job {job_id} ({prompt.size}) {record.state.value}{why}",
+                line(("✗ ", "red"), f"job {job_id} ({prompt.size}) {record.state.value}{why}"),
                 soft_wrap=True,
                 highlight=False,
             )
@@ -102,7 +103,7 @@ def _print_results(
                 soft_wrap=True,
                 highlight=False,
             )
-            console.print(f"    {image.url}", soft_wrap=True, highlight=False, markup=False)
+            console.print(line(f"    {image.url}"), soft_wrap=True, highlight=False)
     console.print(
         f"[bold]{stored}/{len(records)} demo jobs stored[/bold] in bucket {bucket}", highlight=False
     )

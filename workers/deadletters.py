@@ -1,15 +1,28 @@
 """The dead-letter store: refused broker messages, kept in the job store's Redis.
 
 In Redis (``NBQ_REDIS_URL``), not in a broker queue, so it works the same with any
-broker and a refused message can never be re-consumed by accident. Bounded: at most
-``NBQ_DEAD_LETTER_MAX`` entries and ``NBQ_DEAD_LETTER_RETENTION_S`` seconds (the oldest
-go first); each entry holds the raw message with the body and headers cut to
-:data:`MAX_BODY_CHARS` / :data:`MAX_HEADERS_CHARS` and redacted (workers/logs.py).
+broker and a refused message can never be re-consumed by accident.
 
-Keys (one hash tag, so a Redis Cluster keeps them in one slot):
-``{<prefix>:dead}:entries`` (hash id -> JSON) and ``{<prefix>:dead}:index`` (zset by time),
-written by two scripts next to this module (``deadletter_add.lua``,
-``deadletter_purge.lua``) whose headers document their KEYS and ARGV.
+Bounded three ways, so a flood of poison messages cannot eat the job store's memory
+(production Redis runs ``noeviction``):
+
+* ``NBQ_DEAD_LETTER_MAX`` letters and ``NBQ_DEAD_LETTER_MAX_BYTES`` bytes, counted on the
+  JSON as stored (after escaping: a control byte costs six) plus :data:`OVERHEAD_BYTES`
+  per letter. Over a bound, the oldest letter of the reason with the most letters goes,
+  except the first :data:`FIRSTS_PER_REASON` of each reason (pinned, using at most half
+  of each bound): a flood drops its own letters, never the first evidence, and the
+  newest of every reason stay. Each letter dropped so is counted
+  (``nbq_dead_letters_dropped_total``, ``nbq dead list``'s header).
+* ``NBQ_DEAD_LETTER_RETENTION_S`` seconds.
+* Each letter holds the raw message with the body and headers cut to
+  :data:`MAX_BODY_CHARS` / :data:`MAX_HEADERS_CHARS` *as stored* and redacted
+  (workers/logs.py).
+
+Keys (one hash tag, so a Redis Cluster keeps them in one slot): ``{<prefix>:dead}:``
+``entries`` (hash id -> JSON), ``index`` (zset by time) and the bookkeeping of the bounds
+(``meta``, ``tags``, ``byreason``, ``counts``, ``firsts``), written by scripts next to
+this module (``deadletter_common.lua``, ``deadletter_add.lua``, ``deadletter_purge.lua``)
+whose headers document their KEYS and ARGV.
 """
 
 from __future__ import annotations
@@ -17,6 +30,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any, Final
 
@@ -25,9 +39,17 @@ from pydantic import BaseModel
 
 from workers.logs import redact_text
 from workers.redis_client import redis_client
+from workers.visible import visible
 
+#: Longest body kept, in bytes of the stored JSON (a ``\x01`` costs 6, ``a`` costs 1).
 MAX_BODY_CHARS: Final = 16 * 1024
+#: Longest headers text kept, in bytes of the stored JSON.
 MAX_HEADERS_CHARS: Final = 4 * 1024
+#: Bytes counted per letter besides its JSON: its id three times, the index and tag
+#: entries and Redis's per-field overhead (measured: tests/workers/test_deadletters.py).
+OVERHEAD_BYTES: Final = 640
+#: The first letters of each reason kept while the bounds drop others (the evidence).
+FIRSTS_PER_REASON: Final = 5
 
 
 def _script(name: str) -> str:
@@ -35,10 +57,12 @@ def _script(name: str) -> str:
     return files("workers").joinpath(name).read_text(encoding="utf-8")
 
 
+#: The bookkeeping both scripts share (prepended to each).
+COMMON_LUA: Final = _script("deadletter_common.lua")
 #: Stores one letter and keeps the store bounded (``add``).
-ADD_LUA: Final = _script("deadletter_add.lua")
-#: Removes the letters refused up to a time (``purge``).
-PURGE_LUA: Final = _script("deadletter_purge.lua")
+ADD_LUA: Final = COMMON_LUA + _script("deadletter_add.lua")
+#: Removes the letters refused up to a time, or one letter (``purge``, ``remove``).
+PURGE_LUA: Final = COMMON_LUA + _script("deadletter_purge.lua")
 
 
 class DeadLetter(BaseModel):
@@ -62,10 +86,24 @@ class DeadLetter(BaseModel):
     redacted: bool = False
 
 
+def stored_len(text: str) -> int:
+    """Bytes ``text`` takes inside the stored JSON (pydantic writes UTF-8 and ``\\u00XX``)."""
+    return len(json.dumps(text, ensure_ascii=False).encode("utf-8", "surrogatepass")) - 2
+
+
 def _cap(text: str, limit: int) -> tuple[str, bool]:
-    if len(text) <= limit:
+    """``text`` cut so that it takes at most ``limit`` bytes once stored as JSON (control
+    bytes and quotes count for their escapes), plus ``…(N chars)``."""
+    if stored_len(text) <= limit:
         return text, False
-    return f"{text[:limit]}…({len(text)} chars)", True
+    low, high = 0, min(len(text), limit)  # the longest prefix that fits: in [low, high]
+    while low < high:
+        middle = (low + high + 1) // 2
+        if stored_len(text[:middle]) <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    return f"{text[:low]}…({len(text)} chars)", True
 
 
 def _headers_text(headers: object) -> str:
@@ -105,7 +143,7 @@ def build_letter(
         id=uuid.uuid4().hex,
         at=time.time() if at is None else at,
         queue=str(queue)[:200],
-        reason=reason,
+        reason=visible(reason)[:64],
         detail=redact_text(str(detail)[:500]),
         hostname=str(hostname)[:200],
         task=redact_text(task[:200]) if isinstance(task, str) else None,
@@ -121,16 +159,46 @@ def build_letter(
     )
 
 
+@dataclass(frozen=True)
+class DeadLetterStats:
+    """What ``nbq dead list`` prints above its table."""
+
+    count: int
+    bytes: int  # counted as the bound counts them (stored JSON + overhead per letter)
+    dropped: int  # letters removed by the bounds since the store began (never reset)
+    pinned: int  # first letters of their reason, kept while the bounds drop others
+    max_entries: int
+    max_bytes: int
+
+
 class DeadLetterStore:
     """Add, list, show, remove and purge dead letters (bounded, see the module doc)."""
 
     def __init__(
-        self, client: redis.Redis, *, prefix: str, max_entries: int, retention_s: float
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str,
+        max_entries: int,
+        retention_s: float,
+        max_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         self.redis = client
-        self.entries_key = f"{{{prefix}:dead}}:entries"
-        self.index_key = f"{{{prefix}:dead}}:index"
+        tag = f"{{{prefix}:dead}}"
+        self.entries_key = f"{tag}:entries"
+        self.index_key = f"{tag}:index"
+        self.meta_key = f"{tag}:meta"
+        self.keys = [
+            self.entries_key,
+            self.index_key,
+            self.meta_key,
+            f"{tag}:tags",
+            f"{tag}:byreason",
+            f"{tag}:counts",
+            f"{tag}:firsts",
+        ]
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self.retention_s = retention_s
         self._add = client.register_script(ADD_LUA)
         self._purge = client.register_script(PURGE_LUA)
@@ -141,21 +209,47 @@ class DeadLetterStore:
             client or redis_client(settings, settings.job_store_url, socket_timeout=10),
             prefix=settings.key_prefix,
             max_entries=settings.dead_letter_max,
+            max_bytes=settings.dead_letter_max_bytes,
             retention_s=settings.dead_letter_retention_s,
         )
 
     def add(self, letter: DeadLetter) -> str:
-        self._add(
-            keys=[self.entries_key, self.index_key],
+        """Store ``letter``; returns its id (:meth:`put` also says what was dropped)."""
+        self.put(letter)
+        return letter.id
+
+    def put(self, letter: DeadLetter) -> int:
+        """Store ``letter``; returns how many letters the bounds dropped to make room."""
+        _aged, dropped = self._add(
+            keys=self.keys,
             args=[
+                OVERHEAD_BYTES,
                 letter.id,
                 repr(letter.at),
+                f"{letter.at:020.6f}",
+                letter.reason,
                 letter.model_dump_json(),
                 repr(time.time() - self.retention_s),
                 self.max_entries,
+                self.max_bytes,
+                FIRSTS_PER_REASON,
             ],
         )
-        return letter.id
+        return int(dropped)
+
+    def stats(self) -> DeadLetterStats:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcard(self.index_key)
+        pipe.hmget(self.meta_key, ["bytes", "dropped", "pinned"])
+        count, (size, dropped, pinned) = pipe.execute()
+        return DeadLetterStats(
+            count=int(count),
+            bytes=int(size or 0),
+            dropped=int(dropped or 0),
+            pinned=int(pinned or 0),
+            max_entries=self.max_entries,
+            max_bytes=self.max_bytes,
+        )
 
     def get(self, letter_id: str) -> DeadLetter | None:
         raw = self.redis.hget(self.entries_key, letter_id)
@@ -187,16 +281,12 @@ class DeadLetterStore:
         return int(self.redis.zcard(self.index_key))
 
     def remove(self, letter_id: str) -> bool:
-        pipe = self.redis.pipeline()
-        pipe.hdel(self.entries_key, letter_id)
-        pipe.zrem(self.index_key, letter_id)
-        removed, _ = pipe.execute()
-        return bool(removed)
+        return bool(self._purge(keys=self.keys, args=[OVERHEAD_BYTES, "0", letter_id]))
 
     def purge(self, *, older_than_s: float = 0.0) -> int:
         """Remove every entry older than ``older_than_s`` seconds (0: all of them)."""
         cutoff = time.time() - older_than_s
-        return int(self._purge(keys=[self.entries_key, self.index_key], args=[repr(cutoff)]))
+        return int(self._purge(keys=self.keys, args=[OVERHEAD_BYTES, repr(cutoff), ""]))
 
 
 class ReplayOutcome(BaseModel):

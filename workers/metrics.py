@@ -72,6 +72,7 @@ C_BREAKER_TRANSITIONS: Final = "quota_breaker_transitions"
 C_METRICS_ERRORS: Final = "metrics_errors"
 C_DEAD_LETTERS: Final = "dead_letters"
 C_STORE_RESETS: Final = "store_resets"
+C_DEAD_LETTERS_DROPPED: Final = "dead_letters_dropped"
 C_JOBS_RESCUED: Final = "jobs_rescued"
 C_JOBS_LOST: Final = "jobs_lost"
 C_OWNERSHIP_REFUSED: Final = "ownership_refused"
@@ -133,6 +134,11 @@ METRICS: Final[dict[str, MetricSpec]] = {
         "counter",
         ("queue", "reason"),
         "Broker messages refused by the consumer guard into the dead-letter store.",
+    ),
+    "nbq_dead_letters_dropped_total": MetricSpec(
+        "counter",
+        (),
+        "Dead letters removed to keep the store within NBQ_DEAD_LETTER_MAX(_BYTES).",
     ),
     "nbq_metrics_errors_total": MetricSpec(
         "counter", (), "Metric writes or reads that failed (the metric itself may be low)."
@@ -459,6 +465,11 @@ def limiter_wait(kind: str) -> None:
 def dead_letter(queue: str, reason: str) -> None:
     """The consumer guard refused a message from ``queue`` for ``reason``."""
     _count(C_DEAD_LETTERS, queue or "?", reason or "unknown")
+
+
+def dead_letters_dropped(count: int) -> None:
+    """The dead-letter store dropped ``count`` letters to stay within its bounds."""
+    _count(C_DEAD_LETTERS_DROPPED, amount=count)
 
 
 def store_reset() -> None:

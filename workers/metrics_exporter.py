@@ -49,6 +49,7 @@ _COUNTERS: tuple[tuple[str, str], ...] = (
     ("nbq_limiter_waits_total", m.C_LIMITER_WAITS),
     ("nbq_quota_breaker_transitions_total", m.C_BREAKER_TRANSITIONS),
     ("nbq_dead_letters_total", m.C_DEAD_LETTERS),
+    ("nbq_dead_letters_dropped_total", m.C_DEAD_LETTERS_DROPPED),
     ("nbq_store_resets_total", m.C_STORE_RESETS),
     ("nbq_jobs_rescued_total", m.C_JOBS_RESCUED),
     ("nbq_jobs_lost_total", m.C_JOBS_LOST),

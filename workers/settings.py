@@ -167,6 +167,9 @@ class Settings(BaseSettings):
     max_countdown_s: float = Field(600.0, ge=60)
     max_message_bytes: int = Field(512 * 1024, ge=1024)
     dead_letter_max: int = Field(5000, ge=1)
+    # Bytes the dead-letter store may hold, counted on the stored (escaped) JSON plus a
+    # per-letter overhead: the bound on the job store's memory a poison flood can take.
+    dead_letter_max_bytes: int = Field(32 * 1024 * 1024, ge=256 * 1024)
     dead_letter_retention_s: int = Field(7 * 24 * 3600, ge=60)
     # The probes' heartbeat files (workers/probes.py): where, and how often the worker's
     # event loop (and the standalone reconciler, per pass) touches them.
@@ -189,6 +192,14 @@ class Settings(BaseSettings):
     # prove it speaks for it (workers/producer_keys.py); unset = no raw message can.
     producer_secret: SecretStr | None = None
     max_body_bytes: int = Field(256 * 1024, gt=0)
+    # Slow clients (``nbq serve``, docs/operations.md "Ingress limits"): a request's
+    # headers must arrive within ingress_header_timeout_s of its first byte (or of the
+    # connection), its body within ingress_body_timeout_s of its headers; over that the
+    # connection is closed (headers) or answered 408 and closed (body).
+    ingress_header_timeout_s: float = Field(10.0, gt=0)
+    ingress_body_timeout_s: float = Field(30.0, gt=0)
+    # Open connections one ingress process serves at once; more are answered 503.
+    ingress_max_connections: int = Field(1000, ge=1)
     metrics_port: int = Field(9808, ge=1, le=65535)
 
     # --- Logging -------------------------------------------------------------------

@@ -15,7 +15,8 @@ from rich.table import Table
 
 from producers.batch import BadLine, parse_jsonl
 from producers.errors import ProducerError
-from workers.cli.common import console, err_console, fail_on_config_error
+from workers.cli.common import console, err_console, fail_on_config_error, shown
+from workers.cli.common import line as text_line
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 
@@ -53,13 +54,13 @@ def batch(
         for item in parse_jsonl(lines):
             if isinstance(item, BadLine):
                 bad += 1
-                err_console.print(f"[yellow]line {item.line_no}:[/yellow] {item.error}")
+                err_console.print(text_line((f"line {item.line_no}: ", "yellow"), str(item.error)))
                 continue
             try:
                 job_ids.append(producer.enqueue(item.request, job_id=item.job_id).job_id)
             except ProducerError as exc:
                 bad += 1
-                err_console.print(f"[yellow]line {item.line_no}:[/yellow] {exc}")
+                err_console.print(text_line((f"line {item.line_no}: ", "yellow"), str(exc)))
     screen = err_console if as_json else console  # stdout stays machine-readable
     screen.print(f"enqueued {len(job_ids)} job(s), skipped {bad} bad line(s)")
     if job_ids:
@@ -129,5 +130,5 @@ def _summary(records: dict[str, JobRecord], screen: Console) -> None:
             label = f"failed: {record.error.code}"
         counts[label] = counts.get(label, 0) + 1
     for label, count in sorted(counts.items()):
-        table.add_row(label, str(count))
+        table.add_row(shown(label), str(count))
     screen.print(table)

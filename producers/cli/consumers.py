@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from workers.cli.common import err_console
+from workers.cli.common import err_console, line
 from workers.contract import TASK_GENERATE, TASK_QUEUES
 from workers.urls import masked_url
 
@@ -39,9 +39,12 @@ def warn_if_unconsumed(producer: Producer) -> bool:
     if consuming is None or consuming:
         return False
     err_console.print(
-        f"[yellow]warning:[/yellow] no worker answered for queue {queue!r} on "
-        f"{masked_url(producer.settings.broker_url)} within {PING_TIMEOUT_S}s; the job "
-        "waits in the queue until one starts (nbq worker --queues submit,poll,download)",
+        line(
+            ("warning: ", "yellow"),
+            f"no worker answered for queue {queue!r} on "
+            f"{masked_url(producer.settings.broker_url)} within {PING_TIMEOUT_S}s; the job "
+            "waits in the queue until one starts (nbq worker --queues submit,poll,download)",
+        ),
         highlight=False,
     )
     return True

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from workers.cli.common import console, err_console, fail_on_config_error, print_json
+from workers.cli.common import console, err_console, fail_on_config_error, line, print_json, shown
 
 dead_app = typer.Typer(
     help="Refused broker messages: list, show, replay, purge.", no_args_is_help=True
@@ -35,7 +35,9 @@ def list_(
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most N, newest first.")] = 100,
 ) -> None:
     """Dead letters, newest first: id, time, queue, task, reason, detail."""
-    letters = _store().list(reason=reason, limit=limit)
+    store = _store()
+    letters = store.list(reason=reason, limit=limit)
+    stats = store.stats()
     if as_json:
         print_json(
             [
@@ -44,15 +46,23 @@ def list_(
             ]
         )
         return
+    console.print(
+        f"{stats.count} dead letter(s), {stats.bytes:,} of {stats.max_bytes:,} bytes, "
+        f"at most {stats.max_entries:,}; {stats.dropped:,} dropped by these bounds "
+        f"(the first of each reason kept: {stats.pinned})",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
     table = Table("id", "at (UTC)", "queue", "task", "reason", "detail")
     for letter in letters:
         table.add_row(
-            letter.id,
+            shown(letter.id),
             time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(letter.at)),
-            letter.queue,
-            letter.task or "",
-            letter.reason,
-            letter.detail[:80],
+            shown(letter.queue),
+            shown(letter.task or ""),
+            shown(letter.reason),
+            shown(letter.detail[:80]),
         )
     console.print(table)
 
@@ -63,7 +73,7 @@ def show(letter_id: Annotated[str, typer.Argument()]) -> None:
     """One dead letter as JSON, with its (capped, redacted) headers and body."""
     letter = _store().get(letter_id)
     if letter is None:
-        err_console.print(f"[red]no dead letter {letter_id!r}[/red]")
+        err_console.print(line(("no dead letter ", "red"), repr(letter_id)))
         raise typer.Exit(1)
     print_json(letter.model_dump())
 
@@ -78,16 +88,18 @@ def replay(letter_id: Annotated[str, typer.Argument()]) -> None:
     store = _store()
     letter = store.get(letter_id)
     if letter is None:
-        err_console.print(f"[red]no dead letter {letter_id!r}[/red]")
+        err_console.print(line(("no dead letter ", "red"), repr(letter_id)))
         raise typer.Exit(1)
     outcome = replay_letter(get_settings(), letter)
     if outcome.refusal is not None:
         err_console.print(
-            f"[red]not replayed:[/red] {outcome.refusal.reason}: {outcome.refusal.detail}"
+            line(("not replayed: ", "red"), f"{outcome.refusal.reason}: {outcome.refusal.detail}")
         )
         raise typer.Exit(1)
     store.remove(letter_id)
-    console.print(f"replayed {letter_id} to queue {outcome.queue} as message {outcome.message_id}")
+    console.print(
+        line(f"replayed {letter_id} to queue {outcome.queue} as message {outcome.message_id}")
+    )
 
 
 @dead_app.command("purge")

@@ -16,9 +16,12 @@ from workers.cli.common import (
     describe_connection_error,
     emit_error,
     fail_on_config_error,
+    line,
     print_json,
+    shown,
 )
 from workers.jobs.record import JobRecord
+from workers.visible import visible
 
 if TYPE_CHECKING:
     from producers.api import Producer
@@ -81,16 +84,19 @@ def show_record(record: JobRecord, *, as_json: bool) -> None:
         "callback_task_id",
     ):
         if view.get(name) not in (None, "", 0) or name in ("job_id", "state"):
-            table.add_row(f"[bold]{name}[/bold]", str(view[name]))
+            table.add_row(f"[bold]{name}[/bold]", shown(view[name]))
     if record.outcome_deadline_at and record.state.value == "outcome_unknown":
         until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(record.outcome_deadline_at))
         table.add_row("[bold]waiting until[/bold]", f"[yellow]{until}[/yellow]")
     if record.error:
         table.add_row(
-            "[bold]error[/bold]", f"[red]{record.error.code}[/red]: {record.error.message}"
+            "[bold]error[/bold]",
+            line(shown(record.error.code, "red"), f": {record.error.message}"),
         )
     for obj in record.objects:
-        table.add_row("[bold]object[/bold]", f"{obj.key} ({obj.size} B, sha256 {obj.sha256[:12]}…)")
+        table.add_row(
+            "[bold]object[/bold]", shown(f"{obj.key} ({obj.size} B, sha256 {obj.sha256[:12]}…)")
+        )
     console.print(table)
 
 
@@ -127,7 +133,7 @@ def submit(
             if as_json:
                 print_json({"job_id": handle.job_id, "state": handle.status().state.value})
             else:
-                typer.echo(handle.job_id)
+                typer.echo(visible(handle.job_id))
             return
         record = wait_for_job(
             producer, handle.job_id, timeout_s=timeout, console=console, live=_live(as_json)
@@ -193,10 +199,10 @@ def get(
     for obj in record.objects:
         path = target / obj.key.rsplit("/", 1)[-1]
         objects.get_object_to(obj.key, path)
-        typer.echo(str(path))
+        typer.echo(visible(path))
     manifest = target / "manifest.json"
     objects.get_object_to(manifest_key(producer.settings.s3_prefix, job_id), manifest)
-    typer.echo(str(manifest))
+    typer.echo(visible(manifest))
 
 
 @fail_on_config_error
@@ -206,4 +212,4 @@ def cancel(job_id: Annotated[str, typer.Argument()]) -> None:
         record = _producer().cancel(job_id)
     except ProducerError as exc:
         raise _fail(exc) from None
-    typer.echo(f"{record.job_id} {record.state.value}")
+    typer.echo(visible(f"{record.job_id} {record.state.value}"))

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from workers.cli.common import console, emit_error, fail_on_config_error, print_json
+from workers.cli.common import console, emit_error, fail_on_config_error, print_json, shown
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 
@@ -57,13 +57,13 @@ def jobs(
     now = time.time()
     for r in records:
         table.add_row(
-            r.job_id,
+            shown(r.job_id),
             r.state.value,
             f"{int(r.progress or 0)}%",
-            r.producer or "",
-            r.batch_id or "",
+            shown(r.producer or ""),
+            shown(r.batch_id or ""),
             f"{now - r.updated_at:.0f}s ago",
-            _why(r),
+            shown(_why(r)),
         )
     console.print(table)
 

@@ -10,8 +10,10 @@ import time
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.text import Text
 
 from producers.errors import WaitTimeoutError
+from workers.cli.common import shown
 from workers.jobs.record import JobRecord
 
 if TYPE_CHECKING:
@@ -21,17 +23,17 @@ if TYPE_CHECKING:
 REFRESH_S = 0.25
 
 
-def status_line(record: JobRecord, elapsed_s: float) -> str:
+def status_line(record: JobRecord, elapsed_s: float) -> Text:
     """``job 1f3c… · generating · 45% · polls 3 · 12.4s`` (plus why a queued job waits)."""
-    parts = [f"job {record.job_id}", f"[bold]{record.state.value}[/bold]"]
-    parts.append(f"{int(record.progress or 0)}%")
-    parts.append(f"polls {record.polls}")
+    parts: list[Text] = [shown(f"job {record.job_id}"), shown(record.state.value, "bold")]
+    parts.append(shown(f"{int(record.progress or 0)}%"))
+    parts.append(shown(f"polls {record.polls}"))
     if record.attempts > 1:
-        parts.append(f"creates {record.attempts}")
-    parts.append(f"{elapsed_s:.1f}s")
+        parts.append(shown(f"creates {record.attempts}"))
+    parts.append(shown(f"{elapsed_s:.1f}s"))
     if record.waiting_reason:
-        parts.append(f"[yellow]{record.waiting_reason}[/yellow]")
-    return " · ".join(parts)
+        parts.append(shown(record.waiting_reason, "yellow"))
+    return Text(" · ").join(parts)
 
 
 def wait_for_job(

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from workers.cli.common import console, fail_on_config_error, print_json
+from workers.cli.common import console, fail_on_config_error, print_json, shown
 
 
 def register(app: typer.Typer) -> None:
@@ -46,12 +46,12 @@ def quota(
         return
     table = Table(show_header=False, box=None)
     colour = "red" if status.is_open else "green"
-    table.add_row("state", f"[{colour}]{status.state}[/{colour}]")
+    table.add_row("state", shown(status.state, colour))
     if status.is_open:
-        table.add_row("reason", status.kind or "")
+        table.add_row("reason", shown(status.kind or ""))
         table.add_row("since", _ago(status.since))
-        table.add_row("last code", status.code or "")
-        table.add_row("message", status.message or "")
+        table.add_row("last code", shown(status.code or ""))
+        table.add_row("message", shown(status.message or ""))
         table.add_row("next probe", _ago(status.next_probe_at))
     table.add_row("jobs waiting", str(waiting))
     console.print(table)

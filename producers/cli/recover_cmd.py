@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from producers.errors import JobNotFoundError, MayPayTwiceError, ProducerError
-from workers.cli.common import err_console, fail_on_config_error, print_json
+from workers.cli.common import err_console, fail_on_config_error, line, print_json, shown
 from workers.jobs.state import JobState
+from workers.visible import visible
 
 if TYPE_CHECKING:
     from producers.api import Producer
@@ -46,15 +47,15 @@ def retry(
     try:
         record = _producer().retry(job_id, accept_may_pay_twice=yes)
     except MayPayTwiceError as exc:
-        err_console.print(f"[yellow]warning:[/yellow] {exc}")
+        err_console.print(line(("warning: ", "yellow"), str(exc)))
         raise typer.Exit(1) from None
     except ProducerError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        err_console.print(line(("error: ", "red"), str(exc)))
         raise typer.Exit(1) from None
     if as_json:
         print_json(record.public_view())
         return
-    typer.echo(f"{record.job_id} {record.state.value}: a new create is on its way")
+    typer.echo(visible(f"{record.job_id} {record.state.value}: a new create is on its way"))
 
 
 @fail_on_config_error
@@ -87,14 +88,14 @@ def adopt(
     try:
         current = producer.status(job_id)
     except ProducerError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        err_console.print(line(("error: ", "red"), str(exc)))
         raise typer.Exit(1) from None
     if not _task_matches(producer, current, task_id, force=force):
         raise typer.Exit(1)
     try:
         before = producer.adopt(job_id, task_id, accept_may_pay_twice=yes)
     except ProducerError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        err_console.print(line(("error: ", "red"), str(exc)))
         raise typer.Exit(1) from None
     record = before
     deadline = time.monotonic() + wait_s
@@ -110,24 +111,30 @@ def adopt(
         print_json(record.public_view())
         return
     if record.evolink_task_id == task_id and record.state is not JobState.FAILED:
-        typer.echo(f"{job_id} {record.state.value}: task {task_id} adopted")
+        typer.echo(visible(f"{job_id} {record.state.value}: task {task_id} adopted"))
     elif record.evolink_task_id == task_id:
         code = record.error.code if record.error else "unknown_error"
         err_console.print(
-            f"[yellow]{job_id} failed[/yellow]: task {task_id} had failed ({code}); it was "
-            f"not re-created (a new paid create). `nbq adopt {job_id} {task_id} --yes` or "
-            f"`nbq retry {job_id}` to send one"
+            line(
+                shown(f"{job_id} failed", "yellow"),
+                f": task {task_id} had failed ({code}); it was not re-created (a new paid "
+                f"create). `nbq adopt {job_id} {task_id} --yes` or `nbq retry {job_id}` to "
+                "send one",
+            )
         )
         raise typer.Exit(1)
     elif wait_s > 0:
         err_console.print(
-            f"[yellow]{job_id} still {record.state.value}[/yellow]: the task was not adopted "
-            "(unknown to the API, not this job's, or no worker on the poll queue); see the "
-            f"worker log (adoption_refused) and `nbq status {job_id}`"
+            line(
+                shown(f"{job_id} still {record.state.value}", "yellow"),
+                ": the task was not adopted (unknown to the API, not this job's, or no worker "
+                f"on the poll queue); see the worker log (adoption_refused) and "
+                f"`nbq status {job_id}`",
+            )
         )
         raise typer.Exit(1)
     else:
-        typer.echo(f"{job_id}: adoption of {task_id} requested")
+        typer.echo(visible(f"{job_id}: adoption of {task_id} requested"))
 
 
 #: A task its create made appears within seconds of that create; later is suspicious.
@@ -148,32 +155,45 @@ def _task_matches(producer: Producer, record: JobRecord, task_id: str, *, force:
     first = record.first_create_at or record.created_at
     last = record.state_times.get(JobState.SUBMITTING.value) or first
     err_console.print(
-        f"job  {record.job_id}: prompt {prompt[:80]!r}; first create sent {_utc(first)}, "
-        f"last {_utc(last)}"
+        line(
+            f"job  {record.job_id}: prompt {prompt[:80]!r}; first create sent {_utc(first)}, "
+            f"last {_utc(last)}"
+        )
     )
     task = producer.task_facts(task_id)
     if task is None:
         err_console.print(
-            f"task {task_id}: not looked up here (no API key, or the API did not answer); "
-            "the worker checks it before adopting"
+            line(
+                f"task {task_id}: not looked up here (no API key, or the API did not answer); "
+                "the worker checks it before adopting"
+            )
         )
         return True
-    shown = getattr(task, "prompt", None)
+    task_prompt = getattr(task, "prompt", None)
     err_console.print(
-        f"task {task_id}: created {_utc(task.created)}, status {task.status.value}"
-        + (f", prompt {str(shown)[:80]!r}" if shown else " (the API does not show its prompt)")
+        line(
+            f"task {task_id}: created {_utc(task.created)}, status {task.status.value}"
+            + (
+                f", prompt {str(task_prompt)[:80]!r}"
+                if task_prompt
+                else " (the API does not show its prompt)"
+            )
+        )
     )
     if task.created is not None and task.created < earliest_task_time(record):
         from workers import metrics
 
         metrics.ownership_refused("person", "task_before_job")
         err_console.print(
-            "[red]error:[/red] the task was created before this job's first create was sent: "
-            "it cannot be this job's (the worker would refuse it)"
+            line(
+                ("error: ", "red"),
+                "the task was created before this job's first create was sent: it cannot be "
+                "this job's (the worker would refuse it)",
+            )
         )
         return False
     late = task.created is not None and task.created > last + MATCH_WINDOW_S
-    differs = bool(shown) and str(shown) != prompt
+    differs = bool(task_prompt) and str(task_prompt) != prompt
     if (late or differs) and not force:
         why = "its prompt differs" if differs else "it was created long after the job's last create"
         return typer.confirm(f"This task may not be this job's ({why}). Attach it anyway?")

@@ -26,6 +26,7 @@ def serve(
     import uvicorn
 
     from producers.ingress.app import create_app
+    from producers.ingress.server import uvicorn_options
     from workers.logs import configure_logging, register_secret
     from workers.settings import get_settings
 
@@ -41,8 +42,11 @@ def serve(
             port=port,
             workers=workers,
             log_level=log_level,
-            access_log=False,
+            **uvicorn_options(settings),
         )
         return
-    # Access logs stay off: callback URLs carry a per-job token in their query string.
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=False)
+    # The limits (and no access log: callback URLs carry a per-job token) are documented
+    # in producers/ingress/server.py and docs/operations.md.
+    uvicorn.run(
+        create_app(settings), host=host, port=port, log_level=log_level, **uvicorn_options(settings)
+    )

@@ -21,6 +21,7 @@ from producers.ingress.errors import (
     ApiError,
     api_error_handler,
     http_error_handler,
+    too_deep_handler,
     use_error_body_for_422,
     validation_error_handler,
 )
@@ -66,9 +67,14 @@ def create_app(settings: Settings | None = None, *, producer: Producer | None = 
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(RecursionError, too_deep_handler)
     _document_errors_as_served(app)
     app.add_middleware(StrictJsonMiddleware)  # inside the body limit (added after it)
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.ingress_body_timeout_s,
+    )
     for module in (jobs_routes, batch_routes, health_routes, callback_routes):
         app.include_router(module.router)
     return app

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from producers.ingress.batches import done_count
 from producers.ingress.context import Context, ProducerName
-from producers.ingress.errors import ApiError, describe_problems, documented, not_found
+from producers.ingress.errors import ApiError, describe_problems, documented, not_found, quoted
 from producers.ingress.jobs_routes import IdempotencyKey, enqueue_one, id_from
 from producers.ingress.schemas import (
     MAX_BATCH_ID_CHARS,
@@ -45,7 +45,7 @@ def create_batch(
     # Batch ids are scoped per producer like job ids: another's batch is another batch.
     scoped_batch = scoped_job_id(producer, batch_id)
     if not context.batches.claim(scoped_batch, producer):
-        raise ApiError(409, "batch_id_in_use", f"batch_id {batch_id!r} is already in use")
+        raise ApiError(409, "batch_id_in_use", f"batch_id {quoted(batch_id)} is already in use")
     accepted: list[str] = []
     refused: list[RefusedJob] = []
     for index, raw in enumerate(body.requests):
@@ -102,9 +102,9 @@ def get_batch(batch_id: str, context: Context, producer: ProducerName) -> BatchV
     try:
         scoped_batch = scoped_job_id(producer, batch_id)
     except InvalidJobIdError:
-        raise not_found(f"batch {batch_id!r}") from None
+        raise not_found(f"batch {quoted(batch_id)}") from None
     if context.batches.owner(scoped_batch) != producer:
-        raise not_found(f"batch {batch_id!r}")
+        raise not_found(f"batch {quoted(batch_id)}")
     job_ids = context.batches.job_ids(scoped_batch)
     counts = context.batches.counts(job_ids)
     return BatchView(

@@ -4,6 +4,11 @@ Validation problems (422) name the first bad ``field`` (dotted path in the body,
 ``requests.3.size``) and quote pydantic's messages, each cut to a short excerpt: the
 input itself is never echoed (FastAPI's default 422 returned a 3,000-character prompt
 whole). Everything else the ingress refuses is an :class:`ApiError`.
+
+Every answer's ``message`` is cut to :data:`MAX_MESSAGE_CHARS` and its ``field`` to
+:data:`MAX_FIELD_CHARS` in :func:`error_response`, whatever built it: a 60,000-character
+job id in a path is quoted as a short excerpt (it came back whole in a 60 kB 404). A body
+nested deeper than the parser can recurse is a 400 ``invalid_json`` from any handler.
 """
 
 from __future__ import annotations
@@ -22,6 +27,10 @@ from starlette.routing import Match
 MAX_MESSAGE_EXCERPT = 200
 #: Validation problems listed in one message (the first names the ``field``).
 MAX_PROBLEMS = 3
+#: Longest ``message`` of any error answer (ids and inputs quoted in it are cut with it).
+MAX_MESSAGE_CHARS = 600
+#: Longest ``field`` of any error answer.
+MAX_FIELD_CHARS = 200
 
 
 class ErrorDetail(BaseModel):
@@ -64,7 +73,13 @@ def error_response(
     headers: dict[str, str] | None = None,
     field: str | None = None,
 ) -> JSONResponse:
-    body = ErrorBody(error=ErrorDetail(code=code, message=message, field=field))
+    body = ErrorBody(
+        error=ErrorDetail(
+            code=code,
+            message=excerpt(message, MAX_MESSAGE_CHARS),
+            field=None if field is None else excerpt(field, MAX_FIELD_CHARS),
+        )
+    )
     return JSONResponse(
         body.model_dump(exclude_none=True), status_code=status_code, headers=headers
     )
@@ -138,6 +153,16 @@ _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
 
 def not_found(what: str) -> ApiError:
     return ApiError(404, "not_found", f"{what} not found")
+
+
+def quoted(value: str, limit: int = 80) -> str:
+    """``value`` for an error message: ``repr`` of a short excerpt (ids come from outside)."""
+    return repr(value) if len(value) <= limit else f"{value[:limit]!r}…({len(value)} chars)"
+
+
+async def too_deep_handler(request: Request, exc: Exception) -> JSONResponse:
+    """A body nested deeper than the JSON parser recurses, in any handler: 400."""
+    return error_response(400, "invalid_json", "the body is nested too deeply to parse")
 
 
 #: OpenAPI ``responses`` entries shared by the routes.

@@ -15,7 +15,7 @@ from producers.errors import (
     JobNotStoredError,
 )
 from producers.ingress.context import Context, IngressContext, ProducerName
-from producers.ingress.errors import ApiError, documented, not_found
+from producers.ingress.errors import ApiError, documented, not_found, quoted
 from producers.ingress.schemas import ImagesView, ImageView, JobCreate, JobView
 from workers.jobs.ids import InvalidJobIdError, scoped_job_id, validate_job_id
 from workers.jobs.record import JobRecord
@@ -44,7 +44,7 @@ def owned_record(context: IngressContext, producer: str, job_id: str) -> JobReco
     scoped = _scoped(producer, job_id)
     record = context.producer.lookup(scoped) if scoped else None
     if record is None or record.producer != producer:
-        raise not_found(f"job {job_id!r}")
+        raise not_found(f"job {quoted(job_id)}")
     return record
 
 
@@ -119,7 +119,7 @@ def get_images(job_id: str, context: Context, producer: ProducerName) -> ImagesV
     try:
         images = context.producer.results(record.job_id, expiry_s=expiry_s)
     except JobNotFoundError:
-        raise not_found(f"job {job_id!r}") from None
+        raise not_found(f"job {quoted(job_id)}") from None
     except JobNotStoredError as exc:
         raise ApiError(409, "not_stored", str(exc)) from None
     return ImagesView(
@@ -141,7 +141,7 @@ def cancel_job(job_id: str, context: Context, producer: ProducerName) -> JobView
     try:
         record = context.producer.cancel(owned.job_id)
     except JobNotFoundError:
-        raise not_found(f"job {job_id!r}") from None
+        raise not_found(f"job {quoted(job_id)}") from None
     except JobNotCancellableError as exc:
         raise ApiError(409, "not_cancellable", str(exc)) from None
     return view(record)

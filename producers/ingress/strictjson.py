@@ -47,15 +47,16 @@ class StrictJsonMiddleware:
             await self.app(scope, receive, send)
             return
         messages: list[Message] = []
-        body = b""
-        while True:
+        parts: list[bytes] = []
+        while True:  # one message: the body limit hands the body on whole
             message = await receive()
             messages.append(message)
             if message["type"] != "http.request":
                 break
-            body += message.get("body", b"")
+            parts.append(message.get("body", b""))
             if not message.get("more_body", False):
                 break
+        body = b"".join(parts)  # once: `body += chunk` was quadratic in the chunks
         constant = non_standard_constant(body)
         if constant is not None:
             response = error_response(

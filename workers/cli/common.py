@@ -9,16 +9,32 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 from workers.settings import ConfigError
 from workers.urls import masked_url
+from workers.visible import visible
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+def shown(value: object, style: str = "") -> Text:
+    """A data value for a table cell or a message: control characters escaped
+    (:func:`workers.visible.visible`) and rich markup in it never interpreted. Every value
+    a sender or producer controls goes through here before rich sees it."""
+    return Text(visible(value), style=style)
+
+
+def line(*parts: str | tuple[str, str] | Text) -> Text:
+    """A line of our words and data: ``("error: ", "red")`` tuples are styled text of ours,
+    plain strings and Text are data (escaped as :func:`shown` does). No markup parsing."""
+    return Text.assemble(
+        *(part if isinstance(part, tuple | Text) else shown(part) for part in parts)
+    )
 
 
 def _connection_errors() -> tuple[type[BaseException], ...]:
@@ -71,7 +87,9 @@ def emit_error(message: str, *, code: str, exit_code: int, as_json: bool) -> NoR
     if as_json:
         print_json({"error": {"code": code, "message": message}})
     else:
-        err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+        err_console.print(
+            Text.assemble(("error: ", "red"), shown(message)), highlight=False, soft_wrap=True
+        )
     raise typer.Exit(exit_code)
 
 
@@ -88,7 +106,9 @@ def fail_on_config_error(func: Callable[P, R]) -> Callable[P, R]:
             if as_json:
                 emit_error(str(exc), code="configuration_error", exit_code=2, as_json=True)
             # Escaped: "[worker]" in a message is text, not markup.
-            err_console.print(f"[red]configuration error:[/red] {escape(str(exc))}", soft_wrap=True)
+            err_console.print(
+                Text.assemble(("configuration error: ", "red"), shown(exc)), soft_wrap=True
+            )
             raise typer.Exit(2) from None
         except typer.Exit:
             raise

@@ -70,8 +70,10 @@ class DeadLetterer:
             content_encoding=getattr(message, "content_encoding", None),
         )
         try:
-            self.store().add(letter)
+            dropped = self.store().put(letter)
             stored = True
+            if dropped:
+                metrics.dead_letters_dropped(dropped)
         except Exception as exc:  # the store down must not stop the worker either
             stored = False
             log.error(

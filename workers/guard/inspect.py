@@ -35,6 +35,7 @@ from workers.jobs.ids import (
     scoped_job_id,
     validate_producer,
 )
+from workers.visible import is_visible
 
 #: Reasons a message is refused (the ``reason`` label of ``nbq_dead_letters_total``).
 REASONS: Final = (
@@ -216,10 +217,14 @@ def _header_types(headers: Mapping[str, Any]) -> str | None:
     task_id = headers.get("id")
     if not isinstance(task_id, str) or not task_id or len(task_id) > MAX_ID_CHARS:
         return f"id must be a non-empty string of at most {MAX_ID_CHARS}"
+    if not is_visible(task_id):  # Celery's own log lines print it as it is
+        return "id must not contain control characters"
     for name in _STR_OR_NONE_HEADERS:
         value = headers.get(name)
         if value is not None and (not isinstance(value, str) or len(value) > 4096):
             return f"{name} must be a string or null"
+        if value is not None and not is_visible(value):
+            return f"{name} must not contain control characters"
     retries = headers.get("retries", 0)
     if retries is None:
         retries = 0

@@ -84,6 +84,15 @@ def test_an_expired_message_is_refused() -> None:
     assert refusal is not None and refusal.reason == "expired"
 
 
+@pytest.mark.parametrize("name", ["id", "root_id", "parent_id", "argsrepr"])
+def test_a_header_celery_logs_may_not_carry_terminal_escapes(name: str) -> None:
+    # Celery's own log lines ("Task nbq.poll[<id>] received") print these as they are
+    message = ours("nbq.poll", {"job_id": "a", "token": "t"})
+    message["headers"][name] = "0f\x1b]0;PWNED\x07\x1b[2J"
+    refusal = check(message)
+    assert refusal is not None and refusal.reason == "bad_header" and name in refusal.detail
+
+
 def test_positional_arguments_are_bound_to_the_task_parameters() -> None:
     message = ours("nbq.poll", {})
     message["body"] = json.dumps([["job-1", "tok"], {}, {}])
