@@ -117,8 +117,11 @@ class EmulatorState:
             task.fail_message = fail.message
         self.store.add(task, api_key)
         self.stats.creates_accepted += 1
+        self.stats.charges_by_task[task.id] = cost
         if idempotency_key is not None:
             self.stats.creates_by_idempotency_key[idempotency_key] += 1
+            charges = self.stats.charges_by_idempotency_key
+            charges[idempotency_key] = charges.get(idempotency_key, 0.0) + cost
         if task.callback_url is not None:
             self.callbacks.schedule(task)
         return task

@@ -23,6 +23,10 @@ class Stats:
     files_rejected: Counter[str] = field(default_factory=Counter)
     callbacks: Counter[str] = field(default_factory=Counter)
     credits_charged: float = 0.0
+    #: Each task's charge (every created task is charged once), and their sum per
+    #: ``Idempotency-Key``: a client's own figures can be checked task by task.
+    charges_by_task: dict[str, float] = field(default_factory=dict)
+    charges_by_idempotency_key: dict[str, float] = field(default_factory=dict)
 
     def snapshot(self) -> dict[str, Any]:
         """JSON-ready copy; only keys with more than one create would mean a client bug."""
@@ -45,4 +49,8 @@ class Stats:
                 for name in ("sent", "delivered", "failed", "dropped", "skipped")
             },
             "credits_charged": round(self.credits_charged, 6),
+            "charges_by_task": dict(self.charges_by_task),
+            "charges_by_idempotency_key": {
+                key: round(credits, 6) for key, credits in self.charges_by_idempotency_key.items()
+            },
         }

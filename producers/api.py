@@ -9,8 +9,9 @@
         print(image.key, image.url)
 
 Bad input raises :class:`InvalidRequestError` naming the field, and nothing is enqueued.
-A caller-chosen ``job_id`` is an idempotency key: enqueuing it twice returns the same
-job and never creates a second API task.
+A caller-chosen ``job_id`` is an idempotency key: enqueuing the same request under it
+twice returns the same job and never creates a second API task; a different request
+under a used id raises :class:`JobIdConflictError` (nothing enqueued).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from producers.errors import (
     CreditBudgetExceededError,
     EnqueueUncertainError,
     InvalidRequestError,
+    JobIdConflictError,
     JobNotFoundError,
     JobNotStoredError,
     WaitTimeoutError,
@@ -49,7 +51,7 @@ from workers.jobs.ids import (
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 from workers.logs import get_logger
-from workers.resilience.credits import CreditLedger
+from workers.resilience.credits import CreditLedger, Hold, price_of, refusal
 from workers.runtime import Runtime
 from workers.settings import Settings, get_settings
 from workers.stages.cancel import cancel_job
@@ -135,6 +137,13 @@ class Producer:
         #: Every message this producer sends (enqueue, retry, adopt, callbacks' polls).
         self.dispatcher = Dispatcher.for_settings(celery_app, self.settings)
         self._manifests: ObjectStore | None = None  # status fallback (lookup)
+        #: The day's credit book with this producer's budgets (a job holds its price).
+        self._ledger = CreditLedger(
+            self.runtime.redis,
+            prefix=self.settings.key_prefix,
+            limit_daily=self.settings.credit_limit_daily,
+            limit_daily_per_producer=self.settings.credit_limit_daily_per_producer,
+        )
         # Refuse a store that would lose jobs silently (NBQ_ALLOW_VOLATILE_STORE=true
         # accepts). After configure_process: it sends the project's logs to stderr, so a
         # warning here never mixes into a command's --json output (unless the host
@@ -154,9 +163,11 @@ class Producer:
 
         A caller-chosen ``job_id`` is scoped to ``producer``: the handle's ``job_id`` is
         the stored id (``alice~order-1``; unchanged without a producer), and another
-        producer's job of the same id is never returned.
+        producer's job of the same id is never returned. The same request under a used id
+        returns that job; a different one raises :class:`JobIdConflictError`.
         """
         valid = validate_request(request)
+        chosen = job_id
         if producer is not None:
             try:
                 validate_producer(producer)
@@ -167,20 +178,62 @@ class Producer:
                 job_id = scoped_job_id(producer, job_id)
             except InvalidJobIdError as exc:
                 raise InvalidRequestError(str(exc), field="job_id") from None
-        budgeted = self.settings.credit_limit_daily or self.settings.credit_limit_daily_per_producer
-        if budgeted and (job_id is None or self.runtime.store.get(job_id) is None):
-            self._check_budget(valid, producer)
-        if job_id is None and self._one_trip:
+        ledger = self._ledger
+        if job_id is not None and ledger.budgeted:
+            # A used id holds nothing again (it is the same job, or a conflict).
+            existing = self.runtime.store.get(job_id)
+            if existing is not None:
+                return self._known(existing, valid, chosen)
+        held: Hold | None = None
+        if ledger.budgeted:
+            fresh = job_id is None
+            job_id = job_id or scoped_job_id(producer, new_job_id())
+            held = self._hold(job_id, valid, producer)
+            if fresh and self._one_trip:
+                return self._enqueue_new(
+                    valid, job_id=job_id, producer=producer, batch_id=batch_id, held=held
+                )
+        elif job_id is None and self._one_trip:
             return self._enqueue_new(valid, producer=producer, batch_id=batch_id)
         record = intake(
-            self.runtime, request=valid, job_id=job_id, producer=producer, batch_id=batch_id
+            self.runtime,
+            request=valid,
+            job_id=job_id,
+            producer=producer,
+            batch_id=batch_id,
+            held=held,
         )
         assert record is not None
+        return self._known(record, valid, chosen)
+
+    def _known(self, record: JobRecord, valid: GenerationRequest, chosen: str | None) -> JobHandle:
+        """The handle of a recorded job (sent if it never was); a conflict if a chosen id
+        names another request."""
+        if chosen is not None and not record.holds_request(valid.to_api_json()):
+            raise JobIdConflictError(chosen)
         if record.state is JobState.QUEUED and record.attempts == 0 and not record.waiting_reason:
             # New (or never picked up): send. A duplicate message is harmless — submit's
             # queued → submitting transition has exactly one winner.
             self._send_recorded(record)
         return JobHandle(self, record.job_id)
+
+    def _hold(self, job_id: str, valid: GenerationRequest, producer: str | None) -> Hold:
+        """The job's price held on today's budget (one atomic script), or refused: a clear
+        error naming the budget, never a silent drop; nothing is enqueued."""
+        ledger = self._ledger
+        price = price_of(valid.to_api_json())
+        held = ledger.hold(job_id, price, producer=producer)
+        if not held.held:
+            budget = (
+                "NBQ_CREDIT_LIMIT_DAILY_PER_PRODUCER"
+                if held.budget == "producer"
+                else "NBQ_CREDIT_LIMIT_DAILY"
+            )
+            raise CreditBudgetExceededError(
+                refusal(held, ledger, price=price, producer=producer) + "; nothing was enqueued",
+                budget=budget,
+            )
+        return held
 
     def _send_recorded(self, record: JobRecord) -> None:
         """Publish a recorded job's message (the two-step path: a broker other than the
@@ -198,14 +251,21 @@ class Producer:
             ) from exc
 
     def _enqueue_new(
-        self, valid: GenerationRequest, *, producer: str | None, batch_id: str | None
+        self,
+        valid: GenerationRequest,
+        *,
+        producer: str | None,
+        batch_id: str | None,
+        job_id: str | None = None,
+        held: Hold | None = None,
     ) -> JobHandle:
         """A fresh id cannot exist yet: record and message go out in one round trip."""
         record = JobRecord(
-            job_id=scoped_job_id(producer, new_job_id()),
+            job_id=job_id or scoped_job_id(producer, new_job_id()),
             request=valid.to_api_json(),
             producer=producer,
             batch_id=batch_id,
+            **(held.record_fields() if held else {}),
         )
         try:
             record, batched = send_with_record(
@@ -238,24 +298,6 @@ class Producer:
                 recovery="the reconciler re-sends it (NBQ_STUCK_AFTER_S)",
             )
         return JobHandle(self, record.job_id)
-
-    def _check_budget(self, request: GenerationRequest, producer: str | None) -> None:
-        """Refuse at enqueue (never drop later) what would exceed a daily credit budget."""
-        ledger = CreditLedger(self.runtime.redis, prefix=self.settings.key_prefix)
-        quality = request.quality.value
-        total = self.settings.credit_limit_daily
-        if total and ledger.would_exceed(quality, total):
-            raise CreditBudgetExceededError(
-                f"daily credit budget NBQ_CREDIT_LIMIT_DAILY={total:g} would be exceeded "
-                f"(spent today: {ledger.spent_today():g}); nothing was enqueued"
-            )
-        own = self.settings.credit_limit_daily_per_producer
-        if own and producer and ledger.would_exceed(quality, own, producer=producer):
-            raise CreditBudgetExceededError(
-                f"producer {producer!r} would exceed its daily credit budget "
-                f"NBQ_CREDIT_LIMIT_DAILY_PER_PRODUCER={own:g} (spent today: "
-                f"{ledger.spent_today(producer=producer):g}); nothing was enqueued"
-            )
 
     def job(self, job_id: str) -> JobHandle:
         handle = JobHandle(self, job_id)
@@ -304,8 +346,11 @@ class Producer:
     def retry(self, job_id: str, *, accept_may_pay_twice: bool = False) -> JobRecord:
         """Re-send a failed job's create (``nbq retry``); the job goes back to ``queued``.
 
-        A job whose last create's outcome is unknown may already have a paid task: that
-        raises :class:`MayPayTwiceError` unless ``accept_may_pay_twice`` (``--yes``).
+        A job whose last create's outcome is unknown may already have a paid task, and a
+        job that failed for a permanent reason (``retryable: false``, e.g.
+        ``content_policy_violation``) would pay again for a create the API most likely
+        refuses again: both raise :class:`MayPayTwiceError` (its message says which)
+        unless ``accept_may_pay_twice`` (``--yes``).
         """
         from workers.stages import manual
 

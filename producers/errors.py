@@ -5,13 +5,14 @@
     ProducerError
     ├── InvalidRequestError     the request breaks a rule; ``field`` names it; nothing enqueued
     ├── CreditBudgetExceededError  the daily credit budget would be exceeded; nothing enqueued
+    ├── JobIdConflictError      the job id is taken by a different request; nothing enqueued
     ├── JobNotFoundError        no such job (or past retention)
     ├── JobNotCancellableError  the job already ended
     ├── JobNotStoredError       results asked for a job that is not stored (yet)
     ├── WaitTimeoutError        ``wait`` gave up; the job goes on
     ├── EnqueueUncertainError   Redis failed mid-enqueue; ``job_id`` may or may not be queued
     └── JobActionRefusedError   ``retry`` / ``adopt`` would be wrong for this job; unchanged
-        └── MayPayTwiceError    ``retry`` of a job whose create may have been paid: confirm
+        └── MayPayTwiceError    ``retry`` may pay for nothing (unknown outcome, permanent): confirm
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ __all__ = [
     "EnqueueUncertainError",
     "InvalidRequestError",
     "JobActionRefusedError",
+    "JobIdConflictError",
     "JobNotCancellableError",
     "JobNotFoundError",
     "JobNotStoredError",
@@ -46,7 +48,31 @@ class InvalidRequestError(ProducerError, ValueError):
 
 
 class CreditBudgetExceededError(ProducerError):
-    pass
+    """A daily credit budget would be exceeded by this job's price; nothing enqueued.
+
+    ``budget`` names the setting: ``NBQ_CREDIT_LIMIT_DAILY`` or
+    ``NBQ_CREDIT_LIMIT_DAILY_PER_PRODUCER``.
+    """
+
+    def __init__(self, message: str, *, budget: str = "NBQ_CREDIT_LIMIT_DAILY") -> None:
+        super().__init__(message)
+        self.budget = budget
+
+
+class JobIdConflictError(ProducerError):
+    """A caller-chosen job id already names a job with a different request.
+
+    The id is an idempotency key for one request: the same request again returns the
+    same job; a different one is refused (nothing enqueued, the existing job unchanged)
+    rather than silently answered with the old job. Use a new id for a new request.
+    """
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
+            f"job id {job_id!r} is already used by a different request; nothing was "
+            "enqueued (send the same request to get that job, or use a new job id)"
+        )
+        self.job_id = job_id
 
 
 class JobNotStoredError(ProducerError):

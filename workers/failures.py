@@ -22,7 +22,8 @@ why, with a message saying what a person can do. One class per failure reason::
     ├── DownloadFailed              download_failed (transfers kept failing)
     ├── StorageUnavailable          storage_unavailable (S3 kept failing)
     ├── ResultRedirectLoop          redirect_loop (the result link loops)
-    └── RecordLost                  record_lost (the store lost a job before its create)
+    ├── RecordLost                  record_lost (the store lost a job before its create)
+    └── CreditBudgetExceeded        credit_budget_exceeded (a daily budget refused it)
 
 The exceptions carry only the job id, the reason code and the job error's message
 (already safe to store on the job record: no key, no signed link query). They pickle
@@ -175,6 +176,15 @@ class RecordLost(JobFailed):
     )
 
 
+class CreditBudgetExceeded(JobFailed):
+    reason = "credit_budget_exceeded"
+    hint = (
+        "a daily credit budget (NBQ_CREDIT_LIMIT_DAILY / _PER_PRODUCER) would have been "
+        "exceeded, so no create was sent (nothing paid): `nbq retry <job_id>` once the "
+        "budget allows (the next UTC day, or a raised limit)"
+    )
+
+
 #: Failure reason (job error code) → exception class; other codes of a failed API task
 #: are GenerationFailed, anything else JobFailed.
 BY_REASON: dict[str, type[JobFailed]] = {
@@ -196,6 +206,7 @@ BY_REASON: dict[str, type[JobFailed]] = {
         StorageUnavailable,
         ResultRedirectLoop,
         RecordLost,
+        CreditBudgetExceeded,
     )
 }
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from workers.evolink.client import EvolinkClient
     from workers.jobs.durability import EpochWatcher
+    from workers.resilience.credits import CreditLedger
     from workers.security.urlguard import UrlPolicy
     from workers.storage.s3 import ObjectStore
 
@@ -48,6 +49,7 @@ class Runtime:
     _result_client: httpx.Client | None = None
     _broker: Redis | None = None
     _epoch: EpochWatcher | None = None
+    _credits: CreditLedger | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
@@ -94,6 +96,19 @@ class Runtime:
             objects.ensure_bucket()  # once per process; a fresh MinIO has no bucket yet
             self._objects = objects
         return self._objects
+
+    def credits(self) -> CreditLedger:
+        """The day's credit book with this process's budgets (workers/resilience/credits.py)."""
+        if self._credits is None:
+            from workers.resilience.credits import CreditLedger
+
+            self._credits = CreditLedger(
+                self.redis,
+                prefix=self.settings.key_prefix,
+                limit_daily=self.settings.credit_limit_daily,
+                limit_daily_per_producer=self.settings.credit_limit_daily_per_producer,
+            )
+        return self._credits
 
     def url_policy(self) -> UrlPolicy:
         if self._url_policy is None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from producers.errors import ProducerError
+from producers.errors import JobIdConflictError, ProducerError
 from workers.cli.common import (
     connection_problem,
     console,
@@ -25,6 +25,12 @@ from workers.visible import visible
 
 if TYPE_CHECKING:
     from producers.api import Producer
+
+
+#: ``nbq submit --job-id X`` with a request other than X's: its own exit status, so a
+#: script tells "your id is taken" from a failed job (1), a bad request (2) or no
+#: connection (3).
+JOB_ID_CONFLICT_EXIT = 4
 
 
 def register(app: typer.Typer) -> None:
@@ -65,6 +71,11 @@ def _live(as_json: bool) -> bool:
     return not as_json and console.is_terminal
 
 
+#: Row labels that say what a field counts (a 402-refused create is an API call, not a
+#: create anyone paid for: paid_creates counts those).
+_LABELS = {"attempts": "create calls (API)", "credits_reserved": "credits reserved (held)"}
+
+
 def show_record(record: JobRecord, *, as_json: bool) -> None:
     if as_json:
         print_json(record.public_view())
@@ -80,11 +91,12 @@ def show_record(record: JobRecord, *, as_json: bool) -> None:
         "paid_creates",
         "polls",
         "credits_reserved",
+        "credits_paid",
         "waiting_reason",
         "callback_task_id",
     ):
         if view.get(name) not in (None, "", 0) or name in ("job_id", "state"):
-            table.add_row(f"[bold]{name}[/bold]", shown(view[name]))
+            table.add_row(f"[bold]{_LABELS.get(name, name)}[/bold]", shown(view[name]))
     if record.outcome_deadline_at and record.state.value == "outcome_unknown":
         until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(record.outcome_deadline_at))
         table.add_row("[bold]waiting until[/bold]", f"[yellow]{until}[/yellow]")
@@ -138,6 +150,8 @@ def submit(
         record = wait_for_job(
             producer, handle.job_id, timeout_s=timeout, console=console, live=_live(as_json)
         )
+    except JobIdConflictError as exc:
+        raise _fail(exc, JOB_ID_CONFLICT_EXIT, as_json=as_json) from None
     except ProducerError as exc:
         raise _fail(exc, 2 if isinstance(exc, ValueError) else 1, as_json=as_json) from None
     show_record(record, as_json=as_json)

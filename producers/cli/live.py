@@ -28,8 +28,10 @@ def status_line(record: JobRecord, elapsed_s: float) -> Text:
     parts: list[Text] = [shown(f"job {record.job_id}"), shown(record.state.value, "bold")]
     parts.append(shown(f"{int(record.progress or 0)}%"))
     parts.append(shown(f"polls {record.polls}"))
-    if record.attempts > 1:
-        parts.append(shown(f"creates {record.attempts}"))
+    if record.paid_creates > 1:
+        # Paid creates, not API calls: a create refused with 402 (or 429, 5xx) made no
+        # task and cost nothing, so a quota wait does not count up here.
+        parts.append(shown(f"paid creates {record.paid_creates}"))
     parts.append(shown(f"{elapsed_s:.1f}s"))
     if record.waiting_reason:
         parts.append(shown(record.waiting_reason, "yellow"))

@@ -59,31 +59,39 @@ def quota(
 
 @fail_on_config_error
 def credits(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """Today's credit spend (UTC) and the daily budget, if one is set."""
-    from workers.resilience.credits import CreditLedger
+    """Today's credits (UTC): paid, reserved by jobs not yet created, the daily budgets."""
     from workers.runtime import get_runtime
 
     rt = get_runtime()
-    ledger = CreditLedger(rt.redis, prefix=rt.settings.key_prefix)
-    spent = ledger.spent_today()
-    ended = ledger.ended_today()
+    ledger = rt.credits()
+    day = ledger.today()
+    producers = ledger.producers_today()
     limit = rt.settings.credit_limit_daily or None
     per_producer = rt.settings.credit_limit_daily_per_producer or None
     if as_json:
         print_json(
             {
-                "spent_today": spent,
+                "paid_today": day.paid,
+                "reserved_today": day.reserved,
+                "spent_today": day.paid,  # the name before holds existed: paid
                 "daily_limit": limit,  # null: unlimited
                 "daily_limit_per_producer": per_producer,
                 "unlimited": limit is None,
-                "reserved_by_failed_jobs": ended["failed"],
-                "reserved_by_cancelled_jobs": ended["cancelled"],
-                "unknown_outcome_creates": int(ended["unknown_creates"]),
+                "producers": {
+                    name: {"paid": f.paid, "reserved": f.reserved} for name, f in producers.items()
+                },
+                "paid_by_failed_jobs": day.failed,
+                "paid_by_cancelled_jobs": day.cancelled,
+                # The names before holds existed (they meant the same: what those jobs paid)
+                "reserved_by_failed_jobs": day.failed,
+                "reserved_by_cancelled_jobs": day.cancelled,
+                "unknown_outcome_creates": day.unknown_creates,
             }
         )
         return
     table = Table(show_header=False, box=None)
-    table.add_row("spent today (UTC)", f"{spent:g} credits")
+    table.add_row("paid today (UTC)", f"{day.paid:g} credits")
+    table.add_row("reserved", f"{day.reserved:g} credits (held by jobs not yet created)")
     table.add_row(
         "daily budget",
         f"{limit:g} (NBQ_CREDIT_LIMIT_DAILY)" if limit else "unlimited",
@@ -92,11 +100,13 @@ def credits(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
         "per producer",
         f"{per_producer:g} (NBQ_CREDIT_LIMIT_DAILY_PER_PRODUCER)" if per_producer else "unlimited",
     )
-    table.add_row("of which failed jobs", f"{ended['failed']:g} credits")
-    table.add_row("of which cancelled jobs", f"{ended['cancelled']:g} credits")
+    for name, figures in producers.items():
+        table.add_row(f"  {name}", f"paid {figures.paid:g}, reserved {figures.reserved:g}")
+    table.add_row("of which paid by jobs that failed", f"{day.failed:g} credits")
+    table.add_row("of which paid by jobs cancelled", f"{day.cancelled:g} credits")
     table.add_row(
         "creates of unknown outcome",
-        f"{int(ended['unknown_creates'])} (may be charged; not in the spend above)",
+        f"{day.unknown_creates} (may be charged; their jobs keep their holds)",
     )
     console.print(table)
 

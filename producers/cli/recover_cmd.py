@@ -39,11 +39,15 @@ def retry(
     job_id: Annotated[str, typer.Argument(help="A failed or outcome_unknown job.")],
     yes: Annotated[
         bool,
-        typer.Option("--yes", help="Re-send even if the last create may have been paid."),
+        typer.Option(
+            "--yes",
+            help="Re-send even if the last create may have been paid, or the job failed "
+            "for a permanent reason (retryable: false).",
+        ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Re-send a failed job's create (asks for --yes when it may pay twice)."""
+    """Re-send a failed job's create (asks for --yes when it may pay twice or for nothing)."""
     try:
         record = _producer().retry(job_id, accept_may_pay_twice=yes)
     except MayPayTwiceError as exc:

@@ -171,7 +171,8 @@ def documented(*codes: int) -> dict[int | str, dict[str, object]]:
         400: "the body could not be parsed",
         401: "missing or unknown bearer token",
         404: "no such resource for this producer",
-        409: "conflict with the resource's state",
+        409: "conflict with the resource's state, or job_id_conflict: the id is used by "
+        "a different request",
         413: "body larger than NBQ_MAX_BODY_BYTES",
         429: "daily credit budget would be exceeded",
         503: "a dependency is unavailable",

@@ -7,9 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Response, status
 from fastapi.exceptions import RequestValidationError
 
+from producers.api import validate_request
 from producers.errors import (
     CreditBudgetExceededError,
     InvalidRequestError,
+    JobIdConflictError,
     JobNotCancellableError,
     JobNotFoundError,
     JobNotStoredError,
@@ -56,18 +58,24 @@ def enqueue_one(
     batch_id: str | None = None,
 ) -> tuple[JobRecord, bool]:
     """``(record, created)``. Ids are scoped per producer (workers/jobs/ids.py): another
-    producer's job of the same id is a different job, never returned nor revealed."""
+    producer's job of the same id is a different job, never returned nor revealed. The
+    same request under a used id is the same job (200); another request is a 409
+    ``job_id_conflict`` that says nothing about the job already there."""
     store = context.producer.runtime.store
     scoped = _scoped(producer, job_id) if job_id else None
     existing = store.get(scoped) if scoped else None
-    if existing is not None and existing.producer == producer:
-        return existing, False
     try:
+        if existing is not None and existing.producer == producer:
+            if not existing.holds_request(validate_request(body.request_fields()).to_api_json()):
+                raise JobIdConflictError(job_id or "")
+            return existing, False
         handle = context.producer.enqueue(
             body.request_fields(), job_id=job_id, producer=producer, batch_id=batch_id
         )
     except CreditBudgetExceededError as exc:
-        raise ApiError(429, "credit_budget_exceeded", str(exc)) from None
+        raise ApiError(429, "credit_budget_exceeded", _budget_message(exc)) from None
+    except JobIdConflictError as exc:
+        raise ApiError(409, "job_id_conflict", str(exc)) from None
     except InvalidRequestError as exc:
         raise RequestValidationError(
             [
@@ -145,6 +153,17 @@ def cancel_job(job_id: str, context: Context, producer: ProducerName) -> JobView
     except JobNotCancellableError as exc:
         raise ApiError(409, "not_cancellable", str(exc)) from None
     return view(record)
+
+
+def _budget_message(exc: CreditBudgetExceededError) -> str:
+    """The refusal as a producer may read it: its own budget's figures are its own; the
+    shared budget's would tell it what the other producers spend, so they are left out."""
+    if exc.budget == "NBQ_CREDIT_LIMIT_DAILY":
+        return (
+            "the shared daily credit budget (NBQ_CREDIT_LIMIT_DAILY) would be exceeded by "
+            "this job; nothing was enqueued"
+        )
+    return str(exc)
 
 
 def id_from(

@@ -52,8 +52,10 @@ class JobView(BaseModel):
     evolink_task_id: str | None = None
     progress: int = 0
     attempts: int = 0
+    paid_creates: int = 0
     polls: int = 0
     credits_reserved: float = 0.0
+    credits_paid: float = 0.0
     objects: list[StoredObject] = Field(default_factory=list)
     error: JobError | None = None
     waiting_reason: str | None = None

@@ -22,6 +22,23 @@ def test_short_balance_answers_402_insufficient_quota(make_client, schema_valida
     assert stats["creates_rejected"] == {"402": 1}
 
 
+def test_stats_list_each_tasks_charge_and_their_sum_per_idempotency_key(make_client):
+    client = make_client(credits=6.0)
+    first = client.post(CREATE, json=body(quality="2K"), headers={**AUTH, "Idempotency-Key": "k"})
+    again = client.post(CREATE, json=body(quality="1K"), headers={**AUTH, "Idempotency-Key": "k"})
+    refused = client.post(CREATE, json=body(quality="4K"), headers=AUTH)  # 402: no charge
+    plain = client.post(CREATE, json=body(quality="1K"), headers=AUTH)
+    assert refused.status_code == 402
+    stats = client.get("/_emulator/stats").json()
+    assert stats["charges_by_task"] == {
+        first.json()["id"]: 2.5,
+        again.json()["id"]: 1.6,
+        plain.json()["id"]: 1.6,
+    }
+    assert stats["charges_by_idempotency_key"] == {"k": 4.1}
+    assert stats["credits_charged"] == round(sum(stats["charges_by_task"].values()), 6)
+
+
 def test_a_cheaper_quality_still_fits_the_rest_of_the_balance(make_client):
     client = make_client(credits=4.0)
     client.post(CREATE, json=body(quality="2K"), headers=AUTH)

@@ -14,6 +14,7 @@ import sys
 
 import pytest
 
+from producers.errors import MayPayTwiceError
 from tests.faults.helpers import creates_per_job
 from tests.support.stack import Stack
 from workers.jobs.state import JobState
@@ -98,7 +99,7 @@ def test_retry_of_an_unknown_outcome_job_warns_and_needs_yes_then_pays_again(
     assert creates_per_job(stack, [job_id]) == {job_id: 2}  # paid twice, as warned
 
 
-def test_retry_of_a_job_failed_for_a_known_reason_needs_no_confirmation(stack: Stack) -> None:
+def test_retry_of_a_permanent_failure_says_why_and_needs_yes(stack: Stack) -> None:
     stack.emulator.add_fault(
         endpoint="create", action="fail_task", code="content_policy_violation", count=1
     )
@@ -108,7 +109,15 @@ def test_retry_of_a_job_failed_for_a_known_reason_needs_no_confirmation(stack: S
     failed = stack.wait_all(producer, [job_id])[job_id]
     assert failed.error is not None and failed.error.code == "content_policy_violation"
 
-    assert nbq(stack, "retry", job_id).returncode == 0
+    refused = nbq(stack, "retry", job_id)  # retryable: false — it would pay for nothing
+    assert refused.returncode == 1
+    assert "content_policy_violation" in said(refused.stderr) and "--yes" in refused.stderr
+    assert "permanent" in said(refused.stderr)
+    assert producer.status(job_id).state is JobState.FAILED  # unchanged, nothing sent
+    with pytest.raises(MayPayTwiceError, match="permanent"):
+        producer.retry(job_id)
+
+    assert nbq(stack, "retry", job_id, "--yes").returncode == 0
     record = stack.wait_all(producer, [job_id])[job_id]
     assert record.state is JobState.STORED and record.create_seq == 2
     assert failed.evolink_task_id in record.previous_task_ids

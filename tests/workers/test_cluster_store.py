@@ -105,9 +105,13 @@ def test_the_shared_parts_run_on_a_3_master_cluster(redis_cluster: RedisCluster)
     rt.limiter.penalise("create", 1.0)
     assert rt.limiter.acquire("create") > 0
     assert len({_slot(k) for k in rt.limiter._keys("create")}) == 1
-    ledger = CreditLedger(rt.redis, prefix=settings.key_prefix)
-    ledger.record(2.0, producer="p1")
+    ledger = CreditLedger(rt.redis, prefix=settings.key_prefix, limit_daily_per_producer=3.0)
+    held = ledger.hold("j1", 2.5, producer="p1")
+    assert held.held and not ledger.hold("j2", 2.5, producer="p1").held
+    ledger.settle("j1", 2.0, producer="p1", held_on=held.day)
+    ledger.ended("j1", "failed", paid=2.0, producer="p1", held_on=held.day)
     assert ledger.spent_today() == ledger.spent_today(producer="p1") == 2.0
+    assert ledger.today().failed == 2.0 and ledger.producers_today()["p1"].reserved == 0.0
     batches = BatchStore(rt.redis, rt.store, prefix=settings.key_prefix, retention_s=60)
     batches.add("b1", ids[:30])
     assert batches.counts(batches.job_ids("b1")) == {"submitting": 20, "queued": 10}

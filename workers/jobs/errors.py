@@ -29,4 +29,5 @@ class JobActionRefusedError(ProducerError):
 
 
 class MayPayTwiceError(JobActionRefusedError):
-    """The job's create may already have been paid; ``retry`` needs explicit consent."""
+    """``retry`` may pay for nothing: the job's create may already have been paid, or it
+    failed for a permanent reason; it needs explicit consent (the message says which)."""

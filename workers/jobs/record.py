@@ -54,7 +54,13 @@ class JobRecord(BaseModel):
     poll_token: str | None = None  # only the poll carrying this token may continue the chain
     polls: int = 0
     estimated_time_s: float | None = None
+    #: Credits this job holds on the day's budget now (its next create's estimated
+    #: price; 0 once that create is charged or the job ended): workers/resilience/credits.py.
     credits_reserved: float = 0.0
+    #: The UTC day (YYYY-MM-DD) of the book that hold is on.
+    credits_held_on: str | None = None
+    #: Sum of the charges of this job's paid creates (``usage.credits_reserved`` of each).
+    credits_paid: float = 0.0
     result_urls: list[str] = Field(default_factory=list)
     objects: list[StoredObject] = Field(default_factory=list)
     error: JobError | None = None
@@ -84,6 +90,18 @@ class JobRecord(BaseModel):
     def is_terminal(self) -> bool:
         return self.state.is_terminal
 
+    def holds_request(self, api_json: dict[str, Any]) -> bool:
+        """Whether ``api_json`` (a validated request's API JSON) is this job's request.
+
+        A caller-chosen job id is an idempotency key for *one* request: the same request
+        again is the same job; another one under that id is a conflict, never silently
+        the old job. Compared in the stored (canonical JSON) form. A rescued record does
+        not know its request (``recovered_at``): it cannot tell, and says yes.
+        """
+        if self.recovered_at is not None and not self.request:
+            return True
+        return encode_field("request", self.request) == encode_field("request", api_json)
+
     def to_hash(self) -> dict[str, str]:
         """Flatten to Redis hash fields (None values left out)."""
         out: dict[str, str] = {}
@@ -105,6 +123,9 @@ class JobRecord(BaseModel):
                 data[name] = json.loads(value)
             else:
                 data[name] = value
+        if "credits_paid" not in data and "credits_reserved" in data:
+            # A record written before holds existed: its credits_reserved summed charges.
+            data["credits_paid"], data["credits_reserved"] = data["credits_reserved"], 0.0
         for flag in ("create_outcome_unknown", "create_sent"):
             if data.get(flag) is not None:
                 data[flag] = data[flag] in ("1", "true", "True")

@@ -41,7 +41,6 @@ from workers.jobs.record import JobError, JobRecord
 from workers.jobs.state import JobState
 from workers.policy.errors import Action, action_for
 from workers.policy.retry import RetryCause
-from workers.resilience.credits import CreditLedger
 from workers.runtime import Runtime
 from workers.stages.common import log, new_token, now, retry
 from workers.stages.steps import Done, Fail, Step
@@ -165,7 +164,8 @@ def adopt(
     moved, applied = rt.store.apply(
         adoption,
         job_id,
-        incr={"paid_creates": 1 if credits_new(record, task) else 0, "credits_reserved": credits},
+        incr={"paid_creates": 1 if credits_new(record, task) else 0, "credits_paid": credits},
+        credits_reserved=0.0,  # its create's hold is settled by this charge
         evolink_task_id=task.id,
         previous_task_ids=previous,
         estimated_time_s=task.estimated_time_s or 0.0,
@@ -180,8 +180,8 @@ def adopt(
         return Done("lost_race")
     if credits:
         metrics.credits_reserved(credits)
-        CreditLedger(rt.redis, prefix=rt.settings.key_prefix).record(
-            credits, producer=record.producer
+        rt.credits().settle(
+            job_id, credits, producer=record.producer, held_on=record.credits_held_on
         )
     log.warning(
         "task_adopted",
@@ -270,8 +270,9 @@ def _adopted_failed(rt: Runtime, record: JobRecord, task: Task, *, source: Sourc
     fields: dict[str, Any] = {
         "incr": {
             "paid_creates": 1 if credits_new(record, task) else 0,
-            "credits_reserved": credits,
+            "credits_paid": credits,
         },
+        "credits_reserved": 0.0,  # its create's hold is settled by this charge
         "evolink_task_id": task.id,
         "previous_task_ids": previous,
         "create_outcome_unknown": False,
@@ -290,8 +291,8 @@ def _adopted_failed(rt: Runtime, record: JobRecord, task: Task, *, source: Sourc
             return Done("lost_race")
     if credits:
         metrics.credits_reserved(credits)
-        CreditLedger(rt.redis, prefix=rt.settings.key_prefix).record(
-            credits, producer=record.producer
+        rt.credits().settle(
+            job_id, credits, producer=record.producer, held_on=record.credits_held_on
         )
     log.warning(
         "failed_task_adopted",

@@ -15,7 +15,9 @@ from workers.jobs.store import JobNotFoundError, JobStore
 
 
 def cancel_job(store: JobStore, job_id: str, *, reason: str = "cancelled by request") -> JobRecord:
-    record, applied = store.apply(lifecycle.CANCEL, job_id, waiting_reason=reason)
+    record, applied = store.apply(
+        lifecycle.CANCEL, job_id, waiting_reason=reason, credits_reserved=0.0
+    )
     if record is None:
         raise JobNotFoundError(job_id)
     if not applied:
@@ -25,10 +27,15 @@ def cancel_job(store: JobStore, job_id: str, *, reason: str = "cancelled by requ
             f"job {job_id} is already {record.state.value}; "
             "only queued or in-flight jobs can be cancelled"
         )
-    if record.credits_reserved:
+    if record.credits_held_on or record.credits_paid:
+        # Frees the job's hold on the day's budget; counts what it paid as cancelled.
         from workers.resilience.credits import CreditLedger
 
-        CreditLedger(store.redis, prefix=store.prefix).record_ended(
-            JobState.CANCELLED.value, record.credits_reserved
+        CreditLedger(store.redis, prefix=store.prefix).ended(
+            job_id,
+            JobState.CANCELLED.value,
+            paid=record.credits_paid,
+            producer=record.producer,
+            held_on=record.credits_held_on,
         )
     return record

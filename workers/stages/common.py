@@ -68,15 +68,23 @@ def fail_job(
     """
     if via.target is not JobState.FAILED:
         raise ValueError(f"fail_job needs a transition to failed, not {via.name}")
+    # A create whose outcome is unknown may have been charged: its hold stays on the
+    # day's budget (never under-count); any other failure frees it.
+    keeps_hold = error.code == "outcome_unknown"
+    if not keeps_hold:
+        fields.setdefault("credits_reserved", 0.0)
     record, applied = rt.store.apply(via, job_id, expect=expect, error=error, **fields)
     if applied and record is not None:
         metrics.job_failed(error.code)
         record_failure(job_id, error)  # the task ends FAILURE with this reason's class
-        if record.credits_reserved:
-            from workers.resilience.credits import CreditLedger
-
-            CreditLedger(rt.redis, prefix=rt.settings.key_prefix).record_ended(
-                JobState.FAILED.value, record.credits_reserved
+        if not keeps_hold and (record.credits_held_on or record.credits_paid):
+            # Frees the hold; counts what the job paid (once a day) as paid by failed jobs.
+            rt.credits().ended(
+                job_id,
+                JobState.FAILED.value,
+                paid=record.credits_paid,
+                producer=record.producer,
+                held_on=record.credits_held_on,
             )
         if record.polls:
             metrics.polls_per_job(record.polls)

@@ -19,6 +19,7 @@ from workers.failures import record_failure
 from workers.jobs.ids import InvalidJobIdError, new_job_id, scoped_job_id
 from workers.jobs.record import JobError, JobRecord
 from workers.jobs.state import JobState
+from workers.resilience.credits import BUDGET_EXCEEDED, Hold, price_of, refusal
 from workers.runtime import Runtime
 from workers.stages.common import log
 
@@ -46,15 +47,22 @@ def intake(
     job_id: str | None,
     producer: str | None = None,
     batch_id: str | None = None,
+    held: Hold | None = None,
     raw: bool = False,
     producer_proof: str | None = None,
 ) -> JobRecord | None:
-    """The job's record: existing, new and queued, or new and failed (invalid request).
+    """The job's record: existing, new and queued, or new and failed (invalid request,
+    or over a daily credit budget).
+
+    ``held``: the price the producer already held for this job; without it (a raw
+    ``nbq.generate`` from another service) a new job holds its price here, and one over a
+    budget is recorded ``failed`` with ``credit_budget_exceeded``.
 
     ``raw``: the call comes from a broker message (``nbq.generate``), not from a producer
     in this process: a new job may name a producer only with its ``producer_proof``
-    (workers/producer_keys.py). Returns None when the job id itself is unusable or the
-    producer is not proven (nothing is recorded).
+    (workers/producer_keys.py), checked before any price is held. Returns None when the
+    job id itself is unusable or the producer is not proven (nothing is recorded, nothing
+    held).
     """
     try:
         # Ids are scoped per producer (workers/jobs/ids.py): another producer's job is
@@ -69,6 +77,7 @@ def intake(
         # fewer per enqueue. ``create`` is itself idempotent, this only skips validation.
         existing = rt.store.get(job_id)
         if existing is not None:
+            _note_conflict(existing, request)
             return existing
     if raw and producer is not None and not _proven(rt, producer, chosen, producer_proof):
         metrics.ownership_refused("generate", "unproven_producer")
@@ -97,7 +106,61 @@ def intake(
         record_failure(job_id, error)
         log.warning("intake_invalid_request", job_id=job_id, error_message=message)
         return record
+    api_json = valid.to_api_json()
+    ledger = rt.credits()
+    if held is None and ledger.budgeted:
+        held = ledger.hold(job_id, price_of(api_json), producer=producer)
+        if not held.held:
+            return _refused(rt, job_id, producer, batch_id, api_json, held)
     record, _ = rt.store.create(
-        JobRecord(job_id=job_id, request=valid.to_api_json(), producer=producer, batch_id=batch_id)
+        JobRecord(
+            job_id=job_id,
+            request=api_json,
+            producer=producer,
+            batch_id=batch_id,
+            **(held.record_fields() if held else {}),
+        )
     )
     return record
+
+
+def _refused(
+    rt: Runtime,
+    job_id: str,
+    producer: str | None,
+    batch_id: str | None,
+    api_json: dict[str, Any],
+    held: Hold,
+) -> JobRecord:
+    """A raw message over a budget: recorded ``failed`` (its sender can read why), never
+    submitted. ``nbq retry`` sends it again once the budget allows."""
+    message = refusal(held, rt.credits(), price=price_of(api_json), producer=producer)
+    error = JobError(code=BUDGET_EXCEEDED, message=message, retryable=True)
+    failed = JobRecord(
+        job_id=job_id,
+        state=JobState.FAILED,
+        request=api_json,
+        producer=producer,
+        batch_id=batch_id,
+        error=error,
+    )
+    record, created = rt.store.create(failed)
+    if created:
+        metrics.job_failed(BUDGET_EXCEEDED)
+        record_failure(job_id, error)
+        log.warning("intake_over_budget", job_id=job_id, budget=held.budget, error_message=message)
+    return record
+
+
+def _note_conflict(existing: JobRecord, request: dict[str, Any] | GenerationRequest) -> None:
+    """A raw message naming a used id with another request: the job stays as it is; say
+    so in the log (no one to answer). The producer API compares on its own and raises
+    ``JobIdConflictError`` (it passes a validated model, not a dict)."""
+    if not isinstance(request, dict) or existing.holds_request(request):
+        return  # the producer's call, its own message, or a redelivery: the stored JSON
+    try:
+        same = existing.holds_request(GenerationRequest.model_validate(request).to_api_json())
+    except ValidationError:
+        same = False
+    if not same:
+        log.warning("job_id_conflict", job_id=existing.job_id, kept="the existing job")

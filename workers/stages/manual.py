@@ -6,7 +6,9 @@ Both are guarded, logged transitions on the job record (the only ways out of ``f
   create's outcome is unknown may already have a paid task; re-sending may pay twice,
   so it needs ``accept_may_pay_twice`` (``nbq retry --yes``). Its create keeps the same
   round (``Idempotency-Key``), so a server that does honour the key returns the first
-  task; any other failed job gets a fresh round.
+  task; any other failed job gets a fresh round. A job that failed for a reason the API
+  calls permanent (``retryable: false``, e.g. ``content_policy_violation``) would most
+  likely be refused again after a new paid create: it needs the same consent.
 * :func:`check_adoptable` — the checks before ``nbq adopt`` sends ``nbq.adopt``; the
   worker re-fetches the task and moves the job (:mod:`workers.stages.adopt`).
 """
@@ -39,6 +41,17 @@ def may_have_paid_task(record: JobRecord) -> bool:
     return record.error is not None and record.error.code == "outcome_unknown"
 
 
+def permanent_failure(record: JobRecord) -> bool:
+    """The job failed for a reason the same request meets again (``retryable: false``):
+    a new create is paid and most likely fails the same way."""
+    return (
+        record.state is JobState.FAILED
+        and record.error is not None
+        and not record.error.retryable
+        and record.error.code != "outcome_unknown"
+    )
+
+
 def retry_job(
     store: JobStore, job_id: str, *, accept_may_pay_twice: bool = False, by: str = "cli"
 ) -> JobRecord:
@@ -57,6 +70,15 @@ def retry_job(
             f"job {job_id}'s last create may already have made and charged a task (its "
             "answer was lost); a new create may pay twice. Look for the task in the Evolink "
             f"dashboard first (`nbq adopt {job_id} TASK_ID`), or confirm with --yes"
+        )
+    permanent = permanent_failure(record)
+    if permanent and not accept_may_pay_twice:
+        assert record.error is not None
+        raise MayPayTwiceError(
+            f"job {job_id} failed with {record.error.code!r}, which the API calls permanent "
+            "(retryable: false): a new create is paid again and the same request will most "
+            "likely be refused again. Change the request and enqueue a new job, or confirm "
+            "with --yes"
         )
     previous = list(record.previous_task_ids)
     if record.evolink_task_id:
@@ -79,6 +101,7 @@ def retry_job(
         from_state=record.state.value,
         previous_error=record.error.code if record.error else None,
         may_pay_twice=unknown,
+        permanent_failure=permanent,
         by=by,
     )
     return moved

@@ -127,12 +127,20 @@ def handle_task_state(rt: Runtime, record: JobRecord, task: Task, next_token: st
             next_token,
         )
     if task.status is TaskStatus.CANCELLED:
-        rt.store.apply(
+        gone, applied = rt.store.apply(
             lifecycle.CANCELLED_UPSTREAM,
             job_id,
             expect={"poll_token": next_token},
             incr={"polls": 1},
         )
+        if applied and gone is not None and gone.credits_paid:
+            rt.credits().ended(  # what it paid counts as paid by cancelled jobs
+                job_id,
+                JobState.CANCELLED.value,
+                paid=gone.credits_paid,
+                producer=gone.producer,
+                held_on=gone.credits_held_on,
+            )
         return Done("cancelled_upstream")
 
     elapsed_s = now() - (record.state_times.get(JobState.GENERATING.value) or now())

@@ -23,6 +23,7 @@ from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 from workers.logs import get_logger
 from workers.policy.retry import MAX_QUOTA_WAIT_S
+from workers.resilience.credits import day_of
 from workers.runtime import Runtime
 from workers.stages.common import new_token, now
 from workers.stages.steps import Adopt, Download, Poll, Send, Submit
@@ -47,6 +48,8 @@ class ReconcileReport:
     readopted: list[str] = field(default_factory=list)
     #: Queues whose waiting messages made this pass hold their stage's re-drives longer.
     held_for_backlog: list[str] = field(default_factory=list)
+    #: Credit holds freed: their job was never recorded (its producer died) or has ended.
+    holds_released: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -57,6 +60,7 @@ class ReconcileReport:
             + len(self.redownloaded)
             + len(self.unknown_expired)
             + len(self.readopted)
+            + len(self.holds_released)
         )
 
 
@@ -98,6 +102,7 @@ def reconcile_once(rt: Runtime, send: Send) -> ReconcileReport:
         QUEUE_DOWNLOAD, max(stuck_after_s, rt.settings.download_timeout_s * 1.5)
     )
     _redownload(rt, send, report, download_cutoff)
+    _release_stray_holds(rt, report, older_than_s=stuck_after_s)
 
     if report.total:
         log.warning(
@@ -108,6 +113,7 @@ def reconcile_once(rt: Runtime, send: Send) -> ReconcileReport:
             redownloaded=len(report.redownloaded),
             unknown_expired=len(report.unknown_expired),
             readopted=len(report.readopted),
+            holds_released=len(report.holds_released),
         )
     return report
 
@@ -221,6 +227,33 @@ def _reconcile_unknown_outcomes(
         elif record.callback_task_id and _touch(rt, job_id, JobState.OUTCOME_UNKNOWN):
             send(Adopt(job_id, record.callback_task_id, source="callback"))
             report.readopted.append(job_id)
+
+
+#: This process's place in its scan of today's credit holds (a few hundred per pass).
+_hold_scan = {"cursor": 0}
+
+
+def _release_stray_holds(rt: Runtime, report: ReconcileReport, *, older_than_s: float) -> None:
+    """Free today's credit holds that no job will use: a producer that died between
+    holding and writing the record, or a job that ended while its hold's release was lost.
+    A failed ``outcome_unknown`` job keeps its hold (it may have been charged)."""
+    ledger = rt.credits()
+    cursor, old = ledger.old_holds(older_than_s=older_than_s, cursor=_hold_scan["cursor"])
+    _hold_scan["cursor"] = cursor
+    for job_id, producer in old:
+        record = rt.store.get(job_id)
+        if record is not None and (
+            not record.is_terminal
+            or (record.error is not None and record.error.code == "outcome_unknown")
+        ):
+            continue  # still to be created, or possibly charged: it keeps its hold
+        ledger.release(job_id, producer=producer, held_on=day_of())
+        report.holds_released.append(job_id)
+        log.warning(
+            "credit_hold_released",
+            job_id=job_id,
+            why="job never recorded" if record is None else f"job {record.state.value}",
+        )
 
 
 def _waiting_messages(rt: Runtime) -> dict[str, int]:

@@ -19,7 +19,7 @@ from workers.jobs.state import JobState
 from workers.jobs.store import STORE_AWAY
 from workers.policy.errors import Action, action_for
 from workers.policy.retry import RetryCause
-from workers.resilience.credits import CreditLedger
+from workers.resilience.credits import BUDGET_EXCEEDED, Hold, price_of, refusal
 from workers.runtime import Runtime
 from workers.stages.common import error_from, fail_job, log, new_token, now, retry
 from workers.stages.steps import Adopt, Done, Fail, Poll, Step, Submit
@@ -75,16 +75,50 @@ def submit(
     if gate is not None:
         return _defer(rt, record, *gate, retries=retries)
 
+    held = _hold(rt, record)
+    if held is not None and not held.held:
+        return _over_budget(rt, record, held)
     # The claim also says "a create was sent" before the request leaves: a worker killed
     # between send and answer leaves that mark, and whoever finds the job next (the
     # reconciler) knows the outcome is unknown.
     first: dict[str, Any] = {} if record.first_create_at else {"first_create_at": now()}
     claimed, won = rt.store.apply(  # first_create_at: see workers/stages/adopt.py
-        lifecycle.CLAIM_SUBMIT, job_id, create_sent=True, incr={"attempts": 1}, **first
+        lifecycle.CLAIM_SUBMIT,
+        job_id,
+        create_sent=True,
+        incr={"attempts": 1},
+        **first,
+        **(held.record_fields() if held is not None else {}),
     )
     if not won or claimed is None:
         return Done("lost_race")
+    if held is not None and record.credits_held_on not in (None, held.day):
+        # Queued on an earlier day: it now holds on today's book; the old hold goes.
+        rt.credits().release(job_id, producer=record.producer, held_on=record.credits_held_on)
     return _create(rt, claimed, retries=retries)
+
+
+def _hold(rt: Runtime, record: JobRecord) -> Hold | None:
+    """The job's price held on today's budget right before its create (idempotent: a job
+    that holds already is checked again, so a lowered limit or a new day still counts).
+    Without a budget, nothing is held (None)."""
+    ledger = rt.credits()
+    if not ledger.budgeted:
+        return None
+    return ledger.hold(record.job_id, price_of(record.request), producer=record.producer)
+
+
+def _over_budget(rt: Runtime, record: JobRecord, held: Hold) -> Step:
+    """A daily budget no longer has room for this job (a lowered limit, a new day's
+    spend): no create is sent, the job fails with a reason ``nbq retry`` can undo."""
+    message = refusal(held, rt.credits(), price=price_of(record.request), producer=record.producer)
+    fail_job(
+        rt,
+        record.job_id,
+        JobError(code=BUDGET_EXCEEDED, message=f"{message}; no create was sent", retryable=True),
+        via=lifecycle.FAIL.only_from(JobState.QUEUED),
+    )
+    return Fail("over_budget")
 
 
 def _wait_before_create(rt: Runtime, record: JobRecord) -> tuple[str, float] | None:
@@ -171,7 +205,8 @@ def _create(rt: Runtime, record: JobRecord, *, retries: int) -> Step:
         job_id,
         outage_patience_s=rt.settings.redis_failover_timeout_s,  # never drop a paid task's id
         durable=True,  # the paid task's id must survive a failover (NBQ_STORE_WAIT_REPLICAS)
-        incr={"credits_reserved": credits, "paid_creates": 1},
+        incr={"credits_paid": credits, "paid_creates": 1},
+        credits_reserved=0.0,  # the hold is settled: the charge is paid
         evolink_task_id=task.id,
         estimated_time_s=estimated or 0.0,
         deadline_at=now() + rt.settings.poll_deadline_s,
@@ -183,7 +218,7 @@ def _create(rt: Runtime, record: JobRecord, *, retries: int) -> Step:
     )
     _record_owner(rt, task.id, job_id)
     metrics.credits_reserved(credits)
-    CreditLedger(rt.redis, prefix=rt.settings.key_prefix).record(credits, producer=record.producer)
+    rt.credits().settle(job_id, credits, producer=record.producer, held_on=record.credits_held_on)
     if not applied and _already_recorded(current, task.id, token):
         applied = True  # our own write landed; only its answer was lost in an outage
     if not applied:
@@ -197,13 +232,18 @@ def _create(rt: Runtime, record: JobRecord, *, retries: int) -> Step:
         gone, _ = rt.store.apply(
             lifecycle.NOTE_TASK_OF_GONE_JOB,
             job_id,
-            incr={"credits_reserved": credits, "paid_creates": 1},
+            incr={"credits_paid": credits, "paid_creates": 1},
+            credits_reserved=0.0,
             evolink_task_id=task.id,
             create_sent=False,
         )
         if gone is not None and gone.is_terminal:
-            CreditLedger(rt.redis, prefix=rt.settings.key_prefix).record_ended(
-                gone.state.value, credits
+            rt.credits().ended(
+                job_id,
+                gone.state.value,
+                paid=gone.credits_paid,
+                producer=gone.producer,
+                held_on=gone.credits_held_on,
             )
         log.warning("created_for_gone_job", job_id=job_id, evolink_task_id=task.id)
         return Done("created_but_job_moved")
@@ -305,7 +345,7 @@ def hold_unknown_outcome(
     from workers.stages.adopt import unknown_outcome_error
 
     job_id = record.job_id
-    CreditLedger(rt.redis, prefix=rt.settings.key_prefix).record_unknown()
+    rt.credits().record_unknown()
     if _callback_url(rt, record) is None:
         fail_job(
             rt,

@@ -21,7 +21,7 @@ Manifest format (``MANIFEST_SCHEMA_VERSION`` = 1), JSON with sorted keys::
           "enqueue_to_stored": ...
         }
       },
-      "polls": 3, "attempts": 1, "credits_reserved": 1.6,
+      "polls": 3, "attempts": 1, "paid_creates": 1, "credits_paid": 1.6,
       "objects": [{"key", "sha256", "size", "content_type", "source_index"}, ...]
     }
 
@@ -115,7 +115,8 @@ def build_manifest(
         },
         "polls": record.polls,
         "attempts": record.attempts,
-        "credits_reserved": record.credits_reserved,
+        "paid_creates": record.paid_creates,
+        "credits_paid": record.credits_paid,
         "objects": [o.model_dump(mode="json") for o in objects],
     }
     if record.recovered_at is not None:
@@ -161,7 +162,11 @@ def record_from_manifest(manifest: dict[str, Any]) -> JobRecord:
             evolink_task_id=manifest.get("evolink_task_id"),
             polls=int(manifest.get("polls") or 0),
             attempts=int(manifest.get("attempts") or 0),
-            credits_reserved=float(manifest.get("credits_reserved") or 0.0),
+            paid_creates=int(manifest.get("paid_creates") or 0),
+            # manifests written before holds existed named the paid sum credits_reserved
+            credits_paid=float(
+                manifest.get("credits_paid") or manifest.get("credits_reserved") or 0.0
+            ),
             objects=[StoredObject.model_validate(o) for o in manifest.get("objects") or []],
             progress=100,
             created_at=created,

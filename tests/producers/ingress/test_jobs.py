@@ -35,6 +35,22 @@ def test_the_same_job_id_twice_returns_the_same_job_once(ingress: Ingress) -> No
     assert ingress.job_count() == 1
 
 
+def test_a_different_request_under_a_used_id_answers_409_and_reveals_nothing(
+    ingress: Ingress,
+) -> None:
+    first = ingress.client.post("/v1/jobs", json={**BODY, "job_id": "fox-1"}, headers=auth())
+    other = {**BODY, "prompt": "a blue fox", "job_id": "fox-1"}
+    conflict = ingress.client.post("/v1/jobs", json=other, headers=auth())
+    assert (first.status_code, conflict.status_code) == (201, 409)
+    error = conflict.json()["error"]
+    assert error["code"] == "job_id_conflict" and "fox-1" in error["message"]
+    assert BODY["prompt"] not in conflict.text  # nothing about the job already there
+    assert ingress.store.require("alice~fox-1").request["prompt"] == BODY["prompt"]
+    # bob's fox-1 is his own new job: ids are per producer
+    assert ingress.client.post("/v1/jobs", json=other, headers=auth("bob")).status_code == 201
+    assert ingress.job_count() == 2
+
+
 def test_the_idempotency_key_header_names_the_job(ingress: Ingress) -> None:
     headers = {**auth(), "Idempotency-Key": "key-77"}
     first = ingress.client.post("/v1/jobs", json=BODY, headers=headers)
@@ -209,4 +225,6 @@ def test_a_daily_credit_budget_refusal_answers_429(make_ingress: Callable[..., I
     response = ingress.client.post("/v1/jobs", json=BODY, headers=auth())
     assert response.status_code == 429
     assert response.json()["error"]["code"] == "credit_budget_exceeded"
+    assert "NBQ_CREDIT_LIMIT_DAILY" in response.json()["error"]["message"]
+    assert "paid today" not in response.text  # the shared budget's figures are everyone's
     assert ingress.job_count() == 0

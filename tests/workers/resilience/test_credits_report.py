@@ -1,4 +1,5 @@
-"""The credits report: what failed and cancelled jobs hold, unknown creates, "unlimited"."""
+"""The credits report: paid and reserved apart, what failed and cancelled jobs paid
+(each job once), unknown creates, "unlimited"."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def test_credits_of_jobs_that_end_failed_or_cancelled_are_reported_apart(
             JobRecord(
                 job_id=job_id,
                 state=JobState.GENERATING,
-                credits_reserved=0 if job_id == "free" else 2.5,
+                credits_paid=0 if job_id == "free" else 2.5,
             )
         )
     fail_job(rt, "f", JobError(code="content_policy_violation", message="no"))
@@ -34,11 +35,23 @@ def test_credits_of_jobs_that_end_failed_or_cancelled_are_reported_apart(
     cancel_job(rt.store, "c")
     CreditLedger(rt.redis).record_unknown()
 
-    assert CreditLedger(rt.redis).ended_today() == {
-        "failed": 2.5,
-        "cancelled": 2.5,
-        "unknown_creates": 1.0,
-    }
+    day = CreditLedger(rt.redis).today()
+    assert (day.failed, day.cancelled, day.unknown_creates) == (2.5, 2.5, 1)
+
+
+def test_a_job_retried_after_a_failure_is_counted_once_per_paid_create(
+    redis_server: RedisServer,
+) -> None:
+    # Given a job that paid 1.6, failed, was retried, paid 1.6 again and failed again
+    rt = Runtime.from_settings(Settings(broker_url=redis_server.url))
+    rt.store.create(JobRecord(job_id="twice", state=JobState.GENERATING, credits_paid=1.6))
+    fail_job(rt, "twice", JobError(code="generation_failed", message="no"))
+    rt.store.create(JobRecord(job_id="other", state=JobState.GENERATING, credits_paid=0.0))
+    # (the retry and the second create, as the record shows them afterwards)
+    rt.redis.hset(rt.store.key("twice"), mapping={"state": "generating", "credits_paid": "3.2"})
+    fail_job(rt, "twice", JobError(code="generation_failed", message="no"))
+    # Then the report says 3.2, not 1.6 + 3.2 (the running total added again)
+    assert CreditLedger(rt.redis).today().failed == 3.2
 
 
 @pytest.mark.parametrize("limit", ["0", "25"])
@@ -52,7 +65,7 @@ def test_nbq_credits_shows_an_unset_budget_as_unlimited(
     get_settings.cache_clear()
     reset_runtime()
     try:
-        CreditLedger(redis_server.client()).record(1.6)
+        CreditLedger(redis_server.client()).settle("j", 1.6, producer="p", held_on=None)
         shown = CliRunner().invoke(app, ["credits"], env={"COLUMNS": "200"})
         data = json.loads(CliRunner().invoke(app, ["credits", "--json"]).stdout)
     finally:
@@ -65,5 +78,16 @@ def test_nbq_credits_shows_an_unset_budget_as_unlimited(
     else:
         assert "25 (NBQ_CREDIT_LIMIT_DAILY)" in shown.stdout
         assert data["daily_limit"] == 25 and data["unlimited"] is False
-    assert data["spent_today"] == pytest.approx(1.6)
-    assert {"reserved_by_failed_jobs", "reserved_by_cancelled_jobs"} <= set(data)
+    assert data["spent_today"] == data["paid_today"] == 1.6 and data["reserved_today"] == 0
+    assert data["producers"] == {"p": {"paid": 1.6, "reserved": 0.0}}
+    assert {"paid_by_failed_jobs", "paid_by_cancelled_jobs"} <= set(data)
+
+
+def test_the_live_line_counts_paid_creates_not_402_refused_calls() -> None:
+    from producers.cli.live import status_line
+
+    # A job that waited through a 402 wait: nine refused calls, then one paid create
+    waiting = JobRecord(job_id="j", state=JobState.QUEUED, attempts=10, paid_creates=1)
+    assert "creates" not in status_line(waiting, 1.0).plain
+    recreated = JobRecord(job_id="j", state=JobState.GENERATING, attempts=3, paid_creates=2)
+    assert "paid creates 2" in status_line(recreated, 1.0).plain

@@ -243,7 +243,7 @@ def assert_untouched(scene: Scene, before: JobRecord, task_id: str) -> None:
     assert not scene.rt.objects().exists(manifest)
     after = scene.rt.store.require(ATTACKER)
     assert after.evolink_task_id != task_id and after.state is JobState.OUTCOME_UNKNOWN
-    assert (after.paid_creates, after.credits_reserved) == (before.paid_creates, 0.0)
+    assert (after.paid_creates, after.credits_paid) == (before.paid_creates, 0.0)
     assert not any(
         getattr(step, "job_id", None) == ATTACKER and type(step).__name__ in ("Poll", "Download")
         for step in scene.steps.steps
@@ -272,11 +272,11 @@ def test_a_task_that_is_not_the_jobs_is_refused_through_every_entry(
     assert scene.creates_paid() == paid
     if victim is not None:
         now = scene.rt.store.require(victim.job_id)
-        assert (now.state, now.evolink_task_id, now.paid_creates, now.credits_reserved) == (
+        assert (now.state, now.evolink_task_id, now.paid_creates, now.credits_paid) == (
             victim.state,
             victim.evolink_task_id,
             victim.paid_creates,
-            victim.credits_reserved,
+            victim.credits_paid,
         )
     assert {who: scene.ledger.spent_today(producer=who) for who in spent} == spent  # once
     assert scene.refused, "counted in nbq_ownership_refused_total"
@@ -425,7 +425,7 @@ def test_a_task_the_job_already_counted_is_never_counted_again(scene: Scene, ent
     before = attacker_waiting(scene)
     old = scene.api_task(code="generation_timeout")
     owners_of(scene.rt.store).record(old, ATTACKER)
-    set_fields(scene.rt, ATTACKER, previous_task_ids=[old], paid_creates=1, credits_reserved=1.6)
+    set_fields(scene.rt, ATTACKER, previous_task_ids=[old], paid_creates=1, credits_paid=1.6)
     paid = scene.creates_paid()
 
     # When that old task is named again
@@ -434,7 +434,7 @@ def test_a_task_the_job_already_counted_is_never_counted_again(scene: Scene, ent
     # Then the job ends failed with its reason: nothing paid, nothing counted twice
     after = scene.rt.store.require(ATTACKER)
     assert after.state is JobState.FAILED and after.error is not None
-    assert (after.paid_creates, after.credits_reserved) == (1, 1.6)
+    assert (after.paid_creates, after.credits_paid) == (1, 1.6)
     assert scene.creates_paid() == paid and before.paid_creates == 0
     assert scene.ledger.spent_today(producer="alice") == 0
 

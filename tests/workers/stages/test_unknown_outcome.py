@@ -105,7 +105,7 @@ def test_with_callbacks_an_unknown_create_waits_and_its_callback_is_adopted(
     record = rt.store.require(job_id)
     assert record.state is JobState.DOWNLOADING and record.evolink_task_id == task_id
     assert (record.attempts, record.paid_creates) == (1, 1)
-    assert record.credits_reserved == 1.6
+    assert (record.credits_paid, record.credits_reserved) == (1.6, 0.0)
     assert steps.last("download") == ("download", job_id)
     assert emulator_server.stats()["creates_accepted"] == 1
     # And a second adoption finds the job moved on

@@ -33,7 +33,8 @@ def record(**overrides) -> JobRecord:
         evolink_task_id="task-xyz",
         polls=4,
         attempts=1,
-        credits_reserved=1.6,
+        credits_paid=1.6,
+        paid_creates=1,
         result_urls=["https://files.evolink.ai/r/0.png?Signature=topsecret&Expires=1"],
         created_at=1000.0,
         state_times={
@@ -80,7 +81,7 @@ def test_manifest_records_the_job_its_timings_and_its_objects():
     assert manifest["request"]["prompt"] == "a cat on the moon"
     assert manifest["polls"] == 4
     assert manifest["attempts"] == 1
-    assert manifest["credits_reserved"] == 1.6
+    assert (manifest["credits_paid"], manifest["paid_creates"]) == (1.6, 1)
     assert manifest["timings"]["state_times"]["generating"] == 1003.0
     assert manifest["timings"]["durations_s"] == {
         "queued_to_submitting": 2.5,
