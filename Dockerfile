@@ -4,25 +4,28 @@
 #   docker build -t nanobanana-queue .
 #   docker run --rm --read-only --tmpfs /tmp nanobanana-queue worker --queues submit
 #
-# Runtime dependencies are pinned by ops/requirements.lock (regenerate it with
-# `python ops/scripts/lock_requirements.py` after changing pyproject.toml).
+# Dependencies come from requirements.lock, the lock CI tests (hash-pinned; regenerate it
+# with `python ops/scripts/lock_requirements.py` after changing pyproject.toml): the build
+# stage installs the part of it the image's roles need, hashes checked.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
-# --- build: wheels for the package and its pinned dependencies ------------------------
+# --- build: the locked dependencies, then the package -----------------------------------
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY ops/requirements.lock ops/requirements.lock
-RUN python -m venv /opt/nbq \
- && /opt/nbq/bin/pip install --requirement ops/requirements.lock
-COPY pyproject.toml README.md* ./
+COPY requirements.lock pyproject.toml ./
+COPY ops/scripts/lock_requirements.py ops/scripts/lock_requirements.py
+RUN python ops/scripts/lock_requirements.py --image > /tmp/image.lock \
+ && python -m venv /opt/nbq \
+ && /opt/nbq/bin/pip install --require-hashes --requirement /tmp/image.lock
+COPY README.md* ./
 COPY workers workers
 COPY producers producers
 COPY emulator emulator
 COPY devstack devstack
 COPY benchmarks benchmarks
-RUN /opt/nbq/bin/pip install --no-deps --constraint ops/requirements.lock ".[worker,ingress,emulator]" \
+RUN /opt/nbq/bin/pip install --no-deps ".[worker,ingress,emulator]" \
  && /opt/nbq/bin/pip check
 
 # --- runtime: the venv only, as a non-root user --------------------------------------

@@ -12,6 +12,8 @@ from workers.cli.common import console, err_console, fail_on_config_error, line
 from workers.extras import require_extra
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from devstack.stack import DevStack
 
 #: Seconds between health checks of the children while the stack runs.
@@ -62,44 +64,49 @@ def dev(
     """
     require_extra("dev", what="nbq dev")
     from devstack.errors import DevStackError
-    from devstack.report import print_service, print_summary
+    from devstack.report import event_console, print_service, print_summary
     from devstack.signals import Shutdown, shutdown_on_signals, signals_ignored
     from devstack.stack import DevStack
     from workers.settings import get_settings
     from workers.startup import configure_process
 
     configure_process()
+    # Production log setting: what it prints becomes log events too (one format).
+    if get_settings().log_json:
+        out = err = event_console()
+    else:
+        out, err = console, err_console
     stack = DevStack(
         get_settings(),
         dict(os.environ),
         port_base=port_base,
-        on_ready=lambda service: print_service(console, service),
+        on_ready=lambda service: print_service(out, service),
     )
     code = 0
     try:
         with shutdown_on_signals():
             stack.start()
-            print_summary(console, stack)
+            print_summary(out, stack)
             if demo or exit_after_demo:
-                code = _demo(stack)
+                code = _demo(stack, out)
             if not exit_after_demo:
-                console.print("[bold]Running.[/bold] Press Ctrl-C to stop.")
+                out.print("[bold]Running.[/bold] Press Ctrl-C to stop.")
                 while True:
                     stack.check()
                     time.sleep(WATCH_INTERVAL_S)
     except Shutdown as stop:
-        console.print(f"{stop} received, stopping…")
+        out.print(f"{stop} received, stopping…")
     except DevStackError as exc:
-        err_console.print(line(("nbq dev: ", "red"), str(exc)), highlight=False)
+        err.print(line(("nbq dev: ", "red"), str(exc)), highlight=False)
         code = 1
     finally:
         with signals_ignored():
             stack.stop()
-    console.print("stopped.")
+    out.print("stopped.")
     raise typer.Exit(code)
 
 
-def _demo(stack: DevStack) -> int:
+def _demo(stack: DevStack, console: Console) -> int:
     """Run the demo against the stack; 0 when all its jobs were stored."""
     from devstack.demo import run_demo
     from producers.api import Producer

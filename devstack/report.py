@@ -2,9 +2,36 @@
 
 from __future__ import annotations
 
+import io
+
 from rich.console import Console
 
 from devstack.stack import DevStack, Service
+from workers.logs import get_logger
+
+log = get_logger(__name__)
+
+
+class _EventLines(io.StringIO):
+    """A file for rich's Console whose every line becomes one ``dev_output`` log event."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        self._partial += text
+        *lines, self._partial = self._partial.split("\n")
+        for line in lines:
+            if line.strip():
+                log.info("dev_output", text=line.rstrip())
+        return len(text)
+
+
+def event_console() -> Console:
+    """What ``nbq dev`` prints, as log events instead (NBQ_LOG_JSON: one JSON object per
+    line, like every process of the stack): the same text, without colours."""
+    return Console(file=_EventLines(), color_system=None, force_terminal=False, width=100)
 
 
 def print_service(console: Console, service: Service) -> None:

@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.support.redis_cluster",
     "tests.support.stack",
     "tests.support.metrics_guard",
+    "tests.support.logging_guard",
 ]

@@ -22,19 +22,44 @@ from typing import Any
 from celery import Celery
 
 from workers.brokers import broker_kind, task_queues, transport_config, whole_second_countdown
-from workers.contract import ALL_QUEUES, TASK_QUEUES
+from workers.contract import (
+    ALL_QUEUES,
+    TASK_ADOPT,
+    TASK_DOWNLOAD,
+    TASK_GENERATE,
+    TASK_POLL,
+    TASK_QUEUES,
+    TASK_RECONCILE,
+    TASK_SUBMIT,
+)
 from workers.redis_client import is_sentinel_url, kombu_sentinel_url, sentinel_kwargs
-from workers.settings import Settings, get_settings
+from workers.settings import SUBMIT_SOFT_RATIO, Settings, get_settings
 from workers.startup import WorkerLoader
 
-#: Soft/hard time limits per stage (seconds). Download is long: big files, slow links.
+#: Soft/hard time limits per task (seconds), but for the tasks that make a create
+#: (``SUBMITTING_TASKS``, from NBQ_SUBMIT_TIME_LIMIT_S). Download is long: big files, slow
+#: links. ``nbq.adopt`` fetches a named task and handles its state as a poll does.
 TIME_LIMITS_S: dict[str, tuple[float, float]] = {
-    "nbq.generate": (30, 60),
-    "nbq.submit": (60, 90),
-    "nbq.poll": (45, 75),
-    "nbq.download": (600, 660),
-    "nbq.reconcile": (120, 180),
+    TASK_POLL: (45, 75),
+    TASK_ADOPT: (45, 75),
+    TASK_DOWNLOAD: (600, 660),
+    TASK_RECONCILE: (120, 180),
 }
+#: The tasks that make a create: ``nbq.submit`` and ``nbq.generate`` (intake, then the
+#: submit inline). Their hard limit is also how long the reconciler leaves a submit's
+#: claim alone before it takes the worker for dead.
+SUBMITTING_TASKS = (TASK_GENERATE, TASK_SUBMIT)
+
+
+def submit_time_limits_s(settings: Settings) -> tuple[float, float]:
+    """Soft and hard limit of the submitting tasks (60/90 s by default)."""
+    hard = settings.submit_time_limit_s
+    return hard * SUBMIT_SOFT_RATIO, hard
+
+
+def time_limits_s(settings: Settings) -> dict[str, tuple[float, float]]:
+    """Soft and hard time limit of every ``nbq.*`` task."""
+    return {**TIME_LIMITS_S, **dict.fromkeys(SUBMITTING_TASKS, submit_time_limits_s(settings))}
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -121,7 +146,7 @@ def _base_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": False,
         "task_annotations": {
             name: {"soft_time_limit": soft, "time_limit": hard}
-            for name, (soft, hard) in TIME_LIMITS_S.items()
+            for name, (soft, hard) in time_limits_s(settings).items()
         },
         "broker_pool_limit": 10,
         "timezone": "UTC",

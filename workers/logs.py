@@ -164,28 +164,80 @@ def escape_stdlib_records() -> None:
     logging.setLogRecordFactory(factory)
 
 
-def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
+#: Libraries whose INFO lines repeat what our events say (one per HTTP request).
+QUIET_LOGGERS = ("httpx", "httpcore")
+#: The root handler this module installs (found again and replaced on reconfiguration).
+HANDLER_NAME = "nbq"
+
+
+def configure_logging(level: str = "INFO", *, json: bool = False, stdlib: bool = True) -> None:
+    """Every line the process writes in one format: structlog's events and, through
+    structlog's stdlib bridge (``ProcessorFormatter`` on the root logger), Celery's, kombu's
+    and uvicorn's records and Python warnings — JSON objects one per line with ``json``
+    (NBQ_LOG_JSON, production), the console renderer otherwise. Redaction and caps apply to
+    all of them.
+
+    ``stdlib=False`` (a ``Producer`` inside someone else's service) configures structlog
+    alone, printing to stderr, and leaves the host's ``logging`` untouched.
+    """
     renderer: Any = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )
+    threshold = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    stamped: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    #: The last steps of every line, ours or another library's: redacted, capped, rendered.
+    rendering: list[Any] = [
+        structlog.processors.format_exc_info,
+        redact_processor,
+        cap_processor,
+        visible_processor(quote=not json),
+        renderer,
+    ]
+    if not stdlib:
+        structlog.configure(
+            processors=[*stamped, *rendering],
+            wrapper_class=structlog.make_filtering_bound_logger(threshold),
+            logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+            cache_logger_on_first_use=False,
+        )
+        return
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *stamped,
             structlog.processors.format_exc_info,
-            redact_processor,
-            cap_processor,
-            visible_processor(quote=not json),
-            renderer,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-        ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
+        logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=False,
     )
-    escape_stdlib_records()
+    formatter = structlog.stdlib.ProcessorFormatter(
+        # Records of other libraries (Celery, kombu, uvicorn, py.warnings) get the same
+        # fields as ours, plus the logger's name.
+        foreign_pre_chain=[*stamped, structlog.stdlib.add_logger_name],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *rendering],
+    )
+    # The stream of this moment, as structlog's own PrintLogger would (a test redirects
+    # stderr around this call; tests/support/logging_guard.py removes the handler after).
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name(HANDLER_NAME)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(threshold)
+    # warnings.warn(...) as records of the py.warnings logger; off first, so that a
+    # showwarning replaced since an earlier call (warnings.catch_warnings) is taken over.
+    logging.captureWarnings(False)
+    logging.captureWarnings(True)
+    for chatty in QUIET_LOGGERS:  # a line per HTTP request: our own events already say it
+        logging.getLogger(chatty).setLevel(max(threshold, logging.WARNING))
+    escape_stdlib_records()  # Celery's, kombu's, uvicorn's arguments escaped too
 
 
 def get_logger(name: str) -> Any:

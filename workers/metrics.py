@@ -60,6 +60,8 @@ ENQUEUE_TO_STORED_BUCKETS_S: Final = (
     1200.0,
     3600.0,
 )
+#: The ingress's answer times: a few ms for a status read, up to the enqueue of a batch.
+HTTP_SECONDS_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 #: Family names used in Redis keys (without the ``nbq_`` prefix).
 C_JOBS_STATE: Final = "jobs_state"
@@ -78,10 +80,13 @@ C_JOBS_LOST: Final = "jobs_lost"
 C_OWNERSHIP_REFUSED: Final = "ownership_refused"
 H_POLLS_PER_JOB: Final = "polls_per_job"
 H_ENQUEUE_TO_STORED: Final = "enqueue_to_stored_seconds"
+C_HTTP_REQUESTS: Final = "http_requests"
+H_HTTP_SECONDS: Final = "http_request_duration_seconds"
 
 HISTOGRAM_BUCKETS: Final[dict[str, tuple[float, ...]]] = {
     H_POLLS_PER_JOB: POLLS_BUCKETS,
     H_ENQUEUE_TO_STORED: ENQUEUE_TO_STORED_BUCKETS_S,
+    H_HTTP_SECONDS: HTTP_SECONDS_BUCKETS,
 }
 
 #: Longest label value kept; longer values (unexpected codes) are cut to bound cardinality.
@@ -160,6 +165,14 @@ METRICS: Final[dict[str, MetricSpec]] = {
         "counter",
         ("entry", "reason"),
         "Claims refused because a task or a producer id was not the claimant's.",
+    ),
+    "nbq_http_requests_total": MetricSpec(
+        "counter",
+        ("method", "route", "status"),
+        "Requests the HTTP ingress answered, by route template and status.",
+    ),
+    "nbq_http_request_duration_seconds": MetricSpec(
+        "histogram", (), "Seconds the HTTP ingress took to answer a request."
     ),
     "nbq_metrics_redis_up": MetricSpec(
         "gauge", (), "1 if the exporter could read the metrics from Redis on this scrape."
@@ -491,3 +504,11 @@ def ownership_refused(entry: str, reason: str) -> None:
 def job_lost(stage: str) -> None:
     """A message found its job's record gone and carried nothing to finish it with."""
     _count(C_JOBS_LOST, stage)
+
+
+def http_request(method: str, route: str, status: int, seconds: float) -> None:
+    """One request the ingress answered: ``route`` is the route's template
+    (``/v1/jobs/{job_id}``), never the path a client sent (bounded cardinality)."""
+    with batched():  # the count and the observation in one round trip
+        _count(C_HTTP_REQUESTS, method, route, status)
+        _observe(H_HTTP_SECONDS, seconds)

@@ -54,10 +54,12 @@ _COUNTERS: tuple[tuple[str, str], ...] = (
     ("nbq_jobs_rescued_total", m.C_JOBS_RESCUED),
     ("nbq_jobs_lost_total", m.C_JOBS_LOST),
     ("nbq_ownership_refused_total", m.C_OWNERSHIP_REFUSED),
+    ("nbq_http_requests_total", m.C_HTTP_REQUESTS),
 )
 _HISTOGRAMS: tuple[tuple[str, str], ...] = (
     ("nbq_polls_per_job", m.H_POLLS_PER_JOB),
     ("nbq_enqueue_to_stored_seconds", m.H_ENQUEUE_TO_STORED),
+    ("nbq_http_request_duration_seconds", m.H_HTTP_SECONDS),
 )
 
 #: Label sets exported as 0 before their first event, so ``increase()`` sees the first one

@@ -27,6 +27,9 @@ from workers.brokers import broker_kind, is_redis_url
 from workers.probes import DEFAULT_HEALTH_DIR
 
 ENV_PREFIX = "NBQ_"
+#: A submitting task's soft time limit, as a share of NBQ_SUBMIT_TIME_LIMIT_S (60 of 90 s):
+#: the rest lets it record what its create did before the hard limit kills it.
+SUBMIT_SOFT_RATIO = 2 / 3
 
 #: Settings that hold secrets; each also accepts ``NBQ_<NAME>_FILE``.
 SECRET_FIELDS = (
@@ -159,6 +162,10 @@ class Settings(BaseSettings):
     stuck_after_s: float = Field(120.0, gt=0)
 
     # --- Workers -------------------------------------------------------------------
+    # Hard time limit of the tasks that make a create (nbq.submit, and nbq.generate, which
+    # submits inline); their soft limit is 2/3 of it. The reconciler takes a submit's claim
+    # older than this for a dead worker's (workers/app.py: submit_time_limits_s).
+    submit_time_limit_s: float = Field(90.0, gt=0)
     worker_eta_task_limit: int = Field(2000, ge=1)
     task_events: bool = True
     # The consumer guard (workers/guard/): no message of ours waits longer than this
@@ -224,6 +231,21 @@ class Settings(BaseSettings):
                         f"{ENV_PREFIX}{name.upper()}_FILE: cannot read {path}: {exc.strerror}"
                     ) from None
         return data
+
+    @field_validator("submit_time_limit_s")
+    @classmethod
+    def _submit_outlasts_a_create(cls, value: float, info: ValidationInfo) -> float:
+        """A soft limit inside a create would cut a healthy create off (its outcome unknown):
+        the soft limit must outlast the longest create call (connect + read timeouts)."""
+        create_s = info.data.get("http_connect_timeout_s", 0) + info.data.get(
+            "http_read_timeout_s", 0
+        )
+        if value * SUBMIT_SOFT_RATIO <= create_s:
+            raise ValueError(
+                f"its soft limit ({SUBMIT_SOFT_RATIO:.3g} of it) must be longer than one create"
+                f" call: NBQ_HTTP_CONNECT_TIMEOUT_S + NBQ_HTTP_READ_TIMEOUT_S = {create_s:g} s"
+            )
+        return value
 
     @field_validator("redis_password", "redis_sentinel_password", mode="before")
     @classmethod

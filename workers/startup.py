@@ -44,15 +44,17 @@ def configure_process(settings: Settings | None = None, *, keep_host_logging: bo
     if keep_host_logging and structlog.is_configured():
         register_secrets(settings)
     else:
-        configure_logging(settings)
+        # A Producer in a host's process leaves the host's stdlib logging alone.
+        configure_logging(settings, stdlib=not keep_host_logging)
     patch_kombu()
 
 
-def configure_logging(settings: Settings) -> None:
-    """structlog to stderr at ``NBQ_LOG_LEVEL``; every secret in the settings redacted."""
+def configure_logging(settings: Settings, *, stdlib: bool = True) -> None:
+    """Logs to stderr at ``NBQ_LOG_LEVEL`` in one format (``workers.logs``); every secret in
+    the settings redacted."""
     from workers.logs import configure_logging as configure_structlog
 
-    configure_structlog(settings.log_level, json=settings.log_json)
+    configure_structlog(settings.log_level, json=settings.log_json, stdlib=stdlib)
     register_secrets(settings)
 
 
@@ -83,9 +85,13 @@ def register_secrets(settings: Settings) -> None:
 
 
 def patch_kombu() -> None:
-    """Both kombu fixes (Redis transport): survive a broker restart, acks without MULTI."""
+    """The kombu fixes (Redis transport): survive a broker restart, acks without MULTI,
+    and a queue item that is not a kombu message is a dead letter, not a dead worker."""
+    from workers.guard import redis_transport
+
     _closed_broker_channel_is_a_connection_error()
     _unacked_bookkeeping_without_multi()
+    redis_transport.install()
 
 
 def _closed_broker_channel_is_a_connection_error() -> None:
@@ -152,8 +158,81 @@ def start_worker() -> None:
     from workers import shutdown, store_guard
 
     configure_process()
+    keep_celery_in_our_log_format()
     shutdown.install()
     store_guard.install()
+
+
+def keep_celery_in_our_log_format() -> None:
+    """Celery's and kombu's records go through the root handler ``configure_process``
+    installed (``workers.logs``), not through a handler and format of Celery's own.
+
+    A receiver of ``setup_logging`` tells Celery the logging is configured; its loggers
+    still follow ``--loglevel``. In JSON mode (NBQ_LOG_JSON) the banner Celery prints to
+    stdout becomes one ``worker_started`` event, and whatever else is printed to stdout is
+    logged (``celery.redirected``), so every line the worker writes is a JSON object.
+    """
+    from celery import signals
+
+    signals.setup_logging.connect(_celery_loggers_follow_loglevel, weak=False)
+    signals.celeryd_after_setup.connect(_banner_as_an_event, weak=False)
+
+
+def _celery_loggers_follow_loglevel(loglevel: int | None = None, **_: Any) -> None:
+    import logging
+
+    for name in ("celery", "kombu"):
+        logging.getLogger(name).setLevel(loglevel or logging.INFO)
+
+
+def _banner_as_an_event(sender: str, instance: Any, **_: Any) -> None:
+    import logging
+
+    import celery
+
+    from workers.logs import get_logger
+
+    if not get_settings().log_json:
+        return  # the console keeps Celery's banner
+    instance.quiet = True  # read by Celery right after this signal
+    get_logger("workers.startup").info(
+        "worker_started",
+        hostname=sender,
+        queues=sorted(instance.app.amqp.queues.consume_from),
+        concurrency=instance.concurrency,
+        celery=celery.__version__,
+    )
+    instance.app.log.redirect_stdouts_to_logger(
+        logging.getLogger("celery.redirected"), loglevel=logging.WARNING, stderr=False
+    )
+    from celery.apps import worker as celery_worker
+
+    if hasattr(celery_worker, "safe_say"):
+        celery_worker.safe_say = say_as_json
+
+
+def say_as_json(msg: str, f: Any = None) -> None:
+    """Celery's ``safe_say`` in JSON mode: the lines its signal handlers write (``worker:
+    Warm shutdown (MainProcess)``) as JSON objects, written as Celery writes them, with one
+    ``os.write`` (no logging lock taken inside a signal handler)."""
+    import contextlib
+    import json
+    import os
+    import sys
+    from datetime import UTC, datetime
+
+    stream: Any = f if f is not None else sys.__stderr__
+    line = json.dumps(
+        {
+            "event": str(msg).strip(),
+            "level": "info",
+            "logger": "celery.apps.worker",
+            "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        }
+    )
+    # As Celery's: losing the line must never abort a shutdown.
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        os.write(stream.fileno(), f"{line}\n".encode())
 
 
 class WorkerLoader(AppLoader):  # type: ignore[misc]

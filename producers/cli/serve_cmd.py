@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from workers.cli.common import fail_on_config_error
 from workers.extras import require_extra
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 def register(app: typer.Typer) -> None:
@@ -25,28 +28,36 @@ def serve(
     require_extra("ingress", what="nbq serve")
     import uvicorn
 
-    from producers.ingress.app import create_app
     from producers.ingress.server import uvicorn_options
-    from workers.logs import configure_logging, register_secret
     from workers.settings import get_settings
+    from workers.startup import configure_logging
 
     settings = get_settings()
-    configure_logging(settings.log_level, json=settings.log_json)
-    if settings.callback_secret is not None:
-        register_secret(settings.callback_secret.get_secret_value())
+    configure_logging(settings)  # uvicorn's own lines, in a supervisor process too
+    # log_config=None: uvicorn's loggers keep the root handler of workers.logs (one
+    # format). The limits, and no uvicorn access log (callback URLs carry a per-job token;
+    # the ingress logs each request itself, producers/ingress/accesslog.py), are
+    # documented in producers/ingress/server.py and docs/operations.md.
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": log_level,
+        "log_config": None,
+        **uvicorn_options(settings),
+    }
     if workers > 1:
-        uvicorn.run(
-            "producers.ingress.app:create_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_level=log_level,
-            **uvicorn_options(settings),
-        )
+        uvicorn.run("producers.cli.serve_cmd:served_app", factory=True, workers=workers, **options)
         return
-    # The limits (and no access log: callback URLs carry a per-job token) are documented
-    # in producers/ingress/server.py and docs/operations.md.
-    uvicorn.run(
-        create_app(settings), host=host, port=port, log_level=log_level, **uvicorn_options(settings)
-    )
+    uvicorn.run(served_app(), **options)
+
+
+def served_app() -> FastAPI:
+    """The ingress app as ``nbq serve`` runs it (in each uvicorn worker process): logging
+    configured first, every secret of the settings redacted."""
+    from producers.ingress.app import create_app
+    from workers.settings import get_settings
+    from workers.startup import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings)
+    return create_app(settings)

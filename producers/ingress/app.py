@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from producers.api import Producer
 from producers.ingress import batch_routes, callback_routes, health_routes, jobs_routes
+from producers.ingress.accesslog import AccessLogMiddleware
 from producers.ingress.auth import TokenRegistry
 from producers.ingress.batches import BatchStore
 from producers.ingress.bodylimit import BodyLimitMiddleware
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None, *, producer: Producer | None = 
         max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.ingress_body_timeout_s,
     )
+    app.add_middleware(AccessLogMiddleware)  # outermost: every answer, refusals included
     for module in (jobs_routes, batch_routes, health_routes, callback_routes):
         app.include_router(module.router)
     return app

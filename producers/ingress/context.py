@@ -51,10 +51,11 @@ _bearer = HTTPBearer(auto_error=False, description="A producer token from NBQ_IN
 
 
 def current_producer(
+    request: Request,
     context: Context,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
-    """The producer named by the bearer token; 401 otherwise."""
+    """The producer named by the bearer token (kept for the access log); 401 otherwise."""
     producer = context.tokens.producer_for(credentials.credentials if credentials else None)
     if producer is None:
         raise ApiError(
@@ -63,6 +64,7 @@ def current_producer(
             "a valid bearer token is required",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    request.state.producer = producer
     return producer
 
 

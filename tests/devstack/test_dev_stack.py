@@ -7,6 +7,7 @@ closed port, so the command always starts its own Redis and never touches a shar
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -104,12 +105,16 @@ class RunningDev:
 
 
 @contextlib.contextmanager
-def running_dev(tmp_path: Path) -> Iterator[RunningDev]:
+def running_dev(tmp_path: Path, **env: str) -> Iterator[RunningDev]:
     """``nbq dev`` (no demo) up to "Press Ctrl-C to stop"; killed with its children after."""
     out_path = tmp_path / "dev.out"
     with open(out_path, "wb") as out:
         proc = subprocess.Popen(
-            dev_command(), env=clean_env(), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+            dev_command(),
+            env={**clean_env(), **env},
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     children: list[int] = []
     try:
@@ -130,12 +135,16 @@ def running_dev(tmp_path: Path) -> Iterator[RunningDev]:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+@pytest.mark.parametrize(
+    ("sig", "log_json"),
+    [(signal.SIGINT, "false"), (signal.SIGTERM, "true")],
+    ids=["sigint", "sigterm-json-logs"],
+)
 def test_a_stop_signal_stops_every_child_and_removes_the_temp_dir(
-    tmp_path: Path, sig: signal.Signals
+    tmp_path: Path, sig: signal.Signals, log_json: str
 ) -> None:
-    # Given a running `nbq dev` (no demo)
-    with running_dev(tmp_path) as dev:
+    # Given a running `nbq dev` (no demo; once under the production log setting)
+    with running_dev(tmp_path, NBQ_LOG_JSON=log_json) as dev:
         children = [c.pid for c in dev.children]
         assert len(children) >= 6  # redis, moto, emulator, worker, flower, metrics
 
@@ -149,6 +158,10 @@ def test_a_stop_signal_stops_every_child_and_removes_the_temp_dir(
         assert f"{sig.name} received, stopping" in output
         assert [pid for pid in children if not gone(pid)] == []
         assert not logs_dir(output).exists()
+        # And under NBQ_LOG_JSON every line it wrote is a JSON object
+        if log_json == "true":
+            lines = [line for line in output.splitlines() if line.strip()]
+            assert all(isinstance(json.loads(line), dict) for line in lines), output
 
 
 @pytest.mark.integration

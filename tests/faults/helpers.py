@@ -20,6 +20,10 @@ from workers.jobs.state import JobState
 
 #: A generous bound for a scenario's jobs to end; far below the 600 s visibility timeout.
 END_TIMEOUT_S = 120.0
+#: For a worker killed mid-create: its job is re-driven once the claim is older than the
+#: submit time limit, so the scenario waits 12 s for it, not the default 90 s. Its soft
+#: limit (8 s) still outlasts one create call (connect 1 s + the stack's read timeout 5 s).
+SHORT_SUBMIT_LIMIT = {"NBQ_SUBMIT_TIME_LIMIT_S": "12", "NBQ_HTTP_CONNECT_TIMEOUT_S": "1"}
 
 
 def enqueue(producer: Producer, count: int, *, prompt: str = "fault test") -> list[str]:

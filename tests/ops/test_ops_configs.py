@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
 import subprocess
-import tomllib
 from typing import Any
 
 import pytest
@@ -256,35 +254,6 @@ def test_image_is_slim_python_311_non_root_with_nbq_entrypoint() -> None:
     assert users and users[-1].split(":")[0] not in ("root", "0")
     assert re.search(r'^ENTRYPOINT \["nbq"\]', text, flags=re.MULTILINE)
     assert "PYTHONDONTWRITEBYTECODE=1" in text  # read-only root: no .pyc writes
-
-
-def _lock_script() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "lock_requirements", OPS / "scripts" / "lock_requirements.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_lock_file_pins_every_runtime_dependency() -> None:
-    lock_script = _lock_script()
-    extras = lock_script.IMAGE_EXTRAS
-    lock = (OPS / "requirements.lock").read_text(encoding="utf-8")
-    pins = {
-        re.sub(r"[-_.]+", "-", line.split("==")[0]).lower()
-        for line in lock.splitlines()
-        if line and not line.startswith("#")
-    }
-    assert all("==" in line for line in lock.splitlines() if line and not line.startswith("#"))
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    # Every role runs from the image: the base dependencies and the image's extras.
-    for requirement in lock_script.image_requirements(project, extras):
-        name = re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0]
-        assert re.sub(r"[-_.]+", "-", name).lower() in pins, name
-    assert "ops/requirements.lock" in _dockerfile()
-    assert f'".[{",".join(extras)}]"' in _dockerfile()
 
 
 def test_dockerignore_keeps_secrets_and_the_venv_out_of_the_image() -> None:

@@ -26,7 +26,8 @@ from celery.worker.consumer import Consumer
 from vine import promise as vine_promise
 
 from workers import metrics
-from workers.deadletters import DeadLetterStore, build_letter
+from workers.deadletters import DeadLetter, DeadLetterStore, build_letter
+from workers.guard import redis_transport
 from workers.guard.inspect import Limits, Refusal, inspect_message
 from workers.logs import get_logger
 from workers.settings import get_settings
@@ -69,6 +70,13 @@ class DeadLetterer:
             content_type=getattr(message, "content_type", None),
             content_encoding=getattr(message, "content_encoding", None),
         )
+        self.record(letter)
+        if not getattr(message, "acknowledged", False):
+            with contextlib.suppress(Exception):
+                message.ack()
+
+    def record(self, letter: DeadLetter) -> None:
+        """Store, count and log one letter (the store down must not stop the worker)."""
         try:
             dropped = self.store().put(letter)
             stored = True
@@ -80,23 +88,20 @@ class DeadLetterer:
                 "dead_letter_write_failed",
                 error=type(exc).__name__,
                 reason=letter.reason,
-                queue=queue,
+                queue=letter.queue,
                 headers=letter.headers[:1000],
                 body=letter.body[:1000],
             )
-        metrics.dead_letter(queue, refusal.reason)
+        metrics.dead_letter(letter.queue, letter.reason)
         log.warning(
             "message_refused",
-            reason=refusal.reason,
+            reason=letter.reason,
             detail=letter.detail,
-            queue=queue,
+            queue=letter.queue,
             task=letter.task,
             message_id=letter.message_id,
             dead_letter_id=letter.id if stored else None,
         )
-        if not getattr(message, "acknowledged", False):
-            with contextlib.suppress(Exception):
-                message.ack()
 
 
 def limits_from_settings() -> Limits:
@@ -115,6 +120,12 @@ class GuardedConsumer(Consumer):  # type: ignore[misc]
             letterer = DeadLetterer(str(self.hostname))
             self._nbq_dead_letterer = letterer
         return letterer
+
+    def connect(self) -> Any:
+        """Hand the dead-letterer to the Redis transport guard before the connection's
+        first restore of unacked entries (``on_poll_init``) can need it."""
+        redis_transport.use_letterer(self._dead_letterer())
+        return super().connect()
 
     def create_task_handler(self, promise: Any = vine_promise) -> Any:
         inner = super().create_task_handler(promise)

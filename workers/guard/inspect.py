@@ -43,7 +43,7 @@ REASONS: Final = (
     "unknown_task",  # a task name that is not one of ours
     "content_type",  # not application/json in utf-8
     "oversized",  # body larger than NBQ_MAX_MESSAGE_BYTES
-    "undecodable",  # body is not valid JSON text
+    "undecodable",  # body (or a Redis list item) is not valid JSON text / its encoding
     "body_shape",  # JSON, but not [args, kwargs, embed] as Celery needs
     "bad_header",  # a header Celery reads has the wrong type or value
     "invalid_kwargs",  # arguments that fail the task's contract (job_id, request...)
@@ -51,6 +51,7 @@ REASONS: Final = (
     "expired",  # its ``expires`` has passed
     "celery_refused",  # Celery's own handlers refused it (unknown / invalid / decode)
     "handler_error",  # Celery raised while taking it (defence in depth)
+    "bad_envelope",  # a Redis list item that is JSON but not a kombu envelope (guard/envelope.py)
 )
 
 #: Seconds an ETA may lie beyond the horizon: clocks of senders and workers differ.

@@ -17,7 +17,7 @@ from kombu.exceptions import KombuError
 
 from workers.broker_queues import amqp_queue_lengths, queue_lengths
 from workers.brokers import broker_kind
-from workers.contract import ALL_QUEUES, QUEUE_DOWNLOAD, QUEUE_SUBMIT, TASK_GENERATE, TASK_SUBMIT
+from workers.contract import ALL_QUEUES, QUEUE_DOWNLOAD, QUEUE_SUBMIT
 from workers.jobs import lifecycle
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
@@ -25,6 +25,7 @@ from workers.logs import get_logger
 from workers.policy.retry import MAX_QUOTA_WAIT_S
 from workers.resilience.credits import day_of
 from workers.runtime import Runtime
+from workers.settings import Settings
 from workers.stages.common import new_token, now
 from workers.stages.steps import Adopt, Download, Poll, Send, Submit
 
@@ -133,7 +134,7 @@ def _recover_submitting(rt: Runtime, send: Send, report: ReconcileReport, cutoff
     live submit may spend that long on the create and on recording its task id through a
     store failover, and re-driving it would declare a live create's outcome unknown.
     """
-    claim_limit_s = submit_time_limit_s()
+    claim_limit_s = submit_time_limit_s(rt.settings)
     for job_id in rt.store.ids_in_state(JobState.SUBMITTING, updated_before=cutoff, limit=BATCH):
         record = _read(rt, job_id)
         if record is None or record.state is not JobState.SUBMITTING:
@@ -191,12 +192,12 @@ def _create_was_sent(record: JobRecord) -> bool:
     return record.attempts > 0
 
 
-def submit_time_limit_s() -> float:
+def submit_time_limit_s(settings: Settings) -> float:
     """The longest a submit may hold its claim: the hard time limit of the tasks that run
     one (``nbq.submit``; ``nbq.generate`` submits inline), after which it is killed."""
-    from workers.app import TIME_LIMITS_S  # the Celery configuration's own numbers
+    from workers.app import submit_time_limits_s  # the Celery configuration's own numbers
 
-    return max(TIME_LIMITS_S[TASK_SUBMIT][1], TIME_LIMITS_S[TASK_GENERATE][1])
+    return submit_time_limits_s(settings)[1]
 
 
 def _reconcile_unknown_outcomes(

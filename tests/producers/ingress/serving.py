@@ -66,7 +66,7 @@ def enable_ingress(stack: Stack) -> int:
     return port
 
 
-def start_ingress(stack: Stack, port: int) -> IngressServer:
+def start_ingress(stack: Stack, port: int, *, log_level: str = "warning") -> IngressServer:
     proc = start(
         [
             sys.executable,
@@ -78,7 +78,7 @@ def start_ingress(stack: Stack, port: int) -> IngressServer:
             "--port",
             str(port),
             "--log-level",
-            "warning",
+            log_level,
         ],
         env=stack.env(),
         log=stack.dir / "ingress.log",

@@ -164,4 +164,4 @@ def claim_submit(rt: Runtime, job_id: str) -> JobRecord:
 def short_submit_claims(monkeypatch: pytest.MonkeyPatch) -> None:
     """Submits live at most 0.2 s (their real time limit is 90 s): lets the reconciler
     recover a claim of a dead worker after ``age()``."""
-    monkeypatch.setattr(reconcile_stage, "submit_time_limit_s", lambda: 0.2)
+    monkeypatch.setattr(reconcile_stage, "submit_time_limit_s", lambda _settings: 0.2)

@@ -169,7 +169,7 @@ def test_a_live_submit_younger_than_its_time_limit_is_never_re_driven(
     job_id = new_job(rt)
     claim_submit(rt, job_id)
     age()
-    assert reconcile_stage.submit_time_limit_s() == 90
+    assert reconcile_stage.submit_time_limit_s(rt.settings) == 90
     # When the reconciler runs
     report = reconcile_once(rt, steps)
     # Then the job is left to its submit: not requeued, not marked outcome-unknown
@@ -178,6 +178,6 @@ def test_a_live_submit_younger_than_its_time_limit_is_never_re_driven(
     assert record.state is JobState.SUBMITTING and record.create_sent is True
     assert record.create_outcome_unknown is False
     # And once the claim is older than a submit can live, the worker is known dead
-    monkeypatch.setattr(reconcile_stage, "submit_time_limit_s", lambda: 0.2)
+    monkeypatch.setattr(reconcile_stage, "submit_time_limit_s", lambda _settings: 0.2)
     assert reconcile_once(rt, steps).recovered_submitting == [job_id]
     assert rt.store.require(job_id).create_outcome_unknown is True

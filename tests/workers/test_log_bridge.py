@@ -1,0 +1,70 @@
+"""workers.logs's stdlib bridge: other libraries' records and Python warnings come out in
+our format (JSON lines in production), redacted; a Producer's host keeps its logging."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from workers.logs import HANDLER_NAME, configure_logging, register_secret
+
+SECRET = "bridge-secret-value"
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> Iterator[None]:
+    # (the root logger itself is restored by tests/support/logging_guard.py)
+    yield
+    logging.captureWarnings(False)
+    structlog.reset_defaults()
+
+
+def json_lines(text: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_celery_records_and_warnings_are_json_lines_redacted_like_ours(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    register_secret(SECRET)
+    configure_logging("INFO", json=True)
+
+    logging.getLogger("celery.worker.consumer").info("Connected to redis://:%s@h:6379/0", SECRET)
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")  # not the suite's "error"
+        warnings.warn("running as root", UserWarning, stacklevel=1)
+    structlog.get_logger("t").info("ours", job_id="j1")
+
+    events = json_lines(capsys.readouterr().err)
+    assert events[0]["event"] == "Connected to redis://:<redacted>@h:6379/0"
+    assert events[0]["logger"] == "celery.worker.consumer" and events[0]["level"] == "info"
+    assert events[1]["logger"] == "py.warnings" and "running as root" in str(events[1]["event"])
+    assert events[2] == {**events[2], "event": "ours", "job_id": "j1", "level": "info"}
+    assert all("timestamp" in e for e in events)
+
+
+def test_a_reconfiguration_replaces_the_handler_instead_of_adding_one() -> None:
+    configure_logging("INFO")
+    configure_logging("WARNING", json=True)
+
+    ours = [h for h in logging.getLogger().handlers if h.get_name() == HANDLER_NAME]
+    assert len(ours) == 1
+    assert logging.getLogger().level == logging.WARNING
+
+
+def test_without_the_bridge_the_hosts_logging_is_left_alone(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A Producer built in a service that configured neither structlog nor logging for us
+    before = list(logging.getLogger().handlers)
+    configure_logging("INFO", json=True, stdlib=False)
+
+    structlog.get_logger("t").info("ours")
+
+    assert logging.getLogger().handlers == before
+    assert json_lines(capsys.readouterr().err)[0]["event"] == "ours"
