@@ -21,7 +21,12 @@ def bench(
     ] = "B1,B2,B3,B4,B5,B6",
     scale: Annotated[str, typer.Option(help="small (a few minutes) or full.")] = "small",
     patched: Annotated[
-        bool, typer.Option("--patched", help="Workers with the suite's proposed fixes applied.")
+        bool,
+        typer.Option(
+            "--patched",
+            help="Run the workers with benchmarks/patched_worker.py's experimental fixes "
+            "applied in memory (to measure a fix before it lands).",
+        ),
     ] = False,
 ) -> None:
     """Benchmarks vs their baselines; prints a table, writes benchmarks/results/latest.json.

@@ -55,10 +55,14 @@ def dev(
     """Run Redis, S3 (moto), the Evolink emulator, a worker, Flower and metrics here.
 
     Redis: NBQ_BROKER_URL if set and answering, else a private redis-server.
+
     S3: NBQ_S3_ENDPOINT if set, else moto's server with the bucket created (in memory:
     its images vanish when the stack stops).
+
     API: the real one if NBQ_EVOLINK_API_KEY is set and NBQ_EVOLINK_BASE_URL is not
-    loopback, else the emulator (fast time scale, a throwaway dev key).
+    loopback, else the emulator (fast time scale, a throwaway dev key, images capped at
+    262,144 pixels, ratio kept: 2K and 4K come back small).
+
     Prints every URL and the `export` lines for a second shell (never a real secret).
     Ctrl-C or SIGTERM stops everything and removes the temp dir.
     """
@@ -86,9 +90,9 @@ def dev(
     try:
         with shutdown_on_signals():
             stack.start()
-            print_summary(out, stack)
+            print_summary(out, stack, exits_after_demo=exit_after_demo)
             if demo or exit_after_demo:
-                code = _demo(stack, out)
+                code = _demo(stack, out, exits_after=exit_after_demo)
             if not exit_after_demo:
                 out.print("[bold]Running.[/bold] Press Ctrl-C to stop.")
                 while True:
@@ -106,7 +110,7 @@ def dev(
     raise typer.Exit(code)
 
 
-def _demo(stack: DevStack, console: Console) -> int:
+def _demo(stack: DevStack, console: Console, *, exits_after: bool = False) -> int:
     """Run the demo against the stack; 0 when all its jobs were stored."""
     from devstack.demo import run_demo
     from producers.api import Producer
@@ -123,9 +127,10 @@ def _demo(stack: DevStack, console: Console) -> int:
     finally:
         producer.celery.close()
     if stack.s3_is_ephemeral:
+        until = "now (--exit-after-demo)" if exits_after else "nbq dev stops"
         console.print(
             "[yellow]These images live in the stack's in-memory S3 (moto): the links work "
-            "until nbq dev stops, then the images are gone.[/yellow]",
+            f"until {until}, then the images are gone.[/yellow]",
             soft_wrap=True,
         )
     return 0 if ok else 1

@@ -10,6 +10,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from producers.api import Producer
 from workers.cli.common import line
+from workers.jobs.ids import caller_job_id
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 
@@ -63,7 +64,9 @@ def _follow(
     records: dict[str, JobRecord] = {}
     with Progress(*columns, console=console) as progress:
         rows = {
-            job_id: progress.add_task(f"{p.size:>5} {job_id[:12]}", total=100, state="queued")
+            job_id: progress.add_task(
+                f"{p.size:>5} {caller_job_id(job_id)[:12]}", total=100, state="queued"
+            )
             for job_id, p in jobs.items()
         }
         while True:

@@ -41,7 +41,7 @@ def print_service(console: Console, service: Service) -> None:
     )
 
 
-def print_summary(console: Console, stack: DevStack) -> None:
+def print_summary(console: Console, stack: DevStack, *, exits_after_demo: bool = False) -> None:
     """The URLs, then the exports a second shell needs to use the same stack."""
     console.print()
     console.rule("[bold]nbq dev is up")
@@ -52,9 +52,15 @@ def print_summary(console: Console, stack: DevStack) -> None:
             )
     console.print(f"  {'logs:':<10} {stack.dir} (removed on exit)", soft_wrap=True, highlight=False)
     if stack.s3_is_ephemeral:
+        keep = (
+            "With --exit-after-demo they are gone when the demo ends; to keep them, run "
+            "nbq dev --demo and copy them out before stopping: nbq get JOB_ID -o DIR"
+            if exits_after_demo
+            else "Copy them out first: nbq get JOB_ID -o DIR"
+        )
         console.print(
             "  [yellow]S3 is moto, in memory: stored images (the demo's too) vanish when "
-            "nbq dev stops.[/yellow] Copy them out first: nbq get <job_id> -o DIR",
+            f"nbq dev stops.[/yellow] {keep}",
             soft_wrap=True,
             highlight=False,
         )

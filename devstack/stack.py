@@ -168,7 +168,14 @@ class DevStack:
         self.env.set("NBQ_RESULT_URL_ALLOW_HTTP", "true")
         for variable, value in DEV_TIMING.items():
             self.env.set_default(variable, value)
-        self._ready(Service("emulator", url, f"time scale {emulator_service.TIME_SCALE:g}"))
+        self._ready(
+            Service(
+                "emulator",
+                url,
+                f"time scale {emulator_service.TIME_SCALE:g}; images capped at "
+                f"{emulator_service.MAX_PIXELS:,} pixels, so 2K/4K come back small",
+            )
+        )
 
     def _start_worker(self) -> None:
         queues = ",".join(ALL_QUEUES)

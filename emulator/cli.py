@@ -6,6 +6,7 @@ import importlib.util
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 
 from emulator.config import EmulatorConfig
 
@@ -63,7 +64,10 @@ def emulator(
         int | None, typer.Option(help="Cap result pixels (ratio kept), for fast tests.")
     ] = None,
     allow_insecure_callbacks: Annotated[
-        bool, typer.Option(help="Accept http:// and loopback/private callback URLs.")
+        bool,
+        typer.Option(
+            "--allow-insecure-callbacks", help="Accept http:// and loopback/private callback URLs."
+        ),
     ] = False,
     seed: Annotated[int | None, typer.Option(help="Seed for durations, ids, faults.")] = None,
     fixed_duration: Annotated[
@@ -88,22 +92,29 @@ def emulator(
 
     from emulator.app import create_app
 
-    config = EmulatorConfig(
-        host=host,
-        port=port,
-        api_keys=list(api_key or []),
-        time_scale=time_scale,
-        credits=credits,
-        result_ttl=result_ttl,
-        image_format=image_format,  # validated by pydantic
-        max_pixels=max_pixels,
-        allow_insecure_callbacks=allow_insecure_callbacks,
-        seed=seed,
-        fixed_duration=fixed_duration,
-        public_url=public_url,
-        log_level=log_level,
-        honour_idempotency=honour_idempotency,
-    )
+    try:
+        config = EmulatorConfig(
+            host=host,
+            port=port,
+            api_keys=list(api_key or []),
+            time_scale=time_scale,
+            credits=credits,
+            result_ttl=result_ttl,
+            image_format=image_format,  # validated by pydantic
+            max_pixels=max_pixels,
+            allow_insecure_callbacks=allow_insecure_callbacks,
+            seed=seed,
+            fixed_duration=fixed_duration,
+            public_url=public_url,
+            log_level=log_level,
+            honour_idempotency=honour_idempotency,
+        )
+    except ValidationError as exc:  # one line naming the option, not pydantic's report
+        first = exc.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else "option"
+        option = "--" + {"api_keys": "api_key"}.get(name, name).replace("_", "-")
+        typer.echo(f"error: {option}: {first['msg']}", err=True)
+        raise typer.Exit(2) from None
     options: dict[str, Any] = uvicorn_speedups()
     uvicorn.run(
         create_app(config),

@@ -101,6 +101,11 @@ def validate_request(request: GenerationRequest | Mapping[str, Any]) -> Generati
     """The shared model's checks, as a typed error naming the (first) field."""
     if isinstance(request, GenerationRequest):
         return request
+    if not isinstance(request, Mapping):
+        raise InvalidRequestError(
+            f"request must be a mapping of fields such as {{'prompt': ...}}, "
+            f"not {type(request).__name__}"
+        )
     try:
         return GenerationRequest.model_validate(dict(request))
     except ValidationError as exc:
@@ -149,7 +154,8 @@ class Producer:
         # warning here never mixes into a command's --json output (unless the host
         # service configured structlog itself: then its configuration stays).
         configure_process(self.settings, keep_host_logging=True)
-        check_settings_stores(self.runtime.settings, store_client=self.runtime.redis)
+        # An accepted risk (NBQ_ALLOW_VOLATILE_STORE) is the worker's to say, once at start.
+        check_settings_stores(self.runtime.settings, store_client=self.runtime.redis, warn=False)
 
     def enqueue(
         self,
@@ -167,6 +173,11 @@ class Producer:
         returns that job; a different one raises :class:`JobIdConflictError`.
         """
         valid = validate_request(request)
+        for name, value in (("job_id", job_id), ("producer", producer), ("batch_id", batch_id)):
+            if value is not None and not isinstance(value, str):
+                raise InvalidRequestError(
+                    f"{name} must be a string, not {type(value).__name__}", field=name
+                )
         chosen = job_id
         if producer is not None:
             try:

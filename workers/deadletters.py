@@ -277,8 +277,11 @@ class DeadLetterStore:
                         break
         return found
 
-    def count(self) -> int:
-        return int(self.redis.zcard(self.index_key))
+    def count(self, *, older_than_s: float | None = None) -> int:
+        """All entries, or those ``purge(older_than_s=...)`` would remove."""
+        if older_than_s is None:
+            return int(self.redis.zcard(self.index_key))
+        return int(self.redis.zcount(self.index_key, "-inf", repr(time.time() - older_than_s)))
 
     def remove(self, letter_id: str) -> bool:
         return bool(self._purge(keys=self.keys, args=[OVERHEAD_BYTES, "0", letter_id]))

@@ -326,6 +326,22 @@ class Settings(BaseSettings):
             raise ValueError("must be a redis://, rediss://, sentinel:// or redis+cluster:// URL")
         return value
 
+    @field_validator("flower_basic_auth")
+    @classmethod
+    def _flower_logins(cls, value: SecretStr | None) -> SecretStr | None:
+        """Flower's ``user:password[,user:password...]``; a malformed one would start a
+        Flower that refuses every login. The value is never echoed (it is a secret)."""
+        if value is None:
+            return None
+        for n, login in enumerate(value.get_secret_value().split(","), start=1):
+            user, colon, password = login.partition(":")
+            if not (user.strip() and colon and password):
+                raise ValueError(
+                    f"login {n} is not user:password (several logins: comma-separated); "
+                    "the value is not shown here"
+                )
+        return value
+
     @field_validator("s3_bucket")
     @classmethod
     def _bucket(cls, value: str) -> str:
@@ -357,7 +373,8 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "?"
-        raise ConfigError(f"{ENV_PREFIX}{field.upper()}: {first['msg']}") from None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{ENV_PREFIX}{field.upper()}: {message}") from None
 
 
 @lru_cache(maxsize=1)

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from workers.cli.common import console, err_console, fail_on_config_error, line, print_json, shown
+from workers.cli.common import (
+    EXIT_USAGE,
+    console,
+    emit_error,
+    err_console,
+    fail_on_config_error,
+    line,
+    print_json,
+    shown,
+)
 
 dead_app = typer.Typer(
     help="Refused broker messages: list, show, replay, purge.", no_args_is_help=True
@@ -35,6 +43,15 @@ def list_(
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most N, newest first.")] = 100,
 ) -> None:
     """Dead letters, newest first: id, time, queue, task, reason, detail."""
+    from workers.guard.inspect import REASONS as DEAD_LETTER_REASONS
+
+    if reason is not None and reason not in DEAD_LETTER_REASONS:
+        emit_error(
+            f"--reason {reason!r} is not a dead-letter reason ({', '.join(DEAD_LETTER_REASONS)})",
+            code="invalid_reason",
+            exit_code=EXIT_USAGE,
+            as_json=as_json,
+        )
     store = _store()
     letters = store.list(reason=reason, limit=limit)
     stats = store.stats()
@@ -81,7 +98,11 @@ def show(letter_id: Annotated[str, typer.Argument()]) -> None:
 @dead_app.command("replay")
 @fail_on_config_error
 def replay(letter_id: Annotated[str, typer.Argument()]) -> None:
-    """Re-validate a dead letter and publish it again (now: ETA and expires dropped)."""
+    """Re-check a dead letter and publish it again, to run now.
+
+    Its ETA and expiry are dropped (they were part of why it was refused) and it gets a
+    new message id; a letter that was cut or redacted when stored is not replayed.
+    """
     from workers.deadletters import replay_letter
     from workers.settings import get_settings
 
@@ -108,7 +129,35 @@ def purge(
     older_than: Annotated[
         float, typer.Option("--older-than", min=0, help="Only entries older than S seconds.")
     ] = 0.0,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Delete dead letters (all of them, or those older than ``--older-than`` seconds)."""
-    removed = _store().purge(older_than_s=older_than)
-    console.print(json.dumps({"purged": removed}))
+    """Delete dead letters: all of them, or those older than --older-than seconds.
+
+    Asks first on a terminal; elsewhere (scripts, --json) it needs --yes.
+    """
+    store = _store()
+    if not yes:
+        found = store.count(older_than_s=older_than)
+        if found == 0:
+            removed = 0
+            _purged(removed, as_json=as_json)
+            return
+        if as_json or not console.is_terminal:
+            emit_error(
+                f"would delete {found} dead letter(s); pass --yes to confirm",
+                code="confirmation_required",
+                exit_code=EXIT_USAGE,
+                as_json=as_json,
+            )
+        if not typer.confirm(f"Delete {found} dead letter(s)?", default=False):
+            err_console.print("nothing deleted")
+            raise typer.Exit(1)
+    _purged(store.purge(older_than_s=older_than), as_json=as_json)
+
+
+def _purged(removed: int, *, as_json: bool) -> None:
+    if as_json:
+        print_json({"purged": removed})
+    else:
+        console.print(f"purged {removed} dead letter(s)")

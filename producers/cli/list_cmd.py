@@ -6,11 +6,14 @@ import time
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from workers.cli.common import console, emit_error, fail_on_config_error, print_json, shown
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
+from workers.visible import visible
 
 
 def register(app: typer.Typer) -> None:
@@ -50,22 +53,49 @@ def jobs(
     if not records:
         console.print("no jobs match")
         return
-    table = Table()
-    table.add_column("job_id", no_wrap=True)
-    for column in ("state", "progress", "producer", "batch", "updated", "why"):
-        table.add_column(column)
-    now = time.time()
+    console.print(jobs_table(records, now=time.time()))
+
+
+def jobs_table(records: list[JobRecord], *, now: float) -> Table:
+    """Two lines a job, readable at 80 columns: the id over its prompt (cut to the id's
+    width), the state over why (a failure's code, or why a queued job waits); producer
+    and batch on a third line when set. Nothing a person needs is ever cut to ``fai…``."""
+    id_width = max(max(len(r.job_id) for r in records), 20)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, leading=1)
+    table.add_column("job / prompt", no_wrap=True, overflow="fold")
+    # Wide enough for its longest word: a reason wraps at spaces, never inside a code.
+    words = [w for r in records for w in (r.state.value, *_why(r).split())]
+    table.add_column("state / why", overflow="fold", min_width=max(map(len, words)))
+    table.add_column("done", justify="right", no_wrap=True)
+    table.add_column("updated", justify="right", no_wrap=True)
     for r in records:
-        table.add_row(
-            shown(r.job_id),
-            r.state.value,
-            f"{int(r.progress or 0)}%",
-            shown(r.producer or ""),
-            shown(r.batch_id or ""),
-            f"{now - r.updated_at:.0f}s ago",
-            shown(_why(r)),
-        )
-    console.print(table)
+        job = shown(r.job_id)  # every value a producer sent: escaped, never markup
+        prompt = str((r.request or {}).get("prompt", ""))
+        if prompt:
+            cut = prompt if len(prompt) <= id_width else prompt[: id_width - 1] + "…"
+            job.append("\n" + visible(" ".join(cut.split())), style="dim")
+        owner = " · ".join(
+            part for part in (r.producer and f"producer {r.producer}", r.batch_id and
+                              f"batch {r.batch_id}") if part
+        )  # fmt: skip
+        if owner:
+            job.append("\n" + visible(owner), style="dim")
+        state = Text(r.state.value, style=_STATE_STYLE.get(r.state, ""))
+        if why := _why(r):
+            state.append("\n" + visible(why), style="yellow")
+        table.add_row(job, state, f"{int(r.progress or 0)}%", _ago(now - r.updated_at))
+    return table
+
+
+_STATE_STYLE = {JobState.STORED: "green", JobState.FAILED: "red", JobState.CANCELLED: "dim"}
+
+
+def _ago(seconds: float) -> str:
+    """``42s ago``, ``5m ago``, ``3h ago``, ``2d ago``."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit} ago"
+    return f"{max(int(seconds), 0)}s ago"
 
 
 def _why(record: JobRecord) -> str:

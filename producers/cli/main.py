@@ -7,6 +7,8 @@ missing says which ``pip install`` it needs.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from benchmarks import cli as benchmarks_cli
@@ -30,13 +32,32 @@ app = typer.Typer(
     name="nbq",
     help="nanobanana-queue: a Celery job system for the Evolink Nano Banana 2 Beta API.",
     invoke_without_command=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, pwsh)
     pretty_exceptions_enable=False,
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"nbq {version('nanobanana-queue')}")
+        except PackageNotFoundError:  # a checkout run without installing it
+            typer.echo("nbq (not installed: version unknown)")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _main(ctx: typer.Context) -> None:
+def _main(
+    ctx: typer.Context,
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version, exit."
+        ),
+    ] = False,
+) -> None:
     """``nbq`` alone prints the help and exits 0 (it is a question, not a mistake)."""
     if ctx.invoked_subcommand is None:
         typer.echo(ctx.get_help())

@@ -102,6 +102,8 @@ def adopt(
         err_console.print(line(("error: ", "red"), str(exc)))
         raise typer.Exit(1) from None
     record = before
+    refused = f"adopt of task {task_id} refused"
+    verdict = None  # the worker's, as soon as the record has it
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         try:
@@ -110,10 +112,27 @@ def adopt(
             break
         if record.state is not before.state or record.evolink_task_id == task_id:
             break
+        if record.updated_at > before.updated_at and (record.waiting_reason or "").startswith(
+            refused
+        ):
+            verdict = record.waiting_reason
+            break
         time.sleep(0.2)
     if as_json:
         print_json(record.public_view())
+        if verdict:
+            raise typer.Exit(1)
         return
+    _say_outcome(job_id, task_id, record, verdict, wait_s=wait_s)
+
+
+def _say_outcome(
+    job_id: str, task_id: str, record: JobRecord, verdict: str | None, *, wait_s: float
+) -> None:
+    """What became of the adoption, in one line (exit 1 unless the task was taken)."""
+    if verdict:
+        err_console.print(line(f"{job_id} still {record.state.value}: {verdict}"), soft_wrap=True)
+        raise typer.Exit(1)
     if record.evolink_task_id == task_id and record.state is not JobState.FAILED:
         typer.echo(visible(f"{job_id} {record.state.value}: task {task_id} adopted"))
     elif record.evolink_task_id == task_id:

@@ -102,7 +102,7 @@ def describe_problems(errors: Sequence[Any], *, prefix: Sequence[Any] = ()) -> t
     if not errors:
         return field_of(prefix), "invalid request"
     lines = [
-        f"{field_of([*prefix, *e.get('loc', ())])}: {excerpt(str(e.get('msg', 'invalid')))}"
+        f"{field_of([*prefix, *e.get('loc', ())])}: {excerpt(plain_message(e))}"
         for e in errors[:MAX_PROBLEMS]
     ]
     if len(errors) > MAX_PROBLEMS:
@@ -110,10 +110,44 @@ def describe_problems(errors: Sequence[Any], *, prefix: Sequence[Any] = ()) -> t
     return field_of([*prefix, *errors[0].get("loc", ())]), "; ".join(lines)
 
 
+def plain_message(error: Any) -> str:
+    """pydantic's message without its ``Value error, `` prefix (a person reads it)."""
+    return str(error.get("msg", "invalid")).removeprefix("Value error, ")
+
+
+#: What FastAPI raises (a plain 400) when the body is not text it can decode.
+_UNPARSABLE_DETAIL = "There was an error parsing the body"
+
+
+def _unreadable_body(request: Request, errors: Sequence[Any]) -> str | None:
+    """Why the body could not be read as JSON at all (a 400, not a 422), else None."""
+    for e in errors:
+        if e.get("type") == "json_invalid":
+            where = e.get("loc", ("body", "?"))[-1]
+            why = (e.get("ctx") or {}).get("error", "JSON decode error")
+            return f"the body is not valid JSON: {why} at character {where}"
+    content_type = request.headers.get("content-type", "")
+    sent = request.headers.get("content-length", "0") not in ("", "0")  # no body: a 422
+    if (
+        sent
+        and "json" not in content_type.lower()
+        and any(tuple(e.get("loc", ())) == ("body",) for e in errors)
+    ):
+        return (
+            f"the body was not read as JSON (Content-Type {content_type or 'missing'!r}): "
+            "send it with Content-Type: application/json"
+        )
+    return None
+
+
 async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    """FastAPI's 422 in the ingress's one error shape."""
+    """FastAPI's 422 in the ingress's one error shape; a body that is not JSON is a 400."""
     assert isinstance(exc, RequestValidationError)
-    field, message = describe_problems(list(exc.errors()))
+    errors = list(exc.errors())
+    unreadable = _unreadable_body(request, errors)
+    if unreadable is not None:
+        return error_response(400, "invalid_json", unreadable)
+    field, message = describe_problems(errors)
     return error_response(422, "invalid_request", message, field=field)
 
 
@@ -133,6 +167,11 @@ async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     headers = dict(exc.headers) if exc.headers else None
+    if exc.status_code == 400 and exc.detail == _UNPARSABLE_DETAIL:
+        # FastAPI's answer to a body it cannot decode (not UTF-8, for one).
+        return error_response(
+            400, "invalid_json", "the body is not UTF-8 JSON text", headers=headers
+        )
     if exc.status_code == 405:
         # Starlette lists only the first matching route's methods; list every route's.
         headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}

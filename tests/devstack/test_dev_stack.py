@@ -79,6 +79,10 @@ def test_demo_then_exit_prints_urls_exports_and_three_stored_jobs() -> None:
         assert re.search(rf"^  {name}:\s+(redis|http)://127\.0\.0\.1:\d+", output, re.M), output
     assert re.search(r"^  metrics:\s+http://127\.0\.0\.1:\d+/metrics$", output, re.M), output
     assert "vanish when nbq dev stops" in output
+    # --exit-after-demo: no advice to copy images out of a stack that is about to go
+    assert "gone when the demo ends" in output and "Copy them out first" not in output
+    assert "images capped at 262,144 pixels" in output  # why "4K" comes back small
+    assert re.search(r"\d:\d+ nbq-dev-demo(?!~)", output) is None  # bars: ids, not the producer
     assert "export NBQ_BROKER_URL=redis://127.0.0.1:" in output
     assert f"export NBQ_BROKER_URL={closed_url}" not in output
     assert re.search(r"^export NBQ_EVOLINK_API_KEY=dev-[0-9a-f]+$", output, re.M)

@@ -48,11 +48,17 @@ def test_a_batch_file_enqueues_good_lines_reports_bad_ones_and_stores_every_job(
     # When it runs with --wait
     done = nbq(stack, "batch", str(batch), "--wait", "--results", str(results))
     # Then bad lines are named by number, every good job is stored, results are JSONL
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.returncode == 1, done.stdout + done.stderr  # 2 lines skipped: exit 1
+    assert "2 line(s) skipped" in done.stderr
     assert "line 4" in done.stderr and "line 8" in done.stderr
     assert "size" in done.stderr
     records = [json.loads(line) for line in results.read_text().splitlines()]
     assert len(records) == 10 and {r["state"] for r in records} == {"stored"}
+    assert stack.emulator.stats()["creates_accepted"] == 10
+    # And running the same file again pays for nothing twice
+    again = nbq(stack, "batch", str(batch), "--json")
+    assert "0 new, 10 already enqueued" in again.stderr, again.stderr
+    assert {json.loads(line)["state"] for line in again.stdout.splitlines()} == {"stored"}
     assert stack.emulator.stats()["creates_accepted"] == 10
 
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -60,13 +61,42 @@ def hostile_record(value: str, state: JobState = JobState.FAILED) -> JobRecord:
     )
 
 
+class FakeRedis:
+    """Enough Redis for the CLI's own calls: a submit's PING, a batch's membership set."""
+
+    def ping(self) -> bool:
+        return True
+
+    def pipeline(self, *_: Any, **__: Any) -> FakeRedis:
+        return self
+
+    def sadd(self, *_: Any) -> FakeRedis:
+        return self
+
+    def expire(self, *_: Any) -> FakeRedis:
+        return self
+
+    def execute(self) -> list[Any]:
+        return []
+
+
+class FakeStore:
+    prefix = "nbq"
+    redis = FakeRedis()
+
+    def get(self, _job_id: str) -> None:
+        return None  # every batch line is new
+
+
 @dataclass
 class FakeProducer:
     """Answers every call with hostile data, or raises a hostile ProducerError."""
 
     value: str
     fail: bool = False
-    settings: Any = field(default=None)
+    settings: Any = field(default_factory=lambda: SimpleNamespace(job_retention_s=60))
+    runtime: Any = field(default_factory=lambda: SimpleNamespace(redis=FakeRedis(),
+                                                                 store=FakeStore()))  # fmt: skip
 
     def _answer(self, state: JobState = JobState.FAILED) -> JobRecord:
         if self.fail:

@@ -181,8 +181,9 @@ def test_nbq_batch_enqueues_the_good_lines_and_names_each_bad_line(
         get_settings.cache_clear()
         reset_runtime()
     output = result.output + (result.stderr if result.stderr_bytes is not None else "")
-    assert result.exit_code == 0, output
-    assert "enqueued 3 job(s), skipped 6 bad line(s)" in output
+    assert result.exit_code == 1, output  # lines were skipped: not a success
+    assert ": 3 new, 0 already enqueued (not sent again), 6 bad line(s)" in output
+    assert "6 line(s) skipped" in output
     for line_no in (2, 4, 5, 7, 8, 9):
         assert f"line {line_no}:" in output, output
     for line_no in (1, 3, 6, 10):

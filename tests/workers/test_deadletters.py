@@ -128,7 +128,7 @@ def test_the_cli_lists_shows_replays_and_purges(redis_server: RedisServer) -> No
     assert refused.returncode == 1 and "body_shape" in refused.stderr
     assert "replayed" in nbq("replay", fixable).stdout
     assert store.get(fixable) is None and store.get(broken) is not None
-    assert json.loads(nbq("purge").stdout) == {"purged": 1}
+    assert json.loads(nbq("purge", "--yes", "--json").stdout) == {"purged": 1}
 
 
 # -- the scripts, called directly with the layout their headers document ------------------

@@ -1,4 +1,11 @@
-"""Shared CLI helpers: errors as one clear line (or JSON with ``--json``), JSON output."""
+"""Shared CLI helpers: errors as one clear line (or JSON with ``--json``), JSON output.
+
+Exit statuses every command keeps (README, "Exit statuses"): 0 done; 1 the job (or the
+action) did not succeed; 2 what was given cannot be used (an option, a file, the
+configuration); 3 the broker or Redis cannot be reached (refused, timed out, not Redis);
+4 ``nbq submit --job-id`` of an id another request holds; 130 interrupted (Ctrl-C), after
+printing what was already enqueued.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +21,12 @@ from rich.text import Text
 from workers.settings import ConfigError
 from workers.urls import masked_url
 from workers.visible import visible
+
+#: The documented exit statuses (see the module docstring).
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_INTERRUPTED = 130
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -44,6 +57,8 @@ def _connection_errors() -> tuple[type[BaseException], ...]:
     return (
         redis.exceptions.ConnectionError,
         redis.exceptions.TimeoutError,
+        # Something answered, but not Redis (an HTTP server on the port, say).
+        redis.exceptions.InvalidResponse,
         OperationalError,
         ConnectionError,
     )
@@ -62,10 +77,14 @@ def connection_problem(exc: BaseException) -> BaseException | None:
 
 def describe_connection_error(exc: BaseException) -> str:
     """``cannot reach Redis at redis://host:port/0: connection refused`` (no password)."""
+    import redis
+
     from workers.settings import get_settings
 
     text = str(exc).lower()
-    if "refused" in text:
+    if isinstance(exc, redis.exceptions.InvalidResponse) or "protocol error" in text:
+        why = "the server there does not speak the Redis protocol (wrong port?)"
+    elif "refused" in text:
         why = "connection refused"
     elif "timed out" in text or "timeout" in text or "Timeout" in type(exc).__name__:
         why = "timed out"
@@ -93,9 +112,20 @@ def emit_error(message: str, *, code: str, exit_code: int, as_json: bool) -> NoR
     raise typer.Exit(exit_code)
 
 
+def file_error(exc: OSError, *, as_json: bool) -> NoReturn:
+    """A file or directory that cannot be read or written: ``cannot open /x: No such file``."""
+    what = exc.strerror or type(exc).__name__
+    emit_error(
+        f"cannot use {exc.filename}: {what}",
+        code="file_error",
+        exit_code=EXIT_USAGE,
+        as_json=as_json,
+    )
+
+
 def fail_on_config_error(func: Callable[P, R]) -> Callable[P, R]:
-    """Configuration and connection errors as one clear line (exit 2 and 3); JSON when
-    the command was given ``--json``."""
+    """Configuration, file and connection errors as one clear line (exit 2, 2 and 3);
+    JSON when the command was given ``--json``."""
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -115,15 +145,24 @@ def fail_on_config_error(func: Callable[P, R]) -> Callable[P, R]:
         except Exception as exc:
             problem = connection_problem(exc)
             if problem is None:
+                if isinstance(exc, OSError) and exc.filename is not None:
+                    file_error(exc, as_json=as_json)
                 raise
             emit_error(
                 describe_connection_error(problem),
                 code="connection_error",
-                exit_code=3,
+                exit_code=EXIT_UNREACHABLE,
                 as_json=as_json,
             )
 
     return wrapper
+
+
+def positive_seconds(value: float) -> float:
+    """An option callback: a wait of zero or fewer seconds is refused before anything runs."""
+    if value <= 0:
+        raise typer.BadParameter(f"must be more than 0 seconds, not {value:g}")
+    return value
 
 
 def print_json(data: Any) -> None:

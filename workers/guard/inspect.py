@@ -52,6 +52,7 @@ REASONS: Final = (
     "celery_refused",  # Celery's own handlers refused it (unknown / invalid / decode)
     "handler_error",  # Celery raised while taking it (defence in depth)
     "bad_envelope",  # a Redis list item that is JSON but not a kombu envelope (guard/envelope.py)
+    "unknown_job",  # a stage message for a job that never existed (workers/stages/stray.py)
 )
 
 #: Seconds an ETA may lie beyond the horizon: clocks of senders and workers differ.

@@ -107,9 +107,17 @@ def _one(reply: object, name: str) -> str | None:
 
 
 def check_persistence(
-    client: redis.Redis, url: str, *, allow_volatile: bool, role: str = "job store"
+    client: redis.Redis,
+    url: str,
+    *,
+    allow_volatile: bool,
+    role: str = "job store",
+    warn: bool = True,
 ) -> Persistence | None:
     """Refuse a volatile or evicting store (one line naming it), unless allowed.
+
+    ``warn=False`` (producers: every ``nbq`` command) logs an accepted risk at DEBUG: the
+    worker says it once at start, where it matters, instead of every command repeating it.
 
     Returns what was read, or ``None`` when it could not be read (``CONFIG`` disabled or
     the store unreachable: logged, never fatal here; the first real operation reports an
@@ -133,9 +141,10 @@ def check_persistence(
         log.warning("store_persistence_unknown", store=where, role=role, reason="CONFIG empty")
         return found
     problem = found.problem()
+    note = log.warning if warn else log.debug
     if problem is None:
         if found.appendonly == "no":
-            log.warning(
+            note(
                 "store_rdb_only",
                 store=where,
                 role=role,
@@ -144,7 +153,7 @@ def check_persistence(
             )
         return found
     if allow_volatile:
-        log.warning(
+        note(
             "store_volatile_allowed",
             store=where,
             role=role,
@@ -157,7 +166,9 @@ def check_persistence(
     )
 
 
-def check_settings_stores(settings: object, *, store_client: redis.Redis | None = None) -> None:
+def check_settings_stores(
+    settings: object, *, store_client: redis.Redis | None = None, warn: bool = True
+) -> None:
     """``check_persistence`` for the job store and, when it is another Redis, the broker."""
     from workers.settings import Settings
 
@@ -170,7 +181,7 @@ def check_settings_stores(settings: object, *, store_client: redis.Redis | None 
         settings, settings.job_store_url, socket_timeout=5, socket_connect_timeout=5
     )
     try:
-        check_persistence(client, settings.job_store_url, allow_volatile=allow)
+        check_persistence(client, settings.job_store_url, allow_volatile=allow, warn=warn)
     finally:
         if own:
             client.close()
@@ -178,7 +189,7 @@ def check_settings_stores(settings: object, *, store_client: redis.Redis | None 
     if broker != settings.job_store_url and is_redis_broker(broker):
         other = redis_client(settings, broker, socket_timeout=5, socket_connect_timeout=5)
         try:
-            check_persistence(other, broker, allow_volatile=allow, role="broker")
+            check_persistence(other, broker, allow_volatile=allow, role="broker", warn=warn)
         finally:
             other.close()
 

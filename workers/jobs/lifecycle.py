@@ -212,6 +212,11 @@ FORGET_DENIED_TASK = _note(
     unsets=("callback_task_id",),
     doc="the API denies the task a callback named",
 )
+NOTE_ADOPT_REFUSED = _note(
+    "note_adopt_refused",
+    (U, JobState.FAILED),
+    doc="the API refused the task a person asked to adopt (`nbq adopt` reports it at once)",
+)
 NOTE_CALLBACK_TASK = _note(
     "note_callback_task", (U,), doc="a verified callback named the task: adopt it"
 )
@@ -264,7 +269,7 @@ CANCEL = _move(
     "cancel",
     ACTIVE_STATES,
     JobState.CANCELLED,
-    unsets=("poll_token", "result_urls"),
+    unsets=("poll_token", "result_urls", "waiting_reason"),
     doc="a cancel request (CLI, Python API, ingress)",
 )
 # -- reconciler -----------------------------------------------------------------------

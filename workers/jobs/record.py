@@ -134,8 +134,8 @@ class JobRecord(BaseModel):
     def public_view(self) -> dict[str, Any]:
         """What status commands and the ingress show (result links stripped of signatures)."""
         data = self.model_dump(mode="json", exclude={"result_urls", "poll_token"})
-        data["result_count"] = len(self.result_urls)
-        data["create_attempts"] = self.attempts
+        # Results known: links while downloading, stored objects after (links are dropped).
+        data["result_count"] = max(len(self.result_urls), len(self.objects))
         return data
 
 

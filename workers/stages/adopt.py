@@ -54,6 +54,12 @@ ADOPTION: dict[str, Transition] = {"callback": lifecycle.ADOPT, "person": lifecy
 ADOPTABLE_FROM: dict[str, frozenset[JobState]] = {
     source: move.sources for source, move in ADOPTION.items()
 }
+#: What a person reads when their ``nbq adopt`` is refused, by reason.
+WHY_REFUSED = {
+    "foreign_task": "the task belongs to another job",
+    "task_before_job": "the task was created before this job's first create was sent",
+    "task_time_unknown": "the API gives no creation time to check the task against the job",
+}
 #: Clock difference tolerated between the vendor's ``created`` and our own clock (s).
 CLOCK_SKEW_S = 30.0
 
@@ -95,6 +101,8 @@ def refuse(
             record.job_id,
             expect={"callback_task_id": task_id},
         )
+    if entry == "person" and record.state in lifecycle.NOTE_ADOPT_REFUSED.sources:
+        _tell_the_person(rt, record.job_id, task_id, WHY_REFUSED.get(reason, reason), "person")
     return Done(f"refused_{reason}")
 
 
@@ -226,10 +234,12 @@ def _fetch(
             job_id,
             expect={"callback_task_id": task_id},
         )
+        _tell_the_person(rt, job_id, task_id, "the API does not know this task", source)
         return Done("task_not_found")
     except EvolinkError as exc:
         if action_for(exc) is not Action.RETRY:
             log.warning("adopt_failed", job_id=job_id, evolink_task_id=task_id, error=exc.message)
+            _tell_the_person(rt, job_id, task_id, exc.message, source)
             return Done("adopt_failed")
         return retry(rt, RetryCause.ADOPT_FAILED, exc, attempt=retries, wait_s=exc.retry_after_s)
 
@@ -303,6 +313,16 @@ def _adopted_failed(rt: Runtime, record: JobRecord, task: Task, *, source: Sourc
         detail="the job ends failed with the task's reason; no new create was sent",
     )
     return Fail("adopted_failed_task")
+
+
+def _tell_the_person(rt: Runtime, job_id: str, task_id: str, why: str, source: Source) -> None:
+    """A person's ``nbq adopt`` waits for the worker's verdict: put it on the record."""
+    if source == "person":
+        rt.store.apply(
+            lifecycle.NOTE_ADOPT_REFUSED,
+            job_id,
+            waiting_reason=f"adopt of task {task_id} refused: {why}"[:300],
+        )
 
 
 def unknown_outcome_error(detail: str, *, waited_s: float | None = None) -> JobError:

@@ -14,10 +14,9 @@ from workers.jobs.state import JobState
 from workers.jobs.store import JobNotFoundError, JobStore
 
 
-def cancel_job(store: JobStore, job_id: str, *, reason: str = "cancelled by request") -> JobRecord:
-    record, applied = store.apply(
-        lifecycle.CANCEL, job_id, waiting_reason=reason, credits_reserved=0.0
-    )
+def cancel_job(store: JobStore, job_id: str) -> JobRecord:
+    """Cancel ``job_id``; a cancelled job keeps no ``waiting_reason`` (it waits for nothing)."""
+    record, applied = store.apply(lifecycle.CANCEL, job_id, credits_reserved=0.0)
     if record is None:
         raise JobNotFoundError(job_id)
     if not applied:

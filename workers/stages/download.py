@@ -9,6 +9,7 @@ retry): a worker killed between the two fetches that one image again, to the sam
 from __future__ import annotations
 
 from workers import metrics
+from workers.contract import QUEUE_DOWNLOAD, TASK_DOWNLOAD
 from workers.errors import PipelineError
 from workers.evolink.results import open_result
 from workers.jobs import lifecycle
@@ -37,9 +38,12 @@ def download(
     record = rt.store.get(job_id)
     if record is None:
         from workers.stages.rescue import report_lost, rescue
+        from workers.stages.stray import refuse_unknown_job, store_was_reset
 
         if evolink_task_id:
             return rescue(rt, job_id, evolink_task_id, via="download")
+        if not store_was_reset(rt):  # a job that never existed: nothing was lost
+            return refuse_unknown_job(rt, job_id, task=TASK_DOWNLOAD, queue=QUEUE_DOWNLOAD)
         return report_lost(rt, job_id, stage="download")
     if record.is_terminal:
         return Done("gone")

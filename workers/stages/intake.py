@@ -29,7 +29,7 @@ def describe_validation_error(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors():
         field = ".".join(str(p) for p in error["loc"]) or "request"
-        parts.append(f"{field}: {error['msg']}")
+        parts.append(f"{field}: {str(error['msg']).removeprefix('Value error, ')}")
     return "; ".join(parts)
 
 

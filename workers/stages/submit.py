@@ -295,7 +295,10 @@ def _create_failed(rt: Runtime, record: JobRecord, exc: EvolinkError, *, retries
 
     # Every other answer says no task was made (or, resending an unknown one under the
     # operator's chosen policy, records that it is unknown).
-    requeue: dict[str, Any] = {"waiting_reason": exc.reason, "create_sent": False}
+    # The breaker's wording (README, "waiting_reason"), not the API's code, while paused.
+    paused = {Action.PAUSE_SUBMISSIONS: "quota", Action.STOP_AND_ALERT: "unauthorized"}
+    reason = f"submissions paused: {paused[action]}" if action in paused else exc.reason
+    requeue: dict[str, Any] = {"waiting_reason": reason, "create_sent": False}
     if action is Action.OUTCOME_UNKNOWN:
         requeue["create_outcome_unknown"] = True
     rt.store.apply(lifecycle.HAND_BACK, job_id, **requeue)

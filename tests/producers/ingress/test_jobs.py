@@ -133,12 +133,12 @@ def test_a_422_never_echoes_more_than_a_short_excerpt_of_the_input(ingress: Ingr
     assert len(response.text) < 600 and "lighthouse lighthouse" not in response.text
 
 
-def test_a_body_that_is_not_json_answers_422(ingress: Ingress) -> None:
+def test_a_body_that_is_not_json_answers_400_invalid_json(ingress: Ingress) -> None:
     response = ingress.client.post(
         "/v1/jobs", content=b"{not json", headers={**auth(), "content-type": "application/json"}
     )
-    assert response.status_code == 422 and ingress.job_count() == 0
-    assert response.json()["error"]["code"] == "invalid_request"
+    assert response.status_code == 400 and ingress.job_count() == 0
+    assert response.json()["error"]["code"] == "invalid_json"
 
 
 def test_a_job_reads_back_with_its_state_and_error(ingress: Ingress) -> None:

@@ -89,3 +89,15 @@ def test_a_request_is_validated_once_at_intake_and_sent_to_the_api_as_stored(
     assert validated == [{"prompt": "stage test", "quality": "1K"}]
     assert rt.store.require(job_id).request == original(validated[0]).to_api_json()
     assert emulator_server.stats()["creates_accepted"] == 1
+
+
+def test_the_402_that_trips_the_breaker_leaves_the_breakers_wording_on_the_job(
+    rt: Runtime, steps: StepLog, emulator_server: EmulatorServer
+) -> None:
+    # Given no credits left: the create answers 402 insufficient_quota
+    emulator_server.set_credits(0)
+    job_id = new_job(rt)
+    step = submit_stage.submit(rt, job_id)
+    assert isinstance(step, Retry) and step.cause is RetryCause.QUOTA_EXCEEDED
+    # Then the job says what the README says (not the API's error code)
+    assert rt.store.require(job_id).waiting_reason == "submissions paused: quota"
