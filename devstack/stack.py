@@ -22,7 +22,7 @@ from devstack import emulator_service, redis_service, s3_service
 from devstack.config import DEV_TIMING, KEY_PLACEHOLDER, DevEnv, redact_url
 from devstack.errors import StartupError
 from devstack.procs import Supervisor, free_port, port_open
-from workers.contract import ALL_QUEUES
+from workers.contract import DECLARED_QUEUES
 from workers.settings import Settings
 
 #: Offsets from ``--port-base``: one port per service, in this order.
@@ -178,7 +178,7 @@ class DevStack:
         )
 
     def _start_worker(self) -> None:
-        queues = ",".join(ALL_QUEUES)
+        queues = ",".join(DECLARED_QUEUES)
         child = self.supervisor.start("worker", [
             sys.executable, "-m", "producers.cli.main", "worker", "--queues", queues,
             "--pool", "threads", "--concurrency", str(WORKER_CONCURRENCY),

@@ -1,6 +1,7 @@
 """Producers: the Python API, CLI and HTTP ingress that enqueue generation jobs."""
 
 from producers.api import JobHandle, Producer, StoredImage, validate_request
+from producers.async_producer import AsyncJobHandle, AsyncProducer
 from producers.errors import (
     CreditBudgetExceededError,
     EnqueueUncertainError,
@@ -19,6 +20,8 @@ from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 
 __all__ = [
+    "AsyncJobHandle",
+    "AsyncProducer",
     "CreditBudgetExceededError",
     "EnqueueUncertainError",
     "GenerationRequest",

@@ -61,6 +61,7 @@ from workers.startup import configure_process
 from workers.storage.manifest import manifest_key, record_from_manifest
 
 if TYPE_CHECKING:
+    from workers.notify.config import NotifyConfig
     from workers.storage.s3 import ObjectStore
 
 
@@ -80,6 +81,9 @@ _BROKER_ERRORS = (KombuError, redis.RedisError, OSError)
 
 log = get_logger("nbq.producer")
 
+#: ``wait``'s safety net: a re-read this often even when no push came (seconds).
+SAFETY_REREAD_S = 5.0
+
 
 def generate_step(record: JobRecord, settings: Settings | None = None) -> Generate:
     """``nbq.generate`` for a recorded job: enough for a worker to write the same record
@@ -93,6 +97,12 @@ def generate_step(record: JobRecord, settings: Settings | None = None) -> Genera
         request=record.request,
         producer=record.producer,
         batch_id=record.batch_id,
+        notify_url=record.notify_url,
+        on_done=(
+            {"task": record.on_done_task, "queue": record.on_done_queue}
+            if record.on_done_task and record.on_done_queue
+            else None
+        ),
         producer_proof=proof_for(settings, record.producer, record.job_id) if settings else None,
     )
 
@@ -115,6 +125,15 @@ def validate_request(request: GenerationRequest | Mapping[str, Any]) -> Generati
         ) from None
     except TypeError as exc:
         raise InvalidRequestError(f"request must be a mapping of fields: {exc}") from None
+
+
+def _checked_on_done(value: Mapping[str, str] | None) -> tuple[str, str] | None:
+    from workers.notify.on_done import OnDoneError, check_on_done
+
+    try:
+        return check_on_done(dict(value) if value is not None else None)
+    except OnDoneError as exc:
+        raise InvalidRequestError(str(exc), field="on_done") from None
 
 
 class Producer:
@@ -142,6 +161,9 @@ class Producer:
         #: Every message this producer sends (enqueue, retry, adopt, callbacks' polls).
         self.dispatcher = Dispatcher.for_settings(celery_app, self.settings)
         self._manifests: ObjectStore | None = None  # status fallback (lookup)
+        self._notify_config: NotifyConfig | None = None  # parsed on the first notify_url
+        # A cancel through this producer ends a job too: its webhook goes out from here.
+        self.runtime.install_notify(self.dispatcher.send, self.celery.send_task)
         #: The day's credit book with this producer's budgets (a job holds its price).
         self._ledger = CreditLedger(
             self.runtime.redis,
@@ -164,6 +186,8 @@ class Producer:
         job_id: str | None = None,
         producer: str | None = None,
         batch_id: str | None = None,
+        notify_url: str | None = None,
+        on_done: Mapping[str, str] | None = None,
     ) -> JobHandle:
         """Validate, write the job record, send ``nbq.generate``; returns the job's handle.
 
@@ -171,6 +195,12 @@ class Producer:
         the stored id (``alice~order-1``; unchanged without a producer), and another
         producer's job of the same id is never returned. The same request under a used id
         returns that job; a different one raises :class:`JobIdConflictError`.
+
+        ``notify_url``: where the job's end is told, as a signed webhook (docs/webhooks.md);
+        refused (:class:`InvalidRequestError`, field ``notify_url``) when the producer has no
+        secret in NBQ_NOTIFY_SECRETS or the URL is not a safe public https URL.
+        ``on_done={"task": "shop.image_ready", "queue": "shop"}``: that Celery task is sent to
+        that queue with the job's public view (``job=``) when the job ends.
         """
         valid = validate_request(request)
         for name, value in (("job_id", job_id), ("producer", producer), ("batch_id", batch_id)):
@@ -184,6 +214,8 @@ class Producer:
                 validate_producer(producer)
             except InvalidJobIdError as exc:
                 raise InvalidRequestError(str(exc), field="producer") from None
+        self._check_notify(valid, producer, notify_url)
+        done = _checked_on_done(on_done)
         if job_id is not None:
             try:
                 job_id = scoped_job_id(producer, job_id)
@@ -202,10 +234,18 @@ class Producer:
             held = self._hold(job_id, valid, producer)
             if fresh and self._one_trip:
                 return self._enqueue_new(
-                    valid, job_id=job_id, producer=producer, batch_id=batch_id, held=held
+                    valid,
+                    job_id=job_id,
+                    producer=producer,
+                    batch_id=batch_id,
+                    held=held,
+                    notify_url=notify_url,
+                    on_done=done,
                 )
         elif job_id is None and self._one_trip:
-            return self._enqueue_new(valid, producer=producer, batch_id=batch_id)
+            return self._enqueue_new(
+                valid, producer=producer, batch_id=batch_id, notify_url=notify_url, on_done=done
+            )
         record = intake(
             self.runtime,
             request=valid,
@@ -213,6 +253,8 @@ class Producer:
             producer=producer,
             batch_id=batch_id,
             held=held,
+            notify_url=notify_url,
+            on_done=done,
         )
         assert record is not None
         return self._known(record, valid, chosen)
@@ -261,6 +303,28 @@ class Producer:
                 "reconciler sends it once the broker is back",
             ) from exc
 
+    def _check_notify(
+        self, valid: GenerationRequest, producer: str | None, notify_url: str | None
+    ) -> None:
+        """Refuse before anything is written: a webhook nobody can verify, an unsafe URL, or
+        an own callback_url the project's callbacks would silently replace."""
+        from workers.notify.config import NotifyConfig, NotifyRefusedError, own_callback_refusal
+
+        refusal = own_callback_refusal(self.settings, valid)
+        if refusal is not None:
+            raise InvalidRequestError(refusal, field="callback_url")
+        if notify_url is None:
+            return
+        if self._notify_config is None:
+            try:
+                self._notify_config = NotifyConfig.from_settings(self.settings)
+            except ValueError as exc:
+                raise InvalidRequestError(str(exc), field="notify_url") from None
+        try:
+            self._notify_config.check(producer, notify_url)
+        except NotifyRefusedError as exc:
+            raise InvalidRequestError(str(exc), field="notify_url") from None
+
     def _enqueue_new(
         self,
         valid: GenerationRequest,
@@ -269,6 +333,8 @@ class Producer:
         batch_id: str | None,
         job_id: str | None = None,
         held: Hold | None = None,
+        notify_url: str | None = None,
+        on_done: tuple[str, str] | None = None,
     ) -> JobHandle:
         """A fresh id cannot exist yet: record and message go out in one round trip."""
         record = JobRecord(
@@ -276,6 +342,9 @@ class Producer:
             request=valid.to_api_json(),
             producer=producer,
             batch_id=batch_id,
+            notify_url=notify_url,
+            on_done_task=on_done[0] if on_done else None,
+            on_done_queue=on_done[1] if on_done else None,
             **(held.record_fields() if held else {}),
         )
         try:
@@ -404,19 +473,71 @@ class Producer:
             return None
 
     def wait(
-        self, job_id: str, *, timeout_s: float | None = None, interval_s: float = 0.5
+        self, job_id: str, *, timeout_s: float | None = None, interval_s: float = SAFETY_REREAD_S
     ) -> JobRecord:
-        """Block until the job is stored, failed or cancelled (reads Redis, not the API)."""
+        """Block until the job is stored, failed or cancelled (reads Redis, not the API).
+
+        Woken by a push: the job's end is published (``workers/notify/push.py``) and this
+        call is subscribed to it before it reads the record, so it returns within a round
+        trip of the end. ``interval_s`` is only the safety net's re-read (a publisher that
+        died between its write and its publish, a Sentinel failover).
+        """
+        from workers.notify.push import job_end_channel
+
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while True:
-            record = self.status(job_id)
-            if record.is_terminal:
-                return record
-            if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeoutError(
-                    f"job {job_id} still {record.state.value} after {timeout_s}s"
-                )
-            time.sleep(interval_s)
+        pubsub = self._subscribe(job_end_channel(self.settings.key_prefix, job_id))
+        try:
+            while True:
+                record = self.status(job_id)
+                if record.is_terminal:
+                    return record
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise WaitTimeoutError(
+                        f"job {job_id} still {record.state.value} after {timeout_s}s"
+                    )
+                pause = interval_s if left is None else min(interval_s, left)
+                pubsub = self._await_push(pubsub, job_id, pause)
+        finally:
+            if pubsub is not None:
+                pubsub.close()
+
+    def _subscribe(self, channel: str) -> Any:
+        """A subscription to ``channel``; None when the store cannot subscribe now (then
+        the safety net's re-reads carry the wait)."""
+        try:
+            pubsub = self.runtime.redis.pubsub(ignore_subscribe_messages=True)
+            pubsub.subscribe(channel)
+            return pubsub
+        except redis.RedisError:
+            return None
+
+    def _await_push(self, pubsub: Any, job_id: str, pause_s: float) -> Any:
+        """Wait up to ``pause_s`` for the job's end to be pushed; resubscribe after a
+        lost connection (a failover)."""
+        from workers.notify.push import job_end_channel
+
+        if pubsub is None:
+            time.sleep(pause_s)
+            return self._subscribe(job_end_channel(self.settings.key_prefix, job_id))
+        try:
+            pubsub.get_message(timeout=pause_s)
+            return pubsub
+        except redis.RedisError:
+            pubsub.close()
+            time.sleep(min(pause_s, 0.5))
+            return self._subscribe(job_end_channel(self.settings.key_prefix, job_id))
+
+    def close(self) -> None:
+        """Release this producer's connections (Redis, the broker's pool)."""
+        self.runtime.redis.close()
+        self.celery.close()
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def results(self, job_id: str, *, expiry_s: int | None = None) -> list[StoredImage]:
         record = self.status(job_id)
@@ -449,7 +570,9 @@ class JobHandle:
     def status(self) -> JobRecord:
         return self.producer.status(self.job_id)
 
-    def wait(self, timeout_s: float | None = None, *, interval_s: float = 0.5) -> JobRecord:
+    def wait(
+        self, timeout_s: float | None = None, *, interval_s: float = SAFETY_REREAD_S
+    ) -> JobRecord:
         return self.producer.wait(self.job_id, timeout_s=timeout_s, interval_s=interval_s)
 
     def results(self, *, expiry_s: int | None = None) -> list[StoredImage]:

@@ -96,3 +96,58 @@ def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+#: ``GET /v1/jobs``: at most this many index entries are read per page (filters that
+#: match rarely return a short page with a cursor; the next page goes on from there).
+MAX_EXAMINED_PER_PAGE = 5000
+
+
+def page_jobs(
+    store: JobStore,
+    producer: str,
+    *,
+    state: JobState | None = None,
+    batch_id: str | None = None,
+    limit: int = 100,
+    cursor: tuple[float, str] | None = None,
+) -> tuple[list[JobRecord], tuple[float, str] | None]:
+    """One page of ``producer``'s jobs, newest first (by creation), and the next cursor.
+
+    The order is (created_at, job id) descending, so a cursor (the last entry examined)
+    stays valid while jobs are enqueued (they are newer: before any cursor): no
+    duplicates, no gaps. Only the producer's own index is read, and every record is
+    checked to be the producer's. ``None`` as the next cursor: the end.
+    """
+    key = store.producer_index_key(producer)
+    found: list[JobRecord] = []
+    examined = 0
+    high = "+inf" if cursor is None else repr(cursor[0])
+    while len(found) < limit and examined < MAX_EXAMINED_PER_PAGE:
+        ties = 0 if cursor is None else int(store.redis.zcount(key, high, high))
+        want = min(limit - len(found), MAX_EXAMINED_PER_PAGE - examined)
+        scored: list[Any] = list(
+            store.redis.zrevrangebyscore(
+                key, high, "-inf", start=0, num=want + ties, withscores=True
+            )
+        )
+        entries = [(float(pair[1]), _text(pair[0])) for pair in scored]
+        if cursor is not None:
+            entries = [e for e in entries if (e[0], e[1]) < cursor]
+        entries = entries[:want]
+        if not entries:
+            return found, None
+        examined += len(entries)
+        cursor = entries[-1]
+        high = repr(cursor[0])
+        for record in _read(store, [job_id for _, job_id in entries]):
+            if record.producer != producer:
+                continue
+            if state is not None and record.state is not state:
+                continue
+            if batch_id is not None and record.batch_id != batch_id:
+                continue
+            found.append(record)
+        if len(entries) < want:
+            return found, None
+    return found, cursor

@@ -62,6 +62,8 @@ def send_with_record(
             # flush our create alone): the caller records and sends the two-step way.
             return stamped, False
         pipeline.execute_command(*eval_args)
+        for command in store.producer_index_commands(stamped):  # GET /v1/jobs
+            pipeline.execute_command(*command)
         if store.wait_replicas:
             # WAIT must run on the connection that wrote; to read its reply we execute
             # kombu's pipeline here (kombu's own flush then finds it empty).

@@ -20,10 +20,11 @@ ALLOWED = {
     "benchmarks": {"devstack", "producers", "workers"},
 }
 
-#: The experiments that borrow the tests' Redis cluster / Sentinel servers; they run from
-#: a checkout, never from ``nbq bench`` (benchmarks/harness.py).
+#: The experiments that borrow the tests' servers (Redis cluster / Sentinel, or the fault
+#: stack); they run from a checkout, never from ``nbq bench`` (benchmarks/harness.py).
 BORROW_TEST_SERVERS = {
     Path("benchmarks/capacity_run.py"),
+    Path("benchmarks/recovery_times.py"),
     Path("benchmarks/cluster_wait.py"),
     Path("benchmarks/redis_commands.py"),
     Path("benchmarks/sentinel_failover.py"),

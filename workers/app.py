@@ -23,10 +23,11 @@ from celery import Celery
 
 from workers.brokers import broker_kind, task_queues, transport_config, whole_second_countdown
 from workers.contract import (
-    ALL_QUEUES,
+    DECLARED_QUEUES,
     TASK_ADOPT,
     TASK_DOWNLOAD,
     TASK_GENERATE,
+    TASK_NOTIFY,
     TASK_POLL,
     TASK_QUEUES,
     TASK_RECONCILE,
@@ -44,6 +45,7 @@ TIME_LIMITS_S: dict[str, tuple[float, float]] = {
     TASK_ADOPT: (45, 75),
     TASK_DOWNLOAD: (600, 660),
     TASK_RECONCILE: (120, 180),
+    TASK_NOTIFY: (30, 45),  # one try: NBQ_NOTIFY_TIMEOUT_S, then a countdown, never a sleep
 }
 #: The tasks that make a create: ``nbq.submit`` and ``nbq.generate`` (intake, then the
 #: submit inline). Their hard limit is also how long the reconciler leaves a submit's
@@ -127,7 +129,7 @@ def _base_config(settings: Settings) -> dict[str, Any]:
         "accept_content": ["json"],
         "event_serializer": "json",
         "task_default_queue": "submit",
-        "task_queues": task_queues(kind, ALL_QUEUES),
+        "task_queues": task_queues(kind, DECLARED_QUEUES),
         "task_routes": {name: {"queue": queue} for name, queue in TASK_QUEUES.items()},
         "task_create_missing_queues": False,
         "broker_connection_retry_on_startup": True,

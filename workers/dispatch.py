@@ -15,9 +15,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from workers.contract import TASK_ADOPT, TASK_DOWNLOAD, TASK_GENERATE, TASK_POLL, TASK_SUBMIT
+from workers.contract import (
+    TASK_ADOPT,
+    TASK_DOWNLOAD,
+    TASK_GENERATE,
+    TASK_NOTIFY,
+    TASK_POLL,
+    TASK_SUBMIT,
+)
 from workers.settings import Settings
-from workers.stages.steps import Adopt, Download, Generate, Message, Poll, Retry, Submit
+from workers.stages.steps import Adopt, Download, Generate, Message, Notify, Poll, Retry, Submit
 
 if TYPE_CHECKING:
     from celery import Celery, Task
@@ -32,19 +39,28 @@ class Envelope:
     after_s: float = 0.0
 
 
+def _generate_kwargs(step: Generate) -> dict[str, Any]:
+    """``nbq.generate``'s kwargs: the optional ones only when set (older workers)."""
+    kwargs: dict[str, Any] = {
+        "request": step.request,
+        "job_id": step.job_id,
+        "producer": step.producer,
+    }
+    optional = {
+        "batch_id": step.batch_id,
+        "notify_url": step.notify_url,
+        "on_done": step.on_done,
+        "producer_proof": step.producer_proof,
+    }
+    kwargs.update({name: value for name, value in optional.items() if value is not None})
+    return kwargs
+
+
 def envelope(step: Message) -> Envelope:
     """The message for ``step`` (pure: what ``send`` publishes, uncapped)."""
     if isinstance(step, Generate):
-        kwargs: dict[str, Any] = {
-            "request": step.request,
-            "job_id": step.job_id,
-            "producer": step.producer,
-        }
-        if step.batch_id is not None:
-            kwargs["batch_id"] = step.batch_id
-        if step.producer_proof is not None:
-            kwargs["producer_proof"] = step.producer_proof
-        return Envelope(TASK_GENERATE, kwargs)
+        return Envelope(TASK_GENERATE, _generate_kwargs(step))
+    kwargs: dict[str, Any]
     if isinstance(step, Submit):
         return Envelope(TASK_SUBMIT, {"job_id": step.job_id}, step.after_s)
     if isinstance(step, Poll):
@@ -61,6 +77,17 @@ def envelope(step: Message) -> Envelope:
         return Envelope(
             TASK_ADOPT, {"job_id": step.job_id, "task_id": step.task_id, "source": step.source}
         )
+    if isinstance(step, Notify):
+        kwargs = {
+            "webhook_id": step.webhook_id,
+            "job_id": step.job_id,
+            "event": step.event,
+            "url": step.url,
+            "payload": step.payload,
+            "first_at": step.first_at,
+            "attempt": step.attempt,
+        }
+        return Envelope(TASK_NOTIFY, kwargs, step.after_s)
     raise TypeError(f"not a message step: {step!r}")
 
 

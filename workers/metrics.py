@@ -78,6 +78,7 @@ C_DEAD_LETTERS_DROPPED: Final = "dead_letters_dropped"
 C_JOBS_RESCUED: Final = "jobs_rescued"
 C_JOBS_LOST: Final = "jobs_lost"
 C_OWNERSHIP_REFUSED: Final = "ownership_refused"
+C_NOTIFICATIONS: Final = "notifications"
 H_POLLS_PER_JOB: Final = "polls_per_job"
 H_ENQUEUE_TO_STORED: Final = "enqueue_to_stored_seconds"
 C_HTTP_REQUESTS: Final = "http_requests"
@@ -165,6 +166,12 @@ METRICS: Final[dict[str, MetricSpec]] = {
         "counter",
         ("entry", "reason"),
         "Claims refused because a task or a producer id was not the claimant's.",
+    ),
+    "nbq_notifications_total": MetricSpec(
+        "counter",
+        ("event", "outcome"),
+        "Completion-webhook delivery tries by event and outcome "
+        "(delivered, retried, dead, gone, refused).",
     ),
     "nbq_http_requests_total": MetricSpec(
         "counter",
@@ -504,6 +511,11 @@ def ownership_refused(entry: str, reason: str) -> None:
 def job_lost(stage: str) -> None:
     """A message found its job's record gone and carried nothing to finish it with."""
     _count(C_JOBS_LOST, stage)
+
+
+def notification(event: str, outcome: str) -> None:
+    """A webhook delivery try ended: delivered, retried, dead (out of tries), gone, refused."""
+    _count(C_NOTIFICATIONS, event or "?", outcome)
 
 
 def http_request(method: str, route: str, status: int, seconds: float) -> None:

@@ -53,6 +53,7 @@ _COUNTERS: tuple[tuple[str, str], ...] = (
     ("nbq_store_resets_total", m.C_STORE_RESETS),
     ("nbq_jobs_rescued_total", m.C_JOBS_RESCUED),
     ("nbq_jobs_lost_total", m.C_JOBS_LOST),
+    ("nbq_notifications_total", m.C_NOTIFICATIONS),
     ("nbq_ownership_refused_total", m.C_OWNERSHIP_REFUSED),
     ("nbq_http_requests_total", m.C_HTTP_REQUESTS),
 )

@@ -22,12 +22,15 @@ from workers.resilience.limiter import SharedRateLimiter
 from workers.settings import Settings, get_settings
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import httpx
 
     from workers.evolink.client import EvolinkClient
     from workers.jobs.durability import EpochWatcher
     from workers.resilience.credits import CreditLedger
     from workers.security.urlguard import UrlPolicy
+    from workers.stages.steps import Notify
     from workers.storage.s3 import ObjectStore
 
 
@@ -56,7 +59,7 @@ class Runtime:
         client = redis_client(settings)
         if is_cluster(client):
             check_store_shards(client, settings)
-        return cls(
+        runtime = cls(
             settings=settings,
             redis=client,
             store=JobStore(
@@ -79,6 +82,26 @@ class Runtime:
             ),
             schedule=PollSchedule.from_settings(settings),
             backoff=Backoff.from_settings(settings),
+        )
+        from workers.notify.push import publish_listener
+
+        runtime.store.end_listeners.append(publish_listener(client, settings.key_prefix))
+        return runtime
+
+    def install_notify(
+        self, send: Callable[[Notify], object], send_task: Callable[..., object]
+    ) -> None:
+        """Tell a job's end: ``on_done`` through ``send_task`` (an app's), and ``nbq.notify``
+        through ``send`` (a dispatcher's) when webhooks are configured (NBQ_NOTIFY_SECRETS)."""
+        from workers.notify.config import NotifyConfig
+        from workers.notify.hook import notify_listener, on_done_listener
+
+        self.store.end_listeners.append(on_done_listener(send_task))
+        if self.settings.notify_secrets is None:
+            return
+
+        self.store.end_listeners.append(
+            notify_listener(NotifyConfig.from_settings(self.settings), send)
         )
 
     def api(self) -> EvolinkClient:
@@ -166,6 +189,10 @@ def get_runtime() -> Runtime:
         parent = _runtime
         _runtime = Runtime.from_settings(get_settings())
         _runtime_pid = os.getpid()
+        from workers.app import app
+        from workers.dispatch import Dispatcher
+
+        _runtime.install_notify(Dispatcher.for_settings(app, _runtime.settings).send, app.send_task)
         if parent is not None and parent._epoch is not None:
             # A forked child knows the epoch its parent saw at start: a flush between the
             # fork and the child's first check is still a reset, not a "new store".

@@ -39,6 +39,7 @@ SECRET_FIELDS = (
     "flower_basic_auth",
     "ingress_tokens",
     "callback_secret",
+    "notify_secrets",
     "producer_secret",
     "broker_api_url",
     "redis_password",
@@ -166,6 +167,10 @@ class Settings(BaseSettings):
     # submits inline); their soft limit is 2/3 of it. The reconciler takes a submit's claim
     # older than this for a dead worker's (workers/app.py: submit_time_limits_s).
     submit_time_limit_s: float = Field(90.0, gt=0)
+    # Each worker renews a lease in the job store every third of this; one not renewed for
+    # this long is dead to the reconciler: its submit claims and its broker deliveries are
+    # recovered at once (workers/leases.py). 0 turns leases off (the time-limit rule only).
+    worker_lease_s: float = Field(15.0, ge=0)
     worker_eta_task_limit: int = Field(2000, ge=1)
     task_events: bool = True
     # The consumer guard (workers/guard/): no message of ours waits longer than this
@@ -208,6 +213,23 @@ class Settings(BaseSettings):
     # Open connections one ingress process serves at once; more are answered 503.
     ingress_max_connections: int = Field(1000, ge=1)
     metrics_port: int = Field(9808, ge=1, le=65535)
+
+    # --- Completion webhooks (workers/notify/, docs/webhooks.md) -----------------------
+    # "producer:whsec_…,producer2:whsec_…"; ":whsec_…" signs producer-less jobs. A job
+    # may ask for a webhook only when its producer has a secret here.
+    notify_secrets: SecretStr | None = None
+    # Per-producer default notify_url: "producer:https://…,producer2:https://…" (a job's
+    # own notify_url wins); every producer named here needs a secret.
+    notify_urls: str = ""
+    # Exact hosts a notify_url may name that resolve to loopback/private addresses
+    # (tests, a receiver inside the cluster); empty by default, as for result links.
+    notify_private_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    notify_allow_http: bool = False  # plain http:// notify URLs (local runs and tests only)
+    notify_timeout_s: float = Field(10.0, gt=0)  # one delivery attempt, connect to answer
+    notify_backoff_base_s: float = Field(5.0, gt=0)  # first retry after about this long
+    notify_backoff_max_s: float = Field(3600.0, gt=0)  # no retry waits longer than this
+    # A delivery is retried for this long after its first try, then dead-lettered.
+    notify_retry_period_s: float = Field(86400.0, gt=0)
 
     # --- Logging -------------------------------------------------------------------
     log_level: str = "INFO"
@@ -254,7 +276,12 @@ class Settings(BaseSettings):
         not AUTH with an empty one (which a Redis without requirepass refuses)."""
         return None if value == "" else value
 
-    @field_validator("result_url_allowed_hosts", "result_url_private_hosts", mode="before")
+    @field_validator(
+        "result_url_allowed_hosts",
+        "result_url_private_hosts",
+        "notify_private_hosts",
+        mode="before",
+    )
     @classmethod
     def _split_hosts(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from celery.loaders.app import AppLoader
+from celery.signals import celeryd_after_setup
 
 from workers.settings import Settings, get_settings
 
@@ -163,6 +164,35 @@ def start_worker() -> None:
     store_guard.install()
 
 
+def _no_cancel_on_connection_loss_without_kill(instance: Any = None, **_: Any) -> None:
+    """A pool that cannot kill a job (``threads``, ``solo``) does not try to.
+
+    With ``worker_cancel_long_running_tasks_on_connection_loss`` Celery cancels running
+    late-ack tasks after a lost broker connection through ``pool.terminate_job``, which
+    a thread pool does not implement: "Failed to cancel active request …
+    NotImplementedError: TaskPool does not implement kill_job", one traceback per task.
+    The tasks run on either way and their late-ack messages come back (the reconciler's
+    lease pass puts back what the lost channel held); every late-ack stage is safe to run
+    twice. So on such pools the setting is off, and so is Celery's reminder that it will
+    default to on in 6.0 (``warnings 'always'`` would print it after every reconnect).
+    Prefork kills its children as before.
+    """
+    import warnings
+
+    from celery.concurrency.solo import TaskPool as SoloPool
+    from celery.concurrency.thread import TaskPool as ThreadPool
+
+    # Prefork sets ``terminate_job`` per instance at start, eventlet and gevent define it:
+    # only these two inherit BasePool's NotImplementedError.
+    pool_cls = getattr(instance, "pool_cls", None)
+    if not isinstance(pool_cls, type) or not issubclass(pool_cls, ThreadPool | SoloPool):
+        return
+    instance.app.conf.worker_cancel_long_running_tasks_on_connection_loss = False
+    warnings.filterwarnings(
+        "ignore", message=r"\s*In Celery 5\.1 we introduced an optional breaking change"
+    )
+
+
 def keep_celery_in_our_log_format() -> None:
     """Celery's and kombu's records go through the root handler ``configure_process``
     installed (``workers.logs``), not through a handler and format of Celery's own.
@@ -240,8 +270,10 @@ class WorkerLoader(AppLoader):  # type: ignore[misc]
     first thing in ``WorkController``, before ``worker_init`` is sent)."""
 
     def on_worker_init(self) -> None:
-        from workers import heartbeat
+        from workers import heartbeat, lease_step
 
         start_worker()
         heartbeat.install(self.app)  # the probes' heartbeat (workers/probes.py)
+        lease_step.install(self.app)  # the worker's lease (workers/leases.py)
+        celeryd_after_setup.connect(_no_cancel_on_connection_loss_without_kill, weak=False)
         super().on_worker_init()

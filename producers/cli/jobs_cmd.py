@@ -151,6 +151,10 @@ def submit(
         str | None,
         typer.Option("--producer", help="Your producer name: --job-id is scoped to it."),
     ] = None,
+    notify_url: Annotated[
+        str | None,
+        typer.Option("--notify-url", help="https URL told when the job ends (signed webhook)."),
+    ] = None,
     wait_: Annotated[bool, typer.Option("--wait", help="Wait for the job to end.")] = False,
     timeout: Annotated[
         float, typer.Option(callback=positive_seconds, help="Seconds to wait with --wait.")
@@ -168,7 +172,9 @@ def submit(
 
     producer = _reachable_producer(as_json=as_json)
     try:
-        handle = producer.enqueue(request, job_id=job_id, producer=producer_name)
+        handle = producer.enqueue(
+            request, job_id=job_id, producer=producer_name, notify_url=notify_url
+        )
         warn_if_unconsumed(producer)
         if not wait_:
             if as_json:

@@ -20,6 +20,7 @@ from producers.cli import (
     helpfmt,
     jobs_cmd,
     list_cmd,
+    notify_cmd,
     quota_cmd,
     recover_cmd,
     serve_cmd,
@@ -77,6 +78,7 @@ devstack_cli.register(app)
 serve_cmd.register(app)
 benchmarks_cli.register(app)
 dead_cmd.register(app)
+notify_cmd.register(app)
 emulator_cli.register(app)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,7 +12,13 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from producers.api import Producer
-from producers.ingress import batch_routes, callback_routes, health_routes, jobs_routes
+from producers.ingress import (
+    batch_routes,
+    callback_routes,
+    events_routes,
+    health_routes,
+    jobs_routes,
+)
 from producers.ingress.accesslog import AccessLogMiddleware
 from producers.ingress.auth import TokenRegistry
 from producers.ingress.batches import BatchStore
@@ -77,7 +83,7 @@ def create_app(settings: Settings | None = None, *, producer: Producer | None = 
         body_timeout_s=settings.ingress_body_timeout_s,
     )
     app.add_middleware(AccessLogMiddleware)  # outermost: every answer, refusals included
-    for module in (jobs_routes, batch_routes, health_routes, callback_routes):
+    for module in (jobs_routes, events_routes, batch_routes, health_routes, callback_routes):
         app.include_router(module.router)
     return app
 

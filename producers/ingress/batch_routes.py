@@ -67,7 +67,14 @@ def create_batch(
             continue
         job_id = item.job_id or job_id
         try:
-            record, _ = enqueue_one(context, producer, item, job_id, batch_id=scoped_batch)
+            record, _ = enqueue_one(
+                context,
+                producer,
+                item,
+                job_id,
+                batch_id=scoped_batch,
+                notify_url=body.notify_url,
+            )
         except RequestValidationError as exc:  # a rule only the producer checks
             field, message = describe_problems(exc.errors(), prefix=("requests", index))
             refused.append(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 
 from producers.api import validate_request
@@ -18,9 +21,11 @@ from producers.errors import (
 )
 from producers.ingress.context import Context, IngressContext, ProducerName
 from producers.ingress.errors import ApiError, documented, not_found, quoted
-from producers.ingress.schemas import ImagesView, ImageView, JobCreate, JobView
+from producers.ingress.schemas import ImagesView, ImageView, JobCreate, JobPage, JobView
+from producers.listing import page_jobs
 from workers.jobs.ids import InvalidJobIdError, scoped_job_id, validate_job_id
 from workers.jobs.record import JobRecord
+from workers.jobs.state import JobState
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -56,6 +61,7 @@ def enqueue_one(
     body: JobCreate,
     job_id: str | None,
     batch_id: str | None = None,
+    notify_url: str | None = None,
 ) -> tuple[JobRecord, bool]:
     """``(record, created)``. Ids are scoped per producer (workers/jobs/ids.py): another
     producer's job of the same id is a different job, never returned nor revealed. The
@@ -70,7 +76,12 @@ def enqueue_one(
                 raise JobIdConflictError(job_id or "")
             return existing, False
         handle = context.producer.enqueue(
-            body.request_fields(), job_id=job_id, producer=producer, batch_id=batch_id
+            body.request_fields(),
+            job_id=job_id,
+            producer=producer,
+            batch_id=batch_id,
+            notify_url=body.notify_url or notify_url,
+            on_done=body.on_done.model_dump() if body.on_done else None,
         )
     except CreditBudgetExceededError as exc:
         raise ApiError(429, "credit_budget_exceeded", _budget_message(exc)) from None
@@ -111,6 +122,68 @@ def create_job(
     if not created:
         response.status_code = status.HTTP_200_OK
     return view(record)
+
+
+MAX_PAGE = 1000
+_LIST_PARAMS = frozenset({"state", "batch_id", "limit", "cursor"})
+
+
+@router.get("", responses=documented(400, 401))
+def list_jobs(
+    request: Request,
+    context: Context,
+    producer: ProducerName,
+    state: JobState | None = None,
+    batch_id: Annotated[str | None, Query(max_length=256)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    cursor: Annotated[str | None, Query(max_length=600)] = None,
+) -> JobPage:
+    """Your jobs, newest first (by creation); ``state``/``batch_id`` filter; pages follow
+    ``next_cursor`` with no duplicate and no gap while jobs are being added. Never another
+    producer's jobs."""
+    unknown = sorted(set(request.query_params) - _LIST_PARAMS)
+    if unknown:
+        raise RequestValidationError(
+            [{"loc": ("query", unknown[0]), "msg": "unknown parameter", "type": "value_error"}]
+        )
+    scoped_batch = _scoped(producer, batch_id) if batch_id is not None else None
+    if batch_id is not None and scoped_batch is None:
+        return JobPage(jobs=[], next_cursor=None)
+    records, after = page_jobs(
+        context.producer.runtime.store,
+        producer,
+        state=state,
+        batch_id=scoped_batch,
+        limit=limit,
+        cursor=_decode_cursor(cursor) if cursor else None,
+    )
+    return JobPage(
+        jobs=[view(r) for r in records], next_cursor=_encode_cursor(after) if after else None
+    )
+
+
+def _encode_cursor(position: tuple[float, str]) -> str:
+    raw = json.dumps([position[0], position[1]], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        score, job_id = json.loads(raw)
+        if not isinstance(job_id, str) or not isinstance(score, int | float):
+            raise ValueError
+        return float(score), job_id
+    except (ValueError, TypeError, binascii.Error):
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("query", "cursor"),
+                    "msg": "not a cursor from this API",
+                    "type": "value_error",
+                }
+            ]
+        ) from None
 
 
 @router.get("/{job_id}", responses=documented(401, 404))

@@ -21,6 +21,15 @@ def _checked_job_id(value: str | None) -> str | None:
     return None if value is None else validate_job_id(value)
 
 
+class OnDone(BaseModel):
+    """A Celery task of yours, sent to your queue when the job ends (``job=`` its view)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$")
+    queue: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$")
+
+
 class JobCreate(GenerationRequest):
     """The request fields of the vendor spec, plus an optional caller-chosen ``job_id``.
 
@@ -29,6 +38,17 @@ class JobCreate(GenerationRequest):
     """
 
     job_id: str | None = Field(default=None, min_length=1, max_length=128)
+    notify_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="https URL told when the job ends: a signed Standard Webhooks POST "
+        "(docs/webhooks.md); refused unless your producer has a webhook secret",
+    )
+
+    on_done: OnDone | None = Field(
+        default=None,
+        description="a Celery task sent to your queue when the job ends, with job= its view",
+    )
 
     @field_validator("job_id")
     @classmethod
@@ -36,7 +56,9 @@ class JobCreate(GenerationRequest):
         return _checked_job_id(value)
 
     def request_fields(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"job_id"}, exclude_none=True)
+        return self.model_dump(
+            mode="json", exclude={"job_id", "notify_url", "on_done"}, exclude_none=True
+        )
 
 
 class JobView(BaseModel):
@@ -62,6 +84,15 @@ class JobView(BaseModel):
     result_count: int = 0
     created_at: float = 0.0
     updated_at: float = 0.0
+
+
+class JobPage(BaseModel):
+    """One page of the caller's jobs, newest first; ``next_cursor`` is null at the end."""
+
+    jobs: list[JobView]
+    next_cursor: str | None = Field(
+        description="opaque: pass as ?cursor= for the next page (stable while jobs are added)"
+    )
 
 
 class ImageView(BaseModel):
@@ -90,6 +121,9 @@ class BatchCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     batch_id: str | None = Field(default=None, min_length=1, max_length=MAX_BATCH_ID_CHARS)
+    notify_url: str | None = Field(
+        default=None, max_length=2048, description="every job's notify_url unless it has its own"
+    )
     requests: Annotated[
         list[Any],
         WithJsonSchema(

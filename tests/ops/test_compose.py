@@ -49,6 +49,7 @@ NON_NBQ_VARIABLES = {
     "WORKER_SUBMIT_REPLICAS": "replicas of the submit pool",
     "WORKER_POLL_REPLICAS": "replicas of the poll pool",
     "WORKER_DOWNLOAD_REPLICAS": "replicas of the download pool",
+    "WORKER_NOTIFY_REPLICAS": "replicas of the webhook (notify) pool",
     "GRAFANA_ADMIN_USER": "Grafana admin account",
     "RABBITMQ_USER": "RabbitMQ's account (profile rabbitmq)",
     "RABBITMQ_PASSWORD": "RabbitMQ's account (profile rabbitmq)",

@@ -51,7 +51,7 @@ def test_every_alert_rule_has_a_promtool_unit_test_that_fires_it() -> None:
         for case in group.get("alert_rule_test", [])
         if case.get("exp_alerts")
     }
-    assert len(rules) == 15
+    assert len(rules) == 16
     assert rules - fired == set()
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from workers.cli.common import fail_on_config_error
-from workers.contract import ALL_QUEUES
+from workers.contract import DECLARED_QUEUES
 
 
 def register(app: typer.Typer) -> None:
@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
 @fail_on_config_error
 def worker(
     queues: Annotated[str, typer.Option(help="Comma-separated queues to consume.")] = ",".join(
-        ALL_QUEUES
+        DECLARED_QUEUES
     ),
     concurrency: Annotated[int | None, typer.Option(min=1, help="Child processes/threads.")] = None,
     pool: Annotated[str, typer.Option(help="prefork | threads | solo | gevent | eventlet")] = (

@@ -30,7 +30,11 @@ def run_worker(
         settings.require("evolink_api_key")  # download-only pools never see the key
     if "download" in queues.split(","):
         settings.require("s3_access_key", "s3_secret_key")
-    argv = ["worker", "-Q", queues, "-P", pool, "-l", loglevel, "-E"]
+    # Gossip off: nothing here uses Celery's elections or its view of other workers
+    # (worker liveness is the job store's lease, workers/leases.py), and after a lost
+    # broker connection Celery 5.7 stops its consumer through ``c.connection``, already
+    # None: "Error on restarting Gossip: AttributeError('NoneType' … 'connection_errors')".
+    argv = ["worker", "-Q", queues, "-P", pool, "-l", loglevel, "-E", "--without-gossip"]
     if concurrency:
         argv += ["-c", str(concurrency)]
     if autoscale:

@@ -24,6 +24,7 @@ from workers.contract import (
     TASK_ADOPT,
     TASK_DOWNLOAD,
     TASK_GENERATE,
+    TASK_NOTIFY,
     TASK_POLL,
     TASK_RECONCILE,
     TASK_SUBMIT,
@@ -135,6 +136,12 @@ def _check_generate(kw: Mapping[str, Any]) -> str | None:
         _short_str("producer", producer, MAX_NAME_CHARS, pattern=True)
         or _scoped("job_id", kw.get("job_id"), producer)
         or _short_str("batch_id", kw.get("batch_id"), 2 * MAX_NAME_CHARS)
+        or _short_str("notify_url", kw.get("notify_url"), 2048)
+        or (
+            "on_done must be an object"
+            if kw.get("on_done") is not None and not isinstance(kw.get("on_done"), dict)
+            else None
+        )
         or _short_str("producer_proof", kw.get("producer_proof"), MAX_TOKEN_CHARS)
     )
 
@@ -167,6 +174,18 @@ def _check_adopt(kw: Mapping[str, Any]) -> str | None:
     )
 
 
+def _check_notify(kw: Mapping[str, Any]) -> str | None:
+    """Shape only: the URL was checked at enqueue and is checked again at connect time."""
+    for name in ("webhook_id", "event", "url"):
+        if not isinstance(kw.get(name), str):
+            return f"{name} is required (a string)"
+    if not isinstance(kw.get("payload"), dict):
+        return "payload must be an object"
+    if not _number(kw.get("first_at")) or not isinstance(kw.get("attempt", 0), int):
+        return "first_at must be a number, attempt an integer"
+    return _job_id(kw.get("job_id"), required=True)
+
+
 def _check_none(_: Mapping[str, Any]) -> str | None:
     return None
 
@@ -174,7 +193,7 @@ def _check_none(_: Mapping[str, Any]) -> str | None:
 #: Each task's parameters (in positional order) and the check of their values.
 TASK_PARAMS: Final[dict[str, tuple[tuple[str, ...], Callable[[Mapping[str, Any]], str | None]]]] = {
     TASK_GENERATE: (
-        ("request", "job_id", "producer", "batch_id", "producer_proof"),
+        ("request", "job_id", "producer", "batch_id", "notify_url", "on_done", "producer_proof"),
         _check_generate,
     ),
     TASK_SUBMIT: (("job_id",), _check_job),
@@ -182,6 +201,10 @@ TASK_PARAMS: Final[dict[str, tuple[tuple[str, ...], Callable[[Mapping[str, Any]]
     TASK_DOWNLOAD: (("job_id", "evolink_task_id"), _check_job),
     TASK_ADOPT: (("job_id", "task_id", "source"), _check_adopt),
     TASK_RECONCILE: ((), _check_none),
+    TASK_NOTIFY: (
+        ("webhook_id", "job_id", "event", "url", "payload", "first_at", "attempt"),
+        _check_notify,
+    ),
 }
 
 

@@ -69,6 +69,9 @@ class JobRecord(BaseModel):
     #: Set in the same write that claims a create, before the request leaves; cleared when
     #: an answer says what happened. Still set after a crash = the outcome is unknown.
     create_sent: bool = False
+    #: The worker (hostname) whose submit claimed the create; its lease lapsing tells the
+    #: reconciler at once that the create's outcome is unknown (workers/leases.py).
+    claimed_by: str | None = None
     #: ``outcome_unknown``: the job waits for its task's callback until then (epoch s).
     outcome_deadline_at: float | None = None
     #: Task id a verified callback reported while the job could not take it yet.
@@ -85,6 +88,11 @@ class JobRecord(BaseModel):
     #: Set when the record had vanished from the store and was re-created from a message
     #: carrying the task id (the request is then unknown); see workers/stages/rescue.py.
     recovered_at: float | None = None
+    #: Where the job's end is told (a signed webhook, workers/notify/); checked at enqueue.
+    notify_url: str | None = None
+    #: ``on_done``: a Celery task and queue told of the job's end (workers/notify/on_done.py).
+    on_done_task: str | None = None
+    on_done_queue: str | None = None
 
     @property
     def is_terminal(self) -> bool:

@@ -16,7 +16,7 @@ import heapq
 import itertools
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib.resources import files
 from typing import Any
 
@@ -64,6 +64,10 @@ def _moves_lua() -> str:
 UPDATE_LUA = _script("update.lua").replace("{--[[TRANSITIONS]]}", _moves_lua(), 1)
 #: Stores a new record once (``create``, ``create_eval_args``).
 CREATE_LUA = _script("create.lua")
+#: The states a job's end is told from (webhooks, pushed waits): the end listeners' cue.
+END_STATES: frozenset[JobState] = frozenset(
+    {JobState.STORED, JobState.FAILED, JobState.CANCELLED, JobState.OUTCOME_UNKNOWN}
+)
 #: States with a per-state index (the active ones): the scripts' index KEYS, in this order.
 INDEXED_STATES: tuple[JobState, ...] = ACTIVE_STATES
 
@@ -101,6 +105,10 @@ class JobStore:
         self._on_cluster = is_cluster(client)
         self._update = client.register_script(UPDATE_LUA)
         self._create = client.register_script(CREATE_LUA)
+        #: Called with the new record after a write that moved a job into an END_STATES
+        #: state (once: only the winning write). A listener sends, never blocks; its
+        #: errors are logged, never the caller's (workers/notify/hook.py, push.py).
+        self.end_listeners: list[Callable[[JobRecord], None]] = []
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "nbq", retention_s: int = 604800) -> JobStore:
@@ -201,6 +209,11 @@ class JobStore:
         else:
             reply = self._create(keys=keys, args=args)
         if reply[0]:
+            if stamped.producer:
+                pipe = self.redis.pipeline(transaction=False)
+                for command in self.producer_index_commands(stamped):
+                    pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+                pipe.execute()
             # Stored exactly as built: no read-back (one reply and one parse less per enqueue).
             return stamped, True
         return JobRecord.from_hash(_pairs_to_dict(reply[1])), False
@@ -249,6 +262,23 @@ class JobStore:
         for name, value in record.to_hash().items():
             args += [name, value]
         return record, args
+
+    def producer_index_key(self, producer: str) -> str:
+        """A producer's jobs by creation time (``GET /v1/jobs``), newest last: its own
+        key (and slot), written right after the create, trimmed to the retention."""
+        return f"{self.prefix}:producer:{producer}:jobs"
+
+    def producer_index_commands(self, record: JobRecord) -> list[list[Any]]:
+        """Add a new job to its producer's index and drop entries past the retention (a
+        record that expired earlier is skipped by the reader). Nothing without a producer."""
+        if not record.producer:
+            return []
+        key = self.producer_index_key(record.producer)
+        oldest = record.created_at - self.retention_s
+        return [
+            ["ZADD", key, repr(record.created_at), record.job_id],
+            ["ZREMRANGEBYSCORE", key, "-inf", f"({oldest!r}"],
+        ]
 
     def create_keys(self, record: JobRecord) -> list[str]:
         """``create.lua``'s KEYS: the record, its shard's state counter and, unless the
@@ -347,7 +377,21 @@ class JobStore:
         if not data:
             return None, False
         data.setdefault("job_id", job_id)
-        return JobRecord.from_hash(data), bool(applied)
+        record = JobRecord.from_hash(data)
+        if applied and transition.target in END_STATES:
+            self._tell_end(record)
+        return record, bool(applied)
+
+    def _tell_end(self, record: JobRecord) -> None:
+        for listener in self.end_listeners:
+            try:
+                listener(record)
+            except Exception as exc:  # a listener's failure never undoes the write
+                from workers.logs import get_logger
+
+                get_logger("nbq.store").warning(
+                    "end_listener_failed", job_id=record.job_id, error=type(exc).__name__
+                )
 
     def forget(self, job_id: str) -> None:
         """Drop a vanished record's index entries (expired or evicted): they would

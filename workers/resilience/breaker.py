@@ -2,9 +2,16 @@
 
 A 402 (out of credits) or 401 (key rejected) on a create trips it: submissions pause,
 queued jobs wait (re-scheduled with a countdown, never failed) while polls and downloads
-of tasks that already exist go on. One probe per interval — a single real create, won by
-one worker through an atomic check — tests whether credits are back and closes it.
-Daily-limit codes wait for the next UTC midnight before probing.
+of tasks that already exist go on. A probe — a single real create, won by one worker
+through an atomic check — tests whether credits are back and closes it.
+
+The probes start short and back off: the first comes ``FIRST_PROBE_S`` after the trip,
+each answer that the credits are still gone doubles the wait, up to
+``NBQ_BREAKER_PROBE_INTERVAL_S`` (5, 10, 20, 40, 60 s by default). Credits topped up a
+minute into an outage are found within seconds, not a full interval later. A probe that
+learnt nothing (its create timed out, or the API answered 429/5xx) is followed by the
+next probe at once, not an interval later (``probe_inconclusive``). Daily-limit codes
+wait for the next UTC midnight before probing.
 """
 
 from __future__ import annotations
@@ -18,6 +25,11 @@ import redis
 
 from workers import metrics
 
+#: The wait before the first probe after a trip (capped at the probe interval).
+FIRST_PROBE_S = 5.0
+
+# Winning a probe moves ``next_probe_at`` by the current back-off step (ARGV[2]): the
+# probe's own answer then sets the next one (``trip`` again, or ``probe_inconclusive``).
 _PROBE_LUA = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state ~= 'open' then return 1 end
@@ -26,6 +38,7 @@ local now = tonumber(ARGV[1])
 if now < next_probe then return 0 end
 redis.call('HSET', KEYS[1], 'next_probe_at', tostring(now + tonumber(ARGV[2])))
 redis.call('HSET', KEYS[1], 'last_probe_at', tostring(now))
+redis.call('HINCRBY', KEYS[1], 'probes', 1)
 return 2
 """
 
@@ -39,6 +52,8 @@ class BreakerStatus:
     message: str | None = None
     next_probe_at: float | None = None
     trips: int = 0
+    #: Probes won since this trip (each doubles the wait before the next).
+    probes: int = 0
 
     @property
     def is_open(self) -> bool:
@@ -73,15 +88,24 @@ class SubmissionBreaker:
             message=raw.get("message"),
             next_probe_at=float(raw["next_probe_at"]) if "next_probe_at" in raw else None,
             trips=int(raw.get("trips", "0")),
+            probes=int(raw.get("probes", "0")),
         )
 
+    def probe_wait_s(self, probes: int) -> float:
+        """The wait after ``probes`` probes that found no credits: ``FIRST_PROBE_S``
+        doubling, capped at the probe interval."""
+        return float(min(FIRST_PROBE_S * 2 ** min(probes, 32), self.probe_interval_s))
+
     def trip(self, *, kind: str, code: str | None, message: str, daily: bool = False) -> None:
-        """Open (or keep open) the breaker; the next probe waits an interval or till midnight."""
+        """Open (or keep open) the breaker; the next probe waits the back-off step (see the
+        module's docstring) or till midnight."""
         now = time.time()
-        wait_s = seconds_to_utc_midnight(now) if daily else self.probe_interval_s
+        was_open = self.redis.hget(self.key, "state") == b"open"
+        probes = int(self.redis.hget(self.key, "probes") or 0) if was_open else 0
+        wait_s = seconds_to_utc_midnight(now) if daily else self.probe_wait_s(probes)
         pipe = self.redis.pipeline()
         pipe.hsetnx(self.key, "since", repr(now))
-        if self.redis.hget(self.key, "state") != b"open":
+        if not was_open:
             pipe.delete(self.key)
             pipe.hset(self.key, "since", repr(now))
             pipe.hincrby(self.key, "trips", 1)
@@ -107,13 +131,24 @@ class SubmissionBreaker:
         if state is None or _text(state) != "open":
             self._local.probe = False
             return True, 0.0
-        result = int(self._probe(keys=[self.key], args=[repr(now), self.probe_interval_s]))
+        step_s = self.probe_wait_s(int(self.redis.hget(self.key, "probes") or 0))
+        result = int(self._probe(keys=[self.key], args=[repr(now), step_s]))
         self._local.probe = result == 2
         if result:
             return True, 0.0
         status = self.status()
         wait_s = (status.next_probe_at or now) - now
         return False, max(wait_s, 0.0)
+
+    def probe_inconclusive(self) -> None:
+        """This thread's probe learnt nothing about the credits (the create's outcome is
+        unknown, or a 429/5xx said nothing about them): the next submit probes again at
+        once rather than a back-off step later. A no-op for a non-probe create."""
+        if not self.last_was_probe:
+            return
+        self._local.probe = False
+        if self.redis.hget(self.key, "state") == b"open":
+            self.redis.hset(self.key, "next_probe_at", repr(time.time()))
 
     def close(self) -> bool:
         """Close after a successful create (or by hand). True if it was open."""

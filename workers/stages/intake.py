@@ -48,6 +48,8 @@ def intake(
     producer: str | None = None,
     batch_id: str | None = None,
     held: Hold | None = None,
+    notify_url: str | None = None,
+    on_done: tuple[str, str] | dict[str, str] | None = None,
     raw: bool = False,
     producer_proof: str | None = None,
 ) -> JobRecord | None:
@@ -95,8 +97,14 @@ def intake(
             if isinstance(request, GenerationRequest)
             else GenerationRequest.model_validate(request)
         )
+        message = _notify_refusal(rt, valid, producer, notify_url)
+        if message is None and isinstance(on_done, dict):
+            on_done = _on_done(on_done)
     except ValidationError as exc:
         message = describe_validation_error(exc)
+    except ValueError as exc:  # an on_done that cannot be honoured (OnDoneError)
+        message = str(exc)
+    if message is not None:
         error = JobError(code="invalid_request", message=message)
         failed = JobRecord(job_id=job_id, state=JobState.FAILED, producer=producer, error=error)
         record, created = rt.store.create(failed)
@@ -118,10 +126,36 @@ def intake(
             request=api_json,
             producer=producer,
             batch_id=batch_id,
+            notify_url=notify_url,
+            on_done_task=on_done[0] if isinstance(on_done, tuple) else None,
+            on_done_queue=on_done[1] if isinstance(on_done, tuple) else None,
             **(held.record_fields() if held else {}),
         )
     )
     return record
+
+
+def _on_done(value: dict[str, str]) -> tuple[str, str] | None:
+    from workers.notify.on_done import check_on_done
+
+    return check_on_done(value)
+
+
+def _notify_refusal(
+    rt: Runtime, valid: GenerationRequest, producer: str | None, notify_url: str | None
+) -> str | None:
+    """A raw message's notify_url or own callback_url that cannot be honoured (the
+    Producer refuses the same before sending anything)."""
+    from workers.notify.config import NotifyConfig, NotifyRefusedError, own_callback_refusal
+
+    refusal = own_callback_refusal(rt.settings, valid)
+    if refusal is not None or notify_url is None:
+        return refusal
+    try:
+        NotifyConfig.from_settings(rt.settings).check(producer, notify_url)
+    except NotifyRefusedError as exc:
+        return str(exc)
+    return None
 
 
 def _refused(

@@ -19,6 +19,7 @@ from workers.evolink.models import Task, TaskStatus
 from workers.jobs import lifecycle
 from workers.jobs.record import JobError, JobRecord
 from workers.jobs.state import JobState
+from workers.leases import claim_owner
 from workers.policy.errors import Action, action_for
 from workers.policy.retry import RetryCause
 from workers.runtime import Runtime
@@ -42,7 +43,11 @@ def poll(
     # Claim first (one round trip): only the poll carrying the current token goes on.
     next_token = new_token()
     record, won = rt.store.apply(
-        lifecycle.CLAIM_POLL, job_id, expect={"poll_token": token or None}, poll_token=next_token
+        lifecycle.CLAIM_POLL,
+        job_id,
+        expect={"poll_token": token or None},
+        poll_token=next_token,
+        claimed_by=claim_owner(),  # its lease lapsing re-drives the chain (leases.py)
     )
     if record is None:
         from workers.stages.rescue import report_lost, rescue

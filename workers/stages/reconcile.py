@@ -15,12 +15,15 @@ import redis
 from amqp.exceptions import AMQPError
 from kombu.exceptions import KombuError
 
+from workers import broker_unacked
 from workers.broker_queues import amqp_queue_lengths, queue_lengths
+from workers.broker_unacked import stale_tags
 from workers.brokers import broker_kind
 from workers.contract import ALL_QUEUES, QUEUE_DOWNLOAD, QUEUE_SUBMIT
 from workers.jobs import lifecycle
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
+from workers.leases import WorkerLeases
 from workers.logs import get_logger
 from workers.policy.retry import MAX_QUOTA_WAIT_S
 from workers.resilience.credits import day_of
@@ -49,6 +52,10 @@ class ReconcileReport:
     readopted: list[str] = field(default_factory=list)
     #: Queues whose waiting messages made this pass hold their stage's re-drives longer.
     held_for_backlog: list[str] = field(default_factory=list)
+    #: Workers whose lease lapsed (workers/leases.py), and the broker deliveries no live
+    #: worker held that were put back on their queues.
+    dead_workers: list[str] = field(default_factory=list)
+    restored_deliveries: int = 0
     #: Credit holds freed: their job was never recorded (its producer died) or has ended.
     holds_released: list[str] = field(default_factory=list)
 
@@ -61,6 +68,7 @@ class ReconcileReport:
             + len(self.redownloaded)
             + len(self.unknown_expired)
             + len(self.readopted)
+            + self.restored_deliveries
             + len(self.holds_released)
         )
 
@@ -93,6 +101,7 @@ def reconcile_once(rt: Runtime, send: Send) -> ReconcileReport:
     if rt.breaker.status().is_open:
         queued_idle_s = max(stuck_after_s, 2 * MAX_QUOTA_WAIT_S)
     _requeue_queued(rt, send, report, idle_cutoff(QUEUE_SUBMIT, queued_idle_s))
+    reap_dead_workers(rt, send, report, sweep=True)
     _recover_submitting(rt, send, report, cutoff)
     _repoll_generating(rt, send, report, cutoff)
     _reconcile_unknown_outcomes(
@@ -115,6 +124,60 @@ def reconcile_once(rt: Runtime, send: Send) -> ReconcileReport:
             unknown_expired=len(report.unknown_expired),
             readopted=len(report.readopted),
             holds_released=len(report.holds_released),
+            restored_deliveries=report.restored_deliveries,
+            dead_workers=report.dead_workers,
+        )
+    return report
+
+
+def reap_dead_workers(
+    rt: Runtime, send: Send, report: ReconcileReport | None = None, *, sweep: bool = False
+) -> ReconcileReport:
+    """The lease pass (cheap, run every third of ``NBQ_WORKER_LEASE_S``): recover at once
+    the ``submitting`` jobs of workers whose lease lapsed, and put back the Redis broker's
+    ``unacked`` deliveries older than a lease that no live worker holds (workers/leases.py).
+
+    The sweep of ``unacked`` reads every live worker's held tags, so between full passes
+    it runs only while one is wanted: for two leases after a worker died or reconnected.
+    A full pass (``sweep``) always sweeps.
+    """
+    report = report if report is not None else ReconcileReport()
+    lease_s = rt.settings.worker_lease_s
+    if lease_s <= 0:
+        return report
+    leases = WorkerLeases(rt.redis, prefix=rt.settings.key_prefix, lease_s=lease_s)
+    try:
+        alive, dead = leases.split()
+    except redis.RedisError as exc:
+        log.warning("reap_leases_unknown", error=type(exc).__name__)
+        return report
+    if dead:
+        _recover_submitting(rt, send, report, now(), dead_workers=dead)
+        _repoll_generating(rt, send, report, now(), dead_workers=dead)
+        leases.ask_sweep()  # its youngest deliveries are found once older than a lease
+    broker = rt.broker()
+    if broker is not None and (sweep or leases.sweep_wanted()):
+        try:
+            held = leases.held_by(alive)
+            orphans = [
+                tag
+                for tag in stale_tags(broker, delivered_before=now() - lease_s)
+                if tag not in held
+            ]
+            report.restored_deliveries += broker_unacked.restore(rt.settings, orphans)
+        except (redis.RedisError, OSError, KombuError) as exc:
+            log.warning("reap_unacked_failed", error=type(exc).__name__)
+            return report  # dead workers stay known: the next pass retries their deliveries
+    for host in sorted(dead):
+        leases.forget(host)
+        report.dead_workers.append(host)
+    if report.dead_workers or report.restored_deliveries:
+        log.warning(
+            "reaped",
+            dead_workers=report.dead_workers,
+            restored_deliveries=report.restored_deliveries,
+            recovered_submitting=len(report.recovered_submitting),
+            repolled=len(report.repolled),
         )
     return report
 
@@ -127,21 +190,34 @@ def _requeue_queued(rt: Runtime, send: Send, report: ReconcileReport, cutoff: fl
             report.requeued_submits.append(job_id)
 
 
-def _recover_submitting(rt: Runtime, send: Send, report: ReconcileReport, cutoff: float) -> None:
+def _recover_submitting(
+    rt: Runtime,
+    send: Send,
+    report: ReconcileReport,
+    cutoff: float,
+    *,
+    dead_workers: set[str] | None = None,
+) -> None:
     """Submitting and idle: the submit worker died mid-create (its message was acked early).
 
-    Only once its claim is older than a submit may live (its task's hard time limit): a
-    live submit may spend that long on the create and on recording its task id through a
-    store failover, and re-driving it would declare a live create's outcome unknown.
+    With ``dead_workers`` (the lease pass): exactly the jobs those workers claimed, at
+    once — a worker whose lease lapsed runs no create any more. Otherwise only once a
+    claim is older than a submit may live (its task's hard time limit): a live submit may
+    spend that long on the create and on recording its task id through a store failover,
+    and re-driving it would declare a live create's outcome unknown.
     """
     claim_limit_s = submit_time_limit_s(rt.settings)
     for job_id in rt.store.ids_in_state(JobState.SUBMITTING, updated_before=cutoff, limit=BATCH):
         record = _read(rt, job_id)
         if record is None or record.state is not JobState.SUBMITTING:
             continue
-        claimed_at = record.state_times.get(JobState.SUBMITTING.value, record.updated_at)
-        if now() - claimed_at < claim_limit_s:
-            continue
+        if dead_workers is not None:
+            if not record.claimed_by or record.claimed_by not in dead_workers:
+                continue
+        else:
+            claimed_at = record.state_times.get(JobState.SUBMITTING.value, record.updated_at)
+            if now() - claimed_at < claim_limit_s:
+                continue
         _, applied = rt.store.apply(
             lifecycle.RECOVER_SUBMIT,
             job_id,
@@ -155,13 +231,29 @@ def _recover_submitting(rt: Runtime, send: Send, report: ReconcileReport, cutoff
             report.recovered_submitting.append(job_id)
 
 
-def _repoll_generating(rt: Runtime, send: Send, report: ReconcileReport, cutoff: float) -> None:
-    """Generating with no poll due for a long time: the poll chain was lost."""
+def _repoll_generating(
+    rt: Runtime,
+    send: Send,
+    report: ReconcileReport,
+    cutoff: float,
+    *,
+    dead_workers: set[str] | None = None,
+) -> None:
+    """Generating with no poll due for a long time: the poll chain was lost.
+
+    With ``dead_workers`` (the lease pass): the jobs whose last poll those workers
+    claimed, at once. A poll rotates the token when it claims, so the message of a poll
+    cut off mid-query, even put back from ``unacked``, is stale: only a new chain moves
+    the job (a restored countdown poll it outdates ends as ``stale_token``).
+    """
     for job_id in rt.store.ids_in_state(JobState.GENERATING, updated_before=cutoff, limit=BATCH):
         record = _read(rt, job_id)
         if record is None or record.state is not JobState.GENERATING:
             continue
-        if record.next_poll_at is not None and record.next_poll_at > cutoff:
+        if dead_workers is not None:
+            if not record.claimed_by or record.claimed_by not in dead_workers:
+                continue
+        elif record.next_poll_at is not None and record.next_poll_at > cutoff:
             continue
         token = new_token()
         _, applied = rt.store.apply(

@@ -16,6 +16,7 @@ step           executed as
 ``Poll``       an ``nbq.poll`` message carrying the chain's token, after ``after_s``
 ``Download``   an ``nbq.download`` message
 ``Adopt``      an ``nbq.adopt`` message (a callback's or a person's task id)
+``Notify``     an ``nbq.notify`` message: one webhook delivery try (workers/notify/)
 ``Retry``      Celery ``self.retry`` of the running task (Flower shows the cause);
                when its budget is spent, the job fails with ``on_exhausted``
 ``Done``       nothing follows (the job moved on, ended, or another run owns it)
@@ -45,6 +46,8 @@ class Generate:
     request: dict[str, Any]
     producer: str | None = None
     batch_id: str | None = None
+    notify_url: str | None = None
+    on_done: dict[str, str] | None = None
     #: Proof that the sender speaks for ``producer`` (``workers.producer_keys``).
     producer_proof: str | None = None
     label: str = "generate"
@@ -82,8 +85,23 @@ class Adopt:
     label: str = "adopt"
 
 
+@dataclass(frozen=True)
+class Notify:
+    """One webhook delivery try (``nbq.notify``): the same id and body on every try."""
+
+    webhook_id: str
+    job_id: str
+    event: str
+    url: str
+    payload: dict[str, Any]
+    first_at: float  # epoch s of the first try: retries stop NBQ_NOTIFY_RETRY_PERIOD_S after
+    attempt: int = 0
+    after_s: float = 0.0
+    label: str = "notify"
+
+
 #: The steps that are messages (the dispatcher's input).
-Message = Generate | Submit | Poll | Download | Adopt
+Message = Generate | Submit | Poll | Download | Adopt | Notify
 #: What sends a message step (``Dispatcher.send``; a list's ``append`` in tests).
 Send = Callable[[Message], object]
 

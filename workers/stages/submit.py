@@ -17,6 +17,7 @@ from workers.jobs.owners import owners_of
 from workers.jobs.record import JobError, JobRecord
 from workers.jobs.state import JobState
 from workers.jobs.store import STORE_AWAY
+from workers.leases import claim_owner
 from workers.policy.errors import Action, action_for
 from workers.policy.retry import RetryCause
 from workers.resilience.credits import BUDGET_EXCEEDED, Hold, price_of, refusal
@@ -88,6 +89,7 @@ def submit(
         create_sent=True,
         incr={"attempts": 1},
         **first,
+        claimed_by=claim_owner(),  # whose lease lapsing says the outcome is unknown (leases.py)
         **(held.record_fields() if held is not None else {}),
     )
     if not won or claimed is None:
@@ -122,12 +124,17 @@ def _over_budget(rt: Runtime, record: JobRecord, held: Hold) -> Step:
 
 
 def _wait_before_create(rt: Runtime, record: JobRecord) -> tuple[str, float] | None:
-    """``(reason, wait_s)`` if the shared breaker or limiters say wait."""
+    """``(reason, wait_s)`` if the shared breaker or limiters say wait.
+
+    An earlier create of unknown outcome is held before the breaker is asked: holding it
+    sends nothing (so it must not spend a probe), and its reason ("recovered after a lost
+    submit") must not be overwritten by the breaker's while it waits.
+    """
+    if record.create_outcome_unknown and not may_resend_unknown(rt):
+        return "outcome_unknown", 0.0
     allowed, wait_s = rt.breaker.may_submit()
     if not allowed:
         return "breaker", wait_s
-    if record.create_outcome_unknown and not may_resend_unknown(rt):
-        return "outcome_unknown", 0.0
     limit = rt.settings.max_in_flight
     if (
         limit
@@ -282,6 +289,8 @@ def _create_failed(rt: Runtime, record: JobRecord, exc: EvolinkError, *, retries
         code=exc.code,
         action=action.value,
     )
+    if action not in (Action.PAUSE_SUBMISSIONS, Action.STOP_AND_ALERT):
+        rt.breaker.probe_inconclusive()  # if this was a probe, the next one comes at once
     if action is Action.OUTCOME_UNKNOWN and not may_resend_unknown(rt):
         return hold_unknown_outcome(rt, record, from_state=JobState.SUBMITTING, detail=exc.message)
     if action is Action.FAIL:

@@ -23,6 +23,8 @@ def generate_task(
     job_id: str | None = None,
     producer: str | None = None,
     batch_id: str | None = None,
+    notify_url: str | None = None,
+    on_done: dict[str, str] | None = None,
     producer_proof: str | None = None,
 ) -> str:
     """Entry point for other services: record the job if new, then submit it."""
@@ -34,6 +36,8 @@ def generate_task(
             job_id=job_id,
             producer=producer,
             batch_id=batch_id,
+            notify_url=notify_url,
+            on_done=on_done,
             raw=True,
             producer_proof=producer_proof,
         )

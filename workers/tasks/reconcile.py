@@ -13,7 +13,7 @@ from workers.contract import TASK_RECONCILE
 from workers.logs import get_logger
 from workers.probes import Heartbeat
 from workers.runtime import get_runtime
-from workers.stages.reconcile import reconcile_once
+from workers.stages.reconcile import reap_dead_workers, reconcile_once
 from workers.tasks.base import dispatcher
 
 log = get_logger("nbq.reconcile")
@@ -30,7 +30,9 @@ def reconcile_forever(
     interval_s: float, stop: threading.Event | None = None, heartbeat: Heartbeat | None = None
 ) -> None:
     """Pass after pass until stopped; one pass failing never stops the loop. With a
-    ``heartbeat`` (the standalone ``nbq reconcile``), each pass touches its probe file."""
+    ``heartbeat`` (the standalone ``nbq reconcile``), each pass touches its probe file.
+    Between full passes the cheap lease pass runs every third of ``NBQ_WORKER_LEASE_S``,
+    so a dead worker's jobs move within seconds, not a reconcile interval later."""
     stop = stop or _stop
     if heartbeat is not None:
         heartbeat.start()
@@ -41,7 +43,28 @@ def reconcile_forever(
             log.warning("reconcile_pass_failed", error=type(exc).__name__, detail=str(exc))
         if heartbeat is not None:
             heartbeat.beat()
-        stop.wait(interval_s)
+        _reap_until(stop, interval_s)
+
+
+def _reap_until(stop: threading.Event, interval_s: float) -> None:
+    """Wait ``interval_s``, running the lease pass every third of a lease meanwhile."""
+    deadline = time.monotonic() + interval_s
+    if interval_s <= 0:
+        return
+    try:
+        lease_s = get_runtime().settings.worker_lease_s
+    except Exception as exc:  # settings unreadable: the full passes still run
+        log.warning("reap_pass_failed", error=type(exc).__name__, detail=str(exc))
+        lease_s = 0
+    step_s = lease_s / 3 if lease_s > 0 else interval_s
+    while True:
+        left_s = deadline - time.monotonic()
+        if left_s <= 0 or stop.wait(min(step_s, left_s)) or time.monotonic() >= deadline:
+            return
+        try:
+            reap_dead_workers(get_runtime(), dispatcher().send)
+        except Exception as exc:
+            log.warning("reap_pass_failed", error=type(exc).__name__, detail=str(exc))
 
 
 @worker_ready.connect

@@ -1,4 +1,4 @@
-"""The submissions breaker: one state in Redis for every worker, one probe per interval."""
+"""The submissions breaker: one state in Redis for every worker, probes backing off."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 from datetime import UTC, datetime
 
 from tests.support.redis_server import RedisServer
-from workers.resilience.breaker import SubmissionBreaker, seconds_to_utc_midnight
+from workers.resilience.breaker import FIRST_PROBE_S, SubmissionBreaker, seconds_to_utc_midnight
 
 
 def test_a_closed_breaker_lets_everyone_submit(redis_server: RedisServer) -> None:
@@ -31,7 +31,7 @@ def test_a_tripped_breaker_holds_submissions_and_records_why(redis_server: Redis
     breaker = SubmissionBreaker(redis_server.client(), probe_interval_s=60)
     breaker.trip(kind="quota", code="insufficient_quota", message="top up")
     allowed, wait_s = breaker.may_submit()
-    assert not allowed and 55 < wait_s <= 60
+    assert not allowed and 0 < wait_s <= FIRST_PROBE_S
     status = breaker.status()
     assert status.is_open and status.kind == "quota" and status.code == "insufficient_quota"
     assert status.trips == 1 and status.since is not None
@@ -70,3 +70,60 @@ def test_a_daily_limit_waits_for_utc_midnight(redis_server: RedisServer) -> None
 def test_midnight_is_counted_in_utc() -> None:
     noon = datetime(2026, 11, 25, 12, 0, tzinfo=UTC).timestamp()
     assert seconds_to_utc_midnight(noon) == 12 * 3600 + 5
+
+
+def _probe_now(breaker: SubmissionBreaker) -> bool:
+    """Make the next probe due at once (a test's clock jump) and try to win it."""
+    breaker.redis.hset(breaker.key, "next_probe_at", "0")
+    return breaker.may_submit()[0]
+
+
+def test_probes_start_short_and_double_up_to_the_interval(redis_server: RedisServer) -> None:
+    # Given a breaker with the default 60 s interval, tripped by a 402
+    breaker = SubmissionBreaker(redis_server.client(), probe_interval_s=60)
+    breaker.trip(kind="quota", code="insufficient_quota", message="x")
+    waits = [round(breaker.may_submit()[1])]
+    # When each probe's create finds the credits still gone (a 402 trips it again)
+    for _ in range(6):
+        assert _probe_now(breaker) and breaker.last_was_probe
+        breaker.trip(kind="quota", code="insufficient_quota", message="x")
+        waits.append(round(breaker.may_submit()[1]))
+    # Then the waits before the next probe go 5, 10, 20, 40 s, then the interval
+    assert waits == [5, 10, 20, 40, 60, 60, 60]
+    assert breaker.status().probes == 6 and breaker.status().trips == 1
+
+
+def test_a_probe_that_learnt_nothing_is_followed_by_another_at_once(
+    redis_server: RedisServer,
+) -> None:
+    breaker = SubmissionBreaker(redis_server.client(), probe_interval_s=60)
+    breaker.trip(kind="quota", code="insufficient_quota", message="x")
+    for _ in range(4):  # a long outage: the back-off is at 60 s
+        assert _probe_now(breaker)
+        breaker.trip(kind="quota", code="insufficient_quota", message="x")
+    # When a probe's create times out (its outcome unknown)
+    assert _probe_now(breaker)
+    breaker.probe_inconclusive()
+    # Then the next submit probes at once, not a minute later
+    assert breaker.may_submit()[0] and breaker.last_was_probe
+
+
+def test_an_inconclusive_non_probe_create_leaves_the_schedule_alone(
+    redis_server: RedisServer,
+) -> None:
+    breaker = SubmissionBreaker(redis_server.client(), probe_interval_s=60)
+    breaker.trip(kind="quota", code="insufficient_quota", message="x")
+    assert not breaker.may_submit()[0]
+    breaker.probe_inconclusive()
+    assert not breaker.may_submit()[0]
+
+
+def test_a_reopened_breaker_starts_its_probes_short_again(redis_server: RedisServer) -> None:
+    breaker = SubmissionBreaker(redis_server.client(), probe_interval_s=60)
+    breaker.trip(kind="quota", code="insufficient_quota", message="x")
+    for _ in range(5):
+        assert _probe_now(breaker)
+        breaker.trip(kind="quota", code="insufficient_quota", message="x")
+    breaker.close()
+    breaker.trip(kind="quota", code="insufficient_quota", message="x")
+    assert 0 < breaker.may_submit()[1] <= FIRST_PROBE_S and breaker.status().probes == 0

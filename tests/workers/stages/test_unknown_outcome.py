@@ -171,6 +171,28 @@ def test_a_worker_killed_between_send_and_record_never_leads_to_a_second_create_
     assert emulator_server.stats()["creates_accepted"] == 1
 
 
+@pytest.mark.usefixtures("short_submit_claims")
+def test_a_mid_create_kill_during_a_quota_pause_fails_naming_the_lost_submit_not_the_breaker(
+    rt: Runtime, steps: StepLog, emulator_server: EmulatorServer
+) -> None:
+    # Given a worker died between send and record, and the quota breaker then opened
+    job_id = new_job(rt)
+    claimed = claim_submit(rt, job_id)
+    rt.api().create_task(GenerationRequest.model_validate(claimed.request))
+    rt.breaker.trip(kind="quota", code="insufficient_quota", message="no credits left")
+    age()
+    assert reconcile_once(rt, steps).recovered_submitting == [job_id]
+    # When submit runs with submissions still paused
+    assert steps(submit_stage.submit(rt, job_id)) == "failed_outcome_unknown"
+    # Then the failure names the real cause, the breaker's probe is not spent on it
+    error = rt.store.require(job_id).error
+    assert error is not None and error.code == "outcome_unknown"
+    assert "recovered after a lost submit" in error.message
+    assert "submissions paused" not in error.message
+    assert rt.breaker.status().probes == 0
+    assert emulator_server.stats()["creates_accepted"] == 1
+
+
 def test_the_claim_marks_a_create_as_sent_before_the_request_leaves(
     rt: Runtime, steps: StepLog, emulator_server: EmulatorServer
 ) -> None:

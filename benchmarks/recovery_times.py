@@ -1,0 +1,175 @@
+"""Per fault, how long until a lost worker is known and its jobs move again (issue 26).
+
+Runs from a checkout (it borrows the tests' servers and stack, ``tests/support``) with
+the recovery settings at their defaults — ``NBQ_WORKER_LEASE_S=15``,
+``NBQ_RECONCILE_INTERVAL_S=30``, ``NBQ_STUCK_AFTER_S=120``, ``NBQ_SUBMIT_TIME_LIMIT_S=90``
+— so the numbers are what a deployment gets::
+
+    python -m benchmarks.recovery_times [--lease 15] [--only sigkill-create,...]
+
+For each fault: *detect* is the time from the fault to the reconciler's ``reaped`` line
+naming the lost worker (the lease pass); *resume* is the time from the fault to the
+affected job's next step (a mid-create job decided ``outcome_unknown``, a poll chain
+stored, a job held in a restarted Redis stored). A mid-create job's next step is the
+reconciler's decision that its create's outcome is unknown (it is failed
+``outcome_unknown`` by the next submit worker, never created again). Also prints the
+creates the emulator accepted per job (must be ≤ 1) and what is left in ``unacked``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from tests.faults.helpers import creates_per_job, enqueue, kill_hard, wait_for_hits
+from tests.support.emulator_server import EmulatorServer
+from tests.support.procs import wait_until
+from tests.support.redis_server import RedisServer
+from tests.support.s3_server import S3Server
+from tests.support.stack import Stack
+from workers.jobs.state import JobState
+
+DEFAULTS = {
+    "NBQ_RECONCILE_INTERVAL_S": "30",
+    "NBQ_STUCK_AFTER_S": "120",
+    "NBQ_SUBMIT_TIME_LIMIT_S": "90",
+    "NBQ_DOWNLOAD_TIMEOUT_S": "60",
+    "NBQ_HTTP_READ_TIMEOUT_S": "30",
+    # The test stack's 60 s would fail a job the old rules re-drive after two minutes.
+    "NBQ_POLL_DEADLINE_S": "900",
+}
+_REAPED = re.compile(r"^(\S+Z) \[warning\s*\] reaped\s+dead_workers=\[([^\]]*)\]", re.M)
+
+
+def _reaped_at(stack: Stack, victim: str) -> float | None:
+    for stamp, dead in _REAPED.findall(stack.worker_logs()):
+        if victim in dead:
+            return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    return None
+
+
+def _await(check: Callable[[], bool], what: str, timeout_s: float = 300) -> float:
+    wait_until(check, timeout_s=timeout_s, interval_s=0.1, what=what)
+    return time.time()
+
+
+def mid_create(stack: Stack, *, freeze_s: float | None) -> dict[str, float]:
+    """SIGKILL (or SIGSTOP for ``freeze_s``) the only submit worker inside a create."""
+    rule = stack.emulator.add_fault(
+        endpoint="create", action="delay", seconds=25.0, count=1, match="bench"
+    )
+    victim = stack.start_worker(name="victim", queues="submit")
+    stack.start_worker(name="rescuer", queues="poll,download")  # runs a reconciler too
+    producer = stack.producer()
+    [job_id] = enqueue(producer, 1, prompt="bench")
+    wait_for_hits(stack, rule)
+    t0 = time.time()
+    if freeze_s is None:
+        kill_hard(victim)
+    else:
+        os.killpg(victim.pid, signal.SIGSTOP)
+    resumed = _await(lambda: producer.status(job_id).create_outcome_unknown, "decided")
+    if freeze_s is None:
+        stack.start_worker(name="submitter", queues="submit")
+    else:
+        time.sleep(max(0.0, t0 + freeze_s - time.time()))
+        os.killpg(victim.pid, signal.SIGCONT)
+    _await(lambda: producer.status(job_id).state is JobState.FAILED, "failed outcome_unknown")
+    detected = _reaped_at(stack, "victim@") or float("nan")
+    return {
+        "detect_s": detected - t0,
+        "resume_s": resumed - t0,
+        "creates": float(creates_per_job(stack, [job_id]).get(job_id, 0)),
+    }
+
+
+def mid_query(stack: Stack) -> dict[str, float]:
+    """SIGKILL the only poll worker inside a query; another poll worker is running."""
+    rule = stack.emulator.add_fault(
+        endpoint="query", action="delay", seconds=10.0, count=1, match="bench"
+    )
+    stack.start_worker(name="rescuer", queues="submit,download")
+    victim = stack.start_worker(name="victim", queues="poll")
+    producer = stack.producer()
+    [job_id] = enqueue(producer, 1, prompt="bench")
+    wait_for_hits(stack, rule)
+    stack.start_worker(name="poller", queues="poll")
+    t0 = time.time()
+    kill_hard(victim)
+    resumed = _await(lambda: producer.status(job_id).state is JobState.STORED, "stored")
+    detected = _reaped_at(stack, "victim@") or float("nan")
+    return {
+        "detect_s": detected - t0,
+        "resume_s": resumed - t0,
+        "creates": float(creates_per_job(stack, [job_id]).get(job_id, 0)),
+    }
+
+
+def redis_restart(stack: Stack) -> dict[str, float]:
+    """Restart Redis (AOF) while the worker holds a job's countdown poll."""
+    stack.overrides["NBQ_POLL_MIN_INTERVAL_S"] = "8"
+    stack.overrides["NBQ_DEFAULT_ESTIMATED_TIME_S"] = "8"
+    stack.start_worker(name="worker")
+    producer = stack.producer()
+    [job_id] = enqueue(producer, 1, prompt="bench")
+    _await(lambda: producer.status(job_id).state is JobState.GENERATING, "generating", 60)
+    time.sleep(1)
+    t0 = time.time()
+    stack.redis.restart()
+    resumed = _await(lambda: producer.status(job_id).state is JobState.STORED, "stored")
+    return {"detect_s": float("nan"), "resume_s": resumed - t0, "creates": 1.0}
+
+
+SCENARIOS: dict[str, Callable[[Stack], dict[str, float]]] = {
+    "sigkill-create": lambda s: mid_create(s, freeze_s=None),
+    "sigstop-create-30s": lambda s: mid_create(s, freeze_s=30.0),
+    "sigkill-poll": mid_query,
+    "redis-restart": redis_restart,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lease", type=float, default=15.0)
+    parser.add_argument("--only", default=",".join(SCENARIOS))
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="nbq-recovery-"))
+    emulator = EmulatorServer(log_dir=base)
+    s3 = S3Server(dir=base / "s3")
+    (base / "s3").mkdir()
+    emulator.start()
+    s3.start()
+    try:
+        for name in args.only.split(","):
+            work = base / name
+            work.mkdir()
+            server = RedisServer(dir=work)
+            server.start()
+            emulator.reset()
+            stack = Stack(redis=server, s3=s3, emulator=emulator, dir=work)
+            stack.overrides.update({**DEFAULTS, "NBQ_WORKER_LEASE_S": str(args.lease)})
+            try:
+                result = SCENARIOS[name](stack)
+                unacked = len(server.client().hkeys("unacked"))
+            finally:
+                stack.stop_workers()
+                server.stop()
+            print(
+                f"{name:20} detect {result['detect_s']:6.1f} s  resume {result['resume_s']:6.1f}"
+                f" s  creates/job {result['creates']:.0f}  unacked left {unacked}",
+                flush=True,
+            )
+    finally:
+        s3.stop()
+        emulator.stop()
+
+
+if __name__ == "__main__":
+    main()
