@@ -36,6 +36,7 @@ from producers.errors import (
     WaitTimeoutError,
 )
 from producers.publish import one_trip_possible, send_with_record
+from workers import tracing
 from workers.dispatch import Dispatcher
 from workers.errors import PipelineError
 from workers.evolink.models import GenerationRequest, Task
@@ -202,6 +203,29 @@ class Producer:
         ``on_done={"task": "shop.image_ready", "queue": "shop"}``: that Celery task is sent to
         that queue with the job's public view (``job=``) when the job ends.
         """
+        with tracing.enqueue_span(producer) as span:  # the root of the job's trace (if on)
+            handle = self._enqueue(
+                request,
+                job_id=job_id,
+                producer=producer,
+                batch_id=batch_id,
+                notify_url=notify_url,
+                on_done=on_done,
+            )
+            if span is not None:
+                span.set_attribute(tracing.ATTR_JOB_ID, handle.job_id)
+            return handle
+
+    def _enqueue(
+        self,
+        request: GenerationRequest | Mapping[str, Any],
+        *,
+        job_id: str | None,
+        producer: str | None,
+        batch_id: str | None,
+        notify_url: str | None,
+        on_done: Mapping[str, str] | None,
+    ) -> JobHandle:
         valid = validate_request(request)
         for name, value in (("job_id", job_id), ("producer", producer), ("batch_id", batch_id)):
             if value is not None and not isinstance(value, str):
@@ -342,6 +366,7 @@ class Producer:
             request=valid.to_api_json(),
             producer=producer,
             batch_id=batch_id,
+            traceparent=tracing.current_traceparent(),
             notify_url=notify_url,
             on_done_task=on_done[0] if on_done else None,
             on_done_queue=on_done[1] if on_done else None,

@@ -55,6 +55,7 @@ import time
 from enum import StrEnum
 from urllib.parse import quote
 
+from workers import tracing
 from workers.jobs import lifecycle
 from workers.jobs.owners import owners_of
 from workers.jobs.record import JobRecord
@@ -238,7 +239,8 @@ def _for_record(
         if not store.redis.set(dedup_key, "1", nx=True, ex=DEDUP_TTL_S):
             return _logged(CallbackOutcome.DUPLICATE, job_id, body_task_id, status)
         store.apply(lifecycle.NOTE_CALLBACK_TASK, job_id, callback_task_id=body_task_id)
-        send(Adopt(job_id, body_task_id, source="callback"))
+        with tracing.resumed(record.traceparent):  # the job's trace (if tracing is on)
+            send(Adopt(job_id, body_task_id, source="callback"))
         return _logged(CallbackOutcome.ADOPT_SENT, job_id, body_task_id, status)
     if record.state in (JobState.SUBMITTING, JobState.QUEUED) and (
         record.state is JobState.SUBMITTING or record.create_outcome_unknown
@@ -263,7 +265,8 @@ def _for_record(
     dedup_key = f"{settings.key_prefix}:callback:{job_id}:{task_id}:{status}"
     if not store.redis.set(dedup_key, "1", nx=True, ex=DEDUP_TTL_S):
         return _logged(CallbackOutcome.DUPLICATE, job_id, task_id, status)
-    send(Poll(job_id, record.poll_token or "", evolink_task_id=task_id))
+    with tracing.resumed(record.traceparent):  # the job's trace (if tracing is on)
+        send(Poll(job_id, record.poll_token or "", evolink_task_id=task_id))
     return _logged(CallbackOutcome.POLL_SENT, job_id, task_id, status)
 
 

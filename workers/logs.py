@@ -10,6 +10,7 @@ from typing import Any
 
 import structlog
 
+from workers.tracing import add_trace_ids
 from workers.visible import visible
 
 _URL = re.compile(r"(https?://[^\s?#\"']+)\?[^\s\"']*")
@@ -186,6 +187,7 @@ def configure_logging(level: str = "INFO", *, json: bool = False, stdlib: bool =
     threshold = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     stamped: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_ids,  # trace_id/span_id when tracing is on (workers/tracing.py)
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]

@@ -96,13 +96,14 @@ class Runtime:
         from workers.notify.config import NotifyConfig
         from workers.notify.hook import notify_listener, on_done_listener
 
-        self.store.end_listeners.append(on_done_listener(send_task))
+        # Both backed by the notify outbox: a send lost with this process is made again by
+        # the reconciler (workers/notify/outbox.py).
+        self.store.outbox_listeners.append(on_done_listener(send_task))
         if self.settings.notify_secrets is None:
             return
-
-        self.store.end_listeners.append(
-            notify_listener(NotifyConfig.from_settings(self.settings), send)
-        )
+        config = NotifyConfig.from_settings(self.settings)
+        self.store.outbox_listeners.append(notify_listener(config, send))
+        self.store.outbox_producers = frozenset(config.default_urls)
 
     def api(self) -> EvolinkClient:
         if self._api is None:

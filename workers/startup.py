@@ -25,6 +25,8 @@ from celery.signals import celeryd_after_setup
 from workers.settings import Settings, get_settings
 
 _configured = False
+#: The traces' ``service.name`` unless ``OTEL_SERVICE_NAME`` says otherwise.
+SERVICE_NAME = "nanobanana-queue"
 
 
 def configure_process(settings: Settings | None = None, *, keep_host_logging: bool = False) -> None:
@@ -48,6 +50,9 @@ def configure_process(settings: Settings | None = None, *, keep_host_logging: bo
         # A Producer in a host's process leaves the host's stdlib logging alone.
         configure_logging(settings, stdlib=not keep_host_logging)
     patch_kombu()
+    from workers import tracing
+
+    tracing.configure_tracing(settings, SERVICE_NAME)  # off unless OTEL_* configures it
 
 
 def configure_logging(settings: Settings, *, stdlib: bool = True) -> None:
@@ -206,6 +211,14 @@ def keep_celery_in_our_log_format() -> None:
 
     signals.setup_logging.connect(_celery_loggers_follow_loglevel, weak=False)
     signals.celeryd_after_setup.connect(_banner_as_an_event, weak=False)
+    signals.worker_process_shutdown.connect(_flush_traces, weak=False)
+
+
+def _flush_traces(**_: Any) -> None:
+    """A pool child exits without atexit: export its buffered spans first."""
+    from workers import tracing
+
+    tracing.flush()
 
 
 def _celery_loggers_follow_loglevel(loglevel: int | None = None, **_: Any) -> None:

@@ -32,7 +32,7 @@ from tests.ops.k8s import (
 )
 from tests.ops.probes import check_exec_probe
 from workers.app import celery_config
-from workers.contract import ALL_QUEUES
+from workers.contract import DECLARED_QUEUES
 from workers.probes import DEFAULT_MISSED
 from workers.settings import SECRET_FIELDS, load_settings
 
@@ -60,7 +60,8 @@ AUTH_PARAMS = {
 #: Where the pods read their secrets: a file per key, or an env reference.
 SECRET_MOUNT = "/run/secrets/nbq"
 SECRET_NAMES = {"nbq-secrets", "nbq-broker", "nbq-flower-prometheus"}
-WORKERS = {f"nbq-worker-{queue}": queue for queue in ALL_QUEUES}
+#: Every pool: the three stages and the webhooks (notify), each scaled on its own queue.
+WORKERS = {f"nbq-worker-{queue}": queue for queue in DECLARED_QUEUES}
 #: The release the manifests deploy (the base's ``images`` tag): the package's version.
 PROJECT_VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["project"]["version"]
 CLICK = typer.main.get_command(cli)

@@ -88,6 +88,9 @@ class JobRecord(BaseModel):
     #: Set when the record had vanished from the store and was re-created from a message
     #: carrying the task id (the request is then unknown); see workers/stages/rescue.py.
     recovered_at: float | None = None
+    #: W3C ``traceparent`` of the job's enqueue when tracing is on (workers/tracing.py): a
+    #: message the reconciler re-drives joins the job's trace. Not in the public view.
+    traceparent: str | None = None
     #: Where the job's end is told (a signed webhook, workers/notify/); checked at enqueue.
     notify_url: str | None = None
     #: ``on_done``: a Celery task and queue told of the job's end (workers/notify/on_done.py).
@@ -141,7 +144,7 @@ class JobRecord(BaseModel):
 
     def public_view(self) -> dict[str, Any]:
         """What status commands and the ingress show (result links stripped of signatures)."""
-        data = self.model_dump(mode="json", exclude={"result_urls", "poll_token"})
+        data = self.model_dump(mode="json", exclude={"result_urls", "poll_token", "traceparent"})
         # Results known: links while downloading, stored objects after (links are dropped).
         data["result_count"] = max(len(self.result_urls), len(self.objects))
         return data

@@ -16,7 +16,7 @@ import heapq
 import itertools
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from importlib.resources import files
 from typing import Any
 
@@ -60,14 +60,23 @@ def _moves_lua() -> str:
     return "{" + ", ".join(rows) + "}"
 
 
-#: Moves a job and/or changes its fields (``apply``), the state table compiled in.
-UPDATE_LUA = _script("update.lua").replace("{--[[TRANSITIONS]]}", _moves_lua(), 1)
-#: Stores a new record once (``create``, ``create_eval_args``).
-CREATE_LUA = _script("create.lua")
 #: The states a job's end is told from (webhooks, pushed waits): the end listeners' cue.
 END_STATES: frozenset[JobState] = frozenset(
     {JobState.STORED, JobState.FAILED, JobState.CANCELLED, JobState.OUTCOME_UNKNOWN}
 )
+#: Moves a job and/or changes its fields (``apply``), the state table and the end states
+#: (the notify outbox's cue) compiled in.
+UPDATE_LUA = (
+    _script("update.lua")
+    .replace("{--[[TRANSITIONS]]}", _moves_lua(), 1)
+    .replace(
+        "{--[[END_STATES]]}",
+        "{" + ", ".join(f'["{s.value}"] = true' for s in sorted(END_STATES)) + "}",
+        1,
+    )
+)
+#: Stores a new record once (``create``, ``create_eval_args``).
+CREATE_LUA = _script("create.lua")
 #: States with a per-state index (the active ones): the scripts' index KEYS, in this order.
 INDEXED_STATES: tuple[JobState, ...] = ACTIVE_STATES
 
@@ -109,6 +118,15 @@ class JobStore:
         #: state (once: only the winning write). A listener sends, never blocks; its
         #: errors are logged, never the caller's (workers/notify/hook.py, push.py).
         self.end_listeners: list[Callable[[JobRecord], None]] = []
+        #: End listeners whose sends the notify outbox backs (``nbq.notify``, ``on_done``):
+        #: the end write also adds the job to its shard's outbox (``outbox_key``) when the
+        #: job's end is told (``is_told``); once every one of these returned, the entry is
+        #: removed; one that raised (or a process killed first) leaves it for the
+        #: reconciler (workers/notify/outbox.py), which calls them again.
+        self.outbox_listeners: list[Callable[[JobRecord], None]] = []
+        #: Producers whose every end is told (a default notify URL, NBQ_NOTIFY_URLS; ""
+        #: = jobs without a producer), besides jobs with their own notify_url / on_done.
+        self.outbox_producers: frozenset[str] = frozenset()
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "nbq", retention_s: int = 604800) -> JobStore:
@@ -149,6 +167,21 @@ class JobStore:
 
     def key(self, job_id: str) -> str:
         return f"{self._space(job_id)}:job:{job_id}"
+
+    def outbox_key(self, job_id: str) -> str:
+        """The notify outbox of ``job_id``'s shard (its slot): ends not yet told."""
+        return f"{self._space(job_id)}:notify:outbox"
+
+    def outbox_keys(self) -> list[str]:
+        return [f"{space}:notify:outbox" for space in self._spaces()]
+
+    def is_told(self, record: JobRecord) -> bool:
+        """Whether ``record``'s end goes to the outbox (``update.lua``'s same test)."""
+        return bool(
+            record.notify_url
+            or record.on_done_task
+            or (record.producer or "") in self.outbox_producers
+        )
 
     def index_key(self, state: JobState, job_id: str | None = None) -> str:
         """The index of ``state`` holding ``job_id`` (sharded: ``job_id`` is required)."""
@@ -367,6 +400,7 @@ class JobStore:
             set_fields=set_fields,
             incr=incr,
             unset=list(transition.unsets),
+            outbox_producers=sorted(self.outbox_producers),
         )
         if durable and self.wait_replicas:
             command = ["EVAL", UPDATE_LUA, len(keys), *keys, *args]
@@ -379,19 +413,49 @@ class JobStore:
         data.setdefault("job_id", job_id)
         record = JobRecord.from_hash(data)
         if applied and transition.target in END_STATES:
-            self._tell_end(record)
+            self._tell_end(record, at=str(args[0]))
         return record, bool(applied)
 
-    def _tell_end(self, record: JobRecord) -> None:
-        for listener in self.end_listeners:
+    def _tell_end(self, record: JobRecord, *, at: str) -> None:
+        self.call_listeners(self.end_listeners, record)
+        if not self.outbox_listeners or not self.is_told(record):
+            return
+        if self.call_listeners(self.outbox_listeners, record):
+            self.outbox_done(record.job_id, at)
+
+    def outbox_done(self, job_id: str, at: str) -> None:
+        """The end at ``at`` (the end write's stamp) was told: drop its outbox entry."""
+        self.redis.zrem(self.outbox_key(job_id), f"{job_id}|{at}")
+
+    def outbox_due(self, *, before: float, limit: int = 1000) -> list[tuple[str, str]]:
+        """Outbox entries written before ``before``, oldest first: ``(job_id, at)``."""
+        pipe = self.redis.pipeline(transaction=False)  # one round trip per cluster node
+        for key in self.outbox_keys():
+            pipe.zrangebyscore(key, "-inf", before, start=0, num=limit, withscores=True)
+        merged = heapq.merge(*pipe.execute(), key=lambda pair: pair[1])
+        due = []
+        for member, _ in itertools.islice(merged, limit):
+            text = member.decode() if isinstance(member, bytes) else str(member)
+            job_id, _, at = text.rpartition("|")
+            due.append((job_id, at))
+        return due
+
+    @staticmethod
+    def call_listeners(listeners: list[Callable[[JobRecord], None]], record: JobRecord) -> bool:
+        """Call each listener; True if none raised (a failure is logged, never raised:
+        it never undoes the write)."""
+        ok = True
+        for listener in listeners:
             try:
                 listener(record)
-            except Exception as exc:  # a listener's failure never undoes the write
+            except Exception as exc:
+                ok = False
                 from workers.logs import get_logger
 
                 get_logger("nbq.store").warning(
                     "end_listener_failed", job_id=record.job_id, error=type(exc).__name__
                 )
+        return ok
 
     def forget(self, job_id: str) -> None:
         """Drop a vanished record's index entries (expired or evicted): they would
@@ -402,12 +466,14 @@ class JobStore:
         pipe.execute()
 
     def update_keys(self, job_id: str) -> list[str]:
-        """``update.lua``'s KEYS: the record, its shard's state counter and the job's index
-        of every state that has one (``INDEXED_STATES``, in that order). One slot."""
+        """``update.lua``'s KEYS: the record, its shard's state counter, the job's index
+        of every state that has one (``INDEXED_STATES``, in that order) and its shard's
+        notify outbox. One slot."""
         return [
             self.key(job_id),
             self.counter_key(job_id),
             *(self.index_key(state, job_id) for state in INDEXED_STATES),
+            self.outbox_key(job_id),
         ]
 
     def _durably(self, command: list[Any], job_id: str) -> Any:
@@ -481,6 +547,7 @@ def _update_args(
     set_fields: Mapping[str, Any],
     incr: Mapping[str, float],
     unset: list[str],
+    outbox_producers: Sequence[str] = (),
 ) -> list[Any]:
     """``update.lua``'s ARGV, in the order its header documents."""
     args: list[Any] = [
@@ -503,6 +570,8 @@ def _update_args(
         args += [name, amount]
     args.append(len(unset))
     args += unset
+    args.append(len(outbox_producers))
+    args += list(outbox_producers)
     return args
 
 

@@ -13,10 +13,17 @@
 -- KEYS[1]      string  the job's record, a hash: <space>:job:<job_id>
 -- KEYS[2]      string  the shard's state counter, a hash: <space>:metrics:c:jobs_state;
 --                      field '["<state>"]' counts entries into <state> (nbq_jobs_state_total)
--- KEYS[3..]    string  the per-state indexes the job can be in (every non-terminal state),
+-- KEYS[3..#KEYS-1]
+--              string  the per-state indexes the job can be in (every non-terminal state),
 --                      sorted sets <space>:state:<state> scored by last update time;
 --                      ARGV[5..] names their states, in the same order. A state without an
 --                      index key here (stored, failed, cancelled) is never indexed.
+-- KEYS[#KEYS]  string  the shard's notify outbox, a sorted set <space>:notify:outbox:
+--                      a move into an end state (`ends` below) of a job whose end is told
+--                      (it has a notify_url or an on_done task, or its producer is one of
+--                      the outbox producers) adds '<job_id>|<now>' scored by now, in this
+--                      same call; the process that sent the job's nbq.notify / on_done
+--                      removes it, the reconciler re-sends what stays (workers/notify/outbox.py).
 --
 -- ARGV[1]      string  now: epoch seconds (Python repr of a float). The index score, the
 --                      t_<state> time, updated_at, and this call's stamp: a retried call
@@ -28,9 +35,9 @@
 --                      cancelled); removed (PERSIST) when a person moves an ended job
 --                      back to work (nbq retry / adopt); an active job's record has none.
 -- ARGV[4]      string  job_id: the member of the index sorted sets.
--- ARGV[5 .. 4 + #KEYS - 2]
---              string  the states of KEYS[3..], one per index key.
--- then five count-prefixed sections, in this order:
+-- ARGV[5 .. 4 + #KEYS - 3]
+--              string  the states of KEYS[3..#KEYS-1], one per index key.
+-- then six count-prefixed sections, in this order:
 --   n_allowed, n_allowed x state          the job must be in one of these states
 --                                         (n_allowed = 0: any state)
 --   n_expect,  n_expect x (field, value)  each field must hold exactly value
@@ -40,6 +47,9 @@
 --                                         arithmetic, done here and written with the
 --                                         one HSET: no command per increment)
 --   n_unset,   n_unset x field            fields to remove (HDEL, only those present)
+--   n_outbox,  n_outbox x producer        producers whose every end goes to the outbox
+--                                         (a default notify URL, NBQ_NOTIFY_URLS; ''
+--                                         = jobs without a producer)
 --
 -- Returns {applied, fields}: applied 1 if the change was made (or was made by this same
 -- call's first run), 0 if a check failed; fields is the record after the call (flat
@@ -49,15 +59,17 @@
 -- passed but the state table has no such move; "nbq: not a number: <field>" (nothing
 -- written) if an increment's field or amount is not a number, or the sum is not finite.
 local moves = {--[[TRANSITIONS]]}
+local ends = {--[[END_STATES]]}
 local key = KEYS[1]
+local outbox_key = KEYS[#KEYS]
 local counter_key = KEYS[2]
 local now = ARGV[1]
 local to_state = ARGV[2]
 local retention = tonumber(ARGV[3])
 local job_id = ARGV[4]
 local index_of = {}
-for k = 3, #KEYS do index_of[ARGV[5 + k - 3]] = KEYS[k] end
-local i = 5 + #KEYS - 2
+for k = 3, #KEYS - 1 do index_of[ARGV[5 + k - 3]] = KEYS[k] end
+local i = 5 + #KEYS - 3
 local n_allowed = tonumber(ARGV[i]); i = i + 1
 local allowed_at = i; i = i + n_allowed
 local n_expect = tonumber(ARGV[i]); i = i + 1
@@ -123,6 +135,12 @@ for j = 0, n_incr - 1 do
 end
 i = i + 2 * n_incr
 local n_unset = tonumber(ARGV[i]); i = i + 1
+local unset_at = i; i = i + n_unset
+local n_outbox = tonumber(ARGV[i]); i = i + 1
+local told = (record['notify_url'] or '') ~= '' or (record['on_done_task'] or '') ~= ''
+for j = i, i + n_outbox - 1 do
+  if ARGV[j] == (record['producer'] or '') then told = true end
+end
 local new_state = state
 if to_state ~= '' then
   new_state = to_state
@@ -132,6 +150,9 @@ if to_state ~= '' then
     record['state'] = to_state; record['t_' .. to_state] = now
     if index_of[state] then redis.call('ZREM', index_of[state], job_id) end
     redis.call('HINCRBY', counter_key, '["' .. to_state .. '"]', 1)
+    if ends[to_state] and told then
+      redis.call('ZADD', outbox_key, now, job_id .. '|' .. now)
+    end
   end
 end
 sets[#sets + 1] = 'updated_at'; sets[#sets + 1] = now
@@ -139,7 +160,7 @@ record['updated_at'] = now
 redis.call('HSET', key, unpack(sets))
 -- Only the fields that are there: an HDEL of absent fields would be a command for nothing.
 local present = {}
-for j = i, i + n_unset - 1 do
+for j = unset_at, unset_at + n_unset - 1 do
   if record[ARGV[j]] then
     present[#present + 1] = ARGV[j]
     record[ARGV[j]] = nil

@@ -11,5 +11,6 @@ NBQ_NOTIFY_RETRY_PERIOD_S has passed; then the delivery is dead-lettered
 
 Modules: ``config`` (secrets and per-producer default URLs), ``urls`` (the SSRF guard),
 ``events`` (event names, body, webhook id), ``hook`` (the end listener), ``deliver``
-(one signed attempt and the backoff), ``deadletter`` (the dead-letter store).
+(one signed attempt and the backoff), ``deadletter`` (the dead-letter store), ``outbox``
+(the reconciler's re-send of ends whose send was lost with its process).
 """

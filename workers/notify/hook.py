@@ -5,8 +5,9 @@ Installed on a runtime's job store by the worker (``get_runtime``) and by a ``Pr
 so a duplicated or redelivered stage (which loses that write) sends nothing. The message
 is a send, never the HTTP call: no stage waits for a receiver.
 
-Known gap: a process killed between the write and the send loses that event (the job is
-still right in the store, ``GET /v1/jobs`` and ``wait`` still see it).
+Both listeners are the store's ``outbox_listeners``: a process killed between the write
+and the send (or a send that raised) leaves the job in the notify outbox, and the
+reconciler calls them again (:mod:`.outbox`; the same ``webhook-id``).
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@
 to queue ``shop`` with one keyword argument, ``job`` (the same public view a webhook's
 ``data`` holds), when the job ends (``stored``, ``failed``, ``cancelled``,
 ``outcome_unknown``). The receiving app needs only Celery and the broker URL, none of our
-code. Sent by the end listener of the process that ended the job, once; a broker failure
-at that moment is logged (the message is not retried: use a webhook for retried delivery).
+code. Sent by the end listener of the process that ended the job; a send lost with that
+process or refused by the broker is sent again by the reconciler (the notify outbox,
+:mod:`.outbox`): at least once, so a receiver de-duplicates on the job id and event.
 """
 
 from __future__ import annotations

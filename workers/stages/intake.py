@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from workers import metrics
+from workers import metrics, tracing
 from workers.evolink.models import GenerationRequest
 from workers.failures import record_failure
 from workers.jobs.ids import InvalidJobIdError, new_job_id, scoped_job_id
@@ -126,6 +126,7 @@ def intake(
             request=api_json,
             producer=producer,
             batch_id=batch_id,
+            traceparent=tracing.current_traceparent(),
             notify_url=notify_url,
             on_done_task=on_done[0] if isinstance(on_done, tuple) else None,
             on_done_queue=on_done[1] if isinstance(on_done, tuple) else None,

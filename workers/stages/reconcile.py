@@ -15,7 +15,7 @@ import redis
 from amqp.exceptions import AMQPError
 from kombu.exceptions import KombuError
 
-from workers import broker_unacked
+from workers import broker_unacked, tracing
 from workers.broker_queues import amqp_queue_lengths, queue_lengths
 from workers.broker_unacked import stale_tags
 from workers.brokers import broker_kind
@@ -25,12 +25,13 @@ from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 from workers.leases import WorkerLeases
 from workers.logs import get_logger
+from workers.notify.outbox import redeliver as redeliver_notifications
 from workers.policy.retry import MAX_QUOTA_WAIT_S
 from workers.resilience.credits import day_of
 from workers.runtime import Runtime
 from workers.settings import Settings
 from workers.stages.common import new_token, now
-from workers.stages.steps import Adopt, Download, Poll, Send, Submit
+from workers.stages.steps import Adopt, Download, Message, Poll, Send, Submit
 
 log = get_logger("nbq.reconcile")
 
@@ -58,6 +59,8 @@ class ReconcileReport:
     restored_deliveries: int = 0
     #: Credit holds freed: their job was never recorded (its producer died) or has ended.
     holds_released: list[str] = field(default_factory=list)
+    #: Jobs whose end was told again from the notify outbox (its first send was lost).
+    notify_redelivered: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -70,12 +73,15 @@ class ReconcileReport:
             + len(self.readopted)
             + self.restored_deliveries
             + len(self.holds_released)
+            + len(self.notify_redelivered)
         )
 
 
 def reconcile_once(rt: Runtime, send: Send) -> ReconcileReport:
     """One pass: each re-drive is a claim on the record, then a step ``send`` dispatches."""
     report = ReconcileReport()
+    if tracing.enabled():
+        send = _in_job_trace(rt, send)
     rt.epoch().maybe_check()  # an idle worker still notices a flushed store
     stuck_after_s = rt.settings.stuck_after_s
     cutoff = now() - stuck_after_s
@@ -113,6 +119,8 @@ def reconcile_once(rt: Runtime, send: Send) -> ReconcileReport:
     )
     _redownload(rt, send, report, download_cutoff)
     _release_stray_holds(rt, report, older_than_s=stuck_after_s)
+    # Ends whose nbq.notify / on_done send was lost with its process (the notify outbox).
+    report.notify_redelivered = redeliver_notifications(rt.store, before=cutoff, limit=BATCH)
 
     if report.total:
         log.warning(
@@ -124,6 +132,7 @@ def reconcile_once(rt: Runtime, send: Send) -> ReconcileReport:
             unknown_expired=len(report.unknown_expired),
             readopted=len(report.readopted),
             holds_released=len(report.holds_released),
+            notify_redelivered=len(report.notify_redelivered),
             restored_deliveries=report.restored_deliveries,
             dead_workers=report.dead_workers,
         )
@@ -180,6 +189,19 @@ def reap_dead_workers(
             repolled=len(report.repolled),
         )
     return report
+
+
+def _in_job_trace(rt: Runtime, send: Send) -> Send:
+    """``send`` inside the trace the job started at its enqueue (its record's
+    ``traceparent``): a re-driven message joins the job's trace. Only with tracing on
+    (one more read of the record per re-drive)."""
+
+    def send_in_trace(step: Message) -> None:
+        record = rt.store.get(step.job_id)
+        with tracing.resumed(record.traceparent if record else None):
+            send(step)
+
+    return send_in_trace
 
 
 def _requeue_queued(rt: Runtime, send: Send, report: ReconcileReport, cutoff: float) -> None:

@@ -17,9 +17,10 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+import structlog
 from celery import Task
 
-from workers import failures, metrics
+from workers import failures, metrics, tracing
 from workers.app import app
 from workers.dispatch import Dispatcher, envelope
 from workers.jobs.lifecycle import FAIL
@@ -77,8 +78,16 @@ class StageTask(Task):  # type: ignore[misc]
         return dispatcher().retry(self, step)
 
     def _run_stage(self, func: Any, *args: Any, **kwargs: Any) -> str:
-        step: Step = func(*args, retries=self.request.retries, **kwargs)
-        return self.execute(step, job_id=str(kwargs.get("job_id", "")))
+        job_id = str(kwargs.get("job_id", ""))
+        task_id = kwargs.get("evolink_task_id") or kwargs.get("task_id")
+        tracing.annotate(job_id=job_id, evolink_task_id=task_id)
+        # Every line the stage logs names the job, this Celery task and the Evolink task.
+        with structlog.contextvars.bound_contextvars(
+            job_id=job_id, celery_task_id=self.request.id, evolink_task_id=task_id
+        ):
+            step: Step = func(*args, retries=self.request.retries, **kwargs)
+            tracing.annotate(evolink_task_id=getattr(step, "evolink_task_id", None))
+            return self.execute(step, job_id=job_id)
 
     def execute(self, step: Step, *, job_id: str) -> str:
         """Carry out ``step``; returns the run's label (the task result)."""

@@ -106,7 +106,8 @@ def _lifecycle(store: JobStore, server: RedisServer) -> Callable[[], None]:
 
     def work() -> None:
         job_id = next(ids)
-        step(lambda: store.create(JobRecord(job_id=job_id, poll_token="t1")))
+        told = JobRecord(job_id=job_id, poll_token="t1", notify_url="https://h.example/n")
+        step(lambda: store.create(told))  # its ends go to the notify outbox
         step(lambda: store.create(JobRecord(job_id=job_id)))  # exists
         step(lambda: store.create(JobRecord(job_id=next(ids), state=JobState.FAILED)))
         step(lambda: store.apply(lifecycle.CLAIM_SUBMIT, job_id, incr={"attempts": 1}))
@@ -199,12 +200,14 @@ def _update_argv(
     sets: tuple[tuple[str, str], ...] = (),
     incr: tuple[tuple[str, float], ...] = (),
     unset: tuple[str, ...] = (),
+    outbox: tuple[str, ...] = (),
 ) -> list[Any]:
     """update.lua's ARGV built from its header, not from the store."""
     argv: list[Any] = [now, to, retention, job_id, *(s.value for s in INDEXED_STATES)]
     argv += [len(allowed), *allowed, len(expect), *(x for pair in expect for x in pair)]
     argv += [len(sets), *(x for pair in sets for x in pair)]
     argv += [len(incr), *(x for pair in incr for x in pair), len(unset), *unset]
+    argv += [len(outbox), *outbox]
     return argv
 
 
@@ -213,6 +216,7 @@ def _keys(prefix: str, job_id: str) -> list[str]:
         f"{prefix}:job:{job_id}",
         f"{prefix}:metrics:c:jobs_state",
         *(f"{prefix}:state:{s.value}" for s in INDEXED_STATES),
+        f"{prefix}:notify:outbox",
     ]
 
 
@@ -269,6 +273,11 @@ def test_the_scripts_called_with_their_documented_layout_create_move_and_refuse(
     assert r.eval(UPDATE_LUA, len(keys), *keys, *move)[0] == 1  # own stamp: a retry
     assert r.hget(job, "polls") == b"2.5"  # applied once
     assert r.hgetall(counter) == {b'["queued"]': b"1", b'["submitting"]': b"1"}
+    assert r.zcard(keys[-1]) == 0  # not an end: nothing in the notify outbox
+    # an end of a job whose producer ('' = none) is an outbox producer: in the outbox
+    end = _update_argv(now="14.0", to="failed", job_id=job_id, outbox=("other", ""))
+    assert r.eval(UPDATE_LUA, len(keys), *keys, *end)[0] == 1
+    assert r.zrange(keys[-1], 0, -1, withscores=True) == [(f"{job_id}|14.0".encode(), 14.0)]
     missing = _keys(prefix, "nope")
     assert r.eval(UPDATE_LUA, len(missing), *missing, *_update_argv(now="1", job_id="x")) == [
         0,

@@ -17,14 +17,17 @@ from tests.workers.stages.conftest import (
     submitted_job,
 )
 from workers.evolink.models import GenerationRequest
+from workers.jobs import lifecycle
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
+from workers.notify.events import webhook_id
 from workers.runtime import Runtime
 from workers.stages import poll as poll_stage
 from workers.stages import reconcile as reconcile_stage
 from workers.stages import submit as submit_stage
 from workers.stages.common import now
 from workers.stages.reconcile import BACKLOG_HOLD_FACTOR, reconcile_once
+from workers.stages.steps import Message, Notify, Send
 
 
 @pytest.mark.usefixtures("short_submit_claims")
@@ -181,3 +184,74 @@ def test_a_live_submit_younger_than_its_time_limit_is_never_re_driven(
     monkeypatch.setattr(reconcile_stage, "submit_time_limit_s", lambda _settings: 0.2)
     assert reconcile_once(rt, steps).recovered_submitting == [job_id]
     assert rt.store.require(job_id).create_outcome_unknown is True
+
+
+def test_a_re_driven_message_is_sent_inside_the_trace_of_the_jobs_enqueue(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workers import tracing
+
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    record = JobRecord(job_id=uuid.uuid4().hex, state=JobState.DOWNLOADING, traceparent=traceparent)
+    rt.store.create(record)
+    age()
+    monkeypatch.setattr(tracing, "_on", True)  # the API alone: the context, no exporter
+    sent_in: list[str | None] = []
+    assert reconcile_once(rt, lambda step: sent_in.append(tracing.current_traceparent()))
+    assert [p and p.split("-")[1] for p in sent_in] == ["0af7651916cd43dd8448eb211c80319c"]
+
+
+# -- the notify outbox: a job's end is told at least once, even across a crash ------------
+
+NOTIFY_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def _told_job(rt: Runtime, job_id: str) -> None:
+    rt.store.create(JobRecord(job_id=job_id, producer="shop", notify_url="https://shop.example/h"))
+
+
+def _crash(step: Message) -> None:
+    raise ConnectionError("the process died before nbq.notify left")
+
+
+def test_an_end_whose_notify_send_was_lost_is_told_by_one_reconcile_pass_with_its_id(
+    make_rt: Callable[..., Runtime], steps: StepLog
+) -> None:
+    # Given webhooks on, and a process that dies between the end write and its send
+    rt = make_rt(notify_secrets=f"shop:{NOTIFY_SECRET}")
+    sends: list[Send] = [_crash]
+    on_done: list[tuple[object, ...]] = []
+    rt.install_notify(lambda step: sends[0](step), lambda *a, **kw: on_done.append(a))
+    _told_job(rt, "told-1")
+    ended, won = rt.store.apply(lifecycle.CANCEL, "told-1")
+    assert won and ended is not None
+    # Then the end stays in the outbox
+    assert rt.store.outbox_due(before=now() + 1) == [("told-1", repr(ended.updated_at))]
+    # When a reconcile pass runs past the grace (with a send that works)
+    sends[0] = steps
+    age()
+    report = reconcile_once(rt, steps)
+    # Then the job.cancelled webhook is sent once, with the id its first send would have had
+    assert report.notify_redelivered == ["told-1"]
+    (notify,) = [s for s in steps.steps if isinstance(s, Notify)]
+    assert (notify.job_id, notify.event) == ("told-1", "job.cancelled")
+    assert notify.webhook_id == webhook_id("told-1", "job.cancelled", ended.updated_at)
+    assert notify.payload["data"]["state"] == "cancelled"
+    # and the outbox is empty: the next pass sends nothing again
+    assert rt.store.outbox_due(before=now() + 1) == []
+    assert reconcile_once(rt, steps).notify_redelivered == []
+
+
+def test_a_normal_end_leaves_the_outbox_empty_and_an_untold_job_never_enters_it(
+    make_rt: Callable[..., Runtime], steps: StepLog
+) -> None:
+    rt = make_rt(notify_secrets=f"shop:{NOTIFY_SECRET}")
+    rt.install_notify(steps, lambda *a, **kw: None)
+    _told_job(rt, "told-2")
+    rt.store.create(JobRecord(job_id="untold-2", producer="shop"))
+    assert rt.store.apply(lifecycle.CANCEL, "told-2")[1]
+    assert rt.store.apply(lifecycle.CANCEL, "untold-2")[1]
+    assert [s.job_id for s in steps.steps if isinstance(s, Notify)] == ["told-2"]
+    assert rt.store.outbox_due(before=now() + 1) == []
+    age()
+    assert reconcile_once(rt, steps).notify_redelivered == []

@@ -245,3 +245,33 @@ def test_a_person_adopts_a_task_for_a_failed_unknown_outcome_job(
     assert record.state in (JobState.GENERATING, JobState.DOWNLOADING)
     assert record.error is None and record.paid_creates == 1
     assert emulator_server.stats()["creates_accepted"] == 1
+
+
+def test_a_callbacks_adoption_is_sent_inside_the_trace_of_the_jobs_enqueue(
+    make_rt: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workers import tracing
+    from workers.jobs.record import JobRecord
+
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    rt = make_rt(**CALLBACKS)
+    job_id = "traced-unknown"
+    rt.store.create(
+        JobRecord(
+            job_id=job_id,
+            state=JobState.OUTCOME_UNKNOWN,
+            traceparent=f"00-{trace_id}-b7ad6b7169203331-01",
+        )
+    )
+    monkeypatch.setattr(tracing, "_on", True)  # the API alone: the context, no exporter
+    sent_in: list[str | None] = []
+    outcome = receive_callback(
+        rt.settings,
+        rt.store,
+        lambda step: sent_in.append(tracing.current_traceparent()),
+        job_id=job_id,
+        token=callback_token(SECRET, job_id),
+        body=json.dumps({"id": "task-1", "status": "completed"}).encode(),
+    )
+    assert outcome is CallbackOutcome.ADOPT_SENT
+    assert [p and p.split("-")[1] for p in sent_in] == [trace_id]

@@ -1,0 +1,222 @@
+"""One trace per job across real processes (issue 30, docs/operations.md "Tracing").
+
+``nbq submit`` enqueues a job and a real worker (prefork: tasks in forked children)
+runs it, both exporting over OTLP/HTTP to a collector this test serves on loopback. The
+job is one trace: the enqueue in the CLI process is its root; generate (intake and
+submit), every re-scheduled poll and the download are spans of it, with the API calls,
+the job store and S3 as child spans; no attribute carries a secret.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from tests.support.emulator_server import EmulatorServer
+from tests.support.procs import ROOT, wait_until
+from tests.support.redis_server import RedisServer
+from tests.support.s3_server import S3Server
+from tests.support.stack import API_KEY, Stack
+from workers.jobs.state import JobState
+
+pytestmark = [pytest.mark.integration]
+
+JOB_ID = "trace-1"
+NBQ = [sys.executable, "-m", "producers.cli.main"]
+
+
+@dataclass(frozen=True)
+class Span:
+    trace_id: str
+    span_id: str
+    parent_id: str
+    name: str
+    service: str
+    attributes: dict[str, Any]
+
+
+class Collector:
+    """An OTLP/HTTP trace receiver on loopback: every exported span, decoded."""
+
+    def __init__(self) -> None:
+        self.spans: list[Span] = []
+        lock = threading.Lock()
+        spans = self.spans
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                request = ExportTraceServiceRequest.FromString(body)
+                with lock:
+                    spans.extend(_decode(request))
+                reply = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _value(value: Any) -> Any:
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return [_value(v) for v in value.array_value.values]
+    return getattr(value, kind) if kind else None
+
+
+def _decode(request: ExportTraceServiceRequest) -> Iterator[Span]:
+    for resource_spans in request.resource_spans:
+        resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                yield Span(
+                    trace_id=span.trace_id.hex(),
+                    span_id=span.span_id.hex(),
+                    parent_id=span.parent_span_id.hex(),
+                    name=span.name,
+                    service=str(resource.get("service.name")),
+                    attributes={a.key: _value(a.value) for a in span.attributes},
+                )
+
+
+@pytest.fixture
+def collector() -> Iterator[Collector]:
+    the_collector = Collector()
+    yield the_collector
+    the_collector.close()
+
+
+def _otel_env(collector: Collector, service: str) -> dict[str, str]:
+    return {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
+        "OTEL_SERVICE_NAME": service,
+        "OTEL_BSP_SCHEDULE_DELAY": "100",  # export within 0.1 s (the default is 5 s)
+    }
+
+
+def test_one_job_is_one_trace_from_enqueue_through_every_stage(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    session_s3: S3Server,
+    emulator_factory: Any,
+    collector: Collector,
+) -> None:
+    # Given an API whose tasks take 1.5 s, polled at least every 0.3 s from the start:
+    # the poll is re-scheduled several times whatever the jitter
+    emulator: EmulatorServer = emulator_factory("--fixed-duration", "150")
+    stack = Stack(
+        redis=redis_server,
+        s3=session_s3,
+        emulator=emulator,
+        dir=tmp_path,
+        overrides={"NBQ_POLL_FIRST_FACTOR": "0.01", "NBQ_POLL_MAX_INTERVAL_S": "0.3"},
+    )
+    try:
+        stack.start_worker(pool="prefork", concurrency=2, extra_env=_otel_env(collector, "w"))
+        # When a producer process enqueues one job with tracing on
+        done = subprocess.run(
+            [*NBQ, "submit", "a traced cat", "--job-id", JOB_ID, "--quality", "1K"],
+            env={**os.environ, **stack.env(), **_otel_env(collector, "cli")},
+            cwd=ROOT,
+            capture_output=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+        producer = stack.producer()
+        record = stack.wait_all(producer, [JOB_ID])[JOB_ID]
+        assert record.state is JobState.STORED, record.error
+        # Then (once the worker exported the download's spans) ...
+        wait_until(
+            lambda: any(s.name == "run/nbq.download" for s in collector.spans),
+            timeout_s=30,
+            what="the download's span",
+        )
+    finally:
+        stack.stop_workers()
+    spans = list(collector.spans)
+    [root] = [s for s in spans if s.name == "nbq.enqueue"]
+    trace = [s for s in spans if s.trace_id == root.trace_id]
+    names = [s.name for s in trace]
+    # ... the enqueue in the CLI process is the root of the job's one trace
+    assert root.service == "cli" and root.parent_id == ""
+    assert root.attributes["nbq.job_id"] == JOB_ID
+    assert {s.trace_id for s in spans if s.attributes.get("nbq.job_id") == JOB_ID} == {
+        root.trace_id
+    }
+    # every stage ran in it, in the worker process
+    for stage in ("nbq.generate", "nbq.poll", "nbq.download"):
+        assert f"run/{stage}" in names, names
+        assert f"apply_async/{stage}" in names, names
+    # the poll was re-scheduled at least twice (published from a running poll) in it
+    by_id = {s.span_id: s for s in trace}
+    repolls = [
+        s
+        for s in trace
+        if s.name == "apply_async/nbq.poll" and by_id[s.parent_id].name == "run/nbq.poll"
+    ]
+    assert len(repolls) >= 2, names
+    assert record.polls >= 3
+    # the stage spans name the job and the Evolink task
+    download = next(s for s in trace if s.name == "run/nbq.download")
+    assert download.attributes["nbq.job_id"] == JOB_ID
+    assert download.attributes["nbq.evolink_task_id"] == record.evolink_task_id
+    # the API calls, the job store and S3 are child spans of the stages
+    methods = {
+        (s.attributes.get("http.request.method") or s.attributes.get("http.method")) for s in trace
+    }
+    assert {"POST", "GET", "PUT"} <= methods, names
+    assert any(
+        s.attributes.get("db.system") == "redis" or "db.system.name" in s.attributes for s in trace
+    )
+    assert all(s.parent_id in by_id for s in trace if s is not root), "a span outside the trace"
+    # no secret in any attribute (API key, S3 keys), no URL with a query or password
+    secrets = [
+        API_KEY,
+        *[v for k, v in stack.env().items() if k.startswith("NBQ_S3_") and "KEY" in k],
+    ]
+    for span in spans:
+        for key, value in span.attributes.items():
+            text = str(value)
+            assert not any(secret in text for secret in secrets), (span.name, key)
+            if text.startswith("http"):
+                assert "?" not in text and "@" not in text, (span.name, key, text)
+    # and the worker's log lines carry the trace id, and its stage lines the job, the
+    # Celery task and the Evolink task
+    logs = stack.worker_logs()
+    assert f"trace_id={root.trace_id}" in logs
+    events = ("task_created", "still_generating", "job_stored")
+    stage_lines = [line for line in logs.splitlines() if any(e in line for e in events)]
+    assert len(stage_lines) >= 3, logs[-2000:]
+    for line in stage_lines:
+        assert f"job_id={JOB_ID}" in line and "celery_task_id=" in line, line
+        assert f"evolink_task_id={record.evolink_task_id}" in line, line
+        assert f"trace_id={root.trace_id}" in line, line
