@@ -39,7 +39,7 @@ from producers.publish import one_trip_possible, send_with_record
 from workers import tracing
 from workers.dispatch import Dispatcher
 from workers.errors import PipelineError
-from workers.evolink.models import GenerationRequest
+from workers.evolink.models import GenerationRequest, Task
 from workers.extras import MissingExtraError
 from workers.jobs.durability import check_settings_stores
 from workers.jobs.ids import (
@@ -87,9 +87,13 @@ log = get_logger("nbq.producer")
 SAFETY_REREAD_S = 5.0
 
 
-def generate_step(record: JobRecord) -> Generate:
+def generate_step(record: JobRecord, settings: Settings | None = None) -> Generate:
     """``nbq.generate`` for a recorded job: enough for a worker to write the same record
-    itself (the request as its validated API JSON)."""
+    itself (the request as its validated API JSON), with the producer's proof when
+    ``settings`` hold NBQ_PRODUCER_SECRET (a worker that reads the message before the
+    record records it only with that proof: workers/producer_keys.py)."""
+    from workers.producer_keys import proof_for
+
     return Generate(
         job_id=record.job_id,
         request=record.request,
@@ -102,6 +106,7 @@ def generate_step(record: JobRecord) -> Generate:
             if record.on_done_task and record.on_done_queue
             else None
         ),
+        producer_proof=proof_for(settings, record.producer, record.job_id) if settings else None,
     )
 
 
@@ -339,7 +344,7 @@ class Producer:
         missing message after NBQ_STUCK_AFTER_S); the caller still learns of it, with the
         id to enqueue again (idempotent) if it wants to be sure now."""
         try:
-            self.dispatcher.send(generate_step(record))
+            self.dispatcher.send(generate_step(record, self.settings))
         except _BROKER_ERRORS as exc:
             raise EnqueueUncertainError(
                 record.job_id,
@@ -399,7 +404,7 @@ class Producer:
                 self.dispatcher,
                 self.runtime.store,
                 record,
-                generate_step(record),
+                generate_step(record, self.settings),
                 also=self.runtime.fair().enqueued_command(
                     record.job_id, record.producer, record.priority
                 ),
@@ -423,7 +428,7 @@ class Producer:
             raise EnqueueUncertainError(record.job_id, reason or type(exc).__name__) from exc
         self.runtime.fair().enqueued(record.job_id, record.producer, record.priority)
         try:
-            self.dispatcher.send(generate_step(record))
+            self.dispatcher.send(generate_step(record, self.settings))
         except _BROKER_ERRORS as exc:
             log.warning(
                 "enqueue_message_not_sent",
@@ -495,17 +500,36 @@ class Producer:
         self.dispatcher.send(Submit(job_id))
         return record
 
-    def adopt(self, job_id: str, task_id: str) -> JobRecord:
+    def adopt(self, job_id: str, task_id: str, *, accept_may_pay_twice: bool = False) -> JobRecord:
         """Attach a task a person found (``nbq adopt``) to a failed or unknown-outcome job.
 
-        A worker re-fetches the task and, if the API knows it, moves the job on to polling
-        (``nbq.adopt``); returns the record as it was when the request was sent.
+        A worker re-fetches the task and, if the API knows it and it is the job's (no other
+        job owns it, it was not created before the job's first create), moves the job on
+        to polling (``nbq.adopt``); returns the record as it was when the request was sent.
+        A task owned by another job raises :class:`JobActionRefusedError` here already.
+        Adoption never pays: a task that had failed ends the job failed with its reason,
+        unless ``accept_may_pay_twice`` (``--yes``, as for :meth:`retry`) lets a retryable
+        failure be re-created.
         """
         from workers.stages import manual
 
-        record = manual.check_adoptable(self.runtime.store, job_id, task_id)
+        record = manual.check_adoptable(
+            self.runtime.store, job_id, task_id, accept_may_pay_twice=accept_may_pay_twice
+        )
         self.dispatcher.send(Adopt(job_id, task_id, source="person"))
         return record
+
+    def task_facts(self, task_id: str) -> Task | None:
+        """The task as the API shows it (its ``created`` time, status), or None when this
+        process has no API key or the API cannot say (for ``nbq adopt``'s check)."""
+        if self.runtime.settings.evolink_api_key is None:
+            return None
+        from workers.evolink.errors import EvolinkError
+
+        try:
+            return self.runtime.api().get_task(task_id)
+        except EvolinkError:
+            return None
 
     def wait(
         self, job_id: str, *, timeout_s: float | None = None, interval_s: float = SAFETY_REREAD_S

@@ -2,8 +2,17 @@
 
 Callbacks carry no signature, so a delivery is only a hint that a task may have ended:
 
-* the URL holds a per-job token, ``HMAC-SHA256(NBQ_CALLBACK_SECRET, job_id)``, so nothing
-  secret is stored per job and a token for one job is useless for another;
+* the URL holds a token bound to the job, its create round and an expiry:
+  ``<round>.<expires_at>.<HMAC-SHA256(NBQ_CALLBACK_SECRET, job_id \n round \n expires_at)>``.
+  Nothing secret is stored per job; a token for one job is useless for another, a token
+  of an earlier create round (a replayed delivery, or a URL read from an old create body
+  or a proxy's log) is refused, and no token outlives the longest legitimate wait
+  (``token_lifetime_s``: the poll deadline plus the outcome-unknown wait plus the vendor's
+  retries);
+* a task the body names must be the job's own: a task owned by another job
+  (``workers/jobs/owners.py``) is refused at once (``refused``, counted in
+  ``nbq_ownership_refused_total{entry="callback"}``), and the worker checks again (owner
+  and the task's creation time) before any adoption or rescue;
 * a delivery with a valid token for a ``generating`` job sends one immediate ``nbq.poll``
   carrying the job's current poll token. The poll stage claims that token atomically and
   re-fetches ``GET /v1/tasks/{id}`` before acting, so a forged or stale body changes
@@ -31,7 +40,9 @@ outcome            HTTP  when
 ``ignored``        200   valid token, but the job ended or is on another task
 ``not_ready``      409   valid token, job still submitting (the vendor retries soon; the
                          reported task id is noted for adoption)
-``rejected``       404   wrong or missing token (same answer as an unknown job)
+``refused``        403   valid token, but of an earlier create round, or naming a task
+                         owned by another job: nothing noted, nothing sent
+``rejected``       404   wrong, expired or missing token (same answer as an unknown job)
 =================  ====  ==========================================================
 """
 
@@ -40,11 +51,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 from enum import StrEnum
 from urllib.parse import quote
 
 from workers import tracing
 from workers.jobs import lifecycle
+from workers.jobs.owners import owners_of
+from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 from workers.jobs.store import JobStore
 from workers.logs import get_logger
@@ -67,7 +81,8 @@ class CallbackOutcome(StrEnum):
     DUPLICATE = "duplicate"  # this delivery was already handled
     IGNORED = "ignored"  # valid, but nothing to do (job gone, ended, or another task)
     NOT_READY = "not_ready"  # the job has not recorded its task yet; ask for a retry
-    REJECTED = "rejected"  # the token does not match
+    REFUSED = "refused"  # valid token, but an earlier round's, or another job's task
+    REJECTED = "rejected"  # the token does not match (or expired)
 
     @property
     def http_status(self) -> int:
@@ -80,6 +95,7 @@ _HTTP_STATUS = {
     CallbackOutcome.DUPLICATE: 200,
     CallbackOutcome.IGNORED: 200,
     CallbackOutcome.NOT_READY: 409,
+    CallbackOutcome.REFUSED: 403,
     CallbackOutcome.REJECTED: 404,
 }
 
@@ -87,24 +103,67 @@ _HTTP_STATUS = {
 MAX_TASK_ID_CHARS = 128
 
 
-def callback_token(secret: str, job_id: str) -> str:
-    """The per-job token: HMAC-SHA256 of the job id, hex (64 characters)."""
-    return hmac.new(secret.encode(), job_id.encode(), hashlib.sha256).hexdigest()
+#: Added to the longest wait a token must cover: the vendor's retries (~7 s), clock skew.
+TOKEN_GRACE_S = 600
+#: Lifetime of a token made without settings (tests, tools).
+DEFAULT_TOKEN_LIFETIME_S = 3600
+
+
+def token_lifetime_s(settings: Settings) -> int:
+    """How long a callback URL stays valid: the longest a legitimate delivery can come
+    after its create (the poll deadline, then the outcome-unknown wait), plus a grace."""
+    return int(settings.poll_deadline_s + settings.outcome_unknown_wait_s) + TOKEN_GRACE_S
+
+
+def _mac(secret: str, job_id: str, create_round: int, expires_at: int) -> str:
+    message = f"{job_id}\n{create_round}\n{expires_at}".encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def callback_token(
+    secret: str, job_id: str, create_round: int = 1, *, expires_at: int | None = None
+) -> str:
+    """The token of one job's create round: ``<round>.<expires_at>.<hmac hex>``."""
+    if expires_at is None:
+        expires_at = int(time.time()) + DEFAULT_TOKEN_LIFETIME_S
+    return f"{create_round}.{expires_at}.{_mac(secret, job_id, create_round, expires_at)}"
+
+
+def token_round(
+    secret: str, job_id: str, token: str | None, *, now: float | None = None
+) -> int | None:
+    """The create round a valid, unexpired token was made for; None for any other token."""
+    if not token or len(token) > 256:
+        return None
+    parts = token.split(".")
+    if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
+        return None
+    create_round, expires_at = int(parts[0]), int(parts[1])
+    expected = _mac(secret, job_id, create_round, expires_at)
+    if not hmac.compare_digest(expected.encode(), parts[2].encode()):
+        return None
+    if expires_at < (time.time() if now is None else now):
+        return None
+    return create_round
 
 
 def token_matches(secret: str, job_id: str, token: str | None) -> bool:
-    """Constant-time comparison with the expected token."""
-    if not token:
-        return False
-    return hmac.compare_digest(callback_token(secret, job_id).encode(), token.encode())
+    """A valid, unexpired token of ``job_id`` (any round)."""
+    return token_round(secret, job_id, token) is not None
 
 
-def callback_url(settings: Settings, job_id: str) -> str | None:
-    """``<public>/v1/callbacks/evolink/<job_id>?token=<hmac>``, or None when callbacks are off."""
+def callback_url(settings: Settings, job_id: str, create_round: int = 1) -> str | None:
+    """``<public>/v1/callbacks/evolink/<job_id>?token=<token>``, or None when callbacks are
+    off. The token is bound to ``create_round`` and expires after ``token_lifetime_s``."""
     base = settings.public_callback_url
     if not base or settings.callback_secret is None:
         return None
-    token = callback_token(settings.callback_secret.get_secret_value(), job_id)
+    token = callback_token(
+        settings.callback_secret.get_secret_value(),
+        job_id,
+        create_round,
+        expires_at=int(time.time()) + token_lifetime_s(settings),
+    )
     path = CALLBACK_PATH.format(job_id=quote(job_id, safe=""))
     return f"{base}{path}?token={token}"
 
@@ -140,19 +199,41 @@ def receive_callback(
     lets the poll rescue a job whose record vanished) or an ``Adopt`` (the ingress passes
     its producer's dispatcher)."""
     secret = settings.callback_secret.get_secret_value() if settings.callback_secret else ""
-    if not secret or not token_matches(secret, job_id, token):
+    create_round = token_round(secret, job_id, token) if secret else None
+    if create_round is None:
         log.warning("callback_rejected", job_id=job_id[:128])
         return CallbackOutcome.REJECTED
     record = store.get(job_id)
     status, body_task_id = reported_status_and_task(body)
+    if body_task_id is not None and len(body_task_id) > MAX_TASK_ID_CHARS:
+        body_task_id = None  # oversized: never a real id
+    if body_task_id is not None:
+        owner = owners_of(store).owner(body_task_id)
+        if owner is not None and owner != job_id:
+            return _refused(job_id, body_task_id, status, "foreign_task")
     if record is None and body_task_id is not None:
         return _rescue(settings, store, send, job_id, body_task_id, status)
     if record is None or record.is_terminal:
         return _logged(CallbackOutcome.IGNORED, job_id, None, status)
-    if body_task_id is not None and (
-        len(body_task_id) > MAX_TASK_ID_CHARS or body_task_id in record.previous_task_ids
-    ):
-        body_task_id = None  # oversized, or a late delivery for a task already replaced
+    if create_round != record.create_seq:
+        # A token of an earlier create round: a late delivery for a replaced task, or a
+        # replay of an old URL. Nothing of it may touch the current round.
+        return _refused(job_id, body_task_id, status, "stale_round")
+    if body_task_id is not None and body_task_id in record.previous_task_ids:
+        body_task_id = None  # a late delivery for a task already replaced
+    return _for_record(settings, store, send, record, body_task_id, status)
+
+
+def _for_record(
+    settings: Settings,
+    store: JobStore,
+    send: Send,
+    record: JobRecord,
+    body_task_id: str | None,
+    status: str,
+) -> CallbackOutcome:
+    """A verified delivery of the job's current round: what its state lets it do."""
+    job_id = record.job_id
     if record.state is JobState.OUTCOME_UNKNOWN and body_task_id:
         dedup_key = f"{settings.key_prefix}:callback:{job_id}:{body_task_id}:adopt"
         if not store.redis.set(dedup_key, "1", nx=True, ex=DEDUP_TTL_S):
@@ -206,6 +287,14 @@ def _rescue(
     log.error("callback_for_missing_job", job_id=job_id, evolink_task_id=task_id)
     send(Poll(job_id, "", evolink_task_id=task_id))
     return _logged(CallbackOutcome.POLL_SENT, job_id, task_id, status)
+
+
+def _refused(job_id: str, task_id: str | None, status: str, reason: str) -> CallbackOutcome:
+    from workers import metrics
+
+    metrics.ownership_refused("callback", reason)
+    log.warning("callback_refused", job_id=job_id, evolink_task_id=task_id, reason=reason)
+    return _logged(CallbackOutcome.REFUSED, job_id, task_id, status)
 
 
 def _logged(

@@ -40,20 +40,21 @@ class Envelope:
 
 
 def _generate_kwargs(step: Generate) -> dict[str, Any]:
-    """``nbq.generate``'s arguments; optional ones only when set (older workers read ours)."""
+    """``nbq.generate``'s kwargs: the optional ones only when set (older workers)."""
     kwargs: dict[str, Any] = {
         "request": step.request,
         "job_id": step.job_id,
         "producer": step.producer,
     }
-    if step.batch_id is not None:
-        kwargs["batch_id"] = step.batch_id
+    optional = {
+        "batch_id": step.batch_id,
+        "notify_url": step.notify_url,
+        "on_done": step.on_done,
+        "producer_proof": step.producer_proof,
+    }
+    kwargs.update({name: value for name, value in optional.items() if value is not None})
     if step.priority != "normal":
         kwargs["priority"] = step.priority  # absent = normal
-    if step.notify_url is not None:
-        kwargs["notify_url"] = step.notify_url
-    if step.on_done is not None:
-        kwargs["on_done"] = step.on_done
     return kwargs
 
 

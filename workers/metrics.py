@@ -78,6 +78,7 @@ C_STORE_RESETS: Final = "store_resets"
 C_DEAD_LETTERS_DROPPED: Final = "dead_letters_dropped"
 C_JOBS_RESCUED: Final = "jobs_rescued"
 C_JOBS_LOST: Final = "jobs_lost"
+C_OWNERSHIP_REFUSED: Final = "ownership_refused"
 C_NOTIFICATIONS: Final = "notifications"
 H_POLLS_PER_JOB: Final = "polls_per_job"
 H_ENQUEUE_TO_STORED: Final = "enqueue_to_stored_seconds"
@@ -167,6 +168,11 @@ METRICS: Final[dict[str, MetricSpec]] = {
         "counter",
         ("stage",),
         "Messages for jobs whose record had vanished and that could not be rescued.",
+    ),
+    "nbq_ownership_refused_total": MetricSpec(
+        "counter",
+        ("entry", "reason"),
+        "Claims refused because a task or a producer id was not the claimant's.",
     ),
     "nbq_notifications_total": MetricSpec(
         "counter",
@@ -507,6 +513,12 @@ def store_reset() -> None:
 def job_rescued(via: str) -> None:
     """A job whose record had vanished was re-recorded from a message (poll|download|...)."""
     _count(C_JOBS_RESCUED, via)
+
+
+def ownership_refused(entry: str, reason: str) -> None:
+    """A task claim (callback, adopt, rescue) or a producer claim (raw nbq.generate) was
+    refused: ``entry`` names where it came in, ``reason`` why (foreign_task, ...)."""
+    _count(C_OWNERSHIP_REFUSED, entry or "?", reason or "unknown")
 
 
 def job_lost(stage: str) -> None:

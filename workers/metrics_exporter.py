@@ -55,6 +55,7 @@ _COUNTERS: tuple[tuple[str, str], ...] = (
     ("nbq_jobs_rescued_total", m.C_JOBS_RESCUED),
     ("nbq_jobs_lost_total", m.C_JOBS_LOST),
     ("nbq_notifications_total", m.C_NOTIFICATIONS),
+    ("nbq_ownership_refused_total", m.C_OWNERSHIP_REFUSED),
     ("nbq_http_requests_total", m.C_HTTP_REQUESTS),
 )
 _HISTOGRAMS: tuple[tuple[str, str], ...] = (

@@ -40,6 +40,7 @@ SECRET_FIELDS = (
     "ingress_tokens",
     "callback_secret",
     "notify_secrets",
+    "producer_secret",
     "broker_api_url",
     "redis_password",
     "redis_sentinel_password",
@@ -197,12 +198,15 @@ class Settings(BaseSettings):
     flower_max_tasks: int = Field(20000, ge=100)
     # Base URL Evolink calls back (https; http only for loopback hosts, for local runs).
     public_callback_url: str | None = None
-    # Server secret the per-job callback tokens are derived from (HMAC of the job id);
-    # required when public_callback_url is set.
+    # Server secret the callback tokens are derived from (HMAC of the job id, its create
+    # round and the token's expiry); required when public_callback_url is set.
     callback_secret: SecretStr | None = Field(None, validate_default=True)
     # With callbacks on, the first poll is a late fallback: at this factor x estimated_time.
     callback_first_poll_factor: float = Field(3.0, gt=0)
     ingress_tokens: SecretStr | None = None  # "producer:token,producer2:token2"
+    # Master secret of the producers' keys: a raw nbq.generate naming a producer must
+    # prove it speaks for it (workers/producer_keys.py); unset = no raw message can.
+    producer_secret: SecretStr | None = None
     max_body_bytes: int = Field(256 * 1024, gt=0)
     # Slow clients (``nbq serve``, docs/operations.md "Ingress limits"): a request's
     # headers must arrive within ingress_header_timeout_s of its first byte (or of the

@@ -75,6 +75,7 @@ def register_secrets(settings: Settings) -> None:
         settings.flower_basic_auth,
         settings.ingress_tokens,
         settings.callback_secret,
+        settings.producer_secret,
         settings.redis_password,
         settings.redis_sentinel_password,
     ):

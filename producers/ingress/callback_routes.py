@@ -30,7 +30,12 @@ router = APIRouter(prefix="/v1/callbacks", tags=["callbacks"])
             "description": "an immediate poll re-fetches the task (or, for a job whose create "
             "outcome is unknown, the reported task is adopted)",
         },
-        404: {"model": CallbackAnswer, "description": "wrong or missing token"},
+        403: {
+            "model": CallbackAnswer,
+            "description": "valid token, but of an earlier create round, or naming a task "
+            "owned by another job: refused, nothing changed",
+        },
+        404: {"model": CallbackAnswer, "description": "wrong, expired or missing token"},
         409: {"model": CallbackAnswer, "description": "job not ready yet; deliver again later"},
         **documented(400, 413),
     },

@@ -31,6 +31,7 @@ from producers.cli.main import app
 from producers.errors import ProducerError
 from workers.cli import common
 from workers.deadletters import DeadLetter, DeadLetterStats
+from workers.evolink.models import Task
 from workers.jobs.record import JobError, JobRecord, StoredObject
 from workers.jobs.state import JobState
 from workers.resilience.breaker import BreakerStatus
@@ -123,6 +124,9 @@ class FakeProducer:
 
     def adopt(self, *_: Any, **__: Any) -> JobRecord:
         return self._answer(JobState.QUEUED)  # then FAILED: `nbq adopt` stops waiting
+
+    def task_facts(self, *_: Any, **__: Any) -> Task:
+        return Task(id=self.value)  # no created time: `nbq adopt` shows it and goes on
 
 
 class FakeDeadStore:

@@ -143,6 +143,7 @@ def _check_generate(kw: Mapping[str, Any]) -> str | None:
             if kw.get("on_done") is not None and not isinstance(kw.get("on_done"), dict)
             else None
         )
+        or _short_str("producer_proof", kw.get("producer_proof"), MAX_TOKEN_CHARS)
     )
 
 
@@ -200,7 +201,16 @@ def _check_none(_: Mapping[str, Any]) -> str | None:
 #: Each task's parameters (in positional order) and the check of their values.
 TASK_PARAMS: Final[dict[str, tuple[tuple[str, ...], Callable[[Mapping[str, Any]], str | None]]]] = {
     TASK_GENERATE: (
-        ("request", "job_id", "producer", "batch_id", "notify_url", "on_done", "priority"),
+        (
+            "request",
+            "job_id",
+            "producer",
+            "batch_id",
+            "notify_url",
+            "on_done",
+            "priority",
+            "producer_proof",
+        ),
         _check_generate,
     ),
     TASK_SUBMIT: (("job_id",), _check_job),

@@ -164,7 +164,13 @@ STORED = _move(
     doc="every image and the manifest are in the bucket",
 )
 # -- adopt (callbacks and people) -----------------------------------------------------
-_ADOPT_UNSETS = ("waiting_reason", "error", "outcome_deadline_at", "callback_task_id")
+_ADOPT_UNSETS = (
+    "waiting_reason",
+    "error",
+    "outcome_deadline_at",
+    "callback_task_id",
+    "adopt_consent_task_id",
+)
 ADOPT = _move(
     "adopt", (U,), G, unsets=_ADOPT_UNSETS, doc="a verified callback's task, re-fetched, is taken"
 )
@@ -174,6 +180,30 @@ MANUAL_ADOPT = _move(
     G,
     unsets=_ADOPT_UNSETS,
     doc="a task a person found (`nbq adopt`), re-fetched, is taken",
+)
+ADOPT_FAILED_TASK = _move(
+    "adopt_failed_task",
+    (U,),
+    JobState.FAILED,
+    unsets=(
+        "waiting_reason",
+        "outcome_deadline_at",
+        "callback_task_id",
+        "adopt_consent_task_id",
+        "result_urls",
+    ),
+    doc="the task to adopt had failed: the job ends failed with its reason (never pays again)",
+)
+NOTE_FAILED_TASK_ADOPTED = _note(
+    "note_failed_task_adopted",
+    (JobState.FAILED,),
+    unsets=("callback_task_id", "adopt_consent_task_id"),
+    doc="a person attached a task that had failed: the job stays failed with its reason",
+)
+CONSENT_PAY_TWICE = _note(
+    "consent_pay_twice",
+    (U, JobState.FAILED),
+    doc="a person accepts that the task they adopt may be re-created (`nbq adopt --yes`)",
 )
 FORGET_DENIED_TASK = _note(
     "forget_denied_task",
@@ -276,6 +306,9 @@ ALL: tuple[Transition, ...] = (
     STORED,
     ADOPT,
     MANUAL_ADOPT,
+    ADOPT_FAILED_TASK,
+    NOTE_FAILED_TASK_ADOPTED,
+    CONSENT_PAY_TWICE,
     FORGET_DENIED_TASK,
     NOTE_CALLBACK_TASK,
     NOTE_EARLY_CALLBACK,

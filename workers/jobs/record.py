@@ -78,6 +78,10 @@ class JobRecord(BaseModel):
     outcome_deadline_at: float | None = None
     #: Task id a verified callback reported while the job could not take it yet.
     callback_task_id: str | None = None
+    #: A person accepted that adopting this task may re-create it (a new paid create).
+    adopt_consent_task_id: str | None = None
+    #: When the job's first create was sent (epoch s): a task created earlier is not its.
+    first_create_at: float | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
     deadline_at: float | None = None  # polling deadline (epoch seconds)

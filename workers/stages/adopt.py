@@ -6,24 +6,44 @@ it in the vendor's dashboard (``nbq adopt``). Either way the id is only a claim:
 is re-fetched from the API before the job takes it, and the job moves with one
 state-checked transition (``outcome_unknown`` — or, by a person, ``failed`` — →
 ``generating``), so a duplicate adoption finds the job moved and does nothing.
+
+Every source is checked the same way (the worker is the one place a task becomes a
+job's, whatever sent ``nbq.adopt``), and a claim that fails a check is refused — logged
+``adoption_refused``, counted in ``nbq_ownership_refused_total{entry, reason}``, nothing
+stored, nothing charged:
+
+* ``foreign_task``: the task is owned by another job (``workers/jobs/owners.py``): its
+  create answered for that job, or that job adopted it first;
+* ``task_before_job``: the vendor's ``created`` time of the task is before this job's
+  first create was sent (less ``CLOCK_SKEW_S``): it cannot be this job's;
+* ``task_time_unknown``: the task object has no ``created`` time to check;
+* ``stale_round`` (callbacks only): a task this job has since replaced. A person may
+  re-attach one (it is counted once: a task the job already counted adds nothing).
+
+Adoption never pays: a task found ``failed`` ends the job ``failed`` with the task's own
+reason; only a person who accepts a new paid create (``nbq adopt --yes``,
+``Producer.adopt(..., accept_may_pay_twice=True)``, exactly like ``nbq retry``) lets a
+retryable failure be re-created. A callback never can.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Literal
+from typing import Any, Literal
 
 from workers import metrics
 from workers.evolink.errors import EvolinkError, NotFoundError
+from workers.evolink.models import Task, TaskStatus
 from workers.jobs import lifecycle
 from workers.jobs.lifecycle import Transition
-from workers.jobs.record import JobError
+from workers.jobs.owners import owners_of
+from workers.jobs.record import JobError, JobRecord
 from workers.jobs.state import JobState
 from workers.policy.errors import Action, action_for
 from workers.policy.retry import RetryCause
 from workers.runtime import Runtime
 from workers.stages.common import log, new_token, now, retry
-from workers.stages.steps import Done, Step
+from workers.stages.steps import Done, Fail, Step
 
 Source = Literal["callback", "person"]
 
@@ -34,6 +54,70 @@ ADOPTION: dict[str, Transition] = {"callback": lifecycle.ADOPT, "person": lifecy
 ADOPTABLE_FROM: dict[str, frozenset[JobState]] = {
     source: move.sources for source, move in ADOPTION.items()
 }
+#: What a person reads when their ``nbq adopt`` is refused, by reason.
+WHY_REFUSED = {
+    "foreign_task": "the task belongs to another job",
+    "task_before_job": "the task was created before this job's first create was sent",
+    "task_time_unknown": "the API gives no creation time to check the task against the job",
+}
+#: Clock difference tolerated between the vendor's ``created`` and our own clock (s).
+CLOCK_SKEW_S = 30.0
+
+
+def earliest_task_time(record: JobRecord) -> float:
+    """The earliest a task of this job can have been created (epoch s): its first create
+    was sent then (a record from before that field: the job's own creation)."""
+    return (record.first_create_at or record.created_at) - CLOCK_SKEW_S
+
+
+def credits_new(record: JobRecord, task: Task) -> bool:
+    """The task was never counted on this job: not its current task, nor one it replaced
+    (those were counted when their create answered). Counted once, never twice."""
+    return task.id != record.evolink_task_id and task.id not in record.previous_task_ids
+
+
+def task_credits(record: JobRecord, task: Task) -> float:
+    """What adopting ``task`` adds to the job's credits (0 for a task already counted)."""
+    return (task.usage.credits_reserved or 0.0) if credits_new(record, task) else 0.0
+
+
+def refuse(
+    rt: Runtime, record: JobRecord, task_id: str, *, entry: str, reason: str, owner: str | None
+) -> Done:
+    """Refuse a claim on ``task_id`` for ``record``'s job: logged, counted, nothing stored."""
+    metrics.ownership_refused(entry, reason)
+    log.warning(
+        "adoption_refused",
+        job_id=record.job_id,
+        evolink_task_id=task_id,
+        entry=entry,
+        reason=reason,
+        owned_by_other_job=owner is not None and owner != record.job_id,
+    )
+    if record.callback_task_id == task_id and record.state in lifecycle.FORGET_DENIED_TASK.sources:
+        # Forget a noted claim that was refused (the reconciler would re-send it).
+        rt.store.apply(
+            lifecycle.FORGET_DENIED_TASK.only_from(record.state),
+            record.job_id,
+            expect={"callback_task_id": task_id},
+        )
+    if entry == "person" and record.state in lifecycle.NOTE_ADOPT_REFUSED.sources:
+        _tell_the_person(rt, record.job_id, task_id, WHY_REFUSED.get(reason, reason), "person")
+    return Done(f"refused_{reason}")
+
+
+def ownership_problem(rt: Runtime, record: JobRecord, task: Task) -> tuple[str, str | None] | None:
+    """Why ``task`` cannot be ``record``'s job's, as ``(reason, owner)``; None if it can."""
+    owner = owners_of(rt.store).owner(task.id)
+    if owner is not None and owner != record.job_id:
+        return "foreign_task", owner
+    if owner == record.job_id:
+        return None  # this job's own create made it (or it already adopted it)
+    if task.created is None:
+        return "task_time_unknown", None
+    if task.created < earliest_task_time(record):
+        return "task_before_job", None
+    return None
 
 
 def adopt(
@@ -44,7 +128,13 @@ def adopt(
     source: Source = "callback",
     retries: int = 0,
 ) -> Step:
-    """Re-fetch ``task_id`` and make it the job's task; returns what comes next."""
+    """Re-fetch ``task_id`` and make it the job's task; returns what comes next.
+
+    A task found failed ends the job failed with its reason, unless a person consented to
+    a new paid create for this very task (``adopt_consent_task_id`` on the record, written
+    by ``Producer.adopt(accept_may_pay_twice=True)`` / ``nbq adopt --yes``; a message
+    cannot carry it, so no broker client can make a job pay again).
+    """
     adoption = ADOPTION[source]
     allowed = adoption.sources
     record = rt.store.get(job_id)
@@ -55,35 +145,34 @@ def adopt(
     if record.state not in allowed:
         log.info("adopt_refused", job_id=job_id, evolink_task_id=task_id, state=record.state)
         return Done(f"not_adoptable_{record.state.value}")
-    try:
-        task = rt.api().get_task(task_id)
-    except NotFoundError:
-        log.warning("adopt_task_not_found", job_id=job_id, evolink_task_id=task_id, source=source)
-        # Forget a callback's claim the API denies (the reconciler would re-send it).
-        rt.store.apply(
-            lifecycle.FORGET_DENIED_TASK.only_from(*allowed),
-            job_id,
-            expect={"callback_task_id": task_id},
-        )
-        _tell_the_person(rt, job_id, task_id, "the API does not know this task", source)
-        return Done("task_not_found")
-    except EvolinkError as exc:
-        if action_for(exc) is not Action.RETRY:
-            log.warning("adopt_failed", job_id=job_id, evolink_task_id=task_id, error=exc.message)
-            _tell_the_person(rt, job_id, task_id, exc.message, source)
-            return Done("adopt_failed")
-        return retry(rt, RetryCause.ADOPT_FAILED, exc, attempt=retries, wait_s=exc.retry_after_s)
+    owner = owners_of(rt.store).owner(task_id)
+    if owner is not None and owner != job_id:
+        # Refused before any API call: another job's create made (and paid for) it.
+        return refuse(rt, record, task_id, entry=source, reason="foreign_task", owner=owner)
+    if source == "callback" and task_id in record.previous_task_ids:
+        # A callback of a task this job has replaced: never what it waits for now.
+        return refuse(rt, record, task_id, entry=source, reason="stale_round", owner=None)
+    fetched = _fetch(rt, record, task_id, source=source, retries=retries)
+    if not isinstance(fetched, Task):
+        return fetched
+    task = fetched
+    refused = _check_and_claim(rt, record, task, source=source)
+    if refused is not None:
+        return refused
+    consented = source == "person" and record.adopt_consent_task_id == task.id
+    if task.status is TaskStatus.FAILED and not consented:
+        return _adopted_failed(rt, record, task, source=source)
 
-    new_task = record.evolink_task_id != task_id
-    previous = list(record.previous_task_ids)
+    new_task = record.evolink_task_id != task.id
+    previous = [t for t in record.previous_task_ids if t != task.id]
     if record.evolink_task_id and new_task:
         previous.append(record.evolink_task_id)
-    credits = (task.usage.credits_reserved or 0.0) if new_task else 0.0
+    credits = task_credits(record, task)
     token = new_token()
     moved, applied = rt.store.apply(
         adoption,
         job_id,
-        incr={"paid_creates": 1 if new_task else 0, "credits_paid": credits},
+        incr={"paid_creates": 1 if credits_new(record, task) else 0, "credits_paid": credits},
         credits_reserved=0.0,  # its create's hold is settled by this charge
         evolink_task_id=task.id,
         previous_task_ids=previous,
@@ -113,6 +202,117 @@ def adopt(
     from workers.stages.poll import handle_task_state
 
     return replace(handle_task_state(rt, moved, task, token), label="adopted")
+
+
+def adopt_message(
+    rt: Runtime,
+    job_id: str,
+    task_id: str,
+    *,
+    source: str = "callback",
+    retries: int = 0,
+) -> Step:
+    """An ``nbq.adopt`` message's kwargs, as whoever sent it wrote them (anything but
+    ``"person"`` is a callback's). Nothing in a message can accept a new paid create: only
+    a person's consent on the job record can (``Producer.adopt(accept_may_pay_twice=)``)."""
+    kind: Source = "person" if source == "person" else "callback"
+    return adopt(rt, job_id, task_id, source=kind, retries=retries)
+
+
+def _fetch(
+    rt: Runtime, record: JobRecord, task_id: str, *, source: Source, retries: int
+) -> Task | Step:
+    """The task as the API knows it now, or the step when it cannot be had."""
+    job_id = record.job_id
+    try:
+        return rt.api().get_task(task_id)
+    except NotFoundError:
+        log.warning("adopt_task_not_found", job_id=job_id, evolink_task_id=task_id, source=source)
+        # Forget a callback's claim the API denies (the reconciler would re-send it).
+        rt.store.apply(
+            lifecycle.FORGET_DENIED_TASK.only_from(*ADOPTION[source].sources),
+            job_id,
+            expect={"callback_task_id": task_id},
+        )
+        _tell_the_person(rt, job_id, task_id, "the API does not know this task", source)
+        return Done("task_not_found")
+    except EvolinkError as exc:
+        if action_for(exc) is not Action.RETRY:
+            log.warning("adopt_failed", job_id=job_id, evolink_task_id=task_id, error=exc.message)
+            _tell_the_person(rt, job_id, task_id, exc.message, source)
+            return Done("adopt_failed")
+        return retry(rt, RetryCause.ADOPT_FAILED, exc, attempt=retries, wait_s=exc.retry_after_s)
+
+
+def _check_and_claim(rt: Runtime, record: JobRecord, task: Task, *, source: Source) -> Done | None:
+    """Refuse a task that cannot be the job's; else claim it (atomic: of two jobs naming
+    one task, one wins). None: the task is now the job's."""
+    problem = ownership_problem(rt, record, task)
+    if problem is not None:
+        reason, owner = problem
+        return refuse(rt, record, task.id, entry=source, reason=reason, owner=owner)
+    owner = owners_of(rt.store).claim(task.id, record.job_id)
+    if owner != record.job_id:
+        return refuse(rt, record, task.id, entry=source, reason="foreign_task", owner=owner)
+    return None
+
+
+def _adopted_failed(rt: Runtime, record: JobRecord, task: Task, *, source: Source) -> Step:
+    """The task to adopt had failed: the job ends failed with the task's reason, and no
+    new create is sent (adoption never pays). A person may re-create with --yes."""
+    job_id = record.job_id
+    code = task.error.code if task.error else "unknown_error"
+    detail = task.error.message if task.error else ""
+    error = JobError(
+        code=code,
+        retryable=False,
+        message=(
+            f"the adopted task {task.id} had failed ({code}: {detail[:300]}); it was not "
+            f"re-created because that is a new paid create: `nbq retry {job_id}` or "
+            f"`nbq adopt {job_id} {task.id} --yes` to send one"
+        ),
+    )
+    new_task = record.evolink_task_id != task.id
+    previous = [t for t in record.previous_task_ids if t != task.id]
+    if record.evolink_task_id and new_task:
+        previous.append(record.evolink_task_id)
+    credits = task_credits(record, task)
+    fields: dict[str, Any] = {
+        "incr": {
+            "paid_creates": 1 if credits_new(record, task) else 0,
+            "credits_paid": credits,
+        },
+        "credits_reserved": 0.0,  # its create's hold is settled by this charge
+        "evolink_task_id": task.id,
+        "previous_task_ids": previous,
+        "create_outcome_unknown": False,
+        "create_sent": False,
+    }
+    if record.state is JobState.FAILED:
+        moved, applied = rt.store.apply(
+            lifecycle.NOTE_FAILED_TASK_ADOPTED, job_id, error=error, **fields
+        )
+        if not applied or moved is None:
+            return Done("lost_race")
+    else:
+        from workers.stages.common import fail_job
+
+        if fail_job(rt, job_id, error, via=lifecycle.ADOPT_FAILED_TASK, **fields) is None:
+            return Done("lost_race")
+    if credits:
+        metrics.credits_reserved(credits)
+        rt.credits().settle(
+            job_id, credits, producer=record.producer, held_on=record.credits_held_on
+        )
+    log.warning(
+        "failed_task_adopted",
+        job_id=job_id,
+        evolink_task_id=task.id,
+        source=source,
+        code=code,
+        detail="the job ends failed with the task's reason; no new create was sent",
+    )
+    return Fail("adopted_failed_task")
 
 
 def _tell_the_person(rt: Runtime, job_id: str, task_id: str, why: str, source: Source) -> None:

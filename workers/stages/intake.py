@@ -33,6 +33,46 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def _proven(rt: Runtime, producer: str, job_id: str | None, proof: str | None) -> bool:
+    """A raw message speaks for ``producer`` only with the proof for its own job id."""
+    from workers.producer_keys import proof_matches
+
+    return job_id is not None and proof_matches(rt.settings, producer, job_id, proof)
+
+
+def _existing(
+    rt: Runtime, chosen: str | None, request: dict[str, Any] | GenerationRequest
+) -> JobRecord | None:
+    """The record of a caller-chosen id, if it exists (a conflicting request is noted).
+
+    Only a caller-chosen id can exist already (a fresh id cannot): one round trip fewer
+    per enqueue. ``create`` is itself idempotent, this only skips validation.
+    """
+    if chosen is None:
+        return None
+    existing = rt.store.get(chosen)
+    if existing is not None:
+        _note_conflict(existing, request)
+    return existing
+
+
+def _refused_unproven(
+    rt: Runtime, job_id: str, producer: str | None, chosen: str | None, proof: str | None
+) -> bool:
+    """True (logged and counted) when a raw message names a producer it cannot prove."""
+    if producer is None or _proven(rt, producer, chosen, proof):
+        return False
+    metrics.ownership_refused("generate", "unproven_producer")
+    log.warning(
+        "intake_refused",
+        job_id=job_id,
+        producer=producer,
+        reason="the message names a producer without a valid producer_proof "
+        "(docs/security.md: producer identity)",
+    )
+    return True
+
+
 def intake(
     rt: Runtime,
     *,
@@ -44,14 +84,21 @@ def intake(
     priority: str | None = None,
     notify_url: str | None = None,
     on_done: tuple[str, str] | dict[str, str] | None = None,
+    raw: bool = False,
+    producer_proof: str | None = None,
 ) -> JobRecord | None:
     """The job's record: existing, new and queued, or new and failed (invalid request,
     or over a daily credit budget).
 
     ``held``: the price the producer already held for this job; without it (a raw
     ``nbq.generate`` from another service) a new job holds its price here, and one over a
-    budget is recorded ``failed`` with ``credit_budget_exceeded``. Returns None only when
-    the job id itself is unusable (nothing can be recorded).
+    budget is recorded ``failed`` with ``credit_budget_exceeded``.
+
+    ``raw``: the call comes from a broker message (``nbq.generate``), not from a producer
+    in this process: a new job may name a producer only with its ``producer_proof``
+    (workers/producer_keys.py), checked before any price is held. Returns None when the
+    job id itself is unusable or the producer is not proven (nothing is recorded, nothing
+    held).
     """
     try:
         # Ids are scoped per producer (workers/jobs/ids.py): another producer's job is
@@ -61,13 +108,11 @@ def intake(
     except InvalidJobIdError as exc:
         log.warning("intake_refused", reason=str(exc))
         return None
-    if chosen is not None:
-        # Only a caller-chosen id can exist already (a fresh id cannot): one round trip
-        # fewer per enqueue. ``create`` is itself idempotent, this only skips validation.
-        existing = rt.store.get(job_id)
-        if existing is not None:
-            _note_conflict(existing, request)
-            return existing
+    existing = _existing(rt, chosen, request)
+    if existing is not None:
+        return existing
+    if raw and _refused_unproven(rt, job_id, producer, chosen, producer_proof):
+        return None
     try:
         valid = (
             request

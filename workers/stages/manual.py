@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import re
 
+from workers import metrics
 from workers.jobs import lifecycle
 from workers.jobs.errors import JobActionRefusedError, JobNotFoundError, MayPayTwiceError
+from workers.jobs.owners import owners_of
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 from workers.jobs.store import JobStore
@@ -105,8 +107,11 @@ def retry_job(
     return moved
 
 
-def check_adoptable(store: JobStore, job_id: str, task_id: str) -> JobRecord:
-    """The job exists and may take a task from a person; the id looks like one."""
+def check_adoptable(
+    store: JobStore, job_id: str, task_id: str, *, accept_may_pay_twice: bool = False
+) -> JobRecord:
+    """The job exists and may take a task from a person; the id looks like one; the task is
+    not another job's (the worker checks again, with the task's creation time)."""
     if not TASK_ID_PATTERN.match(task_id):
         raise JobActionRefusedError(f"{task_id!r} does not look like an Evolink task id")
     record = store.get(job_id)
@@ -117,5 +122,31 @@ def check_adoptable(store: JobStore, job_id: str, task_id: str) -> JobRecord:
             f"job {job_id} is {record.state.value}; a task can be attached only to a failed "
             "or outcome_unknown job"
         )
-    log.warning("job_adopt_requested", job_id=job_id, evolink_task_id=task_id)
+    owner = owners_of(store).owner(task_id)
+    if owner is not None and owner != job_id:
+        metrics.ownership_refused("person", "foreign_task")
+        log.warning(
+            "adoption_refused", job_id=job_id, evolink_task_id=task_id, reason="foreign_task"
+        )
+        raise JobActionRefusedError(
+            f"task {task_id} belongs to another job (its create made it); a task can be "
+            f"attached only to the job whose create made it"
+        )
+    if accept_may_pay_twice:
+        # The consent lives on the record (only who can write the store can give it), for
+        # this task only: the worker re-creates the task if it had failed, retryable.
+        consented, applied = store.apply(
+            lifecycle.CONSENT_PAY_TWICE.only_from(record.state),
+            job_id,
+            adopt_consent_task_id=task_id,
+        )
+        if not applied or consented is None:
+            raise JobActionRefusedError(f"job {job_id} changed while adopting; look again")
+        record = consented
+    log.warning(
+        "job_adopt_requested",
+        job_id=job_id,
+        evolink_task_id=task_id,
+        may_pay_twice=accept_may_pay_twice,
+    )
     return record

@@ -5,8 +5,12 @@ download (or a verified callback, through the poll it sends) that finds no recor
 still deliver what was paid for:
 
 1. one rescue per job: a minimal ``generating`` record (task id, a fresh poll token,
-   ``recovered_at``) is written with the store's create script, which refuses if any
-   record exists — a second message for the same job finds it and stops;
+   ``recovered_at``, and its producer: the ``producer~id`` prefix of the job id names it,
+   so its owner still finds it) is written with the store's create script, which refuses
+   if any record exists — a second message for the same job finds it and stops. The task
+   is claimed for the job first (``workers/jobs/owners.py``): a task owned by another job
+   (a forged callback body, a raw message naming another's task) is refused, nothing
+   recorded;
 2. then the ordinary poll stage runs on it: the task is re-fetched from the API (the only
    source of fresh result links), the download stores the images under the job's normal
    keys, and the manifest is marked ``recovered`` (request unknown, task id, time).
@@ -27,6 +31,8 @@ from dataclasses import replace
 
 from workers import metrics
 from workers.errors import PipelineError
+from workers.jobs.ids import SCOPE_SEPARATOR
+from workers.jobs.owners import owners_of
 from workers.jobs.record import JobError, JobRecord
 from workers.jobs.state import JobState
 from workers.runtime import Runtime
@@ -44,10 +50,23 @@ def rescue(rt: Runtime, job_id: str, task_id: str, *, via: str) -> Step:
     if _manifest_exists(rt, job_id):
         log.info("rescue_not_needed", job_id=job_id, evolink_task_id=task_id, via=via)
         return Done("gone_stored")
+    owner = owners_of(rt.store).claim(task_id, job_id)
+    if owner != job_id:
+        metrics.ownership_refused(via, "foreign_task")
+        log.error(
+            "rescue_refused",
+            job_id=job_id,
+            evolink_task_id=task_id,
+            via=via,
+            reason="foreign_task",
+            detail="the task belongs to another job; nothing recorded",
+        )
+        return Done("refused_foreign_task")
     token = new_token()
     at = now()
     minimal = JobRecord(
         job_id=job_id,
+        producer=producer_of(job_id),
         state=JobState.GENERATING,
         evolink_task_id=task_id,
         poll_token=token,
@@ -73,6 +92,12 @@ def rescue(rt: Runtime, job_id: str, task_id: str, *, via: str) -> Step:
     return replace(step, label=f"rescued_{step.label}")
 
 
+def producer_of(job_id: str) -> str | None:
+    """The producer a stored id belongs to (``alice~order-1`` → ``alice``; else None)."""
+    namespace, sep, _ = job_id.partition(SCOPE_SEPARATOR)
+    return namespace if sep else None
+
+
 def report_lost(
     rt: Runtime, job_id: str, *, stage: str, request: dict[str, object] | None = None
 ) -> Done:
@@ -83,6 +108,7 @@ def report_lost(
     paid = "nothing was paid (no API task yet)" if stage == "submit" else "an old message"
     failed = JobRecord(
         job_id=job_id,
+        producer=producer_of(job_id),
         state=JobState.FAILED,
         request=request or {},
         error=JobError(

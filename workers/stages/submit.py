@@ -13,8 +13,10 @@ from typing import Any
 from workers import metrics
 from workers.evolink.errors import EvolinkError, QuotaExceededError, RateLimitedError
 from workers.jobs import lifecycle
+from workers.jobs.owners import owners_of
 from workers.jobs.record import JobError, JobRecord
 from workers.jobs.state import JobState
+from workers.jobs.store import STORE_AWAY
 from workers.leases import claim_owner
 from workers.policy.errors import Action, action_for
 from workers.policy.retry import RetryCause
@@ -81,11 +83,13 @@ def submit(
     # The claim also says "a create was sent" before the request leaves: a worker killed
     # between send and answer leaves that mark, and whoever finds the job next (the
     # reconciler) knows the outcome is unknown.
-    claimed, won = rt.store.apply(
+    first: dict[str, Any] = {} if record.first_create_at else {"first_create_at": now()}
+    claimed, won = rt.store.apply(  # first_create_at: see workers/stages/adopt.py
         lifecycle.CLAIM_SUBMIT,
         job_id,
         create_sent=True,
         incr={"attempts": 1},
+        **first,
         claimed_by=claim_owner(),  # whose lease lapsing says the outcome is unknown (leases.py)
         **(held.record_fields() if held is not None else {}),
     )
@@ -225,6 +229,7 @@ def _create(rt: Runtime, record: JobRecord, *, retries: int) -> Step:
         create_outcome_unknown=False,
         create_sent=False,
     )
+    _record_owner(rt, task.id, job_id)
     metrics.credits_reserved(credits)
     rt.credits().settle(job_id, credits, producer=record.producer, held_on=record.credits_held_on)
     if not applied and _already_recorded(current, task.id, token):
@@ -263,6 +268,20 @@ def _create(rt: Runtime, record: JobRecord, *, retries: int) -> Step:
         first_poll_in_s=round(countdown_s, 3),
     )
     return Poll(job_id, token, after_s=countdown_s, evolink_task_id=task.id, label="created")
+
+
+def _record_owner(rt: Runtime, task_id: str, job_id: str) -> None:
+    """This job's create made the task: it is its one owner (workers/jobs/owners.py).
+
+    After the task id is recorded (that write has the outage patience; this one must not
+    stand in its way): a store away now leaves the task unindexed, which an adoption
+    still checks by the task's creation time."""
+    try:
+        owners_of(rt.store).record(task_id, job_id)
+    except STORE_AWAY as exc:
+        log.warning(
+            "task_owner_not_recorded", job_id=job_id, evolink_task_id=task_id, error=str(exc)
+        )
 
 
 def _create_failed(rt: Runtime, record: JobRecord, exc: EvolinkError, *, retries: int) -> Step:
@@ -391,7 +410,7 @@ def _callback_url(rt: Runtime, record: JobRecord) -> str | None:
     """The per-job callback URL when NBQ_PUBLIC_CALLBACK_URL is set; None means poll only."""
     from workers.callbacks import callback_url
 
-    return callback_url(rt.settings, record.job_id)
+    return callback_url(rt.settings, record.job_id, record.create_seq)
 
 
 def _first_poll_estimate_s(rt: Runtime, record: JobRecord, estimated: float | None) -> float | None:

@@ -23,9 +23,10 @@ def generate_task(
     job_id: str | None = None,
     producer: str | None = None,
     batch_id: str | None = None,
-    priority: str | None = None,
     notify_url: str | None = None,
     on_done: dict[str, str] | None = None,
+    priority: str | None = None,
+    producer_proof: str | None = None,
 ) -> str:
     """Entry point for other services: record the job if new, then submit it."""
     rt = get_runtime()
@@ -39,6 +40,8 @@ def generate_task(
             priority=priority,
             notify_url=notify_url,
             on_done=on_done,
+            raw=True,
+            producer_proof=producer_proof,
         )
     except STORE_UNREACHABLE as exc:  # keep the message: it may be all that is left of the job
         raise self._retry_store_outage(exc) from None
@@ -83,9 +86,17 @@ def download_task(self: StageTask, job_id: str, evolink_task_id: str | None = No
 
 
 @app.task(name=TASK_ADOPT, base=StageTask, bind=True, acks_late=True, reject_on_worker_lost=True)
-def adopt_task(self: StageTask, job_id: str, task_id: str, source: str = "callback") -> str:
+def adopt_task(
+    self: StageTask,
+    job_id: str,
+    task_id: str,
+    source: str = "callback",
+) -> str:
     """Re-fetch a task a callback or a person named and make it the job's (state-guarded)."""
-    kind: adopt_stage.Source = "person" if source == "person" else "callback"
     return self.run_stage(
-        adopt_stage.adopt, get_runtime(), job_id=job_id, task_id=task_id, source=kind
+        adopt_stage.adopt_message,
+        get_runtime(),
+        job_id=job_id,
+        task_id=task_id,
+        source=source,
     )

@@ -7,13 +7,22 @@ task); every other case answers without touching the job.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
+import time
 
 import pytest
 import redis
 
 from tests.producers.ingress.conftest import SECRET, Ingress
-from workers.callbacks import callback_token, callback_url, reported_status_and_task
+from workers.callbacks import (
+    callback_token,
+    callback_url,
+    reported_status_and_task,
+    token_lifetime_s,
+    token_round,
+)
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 from workers.settings import ConfigError, load_settings
@@ -46,14 +55,39 @@ def _polls_sent(ingress: Ingress) -> list[dict[str, object]]:
     return [json.loads(base64.b64decode(m["body"]))[1] for m in messages]
 
 
-def test_the_callback_url_carries_an_hmac_of_the_job_id(ingress: Ingress) -> None:
-    url = callback_url(ingress.settings, "job-9")
-    assert url == (
-        "https://ingress.example.com/v1/callbacks/evolink/job-9?token="
-        + callback_token(SECRET, "job-9")
+def test_the_callback_url_carries_a_token_bound_to_the_job_its_round_and_an_expiry(
+    ingress: Ingress,
+) -> None:
+    url = callback_url(ingress.settings, "job-9", 3)
+    assert url is not None
+    base, _, token = url.partition("?token=")
+    assert base == "https://ingress.example.com/v1/callbacks/evolink/job-9"
+    create_round, expires_at, _ = token.split(".")
+    assert create_round == "3"
+    lifetime = int(expires_at) - time.time()
+    assert 0 < lifetime <= token_lifetime_s(ingress.settings)
+    assert token_round(SECRET, "job-9", token) == 3
+    assert token_round(SECRET, "job-8", token) is None  # another job's
+    assert token_round("other-secret", "job-9", token) is None  # another secret's
+    forged = token.replace("3.", "4.", 1)  # another round, same MAC
+    assert token_round(SECRET, "job-9", forged) is None
+    assert token_round(SECRET, "job-9", token, now=int(expires_at) + 1) is None  # expired
+    assert token_round(SECRET, "job-9", callback_mac_only(SECRET, "job-9")) is None  # v1
+
+
+def callback_mac_only(secret: str, job_id: str) -> str:
+    """The token of earlier versions: an HMAC of the job id alone, never expiring."""
+    return hmac.new(secret.encode(), job_id.encode(), hashlib.sha256).hexdigest()
+
+
+def test_an_expired_token_is_rejected_like_a_wrong_one(ingress: Ingress) -> None:
+    _generating(ingress)
+    expired = callback_token(SECRET, "gen-1", 1, expires_at=int(time.time()) - 1)
+    assert _post(ingress, "gen-1", expired, {"id": "task-1", "status": "completed"}) == (
+        404,
+        "rejected",
     )
-    assert callback_token(SECRET, "job-9") != callback_token(SECRET, "job-8")
-    assert callback_token("other-secret", "job-9") != callback_token(SECRET, "job-9")
+    assert _polls_sent(ingress) == []
 
 
 def test_no_callback_url_without_a_public_base() -> None:

@@ -204,3 +204,50 @@ def test_status_falls_back_to_the_manifest_after_the_record_expired(
     assert status.objects == before.objects
     assert status.request == before.request
     assert [i.key for i in producer.results(record.job_id)] == [o.key for o in before.objects]
+
+
+def test_a_rescued_job_keeps_its_producer_so_its_owner_still_finds_it(
+    rt: Runtime, steps: StepLog, emulator_server
+) -> None:
+    # Given alice's job, generating, whose record then vanishes
+    producer = Producer(rt.settings, runtime=rt)
+    job_id = producer.enqueue({"prompt": "alice's"}, job_id="r1", producer="alice").job_id
+    assert steps(submit(rt, job_id)) == "created"
+    task_id = rt.store.require(job_id).evolink_task_id
+    assert task_id
+    _vanish(rt, job_id)
+
+    # When a poll rescues it
+    assert steps(poll_stage.poll(rt, job_id, "", evolink_task_id=task_id)).startswith("rescued")
+
+    # Then the rebuilt record is still alice's (the id's prefix names her)
+    assert rt.store.require(job_id).producer == "alice"
+    assert producer.status(job_id).producer == "alice"
+
+
+def test_a_rescue_refuses_a_task_owned_by_another_job(
+    make_rt, steps: StepLog, emulator_server
+) -> None:
+    # Given bob's generating job, and alice's job whose record vanished
+    rt = make_rt(public_callback_url="http://127.0.0.1:9/cb", callback_secret="s3cret")
+    bob = submitted_job(rt, steps, prompt="bob's")
+    alice = submitted_job(rt, steps, prompt="alice's")
+    _vanish(rt, alice.job_id)
+    sent: list[Message] = []
+
+    # When a verified callback for alice's vanished job names bob's task
+    outcome = receive_callback(
+        rt.settings,
+        rt.store,
+        sent.append,
+        job_id=alice.job_id,
+        token=callback_token("s3cret", alice.job_id),
+        body=json.dumps({"id": bob.evolink_task_id, "status": "completed"}).encode(),
+    )
+
+    # Then it is refused at the receiver, and a raw poll naming it cannot rescue either
+    assert outcome is CallbackOutcome.REFUSED and sent == []
+    label = steps(poll_stage.poll(rt, alice.job_id, "", evolink_task_id=bob.evolink_task_id))
+    assert label == "refused_foreign_task"
+    assert rt.store.get(alice.job_id) is None
+    assert rt.store.require(bob.job_id).evolink_task_id == bob.evolink_task_id
