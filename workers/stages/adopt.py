@@ -186,11 +186,7 @@ def adopt(
     )
     if not applied or moved is None:
         return Done("lost_race")
-    if credits:
-        metrics.credits_reserved(credits)
-        rt.credits().settle(
-            job_id, credits, producer=record.producer, held_on=record.credits_held_on
-        )
+    _settle(rt, record, credits)
     log.warning(
         "task_adopted",
         job_id=job_id,
@@ -299,11 +295,7 @@ def _adopted_failed(rt: Runtime, record: JobRecord, task: Task, *, source: Sourc
 
         if fail_job(rt, job_id, error, via=lifecycle.ADOPT_FAILED_TASK, **fields) is None:
             return Done("lost_race")
-    if credits:
-        metrics.credits_reserved(credits)
-        rt.credits().settle(
-            job_id, credits, producer=record.producer, held_on=record.credits_held_on
-        )
+    _settle(rt, record, credits)
     log.warning(
         "failed_task_adopted",
         job_id=job_id,
@@ -342,3 +334,12 @@ def unknown_outcome_error(detail: str, *, waited_s: float | None = None) -> JobE
             "`nbq retry JOB_ID --yes` (may pay twice)"
         ),
     )
+
+
+def _settle(rt: Runtime, record: JobRecord, credits: float) -> None:
+    """Count an adopted task's new credits once and settle the job's hold with them."""
+    if credits:
+        metrics.credits_reserved(credits)
+        rt.credits().settle(
+            record.job_id, credits, producer=record.producer, held_on=record.credits_held_on
+        )
