@@ -9,6 +9,7 @@ from kombu.entity import Queue
 
 from workers.app import celery_config, create_app
 from workers.brokers import broker_kind, whole_second_countdown
+from workers.contract import DECLARED_QUEUES
 from workers.settings import ConfigError, load_settings
 
 AMQP = "amqp://guest:guest@127.0.0.1:5672/nbq"
@@ -48,7 +49,8 @@ def _amqp_config() -> dict[str, Any]:
 
 def test_on_rabbitmq_every_queue_of_ours_is_a_durable_quorum_queue_on_a_topic_exchange() -> None:
     queues: list[Queue] = _amqp_config()["task_queues"]
-    assert [q.name for q in queues] == ["submit", "poll", "download"]
+    assert [q.name for q in queues] == list(DECLARED_QUEUES)
+    assert [q.name for q in queues] == ["submit", "poll", "download", "notify"]
     for queue in queues:
         assert queue.as_dict()["queue_arguments"] == {"x-queue-type": "quorum"}
         assert queue.durable and queue.exchange.type == "topic"
@@ -73,7 +75,7 @@ def test_on_rabbitmq_control_and_event_queues_are_exclusive_and_transient() -> N
 def test_on_redis_the_transport_options_are_unchanged() -> None:
     config = celery_config(load_settings(broker_url=STORE, visibility_timeout_s=900))
     assert config["broker_transport_options"]["visibility_timeout"] == 900
-    assert [q.queue_arguments for q in config["task_queues"]] == [None, None, None]
+    assert [q.queue_arguments for q in config["task_queues"]] == [None] * len(DECLARED_QUEUES)
     assert "task_default_queue_type" not in config
     app = create_app(load_settings(broker_url=STORE, visibility_timeout_s=900))
     assert app.conf.broker_transport_options["visibility_timeout"] == 900  # effective
