@@ -32,6 +32,10 @@ if marks[2] then rate = rate / 2 end
 local bucket = redis.call('HMGET', key, 'tokens', 'ts')
 local tokens = tonumber(bucket[1] or tostring(burst))
 local ts = tonumber(bucket[2] or tostring(now))
+-- Callers' clocks race (several processes, several hosts): a token asked with a time
+-- behind the bucket's refills nothing and never moves the bucket's time back (which
+-- would take tokens away now and hand them out twice later).
+if now < ts then now = ts end
 tokens = math.min(burst, tokens + (now - ts) * rate)
 if tokens >= 1 then
   redis.call('HSET', key, 'tokens', tostring(tokens - 1), 'ts', tostring(now))
