@@ -5,7 +5,6 @@ tests/workers/test_cluster_store.py runs it on a real cluster."""
 
 from __future__ import annotations
 
-import multiprocessing
 import threading
 import uuid
 
@@ -13,6 +12,7 @@ import pytest
 import redis
 from prometheus_client import CollectorRegistry, generate_latest
 
+from tests.support.forked import run_forked
 from tests.workers.test_metrics import scrape_text, settings, value  # noqa: F401 - fixture
 from workers import metrics
 from workers.jobs import lifecycle
@@ -54,13 +54,10 @@ def _run(redis_server, monkeypatch: pytest.MonkeyPatch, shards: int) -> tuple[st
     get_settings.cache_clear()
     metrics.set_shards(shards)
     metrics.api_call("file", 200)  # the parent holds a client before it forks
-    ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=record_events, args=(ROUNDS,)) for _ in range(PROCESSES)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=120)
-        assert p.exitcode == 0
+    # forked children (tests/support/forked.py: why not multiprocessing's fork)
+    assert (
+        run_forked(record_events, (ROUNDS,), processes=PROCESSES, timeout_s=120) == [0] * PROCESSES
+    )
     threads = [threading.Thread(target=record_events, args=(ROUNDS,)) for _ in range(2)]
     for t in threads:
         t.start()

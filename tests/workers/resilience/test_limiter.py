@@ -30,11 +30,12 @@ def _take(url: str, n: int, out: multiprocessing.Queue) -> None:  # type: ignore
 
 def test_the_bucket_is_shared_by_every_process(redis_server: RedisServer) -> None:
     # Given four processes racing for the same 10-token bucket
-    out: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
+    # (spawned: a forked child runs kombu's after-fork pool cleanup, which can hang on a
+    # connection another test left in the process — tests/support/forked.py)
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
     started = time.monotonic()
-    procs = [
-        multiprocessing.Process(target=_take, args=(redis_server.url, 20, out)) for _ in range(4)
-    ]
+    procs = [ctx.Process(target=_take, args=(redis_server.url, 20, out)) for _ in range(4)]
     for proc in procs:
         proc.start()
     for proc in procs:
