@@ -1,16 +1,19 @@
-"""``nbq worker`` without the fair-share gate: "before" figures for benchmarks/fair_share.py.
+"""``nbq worker`` without the fair pick: "before" figures for benchmarks/fair_share.py.
 
-Only for measuring; the gate always runs in a real worker.
+Only for measuring; the fair pick always runs in a real worker. Patched, every submit
+message creates its own job as soon as the rate limiter allows: the plain FIFO order of
+the queue, as before issue 28.
 """
 
 from __future__ import annotations
 
 
 def apply() -> None:
-    """Every job may create as soon as the rate limiter allows (today's FIFO behaviour)."""
+    """Every message creates its own job as soon as the rate limiter allows (FIFO)."""
     import workers.stages.submit as submit
+    from workers.resilience.fairshare import Take
 
-    setattr(submit, "fair_gate", lambda _rt, _record: None)  # noqa: B010 - a patch
+    setattr(submit, "_take", lambda _rt, record, **_: Take("direct", record.job_id))  # noqa: B010
 
 
 if __name__ == "__main__":

@@ -71,6 +71,7 @@ C_BYTES_STORED: Final = "bytes_stored"
 C_CREDITS_RESERVED: Final = "credits_reserved"
 C_LIMITER_WAITS: Final = "limiter_waits"
 C_FAIR_SHARE: Final = "fair_share"
+C_PRODUCER_CREATES: Final = "producer_creates"
 C_BREAKER_TRANSITIONS: Final = "quota_breaker_transitions"
 C_METRICS_ERRORS: Final = "metrics_errors"
 C_DEAD_LETTERS: Final = "dead_letters"
@@ -82,12 +83,15 @@ C_OWNERSHIP_REFUSED: Final = "ownership_refused"
 C_NOTIFICATIONS: Final = "notifications"
 H_POLLS_PER_JOB: Final = "polls_per_job"
 H_ENQUEUE_TO_STORED: Final = "enqueue_to_stored_seconds"
+#: Per producer (label: a configured producer or ``other``); fields ``<label json>|b:<le>``.
+H_PRODUCER_ENQUEUE_TO_STORED: Final = "producer_enqueue_to_stored_seconds"
 C_HTTP_REQUESTS: Final = "http_requests"
 H_HTTP_SECONDS: Final = "http_request_duration_seconds"
 
 HISTOGRAM_BUCKETS: Final[dict[str, tuple[float, ...]]] = {
     H_POLLS_PER_JOB: POLLS_BUCKETS,
     H_ENQUEUE_TO_STORED: ENQUEUE_TO_STORED_BUCKETS_S,
+    H_PRODUCER_ENQUEUE_TO_STORED: ENQUEUE_TO_STORED_BUCKETS_S,
     H_HTTP_SECONDS: HTTP_SECONDS_BUCKETS,
 }
 
@@ -133,11 +137,26 @@ METRICS: Final[dict[str, MetricSpec]] = {
     "nbq_limiter_waits_total": MetricSpec(
         "counter", ("kind",), "Times a stage waited for a shared limiter token."
     ),
+    "nbq_producer_creates_total": MetricSpec(
+        "counter",
+        ("producer",),
+        "Creates claimed per producer (configured producers, else 'other'): its share.",
+    ),
+    "nbq_producer_jobs_waiting": MetricSpec(
+        "gauge",
+        ("producer",),
+        "Jobs on a producer's fair-share waiting list (configured producers, else 'other').",
+    ),
+    "nbq_producer_enqueue_to_stored_seconds": MetricSpec(
+        "histogram",
+        ("producer",),
+        "Seconds from enqueue to stored, per producer (configured producers, else 'other').",
+    ),
     "nbq_fair_share_total": MetricSpec(
         "counter",
         ("producer", "outcome"),
-        "Fair-share gate answers per producer (the configured ones, else 'other'): "
-        "admitted, or deferred for fair_share | priority | producer_in_flight.",
+        "Fair-share takes per submit slot's producer (the configured ones, else 'other'): "
+        "pick (a waiting job taken), direct (a queued job on no list), capped, empty.",
     ),
     "nbq_queue_length": MetricSpec("gauge", ("queue",), "Messages waiting in a Celery queue."),
     "nbq_broker_unacked_messages": MetricSpec(
@@ -487,6 +506,27 @@ def quota_breaker(open_: bool) -> None:
 def limiter_wait(kind: str) -> None:
     """A stage had to wait for a token of the shared limiter (create|query|inflight)."""
     _count(C_LIMITER_WAITS, kind)
+
+
+def producer_create(producer: str) -> None:
+    """A job of ``producer`` claimed its create (a bounded label: a configured producer or
+    ``other``)."""
+    _count(C_PRODUCER_CREATES, producer)
+
+
+def producer_enqueue_to_stored(producer: str, seconds: float) -> None:
+    """A job of ``producer`` (bounded label) was stored ``seconds`` after its enqueue."""
+    try:
+        value = float(seconds)
+        if not math.isfinite(value):
+            raise ValueError("observation must be finite")
+        bucket = bucket_field(value, HISTOGRAM_BUCKETS[H_PRODUCER_ENQUEUE_TO_STORED])
+    except Exception:  # bad input is a counted error, not a crash
+        _writer.error()
+        return
+    label = label_field(producer)
+    key_suffix = f"h:{H_PRODUCER_ENQUEUE_TO_STORED}"
+    _emit([(key_suffix, f"{label}|{bucket}", 1), (key_suffix, f"{label}|sum", value)])
 
 
 def fair_share(producer: str, outcome: str) -> None:

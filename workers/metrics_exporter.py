@@ -48,6 +48,7 @@ _COUNTERS: tuple[tuple[str, str], ...] = (
     ("nbq_credits_reserved_total", m.C_CREDITS_RESERVED),
     ("nbq_limiter_waits_total", m.C_LIMITER_WAITS),
     ("nbq_fair_share_total", m.C_FAIR_SHARE),
+    ("nbq_producer_creates_total", m.C_PRODUCER_CREATES),
     ("nbq_quota_breaker_transitions_total", m.C_BREAKER_TRANSITIONS),
     ("nbq_dead_letters_total", m.C_DEAD_LETTERS),
     ("nbq_dead_letters_dropped_total", m.C_DEAD_LETTERS_DROPPED),
@@ -163,8 +164,12 @@ class RedisMetricsCollector(Collector):
         prefix: str = "nbq",
         clock: Callable[[], float] = time.time,
         shards: int = 0,
+        producers: tuple[str, ...] = (),
     ) -> None:
         self.store = store
+        #: The configured producers (NBQ_PRODUCER_WEIGHTS): the per-producer families'
+        #: labels, every other producer counted as ``other`` (bounded cardinality).
+        self.producers = producers
         #: The broker's Redis, or a RabbitMQ URL (``amqp://``) read by passive declares.
         self.broker = broker
         self.prefix = prefix
@@ -177,7 +182,7 @@ class RedisMetricsCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         up = 1.0
-        for source in (self._from_store, self._from_broker):
+        for source in (self._from_store, self._from_broker, self._per_producer):
             try:
                 families = list(source())
             except Exception:  # a raising collector would fail the whole scrape
@@ -270,6 +275,43 @@ class RedisMetricsCollector(Collector):
         yield in_state
         yield oldest
 
+    def _per_producer(self) -> Iterator[Metric]:
+        """Jobs on each producer's fair-share waiting list, and each producer's
+        enqueue→stored histogram (workers/resilience/fairshare.py)."""
+        from workers.resilience.fairshare import FairShare
+
+        labels = (*self.producers, "other")
+        fair = FairShare(self.store, prefix=self.prefix, weights=dict.fromkeys(self.producers, 1.0))
+        waiting = dict.fromkeys(labels, 0.0)
+        for share in fair.snapshot():
+            waiting[fair.label(share.producer)] += sum(share.waiting.values())
+        gauge = GaugeMetricFamily(
+            "nbq_producer_jobs_waiting",
+            m.METRICS["nbq_producer_jobs_waiting"].help,
+            labels=["producer"],
+        )
+        for label in labels:
+            gauge.add_metric([label], waiting[label])
+        yield gauge
+        family = m.H_PRODUCER_ENQUEUE_TO_STORED
+        keys = m.histogram_keys(self.prefix, family, self.jobs.shards)
+        pipe = self.store.pipeline(transaction=False)
+        for key in keys:
+            pipe.hgetall(key)
+        raw = summed_hashes(pipe.execute())
+        per: dict[str, dict[str, str]] = {label: {} for label in labels}
+        for field, value in raw.items():
+            label_json, _, rest = field.rpartition("|")
+            values = _labels(label_json, 1)
+            if values is not None:
+                per.setdefault(values[0], {})[rest] = value
+        name = "nbq_producer_enqueue_to_stored_seconds"
+        hist = HistogramMetricFamily(name, m.METRICS[name].help, labels=["producer"])
+        for label in [*labels, *sorted(set(per) - set(labels))]:
+            buckets, total = histogram_buckets(per[label], m.HISTOGRAM_BUCKETS[family])
+            hist.add_metric([label], buckets, total)
+        yield hist
+
     def _from_broker(self) -> Iterator[Metric]:
         if isinstance(self.broker, str):
             yield self._lengths(amqp_queue_lengths(self.broker, ALL_QUEUES))
@@ -311,8 +353,13 @@ def build_registry(settings: Settings) -> CollectorRegistry:
         # every other process does (the count is fixed for a store's life).
         check_store_shards(store, settings)
         shards = settings.store_shards
+    from workers.resilience.fairshare import parse_weights
+
+    producers = tuple(parse_weights(settings.producer_weights))
     registry.register(
-        RedisMetricsCollector(store, broker, prefix=settings.key_prefix, shards=shards)
+        RedisMetricsCollector(
+            store, broker, prefix=settings.key_prefix, shards=shards, producers=producers
+        )
     )
     return registry
 

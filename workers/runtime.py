@@ -135,7 +135,6 @@ class Runtime:
                 prefix=self.settings.key_prefix,
                 weights=parse_weights(self.settings.producer_weights),
                 max_in_flight=self.settings.max_in_flight_per_producer,
-                creates_per_s=self.settings.creates_per_s,
                 flight_ttl_s=self.settings.poll_deadline_s + 600,
             )
         return self._fair

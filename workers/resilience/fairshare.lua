@@ -1,167 +1,183 @@
--- fairshare.lua: the submit-side gate — weighted fair share of creates between producers,
--- priorities within a producer, a per-producer in-flight cap. Loaded by
--- workers/resilience/fairshare.py (FairShare); tested in tests/workers/resilience/.
+-- fairshare.lua: per-producer waiting lists and the fair pick of the next job to create.
+-- Loaded by workers/resilience/fairshare.py (FairShare); tested in
+-- tests/workers/resilience/test_fairshare.py.
 --
 -- Every key carries one hash tag ({fair} on a Cluster): one slot per call. The per-class
 -- and per-producer keys are built here from KEYS[1] (the prefix, ending in ':'), all in
 -- that same slot.
 --
---   <base>classes            set   "<producer>|<priority>" with jobs waiting
---   <base>w:<producer>|<pri> zset  job_id -> last time it asked the gate (epoch s)
---   <base>e:<producer>|<pri> zset  job_id -> enqueued, not yet asked (epoch s)
---   <base>vt                 hash  producer -> virtual time (creates / weight)
+--   <base>classes            set   "<producer>|<rank>" that may have jobs waiting
+--   <base>w:<producer>|<rank> zset job_id -> enqueue time (FIFO within the class)
+--   <base>lease              zset  job_id -> when a submit picked it (not yet claimed)
+--   <base>lease_of           hash  job_id -> "<class>\t<enqueue score>\t<charge>" (to put
+--                                  it back in line and give its producer the create back)
+--   <base>finish             hash  producer -> finish tag (start-time fair queueing)
+--   <base>vclock             string the start tag of the last pick (virtual time)
 --   <base>f:<producer>       zset  job_id -> when it claimed its create (in flight)
 --
--- A job "waits" while it asks the gate; one that has not asked for ARGV idle_s is no
--- longer counted (a leaked entry — a job cancelled or lost — heals itself), so the gate
--- never holds a producer back for jobs that are not there. Producer '' = no producer.
+-- Producer '' = jobs without a producer. Rank 0 high, 1 normal, 2 low.
 --
 -- KEYS[1]  base prefix '<prefix>:fair:{fair}:'
--- ARGV[1]  op     admit | refund | claimed | left | forget_flight | snapshot
--- admit:   ARGV 2 job, 3 producer, 4 priority rank (0 high, 1 normal, 2 low), 5 now,
---          6 idle_s, 7 in-flight cap (0 none), 8 in-flight ttl s, 9 grace_s,
---          10.. weights as producer, weight pairs (the configured ones; others weigh 1)
---          Returns {1, 'ok'} or {0, reason, lead} — reason fair_share | priority |
---          producer_in_flight; lead = how many creates (in weight units) ahead it is.
--- enqueued: ARGV 2 job, 3 producer, 4 priority rank, 5 now: the job waits from now on.
--- refund:  ARGV 2 job, 3 producer, 4 weight: an admitted job did not create (the rate
---          limiter said wait): its virtual time is given back.
--- claimed: ARGV 2 job, 3 producer, 4 priority rank, 5 now: the job claimed its create:
---          no longer waiting; in flight.
--- left:    ARGV 2 job, 3 producer, 4 priority rank: no longer waiting (ended, cancelled).
--- forget_flight: ARGV 2 producer, 3.. jobs no longer in flight.
--- snapshot: ARGV 2 now, 3 idle_s: {producer, priority, waiting, vt, in_flight, ...}
+-- ARGV[1]  op
+-- enqueued: 2 job, 3 producer, 4 rank, 5 now. The job waits (idempotent: ZADD NX).
+-- take:    2 own job, 3 own producer, 4 own rank, 5 own job queued (1|0), 6 now,
+--          7 lease_s, 8 cap (0 none), 9 flight ttl s, 10.. weights (producer, weight)
+--          Returns {'direct'} when the own job is queued but neither waiting nor picked
+--          (a retry, a job from before the lists: the caller submits it as it is);
+--          {'pick', job, producer, rank} (the job is leased to the caller);
+--          {'none', 'empty'} or {'none', 'capped', producer...} (all waiting producers
+--          at their in-flight cap).
+-- claimed: 2 job, 3 producer, 4 now: the picked job claimed its create (lease → flight).
+-- release: 2 job: a picked job that is no longer queued (or lost its claim): forgotten.
+-- put_back: 2 job: a picked job that may not create yet: back at its place in line, its
+--          producer's finish tag given the charge back (no create was made).
+-- left:    2 job, 3 producer, 4 rank: no longer waiting (cancelled, ended).
+-- forget_flight: 2 producer, 3.. jobs no longer in flight.
+-- in_flight: 2 producer: the producer's claimed jobs.
+-- snapshot: {producer, rank, waiting, in_flight, ...} (leased jobs count as waiting).
 
 local base = KEYS[1]
 local op = ARGV[1]
 local classes_key = base .. 'classes'
-local vt_key = base .. 'vt'
+local lease_key = base .. 'lease'
+local lease_of_key = base .. 'lease_of'
+local finish_key = base .. 'finish'
+local vclock_key = base .. 'vclock'
 
 local function wkey(class) return base .. 'w:' .. class end
-local function ekey(class) return base .. 'e:' .. class end
 local function fkey(producer) return base .. 'f:' .. producer end
 local function split(class)
   local bar = string.find(class, '|', 1, true)
   return string.sub(class, 1, bar - 1), tonumber(string.sub(class, bar + 1))
 end
 
--- Waiting jobs per class (stale entries dropped): {class -> count}. A job enqueued but
--- not yet asking (its message still in the queue) counts once it waited grace_s: others
--- keep the create rate meanwhile (work-conserving), then leave it its turn.
-local function waiting(now, idle_s, grace_s)
-  local out = {}
-  for _, class in ipairs(redis.call('SMEMBERS', classes_key)) do
-    local key, ek = wkey(class), ekey(class)
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. tostring(now - idle_s))
-    redis.call('ZREMRANGEBYSCORE', ek, '-inf', '(' .. tostring(now - idle_s))
-    local n = redis.call('ZCARD', key)
-    local e = redis.call('ZCARD', ek)
-    if n == 0 and e == 0 then
-      redis.call('SREM', classes_key, class)
-    else
-      local due = redis.call('ZCOUNT', ek, '-inf', tostring(now - grace_s))
-      if n + due > 0 then out[class] = n + e end
-    end
-  end
-  return out
+-- A leased job back at its place in line, and the create it was charged given back to
+-- its producer (info = "<class>\t<enqueue score>\t<charge>").
+local function back_in_line(job, info)
+  local t1 = string.find(info, '\t', 1, true)
+  local t2 = string.find(info, '\t', t1 + 1, true)
+  local class = string.sub(info, 1, t1 - 1)
+  redis.call('ZADD', wkey(class), 'NX', string.sub(info, t1 + 1, t2 - 1), job)
+  redis.call('SADD', classes_key, class)
+  local producer, _ = split(class)
+  local finish = tonumber(redis.call('HGET', finish_key, producer) or '0')
+  redis.call('HSET', finish_key, producer, tostring(finish - tonumber(string.sub(info, t2 + 1))))
 end
 
-if op == 'admit' then
-  local job, producer, rank = ARGV[2], ARGV[3], tonumber(ARGV[4])
-  local now, idle_s = tonumber(ARGV[5]), tonumber(ARGV[6])
-  local cap, flight_ttl = tonumber(ARGV[7]), tonumber(ARGV[8])
-  local grace_s = tonumber(ARGV[9])
-  local weights = {}
-  for i = 10, #ARGV, 2 do weights[ARGV[i]] = tonumber(ARGV[i + 1]) end
-  local function weight(p) return weights[p] or 1 end
+-- A picked job whose picker died before claiming it goes back to its place in line.
+local function heal(now, lease_s)
+  local stale = redis.call('ZRANGEBYSCORE', lease_key, '-inf', '(' .. tostring(now - lease_s))
+  for _, job in ipairs(stale) do
+    local info = redis.call('HGET', lease_of_key, job)
+    if info then back_in_line(job, info) end
+    redis.call('ZREM', lease_key, job)
+    redis.call('HDEL', lease_of_key, job)
+  end
+end
 
-  local class = producer .. '|' .. rank
-  redis.call('ZREM', ekey(class), job)
-  redis.call('ZADD', wkey(class), now, job)
-  redis.call('SADD', classes_key, class)
-  local counts = waiting(now, idle_s, grace_s)
-
-  -- Priorities within the producer: a higher class of its own waiting goes first.
-  for other, _ in pairs(counts) do
-    local p, r = split(other)
-    if p == producer and r < rank then return {0, 'priority', '0'} end
-  end
-
-  -- The producer's cap on jobs between claim and stored (stale claims expire).
-  if cap > 0 then
-    local fk = fkey(producer)
-    redis.call('ZREMRANGEBYSCORE', fk, '-inf', '(' .. tostring(now - flight_ttl))
-    if redis.call('ZCARD', fk) >= cap and not redis.call('ZSCORE', fk, job) then
-      return {0, 'producer_in_flight', '0'}
-    end
-  end
-
-  -- Weighted fair share (start-time fair queueing on the creates): the producer may
-  -- create while its virtual time is not ahead of every other waiting producer's.
-  local others = {}
-  for other, _ in pairs(counts) do
-    local p, _ = split(other)
-    if p ~= producer then others[p] = true end
-  end
-  local w = weight(producer)
-  local mine = tonumber(redis.call('HGET', vt_key, producer) or '0')
-  local floor, step = nil, 0
-  for p, _ in pairs(others) do
-    local v = tonumber(redis.call('HGET', vt_key, p) or '0')
-    if floor == nil or v < floor then floor = v end
-    if 1 / weight(p) > step then step = 1 / weight(p) end
-  end
-  if floor ~= nil then
-    -- No banking: a producer that was idle starts level with the others, not owed the
-    -- creates it did not ask for (behind by at most one create of each side).
-    if mine < floor - 1 / w - step then mine = floor - 1 / w - step end
-    if mine > floor + 1e-9 then
-      redis.call('HSET', vt_key, producer, tostring(mine))
-      return {0, 'fair_share', tostring(mine - floor)}
-    end
-  else
-    -- Alone: everything is its own (work-conserving); keep the clocks level.
-    local top = mine
-    for _, v in ipairs(redis.call('HVALS', vt_key)) do
-      if tonumber(v) > top then top = tonumber(v) end
-    end
-    mine = top
-  end
-  redis.call('HSET', vt_key, producer, tostring(mine + 1 / w))
-  return {1, 'ok', '0'}
+local function unlease(job)
+  redis.call('ZREM', lease_key, job)
+  redis.call('HDEL', lease_of_key, job)
 end
 
 if op == 'enqueued' then
-  -- A new job waits from its enqueue, before its message reaches a worker: a producer
-  -- whose first jobs sit behind another's backlog in the queue already counts.
   local class = ARGV[3] .. '|' .. ARGV[4]
-  if not redis.call('ZSCORE', wkey(class), ARGV[2]) then
-    redis.call('ZADD', ekey(class), 'NX', ARGV[5], ARGV[2])
+  if not redis.call('ZSCORE', lease_key, ARGV[2]) then
+    redis.call('ZADD', wkey(class), 'NX', ARGV[5], ARGV[2])
+    redis.call('SADD', classes_key, class)
   end
-  redis.call('SADD', classes_key, class)
   return 1
 end
 
-if op == 'refund' then
-  local producer, w = ARGV[3], tonumber(ARGV[4])
-  local v = tonumber(redis.call('HGET', vt_key, producer) or '0')
-  redis.call('HSET', vt_key, producer, tostring(v - 1 / w))
-  return 1
-end
+if op == 'take' then
+  local own, own_class = ARGV[2], ARGV[3] .. '|' .. ARGV[4]
+  local own_queued = ARGV[5] == '1'
+  local now, lease_s = tonumber(ARGV[6]), tonumber(ARGV[7])
+  local cap, flight_ttl = tonumber(ARGV[8]), tonumber(ARGV[9])
+  local weights = {}
+  for i = 10, #ARGV, 2 do weights[ARGV[i]] = tonumber(ARGV[i + 1]) end
+  heal(now, lease_s)
+  if own_queued and not redis.call('ZSCORE', wkey(own_class), own)
+      and not redis.call('ZSCORE', lease_key, own) then
+    return {'direct'}
+  end
 
-if op == 'claimed' or op == 'left' then
-  local job, producer, rank = ARGV[2], ARGV[3], tonumber(ARGV[4])
-  local class = producer .. '|' .. rank
+  -- Each producer's first class with jobs (high before normal before low).
+  local best = {}
+  for _, class in ipairs(redis.call('SMEMBERS', classes_key)) do
+    if redis.call('ZCARD', wkey(class)) == 0 then
+      redis.call('SREM', classes_key, class)
+    else
+      local p, r = split(class)
+      if best[p] == nil or r < best[p] then best[p] = r end
+    end
+  end
+
+  -- Start-time fair queueing: a producer's next job starts at max(virtual time, the
+  -- finish of its previous pick) and ends 1/weight later; the smallest start goes.
+  -- A producer that was idle starts at the virtual time (it banks nothing).
+  local vclock = tonumber(redis.call('GET', vclock_key) or '0')
+  local chosen, chosen_start = nil, nil
+  local capped = {}
+  for p, _ in pairs(best) do
+    local blocked = false
+    if cap > 0 then
+      local fk = fkey(p)
+      redis.call('ZREMRANGEBYSCORE', fk, '-inf', '(' .. tostring(now - flight_ttl))
+      blocked = redis.call('ZCARD', fk) >= cap
+    end
+    if blocked then
+      table.insert(capped, p)
+    else
+      local start = math.max(vclock, tonumber(redis.call('HGET', finish_key, p) or '0'))
+      if chosen == nil or start < chosen_start or (start == chosen_start and p < chosen) then
+        chosen, chosen_start = p, start
+      end
+    end
+  end
+  if chosen == nil then
+    if #capped > 0 then
+      local out = {'none', 'capped'}
+      for _, p in ipairs(capped) do table.insert(out, p) end
+      return out
+    end
+    return {'none', 'empty'}
+  end
+
+  local class = chosen .. '|' .. best[chosen]
+  local head = redis.call('ZRANGE', wkey(class), 0, 0, 'WITHSCORES')
+  local job, score = head[1], head[2]
   redis.call('ZREM', wkey(class), job)
-  redis.call('ZREM', ekey(class), job)
-  if redis.call('ZCARD', wkey(class)) + redis.call('ZCARD', ekey(class)) == 0 then
-    redis.call('SREM', classes_key, class)
-  end
-  if op == 'claimed' then
-    redis.call('ZADD', fkey(producer), tonumber(ARGV[5]), job)
-  else
-    redis.call('ZREM', fkey(producer), job)
-  end
+  local charge = 1 / (weights[chosen] or 1)
+  redis.call('ZADD', lease_key, now, job)
+  redis.call('HSET', lease_of_key, job, class .. '\t' .. score .. '\t' .. tostring(charge))
+  redis.call('HSET', finish_key, chosen, tostring(chosen_start + charge))
+  redis.call('SET', vclock_key, tostring(chosen_start))
+  return {'pick', job, chosen, best[chosen]}
+end
+
+if op == 'claimed' then
+  unlease(ARGV[2])
+  redis.call('ZADD', fkey(ARGV[3]), tonumber(ARGV[4]), ARGV[2])
+  return 1
+end
+
+if op == 'release' then
+  unlease(ARGV[2])
+  return 1
+end
+
+if op == 'put_back' then
+  local info = redis.call('HGET', lease_of_key, ARGV[2])
+  if info then back_in_line(ARGV[2], info) end
+  unlease(ARGV[2])
+  return 1
+end
+
+if op == 'left' then
+  redis.call('ZREM', wkey(ARGV[3] .. '|' .. ARGV[4]), ARGV[2])
+  unlease(ARGV[2])
+  redis.call('ZREM', fkey(ARGV[3]), ARGV[2])
   return 1
 end
 
@@ -176,15 +192,26 @@ if op == 'in_flight' then
 end
 
 if op == 'snapshot' then
-  local now, idle_s = tonumber(ARGV[2]), tonumber(ARGV[3])
   local out = {}
-  for class, n in pairs(waiting(now, idle_s, 0)) do
-    local p, r = split(class)
-    table.insert(out, p)
-    table.insert(out, tostring(r))
-    table.insert(out, n)
-    table.insert(out, redis.call('HGET', vt_key, p) or '0')
-    table.insert(out, redis.call('ZCARD', fkey(p)))
+  local leased = {}
+  for _, info in ipairs(redis.call('HVALS', lease_of_key)) do
+    local class = string.sub(info, 1, string.find(info, '\t', 1, true) - 1)
+    leased[class] = (leased[class] or 0) + 1
+  end
+  local seen = {}
+  for _, class in ipairs(redis.call('SMEMBERS', classes_key)) do
+    seen[class] = true
+  end
+  for class, _ in pairs(leased) do seen[class] = true end
+  for class, _ in pairs(seen) do
+    local n = redis.call('ZCARD', wkey(class)) + (leased[class] or 0)
+    if n > 0 then
+      local p, r = split(class)
+      table.insert(out, p)
+      table.insert(out, tostring(r))
+      table.insert(out, n)
+      table.insert(out, redis.call('ZCARD', fkey(p)))
+    end
   end
   return out
 end

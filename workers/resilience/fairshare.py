@@ -1,24 +1,28 @@
 """Fair share of the create rate between producers, priorities within one, a per-producer cap.
 
 The API's create rate is the scarce resource and every stage is one FIFO queue, so one
-producer's backlog would put every other producer's next job behind all of it. The submit
-stage asks this gate (one atomic Lua script, ``fairshare.lua``) right before the rate
-limiter: a job whose producer is ahead of its weighted share of creates while other
-producers have jobs waiting is *deferred* — its submit message is re-sent with a short
-countdown, no create is sent, no worker sleeps. Start-time fair queueing: each producer
-has a virtual time (creates / weight); a producer may create while its virtual time is not
-ahead of any other waiting producer's. A producer alone gets everything (work-conserving).
+producer's backlog would put every other producer's next job behind all of it. So a new
+job does not wait in the broker's queue only: its enqueue also puts it on its producer's
+waiting list in Redis (one sorted set per producer and priority, ``fairshare.lua``), and
+a submit message is a *create slot*, not a job: when the rate limiter grants a create,
+the submit stage takes the fairest waiting job (start-time fair queueing over the
+producers' weights, ``NBQ_PRODUCER_WEIGHTS``; high before normal before low within a
+producer) and creates that one — whichever job its own message was for. The job it was
+sent for stays on its list and is taken by a later slot; the taken job's own message,
+when it comes, is a slot for somebody else. Every granted create goes to some waiting
+job (work-conserving: a producer alone gets everything, in its own FIFO order) and no
+message is deferred for fairness (no re-sends, no sleeping worker).
 
-"Waiting" = jobs that asked the gate within ``idle_s``: every deferred job asks again
-after its countdown, so a producer with a backlog stays counted, and a job that vanished
-(cancelled, lost) stops counting by itself. Priorities (``high | normal | low``) are the
-gate's too, not the broker's (RabbitMQ quorum queues before 4.0 have none): a producer's
-normal job waits while one of its own high jobs waits; it never takes another producer's
-share, because the share is per producer whatever the priority.
+A taken job is *leased* until its claim (``queued → submitting``, one winner) lands; a
+worker SIGKILLed in between leaves a lease that goes back to its place in line after
+``lease_s`` (the next take heals it), and the claim and the idempotency key keep any
+job to one create. A job that is queued but on no list (a retry's re-send, a job
+enqueued before the lists existed) is submitted as it is (``direct``).
 
-Cap (``NBQ_MAX_IN_FLIGHT_PER_PRODUCER``): jobs claimed for create and not yet ended; when
-at the cap, the claimed jobs' records are checked and those no longer in flight dropped
-(no terminal hook needed; a claim older than ``flight_ttl_s`` expires too).
+Cap (``NBQ_MAX_IN_FLIGHT_PER_PRODUCER``): jobs claimed for create and not yet ended; a
+producer at its cap is skipped by the pick; when every waiting producer is, the claimed
+jobs' records are checked and those no longer in flight dropped (no terminal hook
+needed; a claim older than ``flight_ttl_s`` expires too).
 """
 
 from __future__ import annotations
@@ -31,12 +35,10 @@ from typing import TYPE_CHECKING, Any, Final
 
 import redis
 
-from workers import metrics
 from workers.jobs.state import JobState
 from workers.redis_client import tagged
 
 if TYPE_CHECKING:
-    from workers.jobs.record import JobRecord
     from workers.runtime import Runtime
 
 FAIRSHARE_LUA = files("workers.resilience").joinpath("fairshare.lua").read_text(encoding="utf-8")
@@ -44,10 +46,10 @@ FAIRSHARE_LUA = files("workers.resilience").joinpath("fairshare.lua").read_text(
 PRIORITIES: Final = ("high", "normal", "low")
 DEFAULT_PRIORITY: Final = "normal"
 
-#: Bounds of a deferral's countdown (seconds): long enough that a deferred backlog does
-#: not spin through the workers, short enough to waste little of the create rate.
-MIN_DEFER_S: Final = 0.25
-MAX_DEFER_S: Final = 5.0
+#: A submit slot waits this long when every waiting producer is at its in-flight cap.
+CAPPED_WAIT_S: Final = 1.0
+#: A picked job not claimed within this is put back in line (its picker died).
+LEASE_S: Final = 30.0
 
 
 def rank(priority: str | None) -> int:
@@ -77,15 +79,6 @@ def parse_weights(text: str) -> dict[str, float]:
 
 
 @dataclass(frozen=True)
-class Decision:
-    """The gate's answer: ``allowed``, else ``reason`` and how long to wait."""
-
-    allowed: bool
-    reason: str = ""
-    wait_s: float = 0.0
-
-
-@dataclass(frozen=True)
 class ProducerShare:
     """One producer's line in ``nbq quota``: waiting jobs per priority, its weight and the
     share of creates that weight gives it among the producers waiting now."""
@@ -97,6 +90,23 @@ class ProducerShare:
     in_flight: int
 
 
+@dataclass(frozen=True)
+class Take:
+    """What a submit slot got: ``direct`` (submit the message's own job as it is),
+    ``pick`` (this leased ``job_id`` of ``producer``), or ``none`` (``reason`` empty |
+    capped)."""
+
+    kind: str
+    job_id: str = ""
+    producer: str | None = None
+    priority: str = DEFAULT_PRIORITY
+    reason: str = ""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 class FairShare:
     def __init__(
         self,
@@ -105,95 +115,33 @@ class FairShare:
         prefix: str = "nbq",
         weights: dict[str, float] | None = None,
         max_in_flight: int = 0,
-        creates_per_s: float = 0.0,
-        idle_s: float = 30.0,
+        lease_s: float = LEASE_S,
         flight_ttl_s: float = 3600.0,
-        grace_s: float = 0.0,
     ) -> None:
         self.redis = client
         self.base = f"{prefix}:fair:{tagged('fair', client)}:"
         self.weights = weights or {}
         self.max_in_flight = max_in_flight
-        self.creates_per_s = creates_per_s
-        self.idle_s = idle_s
+        self.lease_s = lease_s
         self.flight_ttl_s = flight_ttl_s
-        #: A job enqueued but not yet at a worker holds others back only after this. 0 (the
-        #: default): at once — measured (benchmarks/fair_share.py), 1 s kept A's throughput
-        #: a little higher (0.86 vs 0.79 of A alone) but let A take most creates before B's
-        #: messages reached a worker (split 30 % off the weights instead of 3 %).
-        self.grace_s = grace_s
         self._script = client.register_script(FAIRSHARE_LUA)
 
     def weight(self, producer: str | None) -> float:
         return self.weights.get(producer or "", 1.0)
 
+    def label(self, producer: str | None) -> str:
+        """A bounded metric label: a configured producer's name, else ``other``."""
+        return producer if producer and producer in self.weights else "other"
+
     def _run(self, *args: str | int | float) -> Any:
         return self._script(keys=[self.base], args=list(args))
 
-    def admit(
-        self,
-        job_id: str,
-        producer: str | None,
-        priority: str | None = None,
-        *,
-        still_in_flight: Callable[[list[str]], Iterable[str]] | None = None,
-    ) -> Decision:
-        """May this job create now? Allowed ones are charged a create (``refund`` if the
-        create does not go out after all). ``still_in_flight(ids)`` names which of the
-        producer's claimed jobs are still between claim and stored (asked only at the cap)."""
-        pairs: list[str | float] = []
-        for name, weight in self.weights.items():
-            pairs += [name, weight]
-        args = [
-            "admit",
-            job_id,
-            producer or "",
-            rank(priority),
-            repr(time.time()),
-            self.idle_s,
-            self.max_in_flight,
-            self.flight_ttl_s,
-            self.grace_s,
-            *pairs,
-        ]
-        ok, reason, lead = self._run(*args)
-        reason = reason.decode() if isinstance(reason, bytes) else str(reason)
-        if (
-            reason == "producer_in_flight"
-            and still_in_flight is not None
-            and self._forget_ended(producer, still_in_flight)
-        ):
-            ok, reason, lead = self._run(*args)
-            reason = reason.decode() if isinstance(reason, bytes) else str(reason)
-        if int(ok):
-            return Decision(True)
-        return Decision(False, reason, self._wait_s(reason, float(lead), producer))
-
-    def _forget_ended(
-        self, producer: str | None, still_in_flight: Callable[[list[str]], Iterable[str]]
-    ) -> bool:
-        """Drop the producer's claims whose jobs are no longer in flight; True if any was."""
-        raw = self._run("in_flight", producer or "")
-        claimed = [m.decode() if isinstance(m, bytes) else str(m) for m in raw]
-        ended = set(claimed) - set(still_in_flight(claimed))
-        if not ended:
-            return False
-        self._run("forget_flight", producer or "", *sorted(ended))
-        return True
-
-    def _wait_s(self, reason: str, lead: float, producer: str | None) -> float:
-        """How long a deferred job waits before asking again: about the time the others
-        need to catch up at the create rate (bounded), a fixed second otherwise."""
-        if reason == "fair_share" and self.creates_per_s > 0:
-            creates = (lead + 1 / self.weight(producer)) * max(1.0, sum(self.weights.values()))
-            return min(MAX_DEFER_S, max(MIN_DEFER_S, creates / self.creates_per_s))
-        return 1.0
-
     def enqueued(self, job_id: str, producer: str | None, priority: str | None) -> None:
-        """A new job waits from its enqueue (before its message reaches a worker).
+        """A new job waits on its producer's list from its enqueue.
 
-        Best effort: the job is recorded and sent already, and its first ask registers it
-        anyway; an enqueue must not fail (and be repeated as a second job) for this."""
+        Best effort: the job is recorded and sent already; a job on no list is submitted
+        directly when its message comes (no fairness for it, nothing lost). An enqueue
+        must not fail (and be repeated as a second job) for this."""
         try:
             self._run("enqueued", job_id, producer or "", rank(priority), repr(time.time()))
         except redis.RedisError:
@@ -216,13 +164,68 @@ class FairShare:
             repr(time.time()),
         ]
 
-    def refund(self, producer: str | None) -> None:
-        """An admitted job did not create (the rate limiter said wait)."""
-        self._run("refund", "", producer or "", self.weight(producer))
+    def take(
+        self,
+        job_id: str,
+        producer: str | None,
+        priority: str | None,
+        *,
+        queued: bool,
+        still_in_flight: Callable[[list[str]], Iterable[str]] | None = None,
+    ) -> Take:
+        """A submit slot (the message of ``job_id``, ``queued`` or not any more) takes the
+        fairest waiting job. ``still_in_flight(ids)`` names which of a producer's claimed
+        jobs are still between claim and stored (asked only when all are at the cap)."""
+        pairs: list[str | float] = []
+        for name, weight in self.weights.items():
+            pairs += [name, weight]
+        args = [
+            "take",
+            job_id,
+            producer or "",
+            rank(priority),
+            1 if queued else 0,
+            repr(time.time()),
+            self.lease_s,
+            self.max_in_flight,
+            self.flight_ttl_s,
+            *pairs,
+        ]
+        raw = [_text(v) for v in self._run(*args)]
+        if (
+            raw[:2] == ["none", "capped"]
+            and still_in_flight is not None
+            and any(self._forget_ended(p, still_in_flight) for p in raw[2:])
+        ):
+            raw = [_text(v) for v in self._run(*args)]
+        if raw[0] == "pick":
+            return Take("pick", raw[1], raw[2] or None, PRIORITIES[int(raw[3])])
+        if raw[0] == "none":
+            return Take("none", reason=raw[1])
+        return Take("direct", job_id, producer, priority or DEFAULT_PRIORITY)
 
-    def claimed(self, job_id: str, producer: str | None, priority: str | None) -> None:
-        """The job claimed its create: no longer waiting, now in flight."""
-        self._run("claimed", job_id, producer or "", rank(priority), repr(time.time()))
+    def _forget_ended(
+        self, producer: str, still_in_flight: Callable[[list[str]], Iterable[str]]
+    ) -> bool:
+        """Drop the producer's claims whose jobs are no longer in flight; True if any was."""
+        claimed = [_text(m) for m in self._run("in_flight", producer)]
+        ended = set(claimed) - set(still_in_flight(claimed))
+        if not ended:
+            return False
+        self._run("forget_flight", producer, *sorted(ended))
+        return True
+
+    def claimed(self, job_id: str, producer: str | None) -> None:
+        """The job claimed its create: no longer waiting or leased; now in flight."""
+        self._run("claimed", job_id, producer or "", repr(time.time()))
+
+    def release(self, job_id: str) -> None:
+        """A taken job that is not queued any more (or lost its claim): forgotten."""
+        self._run("release", job_id)
+
+    def put_back(self, job_id: str) -> None:
+        """A taken job that may not create yet (the limiter said wait): back in line."""
+        self._run("put_back", job_id)
 
     def left(self, job_id: str, producer: str | None, priority: str | None) -> None:
         """The job no longer waits (it failed or was cancelled before its create)."""
@@ -230,14 +233,13 @@ class FairShare:
 
     def snapshot(self) -> list[ProducerShare]:
         """Each waiting producer's jobs per priority, weight, share and in-flight count."""
-        raw = self._run("snapshot", repr(time.time()), self.idle_s)
-        flat = [v.decode() if isinstance(v, bytes) else v for v in raw]
+        flat = [_text(v) for v in self._run("snapshot")]
         per: dict[str, dict[str, int]] = {}
         flight: dict[str, int] = {}
-        for i in range(0, len(flat), 5):
-            producer, r, n, _vt, f = flat[i : i + 5]
-            per.setdefault(str(producer), {})[PRIORITIES[int(r)]] = int(n)
-            flight[str(producer)] = int(f)
+        for i in range(0, len(flat), 4):
+            producer, r, n, f = flat[i : i + 4]
+            per.setdefault(producer, {})[PRIORITIES[int(r)]] = int(n)
+            flight[producer] = int(f)
         total = sum(self.weight(p) for p in per) or 1.0
         return [
             ProducerShare(
@@ -251,22 +253,7 @@ class FairShare:
         ]
 
 
-def fair_gate(rt: Runtime, record: JobRecord) -> tuple[str, float] | None:
-    """The submit stage's hook: ``(reason, wait_s)`` when the job must wait its turn."""
-    decision = rt.fair().admit(
-        record.job_id,
-        record.producer,
-        record.priority,
-        still_in_flight=lambda ids: _in_flight(rt, ids),
-    )
-    label = record.producer if record.producer in rt.fair().weights else "other"
-    metrics.fair_share(label or "other", "admitted" if decision.allowed else decision.reason)
-    if decision.allowed:
-        return None
-    return decision.reason, decision.wait_s
-
-
-def _in_flight(rt: Runtime, job_ids: list[str]) -> list[str]:
+def in_flight(rt: Runtime, job_ids: list[str]) -> list[str]:
     """Which of these jobs are still between their create claim and stored."""
     flying = (
         JobState.SUBMITTING,

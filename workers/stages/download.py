@@ -89,6 +89,7 @@ def download(
         return Done("stale_on_store")
     queued_at = stored.state_times.get(JobState.QUEUED.value, stored.created_at)
     metrics.enqueue_to_stored(now() - queued_at)
+    metrics.producer_enqueue_to_stored(rt.fair().label(stored.producer), now() - queued_at)
     log.info(
         "job_stored",
         job_id=job_id,

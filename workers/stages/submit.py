@@ -21,10 +21,10 @@ from workers.leases import claim_owner
 from workers.policy.errors import Action, action_for
 from workers.policy.retry import RetryCause
 from workers.resilience.credits import BUDGET_EXCEEDED, Hold, price_of, refusal
-from workers.resilience.fairshare import fair_gate
+from workers.resilience.fairshare import CAPPED_WAIT_S, Take, in_flight
 from workers.runtime import Runtime
 from workers.stages.common import error_from, fail_job, log, new_token, now, retry
-from workers.stages.steps import Adopt, Done, Fail, Poll, Step, Submit
+from workers.stages.steps import Adopt, Done, Fail, Poll, Retry, Step, Submit
 
 
 class QuotaBreakerOpenError(Exception):
@@ -60,6 +60,12 @@ def submit(
         from workers.stages.rescue import report_lost
 
         return report_lost(rt, job_id, stage="submit")
+    if record.state is not JobState.QUEUED:
+        # Another slot took this job already (or it ended): this message is a create
+        # slot for the fairest job still waiting (workers/resilience/fairshare.py).
+        served = _serve_waiting(rt, record)
+        if served is not None:
+            return served
     if record.is_terminal:
         return Done("terminal")
     if record.state is JobState.GENERATING and record.evolink_task_id:
@@ -76,9 +82,110 @@ def submit(
     gate = _wait_before_create(rt, record)
     if gate is not None:
         return _defer(rt, record, *gate, retries=retries)
+    return _take_and_create(rt, record, retries=retries)
 
+
+#: A slot whose taken jobs turn out not queued any more (cancelled, taken by a direct
+#: re-send) takes again, at most this often.
+MAX_TAKES = 10
+
+
+def _take(rt: Runtime, record: JobRecord, *, queued: bool) -> Take:
+    fair = rt.fair()
+    took = fair.take(
+        record.job_id,
+        record.producer,
+        record.priority,
+        queued=queued,
+        still_in_flight=lambda ids: in_flight(rt, ids),
+    )
+    metrics.fair_share(fair.label(record.producer), took.reason or took.kind)
+    return took
+
+
+def _taken_record(rt: Runtime, own: JobRecord, took: Take) -> JobRecord | None:
+    """The taken job's record if it is still queued; else it is released (None)."""
+    target = own if took.job_id == own.job_id else rt.store.get(took.job_id)
+    if (
+        target is not None
+        and target.state is JobState.QUEUED
+        and (target is own or not target.create_outcome_unknown)  # its own message decides
+    ):
+        return target
+    rt.fair().release(took.job_id)
+    return None
+
+
+def _take_and_create(rt: Runtime, record: JobRecord, *, retries: int) -> Step:
+    """The limiter granted a create to this (queued) job's message: the fairest waiting
+    job gets it — this one, or another producer's; this one then waits for a later slot."""
+    queued = True
+    for _ in range(MAX_TAKES):
+        took = _take(rt, record, queued=queued)
+        if took.kind == "direct":
+            step = _claim_and_create(rt, record, retries=retries)
+            if step.label != "lost_race":
+                return step
+            queued = False  # another slot took it meanwhile: this one takes another job
+            continue
+        if took.kind == "none":
+            return _no_job_to_take(rt, record, took)
+        target = _taken_record(rt, record, took)
+        if target is not None:
+            return _create_taken(rt, record, target, retries=retries)
+    return Done("nothing_to_take")
+
+
+def _serve_waiting(rt: Runtime, record: JobRecord) -> Step | None:
+    """A message whose job is no longer queued takes the fairest waiting job and asks the
+    breaker and limiter for it (in this order: a slot with nothing to take spends no
+    token). None when nothing waits."""
+    for _ in range(MAX_TAKES):
+        took = _take(rt, record, queued=False)
+        if took.kind == "none":
+            return _no_job_to_take(rt, record, took) if took.reason == "capped" else None
+        if took.kind == "direct":
+            return None
+        target = _taken_record(rt, record, took)
+        if target is None:
+            continue
+        gate = _wait_before_create(rt, target)
+        if gate is not None:
+            # Not yet: the job goes back to its place in line, the slot comes back later.
+            rt.fair().put_back(target.job_id)
+            wait_s = gate[1] if gate[1] > 0 else CAPPED_WAIT_S
+            return Submit(record.job_id, after_s=wait_s, label=f"slot_deferred_{gate[0]}")
+        return _create_taken(rt, record, target, retries=0)
+    return None
+
+
+def _no_job_to_take(rt: Runtime, record: JobRecord, took: Take) -> Step:
+    if took.reason != "capped":
+        return Done("taken_by_another")  # its own job is being claimed by another slot
+    # Every producer with jobs waiting is at its in-flight cap: the slot comes back.
+    metrics.limiter_wait("producer_in_flight")
+    if record.state is JobState.QUEUED:
+        rt.store.apply(lifecycle.NOTE_WAITING, record.job_id, waiting_reason="producer_in_flight")
+    return Submit(record.job_id, after_s=CAPPED_WAIT_S, label="deferred_producer_in_flight")
+
+
+def _create_taken(rt: Runtime, own: JobRecord, target: JobRecord, *, retries: int) -> Step:
+    """Create the taken job. Another job's create that must be retried is that job's own
+    new ``nbq.submit`` (it was handed back to ``queued``, on no list: submitted directly)."""
+    if target.job_id == own.job_id:
+        return _claim_and_create(rt, target, retries=retries, taken=True)
+    step = _claim_and_create(rt, target, retries=0, taken=True)
+    if isinstance(step, Retry):
+        return Submit(target.job_id, after_s=step.after_s, label=f"retry_{step.cause.value}")
+    return step
+
+
+def _claim_and_create(rt: Runtime, record: JobRecord, *, retries: int, taken: bool = False) -> Step:
+    job_id = record.job_id
     held = _hold(rt, record)
     if held is not None and not held.held:
+        if taken:
+            rt.fair().release(job_id)
         return _over_budget(rt, record, held)
     # The claim also says "a create was sent" before the request leaves: a worker killed
     # between send and answer leaves that mark, and whoever finds the job next (the
@@ -94,8 +201,11 @@ def submit(
         **(held.record_fields() if held is not None else {}),
     )
     if not won or claimed is None:
+        if taken:
+            rt.fair().release(job_id)
         return Done("lost_race")
-    rt.fair().claimed(job_id, record.producer, record.priority)
+    rt.fair().claimed(job_id, record.producer)
+    metrics.producer_create(rt.fair().label(record.producer))
     if held is not None and record.credits_held_on not in (None, held.day):
         # Queued on an earlier day: it now holds on today's book; the old hold goes.
         rt.credits().release(job_id, producer=record.producer, held_on=record.credits_held_on)
@@ -148,12 +258,8 @@ def _wait_before_create(rt: Runtime, record: JobRecord) -> tuple[str, float] | N
     ):
         metrics.limiter_wait("inflight")
         return "in_flight_limit", rt.settings.poll_min_interval_s * 2
-    shared = fair_gate(rt, record)
-    if shared is not None:
-        return shared
     wait_s = rt.limiter.acquire("create")
     if wait_s > 0:
-        rt.fair().refund(record.producer)
         return "rate_limit", wait_s
     return None
 
