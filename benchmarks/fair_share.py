@@ -2,19 +2,19 @@
 
 ``python -m benchmarks.fair_share [--out FILE] [--a-jobs N] [--b-jobs N] [--rate R]``
 
-The emulator's create rate is the bottleneck (``NBQ_CREATES_PER_S``, as an account limit
-in production). Every figure is a ratio within one run, never a timed assertion:
+The create rate is the bottleneck (``NBQ_CREATES_PER_S``, the account's limit as in
+production). Every figure is a ratio within one run, never a timed assertion:
 
-* **latency** — A enqueues ``a_jobs`` at once; ``b_delay_s`` later B enqueues ``b_jobs``,
-  one per second. B's p50/p95 enqueue→stored against B alone on the same stack, A's
-  throughput against A alone. Run with the gate and without it (``unfair_worker``: the
-  FIFO behaviour before the change), in the same format.
+* **latency** — A enqueues ``a_jobs`` at once (the issue's 3,000 by default);
+  ``b_delay_s`` (10 s) later B enqueues ``b_jobs`` (30), one per second. B's p50/p95
+  enqueue→stored against B alone on the same stack, A's throughput against A alone.
+  With the fair pick at weights 1:1 and A:B = 3:1, and without it
+  (``benchmarks/unfair_worker.py``: the plain FIFO before issue 28), in the same format.
 * **split** — A and B each enqueue a backlog at once; the share of creates B got while
   both had work (from the emulator's own create log), against the weights' share, with
-  weights 1:1 and A:B = 3:1, with and without the gate.
+  weights 1:1 and A:B = 3:1, with and without the fair pick.
 
-Scaled down from the issue's 3,000 jobs (the machine has two cores, shared): the same
-quantities, fewer jobs.
+``--a-jobs 400 --b-jobs 10 --b-delay-s 5`` is a quick run (≈6 min instead of ≈30).
 """
 
 from __future__ import annotations
@@ -94,15 +94,22 @@ def _enqueue(stack: BenchStack, name: str, n: int, every_s: float = 0.0) -> list
     return ids
 
 
-def _latency_run(stack: BenchStack, args: argparse.Namespace, *, unfair: bool) -> dict[str, Any]:
+def _latency_run(
+    stack: BenchStack,
+    args: argparse.Namespace,
+    *,
+    unfair: bool,
+    weights: tuple[int, int] = (1, 1),
+) -> dict[str, Any]:
     import threading
 
     timeout = args.a_jobs / args.rate * 3 + 120
-    _reset(stack, unfair=unfair)
+    named = f"a:{weights[0]},b:{weights[1]}"
+    _reset(stack, weights=named, unfair=unfair)
     b_alone = _wait_stored(stack, _enqueue(stack, "b", args.b_jobs, 1.0), timeout)
-    _reset(stack, unfair=unfair)
+    _reset(stack, weights=named, unfair=unfair)
     a_alone = _wait_stored(stack, _enqueue(stack, "a", args.a_jobs), timeout)
-    _reset(stack, unfair=unfair)
+    _reset(stack, weights=named, unfair=unfair)
     a_ids = _enqueue(stack, "a", args.a_jobs)
     b_ids: list[str] = []
     time.sleep(args.b_delay_s)
@@ -114,10 +121,12 @@ def _latency_run(stack: BenchStack, args: argparse.Namespace, *, unfair: bool) -
     a_both = {j: both[j] for j in a_ids}
     b_lat, b_alone_lat = _latencies(b_both), _latencies(b_alone)
     return {
+        "weights_a_b": list(weights),
         "b_p50_s": _pct(b_lat, 50),
         "b_p95_s": _pct(b_lat, 95),
         "b_alone_p50_s": _pct(b_alone_lat, 50),
         "b_alone_p95_s": _pct(b_alone_lat, 95),
+        "b_p50_vs_alone": round(_pct(b_lat, 50) / _pct(b_alone_lat, 50), 3),
         "b_p95_vs_alone": round(_pct(b_lat, 95) / _pct(b_alone_lat, 95), 3),
         "a_throughput_per_s": _throughput(a_both),
         "a_alone_throughput_per_s": _throughput(a_alone),
@@ -155,9 +164,9 @@ def _split_run(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--a-jobs", type=int, default=400)
-    parser.add_argument("--b-jobs", type=int, default=10)
-    parser.add_argument("--b-delay-s", type=float, default=5.0)
+    parser.add_argument("--a-jobs", type=int, default=3000)
+    parser.add_argument("--b-jobs", type=int, default=30)
+    parser.add_argument("--b-delay-s", type=float, default=10.0)
     parser.add_argument("--split-jobs", type=int, default=150)
     parser.add_argument("--rate", type=float, default=20.0)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/nbq-bench-fair"))
@@ -166,11 +175,13 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"inputs": {k: str(v) for k, v in vars(args).items()}}
     with bench_stack(args.workdir, 0.02, overrides=overrides) as stack:
         for label, unfair in (("before", True), ("after", False)):
-            result[label] = {
-                "latency": _latency_run(stack, args, unfair=unfair),
-                "split_1_1": _split_run(stack, args, (1, 1), unfair=unfair),
-                "split_3_1": _split_run(stack, args, (3, 1), unfair=unfair),
-            }
+            result[label] = {"latency": _latency_run(stack, args, unfair=unfair)}
+            if not unfair:  # FIFO ignores the weights: one "before" latency run is enough
+                result[label]["latency_3_1"] = _latency_run(
+                    stack, args, unfair=unfair, weights=(3, 1)
+                )
+            result[label]["split_1_1"] = _split_run(stack, args, (1, 1), unfair=unfair)
+            result[label]["split_3_1"] = _split_run(stack, args, (3, 1), unfair=unfair)
             print(label, json.dumps(result[label]), flush=True)
     text = json.dumps(result, indent=2)
     if args.out:

@@ -187,6 +187,41 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]]]]]] = [
         ],
     ),
     (
+        "Fair share between producers",
+        [
+            (
+                "Creates per producer (per min): each one's share",
+                "short",
+                [
+                    (
+                        "{{producer}}",
+                        "sum by (producer) "
+                        "(rate(nbq_producer_creates_total[$__rate_interval])) * 60",
+                    ),
+                ],
+            ),
+            (
+                "Jobs waiting per producer",
+                "short",
+                [
+                    ("{{producer}}", "sum by (producer) (nbq_producer_jobs_waiting)"),
+                ],
+            ),
+            (
+                "Enqueue to stored p95 per producer",
+                "s",
+                [
+                    (
+                        "{{producer}}",
+                        "histogram_quantile(0.95, sum by (producer, le) "
+                        "(rate(nbq_producer_enqueue_to_stored_seconds_bucket"
+                        "[$__rate_interval])))",
+                    ),
+                ],
+            ),
+        ],
+    ),
+    (
         "Credits and storage",
         [
             (

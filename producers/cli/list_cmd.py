@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from workers.cli.common import console, emit_error, fail_on_config_error, print_json, shown
+from workers.cli.common import (
+    console,
+    emit_error,
+    fail_on_config_error,
+    line,
+    print_json,
+    shown,
+)
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 from workers.visible import visible
+
+if TYPE_CHECKING:
+    from workers.runtime import Runtime
 
 
 def register(app: typer.Typer) -> None:
@@ -45,15 +55,36 @@ def jobs(
             exit_code=2,
             as_json=as_json,
         )
-    store = Runtime.from_settings(get_settings()).store
-    records = list_jobs(store, state=wanted, producer=producer, batch_id=batch, limit=limit)
+    runtime = Runtime.from_settings(get_settings())
+    records = list_jobs(runtime.store, state=wanted, producer=producer, batch_id=batch, limit=limit)
     if as_json:
         print_json([r.public_view() for r in records])
         return
     if not records:
         console.print("no jobs match")
-        return
-    console.print(jobs_table(records, now=time.time()))
+    else:
+        console.print(jobs_table(records, now=time.time()))
+    if producer is not None:
+        console.print(producer_share_line(runtime, producer))
+
+
+def producer_share_line(runtime: Runtime, producer: str) -> Text:
+    """``--producer``'s place in the fair share (workers/resilience/fairshare.py): its
+    jobs waiting per priority, its share of creates among the producers waiting now and
+    its jobs in flight (the same figures as ``nbq quota``)."""
+    fair = runtime.fair()
+    for share in fair.snapshot():
+        if share.producer == producer:
+            counts = ", ".join(f"{n} {priority}" for priority, n in share.waiting.items())
+            return line(
+                "producer ",
+                producer,
+                f": waiting {counts}; share of creates {share.share:.0%} "
+                f"(weight {share.weight:g}); in flight {share.in_flight}",
+            )
+    return line(
+        "producer ", producer, f": nothing waiting for a create (weight {fair.weight(producer):g})"
+    )
 
 
 def jobs_table(records: list[JobRecord], *, now: float) -> Table:

@@ -45,8 +45,8 @@ def generate_task(
         )
     except STORE_UNREACHABLE as exc:  # keep the message: it may be all that is left of the job
         raise self._retry_store_outage(exc) from None
-    if record is None or record.is_terminal:
-        return "refused" if record is None else "terminal"
+    if record is None:
+        return "refused"
     if job_id is None:
         # Pin the new id: a retry re-sends this message and must find this record, not
         # mint a second job (and a second paid create).
