@@ -129,6 +129,8 @@ def _take_and_create(rt: Runtime, record: JobRecord, *, retries: int) -> Step:
             queued = False  # another slot took it meanwhile: this one takes another job
             continue
         if took.kind == "none":
+            if not queued and took.reason == "empty":
+                return Done("lost_race")  # nothing else waits either
             return _no_job_to_take(rt, record, took)
         target = _taken_record(rt, record, took)
         if target is not None:
