@@ -134,22 +134,29 @@ def _latency_run(
     }
 
 
-def _creates(stack: BenchStack) -> list[str]:
-    tasks = stack.emulator.control("GET", "tasks")
-    keys = [t["idempotency_key"] for t in sorted(tasks, key=lambda t: t["created_at"])]
-    return [k.removeprefix("nbq-").split("~", 1)[0] for k in keys]
+def _creates(stack: BenchStack) -> list[tuple[str, float]]:
+    """(producer, emulator's creation time) of every create, in the emulator's order."""
+    tasks = sorted(stack.emulator.control("GET", "tasks"), key=lambda t: t["created_at"])
+    return [
+        (t["idempotency_key"].removeprefix("nbq-").split("~", 1)[0], float(t["created_at"]))
+        for t in tasks
+    ]
 
 
 def _split_run(
     stack: BenchStack, args: argparse.Namespace, weights: tuple[int, int], *, unfair: bool
 ) -> dict[str, Any]:
     _reset(stack, weights=f"a:{weights[0]},b:{weights[1]}", unfair=unfair)
-    ids = _enqueue(stack, "a", args.split_jobs) + _enqueue(stack, "b", args.split_jobs)
+    a_ids = _enqueue(stack, "a", args.split_jobs)
+    b_from = time.time()  # B waits from its first enqueue (the emulator's clock: this host)
+    ids = a_ids + _enqueue(stack, "b", args.split_jobs)
     _wait_stored(stack, ids, args.split_jobs * 2 / args.rate * 3 + 120)
-    order = _creates(stack)
-    # While both had work: up to the first producer's last create.
+    creates = _creates(stack)
+    order = [p for p, _ in creates]
+    # While both had work: from B's first enqueue (A's backlog already listed) up to the
+    # first producer's last create.
     end = min(len(order) - 1 - order[::-1].index(p) for p in ("a", "b"))
-    window = order[: end + 1]
+    window = [p for p, at in creates[: end + 1] if at >= b_from]
     b_share = window.count("b") / len(window)
     expected = weights[1] / sum(weights)
     return {
@@ -169,19 +176,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--b-delay-s", type=float, default=10.0)
     parser.add_argument("--split-jobs", type=int, default=150)
     parser.add_argument("--rate", type=float, default=20.0)
+    parser.add_argument(
+        "--scenarios", default="latency,split", help="latency, split or both (comma-separated)"
+    )
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/nbq-bench-fair"))
     args = parser.parse_args(argv)
     overrides = {"NBQ_CREATES_PER_S": str(args.rate)}
     result: dict[str, Any] = {"inputs": {k: str(v) for k, v in vars(args).items()}}
     with bench_stack(args.workdir, 0.02, overrides=overrides) as stack:
+        scenarios = set(args.scenarios.split(","))
         for label, unfair in (("before", True), ("after", False)):
-            result[label] = {"latency": _latency_run(stack, args, unfair=unfair)}
-            if not unfair:  # FIFO ignores the weights: one "before" latency run is enough
-                result[label]["latency_3_1"] = _latency_run(
-                    stack, args, unfair=unfair, weights=(3, 1)
-                )
-            result[label]["split_1_1"] = _split_run(stack, args, (1, 1), unfair=unfair)
-            result[label]["split_3_1"] = _split_run(stack, args, (3, 1), unfair=unfair)
+            result[label] = {}
+            if "latency" in scenarios:
+                result[label]["latency"] = _latency_run(stack, args, unfair=unfair)
+                if not unfair:  # FIFO ignores the weights: one "before" latency run is enough
+                    result[label]["latency_3_1"] = _latency_run(
+                        stack, args, unfair=unfair, weights=(3, 1)
+                    )
+            if "split" in scenarios:
+                result[label]["split_1_1"] = _split_run(stack, args, (1, 1), unfair=unfair)
+                result[label]["split_3_1"] = _split_run(stack, args, (3, 1), unfair=unfair)
             print(label, json.dumps(result[label]), flush=True)
     text = json.dumps(result, indent=2)
     if args.out:

@@ -12,14 +12,14 @@
 --   <base>lease_of           hash  job_id -> "<class>\t<enqueue score>\t<charge>" (to put
 --                                  it back in line and give its producer the create back)
 --   <base>finish             hash  producer -> finish tag (start-time fair queueing)
---   <base>vclock             string the start tag of the last pick (virtual time)
 --   <base>f:<producer>       zset  job_id -> when it claimed its create (in flight)
 --
 -- Producer '' = jobs without a producer. Rank 0 high, 1 normal, 2 low.
 --
 -- KEYS[1]  base prefix '<prefix>:fair:{fair}:'
 -- ARGV[1]  op
--- enqueued: 2 job, 3 producer, 4 rank, 5 now. The job waits (idempotent: ZADD NX).
+-- enqueued: 2 job, 3 producer, 4 rank, 5 now, 6.. weights (producer, weight). The job
+--          waits (idempotent: ZADD NX); an idle producer's finish is raised to the others'.
 -- take:    2 own job, 3 own producer, 4 own rank, 5 own job queued (1|0), 6 now,
 --          7 lease_s, 8 cap (0 none), 9 flight ttl s, 10.. weights (producer, weight)
 --          Returns {'direct'} when the own job is queued but neither waiting nor picked
@@ -42,7 +42,6 @@ local classes_key = base .. 'classes'
 local lease_key = base .. 'lease'
 local lease_of_key = base .. 'lease_of'
 local finish_key = base .. 'finish'
-local vclock_key = base .. 'vclock'
 
 local function wkey(class) return base .. 'w:' .. class end
 local function fkey(producer) return base .. 'f:' .. producer end
@@ -80,9 +79,36 @@ local function unlease(job)
   redis.call('HDEL', lease_of_key, job)
 end
 
+-- The start of the last pick of the least-served listed producer other than p: a
+-- producer that becomes active starts no earlier (it banks nothing while idle).
+local function level_for(p, weights)
+  local level = nil
+  for _, class in ipairs(redis.call('SMEMBERS', classes_key)) do
+    local q, _ = split(class)
+    if q ~= p and redis.call('ZCARD', wkey(class)) > 0 then
+      local f = tonumber(redis.call('HGET', finish_key, q) or '0') - 1 / (weights[q] or 1)
+      if level == nil or f < level then level = f end
+    end
+  end
+  return level
+end
+
 if op == 'enqueued' then
-  local class = ARGV[3] .. '|' .. ARGV[4]
+  local producer = ARGV[3]
+  local class = producer .. '|' .. ARGV[4]
   if not redis.call('ZSCORE', lease_key, ARGV[2]) then
+    local listed = 0
+    for r = 0, 2 do listed = listed + redis.call('ZCARD', wkey(producer .. '|' .. r)) end
+    if listed == 0 then
+      -- The producer was idle: it starts level with the others (no banked creates).
+      local weights = {}
+      for i = 6, #ARGV, 2 do weights[ARGV[i]] = tonumber(ARGV[i + 1]) end
+      local level = level_for(producer, weights)
+      local mine = tonumber(redis.call('HGET', finish_key, producer) or '0')
+      if level ~= nil and level > mine then
+        redis.call('HSET', finish_key, producer, tostring(level))
+      end
+    end
     redis.call('ZADD', wkey(class), 'NX', ARGV[5], ARGV[2])
     redis.call('SADD', classes_key, class)
   end
@@ -113,10 +139,11 @@ if op == 'take' then
     end
   end
 
-  -- Start-time fair queueing: a producer's next job starts at max(virtual time, the
-  -- finish of its previous pick) and ends 1/weight later; the smallest start goes.
-  -- A producer that was idle starts at the virtual time (it banks nothing).
-  local vclock = tonumber(redis.call('GET', vclock_key) or '0')
+  -- Start-time fair queueing: a producer's next job starts at the finish of its
+  -- previous pick and finishes 1/weight later; the smallest start goes. (A producer
+  -- that was idle was set level with the others when its job was listed: 'enqueued'.)
+  -- No virtual clock moves here: a take put back (the limiter said wait) gives its
+  -- charge back and leaves nothing else changed.
   local chosen, chosen_start = nil, nil
   local capped = {}
   for p, _ in pairs(best) do
@@ -129,7 +156,7 @@ if op == 'take' then
     if blocked then
       table.insert(capped, p)
     else
-      local start = math.max(vclock, tonumber(redis.call('HGET', finish_key, p) or '0'))
+      local start = tonumber(redis.call('HGET', finish_key, p) or '0')
       if chosen == nil or start < chosen_start or (start == chosen_start and p < chosen) then
         chosen, chosen_start = p, start
       end
@@ -152,7 +179,6 @@ if op == 'take' then
   redis.call('ZADD', lease_key, now, job)
   redis.call('HSET', lease_of_key, job, class .. '\t' .. score .. '\t' .. tostring(charge))
   redis.call('HSET', finish_key, chosen, tostring(chosen_start + charge))
-  redis.call('SET', vclock_key, tostring(chosen_start))
   return {'pick', job, chosen, best[chosen]}
 end
 

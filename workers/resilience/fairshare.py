@@ -143,7 +143,14 @@ class FairShare:
         directly when its message comes (no fairness for it, nothing lost). An enqueue
         must not fail (and be repeated as a second job) for this."""
         try:
-            self._run("enqueued", job_id, producer or "", rank(priority), repr(time.time()))
+            self._run(
+                "enqueued",
+                job_id,
+                producer or "",
+                rank(priority),
+                repr(time.time()),
+                *self._pairs(),
+            )
         except redis.RedisError:
             return
 
@@ -162,7 +169,15 @@ class FairShare:
             producer or "",
             rank(priority),
             repr(time.time()),
+            *self._pairs(),
         ]
+
+    def _pairs(self) -> list[str | float]:
+        """The configured weights as script arguments: producer, weight, ..."""
+        pairs: list[str | float] = []
+        for name, weight in self.weights.items():
+            pairs += [name, weight]
+        return pairs
 
     def take(
         self,
@@ -176,9 +191,6 @@ class FairShare:
         """A submit slot (the message of ``job_id``, ``queued`` or not any more) takes the
         fairest waiting job. ``still_in_flight(ids)`` names which of a producer's claimed
         jobs are still between claim and stored (asked only when all are at the cap)."""
-        pairs: list[str | float] = []
-        for name, weight in self.weights.items():
-            pairs += [name, weight]
         args = [
             "take",
             job_id,
@@ -189,7 +201,7 @@ class FairShare:
             self.lease_s,
             self.max_in_flight,
             self.flight_ttl_s,
-            *pairs,
+            *self._pairs(),
         ]
         raw = [_text(v) for v in self._run(*args)]
         if (
