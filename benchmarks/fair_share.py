@@ -179,17 +179,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scenarios", default="latency,split", help="latency, split or both (comma-separated)"
     )
+    parser.add_argument(
+        "--after-only",
+        action="store_true",
+        help="only the fair pick at 1:1 (a long run at the issue's scale)",
+    )
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/nbq-bench-fair"))
     args = parser.parse_args(argv)
     overrides = {"NBQ_CREATES_PER_S": str(args.rate)}
     result: dict[str, Any] = {"inputs": {k: str(v) for k, v in vars(args).items()}}
     with bench_stack(args.workdir, 0.02, overrides=overrides) as stack:
         scenarios = set(args.scenarios.split(","))
-        for label, unfair in (("before", True), ("after", False)):
+        labels = (("after", False),) if args.after_only else (("before", True), ("after", False))
+        for label, unfair in labels:
             result[label] = {}
             if "latency" in scenarios:
                 result[label]["latency"] = _latency_run(stack, args, unfair=unfair)
-                if not unfair:  # FIFO ignores the weights: one "before" latency run is enough
+                if not unfair and not args.after_only:  # FIFO ignores the weights: one is enough
                     result[label]["latency_3_1"] = _latency_run(
                         stack, args, unfair=unfair, weights=(3, 1)
                     )
