@@ -10,14 +10,14 @@ from __future__ import annotations
 
 def apply() -> None:
     """Every message creates its own job as soon as the rate limiter allows (FIFO)."""
-    import workers.stages.submit as submit
-    from workers.resilience.fairshare import Take
+    import nanobanana_queue.workers.stages.submit as submit
+    from nanobanana_queue.workers.resilience.fairshare import Take
 
     setattr(submit, "_take", lambda _rt, record, **_: Take("direct", record.job_id))  # noqa: B010
 
 
 if __name__ == "__main__":
     apply()
-    from producers.cli.main import app
+    from nanobanana_queue.producers.cli.main import app
 
     app()

@@ -30,15 +30,15 @@ from prometheus_client.core import (
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
-from workers import metrics as m
-from workers.broker_queues import UNACKED_KEY, amqp_queue_lengths, queue_lengths
-from workers.brokers import broker_kind
-from workers.contract import ALL_QUEUES
-from workers.jobs.state import ACTIVE_STATES, JobState
-from workers.jobs.store import JobStore
-from workers.redis_client import check_store_shards, is_cluster, redis_client
-from workers.resilience.breaker import breaker_key
-from workers.settings import Settings
+from nanobanana_queue.workers import metrics as m
+from nanobanana_queue.workers.broker_queues import UNACKED_KEY, amqp_queue_lengths, queue_lengths
+from nanobanana_queue.workers.brokers import broker_kind
+from nanobanana_queue.workers.contract import ALL_QUEUES
+from nanobanana_queue.workers.jobs.state import ACTIVE_STATES, JobState
+from nanobanana_queue.workers.jobs.store import JobStore
+from nanobanana_queue.workers.redis_client import check_store_shards, is_cluster, redis_client
+from nanobanana_queue.workers.resilience.breaker import breaker_key
+from nanobanana_queue.workers.settings import Settings
 
 _COUNTERS: tuple[tuple[str, str], ...] = (
     ("nbq_jobs_state_total", m.C_JOBS_STATE),
@@ -278,7 +278,7 @@ class RedisMetricsCollector(Collector):
     def _per_producer(self) -> Iterator[Metric]:
         """Jobs on each producer's fair-share waiting list, and each producer's
         enqueue→stored histogram (workers/resilience/fairshare.py)."""
-        from workers.resilience.fairshare import FairShare
+        from nanobanana_queue.workers.resilience.fairshare import FairShare
 
         labels = (*self.producers, "other")
         fair = FairShare(self.store, prefix=self.prefix, weights=dict.fromkeys(self.producers, 1.0))
@@ -353,7 +353,7 @@ def build_registry(settings: Settings) -> CollectorRegistry:
         # every other process does (the count is fixed for a store's life).
         check_store_shards(store, settings)
         shards = settings.store_shards
-    from workers.resilience.fairshare import parse_weights
+    from nanobanana_queue.workers.resilience.fairshare import parse_weights
 
     producers = tuple(parse_weights(settings.producer_weights))
     registry.register(
