@@ -232,9 +232,102 @@ def _send_chains(module: Any, count: int) -> None:
         module.send_chain(job)
 
 
+def interleaved(
+    workdir: Path, n_jobs: int, concurrency: int, *, pool: str = "prefork", rounds: int = 4
+) -> dict[str, Any]:
+    """B1io on a loaded machine: the pipeline and the I/O floor in alternating batches.
+
+    Both workers run side by side for the whole run (an idle Celery worker waits in a
+    BRPOP); each round sends ``n_jobs / rounds`` jobs to one, waits for all of them, then
+    the same number to the other, the order swapped every round (ABBA), so a change of
+    the machine's load hits both sides alike. The ratio is of the summed throughput
+    (all jobs / all elapsed seconds per side); the rounds' own ratios show the spread.
+    Worker CPU is counted over each side's own batches only.
+    """
+    import statistics
+
+    from benchmarks import io_floor_tasks as floor
+
+    per_round = max(1, n_jobs // rounds)
+    with bench_stack(workdir / "b1io", TIME_SCALE, overrides=PRODUCTION_LOGS) as stack:
+        pipe = stack.start_worker(
+            queues="submit,poll,download", pool=pool, concurrency=concurrency, name="pipe"
+        )
+        args = [sys.executable, "-m", "celery", "-A", "benchmarks.io_floor_tasks", "worker"]
+        args += ["-Q", floor.QUEUE, "-P", pool, "-c", str(concurrency)]
+        args += ["--hostname", "io@bench", "--loglevel", "INFO"]
+        io = start_proc(args, log=stack.dir / "worker-io.log", env=stack.env())
+        stack.workers.append(io)
+        wait_worker(stack.redis.url, "io@bench", io)
+        client = stack.redis.client()
+        run_jobs(stack, WARMUP_JOBS, workers={"pipe": pipe.pid}, timeout_s=120, fetch_records=False)
+        _floor_batch(client, floor, io.pid, WARMUP_JOBS)
+        sides: dict[str, list[dict[str, float]]] = {"pipeline": [], "floor": []}
+        for n in range(rounds):
+            order = ("pipeline", "floor") if n % 2 == 0 else ("floor", "pipeline")
+            for side in order:
+                if side == "pipeline":
+                    got = run_jobs(stack, per_round, workers={"pipe": pipe.pid}, timeout_s=600)
+                    stored = got.states.get("stored", 0)
+                    sides[side].append(
+                        {
+                            "elapsed_s": got.elapsed_s,
+                            "cpu_s": got.worker_cpu_s["pipe"],
+                            "stored": float(stored),
+                        }
+                    )
+                else:
+                    sides[side].append(_floor_batch(client, floor, io.pid, per_round))
+    jobs = per_round * rounds
+
+    def rate(side: str) -> float:
+        return jobs / sum(r["elapsed_s"] for r in sides[side])
+
+    def cpu_ms(side: str) -> float:
+        return 1000 * sum(r["cpu_s"] for r in sides[side]) / jobs
+
+    per_round_ratios = [
+        f["elapsed_s"] / p["elapsed_s"]
+        for p, f in zip(sides["pipeline"], sides["floor"], strict=True)
+    ]
+    return {
+        "pool": pool,
+        "concurrency": concurrency,
+        "rounds": rounds,
+        "jobs_per_side": jobs,
+        "pipeline_jobs_per_s": round(rate("pipeline"), 2),
+        "io_floor_jobs_per_s": round(rate("floor"), 2),
+        "pipeline_ratio_vs_io_floor": round(rate("pipeline") / rate("floor"), 3),
+        "round_ratios": [round(r, 3) for r in per_round_ratios],
+        "round_ratio_median": round(statistics.median(per_round_ratios), 3),
+        "worker_cpu_ms_per_job": round(cpu_ms("pipeline"), 2),
+        "io_floor_worker_cpu_ms_per_job": round(cpu_ms("floor"), 2),
+        "all_stored": sum(r["stored"] for r in sides["pipeline"]) == jobs,
+    }
+
+
+def _floor_batch(client: Any, floor: Any, pid: int, count: int) -> dict[str, float]:
+    """``count`` floor jobs from two sending threads; waits until all are stored."""
+    client.set(floor.DONE_KEY, 0)
+    cpu_before = tree_cpu_s(pid)
+    started = time.perf_counter()
+    threads = [
+        threading.Thread(target=_send_chains, args=(floor, count // 2 + i * (count % 2)))
+        for i in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: int(client.get(floor.DONE_KEY) or 0) >= count, 600, 0.05, "floor jobs")
+    elapsed = time.perf_counter() - started
+    for thread in threads:
+        thread.join()
+    return {"elapsed_s": elapsed, "cpu_s": tree_cpu_s(pid) - cpu_before, "stored": float(count)}
+
+
 def main(argv: list[str] | None = None) -> int:
     """B1 and B1io alone, with any pool: ``python -m benchmarks.b1_throughput --pool prefork
-    --concurrency 4 --jobs 300 [--no-noop]``; prints both rows' numbers as JSON."""
+    --concurrency 4 --jobs 300 [--no-noop]``; prints both rows' numbers as JSON.
+    ``--rounds 4``: B1io alone, pipeline and floor in alternating batches (``interleaved``)."""
     import argparse
     import json
     import tempfile
@@ -246,8 +339,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool", choices=("threads", "prefork"), default="prefork")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--no-noop", action="store_true", help="skip the no-op chain")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=0,
+        help="alternate pipeline and floor batches over this many rounds (see interleaved)",
+    )
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="nbq-b1-"))
+    if args.rounds:
+        print(
+            json.dumps(
+                interleaved(
+                    workdir, args.jobs, args.concurrency, pool=args.pool, rounds=args.rounds
+                )
+            )
+        )
+        return 0
     b1 = run(workdir, args.jobs, args.concurrency, pool=args.pool, noop=not args.no_noop)
     row = versus_io_floor(b1)
     keys = (
