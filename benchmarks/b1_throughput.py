@@ -246,10 +246,10 @@ def interleaved(
     """
     import statistics
 
-    from benchmarks import io_floor_tasks as floor
-
     per_round = max(1, n_jobs // rounds)
     with bench_stack(workdir / "b1io", TIME_SCALE, overrides=PRODUCTION_LOGS) as stack:
+        # Only now: the floor's app reads its broker from the stack's settings at import.
+        floor = importlib.import_module("benchmarks.io_floor_tasks")
         pipe = stack.start_worker(
             queues="submit,poll,download", pool=pool, concurrency=concurrency, name="pipe"
         )
