@@ -25,9 +25,17 @@ def register_secret(value: str | None) -> None:
 
 
 def redact_text(text: str) -> str:
-    """Strip query strings from URLs (signed links), bearer tokens and known secrets."""
-    text = _URL.sub(r"\1?<redacted>", text)
-    text = _BEARER.sub(r"\1<redacted>", text)
+    """Strip query strings from URLs (signed links), bearer tokens and known secrets.
+
+    Every value of every log line passes here (a worker writes ~9 lines per job), and a
+    ``sub`` costs microseconds even when nothing matches: each pattern is only applied
+    when the text can hold a match (a URL query needs ``://`` and ``?``; a bearer token
+    is searched first, which is far cheaper than a ``sub`` that finds nothing).
+    """
+    if "://" in text and "?" in text:
+        text = _URL.sub(r"\1?<redacted>", text)
+    if _BEARER.search(text) is not None:
+        text = _BEARER.sub(r"\1<redacted>", text)
     for secret in _SECRETS:
         text = text.replace(secret, "<redacted>")
     return text
@@ -225,6 +233,7 @@ def configure_logging(level: str = "INFO", *, json: bool = False, stdlib: bool =
     )
     # The stream of this moment, as structlog's own PrintLogger would (a test redirects
     # stderr around this call; tests/support/logging_guard.py removes the handler after).
+    skip_unrendered_record_fields()
     handler = logging.StreamHandler(sys.stderr)
     handler.set_name(HANDLER_NAME)
     handler.setFormatter(formatter)
@@ -240,6 +249,23 @@ def configure_logging(level: str = "INFO", *, json: bool = False, stdlib: bool =
     for chatty in QUIET_LOGGERS:  # a line per HTTP request: our own events already say it
         logging.getLogger(chatty).setLevel(max(threshold, logging.WARNING))
     escape_stdlib_records()  # Celery's, kombu's, uvicorn's arguments escaped too
+
+
+def skip_unrendered_record_fields() -> None:
+    """Stop ``logging`` from looking up, for every record, what no line of ours shows: the
+    caller's file, line and function (a walk up the stack: structlog's bridge skips its own
+    frames to find it), the thread, the process id and name. Our formats render the event
+    dict (structlog's fields, a foreign record's message, level, logger name, time), never
+    these. The switches are the ones the Python Logging HOWTO lists under "Optimization".
+    A worker writes ~9 lines per job (3 events of ours, 6 of Celery's), each line builds
+    two records (structlog's formatter copies it): this was ~15 % of a line's cost.
+
+    Process-wide, so only where this module owns the process's logging (``stdlib=True``).
+    """
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 def get_logger(name: str) -> Any:
