@@ -25,7 +25,7 @@ from benchmarks.harness import (
 )
 from benchmarks.pipeline_run import api_calls, run_jobs
 from benchmarks.results import BenchResult
-from devstack.procs import wait_until
+from nanobanana_queue.devstack.procs import wait_until
 
 TIME_SCALE = 0.001
 TARGET_RATIO = 0.6

@@ -15,8 +15,8 @@ import os
 from celery import Celery
 from kombu.entity import Queue
 
-from workers.app import celery_config
-from workers.settings import get_settings
+from nanobanana_queue.workers.app import celery_config
+from nanobanana_queue.workers.settings import get_settings
 
 
 def baseline_app(name: str, queue: str) -> Celery:

@@ -22,9 +22,9 @@ from typing import Any
 
 from benchmarks.baseline_app import baseline_app
 from benchmarks.harness import REQUEST
-from workers.evolink.models import GenerationRequest, TaskStatus
-from workers.evolink.results import open_result
-from workers.runtime import get_runtime
+from nanobanana_queue.workers.evolink.models import GenerationRequest, TaskStatus
+from nanobanana_queue.workers.evolink.results import open_result
+from nanobanana_queue.workers.runtime import get_runtime
 
 QUEUE = "bench-io"
 DONE_KEY = "bench:io:done"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.settings import Settings
+from nanobanana_queue.workers.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -38,8 +38,8 @@ NOT_SETTINGS = {
 #: Stage modules that may import anything of Celery's (docs/architecture.md, Packages),
 #: and what: the reconciler reads RabbitMQ queue lengths (catching kombu's and amqp's
 #: errors) and the submit time limit from the Celery configuration.
-CELERY_IN_STAGES = {"reconcile.py": {"kombu", "amqp", "workers.app"}}
-CELERY = ("celery", "kombu", "amqp", "workers.app", "workers.dispatch", "workers.tasks")
+CELERY_IN_STAGES = {"reconcile.py": {"kombu", "amqp", "nanobanana_queue.workers.app"}}
+CELERY = ("celery", "kombu", "amqp", "nanobanana_queue.workers.app", "nanobanana_queue.workers.dispatch", "nanobanana_queue.workers.tasks")
 
 
 def _located(path: str) -> Path | None:
