@@ -21,6 +21,7 @@ from workers.logs import get_logger
 from workers.notify.config import NotifyConfig
 from workers.notify.deadletter import NotifyDeadLetters
 from workers.notify.deliver import backoff_s, deliver_once
+from workers.pipeline import NOTIFY
 from workers.runtime import get_runtime
 from workers.security.netguard import guarded_client
 from workers.stages.steps import Notify
@@ -39,7 +40,7 @@ def _parts() -> tuple[NotifyConfig, httpx.Client]:
     return _cache["config"], _cache["client"]
 
 
-@app.task(name=TASK_NOTIFY, bind=True, acks_late=True, reject_on_worker_lost=True)
+@app.task(name=TASK_NOTIFY, bind=True, **NOTIFY.ack_options)
 def notify_task(
     self: Any,
     webhook_id: str,

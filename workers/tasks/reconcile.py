@@ -11,6 +11,7 @@ from celery.signals import worker_ready, worker_shutdown
 from workers.app import app
 from workers.contract import TASK_RECONCILE
 from workers.logs import get_logger
+from workers.pipeline import RECONCILE
 from workers.probes import Heartbeat
 from workers.runtime import get_runtime
 from workers.stages.reconcile import reap_dead_workers, reconcile_once
@@ -20,7 +21,7 @@ log = get_logger("nbq.reconcile")
 _stop = threading.Event()
 
 
-@app.task(name=TASK_RECONCILE)
+@app.task(name=TASK_RECONCILE, **RECONCILE.ack_options)
 def reconcile_task() -> int:
     """One pass; returns how many jobs were re-driven."""
     return reconcile_once(get_runtime(), dispatcher().send).total
