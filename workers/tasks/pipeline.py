@@ -16,9 +16,14 @@ from typing import Any
 
 from workers.app import app
 from workers.contract import TASK_ADOPT, TASK_DOWNLOAD, TASK_GENERATE, TASK_POLL, TASK_SUBMIT
+from workers.dispatch import envelope
+from workers.logs import get_logger
 from workers.pipeline import PIPELINE, Stage
 from workers.runtime import get_runtime
+from workers.stages.steps import Done, Fail, Retry, Step
 from workers.tasks.base import StageTask
+
+log = get_logger("nbq.tasks")
 
 #: What the wrapper passes itself: the runtime first, the task's retry count by name.
 NOT_FROM_THE_MESSAGE = ("rt", "retries")
@@ -56,13 +61,29 @@ def task_signature(stage: Stage, func: Callable[..., Any]) -> inspect.Signature:
     return inspect.Signature(params)
 
 
+def undeclared_next(stage: Stage, step: Step) -> str | None:
+    """The task ``step`` would send that ``stage`` does not declare as its next (None if
+    declared, or not a message: a Retry is the running task's own message again)."""
+    if isinstance(step, Done | Fail | Retry):
+        return None
+    task = envelope(step).task
+    return None if task in stage.next else task
+
+
 def _register(stage: Stage) -> Any:
     func = stage_function(stage)
     names = stage.param_names
 
+    def declared(*args: Any, **kwargs: Any) -> Step:
+        step: Step = func(*args, **kwargs)
+        task = undeclared_next(stage, step)
+        if task is not None:  # sent all the same: a message is never dropped for this
+            log.error("undeclared_next_step", task=stage.task, next=task, see="workers/pipeline.py")
+        return step
+
     def run(self: StageTask, *args: Any, **kwargs: Any) -> str:
         kwargs.update(zip(names, args, strict=False))  # the guard refused any name twice
-        return self.run_stage(func, get_runtime(), **kwargs)
+        return self.run_stage(declared, get_runtime(), **kwargs)
 
     short = stage.task.removeprefix("nbq.")
     run.__name__ = run.__qualname__ = f"{short}_task"
