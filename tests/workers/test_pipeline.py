@@ -67,14 +67,13 @@ def test_the_names_other_services_use_are_unchanged() -> None:
     )
 
 
-def test_every_task_has_its_declared_time_limits_and_the_submitting_ones_follow_the_setting() -> (
-    None
-):
+def test_each_task_has_its_declared_time_limits_the_submitting_ones_from_the_setting() -> None:
     settings = load_settings(submit_time_limit_s=36)
     annotations = celery_config(settings)["task_annotations"]
     assert set(annotations) == DECLARED
     for stage in PIPELINE:
-        soft, hard = (24.0, 36.0) if stage.limits == SUBMIT_LIMITS else stage.limits
+        assert not isinstance(stage.limits, str) or stage.limits == SUBMIT_LIMITS
+        soft, hard = (24.0, 36.0) if isinstance(stage.limits, str) else stage.limits
         assert annotations[stage.task] == {"soft_time_limit": soft, "time_limit": hard}
 
 
