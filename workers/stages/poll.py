@@ -30,7 +30,7 @@ from workers.stages.steps import Done, Download, Fail, Poll, Step, Submit
 def poll(
     rt: Runtime,
     job_id: str,
-    token: str = "",  # nosec B107 - a poll token; none: the callback receiver's fresh chain
+    token: str = "",  # nosec B107 - poll token
     *,
     retries: int = 0,
     evolink_task_id: str | None = None,
