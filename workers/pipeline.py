@@ -34,7 +34,7 @@ This module imports nothing of the project, so anything may import it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal
 
 #: The time limits of the tasks that make a paid create come from NBQ_SUBMIT_TIME_LIMIT_S
@@ -76,19 +76,20 @@ class Stage:
     #: One line for the docs.
     does: str = ""
 
-    @property
-    def param_names(self) -> tuple[str, ...]:
-        return tuple(p.rstrip("?") for p in self.params)
+    #: The argument names without their ``?`` marks, and those marked optional (derived).
+    param_names: tuple[str, ...] = field(init=False)
+    optional_params: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "param_names", tuple(p.rstrip("?") for p in self.params))
+        optional = frozenset(p.rstrip("?") for p in self.params if p.endswith("?"))
+        object.__setattr__(self, "optional_params", optional)
 
     @property
     def ack_options(self) -> dict[str, bool]:
         """Celery's task options for :attr:`acks`."""
         late = self.acks == "late"
         return {"acks_late": late, "reject_on_worker_lost": late}
-
-    @property
-    def optional_params(self) -> frozenset[str]:
-        return frozenset(p.rstrip("?") for p in self.params if p.endswith("?"))
 
 
 GENERATE: Final = Stage(

@@ -2,7 +2,7 @@
 
 Run from a checkout (it borrows the tests' servers: a redis-server, the emulator, moto S3):
 
-    PYTHONPATH=$PWD python ops/scripts/job_path.py
+    PYTHONPATH=$PWD python ops/scripts/job_path.py       # JOB_PATH_EDGES=1: list the edges
 
 One job (one poll, one image) enters as a raw ``nbq.generate`` and is carried message by
 message through the real Celery tasks (``Task.apply`` in this process; every message a
@@ -96,6 +96,9 @@ def main() -> None:
     print(f"hops (distinct module → module call edges): {len(profile.edges)}")
     for module in sorted(profile.modules):
         print(f"  {module}")
+    if os.environ.get("JOB_PATH_EDGES"):  # the edges too, to compare two runs
+        for caller, callee in sorted(profile.edges):
+            print(f"  edge {caller} -> {callee}")
 
 
 def run(emulator: Any, *, warm: bool) -> PathProfile | None:

@@ -16,9 +16,8 @@ from typing import Any
 
 from workers.app import app
 from workers.contract import TASK_ADOPT, TASK_DOWNLOAD, TASK_GENERATE, TASK_POLL, TASK_SUBMIT
-from workers.dispatch import envelope
 from workers.logs import get_logger
-from workers.pipeline import PIPELINE, Stage
+from workers.pipeline import BY_STEP, PIPELINE, Stage
 from workers.runtime import get_runtime
 from workers.stages.steps import Done, Fail, Retry, Step
 from workers.tasks.base import StageTask
@@ -66,7 +65,7 @@ def undeclared_next(stage: Stage, step: Step) -> str | None:
     declared, or not a message: a Retry is the running task's own message again)."""
     if isinstance(step, Done | Fail | Retry):
         return None
-    task = envelope(step).task
+    task = BY_STEP[type(step).__name__].task
     return None if task in stage.next else task
 
 
