@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-from workers.pipeline import BY_STEP
-from workers.settings import Settings
-from workers.stages.steps import Message, Retry
+from nanobanana_queue.workers.pipeline import BY_STEP
+from nanobanana_queue.workers.settings import Settings
+from nanobanana_queue.workers.stages.steps import Message, Retry
 
 if TYPE_CHECKING:
     from celery import Celery, Task

@@ -102,8 +102,8 @@ def main() -> None:
 
 
 def run(emulator: Any, *, warm: bool) -> PathProfile | None:
-    import workers.tasks  # noqa: F401 - registers the nbq.* tasks
-    from workers.app import app
+    import nanobanana_queue.workers.tasks  # noqa: F401 - registers the nbq.* tasks
+    from nanobanana_queue.workers.app import app
 
     sent: list[tuple[str, dict[str, Any]]] = []
 

@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 
-import workers.tasks  # noqa: F401 - registers the nbq.* tasks on the app
-from workers import contract
-from workers.app import app, celery_config
-from workers.dispatch import envelope
-from workers.guard.inspect import CHECKS, TASK_PARAMS
-from workers.pipeline import BY_STEP, BY_TASK, PIPELINE, SUBMIT_LIMITS, Stage, markdown
-from workers.policy.retry import RETRY_RULES
-from workers.settings import Settings, load_settings
-from workers.stages import steps
-from workers.stages.steps import Done, Download, Poll, Submit
-from workers.tasks.pipeline import TASKS, stage_function, undeclared_next
+import nanobanana_queue.workers.tasks  # noqa: F401 - registers the nbq.* tasks on the app
+from nanobanana_queue.workers import contract
+from nanobanana_queue.workers.app import app, celery_config
+from nanobanana_queue.workers.dispatch import envelope
+from nanobanana_queue.workers.guard.inspect import CHECKS, TASK_PARAMS
+from nanobanana_queue.workers.pipeline import BY_STEP, BY_TASK, PIPELINE, SUBMIT_LIMITS, Stage, markdown
+from nanobanana_queue.workers.policy.retry import RETRY_RULES
+from nanobanana_queue.workers.settings import Settings, load_settings
+from nanobanana_queue.workers.stages import steps
+from nanobanana_queue.workers.stages.steps import Done, Download, Poll, Submit
+from nanobanana_queue.workers.tasks.pipeline import TASKS, stage_function, undeclared_next
 
 ROOT = Path(__file__).resolve().parents[2]
 DECLARED = {stage.task for stage in PIPELINE}
@@ -134,7 +134,7 @@ def test_stages_never_run_each_other_but_the_declared_composition() -> None:
     """No stage module imports another entry's stage function (nor poll's task handling),
     except what an entry declares in ``composes``."""
     entry_points = {tuple(s.stage.split(":")): s.task for s in PIPELINE if s.stage is not None} | {
-        ("workers.stages.poll", "handle_task_state"): "nbq.poll"
+        ("nanobanana_queue.workers.stages.poll", "handle_task_state"): "nbq.poll"
     }
     allowed = {
         (s.stage.split(":")[0], BY_TASK[composed].stage.split(":")[0])  # type: ignore[union-attr]
@@ -144,7 +144,7 @@ def test_stages_never_run_each_other_but_the_declared_composition() -> None:
     }
     crossing = []
     for path in sorted((ROOT / "workers" / "stages").glob("*.py")):
-        module = f"workers.stages.{path.stem}"
+        module = f"nanobanana_queue.workers.stages.{path.stem}"
         for imported in _imported_names(path):
             if (
                 imported in entry_points
@@ -153,7 +153,7 @@ def test_stages_never_run_each_other_but_the_declared_composition() -> None:
             ):
                 crossing.append(f"{module} runs {'.'.join(imported)}")
     assert crossing == []
-    assert allowed == {("workers.stages.intake", "workers.stages.submit")}
+    assert allowed == {("nanobanana_queue.workers.stages.intake", "nanobanana_queue.workers.stages.submit")}
 
 
 def test_the_docs_pipeline_table_is_the_declaration() -> None:

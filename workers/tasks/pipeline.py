@@ -14,13 +14,13 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from workers.app import app
-from workers.contract import TASK_ADOPT, TASK_DOWNLOAD, TASK_GENERATE, TASK_POLL, TASK_SUBMIT
-from workers.logs import get_logger
-from workers.pipeline import BY_STEP, PIPELINE, Stage
-from workers.runtime import get_runtime
-from workers.stages.steps import Done, Fail, Retry, Step
-from workers.tasks.base import StageTask
+from nanobanana_queue.workers.app import app
+from nanobanana_queue.workers.contract import TASK_ADOPT, TASK_DOWNLOAD, TASK_GENERATE, TASK_POLL, TASK_SUBMIT
+from nanobanana_queue.workers.logs import get_logger
+from nanobanana_queue.workers.pipeline import BY_STEP, PIPELINE, Stage
+from nanobanana_queue.workers.runtime import get_runtime
+from nanobanana_queue.workers.stages.steps import Done, Fail, Retry, Step
+from nanobanana_queue.workers.tasks.base import StageTask
 
 log = get_logger("nbq.tasks")
 
