@@ -7,8 +7,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from devstack.procs import Supervisor
-from workers.settings import Settings
+from nanobanana_queue.devstack.procs import Supervisor
+from nanobanana_queue.workers.settings import Settings
 
 #: Real seconds per nominal second: a 1K image takes about one second.
 TIME_SCALE = 0.05

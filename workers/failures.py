@@ -1,7 +1,7 @@
 """Why a job failed, as the exception its last Celery task ends with (Flower's FAILURE).
 
 A stage that moves a job to ``failed`` records the failure here (``fail_job`` does it
-once, only when its transition won); the task wrapper (``workers.tasks.base``) then
+once, only when its transition won); the task wrapper (``nanobanana_queue.workers.tasks.base``) then
 raises the matching class, so Flower lists the task as FAILURE under a name that says
 why, with a message saying what a person can do. One class per failure reason::
 
@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import ClassVar
 
-from workers.jobs.record import JobError
+from nanobanana_queue.workers.jobs.record import JobError
 
 #: Longest job-error message quoted in an exception (the record keeps the whole one).
 MAX_MESSAGE_CHARS = 300
@@ -213,7 +213,7 @@ BY_REASON: dict[str, type[JobFailed]] = {
 
 def failure_class(code: str) -> type[JobFailed]:
     """The class for a job error code (task error codes fall back to GenerationFailed)."""
-    from workers.evolink.errors import PERMANENT_TASK_CODES, RETRYABLE_TASK_CODES
+    from nanobanana_queue.workers.evolink.errors import PERMANENT_TASK_CODES, RETRYABLE_TASK_CODES
 
     if code in BY_REASON:
         return BY_REASON[code]

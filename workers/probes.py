@@ -18,8 +18,8 @@ The probe side is this module run as a program, standard library only (≈ 30 ms
 settings, no broker or Redis client imported)::
 
     python -m workers.probes live              # exit 0 healthy, 1 not (one line why)
-    python -m workers.probes ready
-    python -m workers.probes live --name reconcile --missed 6
+    python -m nanobanana_queue.workers.probes ready
+    python -m nanobanana_queue.workers.probes live --name reconcile --missed 6
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def check_ready(directory: str | Path, name: str, missed: int, now: float) -> Ve
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m workers.probes",
+        prog="python -m nanobanana_queue.workers.probes",
         description="Exit 0 if the process's heartbeat file is fresh (and, for 'ready', "
         "it consumes); 1 otherwise. Reads one file; talks to no broker.",
     )

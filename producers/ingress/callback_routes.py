@@ -2,7 +2,7 @@
 
 No bearer token: the per-job ``token`` in the URL is the authentication. The answer comes
 at once (the work is one Redis round trip and, at most, one ``nbq.poll`` message); see
-:mod:`workers.callbacks` for what each outcome means.
+:mod:`nanobanana_queue.workers.callbacks` for what each outcome means.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from producers.ingress.context import Context
-from producers.ingress.errors import documented
-from producers.ingress.schemas import CallbackAnswer
-from workers.callbacks import receive_callback
+from nanobanana_queue.producers.ingress.context import Context
+from nanobanana_queue.producers.ingress.errors import documented
+from nanobanana_queue.producers.ingress.schemas import CallbackAnswer
+from nanobanana_queue.workers.callbacks import receive_callback
 
 router = APIRouter(prefix="/v1/callbacks", tags=["callbacks"])
 

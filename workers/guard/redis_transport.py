@@ -10,7 +10,7 @@ replacements, installed once per process by :func:`install` (``workers/startup.p
 ``patch_kombu``):
 
 - ``Channel._brpop_read``: kombu's own (5.5–5.7), with one line changed — the item is
-  decoded by :func:`workers.guard.envelope.decode_item`, and an item that is not an
+  decoded by :func:`nanobanana_queue.workers.guard.envelope.decode_item`, and an item that is not an
   envelope is dead-lettered with the queue it was popped from instead of raising.
   :data:`KOMBU_BRPOP_READ_SHA256` pins the kombu sources this copy was taken from; a
   test fails when kombu changes the method, so the copy is re-checked, never stale.
@@ -35,16 +35,16 @@ import threading
 from queue import Empty
 from typing import Any, Final, Protocol
 
-from workers.deadletters import DeadLetter, build_letter
-from workers.guard.envelope import (
+from nanobanana_queue.workers.deadletters import DeadLetter, build_letter
+from nanobanana_queue.workers.guard.envelope import (
     MAX_EXCERPT_BYTES,
     check_envelope,
     check_unacked_entry,
     decode_item,
     escaped_excerpt,
 )
-from workers.guard.inspect import Refusal
-from workers.logs import get_logger
+from nanobanana_queue.workers.guard.inspect import Refusal
+from nanobanana_queue.workers.logs import get_logger
 
 log = get_logger("nbq.guard")
 

@@ -2,7 +2,7 @@
 
 This table is the one place that decides *how* a retry happens; ``policy/errors.py``
 decides *whether* an error is retried at all (``Action.RETRY`` and friends). Stages name
-a cause (``workers.stages.common.retry``) and get a ``Retry`` step built from here.
+a cause (``nanobanana_queue.workers.stages.common.retry``) and get a ``Retry`` step built from here.
 
 ==================  ==========  ===============================  ===================
 cause               budget      delay                            may fail the job from
@@ -29,8 +29,8 @@ import random
 from dataclasses import dataclass
 from enum import StrEnum
 
-from workers.jobs.state import JobState
-from workers.policy.schedule import Backoff
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.policy.schedule import Backoff
 
 #: Longest single wait of a queued job on the breaker (a hop, re-checked after).
 MAX_QUOTA_WAIT_S = 300.0

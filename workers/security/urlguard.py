@@ -6,7 +6,7 @@ Two guards, one vocabulary of refusals:
   refuse anything that names a local or private place, without DNS (producers stay fast).
 * ``check_result_url`` — result links from API answers and callbacks, before each request
   hop. Scheme, credentials, allowlist and IP literals are checked here; the addresses a
-  *name* resolves to are checked at connect time by ``workers.security.netguard``.
+  *name* resolves to are checked at connect time by ``nanobanana_queue.workers.security.netguard``.
 
 Result links are signed: their messages never carry the query string (``redact_url``).
 """
@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from workers.errors import UnsafeUrlError
-from workers.security.addresses import (
+from nanobanana_queue.workers.errors import UnsafeUrlError
+from nanobanana_queue.workers.security.addresses import (
     IPAddress,
     address_problem,
     ends_in_number,
@@ -29,7 +29,7 @@ from workers.security.addresses import (
 )
 
 if TYPE_CHECKING:
-    from workers.settings import Settings
+    from nanobanana_queue.workers.settings import Settings
 
 __all__ = [
     "UnsafeUrlError",
