@@ -13,7 +13,7 @@ __all__ = ["EmulatorConfig", "create_app"]
 
 def __getattr__(name: str) -> Any:
     """``create_app`` (FastAPI) loads on first use: ``nbq``'s command list imports
-    ``nanobanana_queue.emulator.cli`` in installs without the [emulator] extra."""
+    ``emulator.cli`` in installs without the [emulator] extra."""
     if name == "create_app":
         from nanobanana_queue.emulator.app import create_app
 

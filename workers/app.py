@@ -1,4 +1,4 @@
-"""The Celery application: ``celery -A nanobanana_queue.workers.app worker -Q submit`` works as is.
+"""The Celery application: ``celery -A workers.app worker -Q submit`` works as is.
 
 Importing it has no side effects: the app reads its settings when first used, and the
 worker's process setup (logging, kombu fix, shutdown deadline, store guard) runs at worker
@@ -77,7 +77,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery configuration derived from ``NBQ_*`` settings (pure, tested directly).
 
     The broker-dependent part (queues, transport options, delayed delivery) comes from
-    ``nanobanana_queue.workers.brokers`` by the broker's kind; Sentinel adds its transport options.
+    ``workers.brokers`` by the broker's kind; Sentinel adds its transport options.
     """
     config = _base_config(settings)
     if is_sentinel_url(settings.broker_url):

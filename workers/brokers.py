@@ -63,7 +63,7 @@ def task_queues(kind: BrokerKind, names: tuple[str, ...]) -> list[Queue]:
 def transport_config(
     kind: BrokerKind, *, visibility_timeout_s: int, eta_task_limit: int
 ) -> dict[str, Any]:
-    """The broker-dependent part of ``nanobanana_queue.workers.app.celery_config``."""
+    """The broker-dependent part of ``workers.app.celery_config``."""
     if kind == "redis":
         return {
             "broker_transport_options": {

@@ -54,7 +54,7 @@ FIRSTS_PER_REASON: Final = 5
 
 def _script(name: str) -> str:
     """A Lua script shipped next to this module (its header documents KEYS and ARGV)."""
-    return files("workers").joinpath(name).read_text(encoding="utf-8")
+    return files("nanobanana_queue.workers").joinpath(name).read_text(encoding="utf-8")
 
 
 #: The bookkeeping both scripts share (prepended to each).
@@ -295,7 +295,7 @@ class DeadLetterStore:
 class ReplayOutcome(BaseModel):
     queue: str = ""
     message_id: str = ""
-    refusal: Any = None  # nanobanana_queue.workers.guard.inspect.Refusal when not replayed
+    refusal: Any = None  # workers.guard.inspect.Refusal when not replayed
 
 
 def replay_letter(settings: Any, letter: DeadLetter) -> ReplayOutcome:

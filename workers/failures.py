@@ -1,7 +1,7 @@
 """Why a job failed, as the exception its last Celery task ends with (Flower's FAILURE).
 
 A stage that moves a job to ``failed`` records the failure here (``fail_job`` does it
-once, only when its transition won); the task wrapper (``nanobanana_queue.workers.tasks.base``) then
+once, only when its transition won); the task wrapper (``workers.tasks.base``) then
 raises the matching class, so Flower lists the task as FAILURE under a name that says
 why, with a message saying what a person can do. One class per failure reason::
 

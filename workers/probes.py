@@ -18,8 +18,8 @@ The probe side is this module run as a program, standard library only (≈ 30 ms
 settings, no broker or Redis client imported)::
 
     python -m workers.probes live              # exit 0 healthy, 1 not (one line why)
-    python -m nanobanana_queue.workers.probes ready
-    python -m nanobanana_queue.workers.probes live --name reconcile --missed 6
+    python -m workers.probes ready
+    python -m workers.probes live --name reconcile --missed 6
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ def configure_process(settings: Settings | None = None, *, keep_host_logging: bo
     Once per process: a second call (a second Producer) changes nothing. With
     ``keep_host_logging`` (``Producer()``), a process that configured structlog itself
     keeps its configuration: an embedding service's logging is its own. The secrets are
-    still registered, for ``nanobanana_queue.workers.logs.redact_processor`` in the host's chain.
+    still registered, for ``workers.logs.redact_processor`` in the host's chain.
     """
     global _configured
     if _configured:
@@ -200,7 +200,7 @@ def _no_cancel_on_connection_loss_without_kill(instance: Any = None, **_: Any) -
 
 def keep_celery_in_our_log_format() -> None:
     """Celery's and kombu's records go through the root handler ``configure_process``
-    installed (``nanobanana_queue.workers.logs``), not through a handler and format of Celery's own.
+    installed (``workers.logs``), not through a handler and format of Celery's own.
 
     A receiver of ``setup_logging`` tells Celery the logging is configured; its loggers
     still follow ``--loglevel``. In JSON mode (NBQ_LOG_JSON) the banner Celery prints to

@@ -9,7 +9,7 @@ Python-style escape (``\\x1b``, ``\\x9b``, ``\\u202e``) and leaves everything el
 so ordinary text (accents, CJK, emoji) is shown as it is.
 
 Where it is applied: every data cell and message of the ``nbq`` commands (through
-:func:`nanobanana_queue.workers.cli.common.shown`, which also keeps rich markup in data from being
+:func:`workers.cli.common.shown`, which also keeps rich markup in data from being
 interpreted) and every value of every log line (:mod:`workers.logs`, both renderers).
 """
 

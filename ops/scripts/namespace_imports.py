@@ -29,6 +29,8 @@ NAMESPACE = "nanobanana_queue"
 PARTS = ("workers", "producers", "emulator", "devstack")
 SUFFIXES = {".py", ".md", ".yml", ".yaml", ".toml", ".sh", ".cfg", ".ini", ".txt", ".j2"}
 NAMES = {"Dockerfile", "run"}
+#: A namespaced dotted name in prose, shortened back to its repository-relative form.
+SHORT = re.compile(rf"(?<![\w.]){NAMESPACE}\.({'|'.join(PARTS)})\.(?=[a-z_])")
 SKIP_DIRS = {".git", ".venv", NAMESPACE, "node_modules", "__pycache__", "results"}
 
 
@@ -61,6 +63,8 @@ def _rules(root: Path) -> list[tuple[re.Pattern[str], str]]:
             re.compile(rf"(-m\s+|\"-m\",\s*\"|'-m',\s*')({parts})(?=[\s\"'.]|$)", re.M),
             rf"\1{NAMESPACE}.\2",
         ),
+        # importlib.resources.files("workers")
+        (re.compile(rf"\bfiles\((\"|')({parts})\1\)"), rf"files(\1{NAMESPACE}.\2\1)"),
     ]
     for part in PARTS:
         subs = "|".join(sorted(_submodules(root, part), key=len, reverse=True))
@@ -105,6 +109,18 @@ def _files(root: Path) -> list[Path]:
     return found
 
 
+def _files(root: Path) -> list[Path]:
+    found = []
+    for path in root.rglob("*"):
+        if any(part in SKIP_DIRS for part in path.relative_to(root).parts):
+            continue
+        if path.is_symlink() or not path.is_file():
+            continue
+        if path.suffix in SUFFIXES or path.name in NAMES:
+            found.append(path)
+    return found
+
+
 def _literal_spans(text: str) -> list[tuple[int, int]]:
     """Where a Python file's strings and comments are: a dotted module name is rewritten
     only there, never in code, where ``emulator.stats()`` calls a fixture's method."""
@@ -132,18 +148,54 @@ def _sub_in_spans(pattern: re.Pattern[str], replacement: str, text: str) -> str:
     return "".join(pieces)
 
 
+def _literal_spans(text: str) -> list[tuple[int, int, bool]]:
+    """Where a Python file's strings and comments are, and whether each is prose (a
+    docstring or a comment) rather than a value the code uses."""
+    starts = [0]
+    for line in text.splitlines(keepends=True):
+        starts.append(starts[-1] + len(line))
+    spans = []
+    statement_start = True
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            if token.type in (tokenize.STRING, tokenize.COMMENT):
+                (srow, scol), (erow, ecol) = token.start, token.end
+                prose = token.type == tokenize.COMMENT or statement_start
+                spans.append((starts[srow - 1] + scol, starts[erow - 1] + ecol, prose))
+            if token.type not in (tokenize.COMMENT, tokenize.NL):
+                statement_start = token.type in (tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT)
+    except (tokenize.TokenError, SyntaxError):
+        return [(0, len(text), False)]
+    return spans
+
+
 def rewrite(text: str, rules: list[tuple[re.Pattern[str], str]], python: bool) -> str:
     """One file's text with every reference moved under the namespace (idempotent).
 
-    The first three rules (imports, ``-m``) are anchored enough to run on a whole file;
-    the dotted-name rules run only in a Python file's strings and comments."""
+    The first four rules (imports, ``-m``, ``files()``) are anchored enough to run on a
+    whole file. A dotted name is moved everywhere in other files but, in a Python file, only
+    in the strings the code uses: never in code (``emulator.stats()`` calls a fixture), and
+    docstrings and comments keep the short, repository-relative name (``workers.app``), which
+    keeps their lines within the line length and the rewrite a fixed point."""
     text = _plain_imports(text)
-    for index, (pattern, replacement) in enumerate(rules):
-        if python and index >= 3:
-            text = _sub_in_spans(pattern, replacement, text)
-        else:
+    for pattern, replacement in rules[:4]:
+        text = pattern.sub(replacement, text)
+    if not python:
+        for pattern, replacement in rules[4:]:
             text = pattern.sub(replacement, text)
-    return text
+        return text
+    pieces, last = [], 0
+    for start, end, prose in _literal_spans(text):
+        piece = text[start:end]
+        if prose:
+            piece = SHORT.sub(r"\1.", piece)
+        else:
+            for pattern, replacement in rules[4:]:
+                piece = pattern.sub(replacement, piece)
+        pieces += [text[last:start], piece]
+        last = end
+    pieces.append(text[last:])
+    return "".join(pieces)
 
 
 def main(root: Path) -> int:

@@ -4,7 +4,7 @@
 
 Starts a test-owned redis-server and three idle poll workers, then counts the Redis
 commands each check sends (``INFO commandstats``, less the idle workers' own rate) and
-its wall and CPU time: 20 runs of ``python -m nanobanana_queue.workers.probes ready`` and 5 of
+its wall and CPU time: 20 runs of ``python -m workers.probes ready`` and 5 of
 ``celery inspect ping -d poll0@x`` (aimed at one worker, still broadcast to every
 worker's pidbox).
 """

@@ -34,7 +34,7 @@ def serve(
 
     settings = get_settings()
     configure_logging(settings)  # uvicorn's own lines, in a supervisor process too
-    # log_config=None: uvicorn's loggers keep the root handler of nanobanana_queue.workers.logs (one
+    # log_config=None: uvicorn's loggers keep the root handler of workers.logs (one
     # format). The limits, and no uvicorn access log (callback URLs carry a per-job token;
     # the ingress logs each request itself, producers/ingress/accesslog.py), are
     # documented in producers/ingress/server.py and docs/operations.md.

@@ -1,6 +1,6 @@
 """Assemble the ingress: routes, auth, body limit, error shapes.
 
-uvicorn --factory nanobanana_queue.producers.ingress.app:create_app     # or: nbq serve
+uvicorn --factory producers.ingress.app:create_app     # or: nbq serve
 """
 
 from __future__ import annotations

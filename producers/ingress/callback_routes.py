@@ -2,7 +2,7 @@
 
 No bearer token: the per-job ``token`` in the URL is the authentication. The answer comes
 at once (the work is one Redis round trip and, at most, one ``nbq.poll`` message); see
-:mod:`nanobanana_queue.workers.callbacks` for what each outcome means.
+:mod:`workers.callbacks` for what each outcome means.
 """
 
 from __future__ import annotations

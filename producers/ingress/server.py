@@ -8,7 +8,7 @@ stops at the first byte) and accept any number of connections. Here:
   on a kept-alive connection, of the request's first byte; otherwise the connection is
   closed (:class:`HeaderDeadlineProtocol`);
 * the body must be complete within ``NBQ_INGRESS_BODY_TIMEOUT_S`` of the headers, or the
-  answer is 408 and the connection is closed (:mod:`nanobanana_queue.producers.ingress.bodylimit`);
+  answer is 408 and the connection is closed (:mod:`producers.ingress.bodylimit`);
 * at most ``NBQ_INGRESS_MAX_CONNECTIONS`` connections (and as many running requests) per
   process; uvicorn answers 503 beyond them (``limit_concurrency``);
 * an idle kept-alive connection is closed after :data:`KEEP_ALIVE_S`;

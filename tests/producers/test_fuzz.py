@@ -28,7 +28,7 @@ from nanobanana_queue.workers.settings import Settings
 from tests.support.redis_server import RedisServer
 
 FIELDS = ["model", "prompt", "size", "quality", "image_urls", "model_params", "callback_url"]
-SUBMIT_QUEUE = "submit"  # where nbq.generate goes (nanobanana_queue.workers.contract)
+SUBMIT_QUEUE = "submit"  # where nbq.generate goes (workers.contract)
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40)
 json_values = st.recursive(

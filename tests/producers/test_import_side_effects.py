@@ -117,7 +117,7 @@ def test_a_producer_keeps_the_logging_its_host_service_configured(
     session_redis: RedisServer, host_configures_structlog: bool
 ) -> None:
     """An embedding service's structlog chain stays its own; the secrets are registered
-    either way, for ``nanobanana_queue.workers.logs.redact_processor`` in whichever chain runs."""
+    either way, for ``workers.logs.redact_processor`` in whichever chain runs."""
     host = "structlog.configure(processors=[structlog.processors.JSONRenderer()])"
     code = HOST.replace("HOST_CONFIG", host if host_configures_structlog else "")
     env = {

@@ -7,7 +7,7 @@ The transport decodes it, builds a ``Message`` and books it as unacked *before* 
 consumer — and so before :func:`workers.guard.inspect.inspect_message` — sees anything.
 Any item that is not JSON, or JSON of another shape, raises there and ends the worker
 (``redis-cli LPUSH poll "not json"`` was enough). :func:`decode_item` answers either the
-envelope, safe for kombu to take, or a :class:`~nanobanana_queue.workers.guard.inspect.Refusal`; the
+envelope, safe for kombu to take, or a :class:`~workers.guard.inspect.Refusal`; the
 transport patch (``workers/guard/redis_transport.py``) dead-letters the latter.
 
 What is checked is what kombu itself reads without a guard (``virtual.Message``,

@@ -10,7 +10,7 @@ replacements, installed once per process by :func:`install` (``workers/startup.p
 ``patch_kombu``):
 
 - ``Channel._brpop_read``: kombu's own (5.5–5.7), with one line changed — the item is
-  decoded by :func:`nanobanana_queue.workers.guard.envelope.decode_item`, and an item that is not an
+  decoded by :func:`workers.guard.envelope.decode_item`, and an item that is not an
   envelope is dead-lettered with the queue it was popped from instead of raising.
   :data:`KOMBU_BRPOP_READ_SHA256` pins the kombu sources this copy was taken from; a
   test fails when kombu changes the method, so the copy is re-checked, never stale.

@@ -3,7 +3,7 @@
 When a job reaches ``stored``, ``failed``, ``cancelled`` or ``outcome_unknown``, the one
 write that moved it (``JobStore.apply``) calls the end listeners; :mod:`.hook` turns that
 into one ``nbq.notify`` message on the ``notify`` queue (never blocking a stage), whose
-task (:mod:`nanobanana_queue.workers.tasks.notify`) POSTs the job's public view to the job's
+task (:mod:`workers.tasks.notify`) POSTs the job's public view to the job's
 ``notify_url``, signed per Standard Webhooks (:mod:`.deliver`), and retries with
 exponential backoff and jitter, the same ``webhook-id`` on every try, until
 NBQ_NOTIFY_RETRY_PERIOD_S has passed; then the delivery is dead-lettered

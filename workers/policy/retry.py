@@ -2,7 +2,7 @@
 
 This table is the one place that decides *how* a retry happens; ``policy/errors.py``
 decides *whether* an error is retried at all (``Action.RETRY`` and friends). Stages name
-a cause (``nanobanana_queue.workers.stages.common.retry``) and get a ``Retry`` step built from here.
+a cause (``workers.stages.common.retry``) and get a ``Retry`` step built from here.
 
 ==================  ==========  ===============================  ===================
 cause               budget      delay                            may fail the job from

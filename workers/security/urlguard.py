@@ -6,7 +6,7 @@ Two guards, one vocabulary of refusals:
   refuse anything that names a local or private place, without DNS (producers stay fast).
 * ``check_result_url`` — result links from API answers and callbacks, before each request
   hop. Scheme, credentials, allowlist and IP literals are checked here; the addresses a
-  *name* resolves to are checked at connect time by ``nanobanana_queue.workers.security.netguard``.
+  *name* resolves to are checked at connect time by ``workers.security.netguard``.
 
 Result links are signed: their messages never carry the query string (``redact_url``).
 """

@@ -2,6 +2,6 @@
 return the next step (``steps.py``) instead of sending it.
 
 Celery tasks in ``workers.tasks`` are thin wrappers that execute the returned step (the
-dispatcher, ``nanobanana_queue.workers.dispatch``, builds every message); tests call these functions
+dispatcher, ``workers.dispatch``, builds every message); tests call these functions
 directly and assert on the step.
 """

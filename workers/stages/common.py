@@ -32,7 +32,7 @@ def retry(
     again: Message | None = None,
 ) -> Retry:
     """The ``Retry`` step for ``cause``: budget, delay and fail-from come from the one
-    retry table (``nanobanana_queue.workers.policy.retry``)."""
+    retry table (``workers.policy.retry``)."""
     rule = RETRY_RULES[cause]
     return Retry(
         cause=cause,

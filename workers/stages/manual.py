@@ -10,7 +10,7 @@ Both are guarded, logged transitions on the job record (the only ways out of ``f
   calls permanent (``retryable: false``, e.g. ``content_policy_violation``) would most
   likely be refused again after a new paid create: it needs the same consent.
 * :func:`check_adoptable` — the checks before ``nbq adopt`` sends ``nbq.adopt``; the
-  worker re-fetches the task and moves the job (:mod:`nanobanana_queue.workers.stages.adopt`).
+  worker re-fetches the task and moves the job (:mod:`workers.stages.adopt`).
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ class Generate:
     priority: str = "normal"
     notify_url: str | None = None
     on_done: dict[str, str] | None = None
-    #: Proof that the sender speaks for ``producer`` (``nanobanana_queue.workers.producer_keys``).
+    #: Proof that the sender speaks for ``producer`` (``workers.producer_keys``).
     producer_proof: str | None = None
     label: str = "generate"
 

@@ -1,8 +1,8 @@
 """The task base: executes the step a stage returns, and ends exhausted jobs.
 
-A message step goes to the dispatcher (``nanobanana_queue.workers.dispatch``); a ``Retry`` becomes
+A message step goes to the dispatcher (``workers.dispatch``); a ``Retry`` becomes
 Celery's ``self.retry`` with its cause, budget and delay from the retry table
-(``nanobanana_queue.workers.policy.retry``); ``Done``/``Fail`` end the run with their label.
+(``workers.policy.retry``); ``Done``/``Fail`` end the run with their label.
 
 A run that moved its job to ``failed`` ends in Celery FAILURE with the reason's
 exception class (``workers.failures``): Flower's Failed count and filter show failed
