@@ -12,7 +12,16 @@ from __future__ import annotations
 
 from typing import Final
 
-from nanobanana_queue.workers.pipeline import ADOPT, DOWNLOAD, GENERATE, NOTIFY, PIPELINE, POLL, RECONCILE, SUBMIT
+from nanobanana_queue.workers.pipeline import (
+    ADOPT,
+    DOWNLOAD,
+    GENERATE,
+    NOTIFY,
+    PIPELINE,
+    POLL,
+    RECONCILE,
+    SUBMIT,
+)
 
 TASK_GENERATE: Final = GENERATE.task
 TASK_SUBMIT: Final = SUBMIT.task

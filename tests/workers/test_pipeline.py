@@ -17,7 +17,14 @@ from nanobanana_queue.workers import contract
 from nanobanana_queue.workers.app import app, celery_config
 from nanobanana_queue.workers.dispatch import envelope
 from nanobanana_queue.workers.guard.inspect import CHECKS, TASK_PARAMS
-from nanobanana_queue.workers.pipeline import BY_STEP, BY_TASK, PIPELINE, SUBMIT_LIMITS, Stage, markdown
+from nanobanana_queue.workers.pipeline import (
+    BY_STEP,
+    BY_TASK,
+    PIPELINE,
+    SUBMIT_LIMITS,
+    Stage,
+    markdown,
+)
 from nanobanana_queue.workers.policy.retry import RETRY_RULES
 from nanobanana_queue.workers.settings import Settings, load_settings
 from nanobanana_queue.workers.stages import steps
@@ -153,7 +160,9 @@ def test_stages_never_run_each_other_but_the_declared_composition() -> None:
             ):
                 crossing.append(f"{module} runs {'.'.join(imported)}")
     assert crossing == []
-    assert allowed == {("nanobanana_queue.workers.stages.intake", "nanobanana_queue.workers.stages.submit")}
+    assert allowed == {
+        ("nanobanana_queue.workers.stages.intake", "nanobanana_queue.workers.stages.submit")
+    }
 
 
 def test_the_docs_pipeline_table_is_the_declaration() -> None:

@@ -15,7 +15,13 @@ from collections.abc import Callable
 from typing import Any
 
 from nanobanana_queue.workers.app import app
-from nanobanana_queue.workers.contract import TASK_ADOPT, TASK_DOWNLOAD, TASK_GENERATE, TASK_POLL, TASK_SUBMIT
+from nanobanana_queue.workers.contract import (
+    TASK_ADOPT,
+    TASK_DOWNLOAD,
+    TASK_GENERATE,
+    TASK_POLL,
+    TASK_SUBMIT,
+)
 from nanobanana_queue.workers.logs import get_logger
 from nanobanana_queue.workers.pipeline import BY_STEP, PIPELINE, Stage
 from nanobanana_queue.workers.runtime import get_runtime
