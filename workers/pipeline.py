@@ -223,6 +223,13 @@ def _check() -> None:
 _check()
 
 
+def _where(stage: str) -> str:
+    """``pkg.workers.stages.poll:poll`` as a reader finds it: `workers/stages/poll.py` `poll`."""
+    module, _, function = stage.partition(":")
+    path = module.removeprefix("nanobanana_queue.").replace(".", "/") + ".py"
+    return f"`{path}` `{function}`"
+
+
 def markdown() -> str:
     """The pipeline as docs/architecture.md shows it (a test keeps the two equal)."""
 
@@ -234,7 +241,7 @@ def markdown() -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for s in PIPELINE:
-        runs = f"`{s.stage}`" if s.stage else "its own task"
+        runs = _where(s.stage) if s.stage else "its own task"
         if s.composes:
             runs += " (composes " + names(s.composes) + ")"
         limits = s.limits if isinstance(s.limits, str) else f"{s.limits[0]:g}/{s.limits[1]:g}"

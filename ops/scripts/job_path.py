@@ -33,10 +33,18 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKERS = str(ROOT / "workers")
 
 
+_SEEN: dict[str, str | None] = {}
+
+
 def _module(filename: str) -> str | None:
-    if not filename.startswith(WORKERS):
-        return None
-    return str(Path(filename).relative_to(ROOT))
+    """``workers/x.py`` for a file of the package (imported through the
+    ``nanobanana_queue/workers`` link or not); None for anything else."""
+    if filename not in _SEEN:
+        real = os.path.realpath(filename)
+        _SEEN[filename] = (
+            str(Path(real).relative_to(ROOT)) if real.startswith(WORKERS + os.sep) else None
+        )
+    return _SEEN[filename]
 
 
 class PathProfile:
