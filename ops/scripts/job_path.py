@@ -118,7 +118,7 @@ def run(emulator: Any, *, warm: bool) -> PathProfile | None:
     def capture(name: str, args: Any = None, kwargs: Any = None, *_: Any, **__: Any) -> None:
         sent.append((name, dict(kwargs or {})))
 
-    app.send_task = capture  # type: ignore[method-assign]
+    app.send_task = capture
     sent.append(("nbq.generate", {"request": {"prompt": "path", "quality": "1K"}}))
     profile = PathProfile()
     names: list[str] = []
