@@ -32,7 +32,9 @@ from producers.ingress.errors import (
     use_error_body_for_422,
     validation_error_handler,
 )
+from producers.ingress.spans import ServerSpanMiddleware
 from producers.ingress.strictjson import StrictJsonMiddleware
+from workers import tracing
 from workers.logs import get_logger
 from workers.settings import Settings, get_settings
 
@@ -82,7 +84,9 @@ def create_app(settings: Settings | None = None, *, producer: Producer | None = 
         max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.ingress_body_timeout_s,
     )
-    app.add_middleware(AccessLogMiddleware)  # outermost: every answer, refusals included
+    app.add_middleware(AccessLogMiddleware)  # every answer, refusals included
+    if tracing.enabled():  # outermost: the access log line carries the server span's ids
+        app.add_middleware(ServerSpanMiddleware)
     for module in (jobs_routes, events_routes, batch_routes, health_routes, callback_routes):
         app.include_router(module.router)
     return app
