@@ -3,7 +3,9 @@ configure it (docs/operations.md "Tracing").
 
 Off (the default), we import nothing of the SDK and every helper here is a no-op at the
 cost of one boolean test (redis-py ≥ 7 imports the metrics SDK by itself when the extra is
-installed: import time only, it exports nothing; docs/operations.md "Tracing"). On (``OTEL_TRACES_EXPORTER`` other than ``none``, or an
+installed: import time only, it exports nothing; docs/operations.md "Tracing").
+
+On (``OTEL_TRACES_EXPORTER`` other than ``none``, or an
 ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT``, read by :class:`workers.settings.Settings`; the
 ``[otel]`` extra installed), each process gets a tracer provider with a batch processor
 and the maintained instrumentations:
