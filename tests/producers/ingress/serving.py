@@ -117,7 +117,8 @@ def wait_for_state(
     seen: dict[str, Any] = {}
 
     def reached() -> bool:
-        seen.update(server.client().get(f"/v1/jobs/{job_id}").json())
+        with server.client() as client:
+            seen.update(client.get(f"/v1/jobs/{job_id}").json())
         return seen.get("state") in states
 
     wait_until(reached, timeout_s=timeout_s, interval_s=0.1, what=f"job {job_id} in {states}")
