@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from producers.ingress.accesslog import UNMATCHED, route_template
+from nanobanana_queue.producers.ingress.accesslog import UNMATCHED, route_template
 
 #: Where the request's query string waits while the instrumentation looks at the request.
 _HIDDEN_QUERY: Final = "nbq.query_string"

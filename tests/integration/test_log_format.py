@@ -21,7 +21,7 @@ from tests.producers.ingress.serving import TOKEN, enable_ingress, start_ingress
 from tests.support.emulator_server import TEST_API_KEY, TEST_ARGS
 from tests.support.procs import ROOT, free_port, python_exe, start, stop, wait_until
 from tests.support.stack import Stack
-from workers import metrics
+from nanobanana_queue.workers import metrics
 
 pytestmark = [pytest.mark.integration]
 
@@ -94,7 +94,7 @@ def test_the_emulator_writes_one_json_object_per_line(tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "emulator.log"
     proc = start(
-        [python_exe(), "-m", "emulator", "--port", str(port), "--log-level", "info", *TEST_ARGS],
+        [python_exe(), "-m", "nanobanana_queue.emulator", "--port", str(port), "--log-level", "info", *TEST_ARGS],
         env={**os.environ, "NBQ_LOG_JSON": "true"},
         log=log,
     )
@@ -128,7 +128,7 @@ def test_a_configuration_error_before_logging_is_set_up_is_a_json_line() -> None
     env.update({"NBQ_LOG_JSON": "true", "NBQ_POLL_MIN_INTERVAL_S": "not-a-number"})
     # When a worker starts
     done = subprocess.run(
-        [sys.executable, "-m", "producers.cli.main", "worker"],
+        [sys.executable, "-m", "nanobanana_queue.producers.cli.main", "worker"],
         env=env,
         cwd=ROOT,
         capture_output=True,

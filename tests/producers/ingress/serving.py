@@ -15,7 +15,7 @@ from tests.support.procs import free_port, start, stop, wait_until
 from tests.support.redis_server import RedisServer
 from tests.support.s3_server import S3Server
 from tests.support.stack import Stack
-from workers.callbacks import callback_token
+from nanobanana_queue.workers.callbacks import callback_token
 
 SECRET = "e2e-callback-secret"
 TOKEN = "svc-token-e2e"
@@ -77,7 +77,7 @@ def start_ingress(
         [
             sys.executable,
             "-m",
-            "producers.cli.main",
+            "nanobanana_queue.producers.cli.main",
             "serve",
             "--host",
             "127.0.0.1",
