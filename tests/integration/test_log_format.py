@@ -17,11 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
+from nanobanana_queue.workers import metrics
 from tests.producers.ingress.serving import TOKEN, enable_ingress, start_ingress
 from tests.support.emulator_server import TEST_API_KEY, TEST_ARGS
 from tests.support.procs import ROOT, free_port, python_exe, start, stop, wait_until
 from tests.support.stack import Stack
-from nanobanana_queue.workers import metrics
 
 pytestmark = [pytest.mark.integration]
 
@@ -94,7 +94,16 @@ def test_the_emulator_writes_one_json_object_per_line(tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "emulator.log"
     proc = start(
-        [python_exe(), "-m", "nanobanana_queue.emulator", "--port", str(port), "--log-level", "info", *TEST_ARGS],
+        [
+            python_exe(),
+            "-m",
+            "nanobanana_queue.emulator",
+            "--port",
+            str(port),
+            "--log-level",
+            "info",
+            *TEST_ARGS,
+        ],
         env={**os.environ, "NBQ_LOG_JSON": "true"},
         log=log,
     )

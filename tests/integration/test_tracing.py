@@ -31,6 +31,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 
+from nanobanana_queue.workers.broker_queues import queue_keys
+from nanobanana_queue.workers.callbacks import callback_token
+from nanobanana_queue.workers.contract import QUEUE_POLL
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.producers.ingress.serving import (
     SECRET,
     TOKEN,
@@ -44,10 +48,6 @@ from tests.support.procs import ROOT, wait_until
 from tests.support.redis_server import RedisServer
 from tests.support.s3_server import S3Server
 from tests.support.stack import API_KEY, Stack
-from nanobanana_queue.workers.broker_queues import queue_keys
-from nanobanana_queue.workers.callbacks import callback_token
-from nanobanana_queue.workers.contract import QUEUE_POLL
-from nanobanana_queue.workers.jobs.state import JobState
 
 pytestmark = [pytest.mark.integration]
 
