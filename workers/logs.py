@@ -232,9 +232,9 @@ def configure_logging(level: str = "INFO", *, json: bool = False, stdlib: bool =
         foreign_pre_chain=[*stamped, structlog.stdlib.add_logger_name],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *rendering],
     )
+    skip_unrendered_record_fields()
     # The stream of this moment, as structlog's own PrintLogger would (a test redirects
     # stderr around this call; tests/support/logging_guard.py removes the handler after).
-    skip_unrendered_record_fields()
     handler = logging.StreamHandler(sys.stderr)
     handler.set_name(HANDLER_NAME)
     handler.setFormatter(formatter)
@@ -267,6 +267,7 @@ def skip_unrendered_record_fields() -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+
 
 def log_json_from_env(environ: Mapping[str, str] | None = None) -> bool:
     """``NBQ_LOG_JSON`` as the settings read it (``true``/``1``/``yes``/``on``, any case),

@@ -12,8 +12,8 @@ conflict on every import line:
 
 What it rewrites, in Python, Markdown, YAML, TOML, shell files and the Dockerfile:
 ``from workers.x import y`` / ``import workers.x`` (with an alias kept usable),
-``-m emulator`` / ``"-m", "nanobanana_queue.emulator"``, and a dotted name such as ``"workers.probes"`` or
-``-A workers.app`` whose second part is a real module of that package. Slash paths
+``-m emulator`` / ``"-m", "emulator"``, and a dotted name such as ``"workers.probes"`` or
+``-A nanobanana_queue.workers.app`` whose second part is a real module of that package. Slash paths
 (``workers/app.py``) are file paths in the repository and stay as they are.
 """
 
@@ -63,7 +63,7 @@ def _rules(root: Path) -> list[tuple[re.Pattern[str], str]]:
             re.compile(rf"(-m\s+|\"-m\",\s*\"|'-m',\s*')({parts})(?=[\s\"'.]|$)", re.M),
             rf"\1{NAMESPACE}.\2",
         ),
-        # importlib.resources.files("nanobanana_queue.workers")
+        # importlib.resources.files("workers")
         (re.compile(rf"\bfiles\((\"|')({parts})\1\)"), rf"files(\1{NAMESPACE}.\2\1)"),
     ]
     for part in PARTS:
