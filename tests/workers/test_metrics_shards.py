@@ -16,7 +16,7 @@ from tests.support.forked import run_forked
 from tests.workers.test_metrics import scrape_text, settings, value  # noqa: F401 - fixture
 from workers import metrics
 from workers.jobs import lifecycle
-from workers.jobs.record import JobRecord
+from workers.jobs.record import JobError, JobRecord
 from workers.jobs.store import JobStore
 from workers.metrics_exporter import RedisMetricsCollector
 from workers.settings import Settings, get_settings
@@ -68,7 +68,7 @@ def _run(redis_server, monkeypatch: pytest.MonkeyPatch, shards: int) -> tuple[st
         job_id = f"job-{n}"
         store.create(JobRecord(job_id=job_id))
         store.apply(lifecycle.CLAIM_SUBMIT, job_id)
-        store.apply(lifecycle.FAIL, job_id)
+        store.apply(lifecycle.FAIL, job_id, error=JobError(code="x", message="y"))
     return prefix, _scrape(redis_server.client(), prefix, shards)
 
 

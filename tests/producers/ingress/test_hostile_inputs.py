@@ -13,6 +13,7 @@ import structlog
 
 from producers.ingress.errors import MAX_MESSAGE_CHARS, error_response
 from tests.producers.ingress.conftest import SECRET, Ingress, auth
+from tests.support.records import seed
 from workers.callbacks import callback_token
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
@@ -35,14 +36,15 @@ def assert_error_shape(response: object, *statuses: int) -> dict[str, str]:
 
 def test_deeply_nested_json_in_a_valid_callback_is_a_400(ingress: Ingress) -> None:
     # Given a generating job and a delivery with its valid token
-    ingress.store.create(
+    seed(
+        ingress.store,
         JobRecord(
             job_id="gen-1",
             state=JobState.GENERATING,
             producer="alice",
             evolink_task_id="task-1",
             poll_token="tok",
-        )
+        ),
     )
     url = f"/v1/callbacks/evolink/gen-1?token={callback_token(SECRET, 'gen-1')}"
     # When its body is nested deeper than any parser recurses

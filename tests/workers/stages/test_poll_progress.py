@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from tests.support.records import seed
 from tests.workers.stages.conftest import StepLog
 from workers.evolink.models import Task, TaskStatus
 from workers.jobs.record import JobRecord
@@ -22,7 +23,8 @@ URL = "https://shop.example/hooks"
 
 
 def _generating(rt: Runtime, job_id: str, producer: str = "shop") -> None:
-    rt.store.create(
+    seed(
+        rt.store,
         JobRecord(
             job_id=job_id,
             producer=producer,
@@ -30,7 +32,7 @@ def _generating(rt: Runtime, job_id: str, producer: str = "shop") -> None:
             state=JobState.GENERATING,
             evolink_task_id=f"task-{job_id}",
             poll_token="t0",
-        )
+        ),
     )
 
 
