@@ -66,8 +66,28 @@ def _adapter(name: str) -> TypeAdapter[Any]:
     return TypeAdapter(annotation)
 
 
+#: The exact Python types a plain field's value may have (checked without pydantic: a
+#: write is on every stage's path); other fields go through their ``TypeAdapter``.
+_PLAIN_TYPES: dict[Any, frozenset[type]] = {
+    str: frozenset({str}),
+    int: frozenset({int}),
+    float: frozenset({float, int}),
+    bool: frozenset({bool}),
+    str | None: frozenset({str, type(None)}),
+    float | None: frozenset({float, int, type(None)}),
+}
+
+
+@cache
+def _plain(name: str) -> frozenset[type] | None:
+    return _PLAIN_TYPES.get(JobRecord.model_fields[name].annotation)
+
+
 def check_value(owner: str, name: str, value: Any) -> None:
     """``value`` is of ``JobRecord.<name>``'s type (strictly: no "1" for 1), else raise."""
+    plain = _plain(name)
+    if plain is not None and type(value) in plain:
+        return
     try:
         _adapter(name).validate_python(value, strict=True)
     except ValidationError as exc:
@@ -663,7 +683,12 @@ def declared(transition: Transition) -> bool:
         return False
     if transition is base:
         return True
-    return transition.sources <= base.sources and replace(transition, sources=base.sources) == base
+    return transition.sources <= base.sources and _shape(transition) == _shape(base)
+
+
+def _shape(t: Transition) -> tuple[Any, ...]:
+    """Everything a transition is but its name, sources and words."""
+    return (t.target, t.guards, t.unsets, t.fixed, t.takes, t.optional, t.bumps, t.counts)
 
 
 def edges(transitions: tuple[Transition, ...] = ALL) -> set[tuple[JobState, JobState]]:
