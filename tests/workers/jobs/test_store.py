@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import redis
@@ -23,9 +24,9 @@ from workers.jobs.store import JobStore
 RETENTION_S = 1000
 ERROR = JobError(code="x", message="y")
 #: What ``nbq retry`` writes (workers/stages/manual.py).
-RETRY = {"previous_task_ids": [], "create_seq": 2, "waiting_reason": "retry requested"}
+RETRY: dict[str, Any] = {"previous_task_ids": [], "create_seq": 2, "waiting_reason": "retry requested"}
 #: What a create's answer writes (workers/stages/submit.py).
-TASK = {"evolink_task_id": "task-1", "poll_token": "p1"}
+TASK: dict[str, Any] = {"evolink_task_id": "task-1", "poll_token": "p1"}
 
 
 @pytest.fixture(params=[0, 4], ids=["one-redis", "sharded"])

@@ -117,12 +117,12 @@ def _lifecycle(store: JobStore, server: RedisServer) -> Callable[[], None]:
                 lifecycle.TASK_CREATED, job_id, evolink_task_id="task-1", poll_token="t2"
             )
         )
-        recreate = {"previous_task_ids": ["task-1"], "waiting_reason": "w", "error": error}
+        recreate: dict[str, Any] = {"previous_task_ids": ["task-1"], "waiting_reason": "w", "error": error}
         step(
             lambda: store.apply(lifecycle.RECREATE, job_id, expect={"poll_token": "t2"}, **recreate)
         )
         step(lambda: store.apply(lifecycle.FAIL, job_id, error=error))
-        retry = {"previous_task_ids": [], "create_seq": 2, "waiting_reason": "w"}
+        retry: dict[str, Any] = {"previous_task_ids": [], "create_seq": 2, "waiting_reason": "w"}
         step(lambda: store.apply(lifecycle.MANUAL_RETRY, job_id, **retry))  # nbq retry
         step(lambda: store.apply(lifecycle.CANCEL, job_id))
         step(lambda: store.apply(lifecycle.NOTE_WAITING, next(ids), waiting_reason="w"))
