@@ -24,7 +24,11 @@ from workers.jobs.store import JobStore
 RETENTION_S = 1000
 ERROR = JobError(code="x", message="y")
 #: What ``nbq retry`` writes (workers/stages/manual.py).
-RETRY: dict[str, Any] = {"previous_task_ids": [], "create_seq": 2, "waiting_reason": "retry requested"}
+RETRY: dict[str, Any] = {
+    "previous_task_ids": [],
+    "create_seq": 2,
+    "waiting_reason": "retry requested",
+}
 #: What a create's answer writes (workers/stages/submit.py).
 TASK: dict[str, Any] = {"evolink_task_id": "task-1", "poll_token": "p1"}
 

@@ -117,7 +117,11 @@ def _lifecycle(store: JobStore, server: RedisServer) -> Callable[[], None]:
                 lifecycle.TASK_CREATED, job_id, evolink_task_id="task-1", poll_token="t2"
             )
         )
-        recreate: dict[str, Any] = {"previous_task_ids": ["task-1"], "waiting_reason": "w", "error": error}
+        recreate: dict[str, Any] = {
+            "previous_task_ids": ["task-1"],
+            "waiting_reason": "w",
+            "error": error,
+        }
         step(
             lambda: store.apply(lifecycle.RECREATE, job_id, expect={"poll_token": "t2"}, **recreate)
         )
