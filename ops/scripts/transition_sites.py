@@ -46,8 +46,8 @@ def main() -> int:
                     fields += 1
                     constants += isinstance(k.value, ast.Constant)
     sys.path.insert(0, ".")
-    from workers.jobs import lifecycle
-    from workers.jobs.record import JobRecord
+    from nanobanana_queue.workers.jobs import lifecycle
+    from nanobanana_queue.workers.jobs.record import JobRecord
 
     where = ", ".join(f"{m} {n}" for m, n in sorted(by_module.items(), key=lambda i: -i[1]))
     print(f"field-choosing call sites: {sites} in {len(by_module)} modules ({where})")

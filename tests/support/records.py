@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from workers.jobs.record import JobRecord, encode_field
-from workers.jobs.store import JobStore, _jsonable
+from nanobanana_queue.workers.jobs.record import JobRecord, encode_field
+from nanobanana_queue.workers.jobs.store import JobStore, _jsonable
 
 
 def seed(store: JobStore, record: JobRecord) -> JobRecord:

@@ -39,8 +39,8 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from workers.jobs.record import JobRecord
-from workers.jobs.state import ACTIVE_STATES, TRANSITIONS, JobState
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import ACTIVE_STATES, TRANSITIONS, JobState
 
 Q, S, U, G, D = (
     JobState.QUEUED,

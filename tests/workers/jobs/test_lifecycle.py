@@ -17,11 +17,11 @@ import redis
 
 from tests.support.records import seed
 from tests.support.redis_server import RedisServer
-from workers.jobs import lifecycle
-from workers.jobs.lifecycle import ALL, IllegalTransitionError, Transition
-from workers.jobs.record import JobError, JobRecord, StoredObject
-from workers.jobs.state import TRANSITIONS, JobState
-from workers.jobs.store import CREATE_LUA, JobStore
+from nanobanana_queue.workers.jobs import lifecycle
+from nanobanana_queue.workers.jobs.lifecycle import ALL, IllegalTransitionError, Transition
+from nanobanana_queue.workers.jobs.record import JobError, JobRecord, StoredObject
+from nanobanana_queue.workers.jobs.state import TRANSITIONS, JobState
+from nanobanana_queue.workers.jobs.store import CREATE_LUA, JobStore
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "job-states.md"
 

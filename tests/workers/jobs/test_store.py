@@ -14,12 +14,12 @@ from structlog.testing import capture_logs
 
 from tests.support.records import seed
 from tests.support.redis_server import RedisServer
-from workers.jobs import lifecycle
-from workers.jobs import store as store_module
-from workers.jobs.lifecycle import IllegalTransitionError
-from workers.jobs.record import JobError, JobRecord
-from workers.jobs.state import JobState
-from workers.jobs.store import JobStore
+from nanobanana_queue.workers.jobs import lifecycle
+from nanobanana_queue.workers.jobs import store as store_module
+from nanobanana_queue.workers.jobs.lifecycle import IllegalTransitionError
+from nanobanana_queue.workers.jobs.record import JobError, JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.jobs.store import JobStore
 
 RETENTION_S = 1000
 ERROR = JobError(code="x", message="y")
