@@ -25,7 +25,13 @@ from typing import Any
 import redis
 
 from nanobanana_queue.workers.jobs.errors import JobNotFoundError as JobNotFoundError  # re-exported
-from nanobanana_queue.workers.jobs.lifecycle import BIRTHS, IllegalTransitionError, Transition, birth_of, declared
+from nanobanana_queue.workers.jobs.lifecycle import (
+    BIRTHS,
+    IllegalTransitionError,
+    Transition,
+    birth_of,
+    declared,
+)
 from nanobanana_queue.workers.jobs.record import JobRecord, encode_field
 from nanobanana_queue.workers.jobs.state import ACTIVE_STATES, TRANSITIONS, JobState
 from nanobanana_queue.workers.redis_client import is_cluster

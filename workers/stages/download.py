@@ -20,7 +20,12 @@ from nanobanana_queue.workers.policy.retry import RetryCause
 from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.stages.common import error_from, fail_job, log, now, retry
 from nanobanana_queue.workers.stages.steps import Done, Fail, Step
-from nanobanana_queue.workers.storage.manifest import build_manifest, manifest_key, object_key_stem, object_metadata
+from nanobanana_queue.workers.storage.manifest import (
+    build_manifest,
+    manifest_key,
+    object_key_stem,
+    object_metadata,
+)
 
 
 def download(

@@ -19,7 +19,11 @@ import re
 
 from nanobanana_queue.workers import metrics
 from nanobanana_queue.workers.jobs import lifecycle
-from nanobanana_queue.workers.jobs.errors import JobActionRefusedError, JobNotFoundError, MayPayTwiceError
+from nanobanana_queue.workers.jobs.errors import (
+    JobActionRefusedError,
+    JobNotFoundError,
+    MayPayTwiceError,
+)
 from nanobanana_queue.workers.jobs.owners import owners_of
 from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.jobs.state import JobState

@@ -11,7 +11,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from nanobanana_queue.workers import metrics
-from nanobanana_queue.workers.evolink.errors import EvolinkError, QuotaExceededError, RateLimitedError
+from nanobanana_queue.workers.evolink.errors import (
+    EvolinkError,
+    QuotaExceededError,
+    RateLimitedError,
+)
 from nanobanana_queue.workers.jobs import lifecycle
 from nanobanana_queue.workers.jobs.owners import owners_of
 from nanobanana_queue.workers.jobs.record import JobError, JobRecord

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.producers.cli.conftest import Nbq, Result, settings_for
-from tests.support.procs import free_port
-from tests.support.records import seed
 from nanobanana_queue.workers.cli.common import EXIT_UNREACHABLE, EXIT_USAGE
 from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.runtime import Runtime
+from tests.producers.cli.conftest import Nbq, Result, settings_for
+from tests.support.procs import free_port
+from tests.support.records import seed
 
 
 @pytest.fixture(scope="module")

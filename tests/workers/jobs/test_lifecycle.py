@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 import redis
 
-from tests.support.records import seed
-from tests.support.redis_server import RedisServer
 from nanobanana_queue.workers.jobs import lifecycle
 from nanobanana_queue.workers.jobs.lifecycle import ALL, IllegalTransitionError, Transition
 from nanobanana_queue.workers.jobs.record import JobError, JobRecord, StoredObject
 from nanobanana_queue.workers.jobs.state import TRANSITIONS, JobState
 from nanobanana_queue.workers.jobs.store import CREATE_LUA, JobStore
+from tests.support.records import seed
+from tests.support.redis_server import RedisServer
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "job-states.md"
 

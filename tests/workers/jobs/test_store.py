@@ -12,14 +12,14 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
-from tests.support.records import seed
-from tests.support.redis_server import RedisServer
 from nanobanana_queue.workers.jobs import lifecycle
 from nanobanana_queue.workers.jobs import store as store_module
 from nanobanana_queue.workers.jobs.lifecycle import IllegalTransitionError
 from nanobanana_queue.workers.jobs.record import JobError, JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.jobs.store import JobStore
+from tests.support.records import seed
+from tests.support.redis_server import RedisServer
 
 RETENTION_S = 1000
 ERROR = JobError(code="x", message="y")

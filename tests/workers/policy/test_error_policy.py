@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from nanobanana_queue.workers.errors import NotAnImageError, ResultFetchError, StorageError, UnsafeUrlError
+from nanobanana_queue.workers.errors import (
+    NotAnImageError,
+    ResultFetchError,
+    StorageError,
+    UnsafeUrlError,
+)
 from nanobanana_queue.workers.evolink.errors import (
     PERMANENT_TASK_CODES,
     RETRYABLE_TASK_CODES,

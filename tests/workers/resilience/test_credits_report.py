@@ -8,8 +8,6 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from tests.support.records import seed
-from tests.support.redis_server import RedisServer
 from nanobanana_queue.workers.jobs.record import JobError, JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.resilience.credits import CreditLedger
@@ -17,6 +15,8 @@ from nanobanana_queue.workers.runtime import Runtime, reset_runtime
 from nanobanana_queue.workers.settings import Settings, get_settings
 from nanobanana_queue.workers.stages.cancel import cancel_job
 from nanobanana_queue.workers.stages.common import fail_job
+from tests.support.records import seed
+from tests.support.redis_server import RedisServer
 
 
 def test_credits_of_jobs_that_end_failed_or_cancelled_are_reported_apart(

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tests.support.records import seed
-from tests.workers.stages.conftest import StepLog
 from nanobanana_queue.workers.evolink.models import Task, TaskStatus
 from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
@@ -17,6 +15,8 @@ from nanobanana_queue.workers.notify.events import progress_webhook_id
 from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.stages.poll import handle_task_state
 from nanobanana_queue.workers.stages.steps import Notify
+from tests.support.records import seed
+from tests.workers.stages.conftest import StepLog
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 URL = "https://shop.example/hooks"
