@@ -30,7 +30,7 @@ from nanobanana_queue.workers.stages.steps import Done, Download, Fail, Poll, St
 def poll(
     rt: Runtime,
     job_id: str,
-    token: str,
+    token: str = "",  # nosec B107 - poll token
     *,
     retries: int = 0,
     evolink_task_id: str | None = None,

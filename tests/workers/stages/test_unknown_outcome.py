@@ -21,6 +21,7 @@ from nanobanana_queue.workers.policy.retry import RetryCause
 from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.stages import submit as submit_stage
 from nanobanana_queue.workers.stages.adopt import adopt
+from nanobanana_queue.workers.stages.poll import poll
 from nanobanana_queue.workers.stages.reconcile import reconcile_once
 from nanobanana_queue.workers.stages.steps import Adopt, Message, Retry
 from tests.support.emulator_server import EmulatorServer
@@ -102,7 +103,10 @@ def test_with_callbacks_an_unknown_create_waits_and_its_callback_is_adopted(
     assert outcome is CallbackOutcome.ADOPT_SENT and sent == [Adopt(job_id, task_id)]
     assert deliver(rt, job_id, task_id)[0] is CallbackOutcome.DUPLICATE
     assert steps(adopt(rt, job_id, task_id)) == "adopted"
-    # Then the job goes on to download with the one paid task
+    assert rt.store.require(job_id).state is JobState.GENERATING
+    # Then its poll (the next message) sends the job on to download with the one paid task
+    _, _, token = steps.last("poll")
+    assert steps(poll(rt, job_id, token)) == "completed"
     record = rt.store.require(job_id)
     assert record.state is JobState.DOWNLOADING and record.evolink_task_id == task_id
     assert (record.attempts, record.paid_creates) == (1, 1)
