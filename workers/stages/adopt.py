@@ -172,16 +172,13 @@ def adopt(
         adoption,
         job_id,
         incr={"paid_creates": 1 if credits_new(record, task) else 0, "credits_paid": credits},
-        credits_reserved=0.0,  # its create's hold is settled by this charge
-        evolink_task_id=task.id,
+        evolink_task_id=task.id,  # and its create's hold is settled by this charge
         previous_task_ids=previous,
         estimated_time_s=task.estimated_time_s or 0.0,
         deadline_at=now() + rt.settings.poll_deadline_s,
         poll_token=token,
         next_poll_at=now(),
         progress=task.progress,
-        create_outcome_unknown=False,
-        create_sent=False,
     )
     if not applied or moved is None:
         return Done("lost_race")
@@ -277,11 +274,8 @@ def _adopted_failed(rt: Runtime, record: JobRecord, task: Task, *, source: Sourc
             "paid_creates": 1 if credits_new(record, task) else 0,
             "credits_paid": credits,
         },
-        "credits_reserved": 0.0,  # its create's hold is settled by this charge
-        "evolink_task_id": task.id,
+        "evolink_task_id": task.id,  # and its create's hold is settled by this charge
         "previous_task_ids": previous,
-        "create_outcome_unknown": False,
-        "create_sent": False,
     }
     if record.state is JobState.FAILED:
         moved, applied = rt.store.apply(
