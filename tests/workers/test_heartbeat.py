@@ -21,6 +21,13 @@ from workers.app import create_app
 from workers.probes import WORKER, check_live
 from workers.settings import load_settings
 
+
+@pytest.fixture
+def redis_server(redis_process: RedisServer) -> RedisServer:
+    """The probe test stops Redis: a server of its own."""
+    return redis_process
+
+
 pytestmark = [pytest.mark.integration]
 
 #: Short, so the test takes seconds; the verdicts are counted in these intervals.

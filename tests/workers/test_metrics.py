@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.forked import run_forked
 from tests.support.procs import free_port, port_open, python_exe, start, stop, wait_until
+from tests.support.redis_server import RedisServer
 from workers import metrics
 from workers.app import create_app
 from workers.jobs import lifecycle
@@ -26,6 +27,13 @@ from workers.jobs.state import ACTIVE_STATES, JobState
 from workers.jobs.store import JobStore
 from workers.metrics_exporter import RedisMetricsCollector, build_registry, make_metrics_server
 from workers.settings import Settings, get_settings
+
+
+@pytest.fixture
+def redis_server(redis_process: RedisServer) -> RedisServer:
+    """Some of these tests stop Redis: each has a server of its own."""
+    return redis_process
+
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
