@@ -31,6 +31,9 @@ from workers.runtime import Runtime
 from workers.settings import Settings
 from workers.stages.intake import intake
 
+#: Raw senders are Python processes of their own (send_raw).
+pytestmark = [pytest.mark.integration]
+
 MASTER = "producer-master-secret"
 
 #: The outside sender: standard library and celery only.
