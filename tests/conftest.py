@@ -48,6 +48,7 @@ PROCESS_FIXTURES = frozenset(
         "vhost",
         "amqp_stack",
         "own_nodes",
+        "redis_with",  # tests/workers/jobs/test_durability.py: servers with other options
     }
 )
 

@@ -34,6 +34,7 @@ def _take(url: str, now: float, n: int, out: multiprocessing.Queue) -> None:  # 
     out.put(sum(1 for _ in range(n) if limiter.acquire("query") == 0))
 
 
+@pytest.mark.integration  # four Python processes
 def test_the_bucket_is_shared_by_every_process(redis_server: RedisServer) -> None:
     # Given four processes racing for the same 10-token bucket, their clocks stopped at
     # the same instant (so nothing refills while they race)
