@@ -24,8 +24,9 @@ COPY workers workers
 COPY producers producers
 COPY emulator emulator
 COPY devstack devstack
-COPY benchmarks benchmarks
-RUN /opt/nbq/bin/pip install --no-deps ".[worker,ingress,emulator]" \
+# The one import name the package installs: links to the four directories above.
+COPY nanobanana_queue nanobanana_queue
+RUN /opt/nbq/bin/pip install --no-deps ".[worker,ingress,emulator,otel]" \
  && /opt/nbq/bin/pip check
 
 # --- runtime: the venv only, as a non-root user --------------------------------------
@@ -50,7 +51,7 @@ EXPOSE 5555 8080 8787 9808
 # Each role has its own health check in docker-compose.yml; the image-wide one only
 # proves the package imports with the given configuration.
 HEALTHCHECK --interval=60s --timeout=10s --start-period=20s --retries=3 \
-  CMD ["python", "-c", "import workers.settings as s; s.get_settings()"]
+  CMD ["python", "-c", "import nanobanana_queue.workers.settings as s; s.get_settings()"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["nbq"]
 CMD ["--help"]

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
 
-from workers.tracing import add_trace_ids
-from workers.visible import visible
+from nanobanana_queue.workers.tracing import add_trace_ids
+from nanobanana_queue.workers.visible import visible
 
 _URL = re.compile(r"(https?://[^\s?#\"']+)\?[^\s\"']*")
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]+")
@@ -240,6 +241,22 @@ def configure_logging(level: str = "INFO", *, json: bool = False, stdlib: bool =
     for chatty in QUIET_LOGGERS:  # a line per HTTP request: our own events already say it
         logging.getLogger(chatty).setLevel(max(threshold, logging.WARNING))
     escape_stdlib_records()  # Celery's, kombu's, uvicorn's arguments escaped too
+
+
+def log_json_from_env(environ: Mapping[str, str] | None = None) -> bool:
+    """``NBQ_LOG_JSON`` as the settings read it (``true``/``1``/``yes``/``on``, any case),
+    for what logs without the settings or before they could be read: the emulator, and a
+    configuration error that stops a command (an unreadable value: off)."""
+    env = os.environ if environ is None else environ
+    value = next((v for k, v in env.items() if k.upper() == "NBQ_LOG_JSON"), "").strip()
+    if not value:
+        return False
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        return TypeAdapter(bool).validate_python(value)
+    except ValidationError:
+        return False
 
 
 def get_logger(name: str) -> Any:

@@ -11,20 +11,20 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from producers.api import Producer
-from producers.ingress import (
+from nanobanana_queue.producers.api import Producer
+from nanobanana_queue.producers.ingress import (
     batch_routes,
     callback_routes,
     events_routes,
     health_routes,
     jobs_routes,
 )
-from producers.ingress.accesslog import AccessLogMiddleware
-from producers.ingress.auth import TokenRegistry
-from producers.ingress.batches import BatchStore
-from producers.ingress.bodylimit import BodyLimitMiddleware
-from producers.ingress.context import IngressContext
-from producers.ingress.errors import (
+from nanobanana_queue.producers.ingress.accesslog import AccessLogMiddleware
+from nanobanana_queue.producers.ingress.auth import TokenRegistry
+from nanobanana_queue.producers.ingress.batches import BatchStore
+from nanobanana_queue.producers.ingress.bodylimit import BodyLimitMiddleware
+from nanobanana_queue.producers.ingress.context import IngressContext
+from nanobanana_queue.producers.ingress.errors import (
     ApiError,
     api_error_handler,
     http_error_handler,
@@ -32,9 +32,11 @@ from producers.ingress.errors import (
     use_error_body_for_422,
     validation_error_handler,
 )
-from producers.ingress.strictjson import StrictJsonMiddleware
-from workers.logs import get_logger
-from workers.settings import Settings, get_settings
+from nanobanana_queue.producers.ingress.spans import ServerSpanMiddleware
+from nanobanana_queue.producers.ingress.strictjson import StrictJsonMiddleware
+from nanobanana_queue.workers import tracing
+from nanobanana_queue.workers.logs import get_logger
+from nanobanana_queue.workers.settings import Settings, get_settings
 
 TITLE = "nanobanana-queue ingress"
 VERSION = "1.0.0"
@@ -82,7 +84,9 @@ def create_app(settings: Settings | None = None, *, producer: Producer | None = 
         max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.ingress_body_timeout_s,
     )
-    app.add_middleware(AccessLogMiddleware)  # outermost: every answer, refusals included
+    app.add_middleware(AccessLogMiddleware)  # every answer, refusals included
+    if tracing.enabled():  # outermost: the access log line carries the server span's ids
+        app.add_middleware(ServerSpanMiddleware)
     for module in (jobs_routes, events_routes, batch_routes, health_routes, callback_routes):
         app.include_router(module.router)
     return app

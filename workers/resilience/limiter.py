@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 import redis
 
-from workers import metrics
-from workers.redis_client import tagged
+from nanobanana_queue.workers import metrics
+from nanobanana_queue.workers.redis_client import tagged
 
 _BUCKET_LUA = """
 local key = KEYS[1]

@@ -9,19 +9,23 @@ JSON, which the submit stage sends as is.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
+import redis
 from pydantic import ValidationError
 
-from workers import metrics, tracing
-from workers.evolink.models import GenerationRequest
-from workers.failures import record_failure
-from workers.jobs.ids import InvalidJobIdError, new_job_id, scoped_job_id
-from workers.jobs.record import JobError, JobRecord
-from workers.jobs.state import JobState
-from workers.resilience.credits import BUDGET_EXCEEDED, Hold, price_of, refusal
-from workers.runtime import Runtime
-from workers.stages.common import log
+from nanobanana_queue.workers import metrics, tracing
+from nanobanana_queue.workers.evolink.models import GenerationRequest
+from nanobanana_queue.workers.failures import record_failure
+from nanobanana_queue.workers.jobs.ids import InvalidJobIdError, new_job_id, scoped_job_id
+from nanobanana_queue.workers.jobs.record import JobError, JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.policy.retry import RetryCause
+from nanobanana_queue.workers.resilience.credits import BUDGET_EXCEEDED, Hold, price_of, refusal
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.stages.common import log, retry
+from nanobanana_queue.workers.stages.steps import Done, Generate, Retry, Step
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -35,7 +39,7 @@ def describe_validation_error(exc: ValidationError) -> str:
 
 def _proven(rt: Runtime, producer: str, job_id: str | None, proof: str | None) -> bool:
     """A raw message speaks for ``producer`` only with the proof for its own job id."""
-    from workers.producer_keys import proof_matches
+    from nanobanana_queue.workers.producer_keys import proof_matches
 
     return job_id is not None and proof_matches(rt.settings, producer, job_id, proof)
 
@@ -161,8 +165,72 @@ def intake(
     return record
 
 
+def generate(
+    rt: Runtime,
+    request: dict[str, Any],
+    job_id: str | None = None,
+    producer: str | None = None,
+    batch_id: str | None = None,
+    notify_url: str | None = None,
+    on_done: dict[str, str] | None = None,
+    priority: str | None = None,
+    producer_proof: str | None = None,
+    *,
+    retries: int = 0,
+) -> Step:
+    """``nbq.generate``: record the job if new (a raw message's request validated here,
+    once), then submit it in the same run.
+
+    Intake then submit is the pipeline's one declared composition (workers/pipeline.py,
+    ``GENERATE.composes``): every job enters here and intake only writes its record, so a
+    separate ``nbq.submit`` hop would cost every job a broker round trip and a queue wait.
+    A retry is this same message again; a job whose id was minted here has it pinned in
+    that message, so the retry finds this record instead of minting a second job (and a
+    second paid create).
+    """
+    record = intake(
+        rt,
+        request=request,
+        job_id=job_id,
+        producer=producer,
+        batch_id=batch_id,
+        priority=priority,
+        notify_url=notify_url,
+        on_done=on_done,
+        raw=True,
+        producer_proof=producer_proof,
+    )
+    if record is None or record.is_terminal:
+        return Done("refused" if record is None else "terminal")
+    from nanobanana_queue.workers.stages.submit import submit
+
+    pinned = (
+        None
+        if job_id is not None
+        else Generate(
+            record.job_id,
+            request,
+            producer=producer,
+            batch_id=batch_id,
+            priority=priority or "normal",
+            notify_url=notify_url,
+            on_done=on_done,
+            producer_proof=producer_proof,
+        )
+    )
+    try:
+        step = submit(rt, record.job_id, retries=retries, record=record)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        if pinned is None:
+            raise  # the task's own store-outage retry sends this message again as is
+        return retry(rt, RetryCause.STORE_UNREACHABLE, exc, attempt=retries, again=pinned)
+    if pinned is not None and isinstance(step, Retry) and step.again is None:
+        return replace(step, again=pinned)
+    return step
+
+
 def _on_done(value: dict[str, str]) -> tuple[str, str] | None:
-    from workers.notify.on_done import check_on_done
+    from nanobanana_queue.workers.notify.on_done import check_on_done
 
     return check_on_done(value)
 
@@ -172,7 +240,11 @@ def _notify_refusal(
 ) -> str | None:
     """A raw message's notify_url or own callback_url that cannot be honoured (the
     Producer refuses the same before sending anything)."""
-    from workers.notify.config import NotifyConfig, NotifyRefusedError, own_callback_refusal
+    from nanobanana_queue.workers.notify.config import (
+        NotifyConfig,
+        NotifyRefusedError,
+        own_callback_refusal,
+    )
 
     refusal = own_callback_refusal(rt.settings, valid)
     if refusal is not None or notify_url is None:

@@ -8,19 +8,20 @@ from typing import Any
 
 from celery.signals import worker_ready, worker_shutdown
 
-from workers.app import app
-from workers.contract import TASK_RECONCILE
-from workers.logs import get_logger
-from workers.probes import Heartbeat
-from workers.runtime import get_runtime
-from workers.stages.reconcile import reap_dead_workers, reconcile_once
-from workers.tasks.base import dispatcher
+from nanobanana_queue.workers.app import app
+from nanobanana_queue.workers.contract import TASK_RECONCILE
+from nanobanana_queue.workers.logs import get_logger
+from nanobanana_queue.workers.pipeline import RECONCILE
+from nanobanana_queue.workers.probes import Heartbeat
+from nanobanana_queue.workers.runtime import get_runtime
+from nanobanana_queue.workers.stages.reconcile import reap_dead_workers, reconcile_once
+from nanobanana_queue.workers.tasks.base import dispatcher
 
 log = get_logger("nbq.reconcile")
 _stop = threading.Event()
 
 
-@app.task(name=TASK_RECONCILE)
+@app.task(name=TASK_RECONCILE, **RECONCILE.ack_options)
 def reconcile_task() -> int:
     """One pass; returns how many jobs were re-driven."""
     return reconcile_once(get_runtime(), dispatcher().send).total
