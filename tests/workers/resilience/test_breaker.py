@@ -5,9 +5,13 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime
 
+from nanobanana_queue.workers.resilience.breaker import (
+    FIRST_PROBE_S,
+    SubmissionBreaker,
+    seconds_to_utc_midnight,
+)
 from tests.support.clock import SteppedClock
 from tests.support.redis_server import RedisServer
-from nanobanana_queue.workers.resilience.breaker import FIRST_PROBE_S, SubmissionBreaker, seconds_to_utc_midnight
 
 
 def test_a_closed_breaker_lets_everyone_submit(redis_server: RedisServer) -> None:

@@ -7,9 +7,9 @@ import multiprocessing
 import pytest
 import redis
 
+from nanobanana_queue.workers.resilience.limiter import SharedRateLimiter
 from tests.support.clock import SteppedClock
 from tests.support.redis_server import RedisServer
-from nanobanana_queue.workers.resilience.limiter import SharedRateLimiter
 
 
 def test_an_unlimited_kind_always_grants_a_token(redis_server: RedisServer) -> None:
