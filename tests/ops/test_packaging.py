@@ -10,6 +10,7 @@ install's own finder is not carried over: ``.pth`` files are read in site direct
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import sysconfig
@@ -20,6 +21,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+#: The installed venv's environment: no PYTHONPATH, which would put a checkout (and its
+#: top-level ``workers``) back on the path.
+CLEAN_ENV = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
 
 pytestmark = pytest.mark.slow
 
@@ -94,7 +98,7 @@ def test_an_installed_package_imports_by_its_namespace_only(
     )
     done = subprocess.run(
         [str(installed), "-c", script], cwd=tmp_path, capture_output=True, text=True,
-        timeout=120, check=False,
+        timeout=120, check=False, env=CLEAN_ENV,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == (
@@ -119,7 +123,7 @@ def test_a_users_type_checker_sees_the_packages_types(installed: Path, tmp_path:
     done = subprocess.run(
         [sys.executable, "-m", "mypy", "--python-executable", str(installed),
          "--no-incremental", "--follow-imports=silent", "user.py"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False, env=CLEAN_ENV,
     )  # fmt: skip
     assert "nanobanana_queue.producers.api.JobHandle" in done.stdout, done.stdout + done.stderr
 
@@ -128,7 +132,7 @@ def test_nbq_bench_outside_a_checkout_says_where_it_runs(installed: Path, tmp_pa
     nbq = installed.parent / "nbq"
     done = subprocess.run(
         [str(nbq), "bench", "--only", "B1"], cwd=tmp_path, capture_output=True, text=True,
-        timeout=120, check=False,
+        timeout=120, check=False, env=CLEAN_ENV,
     )  # fmt: skip
     assert done.returncode != 0
     assert "checkout" in done.stdout + done.stderr
