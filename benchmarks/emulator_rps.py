@@ -31,8 +31,8 @@ from pathlib import Path
 import httpx
 
 from workers import metrics
+from workers.errors import EvolinkError
 from workers.evolink.client import EvolinkClient
-from workers.evolink.errors import EvolinkError
 from workers.evolink.models import GenerationRequest, Quality, Size
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -524,7 +524,7 @@ class Producer:
         process has no API key or the API cannot say (for ``nbq adopt``'s check)."""
         if self.runtime.settings.evolink_api_key is None:
             return None
-        from workers.evolink.errors import EvolinkError
+        from workers.errors import EvolinkError
 
         try:
             return self.runtime.api().get_task(task_id)

@@ -28,7 +28,7 @@ import httpx
 from pydantic import SecretStr, ValidationError
 
 from workers import metrics
-from workers.evolink.errors import (
+from workers.errors import (
     ApiConnectionError,
     ApiTimeoutError,
     EvolinkError,

@@ -22,7 +22,7 @@ from typing import Any
 
 import redis
 
-from workers.jobs.errors import JobNotFoundError as JobNotFoundError  # re-exported
+from workers.errors import JobNotFoundError as JobNotFoundError  # re-exported
 from workers.jobs.lifecycle import IllegalTransitionError, Transition
 from workers.jobs.record import JobRecord, encode_field
 from workers.jobs.state import ACTIVE_STATES, TRANSITIONS, JobState

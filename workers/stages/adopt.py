@@ -32,17 +32,15 @@ from dataclasses import replace
 from typing import Any, Literal
 
 from workers import metrics
-from workers.evolink.errors import EvolinkError, NotFoundError
+from workers.errors import EvolinkError, NotFoundError, OutcomeUnknownError, TaskFailedError
 from workers.evolink.models import Task, TaskStatus
 from workers.jobs import lifecycle
 from workers.jobs.lifecycle import Transition
 from workers.jobs.owners import owners_of
-from workers.jobs.record import JobError, JobRecord
+from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
-from workers.policy.errors import Action, action_for
-from workers.policy.retry import RetryCause
 from workers.runtime import Runtime
-from workers.stages.common import log, new_token, now, retry
+from workers.stages.common import log, new_token, now, retry_step
 from workers.stages.steps import Done, Fail, Step
 
 Source = Literal["callback", "person"]
@@ -233,11 +231,14 @@ def _fetch(
         _tell_the_person(rt, job_id, task_id, "the API does not know this task", source)
         return Done("task_not_found")
     except EvolinkError as exc:
-        if action_for(exc) is not Action.RETRY:
+        if exc.retry_rule is None or not exc.retry_rule.bounded:
+            # Fails for good (or waits on a paused key or quota): say so, send nothing.
             log.warning("adopt_failed", job_id=job_id, evolink_task_id=task_id, error=exc.message)
             _tell_the_person(rt, job_id, task_id, exc.message, source)
             return Done("adopt_failed")
-        return retry(rt, RetryCause.ADOPT_FAILED, exc, attempt=retries, wait_s=exc.retry_after_s)
+        # Transient: retried with backoff; past the budget the task ends with the error
+        # (no job fails: the job keeps waiting, the reconciler re-sends the adoption).
+        return retry_step(rt, exc, attempt=retries)
 
 
 def _check_and_claim(rt: Runtime, record: JobRecord, task: Task, *, source: Source) -> Done | None:
@@ -259,9 +260,9 @@ def _adopted_failed(rt: Runtime, record: JobRecord, task: Task, *, source: Sourc
     job_id = record.job_id
     code = task.error.code if task.error else "unknown_error"
     detail = task.error.message if task.error else ""
-    error = JobError(
-        code=code,
-        retryable=False,
+    failure = TaskFailedError.of(code, detail)
+    failure.retryable = False  # re-creating it is a new paid create: a person decides
+    error = failure.job_error(
         message=(
             f"the adopted task {task.id} had failed ({code}: {detail[:300]}); it was not "
             f"re-created because that is a new paid create: `nbq retry {job_id}` or "
@@ -284,7 +285,8 @@ def _adopted_failed(rt: Runtime, record: JobRecord, task: Task, *, source: Sourc
         "create_outcome_unknown": False,
         "create_sent": False,
     }
-    if record.state is JobState.FAILED:
+    failed_before = record.state is JobState.FAILED
+    if failed_before:
         moved, applied = rt.store.apply(
             lifecycle.NOTE_FAILED_TASK_ADOPTED, job_id, error=error, **fields
         )
@@ -293,7 +295,8 @@ def _adopted_failed(rt: Runtime, record: JobRecord, task: Task, *, source: Sourc
     else:
         from workers.stages.common import fail_job
 
-        if fail_job(rt, job_id, error, via=lifecycle.ADOPT_FAILED_TASK, **fields) is None:
+        failure.message = error.message
+        if fail_job(rt, job_id, failure, via=lifecycle.ADOPT_FAILED_TASK, **fields) is None:
             return Done("lost_race")
     _settle(rt, record, credits)
     log.warning(
@@ -304,7 +307,9 @@ def _adopted_failed(rt: Runtime, record: JobRecord, task: Task, *, source: Sourc
         code=code,
         detail="the job ends failed with the task's reason; no new create was sent",
     )
-    return Fail("adopted_failed_task")
+    if failed_before:  # this run failed nothing: the job was failed already
+        return Done("adopted_failed_task")
+    return Fail(failure, label="adopted_failed_task")
 
 
 def _tell_the_person(rt: Runtime, job_id: str, task_id: str, why: str, source: Source) -> None:
@@ -317,22 +322,19 @@ def _tell_the_person(rt: Runtime, job_id: str, task_id: str, why: str, source: S
         )
 
 
-def unknown_outcome_error(detail: str, *, waited_s: float | None = None) -> JobError:
+def unknown_outcome_error(detail: str, *, waited_s: float | None = None) -> OutcomeUnknownError:
     """The failure a person reads when a create's outcome stayed unknown."""
     why = (
         f"no callback for its task arrived within {waited_s:.0f}s"
         if waited_s is not None
         else "no answer said whether it made a task"
     )
-    return JobError(
-        code="outcome_unknown",
-        message=(
-            f"the create may have reached the API and been charged ({detail}); {why}, and it "
-            "was not sent again because a resend could pay twice (the vendor does not "
-            "document Idempotency-Key support). Find the task in the Evolink dashboard and "
-            "attach it: `nbq adopt JOB_ID TASK_ID`; or send a new create: "
-            "`nbq retry JOB_ID --yes` (may pay twice)"
-        ),
+    return OutcomeUnknownError(
+        f"the create may have reached the API and been charged ({detail}); {why}, and it "
+        "was not sent again because a resend could pay twice (the vendor does not "
+        "document Idempotency-Key support). Find the task in the Evolink dashboard and "
+        "attach it: `nbq adopt JOB_ID TASK_ID`; or send a new create: "
+        "`nbq retry JOB_ID --yes` (may pay twice)"
     )
 
 

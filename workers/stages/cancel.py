@@ -7,8 +7,8 @@ chain ends at its next hop, a download's final transition fails.
 
 from __future__ import annotations
 
+from workers.errors import JobNotCancellableError
 from workers.jobs import lifecycle
-from workers.jobs.errors import JobNotCancellableError
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 from workers.jobs.store import JobNotFoundError, JobStore

@@ -8,40 +8,48 @@ from collections.abc import Mapping
 from typing import Any
 
 from workers import metrics
-from workers.failures import record_failure
+from workers.errors import NbqError, RetryRule
 from workers.jobs import lifecycle
 from workers.jobs.lifecycle import Transition
-from workers.jobs.record import JobError, JobRecord
+from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 from workers.logs import get_logger
-from workers.policy.retry import RETRY_RULES, RetryCause, budget, delay_s
 from workers.runtime import Runtime
-from workers.stages.steps import Message, Retry
+from workers.stages.steps import Done, Fail, Message, Retry
 
 log = get_logger("nbq.stages")
 
 
-def retry(
+def retry_step(
     rt: Runtime,
-    cause: RetryCause,
-    error: BaseException,
+    error: NbqError,
     *,
     attempt: int,
+    rule: RetryRule | None = None,
     wait_s: float | None = None,
-    on_exhausted: JobError | None = None,
+    fail_from: tuple[JobState, ...] | None = None,
+    exhausted: NbqError | None = None,
     again: Message | None = None,
 ) -> Retry:
-    """The ``Retry`` step for ``cause``: budget, delay and fail-from come from the one
-    retry table (``workers.policy.retry``)."""
-    rule = RETRY_RULES[cause]
+    """The ``Retry`` step for ``error``: delay and budget from its class's ``retry_rule``
+    (``rule`` overrides it: a query retries any API trouble with backoff), honouring a
+    server's Retry-After (``wait_s``, e.g. the breaker's wait, overrides it); past the
+    budget the job fails with ``exhausted`` from ``fail_from``."""
+    rule = rule or error.retry_rule
+    if rule is None:
+        raise ValueError(f"{type(error).__name__} is not retried: fail the job instead")
     return Retry(
-        cause=cause,
         error=error,
-        after_s=delay_s(rule, attempt=attempt, backoff=rt.backoff, rng=rt.rng, wait_s=wait_s),
-        budget=budget(rule, transient_retries=rt.settings.max_transient_retries),
+        after_s=rule.delay_s(
+            attempt=attempt,
+            backoff=rt.backoff,
+            rng=rt.rng,
+            wait_s=error.retry_after_s if wait_s is None else wait_s,
+        ),
+        budget=rule.budget(transient_retries=rt.settings.max_transient_retries),
         spends_budget=rule.spends_budget,
-        on_exhausted=on_exhausted,
-        fail_from=rule.fail_from,
+        exhausted=exhausted,
+        fail_from=fail_from,
         again=again,
     )
 
@@ -50,10 +58,27 @@ def new_token() -> str:
     return uuid.uuid4().hex[:16]
 
 
+def fail(
+    rt: Runtime,
+    job_id: str,
+    error: NbqError,
+    *,
+    via: Transition = lifecycle.FAIL,
+    expect: Mapping[str, str | None] | None = None,
+    label: str = "failed",
+    **fields: Any,
+) -> Fail | Done:
+    """Fail the job with ``error`` and return the step that says so: ``Fail(error)`` for
+    the run whose transition won (its task raises ``error``), ``Done`` for any other."""
+    if fail_job(rt, job_id, error, via=via, expect=expect, **fields) is None:
+        return Done("failed_elsewhere")
+    return Fail(error, label=label)
+
+
 def fail_job(
     rt: Runtime,
     job_id: str,
-    error: JobError,
+    failure: NbqError,
     *,
     via: Transition = lifecycle.FAIL,
     expect: Mapping[str, str | None] | None = None,
@@ -66,6 +91,7 @@ def fail_job(
     ``fields`` are written in the same move (e.g. ``create_sent=False``). Signed result
     links are dropped with it (they are only needed to download).
     """
+    error = failure.job_error()
     if via.target is not JobState.FAILED:
         raise ValueError(f"fail_job needs a transition to failed, not {via.name}")
     # A create whose outcome is unknown may have been charged: its hold stays on the
@@ -76,7 +102,7 @@ def fail_job(
     record, applied = rt.store.apply(via, job_id, expect=expect, error=error, **fields)
     if applied and record is not None:
         metrics.job_failed(error.code)
-        record_failure(job_id, error)  # the task ends FAILURE with this reason's class
+        failure.failed_job(job_id, error)  # what Flower shows when the task raises it
         if not keeps_hold and (record.credits_held_on or record.credits_paid):
             # Frees the hold; counts what the job paid (once a day) as paid by failed jobs.
             rt.credits().ended(
@@ -97,12 +123,6 @@ def fail_job(
             retryable=error.retryable,
         )
     return record if applied else None
-
-
-def error_from(exc: BaseException, *, code: str | None = None, retryable: bool = False) -> JobError:
-    reason = code or getattr(exc, "reason", None) or type(exc).__name__
-    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    return JobError(code=str(reason), message=str(message)[:1000], retryable=retryable)
 
 
 def now() -> float:

@@ -13,13 +13,11 @@ from workers.contract import QUEUE_DOWNLOAD, TASK_DOWNLOAD
 from workers.errors import PipelineError
 from workers.evolink.results import open_result
 from workers.jobs import lifecycle
-from workers.jobs.record import JobError, JobRecord, StoredObject
+from workers.jobs.record import JobRecord, StoredObject
 from workers.jobs.state import JobState
-from workers.policy.errors import Action, action_for
-from workers.policy.retry import RetryCause
 from workers.runtime import Runtime
-from workers.stages.common import error_from, fail_job, log, now, retry
-from workers.stages.steps import Done, Fail, Step
+from workers.stages.common import fail, log, now, retry_step
+from workers.stages.steps import Done, Step
 from workers.storage.manifest import build_manifest, manifest_key, object_key_stem, object_metadata
 
 
@@ -61,11 +59,14 @@ def download(
             # The last image is in the bucket but only STORED would have recorded it: a
             # failed manifest keeps it on the job, so the retry does not fetch it again.
             rt.store.apply(lifecycle.OBJECT_STORED, job_id, objects=objects)
-        if action_for(exc) is not Action.RETRY:
-            fail_job(
-                rt, job_id, error_from(exc), via=lifecycle.FAIL.only_from(JobState.DOWNLOADING)
+        if exc.retry_rule is None:
+            return fail(
+                rt,
+                job_id,
+                exc,
+                via=lifecycle.FAIL.only_from(JobState.DOWNLOADING),
+                label=f"failed_{exc.reason}",
             )
-            return Fail(f"failed_{exc.reason}")
         log.warning(
             "download_retry",
             job_id=job_id,
@@ -74,14 +75,12 @@ def download(
             error_message=str(exc),
             retries=retries,
         )
-        return retry(
+        return retry_step(
             rt,
-            RetryCause.DOWNLOAD_FAILED,
             exc,
             attempt=retries,
-            on_exhausted=JobError(
-                code=exc.reason, retryable=True, message=f"download kept failing: {exc}"
-            ),
+            fail_from=(JobState.DOWNLOADING,),
+            exhausted=type(exc)(f"download kept failing: {exc}"),
         )
 
     stored, applied = rt.store.apply(lifecycle.STORED, job_id, objects=objects)

@@ -14,12 +14,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from workers import metrics, tracing
+from workers.errors import CreditBudgetExceededError, InvalidRequestError, NbqError
 from workers.evolink.models import GenerationRequest
-from workers.failures import record_failure
 from workers.jobs.ids import InvalidJobIdError, new_job_id, scoped_job_id
-from workers.jobs.record import JobError, JobRecord
+from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
-from workers.resilience.credits import BUDGET_EXCEEDED, Hold, price_of, refusal
+from workers.resilience.credits import Hold, price_of, refusal
 from workers.runtime import Runtime
 from workers.stages.common import log
 
@@ -73,7 +73,12 @@ def _refused_unproven(
     return True
 
 
-def intake(
+def intake(rt: Runtime, **kwargs: Any) -> JobRecord | None:
+    """The job's record (see :func:`admit`, whose keyword arguments it takes)."""
+    return admit(rt, **kwargs)[0]
+
+
+def admit(
     rt: Runtime,
     *,
     request: dict[str, Any] | GenerationRequest,
@@ -86,9 +91,11 @@ def intake(
     on_done: tuple[str, str] | dict[str, str] | None = None,
     raw: bool = False,
     producer_proof: str | None = None,
-) -> JobRecord | None:
-    """The job's record: existing, new and queued, or new and failed (invalid request,
-    or over a daily credit budget).
+) -> tuple[JobRecord | None, NbqError | None]:
+    """The job's record, and the error when this very call recorded it ``failed`` (the
+    ``nbq.generate`` task raises it, so Flower lists the failure once). The record:
+    existing, new and queued, or new and failed (invalid request, or over a daily credit
+    budget).
 
     ``held``: the price the producer already held for this job; without it (a raw
     ``nbq.generate`` from another service) a new job holds its price here, and one over a
@@ -107,12 +114,12 @@ def intake(
         job_id = chosen or scoped_job_id(producer, new_job_id())
     except InvalidJobIdError as exc:
         log.warning("intake_refused", reason=str(exc))
-        return None
+        return None, None
     existing = _existing(rt, chosen, request)
     if existing is not None:
-        return existing
+        return existing, None
     if raw and _refused_unproven(rt, job_id, producer, chosen, producer_proof):
-        return None
+        return None, None
     try:
         valid = (
             request
@@ -127,15 +134,16 @@ def intake(
     except ValueError as exc:  # an on_done that cannot be honoured (OnDoneError)
         message = str(exc)
     if message is not None:
-        error = JobError(code="invalid_request", message=message)
+        invalid = InvalidRequestError(message)
+        error = invalid.job_error()
         failed = JobRecord(job_id=job_id, state=JobState.FAILED, producer=producer, error=error)
         record, created = rt.store.create(failed)
         if not created:
-            return record  # a duplicate delivery: counted (and shown failed) once
-        metrics.job_failed("invalid_request")
-        record_failure(job_id, error)
+            return record, None  # a duplicate delivery: counted (and shown failed) once
+        metrics.job_failed(error.code)
+        invalid.failed_job(job_id, error)
         log.warning("intake_invalid_request", job_id=job_id, error_message=message)
-        return record
+        return record, invalid
     api_json = valid.to_api_json()
     ledger = rt.credits()
     if held is None and ledger.budgeted:
@@ -158,7 +166,7 @@ def intake(
     )
     if created:
         rt.fair().enqueued(job_id, producer, record.priority)  # it waits from now on
-    return record
+    return record, None
 
 
 def _on_done(value: dict[str, str]) -> tuple[str, str] | None:
@@ -191,11 +199,12 @@ def _refused(
     batch_id: str | None,
     api_json: dict[str, Any],
     held: Hold,
-) -> JobRecord:
+) -> tuple[JobRecord, NbqError | None]:
     """A raw message over a budget: recorded ``failed`` (its sender can read why), never
     submitted. ``nbq retry`` sends it again once the budget allows."""
     message = refusal(held, rt.credits(), price=price_of(api_json), producer=producer)
-    error = JobError(code=BUDGET_EXCEEDED, message=message, retryable=True)
+    refused = CreditBudgetExceededError(message)
+    error = refused.job_error()
     failed = JobRecord(
         job_id=job_id,
         state=JobState.FAILED,
@@ -205,11 +214,12 @@ def _refused(
         error=error,
     )
     record, created = rt.store.create(failed)
-    if created:
-        metrics.job_failed(BUDGET_EXCEEDED)
-        record_failure(job_id, error)
-        log.warning("intake_over_budget", job_id=job_id, budget=held.budget, error_message=message)
-    return record
+    if not created:
+        return record, None
+    metrics.job_failed(error.code)
+    refused.failed_job(job_id, error)
+    log.warning("intake_over_budget", job_id=job_id, budget=held.budget, error_message=message)
+    return record, refused
 
 
 def _note_conflict(existing: JobRecord, request: dict[str, Any] | GenerationRequest) -> None:

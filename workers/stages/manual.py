@@ -18,8 +18,8 @@ from __future__ import annotations
 import re
 
 from workers import metrics
+from workers.errors import JobActionRefusedError, JobNotFoundError, MayPayTwiceError
 from workers.jobs import lifecycle
-from workers.jobs.errors import JobActionRefusedError, JobNotFoundError, MayPayTwiceError
 from workers.jobs.owners import owners_of
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState

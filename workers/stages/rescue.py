@@ -30,10 +30,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 from workers import metrics
-from workers.errors import PipelineError
+from workers.errors import PipelineError, RecordLostError
 from workers.jobs.ids import SCOPE_SEPARATOR
 from workers.jobs.owners import owners_of
-from workers.jobs.record import JobError, JobRecord
+from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 from workers.runtime import Runtime
 from workers.stages.common import log, new_token, now
@@ -41,7 +41,7 @@ from workers.stages.steps import Done, Step
 from workers.storage.manifest import manifest_key
 
 #: Error code of a job whose record vanished before anything could finish it.
-RECORD_LOST = "record_lost"
+RECORD_LOST = RecordLostError.reason
 
 
 def rescue(rt: Runtime, job_id: str, task_id: str, *, via: str) -> Step:
@@ -111,12 +111,9 @@ def report_lost(
         producer=producer_of(job_id),
         state=JobState.FAILED,
         request=request or {},
-        error=JobError(
-            code=RECORD_LOST,
-            retryable=True,
-            message=f"the job store lost this job's record before it finished ({paid}); "
-            "enqueue it again",
-        ),
+        error=RecordLostError(
+            f"the job store lost this job's record before it finished ({paid}); enqueue it again"
+        ).job_error(),
     )
     _, created = rt.store.create(failed)
     if created:

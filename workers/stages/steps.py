@@ -17,10 +17,10 @@ step           executed as
 ``Download``   an ``nbq.download`` message
 ``Adopt``      an ``nbq.adopt`` message (a callback's or a person's task id)
 ``Notify``     an ``nbq.notify`` message: one webhook delivery try (workers/notify/)
-``Retry``      Celery ``self.retry`` of the running task (Flower shows the cause);
-               when its budget is spent, the job fails with ``on_exhausted``
+``Retry``      Celery ``self.retry`` of the running task (Flower shows the error's class);
+               when its budget is spent, the job fails with ``exhausted``
 ``Done``       nothing follows (the job moved on, ended, or another run owns it)
-``Fail``       nothing follows: this run failed the job (``fail_job`` recorded why)
+``Fail``       nothing follows: this run failed the job; the task raises ``error``
 =============  =================================================================
 
 "Later" has one form: a message step's ``after_s`` (or a Retry's), always clamped to
@@ -33,9 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from workers.jobs.record import JobError
+from workers.errors import NbqError
 from workers.jobs.state import JobState
-from workers.policy.retry import RetryCause
 
 
 @dataclass(frozen=True)
@@ -109,22 +108,22 @@ Send = Callable[[Message], object]
 
 @dataclass(frozen=True)
 class Retry:
-    """Run this same task again after ``after_s`` (built by ``workers.policy.retry``).
+    """Run this same task again after ``after_s`` because of ``error`` (its class's
+    ``retry_rule`` gave the delay and budget: ``workers.stages.common.retry_step``).
 
     ``budget`` None waits without bound (and does not spend the transient budget when
     ``spends_budget`` is false: quota waits keep jobs queued, never failed). Past the
-    budget the job fails with ``on_exhausted`` from ``fail_from`` only (another stage
-    that has since moved the job on is never failed from under it); with no
-    ``on_exhausted`` the cause itself ends the task. ``again`` replaces the task's
+    budget the job fails with ``exhausted`` from ``fail_from`` only (another stage that
+    has since moved the job on is never failed from under it); with no ``exhausted`` the
+    task ends with ``error`` itself and no job fails. ``again`` replaces the task's
     arguments (a poll retry carries its new token).
     """
 
-    cause: RetryCause
-    error: BaseException = field(compare=False)
+    error: NbqError = field(compare=False)
     after_s: float
     budget: int | None
     spends_budget: bool = True
-    on_exhausted: JobError | None = None
+    exhausted: NbqError | None = field(default=None, compare=False)
     fail_from: tuple[JobState, ...] | None = None
     again: Message | None = None
     label: str = "retry"
@@ -137,8 +136,11 @@ class Done:
 
 @dataclass(frozen=True)
 class Fail:
-    """This run moved the job to ``failed`` (or found it failed by a racing run)."""
+    """This run moved the job to ``failed`` with ``error`` (the task raises it, so
+    Flower lists the run under the reason's class). A run that finds the job failed by
+    another returns ``Done``: only one run per failure raises."""
 
+    error: NbqError = field(compare=False)
     label: str = "failed"
 
 

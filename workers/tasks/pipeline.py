@@ -12,7 +12,7 @@ from workers.stages import adopt as adopt_stage
 from workers.stages import download as download_stage
 from workers.stages import poll as poll_stage
 from workers.stages import submit as submit_stage
-from workers.stages.intake import intake
+from workers.stages.intake import admit
 from workers.tasks.base import STORE_UNREACHABLE, StageTask
 
 
@@ -31,7 +31,7 @@ def generate_task(
     """Entry point for other services: record the job if new, then submit it."""
     rt = get_runtime()
     try:
-        record = intake(
+        record, failed = admit(
             rt,
             request=request,
             job_id=job_id,
@@ -45,6 +45,8 @@ def generate_task(
         )
     except STORE_UNREACHABLE as exc:  # keep the message: it may be all that is left of the job
         raise self._retry_store_outage(exc) from None
+    if failed is not None:
+        raise failed  # this message's job failed at intake (Flower: the reason's class)
     if record is None or record.is_terminal:
         return "refused" if record is None else "terminal"
     if job_id is None:

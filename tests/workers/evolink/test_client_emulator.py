@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from workers.evolink.client import EvolinkClient
-from workers.evolink.errors import NotFoundError, QuotaExceededError, UnauthorizedError
+from workers.errors import NotFoundError, QuotaExceededError, UnauthorizedError
 from workers.evolink.models import GenerationRequest, Quality, Size, Task, TaskStatus
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_metrics")]

@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.procs import free_port
 from workers.evolink.client import EvolinkClient, user_agent
-from workers.evolink.errors import (
+from workers.errors import (
     ApiConnectionError,
     ApiTimeoutError,
     EvolinkError,

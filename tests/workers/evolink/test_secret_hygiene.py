@@ -12,7 +12,7 @@ import structlog
 from pydantic import SecretStr
 
 from workers.evolink.client import EvolinkClient
-from workers.evolink.errors import EvolinkError, TransportError
+from workers.errors import EvolinkError, TransportError
 from workers.evolink.models import GenerationRequest
 from workers.logs import configure_logging, redact_text
 

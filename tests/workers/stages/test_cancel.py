@@ -6,7 +6,7 @@ import pytest
 
 from tests.workers.stages.conftest import StepLog, claim_submit, new_job, submitted_job
 from workers.jobs import lifecycle
-from workers.jobs.errors import JobNotCancellableError
+from workers.errors import JobNotCancellableError
 from workers.jobs.record import JobError
 from workers.jobs.state import JobState
 from workers.runtime import Runtime
