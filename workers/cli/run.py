@@ -74,7 +74,7 @@ def run_flower(
         f"--port={port or settings.flower_port}",
         f"--address={address}",
         f"--max_tasks={max_tasks or settings.flower_max_tasks}",
-        # The exception column shows why a task failed (JobFailed classes) or retried
+        # The exception column shows why a task failed (one class per reason, workers/errors.py) or retried
         # (quota) right in the task list, without opening each task or searching.
         f"--tasks_columns={FLOWER_TASK_COLUMNS}",
     ]

@@ -26,7 +26,7 @@ from workers.jobs.state import JobState
 from workers.leases import WorkerLeases
 from workers.logs import get_logger
 from workers.notify.outbox import redeliver as redeliver_notifications
-from workers.policy.retry import MAX_QUOTA_WAIT_S
+from workers.errors import MAX_QUOTA_WAIT_S
 from workers.resilience.credits import day_of
 from workers.runtime import Runtime
 from workers.settings import Settings

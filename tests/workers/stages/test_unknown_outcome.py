@@ -19,7 +19,7 @@ from tests.workers.stages.conftest import StepLog, age, claim_submit, new_job, w
 from workers.callbacks import CallbackOutcome, callback_token, receive_callback
 from workers.evolink.models import GenerationRequest
 from workers.jobs.state import JobState
-from workers.policy.retry import RetryCause
+from workers.errors import ApiUnavailableError, TransportError
 from workers.runtime import Runtime
 from workers.stages import submit as submit_stage
 from workers.stages.adopt import adopt
@@ -220,7 +220,8 @@ def test_at_least_once_creates_is_the_explicit_may_pay_twice_opt_in(
     job_id = new_job(rt)
     # The unknown create is retried (under the operator's opt-in), not held
     retry = submit_stage.submit(rt, job_id)
-    assert isinstance(retry, Retry) and retry.cause is RetryCause.CREATE_FAILED
+    assert isinstance(retry, Retry) and isinstance(retry.error, TransportError)
+    assert isinstance(retry.exhausted, ApiUnavailableError)
     assert steps(submit_stage.submit(rt, job_id)) == "created"
     record = rt.store.require(job_id)
     assert (record.attempts, record.paid_creates) == (2, 1)
