@@ -11,8 +11,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from workers.evolink.client import EvolinkClient
 from workers.errors import NotFoundError, QuotaExceededError, UnauthorizedError
+from workers.evolink.client import EvolinkClient
 from workers.evolink.models import GenerationRequest, Quality, Size, Task, TaskStatus
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_metrics")]

@@ -13,7 +13,6 @@ import httpx
 import pytest
 
 from tests.support.procs import free_port
-from workers.evolink.client import EvolinkClient, user_agent
 from workers.errors import (
     ApiConnectionError,
     ApiTimeoutError,
@@ -30,6 +29,7 @@ from workers.errors import (
     TransportError,
     UnauthorizedError,
 )
+from workers.evolink.client import EvolinkClient, user_agent
 from workers.evolink.models import GenerationRequest, Quality, Size, TaskStatus
 from workers.evolink.retry_after import (
     parse_fallback_suggestion,

@@ -11,8 +11,8 @@ import pytest
 import structlog
 from pydantic import SecretStr
 
-from workers.evolink.client import EvolinkClient
 from workers.errors import EvolinkError, TransportError
+from workers.evolink.client import EvolinkClient
 from workers.evolink.models import GenerationRequest
 from workers.logs import configure_logging, redact_text
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.workers.stages.conftest import StepLog, claim_submit, new_job, submitted_job
+from workers.errors import JobNotCancellableError, NbqError
 from workers.jobs import lifecycle
-from workers.errors import JobNotCancellableError
-from workers.jobs.record import JobError
 from workers.jobs.state import JobState
 from workers.runtime import Runtime
 from workers.stages import download as download_stage
@@ -53,7 +52,7 @@ def test_cancelling_an_active_job_ends_it_and_every_later_stage_is_a_no_op(
 
 def test_an_ended_job_cannot_be_cancelled(rt: Runtime, steps: StepLog) -> None:
     job_id = new_job(rt)
-    fail_job(rt, job_id, JobError(code="test_failure", message="failed on purpose"))
+    fail_job(rt, job_id, NbqError("failed on purpose"))
     with pytest.raises(JobNotCancellableError, match="already failed"):
         cancel_job(rt.store, job_id)
     assert rt.store.require(job_id).state is JobState.FAILED

@@ -8,9 +8,9 @@ import pytest
 
 from tests.support.emulator_server import EmulatorServer
 from tests.workers.stages.conftest import StepLog, claim_submit, new_job, submitted_job
+from workers.errors import BREAKER_WAIT, QuotaExceededError
 from workers.evolink.models import GenerationRequest
 from workers.jobs.state import JobState
-from workers.errors import BREAKER_WAIT, QuotaExceededError
 from workers.runtime import Runtime
 from workers.stages import submit as submit_stage
 from workers.stages.steps import Poll, Retry

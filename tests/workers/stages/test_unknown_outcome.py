@@ -17,9 +17,9 @@ import pytest
 from tests.support.emulator_server import EmulatorServer
 from tests.workers.stages.conftest import StepLog, age, claim_submit, new_job, wait_task_final
 from workers.callbacks import CallbackOutcome, callback_token, receive_callback
+from workers.errors import ApiUnavailableError, TransportError
 from workers.evolink.models import GenerationRequest
 from workers.jobs.state import JobState
-from workers.errors import ApiUnavailableError, TransportError
 from workers.runtime import Runtime
 from workers.stages import submit as submit_stage
 from workers.stages.adopt import adopt
