@@ -494,7 +494,7 @@ class Producer:
         from workers.stages import manual
 
         # JobNotFoundError, MayPayTwiceError, JobActionRefusedError: raised as they are.
-        record = manual.retry_job(
+        record = manual.resubmit_job(
             self.runtime.store, job_id, accept_may_pay_twice=accept_may_pay_twice
         )
         self.dispatcher.send(Submit(job_id))

@@ -125,7 +125,7 @@ class Dispatcher:
 
     def retry(self, task: Task, step: Retry) -> Exception:
         """Re-send the running ``task`` after ``step.after_s`` as a Celery retry, so Flower
-        shows it as a retry with the cause's own exception class."""
+        shows it as a retry with the error's own class."""
         kwargs = envelope(step.again).kwargs if step.again is not None else None
         return task.retry(  # type: ignore[no-any-return]
             exc=step.error,

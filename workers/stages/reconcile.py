@@ -20,13 +20,13 @@ from workers.broker_queues import amqp_queue_lengths, queue_lengths
 from workers.broker_unacked import stale_tags
 from workers.brokers import broker_kind
 from workers.contract import ALL_QUEUES, QUEUE_DOWNLOAD, QUEUE_SUBMIT
+from workers.errors import MAX_QUOTA_WAIT_S
 from workers.jobs import lifecycle
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 from workers.leases import WorkerLeases
 from workers.logs import get_logger
 from workers.notify.outbox import redeliver as redeliver_notifications
-from workers.errors import MAX_QUOTA_WAIT_S
 from workers.resilience.credits import day_of
 from workers.runtime import Runtime
 from workers.settings import Settings
