@@ -40,8 +40,8 @@ from workers.jobs.owners import owners_of
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 from workers.runtime import Runtime
-from workers.stages.common import log, new_token, now, retry_step
-from workers.stages.steps import Done, Fail, Step
+from workers.stages.common import log, new_token, now
+from workers.stages.steps import Done, Fail, Retry, Step
 
 Source = Literal["callback", "person"]
 
@@ -238,7 +238,7 @@ def _fetch(
             return Done("adopt_failed")
         # Transient: retried with backoff; past the budget the task ends with the error
         # (no job fails: the job keeps waiting, the reconciler re-sends the adoption).
-        return retry_step(rt, exc, attempt=retries)
+        return Retry.of(rt, exc, attempt=retries)
 
 
 def _check_and_claim(rt: Runtime, record: JobRecord, task: Task, *, source: Source) -> Done | None:

@@ -1,4 +1,4 @@
-"""What stages share: building a Retry step, job failure, tokens and the clock."""
+"""What stages share: job failure, tokens and the clock."""
 
 from __future__ import annotations
 
@@ -8,50 +8,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from workers import metrics
-from workers.errors import NbqError, RetryRule
+from workers.errors import NbqError
 from workers.jobs import lifecycle
 from workers.jobs.lifecycle import Transition
 from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 from workers.logs import get_logger
 from workers.runtime import Runtime
-from workers.stages.steps import Done, Fail, Message, Retry
+from workers.stages.steps import Done, Fail
 
 log = get_logger("nbq.stages")
-
-
-def retry_step(
-    rt: Runtime,
-    error: NbqError,
-    *,
-    attempt: int,
-    rule: RetryRule | None = None,
-    wait_s: float | None = None,
-    fail_from: tuple[JobState, ...] | None = None,
-    exhausted: NbqError | None = None,
-    again: Message | None = None,
-) -> Retry:
-    """The ``Retry`` step for ``error``: delay and budget from its class's ``retry_rule``
-    (``rule`` overrides it: a query retries any API trouble with backoff), honouring a
-    server's Retry-After (``wait_s``, e.g. the breaker's wait, overrides it); past the
-    budget the job fails with ``exhausted`` from ``fail_from``."""
-    rule = rule or error.retry_rule
-    if rule is None:
-        raise ValueError(f"{type(error).__name__} is not retried: fail the job instead")
-    return Retry(
-        error=error,
-        after_s=rule.delay_s(
-            attempt=attempt,
-            backoff=rt.backoff,
-            rng=rt.rng,
-            wait_s=error.retry_after_s if wait_s is None else wait_s,
-        ),
-        budget=rule.budget(transient_retries=rt.settings.max_transient_retries),
-        spends_budget=rule.spends_budget,
-        exhausted=exhausted,
-        fail_from=fail_from,
-        again=again,
-    )
 
 
 def new_token() -> str:

@@ -16,8 +16,8 @@ from workers.jobs import lifecycle
 from workers.jobs.record import JobRecord, StoredObject
 from workers.jobs.state import JobState
 from workers.runtime import Runtime
-from workers.stages.common import fail, log, now, retry_step
-from workers.stages.steps import Done, Step
+from workers.stages.common import fail, log, now
+from workers.stages.steps import Done, Retry, Step
 from workers.storage.manifest import build_manifest, manifest_key, object_key_stem, object_metadata
 
 
@@ -75,7 +75,7 @@ def download(
             error_message=str(exc),
             retries=retries,
         )
-        return retry_step(
+        return Retry.of(
             rt,
             exc,
             attempt=retries,

@@ -26,8 +26,8 @@ from workers.jobs.record import JobRecord
 from workers.jobs.state import JobState
 from workers.leases import claim_owner
 from workers.runtime import Runtime
-from workers.stages.common import fail, log, new_token, now, retry_step
-from workers.stages.steps import Done, Download, Poll, Step, Submit
+from workers.stages.common import fail, log, new_token, now
+from workers.stages.steps import Done, Download, Poll, Retry, Step, Submit
 
 
 def poll(
@@ -252,7 +252,7 @@ def _query_failed(
         rt.breaker.trip(kind="unauthorized", code=exc.code, message=exc.message)
     if isinstance(exc, RateLimitedError):
         rt.limiter.penalise("query", exc.retry_after_s)
-    step = retry_step(
+    step = Retry.of(
         rt,
         exc,
         attempt=retries,

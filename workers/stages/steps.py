@@ -31,10 +31,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from workers.errors import NbqError
+from workers.errors import NbqError, RetryRule
 from workers.jobs.state import JobState
+
+if TYPE_CHECKING:
+    from workers.runtime import Runtime
 
 
 @dataclass(frozen=True)
@@ -108,8 +111,8 @@ Send = Callable[[Message], object]
 
 @dataclass(frozen=True)
 class Retry:
-    """Run this same task again after ``after_s`` because of ``error`` (its class's
-    ``retry_rule`` gave the delay and budget: ``workers.stages.common.retry_step``).
+    """Run this same task again after ``after_s`` because of ``error`` (built by
+    :meth:`of` from the error class's ``retry_rule``).
 
     ``budget`` None waits without bound (and does not spend the transient budget when
     ``spends_budget`` is false: quota waits keep jobs queued, never failed). Past the
@@ -127,6 +130,41 @@ class Retry:
     fail_from: tuple[JobState, ...] | None = None
     again: Message | None = None
     label: str = "retry"
+
+    @classmethod
+    def of(
+        cls,
+        rt: Runtime,
+        error: NbqError,
+        *,
+        attempt: int,
+        rule: RetryRule | None = None,
+        wait_s: float | None = None,
+        fail_from: tuple[JobState, ...] | None = None,
+        exhausted: NbqError | None = None,
+        again: Message | None = None,
+    ) -> Retry:
+        """The step for ``error``: delay and budget from its class's ``retry_rule``
+        (``rule`` overrides it: a query retries any API trouble with backoff), honouring
+        a server's Retry-After (``wait_s``, e.g. the breaker's wait, overrides it); past
+        the budget the job fails with ``exhausted`` from ``fail_from``."""
+        rule = rule or error.retry_rule
+        if rule is None:
+            raise ValueError(f"{type(error).__name__} is not retried: fail the job instead")
+        return cls(
+            error=error,
+            after_s=rule.delay_s(
+                attempt=attempt,
+                backoff=rt.backoff,
+                rng=rt.rng,
+                wait_s=error.retry_after_s if wait_s is None else wait_s,
+            ),
+            budget=rule.budget(transient_retries=rt.settings.max_transient_retries),
+            spends_budget=rule.spends_budget,
+            exhausted=exhausted,
+            fail_from=fail_from,
+            again=again,
+        )
 
 
 @dataclass(frozen=True)

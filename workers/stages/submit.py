@@ -34,8 +34,8 @@ from workers.leases import claim_owner
 from workers.resilience.credits import Hold, price_of, refusal
 from workers.resilience.fairshare import fair_gate
 from workers.runtime import Runtime
-from workers.stages.common import fail, log, new_token, now, retry_step
-from workers.stages.steps import Adopt, Done, Poll, Step, Submit
+from workers.stages.common import fail, log, new_token, now
+from workers.stages.steps import Adopt, Done, Poll, Retry, Step, Submit
 
 __all__ = ["QuotaBreakerOpenError", "SubmissionsPausedUnauthorizedError", "submit"]
 
@@ -184,7 +184,7 @@ def _defer(rt: Runtime, record: JobRecord, reason: str, wait_s: float, *, retrie
                 f"quota breaker open since {_utc(status.since)}: {status.code} {status.message}"
             )
         )
-        return retry_step(rt, paused, attempt=retries, wait_s=wait_s)
+        return Retry.of(rt, paused, attempt=retries, wait_s=wait_s)
     rt.store.apply(lifecycle.NOTE_WAITING, job_id, waiting_reason=reason)
     return Submit(job_id, after_s=wait_s, label=f"deferred_{reason}")
 
@@ -338,7 +338,7 @@ def _create_failed(rt: Runtime, record: JobRecord, exc: EvolinkError, *, retries
     if isinstance(exc, QuotaExceededError):
         rt.breaker.trip(kind="quota", code=exc.code, message=exc.message, daily=exc.is_daily_limit)
         _, wait_s = rt.breaker.may_submit()
-        return retry_step(rt, exc, attempt=retries, wait_s=wait_s)
+        return Retry.of(rt, exc, attempt=retries, wait_s=wait_s)
     if isinstance(exc, UnauthorizedError):
         rt.breaker.trip(kind="unauthorized", code=exc.code, message=exc.message)
         log.error(
@@ -346,10 +346,10 @@ def _create_failed(rt: Runtime, record: JobRecord, exc: EvolinkError, *, retries
             job_id=job_id,
             message="submissions paused: fix NBQ_EVOLINK_API_KEY, then run `nbq quota --reset`",
         )
-        return retry_step(rt, exc, attempt=retries)
+        return Retry.of(rt, exc, attempt=retries)
     if isinstance(exc, RateLimitedError):
         rt.limiter.penalise("create", exc.retry_after_s)
-    return retry_step(
+    return Retry.of(
         rt,
         exc,
         attempt=retries,

@@ -27,7 +27,7 @@ from workers.dispatch import Dispatcher, envelope
 from workers.errors import NbqError, StoreUnreachableError
 from workers.jobs.lifecycle import FAIL
 from workers.runtime import get_runtime
-from workers.stages.common import fail_job, log, retry_step
+from workers.stages.common import fail_job, log
 from workers.stages.steps import Done, Fail, Retry, Step
 
 #: The job store (not the API) failing: retried without bound, never acked away.
@@ -61,7 +61,7 @@ class StageTask(Task):  # type: ignore[misc]
         Failing the task would ack it, and the message may be all that is left of a paid
         job (its task id) if the store comes back empty; the broker may well be up.
         """
-        step = retry_step(
+        step = Retry.of(
             get_runtime(),
             StoreUnreachableError(f"job store unreachable: {type(exc).__name__}: {exc}"),
             attempt=self.request.retries,
