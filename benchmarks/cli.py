@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from workers.cli.common import fail_on_config_error
-from workers.extras import require_extra
+from nanobanana_queue.workers.cli.common import fail_on_config_error
+from nanobanana_queue.workers.extras import require_extra
 
 
 def register(app: typer.Typer) -> None:

@@ -34,7 +34,7 @@ from tests.support.procs import wait_until
 from tests.support.redis_server import RedisServer
 from tests.support.s3_server import S3Server
 from tests.support.stack import Stack
-from workers.jobs.state import JobState
+from nanobanana_queue.workers.jobs.state import JobState
 
 DEFAULTS = {
     "NBQ_RECONCILE_INTERVAL_S": "30",

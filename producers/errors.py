@@ -20,7 +20,7 @@ from __future__ import annotations
 # Raised by the job store, cancel, the manual actions and the worker too (a raw message's
 # invalid request or a budget refusal fails its job with the same class): defined once,
 # in the one error module, and re-exported here under the names producers import.
-from workers.errors import (
+from nanobanana_queue.workers.errors import (
     CreditBudgetExceededError,
     InvalidRequestError,
     JobActionRefusedError,

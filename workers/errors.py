@@ -72,8 +72,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from workers.jobs.record import JobError
-    from workers.policy.schedule import Backoff
+    from nanobanana_queue.workers.jobs.record import JobError
+    from nanobanana_queue.workers.policy.schedule import Backoff
 
 #: Longest job-error message quoted in a failed task's exception (the record keeps it all).
 MAX_MESSAGE_CHARS = 300
@@ -190,7 +190,7 @@ class NbqError(Exception):
 
     def job_error(self, *, message: str | None = None) -> JobError:
         """What the job record keeps about this failure."""
-        from workers.jobs.record import JobError
+        from nanobanana_queue.workers.jobs.record import JobError
 
         text = message if message is not None else (self.message or str(self))
         return JobError(code=self.reason, message=text[:1000], retryable=self.retryable)

@@ -13,7 +13,7 @@ from typing import Any
 
 from celery import Celery, bootsteps
 
-from workers import leases
+from nanobanana_queue.workers import leases
 
 
 class WorkerLeaseStep(bootsteps.StartStopStep):  # type: ignore[misc]
@@ -21,7 +21,7 @@ class WorkerLeaseStep(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
-        from workers.runtime import get_runtime
+        from nanobanana_queue.workers.runtime import get_runtime
 
         rt = get_runtime()
         self.enabled = rt.settings.worker_lease_s > 0

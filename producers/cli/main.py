@@ -12,9 +12,9 @@ from typing import Annotated
 import typer
 
 from benchmarks import cli as benchmarks_cli
-from devstack import cli as devstack_cli
-from emulator import cli as emulator_cli
-from producers.cli import (
+from nanobanana_queue.devstack import cli as devstack_cli
+from nanobanana_queue.emulator import cli as emulator_cli
+from nanobanana_queue.producers.cli import (
     batch_cmd,
     dead_cmd,
     helpfmt,
@@ -25,7 +25,7 @@ from producers.cli import (
     recover_cmd,
     serve_cmd,
 )
-from workers import cli as workers_cli
+from nanobanana_queue.workers import cli as workers_cli
 
 helpfmt.install()
 

@@ -18,7 +18,7 @@ from tests.faults.helpers import (
 )
 from tests.support.procs import wait_until
 from tests.support.stack import Stack
-from workers.jobs.state import JobState
+from nanobanana_queue.workers.jobs.state import JobState
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

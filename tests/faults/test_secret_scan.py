@@ -21,7 +21,7 @@ from tests.faults.helpers import enqueue
 from tests.support.emulator_server import EmulatorServer
 from tests.support.procs import free_port, wait_until
 from tests.support.stack import Stack
-from workers.jobs.state import JobState
+from nanobanana_queue.workers.jobs.state import JobState
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

@@ -33,8 +33,8 @@ from tests.faults.helpers import (
 )
 from tests.producers.ingress.serving import IngressServer, enable_ingress, start_ingress
 from tests.support.stack import Stack
-from workers.jobs.record import JobRecord
-from workers.jobs.state import JobState
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

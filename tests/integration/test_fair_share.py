@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.support.stack import Stack
-from workers.jobs.state import JobState
+from nanobanana_queue.workers.jobs.state import JobState
 
 pytestmark = [pytest.mark.integration]
 

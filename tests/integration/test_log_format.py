@@ -14,7 +14,7 @@ import pytest
 
 from tests.producers.ingress.serving import TOKEN, enable_ingress, start_ingress
 from tests.support.stack import Stack
-from workers import metrics
+from nanobanana_queue.workers import metrics
 
 pytestmark = [pytest.mark.integration]
 

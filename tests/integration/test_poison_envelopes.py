@@ -22,9 +22,9 @@ import pytest
 from tests.support.procs import wait_until
 from tests.support.raw_envelopes import SHAPES, UNACKED_POISON
 from tests.support.stack import Stack
-from workers.deadletters import DeadLetterStore
-from workers.jobs.state import JobState
-from workers.metrics_exporter import build_registry
+from nanobanana_queue.workers.deadletters import DeadLetterStore
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.metrics_exporter import build_registry
 
 pytestmark = [pytest.mark.integration]
 

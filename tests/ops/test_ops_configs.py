@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.ops.compose import ROOT, services
-from workers import metrics
+from nanobanana_queue.workers import metrics
 
 OPS = ROOT / "ops"
 PROMETHEUS = OPS / "prometheus" / "prometheus.yml"

@@ -22,7 +22,7 @@ from tests.faults.helpers import (
     wait_for_hits,
 )
 from tests.support.stack import Stack
-from workers.jobs.state import JobState
+from nanobanana_queue.workers.jobs.state import JobState
 
 pytestmark = [pytest.mark.integration]
 

@@ -19,7 +19,7 @@ from tests.rabbitmq.conftest import on_amqp
 from tests.support.procs import wait_until
 from tests.support.rabbitmq import RabbitNode, Vhost, join_cluster, quorum_members
 from tests.support.stack import Stack
-from workers.jobs.state import JobState
+from nanobanana_queue.workers.jobs.state import JobState
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.slow]
 

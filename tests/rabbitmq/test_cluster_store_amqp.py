@@ -14,7 +14,7 @@ from tests.faults.helpers import (
 from tests.support.rabbitmq import Vhost
 from tests.support.redis_cluster import RedisCluster
 from tests.support.stack import Stack
-from workers.jobs.state import ACTIVE_STATES
+from nanobanana_queue.workers.jobs.state import ACTIVE_STATES
 
 pytestmark = [pytest.mark.integration]
 

@@ -17,9 +17,9 @@ from tests.faults.helpers import (
 from tests.support.procs import wait_until
 from tests.support.rabbitmq import Vhost
 from tests.support.stack import Stack
-from workers.app import create_app
-from workers.broker_queues import amqp_queue_lengths
-from workers.jobs.state import JobState
+from nanobanana_queue.workers.app import create_app
+from nanobanana_queue.workers.broker_queues import amqp_queue_lengths
+from nanobanana_queue.workers.jobs.state import JobState
 
 pytestmark = [pytest.mark.integration]
 

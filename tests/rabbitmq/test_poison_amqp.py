@@ -20,8 +20,8 @@ import pytest
 from tests.support.procs import wait_until
 from tests.support.rabbitmq import Vhost
 from tests.support.stack import Stack
-from workers.deadletters import DeadLetterStore
-from workers.jobs.state import JobState
+from nanobanana_queue.workers.deadletters import DeadLetterStore
+from nanobanana_queue.workers.jobs.state import JobState
 
 pytestmark = [pytest.mark.integration]
 

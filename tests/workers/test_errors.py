@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from workers import errors
-from workers.errors import (
+from nanobanana_queue.workers import errors
+from nanobanana_queue.workers.errors import (
     BACKOFF,
     BREAKER_WAIT,
     FAILURE_CLASSES,
@@ -35,9 +35,9 @@ from workers.errors import (
     UnsafeUrlError,
     error_for_status,
 )
-from workers.jobs.record import JobError
-from workers.policy.schedule import Backoff
-from workers.stages.submit import _outcome_unknown
+from nanobanana_queue.workers.jobs.record import JobError
+from nanobanana_queue.workers.policy.schedule import Backoff
+from nanobanana_queue.workers.stages.submit import _outcome_unknown
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEDULE = Backoff(base_s=1.0, max_s=60.0)

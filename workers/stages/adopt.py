@@ -31,17 +31,17 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Literal
 
-from workers import metrics
-from workers.errors import EvolinkError, NotFoundError, OutcomeUnknownError, TaskFailedError
-from workers.evolink.models import Task, TaskStatus
-from workers.jobs import lifecycle
-from workers.jobs.lifecycle import Transition
-from workers.jobs.owners import owners_of
-from workers.jobs.record import JobRecord
-from workers.jobs.state import JobState
-from workers.runtime import Runtime
-from workers.stages.common import log, new_token, now
-from workers.stages.steps import Done, Fail, Retry, Step
+from nanobanana_queue.workers import metrics
+from nanobanana_queue.workers.errors import EvolinkError, NotFoundError, OutcomeUnknownError, TaskFailedError
+from nanobanana_queue.workers.evolink.models import Task, TaskStatus
+from nanobanana_queue.workers.jobs import lifecycle
+from nanobanana_queue.workers.jobs.lifecycle import Transition
+from nanobanana_queue.workers.jobs.owners import owners_of
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.stages.common import log, new_token, now
+from nanobanana_queue.workers.stages.steps import Done, Fail, Retry, Step
 
 Source = Literal["callback", "person"]
 
@@ -193,7 +193,7 @@ def adopt(
         from_state=record.state.value,
         status=task.status.value,
     )
-    from workers.stages.poll import handle_task_state
+    from nanobanana_queue.workers.stages.poll import handle_task_state
 
     return replace(handle_task_state(rt, moved, task, token), label="adopted")
 
@@ -293,7 +293,7 @@ def _adopted_failed(rt: Runtime, record: JobRecord, task: Task, *, source: Sourc
         if not applied or moved is None:
             return Done("lost_race")
     else:
-        from workers.stages.common import fail_job
+        from nanobanana_queue.workers.stages.common import fail_job
 
         failure.message = error.message
         if fail_job(rt, job_id, failure, via=lifecycle.ADOPT_FAILED_TASK, **fields) is None:

@@ -7,15 +7,15 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from workers import metrics
-from workers.errors import NbqError
-from workers.jobs import lifecycle
-from workers.jobs.lifecycle import Transition
-from workers.jobs.record import JobRecord
-from workers.jobs.state import JobState
-from workers.logs import get_logger
-from workers.runtime import Runtime
-from workers.stages.steps import Done, Fail
+from nanobanana_queue.workers import metrics
+from nanobanana_queue.workers.errors import NbqError
+from nanobanana_queue.workers.jobs import lifecycle
+from nanobanana_queue.workers.jobs.lifecycle import Transition
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.logs import get_logger
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.stages.steps import Done, Fail
 
 log = get_logger("nbq.stages")
 

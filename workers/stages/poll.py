@@ -8,8 +8,8 @@ and there is never more than one live poll chain per job.
 
 from __future__ import annotations
 
-from workers import metrics
-from workers.errors import (
+from nanobanana_queue.workers import metrics
+from nanobanana_queue.workers.errors import (
     BACKOFF,
     ApiUnavailableError,
     DeadlineExceededError,
@@ -20,14 +20,14 @@ from workers.errors import (
     TaskNotFoundError,
     UnauthorizedError,
 )
-from workers.evolink.models import Task, TaskStatus
-from workers.jobs import lifecycle
-from workers.jobs.record import JobRecord
-from workers.jobs.state import JobState
-from workers.leases import claim_owner
-from workers.runtime import Runtime
-from workers.stages.common import fail, log, new_token, now
-from workers.stages.steps import Done, Download, Poll, Retry, Step, Submit
+from nanobanana_queue.workers.evolink.models import Task, TaskStatus
+from nanobanana_queue.workers.jobs import lifecycle
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.leases import claim_owner
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.stages.common import fail, log, new_token, now
+from nanobanana_queue.workers.stages.steps import Done, Download, Poll, Retry, Step, Submit
 
 
 def poll(
@@ -53,7 +53,7 @@ def poll(
         claimed_by=claim_owner(),  # its lease lapsing re-drives the chain (leases.py)
     )
     if record is None:
-        from workers.stages.rescue import report_lost, rescue
+        from nanobanana_queue.workers.stages.rescue import report_lost, rescue
 
         if evolink_task_id:
             return rescue(rt, job_id, evolink_task_id, via="poll")

@@ -33,11 +33,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from workers.errors import NbqError, RetryRule
-from workers.jobs.state import JobState
+from nanobanana_queue.workers.errors import NbqError, RetryRule
+from nanobanana_queue.workers.jobs.state import JobState
 
 if TYPE_CHECKING:
-    from workers.runtime import Runtime
+    from nanobanana_queue.workers.runtime import Runtime
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.producers.ingress.conftest import Ingress, auth
-from workers.jobs.state import JobState
+from nanobanana_queue.workers.jobs.state import JobState
 
 REQUESTS = [{"prompt": f"image {i}", "quality": "1K"} for i in range(5)]
 

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from tests.support.redis_server import RedisServer
-from workers.jobs.owners import OWNER_TTL_MARGIN_S, TaskOwners
+from nanobanana_queue.workers.jobs.owners import OWNER_TTL_MARGIN_S, TaskOwners
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import time
 from datetime import UTC, datetime
 
 from tests.support.redis_server import RedisServer
-from workers.resilience.breaker import FIRST_PROBE_S, SubmissionBreaker, seconds_to_utc_midnight
+from nanobanana_queue.workers.resilience.breaker import FIRST_PROBE_S, SubmissionBreaker, seconds_to_utc_midnight
 
 
 def test_a_closed_breaker_lets_everyone_submit(redis_server: RedisServer) -> None:

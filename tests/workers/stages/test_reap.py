@@ -15,14 +15,14 @@ from kombu.connection import Connection
 
 from tests.support.emulator_server import EmulatorServer
 from tests.workers.stages.conftest import StepLog, claim_submit, new_job, set_fields
-from workers import leases
-from workers.app import celery_config, create_app
-from workers.contract import QUEUE_POLL, TASK_POLL
-from workers.evolink.models import GenerationRequest
-from workers.jobs.state import JobState
-from workers.runtime import Runtime
-from workers.stages import submit as submit_stage
-from workers.stages.reconcile import reap_dead_workers
+from nanobanana_queue.workers import leases
+from nanobanana_queue.workers.app import celery_config, create_app
+from nanobanana_queue.workers.contract import QUEUE_POLL, TASK_POLL
+from nanobanana_queue.workers.evolink.models import GenerationRequest
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.stages import submit as submit_stage
+from nanobanana_queue.workers.stages.reconcile import reap_dead_workers
 
 
 def registry(rt: Runtime) -> leases.WorkerLeases:

@@ -8,7 +8,7 @@ import pytest
 
 from tests.support.s3_server import S3Server
 from tests.workers.storage.helpers import store_for
-from workers.storage.s3 import ObjectStore
+from nanobanana_queue.workers.storage.s3 import ObjectStore
 
 
 @pytest.fixture
