@@ -357,7 +357,11 @@ class Producer:
     ) -> None:
         """Refuse before anything is written: a webhook nobody can verify, an unsafe URL, or
         an own callback_url the project's callbacks would silently replace."""
-        from nanobanana_queue.workers.notify.config import NotifyConfig, NotifyRefusedError, own_callback_refusal
+        from nanobanana_queue.workers.notify.config import (
+            NotifyConfig,
+            NotifyRefusedError,
+            own_callback_refusal,
+        )
 
         refusal = own_callback_refusal(self.settings, valid)
         if refusal is not None:

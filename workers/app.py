@@ -21,7 +21,12 @@ from typing import Any
 
 from celery import Celery
 
-from nanobanana_queue.workers.brokers import broker_kind, task_queues, transport_config, whole_second_countdown
+from nanobanana_queue.workers.brokers import (
+    broker_kind,
+    task_queues,
+    transport_config,
+    whole_second_countdown,
+)
 from nanobanana_queue.workers.contract import (
     DECLARED_QUEUES,
     TASK_ADOPT,
@@ -33,7 +38,11 @@ from nanobanana_queue.workers.contract import (
     TASK_RECONCILE,
     TASK_SUBMIT,
 )
-from nanobanana_queue.workers.redis_client import is_sentinel_url, kombu_sentinel_url, sentinel_kwargs
+from nanobanana_queue.workers.redis_client import (
+    is_sentinel_url,
+    kombu_sentinel_url,
+    sentinel_kwargs,
+)
 from nanobanana_queue.workers.settings import SUBMIT_SOFT_RATIO, Settings, get_settings
 from nanobanana_queue.workers.startup import WorkerLoader
 

@@ -24,7 +24,16 @@ from nanobanana_queue.workers.contract import (
     TASK_SUBMIT,
 )
 from nanobanana_queue.workers.settings import Settings
-from nanobanana_queue.workers.stages.steps import Adopt, Download, Generate, Message, Notify, Poll, Retry, Submit
+from nanobanana_queue.workers.stages.steps import (
+    Adopt,
+    Download,
+    Generate,
+    Message,
+    Notify,
+    Poll,
+    Retry,
+    Submit,
+)
 
 if TYPE_CHECKING:
     from celery import Celery, Task

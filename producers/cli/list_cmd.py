@@ -10,7 +10,13 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from nanobanana_queue.workers.cli.common import console, emit_error, fail_on_config_error, print_json, shown
+from nanobanana_queue.workers.cli.common import (
+    console,
+    emit_error,
+    fail_on_config_error,
+    print_json,
+    shown,
+)
 from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.visible import visible

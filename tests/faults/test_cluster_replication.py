@@ -20,12 +20,12 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
-from tests.support.redis_cluster import RedisCluster
 from nanobanana_queue.workers.jobs import lifecycle
 from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.settings import load_settings
+from tests.support.redis_cluster import RedisCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

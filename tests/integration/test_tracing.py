@@ -25,12 +25,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.support.emulator_server import EmulatorServer
 from tests.support.procs import ROOT, wait_until
 from tests.support.redis_server import RedisServer
 from tests.support.s3_server import S3Server
 from tests.support.stack import API_KEY, Stack
-from nanobanana_queue.workers.jobs.state import JobState
 
 pytestmark = [pytest.mark.integration]
 

@@ -62,7 +62,12 @@ def _run_fresh(code: str, env: dict[str, str]) -> Any:
 
 
 @pytest.mark.parametrize(
-    "statement", ["from producers import Producer", "import nanobanana_queue.workers.app", "import nanobanana_queue.workers.tasks"]
+    "statement",
+    [
+        "from producers import Producer",
+        "import nanobanana_queue.workers.app",
+        "import nanobanana_queue.workers.tasks",
+    ],
 )
 def test_importing_configures_nothing(statement: str) -> None:
     # A broker nobody listens on: a connection attempted at import would hang or fail.

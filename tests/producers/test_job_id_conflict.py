@@ -15,10 +15,10 @@ import pytest
 from nanobanana_queue.producers.api import Producer
 from nanobanana_queue.producers.cli.jobs_cmd import JOB_ID_CONFLICT_EXIT
 from nanobanana_queue.producers.errors import JobIdConflictError
-from tests.support.redis_server import RedisServer
 from nanobanana_queue.workers.app import create_app
 from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.settings import Settings
+from tests.support.redis_server import RedisServer
 
 RED = {"prompt": "a red fox", "quality": "1K"}
 BLUE = {"prompt": "a blue fox", "quality": "1K"}

@@ -11,12 +11,12 @@ import redis
 
 from nanobanana_queue.producers.api import Producer
 from nanobanana_queue.producers.errors import EnqueueUncertainError
-from tests.support.redis_server import RedisServer
 from nanobanana_queue.workers.app import create_app
 from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.settings import Settings
 from nanobanana_queue.workers.stages.intake import intake
+from tests.support.redis_server import RedisServer
 
 REQUEST = {"prompt": "a lighthouse at dawn", "size": "16:9", "quality": "2K"}
 

@@ -17,14 +17,14 @@ from typing import Any
 import pytest
 
 from nanobanana_queue.producers.api import Producer
-from tests.support.emulator_server import EmulatorServer
-from tests.support.procs import start, stop, wait_until
-from tests.support.redis_server import RedisServer
-from tests.support.s3_server import S3Server
 from nanobanana_queue.workers.app import create_app
 from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.settings import Settings
+from tests.support.emulator_server import EmulatorServer
+from tests.support.procs import start, stop, wait_until
+from tests.support.redis_server import RedisServer
+from tests.support.s3_server import S3Server
 
 API_KEY = "test-key"
 

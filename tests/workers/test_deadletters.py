@@ -12,7 +12,6 @@ import time
 import pytest
 import redis
 
-from tests.support.redis_server import RedisServer
 from nanobanana_queue.workers.deadletters import (
     ADD_LUA,
     FIRSTS_PER_REASON,
@@ -25,6 +24,7 @@ from nanobanana_queue.workers.deadletters import (
 )
 from nanobanana_queue.workers.logs import register_secret
 from nanobanana_queue.workers.settings import Settings
+from tests.support.redis_server import RedisServer
 
 
 def letter(reason: str = "body_shape", body: str = "[]", at: float | None = None, **kw: object):

@@ -32,7 +32,12 @@ from dataclasses import replace
 from typing import Any, Literal
 
 from nanobanana_queue.workers import metrics
-from nanobanana_queue.workers.errors import EvolinkError, NotFoundError, OutcomeUnknownError, TaskFailedError
+from nanobanana_queue.workers.errors import (
+    EvolinkError,
+    NotFoundError,
+    OutcomeUnknownError,
+    TaskFailedError,
+)
 from nanobanana_queue.workers.evolink.models import Task, TaskStatus
 from nanobanana_queue.workers.jobs import lifecycle
 from nanobanana_queue.workers.jobs.lifecycle import Transition

@@ -18,7 +18,12 @@ from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.stages.common import fail, log, now
 from nanobanana_queue.workers.stages.steps import Done, Retry, Step
-from nanobanana_queue.workers.storage.manifest import build_manifest, manifest_key, object_key_stem, object_metadata
+from nanobanana_queue.workers.storage.manifest import (
+    build_manifest,
+    manifest_key,
+    object_key_stem,
+    object_metadata,
+)
 
 
 def download(

@@ -180,7 +180,11 @@ def _notify_refusal(
 ) -> str | None:
     """A raw message's notify_url or own callback_url that cannot be honoured (the
     Producer refuses the same before sending anything)."""
-    from nanobanana_queue.workers.notify.config import NotifyConfig, NotifyRefusedError, own_callback_refusal
+    from nanobanana_queue.workers.notify.config import (
+        NotifyConfig,
+        NotifyRefusedError,
+        own_callback_refusal,
+    )
 
     refusal = own_callback_refusal(rt.settings, valid)
     if refusal is not None or notify_url is None:

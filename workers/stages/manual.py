@@ -21,7 +21,11 @@ from __future__ import annotations
 import re
 
 from nanobanana_queue.workers import metrics
-from nanobanana_queue.workers.errors import JobActionRefusedError, JobNotFoundError, MayPayTwiceError
+from nanobanana_queue.workers.errors import (
+    JobActionRefusedError,
+    JobNotFoundError,
+    MayPayTwiceError,
+)
 from nanobanana_queue.workers.jobs import lifecycle
 from nanobanana_queue.workers.jobs.owners import owners_of
 from nanobanana_queue.workers.jobs.record import JobRecord

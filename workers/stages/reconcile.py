@@ -309,7 +309,9 @@ def _create_was_sent(record: JobRecord) -> bool:
 def submit_time_limit_s(settings: Settings) -> float:
     """The longest a submit may hold its claim: the hard time limit of the tasks that run
     one (``nbq.submit``; ``nbq.generate`` submits inline), after which it is killed."""
-    from nanobanana_queue.workers.app import submit_time_limits_s  # the Celery configuration's own numbers
+    from nanobanana_queue.workers.app import (
+        submit_time_limits_s,  # the Celery configuration's own numbers
+    )
 
     return submit_time_limits_s(settings)[1]
 

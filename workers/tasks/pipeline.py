@@ -6,7 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from nanobanana_queue.workers.app import app
-from nanobanana_queue.workers.contract import TASK_ADOPT, TASK_DOWNLOAD, TASK_GENERATE, TASK_POLL, TASK_SUBMIT
+from nanobanana_queue.workers.contract import (
+    TASK_ADOPT,
+    TASK_DOWNLOAD,
+    TASK_GENERATE,
+    TASK_POLL,
+    TASK_SUBMIT,
+)
 from nanobanana_queue.workers.runtime import get_runtime
 from nanobanana_queue.workers.stages import adopt as adopt_stage
 from nanobanana_queue.workers.stages import download as download_stage

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.producers.cli.conftest import Nbq, Result, settings_for
-from tests.support.procs import free_port
 from nanobanana_queue.workers.cli.common import EXIT_UNREACHABLE, EXIT_USAGE
 from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.runtime import Runtime
+from tests.producers.cli.conftest import Nbq, Result, settings_for
+from tests.support.procs import free_port
 
 
 @pytest.fixture(scope="module")

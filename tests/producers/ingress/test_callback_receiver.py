@@ -15,7 +15,6 @@ import time
 import pytest
 import redis
 
-from tests.producers.ingress.conftest import SECRET, Ingress
 from nanobanana_queue.workers.callbacks import (
     callback_token,
     callback_url,
@@ -26,6 +25,7 @@ from nanobanana_queue.workers.callbacks import (
 from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.settings import ConfigError, load_settings
+from tests.producers.ingress.conftest import SECRET, Ingress
 
 
 def _generating(ingress: Ingress, job_id: str = "gen-1", task_id: str = "task-1") -> JobRecord:

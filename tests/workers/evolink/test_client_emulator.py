@@ -13,7 +13,13 @@ from PIL import Image
 
 from nanobanana_queue.workers.errors import NotFoundError, QuotaExceededError, UnauthorizedError
 from nanobanana_queue.workers.evolink.client import EvolinkClient
-from nanobanana_queue.workers.evolink.models import GenerationRequest, Quality, Size, Task, TaskStatus
+from nanobanana_queue.workers.evolink.models import (
+    GenerationRequest,
+    Quality,
+    Size,
+    Task,
+    TaskStatus,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_metrics")]
 

@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.procs import free_port
 from nanobanana_queue.workers.errors import (
     ApiConnectionError,
     ApiTimeoutError,
@@ -37,6 +36,7 @@ from nanobanana_queue.workers.evolink.retry_after import (
     suggestion_from_body,
 )
 from nanobanana_queue.workers.settings import ConfigError, load_settings
+from tests.support.procs import free_port
 
 pytestmark = pytest.mark.usefixtures("no_metrics")
 

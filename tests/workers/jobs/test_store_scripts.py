@@ -17,12 +17,12 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from tests.support.redis_server import RedisServer
 from nanobanana_queue.workers.jobs import lifecycle
 from nanobanana_queue.workers.jobs.lifecycle import Transition
 from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.jobs.store import CREATE_LUA, INDEXED_STATES, UPDATE_LUA, JobStore
+from tests.support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[3]
 SCRIPTS = {"create.lua": CREATE_LUA, "update.lua": UPDATE_LUA}

@@ -8,7 +8,6 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from tests.support.redis_server import RedisServer
 from nanobanana_queue.workers.errors import InvalidRequestError, TaskFailedError
 from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
@@ -17,6 +16,7 @@ from nanobanana_queue.workers.runtime import Runtime, reset_runtime
 from nanobanana_queue.workers.settings import Settings, get_settings
 from nanobanana_queue.workers.stages.cancel import cancel_job
 from nanobanana_queue.workers.stages.common import fail_job
+from tests.support.redis_server import RedisServer
 
 
 def test_credits_of_jobs_that_end_failed_or_cancelled_are_reported_apart(

@@ -13,9 +13,6 @@ from typing import Any
 
 import pytest
 
-from tests.support.emulator_server import EmulatorServer
-from tests.support.redis_server import RedisServer
-from tests.support.s3_server import S3Server
 from nanobanana_queue.workers.jobs import lifecycle
 from nanobanana_queue.workers.jobs.lifecycle import Transition
 from nanobanana_queue.workers.jobs.record import JobRecord
@@ -26,6 +23,9 @@ from nanobanana_queue.workers.stages import reconcile as reconcile_stage
 from nanobanana_queue.workers.stages import submit as submit_stage
 from nanobanana_queue.workers.stages.intake import intake
 from nanobanana_queue.workers.stages.steps import Adopt, Download, Poll, Step, Submit
+from tests.support.emulator_server import EmulatorServer
+from tests.support.redis_server import RedisServer
+from tests.support.s3_server import S3Server
 
 
 @dataclass

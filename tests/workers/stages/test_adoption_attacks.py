@@ -34,10 +34,6 @@ from nanobanana_queue.producers.cli import recover_cmd
 from nanobanana_queue.producers.cli.main import app as nbq
 from nanobanana_queue.producers.errors import ProducerError
 from nanobanana_queue.producers.ingress.app import create_app as create_ingress
-from tests.support.emulator_server import EmulatorServer
-from tests.support.redis_server import RedisServer
-from tests.support.s3_server import S3Server
-from tests.workers.stages.conftest import StepLog, claim_submit, set_fields, wait_task_final
 from nanobanana_queue.workers import metrics
 from nanobanana_queue.workers.app import create_app as create_celery_app
 from nanobanana_queue.workers.callbacks import callback_token
@@ -51,6 +47,10 @@ from nanobanana_queue.workers.stages import submit as submit_stage
 from nanobanana_queue.workers.stages.adopt import adopt_message
 from nanobanana_queue.workers.stages.steps import Adopt
 from nanobanana_queue.workers.storage.manifest import manifest_key
+from tests.support.emulator_server import EmulatorServer
+from tests.support.redis_server import RedisServer
+from tests.support.s3_server import S3Server
+from tests.workers.stages.conftest import StepLog, claim_submit, set_fields, wait_task_final
 
 SECRET = "callback-secret-for-tests"
 ATTACKER = "alice~a1"

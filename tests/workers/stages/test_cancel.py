@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.workers.stages.conftest import StepLog, claim_submit, new_job, submitted_job
 from nanobanana_queue.workers.errors import JobNotCancellableError, NbqError
 from nanobanana_queue.workers.jobs import lifecycle
 from nanobanana_queue.workers.jobs.state import JobState
@@ -14,6 +13,7 @@ from nanobanana_queue.workers.stages import poll as poll_stage
 from nanobanana_queue.workers.stages import submit as submit_stage
 from nanobanana_queue.workers.stages.cancel import cancel_job
 from nanobanana_queue.workers.stages.common import fail_job
+from tests.workers.stages.conftest import StepLog, claim_submit, new_job, submitted_job
 
 
 def _job_in(rt: Runtime, steps: StepLog, state: JobState) -> str:

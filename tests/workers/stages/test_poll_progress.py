@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tests.workers.stages.conftest import StepLog
 from nanobanana_queue.workers.evolink.models import Task, TaskStatus
 from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
@@ -16,6 +15,7 @@ from nanobanana_queue.workers.notify.events import progress_webhook_id
 from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.stages.poll import handle_task_state
 from nanobanana_queue.workers.stages.steps import Notify
+from tests.workers.stages.conftest import StepLog
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 URL = "https://shop.example/hooks"

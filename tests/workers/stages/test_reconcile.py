@@ -7,15 +7,6 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.support.emulator_server import EmulatorServer
-from tests.workers.stages.conftest import (
-    StepLog,
-    age,
-    claim_submit,
-    new_job,
-    set_fields,
-    submitted_job,
-)
 from nanobanana_queue.workers.evolink.models import GenerationRequest
 from nanobanana_queue.workers.jobs import lifecycle
 from nanobanana_queue.workers.jobs.record import JobRecord
@@ -28,6 +19,15 @@ from nanobanana_queue.workers.stages import submit as submit_stage
 from nanobanana_queue.workers.stages.common import now
 from nanobanana_queue.workers.stages.reconcile import BACKLOG_HOLD_FACTOR, reconcile_once
 from nanobanana_queue.workers.stages.steps import Message, Notify, Send
+from tests.support.emulator_server import EmulatorServer
+from tests.workers.stages.conftest import (
+    StepLog,
+    age,
+    claim_submit,
+    new_job,
+    set_fields,
+    submitted_job,
+)
 
 
 @pytest.mark.usefixtures("short_submit_claims")

@@ -9,8 +9,6 @@ import json
 import time
 
 from nanobanana_queue.producers.api import Producer
-from tests.support.s3_server import S3Server
-from tests.workers.stages.conftest import StepLog, submitted_job, wait_task_final
 from nanobanana_queue.workers.callbacks import CallbackOutcome, callback_token, receive_callback
 from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.runtime import Runtime
@@ -19,6 +17,8 @@ from nanobanana_queue.workers.stages.download import download
 from nanobanana_queue.workers.stages.rescue import RECORD_LOST
 from nanobanana_queue.workers.stages.steps import Message, Poll
 from nanobanana_queue.workers.stages.submit import submit
+from tests.support.s3_server import S3Server
+from tests.workers.stages.conftest import StepLog, submitted_job, wait_task_final
 
 
 def _vanish(rt: Runtime, job_id: str) -> None:

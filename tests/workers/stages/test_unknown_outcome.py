@@ -14,8 +14,6 @@ from typing import Any
 
 import pytest
 
-from tests.support.emulator_server import EmulatorServer
-from tests.workers.stages.conftest import StepLog, age, claim_submit, new_job, wait_task_final
 from nanobanana_queue.workers.callbacks import CallbackOutcome, callback_token, receive_callback
 from nanobanana_queue.workers.errors import ApiUnavailableError, TransportError
 from nanobanana_queue.workers.evolink.models import GenerationRequest
@@ -25,6 +23,8 @@ from nanobanana_queue.workers.stages import submit as submit_stage
 from nanobanana_queue.workers.stages.adopt import adopt
 from nanobanana_queue.workers.stages.reconcile import reconcile_once
 from nanobanana_queue.workers.stages.steps import Adopt, Message, Retry
+from tests.support.emulator_server import EmulatorServer
+from tests.workers.stages.conftest import StepLog, age, claim_submit, new_job, wait_task_final
 
 SECRET = "callback-secret-for-tests"
 CALLBACKS: dict[str, Any] = {
