@@ -9,12 +9,19 @@ JSON, which the submit stage sends as is.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
+import redis
 from pydantic import ValidationError
 
 from nanobanana_queue.workers import metrics, tracing
-from nanobanana_queue.workers.errors import CreditBudgetExceededError, InvalidRequestError, NbqError
+from nanobanana_queue.workers.errors import (
+    CreditBudgetExceededError,
+    InvalidRequestError,
+    NbqError,
+    StoreUnreachableError,
+)
 from nanobanana_queue.workers.evolink.models import GenerationRequest
 from nanobanana_queue.workers.jobs.ids import InvalidJobIdError, new_job_id, scoped_job_id
 from nanobanana_queue.workers.jobs.record import JobRecord
@@ -22,6 +29,7 @@ from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.resilience.credits import Hold, price_of, refusal
 from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.stages.common import log
+from nanobanana_queue.workers.stages.steps import Done, Fail, Generate, Retry, Step
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -167,6 +175,73 @@ def admit(
     if created:
         rt.fair().enqueued(job_id, producer, record.priority)  # it waits from now on
     return record, None
+
+
+def generate(
+    rt: Runtime,
+    request: dict[str, Any],
+    job_id: str | None = None,
+    producer: str | None = None,
+    batch_id: str | None = None,
+    notify_url: str | None = None,
+    on_done: dict[str, str] | None = None,
+    priority: str | None = None,
+    producer_proof: str | None = None,
+    *,
+    retries: int = 0,
+) -> Step:
+    """``nbq.generate``: record the job if new (a raw message's request validated here,
+    once), then submit it in the same run.
+
+    Intake then submit is the pipeline's one declared composition (workers/pipeline.py,
+    ``GENERATE.composes``): every job enters here and intake only writes its record, so a
+    separate ``nbq.submit`` hop would cost every job a broker round trip and a queue wait.
+    A retry is this same message again; a job whose id was minted here has it pinned in
+    that message, so the retry finds this record instead of minting a second job (and a
+    second paid create).
+    """
+    record, failed = admit(
+        rt,
+        request=request,
+        job_id=job_id,
+        producer=producer,
+        batch_id=batch_id,
+        priority=priority,
+        notify_url=notify_url,
+        on_done=on_done,
+        raw=True,
+        producer_proof=producer_proof,
+    )
+    if failed is not None:  # this run recorded the job failed: its task raises why
+        return Fail(failed, label=f"refused_{failed.reason}")
+    if record is None or record.is_terminal:
+        return Done("refused" if record is None else "terminal")
+    from nanobanana_queue.workers.stages.submit import submit
+
+    pinned = (
+        None
+        if job_id is not None
+        else Generate(
+            record.job_id,
+            request,
+            producer=producer,
+            batch_id=batch_id,
+            priority=priority or "normal",
+            notify_url=notify_url,
+            on_done=on_done,
+            producer_proof=producer_proof,
+        )
+    )
+    try:
+        step = submit(rt, record.job_id, retries=retries, record=record)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        if pinned is None:
+            raise  # the task's own store-outage retry sends this message again as is
+        outage = StoreUnreachableError(f"job store unreachable: {type(exc).__name__}: {exc}")
+        return Retry.of(rt, outage, attempt=retries, again=pinned)
+    if pinned is not None and isinstance(step, Retry) and step.again is None:
+        return replace(step, again=pinned)
+    return step
 
 
 def _on_done(value: dict[str, str]) -> tuple[str, str] | None:

@@ -23,7 +23,7 @@ from celery import Task
 
 from nanobanana_queue.workers import metrics, tracing
 from nanobanana_queue.workers.app import app
-from nanobanana_queue.workers.dispatch import Dispatcher, envelope
+from nanobanana_queue.workers.dispatch import Dispatcher
 from nanobanana_queue.workers.errors import NbqError, StoreUnreachableError
 from nanobanana_queue.workers.jobs.lifecycle import FAIL
 from nanobanana_queue.workers.runtime import get_runtime
@@ -111,11 +111,6 @@ class StageTask(Task):  # type: ignore[misc]
             if failed is None:
                 return "exhausted_stale"  # moved on by another stage: nothing failed
             raise step.exhausted from None
-        if step.again is not None and envelope(step.again).task != self.name:
-            # Another stage's code ran inside this task (a rescue polls from submit or
-            # download): its retry is that stage's message, sent later; this task is done.
-            dispatcher().send(step.again, after_s=step.after_s)
-            return step.label
         if not step.spends_budget:
             # An unbounded wait (quota breaker) must not spend the transient-retry
             # budget: the re-sent message counts from 0 again (retry() adds 1).
