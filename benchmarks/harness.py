@@ -142,7 +142,15 @@ class EmulatorProc:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        args = [sys.executable, "-m", "nanobanana_queue.emulator", "--host", "127.0.0.1", "--port", str(self.port)]
+        args = [
+            sys.executable,
+            "-m",
+            "nanobanana_queue.emulator",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
         args += ["--time-scale", str(self.time_scale), "--max-pixels", "4096"]
         # Links live one real hour: a scaled 24 h TTL (86 s at 0.001) expires in backlogs.
         args += ["--result-ttl", f"{3600 / self.time_scale:g}"]

@@ -18,7 +18,11 @@ import httpx
 
 from nanobanana_queue.emulator import jsonio
 from nanobanana_queue.emulator.config import EmulatorConfig
-from nanobanana_queue.emulator.constants import CALLBACK_MIN_TIMEOUT_S, CALLBACK_RETRY_DELAYS_S, CALLBACK_TIMEOUT_S
+from nanobanana_queue.emulator.constants import (
+    CALLBACK_MIN_TIMEOUT_S,
+    CALLBACK_RETRY_DELAYS_S,
+    CALLBACK_TIMEOUT_S,
+)
 from nanobanana_queue.emulator.faults import FaultBook
 from nanobanana_queue.emulator.netguard import is_loopback_host
 from nanobanana_queue.emulator.stats import Stats

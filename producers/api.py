@@ -357,7 +357,11 @@ class Producer:
     ) -> None:
         """Refuse before anything is written: a webhook nobody can verify, an unsafe URL, or
         an own callback_url the project's callbacks would silently replace."""
-        from nanobanana_queue.workers.notify.config import NotifyConfig, NotifyRefusedError, own_callback_refusal
+        from nanobanana_queue.workers.notify.config import (
+            NotifyConfig,
+            NotifyRefusedError,
+            own_callback_refusal,
+        )
 
         refusal = own_callback_refusal(self.settings, valid)
         if refusal is not None:
@@ -494,7 +498,7 @@ class Producer:
         from nanobanana_queue.workers.stages import manual
 
         # JobNotFoundError, MayPayTwiceError, JobActionRefusedError: raised as they are.
-        record = manual.retry_job(
+        record = manual.resubmit_job(
             self.runtime.store, job_id, accept_may_pay_twice=accept_may_pay_twice
         )
         self.dispatcher.send(Submit(job_id))
@@ -524,7 +528,7 @@ class Producer:
         process has no API key or the API cannot say (for ``nbq adopt``'s check)."""
         if self.runtime.settings.evolink_api_key is None:
             return None
-        from nanobanana_queue.workers.evolink.errors import EvolinkError
+        from nanobanana_queue.workers.errors import EvolinkError
 
         try:
             return self.runtime.api().get_task(task_id)

@@ -34,7 +34,12 @@ from nanobanana_queue.producers.errors import JobNotFoundError, WaitTimeoutError
 from nanobanana_queue.workers.evolink.models import GenerationRequest
 from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.notify.push import job_end_channel
-from nanobanana_queue.workers.redis_client import cluster_nodes, is_cluster_url, is_sentinel_url, parse_sentinel_url
+from nanobanana_queue.workers.redis_client import (
+    cluster_nodes,
+    is_cluster_url,
+    is_sentinel_url,
+    parse_sentinel_url,
+)
 from nanobanana_queue.workers.settings import Settings, get_settings
 
 #: Connections the async client opens at most (reads wait for one; the subscription holds one).

@@ -16,7 +16,12 @@ from redis import Redis
 
 from nanobanana_queue.workers.jobs.store import JobStore
 from nanobanana_queue.workers.policy.schedule import Backoff, PollSchedule
-from nanobanana_queue.workers.redis_client import check_store_shards, is_cluster, is_redis_broker, redis_client
+from nanobanana_queue.workers.redis_client import (
+    check_store_shards,
+    is_cluster,
+    is_redis_broker,
+    redis_client,
+)
 from nanobanana_queue.workers.resilience.breaker import SubmissionBreaker
 from nanobanana_queue.workers.resilience.limiter import SharedRateLimiter
 from nanobanana_queue.workers.settings import Settings, get_settings
@@ -96,7 +101,11 @@ class Runtime:
         """Tell a job's end: ``on_done`` through ``send_task`` (an app's), and ``nbq.notify``
         through ``send`` (a dispatcher's) when webhooks are configured (NBQ_NOTIFY_SECRETS)."""
         from nanobanana_queue.workers.notify.config import NotifyConfig
-        from nanobanana_queue.workers.notify.hook import notify_listener, on_done_listener, progress_listener
+        from nanobanana_queue.workers.notify.hook import (
+            notify_listener,
+            on_done_listener,
+            progress_listener,
+        )
 
         # Both backed by the notify outbox: a send lost with this process is made again by
         # the reconciler (workers/notify/outbox.py).

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from benchmarks import cli as benchmarks_cli
+from nanobanana_queue.devstack import bench_cmd
 from nanobanana_queue.devstack import cli as devstack_cli
 from nanobanana_queue.emulator import cli as emulator_cli
 from nanobanana_queue.producers.cli import (
@@ -76,7 +76,7 @@ quota_cmd.register(app)
 workers_cli.register(app)
 devstack_cli.register(app)
 serve_cmd.register(app)
-benchmarks_cli.register(app)
+bench_cmd.register(app)
 dead_cmd.register(app)
 notify_cmd.register(app)
 emulator_cli.register(app)

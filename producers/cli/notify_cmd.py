@@ -8,7 +8,12 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from nanobanana_queue.workers.cli.common import console, err_console, fail_on_config_error, print_json
+from nanobanana_queue.workers.cli.common import (
+    console,
+    err_console,
+    fail_on_config_error,
+    print_json,
+)
 
 notify_app = typer.Typer(
     help="Completion webhooks that were never delivered: list, replay.", no_args_is_help=True

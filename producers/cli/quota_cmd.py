@@ -8,7 +8,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from nanobanana_queue.workers.cli.common import console, fail_on_config_error, line, print_json, shown
+from nanobanana_queue.workers.cli.common import (
+    console,
+    fail_on_config_error,
+    line,
+    print_json,
+    shown,
+)
 
 
 def register(app: typer.Typer) -> None:

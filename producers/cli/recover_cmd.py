@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from nanobanana_queue.producers.errors import JobNotFoundError, MayPayTwiceError, ProducerError
-from nanobanana_queue.workers.cli.common import err_console, fail_on_config_error, line, print_json, shown
+from nanobanana_queue.workers.cli.common import (
+    err_console,
+    fail_on_config_error,
+    line,
+    print_json,
+    shown,
+)
 from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.visible import visible
 

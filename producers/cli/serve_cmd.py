@@ -46,7 +46,12 @@ def serve(
         **uvicorn_options(settings),
     }
     if workers > 1:
-        uvicorn.run("nanobanana_queue.producers.cli.serve_cmd:served_app", factory=True, workers=workers, **options)
+        uvicorn.run(
+            "nanobanana_queue.producers.cli.serve_cmd:served_app",
+            factory=True,
+            workers=workers,
+            **options,
+        )
         return
     uvicorn.run(served_app(), **options)
 

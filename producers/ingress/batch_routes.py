@@ -8,7 +8,13 @@ from pydantic import ValidationError
 
 from nanobanana_queue.producers.ingress.batches import done_count
 from nanobanana_queue.producers.ingress.context import Context, ProducerName
-from nanobanana_queue.producers.ingress.errors import ApiError, describe_problems, documented, not_found, quoted
+from nanobanana_queue.producers.ingress.errors import (
+    ApiError,
+    describe_problems,
+    documented,
+    not_found,
+    quoted,
+)
 from nanobanana_queue.producers.ingress.jobs_routes import IdempotencyKey, enqueue_one, id_from
 from nanobanana_queue.producers.ingress.schemas import (
     MAX_BATCH_ID_CHARS,

@@ -21,7 +21,13 @@ from nanobanana_queue.producers.errors import (
 )
 from nanobanana_queue.producers.ingress.context import Context, IngressContext, ProducerName
 from nanobanana_queue.producers.ingress.errors import ApiError, documented, not_found, quoted
-from nanobanana_queue.producers.ingress.schemas import ImagesView, ImageView, JobCreate, JobPage, JobView
+from nanobanana_queue.producers.ingress.schemas import (
+    ImagesView,
+    ImageView,
+    JobCreate,
+    JobPage,
+    JobView,
+)
 from nanobanana_queue.producers.listing import page_jobs
 from nanobanana_queue.workers.jobs.ids import InvalidJobIdError, scoped_job_id, validate_job_id
 from nanobanana_queue.workers.jobs.record import JobRecord

@@ -41,7 +41,8 @@ def main(argv: list[str]) -> int:
         current = DOC_PATH.read_text(encoding="utf-8") if DOC_PATH.exists() else ""
         if current != text:
             print(
-                f"{DOC_PATH} is out of date: run python -m nanobanana_queue.producers.ingress.openapi",
+                f"{DOC_PATH} is out of date: "
+                "run python -m nanobanana_queue.producers.ingress.openapi",
                 file=sys.stderr,
             )
             return 1

@@ -24,8 +24,8 @@ import redis
 from nanobanana_queue.devstack.config import KEY_PLACEHOLDER, redact_url
 from nanobanana_queue.devstack.redis_service import bundled_redis_server, ping, redis_server_binary
 from nanobanana_queue.devstack.stack import DevStack
-from tests.support.procs import ROOT, free_port, wait_until
 from nanobanana_queue.workers.settings import load_settings
+from tests.support.procs import ROOT, free_port, wait_until
 
 REAL_LOOKING_KEY = "sk-real-looking-key-0123456789"
 

@@ -13,10 +13,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from nanobanana_queue.producers.api import Producer
-from tests.support.procs import wait_until
-from tests.support.stack import Stack
 from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
+from tests.support.procs import wait_until
+from tests.support.stack import Stack
 
 #: A generous bound for a scenario's jobs to end; far below the 600 s visibility timeout.
 END_TIMEOUT_S = 120.0

@@ -20,12 +20,12 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
-from tests.support.redis_cluster import RedisCluster
 from nanobanana_queue.workers.jobs import lifecycle
 from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.settings import load_settings
+from tests.support.redis_cluster import RedisCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -60,7 +60,11 @@ def _create_and_record_task(rt: Runtime, job_id: str) -> None:
     assert rt.store.create(JobRecord(job_id=job_id))[1]
     assert rt.store.apply(lifecycle.CLAIM_SUBMIT, job_id)[1]
     record, applied = rt.store.apply(
-        lifecycle.TASK_CREATED, job_id, durable=True, evolink_task_id=f"task-{job_id}"
+        lifecycle.TASK_CREATED,
+        job_id,
+        durable=True,
+        evolink_task_id=f"task-{job_id}",
+        poll_token="p",
     )
     assert applied and record is not None and record.evolink_task_id == f"task-{job_id}"
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import pytest
 
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.faults.helpers import assert_nothing_lost, assert_one_create_each, kill_hard
 from tests.faults.test_sentinel_failover import sentinel_stack  # noqa: F401 - a fixture
 from tests.integration.test_fair_share import check_backlog_does_not_starve_another_producer
 from tests.support.procs import wait_until
 from tests.support.stack import Stack
-from nanobanana_queue.workers.jobs.state import JobState
 
 
 def test_a_worker_killed_while_jobs_wait_loses_none_and_pays_none_twice(

@@ -15,6 +15,7 @@ import signal
 
 import pytest
 
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.faults.helpers import (
     assert_nothing_lost,
     creates_per_job,
@@ -24,7 +25,6 @@ from tests.faults.helpers import (
 )
 from tests.support.procs import wait_until
 from tests.support.stack import Stack
-from nanobanana_queue.workers.jobs.state import JobState
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

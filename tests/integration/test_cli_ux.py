@@ -35,8 +35,8 @@ def _env(stack: Stack | None = None, **extra: str) -> dict[str, str]:
 def nbq(
     *args: str, env: dict[str, str], timeout_s: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "nanobanana_queue.producers.cli.main", *args], env=env,
-                          capture_output=True, text=True, timeout=timeout_s)  # fmt: skip
+    command = [sys.executable, "-m", "nanobanana_queue.producers.cli.main", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout_s)
 
 
 def test_nbq_alone_prints_the_help_and_exits_0() -> None:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pytest
 
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.faults.helpers import assert_images_intact, assert_nothing_lost, assert_one_create_each
 from tests.support.procs import wait_until
 from tests.support.redis_cluster import RedisCluster
 from tests.support.stack import Stack
-from nanobanana_queue.workers.jobs.record import JobRecord
-from nanobanana_queue.workers.jobs.state import JobState
 
 pytestmark = pytest.mark.integration
 

@@ -22,11 +22,11 @@ from collections import defaultdict
 import pytest
 
 from nanobanana_queue.producers.errors import CreditBudgetExceededError, MayPayTwiceError
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.faults.helpers import wait_for_hits
 from tests.support.procs import wait_until
 from tests.support.stack import Stack
-from nanobanana_queue.workers.jobs.record import JobRecord
-from nanobanana_queue.workers.jobs.state import JobState
 
 pytestmark = [pytest.mark.integration]
 

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from nanobanana_queue.producers import InvalidRequestError
-from tests.support.stack import Stack
 from nanobanana_queue.workers.jobs.state import JobState
+from tests.support.stack import Stack
 
 pytestmark = [pytest.mark.integration]
 

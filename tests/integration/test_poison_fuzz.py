@@ -20,11 +20,11 @@ from hypothesis import strategies as st
 from kombu.connection import Connection
 from kombu.messaging import Producer as KombuProducer
 
-from tests.support.procs import wait_until
-from tests.support.stack import Stack
 from nanobanana_queue.workers.deadletters import DeadLetterStore
 from nanobanana_queue.workers.guard.inspect import Limits, inspect_message
 from nanobanana_queue.workers.jobs.state import JobState
+from tests.support.procs import wait_until
+from tests.support.stack import Stack
 
 pytestmark = [pytest.mark.integration]
 

@@ -15,9 +15,9 @@ import sys
 import pytest
 
 from nanobanana_queue.producers.errors import MayPayTwiceError
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.faults.helpers import creates_per_job
 from tests.support.stack import Stack
-from nanobanana_queue.workers.jobs.state import JobState
 
 pytestmark = [pytest.mark.integration]
 

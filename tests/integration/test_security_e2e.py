@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.stack import Stack
 from nanobanana_queue.workers.jobs.state import JobState
+from tests.support.stack import Stack
 
 pytestmark = [pytest.mark.integration]
 

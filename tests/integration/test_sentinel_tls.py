@@ -20,10 +20,6 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from nanobanana_queue.producers.api import Producer
-from tests.support.emulator_server import EmulatorServer
-from tests.support.s3_server import S3Server
-from tests.support.sentinel import TLS_DATA_PASSWORD, TLS_SENTINEL_PASSWORD, SentinelGroup
-from tests.support.stack import Stack
 from nanobanana_queue.workers.app import celery_config, create_app
 from nanobanana_queue.workers.contract import QUEUE_SUBMIT
 from nanobanana_queue.workers.jobs.record import JobRecord
@@ -31,6 +27,10 @@ from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.redis_client import redis_client
 from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.settings import Settings, load_settings
+from tests.support.emulator_server import EmulatorServer
+from tests.support.s3_server import S3Server
+from tests.support.sentinel import TLS_DATA_PASSWORD, TLS_SENTINEL_PASSWORD, SentinelGroup
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration
 

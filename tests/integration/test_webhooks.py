@@ -16,11 +16,11 @@ import pytest
 from standardwebhooks import Webhook
 
 from nanobanana_queue.producers.errors import InvalidRequestError
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.notify.deadletter import NotifyDeadLetters
 from tests.support.procs import wait_until
 from tests.support.stack import Stack
 from tests.support.webhook_receiver import Delivery, WebhookReceiver
-from nanobanana_queue.workers.jobs.state import JobState
-from nanobanana_queue.workers.notify.deadletter import NotifyDeadLetters
 
 pytestmark = [pytest.mark.integration]
 

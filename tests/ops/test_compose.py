@@ -16,6 +16,7 @@ import typer.main
 from typer.testing import CliRunner
 
 from nanobanana_queue.producers.cli.main import app
+from nanobanana_queue.workers.settings import load_settings
 from tests.ops.compose import (
     COMPOSE_FILE,
     ENV_EXAMPLE,
@@ -34,7 +35,6 @@ from tests.ops.compose import (
     var_refs,
 )
 from tests.ops.probes import check_exec_probe
-from nanobanana_queue.workers.settings import load_settings
 
 #: Variables the compose file may use that are not ``NBQ_*`` settings, and why.
 NON_NBQ_VARIABLES = {

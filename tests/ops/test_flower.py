@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.procs import free_port, port_open, start, stop, wait_until
-from tests.support.stack import Stack
 from nanobanana_queue.workers.contract import TASK_DOWNLOAD, TASK_GENERATE, TASK_POLL
 from nanobanana_queue.workers.jobs.state import JobState
+from tests.support.procs import free_port, port_open, start, stop, wait_until
+from tests.support.stack import Stack
 
 pytestmark = [pytest.mark.integration]
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.ops.compose import ROOT, services
 from nanobanana_queue.workers import metrics
+from tests.ops.compose import ROOT, services
 
 OPS = ROOT / "ops"
 PROMETHEUS = OPS / "prometheus" / "prometheus.yml"

@@ -15,10 +15,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.procs import free_port, port_open, start, stop, wait_until
-from tests.support.stack import Stack
 from nanobanana_queue.workers.jobs.state import ACTIVE_STATES, JobState
 from nanobanana_queue.workers.settings import get_settings
+from tests.support.procs import free_port, port_open, start, stop, wait_until
+from tests.support.stack import Stack
 
 pytestmark = [pytest.mark.integration]
 

@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from nanobanana_queue.producers import InvalidRequestError, Producer
-from tests.support.redis_server import RedisServer
 from nanobanana_queue.workers.settings import Settings
+from tests.support.redis_server import RedisServer
 
 
 @pytest.fixture

@@ -175,8 +175,12 @@ def producer_seam(*, fail: bool = False) -> Callable[[pytest.MonkeyPatch, str], 
 
 def listing_seam(mp: pytest.MonkeyPatch, value: str) -> None:
     fake_runtime = type("R", (), {"store": None})()
-    mp.setattr("nanobanana_queue.workers.runtime.Runtime.from_settings", lambda *_a, **_k: fake_runtime)
-    mp.setattr("nanobanana_queue.producers.listing.list_jobs", lambda *_a, **_k: [hostile_record(value)])
+    mp.setattr(
+        "nanobanana_queue.workers.runtime.Runtime.from_settings", lambda *_a, **_k: fake_runtime
+    )
+    mp.setattr(
+        "nanobanana_queue.producers.listing.list_jobs", lambda *_a, **_k: [hostile_record(value)]
+    )
 
 
 def quota_seam(mp: pytest.MonkeyPatch, value: str) -> None:

@@ -20,12 +20,12 @@ from pydantic import ValidationError
 
 from nanobanana_queue.producers import InvalidRequestError, Producer
 from nanobanana_queue.producers.batch import BadLine, BatchLine, parse_jsonl
-from tests.support.redis_server import RedisServer
 from nanobanana_queue.workers.app import create_app
 from nanobanana_queue.workers.evolink.models import GenerationRequest
 from nanobanana_queue.workers.jobs.ids import InvalidJobIdError, validate_job_id
 from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.settings import Settings
+from tests.support.redis_server import RedisServer
 
 FIELDS = ["model", "prompt", "size", "quality", "image_urls", "model_params", "callback_url"]
 SUBMIT_QUEUE = "submit"  # where nbq.generate goes (workers.contract)

@@ -18,6 +18,9 @@ import pytest
 from tests.support.procs import ROOT
 from tests.support.redis_server import RedisServer
 
+#: Each test imports the package in a fresh Python process.
+pytestmark = [pytest.mark.integration]
+
 #: Prints what an import could have changed, as JSON, after running ``IMPORT``.
 PROBE = """
 import json, logging, signal, sys
@@ -62,7 +65,12 @@ def _run_fresh(code: str, env: dict[str, str]) -> Any:
 
 
 @pytest.mark.parametrize(
-    "statement", ["from producers import Producer", "import nanobanana_queue.workers.app", "import nanobanana_queue.workers.tasks"]
+    "statement",
+    [
+        "from producers import Producer",
+        "import nanobanana_queue.workers.app",
+        "import nanobanana_queue.workers.tasks",
+    ],
 )
 def test_importing_configures_nothing(statement: str) -> None:
     # A broker nobody listens on: a connection attempted at import would hang or fail.

@@ -15,10 +15,10 @@ import pytest
 from nanobanana_queue.producers.api import Producer
 from nanobanana_queue.producers.cli.jobs_cmd import JOB_ID_CONFLICT_EXIT
 from nanobanana_queue.producers.errors import JobIdConflictError
-from tests.support.redis_server import RedisServer
 from nanobanana_queue.workers.app import create_app
 from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.settings import Settings
+from tests.support.redis_server import RedisServer
 
 RED = {"prompt": "a red fox", "quality": "1K"}
 BLUE = {"prompt": "a blue fox", "quality": "1K"}
@@ -51,6 +51,7 @@ def test_another_request_under_a_used_id_is_a_conflict_and_changes_nothing(
     assert producer.enqueue(BLUE, job_id="fox-1", producer="bob").job_id == "bob~fox-1"
 
 
+@pytest.mark.integration  # runs nbq as a process
 def test_the_cli_exits_with_its_own_status_and_one_line(redis_server: RedisServer) -> None:
     env = {**os.environ, "NBQ_BROKER_URL": redis_server.url, "NBQ_EVOLINK_API_KEY": "k"}
 

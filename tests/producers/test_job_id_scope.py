@@ -12,13 +12,13 @@ import pytest
 
 from nanobanana_queue.producers.api import Producer
 from nanobanana_queue.producers.errors import InvalidRequestError
-from tests.support.redis_server import RedisServer
 from nanobanana_queue.workers.app import create_app
 from nanobanana_queue.workers.guard.inspect import Limits, check_body
 from nanobanana_queue.workers.jobs.ids import InvalidJobIdError, caller_job_id, scoped_job_id
 from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.settings import Settings
 from nanobanana_queue.workers.stages.intake import intake
+from tests.support.redis_server import RedisServer
 
 
 def _producer(settings: Settings) -> Producer:
@@ -97,6 +97,7 @@ def test_scoping_is_idempotent_and_reversible() -> None:
         scoped_job_id("a b", "j")
 
 
+@pytest.mark.integration  # runs nbq as a process
 def test_the_cli_submit_scopes_by_producer(redis_server: RedisServer) -> None:
     env = {**os.environ, "NBQ_BROKER_URL": redis_server.url, "NBQ_EVOLINK_API_KEY": "k"}
 

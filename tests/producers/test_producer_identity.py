@@ -22,7 +22,6 @@ import pytest
 import redis
 
 from nanobanana_queue.producers.api import Producer, generate_step
-from tests.support.redis_server import RedisServer
 from nanobanana_queue.workers.app import create_app as create_celery_app
 from nanobanana_queue.workers.guard.inspect import check_body
 from nanobanana_queue.workers.jobs.record import JobRecord
@@ -30,6 +29,10 @@ from nanobanana_queue.workers.producer_keys import producer_key
 from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.settings import Settings
 from nanobanana_queue.workers.stages.intake import intake
+from tests.support.redis_server import RedisServer
+
+#: Raw senders are Python processes of their own (send_raw).
+pytestmark = [pytest.mark.integration]
 
 MASTER = "producer-master-secret"
 

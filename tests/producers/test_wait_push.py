@@ -14,13 +14,13 @@ import pytest
 
 from nanobanana_queue.producers.api import Producer
 from nanobanana_queue.producers.async_producer import AsyncProducer
-from tests.support.redis_cluster import RedisCluster
-from tests.support.redis_server import RedisServer
-from tests.support.stack import Stack
 from nanobanana_queue.workers.app import create_app
 from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.settings import load_settings
+from tests.support.redis_cluster import RedisCluster
+from tests.support.redis_server import RedisServer
+from tests.support.stack import Stack
 
 pytestmark = [pytest.mark.integration]
 

@@ -17,14 +17,14 @@ from typing import Any
 import pytest
 
 from nanobanana_queue.producers.api import Producer
-from tests.support.emulator_server import EmulatorServer
-from tests.support.procs import start, stop, wait_until
-from tests.support.redis_server import RedisServer
-from tests.support.s3_server import S3Server
 from nanobanana_queue.workers.app import create_app
 from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.settings import Settings
+from tests.support.emulator_server import EmulatorServer
+from tests.support.procs import start, stop, wait_until
+from tests.support.redis_server import RedisServer
+from tests.support.s3_server import S3Server
 
 API_KEY = "test-key"
 
@@ -145,12 +145,14 @@ class Stack:
 @pytest.fixture
 def stack(
     tmp_path: Path,
-    redis_server: RedisServer,
+    redis_process: RedisServer,
     session_s3: S3Server,
     session_emulator: EmulatorServer,
 ) -> Iterator[Stack]:
+    """Workers on a redis-server of the test's own (fault tests kill it), the session's
+    S3 server and emulator."""
     session_emulator.reset()
-    the_stack = Stack(redis=redis_server, s3=session_s3, emulator=session_emulator, dir=tmp_path)
+    the_stack = Stack(redis=redis_process, s3=session_s3, emulator=session_emulator, dir=tmp_path)
     yield the_stack
     the_stack.stop_workers()
     session_emulator.reset()

@@ -13,7 +13,6 @@ from redis.crc import key_slot
 from structlog.testing import capture_logs
 
 from nanobanana_queue.producers.ingress.batches import BatchStore
-from tests.support.redis_cluster import RedisCluster
 from nanobanana_queue.workers import metrics
 from nanobanana_queue.workers.jobs import lifecycle
 from nanobanana_queue.workers.jobs.record import JobRecord
@@ -24,6 +23,7 @@ from nanobanana_queue.workers.redis_client import is_cluster, redis_client
 from nanobanana_queue.workers.resilience.credits import CreditLedger
 from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.settings import ConfigError, get_settings, load_settings
+from tests.support.redis_cluster import RedisCluster
 
 SHARDS = 16
 
@@ -197,7 +197,11 @@ def test_durable_writes_wait_on_the_master_that_owns_the_job_and_reach_its_repli
             claimed = rt.store.apply(lifecycle.CLAIM_SUBMIT, job_id)
             assert claimed[1]
             record, applied = rt.store.apply(
-                lifecycle.TASK_CREATED, job_id, durable=True, evolink_task_id=f"task-{job_id}"
+                lifecycle.TASK_CREATED,
+                job_id,
+                durable=True,
+                evolink_task_id=f"task-{job_id}",
+                poll_token="p",
             )
             task_on_replica = _on_replica(cluster, replica[master], key)
         # Then both were acknowledged by the replica: no warning, the replica holds them

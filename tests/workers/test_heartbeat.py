@@ -15,11 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.procs import start, stop, wait_until
-from tests.support.redis_server import RedisServer
 from nanobanana_queue.workers.app import create_app
 from nanobanana_queue.workers.probes import WORKER, check_live
 from nanobanana_queue.workers.settings import load_settings
+from tests.support.procs import start, stop, wait_until
+from tests.support.redis_server import RedisServer
+
+
+@pytest.fixture
+def redis_server(redis_process: RedisServer) -> RedisServer:
+    """The probe test stops Redis: a server of its own."""
+    return redis_process
+
 
 pytestmark = [pytest.mark.integration]
 
@@ -53,7 +60,14 @@ def worker(tmp_path: Path, redis_server: RedisServer) -> Iterator[subprocess.Pop
     }
     proc = start(
         [
-            *(sys.executable, "-m", "nanobanana_queue.producers.cli.main", "worker", "--queues", "poll"),
+            *(
+                sys.executable,
+                "-m",
+                "nanobanana_queue.producers.cli.main",
+                "worker",
+                "--queues",
+                "poll",
+            ),
             *("--pool", "threads", "--concurrency", "2", "--hostname", "poll@probe"),
         ],
         env=env,

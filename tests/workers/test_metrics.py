@@ -16,16 +16,28 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.forked import run_forked
-from tests.support.procs import free_port, port_open, python_exe, start, stop, wait_until
 from nanobanana_queue.workers import metrics
 from nanobanana_queue.workers.app import create_app
 from nanobanana_queue.workers.jobs import lifecycle
 from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.jobs.state import ACTIVE_STATES, JobState
 from nanobanana_queue.workers.jobs.store import JobStore
-from nanobanana_queue.workers.metrics_exporter import RedisMetricsCollector, build_registry, make_metrics_server
+from nanobanana_queue.workers.metrics_exporter import (
+    RedisMetricsCollector,
+    build_registry,
+    make_metrics_server,
+)
 from nanobanana_queue.workers.settings import Settings, get_settings
+from tests.support.forked import run_forked
+from tests.support.procs import free_port, port_open, python_exe, start, stop, wait_until
+from tests.support.redis_server import RedisServer
+
+
+@pytest.fixture
+def redis_server(redis_process: RedisServer) -> RedisServer:
+    """Some of these tests stop Redis: each has a server of its own."""
+    return redis_process
+
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

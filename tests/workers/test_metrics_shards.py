@@ -12,14 +12,14 @@ import pytest
 import redis
 from prometheus_client import CollectorRegistry, generate_latest
 
-from tests.support.forked import run_forked
-from tests.workers.test_metrics import scrape_text, settings, value  # noqa: F401 - fixture
 from nanobanana_queue.workers import metrics
 from nanobanana_queue.workers.jobs import lifecycle
-from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.record import JobError, JobRecord
 from nanobanana_queue.workers.jobs.store import JobStore
 from nanobanana_queue.workers.metrics_exporter import RedisMetricsCollector
 from nanobanana_queue.workers.settings import Settings, get_settings
+from tests.support.forked import run_forked
+from tests.workers.test_metrics import scrape_text, settings, value  # noqa: F401 - fixture
 
 SHARDS = 16
 PROCESSES, ROUNDS = 3, 20
@@ -68,7 +68,7 @@ def _run(redis_server, monkeypatch: pytest.MonkeyPatch, shards: int) -> tuple[st
         job_id = f"job-{n}"
         store.create(JobRecord(job_id=job_id))
         store.apply(lifecycle.CLAIM_SUBMIT, job_id)
-        store.apply(lifecycle.FAIL, job_id)
+        store.apply(lifecycle.FAIL, job_id, error=JobError(code="x", message="y"))
     return prefix, _scrape(redis_server.client(), prefix, shards)
 
 

@@ -10,8 +10,6 @@ import pytest
 import redis
 from redis.sentinel import SentinelConnectionPool
 
-from tests.support.procs import free_port
-from tests.support.redis_server import RedisServer
 from nanobanana_queue.workers.app import celery_config
 from nanobanana_queue.workers.jobs import lifecycle
 from nanobanana_queue.workers.jobs.record import JobRecord
@@ -22,6 +20,8 @@ from nanobanana_queue.workers.redis_client import (
     redis_client,
 )
 from nanobanana_queue.workers.settings import ConfigError, load_settings
+from tests.support.procs import free_port
+from tests.support.redis_server import RedisServer
 
 URL = "sentinel://h1:26379;sentinel://h2:26380;sentinel://h3/2"
 
@@ -158,8 +158,8 @@ def test_a_retried_transition_reports_applied_and_applies_once(
 ) -> None:
     store.create(JobRecord(job_id="j1"))
     _freeze(monkeypatch)
-    first = store.apply(lifecycle.CLAIM_SUBMIT, "j1", incr={"attempts": 1})
-    again = store.apply(lifecycle.CLAIM_SUBMIT, "j1", incr={"attempts": 1})
+    first = store.apply(lifecycle.CLAIM_SUBMIT, "j1")  # attempts + 1
+    again = store.apply(lifecycle.CLAIM_SUBMIT, "j1")
     assert first[1] and again[1]
     assert again[0] is not None and again[0].attempts == 1
     counts = store.redis.hgetall(store.state_counter_key)

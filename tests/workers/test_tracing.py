@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.procs import ROOT
 from nanobanana_queue.workers import tracing
 from nanobanana_queue.workers.settings import Settings
+from tests.support.procs import ROOT
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -43,7 +43,9 @@ def test_the_standard_otel_variables_switch_tracing_on(
 #: A worker's and a producer's start, with tracing off.
 START = (
     "import sys\n"
-    "import producers, nanobanana_queue.workers.tasks.pipeline, nanobanana_queue.workers.tasks.reconcile\n"
+    "import nanobanana_queue.producers\n"
+    "import nanobanana_queue.workers.tasks.pipeline\n"
+    "import nanobanana_queue.workers.tasks.reconcile\n"
     "from nanobanana_queue.workers.startup import configure_process\n"
     "configure_process()\n"
 )
@@ -57,6 +59,7 @@ def _run(script: str) -> None:
     assert done.returncode == 0, done.stderr.decode(errors="replace")
 
 
+@pytest.mark.integration  # a fresh Python
 def test_off_no_tracer_provider_and_no_instrumentation_is_loaded() -> None:
     # (redis-py >= 7 imports the OpenTelemetry metrics SDK for its own, unconfigured,
     # observability whenever the package is installed: that import is not ours.)
@@ -69,6 +72,7 @@ def test_off_no_tracer_provider_and_no_instrumentation_is_loaded() -> None:
     )
 
 
+@pytest.mark.integration  # a fresh Python
 def test_without_the_otel_extra_everything_starts() -> None:
     blocker = (
         "import importlib.abc\n"

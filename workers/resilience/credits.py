@@ -46,7 +46,9 @@ BUDGET_EXCEEDED = "credit_budget_exceeded"
 #: Micro-credits per credit: the book's integer unit.
 MICRO = 1_000_000
 
-CREDITS_LUA = files("nanobanana_queue.workers.resilience").joinpath("credits.lua").read_text(encoding="utf-8")
+CREDITS_LUA = (
+    files("nanobanana_queue.workers.resilience").joinpath("credits.lua").read_text(encoding="utf-8")
+)
 
 
 def day_of(now: float | None = None) -> str:

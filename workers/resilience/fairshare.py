@@ -41,7 +41,11 @@ from nanobanana_queue.workers.redis_client import tagged
 if TYPE_CHECKING:
     from nanobanana_queue.workers.runtime import Runtime
 
-FAIRSHARE_LUA = files("nanobanana_queue.workers.resilience").joinpath("fairshare.lua").read_text(encoding="utf-8")
+FAIRSHARE_LUA = (
+    files("nanobanana_queue.workers.resilience")
+    .joinpath("fairshare.lua")
+    .read_text(encoding="utf-8")
+)
 
 PRIORITIES: Final = ("high", "normal", "low")
 DEFAULT_PRIORITY: Final = "normal"

@@ -28,22 +28,24 @@ retryable failure be re-created. A callback never can.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, Literal
 
 from nanobanana_queue.workers import metrics
-from nanobanana_queue.workers.evolink.errors import EvolinkError, NotFoundError
+from nanobanana_queue.workers.errors import (
+    EvolinkError,
+    NotFoundError,
+    OutcomeUnknownError,
+    TaskFailedError,
+)
 from nanobanana_queue.workers.evolink.models import Task, TaskStatus
 from nanobanana_queue.workers.jobs import lifecycle
 from nanobanana_queue.workers.jobs.lifecycle import Transition
 from nanobanana_queue.workers.jobs.owners import owners_of
-from nanobanana_queue.workers.jobs.record import JobError, JobRecord
+from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
-from nanobanana_queue.workers.policy.errors import Action, action_for
-from nanobanana_queue.workers.policy.retry import RetryCause
 from nanobanana_queue.workers.runtime import Runtime
-from nanobanana_queue.workers.stages.common import log, new_token, now, retry
-from nanobanana_queue.workers.stages.steps import Done, Fail, Step
+from nanobanana_queue.workers.stages.common import log, new_token, now
+from nanobanana_queue.workers.stages.steps import Done, Fail, Poll, Retry, Step
 
 Source = Literal["callback", "person"]
 
@@ -173,16 +175,13 @@ def adopt(
         adoption,
         job_id,
         incr={"paid_creates": 1 if credits_new(record, task) else 0, "credits_paid": credits},
-        credits_reserved=0.0,  # its create's hold is settled by this charge
-        evolink_task_id=task.id,
+        evolink_task_id=task.id,  # and its create's hold is settled by this charge
         previous_task_ids=previous,
         estimated_time_s=task.estimated_time_s or 0.0,
         deadline_at=now() + rt.settings.poll_deadline_s,
         poll_token=token,
         next_poll_at=now(),
         progress=task.progress,
-        create_outcome_unknown=False,
-        create_sent=False,
     )
     if not applied or moved is None:
         return Done("lost_race")
@@ -195,9 +194,9 @@ def adopt(
         from_state=record.state.value,
         status=task.status.value,
     )
-    from nanobanana_queue.workers.stages.poll import handle_task_state
-
-    return replace(handle_task_state(rt, moved, task, token), label="adopted")
+    # The poll stage takes it from here, in its own message (stages never run each other):
+    # it re-fetches the task, so a task that finished meanwhile is seen as it is now.
+    return Poll(job_id, token, evolink_task_id=task.id, label="adopted")
 
 
 def adopt_message(
@@ -233,11 +232,14 @@ def _fetch(
         _tell_the_person(rt, job_id, task_id, "the API does not know this task", source)
         return Done("task_not_found")
     except EvolinkError as exc:
-        if action_for(exc) is not Action.RETRY:
+        if exc.retry_rule is None or not exc.retry_rule.bounded:
+            # Fails for good (or waits on a paused key or quota): say so, send nothing.
             log.warning("adopt_failed", job_id=job_id, evolink_task_id=task_id, error=exc.message)
             _tell_the_person(rt, job_id, task_id, exc.message, source)
             return Done("adopt_failed")
-        return retry(rt, RetryCause.ADOPT_FAILED, exc, attempt=retries, wait_s=exc.retry_after_s)
+        # Transient: retried with backoff; past the budget the task ends with the error
+        # (no job fails: the job keeps waiting, the reconciler re-sends the adoption).
+        return Retry.of(rt, exc, attempt=retries)
 
 
 def _check_and_claim(rt: Runtime, record: JobRecord, task: Task, *, source: Source) -> Done | None:
@@ -259,9 +261,9 @@ def _adopted_failed(rt: Runtime, record: JobRecord, task: Task, *, source: Sourc
     job_id = record.job_id
     code = task.error.code if task.error else "unknown_error"
     detail = task.error.message if task.error else ""
-    error = JobError(
-        code=code,
-        retryable=False,
+    failure = TaskFailedError.of(code, detail)
+    failure.retryable = False  # re-creating it is a new paid create: a person decides
+    error = failure.job_error(
         message=(
             f"the adopted task {task.id} had failed ({code}: {detail[:300]}); it was not "
             f"re-created because that is a new paid create: `nbq retry {job_id}` or "
@@ -278,13 +280,11 @@ def _adopted_failed(rt: Runtime, record: JobRecord, task: Task, *, source: Sourc
             "paid_creates": 1 if credits_new(record, task) else 0,
             "credits_paid": credits,
         },
-        "credits_reserved": 0.0,  # its create's hold is settled by this charge
-        "evolink_task_id": task.id,
+        "evolink_task_id": task.id,  # and its create's hold is settled by this charge
         "previous_task_ids": previous,
-        "create_outcome_unknown": False,
-        "create_sent": False,
     }
-    if record.state is JobState.FAILED:
+    failed_before = record.state is JobState.FAILED
+    if failed_before:
         moved, applied = rt.store.apply(
             lifecycle.NOTE_FAILED_TASK_ADOPTED, job_id, error=error, **fields
         )
@@ -293,7 +293,8 @@ def _adopted_failed(rt: Runtime, record: JobRecord, task: Task, *, source: Sourc
     else:
         from nanobanana_queue.workers.stages.common import fail_job
 
-        if fail_job(rt, job_id, error, via=lifecycle.ADOPT_FAILED_TASK, **fields) is None:
+        failure.message = error.message
+        if fail_job(rt, job_id, failure, via=lifecycle.ADOPT_FAILED_TASK, **fields) is None:
             return Done("lost_race")
     _settle(rt, record, credits)
     log.warning(
@@ -304,7 +305,9 @@ def _adopted_failed(rt: Runtime, record: JobRecord, task: Task, *, source: Sourc
         code=code,
         detail="the job ends failed with the task's reason; no new create was sent",
     )
-    return Fail("adopted_failed_task")
+    if failed_before:  # this run failed nothing: the job was failed already
+        return Done("adopted_failed_task")
+    return Fail(failure, label="adopted_failed_task")
 
 
 def _tell_the_person(rt: Runtime, job_id: str, task_id: str, why: str, source: Source) -> None:
@@ -317,22 +320,19 @@ def _tell_the_person(rt: Runtime, job_id: str, task_id: str, why: str, source: S
         )
 
 
-def unknown_outcome_error(detail: str, *, waited_s: float | None = None) -> JobError:
+def unknown_outcome_error(detail: str, *, waited_s: float | None = None) -> OutcomeUnknownError:
     """The failure a person reads when a create's outcome stayed unknown."""
     why = (
         f"no callback for its task arrived within {waited_s:.0f}s"
         if waited_s is not None
         else "no answer said whether it made a task"
     )
-    return JobError(
-        code="outcome_unknown",
-        message=(
-            f"the create may have reached the API and been charged ({detail}); {why}, and it "
-            "was not sent again because a resend could pay twice (the vendor does not "
-            "document Idempotency-Key support). Find the task in the Evolink dashboard and "
-            "attach it: `nbq adopt JOB_ID TASK_ID`; or send a new create: "
-            "`nbq retry JOB_ID --yes` (may pay twice)"
-        ),
+    return OutcomeUnknownError(
+        f"the create may have reached the API and been charged ({detail}); {why}, and it "
+        "was not sent again because a resend could pay twice (the vendor does not "
+        "document Idempotency-Key support). Find the task in the Evolink dashboard and "
+        "attach it: `nbq adopt JOB_ID TASK_ID`; or send a new create: "
+        "`nbq retry JOB_ID --yes` (may pay twice)"
     )
 
 

@@ -7,16 +7,17 @@ chain ends at its next hop, a download's final transition fails.
 
 from __future__ import annotations
 
+from nanobanana_queue.workers.errors import JobNotCancellableError
 from nanobanana_queue.workers.jobs import lifecycle
-from nanobanana_queue.workers.jobs.errors import JobNotCancellableError
 from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.jobs.store import JobNotFoundError, JobStore
 
 
 def cancel_job(store: JobStore, job_id: str) -> JobRecord:
-    """Cancel ``job_id``; a cancelled job keeps no ``waiting_reason`` (it waits for nothing)."""
-    record, applied = store.apply(lifecycle.CANCEL, job_id, credits_reserved=0.0)
+    """Cancel ``job_id``; a cancelled job keeps no ``waiting_reason`` (it waits for nothing)
+    and no hold on the day's budget (``lifecycle.CANCEL`` frees it)."""
+    record, applied = store.apply(lifecycle.CANCEL, job_id)
     if record is None:
         raise JobNotFoundError(job_id)
     if not applied:

@@ -9,19 +9,27 @@ JSON, which the submit stage sends as is.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
+import redis
 from pydantic import ValidationError
 
 from nanobanana_queue.workers import metrics, tracing
+from nanobanana_queue.workers.errors import (
+    CreditBudgetExceededError,
+    InvalidRequestError,
+    NbqError,
+    StoreUnreachableError,
+)
 from nanobanana_queue.workers.evolink.models import GenerationRequest
-from nanobanana_queue.workers.failures import record_failure
 from nanobanana_queue.workers.jobs.ids import InvalidJobIdError, new_job_id, scoped_job_id
-from nanobanana_queue.workers.jobs.record import JobError, JobRecord
+from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
-from nanobanana_queue.workers.resilience.credits import BUDGET_EXCEEDED, Hold, price_of, refusal
+from nanobanana_queue.workers.resilience.credits import Hold, price_of, refusal
 from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.stages.common import log
+from nanobanana_queue.workers.stages.steps import Done, Fail, Generate, Retry, Step
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -73,7 +81,12 @@ def _refused_unproven(
     return True
 
 
-def intake(
+def intake(rt: Runtime, **kwargs: Any) -> JobRecord | None:
+    """The job's record (see :func:`admit`, whose keyword arguments it takes)."""
+    return admit(rt, **kwargs)[0]
+
+
+def admit(
     rt: Runtime,
     *,
     request: dict[str, Any] | GenerationRequest,
@@ -86,9 +99,11 @@ def intake(
     on_done: tuple[str, str] | dict[str, str] | None = None,
     raw: bool = False,
     producer_proof: str | None = None,
-) -> JobRecord | None:
-    """The job's record: existing, new and queued, or new and failed (invalid request,
-    or over a daily credit budget).
+) -> tuple[JobRecord | None, NbqError | None]:
+    """The job's record, and the error when this very call recorded it ``failed`` (the
+    ``nbq.generate`` task raises it, so Flower lists the failure once). The record:
+    existing, new and queued, or new and failed (invalid request, or over a daily credit
+    budget).
 
     ``held``: the price the producer already held for this job; without it (a raw
     ``nbq.generate`` from another service) a new job holds its price here, and one over a
@@ -107,12 +122,12 @@ def intake(
         job_id = chosen or scoped_job_id(producer, new_job_id())
     except InvalidJobIdError as exc:
         log.warning("intake_refused", reason=str(exc))
-        return None
+        return None, None
     existing = _existing(rt, chosen, request)
     if existing is not None:
-        return existing
+        return existing, None
     if raw and _refused_unproven(rt, job_id, producer, chosen, producer_proof):
-        return None
+        return None, None
     try:
         valid = (
             request
@@ -127,15 +142,16 @@ def intake(
     except ValueError as exc:  # an on_done that cannot be honoured (OnDoneError)
         message = str(exc)
     if message is not None:
-        error = JobError(code="invalid_request", message=message)
+        invalid = InvalidRequestError(message)
+        error = invalid.job_error()
         failed = JobRecord(job_id=job_id, state=JobState.FAILED, producer=producer, error=error)
         record, created = rt.store.create(failed)
         if not created:
-            return record  # a duplicate delivery: counted (and shown failed) once
-        metrics.job_failed("invalid_request")
-        record_failure(job_id, error)
+            return record, None  # a duplicate delivery: counted (and shown failed) once
+        metrics.job_failed(error.code)
+        invalid.failed_job(job_id, error)
         log.warning("intake_invalid_request", job_id=job_id, error_message=message)
-        return record
+        return record, invalid
     api_json = valid.to_api_json()
     ledger = rt.credits()
     if held is None and ledger.budgeted:
@@ -158,7 +174,76 @@ def intake(
     )
     if created:
         rt.fair().enqueued(job_id, producer, record.priority)  # it waits from now on
-    return record
+    return record, None
+
+
+def generate(
+    rt: Runtime,
+    request: dict[str, Any],
+    job_id: str | None = None,
+    producer: str | None = None,
+    batch_id: str | None = None,
+    notify_url: str | None = None,
+    on_done: dict[str, str] | None = None,
+    priority: str | None = None,
+    producer_proof: str | None = None,
+    *,
+    retries: int = 0,
+) -> Step:
+    """``nbq.generate``: record the job if new (a raw message's request validated here,
+    once), then submit it in the same run.
+
+    Intake then submit is the pipeline's one declared composition (workers/pipeline.py,
+    ``GENERATE.composes``): every job enters here and intake only writes its record, so a
+    separate ``nbq.submit`` hop would cost every job a broker round trip and a queue wait.
+    A retry is this same message again; a job whose id was minted here has it pinned in
+    that message, so the retry finds this record instead of minting a second job (and a
+    second paid create).
+    """
+    record, failed = admit(
+        rt,
+        request=request,
+        job_id=job_id,
+        producer=producer,
+        batch_id=batch_id,
+        priority=priority,
+        notify_url=notify_url,
+        on_done=on_done,
+        raw=True,
+        producer_proof=producer_proof,
+    )
+    if failed is not None:  # this run recorded the job failed: its task raises why
+        return Fail(failed, label=f"refused_{failed.reason}")
+    if record is None:
+        return Done("refused")
+    # A job that already ended still hands its message on as a create slot (submit takes
+    # the fairest waiting job: workers/resilience/fairshare.py), else one waits forever.
+    from nanobanana_queue.workers.stages.submit import submit
+
+    pinned = (
+        None
+        if job_id is not None
+        else Generate(
+            record.job_id,
+            request,
+            producer=producer,
+            batch_id=batch_id,
+            priority=priority or "normal",
+            notify_url=notify_url,
+            on_done=on_done,
+            producer_proof=producer_proof,
+        )
+    )
+    try:
+        step = submit(rt, record.job_id, retries=retries, record=record)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        if pinned is None:
+            raise  # the task's own store-outage retry sends this message again as is
+        outage = StoreUnreachableError(f"job store unreachable: {type(exc).__name__}: {exc}")
+        return Retry.of(rt, outage, attempt=retries, again=pinned)
+    if pinned is not None and isinstance(step, Retry) and step.again is None:
+        return replace(step, again=pinned)
+    return step
 
 
 def _on_done(value: dict[str, str]) -> tuple[str, str] | None:
@@ -172,7 +257,11 @@ def _notify_refusal(
 ) -> str | None:
     """A raw message's notify_url or own callback_url that cannot be honoured (the
     Producer refuses the same before sending anything)."""
-    from nanobanana_queue.workers.notify.config import NotifyConfig, NotifyRefusedError, own_callback_refusal
+    from nanobanana_queue.workers.notify.config import (
+        NotifyConfig,
+        NotifyRefusedError,
+        own_callback_refusal,
+    )
 
     refusal = own_callback_refusal(rt.settings, valid)
     if refusal is not None or notify_url is None:
@@ -191,11 +280,12 @@ def _refused(
     batch_id: str | None,
     api_json: dict[str, Any],
     held: Hold,
-) -> JobRecord:
+) -> tuple[JobRecord, NbqError | None]:
     """A raw message over a budget: recorded ``failed`` (its sender can read why), never
     submitted. ``nbq retry`` sends it again once the budget allows."""
     message = refusal(held, rt.credits(), price=price_of(api_json), producer=producer)
-    error = JobError(code=BUDGET_EXCEEDED, message=message, retryable=True)
+    refused = CreditBudgetExceededError(message)
+    error = refused.job_error()
     failed = JobRecord(
         job_id=job_id,
         state=JobState.FAILED,
@@ -205,11 +295,12 @@ def _refused(
         error=error,
     )
     record, created = rt.store.create(failed)
-    if created:
-        metrics.job_failed(BUDGET_EXCEEDED)
-        record_failure(job_id, error)
-        log.warning("intake_over_budget", job_id=job_id, budget=held.budget, error_message=message)
-    return record
+    if not created:
+        return record, None
+    metrics.job_failed(error.code)
+    refused.failed_job(job_id, error)
+    log.warning("intake_over_budget", job_id=job_id, budget=held.budget, error_message=message)
+    return record, refused
 
 
 def _note_conflict(existing: JobRecord, request: dict[str, Any] | GenerationRequest) -> None:

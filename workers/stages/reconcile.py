@@ -20,13 +20,13 @@ from nanobanana_queue.workers.broker_queues import amqp_queue_lengths, queue_len
 from nanobanana_queue.workers.broker_unacked import stale_tags
 from nanobanana_queue.workers.brokers import broker_kind
 from nanobanana_queue.workers.contract import ALL_QUEUES, QUEUE_DOWNLOAD, QUEUE_SUBMIT
+from nanobanana_queue.workers.errors import MAX_QUOTA_WAIT_S
 from nanobanana_queue.workers.jobs import lifecycle
 from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.leases import WorkerLeases
 from nanobanana_queue.workers.logs import get_logger
 from nanobanana_queue.workers.notify.outbox import redeliver as redeliver_notifications
-from nanobanana_queue.workers.policy.retry import MAX_QUOTA_WAIT_S
 from nanobanana_queue.workers.resilience.credits import day_of
 from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.settings import Settings
@@ -243,10 +243,7 @@ def _recover_submitting(
         _, applied = rt.store.apply(
             lifecycle.RECOVER_SUBMIT,
             job_id,
-            expect={"updated_at": record.updated_at},
-            create_outcome_unknown=_create_was_sent(record),
-            create_sent=False,
-            waiting_reason="recovered after a lost submit",
+            expect={"updated_at": record.updated_at},  # its create's outcome: unknown
         )
         if applied:
             send(Submit(job_id))
@@ -299,17 +296,12 @@ def _redownload(rt: Runtime, send: Send, report: ReconcileReport, cutoff: float)
             report.redownloaded.append(job_id)
 
 
-def _create_was_sent(record: JobRecord) -> bool:
-    """The claim's "a create was sent" mark (records from before it: any attempt)."""
-    if "create_sent" in record.model_fields_set:  # the field is in the stored hash
-        return record.create_sent
-    return record.attempts > 0
-
-
 def submit_time_limit_s(settings: Settings) -> float:
     """The longest a submit may hold its claim: the hard time limit of the tasks that run
     one (``nbq.submit``; ``nbq.generate`` submits inline), after which it is killed."""
-    from nanobanana_queue.workers.app import submit_time_limits_s  # the Celery configuration's own numbers
+    from nanobanana_queue.workers.app import (
+        submit_time_limits_s,  # the Celery configuration's own numbers
+    )
 
     return submit_time_limits_s(settings)[1]
 

@@ -31,7 +31,12 @@ except ImportError as exc:  # a slim install: one clear line, not a traceback
     missing = missing_modules("minio", "urllib3") or [str(exc.name)]
     raise extra_missing("s3", missing, what="S3 storage (results)") from exc
 
-from nanobanana_queue.workers.errors import NotAnImageError, PipelineError, ResultTooLargeError, StorageError
+from nanobanana_queue.workers.errors import (
+    NotAnImageError,
+    PipelineError,
+    ResultTooLargeError,
+    StorageError,
+)
 from nanobanana_queue.workers.jobs.record import StoredObject
 from nanobanana_queue.workers.settings import ConfigError, Settings
 from nanobanana_queue.workers.storage.sniff import MIN_SNIFF_BYTES, ImageType, sniff_image

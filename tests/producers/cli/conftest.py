@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from nanobanana_queue.producers.api import Producer
-from tests.support.redis_server import RedisServer
 from nanobanana_queue.workers.settings import Settings
+from tests.support.redis_server import RedisServer
 
 _prefixes = itertools.count()
 

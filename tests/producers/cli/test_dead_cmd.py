@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.producers.cli.conftest import Nbq, settings_for
 from nanobanana_queue.workers.deadletters import DeadLetterStore, build_letter
+from tests.producers.cli.conftest import Nbq, settings_for
 
 
 @pytest.fixture

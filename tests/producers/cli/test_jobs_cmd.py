@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from nanobanana_queue.producers.api import Producer
-from tests.producers.cli.conftest import Nbq
 from nanobanana_queue.workers.jobs import lifecycle
 from nanobanana_queue.workers.jobs.record import JobError, JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
+from tests.producers.cli.conftest import Nbq
 
 
 def _failed(producer: Producer, job_id: str, code: str) -> None:

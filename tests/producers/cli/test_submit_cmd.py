@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from nanobanana_queue.workers.cli.common import EXIT_INTERRUPTED
 from tests.producers.cli.conftest import Nbq
 from tests.support.redis_server import RedisServer
-from nanobanana_queue.workers.cli.common import EXIT_INTERRUPTED
 
 
 def _interrupt(*_: object, **__: object) -> None:

@@ -13,12 +13,12 @@ from fastapi.testclient import TestClient
 
 from nanobanana_queue.producers.api import Producer
 from nanobanana_queue.producers.ingress.app import create_app
-from tests.support.redis_server import RedisServer
-from tests.support.s3_server import S3Server
 from nanobanana_queue.workers.app import create_app as create_celery_app
 from nanobanana_queue.workers.jobs.store import JobStore
 from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.settings import Settings, load_settings
+from tests.support.redis_server import RedisServer
+from tests.support.s3_server import S3Server
 
 TOKENS = {"alice": "alice-token-123", "bob": "bob-token-456"}
 SECRET = "callback-secret-for-tests"

@@ -7,8 +7,8 @@ from collections.abc import Callable
 import pytest
 
 from nanobanana_queue.producers.ingress.auth import TokenRegistry
-from tests.producers.ingress.conftest import TOKENS, Ingress, auth
 from nanobanana_queue.workers.settings import ConfigError
+from tests.producers.ingress.conftest import TOKENS, Ingress, auth
 
 
 def test_tokens_parse_into_producer_names_and_keep_only_digests() -> None:

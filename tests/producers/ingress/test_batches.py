@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tests.producers.ingress.conftest import Ingress, auth
 from nanobanana_queue.workers.jobs.state import JobState
+from tests.producers.ingress.conftest import Ingress, auth
 
 REQUESTS = [{"prompt": f"image {i}", "quality": "1K"} for i in range(5)]
 

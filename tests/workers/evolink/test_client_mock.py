@@ -12,9 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.procs import free_port
-from nanobanana_queue.workers.evolink.client import EvolinkClient, user_agent
-from nanobanana_queue.workers.evolink.errors import (
+from nanobanana_queue.workers.errors import (
     ApiConnectionError,
     ApiTimeoutError,
     EvolinkError,
@@ -30,6 +28,7 @@ from nanobanana_queue.workers.evolink.errors import (
     TransportError,
     UnauthorizedError,
 )
+from nanobanana_queue.workers.evolink.client import EvolinkClient, user_agent
 from nanobanana_queue.workers.evolink.models import GenerationRequest, Quality, Size, TaskStatus
 from nanobanana_queue.workers.evolink.retry_after import (
     parse_fallback_suggestion,
@@ -37,6 +36,7 @@ from nanobanana_queue.workers.evolink.retry_after import (
     suggestion_from_body,
 )
 from nanobanana_queue.workers.settings import ConfigError, load_settings
+from tests.support.procs import free_port
 
 pytestmark = pytest.mark.usefixtures("no_metrics")
 

@@ -11,7 +11,6 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.workers.security.fakes import FakeDns, SpyBackend
 from nanobanana_queue.workers.errors import (
     ResultExpiredError,
     ResultFetchError,
@@ -22,6 +21,7 @@ from nanobanana_queue.workers.errors import (
 from nanobanana_queue.workers.evolink.results import open_result
 from nanobanana_queue.workers.security.netguard import guarded_client
 from nanobanana_queue.workers.security.urlguard import UrlPolicy
+from tests.workers.security.fakes import FakeDns, SpyBackend
 
 SIG = "X-Amz-Signature=SECRET123"
 BLOCK = bytes(range(256)) * 256  # 64 KiB

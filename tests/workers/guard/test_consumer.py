@@ -11,13 +11,13 @@ from kombu.message import Message
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.redis_server import RedisServer
 from nanobanana_queue.workers import metrics
 from nanobanana_queue.workers.deadletters import DeadLetterStore
 from nanobanana_queue.workers.guard.consumer import DeadLetterer
 from nanobanana_queue.workers.guard.inspect import Refusal
 from nanobanana_queue.workers.metrics_exporter import build_registry
 from nanobanana_queue.workers.settings import Settings, get_settings
+from tests.support.redis_server import RedisServer
 
 
 class AckSpy(Message):

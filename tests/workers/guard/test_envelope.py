@@ -15,8 +15,6 @@ from kombu.transport.virtual import Message
 from kombu.utils.json import dumps
 
 import nanobanana_queue.workers.tasks  # noqa: F401 - registers the nbq.* tasks on the app
-from tests.support.raw_envelopes import SHAPES, RawShape
-from tests.support.redis_server import RedisServer
 from nanobanana_queue.workers.app import create_app
 from nanobanana_queue.workers.guard.envelope import (
     MAX_EXCERPT_BYTES,
@@ -28,6 +26,8 @@ from nanobanana_queue.workers.guard.envelope import (
 from nanobanana_queue.workers.guard.inspect import REASONS, Refusal
 from nanobanana_queue.workers.settings import Settings
 from nanobanana_queue.workers.visible import is_visible
+from tests.support.raw_envelopes import SHAPES, RawShape
+from tests.support.redis_server import RedisServer
 
 ENVELOPE_REASONS = ("undecodable", "bad_envelope")
 

@@ -11,8 +11,6 @@ import redis
 from structlog.testing import capture_logs
 
 from nanobanana_queue.producers.api import Producer
-from tests.support.procs import free_port, wait_until
-from tests.support.redis_server import RedisServer
 from nanobanana_queue.workers import metrics
 from nanobanana_queue.workers.jobs.durability import (
     EpochWatcher,
@@ -25,6 +23,8 @@ from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.jobs.store import JobStore
 from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.settings import Settings
+from tests.support.procs import free_port, wait_until
+from tests.support.redis_server import RedisServer
 
 VOLATILE = ["--appendonly", "no", "--save", ""]
 

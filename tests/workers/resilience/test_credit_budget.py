@@ -3,8 +3,8 @@ atomic, idempotent per job, exact to the micro-credit."""
 
 from __future__ import annotations
 
-from tests.support.redis_server import RedisServer
 from nanobanana_queue.workers.resilience.credits import CreditLedger
+from tests.support.redis_server import RedisServer
 
 
 def test_a_hold_is_refused_when_paid_plus_reserved_would_pass_the_limit(

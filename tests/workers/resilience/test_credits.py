@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from nanobanana_queue.producers import CreditBudgetExceededError, Producer
-from tests.support.redis_server import RedisServer
 from nanobanana_queue.workers.resilience.credits import CreditLedger
 from nanobanana_queue.workers.settings import Settings
+from tests.support.redis_server import RedisServer
 
 
 def _producer(

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.support.redis_cluster import RedisCluster
-from tests.support.redis_server import RedisServer
 from nanobanana_queue.workers.resilience import fairshare
 from nanobanana_queue.workers.resilience.fairshare import FairShare, parse_weights
+from tests.support.redis_cluster import RedisCluster
+from tests.support.redis_server import RedisServer
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import httpcore
 import httpx
 import pytest
 
-from tests.workers.security.fakes import FakeDns, SpyBackend
 from nanobanana_queue.workers.errors import UnsafeUrlError
 from nanobanana_queue.workers.security.netguard import (
     GuardedBackend,
@@ -22,6 +21,7 @@ from nanobanana_queue.workers.security.netguard import (
     guarded_client,
 )
 from nanobanana_queue.workers.security.urlguard import UrlPolicy
+from tests.workers.security.fakes import FakeDns, SpyBackend
 
 WILDCARD = UrlPolicy(("*.example.com",), allow_http=True)
 

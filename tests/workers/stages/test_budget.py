@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tests.support.emulator_server import EmulatorServer
-from tests.workers.stages.conftest import StepLog, age
 from nanobanana_queue.workers.jobs import lifecycle
 from nanobanana_queue.workers.jobs.record import JobError
 from nanobanana_queue.workers.jobs.state import JobState
@@ -17,6 +15,8 @@ from nanobanana_queue.workers.stages import reconcile as reconcile_stage
 from nanobanana_queue.workers.stages import submit as submit_stage
 from nanobanana_queue.workers.stages.intake import intake
 from nanobanana_queue.workers.stages.steps import Retry
+from tests.support.emulator_server import EmulatorServer
+from tests.workers.stages.conftest import StepLog, age
 
 REQUEST = {"prompt": "budget test", "quality": "1K"}
 
@@ -115,7 +115,9 @@ def test_the_reconciler_frees_holds_no_job_will_use_and_keeps_the_others(
     cancelled, queued, unknown = _raw(rt, "c-1"), _raw(rt, "q-1"), _raw(rt, "u-1")
     rt.store.apply(lifecycle.CANCEL, cancelled)  # (its ledger call lost)
     rt.store.apply(
-        lifecycle.FAIL, unknown, error=JobError(code="outcome_unknown", message="lost answer")
+        lifecycle.FAIL_UNKNOWN_OUTCOME,
+        unknown,
+        error=JobError(code="outcome_unknown", message="lost answer"),
     )
     age()
     # When the reconciler passes

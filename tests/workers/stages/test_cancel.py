@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.workers.stages.conftest import StepLog, claim_submit, new_job, submitted_job
+from nanobanana_queue.workers.errors import JobNotCancellableError, NbqError
 from nanobanana_queue.workers.jobs import lifecycle
-from nanobanana_queue.workers.jobs.errors import JobNotCancellableError
-from nanobanana_queue.workers.jobs.record import JobError
 from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.stages import download as download_stage
@@ -15,6 +13,7 @@ from nanobanana_queue.workers.stages import poll as poll_stage
 from nanobanana_queue.workers.stages import submit as submit_stage
 from nanobanana_queue.workers.stages.cancel import cancel_job
 from nanobanana_queue.workers.stages.common import fail_job
+from tests.workers.stages.conftest import StepLog, claim_submit, new_job, submitted_job
 
 
 def _job_in(rt: Runtime, steps: StepLog, state: JobState) -> str:
@@ -27,7 +26,7 @@ def _job_in(rt: Runtime, steps: StepLog, state: JobState) -> str:
     job_id = submitted_job(rt, steps).job_id
     if state is JobState.DOWNLOADING:
         token = rt.store.require(job_id).poll_token
-        rt.store.apply(lifecycle.COMPLETED, job_id, expect={"poll_token": token})
+        rt.store.apply(lifecycle.COMPLETED, job_id, expect={"poll_token": token}, result_urls=[])
     return job_id
 
 
@@ -53,7 +52,7 @@ def test_cancelling_an_active_job_ends_it_and_every_later_stage_is_a_no_op(
 
 def test_an_ended_job_cannot_be_cancelled(rt: Runtime, steps: StepLog) -> None:
     job_id = new_job(rt)
-    fail_job(rt, job_id, JobError(code="test_failure", message="failed on purpose"))
+    fail_job(rt, job_id, NbqError("failed on purpose"))
     with pytest.raises(JobNotCancellableError, match="already failed"):
         cancel_job(rt.store, job_id)
     assert rt.store.require(job_id).state is JobState.FAILED

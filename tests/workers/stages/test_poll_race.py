@@ -6,8 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.support.redis_server import RedisServer
-from tests.workers.stages.conftest import StepLog
 from nanobanana_queue.workers.evolink.models import Task
 from nanobanana_queue.workers.jobs import lifecycle
 from nanobanana_queue.workers.jobs.record import JobRecord
@@ -16,6 +14,8 @@ from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.settings import Settings
 from nanobanana_queue.workers.stages.poll import poll
 from nanobanana_queue.workers.stages.submit import submit
+from tests.support.redis_server import RedisServer
+from tests.workers.stages.conftest import StepLog
 
 
 @dataclass

@@ -10,11 +10,18 @@ from __future__ import annotations
 import pytest
 import urllib3
 
-from tests.support.s3_server import S3Server
-from tests.workers.storage.helpers import chunked, image_bytes, store_for
 from nanobanana_queue.workers.errors import StorageError
 from nanobanana_queue.workers.storage.manifest import object_metadata
 from nanobanana_queue.workers.storage.s3 import REQUEST_RETRIES
+from tests.support.s3_server import S3Server
+from tests.workers.storage.helpers import chunked, image_bytes, store_for
+
+
+@pytest.fixture
+def s3_server(s3_process: S3Server) -> S3Server:
+    """These tests stop, pause and restart S3: a server of their own each."""
+    return s3_process
+
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

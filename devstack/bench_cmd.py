@@ -1,7 +1,14 @@
-"""``nbq bench``: run the benchmark suite (B1–B6) against throwaway local services."""
+"""``nbq bench``: run the benchmark suite (B1–B6) against throwaway local services.
+
+The benchmarks live in the repository's ``benchmarks/`` and are not part of the installed
+package (issue 30: the wheel adds one import name and no result files), so the command is
+registered in every install and runs them from a checkout: it imports ``benchmarks`` by
+name when called, from the current directory.
+"""
 
 from __future__ import annotations
 
+import importlib
 from typing import Annotated
 
 import typer
@@ -34,9 +41,15 @@ def bench(
     Starts its own redis-server, moto S3, emulator and workers on free loopback ports.
     """
     require_extra("bench", what="nbq bench")
-    from benchmarks.runner import execute
-    from benchmarks.scale import SCALES
+    try:
+        execute = importlib.import_module("benchmarks.runner").execute
+        scales = importlib.import_module("benchmarks.scale").SCALES
+    except ModuleNotFoundError:
+        raise typer.BadParameter(
+            "nbq bench runs from a checkout of the repository (its benchmarks/ are not in "
+            "the installed package): cd to the checkout and run it again"
+        ) from None
 
-    if scale not in SCALES:
-        raise typer.BadParameter(f"--scale must be one of {', '.join(sorted(SCALES))}")
+    if scale not in scales:
+        raise typer.BadParameter(f"--scale must be one of {', '.join(sorted(scales))}")
     raise typer.Exit(execute(only, scale, patched))
