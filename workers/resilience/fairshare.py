@@ -220,6 +220,11 @@ class FairShare:
             return Take("none", reason=raw[1])
         return Take("direct", job_id, producer, priority or DEFAULT_PRIORITY)
 
+    def anything_listed(self) -> bool:
+        """Whether any producer may have a job listed (one ``SCARD``; a class emptied
+        since is dropped by the next take)."""
+        return bool(self.redis.scard(self.base + "classes"))
+
     def _forget_ended(
         self, producer: str, still_in_flight: Callable[[list[str]], Iterable[str]]
     ) -> bool:

@@ -144,9 +144,16 @@ def _take_and_create(rt: Runtime, record: JobRecord, *, retries: int) -> Step:
 
 
 def _serve_waiting(rt: Runtime, record: JobRecord) -> Step | None:
-    """A message whose job is no longer queued takes the fairest waiting job and asks the
-    breaker and limiter for it (in this order: a slot with nothing to take spends no
-    token). None when nothing waits."""
+    """A message whose job is no longer queued is a slot for the fairest waiting job: if
+    any job is listed, it asks the breaker and limiter, then takes (never the other way
+    round: a job taken and then put back would be off its list meanwhile, and another
+    slot would pass it over). None when nothing waits."""
+    if not rt.fair().anything_listed():
+        return None
+    gate = _wait_before_create(rt, record, slot_only=True)
+    if gate is not None:
+        wait_s = gate[1] if gate[1] > 0 else CAPPED_WAIT_S
+        return Submit(record.job_id, after_s=wait_s, label=f"slot_deferred_{gate[0]}")
     for _ in range(MAX_TAKES):
         took = _take(rt, record, queued=False)
         if took.kind == "none":
@@ -154,15 +161,8 @@ def _serve_waiting(rt: Runtime, record: JobRecord) -> Step | None:
         if took.kind == "direct":
             return None
         target = _taken_record(rt, record, took)
-        if target is None:
-            continue
-        gate = _wait_before_create(rt, target)
-        if gate is not None:
-            # Not yet: the job goes back to its place in line, the slot comes back later.
-            rt.fair().put_back(target.job_id)
-            wait_s = gate[1] if gate[1] > 0 else CAPPED_WAIT_S
-            return Submit(record.job_id, after_s=wait_s, label=f"slot_deferred_{gate[0]}")
-        return _create_taken(rt, record, target, retries=0)
+        if target is not None:
+            return _create_taken(rt, record, target, retries=0)
     return None
 
 
@@ -242,15 +242,17 @@ def _over_budget(rt: Runtime, record: JobRecord, held: Hold) -> Step:
     )
 
 
-def _wait_before_create(rt: Runtime, record: JobRecord) -> tuple[str, float] | None:
+def _wait_before_create(
+    rt: Runtime, record: JobRecord, *, slot_only: bool = False
+) -> tuple[str, float] | None:
     """``(reason, wait_s)`` if the shared breaker or limiters say wait.
 
     An earlier create of unknown outcome is held before the breaker is asked: holding it
     sends nothing (so it must not spend a probe), and its reason ("recovered after a lost
     submit") must not be overwritten by the breaker's while it waits.
     """
-    if record.create_outcome_unknown and not may_resend_unknown(rt):
-        return "outcome_unknown", 0.0
+    if not slot_only and record.create_outcome_unknown and not may_resend_unknown(rt):
+        return "outcome_unknown", 0.0  # (a slot for another job: that job's own matter)
     allowed, wait_s = rt.breaker.may_submit()
     if not allowed:
         return "breaker", wait_s
