@@ -362,7 +362,7 @@ def _emit(ops: list[tuple[str, str, float]]) -> None:
     if pending is not None:
         pending.extend(ops)
     else:
-        _writer.write(ops)
+        _pending.add(ops)
 
 
 @contextmanager
@@ -461,6 +461,12 @@ def flush() -> None:
     """Write this process's held metric events now (a pool child's or a worker's
     shutdown, workers/startup.py; tests)."""
     _pending.flush()
+
+
+def holding() -> bool:
+    """Whether this process holds its events (a window is set and recording is on): then
+    the job store hands it the moves' state counts (workers/runtime.py)."""
+    return _pending.window_s > 0 and _writer.enabled
 
 
 def set_flush_window(seconds: float) -> None:

@@ -228,6 +228,25 @@ def test_a_float_guard_matches_the_value_as_the_store_wrote_it(
     assert not applied  # somebody (here: we) touched it since: the old stamp loses
 
 
+def test_a_worker_holding_its_metric_events_counts_each_move_once_itself(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # NBQ_METRICS_FLUSH_S > 0: the move's entry goes with the process's held events
+    counted: list[str] = []
+    store.state_counts = counted.append
+    job_id = _new_id()
+    store.create(JobRecord(job_id=job_id))
+    assert store.apply(lifecycle.NOTE_WAITING, job_id, waiting_reason="x")[1]  # no move
+    _freeze_clock(monkeypatch, 2_000_000_010.5)
+    assert store.apply(lifecycle.CLAIM_SUBMIT, job_id)[1]
+    # The reply was lost and the same call runs again: it finds its own (uncounted) move
+    assert store.apply(lifecycle.CLAIM_SUBMIT, job_id)[1]
+    _freeze_clock(monkeypatch, 2_000_000_011.5)
+    assert not store.apply(lifecycle.CLAIM_SUBMIT, job_id)[1]  # a duplicate loses
+    assert _entries(store, job_id, JobState.SUBMITTING) == 0  # not by the script
+    assert counted == ["submitting", "submitting"]
+
+
 def test_the_guards_given_must_be_exactly_the_transitions(store: JobStore) -> None:
     job_id = _new_id()
     store.create(JobRecord(job_id=job_id))
