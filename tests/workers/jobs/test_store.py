@@ -473,3 +473,18 @@ def test_a_write_without_patience_is_not_retried(
     with pytest.raises(redis.ConnectionError):
         store.apply(lifecycle.TASK_CREATED, "j", **TASK)
     assert calls == [1]
+
+
+def test_one_create_in_sixteen_trims_its_producers_index_past_the_retention(
+    store: JobStore,
+) -> None:
+    records = [JobRecord(job_id=f"job-{n}", producer="p", created_at=5000.0) for n in range(320)]
+    trims = [r for r in records if len(store.producer_index_commands(r)) == 2]
+    assert 0 < len(trims) < len(records) // 4  # ≈ 1 in PRODUCER_INDEX_TRIM_EVERY (16)
+    assert store.producer_index_commands(trims[0])[1] == [
+        "ZREMRANGEBYSCORE",
+        store.producer_index_key("p"),
+        "-inf",
+        f"({5000.0 - RETENTION_S!r}",
+    ]
+    assert store.producer_index_commands(JobRecord(job_id=_new_id())) == []  # no producer
