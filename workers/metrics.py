@@ -406,6 +406,16 @@ class _Pending:
         self._since = 0.0
         self._pid = 0
         self._wake = threading.Event()
+        self._exit_hook = False
+
+    def after_fork_in_child(self) -> None:
+        """A forked child (a pool child, a replacement after max-tasks-per-child) starts
+        empty: what the parent held is the parent's to write (a copy would be counted
+        twice), and a lock held by a parent's thread at the fork is never released."""
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._ops = []
+        self._pid = 0
 
     def add(self, ops: list[tuple[str, str, float]]) -> None:
         if self.window_s <= 0:
@@ -434,8 +444,9 @@ class _Pending:
         pid = os.getpid()
         if self._pid == pid:
             return
-        if not self._pid:
+        if not self._exit_hook:
             atexit.register(self.flush)  # once: a forked child inherits it
+            self._exit_hook = True
         self._pid = pid
         threading.Thread(target=self._run, name="nbq-metrics-flush", daemon=True).start()
 
@@ -455,6 +466,7 @@ class _Pending:
 
 
 _pending = _Pending()
+os.register_at_fork(after_in_child=_pending.after_fork_in_child)
 
 
 def flush() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -121,3 +122,25 @@ def test_closing_the_window_writes_what_is_held(
     metrics.set_flush_window(0)
     assert _api_calls(client, settings) == 0
     assert client.hgetall(f"{settings.key_prefix}:metrics:c:bytes_stored")
+
+
+def test_a_forked_child_does_not_write_what_its_parent_holds(
+    settings: Settings,  # noqa: F811 - the imported fixture
+    redis_server,
+    metrics_on: None,
+) -> None:
+    client = redis_server.client()
+    metrics.set_flush_window(60.0)
+    try:
+        with metrics.batched():
+            metrics.api_call("query", 200)
+        pid = os.fork()
+        if pid == 0:  # the child: flushing here must send nothing of the parent's
+            metrics.flush()
+            os._exit(0)
+        os.waitpid(pid, 0)
+        assert _api_calls(client, settings) == 0
+        metrics.flush()
+        assert _api_calls(client, settings) == 1  # counted once, by the parent
+    finally:
+        metrics.set_flush_window(0)
