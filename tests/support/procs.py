@@ -14,7 +14,16 @@ from pathlib import Path
 from devstack.procs import free_port, port_open, stop, wait_until
 from devstack.procs import start as start_process
 
-__all__ = ["ROOT", "free_port", "port_open", "python_exe", "start", "stop", "wait_until"]
+__all__ = [
+    "ROOT",
+    "child_pids",
+    "free_port",
+    "port_open",
+    "python_exe",
+    "start",
+    "stop",
+    "wait_until",
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,3 +41,19 @@ def start(
 
 def python_exe() -> str:
     return sys.executable
+
+
+def child_pids(pid: int) -> list[int]:
+    """The live children of ``pid`` (a prefork worker's pool processes), from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # after the command name: state, ppid, ...
+        if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+            found.append(int(entry.name))
+    return sorted(found)

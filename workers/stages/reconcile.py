@@ -240,17 +240,42 @@ def _recover_submitting(
             claimed_at = record.state_times.get(JobState.SUBMITTING.value, record.updated_at)
             if now() - claimed_at < claim_limit_s:
                 continue
-        _, applied = rt.store.apply(
-            lifecycle.RECOVER_SUBMIT,
-            job_id,
-            expect={"updated_at": record.updated_at},
-            create_outcome_unknown=_create_was_sent(record),
-            create_sent=False,
-            waiting_reason="recovered after a lost submit",
-        )
-        if applied:
-            send(Submit(job_id))
+        if _recover_claim(rt, send, record):
             report.recovered_submitting.append(job_id)
+
+
+def _recover_claim(rt: Runtime, send: Send, record: JobRecord) -> bool:
+    """A lost submit's claim ends: the create it may have sent has an unknown outcome
+    (held, never resent), and a new submit decides what happens next."""
+    _, applied = rt.store.apply(
+        lifecycle.RECOVER_SUBMIT,
+        record.job_id,
+        expect={"updated_at": record.updated_at},
+        create_outcome_unknown=_create_was_sent(record),
+        create_sent=False,
+        waiting_reason="recovered after a lost submit",
+    )
+    if applied:
+        send(Submit(record.job_id))
+    return bool(applied)
+
+
+def recover_lost_submit(rt: Runtime, send: Send, job_id: str, *, worker: str | None) -> str:
+    """The worker's pool lost the process running this job's submit (a prefork child
+    killed alone, e.g. by the OOM killer): decide now what the time-limit rule would
+    decide after ``NBQ_SUBMIT_TIME_LIMIT_S``. A claim of this worker's is recovered as
+    the lease pass recovers a dead worker's (outcome unknown, never resent); a job the
+    child had not claimed yet gets its submit message again (its message was acked
+    before the run); anything else moved on and is left alone. Returns what was done."""
+    record = _read(rt, job_id)
+    if record is None:
+        return "gone"
+    if record.state is JobState.QUEUED:
+        send(Submit(job_id))
+        return "resubmitted"
+    if record.state is not JobState.SUBMITTING or not worker or record.claimed_by != worker:
+        return "moved_on"
+    return "recovered" if _recover_claim(rt, send, record) else "moved_on"
 
 
 def _repoll_generating(

@@ -22,7 +22,7 @@ from workers.evolink.models import GenerationRequest
 from workers.jobs.state import JobState
 from workers.runtime import Runtime
 from workers.stages import submit as submit_stage
-from workers.stages.reconcile import reap_dead_workers
+from workers.stages.reconcile import reap_dead_workers, recover_lost_submit
 
 
 def registry(rt: Runtime) -> leases.WorkerLeases:
@@ -76,6 +76,37 @@ def test_a_dead_workers_mid_create_job_is_decided_at_once_and_never_resent(
     assert emulator_server.stats()["creates_accepted"] == 1
     # And the dead worker is forgotten: the next pass has nothing to do
     assert reap_dead_workers(rt, steps).total == 0
+
+
+def test_a_submit_whose_pool_process_was_lost_is_decided_by_its_live_worker_at_once(
+    rt: Runtime, steps: StepLog, emulator_server: EmulatorServer
+) -> None:
+    # Given worker w1's pool process claimed a job, sent its create and was killed alone
+    # (w1 itself alive and leased: the lease pass will never recover the claim)
+    job_id = new_job(rt)
+    claimed = claim_submit(rt, job_id)
+    set_fields(rt, job_id, claimed_by="w1")
+    rt.api().create_task(GenerationRequest.model_validate(claimed.request))
+    registry(rt).renew("w1")
+    # When another worker's main process reports it, nothing happens to w1's claim
+    assert recover_lost_submit(rt, steps, job_id, worker="w2") == "moved_on"
+    # When w1's main process reports it, the claim is recovered then
+    assert recover_lost_submit(rt, steps, job_id, worker="w1") == "recovered"
+    # Then its outcome is unknown: failed saying so, never created a second time
+    assert steps(submit_stage.submit(rt, job_id)) == "failed_outcome_unknown"
+    error = rt.store.require(job_id).error
+    assert error is not None and "recovered after a lost submit" in error.message
+    assert emulator_server.stats()["creates_accepted"] == 1
+    # And a second report (the claim moved on) changes nothing
+    assert recover_lost_submit(rt, steps, job_id, worker="w1") == "moved_on"
+
+
+def test_a_submit_lost_before_its_claim_is_sent_again(rt: Runtime, steps: StepLog) -> None:
+    # Given a pool process killed before it claimed the job (its message was acked)
+    job_id = new_job(rt)
+    # Then the job's submit is sent again (the claim makes a duplicate harmless)
+    assert recover_lost_submit(rt, steps, job_id, worker="w1") == "resubmitted"
+    assert [type(step).__name__ for step in steps.steps] == ["Submit"]
 
 
 def test_a_worker_the_registry_does_not_know_is_never_taken_for_dead(
