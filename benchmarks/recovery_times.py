@@ -44,8 +44,10 @@ DEFAULTS = {
     "NBQ_HTTP_READ_TIMEOUT_S": "30",
     # The test stack's 60 s would fail a job the old rules re-drive after two minutes.
     "NBQ_POLL_DEADLINE_S": "900",
+    "NBQ_BREAKER_PROBE_INTERVAL_S": "60",
 }
 _LOST = re.compile(r"^(\S+Z) \[warning\s*\] submit_process_lost", re.M)
+_CLOSED = re.compile(r"^(\S+Z) \[warning\s*\] quota_breaker_closed", re.M)
 _REAPED = re.compile(r"^(\S+Z) \[warning\s*\] reaped\s+dead_workers=\[([^\]]*)\]", re.M)
 
 
@@ -56,9 +58,9 @@ def _reaped_at(stack: Stack, victim: str) -> float | None:
     return None
 
 
-def _lost_at(stack: Stack) -> float | None:
-    """When the victim's main process reported its pool process lost mid-submit."""
-    found = _LOST.search(stack.worker_logs())
+def _logged_at(stack: Stack, line: re.Pattern[str]) -> float | None:
+    """When a worker first logged ``line`` (its first group is the timestamp)."""
+    found = line.search(stack.worker_logs())
     return _stamp(found.group(1)) if found else None
 
 
@@ -105,7 +107,7 @@ def mid_create(
         time.sleep(max(0.0, t0 + freeze_s - time.time()))
         os.killpg(victim.pid, signal.SIGCONT)
     _await(lambda: producer.status(job_id).state is JobState.FAILED, "failed outcome_unknown")
-    detected = (_lost_at(stack) if child else _reaped_at(stack, "victim@")) or float("nan")
+    detected = (_logged_at(stack, _LOST) if child else _reaped_at(stack, "victim@")) or float("nan")
     return {
         "detect_s": detected - t0,
         "resume_s": resumed - t0,
@@ -150,6 +152,41 @@ def redis_restart(stack: Stack) -> dict[str, float]:
     return {"detect_s": float("nan"), "resume_s": resumed - t0, "creates": 1.0}
 
 
+def s3_outage(stack: Stack, *, seconds: float = 30.0) -> dict[str, float]:
+    """S3 frozen (SIGSTOP: connections hang) for ``seconds`` while a job reaches its
+    download; *resume* is from S3's return to the job stored."""
+    stack.start_worker(name="worker")
+    producer = stack.producer()
+    stack.s3.pause()
+    t0 = time.time()
+    try:
+        [job_id] = enqueue(producer, 1, prompt="bench")
+        _await(lambda: producer.status(job_id).state is JobState.DOWNLOADING, "downloading", 60)
+        time.sleep(max(0.0, t0 + seconds - time.time()))
+    finally:
+        stack.s3.resume()
+    back = time.time()
+    stored = _await(lambda: producer.status(job_id).state is JobState.STORED, "stored")
+    return {"detect_s": float("nan"), "resume_s": stored - back, "creates": 1.0}
+
+
+def credits_gone(stack: Stack, *, seconds: float = 30.0) -> dict[str, float]:
+    """No credits (402) for ``seconds``: the quota breaker trips; *detect* is from the
+    credits' return to the probe that closes it, *resume* to the waiting job stored."""
+    stack.start_worker(name="worker")
+    producer = stack.producer()
+    stack.emulator.set_credits(0)
+    t0 = time.time()
+    [job_id] = enqueue(producer, 1, prompt="bench")
+    _await(lambda: bool(producer.status(job_id).waiting_reason), "waiting for credits", 60)
+    time.sleep(max(0.0, t0 + seconds - time.time()))
+    stack.emulator.set_credits(None)
+    back = time.time()
+    stored = _await(lambda: producer.status(job_id).state is JobState.STORED, "stored")
+    closed = _logged_at(stack, _CLOSED) or float("nan")
+    return {"detect_s": closed - back, "resume_s": stored - back, "creates": 1.0}
+
+
 SCENARIOS: dict[str, Callable[[Stack], dict[str, float]]] = {
     "sigkill-create": lambda s: mid_create(s, freeze_s=None),
     "sigkill-create-same-name": lambda s: mid_create(s, freeze_s=None, same_name=True),
@@ -157,6 +194,8 @@ SCENARIOS: dict[str, Callable[[Stack], dict[str, float]]] = {
     "sigstop-create-30s": lambda s: mid_create(s, freeze_s=30.0),
     "sigkill-poll": mid_query,
     "redis-restart": redis_restart,
+    "s3-frozen-30s": s3_outage,
+    "credits-gone-30s": credits_gone,
 }
 
 
