@@ -50,7 +50,7 @@ EXPOSE 5555 8080 8787 9808
 # Each role has its own health check in docker-compose.yml; the image-wide one only
 # proves the package imports with the given configuration.
 HEALTHCHECK --interval=60s --timeout=10s --start-period=20s --retries=3 \
-  CMD ["python", "-c", "import workers.settings as s; s.get_settings()"]
+  CMD ["python", "-c", "import nanobanana_queue.workers.settings as s; s.get_settings()"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["nbq"]
 CMD ["--help"]

@@ -26,7 +26,7 @@ from benchmarks.harness import (
 )
 from benchmarks.pipeline_run import api_calls, run_jobs
 from benchmarks.results import BenchResult
-from devstack.procs import wait_until
+from nanobanana_queue.devstack.procs import wait_until
 
 TIME_SCALE = 0.001
 TARGET_RATIO = 0.6
@@ -214,8 +214,8 @@ def _send_chains(module: Any, count: int) -> None:
 
 def _finished_result_url() -> str:
     """A result link of a task that finished on the emulator (for the I/O floor chain)."""
-    from workers.evolink.models import GenerationRequest, TaskStatus
-    from workers.runtime import get_runtime
+    from nanobanana_queue.workers.evolink.models import GenerationRequest, TaskStatus
+    from nanobanana_queue.workers.runtime import get_runtime
 
     api = get_runtime().api()
     task = api.create_task(

@@ -45,7 +45,7 @@ def run(workdir: Path, n_jobs: int, concurrency: int) -> BenchResult:
         store = stack.producer().runtime.store
 
         def tick() -> None:
-            from workers.jobs.state import JobState
+            from nanobanana_queue.workers.jobs.state import JobState
 
             peak_generating[0] = max(peak_generating[0], store.count_in_state(JobState.GENERATING))
 

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 
 from benchmarks.harness import PeakSampler, bench_stack, tree_rss_bytes
 from benchmarks.results import BenchResult
-from devstack.procs import wait_until
+from nanobanana_queue.devstack.procs import wait_until
 
 if TYPE_CHECKING:
-    from producers.api import Producer
-    from workers.jobs.record import JobRecord
+    from nanobanana_queue.producers.api import Producer
+    from nanobanana_queue.workers.jobs.record import JobRecord
 
 TIME_SCALE = 0.01
 TARGET_EXTRA_BYTES = 20 * 2**20

@@ -23,9 +23,9 @@ def run(workdir: Path, n_requests: int) -> BenchResult:
     redis_proc.start()
     try:
         use_env({"NBQ_BROKER_URL": redis_proc.url, "NBQ_EVOLINK_API_KEY": "bench"})
-        from producers.api import Producer
-        from workers.contract import TASK_GENERATE
-        from workers.settings import get_settings
+        from nanobanana_queue.producers.api import Producer
+        from nanobanana_queue.workers.contract import TASK_GENERATE
+        from nanobanana_queue.workers.settings import get_settings
 
         producer = Producer(get_settings())
         app = producer.celery

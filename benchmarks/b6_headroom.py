@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from benchmarks import emulator_rps
 from benchmarks.results import BenchResult
-from workers import metrics
+from nanobanana_queue.workers import metrics
 
 TARGET_RATIO = 3.0
 

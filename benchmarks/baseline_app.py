@@ -13,8 +13,8 @@ from __future__ import annotations
 from celery import Celery
 from kombu.entity import Queue
 
-from workers.app import celery_config
-from workers.settings import get_settings
+from nanobanana_queue.workers.app import celery_config
+from nanobanana_queue.workers.settings import get_settings
 
 
 def baseline_app(name: str, queue: str) -> Celery:

@@ -99,8 +99,8 @@ def b3(workdir: Path, kind: str, n_jobs: int, concurrency: int) -> dict[str, Any
     ):
         sd = st.start_worker(queues="submit,download", concurrency=concurrency, name="sd")
         poll = st.start_worker(queues="poll", concurrency=concurrency, name="poll")
-        from workers.app import create_app
-        from workers.settings import get_settings
+        from nanobanana_queue.workers.app import create_app
+        from nanobanana_queue.workers.settings import get_settings
 
         inspector = create_app(get_settings()).control
         last = [0.0]

@@ -48,9 +48,9 @@ def measure(workdir: Path, n: int, rounds: int) -> dict[str, Any]:
     try:
         for port in cluster.ports[: cluster.masters]:
             cluster.replica_of(port)  # every replica in sync before measuring
-        from producers.api import Producer
-        from workers.jobs.record import JobRecord
-        from workers.settings import get_settings
+        from nanobanana_queue.producers.api import Producer
+        from nanobanana_queue.workers.jobs.record import JobRecord
+        from nanobanana_queue.workers.settings import get_settings
 
         producers = {}
         for wait in (0, 1):

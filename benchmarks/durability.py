@@ -55,8 +55,8 @@ from benchmarks.harness import (
     use_env,
     wait_worker,
 )
-from devstack.procs import free_port, port_open, wait_until
-from devstack.redis_service import redis_server_binary
+from nanobanana_queue.devstack.procs import free_port, port_open, wait_until
+from nanobanana_queue.devstack.redis_service import redis_server_binary
 
 RESULTS = ROOT / "benchmarks" / "results" / "durability.json"
 MODES = ("volatile", "aof-everysec", "aof-always", "replica-wait", "separate", "separate-volatile")
@@ -236,7 +236,7 @@ def run_mode(name: str, args: argparse.Namespace) -> Result:
         cmd = [
             sys.executable,
             "-m",
-            "producers.cli.main",
+            "nanobanana_queue.producers.cli.main",
             "worker",
             "--queues",
             "submit,poll,download",
@@ -270,8 +270,8 @@ def run_mode(name: str, args: argparse.Namespace) -> Result:
 
 
 def _load_and_kill(mode: Mode, args: argparse.Namespace, result: Result) -> None:
-    from producers.api import Producer
-    from workers.settings import get_settings
+    from nanobanana_queue.producers.api import Producer
+    from nanobanana_queue.workers.settings import get_settings
 
     producer = Producer(get_settings())
     accepted: list[str] = []
@@ -317,9 +317,9 @@ _errors: dict[str, int] = {}
 
 
 def _settle(mode: Mode, emulator: EmulatorProc, args: argparse.Namespace, result: Result) -> None:
-    from producers.api import Producer
-    from workers.settings import get_settings
-    from workers.storage.s3 import ObjectStore
+    from nanobanana_queue.producers.api import Producer
+    from nanobanana_queue.workers.settings import get_settings
+    from nanobanana_queue.workers.storage.s3 import ObjectStore
 
     producer = Producer(get_settings())
     restart_at = _times.get("restart", time.monotonic())

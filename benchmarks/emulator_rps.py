@@ -30,10 +30,10 @@ from pathlib import Path
 
 import httpx
 
-from workers import metrics
-from workers.evolink.client import EvolinkClient
-from workers.evolink.errors import EvolinkError
-from workers.evolink.models import GenerationRequest, Quality, Size
+from nanobanana_queue.workers import metrics
+from nanobanana_queue.workers.evolink.client import EvolinkClient
+from nanobanana_queue.workers.evolink.errors import EvolinkError
+from nanobanana_queue.workers.evolink.models import GenerationRequest, Quality, Size
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_PATH = ROOT / "benchmarks" / "results" / "emulator.json"
@@ -73,7 +73,7 @@ def emulator(port: int, *, startup_timeout_s: float = 30.0) -> Iterator[str]:
     args = [
         sys.executable,
         "-m",
-        "emulator",
+        "nanobanana_queue.emulator",
         "--port",
         str(port),
         "--time-scale",
@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             "runs_per_level": max(1, args.repeat),
             "load_average_1m_at_end": round(os.getloadavg()[0], 2),
             "call_mix": "create then query of the same task, alternating",
-            "emulator": "python -m emulator --time-scale 0.001 --max-pixels 4096",
+            "emulator": "python -m nanobanana_queue.emulator --time-scale 0.001 --max-pixels 4096",
             "metrics": "real hook (Redis)" if args.with_metrics else "disabled",
             "python": platform.python_version(),
             "cpu_count": os.cpu_count(),

@@ -45,7 +45,7 @@ def _reset(stack: BenchStack, *, weights: str = "", unfair: bool = False) -> Non
     from benchmarks.harness import use_env
 
     use_env(stack.env())
-    from workers.runtime import reset_runtime
+    from nanobanana_queue.workers.runtime import reset_runtime
 
     reset_runtime()
     stack.start_worker(

@@ -26,8 +26,8 @@ from typing import Any
 import httpx
 import psutil
 
-from devstack.procs import free_port, port_open, start, stop, wait_until
-from devstack.redis_service import redis_server_binary
+from nanobanana_queue.devstack.procs import free_port, port_open, start, stop, wait_until
+from nanobanana_queue.devstack.redis_service import redis_server_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "bench"
@@ -35,7 +35,7 @@ S3_ACCESS_KEY = "bench-access-key"
 S3_SECRET_KEY = "bench-secret-key-not-real"
 S3_BUCKET = "nbq-bench"
 #: The module run as ``python -m <module> worker``; the runner's ``--patched`` swaps it.
-WORKER_MODULE = ["producers.cli.main"]
+WORKER_MODULE = ["nanobanana_queue.producers.cli.main"]
 #: A small, fast request (1K: 20 s nominal estimate in the emulator).
 REQUEST: dict[str, Any] = {"prompt": "benchmark: a banana", "size": "1:1", "quality": "1K"}
 
@@ -142,7 +142,15 @@ class EmulatorProc:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        args = [sys.executable, "-m", "emulator", "--host", "127.0.0.1", "--port", str(self.port)]
+        args = [
+            sys.executable,
+            "-m",
+            "nanobanana_queue.emulator",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
         args += ["--time-scale", str(self.time_scale), "--max-pixels", "4096"]
         # Links live one real hour: a scaled 24 h TTL (86 s at 0.001) expires in backlogs.
         args += ["--result-ttl", f"{3600 / self.time_scale:g}"]
@@ -282,8 +290,8 @@ class BenchStack:
         return proc
 
     def producer(self) -> Any:
-        from producers.api import Producer
-        from workers.settings import get_settings
+        from nanobanana_queue.producers.api import Producer
+        from nanobanana_queue.workers.settings import get_settings
 
         return Producer(get_settings())
 
@@ -295,10 +303,10 @@ class BenchStack:
 def use_env(env: dict[str, str]) -> None:
     """Point this process's settings (and metrics hook) at the benchmark's own services."""
     os.environ.update(env)
-    from workers.settings import get_settings
+    from nanobanana_queue.workers.settings import get_settings
 
     get_settings.cache_clear()
-    from workers.runtime import reset_runtime
+    from nanobanana_queue.workers.runtime import reset_runtime
 
     reset_runtime()
 

@@ -19,9 +19,9 @@ from celery import chain
 
 from benchmarks.baseline_app import baseline_app
 from benchmarks.harness import REQUEST
-from workers.evolink.models import GenerationRequest
-from workers.evolink.results import open_result
-from workers.runtime import get_runtime
+from nanobanana_queue.workers.evolink.models import GenerationRequest
+from nanobanana_queue.workers.evolink.results import open_result
+from nanobanana_queue.workers.runtime import get_runtime
 
 QUEUE = "bench-io"
 DONE_KEY = "bench:io:done"

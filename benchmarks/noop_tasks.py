@@ -16,7 +16,7 @@ import redis
 from celery import chain
 
 from benchmarks.baseline_app import baseline_app
-from workers.settings import get_settings
+from nanobanana_queue.workers.settings import get_settings
 
 QUEUE = "bench-noop"
 DONE_KEY = "bench:noop:done"

@@ -15,6 +15,6 @@ def apply() -> None:
 
 if __name__ == "__main__":
     apply()
-    from producers.cli.main import app
+    from nanobanana_queue.producers.cli.main import app
 
     app()

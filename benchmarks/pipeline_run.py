@@ -112,7 +112,7 @@ def run_jobs(
     threads = [threading.Thread(target=enqueue, args=(n,)) for n in share]
     for thread in threads:
         thread.start()
-    from workers.jobs.state import ACTIVE_STATES
+    from nanobanana_queue.workers.jobs.state import ACTIVE_STATES
 
     peak_mem = 0
     rss_peak = 0

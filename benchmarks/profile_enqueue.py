@@ -24,8 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     redis_proc.start()
     try:
         use_env({"NBQ_BROKER_URL": redis_proc.url, "NBQ_EVOLINK_API_KEY": "bench"})
-        from producers.api import Producer
-        from workers.settings import get_settings
+        from nanobanana_queue.producers.api import Producer
+        from nanobanana_queue.workers.settings import get_settings
 
         producer = Producer(get_settings())
         for _ in range(50):

@@ -79,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             queues=args.queues,
             concurrency=args.concurrency,
             name="pipe",
-            module="benchmarks.patched_worker" if args.patched else "producers.cli.main",
+            module="benchmarks.patched_worker"
+            if args.patched
+            else "nanobanana_queue.producers.cli.main",
         )
         run_jobs(stack, WARMUP_JOBS, workers={"pipe": proc.pid}, timeout_s=120, fetch_records=False)
         recorder = subprocess.Popen(

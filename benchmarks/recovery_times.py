@@ -28,13 +28,13 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.faults.helpers import creates_per_job, enqueue, kill_hard, wait_for_hits
 from tests.support.emulator_server import EmulatorServer
 from tests.support.procs import child_pids, wait_until
 from tests.support.redis_server import RedisServer
 from tests.support.s3_server import S3Server
 from tests.support.stack import Stack
-from workers.jobs.state import JobState
 
 DEFAULTS = {
     "NBQ_RECONCILE_INTERVAL_S": "30",

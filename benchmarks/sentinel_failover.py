@@ -62,8 +62,8 @@ def _producer(group: Any, wait_replicas: int) -> Any:
             "NBQ_TASK_EVENTS": "true",
         }
     )
-    from producers.api import Producer
-    from workers.settings import get_settings
+    from nanobanana_queue.producers.api import Producer
+    from nanobanana_queue.workers.settings import get_settings
 
     return Producer(get_settings())
 
@@ -85,7 +85,7 @@ def failover_loss(workdir: Path, wait_replicas: int, lag_s: float = 0.0) -> dict
     on the replica) that long before the master dies: every write of that time exists
     only on the master (what a partition or a lagging link does). A paused (SIGSTOPped)
     replica loses nothing on loopback: the stream waits in its socket buffer."""
-    from producers.errors import EnqueueUncertainError
+    from nanobanana_queue.producers.errors import EnqueueUncertainError
 
     group = _group(workdir / f"loss-wait{wait_replicas}-lag{lag_s}")
     try:

@@ -63,9 +63,9 @@ from tests.support.procs import child_pids, start, stop
 from tests.support.redis_server import RedisServer
 from tests.support.s3_server import S3Server
 from tests.support.stack import Stack
-from workers.contract import DECLARED_QUEUES, QUEUE_SUBMIT
-from workers.jobs.record import JobRecord
-from workers.jobs.state import JobState
+from nanobanana_queue.workers.contract import DECLARED_QUEUES, QUEUE_SUBMIT
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
 
 #: The pool each queue runs on in production (docs/operations.md), smaller concurrency.
 POOLS: dict[str, tuple[str, int]] = {
@@ -123,7 +123,7 @@ class Soak:
             for i in range(self.per_pool if queue != "notify" else 1):
                 self.spawn(f"{queue}-{i + 1}")
         self.reconciler = start(
-            [sys.executable, "-m", "producers.cli.main", "reconcile"],
+            [sys.executable, "-m", "nanobanana_queue.producers.cli.main", "reconcile"],
             env=self.stack.env(),
             log=self.stack.dir / "worker-reconciler.log",
         )

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 def apply() -> None:
     """Every job may create as soon as the rate limiter allows (today's FIFO behaviour)."""
-    import workers.stages.submit as submit
+    import nanobanana_queue.workers.stages.submit as submit
 
     setattr(submit, "fair_gate", lambda _rt, _record: None)  # noqa: B010 - a patch
 
 
 if __name__ == "__main__":
     apply()
-    from producers.cli.main import app
+    from nanobanana_queue.producers.cli.main import app
 
     app()

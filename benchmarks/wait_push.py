@@ -20,12 +20,12 @@ import time
 
 import redis
 
-from devstack.procs import free_port
-from producers.api import Producer
-from producers.async_producer import AsyncProducer
-from workers.app import create_app
-from workers.runtime import Runtime
-from workers.settings import Settings
+from nanobanana_queue.devstack.procs import free_port
+from nanobanana_queue.producers.api import Producer
+from nanobanana_queue.producers.async_producer import AsyncProducer
+from nanobanana_queue.workers.app import create_app
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.settings import Settings
 
 IDLE_S = 30.0
 

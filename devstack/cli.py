@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from workers.cli.common import console, err_console, fail_on_config_error, line
-from workers.extras import require_extra
+from nanobanana_queue.workers.cli.common import console, err_console, fail_on_config_error, line
+from nanobanana_queue.workers.extras import require_extra
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from devstack.stack import DevStack
+    from nanobanana_queue.devstack.stack import DevStack
 
 #: Seconds between health checks of the children while the stack runs.
 WATCH_INTERVAL_S = 0.5
@@ -67,12 +67,12 @@ def dev(
     Ctrl-C or SIGTERM stops everything and removes the temp dir.
     """
     require_extra("dev", what="nbq dev")
-    from devstack.errors import DevStackError
-    from devstack.report import event_console, print_service, print_summary
-    from devstack.signals import Shutdown, shutdown_on_signals, signals_ignored
-    from devstack.stack import DevStack
-    from workers.settings import get_settings
-    from workers.startup import configure_process
+    from nanobanana_queue.devstack.errors import DevStackError
+    from nanobanana_queue.devstack.report import event_console, print_service, print_summary
+    from nanobanana_queue.devstack.signals import Shutdown, shutdown_on_signals, signals_ignored
+    from nanobanana_queue.devstack.stack import DevStack
+    from nanobanana_queue.workers.settings import get_settings
+    from nanobanana_queue.workers.startup import configure_process
 
     configure_process()
     # Production log setting: what it prints becomes log events too (one format).
@@ -112,8 +112,8 @@ def dev(
 
 def _demo(stack: DevStack, console: Console, *, exits_after: bool = False) -> int:
     """Run the demo against the stack; 0 when all its jobs were stored."""
-    from devstack.demo import run_demo
-    from producers.api import Producer
+    from nanobanana_queue.devstack.demo import run_demo
+    from nanobanana_queue.producers.api import Producer
 
     console.print("[bold]Demo:[/bold] 3 prompts through the producer API")
     if any(service.name == "api" for service in stack.services):

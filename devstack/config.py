@@ -10,8 +10,8 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
-from workers.settings import ENV_PREFIX, Settings, load_settings
-from workers.urls import masked_url
+from nanobanana_queue.workers.settings import ENV_PREFIX, Settings, load_settings
+from nanobanana_queue.workers.urls import masked_url
 
 #: Pipeline timing matched to the emulator's time scale (a 1K image takes about 1 s).
 #: Applied only to variables the user has not set.

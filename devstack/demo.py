@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from producers.api import Producer
-from workers.cli.common import line
-from workers.jobs.ids import caller_job_id
-from workers.jobs.record import JobRecord
-from workers.jobs.state import JobState
+from nanobanana_queue.producers.api import Producer
+from nanobanana_queue.workers.cli.common import line
+from nanobanana_queue.workers.jobs.ids import caller_job_id
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
 
 #: Seconds the demo waits for its jobs before reporting what it has.
 DEMO_TIMEOUT_S = 120.0

@@ -7,8 +7,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from devstack.procs import Supervisor
-from workers.settings import Settings
+from nanobanana_queue.devstack.procs import Supervisor
+from nanobanana_queue.workers.settings import Settings
 
 #: Real seconds per nominal second: a 1K image takes about one second.
 TIME_SCALE = 0.05
@@ -33,7 +33,8 @@ def start_emulator(supervisor: Supervisor, *, port: int, api_key: str) -> str:
     """Start ``python -m emulator`` on loopback, accepting only ``api_key``; returns its URL."""
     url = f"http://127.0.0.1:{port}"
     child = supervisor.start("emulator", [
-        sys.executable, "-m", "emulator", "--host", "127.0.0.1", "--port", str(port),
+        sys.executable, "-m", "nanobanana_queue.emulator",
+        "--host", "127.0.0.1", "--port", str(port),
         "--time-scale", str(TIME_SCALE), "--max-pixels", str(MAX_PIXELS),
         "--api-key", api_key, "--allow-insecure-callbacks",
     ])  # fmt: skip

@@ -18,8 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devstack.errors import ChildExitedError, StartupError
-from devstack.signals import deferred
+from nanobanana_queue.devstack.errors import ChildExitedError, StartupError
+from nanobanana_queue.devstack.signals import deferred
 
 #: Seconds a child gets after SIGTERM before its whole group is SIGKILLed.
 STOP_TIMEOUT_S = 15.0

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import redis
 
-from devstack.errors import StartupError
-from devstack.procs import Supervisor
+from nanobanana_queue.devstack.errors import StartupError
+from nanobanana_queue.devstack.procs import Supervisor
 
 #: Seconds a reachability ping may take before the configured Redis counts as absent.
 PING_TIMEOUT_S = 0.5

@@ -6,8 +6,8 @@ import io
 
 from rich.console import Console
 
-from devstack.stack import DevStack, Service
-from workers.logs import get_logger
+from nanobanana_queue.devstack.stack import DevStack, Service
+from nanobanana_queue.workers.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from devstack.procs import Supervisor, port_open
-from workers.settings import Settings
+from nanobanana_queue.devstack.procs import Supervisor, port_open
+from nanobanana_queue.workers.settings import Settings
 
 #: Seconds moto gets to listen (its first import is slow on a busy machine).
 START_TIMEOUT_S = 60.0
@@ -19,7 +19,7 @@ def start_s3(supervisor: Supervisor, *, port: int, settings: Settings) -> str:
         extra_env={"AWS_DEFAULT_REGION": settings.s3_region},
     )
     supervisor.wait_ready(child, lambda: port_open(port), timeout_s=START_TIMEOUT_S)
-    from workers.storage.s3 import ObjectStore
+    from nanobanana_queue.workers.storage.s3 import ObjectStore
 
     store = ObjectStore.from_settings(settings)
 

@@ -18,12 +18,15 @@ from pathlib import Path
 
 import httpx
 
-from devstack import emulator_service, redis_service, s3_service
-from devstack.config import DEV_TIMING, KEY_PLACEHOLDER, DevEnv, redact_url
-from devstack.errors import StartupError
-from devstack.procs import Supervisor, free_port, port_open
-from workers.contract import DECLARED_QUEUES
-from workers.settings import Settings
+from nanobanana_queue.devstack import emulator_service, redis_service, s3_service
+from nanobanana_queue.devstack.config import DEV_TIMING, KEY_PLACEHOLDER, DevEnv, redact_url
+from nanobanana_queue.devstack.errors import StartupError
+from nanobanana_queue.devstack.procs import Supervisor, free_port, port_open
+from nanobanana_queue.workers.contract import DECLARED_QUEUES
+from nanobanana_queue.workers.settings import Settings
+
+#: ``nbq`` run by this interpreter: every part of the stack is one of its commands.
+NBQ = [sys.executable, "-m", "nanobanana_queue.producers.cli.main"]
 
 #: Offsets from ``--port-base``: one port per service, in this order.
 PORT_OFFSETS = {"redis": 0, "s3": 1, "emulator": 2, "flower": 3, "metrics": 4}
@@ -180,11 +183,11 @@ class DevStack:
     def _start_worker(self) -> None:
         queues = ",".join(DECLARED_QUEUES)
         child = self.supervisor.start("worker", [
-            sys.executable, "-m", "producers.cli.main", "worker", "--queues", queues,
+            *NBQ, "worker", "--queues", queues,
             "--pool", "threads", "--concurrency", str(WORKER_CONCURRENCY),
             "--hostname", self.worker_name, "--loglevel", "INFO",
         ], extra_env=self.env.values)  # fmt: skip
-        from workers.app import create_app
+        from nanobanana_queue.workers.app import create_app
 
         app = create_app(self.settings())
 
@@ -208,7 +211,7 @@ class DevStack:
         url = f"http://127.0.0.1:{port}"
         # --no-auth is safe only because Flower listens on loopback.
         child = self.supervisor.start("flower", [
-            sys.executable, "-m", "producers.cli.main", "flower", "--address", "127.0.0.1",
+            *NBQ, "flower", "--address", "127.0.0.1",
             "--port", str(port), "--no-auth",
         ], extra_env=self.env.values)  # fmt: skip
 
@@ -224,7 +227,7 @@ class DevStack:
         port = self._port("metrics")
         url = f"http://127.0.0.1:{port}/metrics"
         child = self.supervisor.start("metrics", [
-            sys.executable, "-m", "producers.cli.main", "metrics", "--address", "127.0.0.1",
+            *NBQ, "metrics", "--address", "127.0.0.1",
             "--port", str(port),
         ], extra_env=self.env.values)  # fmt: skip
 

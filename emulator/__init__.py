@@ -6,7 +6,7 @@ under ``/_emulator/`` for fault injection and counters. See ``docs/emulator.md``
 
 from typing import Any
 
-from emulator.config import EmulatorConfig
+from nanobanana_queue.emulator.config import EmulatorConfig
 
 __all__ = ["EmulatorConfig", "create_app"]
 
@@ -15,7 +15,7 @@ def __getattr__(name: str) -> Any:
     """``create_app`` (FastAPI) loads on first use: ``nbq``'s command list imports
     ``emulator.cli`` in installs without the [emulator] extra."""
     if name == "create_app":
-        from emulator.app import create_app
+        from nanobanana_queue.emulator.app import create_app
 
         return create_app
     raise AttributeError(f"module 'emulator' has no attribute {name!r}")

@@ -12,12 +12,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from emulator import jsonio
-from emulator.dropping import mark_drop
-from emulator.faults import FaultRule
-from emulator.replies import EmulatedApiError, format_seconds, json_response
-from emulator.state import EmulatorState
-from emulator.validation import validate_create
+from nanobanana_queue.emulator import jsonio
+from nanobanana_queue.emulator.dropping import mark_drop
+from nanobanana_queue.emulator.faults import FaultRule
+from nanobanana_queue.emulator.replies import EmulatedApiError, format_seconds, json_response
+from nanobanana_queue.emulator.state import EmulatorState
+from nanobanana_queue.emulator.validation import validate_create
 
 _PRE = frozenset({"status", "drop_connection"})
 _FAIL = frozenset({"fail_task"})

@@ -12,13 +12,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from emulator.api_routes import VendorApi
-from emulator.config import EmulatorConfig
-from emulator.control_routes import ControlApi
-from emulator.dropping import DropConnections
-from emulator.file_routes import FileApi
-from emulator.replies import EmulatedApiError
-from emulator.state import EmulatorState
+from nanobanana_queue.emulator.api_routes import VendorApi
+from nanobanana_queue.emulator.config import EmulatorConfig
+from nanobanana_queue.emulator.control_routes import ControlApi
+from nanobanana_queue.emulator.dropping import DropConnections
+from nanobanana_queue.emulator.file_routes import FileApi
+from nanobanana_queue.emulator.replies import EmulatedApiError
+from nanobanana_queue.emulator.state import EmulatorState
 
 STATE_ATTR = "emulator_state"
 

@@ -16,13 +16,17 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from emulator import jsonio
-from emulator.config import EmulatorConfig
-from emulator.constants import CALLBACK_MIN_TIMEOUT_S, CALLBACK_RETRY_DELAYS_S, CALLBACK_TIMEOUT_S
-from emulator.faults import FaultBook
-from emulator.netguard import is_loopback_host
-from emulator.stats import Stats
-from emulator.tasks import CallbackAttempt, TaskRecord, TaskStore
+from nanobanana_queue.emulator import jsonio
+from nanobanana_queue.emulator.config import EmulatorConfig
+from nanobanana_queue.emulator.constants import (
+    CALLBACK_MIN_TIMEOUT_S,
+    CALLBACK_RETRY_DELAYS_S,
+    CALLBACK_TIMEOUT_S,
+)
+from nanobanana_queue.emulator.faults import FaultBook
+from nanobanana_queue.emulator.netguard import is_loopback_host
+from nanobanana_queue.emulator.stats import Stats
+from nanobanana_queue.emulator.tasks import CallbackAttempt, TaskRecord, TaskStore
 
 _DROP = frozenset({"drop"})
 

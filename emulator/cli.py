@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from emulator.config import EmulatorConfig
+from nanobanana_queue.emulator.config import EmulatorConfig
 
 
 def uvicorn_speedups() -> dict[str, str]:
@@ -90,7 +90,7 @@ def emulator(
     require_emulator_extra()
     import uvicorn
 
-    from emulator.app import create_app
+    from nanobanana_queue.emulator.app import create_app
 
     try:
         config = EmulatorConfig(

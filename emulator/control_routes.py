@@ -8,10 +8,10 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from emulator import jsonio
-from emulator.faults import FaultRule
-from emulator.replies import json_response
-from emulator.state import EmulatorState
+from nanobanana_queue.emulator import jsonio
+from nanobanana_queue.emulator.faults import FaultRule
+from nanobanana_queue.emulator.replies import json_response
+from nanobanana_queue.emulator.state import EmulatorState
 
 
 def _bad(message: str) -> Response:

@@ -11,10 +11,10 @@ import asyncio
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from emulator.dropping import mark_drop
-from emulator.images import large_file_chunks, png_header
-from emulator.links import CONTENT_TYPES
-from emulator.state import EmulatorState
+from nanobanana_queue.emulator.dropping import mark_drop
+from nanobanana_queue.emulator.images import large_file_chunks, png_header
+from nanobanana_queue.emulator.links import CONTENT_TYPES
+from nanobanana_queue.emulator.state import EmulatorState
 
 _PRE = frozenset({"status", "drop_connection", "expire_results", "not_image", "large_file"})
 NOT_IMAGE_BODY = b"<!DOCTYPE html><html><body><h1>Access denied</h1></body></html>\n"

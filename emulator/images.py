@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from emulator.constants import LONG_SIDE_PX
+from nanobanana_queue.emulator.constants import LONG_SIDE_PX
 
 _CHUNK_BYTES = 64 * 1024
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -11,8 +11,8 @@ from typing import Any
 
 from starlette.responses import Response
 
-from emulator import jsonio
-from emulator.constants import ERROR_CODES, ERROR_MESSAGES, ERROR_TYPES
+from nanobanana_queue.emulator import jsonio
+from nanobanana_queue.emulator.constants import ERROR_CODES, ERROR_MESSAGES, ERROR_TYPES
 
 
 class EmulatedApiError(Exception):

@@ -11,17 +11,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from emulator.callbacks import CallbackSender
-from emulator.config import EmulatorConfig
-from emulator.constants import CREDITS_BY_QUALITY, DEFAULT_TASK_ERROR_CODE
-from emulator.faults import FaultBook, FaultRule
-from emulator.images import ImageCache, pixel_size
-from emulator.links import LinkSigner
-from emulator.replies import EmulatedApiError
-from emulator.stats import Stats
-from emulator.tasks import TaskRecord, TaskStore
-from emulator.timing import DurationModel, pending_until
-from emulator.validation import CreateRequest
+from nanobanana_queue.emulator.callbacks import CallbackSender
+from nanobanana_queue.emulator.config import EmulatorConfig
+from nanobanana_queue.emulator.constants import CREDITS_BY_QUALITY, DEFAULT_TASK_ERROR_CODE
+from nanobanana_queue.emulator.faults import FaultBook, FaultRule
+from nanobanana_queue.emulator.images import ImageCache, pixel_size
+from nanobanana_queue.emulator.links import LinkSigner
+from nanobanana_queue.emulator.replies import EmulatedApiError
+from nanobanana_queue.emulator.stats import Stats
+from nanobanana_queue.emulator.tasks import TaskRecord, TaskStore
+from nanobanana_queue.emulator.timing import DurationModel, pending_until
+from nanobanana_queue.emulator.validation import CreateRequest
 
 
 @dataclass

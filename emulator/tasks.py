@@ -11,9 +11,9 @@ import string
 from dataclasses import dataclass, field
 from typing import Any
 
-from emulator.constants import MODEL_NAME
-from emulator.links import LinkSigner
-from emulator.timing import phase_at
+from nanobanana_queue.emulator.constants import MODEL_NAME
+from nanobanana_queue.emulator.links import LinkSigner
+from nanobanana_queue.emulator.timing import phase_at
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 #: The exact (time-scaled, possibly fractional) estimate; ``task_info.estimated_time``

@@ -10,7 +10,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from emulator.constants import BASE_ESTIMATE_S, PENDING_SHARE, THINKING_FACTOR
+from nanobanana_queue.emulator.constants import BASE_ESTIMATE_S, PENDING_SHARE, THINKING_FACTOR
 
 #: Spread of the lognormal draw: about 90 % of durations fall within +-30 % of the estimate.
 DURATION_SIGMA = 0.18

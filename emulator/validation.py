@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from emulator.constants import (
+from nanobanana_queue.emulator.constants import (
     DEFAULT_QUALITY,
     DEFAULT_SIZE,
     MAX_CALLBACK_URL_CHARS,
@@ -23,8 +23,8 @@ from emulator.constants import (
     SIZES,
     THINKING_LEVELS,
 )
-from emulator.netguard import is_internal_host
-from emulator.replies import EmulatedApiError, invalid
+from nanobanana_queue.emulator.netguard import is_internal_host
+from nanobanana_queue.emulator.replies import EmulatedApiError, invalid
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*$")
 _BAD_URI_CHARS = re.compile(r"[\s<>\"{}|\\^`\x00-\x1f\x7f]")

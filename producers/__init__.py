@@ -1,8 +1,8 @@
 """Producers: the Python API, CLI and HTTP ingress that enqueue generation jobs."""
 
-from producers.api import JobHandle, Producer, StoredImage, validate_request
-from producers.async_producer import AsyncJobHandle, AsyncProducer
-from producers.errors import (
+from nanobanana_queue.producers.api import JobHandle, Producer, StoredImage, validate_request
+from nanobanana_queue.producers.async_producer import AsyncJobHandle, AsyncProducer
+from nanobanana_queue.producers.errors import (
     CreditBudgetExceededError,
     EnqueueUncertainError,
     InvalidRequestError,
@@ -15,9 +15,9 @@ from producers.errors import (
     ProducerError,
     WaitTimeoutError,
 )
-from workers.evolink.models import GenerationRequest, Quality, Size, ThinkingLevel
-from workers.jobs.record import JobRecord
-from workers.jobs.state import JobState
+from nanobanana_queue.workers.evolink.models import GenerationRequest, Quality, Size, ThinkingLevel
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
 
 __all__ = [
     "AsyncJobHandle",

@@ -1,6 +1,6 @@
 """The Python API for other services: validate, record, send ``nbq.generate``.
 
-    from producers import Producer
+    from nanobanana_queue.producers import Producer
 
     producer = Producer()
     job = producer.enqueue({"prompt": "a lighthouse at dawn", "size": "16:9"})
@@ -26,7 +26,7 @@ from celery import Celery
 from kombu.exceptions import KombuError
 from pydantic import ValidationError
 
-from producers.errors import (
+from nanobanana_queue.producers.errors import (
     CreditBudgetExceededError,
     EnqueueUncertainError,
     InvalidRequestError,
@@ -35,36 +35,36 @@ from producers.errors import (
     JobNotStoredError,
     WaitTimeoutError,
 )
-from producers.publish import one_trip_possible, send_with_record
-from workers import tracing
-from workers.dispatch import Dispatcher
-from workers.errors import PipelineError
-from workers.evolink.models import GenerationRequest, Task
-from workers.extras import MissingExtraError
-from workers.jobs.durability import check_settings_stores
-from workers.jobs.ids import (
+from nanobanana_queue.producers.publish import one_trip_possible, send_with_record
+from nanobanana_queue.workers import tracing
+from nanobanana_queue.workers.dispatch import Dispatcher
+from nanobanana_queue.workers.errors import PipelineError
+from nanobanana_queue.workers.evolink.models import GenerationRequest, Task
+from nanobanana_queue.workers.extras import MissingExtraError
+from nanobanana_queue.workers.jobs.durability import check_settings_stores
+from nanobanana_queue.workers.jobs.ids import (
     InvalidJobIdError,
     is_stored_job_id,
     new_job_id,
     scoped_job_id,
     validate_producer,
 )
-from workers.jobs.record import JobRecord
-from workers.jobs.state import JobState
-from workers.logs import get_logger
-from workers.resilience.credits import CreditLedger, Hold, price_of, refusal
-from workers.resilience.fairshare import PRIORITIES
-from workers.runtime import Runtime
-from workers.settings import Settings, get_settings
-from workers.stages.cancel import cancel_job
-from workers.stages.intake import describe_validation_error, intake
-from workers.stages.steps import Adopt, Generate, Submit
-from workers.startup import configure_process
-from workers.storage.manifest import manifest_key, record_from_manifest
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.logs import get_logger
+from nanobanana_queue.workers.resilience.credits import CreditLedger, Hold, price_of, refusal
+from nanobanana_queue.workers.resilience.fairshare import PRIORITIES
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.settings import Settings, get_settings
+from nanobanana_queue.workers.stages.cancel import cancel_job
+from nanobanana_queue.workers.stages.intake import describe_validation_error, intake
+from nanobanana_queue.workers.stages.steps import Adopt, Generate, Submit
+from nanobanana_queue.workers.startup import configure_process
+from nanobanana_queue.workers.storage.manifest import manifest_key, record_from_manifest
 
 if TYPE_CHECKING:
-    from workers.notify.config import NotifyConfig
-    from workers.storage.s3 import ObjectStore
+    from nanobanana_queue.workers.notify.config import NotifyConfig
+    from nanobanana_queue.workers.storage.s3 import ObjectStore
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def generate_step(record: JobRecord, settings: Settings | None = None) -> Genera
     itself (the request as its validated API JSON), with the producer's proof when
     ``settings`` hold NBQ_PRODUCER_SECRET (a worker that reads the message before the
     record records it only with that proof: workers/producer_keys.py)."""
-    from workers.producer_keys import proof_for
+    from nanobanana_queue.workers.producer_keys import proof_for
 
     return Generate(
         job_id=record.job_id,
@@ -140,7 +140,7 @@ def validate_request(request: GenerationRequest | Mapping[str, Any]) -> Generati
 
 
 def _checked_on_done(value: Mapping[str, str] | None) -> tuple[str, str] | None:
-    from workers.notify.on_done import OnDoneError, check_on_done
+    from nanobanana_queue.workers.notify.on_done import OnDoneError, check_on_done
 
     try:
         return check_on_done(dict(value) if value is not None else None)
@@ -166,7 +166,7 @@ class Producer:
             self.runtime.settings.job_store_url == self.settings.broker_url
         )
         if celery_app is None:
-            from workers.app import create_app
+            from nanobanana_queue.workers.app import create_app
 
             celery_app = create_app(self.settings)
         self.celery = celery_app
@@ -357,7 +357,11 @@ class Producer:
     ) -> None:
         """Refuse before anything is written: a webhook nobody can verify, an unsafe URL, or
         an own callback_url the project's callbacks would silently replace."""
-        from workers.notify.config import NotifyConfig, NotifyRefusedError, own_callback_refusal
+        from nanobanana_queue.workers.notify.config import (
+            NotifyConfig,
+            NotifyRefusedError,
+            own_callback_refusal,
+        )
 
         refusal = own_callback_refusal(self.settings, valid)
         if refusal is not None:
@@ -467,7 +471,7 @@ class Producer:
             return None
         try:
             if self._manifests is None:
-                from workers.storage.s3 import ObjectStore
+                from nanobanana_queue.workers.storage.s3 import ObjectStore
 
                 # Short timeouts, no retries: a status answer must not hang on S3.
                 self._manifests = ObjectStore.from_settings(
@@ -491,7 +495,7 @@ class Producer:
         refuses again: both raise :class:`MayPayTwiceError` (its message says which)
         unless ``accept_may_pay_twice`` (``--yes``).
         """
-        from workers.stages import manual
+        from nanobanana_queue.workers.stages import manual
 
         # JobNotFoundError, MayPayTwiceError, JobActionRefusedError: raised as they are.
         record = manual.retry_job(
@@ -511,7 +515,7 @@ class Producer:
         unless ``accept_may_pay_twice`` (``--yes``, as for :meth:`retry`) lets a retryable
         failure be re-created.
         """
-        from workers.stages import manual
+        from nanobanana_queue.workers.stages import manual
 
         record = manual.check_adoptable(
             self.runtime.store, job_id, task_id, accept_may_pay_twice=accept_may_pay_twice
@@ -524,7 +528,7 @@ class Producer:
         process has no API key or the API cannot say (for ``nbq adopt``'s check)."""
         if self.runtime.settings.evolink_api_key is None:
             return None
-        from workers.evolink.errors import EvolinkError
+        from nanobanana_queue.workers.evolink.errors import EvolinkError
 
         try:
             return self.runtime.api().get_task(task_id)
@@ -541,7 +545,7 @@ class Producer:
         trip of the end. ``interval_s`` is only the safety net's re-read (a publisher that
         died between its write and its publish, a Sentinel failover).
         """
-        from workers.notify.push import job_end_channel
+        from nanobanana_queue.workers.notify.push import job_end_channel
 
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         pubsub = self._subscribe(job_end_channel(self.settings.key_prefix, job_id))
@@ -574,7 +578,7 @@ class Producer:
     def _await_push(self, pubsub: Any, job_id: str, pause_s: float) -> Any:
         """Wait up to ``pause_s`` for the job's end to be pushed; resubscribe after a
         lost connection (a failover)."""
-        from workers.notify.push import job_end_channel
+        from nanobanana_queue.workers.notify.push import job_end_channel
 
         if pubsub is None:
             time.sleep(pause_s)

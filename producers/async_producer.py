@@ -29,13 +29,18 @@ from urllib.parse import unquote, urlsplit
 import redis
 import redis.asyncio as aioredis
 
-from producers.api import SAFETY_REREAD_S, Producer, StoredImage
-from producers.errors import JobNotFoundError, WaitTimeoutError
-from workers.evolink.models import GenerationRequest
-from workers.jobs.record import JobRecord
-from workers.notify.push import job_end_channel
-from workers.redis_client import cluster_nodes, is_cluster_url, is_sentinel_url, parse_sentinel_url
-from workers.settings import Settings, get_settings
+from nanobanana_queue.producers.api import SAFETY_REREAD_S, Producer, StoredImage
+from nanobanana_queue.producers.errors import JobNotFoundError, WaitTimeoutError
+from nanobanana_queue.workers.evolink.models import GenerationRequest
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.notify.push import job_end_channel
+from nanobanana_queue.workers.redis_client import (
+    cluster_nodes,
+    is_cluster_url,
+    is_sentinel_url,
+    parse_sentinel_url,
+)
+from nanobanana_queue.workers.settings import Settings, get_settings
 
 #: Connections the async client opens at most (reads wait for one; the subscription holds one).
 MAX_CONNECTIONS = 32

@@ -14,13 +14,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from producers.api import validate_request
-from producers.errors import InvalidRequestError
-from workers.evolink.models import GenerationRequest
-from workers.jobs.ids import InvalidJobIdError, scoped_job_id, validate_job_id
+from nanobanana_queue.producers.api import validate_request
+from nanobanana_queue.producers.errors import InvalidRequestError
+from nanobanana_queue.workers.evolink.models import GenerationRequest
+from nanobanana_queue.workers.jobs.ids import InvalidJobIdError, scoped_job_id, validate_job_id
 
 if TYPE_CHECKING:
-    from producers.api import Producer
+    from nanobanana_queue.producers.api import Producer
 
 #: Keys a batch line may carry beside the request fields.
 LINE_META_KEYS = ("job_id",)

@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 # Raised by the job store, cancel and the manual actions too: one class each, defined beside them.
-from workers.jobs.errors import (
+from nanobanana_queue.workers.jobs.errors import (
     JobActionRefusedError,
     JobNotCancellableError,
     JobNotFoundError,

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from workers.jobs.record import JobRecord
-from workers.jobs.state import ACTIVE_STATES, JobState
-from workers.jobs.store import JobStore
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import ACTIVE_STATES, JobState
+from nanobanana_queue.workers.jobs.store import JobStore
 
 #: At most this many job keys are scanned for ended jobs (a listing, not an export).
 MAX_SCANNED = 20_000

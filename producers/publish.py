@@ -26,11 +26,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from workers.dispatch import Dispatcher
-from workers.jobs.record import JobRecord
-from workers.jobs.store import JobStore
-from workers.settings import SENTINEL_SCHEME, Settings
-from workers.stages.steps import Generate
+from nanobanana_queue.workers.dispatch import Dispatcher
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.store import JobStore
+from nanobanana_queue.workers.settings import SENTINEL_SCHEME, Settings
+from nanobanana_queue.workers.stages.steps import Generate
 
 
 def one_trip_possible(settings: Settings) -> bool:

@@ -38,14 +38,53 @@ def _modules(package: str) -> list[Path]:
     return sorted((ROOT / package).rglob("*.py"))
 
 
-def _imported_packages(path: Path) -> set[str]:
-    found = set()
+#: The one import name the installed distribution adds (its parts link to the packages).
+NAMESPACE = "nanobanana_queue"
+
+
+def _absolute_imports(path: Path) -> list[str]:
+    names = []
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
-            found |= {alias.name.split(".")[0] for alias in node.names}
+            names += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.add(node.module.split(".")[0])
+            names.append(node.module)
+    return names
+
+
+def _imported_packages(path: Path) -> set[str]:
+    found = set()
+    for name in _absolute_imports(path):
+        parts = name.split(".")
+        found.add(parts[1] if parts[0] == NAMESPACE and len(parts) > 1 else parts[0])
     return found & {*PACKAGES, "tests"}
+
+
+def _python_files() -> list[Path]:
+    skip = {".venv", ".git", NAMESPACE}
+    return [
+        path for path in sorted(ROOT.rglob("*.py")) if not skip & set(path.relative_to(ROOT).parts)
+    ]
+
+
+def test_every_import_of_a_part_goes_through_the_namespace() -> None:
+    """``import workers`` would load a second copy of a module (and of the Celery app) next
+    to ``nanobanana_queue.workers``, and fails in an installed wheel: only the namespace is
+    installed (README, "Upgrading"). ``benchmarks`` stays a checkout-only package."""
+    parts = set(PACKAGES) - {"benchmarks"}
+    wrong = {
+        str(path.relative_to(ROOT)): name
+        for path in _python_files()
+        for name in _absolute_imports(path)
+        if name.split(".")[0] in parts
+    }
+    assert wrong == {}
+
+
+def test_the_namespace_links_each_part_to_its_top_level_directory() -> None:
+    for part in set(PACKAGES) - {"benchmarks"}:
+        link = ROOT / NAMESPACE / part
+        assert link.is_symlink() and link.resolve() == ROOT / part, part
 
 
 def _borrowed(path: Path) -> set[str]:

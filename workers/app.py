@@ -21,8 +21,13 @@ from typing import Any
 
 from celery import Celery
 
-from workers.brokers import broker_kind, task_queues, transport_config, whole_second_countdown
-from workers.contract import (
+from nanobanana_queue.workers.brokers import (
+    broker_kind,
+    task_queues,
+    transport_config,
+    whole_second_countdown,
+)
+from nanobanana_queue.workers.contract import (
     DECLARED_QUEUES,
     TASK_ADOPT,
     TASK_DOWNLOAD,
@@ -33,9 +38,13 @@ from workers.contract import (
     TASK_RECONCILE,
     TASK_SUBMIT,
 )
-from workers.redis_client import is_sentinel_url, kombu_sentinel_url, sentinel_kwargs
-from workers.settings import SUBMIT_SOFT_RATIO, Settings, get_settings
-from workers.startup import WorkerLoader
+from nanobanana_queue.workers.redis_client import (
+    is_sentinel_url,
+    kombu_sentinel_url,
+    sentinel_kwargs,
+)
+from nanobanana_queue.workers.settings import SUBMIT_SOFT_RATIO, Settings, get_settings
+from nanobanana_queue.workers.startup import WorkerLoader
 
 #: Soft/hard time limits per task (seconds), but for the tasks that make a create
 #: (``SUBMITTING_TASKS``, from NBQ_SUBMIT_TIME_LIMIT_S). Download is long: big files, slow
@@ -136,7 +145,7 @@ def _base_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_max_retries": None,
         "worker_prefetch_multiplier": 1,
         # The consumer guard: every message checked on receipt, refusals dead-lettered.
-        "worker_consumer": "workers.guard.consumer:GuardedConsumer",
+        "worker_consumer": "nanobanana_queue.workers.guard.consumer:GuardedConsumer",
         "worker_send_task_events": settings.task_events,
         "task_send_sent_event": settings.task_events,
         "worker_soft_shutdown_timeout": 20.0,
@@ -206,7 +215,7 @@ class NbqCelery(Celery):  # type: ignore[misc]
 
 
 #: Modules a worker imports to register the ``nbq.*`` tasks.
-IMPORTS = ("workers.tasks",)
+IMPORTS = ("nanobanana_queue.workers.tasks",)
 
 
 def create_app(settings: Settings | None = None) -> Celery:

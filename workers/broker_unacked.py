@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from workers.settings import Settings
+from nanobanana_queue.workers.settings import Settings
 
 #: kombu's ``unacked_index``: delivery tag → delivery time (epoch s).
 UNACKED_INDEX_KEY = "unacked_index"
@@ -34,7 +34,7 @@ def restore(settings: Settings, tags: Collection[str]) -> int:
         return 0
     from kombu.connection import Connection
 
-    from workers.app import celery_config
+    from nanobanana_queue.workers.app import celery_config
 
     options: dict[str, Any] = celery_config(settings).get("broker_transport_options", {})
     with Connection(settings.broker_url, transport_options=options) as conn:  # type: ignore[no-untyped-call]

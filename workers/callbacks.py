@@ -55,15 +55,15 @@ import time
 from enum import StrEnum
 from urllib.parse import quote
 
-from workers import tracing
-from workers.jobs import lifecycle
-from workers.jobs.owners import owners_of
-from workers.jobs.record import JobRecord
-from workers.jobs.state import JobState
-from workers.jobs.store import JobStore
-from workers.logs import get_logger
-from workers.settings import Settings
-from workers.stages.steps import Adopt, Poll, Send
+from nanobanana_queue.workers import tracing
+from nanobanana_queue.workers.jobs import lifecycle
+from nanobanana_queue.workers.jobs.owners import owners_of
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.jobs.store import JobStore
+from nanobanana_queue.workers.logs import get_logger
+from nanobanana_queue.workers.settings import Settings
+from nanobanana_queue.workers.stages.steps import Adopt, Poll, Send
 
 log = get_logger("nbq.callbacks")
 
@@ -290,7 +290,7 @@ def _rescue(
 
 
 def _refused(job_id: str, task_id: str | None, status: str, reason: str) -> CallbackOutcome:
-    from workers import metrics
+    from nanobanana_queue.workers import metrics
 
     metrics.ownership_refused("callback", reason)
     log.warning("callback_refused", job_id=job_id, evolink_task_id=task_id, reason=reason)

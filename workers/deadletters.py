@@ -37,9 +37,9 @@ from typing import Any, Final
 import redis
 from pydantic import BaseModel
 
-from workers.logs import redact_text
-from workers.redis_client import redis_client
-from workers.visible import visible
+from nanobanana_queue.workers.logs import redact_text
+from nanobanana_queue.workers.redis_client import redis_client
+from nanobanana_queue.workers.visible import visible
 
 #: Longest body kept, in bytes of the stored JSON (a ``\x01`` costs 6, ``a`` costs 1).
 MAX_BODY_CHARS: Final = 16 * 1024
@@ -54,7 +54,7 @@ FIRSTS_PER_REASON: Final = 5
 
 def _script(name: str) -> str:
     """A Lua script shipped next to this module (its header documents KEYS and ARGV)."""
-    return files("workers").joinpath(name).read_text(encoding="utf-8")
+    return files("nanobanana_queue.workers").joinpath(name).read_text(encoding="utf-8")
 
 
 #: The bookkeeping both scripts share (prepended to each).
@@ -308,8 +308,8 @@ def replay_letter(settings: Any, letter: DeadLetter) -> ReplayOutcome:
     from kombu.connection import Connection
     from kombu.messaging import Producer as KombuProducer
 
-    from workers.contract import TASK_QUEUES
-    from workers.guard.inspect import Limits, Refusal, inspect_message
+    from nanobanana_queue.workers.contract import TASK_QUEUES
+    from nanobanana_queue.workers.guard.inspect import Limits, Refusal, inspect_message
 
     if letter.body_truncated or letter.headers_truncated or letter.redacted:
         return ReplayOutcome(

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from workers.contract import (
+from nanobanana_queue.workers.contract import (
     TASK_ADOPT,
     TASK_DOWNLOAD,
     TASK_GENERATE,
@@ -23,8 +23,17 @@ from workers.contract import (
     TASK_POLL,
     TASK_SUBMIT,
 )
-from workers.settings import Settings
-from workers.stages.steps import Adopt, Download, Generate, Message, Notify, Poll, Retry, Submit
+from nanobanana_queue.workers.settings import Settings
+from nanobanana_queue.workers.stages.steps import (
+    Adopt,
+    Download,
+    Generate,
+    Message,
+    Notify,
+    Poll,
+    Retry,
+    Submit,
+)
 
 if TYPE_CHECKING:
     from celery import Celery, Task

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from workers.settings import ConfigError
+from nanobanana_queue.workers.settings import ConfigError
 
 #: The modules each extra brings that the code imports (pyproject.toml lists the packages).
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {

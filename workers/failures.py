@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import ClassVar
 
-from workers.jobs.record import JobError
+from nanobanana_queue.workers.jobs.record import JobError
 
 #: Longest job-error message quoted in an exception (the record keeps the whole one).
 MAX_MESSAGE_CHARS = 300
@@ -213,7 +213,7 @@ BY_REASON: dict[str, type[JobFailed]] = {
 
 def failure_class(code: str) -> type[JobFailed]:
     """The class for a job error code (task error codes fall back to GenerationFailed)."""
-    from workers.evolink.errors import PERMANENT_TASK_CODES, RETRYABLE_TASK_CODES
+    from nanobanana_queue.workers.evolink.errors import PERMANENT_TASK_CODES, RETRYABLE_TASK_CODES
 
     if code in BY_REASON:
         return BY_REASON[code]

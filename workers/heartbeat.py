@@ -20,8 +20,8 @@ from typing import Any
 
 from celery import Celery, bootsteps
 
-from workers.probes import WORKER, Heartbeat
-from workers.settings import get_settings
+from nanobanana_queue.workers.probes import WORKER, Heartbeat
+from nanobanana_queue.workers.settings import get_settings
 
 
 class ConsumerHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]

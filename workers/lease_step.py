@@ -23,8 +23,8 @@ from typing import Any
 from billiard.exceptions import WorkerLostError
 from celery import Celery, bootsteps, signals
 
-from workers import leases
-from workers.contract import TASK_GENERATE, TASK_SUBMIT
+from nanobanana_queue.workers import leases
+from nanobanana_queue.workers.contract import TASK_GENERATE, TASK_SUBMIT
 
 
 class WorkerLeaseStep(bootsteps.StartStopStep):  # type: ignore[misc]
@@ -32,7 +32,7 @@ class WorkerLeaseStep(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
-        from workers.runtime import get_runtime
+        from nanobanana_queue.workers.runtime import get_runtime
 
         rt = get_runtime()
         self.enabled = rt.settings.worker_lease_s > 0
@@ -95,9 +95,9 @@ def _submit_process_lost(
     job_id = (kwargs or {}).get("job_id")
     if not job_id or leases.current_worker() is None:
         return  # a raw generate's job id was minted in the child: the time limit decides
-    from workers.runtime import get_runtime
-    from workers.stages.reconcile import recover_lost_submit
-    from workers.tasks.base import dispatcher
+    from nanobanana_queue.workers.runtime import get_runtime
+    from nanobanana_queue.workers.stages.reconcile import recover_lost_submit
+    from nanobanana_queue.workers.tasks.base import dispatcher
 
     try:
         done = recover_lost_submit(

@@ -32,7 +32,7 @@ from typing import Any
 
 import redis
 
-from workers.logs import get_logger
+from nanobanana_queue.workers.logs import get_logger
 
 log = get_logger("nbq.leases")
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import structlog
 
-from workers.tracing import add_trace_ids
-from workers.visible import visible
+from nanobanana_queue.workers.tracing import add_trace_ids
+from nanobanana_queue.workers.visible import visible
 
 _URL = re.compile(r"(https?://[^\s?#\"']+)\?[^\s\"']*")
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]+")

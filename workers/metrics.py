@@ -267,12 +267,12 @@ class _Writer:
         with self._lock:
             pid = os.getpid()
             if self._client is None or self._pid != pid:
-                from workers.settings import get_settings
+                from nanobanana_queue.workers.settings import get_settings
 
                 if self._pid not in (0, pid):
                     self.pending_errors = 0  # the parent reports its own errors
                 settings = get_settings()
-                from workers.redis_client import is_cluster, redis_client
+                from nanobanana_queue.workers.redis_client import is_cluster, redis_client
 
                 self._client = redis_client(
                     settings, socket_timeout=1.0, socket_connect_timeout=1.0

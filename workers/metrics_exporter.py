@@ -30,15 +30,15 @@ from prometheus_client.core import (
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
-from workers import metrics as m
-from workers.broker_queues import UNACKED_KEY, amqp_queue_lengths, queue_lengths
-from workers.brokers import broker_kind
-from workers.contract import ALL_QUEUES
-from workers.jobs.state import ACTIVE_STATES, JobState
-from workers.jobs.store import JobStore
-from workers.redis_client import check_store_shards, is_cluster, redis_client
-from workers.resilience.breaker import breaker_key
-from workers.settings import Settings
+from nanobanana_queue.workers import metrics as m
+from nanobanana_queue.workers.broker_queues import UNACKED_KEY, amqp_queue_lengths, queue_lengths
+from nanobanana_queue.workers.brokers import broker_kind
+from nanobanana_queue.workers.contract import ALL_QUEUES
+from nanobanana_queue.workers.jobs.state import ACTIVE_STATES, JobState
+from nanobanana_queue.workers.jobs.store import JobStore
+from nanobanana_queue.workers.redis_client import check_store_shards, is_cluster, redis_client
+from nanobanana_queue.workers.resilience.breaker import breaker_key
+from nanobanana_queue.workers.settings import Settings
 
 _COUNTERS: tuple[tuple[str, str], ...] = (
     ("nbq_jobs_state_total", m.C_JOBS_STATE),

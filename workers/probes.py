@@ -115,7 +115,7 @@ def check_ready(directory: str | Path, name: str, missed: int, now: float) -> Ve
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m workers.probes",
+        prog="python -m nanobanana_queue.workers.probes",
         description="Exit 0 if the process's heartbeat file is fresh (and, for 'ready', "
         "it consumes); 1 otherwise. Reads one file; talks to no broker.",
     )

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from workers.settings import Settings
+from nanobanana_queue.workers.settings import Settings
 
 
 def producer_key(secret: str, producer: str) -> str:

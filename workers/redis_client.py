@@ -36,7 +36,7 @@ from redis.backoff import ConstantBackoff, NoBackoff
 from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel
 
-from workers.settings import CLUSTER_SCHEMES, SENTINEL_SCHEME, Settings
+from nanobanana_queue.workers.settings import CLUSTER_SCHEMES, SENTINEL_SCHEME, Settings
 
 #: kombu's default Sentinel port.
 DEFAULT_SENTINEL_PORT = 26379
@@ -277,7 +277,7 @@ def check_store_shards(client: redis.Redis, settings: Settings) -> None:
     """A cluster store remembers its shard count (``<prefix>:store:shards``, set by the
     first process); a process configured with another count would look for every job in
     the wrong shard, so it refuses to start, naming the variable."""
-    from workers.settings import ConfigError
+    from nanobanana_queue.workers.settings import ConfigError
 
     key = f"{settings.key_prefix}:store:shards"
     client.set(key, settings.store_shards, nx=True)

@@ -14,25 +14,30 @@ from typing import TYPE_CHECKING
 import redis
 from redis import Redis
 
-from workers.jobs.store import JobStore
-from workers.policy.schedule import Backoff, PollSchedule
-from workers.redis_client import check_store_shards, is_cluster, is_redis_broker, redis_client
-from workers.resilience.breaker import SubmissionBreaker
-from workers.resilience.limiter import SharedRateLimiter
-from workers.settings import Settings, get_settings
+from nanobanana_queue.workers.jobs.store import JobStore
+from nanobanana_queue.workers.policy.schedule import Backoff, PollSchedule
+from nanobanana_queue.workers.redis_client import (
+    check_store_shards,
+    is_cluster,
+    is_redis_broker,
+    redis_client,
+)
+from nanobanana_queue.workers.resilience.breaker import SubmissionBreaker
+from nanobanana_queue.workers.resilience.limiter import SharedRateLimiter
+from nanobanana_queue.workers.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     import httpx
 
-    from workers.evolink.client import EvolinkClient
-    from workers.jobs.durability import EpochWatcher
-    from workers.resilience.credits import CreditLedger
-    from workers.resilience.fairshare import FairShare
-    from workers.security.urlguard import UrlPolicy
-    from workers.stages.steps import Notify
-    from workers.storage.s3 import ObjectStore
+    from nanobanana_queue.workers.evolink.client import EvolinkClient
+    from nanobanana_queue.workers.jobs.durability import EpochWatcher
+    from nanobanana_queue.workers.resilience.credits import CreditLedger
+    from nanobanana_queue.workers.resilience.fairshare import FairShare
+    from nanobanana_queue.workers.security.urlguard import UrlPolicy
+    from nanobanana_queue.workers.stages.steps import Notify
+    from nanobanana_queue.workers.storage.s3 import ObjectStore
 
 
 @dataclass
@@ -85,7 +90,7 @@ class Runtime:
             schedule=PollSchedule.from_settings(settings),
             backoff=Backoff.from_settings(settings),
         )
-        from workers.notify.push import publish_listener
+        from nanobanana_queue.workers.notify.push import publish_listener
 
         runtime.store.end_listeners.append(publish_listener(client, settings.key_prefix))
         return runtime
@@ -95,8 +100,12 @@ class Runtime:
     ) -> None:
         """Tell a job's end: ``on_done`` through ``send_task`` (an app's), and ``nbq.notify``
         through ``send`` (a dispatcher's) when webhooks are configured (NBQ_NOTIFY_SECRETS)."""
-        from workers.notify.config import NotifyConfig
-        from workers.notify.hook import notify_listener, on_done_listener, progress_listener
+        from nanobanana_queue.workers.notify.config import NotifyConfig
+        from nanobanana_queue.workers.notify.hook import (
+            notify_listener,
+            on_done_listener,
+            progress_listener,
+        )
 
         # Both backed by the notify outbox: a send lost with this process is made again by
         # the reconciler (workers/notify/outbox.py).
@@ -111,14 +120,14 @@ class Runtime:
 
     def api(self) -> EvolinkClient:
         if self._api is None:
-            from workers.evolink.client import EvolinkClient
+            from nanobanana_queue.workers.evolink.client import EvolinkClient
 
             self._api = EvolinkClient.from_settings(self.settings)
         return self._api
 
     def objects(self) -> ObjectStore:
         if self._objects is None:
-            from workers.storage.s3 import ObjectStore
+            from nanobanana_queue.workers.storage.s3 import ObjectStore
 
             objects = ObjectStore.from_settings(self.settings)
             objects.ensure_bucket()  # once per process; a fresh MinIO has no bucket yet
@@ -128,7 +137,7 @@ class Runtime:
     def fair(self) -> FairShare:
         """The fair-share gate between producers (workers/resilience/fairshare.py)."""
         if self._fair is None:
-            from workers.resilience.fairshare import FairShare, parse_weights
+            from nanobanana_queue.workers.resilience.fairshare import FairShare, parse_weights
 
             self._fair = FairShare(
                 self.redis,
@@ -143,7 +152,7 @@ class Runtime:
     def credits(self) -> CreditLedger:
         """The day's credit book with this process's budgets (workers/resilience/credits.py)."""
         if self._credits is None:
-            from workers.resilience.credits import CreditLedger
+            from nanobanana_queue.workers.resilience.credits import CreditLedger
 
             self._credits = CreditLedger(
                 self.redis,
@@ -155,7 +164,7 @@ class Runtime:
 
     def url_policy(self) -> UrlPolicy:
         if self._url_policy is None:
-            from workers.security.urlguard import UrlPolicy
+            from nanobanana_queue.workers.security.urlguard import UrlPolicy
 
             self._url_policy = UrlPolicy.from_settings(self.settings)
         return self._url_policy
@@ -175,7 +184,7 @@ class Runtime:
     def epoch(self) -> EpochWatcher:
         """This process's watcher of the store's epoch marker (workers/jobs/durability.py)."""
         if self._epoch is None:
-            from workers.jobs.durability import EpochWatcher
+            from nanobanana_queue.workers.jobs.durability import EpochWatcher
 
             self._epoch = EpochWatcher(
                 client=self.redis,
@@ -192,7 +201,7 @@ class Runtime:
         and TLS sessions are reused across downloads (a new client per download cost a
         TCP connect, a DNS lookup and a handshake every time). Thread-safe."""
         if self._result_client is None:
-            from workers.security.netguard import guarded_client
+            from nanobanana_queue.workers.security.netguard import guarded_client
 
             self._result_client = guarded_client(self.url_policy())
         return self._result_client
@@ -209,8 +218,8 @@ def get_runtime() -> Runtime:
         parent = _runtime
         _runtime = Runtime.from_settings(get_settings())
         _runtime_pid = os.getpid()
-        from workers.app import app
-        from workers.dispatch import Dispatcher
+        from nanobanana_queue.workers.app import app
+        from nanobanana_queue.workers.dispatch import Dispatcher
 
         _runtime.install_notify(Dispatcher.for_settings(app, _runtime.settings).send, app.send_task)
         if parent is not None and parent._epoch is not None:

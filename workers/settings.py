@@ -23,8 +23,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from workers.brokers import broker_kind, is_redis_url
-from workers.probes import DEFAULT_HEALTH_DIR
+from nanobanana_queue.workers.brokers import broker_kind, is_redis_url
+from nanobanana_queue.workers.probes import DEFAULT_HEALTH_DIR
 
 ENV_PREFIX = "NBQ_"
 #: A submitting task's soft time limit, as a share of NBQ_SUBMIT_TIME_LIMIT_S (60 of 90 s):
@@ -276,7 +276,7 @@ class Settings(BaseSettings):
     @field_validator("producer_weights")
     @classmethod
     def _weights(cls, value: str) -> str:
-        from workers.resilience.fairshare import parse_weights
+        from nanobanana_queue.workers.resilience.fairshare import parse_weights
 
         parse_weights(value)  # a ValueError names the bad part
         return value
@@ -361,7 +361,7 @@ class Settings(BaseSettings):
             )
         broker_kind(value)  # raises ValueError naming the accepted schemes
         if value.startswith(SENTINEL_SCHEME):
-            from workers.redis_client import parse_sentinel_url
+            from nanobanana_queue.workers.redis_client import parse_sentinel_url
 
             parse_sentinel_url(value)  # ValueError names what is wrong
         return value
@@ -380,7 +380,7 @@ class Settings(BaseSettings):
         if value.startswith(CLUSTER_SCHEMES):
             return value
         if value.startswith(SENTINEL_SCHEME):
-            from workers.redis_client import parse_sentinel_url
+            from nanobanana_queue.workers.redis_client import parse_sentinel_url
 
             parse_sentinel_url(value)  # ValueError names what is wrong
             return value

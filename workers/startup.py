@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from celery.loaders.app import AppLoader
 from celery.signals import celeryd_after_setup
 
-from workers.settings import Settings, get_settings
+from nanobanana_queue.workers.settings import Settings, get_settings
 
 _configured = False
 #: The traces' ``service.name`` unless ``OTEL_SERVICE_NAME`` says otherwise.
@@ -50,7 +50,7 @@ def configure_process(settings: Settings | None = None, *, keep_host_logging: bo
         # A Producer in a host's process leaves the host's stdlib logging alone.
         configure_logging(settings, stdlib=not keep_host_logging)
     patch_kombu()
-    from workers import tracing
+    from nanobanana_queue.workers import tracing
 
     tracing.configure_tracing(settings, SERVICE_NAME)  # off unless OTEL_* configures it
 
@@ -58,7 +58,7 @@ def configure_process(settings: Settings | None = None, *, keep_host_logging: bo
 def configure_logging(settings: Settings, *, stdlib: bool = True) -> None:
     """Logs to stderr at ``NBQ_LOG_LEVEL`` in one format (``workers.logs``); every secret in
     the settings redacted."""
-    from workers.logs import configure_logging as configure_structlog
+    from nanobanana_queue.workers.logs import configure_logging as configure_structlog
 
     configure_structlog(settings.log_level, json=settings.log_json, stdlib=stdlib)
     register_secrets(settings)
@@ -66,7 +66,7 @@ def configure_logging(settings: Settings, *, stdlib: bool = True) -> None:
 
 def register_secrets(settings: Settings) -> None:
     """Every secret the settings hold, known to the log redaction."""
-    from workers.logs import register_secret
+    from nanobanana_queue.workers.logs import register_secret
 
     for secret in (
         settings.evolink_api_key,
@@ -93,7 +93,7 @@ def register_secrets(settings: Settings) -> None:
 def patch_kombu() -> None:
     """The kombu fixes (Redis transport): survive a broker restart, acks without MULTI,
     and a queue item that is not a kombu message is a dead letter, not a dead worker."""
-    from workers.guard import redis_transport
+    from nanobanana_queue.workers.guard import redis_transport
 
     _closed_broker_channel_is_a_connection_error()
     _unacked_bookkeeping_without_multi()
@@ -161,7 +161,7 @@ def _unacked_bookkeeping_without_multi() -> None:
 
 def start_worker() -> None:
     """The worker main process's start: logging, kombu fix, shutdown deadline, store guard."""
-    from workers import shutdown, store_guard
+    from nanobanana_queue.workers import shutdown, store_guard
 
     configure_process()
     keep_celery_in_our_log_format()
@@ -216,7 +216,7 @@ def keep_celery_in_our_log_format() -> None:
 
 def _flush_traces(**_: Any) -> None:
     """A pool child exits without atexit: export its buffered spans first."""
-    from workers import tracing
+    from nanobanana_queue.workers import tracing
 
     tracing.flush()
 
@@ -233,12 +233,12 @@ def _banner_as_an_event(sender: str, instance: Any, **_: Any) -> None:
 
     import celery
 
-    from workers.logs import get_logger
+    from nanobanana_queue.workers.logs import get_logger
 
     if not get_settings().log_json:
         return  # the console keeps Celery's banner
     instance.quiet = True  # read by Celery right after this signal
-    get_logger("workers.startup").info(
+    get_logger("nanobanana_queue.workers.startup").info(
         "worker_started",
         hostname=sender,
         queues=sorted(instance.app.amqp.queues.consume_from),
@@ -283,7 +283,7 @@ class WorkerLoader(AppLoader):  # type: ignore[misc]
     first thing in ``WorkController``, before ``worker_init`` is sent)."""
 
     def on_worker_init(self) -> None:
-        from workers import heartbeat, lease_step
+        from nanobanana_queue.workers import heartbeat, lease_step
 
         start_worker()
         heartbeat.install(self.app)  # the probes' heartbeat (workers/probes.py)

@@ -19,8 +19,8 @@ EXIT_CONFIG = 78
 
 
 def _check_at_start(**_: Any) -> None:
-    from workers.jobs.durability import VolatileStoreError, check_settings_stores
-    from workers.runtime import get_runtime
+    from nanobanana_queue.workers.jobs.durability import VolatileStoreError, check_settings_stores
+    from nanobanana_queue.workers.runtime import get_runtime
 
     runtime = get_runtime()
     try:

@@ -27,7 +27,7 @@ from collections.abc import Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from workers.settings import Settings
+    from nanobanana_queue.workers.settings import Settings
 
 #: Set once :func:`configure_tracing` installed a provider in this process.
 _on = False
@@ -93,7 +93,7 @@ def _exporter(name: str) -> Any:
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
         return ConsoleSpanExporter(out=sys.stderr)
-    from workers.settings import ConfigError
+    from nanobanana_queue.workers.settings import ConfigError
 
     raise ConfigError(f"OTEL_TRACES_EXPORTER: unsupported exporter {name!r} (otlp, console, none)")
 

@@ -35,7 +35,14 @@ def main() -> None:
         "NBQ_HEALTH_DIR": str(work / "health"),
         "NBQ_RECONCILE_IN_WORKER": "false",
     }
-    worker_args = [sys.executable, "-m", "producers.cli.main", "worker", "--queues", "poll"]
+    worker_args = [
+        sys.executable,
+        "-m",
+        "nanobanana_queue.producers.cli.main",
+        "worker",
+        "--queues",
+        "poll",
+    ]
     workers = [
         start(
             [*worker_args, "--pool", "threads", "--concurrency", "2", "--hostname", f"poll{i}@x"],
@@ -61,8 +68,15 @@ def main() -> None:
         sent = (commands() - before - 1) / runs - idle_per_s * wall_s
         return f"{sent:5.1f} Redis commands, {wall_s * 1e3:4.0f} ms wall, {cpu_s * 1e3:4.0f} ms CPU"
 
-    probe = [sys.executable, "-m", "workers.probes", "ready", "--dir", str(work / "health")]
-    ping = [sys.executable, "-m", "celery", "-A", "workers.app", "inspect", "ping"]
+    probe = [
+        sys.executable,
+        "-m",
+        "nanobanana_queue.workers.probes",
+        "ready",
+        "--dir",
+        str(work / "health"),
+    ]
+    ping = [sys.executable, "-m", "celery", "-A", "nanobanana_queue.workers.app", "inspect", "ping"]
     try:
         wait_until(lambda: subprocess.run(probe, capture_output=True).returncode == 0)
         time.sleep(2)
@@ -70,7 +84,7 @@ def main() -> None:
         time.sleep(5)
         idle_per_s = (commands() - idle - 1) / 5
         print(f"3 idle workers: {idle_per_s:.0f} Redis commands/s")
-        print(f"workers.probes ready: {cost(probe, 20, idle_per_s)} per check")
+        print(f"nanobanana_queue.workers.probes ready: {cost(probe, 20, idle_per_s)} per check")
         aimed = [*ping, "-d", "poll0@x", "--timeout", "1"]
         print(f"celery inspect ping:  {cost(aimed, 5, idle_per_s)} per check")
     finally:

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from producers.batch import (
+from nanobanana_queue.producers.batch import (
     BadLine,
     Enqueued,
     add_batch_members,
@@ -23,8 +23,8 @@ from producers.batch import (
     enqueue_line,
     parse_jsonl,
 )
-from producers.errors import InvalidRequestError, ProducerError
-from workers.cli.common import (
+from nanobanana_queue.producers.errors import InvalidRequestError, ProducerError
+from nanobanana_queue.workers.cli.common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
@@ -36,13 +36,13 @@ from workers.cli.common import (
     print_json,
     shown,
 )
-from workers.cli.common import line as text_line
-from workers.jobs.ids import InvalidJobIdError, scoped_job_id
-from workers.jobs.record import JobRecord
-from workers.jobs.state import JobState
+from nanobanana_queue.workers.cli.common import line as text_line
+from nanobanana_queue.workers.jobs.ids import InvalidJobIdError, scoped_job_id
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
 
 if TYPE_CHECKING:
-    from producers.api import Producer
+    from nanobanana_queue.producers.api import Producer
 
 
 def register(app: typer.Typer) -> None:
@@ -80,8 +80,8 @@ def batch(
     the records go to --results FILE, or to stdout with --json. Exit 1 if a line was
     skipped (or, with --wait, a job did not end stored).
     """
-    from producers.api import Producer
-    from producers.cli.consumers import warn_if_unconsumed
+    from nanobanana_queue.producers.api import Producer
+    from nanobanana_queue.producers.cli.consumers import warn_if_unconsumed
 
     content, text = _read(file, as_json=as_json)
     if results is not None and not os.access(results.parent, os.W_OK):

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from workers.cli.common import err_console, line
-from workers.contract import TASK_GENERATE, TASK_QUEUES
-from workers.urls import masked_url
+from nanobanana_queue.workers.cli.common import err_console, line
+from nanobanana_queue.workers.contract import TASK_GENERATE, TASK_QUEUES
+from nanobanana_queue.workers.urls import masked_url
 
 if TYPE_CHECKING:
-    from producers.api import Producer
+    from nanobanana_queue.producers.api import Producer
 
 #: Seconds to wait for worker replies (each ``nbq submit`` / ``nbq batch`` pays it once).
 PING_TIMEOUT_S = 0.5

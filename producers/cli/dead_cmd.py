@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from workers.cli.common import (
+from nanobanana_queue.workers.cli.common import (
     EXIT_USAGE,
     console,
     emit_error,
@@ -29,8 +29,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _store() -> Any:
-    from workers.deadletters import DeadLetterStore
-    from workers.settings import get_settings
+    from nanobanana_queue.workers.deadletters import DeadLetterStore
+    from nanobanana_queue.workers.settings import get_settings
 
     return DeadLetterStore.from_settings(get_settings())
 
@@ -43,7 +43,7 @@ def list_(
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most N, newest first.")] = 100,
 ) -> None:
     """Dead letters, newest first: id, time, queue, task, reason, detail."""
-    from workers.guard.inspect import REASONS as DEAD_LETTER_REASONS
+    from nanobanana_queue.workers.guard.inspect import REASONS as DEAD_LETTER_REASONS
 
     if reason is not None and reason not in DEAD_LETTER_REASONS:
         emit_error(
@@ -103,8 +103,8 @@ def replay(letter_id: Annotated[str, typer.Argument()]) -> None:
     Its ETA and expiry are dropped (they were part of why it was refused) and it gets a
     new message id; a letter that was cut or redacted when stored is not replayed.
     """
-    from workers.deadletters import replay_letter
-    from workers.settings import get_settings
+    from nanobanana_queue.workers.deadletters import replay_letter
+    from nanobanana_queue.workers.settings import get_settings
 
     store = _store()
     letter = store.get(letter_id)

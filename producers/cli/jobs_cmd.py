@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from producers.errors import JobIdConflictError, ProducerError
-from workers.cli.common import (
+from nanobanana_queue.producers.errors import JobIdConflictError, ProducerError
+from nanobanana_queue.workers.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_UNREACHABLE,
     connection_problem,
@@ -24,11 +24,11 @@ from workers.cli.common import (
     print_json,
     shown,
 )
-from workers.jobs.record import JobRecord
-from workers.visible import visible
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.visible import visible
 
 if TYPE_CHECKING:
-    from producers.api import Producer
+    from nanobanana_queue.producers.api import Producer
 
 
 #: Characters of a prompt ``nbq status`` shows (prompts may have 2000).
@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _producer() -> Producer:
-    from producers.api import Producer
+    from nanobanana_queue.producers.api import Producer
 
     return Producer()
 
@@ -174,8 +174,8 @@ def submit(
         request["image_urls"] = image_url
     if thinking_level:
         request["model_params"] = {"thinking_level": thinking_level}
-    from producers.cli.consumers import warn_if_unconsumed
-    from producers.cli.live import wait_for_job
+    from nanobanana_queue.producers.cli.consumers import warn_if_unconsumed
+    from nanobanana_queue.producers.cli.live import wait_for_job
 
     producer = _reachable_producer(as_json=as_json)
     try:
@@ -232,7 +232,7 @@ def wait(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Wait until the job is stored, failed or cancelled; exit 1 unless stored."""
-    from producers.cli.live import wait_for_job
+    from nanobanana_queue.producers.cli.live import wait_for_job
 
     producer = _producer()
     try:
@@ -255,7 +255,7 @@ def get(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Download a stored job's images (and manifest) from S3 into a directory."""
-    from workers.storage.manifest import manifest_key
+    from nanobanana_queue.workers.storage.manifest import manifest_key
 
     producer = _producer()
     try:

@@ -10,10 +10,16 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from workers.cli.common import console, emit_error, fail_on_config_error, print_json, shown
-from workers.jobs.record import JobRecord
-from workers.jobs.state import JobState
-from workers.visible import visible
+from nanobanana_queue.workers.cli.common import (
+    console,
+    emit_error,
+    fail_on_config_error,
+    print_json,
+    shown,
+)
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.visible import visible
 
 
 def register(app: typer.Typer) -> None:
@@ -32,9 +38,9 @@ def jobs(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List jobs, most recently updated first (active states from their indexes)."""
-    from producers.listing import list_jobs
-    from workers.runtime import Runtime
-    from workers.settings import get_settings
+    from nanobanana_queue.producers.listing import list_jobs
+    from nanobanana_queue.workers.runtime import Runtime
+    from nanobanana_queue.workers.settings import get_settings
 
     try:
         wanted = JobState(state) if state else None

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.text import Text
 
-from producers.errors import WaitTimeoutError
-from workers.cli.common import shown
-from workers.jobs.record import JobRecord
+from nanobanana_queue.producers.errors import WaitTimeoutError
+from nanobanana_queue.workers.cli.common import shown
+from nanobanana_queue.workers.jobs.record import JobRecord
 
 if TYPE_CHECKING:
-    from producers.api import Producer
+    from nanobanana_queue.producers.api import Producer
 
 #: Seconds between two reads of the job record while the status line is shown.
 REFRESH_S = 0.25

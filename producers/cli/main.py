@@ -11,10 +11,10 @@ from typing import Annotated
 
 import typer
 
-from benchmarks import cli as benchmarks_cli
-from devstack import cli as devstack_cli
-from emulator import cli as emulator_cli
-from producers.cli import (
+from nanobanana_queue.devstack import bench_cmd
+from nanobanana_queue.devstack import cli as devstack_cli
+from nanobanana_queue.emulator import cli as emulator_cli
+from nanobanana_queue.producers.cli import (
     batch_cmd,
     dead_cmd,
     helpfmt,
@@ -25,7 +25,7 @@ from producers.cli import (
     recover_cmd,
     serve_cmd,
 )
-from workers import cli as workers_cli
+from nanobanana_queue.workers import cli as workers_cli
 
 helpfmt.install()
 
@@ -76,7 +76,7 @@ quota_cmd.register(app)
 workers_cli.register(app)
 devstack_cli.register(app)
 serve_cmd.register(app)
-benchmarks_cli.register(app)
+bench_cmd.register(app)
 dead_cmd.register(app)
 notify_cmd.register(app)
 emulator_cli.register(app)

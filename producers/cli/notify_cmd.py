@@ -8,7 +8,12 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from workers.cli.common import console, err_console, fail_on_config_error, print_json
+from nanobanana_queue.workers.cli.common import (
+    console,
+    err_console,
+    fail_on_config_error,
+    print_json,
+)
 
 notify_app = typer.Typer(
     help="Completion webhooks that were never delivered: list, replay.", no_args_is_help=True
@@ -20,9 +25,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _store() -> Any:
-    from workers.notify.deadletter import NotifyDeadLetters
-    from workers.redis_client import redis_client
-    from workers.settings import get_settings
+    from nanobanana_queue.workers.notify.deadletter import NotifyDeadLetters
+    from nanobanana_queue.workers.redis_client import redis_client
+    from nanobanana_queue.workers.settings import get_settings
 
     settings = get_settings()
     return NotifyDeadLetters(redis_client(settings), prefix=settings.key_prefix)
@@ -59,9 +64,9 @@ def replay(
     all_: Annotated[bool, typer.Option("--all", help="Every dead delivery.")] = False,
 ) -> None:
     """Send dead deliveries again: same webhook id and body, a fresh retry period."""
-    from workers.app import create_app
-    from workers.dispatch import Dispatcher
-    from workers.settings import get_settings
+    from nanobanana_queue.workers.app import create_app
+    from nanobanana_queue.workers.dispatch import Dispatcher
+    from nanobanana_queue.workers.settings import get_settings
 
     store = _store()
     ids = [e["webhook_id"] for e in store.list(limit=100_000)] if all_ else list(webhook_ids or [])

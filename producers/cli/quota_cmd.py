@@ -8,7 +8,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from workers.cli.common import console, fail_on_config_error, line, print_json, shown
+from nanobanana_queue.workers.cli.common import (
+    console,
+    fail_on_config_error,
+    line,
+    print_json,
+    shown,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -22,8 +28,8 @@ def quota(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show the quota breaker: state, since when, last 402 code and message, jobs waiting."""
-    from workers.jobs.state import JobState
-    from workers.runtime import get_runtime
+    from nanobanana_queue.workers.jobs.state import JobState
+    from nanobanana_queue.workers.runtime import get_runtime
 
     rt = get_runtime()
     if reset:
@@ -79,7 +85,7 @@ def quota(
 @fail_on_config_error
 def credits(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Today's credits (UTC): paid, reserved by jobs not yet created, the daily budgets."""
-    from workers.runtime import get_runtime
+    from nanobanana_queue.workers.runtime import get_runtime
 
     rt = get_runtime()
     ledger = rt.credits()

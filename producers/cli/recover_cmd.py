@@ -13,14 +13,20 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from producers.errors import JobNotFoundError, MayPayTwiceError, ProducerError
-from workers.cli.common import err_console, fail_on_config_error, line, print_json, shown
-from workers.jobs.state import JobState
-from workers.visible import visible
+from nanobanana_queue.producers.errors import JobNotFoundError, MayPayTwiceError, ProducerError
+from nanobanana_queue.workers.cli.common import (
+    err_console,
+    fail_on_config_error,
+    line,
+    print_json,
+    shown,
+)
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.visible import visible
 
 if TYPE_CHECKING:
-    from producers.api import Producer
-    from workers.jobs.record import JobRecord
+    from nanobanana_queue.producers.api import Producer
+    from nanobanana_queue.workers.jobs.record import JobRecord
 
 
 def register(app: typer.Typer) -> None:
@@ -29,7 +35,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _producer() -> Producer:
-    from producers.api import Producer  # lazy: keeps `nbq --help` fast
+    from nanobanana_queue.producers.api import Producer  # lazy: keeps `nbq --help` fast
 
     return Producer()
 
@@ -172,7 +178,7 @@ def _utc(epoch_s: float | None) -> str:
 
 def _task_matches(producer: Producer, record: JobRecord, task_id: str, *, force: bool) -> bool:
     """Show what the person is about to join; ask when the times do not match."""
-    from workers.stages.adopt import earliest_task_time
+    from nanobanana_queue.workers.stages.adopt import earliest_task_time
 
     prompt = str(record.request.get("prompt") or "")
     first = record.first_create_at or record.created_at
@@ -204,7 +210,7 @@ def _task_matches(producer: Producer, record: JobRecord, task_id: str, *, force:
         )
     )
     if task.created is not None and task.created < earliest_task_time(record):
-        from workers import metrics
+        from nanobanana_queue.workers import metrics
 
         metrics.ownership_refused("person", "task_before_job")
         err_console.print(

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from workers.cli.common import fail_on_config_error
-from workers.extras import require_extra
+from nanobanana_queue.workers.cli.common import fail_on_config_error
+from nanobanana_queue.workers.extras import require_extra
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -28,9 +28,9 @@ def serve(
     require_extra("ingress", what="nbq serve")
     import uvicorn
 
-    from producers.ingress.server import uvicorn_options
-    from workers.settings import get_settings
-    from workers.startup import configure_logging
+    from nanobanana_queue.producers.ingress.server import uvicorn_options
+    from nanobanana_queue.workers.settings import get_settings
+    from nanobanana_queue.workers.startup import configure_logging
 
     settings = get_settings()
     configure_logging(settings)  # uvicorn's own lines, in a supervisor process too
@@ -46,7 +46,12 @@ def serve(
         **uvicorn_options(settings),
     }
     if workers > 1:
-        uvicorn.run("producers.cli.serve_cmd:served_app", factory=True, workers=workers, **options)
+        uvicorn.run(
+            "nanobanana_queue.producers.cli.serve_cmd:served_app",
+            factory=True,
+            workers=workers,
+            **options,
+        )
         return
     uvicorn.run(served_app(), **options)
 
@@ -54,9 +59,9 @@ def serve(
 def served_app() -> FastAPI:
     """The ingress app as ``nbq serve`` runs it (in each uvicorn worker process): logging
     configured first, every secret of the settings redacted."""
-    from producers.ingress.app import create_app
-    from workers.settings import get_settings
-    from workers.startup import configure_logging
+    from nanobanana_queue.producers.ingress.app import create_app
+    from nanobanana_queue.workers.settings import get_settings
+    from nanobanana_queue.workers.startup import configure_logging
 
     settings = get_settings()
     configure_logging(settings)

@@ -4,6 +4,6 @@ It is a thin layer over :class:`producers.Producer`; it also receives Evolink ca
 (``POST /v1/callbacks/evolink/{job_id}``), which only ever trigger an immediate poll.
 """
 
-from producers.ingress.app import create_app
+from nanobanana_queue.producers.ingress.app import create_app
 
 __all__ = ["create_app"]

@@ -15,8 +15,8 @@ import time
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from workers import metrics
-from workers.logs import get_logger
+from nanobanana_queue.workers import metrics
+from nanobanana_queue.workers.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -11,20 +11,20 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from producers.api import Producer
-from producers.ingress import (
+from nanobanana_queue.producers.api import Producer
+from nanobanana_queue.producers.ingress import (
     batch_routes,
     callback_routes,
     events_routes,
     health_routes,
     jobs_routes,
 )
-from producers.ingress.accesslog import AccessLogMiddleware
-from producers.ingress.auth import TokenRegistry
-from producers.ingress.batches import BatchStore
-from producers.ingress.bodylimit import BodyLimitMiddleware
-from producers.ingress.context import IngressContext
-from producers.ingress.errors import (
+from nanobanana_queue.producers.ingress.accesslog import AccessLogMiddleware
+from nanobanana_queue.producers.ingress.auth import TokenRegistry
+from nanobanana_queue.producers.ingress.batches import BatchStore
+from nanobanana_queue.producers.ingress.bodylimit import BodyLimitMiddleware
+from nanobanana_queue.producers.ingress.context import IngressContext
+from nanobanana_queue.producers.ingress.errors import (
     ApiError,
     api_error_handler,
     http_error_handler,
@@ -32,9 +32,9 @@ from producers.ingress.errors import (
     use_error_body_for_422,
     validation_error_handler,
 )
-from producers.ingress.strictjson import StrictJsonMiddleware
-from workers.logs import get_logger
-from workers.settings import Settings, get_settings
+from nanobanana_queue.producers.ingress.strictjson import StrictJsonMiddleware
+from nanobanana_queue.workers.logs import get_logger
+from nanobanana_queue.workers.settings import Settings, get_settings
 
 TITLE = "nanobanana-queue ingress"
 VERSION = "1.0.0"

@@ -10,8 +10,8 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
-from workers.jobs.ids import PRODUCER_PATTERN
-from workers.settings import ConfigError, Settings
+from nanobanana_queue.workers.jobs.ids import PRODUCER_PATTERN
+from nanobanana_queue.workers.settings import ConfigError, Settings
 
 
 def _digest(token: str) -> bytes:

@@ -6,11 +6,17 @@ from fastapi import APIRouter, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from producers.ingress.batches import done_count
-from producers.ingress.context import Context, ProducerName
-from producers.ingress.errors import ApiError, describe_problems, documented, not_found, quoted
-from producers.ingress.jobs_routes import IdempotencyKey, enqueue_one, id_from
-from producers.ingress.schemas import (
+from nanobanana_queue.producers.ingress.batches import done_count
+from nanobanana_queue.producers.ingress.context import Context, ProducerName
+from nanobanana_queue.producers.ingress.errors import (
+    ApiError,
+    describe_problems,
+    documented,
+    not_found,
+    quoted,
+)
+from nanobanana_queue.producers.ingress.jobs_routes import IdempotencyKey, enqueue_one, id_from
+from nanobanana_queue.producers.ingress.schemas import (
     MAX_BATCH_ID_CHARS,
     BatchCreate,
     BatchCreated,
@@ -18,7 +24,7 @@ from producers.ingress.schemas import (
     JobCreate,
     RefusedJob,
 )
-from workers.jobs.ids import InvalidJobIdError, new_job_id, scoped_job_id
+from nanobanana_queue.workers.jobs.ids import InvalidJobIdError, new_job_id, scoped_job_id
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 

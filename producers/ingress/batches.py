@@ -11,8 +11,8 @@ from collections.abc import Iterable
 
 import redis
 
-from workers.jobs.state import JobState
-from workers.jobs.store import JobStore
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.jobs.store import JobStore
 
 
 class BatchStore:

@@ -16,7 +16,7 @@ import asyncio
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from producers.ingress.errors import error_response
+from nanobanana_queue.producers.ingress.errors import error_response
 
 #: A body piece smaller than this (with more to come) means a trickling client ...
 COALESCE_BELOW_BYTES = 16 * 1024

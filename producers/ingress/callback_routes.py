@@ -13,10 +13,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from producers.ingress.context import Context
-from producers.ingress.errors import documented
-from producers.ingress.schemas import CallbackAnswer
-from workers.callbacks import receive_callback
+from nanobanana_queue.producers.ingress.context import Context
+from nanobanana_queue.producers.ingress.errors import documented
+from nanobanana_queue.producers.ingress.schemas import CallbackAnswer
+from nanobanana_queue.workers.callbacks import receive_callback
 
 router = APIRouter(prefix="/v1/callbacks", tags=["callbacks"])
 

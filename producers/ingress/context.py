@@ -9,12 +9,12 @@ import redis
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from producers.api import Producer
-from producers.ingress.auth import TokenRegistry
-from producers.ingress.batches import BatchStore
-from producers.ingress.errors import ApiError
-from workers.redis_client import redis_client
-from workers.settings import Settings
+from nanobanana_queue.producers.api import Producer
+from nanobanana_queue.producers.ingress.auth import TokenRegistry
+from nanobanana_queue.producers.ingress.batches import BatchStore
+from nanobanana_queue.producers.ingress.errors import ApiError
+from nanobanana_queue.workers.redis_client import redis_client
+from nanobanana_queue.workers.settings import Settings
 
 #: Seconds a readiness probe waits for each dependency.
 READY_TIMEOUT_S = 2.0

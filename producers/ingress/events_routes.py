@@ -19,10 +19,10 @@ import redis
 from fastapi import APIRouter, Header
 from fastapi.responses import StreamingResponse
 
-from producers.ingress.context import Context, ProducerName
-from producers.ingress.errors import documented
-from producers.ingress.jobs_routes import owned_record, view
-from workers.notify.push import job_end_channel
+from nanobanana_queue.producers.ingress.context import Context, ProducerName
+from nanobanana_queue.producers.ingress.errors import documented
+from nanobanana_queue.producers.ingress.jobs_routes import owned_record, view
+from nanobanana_queue.workers.notify.push import job_end_channel
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 

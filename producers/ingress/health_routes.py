@@ -7,9 +7,9 @@ from collections.abc import Callable
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from producers.ingress.context import READY_TIMEOUT_S, Context, IngressContext
-from producers.ingress.schemas import Health, Readiness
-from workers.logs import get_logger
+from nanobanana_queue.producers.ingress.context import READY_TIMEOUT_S, Context, IngressContext
+from nanobanana_queue.producers.ingress.schemas import Health, Readiness
+from nanobanana_queue.workers.logs import get_logger
 
 router = APIRouter(tags=["health"])
 log = get_logger("nbq.ingress")
@@ -39,7 +39,7 @@ def _redis(context: IngressContext) -> bool:
 
 
 def _s3(context: IngressContext) -> bool:
-    from workers.storage.s3 import ObjectStore
+    from nanobanana_queue.workers.storage.s3 import ObjectStore
 
     store = ObjectStore.from_settings(
         context.settings,

@@ -10,8 +10,8 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 
-from producers.api import validate_request
-from producers.errors import (
+from nanobanana_queue.producers.api import validate_request
+from nanobanana_queue.producers.errors import (
     CreditBudgetExceededError,
     InvalidRequestError,
     JobIdConflictError,
@@ -19,13 +19,19 @@ from producers.errors import (
     JobNotFoundError,
     JobNotStoredError,
 )
-from producers.ingress.context import Context, IngressContext, ProducerName
-from producers.ingress.errors import ApiError, documented, not_found, quoted
-from producers.ingress.schemas import ImagesView, ImageView, JobCreate, JobPage, JobView
-from producers.listing import page_jobs
-from workers.jobs.ids import InvalidJobIdError, scoped_job_id, validate_job_id
-from workers.jobs.record import JobRecord
-from workers.jobs.state import JobState
+from nanobanana_queue.producers.ingress.context import Context, IngressContext, ProducerName
+from nanobanana_queue.producers.ingress.errors import ApiError, documented, not_found, quoted
+from nanobanana_queue.producers.ingress.schemas import (
+    ImagesView,
+    ImageView,
+    JobCreate,
+    JobPage,
+    JobView,
+)
+from nanobanana_queue.producers.listing import page_jobs
+from nanobanana_queue.workers.jobs.ids import InvalidJobIdError, scoped_job_id, validate_job_id
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 

@@ -18,11 +18,11 @@ DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "ingress-openapi.json"
 
 def openapi_document() -> dict[str, Any]:
     """What ``GET /openapi.json`` serves (no connection is made to build it)."""
-    from producers.api import Producer
-    from producers.ingress.app import create_app
-    from workers.app import create_app as create_celery_app
-    from workers.runtime import Runtime
-    from workers.settings import load_settings
+    from nanobanana_queue.producers.api import Producer
+    from nanobanana_queue.producers.ingress.app import create_app
+    from nanobanana_queue.workers.app import create_app as create_celery_app
+    from nanobanana_queue.workers.runtime import Runtime
+    from nanobanana_queue.workers.settings import load_settings
 
     settings = load_settings(broker_url="redis://127.0.0.1:1/0")
     producer = Producer(
@@ -41,7 +41,8 @@ def main(argv: list[str]) -> int:
         current = DOC_PATH.read_text(encoding="utf-8") if DOC_PATH.exists() else ""
         if current != text:
             print(
-                f"{DOC_PATH} is out of date: run python -m producers.ingress.openapi",
+                f"{DOC_PATH} is out of date: "
+                "run python -m nanobanana_queue.producers.ingress.openapi",
                 file=sys.stderr,
             )
             return 1

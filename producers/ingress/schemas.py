@@ -6,10 +6,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
-from workers.evolink.models import GenerationRequest
-from workers.jobs.ids import validate_job_id
-from workers.jobs.record import JobError, StoredObject
-from workers.jobs.state import JobState
+from nanobanana_queue.workers.evolink.models import GenerationRequest
+from nanobanana_queue.workers.jobs.ids import validate_job_id
+from nanobanana_queue.workers.jobs.record import JobError, StoredObject
+from nanobanana_queue.workers.jobs.state import JobState
 
 #: Most jobs one ``POST /v1/batches`` may carry.
 MAX_BATCH_JOBS = 1000

@@ -49,7 +49,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
     def _timeout_s(self) -> float:
         if self.header_timeout_s is not None:
             return self.header_timeout_s
-        from workers.settings import get_settings
+        from nanobanana_queue.workers.settings import get_settings
 
         return get_settings().ingress_header_timeout_s
 

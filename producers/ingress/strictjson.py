@@ -12,7 +12,7 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from producers.ingress.errors import error_response
+from nanobanana_queue.producers.ingress.errors import error_response
 
 _TOKENS = (b"NaN", b"Infinity")
 

@@ -21,11 +21,11 @@ import psutil
 import pytest
 import redis
 
-from devstack.config import KEY_PLACEHOLDER, redact_url
-from devstack.redis_service import bundled_redis_server, ping, redis_server_binary
-from devstack.stack import DevStack
+from nanobanana_queue.devstack.config import KEY_PLACEHOLDER, redact_url
+from nanobanana_queue.devstack.redis_service import bundled_redis_server, ping, redis_server_binary
+from nanobanana_queue.devstack.stack import DevStack
+from nanobanana_queue.workers.settings import load_settings
 from tests.support.procs import ROOT, free_port, wait_until
-from workers.settings import load_settings
 
 REAL_LOOKING_KEY = "sk-real-looking-key-0123456789"
 
@@ -37,7 +37,7 @@ def clean_env() -> dict[str, str]:
 
 
 def dev_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "producers.cli.main", "dev", *args]
+    return [sys.executable, "-m", "nanobanana_queue.producers.cli.main", "dev", *args]
 
 
 def gone(pid: int) -> bool:
@@ -237,7 +237,7 @@ def test_a_real_api_key_is_never_printed_and_no_emulator_starts() -> None:
 
 
 def test_a_key_for_a_loopback_base_url_still_uses_the_emulator() -> None:
-    from devstack.emulator_service import uses_real_api
+    from nanobanana_queue.devstack.emulator_service import uses_real_api
 
     assert not uses_real_api(
         load_settings(evolink_api_key=REAL_LOOKING_KEY, evolink_base_url="http://127.0.0.1:8787")

@@ -16,8 +16,8 @@ with warnings.catch_warnings():  # starlette 1.x nags about httpx; it still work
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-from emulator import EmulatorConfig, create_app
-from emulator.app import EmulatorApp
+from nanobanana_queue.emulator import EmulatorConfig, create_app
+from nanobanana_queue.emulator.app import EmulatorApp
 
 #: ``../shared/evolink/`` beside the checkout; ``EVOLINK_CONTRACT_DIR`` points elsewhere
 #: (a git worktree that lives in another directory).

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from emulator.constants import QUALITIES, SIZES, THINKING_LEVELS
+from nanobanana_queue.emulator.constants import QUALITIES, SIZES, THINKING_LEVELS
 from tests.emulator.conftest import AUTH, CREATE, body
 
 TASK_ID = re.compile(r"^task-unified-\d+-[a-z0-9]{8}$")

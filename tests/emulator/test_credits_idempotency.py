@@ -121,7 +121,7 @@ def test_concurrent_repeats_of_one_key_create_a_single_task():
 
     import httpx
 
-    from emulator import EmulatorConfig, create_app
+    from nanobanana_queue.emulator import EmulatorConfig, create_app
 
     app = create_app(EmulatorConfig(api_keys=["test-key"], credits=100, honour_idempotency=True))
 

@@ -8,7 +8,7 @@ import json
 import pytest
 from PIL import Image
 
-from emulator.dropping import ConnectionDroppedError
+from nanobanana_queue.emulator.dropping import ConnectionDroppedError
 from tests.emulator.conftest import AUTH, CREATE, body
 
 

@@ -7,8 +7,8 @@ import io
 import pytest
 from PIL import Image
 
-from emulator.constants import SIZES
-from emulator.images import pixel_size
+from nanobanana_queue.emulator.constants import SIZES
+from nanobanana_queue.emulator.images import pixel_size
 from tests.emulator.conftest import AUTH, CREATE, body
 
 

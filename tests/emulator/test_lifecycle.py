@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import statistics
 
-from emulator.config import EmulatorConfig
-from emulator.state import EmulatorState
+from nanobanana_queue.emulator.config import EmulatorConfig
+from nanobanana_queue.emulator.state import EmulatorState
 from tests.emulator.conftest import AUTH, CREATE, body, state_of
 
 

@@ -197,7 +197,8 @@ def test_large_file_streams_over_http_without_holding_it(emu):
 
 def test_nbq_emulator_command_serves_the_api(tmp_path):
     port = free_port()
-    proc = start([python_exe(), "-m", "producers.cli.main", "emulator", "--port", str(port),
+    proc = start([python_exe(), "-m", "nanobanana_queue.producers.cli.main", "emulator",
+                  "--port", str(port),
                   "--time-scale", "0.01", "--api-key", "k"], log=tmp_path / "nbq.log")  # fmt: skip
     try:
         wait_until(lambda: port_open(port), timeout_s=30, what="nbq emulator")

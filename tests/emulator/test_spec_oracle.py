@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openapi_schema_validator import OAS31Validator
 
-from emulator.constants import QUALITIES, SIZES, THINKING_LEVELS
+from nanobanana_queue.emulator.constants import QUALITIES, SIZES, THINKING_LEVELS
 from tests.emulator.conftest import AUTH, CREATE
 
 MISSING = object()

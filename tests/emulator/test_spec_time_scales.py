@@ -21,8 +21,8 @@ import yaml
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
 
-from emulator import EmulatorConfig, create_app
-from emulator.timing import nominal_estimate_s
+from nanobanana_queue.emulator import EmulatorConfig, create_app
+from nanobanana_queue.emulator.timing import nominal_estimate_s
 from tests.emulator.conftest import API_KEY, AUTH, CREATE, SPEC_PATH, body
 from tests.support.procs import free_port, port_open, wait_until
 

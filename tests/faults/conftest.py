@@ -29,9 +29,9 @@ def nbq_cli(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[
     """Run ``nbq <args>`` in-process (CliRunner) against this stack's Redis."""
     from typer.testing import CliRunner
 
-    from producers.cli.main import app
-    from workers.runtime import reset_runtime
-    from workers.settings import get_settings
+    from nanobanana_queue.producers.cli.main import app
+    from nanobanana_queue.workers.runtime import reset_runtime
+    from nanobanana_queue.workers.settings import get_settings
 
     def run(*args: str) -> Any:
         for name, value in stack.env().items():

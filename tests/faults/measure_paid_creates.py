@@ -14,10 +14,10 @@ import time
 
 import pytest
 
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.faults.helpers import creates_per_job, enqueue, kill_hard
 from tests.support.procs import wait_until
 from tests.support.stack import Stack
-from workers.jobs.state import JobState
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.faults.helpers import (
     assert_images_intact,
     assert_nothing_lost,
@@ -18,7 +19,6 @@ from tests.faults.helpers import (
 )
 from tests.support.procs import wait_until
 from tests.support.stack import Stack
-from workers.jobs.state import JobState
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

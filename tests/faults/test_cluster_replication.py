@@ -20,12 +20,12 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
+from nanobanana_queue.workers.jobs import lifecycle
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.settings import load_settings
 from tests.support.redis_cluster import RedisCluster
-from workers.jobs import lifecycle
-from workers.jobs.record import JobRecord
-from workers.jobs.state import JobState
-from workers.runtime import Runtime
-from workers.settings import load_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

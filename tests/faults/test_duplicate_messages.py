@@ -18,7 +18,10 @@ from typing import Any
 
 import pytest
 
-from producers.api import Producer
+from nanobanana_queue.producers.api import Producer
+from nanobanana_queue.workers.contract import TASK_GENERATE, TASK_SUBMIT
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.stages.intake import intake
 from tests.faults.helpers import (
     assert_images_intact,
     assert_nothing_lost,
@@ -28,9 +31,6 @@ from tests.faults.helpers import (
 )
 from tests.support.procs import wait_until
 from tests.support.stack import Stack
-from workers.contract import TASK_GENERATE, TASK_SUBMIT
-from workers.jobs.state import JobState
-from workers.stages.intake import intake
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

@@ -8,10 +8,10 @@ one-winner claim, the idempotency key) keep every job to one create.
 
 from __future__ import annotations
 
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.faults.helpers import assert_nothing_lost, assert_one_create_each, kill_hard
 from tests.support.procs import wait_until
 from tests.support.stack import Stack
-from workers.jobs.state import JobState
 
 
 def test_a_worker_killed_while_jobs_are_deferred_loses_none_and_pays_none_twice(

@@ -18,7 +18,7 @@ import subprocess
 
 import pytest
 
-from producers.api import Producer
+from nanobanana_queue.producers.api import Producer
 from tests.faults.helpers import (
     END_TIMEOUT_S,
     assert_images_intact,

@@ -15,10 +15,10 @@ import signal
 import pytest
 from structlog.testing import capture_logs
 
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.settings import load_settings
 from tests.support.sentinel import MASTER_NAME, SentinelGroup
-from workers.jobs.record import JobRecord
-from workers.runtime import Runtime
-from workers.settings import load_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from nanobanana_queue.workers.app import create_app
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.faults.helpers import assert_nothing_lost, assert_one_create_each
 from tests.support.procs import wait_until
 from tests.support.stack import Stack
-from workers.app import create_app
-from workers.jobs.state import JobState
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

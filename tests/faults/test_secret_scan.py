@@ -17,11 +17,11 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.faults.helpers import enqueue
 from tests.support.emulator_server import EmulatorServer
 from tests.support.procs import free_port, wait_until
 from tests.support.stack import Stack
-from workers.jobs.state import JobState
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

@@ -14,8 +14,9 @@ import time
 
 import pytest
 
-from producers.api import Producer
-from producers.errors import EnqueueUncertainError
+from nanobanana_queue.producers.api import Producer
+from nanobanana_queue.producers.errors import EnqueueUncertainError
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.faults.helpers import (
     END_TIMEOUT_S,
     assert_images_intact,
@@ -28,7 +29,6 @@ from tests.support.emulator_server import EmulatorServer
 from tests.support.s3_server import S3Server
 from tests.support.sentinel import SentinelGroup
 from tests.support.stack import Stack
-from workers.jobs.state import JobState
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
-from producers.api import Producer
+from nanobanana_queue.producers.api import Producer
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.metrics_exporter import build_registry
 from tests.faults.helpers import enqueue
 from tests.support.procs import start, wait_until
 from tests.support.redis_server import RedisServer
 from tests.support.stack import Stack
-from workers.jobs.state import JobState
-from workers.metrics_exporter import build_registry
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
@@ -127,7 +127,14 @@ def _reset_line(stack: Stack) -> str | None:
 
 
 def _worker_cmd() -> list[str]:
-    return [sys.executable, "-m", "producers.cli.main", "worker", "--queues", "submit"]
+    return [
+        sys.executable,
+        "-m",
+        "nanobanana_queue.producers.cli.main",
+        "worker",
+        "--queues",
+        "submit",
+    ]
 
 
 def test_a_worker_refuses_to_start_on_a_volatile_store_and_starts_with_the_override(

@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.faults.helpers import (
     SHORT_SUBMIT_LIMIT,
     assert_images_intact,
@@ -33,8 +35,6 @@ from tests.faults.helpers import (
 )
 from tests.producers.ingress.serving import IngressServer, enable_ingress, start_ingress
 from tests.support.stack import Stack
-from workers.jobs.record import JobRecord
-from workers.jobs.state import JobState
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

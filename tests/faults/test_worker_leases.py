@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.faults.helpers import (
     assert_nothing_lost,
     creates_per_job,
@@ -27,7 +28,6 @@ from tests.faults.helpers import (
 )
 from tests.support.procs import child_pids, wait_until
 from tests.support.stack import Stack
-from workers.jobs.state import JobState
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.integration]
 
 def nbq(stack: Stack, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "producers.cli.main", *args],
+        [sys.executable, "-m", "nanobanana_queue.producers.cli.main", *args],
         env={**_base_env(), **stack.env()},
         capture_output=True,
         text=True,
@@ -103,7 +103,7 @@ def test_bad_input_exits_non_zero_with_the_field_named_and_enqueues_nothing(stac
 def test_a_missing_setting_fails_with_one_line_naming_it(stack: Stack) -> None:
     env = {**_base_env(), **stack.env(), "NBQ_POLL_DEADLINE_S": "soon"}
     done = subprocess.run(
-        [sys.executable, "-m", "producers.cli.main", "status", "x"],
+        [sys.executable, "-m", "nanobanana_queue.producers.cli.main", "status", "x"],
         env=env,
         capture_output=True,
         text=True,

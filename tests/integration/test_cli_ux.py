@@ -35,8 +35,8 @@ def _env(stack: Stack | None = None, **extra: str) -> dict[str, str]:
 def nbq(
     *args: str, env: dict[str, str], timeout_s: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "producers.cli.main", *args], env=env,
-                          capture_output=True, text=True, timeout=timeout_s)  # fmt: skip
+    command = [sys.executable, "-m", "nanobanana_queue.producers.cli.main", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout_s)
 
 
 def test_nbq_alone_prints_the_help_and_exits_0() -> None:
@@ -76,7 +76,7 @@ def test_an_unreachable_broker_is_named_without_its_password_and_says_refused() 
 def test_a_timed_out_connection_is_described_as_timed_out() -> None:
     import redis
 
-    from workers.cli.common import describe_connection_error
+    from nanobanana_queue.workers.cli.common import describe_connection_error
 
     text = describe_connection_error(redis.exceptions.TimeoutError("Timeout connecting"))
     assert text.endswith(": timed out")
@@ -156,7 +156,7 @@ def test_the_wait_screen_updates_live_on_a_terminal(stack: Stack) -> None:
     # When `nbq wait` runs on a terminal
     controller, terminal = pty.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "producers.cli.main", "wait", job_id],
+        [sys.executable, "-m", "nanobanana_queue.producers.cli.main", "wait", job_id],
         env=_env(stack, COLUMNS="160", TERM="xterm"), stdin=terminal, stdout=terminal,
         stderr=terminal, close_fds=True,
     )  # fmt: skip

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pytest
 
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.faults.helpers import assert_images_intact, assert_nothing_lost, assert_one_create_each
 from tests.support.procs import wait_until
 from tests.support.redis_cluster import RedisCluster
 from tests.support.stack import Stack
-from workers.jobs.record import JobRecord
-from workers.jobs.state import JobState
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,7 @@ def test_the_pipeline_runs_end_to_end_with_the_store_on_a_cluster(
 
 
 def _request() -> dict[str, object]:
-    from workers.evolink.models import GenerationRequest
+    from nanobanana_queue.workers.evolink.models import GenerationRequest
 
     return GenerationRequest.model_validate({"prompt": "cluster orphan"}).to_api_json()
 

@@ -21,12 +21,12 @@ from collections import defaultdict
 
 import pytest
 
-from producers.errors import CreditBudgetExceededError, MayPayTwiceError
+from nanobanana_queue.producers.errors import CreditBudgetExceededError, MayPayTwiceError
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.faults.helpers import wait_for_hits
 from tests.support.procs import wait_until
 from tests.support.stack import Stack
-from workers.jobs.record import JobRecord
-from workers.jobs.state import JobState
 
 pytestmark = [pytest.mark.integration]
 
@@ -36,7 +36,7 @@ PER_PRODUCER, TOTAL = 8.0, 12.8
 _ENQUEUER = textwrap.dedent(
     """
     import json, sys
-    from producers import CreditBudgetExceededError, Producer
+    from nanobanana_queue.producers import CreditBudgetExceededError, Producer
     name, count = sys.argv[1], int(sys.argv[2])
     producer, accepted = Producer(), []
     for n in range(count):
@@ -71,7 +71,7 @@ def nbq_credits(stack: Stack) -> dict[str, object]:
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("NBQ_")}
     done = subprocess.run(
-        [sys.executable, "-m", "producers.cli.main", "credits", "--json"],
+        [sys.executable, "-m", "nanobanana_queue.producers.cli.main", "credits", "--json"],
         env={**env, **stack.env()},
         capture_output=True,
         text=True,

@@ -7,8 +7,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.support.stack import Stack
-from workers.jobs.state import JobState
 
 pytestmark = [pytest.mark.integration]
 

@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
+from nanobanana_queue.workers import metrics
 from tests.producers.ingress.serving import TOKEN, enable_ingress, start_ingress
 from tests.support.stack import Stack
-from workers import metrics
 
 pytestmark = [pytest.mark.integration]
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from producers import InvalidRequestError
+from nanobanana_queue.producers import InvalidRequestError
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.support.stack import Stack
-from workers.jobs.state import JobState
 
 pytestmark = [pytest.mark.integration]
 

@@ -19,12 +19,12 @@ from collections import Counter
 
 import pytest
 
+from nanobanana_queue.workers.deadletters import DeadLetterStore
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.metrics_exporter import build_registry
 from tests.support.procs import wait_until
 from tests.support.raw_envelopes import SHAPES, UNACKED_POISON
 from tests.support.stack import Stack
-from workers.deadletters import DeadLetterStore
-from workers.jobs.state import JobState
-from workers.metrics_exporter import build_registry
 
 pytestmark = [pytest.mark.integration]
 

@@ -20,11 +20,11 @@ from hypothesis import strategies as st
 from kombu.connection import Connection
 from kombu.messaging import Producer as KombuProducer
 
+from nanobanana_queue.workers.deadletters import DeadLetterStore
+from nanobanana_queue.workers.guard.inspect import Limits, inspect_message
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.support.procs import wait_until
 from tests.support.stack import Stack
-from workers.deadletters import DeadLetterStore
-from workers.guard.inspect import Limits, inspect_message
-from workers.jobs.state import JobState
 
 pytestmark = [pytest.mark.integration]
 

@@ -21,9 +21,9 @@ import redis
 from kombu.connection import Connection
 from kombu.messaging import Producer as KombuProducer
 
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.support.procs import wait_until
 from tests.support.stack import Stack
-from workers.jobs.state import JobState
 
 pytestmark = [pytest.mark.integration]
 
@@ -153,7 +153,15 @@ def publish(broker_url: str, case: Hostile) -> str:
 
 def dead_list(stack: Stack, *args: str) -> list[dict[str, Any]]:
     out = subprocess.run(
-        [sys.executable, "-m", "producers.cli.main", "dead", "list", "--json", *args],
+        [
+            sys.executable,
+            "-m",
+            "nanobanana_queue.producers.cli.main",
+            "dead",
+            "list",
+            "--json",
+            *args,
+        ],
         env={**os.environ, **stack.env()},
         capture_output=True,
         text=True,

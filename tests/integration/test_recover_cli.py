@@ -14,10 +14,10 @@ import sys
 
 import pytest
 
-from producers.errors import MayPayTwiceError
+from nanobanana_queue.producers.errors import MayPayTwiceError
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.faults.helpers import creates_per_job
 from tests.support.stack import Stack
-from workers.jobs.state import JobState
 
 pytestmark = [pytest.mark.integration]
 
@@ -27,7 +27,7 @@ def nbq(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("NBQ_")}
     return subprocess.run(
-        [sys.executable, "-m", "producers.cli.main", *args],
+        [sys.executable, "-m", "nanobanana_queue.producers.cli.main", *args],
         env={**env, **stack.env()},
         capture_output=True,
         text=True,

@@ -13,9 +13,9 @@ from typing import Any
 import boto3
 import pytest
 
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.faults.helpers import assert_images_intact, assert_nothing_in_bucket
 from tests.support.stack import Stack
-from workers.jobs.state import JobState
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

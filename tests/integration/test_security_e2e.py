@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.support.stack import Stack
-from workers.jobs.state import JobState
 
 pytestmark = [pytest.mark.integration]
 
@@ -37,7 +37,7 @@ def test_a_result_link_to_a_forbidden_address_fails_the_job_as_unsafe(
 
 
 def test_a_job_id_that_would_escape_its_key_prefix_is_refused_at_enqueue(stack: Stack) -> None:
-    from producers import InvalidRequestError
+    from nanobanana_queue.producers import InvalidRequestError
 
     producer = stack.producer()
     for job_id in ("../x", "a/b", "..", "x" * 129, " spaced", ""):

@@ -19,18 +19,18 @@ from kombu.exceptions import OperationalError
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from producers.api import Producer
+from nanobanana_queue.producers.api import Producer
+from nanobanana_queue.workers.app import celery_config, create_app
+from nanobanana_queue.workers.contract import QUEUE_SUBMIT
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.redis_client import redis_client
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.settings import Settings, load_settings
 from tests.support.emulator_server import EmulatorServer
 from tests.support.s3_server import S3Server
 from tests.support.sentinel import TLS_DATA_PASSWORD, TLS_SENTINEL_PASSWORD, SentinelGroup
 from tests.support.stack import Stack
-from workers.app import celery_config, create_app
-from workers.contract import QUEUE_SUBMIT
-from workers.jobs.record import JobRecord
-from workers.jobs.state import JobState
-from workers.redis_client import redis_client
-from workers.runtime import Runtime
-from workers.settings import Settings, load_settings
 
 pytestmark = pytest.mark.integration
 

@@ -25,17 +25,17 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.support.emulator_server import EmulatorServer
 from tests.support.procs import ROOT, wait_until
 from tests.support.redis_server import RedisServer
 from tests.support.s3_server import S3Server
 from tests.support.stack import API_KEY, Stack
-from workers.jobs.state import JobState
 
 pytestmark = [pytest.mark.integration]
 
 JOB_ID = "trace-1"
-NBQ = [sys.executable, "-m", "producers.cli.main"]
+NBQ = [sys.executable, "-m", "nanobanana_queue.producers.cli.main"]
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.support.emulator_server import EmulatorServer
 from tests.support.redis_server import RedisServer
 from tests.support.s3_server import S3Server
 from tests.support.stack import Stack
-from workers.jobs.state import JobState
 
 pytestmark = [pytest.mark.integration]
 

@@ -15,12 +15,12 @@ from collections.abc import Iterator
 import pytest
 from standardwebhooks import Webhook
 
-from producers.errors import InvalidRequestError
+from nanobanana_queue.producers.errors import InvalidRequestError
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.notify.deadletter import NotifyDeadLetters
 from tests.support.procs import wait_until
 from tests.support.stack import Stack
 from tests.support.webhook_receiver import Delivery, WebhookReceiver
-from workers.jobs.state import JobState
-from workers.notify.deadletter import NotifyDeadLetters
 
 pytestmark = [pytest.mark.integration]
 
@@ -193,7 +193,7 @@ def test_a_delivery_out_of_tries_is_dead_lettered_then_replayed_with_its_id(
     # And a replay once the receiver is back delivers it, same webhook id
     receiver.start()
     replay = subprocess.run(
-        [sys.executable, "-m", "producers.cli.main", "notify", "replay", "--all"],
+        [sys.executable, "-m", "nanobanana_queue.producers.cli.main", "notify", "replay", "--all"],
         env={**os.environ, **stack.env()},
         capture_output=True,
         text=True,

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from workers.settings import ENV_PREFIX, SECRET_FIELDS, Settings
+from nanobanana_queue.workers.settings import ENV_PREFIX, SECRET_FIELDS, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"

@@ -14,7 +14,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from workers import probes
+from nanobanana_queue.workers import probes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,7 +43,9 @@ def check_exec_probe(argv: list[str], where: str) -> None:
         module = argv[2]
         assert module.split(".")[0] in image_packages(), f"{where}: {module} not installed"
         assert importlib.util.find_spec(module) is not None, f"{where}: no module {module}"
-        assert module == "workers.probes", f"{where}: unknown probe module {module}"
+        assert module == "nanobanana_queue.workers.probes", (
+            f"{where}: unknown probe module {module}"
+        )
         # The arguments parse (a missing file is a verdict, 1; a usage error is 2)
         assert probes.main([*argv[3:], "--dir", str(ROOT / "no-such-dir")]) in (0, 1), where
     elif argv[:2] == ["python", "-c"]:

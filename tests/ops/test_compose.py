@@ -15,7 +15,8 @@ import pytest
 import typer.main
 from typer.testing import CliRunner
 
-from producers.cli.main import app
+from nanobanana_queue.producers.cli.main import app
+from nanobanana_queue.workers.settings import load_settings
 from tests.ops.compose import (
     COMPOSE_FILE,
     ENV_EXAMPLE,
@@ -34,7 +35,6 @@ from tests.ops.compose import (
     var_refs,
 )
 from tests.ops.probes import check_exec_probe
-from workers.settings import load_settings
 
 #: Variables the compose file may use that are not ``NBQ_*`` settings, and why.
 NON_NBQ_VARIABLES = {
@@ -360,7 +360,7 @@ def test_the_ha_profile_adds_a_replica_of_redis_and_three_sentinels() -> None:
 
 
 def test_the_ha_broker_url_in_env_example_names_the_three_sentinels_and_the_master() -> None:
-    from workers.redis_client import parse_sentinel_url
+    from nanobanana_queue.workers.redis_client import parse_sentinel_url
 
     commented = env_example_commented(profile="ha")
     parsed = parse_sentinel_url(commented["NBQ_BROKER_URL"])
@@ -532,11 +532,11 @@ def test_project_health_checks_run_in_the_image_and_never_ask_the_broker(name: s
 @pytest.mark.parametrize("name", ["worker-submit", "worker-poll", "worker-download"])
 def test_workers_are_healthy_while_their_heartbeat_is_fresh_and_they_consume(name: str) -> None:
     test = services()[name]["healthcheck"]["test"]
-    assert test == ["CMD", "python", "-m", "workers.probes", "ready"]
+    assert test == ["CMD", "python", "-m", "nanobanana_queue.workers.probes", "ready"]
 
 
 def test_the_reconciler_and_the_ingress_have_their_own_checks() -> None:
     assert services()["reconciler"]["healthcheck"]["test"][1:] == [
-        *("python", "-m", "workers.probes", "live", "--name", "reconcile")
+        *("python", "-m", "nanobanana_queue.workers.probes", "live", "--name", "reconcile")
     ]
     assert "/readyz" in services()["ingress"]["healthcheck"]["test"][-1]

@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
+from nanobanana_queue.workers.contract import TASK_DOWNLOAD, TASK_GENERATE, TASK_POLL
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.support.procs import free_port, port_open, start, stop, wait_until
 from tests.support.stack import Stack
-from workers.contract import TASK_DOWNLOAD, TASK_GENERATE, TASK_POLL
-from workers.jobs.state import JobState
 
 pytestmark = [pytest.mark.integration]
 
@@ -72,7 +72,7 @@ def flower(stack: Stack) -> Iterator[Flower]:
     """Flower with basic auth on a free loopback port, connected to the stack's broker."""
     port = free_port()
     proc = start(
-        [sys.executable, "-m", "producers.cli.main", "flower",
+        [sys.executable, "-m", "nanobanana_queue.producers.cli.main", "flower",
          "--address", "127.0.0.1", "--port", str(port)],
         env={**stack.env(), "NBQ_FLOWER_BASIC_AUTH": BASIC_AUTH},
         log=stack.dir / "flower.log",
@@ -192,7 +192,7 @@ def run_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **stack.env()}
     env.pop("NBQ_FLOWER_BASIC_AUTH", None)
     return subprocess.run(
-        [sys.executable, "-m", "producers.cli.main", "flower", *args],
+        [sys.executable, "-m", "nanobanana_queue.producers.cli.main", "flower", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -14,6 +14,10 @@ from typing import Any
 
 import pytest
 
+from nanobanana_queue.workers.app import create_app
+from nanobanana_queue.workers.contract import TASK_GENERATE, TASK_POLL, TASK_SUBMIT
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.metrics_exporter import build_registry
 from tests.ops.test_flower import (  # noqa: F401 - the fixture is used by name
     QUOTA_ERRORS,
     Flower,
@@ -23,10 +27,6 @@ from tests.ops.test_flower import (  # noqa: F401 - the fixture is used by name
 )
 from tests.support.procs import wait_until
 from tests.support.stack import Stack
-from workers.app import create_app
-from workers.contract import TASK_GENERATE, TASK_POLL, TASK_SUBMIT
-from workers.jobs.state import JobState
-from workers.metrics_exporter import build_registry
 
 pytestmark = [pytest.mark.integration]
 

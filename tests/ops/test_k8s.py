@@ -18,7 +18,11 @@ import typer.main
 import yaml
 from typer.testing import CliRunner
 
-from producers.cli.main import app as cli
+from nanobanana_queue.producers.cli.main import app as cli
+from nanobanana_queue.workers.app import celery_config
+from nanobanana_queue.workers.contract import DECLARED_QUEUES
+from nanobanana_queue.workers.probes import DEFAULT_MISSED
+from nanobanana_queue.workers.settings import SECRET_FIELDS, load_settings
 from tests.ops.compose import services
 from tests.ops.k8s import (
     K8S,
@@ -31,10 +35,6 @@ from tests.ops.k8s import (
     validate,
 )
 from tests.ops.probes import check_exec_probe
-from workers.app import celery_config
-from workers.contract import DECLARED_QUEUES
-from workers.probes import DEFAULT_MISSED
-from workers.settings import SECRET_FIELDS, load_settings
 
 #: KEDA's scaler for each overlay, and the trigger field naming the queue.
 SCALER = {"redis": "redis", "redis-sentinel": "redis-sentinel", "rabbitmq": "rabbitmq"}

@@ -6,11 +6,11 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from nanobanana_queue.workers import metrics
+from nanobanana_queue.workers.jobs.state import ACTIVE_STATES, JobState
+from nanobanana_queue.workers.metrics_exporter import build_registry
+from nanobanana_queue.workers.settings import get_settings
 from tests.support.stack import Stack
-from workers import metrics
-from workers.jobs.state import ACTIVE_STATES, JobState
-from workers.metrics_exporter import build_registry
-from workers.settings import get_settings
 
 pytestmark = [pytest.mark.integration]
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
+from nanobanana_queue.workers import metrics
 from tests.ops.compose import ROOT, services
-from workers import metrics
 
 OPS = ROOT / "ops"
 PROMETHEUS = OPS / "prometheus" / "prometheus.yml"

@@ -15,10 +15,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from nanobanana_queue.workers.jobs.state import ACTIVE_STATES, JobState
+from nanobanana_queue.workers.settings import get_settings
 from tests.support.procs import free_port, port_open, start, stop, wait_until
 from tests.support.stack import Stack
-from workers.jobs.state import ACTIVE_STATES, JobState
-from workers.settings import get_settings
 
 pytestmark = [pytest.mark.integration]
 
@@ -33,7 +33,7 @@ def producer_metrics(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     for key, value in stack.env().items():
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()
-    from workers import metrics
+    from nanobanana_queue.workers import metrics
 
     metrics.reset()
     metrics.set_enabled(True)
@@ -49,7 +49,7 @@ def exporter(stack: Stack) -> Iterator[str]:
     """A running ``nbq metrics`` on a free loopback port; yields its /metrics URL."""
     port = free_port()
     proc: subprocess.Popen[bytes] = start(
-        [sys.executable, "-m", "producers.cli.main", "metrics",
+        [sys.executable, "-m", "nanobanana_queue.producers.cli.main", "metrics",
          "--address", "127.0.0.1", "--port", str(port)],
         env=stack.env(),
         log=stack.dir / "metrics.log",

@@ -85,7 +85,14 @@ def test_a_402_storm_takes_the_quota_alert_from_pending_to_firing(
     # Given `nbq metrics` on the stack's Redis and a real Prometheus scraping it every second
     metrics_port, prom_port = free_port(), free_port()
     exporter = start(
-        [sys.executable, "-m", "producers.cli.main", "metrics", "--port", str(metrics_port)],
+        [
+            sys.executable,
+            "-m",
+            "nanobanana_queue.producers.cli.main",
+            "metrics",
+            "--port",
+            str(metrics_port),
+        ],
         env=stack.env(),
         log=tmp_path / "metrics.log",
     )

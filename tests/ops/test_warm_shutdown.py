@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.faults.helpers import (
     assert_images_intact,
     assert_nothing_lost,
@@ -22,7 +23,6 @@ from tests.faults.helpers import (
     wait_for_hits,
 )
 from tests.support.stack import Stack
-from workers.jobs.state import JobState
 
 pytestmark = [pytest.mark.integration]
 

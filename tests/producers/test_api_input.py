@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from producers import InvalidRequestError, Producer
+from nanobanana_queue.producers import InvalidRequestError, Producer
+from nanobanana_queue.workers.settings import Settings
 from tests.support.redis_server import RedisServer
-from workers.settings import Settings
 
 
 @pytest.fixture

@@ -25,17 +25,17 @@ from rich.color import ColorSystem
 from rich.console import Console
 from typer.testing import CliRunner
 
-from producers.cli import dead_cmd, jobs_cmd, recover_cmd
-from producers.cli.live import status_line
-from producers.cli.main import app
-from producers.errors import ProducerError
-from workers.cli import common
-from workers.deadletters import DeadLetter, DeadLetterStats
-from workers.evolink.models import Task
-from workers.jobs.record import JobError, JobRecord, StoredObject
-from workers.jobs.state import JobState
-from workers.resilience.breaker import BreakerStatus
-from workers.resilience.fairshare import ProducerShare
+from nanobanana_queue.producers.cli import dead_cmd, jobs_cmd, recover_cmd
+from nanobanana_queue.producers.cli.live import status_line
+from nanobanana_queue.producers.cli.main import app
+from nanobanana_queue.producers.errors import ProducerError
+from nanobanana_queue.workers.cli import common
+from nanobanana_queue.workers.deadletters import DeadLetter, DeadLetterStats
+from nanobanana_queue.workers.evolink.models import Task
+from nanobanana_queue.workers.jobs.record import JobError, JobRecord, StoredObject
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.resilience.breaker import BreakerStatus
+from nanobanana_queue.workers.resilience.fairshare import ProducerShare
 
 #: Escapes (OSC title, clear screen, 8-bit CSI), markup (an OSC-8 link), a bidi override.
 HOSTILE = "j\x1b]0;PWNED\x07\x1b[2J\x9b31m[link=https://evil.example/]x[/link]\u202eok"
@@ -167,16 +167,20 @@ def producer_seam(*, fail: bool = False) -> Callable[[pytest.MonkeyPatch, str], 
         fake = FakeProducer(value, fail=fail)
         mp.setattr(jobs_cmd, "_producer", lambda: fake)
         mp.setattr(recover_cmd, "_producer", lambda: fake)
-        mp.setattr("producers.api.Producer", lambda *a, **k: fake)
-        mp.setattr("producers.cli.consumers.warn_if_unconsumed", lambda _p: False)
+        mp.setattr("nanobanana_queue.producers.api.Producer", lambda *a, **k: fake)
+        mp.setattr("nanobanana_queue.producers.cli.consumers.warn_if_unconsumed", lambda _p: False)
 
     return install
 
 
 def listing_seam(mp: pytest.MonkeyPatch, value: str) -> None:
     fake_runtime = type("R", (), {"store": None})()
-    mp.setattr("workers.runtime.Runtime.from_settings", lambda *_a, **_k: fake_runtime)
-    mp.setattr("producers.listing.list_jobs", lambda *_a, **_k: [hostile_record(value)])
+    mp.setattr(
+        "nanobanana_queue.workers.runtime.Runtime.from_settings", lambda *_a, **_k: fake_runtime
+    )
+    mp.setattr(
+        "nanobanana_queue.producers.listing.list_jobs", lambda *_a, **_k: [hostile_record(value)]
+    )
 
 
 def quota_seam(mp: pytest.MonkeyPatch, value: str) -> None:
@@ -186,7 +190,7 @@ def quota_seam(mp: pytest.MonkeyPatch, value: str) -> None:
     share = ProducerShare(value, {"high": 1}, 1.0, 1.0, 0)
     fair = type("F", (), {"snapshot": lambda _s: [share]})()
     runtime = type("RT", (), {"breaker": breaker, "store": store, "fair": lambda _s: fair})()
-    mp.setattr("workers.runtime.get_runtime", lambda: runtime)
+    mp.setattr("nanobanana_queue.workers.runtime.get_runtime", lambda: runtime)
 
 
 def dead_seam(*, found: bool = True) -> Callable[[pytest.MonkeyPatch, str], None]:
@@ -194,13 +198,13 @@ def dead_seam(*, found: bool = True) -> Callable[[pytest.MonkeyPatch, str], None
         mp.setattr(dead_cmd, "_store", lambda: FakeDeadStore(value, found=found))
         refusal = type("Refusal", (), {"reason": value, "detail": value})()
         outcome = type("Outcome", (), {"refusal": refusal})()
-        mp.setattr("workers.deadletters.replay_letter", lambda *_a: outcome)
+        mp.setattr("nanobanana_queue.workers.deadletters.replay_letter", lambda *_a: outcome)
 
     return install
 
 
 def config_error_seam(mp: pytest.MonkeyPatch, value: str) -> None:
-    from workers.settings import ConfigError
+    from nanobanana_queue.workers.settings import ConfigError
 
     def broken() -> Any:
         raise ConfigError(value)

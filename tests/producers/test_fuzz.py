@@ -18,14 +18,14 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from producers import InvalidRequestError, Producer
-from producers.batch import BadLine, BatchLine, parse_jsonl
+from nanobanana_queue.producers import InvalidRequestError, Producer
+from nanobanana_queue.producers.batch import BadLine, BatchLine, parse_jsonl
+from nanobanana_queue.workers.app import create_app
+from nanobanana_queue.workers.evolink.models import GenerationRequest
+from nanobanana_queue.workers.jobs.ids import InvalidJobIdError, validate_job_id
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.settings import Settings
 from tests.support.redis_server import RedisServer
-from workers.app import create_app
-from workers.evolink.models import GenerationRequest
-from workers.jobs.ids import InvalidJobIdError, validate_job_id
-from workers.runtime import Runtime
-from workers.settings import Settings
 
 FIELDS = ["model", "prompt", "size", "quality", "image_urls", "model_params", "callback_url"]
 SUBMIT_QUEUE = "submit"  # where nbq.generate goes (workers.contract)
@@ -154,9 +154,9 @@ def test_nbq_batch_enqueues_the_good_lines_and_names_each_bad_line(
 ) -> None:
     from typer.testing import CliRunner
 
-    from producers.cli.main import app
-    from workers.runtime import reset_runtime
-    from workers.settings import get_settings
+    from nanobanana_queue.producers.cli.main import app
+    from nanobanana_queue.workers.runtime import reset_runtime
+    from nanobanana_queue.workers.settings import get_settings
 
     lines = [
         '{"prompt": "a red kite", "quality": "1K"}',  # 1 good

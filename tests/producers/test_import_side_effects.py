@@ -28,7 +28,8 @@ before = {
 }
 IMPORT
 import celery.signals, kombu.transport.redis, structlog
-import workers.app, workers.settings
+import nanobanana_queue.workers.app
+import nanobanana_queue.workers.settings
 after = {
     "root_handlers": [repr(h) for h in logging.getLogger().handlers],
     "root_level": logging.getLogger().level,
@@ -40,8 +41,8 @@ print(json.dumps({
     "structlog_configured": structlog.is_configured(),
     "worker_init_receivers": len(celery.signals.worker_init.receivers),
     "shutting_down_receivers": len(celery.signals.worker_shutting_down.receivers),
-    "app_configured": workers.app.app.configured,
-    "settings_read": workers.settings.get_settings.cache_info().currsize,
+    "app_configured": nanobanana_queue.workers.app.app.configured,
+    "settings_read": nanobanana_queue.workers.settings.get_settings.cache_info().currsize,
 }))
 """
 
@@ -61,7 +62,12 @@ def _run_fresh(code: str, env: dict[str, str]) -> Any:
 
 
 @pytest.mark.parametrize(
-    "statement", ["from producers import Producer", "import workers.app", "import workers.tasks"]
+    "statement",
+    [
+        "from producers import Producer",
+        "import nanobanana_queue.workers.app",
+        "import nanobanana_queue.workers.tasks",
+    ],
 )
 def test_importing_configures_nothing(statement: str) -> None:
     # A broker nobody listens on: a connection attempted at import would hang or fail.
@@ -79,21 +85,21 @@ def test_importing_configures_nothing(statement: str) -> None:
 
 def test_the_app_reads_its_settings_when_first_used() -> None:
     """The lazily configured app still is the project's app once Celery asks."""
-    from workers.app import create_app
-    from workers.settings import load_settings
+    from nanobanana_queue.workers.app import create_app
+    from nanobanana_queue.workers.settings import load_settings
 
     app = create_app(load_settings(broker_url="redis://127.0.0.1:1/0"))
     assert not app.configured
     assert app.conf.task_default_queue == "submit"
-    assert app.conf.imports == ("workers.tasks",)
+    assert app.conf.imports == ("nanobanana_queue.workers.tasks",)
     assert app.conf.broker_url == "redis://127.0.0.1:1/0"
 
 
 #: Builds a Producer in a process whose structlog is configured, or not, by its host.
 HOST = """
 import json, structlog
-from producers import Producer
-from workers import logs
+from nanobanana_queue.producers import Producer
+from nanobanana_queue.workers import logs
 HOST_CONFIG
 processors_before = [repr(p) for p in structlog.get_config()["processors"]]
 Producer()

@@ -12,13 +12,13 @@ import sys
 
 import pytest
 
-from producers.api import Producer
-from producers.cli.jobs_cmd import JOB_ID_CONFLICT_EXIT
-from producers.errors import JobIdConflictError
+from nanobanana_queue.producers.api import Producer
+from nanobanana_queue.producers.cli.jobs_cmd import JOB_ID_CONFLICT_EXIT
+from nanobanana_queue.producers.errors import JobIdConflictError
+from nanobanana_queue.workers.app import create_app
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.settings import Settings
 from tests.support.redis_server import RedisServer
-from workers.app import create_app
-from workers.runtime import Runtime
-from workers.settings import Settings
 
 RED = {"prompt": "a red fox", "quality": "1K"}
 BLUE = {"prompt": "a blue fox", "quality": "1K"}
@@ -59,7 +59,7 @@ def test_the_cli_exits_with_its_own_status_and_one_line(redis_server: RedisServe
             [
                 sys.executable,
                 "-m",
-                "producers.cli.main",
+                "nanobanana_queue.producers.cli.main",
                 "submit",
                 prompt,
                 "--job-id",

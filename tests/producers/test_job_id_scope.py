@@ -10,15 +10,15 @@ import sys
 
 import pytest
 
-from producers.api import Producer
-from producers.errors import InvalidRequestError
+from nanobanana_queue.producers.api import Producer
+from nanobanana_queue.producers.errors import InvalidRequestError
+from nanobanana_queue.workers.app import create_app
+from nanobanana_queue.workers.guard.inspect import Limits, check_body
+from nanobanana_queue.workers.jobs.ids import InvalidJobIdError, caller_job_id, scoped_job_id
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.settings import Settings
+from nanobanana_queue.workers.stages.intake import intake
 from tests.support.redis_server import RedisServer
-from workers.app import create_app
-from workers.guard.inspect import Limits, check_body
-from workers.jobs.ids import InvalidJobIdError, caller_job_id, scoped_job_id
-from workers.runtime import Runtime
-from workers.settings import Settings
-from workers.stages.intake import intake
 
 
 def _producer(settings: Settings) -> Producer:
@@ -105,7 +105,7 @@ def test_the_cli_submit_scopes_by_producer(redis_server: RedisServer) -> None:
             [
                 sys.executable,
                 "-m",
-                "producers.cli.main",
+                "nanobanana_queue.producers.cli.main",
                 "submit",
                 "a cat",
                 "--job-id",

@@ -21,15 +21,15 @@ from typing import Any
 import pytest
 import redis
 
-from producers.api import Producer, generate_step
+from nanobanana_queue.producers.api import Producer, generate_step
+from nanobanana_queue.workers.app import create_app as create_celery_app
+from nanobanana_queue.workers.guard.inspect import check_body
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.producer_keys import producer_key
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.settings import Settings
+from nanobanana_queue.workers.stages.intake import intake
 from tests.support.redis_server import RedisServer
-from workers.app import create_app as create_celery_app
-from workers.guard.inspect import check_body
-from workers.jobs.record import JobRecord
-from workers.producer_keys import producer_key
-from workers.runtime import Runtime
-from workers.settings import Settings
-from workers.stages.intake import intake
 
 MASTER = "producer-master-secret"
 

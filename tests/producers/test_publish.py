@@ -9,14 +9,14 @@ from typing import Any
 import pytest
 import redis
 
-from producers.api import Producer
-from producers.errors import EnqueueUncertainError
+from nanobanana_queue.producers.api import Producer
+from nanobanana_queue.producers.errors import EnqueueUncertainError
+from nanobanana_queue.workers.app import create_app
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.settings import Settings
+from nanobanana_queue.workers.stages.intake import intake
 from tests.support.redis_server import RedisServer
-from workers.app import create_app
-from workers.jobs.state import JobState
-from workers.runtime import Runtime
-from workers.settings import Settings
-from workers.stages.intake import intake
 
 REQUEST = {"prompt": "a lighthouse at dawn", "size": "16:9", "quality": "2K"}
 

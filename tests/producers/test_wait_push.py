@@ -12,15 +12,15 @@ import time
 
 import pytest
 
-from producers.api import Producer
-from producers.async_producer import AsyncProducer
+from nanobanana_queue.producers.api import Producer
+from nanobanana_queue.producers.async_producer import AsyncProducer
+from nanobanana_queue.workers.app import create_app
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.settings import load_settings
 from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import RedisServer
 from tests.support.stack import Stack
-from workers.app import create_app
-from workers.jobs.state import JobState
-from workers.runtime import Runtime
-from workers.settings import load_settings
 
 pytestmark = [pytest.mark.integration]
 

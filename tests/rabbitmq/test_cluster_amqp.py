@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.faults.helpers import (
     assert_images_intact,
     assert_nothing_lost,
@@ -19,7 +20,6 @@ from tests.rabbitmq.conftest import on_amqp
 from tests.support.procs import wait_until
 from tests.support.rabbitmq import RabbitNode, Vhost, join_cluster, quorum_members
 from tests.support.stack import Stack
-from workers.jobs.state import JobState
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.slow]
 

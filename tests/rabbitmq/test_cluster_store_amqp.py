@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from nanobanana_queue.workers.jobs.state import ACTIVE_STATES
 from tests.faults.helpers import (
     assert_images_intact,
     assert_nothing_lost,
@@ -14,7 +15,6 @@ from tests.faults.helpers import (
 from tests.support.rabbitmq import Vhost
 from tests.support.redis_cluster import RedisCluster
 from tests.support.stack import Stack
-from workers.jobs.state import ACTIVE_STATES
 
 pytestmark = [pytest.mark.integration]
 

@@ -10,7 +10,8 @@ from collections.abc import Callable
 
 import pytest
 
-from producers.errors import EnqueueUncertainError
+from nanobanana_queue.producers.errors import EnqueueUncertainError
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.faults.helpers import (
     SHORT_SUBMIT_LIMIT,
     assert_images_intact,
@@ -24,7 +25,6 @@ from tests.rabbitmq.conftest import on_amqp
 from tests.support.procs import wait_until
 from tests.support.rabbitmq import RabbitNode, Vhost
 from tests.support.stack import Stack
-from workers.jobs.state import JobState
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

@@ -8,6 +8,9 @@ from typing import Any
 import pytest
 from kombu.transport.native_delayed_delivery import level_name
 
+from nanobanana_queue.workers.app import create_app
+from nanobanana_queue.workers.broker_queues import amqp_queue_lengths
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.faults.helpers import (
     assert_images_intact,
     assert_nothing_lost,
@@ -17,9 +20,6 @@ from tests.faults.helpers import (
 from tests.support.procs import wait_until
 from tests.support.rabbitmq import Vhost
 from tests.support.stack import Stack
-from workers.app import create_app
-from workers.broker_queues import amqp_queue_lengths
-from workers.jobs.state import JobState
 
 pytestmark = [pytest.mark.integration]
 

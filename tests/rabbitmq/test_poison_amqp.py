@@ -17,11 +17,11 @@ from typing import Any
 import amqp
 import pytest
 
+from nanobanana_queue.workers.deadletters import DeadLetterStore
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.support.procs import wait_until
 from tests.support.rabbitmq import Vhost
 from tests.support.stack import Stack
-from workers.deadletters import DeadLetterStore
-from workers.jobs.state import JobState
 
 pytestmark = [pytest.mark.integration]
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 
+from nanobanana_queue.workers.broker_queues import amqp_queue_lengths
+from nanobanana_queue.workers.contract import ALL_QUEUES
+from nanobanana_queue.workers.metrics_exporter import build_registry
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.stages.reconcile import _waiting_messages
 from tests.support.procs import wait_until
 from tests.support.rabbitmq import Vhost
 from tests.support.stack import Stack
-from workers.broker_queues import amqp_queue_lengths
-from workers.contract import ALL_QUEUES
-from workers.metrics_exporter import build_registry
-from workers.runtime import Runtime
-from workers.stages.reconcile import _waiting_messages
 
 pytestmark = [pytest.mark.integration]
 

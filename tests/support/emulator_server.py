@@ -46,7 +46,8 @@ class EmulatorServer:
 
     def start(self) -> None:
         self.proc = start(
-            [python_exe(), "-m", "emulator", "--host", self.host, "--port", str(self.port),
+            [python_exe(), "-m", "nanobanana_queue.emulator",
+             "--host", self.host, "--port", str(self.port),
              *self.args, *self.extra_args],
             log=self.log_dir / "emulator.log",
         )  # fmt: skip

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from workers.logs import QUIET_LOGGERS
+from nanobanana_queue.workers.logs import QUIET_LOGGERS
 
 
 @pytest.fixture(autouse=True)

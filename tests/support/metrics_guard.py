@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from workers import metrics
+from nanobanana_queue.workers import metrics
 
 
 @pytest.fixture(autouse=True)

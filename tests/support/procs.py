@@ -11,8 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from devstack.procs import free_port, port_open, stop, wait_until
-from devstack.procs import start as start_process
+from nanobanana_queue.devstack.procs import free_port, port_open, stop, wait_until
+from nanobanana_queue.devstack.procs import start as start_process
 
 __all__ = [
     "ROOT",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from devstack.redis_service import redis_server_binary
+from nanobanana_queue.devstack.redis_service import redis_server_binary
 from tests.support.procs import free_port, port_open, start, stop, wait_until
 from tests.support.tls import TlsFiles, require_tls_redis_binary
 

@@ -16,15 +16,15 @@ from typing import Any
 
 import pytest
 
-from producers.api import Producer
+from nanobanana_queue.producers.api import Producer
+from nanobanana_queue.workers.app import create_app
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.settings import Settings
 from tests.support.emulator_server import EmulatorServer
 from tests.support.procs import start, stop, wait_until
 from tests.support.redis_server import RedisServer
 from tests.support.s3_server import S3Server
-from workers.app import create_app
-from workers.jobs.record import JobRecord
-from workers.runtime import Runtime
-from workers.settings import Settings
 
 API_KEY = "test-key"
 
@@ -118,7 +118,7 @@ class Stack:
             [
                 sys.executable,
                 "-m",
-                "producers.cli.main",
+                "nanobanana_queue.producers.cli.main",
                 "worker",
                 "--queues",
                 queues,

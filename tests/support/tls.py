@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from devstack.redis_service import redis_server_binary
+from nanobanana_queue.devstack.redis_service import redis_server_binary
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from devstack.procs import free_port
+from nanobanana_queue.devstack.procs import free_port
 
 
 @dataclass(frozen=True)

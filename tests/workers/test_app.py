@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-import workers.tasks  # noqa: F401 - registers the nbq.* tasks on the app
-from workers.app import SUBMITTING_TASKS, app, celery_config
-from workers.settings import ConfigError, Settings, load_settings
+import nanobanana_queue.workers.tasks  # noqa: F401 - registers the nbq.* tasks on the app
+from nanobanana_queue.workers.app import SUBMITTING_TASKS, app, celery_config
+from nanobanana_queue.workers.settings import ConfigError, Settings, load_settings
 
 
 def limits(settings: Settings) -> dict[str, Any]:

@@ -7,8 +7,8 @@ import time
 
 from kombu.connection import Connection
 
+from nanobanana_queue.workers.startup import patch_kombu
 from tests.support.redis_server import RedisServer
-from workers.startup import patch_kombu
 
 patch_kombu()  # what a worker does at start: the plain-pipeline bookkeeping
 

@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 from kombu.entity import Queue
 
-from workers.app import celery_config, create_app
-from workers.brokers import broker_kind, whole_second_countdown
-from workers.contract import DECLARED_QUEUES
-from workers.settings import ConfigError, load_settings
+from nanobanana_queue.workers.app import celery_config, create_app
+from nanobanana_queue.workers.brokers import broker_kind, whole_second_countdown
+from nanobanana_queue.workers.contract import DECLARED_QUEUES
+from nanobanana_queue.workers.settings import ConfigError, load_settings
 
 AMQP = "amqp://guest:guest@127.0.0.1:5672/nbq"
 STORE = "redis://127.0.0.1:6379/0"
@@ -106,8 +106,8 @@ def test_every_send_on_rabbitmq_carries_a_whole_second_countdown(
 def test_autoscale_is_refused_on_rabbitmq_with_what_to_do_instead(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from workers.cli.run import run_worker
-    from workers.settings import get_settings
+    from nanobanana_queue.workers.cli.run import run_worker
+    from nanobanana_queue.workers.settings import get_settings
 
     monkeypatch.setenv("NBQ_BROKER_URL", AMQP)
     monkeypatch.setenv("NBQ_REDIS_URL", STORE)
@@ -130,9 +130,9 @@ def test_flower_gets_the_management_api_through_its_environment_never_argv(
 ) -> None:
     import os
 
-    from workers.app import app
-    from workers.cli import run
-    from workers.settings import get_settings
+    from nanobanana_queue.workers.app import app
+    from nanobanana_queue.workers.cli import run
+    from nanobanana_queue.workers.settings import get_settings
 
     api = "http://nbq:s3cret-pw@rabbit:15672/api/"
     monkeypatch.setenv("NBQ_BROKER_URL", AMQP)

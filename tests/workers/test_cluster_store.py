@@ -12,18 +12,18 @@ import redis
 from redis.crc import key_slot
 from structlog.testing import capture_logs
 
-from producers.ingress.batches import BatchStore
+from nanobanana_queue.producers.ingress.batches import BatchStore
+from nanobanana_queue.workers import metrics
+from nanobanana_queue.workers.jobs import lifecycle
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.jobs.store import JobStore
+from nanobanana_queue.workers.metrics_exporter import RedisMetricsCollector, build_registry
+from nanobanana_queue.workers.redis_client import is_cluster, redis_client
+from nanobanana_queue.workers.resilience.credits import CreditLedger
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.settings import ConfigError, get_settings, load_settings
 from tests.support.redis_cluster import RedisCluster
-from workers import metrics
-from workers.jobs import lifecycle
-from workers.jobs.record import JobRecord
-from workers.jobs.state import JobState
-from workers.jobs.store import JobStore
-from workers.metrics_exporter import RedisMetricsCollector, build_registry
-from workers.redis_client import is_cluster, redis_client
-from workers.resilience.credits import CreditLedger
-from workers.runtime import Runtime
-from workers.settings import ConfigError, get_settings, load_settings
 
 SHARDS = 16
 

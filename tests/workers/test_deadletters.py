@@ -12,8 +12,7 @@ import time
 import pytest
 import redis
 
-from tests.support.redis_server import RedisServer
-from workers.deadletters import (
+from nanobanana_queue.workers.deadletters import (
     ADD_LUA,
     FIRSTS_PER_REASON,
     MAX_BODY_CHARS,
@@ -23,8 +22,9 @@ from workers.deadletters import (
     build_letter,
     replay_letter,
 )
-from workers.logs import register_secret
-from workers.settings import Settings
+from nanobanana_queue.workers.logs import register_secret
+from nanobanana_queue.workers.settings import Settings
+from tests.support.redis_server import RedisServer
 
 
 def letter(reason: str = "body_shape", body: str = "[]", at: float | None = None, **kw: object):
@@ -111,7 +111,7 @@ def test_the_cli_lists_shows_replays_and_purges(redis_server: RedisServer) -> No
 
     def nbq(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "producers.cli.main", "dead", *args],
+            [sys.executable, "-m", "nanobanana_queue.producers.cli.main", "dead", *args],
             env=env,
             capture_output=True,
             text=True,

@@ -13,11 +13,11 @@ import pytest
 from celery import Celery
 from celery.signals import before_task_publish
 
-import workers.tasks  # noqa: F401 - registers the nbq.* tasks on the app
-from workers.app import app as celery_app
-from workers.dispatch import Dispatcher, capped_countdown, envelope
-from workers.guard.inspect import TASK_PARAMS, Limits, inspect_message
-from workers.stages.steps import Adopt, Download, Generate, Message, Poll, Submit
+import nanobanana_queue.workers.tasks  # noqa: F401 - registers the nbq.* tasks on the app
+from nanobanana_queue.workers.app import app as celery_app
+from nanobanana_queue.workers.dispatch import Dispatcher, capped_countdown, envelope
+from nanobanana_queue.workers.guard.inspect import TASK_PARAMS, Limits, inspect_message
+from nanobanana_queue.workers.stages.steps import Adopt, Download, Generate, Message, Poll, Submit
 
 #: One of each message step, and the message the contract says it is.
 CONTRACT: list[tuple[Message, str, dict[str, Any]]] = [

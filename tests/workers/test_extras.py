@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from producers.cli.main import app
-from workers.extras import EXTRA_MODULES, MissingExtraError, require_extra
+from nanobanana_queue.producers.cli.main import app
+from nanobanana_queue.workers.extras import EXTRA_MODULES, MissingExtraError, require_extra
 
 
 def _hide(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:

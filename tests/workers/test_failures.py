@@ -7,9 +7,9 @@ import pickle
 
 import pytest
 
-from workers import failures
-from workers.evolink.errors import PERMANENT_TASK_CODES
-from workers.jobs.record import JobError
+from nanobanana_queue.workers import failures
+from nanobanana_queue.workers.evolink.errors import PERMANENT_TASK_CODES
+from nanobanana_queue.workers.jobs.record import JobError
 
 #: The failure reasons docs/job-states.md and docs/failure-handling.md list.
 DOCUMENTED_REASONS = {

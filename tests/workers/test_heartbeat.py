@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from nanobanana_queue.workers.app import create_app
+from nanobanana_queue.workers.probes import WORKER, check_live
+from nanobanana_queue.workers.settings import load_settings
 from tests.support.procs import start, stop, wait_until
 from tests.support.redis_server import RedisServer
-from workers.app import create_app
-from workers.probes import WORKER, check_live
-from workers.settings import load_settings
 
 pytestmark = [pytest.mark.integration]
 
@@ -32,7 +32,7 @@ def probe(check: str, directory: Path) -> subprocess.CompletedProcess[str]:
     """The command the Deployment's probe runs (ops/k8s/base), against ``directory``."""
     return subprocess.run(
         [
-            *(sys.executable, "-m", "workers.probes", check),
+            *(sys.executable, "-m", "nanobanana_queue.workers.probes", check),
             *("--dir", str(directory), "--missed", str(MISSED)),
         ],
         capture_output=True,
@@ -53,7 +53,14 @@ def worker(tmp_path: Path, redis_server: RedisServer) -> Iterator[subprocess.Pop
     }
     proc = start(
         [
-            *(sys.executable, "-m", "producers.cli.main", "worker", "--queues", "poll"),
+            *(
+                sys.executable,
+                "-m",
+                "nanobanana_queue.producers.cli.main",
+                "worker",
+                "--queues",
+                "poll",
+            ),
             *("--pool", "threads", "--concurrency", "2", "--hostname", "poll@probe"),
         ],
         env=env,

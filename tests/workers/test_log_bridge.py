@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from workers.logs import HANDLER_NAME, configure_logging, register_secret
+from nanobanana_queue.workers.logs import HANDLER_NAME, configure_logging, register_secret
 
 SECRET = "bridge-secret-value"
 

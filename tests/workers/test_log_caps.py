@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from workers.jobs.ids import InvalidJobIdError, validate_job_id
-from workers.logs import (
+from nanobanana_queue.workers.jobs.ids import InvalidJobIdError, validate_job_id
+from nanobanana_queue.workers.logs import (
     MAX_LOG_VALUE_CHARS,
     cap_text,
     configure_logging,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import structlog
 
-from workers.logs import (
+from nanobanana_queue.workers.logs import (
     configure_logging,
     get_logger,
     redact_processor,

@@ -16,16 +16,20 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from nanobanana_queue.workers import metrics
+from nanobanana_queue.workers.app import create_app
+from nanobanana_queue.workers.jobs import lifecycle
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import ACTIVE_STATES, JobState
+from nanobanana_queue.workers.jobs.store import JobStore
+from nanobanana_queue.workers.metrics_exporter import (
+    RedisMetricsCollector,
+    build_registry,
+    make_metrics_server,
+)
+from nanobanana_queue.workers.settings import Settings, get_settings
 from tests.support.forked import run_forked
 from tests.support.procs import free_port, port_open, python_exe, start, stop, wait_until
-from workers import metrics
-from workers.app import create_app
-from workers.jobs import lifecycle
-from workers.jobs.record import JobRecord
-from workers.jobs.state import ACTIVE_STATES, JobState
-from workers.jobs.store import JobStore
-from workers.metrics_exporter import RedisMetricsCollector, build_registry, make_metrics_server
-from workers.settings import Settings, get_settings
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -280,8 +284,8 @@ def test_serve_metrics_runs_until_sigterm_and_exits_cleanly(settings, redis_serv
     # Given `serve_metrics` in its own process, as `nbq metrics` runs it
     port = free_port()
     code = (
-        "from workers.metrics_exporter import serve_metrics; "
-        "from workers.settings import get_settings; "
+        "from nanobanana_queue.workers.metrics_exporter import serve_metrics; "
+        "from nanobanana_queue.workers.settings import get_settings; "
         f"serve_metrics(get_settings(), address='127.0.0.1', port={port})"
     )
     proc = start(

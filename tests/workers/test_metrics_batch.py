@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from nanobanana_queue.workers import metrics
+from nanobanana_queue.workers.settings import Settings
 from tests.workers.test_metrics import settings  # noqa: F401 - the fixture
-from workers import metrics
-from workers.settings import Settings
 
 
 def test_events_inside_a_batch_are_written_once_at_its_end(

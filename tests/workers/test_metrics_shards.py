@@ -12,14 +12,14 @@ import pytest
 import redis
 from prometheus_client import CollectorRegistry, generate_latest
 
+from nanobanana_queue.workers import metrics
+from nanobanana_queue.workers.jobs import lifecycle
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.store import JobStore
+from nanobanana_queue.workers.metrics_exporter import RedisMetricsCollector
+from nanobanana_queue.workers.settings import Settings, get_settings
 from tests.support.forked import run_forked
 from tests.workers.test_metrics import scrape_text, settings, value  # noqa: F401 - fixture
-from workers import metrics
-from workers.jobs import lifecycle
-from workers.jobs.record import JobRecord
-from workers.jobs.store import JobStore
-from workers.metrics_exporter import RedisMetricsCollector
-from workers.settings import Settings, get_settings
 
 SHARDS = 16
 PROCESSES, ROUNDS = 3, 20

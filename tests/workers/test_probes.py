@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.probes import (
+from nanobanana_queue.workers.probes import (
     DEFAULT_HEALTH_DIR,
     DEFAULT_MISSED,
     WORKER,
@@ -23,7 +23,7 @@ from workers.probes import (
     check_ready,
     main,
 )
-from workers.settings import Settings
+from nanobanana_queue.workers.settings import Settings
 
 INTERVAL_S = 2.0
 
@@ -95,7 +95,7 @@ def test_the_probe_program_imports_no_broker_client_and_no_settings(beating) -> 
     code = (
         "import sys, runpy; sys.argv = ['probes', 'live', '--dir', sys.argv[1]];"
         "rc = 0\n"
-        "try:\n runpy.run_module('workers.probes', run_name='__main__')\n"
+        "try:\n runpy.run_module('nanobanana_queue.workers.probes', run_name='__main__')\n"
         "except SystemExit as e:\n rc = e.code\n"
         "mods = sorted({m.split('.')[0] for m in sys.modules})\n"
         "print(rc, ' '.join(mods))"

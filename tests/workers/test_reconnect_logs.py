@@ -8,16 +8,16 @@ import pytest
 from celery.concurrency.prefork import TaskPool as PreforkPool
 from celery.concurrency.thread import TaskPool as ThreadPool
 
-from workers.app import create_app
-from workers.startup import _no_cancel_on_connection_loss_without_kill
+from nanobanana_queue.workers.app import create_app
+from nanobanana_queue.workers.startup import _no_cancel_on_connection_loss_without_kill
 
 
 def test_nbq_worker_runs_without_gossip(monkeypatch: pytest.MonkeyPatch) -> None:
     # Celery 5.7 stops Gossip through a connection it already set to None after a loss
     # ("Error on restarting Gossip"); nothing here uses gossip.
-    from workers.app import app
-    from workers.cli.run import run_worker
-    from workers.settings import get_settings
+    from nanobanana_queue.workers.app import app
+    from nanobanana_queue.workers.cli.run import run_worker
+    from nanobanana_queue.workers.settings import get_settings
 
     monkeypatch.setenv("NBQ_S3_ACCESS_KEY", "a")
     monkeypatch.setenv("NBQ_S3_SECRET_KEY", "s")

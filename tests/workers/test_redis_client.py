@@ -10,18 +10,18 @@ import pytest
 import redis
 from redis.sentinel import SentinelConnectionPool
 
-from tests.support.procs import free_port
-from tests.support.redis_server import RedisServer
-from workers.app import celery_config
-from workers.jobs import lifecycle
-from workers.jobs.record import JobRecord
-from workers.jobs.store import JobStore
-from workers.redis_client import (
+from nanobanana_queue.workers.app import celery_config
+from nanobanana_queue.workers.jobs import lifecycle
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.store import JobStore
+from nanobanana_queue.workers.redis_client import (
     kombu_sentinel_url,
     parse_sentinel_url,
     redis_client,
 )
-from workers.settings import ConfigError, load_settings
+from nanobanana_queue.workers.settings import ConfigError, load_settings
+from tests.support.procs import free_port
+from tests.support.redis_server import RedisServer
 
 URL = "sentinel://h1:26379;sentinel://h2:26380;sentinel://h3/2"
 

@@ -15,13 +15,13 @@ import pytest
 import redis
 from kombu.connection import Connection
 
+from nanobanana_queue.workers.app import celery_config
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.redis_client import redis_client
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.settings import load_settings
 from tests.support.redis_server import RedisServer
 from tests.support.tls import require_tls_redis_binary, write_certificates
-from workers.app import celery_config
-from workers.jobs.record import JobRecord
-from workers.redis_client import redis_client
-from workers.runtime import Runtime
-from workers.settings import load_settings
 
 pytestmark = pytest.mark.integration
 

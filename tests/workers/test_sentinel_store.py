@@ -10,12 +10,12 @@ import pytest
 import redis
 from redis.sentinel import SentinelConnectionPool
 
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.settings import load_settings
 from tests.support.procs import wait_until
 from tests.support.sentinel import MASTER_NAME, SentinelGroup
-from workers.jobs.record import JobRecord
-from workers.jobs.state import JobState
-from workers.runtime import Runtime
-from workers.settings import load_settings
 
 pytestmark = pytest.mark.integration
 

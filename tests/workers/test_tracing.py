@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from nanobanana_queue.workers import tracing
+from nanobanana_queue.workers.settings import Settings
 from tests.support.procs import ROOT
-from workers import tracing
-from workers.settings import Settings
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -43,8 +43,10 @@ def test_the_standard_otel_variables_switch_tracing_on(
 #: A worker's and a producer's start, with tracing off.
 START = (
     "import sys\n"
-    "import producers, workers.tasks.pipeline, workers.tasks.reconcile\n"
-    "from workers.startup import configure_process\n"
+    "import nanobanana_queue.producers\n"
+    "import nanobanana_queue.workers.tasks.pipeline\n"
+    "import nanobanana_queue.workers.tasks.reconcile\n"
+    "from nanobanana_queue.workers.startup import configure_process\n"
     "configure_process()\n"
 )
 

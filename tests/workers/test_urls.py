@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers.urls import masked_url
+from nanobanana_queue.workers.urls import masked_url
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,8 @@ import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workers.logs import configure_logging, get_logger
-from workers.visible import is_visible, visible
+from nanobanana_queue.workers.logs import configure_logging, get_logger
+from nanobanana_queue.workers.visible import is_visible, visible
 
 #: A character that a terminal acts on, or that reorders or splits a line.
 RAW_CONTROL = re.compile(

@@ -2,6 +2,6 @@
 CLI helpers every ``nbq`` command shares (``common``). ``producers/cli/main.py`` assembles
 the app; each part registers its own commands on it."""
 
-from workers.cli.commands import register
+from nanobanana_queue.workers.cli.commands import register
 
 __all__ = ["register"]

@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from workers.cli.common import fail_on_config_error
-from workers.contract import DECLARED_QUEUES
+from nanobanana_queue.workers.cli.common import fail_on_config_error
+from nanobanana_queue.workers.contract import DECLARED_QUEUES
 
 
 def register(app: typer.Typer) -> None:
@@ -31,7 +31,7 @@ def worker(
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
 ) -> None:
     """Run a Celery worker for some or all queues (one pool per queue in production)."""
-    from workers.cli.run import run_worker
+    from nanobanana_queue.workers.cli.run import run_worker
 
     run_worker(
         queues=queues,
@@ -57,7 +57,7 @@ def flower(
     ] = False,
 ) -> None:
     """Run Flower on this project's Celery app, with basic auth from NBQ_FLOWER_BASIC_AUTH."""
-    from workers.cli.run import run_flower
+    from nanobanana_queue.workers.cli.run import run_flower
 
     run_flower(
         port=port,
@@ -75,7 +75,7 @@ def metrics(
     address: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
 ) -> None:
     """Serve the project's Prometheus metrics (read from Redis, correct across workers)."""
-    from workers.cli.run import run_metrics
+    from nanobanana_queue.workers.cli.run import run_metrics
 
     run_metrics(port=port, address=address)
 
@@ -88,6 +88,6 @@ def reconcile(
     ] = None,
 ) -> None:
     """Re-drive jobs stuck in a state past their deadline (safe to run on every host)."""
-    from workers.cli.run import run_reconcile
+    from nanobanana_queue.workers.cli.run import run_reconcile
 
     run_reconcile(once=once, interval_s=interval)

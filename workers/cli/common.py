@@ -18,9 +18,9 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from workers.settings import ConfigError
-from workers.urls import masked_url
-from workers.visible import visible
+from nanobanana_queue.workers.settings import ConfigError
+from nanobanana_queue.workers.urls import masked_url
+from nanobanana_queue.workers.visible import visible
 
 #: The documented exit statuses (see the module docstring).
 EXIT_FAILED = 1
@@ -79,7 +79,7 @@ def describe_connection_error(exc: BaseException) -> str:
     """``cannot reach Redis at redis://host:port/0: connection refused`` (no password)."""
     import redis
 
-    from workers.settings import get_settings
+    from nanobanana_queue.workers.settings import get_settings
 
     text = str(exc).lower()
     if isinstance(exc, redis.exceptions.InvalidResponse) or "protocol error" in text:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 
-from workers.brokers import broker_kind
-from workers.extras import require_extra
-from workers.settings import ConfigError, get_settings
+from nanobanana_queue.workers.brokers import broker_kind
+from nanobanana_queue.workers.extras import require_extra
+from nanobanana_queue.workers.settings import ConfigError, get_settings
 
 
 def run_worker(
@@ -23,7 +23,7 @@ def run_worker(
     loglevel: str,
 ) -> None:
     require_extra("worker", "minio", what="nbq worker")
-    from workers.app import app
+    from nanobanana_queue.workers.app import app
 
     settings = get_settings()
     if {"submit", "poll"} & set(queues.split(",")):
@@ -64,8 +64,8 @@ def run_flower(
     read_only: bool = False,
 ) -> None:
     require_extra("worker", "flower", what="nbq flower")
-    from workers.app import app
-    from workers.startup import configure_process
+    from nanobanana_queue.workers.app import app
+    from nanobanana_queue.workers.startup import configure_process
 
     configure_process()
     settings = get_settings()
@@ -112,7 +112,7 @@ def _protect_flower_metrics() -> None:
 
 def run_metrics(*, port: int | None, address: str) -> None:
     require_extra("worker", "prometheus_client", what="nbq metrics")
-    from workers.metrics_exporter import serve_metrics
+    from nanobanana_queue.workers.metrics_exporter import serve_metrics
 
     settings = get_settings()
     serve_metrics(settings, address=address, port=port or settings.metrics_port)
@@ -120,11 +120,11 @@ def run_metrics(*, port: int | None, address: str) -> None:
 
 def run_reconcile(*, once: bool, interval_s: float | None) -> None:
     require_extra("worker", "minio", what="nbq reconcile")
-    from workers.runtime import get_runtime
-    from workers.stages.reconcile import reconcile_once
-    from workers.startup import configure_process
-    from workers.tasks.base import dispatcher
-    from workers.tasks.reconcile import reconcile_forever
+    from nanobanana_queue.workers.runtime import get_runtime
+    from nanobanana_queue.workers.stages.reconcile import reconcile_once
+    from nanobanana_queue.workers.startup import configure_process
+    from nanobanana_queue.workers.tasks.base import dispatcher
+    from nanobanana_queue.workers.tasks.reconcile import reconcile_forever
 
     configure_process()
     settings = get_settings()
@@ -132,7 +132,7 @@ def run_reconcile(*, once: bool, interval_s: float | None) -> None:
         report = reconcile_once(get_runtime(), dispatcher().send)
         print(f"re-driven: {report.total}")
         return
-    from workers.probes import RECONCILE, Heartbeat
+    from nanobanana_queue.workers.probes import RECONCILE, Heartbeat
 
     interval_s = interval_s or settings.reconcile_interval_s
     reconcile_forever(interval_s, heartbeat=Heartbeat(settings.health_dir, RECONCILE, interval_s))

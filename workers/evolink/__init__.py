@@ -1,6 +1,6 @@
 """Typed client for the Evolink image API (models, errors, HTTP client)."""
 
-from workers.evolink.models import (
+from nanobanana_queue.workers.evolink.models import (
     GenerationRequest,
     ModelParams,
     Quality,

@@ -27,8 +27,8 @@ from urllib.parse import quote
 import httpx
 from pydantic import SecretStr, ValidationError
 
-from workers import metrics
-from workers.evolink.errors import (
+from nanobanana_queue.workers import metrics
+from nanobanana_queue.workers.evolink.errors import (
     ApiConnectionError,
     ApiTimeoutError,
     EvolinkError,
@@ -37,10 +37,10 @@ from workers.evolink.errors import (
     TransportError,
     error_for_status,
 )
-from workers.evolink.models import GenerationRequest, Task
-from workers.evolink.retry_after import parse_retry_after, suggestion_from_body
-from workers.logs import get_logger, redact_text, register_secret
-from workers.settings import Settings
+from nanobanana_queue.workers.evolink.models import GenerationRequest, Task
+from nanobanana_queue.workers.evolink.retry_after import parse_retry_after, suggestion_from_body
+from nanobanana_queue.workers.logs import get_logger, redact_text, register_secret
+from nanobanana_queue.workers.settings import Settings
 
 __all__ = ["CREATE_PATH", "TASK_PATH", "EvolinkClient", "user_agent"]
 

@@ -93,7 +93,7 @@ class GenerationRequest(BaseModel):
     def _image_urls_safe(cls, value: list[str] | None) -> list[str] | None:
         if value is None:
             return None
-        from workers.security.urlguard import check_reference_url
+        from nanobanana_queue.workers.security.urlguard import check_reference_url
 
         for url in value:
             check_reference_url(url)

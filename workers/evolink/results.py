@@ -35,16 +35,16 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from workers import metrics
-from workers.errors import (
+from nanobanana_queue.workers import metrics
+from nanobanana_queue.workers.errors import (
     ResultExpiredError,
     ResultFetchError,
     ResultRedirectLoopError,
     ResultTooLargeError,
 )
-from workers.logs import get_logger
-from workers.security.netguard import deadline_scope, guarded_client
-from workers.security.urlguard import UrlPolicy, check_result_url, redact_url
+from nanobanana_queue.workers.logs import get_logger
+from nanobanana_queue.workers.security.netguard import deadline_scope, guarded_client
+from nanobanana_queue.workers.security.urlguard import UrlPolicy, check_result_url, redact_url
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "ResultStream", "open_result"]
 

@@ -25,12 +25,12 @@ from typing import Any
 from celery.worker.consumer import Consumer
 from vine import promise as vine_promise
 
-from workers import metrics
-from workers.deadletters import DeadLetter, DeadLetterStore, build_letter
-from workers.guard import redis_transport
-from workers.guard.inspect import Limits, Refusal, inspect_message
-from workers.logs import get_logger
-from workers.settings import get_settings
+from nanobanana_queue.workers import metrics
+from nanobanana_queue.workers.deadletters import DeadLetter, DeadLetterStore, build_letter
+from nanobanana_queue.workers.guard import redis_transport
+from nanobanana_queue.workers.guard.inspect import Limits, Refusal, inspect_message
+from nanobanana_queue.workers.logs import get_logger
+from nanobanana_queue.workers.settings import get_settings
 
 log = get_logger("nbq.guard")
 

@@ -24,8 +24,8 @@ from typing import Any, Final
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 
-from workers.guard.inspect import Refusal
-from workers.visible import visible
+from nanobanana_queue.workers.guard.inspect import Refusal
+from nanobanana_queue.workers.visible import visible
 
 #: At most this many bytes of a refused item are kept in its dead letter (then escaped).
 MAX_EXCERPT_BYTES: Final = 2048

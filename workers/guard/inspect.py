@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from workers.contract import (
+from nanobanana_queue.workers.contract import (
     TASK_ADOPT,
     TASK_DOWNLOAD,
     TASK_GENERATE,
@@ -29,14 +29,14 @@ from workers.contract import (
     TASK_RECONCILE,
     TASK_SUBMIT,
 )
-from workers.jobs.ids import (
+from nanobanana_queue.workers.jobs.ids import (
     JOB_ID_PATTERN,
     InvalidJobIdError,
     is_stored_job_id,
     scoped_job_id,
     validate_producer,
 )
-from workers.visible import is_visible
+from nanobanana_queue.workers.visible import is_visible
 
 #: Reasons a message is refused (the ``reason`` label of ``nbq_dead_letters_total``).
 REASONS: Final = (

@@ -35,16 +35,16 @@ import threading
 from queue import Empty
 from typing import Any, Final, Protocol
 
-from workers.deadletters import DeadLetter, build_letter
-from workers.guard.envelope import (
+from nanobanana_queue.workers.deadletters import DeadLetter, build_letter
+from nanobanana_queue.workers.guard.envelope import (
     MAX_EXCERPT_BYTES,
     check_envelope,
     check_unacked_entry,
     decode_item,
     escaped_excerpt,
 )
-from workers.guard.inspect import Refusal
-from workers.logs import get_logger
+from nanobanana_queue.workers.guard.inspect import Refusal
+from nanobanana_queue.workers.logs import get_logger
 
 log = get_logger("nbq.guard")
 

@@ -1,8 +1,8 @@
 """Job records in Redis: the state machine that drives the pipeline and its recovery."""
 
-from workers.jobs.record import JobError, JobRecord, StoredObject
-from workers.jobs.state import ACTIVE_STATES, TERMINAL_STATES, JobState
-from workers.jobs.store import JobStore
+from nanobanana_queue.workers.jobs.record import JobError, JobRecord, StoredObject
+from nanobanana_queue.workers.jobs.state import ACTIVE_STATES, TERMINAL_STATES, JobState
+from nanobanana_queue.workers.jobs.store import JobStore
 
 __all__ = [
     "ACTIVE_STATES",

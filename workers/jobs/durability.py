@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 
 import redis
 
-from workers import metrics
-from workers.jobs.state import ACTIVE_STATES, JobState
-from workers.logs import get_logger
-from workers.settings import ConfigError
-from workers.urls import masked_url
+from nanobanana_queue.workers import metrics
+from nanobanana_queue.workers.jobs.state import ACTIVE_STATES, JobState
+from nanobanana_queue.workers.logs import get_logger
+from nanobanana_queue.workers.settings import ConfigError
+from nanobanana_queue.workers.urls import masked_url
 
 log = get_logger("nbq.store")
 
@@ -81,7 +81,7 @@ def read_persistence(client: redis.Redis) -> Persistence:
     On a Redis Cluster every primary is read (each keeps its own shards): the first one
     with a problem answers, so one volatile node is enough to refuse the store.
     """
-    from workers.redis_client import is_cluster
+    from nanobanana_queue.workers.redis_client import is_cluster
 
     if is_cluster(client):
         nodes = [n.redis_connection for n in client.get_primaries()]  # type: ignore[attr-defined]
@@ -170,12 +170,12 @@ def check_settings_stores(
     settings: object, *, store_client: redis.Redis | None = None, warn: bool = True
 ) -> None:
     """``check_persistence`` for the job store and, when it is another Redis, the broker."""
-    from workers.settings import Settings
+    from nanobanana_queue.workers.settings import Settings
 
     assert isinstance(settings, Settings)
     allow = settings.allow_volatile_store
     own = store_client is None
-    from workers.redis_client import is_redis_broker, redis_client
+    from nanobanana_queue.workers.redis_client import is_redis_broker, redis_client
 
     client = store_client or redis_client(
         settings, settings.job_store_url, socket_timeout=5, socket_connect_timeout=5

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from workers.jobs.state import ACTIVE_STATES, TRANSITIONS, JobState
+from nanobanana_queue.workers.jobs.state import ACTIVE_STATES, TRANSITIONS, JobState
 
 Q, S, U, G, D = (
     JobState.QUEUED,

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from workers.jobs.state import JobState
+from nanobanana_queue.workers.jobs.state import JobState
 
 #: Fields stored as JSON inside the hash.
 JSON_FIELDS = frozenset({"request", "error", "objects", "result_urls", "previous_task_ids"})

@@ -22,11 +22,11 @@ from typing import Any
 
 import redis
 
-from workers.jobs.errors import JobNotFoundError as JobNotFoundError  # re-exported
-from workers.jobs.lifecycle import IllegalTransitionError, Transition
-from workers.jobs.record import JobRecord, encode_field
-from workers.jobs.state import ACTIVE_STATES, TRANSITIONS, JobState
-from workers.redis_client import is_cluster
+from nanobanana_queue.workers.jobs.errors import JobNotFoundError as JobNotFoundError  # re-exported
+from nanobanana_queue.workers.jobs.lifecycle import IllegalTransitionError, Transition
+from nanobanana_queue.workers.jobs.record import JobRecord, encode_field
+from nanobanana_queue.workers.jobs.state import ACTIVE_STATES, TRANSITIONS, JobState
+from nanobanana_queue.workers.redis_client import is_cluster
 
 #: What a store that is briefly away raises (restart, Sentinel or Cluster failover).
 STORE_AWAY: tuple[type[Exception], ...] = (
@@ -48,7 +48,7 @@ CLUSTER_REROUTE: tuple[type[Exception], ...] = (
 
 def _script(name: str) -> str:
     """A Lua script shipped next to this module (its header documents KEYS and ARGV)."""
-    return files("workers.jobs").joinpath(name).read_text(encoding="utf-8")
+    return files("nanobanana_queue.workers.jobs").joinpath(name).read_text(encoding="utf-8")
 
 
 def _moves_lua() -> str:
@@ -271,7 +271,7 @@ class JobStore:
             return None
         acked = int(self.redis.wait(self.wait_replicas, self.wait_timeout_ms))
         if acked < self.wait_replicas:
-            from workers.logs import get_logger
+            from nanobanana_queue.workers.logs import get_logger
 
             get_logger("nbq.store").warning(
                 "store_write_not_replicated",
@@ -462,7 +462,7 @@ class JobStore:
                 listener(record)
             except Exception as exc:
                 ok = False
-                from workers.logs import get_logger
+                from nanobanana_queue.workers.logs import get_logger
 
                 get_logger("nbq.store").warning(
                     "end_listener_failed", job_id=record.job_id, error=type(exc).__name__
@@ -536,7 +536,7 @@ class JobStore:
         ``rerouted``: why a cluster write went without its ``WAIT`` (an error's name)."""
         if acked >= self.wait_replicas:
             return True
-        from workers.logs import get_logger
+        from nanobanana_queue.workers.logs import get_logger
 
         get_logger("nbq.store").warning(
             "store_write_not_replicated",

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from workers.errors import UnsafeUrlError
-from workers.notify.urls import NotifyUrlPolicy, check_notify_url, notify_policy
-from workers.settings import Settings
+from nanobanana_queue.workers.errors import UnsafeUrlError
+from nanobanana_queue.workers.notify.urls import NotifyUrlPolicy, check_notify_url, notify_policy
+from nanobanana_queue.workers.settings import Settings
 
 
 class NotifyRefusedError(ValueError):

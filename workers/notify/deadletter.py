@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from workers.stages.steps import Notify
+from nanobanana_queue.workers.stages.steps import Notify
 
 
 class NotifyDeadLetters:

@@ -23,10 +23,10 @@ from typing import Literal
 import httpx
 from standardwebhooks import Webhook
 
-from workers.errors import UnsafeUrlError
-from workers.notify.urls import check_notify_url
-from workers.security.urlguard import UrlPolicy
-from workers.stages.steps import Notify
+from nanobanana_queue.workers.errors import UnsafeUrlError
+from nanobanana_queue.workers.notify.urls import check_notify_url
+from nanobanana_queue.workers.security.urlguard import UrlPolicy
+from nanobanana_queue.workers.stages.steps import Notify
 
 Outcome = Literal["delivered", "retry", "gone", "refused"]
 

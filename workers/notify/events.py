@@ -12,8 +12,8 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from workers.jobs.record import JobRecord
-from workers.jobs.state import JobState
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
 
 #: The event each end state sends (the webhook's ``type``).
 EVENT_FOR_STATE: Final[dict[JobState, str]] = {

@@ -15,10 +15,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from workers.jobs.record import JobRecord
-from workers.logs import get_logger
-from workers.notify.config import NotifyConfig
-from workers.notify.events import (
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.logs import get_logger
+from nanobanana_queue.workers.notify.config import NotifyConfig
+from nanobanana_queue.workers.notify.events import (
     EVENT_FOR_STATE,
     PROGRESS_EVENT,
     body,
@@ -26,7 +26,7 @@ from workers.notify.events import (
     public_view,
     webhook_id,
 )
-from workers.stages.steps import Notify
+from nanobanana_queue.workers.stages.steps import Notify
 
 log = get_logger("nbq.notify")
 

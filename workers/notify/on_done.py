@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from workers.contract import DECLARED_QUEUES
+from nanobanana_queue.workers.contract import DECLARED_QUEUES
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,199}$")
 

@@ -12,8 +12,8 @@ same ``webhook-id`` (it hashes the end time), so a receiver de-duplicates the ra
 
 from __future__ import annotations
 
-from workers.jobs.store import END_STATES, JobStore
-from workers.logs import get_logger
+from nanobanana_queue.workers.jobs.store import END_STATES, JobStore
+from nanobanana_queue.workers.logs import get_logger
 
 log = get_logger("nbq.notify")
 

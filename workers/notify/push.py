@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import redis
 
-from workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.record import JobRecord
 
 
 def job_end_channel(prefix: str, job_id: str) -> str:

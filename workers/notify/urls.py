@@ -13,13 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from workers.errors import UnsafeUrlError
-from workers.security.urlguard import UrlPolicy, check_result_url, redact_url
+from nanobanana_queue.workers.errors import UnsafeUrlError
+from nanobanana_queue.workers.security.urlguard import UrlPolicy, check_result_url, redact_url
 
 if TYPE_CHECKING:
     import httpx
 
-    from workers.settings import Settings
+    from nanobanana_queue.workers.settings import Settings
 
 #: Longest notify URL accepted (as for the API's own callback_url).
 MAX_NOTIFY_URL_CHARS = 2048

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from workers.errors import PipelineError
-from workers.evolink.errors import (
+from nanobanana_queue.workers.errors import PipelineError
+from nanobanana_queue.workers.evolink.errors import (
     PERMANENT_TASK_CODES,
     RETRYABLE_TASK_CODES,
     EvolinkError,

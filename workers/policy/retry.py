@@ -29,8 +29,8 @@ import random
 from dataclasses import dataclass
 from enum import StrEnum
 
-from workers.jobs.state import JobState
-from workers.policy.schedule import Backoff
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.policy.schedule import Backoff
 
 #: Longest single wait of a queued job on the breaker (a hop, re-checked after).
 MAX_QUOTA_WAIT_S = 300.0

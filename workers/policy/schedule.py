@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from workers.settings import Settings
+from nanobanana_queue.workers.settings import Settings
 
 #: Interval between later polls as a fraction of ``estimated_time``.
 FOLLOW_UP_FRACTION = 0.08

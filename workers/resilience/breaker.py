@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 
-from workers import metrics
+from nanobanana_queue.workers import metrics
 
 #: The wait before the first probe after a trip (capped at the probe interval).
 FIRST_PROBE_S = 5.0

@@ -31,7 +31,7 @@ from typing import Any
 
 import redis
 
-from workers.redis_client import tagged
+from nanobanana_queue.workers.redis_client import tagged
 
 #: Estimated credits per create by quality (the price a job holds); the real figure
 #: recorded on each job is the API's own ``usage.credits_reserved`` (its charge).
@@ -46,7 +46,9 @@ BUDGET_EXCEEDED = "credit_budget_exceeded"
 #: Micro-credits per credit: the book's integer unit.
 MICRO = 1_000_000
 
-CREDITS_LUA = files("workers.resilience").joinpath("credits.lua").read_text(encoding="utf-8")
+CREDITS_LUA = (
+    files("nanobanana_queue.workers.resilience").joinpath("credits.lua").read_text(encoding="utf-8")
+)
 
 
 def day_of(now: float | None = None) -> str:

@@ -31,15 +31,19 @@ from typing import TYPE_CHECKING, Any, Final
 
 import redis
 
-from workers import metrics
-from workers.jobs.state import JobState
-from workers.redis_client import tagged
+from nanobanana_queue.workers import metrics
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.redis_client import tagged
 
 if TYPE_CHECKING:
-    from workers.jobs.record import JobRecord
-    from workers.runtime import Runtime
+    from nanobanana_queue.workers.jobs.record import JobRecord
+    from nanobanana_queue.workers.runtime import Runtime
 
-FAIRSHARE_LUA = files("workers.resilience").joinpath("fairshare.lua").read_text(encoding="utf-8")
+FAIRSHARE_LUA = (
+    files("nanobanana_queue.workers.resilience")
+    .joinpath("fairshare.lua")
+    .read_text(encoding="utf-8")
+)
 
 PRIORITIES: Final = ("high", "normal", "low")
 DEFAULT_PRIORITY: Final = "normal"

@@ -13,8 +13,8 @@ import time
 
 import redis
 
-from workers import metrics
-from workers.redis_client import tagged
+from nanobanana_queue.workers import metrics
+from nanobanana_queue.workers.redis_client import tagged
 
 _BUCKET_LUA = """
 local key = KEYS[1]

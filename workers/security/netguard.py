@@ -33,9 +33,9 @@ from typing import Any
 import httpcore
 import httpx
 
-from workers.errors import UnsafeUrlError
-from workers.security.addresses import IPAddress, address_problem
-from workers.security.urlguard import UrlPolicy
+from nanobanana_queue.workers.errors import UnsafeUrlError
+from nanobanana_queue.workers.security.addresses import IPAddress, address_problem
+from nanobanana_queue.workers.security.urlguard import UrlPolicy
 
 __all__ = [
     "GuardedBackend",

@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from workers.errors import UnsafeUrlError
-from workers.security.addresses import (
+from nanobanana_queue.workers.errors import UnsafeUrlError
+from nanobanana_queue.workers.security.addresses import (
     IPAddress,
     address_problem,
     ends_in_number,
@@ -29,7 +29,7 @@ from workers.security.addresses import (
 )
 
 if TYPE_CHECKING:
-    from workers.settings import Settings
+    from nanobanana_queue.workers.settings import Settings
 
 __all__ = [
     "UnsafeUrlError",

@@ -31,19 +31,19 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Literal
 
-from workers import metrics
-from workers.evolink.errors import EvolinkError, NotFoundError
-from workers.evolink.models import Task, TaskStatus
-from workers.jobs import lifecycle
-from workers.jobs.lifecycle import Transition
-from workers.jobs.owners import owners_of
-from workers.jobs.record import JobError, JobRecord
-from workers.jobs.state import JobState
-from workers.policy.errors import Action, action_for
-from workers.policy.retry import RetryCause
-from workers.runtime import Runtime
-from workers.stages.common import log, new_token, now, retry
-from workers.stages.steps import Done, Fail, Step
+from nanobanana_queue.workers import metrics
+from nanobanana_queue.workers.evolink.errors import EvolinkError, NotFoundError
+from nanobanana_queue.workers.evolink.models import Task, TaskStatus
+from nanobanana_queue.workers.jobs import lifecycle
+from nanobanana_queue.workers.jobs.lifecycle import Transition
+from nanobanana_queue.workers.jobs.owners import owners_of
+from nanobanana_queue.workers.jobs.record import JobError, JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.policy.errors import Action, action_for
+from nanobanana_queue.workers.policy.retry import RetryCause
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.stages.common import log, new_token, now, retry
+from nanobanana_queue.workers.stages.steps import Done, Fail, Step
 
 Source = Literal["callback", "person"]
 
@@ -195,7 +195,7 @@ def adopt(
         from_state=record.state.value,
         status=task.status.value,
     )
-    from workers.stages.poll import handle_task_state
+    from nanobanana_queue.workers.stages.poll import handle_task_state
 
     return replace(handle_task_state(rt, moved, task, token), label="adopted")
 
@@ -291,7 +291,7 @@ def _adopted_failed(rt: Runtime, record: JobRecord, task: Task, *, source: Sourc
         if not applied or moved is None:
             return Done("lost_race")
     else:
-        from workers.stages.common import fail_job
+        from nanobanana_queue.workers.stages.common import fail_job
 
         if fail_job(rt, job_id, error, via=lifecycle.ADOPT_FAILED_TASK, **fields) is None:
             return Done("lost_race")

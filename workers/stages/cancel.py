@@ -7,11 +7,11 @@ chain ends at its next hop, a download's final transition fails.
 
 from __future__ import annotations
 
-from workers.jobs import lifecycle
-from workers.jobs.errors import JobNotCancellableError
-from workers.jobs.record import JobRecord
-from workers.jobs.state import JobState
-from workers.jobs.store import JobNotFoundError, JobStore
+from nanobanana_queue.workers.jobs import lifecycle
+from nanobanana_queue.workers.jobs.errors import JobNotCancellableError
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.jobs.store import JobNotFoundError, JobStore
 
 
 def cancel_job(store: JobStore, job_id: str) -> JobRecord:
@@ -28,7 +28,7 @@ def cancel_job(store: JobStore, job_id: str) -> JobRecord:
         )
     if record.credits_held_on or record.credits_paid:
         # Frees the job's hold on the day's budget; counts what it paid as cancelled.
-        from workers.resilience.credits import CreditLedger
+        from nanobanana_queue.workers.resilience.credits import CreditLedger
 
         CreditLedger(store.redis, prefix=store.prefix).ended(
             job_id,

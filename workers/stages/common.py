@@ -7,16 +7,16 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from workers import metrics
-from workers.failures import record_failure
-from workers.jobs import lifecycle
-from workers.jobs.lifecycle import Transition
-from workers.jobs.record import JobError, JobRecord
-from workers.jobs.state import JobState
-from workers.logs import get_logger
-from workers.policy.retry import RETRY_RULES, RetryCause, budget, delay_s
-from workers.runtime import Runtime
-from workers.stages.steps import Message, Retry
+from nanobanana_queue.workers import metrics
+from nanobanana_queue.workers.failures import record_failure
+from nanobanana_queue.workers.jobs import lifecycle
+from nanobanana_queue.workers.jobs.lifecycle import Transition
+from nanobanana_queue.workers.jobs.record import JobError, JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.logs import get_logger
+from nanobanana_queue.workers.policy.retry import RETRY_RULES, RetryCause, budget, delay_s
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.stages.steps import Message, Retry
 
 log = get_logger("nbq.stages")
 

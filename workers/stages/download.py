@@ -8,19 +8,24 @@ retry): a worker killed between the two fetches that one image again, to the sam
 
 from __future__ import annotations
 
-from workers import metrics
-from workers.contract import QUEUE_DOWNLOAD, TASK_DOWNLOAD
-from workers.errors import PipelineError
-from workers.evolink.results import open_result
-from workers.jobs import lifecycle
-from workers.jobs.record import JobError, JobRecord, StoredObject
-from workers.jobs.state import JobState
-from workers.policy.errors import Action, action_for
-from workers.policy.retry import RetryCause
-from workers.runtime import Runtime
-from workers.stages.common import error_from, fail_job, log, now, retry
-from workers.stages.steps import Done, Fail, Step
-from workers.storage.manifest import build_manifest, manifest_key, object_key_stem, object_metadata
+from nanobanana_queue.workers import metrics
+from nanobanana_queue.workers.contract import QUEUE_DOWNLOAD, TASK_DOWNLOAD
+from nanobanana_queue.workers.errors import PipelineError
+from nanobanana_queue.workers.evolink.results import open_result
+from nanobanana_queue.workers.jobs import lifecycle
+from nanobanana_queue.workers.jobs.record import JobError, JobRecord, StoredObject
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.policy.errors import Action, action_for
+from nanobanana_queue.workers.policy.retry import RetryCause
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.stages.common import error_from, fail_job, log, now, retry
+from nanobanana_queue.workers.stages.steps import Done, Fail, Step
+from nanobanana_queue.workers.storage.manifest import (
+    build_manifest,
+    manifest_key,
+    object_key_stem,
+    object_metadata,
+)
 
 
 def download(
@@ -37,8 +42,8 @@ def download(
     """
     record = rt.store.get(job_id)
     if record is None:
-        from workers.stages.rescue import report_lost, rescue
-        from workers.stages.stray import refuse_unknown_job, store_was_reset
+        from nanobanana_queue.workers.stages.rescue import report_lost, rescue
+        from nanobanana_queue.workers.stages.stray import refuse_unknown_job, store_was_reset
 
         if evolink_task_id:
             return rescue(rt, job_id, evolink_task_id, via="download")

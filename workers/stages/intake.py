@@ -13,15 +13,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from workers import metrics, tracing
-from workers.evolink.models import GenerationRequest
-from workers.failures import record_failure
-from workers.jobs.ids import InvalidJobIdError, new_job_id, scoped_job_id
-from workers.jobs.record import JobError, JobRecord
-from workers.jobs.state import JobState
-from workers.resilience.credits import BUDGET_EXCEEDED, Hold, price_of, refusal
-from workers.runtime import Runtime
-from workers.stages.common import log
+from nanobanana_queue.workers import metrics, tracing
+from nanobanana_queue.workers.evolink.models import GenerationRequest
+from nanobanana_queue.workers.failures import record_failure
+from nanobanana_queue.workers.jobs.ids import InvalidJobIdError, new_job_id, scoped_job_id
+from nanobanana_queue.workers.jobs.record import JobError, JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.resilience.credits import BUDGET_EXCEEDED, Hold, price_of, refusal
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.stages.common import log
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -35,7 +35,7 @@ def describe_validation_error(exc: ValidationError) -> str:
 
 def _proven(rt: Runtime, producer: str, job_id: str | None, proof: str | None) -> bool:
     """A raw message speaks for ``producer`` only with the proof for its own job id."""
-    from workers.producer_keys import proof_matches
+    from nanobanana_queue.workers.producer_keys import proof_matches
 
     return job_id is not None and proof_matches(rt.settings, producer, job_id, proof)
 
@@ -162,7 +162,7 @@ def intake(
 
 
 def _on_done(value: dict[str, str]) -> tuple[str, str] | None:
-    from workers.notify.on_done import check_on_done
+    from nanobanana_queue.workers.notify.on_done import check_on_done
 
     return check_on_done(value)
 
@@ -172,7 +172,11 @@ def _notify_refusal(
 ) -> str | None:
     """A raw message's notify_url or own callback_url that cannot be honoured (the
     Producer refuses the same before sending anything)."""
-    from workers.notify.config import NotifyConfig, NotifyRefusedError, own_callback_refusal
+    from nanobanana_queue.workers.notify.config import (
+        NotifyConfig,
+        NotifyRefusedError,
+        own_callback_refusal,
+    )
 
     refusal = own_callback_refusal(rt.settings, valid)
     if refusal is not None or notify_url is None:

@@ -17,15 +17,19 @@ from __future__ import annotations
 
 import re
 
-from workers import metrics
-from workers.jobs import lifecycle
-from workers.jobs.errors import JobActionRefusedError, JobNotFoundError, MayPayTwiceError
-from workers.jobs.owners import owners_of
-from workers.jobs.record import JobRecord
-from workers.jobs.state import JobState
-from workers.jobs.store import JobStore
-from workers.logs import get_logger
-from workers.stages.adopt import ADOPTABLE_FROM
+from nanobanana_queue.workers import metrics
+from nanobanana_queue.workers.jobs import lifecycle
+from nanobanana_queue.workers.jobs.errors import (
+    JobActionRefusedError,
+    JobNotFoundError,
+    MayPayTwiceError,
+)
+from nanobanana_queue.workers.jobs.owners import owners_of
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.jobs.store import JobStore
+from nanobanana_queue.workers.logs import get_logger
+from nanobanana_queue.workers.stages.adopt import ADOPTABLE_FROM
 
 log = get_logger("nbq.manual")
 

@@ -8,23 +8,23 @@ and there is never more than one live poll chain per job.
 
 from __future__ import annotations
 
-from workers import metrics
-from workers.evolink.errors import (
+from nanobanana_queue.workers import metrics
+from nanobanana_queue.workers.evolink.errors import (
     EvolinkError,
     RateLimitedError,
     TaskFailedError,
     UnauthorizedError,
 )
-from workers.evolink.models import Task, TaskStatus
-from workers.jobs import lifecycle
-from workers.jobs.record import JobError, JobRecord
-from workers.jobs.state import JobState
-from workers.leases import claim_owner
-from workers.policy.errors import Action, action_for
-from workers.policy.retry import RetryCause
-from workers.runtime import Runtime
-from workers.stages.common import error_from, fail_job, log, new_token, now, retry
-from workers.stages.steps import Done, Download, Fail, Poll, Step, Submit
+from nanobanana_queue.workers.evolink.models import Task, TaskStatus
+from nanobanana_queue.workers.jobs import lifecycle
+from nanobanana_queue.workers.jobs.record import JobError, JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.leases import claim_owner
+from nanobanana_queue.workers.policy.errors import Action, action_for
+from nanobanana_queue.workers.policy.retry import RetryCause
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.stages.common import error_from, fail_job, log, new_token, now, retry
+from nanobanana_queue.workers.stages.steps import Done, Download, Fail, Poll, Step, Submit
 
 
 def poll(
@@ -50,7 +50,7 @@ def poll(
         claimed_by=claim_owner(),  # its lease lapsing re-drives the chain (leases.py)
     )
     if record is None:
-        from workers.stages.rescue import report_lost, rescue
+        from nanobanana_queue.workers.stages.rescue import report_lost, rescue
 
         if evolink_task_id:
             return rescue(rt, job_id, evolink_task_id, via="poll")

@@ -15,23 +15,23 @@ import redis
 from amqp.exceptions import AMQPError
 from kombu.exceptions import KombuError
 
-from workers import broker_unacked, tracing
-from workers.broker_queues import amqp_queue_lengths, queue_lengths
-from workers.broker_unacked import stale_tags
-from workers.brokers import broker_kind
-from workers.contract import ALL_QUEUES, QUEUE_DOWNLOAD, QUEUE_SUBMIT
-from workers.jobs import lifecycle
-from workers.jobs.record import JobRecord
-from workers.jobs.state import JobState
-from workers.leases import WorkerLeases
-from workers.logs import get_logger
-from workers.notify.outbox import redeliver as redeliver_notifications
-from workers.policy.retry import MAX_QUOTA_WAIT_S
-from workers.resilience.credits import day_of
-from workers.runtime import Runtime
-from workers.settings import Settings
-from workers.stages.common import new_token, now
-from workers.stages.steps import Adopt, Download, Message, Poll, Send, Submit
+from nanobanana_queue.workers import broker_unacked, tracing
+from nanobanana_queue.workers.broker_queues import amqp_queue_lengths, queue_lengths
+from nanobanana_queue.workers.broker_unacked import stale_tags
+from nanobanana_queue.workers.brokers import broker_kind
+from nanobanana_queue.workers.contract import ALL_QUEUES, QUEUE_DOWNLOAD, QUEUE_SUBMIT
+from nanobanana_queue.workers.jobs import lifecycle
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.leases import WorkerLeases
+from nanobanana_queue.workers.logs import get_logger
+from nanobanana_queue.workers.notify.outbox import redeliver as redeliver_notifications
+from nanobanana_queue.workers.policy.retry import MAX_QUOTA_WAIT_S
+from nanobanana_queue.workers.resilience.credits import day_of
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.settings import Settings
+from nanobanana_queue.workers.stages.common import new_token, now
+from nanobanana_queue.workers.stages.steps import Adopt, Download, Message, Poll, Send, Submit
 
 log = get_logger("nbq.reconcile")
 
@@ -364,7 +364,9 @@ def _create_was_sent(record: JobRecord) -> bool:
 def submit_time_limit_s(settings: Settings) -> float:
     """The longest a submit may hold its claim: the hard time limit of the tasks that run
     one (``nbq.submit``; ``nbq.generate`` submits inline), after which it is killed."""
-    from workers.app import submit_time_limits_s  # the Celery configuration's own numbers
+    from nanobanana_queue.workers.app import (
+        submit_time_limits_s,  # the Celery configuration's own numbers
+    )
 
     return submit_time_limits_s(settings)[1]
 
@@ -374,8 +376,8 @@ def _reconcile_unknown_outcomes(
 ) -> None:
     """``outcome_unknown`` jobs: fail those past their deadline (no callback came); re-send
     a lost adoption of a task a callback already named. Never calls the API."""
-    from workers.stages.adopt import unknown_outcome_error
-    from workers.stages.common import fail_job
+    from nanobanana_queue.workers.stages.adopt import unknown_outcome_error
+    from nanobanana_queue.workers.stages.common import fail_job
 
     for job_id in rt.store.ids_in_state(
         JobState.OUTCOME_UNKNOWN, updated_before=cutoff, limit=BATCH

@@ -29,16 +29,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from workers import metrics
-from workers.errors import PipelineError
-from workers.jobs.ids import SCOPE_SEPARATOR
-from workers.jobs.owners import owners_of
-from workers.jobs.record import JobError, JobRecord
-from workers.jobs.state import JobState
-from workers.runtime import Runtime
-from workers.stages.common import log, new_token, now
-from workers.stages.steps import Done, Step
-from workers.storage.manifest import manifest_key
+from nanobanana_queue.workers import metrics
+from nanobanana_queue.workers.errors import PipelineError
+from nanobanana_queue.workers.jobs.ids import SCOPE_SEPARATOR
+from nanobanana_queue.workers.jobs.owners import owners_of
+from nanobanana_queue.workers.jobs.record import JobError, JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.stages.common import log, new_token, now
+from nanobanana_queue.workers.stages.steps import Done, Step
+from nanobanana_queue.workers.storage.manifest import manifest_key
 
 #: Error code of a job whose record vanished before anything could finish it.
 RECORD_LOST = "record_lost"
@@ -86,7 +86,7 @@ def rescue(rt: Runtime, job_id: str, task_id: str, *, via: str) -> Step:
         detail="the job's record was missing from the store; re-recorded from the message "
         "(request unknown) and polled so the paid result is stored",
     )
-    from workers.stages.poll import poll
+    from nanobanana_queue.workers.stages.poll import poll
 
     step = poll(rt, job_id, token)
     return replace(step, label=f"rescued_{step.label}")

@@ -33,9 +33,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from workers.jobs.record import JobError
-from workers.jobs.state import JobState
-from workers.policy.retry import RetryCause
+from nanobanana_queue.workers.jobs.record import JobError
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.policy.retry import RetryCause
 
 
 @dataclass(frozen=True)

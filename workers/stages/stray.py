@@ -14,10 +14,10 @@ from __future__ import annotations
 import json
 import socket
 
-from workers import metrics
-from workers.runtime import Runtime
-from workers.stages.common import log
-from workers.stages.steps import Done
+from nanobanana_queue.workers import metrics
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.stages.common import log
+from nanobanana_queue.workers.stages.steps import Done
 
 #: The dead-letter reason (``nbq_dead_letters_total{reason}``, workers/guard/inspect.py).
 UNKNOWN_JOB = "unknown_job"
@@ -31,7 +31,7 @@ def store_was_reset(rt: Runtime) -> bool:
 
 def refuse_unknown_job(rt: Runtime, job_id: str, *, task: str, queue: str) -> Done:
     """Keep the message as a dead letter; write no record, count no failed job."""
-    from workers.deadletters import DeadLetterStore, build_letter
+    from nanobanana_queue.workers.deadletters import DeadLetterStore, build_letter
 
     detail = f"{task} for job {job_id!r}: no such job and no task id, nothing to finish"
     letter = build_letter(

@@ -10,21 +10,25 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from workers import metrics
-from workers.evolink.errors import EvolinkError, QuotaExceededError, RateLimitedError
-from workers.jobs import lifecycle
-from workers.jobs.owners import owners_of
-from workers.jobs.record import JobError, JobRecord
-from workers.jobs.state import JobState
-from workers.jobs.store import STORE_AWAY
-from workers.leases import claim_owner
-from workers.policy.errors import Action, action_for
-from workers.policy.retry import RetryCause
-from workers.resilience.credits import BUDGET_EXCEEDED, Hold, price_of, refusal
-from workers.resilience.fairshare import fair_gate
-from workers.runtime import Runtime
-from workers.stages.common import error_from, fail_job, log, new_token, now, retry
-from workers.stages.steps import Adopt, Done, Fail, Poll, Step, Submit
+from nanobanana_queue.workers import metrics
+from nanobanana_queue.workers.evolink.errors import (
+    EvolinkError,
+    QuotaExceededError,
+    RateLimitedError,
+)
+from nanobanana_queue.workers.jobs import lifecycle
+from nanobanana_queue.workers.jobs.owners import owners_of
+from nanobanana_queue.workers.jobs.record import JobError, JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.jobs.store import STORE_AWAY
+from nanobanana_queue.workers.leases import claim_owner
+from nanobanana_queue.workers.policy.errors import Action, action_for
+from nanobanana_queue.workers.policy.retry import RetryCause
+from nanobanana_queue.workers.resilience.credits import BUDGET_EXCEEDED, Hold, price_of, refusal
+from nanobanana_queue.workers.resilience.fairshare import fair_gate
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.stages.common import error_from, fail_job, log, new_token, now, retry
+from nanobanana_queue.workers.stages.steps import Adopt, Done, Fail, Poll, Step, Submit
 
 
 class QuotaBreakerOpenError(Exception):
@@ -57,7 +61,7 @@ def submit(
     if record is None:
         # Sent only for recorded jobs: the record vanished (store flushed or replaced)
         # before any API task existed. Nothing was paid; say so loudly.
-        from workers.stages.rescue import report_lost
+        from nanobanana_queue.workers.stages.rescue import report_lost
 
         return report_lost(rt, job_id, stage="submit")
     if record.is_terminal:
@@ -237,7 +241,7 @@ def _create(rt: Runtime, record: JobRecord, *, retries: int) -> Step:
     if not applied:
         if rt.store.get(job_id) is None:
             # The record vanished while the create was in flight: the task is paid, rescue.
-            from workers.stages.rescue import rescue
+            from nanobanana_queue.workers.stages.rescue import rescue
 
             return rescue(rt, job_id, task.id, via="submit")
         # Cancelled while the create was in flight: the task exists (and was paid) but
@@ -360,7 +364,7 @@ def hold_unknown_outcome(
     A callback that already came while the job could not take it (``callback_task_id``)
     is adopted at once (``nbq.adopt``).
     """
-    from workers.stages.adopt import unknown_outcome_error
+    from nanobanana_queue.workers.stages.adopt import unknown_outcome_error
 
     job_id = record.job_id
     rt.credits().record_unknown()
@@ -408,7 +412,7 @@ def _utc(epoch_s: float | None) -> str:
 
 def _callback_url(rt: Runtime, record: JobRecord) -> str | None:
     """The per-job callback URL when NBQ_PUBLIC_CALLBACK_URL is set; None means poll only."""
-    from workers.callbacks import callback_url
+    from nanobanana_queue.workers.callbacks import callback_url
 
     return callback_url(rt.settings, record.job_id, record.create_seq)
 

@@ -6,7 +6,7 @@ S3 client library (``pip install 'nanobanana-queue[s3]'`` brings it).
 
 from typing import Any
 
-from workers.storage.manifest import (
+from nanobanana_queue.workers.storage.manifest import (
     MANIFEST_SCHEMA_VERSION,
     build_manifest,
     manifest_key,
@@ -14,7 +14,7 @@ from workers.storage.manifest import (
     object_metadata,
     prompt_sha256,
 )
-from workers.storage.sniff import MIN_SNIFF_BYTES, ImageType, sniff_image
+from nanobanana_queue.workers.storage.sniff import MIN_SNIFF_BYTES, ImageType, sniff_image
 
 __all__ = [
     "MANIFEST_SCHEMA_VERSION",
@@ -33,7 +33,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in ("ObjectStore", "PART_SIZE_BYTES"):
-        from workers.storage import s3
+        from nanobanana_queue.workers.storage import s3
 
         return getattr(s3, name)
-    raise AttributeError(f"module 'workers.storage' has no attribute {name!r}")
+    raise AttributeError(f"module 'nanobanana_queue.workers.storage' has no attribute {name!r}")

@@ -40,8 +40,8 @@ import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from workers.jobs.record import JobRecord, StoredObject
-from workers.jobs.state import JobState
+from nanobanana_queue.workers.jobs.record import JobRecord, StoredObject
+from nanobanana_queue.workers.jobs.state import JobState
 
 __all__ = [
     "MANIFEST_SCHEMA_VERSION",

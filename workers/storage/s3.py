@@ -26,15 +26,20 @@ try:
     from minio.commonconfig import REPLACE, CopySource
     from minio.error import MinioException, S3Error
 except ImportError as exc:  # a slim install: one clear line, not a traceback
-    from workers.extras import extra_missing, missing_modules
+    from nanobanana_queue.workers.extras import extra_missing, missing_modules
 
     missing = missing_modules("minio", "urllib3") or [str(exc.name)]
     raise extra_missing("s3", missing, what="S3 storage (results)") from exc
 
-from workers.errors import NotAnImageError, PipelineError, ResultTooLargeError, StorageError
-from workers.jobs.record import StoredObject
-from workers.settings import ConfigError, Settings
-from workers.storage.sniff import MIN_SNIFF_BYTES, ImageType, sniff_image
+from nanobanana_queue.workers.errors import (
+    NotAnImageError,
+    PipelineError,
+    ResultTooLargeError,
+    StorageError,
+)
+from nanobanana_queue.workers.jobs.record import StoredObject
+from nanobanana_queue.workers.settings import ConfigError, Settings
+from nanobanana_queue.workers.storage.sniff import MIN_SNIFF_BYTES, ImageType, sniff_image
 
 __all__ = ["PART_SIZE_BYTES", "ObjectStore"]
 

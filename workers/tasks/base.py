@@ -20,14 +20,14 @@ import redis
 import structlog
 from celery import Task
 
-from workers import failures, metrics, tracing
-from workers.app import app
-from workers.dispatch import Dispatcher, envelope
-from workers.jobs.lifecycle import FAIL
-from workers.policy.retry import RetryCause
-from workers.runtime import get_runtime
-from workers.stages.common import fail_job, log, retry
-from workers.stages.steps import Done, Fail, Retry, Step
+from nanobanana_queue.workers import failures, metrics, tracing
+from nanobanana_queue.workers.app import app
+from nanobanana_queue.workers.dispatch import Dispatcher, envelope
+from nanobanana_queue.workers.jobs.lifecycle import FAIL
+from nanobanana_queue.workers.policy.retry import RetryCause
+from nanobanana_queue.workers.runtime import get_runtime
+from nanobanana_queue.workers.stages.common import fail_job, log, retry
+from nanobanana_queue.workers.stages.steps import Done, Fail, Retry, Step
 
 #: The job store (not the API) failing: retried without bound, never acked away.
 STORE_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)

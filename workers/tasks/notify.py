@@ -14,17 +14,17 @@ from typing import Any
 
 import httpx
 
-from workers import metrics
-from workers.app import app
-from workers.contract import TASK_NOTIFY
-from workers.logs import get_logger
-from workers.notify.config import NotifyConfig
-from workers.notify.deadletter import NotifyDeadLetters
-from workers.notify.deliver import backoff_s, deliver_once
-from workers.runtime import get_runtime
-from workers.security.netguard import guarded_client
-from workers.stages.steps import Notify
-from workers.tasks.base import dispatcher
+from nanobanana_queue.workers import metrics
+from nanobanana_queue.workers.app import app
+from nanobanana_queue.workers.contract import TASK_NOTIFY
+from nanobanana_queue.workers.logs import get_logger
+from nanobanana_queue.workers.notify.config import NotifyConfig
+from nanobanana_queue.workers.notify.deadletter import NotifyDeadLetters
+from nanobanana_queue.workers.notify.deliver import backoff_s, deliver_once
+from nanobanana_queue.workers.runtime import get_runtime
+from nanobanana_queue.workers.security.netguard import guarded_client
+from nanobanana_queue.workers.stages.steps import Notify
+from nanobanana_queue.workers.tasks.base import dispatcher
 
 log = get_logger("nbq.notify")
 

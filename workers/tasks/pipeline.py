@@ -5,15 +5,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from workers.app import app
-from workers.contract import TASK_ADOPT, TASK_DOWNLOAD, TASK_GENERATE, TASK_POLL, TASK_SUBMIT
-from workers.runtime import get_runtime
-from workers.stages import adopt as adopt_stage
-from workers.stages import download as download_stage
-from workers.stages import poll as poll_stage
-from workers.stages import submit as submit_stage
-from workers.stages.intake import intake
-from workers.tasks.base import STORE_UNREACHABLE, StageTask
+from nanobanana_queue.workers.app import app
+from nanobanana_queue.workers.contract import (
+    TASK_ADOPT,
+    TASK_DOWNLOAD,
+    TASK_GENERATE,
+    TASK_POLL,
+    TASK_SUBMIT,
+)
+from nanobanana_queue.workers.runtime import get_runtime
+from nanobanana_queue.workers.stages import adopt as adopt_stage
+from nanobanana_queue.workers.stages import download as download_stage
+from nanobanana_queue.workers.stages import poll as poll_stage
+from nanobanana_queue.workers.stages import submit as submit_stage
+from nanobanana_queue.workers.stages.intake import intake
+from nanobanana_queue.workers.tasks.base import STORE_UNREACHABLE, StageTask
 
 
 @app.task(name=TASK_GENERATE, base=StageTask, bind=True)

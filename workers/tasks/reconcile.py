@@ -8,13 +8,13 @@ from typing import Any
 
 from celery.signals import worker_ready, worker_shutdown
 
-from workers.app import app
-from workers.contract import TASK_RECONCILE
-from workers.logs import get_logger
-from workers.probes import Heartbeat
-from workers.runtime import get_runtime
-from workers.stages.reconcile import reap_dead_workers, reconcile_once
-from workers.tasks.base import dispatcher
+from nanobanana_queue.workers.app import app
+from nanobanana_queue.workers.contract import TASK_RECONCILE
+from nanobanana_queue.workers.logs import get_logger
+from nanobanana_queue.workers.probes import Heartbeat
+from nanobanana_queue.workers.runtime import get_runtime
+from nanobanana_queue.workers.stages.reconcile import reap_dead_workers, reconcile_once
+from nanobanana_queue.workers.tasks.base import dispatcher
 
 log = get_logger("nbq.reconcile")
 _stop = threading.Event()

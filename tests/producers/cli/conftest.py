@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from producers.api import Producer
+from nanobanana_queue.producers.api import Producer
+from nanobanana_queue.workers.settings import Settings
 from tests.support.redis_server import RedisServer
-from workers.settings import Settings
 
 _prefixes = itertools.count()
 
@@ -49,10 +49,10 @@ class Nbq:
     overrides: dict[str, str] = field(default_factory=dict)
 
     def __call__(self, *args: str, input: str | None = None, **env: str) -> Result:
-        from producers.cli.main import app
-        from workers.runtime import reset_runtime
-        from workers.settings import get_settings
-        from workers.startup import configure_process
+        from nanobanana_queue.producers.cli.main import app
+        from nanobanana_queue.workers.runtime import reset_runtime
+        from nanobanana_queue.workers.settings import get_settings
+        from nanobanana_queue.workers.startup import configure_process
 
         # Logging is configured once per process, to the stderr of that moment: make it
         # pytest's, never the runner's (closed after the call; later tests would log into it).
@@ -109,4 +109,4 @@ def producer_for(redis_env: dict[str, str]) -> Iterator[Callable[[], Producer]]:
 @pytest.fixture(autouse=True)
 def _short_worker_ping(monkeypatch: pytest.MonkeyPatch) -> None:
     """No worker runs here: the 'no worker answered' broadcast need not wait 0.5 s."""
-    monkeypatch.setattr("producers.cli.consumers.PING_TIMEOUT_S", 0.02)
+    monkeypatch.setattr("nanobanana_queue.producers.cli.consumers.PING_TIMEOUT_S", 0.02)

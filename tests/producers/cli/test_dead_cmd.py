@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from nanobanana_queue.workers.deadletters import DeadLetterStore, build_letter
 from tests.producers.cli.conftest import Nbq, settings_for
-from workers.deadletters import DeadLetterStore, build_letter
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def test_purge_without_yes_off_a_terminal_deletes_nothing_and_says_how_to_confir
 def test_purge_on_a_terminal_asks_first(
     nbq: Nbq, letters: DeadLetterStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from workers.cli import common
+    from nanobanana_queue.workers.cli import common
 
     monkeypatch.setattr(type(common.console), "is_terminal", property(lambda self: True))
     refused = nbq("dead", "purge", input="n\n")

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from nanobanana_queue.workers.cli.common import EXIT_UNREACHABLE, EXIT_USAGE
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.runtime import Runtime
 from tests.producers.cli.conftest import Nbq, Result, settings_for
 from tests.support.procs import free_port
-from workers.cli.common import EXIT_UNREACHABLE, EXIT_USAGE
-from workers.jobs.record import JobRecord
-from workers.jobs.state import JobState
-from workers.runtime import Runtime
 
 
 @pytest.fixture(scope="module")
@@ -130,13 +130,13 @@ def test_a_wait_timeout_of_zero_or_less_is_refused_before_anything_is_enqueued(
 
 
 def test_the_exit_statuses_are_the_ones_the_readme_documents() -> None:
-    from workers.cli import common
+    from nanobanana_queue.workers.cli import common
 
     readme = (Path(__file__).resolve().parents[3] / "README.md").read_text(encoding="utf-8")
     section = readme.split("#### Exit statuses", 1)[1].split("\n## ", 1)[0]
     documented = {int(n) for n in re.findall(r"^\| `(\d+)` \|", section, re.M)}
-    from producers.cli.jobs_cmd import JOB_ID_CONFLICT_EXIT
-    from workers.store_guard import EXIT_CONFIG
+    from nanobanana_queue.producers.cli.jobs_cmd import JOB_ID_CONFLICT_EXIT
+    from nanobanana_queue.workers.store_guard import EXIT_CONFIG
 
     used = {common.EXIT_FAILED, common.EXIT_USAGE, common.EXIT_UNREACHABLE,
             common.EXIT_INTERRUPTED, JOB_ID_CONFLICT_EXIT, EXIT_CONFIG}  # fmt: skip

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import typer
 
-from producers.cli.main import app
+from nanobanana_queue.producers.cli.main import app
 from tests.producers.cli.conftest import Nbq
 
 

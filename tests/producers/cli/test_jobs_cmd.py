@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from producers.api import Producer
+from nanobanana_queue.producers.api import Producer
+from nanobanana_queue.workers.jobs import lifecycle
+from nanobanana_queue.workers.jobs.record import JobError, JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.producers.cli.conftest import Nbq
-from workers.jobs import lifecycle
-from workers.jobs.record import JobError, JobRecord
-from workers.jobs.state import JobState
 
 
 def _failed(producer: Producer, job_id: str, code: str) -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from nanobanana_queue.workers.cli.common import EXIT_INTERRUPTED
 from tests.producers.cli.conftest import Nbq
 from tests.support.redis_server import RedisServer
-from workers.cli.common import EXIT_INTERRUPTED
 
 
 def _interrupt(*_: object, **__: object) -> None:
@@ -26,7 +26,7 @@ def test_quality_is_accepted_in_any_case_and_normalised(nbq: Nbq) -> None:
 def test_ctrl_c_during_submit_wait_prints_the_job_and_how_to_follow_it(
     nbq: Nbq, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("producers.cli.live.wait_for_job", _interrupt)
+    monkeypatch.setattr("nanobanana_queue.producers.cli.live.wait_for_job", _interrupt)
     done = nbq("submit", "a fox", "--job-id", "k1", "--wait")
     assert done.code == EXIT_INTERRUPTED
     assert "job k1 is queued and goes on" in done.stderr
@@ -39,7 +39,7 @@ def test_ctrl_c_during_submit_wait_prints_the_job_and_how_to_follow_it(
 def test_ctrl_c_during_batch_wait_prints_the_batch_and_its_job_ids(
     nbq: Nbq, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr("producers.cli.batch_cmd._follow", _interrupt)
+    monkeypatch.setattr("nanobanana_queue.producers.cli.batch_cmd._follow", _interrupt)
     path = tmp_path / "b.jsonl"
     path.write_text('{"prompt": "a fox"}\n{"prompt": "a hen"}\n')
     done = nbq("batch", str(path), "--batch-id", "ci", "--wait")

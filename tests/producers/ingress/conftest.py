@@ -11,14 +11,14 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from producers.api import Producer
-from producers.ingress.app import create_app
+from nanobanana_queue.producers.api import Producer
+from nanobanana_queue.producers.ingress.app import create_app
+from nanobanana_queue.workers.app import create_app as create_celery_app
+from nanobanana_queue.workers.jobs.store import JobStore
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.settings import Settings, load_settings
 from tests.support.redis_server import RedisServer
 from tests.support.s3_server import S3Server
-from workers.app import create_app as create_celery_app
-from workers.jobs.store import JobStore
-from workers.runtime import Runtime
-from workers.settings import Settings, load_settings
 
 TOKENS = {"alice": "alice-token-123", "bob": "bob-token-456"}
 SECRET = "callback-secret-for-tests"

@@ -10,12 +10,12 @@ from typing import Any
 
 import httpx
 
+from nanobanana_queue.workers.callbacks import callback_token
 from tests.support.emulator_server import TEST_ARGS, EmulatorServer
 from tests.support.procs import free_port, start, stop, wait_until
 from tests.support.redis_server import RedisServer
 from tests.support.s3_server import S3Server
 from tests.support.stack import Stack
-from workers.callbacks import callback_token
 
 SECRET = "e2e-callback-secret"
 TOKEN = "svc-token-e2e"
@@ -71,7 +71,7 @@ def start_ingress(stack: Stack, port: int, *, log_level: str = "warning") -> Ing
         [
             sys.executable,
             "-m",
-            "producers.cli.main",
+            "nanobanana_queue.producers.cli.main",
             "serve",
             "--host",
             "127.0.0.1",

@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import pytest
 
-from producers.ingress.auth import TokenRegistry
+from nanobanana_queue.producers.ingress.auth import TokenRegistry
+from nanobanana_queue.workers.settings import ConfigError
 from tests.producers.ingress.conftest import TOKENS, Ingress, auth
-from workers.settings import ConfigError
 
 
 def test_tokens_parse_into_producer_names_and_keep_only_digests() -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.producers.ingress.conftest import Ingress, auth
-from workers.jobs.state import JobState
 
 REQUESTS = [{"prompt": f"image {i}", "quality": "1K"} for i in range(5)]
 

@@ -15,17 +15,17 @@ import time
 import pytest
 import redis
 
-from tests.producers.ingress.conftest import SECRET, Ingress
-from workers.callbacks import (
+from nanobanana_queue.workers.callbacks import (
     callback_token,
     callback_url,
     reported_status_and_task,
     token_lifetime_s,
     token_round,
 )
-from workers.jobs.record import JobRecord
-from workers.jobs.state import JobState
-from workers.settings import ConfigError, load_settings
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.settings import ConfigError, load_settings
+from tests.producers.ingress.conftest import SECRET, Ingress
 
 
 def _generating(ingress: Ingress, job_id: str = "gen-1", task_id: str = "task-1") -> JobRecord:

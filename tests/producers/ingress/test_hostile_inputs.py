@@ -11,12 +11,12 @@ import json
 import pytest
 import structlog
 
-from producers.ingress.errors import MAX_MESSAGE_CHARS, error_response
+from nanobanana_queue.producers.ingress.errors import MAX_MESSAGE_CHARS, error_response
+from nanobanana_queue.workers.callbacks import callback_token
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.logs import configure_logging
 from tests.producers.ingress.conftest import SECRET, Ingress, auth
-from workers.callbacks import callback_token
-from workers.jobs.record import JobRecord
-from workers.jobs.state import JobState
-from workers.logs import configure_logging
 
 #: Deeper than Python's JSON parser can recurse.
 NESTED = b"[" * 100_000 + b"]" * 100_000

@@ -8,10 +8,10 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from nanobanana_queue.workers.jobs.record import JobRecord, StoredObject
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.producers.ingress.conftest import Ingress, auth
 from tests.support.s3_server import S3Server
-from workers.jobs.record import JobRecord, StoredObject
-from workers.jobs.state import JobState
 
 BODY = {"prompt": "a lighthouse at dawn", "size": "16:9", "quality": "1K"}
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.producers.ingress.conftest import Ingress, auth
-from workers.jobs.record import JobRecord
-from workers.jobs.state import JobState
 
 BODY = {"prompt": "a lighthouse at dawn", "quality": "1K"}
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -20,7 +20,7 @@ import uvicorn
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
 
-from producers.ingress.openapi import DOC_PATH, openapi_document, render
+from nanobanana_queue.producers.ingress.openapi import DOC_PATH, openapi_document, render
 from tests.producers.ingress.conftest import Ingress, auth
 from tests.support.procs import free_port, port_open, wait_until
 
@@ -28,7 +28,8 @@ from tests.support.procs import free_port, port_open, wait_until
 def test_the_repository_copy_equals_the_served_document(ingress: Ingress) -> None:
     served = ingress.client.get("/openapi.json").json()
     assert render(served) == DOC_PATH.read_text(encoding="utf-8"), (
-        "docs/ingress-openapi.json is out of date: run python -m producers.ingress.openapi"
+        "docs/ingress-openapi.json is out of date: "
+        "run python -m nanobanana_queue.producers.ingress.openapi"
     )
     assert served == openapi_document()
 

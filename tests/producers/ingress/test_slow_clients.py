@@ -15,10 +15,10 @@ import httpx
 import pytest
 import uvicorn
 
-from producers.ingress import bodylimit
-from producers.ingress.bodylimit import BodyLimitMiddleware
-from producers.ingress.server import HeaderDeadlineProtocol, uvicorn_config
-from producers.ingress.strictjson import StrictJsonMiddleware
+from nanobanana_queue.producers.ingress import bodylimit
+from nanobanana_queue.producers.ingress.bodylimit import BodyLimitMiddleware
+from nanobanana_queue.producers.ingress.server import HeaderDeadlineProtocol, uvicorn_config
+from nanobanana_queue.producers.ingress.strictjson import StrictJsonMiddleware
 from tests.producers.ingress.conftest import Ingress
 from tests.support.procs import free_port, wait_until
 

@@ -17,5 +17,5 @@ def no_metrics(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int | str, st
     def record(endpoint: str, status: int | str, code: str = "") -> None:
         calls.append((endpoint, status, code))
 
-    monkeypatch.setattr("workers.metrics.api_call", record)
+    monkeypatch.setattr("nanobanana_queue.workers.metrics.api_call", record)
     return calls

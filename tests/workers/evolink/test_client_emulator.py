@@ -11,9 +11,19 @@ import httpx
 import pytest
 from PIL import Image
 
-from workers.evolink.client import EvolinkClient
-from workers.evolink.errors import NotFoundError, QuotaExceededError, UnauthorizedError
-from workers.evolink.models import GenerationRequest, Quality, Size, Task, TaskStatus
+from nanobanana_queue.workers.evolink.client import EvolinkClient
+from nanobanana_queue.workers.evolink.errors import (
+    NotFoundError,
+    QuotaExceededError,
+    UnauthorizedError,
+)
+from nanobanana_queue.workers.evolink.models import (
+    GenerationRequest,
+    Quality,
+    Size,
+    Task,
+    TaskStatus,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_metrics")]
 

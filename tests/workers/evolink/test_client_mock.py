@@ -12,9 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.procs import free_port
-from workers.evolink.client import EvolinkClient, user_agent
-from workers.evolink.errors import (
+from nanobanana_queue.workers.evolink.client import EvolinkClient, user_agent
+from nanobanana_queue.workers.evolink.errors import (
     ApiConnectionError,
     ApiTimeoutError,
     EvolinkError,
@@ -30,13 +29,14 @@ from workers.evolink.errors import (
     TransportError,
     UnauthorizedError,
 )
-from workers.evolink.models import GenerationRequest, Quality, Size, TaskStatus
-from workers.evolink.retry_after import (
+from nanobanana_queue.workers.evolink.models import GenerationRequest, Quality, Size, TaskStatus
+from nanobanana_queue.workers.evolink.retry_after import (
     parse_fallback_suggestion,
     parse_retry_after,
     suggestion_from_body,
 )
-from workers.settings import ConfigError, load_settings
+from nanobanana_queue.workers.settings import ConfigError, load_settings
+from tests.support.procs import free_port
 
 pytestmark = pytest.mark.usefixtures("no_metrics")
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from workers.evolink.client import EvolinkClient
-from workers.evolink.models import GenerationRequest
+from nanobanana_queue.workers.evolink.client import EvolinkClient
+from nanobanana_queue.workers.evolink.models import GenerationRequest
 
 TASK = {"id": "task-unified-1-abcdefgh", "status": "pending", "progress": 0,
         "task_info": {"can_cancel": True, "estimated_time": 1}}  # fmt: skip

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from workers.evolink.models import (
+from nanobanana_queue.workers.evolink.models import (
     MAX_CALLBACK_URL_CHARS,
     MAX_IMAGE_URLS,
     MAX_PROMPT_CHARS,

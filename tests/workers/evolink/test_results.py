@@ -11,17 +11,17 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.workers.security.fakes import FakeDns, SpyBackend
-from workers.errors import (
+from nanobanana_queue.workers.errors import (
     ResultExpiredError,
     ResultFetchError,
     ResultRedirectLoopError,
     ResultTooLargeError,
     UnsafeUrlError,
 )
-from workers.evolink.results import open_result
-from workers.security.netguard import guarded_client
-from workers.security.urlguard import UrlPolicy
+from nanobanana_queue.workers.evolink.results import open_result
+from nanobanana_queue.workers.security.netguard import guarded_client
+from nanobanana_queue.workers.security.urlguard import UrlPolicy
+from tests.workers.security.fakes import FakeDns, SpyBackend
 
 SIG = "X-Amz-Signature=SECRET123"
 BLOCK = bytes(range(256)) * 256  # 64 KiB

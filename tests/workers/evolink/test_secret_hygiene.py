@@ -11,10 +11,10 @@ import pytest
 import structlog
 from pydantic import SecretStr
 
-from workers.evolink.client import EvolinkClient
-from workers.evolink.errors import EvolinkError, TransportError
-from workers.evolink.models import GenerationRequest
-from workers.logs import configure_logging, redact_text
+from nanobanana_queue.workers.evolink.client import EvolinkClient
+from nanobanana_queue.workers.evolink.errors import EvolinkError, TransportError
+from nanobanana_queue.workers.evolink.models import GenerationRequest
+from nanobanana_queue.workers.logs import configure_logging, redact_text
 
 API_KEY = "sk-hygiene-0123456789abcdef"
 BASE_URL = "https://api.example.test"

@@ -11,13 +11,13 @@ from kombu.message import Message
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from nanobanana_queue.workers import metrics
+from nanobanana_queue.workers.deadletters import DeadLetterStore
+from nanobanana_queue.workers.guard.consumer import DeadLetterer
+from nanobanana_queue.workers.guard.inspect import Refusal
+from nanobanana_queue.workers.metrics_exporter import build_registry
+from nanobanana_queue.workers.settings import Settings, get_settings
 from tests.support.redis_server import RedisServer
-from workers import metrics
-from workers.deadletters import DeadLetterStore
-from workers.guard.consumer import DeadLetterer
-from workers.guard.inspect import Refusal
-from workers.metrics_exporter import build_registry
-from workers.settings import Settings, get_settings
 
 
 class AckSpy(Message):
@@ -104,7 +104,7 @@ class _Dispatcher:
 
 
 def test_buffered_task_events_are_published_together_a_moment_later() -> None:
-    from workers.guard.consumer import EVENT_FLUSH_DELAY_S, GuardedConsumer
+    from nanobanana_queue.workers.guard.consumer import EVENT_FLUSH_DELAY_S, GuardedConsumer
 
     consumer = GuardedConsumer.__new__(GuardedConsumer)
     consumer.hub, consumer.event_dispatcher = _Hub(), _Dispatcher()
@@ -124,7 +124,7 @@ def test_buffered_task_events_are_published_together_a_moment_later() -> None:
 
 
 def test_a_flush_mark_whose_timer_was_lost_does_not_hold_events_back() -> None:
-    from workers.guard.consumer import GuardedConsumer
+    from nanobanana_queue.workers.guard.consumer import GuardedConsumer
 
     consumer = GuardedConsumer.__new__(GuardedConsumer)
     consumer.hub, consumer.event_dispatcher = _Hub(), _Dispatcher()
@@ -137,7 +137,7 @@ def test_a_flush_mark_whose_timer_was_lost_does_not_hold_events_back() -> None:
 
 
 def test_on_rabbitmq_task_events_keep_celerys_own_flush() -> None:
-    from workers.guard.consumer import GuardedConsumer
+    from nanobanana_queue.workers.guard.consumer import GuardedConsumer
 
     consumer = GuardedConsumer.__new__(GuardedConsumer)
     consumer.hub, consumer.event_dispatcher = _Hub(), _Dispatcher()
@@ -152,7 +152,7 @@ def test_a_shutdown_publishes_the_buffered_events_before_celery_closes_the_dispa
 ) -> None:
     from celery.worker.consumer import Consumer
 
-    from workers.guard.consumer import GuardedConsumer
+    from nanobanana_queue.workers.guard.consumer import GuardedConsumer
 
     consumer = GuardedConsumer.__new__(GuardedConsumer)
     consumer.event_dispatcher = _Dispatcher()

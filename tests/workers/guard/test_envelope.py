@@ -14,20 +14,20 @@ from kombu.connection import Connection
 from kombu.transport.virtual import Message
 from kombu.utils.json import dumps
 
-import workers.tasks  # noqa: F401 - registers the nbq.* tasks on the app
-from tests.support.raw_envelopes import SHAPES, RawShape
-from tests.support.redis_server import RedisServer
-from workers.app import create_app
-from workers.guard.envelope import (
+import nanobanana_queue.workers.tasks  # noqa: F401 - registers the nbq.* tasks on the app
+from nanobanana_queue.workers.app import create_app
+from nanobanana_queue.workers.guard.envelope import (
     MAX_EXCERPT_BYTES,
     check_envelope,
     check_unacked_entry,
     decode_item,
     escaped_excerpt,
 )
-from workers.guard.inspect import REASONS, Refusal
-from workers.settings import Settings
-from workers.visible import is_visible
+from nanobanana_queue.workers.guard.inspect import REASONS, Refusal
+from nanobanana_queue.workers.settings import Settings
+from nanobanana_queue.workers.visible import is_visible
+from tests.support.raw_envelopes import SHAPES, RawShape
+from tests.support.redis_server import RedisServer
 
 ENVELOPE_REASONS = ("undecodable", "bad_envelope")
 

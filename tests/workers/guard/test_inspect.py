@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import workers.tasks  # noqa: F401 - registers the nbq.* tasks on the app
-from workers.app import app as celery_app
-from workers.guard.inspect import REASONS, Limits, inspect_message
+import nanobanana_queue.workers.tasks  # noqa: F401 - registers the nbq.* tasks on the app
+from nanobanana_queue.workers.app import app as celery_app
+from nanobanana_queue.workers.guard.inspect import REASONS, Limits, inspect_message
 
 LIMITS = Limits(max_message_bytes=512 * 1024, max_countdown_s=600)
 
@@ -65,7 +65,7 @@ def test_every_message_we_send_ourselves_passes(
 
 def test_every_task_the_workers_register_has_a_contract_in_the_guard() -> None:
     # A task of ours the guard does not know would be dead-lettered as unknown_task.
-    from workers.guard.inspect import TASK_PARAMS
+    from nanobanana_queue.workers.guard.inspect import TASK_PARAMS
 
     ours_registered = {name for name in celery_app.tasks if name.startswith("nbq.")}
     assert ours_registered == set(TASK_PARAMS)

@@ -23,12 +23,12 @@ from kombu.messaging import Consumer
 from kombu.messaging import Producer as KombuProducer
 from kombu.transport import redis as kombu_redis
 
+from nanobanana_queue.workers.deadletters import DeadLetter
+from nanobanana_queue.workers.guard import redis_transport
+from nanobanana_queue.workers.startup import patch_kombu
 from tests.support.procs import wait_until
 from tests.support.raw_envelopes import SHAPES, UNACKED_POISON
 from tests.support.redis_server import RedisServer
-from workers.deadletters import DeadLetter
-from workers.guard import redis_transport
-from workers.startup import patch_kombu
 
 ENVELOPE_REASONS = ("undecodable", "bad_envelope")
 

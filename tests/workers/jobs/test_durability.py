@@ -10,21 +10,21 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
-from producers.api import Producer
-from tests.support.procs import free_port, wait_until
-from tests.support.redis_server import RedisServer
-from workers import metrics
-from workers.jobs.durability import (
+from nanobanana_queue.producers.api import Producer
+from nanobanana_queue.workers import metrics
+from nanobanana_queue.workers.jobs.durability import (
     EpochWatcher,
     VolatileStoreError,
     check_persistence,
     check_settings_stores,
 )
-from workers.jobs.record import JobRecord
-from workers.jobs.state import JobState
-from workers.jobs.store import JobStore
-from workers.runtime import Runtime
-from workers.settings import Settings
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.jobs.store import JobStore
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.settings import Settings
+from tests.support.procs import free_port, wait_until
+from tests.support.redis_server import RedisServer
 
 VOLATILE = ["--appendonly", "no", "--save", ""]
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from nanobanana_queue.workers.jobs import lifecycle
+from nanobanana_queue.workers.jobs.lifecycle import ALL, IllegalTransitionError, Transition
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import TRANSITIONS, JobState
+from nanobanana_queue.workers.jobs.store import JobStore
 from tests.support.redis_server import RedisServer
-from workers.jobs import lifecycle
-from workers.jobs.lifecycle import ALL, IllegalTransitionError, Transition
-from workers.jobs.record import JobRecord
-from workers.jobs.state import TRANSITIONS, JobState
-from workers.jobs.store import JobStore
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "job-states.md"
 

@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
+from nanobanana_queue.workers.jobs.owners import OWNER_TTL_MARGIN_S, TaskOwners
 from tests.support.redis_server import RedisServer
-from workers.jobs.owners import OWNER_TTL_MARGIN_S, TaskOwners
 
 
 @pytest.fixture

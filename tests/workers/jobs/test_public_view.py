@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from workers.jobs.record import JobRecord, StoredObject
-from workers.jobs.state import JobState
+from nanobanana_queue.workers.jobs.record import JobRecord, StoredObject
+from nanobanana_queue.workers.jobs.state import JobState
 
 
 def test_a_stored_job_counts_its_stored_objects_as_results() -> None:

@@ -11,13 +11,13 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
+from nanobanana_queue.workers.jobs import lifecycle
+from nanobanana_queue.workers.jobs import store as store_module
+from nanobanana_queue.workers.jobs.lifecycle import IllegalTransitionError, Transition
+from nanobanana_queue.workers.jobs.record import JobError, JobRecord
+from nanobanana_queue.workers.jobs.state import JobState, sources_of
+from nanobanana_queue.workers.jobs.store import JobStore
 from tests.support.redis_server import RedisServer
-from workers.jobs import lifecycle
-from workers.jobs import store as store_module
-from workers.jobs.lifecycle import IllegalTransitionError, Transition
-from workers.jobs.record import JobError, JobRecord
-from workers.jobs.state import JobState, sources_of
-from workers.jobs.store import JobStore
 
 RETENTION_S = 1000
 

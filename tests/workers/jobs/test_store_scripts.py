@@ -17,12 +17,12 @@ import pytest
 import redis
 from redis.crc import key_slot
 
+from nanobanana_queue.workers.jobs import lifecycle
+from nanobanana_queue.workers.jobs.lifecycle import Transition
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.jobs.store import CREATE_LUA, INDEXED_STATES, UPDATE_LUA, JobStore
 from tests.support.redis_server import RedisServer
-from workers.jobs import lifecycle
-from workers.jobs.lifecycle import Transition
-from workers.jobs.record import JobRecord
-from workers.jobs.state import JobState
-from workers.jobs.store import CREATE_LUA, INDEXED_STATES, UPDATE_LUA, JobStore
 
 ROOT = Path(__file__).resolve().parents[3]
 SCRIPTS = {"create.lua": CREATE_LUA, "update.lua": UPDATE_LUA}
@@ -290,7 +290,7 @@ def test_the_store_builds_the_update_argv_its_script_header_documents(
 ) -> None:
     from types import SimpleNamespace
 
-    from workers.jobs import store as store_module
+    from nanobanana_queue.workers.jobs import store as store_module
 
     monkeypatch.setattr(store_module, "time", SimpleNamespace(time=lambda: 12.5))
     sent: dict[str, Any] = {}
@@ -338,7 +338,7 @@ def test_the_update_script_refuses_a_move_outside_the_state_table_whatever_it_is
 
 
 def test_the_state_table_compiled_into_the_update_script_is_the_pythons() -> None:
-    from workers.jobs.state import TRANSITIONS
+    from nanobanana_queue.workers.jobs.state import TRANSITIONS
 
     line = next(x for x in UPDATE_LUA.splitlines() if x.startswith("local moves = "))
     for source, targets in TRANSITIONS.items():

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from workers.notify.config import NotifyConfig, NotifyRefusedError, own_callback_refusal
-from workers.settings import load_settings
+from nanobanana_queue.workers.notify.config import (
+    NotifyConfig,
+    NotifyRefusedError,
+    own_callback_refusal,
+)
+from nanobanana_queue.workers.settings import load_settings
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 

@@ -10,9 +10,9 @@ import httpx
 import pytest
 from standardwebhooks import Webhook
 
-from workers.notify.deliver import backoff_s, deliver_once, retry_after_s
-from workers.notify.urls import NotifyUrlPolicy
-from workers.stages.steps import Notify
+from nanobanana_queue.workers.notify.deliver import backoff_s, deliver_once, retry_after_s
+from nanobanana_queue.workers.notify.urls import NotifyUrlPolicy
+from nanobanana_queue.workers.stages.steps import Notify
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 STEP = Notify(

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from workers.errors import NotAnImageError, ResultFetchError, StorageError, UnsafeUrlError
-from workers.evolink.errors import (
+from nanobanana_queue.workers.errors import (
+    NotAnImageError,
+    ResultFetchError,
+    StorageError,
+    UnsafeUrlError,
+)
+from nanobanana_queue.workers.evolink.errors import (
     PERMANENT_TASK_CODES,
     RETRYABLE_TASK_CODES,
     ApiConnectionError,
@@ -14,7 +19,7 @@ from workers.evolink.errors import (
     TaskFailedError,
     error_for_status,
 )
-from workers.policy.errors import STATUS_ACTIONS, Action, action_for
+from nanobanana_queue.workers.policy.errors import STATUS_ACTIONS, Action, action_for
 
 
 @pytest.mark.parametrize(

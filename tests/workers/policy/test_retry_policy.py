@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from workers.jobs.state import JobState
-from workers.policy.retry import (
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.policy.retry import (
     KEY_RECHECK_S,
     MAX_QUOTA_WAIT_S,
     RETRY_RULES,
@@ -15,7 +15,7 @@ from workers.policy.retry import (
     budget,
     delay_s,
 )
-from workers.policy.schedule import Backoff
+from nanobanana_queue.workers.policy.schedule import Backoff
 
 BACKOFF = Backoff(base_s=1.0, max_s=60.0)
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workers.policy.schedule import Backoff, PollSchedule
+from nanobanana_queue.workers.policy.schedule import Backoff, PollSchedule
 
 SCHEDULE = PollSchedule(
     first_factor=0.7,

@@ -6,8 +6,12 @@ import threading
 import time
 from datetime import UTC, datetime
 
+from nanobanana_queue.workers.resilience.breaker import (
+    FIRST_PROBE_S,
+    SubmissionBreaker,
+    seconds_to_utc_midnight,
+)
 from tests.support.redis_server import RedisServer
-from workers.resilience.breaker import FIRST_PROBE_S, SubmissionBreaker, seconds_to_utc_midnight
 
 
 def test_a_closed_breaker_lets_everyone_submit(redis_server: RedisServer) -> None:

@@ -3,8 +3,8 @@ atomic, idempotent per job, exact to the micro-credit."""
 
 from __future__ import annotations
 
+from nanobanana_queue.workers.resilience.credits import CreditLedger
 from tests.support.redis_server import RedisServer
-from workers.resilience.credits import CreditLedger
 
 
 def test_a_hold_is_refused_when_paid_plus_reserved_would_pass_the_limit(
@@ -82,6 +82,6 @@ def test_spend_written_by_workers_before_the_book_counts_as_paid(
 
 
 def _today() -> str:
-    from workers.resilience.credits import day_of
+    from nanobanana_queue.workers.resilience.credits import day_of
 
     return day_of()

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from producers import CreditBudgetExceededError, Producer
+from nanobanana_queue.producers import CreditBudgetExceededError, Producer
+from nanobanana_queue.workers.resilience.credits import CreditLedger
+from nanobanana_queue.workers.settings import Settings
 from tests.support.redis_server import RedisServer
-from workers.resilience.credits import CreditLedger
-from workers.settings import Settings
 
 
 def _producer(

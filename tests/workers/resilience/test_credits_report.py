@@ -8,14 +8,14 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from nanobanana_queue.workers.jobs.record import JobError, JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.resilience.credits import CreditLedger
+from nanobanana_queue.workers.runtime import Runtime, reset_runtime
+from nanobanana_queue.workers.settings import Settings, get_settings
+from nanobanana_queue.workers.stages.cancel import cancel_job
+from nanobanana_queue.workers.stages.common import fail_job
 from tests.support.redis_server import RedisServer
-from workers.jobs.record import JobError, JobRecord
-from workers.jobs.state import JobState
-from workers.resilience.credits import CreditLedger
-from workers.runtime import Runtime, reset_runtime
-from workers.settings import Settings, get_settings
-from workers.stages.cancel import cancel_job
-from workers.stages.common import fail_job
 
 
 def test_credits_of_jobs_that_end_failed_or_cancelled_are_reported_apart(
@@ -58,7 +58,7 @@ def test_a_job_retried_after_a_failure_is_counted_once_per_paid_create(
 def test_nbq_credits_shows_an_unset_budget_as_unlimited(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, limit: str
 ) -> None:
-    from producers.cli.main import app
+    from nanobanana_queue.producers.cli.main import app
 
     monkeypatch.setenv("NBQ_BROKER_URL", redis_server.url)
     monkeypatch.setenv("NBQ_CREDIT_LIMIT_DAILY", limit)
@@ -84,7 +84,7 @@ def test_nbq_credits_shows_an_unset_budget_as_unlimited(
 
 
 def test_the_live_line_counts_paid_creates_not_402_refused_calls() -> None:
-    from producers.cli.live import status_line
+    from nanobanana_queue.producers.cli.live import status_line
 
     # A job that waited through a 402 wait: nine refused calls, then one paid create
     waiting = JobRecord(job_id="j", state=JobState.QUEUED, attempts=10, paid_creates=1)

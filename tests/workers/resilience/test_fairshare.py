@@ -9,10 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from nanobanana_queue.workers.resilience import fairshare
+from nanobanana_queue.workers.resilience.fairshare import FairShare, parse_weights
 from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import RedisServer
-from workers.resilience import fairshare
-from workers.resilience.fairshare import FairShare, parse_weights
 
 
 @pytest.fixture
@@ -208,7 +208,7 @@ def test_the_gate_runs_on_a_cluster(redis_cluster: RedisCluster, clock: SimpleNa
 
 
 def test_a_raw_messages_priority_is_checked_by_the_guard() -> None:
-    from workers.guard.inspect import check_body
+    from nanobanana_queue.workers.guard.inspect import check_body
 
     body = {"request": {"prompt": "a"}, "producer": "shop"}
     assert check_body("nbq.generate", [[], {**body, "priority": "high"}, {}]) is None
@@ -217,8 +217,8 @@ def test_a_raw_messages_priority_is_checked_by_the_guard() -> None:
 
 
 def test_the_generate_message_carries_a_jobs_priority_only_when_not_normal() -> None:
-    from workers.dispatch import envelope
-    from workers.stages.steps import Generate
+    from nanobanana_queue.workers.dispatch import envelope
+    from nanobanana_queue.workers.stages.steps import Generate
 
     assert envelope(Generate("j", {}, priority="high")).kwargs["priority"] == "high"
     assert "priority" not in envelope(Generate("j", {})).kwargs
@@ -227,9 +227,9 @@ def test_the_generate_message_carries_a_jobs_priority_only_when_not_normal() -> 
 def test_submit_asks_the_gate_before_the_rate_limiter_and_claims_in_it(
     redis_server: RedisServer, clock: SimpleNamespace
 ) -> None:
-    from workers.jobs.record import JobRecord
-    from workers.jobs.state import JobState
-    from workers.resilience.fairshare import fair_gate
+    from nanobanana_queue.workers.jobs.record import JobRecord
+    from nanobanana_queue.workers.jobs.state import JobState
+    from nanobanana_queue.workers.resilience.fairshare import fair_gate
 
     client = redis_server.client()
     gate = FairShare(client)
@@ -249,8 +249,8 @@ def test_nbq_quota_shows_each_producers_share_and_waiting_jobs(
 
     from typer.testing import CliRunner
 
-    from producers.cli.main import app
-    from workers.resilience.breaker import SubmissionBreaker
+    from nanobanana_queue.producers.cli.main import app
+    from nanobanana_queue.workers.resilience.breaker import SubmissionBreaker
 
     client = redis_server.client()
     gate = FairShare(client, weights={"shop": 3}, max_in_flight=2)
@@ -262,7 +262,7 @@ def test_nbq_quota_shows_each_producers_share_and_waiting_jobs(
         store=SimpleNamespace(count_in_state=lambda _state: 3),
         fair=lambda: gate,
     )
-    monkeypatch.setattr("workers.runtime.get_runtime", lambda: rt)
+    monkeypatch.setattr("nanobanana_queue.workers.runtime.get_runtime", lambda: rt)
     result = CliRunner().invoke(app, ["quota", "--json"])
     assert result.exit_code == 0, result.output
     producers = json.loads(result.output)["producers"]

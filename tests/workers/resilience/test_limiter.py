@@ -7,8 +7,8 @@ import time
 
 import redis
 
+from nanobanana_queue.workers.resilience.limiter import SharedRateLimiter
 from tests.support.redis_server import RedisServer
-from workers.resilience.limiter import SharedRateLimiter
 
 
 def test_an_unlimited_kind_always_grants_a_token(redis_server: RedisServer) -> None:

@@ -19,7 +19,9 @@ class FakeDns:
         self.answers: dict[str, list[str]] = {}
         self.queries: list[str] = []
         self._real = socket.getaddrinfo
-        monkeypatch.setattr("workers.security.netguard.socket.getaddrinfo", self.getaddrinfo)
+        monkeypatch.setattr(
+            "nanobanana_queue.workers.security.netguard.socket.getaddrinfo", self.getaddrinfo
+        )
 
     def add(self, name: str, *addresses: str) -> None:
         self.answers[name] = list(addresses)

@@ -6,7 +6,11 @@ import ipaddress
 
 import pytest
 
-from workers.security.addresses import address_problem, ends_in_number, parse_ip_host
+from nanobanana_queue.workers.security.addresses import (
+    address_problem,
+    ends_in_number,
+    parse_ip_host,
+)
 
 
 @pytest.mark.parametrize(

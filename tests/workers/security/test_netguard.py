@@ -13,15 +13,15 @@ import httpcore
 import httpx
 import pytest
 
-from tests.workers.security.fakes import FakeDns, SpyBackend
-from workers.errors import UnsafeUrlError
-from workers.security.netguard import (
+from nanobanana_queue.workers.errors import UnsafeUrlError
+from nanobanana_queue.workers.security.netguard import (
     GuardedBackend,
     GuardedTransport,
     deadline_scope,
     guarded_client,
 )
-from workers.security.urlguard import UrlPolicy
+from nanobanana_queue.workers.security.urlguard import UrlPolicy
+from tests.workers.security.fakes import FakeDns, SpyBackend
 
 WILDCARD = UrlPolicy(("*.example.com",), allow_http=True)
 

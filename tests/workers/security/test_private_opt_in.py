@@ -6,11 +6,11 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from nanobanana_queue.workers.errors import UnsafeUrlError
+from nanobanana_queue.workers.security.netguard import guarded_client
+from nanobanana_queue.workers.security.urlguard import UrlPolicy, check_result_url
+from nanobanana_queue.workers.settings import Settings
 from tests.workers.security.fakes import FakeDns, SpyBackend
-from workers.errors import UnsafeUrlError
-from workers.security.netguard import guarded_client
-from workers.security.urlguard import UrlPolicy, check_result_url
-from workers.settings import Settings
 
 INSIDE = ["127.0.0.1", "::1", "10.0.0.7", "169.254.169.254"]
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from workers.errors import UnsafeUrlError
-from workers.security.urlguard import (
+from nanobanana_queue.workers.errors import UnsafeUrlError
+from nanobanana_queue.workers.security.urlguard import (
     UrlPolicy,
     check_reference_url,
     check_result_url,
     redact_url,
 )
-from workers.settings import load_settings
+from nanobanana_queue.workers.settings import load_settings
 
 HOSTILE_REFERENCE_URLS = [
     ("http://127.0.0.1/a.png", "loopback"),

@@ -13,19 +13,19 @@ from typing import Any
 
 import pytest
 
+from nanobanana_queue.workers.jobs import lifecycle
+from nanobanana_queue.workers.jobs.lifecycle import Transition
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.settings import Settings
+from nanobanana_queue.workers.stages import reconcile as reconcile_stage
+from nanobanana_queue.workers.stages import submit as submit_stage
+from nanobanana_queue.workers.stages.intake import intake
+from nanobanana_queue.workers.stages.steps import Adopt, Download, Poll, Step, Submit
 from tests.support.emulator_server import EmulatorServer
 from tests.support.redis_server import RedisServer
 from tests.support.s3_server import S3Server
-from workers.jobs import lifecycle
-from workers.jobs.lifecycle import Transition
-from workers.jobs.record import JobRecord
-from workers.jobs.state import JobState
-from workers.runtime import Runtime
-from workers.settings import Settings
-from workers.stages import reconcile as reconcile_stage
-from workers.stages import submit as submit_stage
-from workers.stages.intake import intake
-from workers.stages.steps import Adopt, Download, Poll, Step, Submit
 
 
 @dataclass

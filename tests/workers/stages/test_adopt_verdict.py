@@ -3,10 +3,10 @@ once, so the person learns it in milliseconds, not after a 30 s wait (issue 31, 
 
 from __future__ import annotations
 
-from workers.jobs.record import JobError, JobRecord
-from workers.jobs.state import JobState
-from workers.runtime import Runtime
-from workers.stages.adopt import adopt
+from nanobanana_queue.workers.jobs.record import JobError, JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.stages.adopt import adopt
 
 
 def _failed(rt: Runtime, job_id: str) -> None:

@@ -29,28 +29,28 @@ from celery import Celery
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from producers.api import Producer
-from producers.cli import recover_cmd
-from producers.cli.main import app as nbq
-from producers.errors import ProducerError
-from producers.ingress.app import create_app as create_ingress
+from nanobanana_queue.producers.api import Producer
+from nanobanana_queue.producers.cli import recover_cmd
+from nanobanana_queue.producers.cli.main import app as nbq
+from nanobanana_queue.producers.errors import ProducerError
+from nanobanana_queue.producers.ingress.app import create_app as create_ingress
+from nanobanana_queue.workers import metrics
+from nanobanana_queue.workers.app import create_app as create_celery_app
+from nanobanana_queue.workers.callbacks import callback_token
+from nanobanana_queue.workers.jobs.owners import owners_of
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.resilience.credits import CreditLedger
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.settings import Settings
+from nanobanana_queue.workers.stages import submit as submit_stage
+from nanobanana_queue.workers.stages.adopt import adopt_message
+from nanobanana_queue.workers.stages.steps import Adopt
+from nanobanana_queue.workers.storage.manifest import manifest_key
 from tests.support.emulator_server import EmulatorServer
 from tests.support.redis_server import RedisServer
 from tests.support.s3_server import S3Server
 from tests.workers.stages.conftest import StepLog, claim_submit, set_fields, wait_task_final
-from workers import metrics
-from workers.app import create_app as create_celery_app
-from workers.callbacks import callback_token
-from workers.jobs.owners import owners_of
-from workers.jobs.record import JobRecord
-from workers.jobs.state import JobState
-from workers.resilience.credits import CreditLedger
-from workers.runtime import Runtime
-from workers.settings import Settings
-from workers.stages import submit as submit_stage
-from workers.stages.adopt import adopt_message
-from workers.stages.steps import Adopt
-from workers.storage.manifest import manifest_key
 
 SECRET = "callback-secret-for-tests"
 ATTACKER = "alice~a1"

@@ -6,17 +6,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from nanobanana_queue.workers.jobs import lifecycle
+from nanobanana_queue.workers.jobs.record import JobError
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.resilience.credits import day_of
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.stages import reconcile as reconcile_stage
+from nanobanana_queue.workers.stages import submit as submit_stage
+from nanobanana_queue.workers.stages.intake import intake
+from nanobanana_queue.workers.stages.steps import Retry
 from tests.support.emulator_server import EmulatorServer
 from tests.workers.stages.conftest import StepLog, age
-from workers.jobs import lifecycle
-from workers.jobs.record import JobError
-from workers.jobs.state import JobState
-from workers.resilience.credits import day_of
-from workers.runtime import Runtime
-from workers.stages import reconcile as reconcile_stage
-from workers.stages import submit as submit_stage
-from workers.stages.intake import intake
-from workers.stages.steps import Retry
 
 REQUEST = {"prompt": "budget test", "quality": "1K"}
 

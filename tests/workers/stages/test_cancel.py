@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import pytest
 
+from nanobanana_queue.workers.jobs import lifecycle
+from nanobanana_queue.workers.jobs.errors import JobNotCancellableError
+from nanobanana_queue.workers.jobs.record import JobError
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.stages import download as download_stage
+from nanobanana_queue.workers.stages import poll as poll_stage
+from nanobanana_queue.workers.stages import submit as submit_stage
+from nanobanana_queue.workers.stages.cancel import cancel_job
+from nanobanana_queue.workers.stages.common import fail_job
 from tests.workers.stages.conftest import StepLog, claim_submit, new_job, submitted_job
-from workers.jobs import lifecycle
-from workers.jobs.errors import JobNotCancellableError
-from workers.jobs.record import JobError
-from workers.jobs.state import JobState
-from workers.runtime import Runtime
-from workers.stages import download as download_stage
-from workers.stages import poll as poll_stage
-from workers.stages import submit as submit_stage
-from workers.stages.cancel import cancel_job
-from workers.stages.common import fail_job
 
 
 def _job_in(rt: Runtime, steps: StepLog, state: JobState) -> str:

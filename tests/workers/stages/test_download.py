@@ -6,15 +6,15 @@ from typing import Any
 
 import pytest
 
+from nanobanana_queue.workers.errors import StorageError
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.stages import download as download_stage
+from nanobanana_queue.workers.stages import poll as poll_stage
+from nanobanana_queue.workers.stages.steps import Retry
 from tests.support.emulator_server import EmulatorServer
 from tests.support.s3_server import S3Server
 from tests.workers.stages.conftest import StepLog, submitted_job, wait_task_final
-from workers.errors import StorageError
-from workers.jobs.state import JobState
-from workers.runtime import Runtime
-from workers.stages import download as download_stage
-from workers.stages import poll as poll_stage
-from workers.stages.steps import Retry
 
 
 def completed_job(rt: Runtime, steps: StepLog, emulator: EmulatorServer) -> str:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.stages import poll as poll_stage
+from nanobanana_queue.workers.stages import submit as submit_stage
+from nanobanana_queue.workers.stages.common import now
 from tests.support.emulator_server import EmulatorServer
 from tests.workers.stages.conftest import StepLog, set_fields, submitted_job, wait_task_final
-from workers.jobs.state import JobState
-from workers.runtime import Runtime
-from workers.stages import poll as poll_stage
-from workers.stages import submit as submit_stage
-from workers.stages.common import now
 
 
 def test_a_duplicated_poll_with_a_stale_token_is_a_no_op(

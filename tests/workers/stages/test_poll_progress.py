@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from nanobanana_queue.workers.evolink.models import Task, TaskStatus
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.notify.events import progress_webhook_id
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.stages.poll import handle_task_state
+from nanobanana_queue.workers.stages.steps import Notify
 from tests.workers.stages.conftest import StepLog
-from workers.evolink.models import Task, TaskStatus
-from workers.jobs.record import JobRecord
-from workers.jobs.state import JobState
-from workers.notify.events import progress_webhook_id
-from workers.runtime import Runtime
-from workers.stages.poll import handle_task_state
-from workers.stages.steps import Notify
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 URL = "https://shop.example/hooks"

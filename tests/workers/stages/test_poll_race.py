@@ -6,16 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from nanobanana_queue.workers.evolink.models import Task
+from nanobanana_queue.workers.jobs import lifecycle
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.settings import Settings
+from nanobanana_queue.workers.stages.poll import poll
+from nanobanana_queue.workers.stages.submit import submit
 from tests.support.redis_server import RedisServer
 from tests.workers.stages.conftest import StepLog
-from workers.evolink.models import Task
-from workers.jobs import lifecycle
-from workers.jobs.record import JobRecord
-from workers.jobs.state import JobState
-from workers.runtime import Runtime
-from workers.settings import Settings
-from workers.stages.poll import poll
-from workers.stages.submit import submit
 
 
 @dataclass

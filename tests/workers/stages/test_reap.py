@@ -22,15 +22,15 @@ from tests.workers.stages.conftest import (
     set_fields,
     submitted_job,
 )
-from workers import leases
-from workers.app import celery_config, create_app
-from workers.contract import QUEUE_POLL, TASK_POLL
-from workers.evolink.models import GenerationRequest
-from workers.jobs.state import JobState
-from workers.runtime import Runtime
-from workers.stages import submit as submit_stage
-from workers.stages.common import now
-from workers.stages.reconcile import reap_dead_workers, recover_lost_submit
+from nanobanana_queue.workers import leases
+from nanobanana_queue.workers.app import celery_config, create_app
+from nanobanana_queue.workers.contract import QUEUE_POLL, TASK_POLL
+from nanobanana_queue.workers.evolink.models import GenerationRequest
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.stages import submit as submit_stage
+from nanobanana_queue.workers.stages.common import now
+from nanobanana_queue.workers.stages.reconcile import reap_dead_workers, recover_lost_submit
 
 
 def registry(rt: Runtime) -> leases.WorkerLeases:

@@ -7,6 +7,18 @@ from collections.abc import Callable
 
 import pytest
 
+from nanobanana_queue.workers.evolink.models import GenerationRequest
+from nanobanana_queue.workers.jobs import lifecycle
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.notify.events import webhook_id
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.stages import poll as poll_stage
+from nanobanana_queue.workers.stages import reconcile as reconcile_stage
+from nanobanana_queue.workers.stages import submit as submit_stage
+from nanobanana_queue.workers.stages.common import now
+from nanobanana_queue.workers.stages.reconcile import BACKLOG_HOLD_FACTOR, reconcile_once
+from nanobanana_queue.workers.stages.steps import Message, Notify, Send
 from tests.support.emulator_server import EmulatorServer
 from tests.workers.stages.conftest import (
     StepLog,
@@ -16,18 +28,6 @@ from tests.workers.stages.conftest import (
     set_fields,
     submitted_job,
 )
-from workers.evolink.models import GenerationRequest
-from workers.jobs import lifecycle
-from workers.jobs.record import JobRecord
-from workers.jobs.state import JobState
-from workers.notify.events import webhook_id
-from workers.runtime import Runtime
-from workers.stages import poll as poll_stage
-from workers.stages import reconcile as reconcile_stage
-from workers.stages import submit as submit_stage
-from workers.stages.common import now
-from workers.stages.reconcile import BACKLOG_HOLD_FACTOR, reconcile_once
-from workers.stages.steps import Message, Notify, Send
 
 
 @pytest.mark.usefixtures("short_submit_claims")
@@ -189,7 +189,7 @@ def test_a_live_submit_younger_than_its_time_limit_is_never_re_driven(
 def test_a_re_driven_message_is_sent_inside_the_trace_of_the_jobs_enqueue(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from workers import tracing
+    from nanobanana_queue.workers import tracing
 
     traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     record = JobRecord(job_id=uuid.uuid4().hex, state=JobState.DOWNLOADING, traceparent=traceparent)

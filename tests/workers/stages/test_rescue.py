@@ -8,17 +8,17 @@ from __future__ import annotations
 import json
 import time
 
-from producers.api import Producer
+from nanobanana_queue.producers.api import Producer
+from nanobanana_queue.workers.callbacks import CallbackOutcome, callback_token, receive_callback
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.stages import poll as poll_stage
+from nanobanana_queue.workers.stages.download import download
+from nanobanana_queue.workers.stages.rescue import RECORD_LOST
+from nanobanana_queue.workers.stages.steps import Message, Poll
+from nanobanana_queue.workers.stages.submit import submit
 from tests.support.s3_server import S3Server
 from tests.workers.stages.conftest import StepLog, submitted_job, wait_task_final
-from workers.callbacks import CallbackOutcome, callback_token, receive_callback
-from workers.jobs.state import JobState
-from workers.runtime import Runtime
-from workers.stages import poll as poll_stage
-from workers.stages.download import download
-from workers.stages.rescue import RECORD_LOST
-from workers.stages.steps import Message, Poll
-from workers.stages.submit import submit
 
 
 def _vanish(rt: Runtime, job_id: str) -> None:

@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
+from nanobanana_queue.workers.deadletters import DeadLetterStore
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.settings import Settings
+from nanobanana_queue.workers.stages.download import download
+from nanobanana_queue.workers.stages.rescue import RECORD_LOST
+from nanobanana_queue.workers.stages.stray import UNKNOWN_JOB
 from tests.support.redis_server import RedisServer
 from tests.support.s3_server import S3Server
-from workers.deadletters import DeadLetterStore
-from workers.runtime import Runtime
-from workers.settings import Settings
-from workers.stages.download import download
-from workers.stages.rescue import RECORD_LOST
-from workers.stages.stray import UNKNOWN_JOB
 
 _prefixes = itertools.count()
 

@@ -6,14 +6,14 @@ from typing import Any
 
 import pytest
 
+from nanobanana_queue.workers.evolink.models import GenerationRequest
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.policy.retry import RetryCause
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.stages import submit as submit_stage
+from nanobanana_queue.workers.stages.steps import Poll, Retry
 from tests.support.emulator_server import EmulatorServer
 from tests.workers.stages.conftest import StepLog, claim_submit, new_job, submitted_job
-from workers.evolink.models import GenerationRequest
-from workers.jobs.state import JobState
-from workers.policy.retry import RetryCause
-from workers.runtime import Runtime
-from workers.stages import submit as submit_stage
-from workers.stages.steps import Poll, Retry
 
 
 def test_submit_with_the_quota_breaker_open_waits_queued_with_a_quota_named_cause(

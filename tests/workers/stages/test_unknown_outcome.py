@@ -14,17 +14,17 @@ from typing import Any
 
 import pytest
 
+from nanobanana_queue.workers.callbacks import CallbackOutcome, callback_token, receive_callback
+from nanobanana_queue.workers.evolink.models import GenerationRequest
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.policy.retry import RetryCause
+from nanobanana_queue.workers.runtime import Runtime
+from nanobanana_queue.workers.stages import submit as submit_stage
+from nanobanana_queue.workers.stages.adopt import adopt
+from nanobanana_queue.workers.stages.reconcile import reconcile_once
+from nanobanana_queue.workers.stages.steps import Adopt, Message, Retry
 from tests.support.emulator_server import EmulatorServer
 from tests.workers.stages.conftest import StepLog, age, claim_submit, new_job, wait_task_final
-from workers.callbacks import CallbackOutcome, callback_token, receive_callback
-from workers.evolink.models import GenerationRequest
-from workers.jobs.state import JobState
-from workers.policy.retry import RetryCause
-from workers.runtime import Runtime
-from workers.stages import submit as submit_stage
-from workers.stages.adopt import adopt
-from workers.stages.reconcile import reconcile_once
-from workers.stages.steps import Adopt, Message, Retry
 
 SECRET = "callback-secret-for-tests"
 CALLBACKS: dict[str, Any] = {
@@ -250,8 +250,8 @@ def test_a_person_adopts_a_task_for_a_failed_unknown_outcome_job(
 def test_a_callbacks_adoption_is_sent_inside_the_trace_of_the_jobs_enqueue(
     make_rt: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from workers import tracing
-    from workers.jobs.record import JobRecord
+    from nanobanana_queue.workers import tracing
+    from nanobanana_queue.workers.jobs.record import JobRecord
 
     trace_id = "0af7651916cd43dd8448eb211c80319c"
     rt = make_rt(**CALLBACKS)

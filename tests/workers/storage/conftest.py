@@ -6,9 +6,9 @@ import uuid
 
 import pytest
 
+from nanobanana_queue.workers.storage.s3 import ObjectStore
 from tests.support.s3_server import S3Server
 from tests.workers.storage.helpers import store_for
-from workers.storage.s3 import ObjectStore
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 from PIL import Image
 
+from nanobanana_queue.workers.settings import load_settings
+from nanobanana_queue.workers.storage.s3 import ObjectStore
 from tests.support.s3_server import S3Server
-from workers.settings import load_settings
-from workers.storage.s3 import ObjectStore
 
 
 def store_for(server: S3Server, **kwargs: float) -> ObjectStore:

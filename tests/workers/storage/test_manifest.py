@@ -1,8 +1,8 @@
 import json
 
-from workers.jobs.record import JobRecord, StoredObject
-from workers.jobs.state import JobState
-from workers.storage.manifest import (
+from nanobanana_queue.workers.jobs.record import JobRecord, StoredObject
+from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.storage.manifest import (
     MANIFEST_SCHEMA_VERSION,
     build_manifest,
     manifest_key,

@@ -11,12 +11,16 @@ import httpx
 import pytest
 from minio.datatypes import Upload
 
+from nanobanana_queue.workers.errors import NotAnImageError, ResultFetchError, ResultTooLargeError
+from nanobanana_queue.workers.settings import ConfigError, load_settings
+from nanobanana_queue.workers.storage.manifest import (
+    object_key_stem,
+    object_metadata,
+    prompt_sha256,
+)
+from nanobanana_queue.workers.storage.s3 import PART_SIZE_BYTES, ObjectStore, parse_endpoint
 from tests.support.s3_server import S3Server
 from tests.workers.storage.helpers import chunked, image_bytes
-from workers.errors import NotAnImageError, ResultFetchError, ResultTooLargeError
-from workers.settings import ConfigError, load_settings
-from workers.storage.manifest import object_key_stem, object_metadata, prompt_sha256
-from workers.storage.s3 import PART_SIZE_BYTES, ObjectStore, parse_endpoint
 
 pytestmark = pytest.mark.integration
 

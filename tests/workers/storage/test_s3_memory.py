@@ -15,9 +15,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from nanobanana_queue.workers.storage.manifest import object_metadata
+from nanobanana_queue.workers.storage.s3 import PART_SIZE_BYTES, ObjectStore
 from tests.workers.storage.helpers import image_bytes
-from workers.storage.manifest import object_metadata
-from workers.storage.s3 import PART_SIZE_BYTES, ObjectStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import pytest
 import urllib3
 
+from nanobanana_queue.workers.errors import StorageError
+from nanobanana_queue.workers.storage.manifest import object_metadata
+from nanobanana_queue.workers.storage.s3 import REQUEST_RETRIES
 from tests.support.s3_server import S3Server
 from tests.workers.storage.helpers import chunked, image_bytes, store_for
-from workers.errors import StorageError
-from workers.storage.manifest import object_metadata
-from workers.storage.s3 import REQUEST_RETRIES
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -1,7 +1,15 @@
 import pytest
 
+from nanobanana_queue.workers.storage.sniff import (
+    GIF,
+    JPEG,
+    MIN_SNIFF_BYTES,
+    PNG,
+    WEBP,
+    ImageType,
+    sniff_image,
+)
 from tests.workers.storage.helpers import image_bytes
-from workers.storage.sniff import GIF, JPEG, MIN_SNIFF_BYTES, PNG, WEBP, ImageType, sniff_image
 
 
 @pytest.mark.parametrize(

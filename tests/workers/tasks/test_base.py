@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from celery import Celery
 
-from workers import failures
-from workers.jobs.record import JobError
-from workers.policy.retry import RetryCause
-from workers.stages.steps import Done, Fail, Retry, Step
-from workers.tasks.base import StageTask
+from nanobanana_queue.workers import failures
+from nanobanana_queue.workers.jobs.record import JobError
+from nanobanana_queue.workers.policy.retry import RetryCause
+from nanobanana_queue.workers.stages.steps import Done, Fail, Retry, Step
+from nanobanana_queue.workers.tasks.base import StageTask
 
 
 @pytest.fixture
@@ -54,8 +54,8 @@ def test_job_failures_are_expected_errors_never_autoretried() -> None:
 
 
 def test_the_pipeline_tasks_ack_a_failure_instead_of_requeueing_it() -> None:
-    from workers.app import app
-    from workers.tasks import pipeline
+    from nanobanana_queue.workers.app import app
+    from nanobanana_queue.workers.tasks import pipeline
 
     assert app.conf.task_acks_on_failure_or_timeout is True
     assert app.conf.result_backend is None and app.conf.task_ignore_result is True

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from workers.probes import RECONCILE, Heartbeat
-from workers.tasks import reconcile
+from nanobanana_queue.workers.probes import RECONCILE, Heartbeat
+from nanobanana_queue.workers.tasks import reconcile
 
 
 def test_every_pass_touches_the_heartbeat_even_one_that_fails(
