@@ -57,15 +57,15 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.recovery_times import DEFAULTS
+from nanobanana_queue.workers.contract import DECLARED_QUEUES, QUEUE_SUBMIT
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.faults.helpers import image_mismatches, kill_hard
 from tests.support.emulator_server import EmulatorServer
 from tests.support.procs import child_pids, start, stop
 from tests.support.redis_server import RedisServer
 from tests.support.s3_server import S3Server
 from tests.support.stack import Stack
-from nanobanana_queue.workers.contract import DECLARED_QUEUES, QUEUE_SUBMIT
-from nanobanana_queue.workers.jobs.record import JobRecord
-from nanobanana_queue.workers.jobs.state import JobState
 
 #: The pool each queue runs on in production (docs/operations.md), smaller concurrency.
 POOLS: dict[str, tuple[str, int]] = {

@@ -15,11 +15,11 @@ from typing import Any
 from minio.error import S3Error
 
 from nanobanana_queue.producers.api import Producer
+from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.state import JobState
 from tests.support.procs import wait_until
 from tests.support.s3_server import S3Server
 from tests.support.stack import Stack
-from nanobanana_queue.workers.jobs.record import JobRecord
-from nanobanana_queue.workers.jobs.state import JobState
 
 #: A generous bound for a scenario's jobs to end; far below the 600 s visibility timeout.
 END_TIMEOUT_S = 120.0

@@ -13,15 +13,6 @@ from collections.abc import Callable, Iterator
 import pytest
 from kombu.connection import Connection
 
-from tests.support.emulator_server import EmulatorServer
-from tests.workers.stages.conftest import (
-    StepLog,
-    age,
-    claim_submit,
-    new_job,
-    set_fields,
-    submitted_job,
-)
 from nanobanana_queue.workers import leases
 from nanobanana_queue.workers.app import celery_config, create_app
 from nanobanana_queue.workers.contract import QUEUE_POLL, TASK_POLL
@@ -31,6 +22,15 @@ from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.stages import submit as submit_stage
 from nanobanana_queue.workers.stages.common import now
 from nanobanana_queue.workers.stages.reconcile import reap_dead_workers, recover_lost_submit
+from tests.support.emulator_server import EmulatorServer
+from tests.workers.stages.conftest import (
+    StepLog,
+    age,
+    claim_submit,
+    new_job,
+    set_fields,
+    submitted_job,
+)
 
 
 def registry(rt: Runtime) -> leases.WorkerLeases:
