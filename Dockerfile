@@ -24,8 +24,9 @@ COPY workers workers
 COPY producers producers
 COPY emulator emulator
 COPY devstack devstack
-COPY benchmarks benchmarks
-RUN /opt/nbq/bin/pip install --no-deps ".[worker,ingress,emulator]" \
+# The one import name the package installs: links to the four directories above.
+COPY nanobanana_queue nanobanana_queue
+RUN /opt/nbq/bin/pip install --no-deps ".[worker,ingress,emulator,otel]" \
  && /opt/nbq/bin/pip check
 
 # --- runtime: the venv only, as a non-root user --------------------------------------

@@ -10,6 +10,8 @@ settings (``harness.use_env``).
 
 from __future__ import annotations
 
+import os
+
 from celery import Celery
 from kombu.entity import Queue
 
@@ -18,6 +20,10 @@ from nanobanana_queue.workers.settings import get_settings
 
 
 def baseline_app(name: str, queue: str) -> Celery:
+    if "NBQ_BROKER_URL" not in os.environ:
+        # Imported before the benchmark's stack: its sends would go to the default
+        # broker, the machine's own Redis (:6379), which a benchmark never touches.
+        raise RuntimeError(f"{name}: import only once the benchmark's stack is in the env")
     app = Celery(name)
     config = celery_config(get_settings())
     config.pop("worker_consumer", None)  # Celery's default consumer (see above)

@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from benchmarks.b1_throughput import TIME_SCALE, WARMUP_JOBS
+from benchmarks.b1_throughput import PRODUCTION_LOGS, TIME_SCALE, WARMUP_JOBS
 from benchmarks.harness import bench_stack
 from benchmarks.pipeline_run import run_jobs
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("py-spy not found: pip install py-spy")
     workdir = Path(tempfile.mkdtemp(prefix="nbq-profile-"))
     raw = workdir / "worker.raw"
-    with bench_stack(workdir, TIME_SCALE) as stack:
+    with bench_stack(workdir, TIME_SCALE, overrides=PRODUCTION_LOGS) as stack:
         proc = stack.start_worker(
             queues=args.queues,
             concurrency=args.concurrency,

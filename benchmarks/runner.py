@@ -31,7 +31,7 @@ ALL = ("B1", "B2", "B3", "B4", "B5", "B6")
 #: Rows in report order; B1io is derived from B1's run (not selectable on its own).
 REPORTED = ("B1", "B1io", "B2", "B3", "B4", "B5", "B6")
 #: Our own B1 target: the pipeline against the same I/O with no bookkeeping (see B1io).
-IO_FLOOR_TARGET = 0.6
+IO_FLOOR_TARGET = 0.85
 TARGETS = {
     "B1": ">= 0.6x baseline",
     "B2": "median <= 3 polls, lag p95 <= 3 s",
@@ -89,16 +89,24 @@ def run_all(
 def versus_io_floor(b1: BenchResult) -> BenchResult:
     """B1 measured against the I/O floor: what our own bookkeeping costs.
 
-    The floor chain makes only the job's API calls and S3 writes through three Celery
-    tasks; its ratio to the no-op chain bounds what any pipeline can reach here.
+    The floor makes only the job's API calls (the create, the queries on the pipeline's
+    own countdowns, the downloads of its own results) and S3 writes through Celery tasks;
+    its ratio to the no-op chain bounds what any pipeline can reach here. Worker CPU per
+    job of both sides is stated beside the ratio: on a loaded machine throughput can hide
+    a cost that CPU shows.
     """
     raw = b1.raw
     ratio = float(raw["pipeline_ratio_vs_io_floor"])
+    vs_noop = raw.get("io_floor_ratio_vs_baseline")
     return BenchResult(
         id="B1io",
         title=(
             "pipeline vs the same API calls + S3 writes with no bookkeeping "
-            f"(that floor is itself {raw['io_floor_ratio_vs_baseline']:g}x the no-op chain)"
+            + (f"(that floor is itself {vs_noop:g}x the no-op chain)" if vs_noop else "")
+        ).strip(),
+        notes=(
+            f"worker CPU-ms/job: pipeline {raw['worker_cpu_ms_per_job']:g}, "
+            f"floor {raw['io_floor_worker_cpu_ms_per_job']:g}"
         ),
         value=b1.value,
         unit="jobs/s",
@@ -110,6 +118,7 @@ def versus_io_floor(b1: BenchResult) -> BenchResult:
             "io_floor_jobs_per_s": raw["io_floor_jobs_per_s"],
             "io_floor_worker_cpu_ms_per_job": raw["io_floor_worker_cpu_ms_per_job"],
             "pipeline_worker_cpu_ms_per_job": raw["worker_cpu_ms_per_job"],
+            "pipeline_redis_commands_per_job": raw.get("redis_commands_per_job"),
         },
     )
 

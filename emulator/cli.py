@@ -115,12 +115,18 @@ def emulator(
         option = "--" + {"api_keys": "api_key"}.get(name, name).replace("_", "-")
         typer.echo(f"error: {option}: {first['msg']}", err=True)
         raise typer.Exit(2) from None
+    from nanobanana_queue.workers.logs import configure_logging, log_json_from_env
+
+    # The project's one log format (workers/logs.py): uvicorn's records through its root
+    # handler (log_config=None), one JSON object per line under NBQ_LOG_JSON.
+    configure_logging(log_level, json=log_json_from_env())
     options: dict[str, Any] = uvicorn_speedups()
     uvicorn.run(
         create_app(config),
         host=host,
         port=port,
         log_level=log_level.lower(),
+        log_config=None,
         access_log=False,
         lifespan="on",
         **options,

@@ -87,8 +87,21 @@ def test_the_namespace_links_each_part_to_its_top_level_directory() -> None:
         assert link.is_symlink() and link.resolve() == ROOT / part, part
 
 
+#: The emulator's command logs in the project's one format (issue 30: every line JSON under
+#: ``NBQ_LOG_JSON``): it borrows ``workers/logs.py``, and nothing else of the workers.
+EMULATOR_LOGS = Path("emulator/cli.py")
+
+
 def _borrowed(path: Path) -> set[str]:
-    return {"tests"} if path.relative_to(ROOT) in BORROW_TEST_SERVERS else set()
+    relative = path.relative_to(ROOT)
+    if relative == EMULATOR_LOGS:
+        return {"workers"}
+    return {"tests"} if relative in BORROW_TEST_SERVERS else set()
+
+
+def test_the_emulator_borrows_only_the_log_format_of_the_workers() -> None:
+    borrowed = {name for name in _absolute_imports(ROOT / EMULATOR_LOGS) if ".workers" in name}
+    assert borrowed == {f"{NAMESPACE}.workers.logs"}
 
 
 @pytest.mark.parametrize("package", PACKAGES)

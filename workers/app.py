@@ -27,17 +27,8 @@ from nanobanana_queue.workers.brokers import (
     transport_config,
     whole_second_countdown,
 )
-from nanobanana_queue.workers.contract import (
-    DECLARED_QUEUES,
-    TASK_ADOPT,
-    TASK_DOWNLOAD,
-    TASK_GENERATE,
-    TASK_NOTIFY,
-    TASK_POLL,
-    TASK_QUEUES,
-    TASK_RECONCILE,
-    TASK_SUBMIT,
-)
+from nanobanana_queue.workers.contract import DECLARED_QUEUES, TASK_QUEUES
+from nanobanana_queue.workers.pipeline import PIPELINE, SUBMIT_LIMITS
 from nanobanana_queue.workers.redis_client import (
     is_sentinel_url,
     kombu_sentinel_url,
@@ -46,20 +37,15 @@ from nanobanana_queue.workers.redis_client import (
 from nanobanana_queue.workers.settings import SUBMIT_SOFT_RATIO, Settings, get_settings
 from nanobanana_queue.workers.startup import WorkerLoader
 
-#: Soft/hard time limits per task (seconds), but for the tasks that make a create
-#: (``SUBMITTING_TASKS``, from NBQ_SUBMIT_TIME_LIMIT_S). Download is long: big files, slow
-#: links. ``nbq.adopt`` fetches a named task and handles its state as a poll does.
+#: Soft/hard time limits per task (seconds), as declared in ``workers/pipeline.py``, but
+#: for the tasks that make a create (``SUBMITTING_TASKS``, from NBQ_SUBMIT_TIME_LIMIT_S).
 TIME_LIMITS_S: dict[str, tuple[float, float]] = {
-    TASK_POLL: (45, 75),
-    TASK_ADOPT: (45, 75),
-    TASK_DOWNLOAD: (600, 660),
-    TASK_RECONCILE: (120, 180),
-    TASK_NOTIFY: (30, 45),  # one try: NBQ_NOTIFY_TIMEOUT_S, then a countdown, never a sleep
+    stage.task: stage.limits for stage in PIPELINE if not isinstance(stage.limits, str)
 }
-#: The tasks that make a create: ``nbq.submit`` and ``nbq.generate`` (intake, then the
+#: The tasks that make a create (``nbq.submit``, and ``nbq.generate``: intake, then the
 #: submit inline). Their hard limit is also how long the reconciler leaves a submit's
 #: claim alone before it takes the worker for dead.
-SUBMITTING_TASKS = (TASK_GENERATE, TASK_SUBMIT)
+SUBMITTING_TASKS = tuple(stage.task for stage in PIPELINE if stage.limits == SUBMIT_LIMITS)
 
 
 def submit_time_limits_s(settings: Settings) -> tuple[float, float]:

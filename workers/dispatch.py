@@ -2,8 +2,8 @@
 
 Stages, the task wrapper, the reconciler, the producer and the callback receiver all
 hand their next step to :class:`Dispatcher`; nothing else calls ``send_task``. The
-message shapes (task names, keyword arguments) are the contract of
-``docs/message-contract.md`` and ``workers/guard/inspect.py`` (``TASK_PARAMS``).
+message shapes (task names, keyword arguments) are declared once, in
+``workers/pipeline.py``, as are the guard's (``workers/guard/inspect.py``).
 
 No message of ours waits longer than NBQ_MAX_COUNTDOWN_S (a Retry-After of hours
 included): the consumer guard refuses ETAs beyond it, and waking early is harmless (the
@@ -12,28 +12,12 @@ breaker, limiter and poll schedule re-check and wait again).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-from nanobanana_queue.workers.contract import (
-    TASK_ADOPT,
-    TASK_DOWNLOAD,
-    TASK_GENERATE,
-    TASK_NOTIFY,
-    TASK_POLL,
-    TASK_SUBMIT,
-)
+from nanobanana_queue.workers.pipeline import BY_STEP
 from nanobanana_queue.workers.settings import Settings
-from nanobanana_queue.workers.stages.steps import (
-    Adopt,
-    Download,
-    Generate,
-    Message,
-    Notify,
-    Poll,
-    Retry,
-    Submit,
-)
+from nanobanana_queue.workers.stages.steps import Message, Retry
 
 if TYPE_CHECKING:
     from celery import Celery, Task
@@ -48,57 +32,34 @@ class Envelope:
     after_s: float = 0.0
 
 
-def _generate_kwargs(step: Generate) -> dict[str, Any]:
-    """``nbq.generate``'s kwargs: the optional ones only when set (older workers)."""
-    kwargs: dict[str, Any] = {
-        "request": step.request,
-        "job_id": step.job_id,
-        "producer": step.producer,
-    }
-    optional = {
-        "batch_id": step.batch_id,
-        "notify_url": step.notify_url,
-        "on_done": step.on_done,
-        "producer_proof": step.producer_proof,
-    }
-    kwargs.update({name: value for name, value in optional.items() if value is not None})
-    if step.priority != "normal":
-        kwargs["priority"] = step.priority  # absent = normal
-    return kwargs
+#: Each step class's field defaults (what an optional argument is left out at).
+_DEFAULTS: dict[str, dict[str, Any]] = {}
+
+
+def _defaults(step: Message) -> dict[str, Any]:
+    name = type(step).__name__
+    if name not in _DEFAULTS:
+        _DEFAULTS[name] = {f.name: f.default for f in fields(step)}
+    return _DEFAULTS[name]
 
 
 def envelope(step: Message) -> Envelope:
-    """The message for ``step`` (pure: what ``send`` publishes, uncapped)."""
-    if isinstance(step, Generate):
-        return Envelope(TASK_GENERATE, _generate_kwargs(step))
-    if isinstance(step, Submit):
-        return Envelope(TASK_SUBMIT, {"job_id": step.job_id}, step.after_s)
-    if isinstance(step, Poll):
-        kwargs: dict[str, Any] = {"job_id": step.job_id, "token": step.token}
-        if step.evolink_task_id:
-            kwargs["evolink_task_id"] = step.evolink_task_id  # lets a vanished job be rescued
-        return Envelope(TASK_POLL, kwargs, step.after_s)
-    if isinstance(step, Download):
-        kwargs = {"job_id": step.job_id}
-        if step.evolink_task_id:
-            kwargs["evolink_task_id"] = step.evolink_task_id
-        return Envelope(TASK_DOWNLOAD, kwargs)
-    if isinstance(step, Adopt):
-        return Envelope(
-            TASK_ADOPT, {"job_id": step.job_id, "task_id": step.task_id, "source": step.source}
-        )
-    if isinstance(step, Notify):
-        kwargs = {
-            "webhook_id": step.webhook_id,
-            "job_id": step.job_id,
-            "event": step.event,
-            "url": step.url,
-            "payload": step.payload,
-            "first_at": step.first_at,
-            "attempt": step.attempt,
-        }
-        return Envelope(TASK_NOTIFY, kwargs, step.after_s)
-    raise TypeError(f"not a message step: {step!r}")
+    """The message for ``step`` (pure: what ``send`` publishes, uncapped).
+
+    The task and its keyword arguments are the step class's entry in
+    ``workers/pipeline.py``: each declared argument is the step's field of that name; one
+    marked optional (``name?``) is left out while it holds the field's default.
+    """
+    stage = BY_STEP.get(type(step).__name__)
+    if stage is None:
+        raise TypeError(f"not a message step: {step!r}")
+    defaults = _defaults(step)
+    kwargs: dict[str, Any] = {}
+    for name in stage.param_names:
+        value = getattr(step, name)
+        if name not in stage.optional_params or value != defaults[name]:
+            kwargs[name] = value
+    return Envelope(stage.task, kwargs, getattr(step, "after_s", 0.0))
 
 
 def capped_countdown(countdown_s: float | None, max_countdown_s: float) -> float | None:
@@ -134,8 +95,13 @@ class Dispatcher:
 
     def retry(self, task: Task, step: Retry) -> Exception:
         """Re-send the running ``task`` after ``step.after_s`` as a Celery retry, so Flower
-        shows it as a retry with the cause's own exception class."""
-        kwargs = envelope(step.again).kwargs if step.again is not None else None
+        shows it as a retry with the cause's own exception class. A retry is always the
+        running task's own message (``again`` only changes its arguments): stages never
+        run each other (workers/pipeline.py), so no other stage's retry can reach here."""
+        again = envelope(step.again) if step.again is not None else None
+        if again is not None and again.task != task.name:
+            raise ValueError(f"{task.name} cannot retry as {again.task}: {step.again!r}")
+        kwargs = again.kwargs if again is not None else None
         return task.retry(  # type: ignore[no-any-return]
             exc=step.error,
             countdown=min(step.after_s, self.max_countdown_s),

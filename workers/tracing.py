@@ -1,8 +1,11 @@
 """OpenTelemetry tracing: one trace per job, off unless the standard ``OTEL_*`` variables
 configure it (docs/operations.md "Tracing").
 
-Off (the default), nothing of the SDK is imported and every helper here is a no-op at the
-cost of one boolean test. On (``OTEL_TRACES_EXPORTER`` other than ``none``, or an
+Off (the default), we import nothing of the SDK and every helper here is a no-op at the
+cost of one boolean test (redis-py ≥ 7 imports the metrics SDK by itself when the extra is
+installed: import time only, it exports nothing; docs/operations.md "Tracing").
+
+On (``OTEL_TRACES_EXPORTER`` other than ``none``, or an
 ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT``, read by :class:`workers.settings.Settings`; the
 ``[otel]`` extra installed), each process gets a tracer provider with a batch processor
 and the maintained instrumentations:
@@ -11,7 +14,9 @@ and the maintained instrumentations:
   headers, so a job's submit, every re-scheduled poll (Celery retries and our countdown
   sends publish from inside the running task) and its download are one trace;
 - httpx (the API calls and result downloads), redis-py (the job store), urllib3 (minio's
-  S3 calls): child spans.
+  S3 calls): child spans;
+- the ingress's requests: server spans (``producers/ingress/spans.py``, ASGI), so a job
+  enqueued over HTTP is a child of its request, in the caller's trace when it sent one.
 
 The job record keeps the ``traceparent`` of its enqueue (``JobRecord.traceparent``), so a
 message the reconciler re-drives, which no running task carries, joins the job's trace
@@ -176,7 +181,8 @@ def current_traceparent() -> str | None:
 
 @contextlib.contextmanager
 def enqueue_span(producer: str | None) -> Iterator[Any]:
-    """The root span of a job's trace, around ``Producer.enqueue``."""
+    """The root span of a job's trace, around ``Producer.enqueue`` (through the ingress,
+    a child of the request's server span)."""
     if not _on:
         yield None
         return

@@ -35,8 +35,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCK = ROOT / "requirements.lock"
-#: The extras the Dockerfile installs (``pip install --no-deps ".[worker,ingress,emulator]"``).
-IMAGE_EXTRAS = ("worker", "ingress", "emulator")
+#: The extras the Dockerfile installs (``pip install --no-deps ".[worker,ingress,emulator,otel]"``;
+#: tracing stays off until ``OTEL_*`` turns it on).
+IMAGE_EXTRAS = ("worker", "ingress", "emulator", "otel")
 #: How the lock is made; every option is explained in the module docstring.
 UV_COMPILE = (
     "pip",

@@ -32,7 +32,9 @@ from nanobanana_queue.producers.ingress.errors import (
     use_error_body_for_422,
     validation_error_handler,
 )
+from nanobanana_queue.producers.ingress.spans import ServerSpanMiddleware
 from nanobanana_queue.producers.ingress.strictjson import StrictJsonMiddleware
+from nanobanana_queue.workers import tracing
 from nanobanana_queue.workers.logs import get_logger
 from nanobanana_queue.workers.settings import Settings, get_settings
 
@@ -82,7 +84,9 @@ def create_app(settings: Settings | None = None, *, producer: Producer | None = 
         max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.ingress_body_timeout_s,
     )
-    app.add_middleware(AccessLogMiddleware)  # outermost: every answer, refusals included
+    app.add_middleware(AccessLogMiddleware)  # every answer, refusals included
+    if tracing.enabled():  # outermost: the access log line carries the server span's ids
+        app.add_middleware(ServerSpanMiddleware)
     for module in (jobs_routes, events_routes, batch_routes, health_routes, callback_routes):
         app.include_router(module.router)
     return app

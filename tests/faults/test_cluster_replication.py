@@ -60,7 +60,11 @@ def _create_and_record_task(rt: Runtime, job_id: str) -> None:
     assert rt.store.create(JobRecord(job_id=job_id))[1]
     assert rt.store.apply(lifecycle.CLAIM_SUBMIT, job_id)[1]
     record, applied = rt.store.apply(
-        lifecycle.TASK_CREATED, job_id, durable=True, evolink_task_id=f"task-{job_id}"
+        lifecycle.TASK_CREATED,
+        job_id,
+        durable=True,
+        evolink_task_id=f"task-{job_id}",
+        poll_token="p",
     )
     assert applied and record is not None and record.evolink_task_id == f"task-{job_id}"
 

@@ -44,7 +44,7 @@ def _jobs_in_every_stage_then_restart(
     """Jobs caught inside a create, a query and a file download; then Redis restarts.
 
     A create answered while Redis is away cannot be recorded: its job is found in
-    ``submitting`` with ``create_sent`` set, an unknown outcome. Resending it is safe only
+    ``submitting`` (claimed before the create left), an unknown outcome. Resending it is safe only
     under trusted idempotency against a server honouring it, which this scenario asks for
     (the default fails such a job ``outcome_unknown``: tests/faults/test_unknown_outcomes.py).
     """

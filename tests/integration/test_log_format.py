@@ -1,11 +1,16 @@
-"""The production log setting (``NBQ_LOG_JSON=true``): every line a worker and the ingress
-write — Celery's, kombu's and uvicorn's records and the worker's banner included — is one
-JSON object, and the ingress logs each request (route template, status, duration,
-producer; never a query string or a token) and counts it in the HTTP metrics."""
+"""The production log setting (``NBQ_LOG_JSON=true``): every line a worker, the ingress and
+the emulator write — Celery's, kombu's and uvicorn's records and the worker's banner
+included — is one JSON object, and the ingress logs each request (route template, status,
+duration, producer; never a query string or a token) and counts it in the HTTP metrics.
+A configuration error that stops a process before its logging is set up is a JSON line
+too."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +19,8 @@ import pytest
 
 from nanobanana_queue.workers import metrics
 from tests.producers.ingress.serving import TOKEN, enable_ingress, start_ingress
+from tests.support.emulator_server import TEST_API_KEY, TEST_ARGS
+from tests.support.procs import ROOT, free_port, python_exe, start, stop, wait_until
 from tests.support.stack import Stack
 
 pytestmark = [pytest.mark.integration]
@@ -80,3 +87,67 @@ def test_a_worker_and_the_ingress_write_one_json_object_per_line(stack: Stack) -
     counted = stack.redis.client().hgetall(metrics.counter_key("nbq", metrics.C_HTTP_REQUESTS))
     assert counted[metrics.label_field("POST", "/v1/jobs", 201).encode()] == b"1"
     assert counted[metrics.label_field("GET", "/v1/jobs/{job_id}", 401).encode()] == b"1"
+
+
+def test_the_emulator_writes_one_json_object_per_line(tmp_path: Path) -> None:
+    # Given the emulator (uvicorn at info) under the production log setting
+    port = free_port()
+    log = tmp_path / "emulator.log"
+    proc = start(
+        [
+            python_exe(),
+            "-m",
+            "nanobanana_queue.emulator",
+            "--port",
+            str(port),
+            "--log-level",
+            "info",
+            *TEST_ARGS,
+        ],
+        env={**os.environ, "NBQ_LOG_JSON": "true"},
+        log=log,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def healthy() -> bool:
+            assert proc.poll() is None, log.read_text(errors="replace")
+            try:
+                return httpx.get(f"{url}/_emulator/health", timeout=1, trust_env=False).is_success
+            except httpx.TransportError:
+                return False
+
+        wait_until(healthy, timeout_s=30, what="the emulator")
+        # When it answers a request with a key and one without
+        create = f"{url}/v1/images/generations"
+        body = {"model": "nano-banana-2-beta", "prompt": "json emulator"}
+        headers = {"Authorization": f"Bearer {TEST_API_KEY}"}
+        assert httpx.post(create, json=body, headers=headers, trust_env=False).is_success
+        assert httpx.post(create, json=body, trust_env=False).status_code == 401
+    finally:
+        stop(proc)  # its shutdown lines too
+    # Then every line it wrote is a JSON object, uvicorn's records among them
+    events = json_lines(log)
+    assert any(str(e.get("logger", "")).startswith("uvicorn") for e in events), events
+
+
+def test_a_configuration_error_before_logging_is_set_up_is_a_json_line() -> None:
+    # Given the production log setting and a setting a worker cannot read
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NBQ_")}
+    env.update({"NBQ_LOG_JSON": "true", "NBQ_POLL_MIN_INTERVAL_S": "not-a-number"})
+    # When a worker starts
+    done = subprocess.run(
+        [sys.executable, "-m", "nanobanana_queue.producers.cli.main", "worker"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # Then it stops (exit 2) with one JSON event naming the variable, and nothing else
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    [line] = [line for line in done.stderr.splitlines() if line.strip()]
+    event = json.loads(line)
+    assert (event["event"], event["level"]) == ("configuration_error", "error")
+    assert "NBQ_POLL_MIN_INTERVAL_S" in event["message"]

@@ -5,6 +5,11 @@ runs it, both exporting over OTLP/HTTP to a collector this test serves on loopba
 job is one trace: the enqueue in the CLI process is its root; generate (intake and
 submit), every re-scheduled poll and the download are spans of it, with the API calls,
 the job store and S3 as child spans; no attribute carries a secret.
+
+Through the ingress (``nbq serve``) the request is a server span that continues the
+calling service's trace (its ``traceparent`` header) and the enqueue is its child; a poll
+an Evolink callback triggers, and a poll ``nbq reconcile`` re-drives after the job's poll
+chain was lost, join the job's trace from their own processes.
 """
 
 from __future__ import annotations
@@ -24,8 +29,20 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 
+from nanobanana_queue.workers.broker_queues import queue_keys
+from nanobanana_queue.workers.callbacks import callback_token
+from nanobanana_queue.workers.contract import QUEUE_POLL
 from nanobanana_queue.workers.jobs.state import JobState
+from tests.producers.ingress.serving import (
+    SECRET,
+    TOKEN,
+    enable_ingress,
+    slow_stack,
+    start_ingress,
+    wait_for_state,
+)
 from tests.support.emulator_server import EmulatorServer
 from tests.support.procs import ROOT, wait_until
 from tests.support.redis_server import RedisServer
@@ -46,6 +63,7 @@ class Span:
     name: str
     service: str
     attributes: dict[str, Any]
+    kind: int = 0
 
 
 class Collector:
@@ -104,6 +122,7 @@ def _decode(request: ExportTraceServiceRequest) -> Iterator[Span]:
                     name=span.name,
                     service=str(resource.get("service.name")),
                     attributes={a.key: _value(a.value) for a in span.attributes},
+                    kind=span.kind,
                 )
 
 
@@ -220,3 +239,181 @@ def test_one_job_is_one_trace_from_enqueue_through_every_stage(
         assert f"job_id={JOB_ID}" in line and "celery_task_id=" in line, line
         assert f"evolink_task_id={record.evolink_task_id}" in line, line
         assert f"trace_id={root.trace_id}" in line, line
+
+
+def _secrets_in_attributes(spans: list[Span], secrets: list[str]) -> list[tuple[str, str]]:
+    """``(span, attribute)`` of every attribute (or span name) holding one of ``secrets``,
+    or a URL with a query string or a password."""
+    found = []
+    for span in spans:
+        if any(secret in span.name for secret in secrets) or "?" in span.name:
+            found.append((span.name, "<name>"))
+        for key, value in span.attributes.items():
+            text = str(value)
+            url_with_more = text.startswith("http") and ("?" in text or "@" in text)
+            if url_with_more or any(secret in text for secret in secrets):
+                found.append((span.name, key))
+    return found
+
+
+#: The calling service's own trace, as its HTTP client would send it (W3C traceparent).
+CALLER_TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+CALLER_SPAN_ID = "b7ad6b7169203331"
+#: Sent in a query string no span may show.
+QUERY_SECRET = "query-secret-never-traced"
+
+
+def test_an_ingress_request_continues_the_callers_trace_and_the_job_joins_it(
+    tmp_path: Path, redis_server: RedisServer, session_s3: S3Server, collector: Collector
+) -> None:
+    # Given the ingress (Evolink's callbacks on) and a worker, both exporting spans, and
+    # an API whose tasks take 5 s
+    stack = slow_stack(tmp_path, redis_server, session_s3, fixed_duration_s=500)
+    port = enable_ingress(stack)
+    server = start_ingress(stack, port, log_level="info", extra_env=_otel_env(collector, "ingress"))
+    try:
+        stack.start_worker(extra_env=_otel_env(collector, "w"))
+        # When a calling service, inside its own trace, creates a job over HTTP and reads
+        # it with a query string
+        traceparent = f"00-{CALLER_TRACE_ID}-{CALLER_SPAN_ID}-01"
+        with server.client() as client:
+            created = client.post(
+                "/v1/jobs",
+                json={"prompt": "traced over http", "quality": "1K"},
+                headers={"traceparent": traceparent},
+            )
+            assert created.status_code == 201, created.text
+            job_id = created.json()["job_id"]
+            assert client.get(f"/v1/jobs/{job_id}", params={"q": QUERY_SECRET}).is_success
+        # and a callback arrives while its task is processing (it sends a poll at once)
+        task_id = wait_for_state(server, job_id, {"generating"})["evolink_task_id"]
+        hint = server.callback(job_id, {"id": task_id, "status": "processing", "progress": 50})
+        assert hint.json() == {"outcome": "poll_sent"}, hint.text
+        record = stack.wait_all(stack.producer(), [job_id])[job_id]
+        assert record.state is JobState.STORED, record.error
+        # (once the worker exported the download's spans)
+        wait_until(
+            lambda: any(s.name == "run/nbq.download" for s in collector.spans),
+            timeout_s=30,
+            what="the download's span",
+        )
+    finally:
+        server.stop()
+        stack.stop_workers()
+        stack.emulator.stop()
+    spans = list(collector.spans)
+    by_id = {s.span_id: s for s in spans}
+    # Then the POST is a server span of the caller's trace, named by its route template
+    [post] = [s for s in spans if s.name == "POST /v1/jobs"]
+    assert (post.service, post.kind) == ("ingress", ProtoSpan.SPAN_KIND_SERVER)
+    assert (post.trace_id, post.parent_id) == (CALLER_TRACE_ID, CALLER_SPAN_ID)
+    assert post.attributes["http.route"] == "/v1/jobs"
+    # and the job's enqueue is its child: the job's trace is the caller's
+    [enqueue] = [s for s in spans if s.name == "nbq.enqueue"]
+    assert enqueue.parent_id == post.span_id and enqueue.attributes["nbq.job_id"] == job_id
+    trace = [s for s in spans if s.trace_id == CALLER_TRACE_ID]
+    for stage in ("run/nbq.generate", "run/nbq.poll", "run/nbq.download"):
+        assert any(s.name == stage and s.service == "w" for s in trace), stage
+    # And Evolink's callback is a server span too, and the poll it sends (from the
+    # ingress process) is in the job's trace, followed by the worker's run of it
+    callbacks = [s for s in spans if s.name == "POST /v1/callbacks/evolink/{job_id}"]
+    assert {s.kind for s in callbacks} == {ProtoSpan.SPAN_KIND_SERVER}
+    sent = [s for s in trace if s.name == "apply_async/nbq.poll" and s.service == "ingress"]
+    assert sent, [s.name for s in trace]
+    assert any(s.name == "run/nbq.poll" and by_id.get(s.parent_id) in sent for s in trace)
+    # And the read is named by its template, not its path, and shows no query string
+    reads = [s for s in spans if s.name == "GET /v1/jobs/{job_id}"]
+    assert reads and {s.attributes["http.route"] for s in reads} == {"/v1/jobs/{job_id}"}
+    # And no attribute of any process holds a token, a key or a query string
+    secrets = [
+        API_KEY,
+        TOKEN,
+        SECRET,
+        callback_token(SECRET, job_id),
+        QUERY_SECRET,
+        *[v for k, v in stack.env().items() if k.startswith("NBQ_S3_") and "KEY" in k],
+    ]
+    assert _secrets_in_attributes(spans, secrets) == []
+    # And the ingress's access log line of the POST carries the caller's trace id
+    logs = (stack.dir / "ingress.log").read_text(errors="replace")
+    assert any(
+        "http_request" in line and "route=/v1/jobs " in line and CALLER_TRACE_ID in line
+        for line in logs.splitlines()
+    ), logs[-2000:]
+
+
+def test_a_poll_re_driven_by_nbq_reconcile_joins_the_jobs_trace(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    session_s3: S3Server,
+    emulator_factory: Any,
+    collector: Collector,
+) -> None:
+    # Given a job enqueued by `nbq submit` whose create a submit-only worker sent (tasks
+    # of 2 s), no worker reconciling on its own
+    emulator: EmulatorServer = emulator_factory("--fixed-duration", "200")
+    stack = Stack(
+        redis=redis_server,
+        s3=session_s3,
+        emulator=emulator,
+        dir=tmp_path,
+        overrides={"NBQ_RECONCILE_IN_WORKER": "false", "NBQ_STUCK_AFTER_S": "1"},
+    )
+    env = {**os.environ, **stack.env()}
+    try:
+        stack.start_worker(queues="submit", name="submit", extra_env=_otel_env(collector, "w"))
+        done = subprocess.run(
+            [*NBQ, "submit", "a lost chain", "--job-id", JOB_ID, "--quality", "1K"],
+            env={**env, **_otel_env(collector, "cli")},
+            cwd=ROOT,
+            capture_output=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+        producer = stack.producer()
+        wait_until(
+            lambda: producer.status(JOB_ID).state is JobState.GENERATING,
+            timeout_s=30,
+            what="the job generating",
+        )
+        stack.stop_workers()
+        # When its poll chain is lost (the waiting poll message gone from the broker)
+        assert stack.redis.client().delete(*queue_keys(QUEUE_POLL)) == 1
+
+        # and `nbq reconcile` re-drives it once it is idle past NBQ_STUCK_AFTER_S
+        def re_driven() -> bool:
+            run = subprocess.run(
+                [*NBQ, "reconcile", "--once"],
+                env={**env, **_otel_env(collector, "reconcile")},
+                cwd=ROOT,
+                capture_output=True,
+                timeout=60,
+            )
+            assert run.returncode == 0, run.stderr.decode(errors="replace")
+            return b"re-driven: 1" in run.stdout
+
+        wait_until(re_driven, timeout_s=30, interval_s=0.5, what="a re-drive")
+        # and a worker takes the re-driven poll
+        stack.start_worker(name="all", extra_env=_otel_env(collector, "w"))
+        record = stack.wait_all(producer, [JOB_ID])[JOB_ID]
+        assert record.state is JobState.STORED, record.error
+        wait_until(
+            lambda: any(s.name == "run/nbq.download" for s in collector.spans),
+            timeout_s=30,
+            what="the download's span",
+        )
+    finally:
+        stack.stop_workers()
+    spans = list(collector.spans)
+    [root] = [s for s in spans if s.name == "nbq.enqueue"]
+    # Then the re-drive's publish, in the reconcile process, is in the job's trace
+    [redrive] = [s for s in spans if s.service == "reconcile" and s.name == "apply_async/nbq.poll"]
+    assert redrive.trace_id == root.trace_id
+    assert redrive.attributes.get("nbq.job_id", JOB_ID) == JOB_ID
+    # and so are the poll it started in the worker and the download after it
+    trace = [s for s in spans if s.trace_id == root.trace_id]
+    assert any(s.name == "run/nbq.poll" and s.parent_id == redrive.span_id for s in trace)
+    assert any(s.name == "run/nbq.download" for s in trace)
+    assert {s.trace_id for s in spans if s.attributes.get("nbq.job_id") == JOB_ID} == {
+        root.trace_id
+    }

@@ -16,13 +16,19 @@ import pytest
 
 from nanobanana_queue.workers.logs import QUIET_LOGGERS
 
+RECORD_SWITCHES = ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing")
+
 
 @pytest.fixture(autouse=True)
 def _logging_restored() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     quiet = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+    # What a record looks up (workers.logs.skip_unrendered_record_fields turns it off).
+    switches = {name: getattr(logging, name) for name in RECORD_SWITCHES}
     yield
+    for name, value in switches.items():
+        setattr(logging, name, value)
     root.handlers[:] = handlers
     root.setLevel(level)
     for name, old in quiet.items():

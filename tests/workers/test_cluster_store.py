@@ -197,7 +197,11 @@ def test_durable_writes_wait_on_the_master_that_owns_the_job_and_reach_its_repli
             claimed = rt.store.apply(lifecycle.CLAIM_SUBMIT, job_id)
             assert claimed[1]
             record, applied = rt.store.apply(
-                lifecycle.TASK_CREATED, job_id, durable=True, evolink_task_id=f"task-{job_id}"
+                lifecycle.TASK_CREATED,
+                job_id,
+                durable=True,
+                evolink_task_id=f"task-{job_id}",
+                poll_token="p",
             )
             task_on_replica = _on_replica(cluster, replica[master], key)
         # Then both were acknowledged by the replica: no warning, the replica holds them

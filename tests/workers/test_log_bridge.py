@@ -68,3 +68,27 @@ def test_without_the_bridge_the_hosts_logging_is_left_alone(
 
     assert logging.getLogger().handlers == before
     assert json_lines(capsys.readouterr().err)[0]["event"] == "ours"
+
+
+def test_a_worker_looks_up_nothing_for_a_record_that_no_line_shows(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Caller, thread and process lookups cost every record (two per line through the
+    bridge) and no format of ours renders them: the process that owns its logging turns
+    them off; each line still has everything it shows."""
+    configure_logging("INFO", json=True)
+
+    logging.getLogger("celery.app.trace").info("Task %s succeeded in %ss", "nbq.poll", 0.01)
+    structlog.get_logger("t").info("ours", job_id="j1")
+
+    assert (logging._srcfile, logging.logThreads, logging.logProcesses) == (None, False, False)
+    celery, ours = json_lines(capsys.readouterr().err)
+    assert celery["event"] == "Task nbq.poll succeeded in 0.01s"
+    assert celery["logger"] == "celery.app.trace" and "timestamp" in celery
+    assert ours == {**ours, "event": "ours", "job_id": "j1", "level": "info"}
+
+
+def test_a_producers_host_keeps_its_record_lookups() -> None:
+    configure_logging("INFO", stdlib=False)
+
+    assert logging._srcfile is not None and logging.logThreads

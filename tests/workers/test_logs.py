@@ -12,6 +12,7 @@ import structlog
 from nanobanana_queue.workers.logs import (
     configure_logging,
     get_logger,
+    log_json_from_env,
     redact_processor,
     redact_text,
     register_secret,
@@ -150,3 +151,17 @@ def test_level_filter_drops_lower_events(capsys: pytest.CaptureFixture[str]) -> 
     output = capsys.readouterr().err
     assert "loud" in output
     assert "quiet" not in output
+
+
+@pytest.mark.parametrize(
+    ("value", "json_on"),
+    [("true", True), ("TRUE", True), ("1", True), ("yes", True), ("on", True),
+     ("false", False), ("0", False), ("", False), ("not-a-bool", False)],
+)  # fmt: skip
+def test_nbq_log_json_is_read_from_the_environment_as_the_settings_read_it(
+    value: str, json_on: bool
+) -> None:
+    """What logs before (or without) the settings: the emulator, a configuration error."""
+    assert log_json_from_env({"NBQ_LOG_JSON": value}) is json_on
+    assert log_json_from_env({"nbq_log_json": value}) is json_on
+    assert log_json_from_env({}) is False

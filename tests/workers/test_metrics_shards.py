@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from nanobanana_queue.workers import metrics
 from nanobanana_queue.workers.jobs import lifecycle
-from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.record import JobError, JobRecord
 from nanobanana_queue.workers.jobs.store import JobStore
 from nanobanana_queue.workers.metrics_exporter import RedisMetricsCollector
 from nanobanana_queue.workers.settings import Settings, get_settings
@@ -68,7 +68,7 @@ def _run(redis_server, monkeypatch: pytest.MonkeyPatch, shards: int) -> tuple[st
         job_id = f"job-{n}"
         store.create(JobRecord(job_id=job_id))
         store.apply(lifecycle.CLAIM_SUBMIT, job_id)
-        store.apply(lifecycle.FAIL, job_id)
+        store.apply(lifecycle.FAIL, job_id, error=JobError(code="x", message="y"))
     return prefix, _scrape(redis_server.client(), prefix, shards)
 
 

@@ -158,8 +158,8 @@ def test_a_retried_transition_reports_applied_and_applies_once(
 ) -> None:
     store.create(JobRecord(job_id="j1"))
     _freeze(monkeypatch)
-    first = store.apply(lifecycle.CLAIM_SUBMIT, "j1", incr={"attempts": 1})
-    again = store.apply(lifecycle.CLAIM_SUBMIT, "j1", incr={"attempts": 1})
+    first = store.apply(lifecycle.CLAIM_SUBMIT, "j1")  # attempts + 1
+    again = store.apply(lifecycle.CLAIM_SUBMIT, "j1")
     assert first[1] and again[1]
     assert again[0] is not None and again[0].attempts == 1
     counts = store.redis.hgetall(store.state_counter_key)

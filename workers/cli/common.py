@@ -101,10 +101,29 @@ def describe_connection_error(exc: BaseException) -> str:
     return f"cannot reach the broker/Redis at {where}: {why}"
 
 
+def logged_as_json(message: str, *, code: str) -> bool:
+    """Under the production log setting (NBQ_LOG_JSON), an error that stops a command is
+    one JSON log event on stderr like every other line of the process (a worker or the
+    ingress stopped by its configuration, before its logging was set up). Returns whether
+    it was logged so."""
+    from nanobanana_queue.workers.logs import configure_logging, get_logger, log_json_from_env
+
+    if not log_json_from_env():
+        return False
+    import structlog
+
+    if not structlog.is_configured():
+        configure_logging(json=True, stdlib=False)
+    get_logger("nbq.cli").error(code, message=message)
+    return True
+
+
 def emit_error(message: str, *, code: str, exit_code: int, as_json: bool) -> NoReturn:
     """Print one error (red line on stderr, or ``{"error": {...}}`` on stdout) and exit."""
     if as_json:
         print_json({"error": {"code": code, "message": message}})
+    elif logged_as_json(message, code=code):
+        pass
     else:
         err_console.print(
             Text.assemble(("error: ", "red"), shown(message)), highlight=False, soft_wrap=True
@@ -135,10 +154,11 @@ def fail_on_config_error(func: Callable[P, R]) -> Callable[P, R]:
         except ConfigError as exc:
             if as_json:
                 emit_error(str(exc), code="configuration_error", exit_code=2, as_json=True)
-            # Escaped: "[worker]" in a message is text, not markup.
-            err_console.print(
-                Text.assemble(("configuration error: ", "red"), shown(exc)), soft_wrap=True
-            )
+            if not logged_as_json(str(exc), code="configuration_error"):
+                # Escaped: "[worker]" in a message is text, not markup.
+                err_console.print(
+                    Text.assemble(("configuration error: ", "red"), shown(exc)), soft_wrap=True
+                )
             raise typer.Exit(2) from None
         except typer.Exit:
             raise

@@ -20,15 +20,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from nanobanana_queue.workers.contract import (
-    TASK_ADOPT,
-    TASK_DOWNLOAD,
-    TASK_GENERATE,
-    TASK_NOTIFY,
-    TASK_POLL,
-    TASK_RECONCILE,
-    TASK_SUBMIT,
-)
 from nanobanana_queue.workers.jobs.ids import (
     JOB_ID_PATTERN,
     InvalidJobIdError,
@@ -36,6 +27,7 @@ from nanobanana_queue.workers.jobs.ids import (
     scoped_job_id,
     validate_producer,
 )
+from nanobanana_queue.workers.pipeline import PIPELINE
 from nanobanana_queue.workers.visible import is_visible
 
 #: Reasons a message is refused (the ``reason`` label of ``nbq_dead_letters_total``).
@@ -198,30 +190,20 @@ def _check_none(_: Mapping[str, Any]) -> str | None:
     return None
 
 
-#: Each task's parameters (in positional order) and the check of their values.
+#: The value checks a pipeline entry names (``Stage.check`` in ``workers/pipeline.py``).
+CHECKS: Final[dict[str, Callable[[Mapping[str, Any]], str | None]]] = {
+    "generate": _check_generate,
+    "job": _check_job,
+    "poll": _check_poll,
+    "adopt": _check_adopt,
+    "notify": _check_notify,
+    "none": _check_none,
+}
+
+#: Each task's parameters (in positional order) and the check of their values: every task
+#: of the pipeline's declaration, and no other.
 TASK_PARAMS: Final[dict[str, tuple[tuple[str, ...], Callable[[Mapping[str, Any]], str | None]]]] = {
-    TASK_GENERATE: (
-        (
-            "request",
-            "job_id",
-            "producer",
-            "batch_id",
-            "notify_url",
-            "on_done",
-            "priority",
-            "producer_proof",
-        ),
-        _check_generate,
-    ),
-    TASK_SUBMIT: (("job_id",), _check_job),
-    TASK_POLL: (("job_id", "token", "evolink_task_id"), _check_poll),
-    TASK_DOWNLOAD: (("job_id", "evolink_task_id"), _check_job),
-    TASK_ADOPT: (("job_id", "task_id", "source"), _check_adopt),
-    TASK_RECONCILE: ((), _check_none),
-    TASK_NOTIFY: (
-        ("webhook_id", "job_id", "event", "url", "payload", "first_at", "attempt"),
-        _check_notify,
-    ),
+    stage.task: (stage.param_names, CHECKS[stage.check]) for stage in PIPELINE
 }
 
 

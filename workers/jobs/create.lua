@@ -26,6 +26,13 @@
 -- Returns {1} if this call created the record (or this same call's first run did);
 -- {0, fields} if the id already existed: fields is the existing record's HGETALL (flat
 -- field, value list), which is not changed.
+-- Error reply "nbq: no birth in <state>" (nothing written) if the initial state is not
+-- one a record is born in: the birth states (BIRTHS, workers/jobs/lifecycle.py) are
+-- compiled into the script when store.py loads it (the `births` line below).
+local births = {--[[BIRTHS]]}
+if not births[ARGV[4]] then
+  return redis.error_reply('nbq: no birth in ' .. tostring(ARGV[4]))
+end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   -- A retried create (reply lost in a failover) finds its own stamp: created, once.
   if redis.call('HGET', KEYS[1], 'updated_at') == ARGV[2] then return {1} end

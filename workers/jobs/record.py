@@ -67,10 +67,12 @@ class JobRecord(BaseModel):
     objects: list[StoredObject] = Field(default_factory=list)
     error: JobError | None = None
     waiting_reason: str | None = None  # why a queued job is not moving (quota, rate limit)
+    #: A queued (or again submitting) job whose earlier create's outcome is unknown: it is
+    #: not resent unless the operator's policy says so. Only the transition table writes it
+    #: (workers/jobs/lifecycle.py, ``SUBSTATE_FIELDS``). (``create_sent``, a flag of the
+    #: claim that said "a create may be in flight", was the state ``submitting`` itself:
+    #: no longer written, and ignored in a record written before.)
     create_outcome_unknown: bool = False
-    #: Set in the same write that claims a create, before the request leaves; cleared when
-    #: an answer says what happened. Still set after a crash = the outcome is unknown.
-    create_sent: bool = False
     #: The worker (hostname) whose submit claimed the create; its lease lapsing tells the
     #: reconciler at once that the create's outcome is unknown (workers/leases.py).
     claimed_by: str | None = None
@@ -139,9 +141,8 @@ class JobRecord(BaseModel):
         if "credits_paid" not in data and "credits_reserved" in data:
             # A record written before holds existed: its credits_reserved summed charges.
             data["credits_paid"], data["credits_reserved"] = data["credits_reserved"], 0.0
-        for flag in ("create_outcome_unknown", "create_sent"):
-            if data.get(flag) is not None:
-                data[flag] = data[flag] in ("1", "true", "True")
+        if data.get("create_outcome_unknown") is not None:
+            data["create_outcome_unknown"] = data["create_outcome_unknown"] in ("1", "true", "True")
         return cls.model_validate(data)
 
     def public_view(self) -> dict[str, Any]:

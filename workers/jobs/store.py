@@ -1,8 +1,10 @@
 """Redis job store: atomic, state-checked updates of job records.
 
-Every write to an existing record is a named transition (``workers/jobs/lifecycle.py``)
-run by ``JobStore.apply`` through one Lua script (``update.lua``; a new record:
-``create.lua``, both next to this module with their KEYS and ARGV documented) that checks
+Every write to an existing record is a named transition of the table in
+``workers/jobs/lifecycle.py`` (which declares every field it writes), run by
+``JobStore.apply`` through one Lua script (``update.lua``; a new record, only in one of
+the table's birth states: ``create.lua``, both next to this module with their KEYS and
+ARGV documented) that checks
 the current state (and the state table itself), applies the change and maintains a
 per-state index (a sorted set scored by last update time) that the reconciler scans for
 stuck jobs. One winner per transition: a
@@ -23,7 +25,13 @@ from typing import Any
 import redis
 
 from nanobanana_queue.workers.jobs.errors import JobNotFoundError as JobNotFoundError  # re-exported
-from nanobanana_queue.workers.jobs.lifecycle import IllegalTransitionError, Transition
+from nanobanana_queue.workers.jobs.lifecycle import (
+    BIRTHS,
+    IllegalTransitionError,
+    Transition,
+    birth_of,
+    declared,
+)
 from nanobanana_queue.workers.jobs.record import JobRecord, encode_field
 from nanobanana_queue.workers.jobs.state import ACTIVE_STATES, TRANSITIONS, JobState
 from nanobanana_queue.workers.redis_client import is_cluster
@@ -75,8 +83,11 @@ UPDATE_LUA = (
         1,
     )
 )
-#: Stores a new record once (``create``, ``create_eval_args``).
-CREATE_LUA = _script("create.lua")
+#: Stores a new record once (``create``, ``create_eval_args``), only in a birth state
+#: (``lifecycle.BIRTHS``, compiled in).
+CREATE_LUA = _script("create.lua").replace(
+    "{--[[BIRTHS]]}", "{" + ", ".join(f'["{b.state.value}"] = true' for b in BIRTHS) + "}", 1
+)
 #: States with a per-state index (the active ones): the scripts' index KEYS, in this order.
 INDEXED_STATES: tuple[JobState, ...] = ACTIVE_STATES
 
@@ -284,8 +295,11 @@ class JobStore:
     def create_command(self, record: JobRecord) -> tuple[JobRecord, list[Any]]:
         """The stamped record and ``create.lua``'s ARGV (its KEYS: ``create_keys``).
 
-        Lets a caller run the same create inside its own pipeline (``create_eval_args``).
+        Raises ``IllegalTransitionError`` for a record no birth of the table makes
+        (``lifecycle.birth_of``). Lets a caller run the same create inside its own
+        pipeline (``create_eval_args``).
         """
+        birth_of(record)  # born only as the table says (create.lua refuses other states)
         now = time.time()
         record = record.model_copy(
             update={
@@ -348,10 +362,13 @@ class JobStore:
     ) -> tuple[JobRecord | None, bool]:
         """Run one named ``transition`` on ``job_id``: the only write to an existing record.
 
-        It applies (atomically, in ``update.lua``) only while the job is in one of the
-        transition's sources and every guard field holds its ``expect`` value (``None`` =
-        absent; exactly the transition's guards must be given). ``fields`` are written,
-        ``incr`` added to, the transition's ``unsets`` removed. Returns ``(record,
+        Only the table's transitions run (``lifecycle.ALL``, or one narrowed by
+        ``only_from``). It applies (atomically, in ``update.lua``) only while the job is in
+        one of the transition's sources and every guard field holds its ``expect`` value
+        (``None`` = absent; exactly the transition's guards must be given). ``fields`` are
+        what the transition takes (each of its type), written with its fixed values;
+        ``incr`` adds to its counters, with its fixed bumps; its ``unsets`` are removed
+        (``Transition.writes`` refuses anything else). Returns ``(record,
         applied)``; the record is the current one either way, ``None`` if the job does
         not exist.
 
@@ -363,21 +380,23 @@ class JobStore:
         ``applied`` is False and the record shows the caller's own fields: the caller
         compares). Raises the last store error after the patience.
         """
+        if not declared(transition):
+            raise IllegalTransitionError(
+                f"{transition.name} is not a transition of workers/jobs/lifecycle.py's table"
+            )
         given = dict(expect or {})
         if set(given) != set(transition.guards):
             raise IllegalTransitionError(
                 f"{transition.name} is guarded by {list(transition.guards)}, got {list(given)}"
             )
-        clash = set(fields) & ({"state", "updated_at"} | set(transition.unsets))
-        if clash:
-            raise IllegalTransitionError(f"{transition.name} cannot set {sorted(clash)}")
+        writes, adds = transition.writes(fields, incr)
         if outage_patience_s <= 0:
-            return self._write(transition, job_id, given, fields, incr or {}, durable)
+            return self._write(transition, job_id, given, writes, adds, durable)
         deadline = time.monotonic() + outage_patience_s
         pause_s = 0.2
         while True:
             try:
-                return self._write(transition, job_id, given, fields, incr or {}, durable)
+                return self._write(transition, job_id, given, writes, adds, durable)
             except STORE_AWAY:
                 if time.monotonic() + pause_s > deadline:
                     raise

@@ -28,7 +28,6 @@ retryable failure be re-created. A callback never can.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, Literal
 
 from nanobanana_queue.workers import metrics
@@ -43,7 +42,7 @@ from nanobanana_queue.workers.policy.errors import Action, action_for
 from nanobanana_queue.workers.policy.retry import RetryCause
 from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.stages.common import log, new_token, now, retry
-from nanobanana_queue.workers.stages.steps import Done, Fail, Step
+from nanobanana_queue.workers.stages.steps import Done, Fail, Poll, Step
 
 Source = Literal["callback", "person"]
 
@@ -173,16 +172,13 @@ def adopt(
         adoption,
         job_id,
         incr={"paid_creates": 1 if credits_new(record, task) else 0, "credits_paid": credits},
-        credits_reserved=0.0,  # its create's hold is settled by this charge
-        evolink_task_id=task.id,
+        evolink_task_id=task.id,  # and its create's hold is settled by this charge
         previous_task_ids=previous,
         estimated_time_s=task.estimated_time_s or 0.0,
         deadline_at=now() + rt.settings.poll_deadline_s,
         poll_token=token,
         next_poll_at=now(),
         progress=task.progress,
-        create_outcome_unknown=False,
-        create_sent=False,
     )
     if not applied or moved is None:
         return Done("lost_race")
@@ -195,9 +191,9 @@ def adopt(
         from_state=record.state.value,
         status=task.status.value,
     )
-    from nanobanana_queue.workers.stages.poll import handle_task_state
-
-    return replace(handle_task_state(rt, moved, task, token), label="adopted")
+    # The poll stage takes it from here, in its own message (stages never run each other):
+    # it re-fetches the task, so a task that finished meanwhile is seen as it is now.
+    return Poll(job_id, token, evolink_task_id=task.id, label="adopted")
 
 
 def adopt_message(
@@ -278,11 +274,8 @@ def _adopted_failed(rt: Runtime, record: JobRecord, task: Task, *, source: Sourc
             "paid_creates": 1 if credits_new(record, task) else 0,
             "credits_paid": credits,
         },
-        "credits_reserved": 0.0,  # its create's hold is settled by this charge
-        "evolink_task_id": task.id,
+        "evolink_task_id": task.id,  # and its create's hold is settled by this charge
         "previous_task_ids": previous,
-        "create_outcome_unknown": False,
-        "create_sent": False,
     }
     if record.state is JobState.FAILED:
         moved, applied = rt.store.apply(

@@ -15,8 +15,9 @@ from nanobanana_queue.workers.jobs.store import JobNotFoundError, JobStore
 
 
 def cancel_job(store: JobStore, job_id: str) -> JobRecord:
-    """Cancel ``job_id``; a cancelled job keeps no ``waiting_reason`` (it waits for nothing)."""
-    record, applied = store.apply(lifecycle.CANCEL, job_id, credits_reserved=0.0)
+    """Cancel ``job_id``; a cancelled job keeps no ``waiting_reason`` (it waits for nothing)
+    and no hold on the day's budget (``lifecycle.CANCEL`` frees it)."""
+    record, applied = store.apply(lifecycle.CANCEL, job_id)
     if record is None:
         raise JobNotFoundError(job_id)
     if not applied:

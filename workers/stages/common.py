@@ -63,16 +63,14 @@ def fail_job(
 
     ``via`` is the failing transition (``FAIL`` from any active state, ``FAIL_POLL`` for
     the live poll chain, or one narrowed with ``only_from``); ``expect`` its guards;
-    ``fields`` are written in the same move (e.g. ``create_sent=False``). Signed result
-    links are dropped with it (they are only needed to download).
+    ``fields`` what else it takes (``lifecycle``: e.g. an adopted failed task's id).
+    Signed result links are dropped with it (they are only needed to download).
     """
     if via.target is not JobState.FAILED:
         raise ValueError(f"fail_job needs a transition to failed, not {via.name}")
-    # A create whose outcome is unknown may have been charged: its hold stays on the
-    # day's budget (never under-count); any other failure frees it.
-    keeps_hold = error.code == "outcome_unknown"
-    if not keeps_hold:
-        fields.setdefault("credits_reserved", 0.0)
+    # A create whose outcome is unknown may have been charged: its transition keeps the
+    # hold on the day's budget (never under-count); every other one frees it.
+    keeps_hold = "credits_reserved" not in dict(via.fixed)
     record, applied = rt.store.apply(via, job_id, expect=expect, error=error, **fields)
     if applied and record is not None:
         metrics.job_failed(error.code)

@@ -9,8 +9,10 @@ JSON, which the submit stage sends as is.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
+import redis
 from pydantic import ValidationError
 
 from nanobanana_queue.workers import metrics, tracing
@@ -19,9 +21,11 @@ from nanobanana_queue.workers.failures import record_failure
 from nanobanana_queue.workers.jobs.ids import InvalidJobIdError, new_job_id, scoped_job_id
 from nanobanana_queue.workers.jobs.record import JobError, JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.policy.retry import RetryCause
 from nanobanana_queue.workers.resilience.credits import BUDGET_EXCEEDED, Hold, price_of, refusal
 from nanobanana_queue.workers.runtime import Runtime
-from nanobanana_queue.workers.stages.common import log
+from nanobanana_queue.workers.stages.common import log, retry
+from nanobanana_queue.workers.stages.steps import Done, Generate, Retry, Step
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -159,6 +163,70 @@ def intake(
     if created:
         rt.fair().enqueued(job_id, producer, record.priority)  # it waits from now on
     return record
+
+
+def generate(
+    rt: Runtime,
+    request: dict[str, Any],
+    job_id: str | None = None,
+    producer: str | None = None,
+    batch_id: str | None = None,
+    notify_url: str | None = None,
+    on_done: dict[str, str] | None = None,
+    priority: str | None = None,
+    producer_proof: str | None = None,
+    *,
+    retries: int = 0,
+) -> Step:
+    """``nbq.generate``: record the job if new (a raw message's request validated here,
+    once), then submit it in the same run.
+
+    Intake then submit is the pipeline's one declared composition (workers/pipeline.py,
+    ``GENERATE.composes``): every job enters here and intake only writes its record, so a
+    separate ``nbq.submit`` hop would cost every job a broker round trip and a queue wait.
+    A retry is this same message again; a job whose id was minted here has it pinned in
+    that message, so the retry finds this record instead of minting a second job (and a
+    second paid create).
+    """
+    record = intake(
+        rt,
+        request=request,
+        job_id=job_id,
+        producer=producer,
+        batch_id=batch_id,
+        priority=priority,
+        notify_url=notify_url,
+        on_done=on_done,
+        raw=True,
+        producer_proof=producer_proof,
+    )
+    if record is None or record.is_terminal:
+        return Done("refused" if record is None else "terminal")
+    from nanobanana_queue.workers.stages.submit import submit
+
+    pinned = (
+        None
+        if job_id is not None
+        else Generate(
+            record.job_id,
+            request,
+            producer=producer,
+            batch_id=batch_id,
+            priority=priority or "normal",
+            notify_url=notify_url,
+            on_done=on_done,
+            producer_proof=producer_proof,
+        )
+    )
+    try:
+        step = submit(rt, record.job_id, retries=retries, record=record)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        if pinned is None:
+            raise  # the task's own store-outage retry sends this message again as is
+        return retry(rt, RetryCause.STORE_UNREACHABLE, exc, attempt=retries, again=pinned)
+    if pinned is not None and isinstance(step, Retry) and step.again is None:
+        return replace(step, again=pinned)
+    return step
 
 
 def _on_done(value: dict[str, str]) -> tuple[str, str] | None:

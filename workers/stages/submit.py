@@ -84,15 +84,13 @@ def submit(
     held = _hold(rt, record)
     if held is not None and not held.held:
         return _over_budget(rt, record, held)
-    # The claim also says "a create was sent" before the request leaves: a worker killed
-    # between send and answer leaves that mark, and whoever finds the job next (the
-    # reconciler) knows the outcome is unknown.
+    # The claim is written before the request leaves: a worker killed between send and
+    # answer leaves the job submitting, and whoever finds it next (the reconciler) knows
+    # the outcome is unknown.
     first: dict[str, Any] = {} if record.first_create_at else {"first_create_at": now()}
     claimed, won = rt.store.apply(  # first_create_at: see workers/stages/adopt.py
         lifecycle.CLAIM_SUBMIT,
         job_id,
-        create_sent=True,
-        incr={"attempts": 1},
         **first,
         claimed_by=claim_owner(),  # whose lease lapsing says the outcome is unknown (leases.py)
         **(held.record_fields() if held is not None else {}),
@@ -222,16 +220,13 @@ def _create(rt: Runtime, record: JobRecord, *, retries: int) -> Step:
         job_id,
         outage_patience_s=rt.settings.redis_failover_timeout_s,  # never drop a paid task's id
         durable=True,  # the paid task's id must survive a failover (NBQ_STORE_WAIT_REPLICAS)
-        incr={"credits_paid": credits, "paid_creates": 1},
-        credits_reserved=0.0,  # the hold is settled: the charge is paid
+        incr={"credits_paid": credits},  # and the hold is settled: the charge is paid
         evolink_task_id=task.id,
         estimated_time_s=estimated or 0.0,
         deadline_at=now() + rt.settings.poll_deadline_s,
         poll_token=token,
         next_poll_at=now() + countdown_s,
         progress=task.progress,
-        create_outcome_unknown=False,
-        create_sent=False,
     )
     _record_owner(rt, task.id, job_id)
     metrics.credits_reserved(credits)
@@ -249,10 +244,8 @@ def _create(rt: Runtime, record: JobRecord, *, retries: int) -> Step:
         gone, _ = rt.store.apply(
             lifecycle.NOTE_TASK_OF_GONE_JOB,
             job_id,
-            incr={"credits_paid": credits, "paid_creates": 1},
-            credits_reserved=0.0,
+            incr={"credits_paid": credits},
             evolink_task_id=task.id,
-            create_sent=False,
         )
         if gone is not None and gone.is_terminal:
             rt.credits().ended(
@@ -304,12 +297,7 @@ def _create_failed(rt: Runtime, record: JobRecord, exc: EvolinkError, *, retries
     if action is Action.OUTCOME_UNKNOWN and not may_resend_unknown(rt):
         return hold_unknown_outcome(rt, record, from_state=JobState.SUBMITTING, detail=exc.message)
     if action is Action.FAIL:
-        fail_job(
-            rt,
-            job_id,
-            error_from(exc, code=exc.code if exc.status_code == 400 else None),
-            create_sent=False,  # the answer said what happened: no task
-        )
+        fail_job(rt, job_id, error_from(exc, code=exc.code if exc.status_code == 400 else None))
         return Fail()
 
     # Every other answer says no task was made (or, resending an unknown one under the
@@ -317,10 +305,12 @@ def _create_failed(rt: Runtime, record: JobRecord, exc: EvolinkError, *, retries
     # The breaker's wording (README, "waiting_reason"), not the API's code, while paused.
     paused = {Action.PAUSE_SUBMISSIONS: "quota", Action.STOP_AND_ALERT: "unauthorized"}
     reason = f"submissions paused: {paused[action]}" if action in paused else exc.reason
-    requeue: dict[str, Any] = {"waiting_reason": reason, "create_sent": False}
-    if action is Action.OUTCOME_UNKNOWN:
-        requeue["create_outcome_unknown"] = True
-    rt.store.apply(lifecycle.HAND_BACK, job_id, **requeue)
+    unknown = action is Action.OUTCOME_UNKNOWN
+    rt.store.apply(
+        lifecycle.HAND_BACK_UNKNOWN if unknown else lifecycle.HAND_BACK,
+        job_id,
+        waiting_reason=reason,
+    )
 
     if action is Action.PAUSE_SUBMISSIONS:
         assert isinstance(exc, QuotaExceededError)
@@ -373,8 +363,7 @@ def hold_unknown_outcome(
             rt,
             job_id,
             unknown_outcome_error(detail),
-            via=lifecycle.FAIL.only_from(from_state),
-            create_sent=False,
+            via=lifecycle.FAIL_UNKNOWN_OUTCOME.only_from(from_state),
         )
         return Fail("failed_outcome_unknown")
     wait_s = rt.settings.outcome_unknown_wait_s
@@ -382,8 +371,6 @@ def hold_unknown_outcome(
     held, applied = rt.store.apply(
         lifecycle.HOLD_UNKNOWN_OUTCOME.only_from(from_state),
         job_id,
-        create_outcome_unknown=True,
-        create_sent=False,
         outcome_deadline_at=until,
         waiting_reason=(
             f"create outcome unknown ({detail[:200]}); waiting for the task's callback "

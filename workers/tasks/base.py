@@ -22,7 +22,7 @@ from celery import Task
 
 from nanobanana_queue.workers import failures, metrics, tracing
 from nanobanana_queue.workers.app import app
-from nanobanana_queue.workers.dispatch import Dispatcher, envelope
+from nanobanana_queue.workers.dispatch import Dispatcher
 from nanobanana_queue.workers.jobs.lifecycle import FAIL
 from nanobanana_queue.workers.policy.retry import RetryCause
 from nanobanana_queue.workers.runtime import get_runtime
@@ -111,11 +111,6 @@ class StageTask(Task):  # type: ignore[misc]
             # Failed here: __call__ raises the reason's class. Moved on by another
             # stage meanwhile: nothing failed, the task ends quietly.
             return "failed_exhausted" if failed is not None else "exhausted_stale"
-        if step.again is not None and envelope(step.again).task != self.name:
-            # Another stage's code ran inside this task (a rescue polls from submit or
-            # download): its retry is that stage's message, sent later; this task is done.
-            dispatcher().send(step.again, after_s=step.after_s)
-            return step.label
         if not step.spends_budget:
             # An unbounded wait (quota breaker) must not spend the transient-retry
             # budget: the re-sent message counts from 0 again (retry() adds 1).

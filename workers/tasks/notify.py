@@ -21,6 +21,7 @@ from nanobanana_queue.workers.logs import get_logger
 from nanobanana_queue.workers.notify.config import NotifyConfig
 from nanobanana_queue.workers.notify.deadletter import NotifyDeadLetters
 from nanobanana_queue.workers.notify.deliver import backoff_s, deliver_once
+from nanobanana_queue.workers.pipeline import NOTIFY
 from nanobanana_queue.workers.runtime import get_runtime
 from nanobanana_queue.workers.security.netguard import guarded_client
 from nanobanana_queue.workers.stages.steps import Notify
@@ -39,7 +40,7 @@ def _parts() -> tuple[NotifyConfig, httpx.Client]:
     return _cache["config"], _cache["client"]
 
 
-@app.task(name=TASK_NOTIFY, bind=True, acks_late=True, reject_on_worker_lost=True)
+@app.task(name=TASK_NOTIFY, bind=True, **NOTIFY.ack_options)
 def notify_task(
     self: Any,
     webhook_id: str,

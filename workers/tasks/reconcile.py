@@ -11,6 +11,7 @@ from celery.signals import worker_ready, worker_shutdown
 from nanobanana_queue.workers.app import app
 from nanobanana_queue.workers.contract import TASK_RECONCILE
 from nanobanana_queue.workers.logs import get_logger
+from nanobanana_queue.workers.pipeline import RECONCILE
 from nanobanana_queue.workers.probes import Heartbeat
 from nanobanana_queue.workers.runtime import get_runtime
 from nanobanana_queue.workers.stages.reconcile import reap_dead_workers, reconcile_once
@@ -20,7 +21,7 @@ log = get_logger("nbq.reconcile")
 _stop = threading.Event()
 
 
-@app.task(name=TASK_RECONCILE)
+@app.task(name=TASK_RECONCILE, **RECONCILE.ack_options)
 def reconcile_task() -> int:
     """One pass; returns how many jobs were re-driven."""
     return reconcile_once(get_runtime(), dispatcher().send).total

@@ -19,6 +19,7 @@ from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.runtime import Runtime
 from tests.producers.cli.conftest import Nbq, Result, settings_for
 from tests.support.procs import free_port
+from tests.support.records import seed
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +79,9 @@ def test_a_batch_file_that_is_not_utf8(nbq: Nbq, tmp_path: Path) -> None:
 
 
 def test_an_unwritable_output_directory(nbq: Nbq, tmp_path: Path) -> None:
-    Runtime.from_settings(settings_for(nbq.env)).store.create(
-        JobRecord(job_id="done1", state=JobState.STORED)
+    seed(
+        Runtime.from_settings(settings_for(nbq.env)).store,
+        JobRecord(job_id="done1", state=JobState.STORED),
     )
     _one_line(nbq("get", "done1", "-o", "/proc/nope"), EXIT_USAGE, "/proc/nope")
     _json_error(nbq("get", "done1", "-o", "/proc/nope", "--json"), EXIT_USAGE, "file_error")

@@ -66,7 +66,13 @@ def enable_ingress(stack: Stack) -> int:
     return port
 
 
-def start_ingress(stack: Stack, port: int, *, log_level: str = "warning") -> IngressServer:
+def start_ingress(
+    stack: Stack,
+    port: int,
+    *,
+    log_level: str = "warning",
+    extra_env: dict[str, str] | None = None,
+) -> IngressServer:
     proc = start(
         [
             sys.executable,
@@ -80,7 +86,7 @@ def start_ingress(stack: Stack, port: int, *, log_level: str = "warning") -> Ing
             "--log-level",
             log_level,
         ],
-        env=stack.env(),
+        env={**stack.env(), **(extra_env or {})},
         log=stack.dir / "ingress.log",
     )
     server = IngressServer(proc=proc, url=f"http://127.0.0.1:{port}")
@@ -111,7 +117,8 @@ def wait_for_state(
     seen: dict[str, Any] = {}
 
     def reached() -> bool:
-        seen.update(server.client().get(f"/v1/jobs/{job_id}").json())
+        with server.client() as client:
+            seen.update(client.get(f"/v1/jobs/{job_id}").json())
         return seen.get("state") in states
 
     wait_until(reached, timeout_s=timeout_s, interval_s=0.1, what=f"job {job_id} in {states}")

@@ -26,19 +26,20 @@ from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.settings import ConfigError, load_settings
 from tests.producers.ingress.conftest import SECRET, Ingress
+from tests.support.records import seed
 
 
 def _generating(ingress: Ingress, job_id: str = "gen-1", task_id: str = "task-1") -> JobRecord:
-    record, _ = ingress.store.create(
+    return seed(
+        ingress.store,
         JobRecord(
             job_id=job_id,
             state=JobState.GENERATING,
             producer="alice",
             evolink_task_id=task_id,
             poll_token="tok-now",
-        )
+        ),
     )
-    return record
 
 
 def _post(ingress: Ingress, job_id: str, token: str | None, body: object) -> tuple[int, str]:
@@ -187,7 +188,7 @@ def test_a_valid_callback_for_a_vanished_job_sends_a_rescue_poll_with_the_task_i
     [JobState.STORED, JobState.CANCELLED, JobState.FAILED, JobState.QUEUED, JobState.DOWNLOADING],
 )
 def test_a_job_that_is_not_generating_is_ignored(ingress: Ingress, state: JobState) -> None:
-    ingress.store.create(JobRecord(job_id="j", state=state, evolink_task_id="task-1"))
+    seed(ingress.store, JobRecord(job_id="j", state=state, evolink_task_id="task-1"))
     assert _post(
         ingress, "j", callback_token(SECRET, "j"), {"id": "task-1", "status": "completed"}
     ) == (200, "ignored")
@@ -195,7 +196,7 @@ def test_a_job_that_is_not_generating_is_ignored(ingress: Ingress, state: JobSta
 
 
 def test_a_submitting_job_asks_the_vendor_to_deliver_again(ingress: Ingress) -> None:
-    ingress.store.create(JobRecord(job_id="j", state=JobState.SUBMITTING, attempts=1))
+    seed(ingress.store, JobRecord(job_id="j", state=JobState.SUBMITTING, attempts=1))
     assert _post(ingress, "j", callback_token(SECRET, "j"), {"status": "completed"}) == (
         409,
         "not_ready",

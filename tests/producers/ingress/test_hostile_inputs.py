@@ -17,6 +17,7 @@ from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.logs import configure_logging
 from tests.producers.ingress.conftest import SECRET, Ingress, auth
+from tests.support.records import seed
 
 #: Deeper than Python's JSON parser can recurse.
 NESTED = b"[" * 100_000 + b"]" * 100_000
@@ -35,14 +36,15 @@ def assert_error_shape(response: object, *statuses: int) -> dict[str, str]:
 
 def test_deeply_nested_json_in_a_valid_callback_is_a_400(ingress: Ingress) -> None:
     # Given a generating job and a delivery with its valid token
-    ingress.store.create(
+    seed(
+        ingress.store,
         JobRecord(
             job_id="gen-1",
             state=JobState.GENERATING,
             producer="alice",
             evolink_task_id="task-1",
             poll_token="tok",
-        )
+        ),
     )
     url = f"/v1/callbacks/evolink/gen-1?token={callback_token(SECRET, 'gen-1')}"
     # When its body is nested deeper than any parser recurses

@@ -11,6 +11,7 @@ import pytest
 from nanobanana_queue.workers.jobs.record import JobRecord, StoredObject
 from nanobanana_queue.workers.jobs.state import JobState
 from tests.producers.ingress.conftest import Ingress, auth
+from tests.support.records import seed
 from tests.support.s3_server import S3Server
 
 BODY = {"prompt": "a lighthouse at dawn", "size": "16:9", "quality": "1K"}
@@ -186,13 +187,14 @@ def test_images_of_a_stored_job_are_presigned_links_that_work(
     # Given a stored job whose image is in S3
     key = f"{ingress.settings.key_prefix}/img.png"
     session_s3.minio().put_object(session_s3.bucket, key, io.BytesIO(b"png-bytes"), 9)
-    ingress.store.create(
+    seed(
+        ingress.store,
         JobRecord(
             job_id="alice~done",
             state=JobState.STORED,
             producer="alice",
             objects=[StoredObject(key=key, sha256="ab", size=9, content_type="image/png")],
-        )
+        ),
     )
     # When its images are asked for
     response = ingress.client.get("/v1/jobs/done/images", headers=auth())
@@ -212,7 +214,7 @@ def test_cancelling_a_queued_job_answers_200_with_the_cancelled_record(ingress: 
 
 
 def test_cancelling_a_stored_job_answers_409_and_changes_nothing(ingress: Ingress) -> None:
-    ingress.store.create(JobRecord(job_id="alice~kept", state=JobState.STORED, producer="alice"))
+    seed(ingress.store, JobRecord(job_id="alice~kept", state=JobState.STORED, producer="alice"))
     response = ingress.client.delete("/v1/jobs/kept", headers=auth())
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "not_cancellable"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import redis
@@ -13,13 +14,23 @@ from structlog.testing import capture_logs
 
 from nanobanana_queue.workers.jobs import lifecycle
 from nanobanana_queue.workers.jobs import store as store_module
-from nanobanana_queue.workers.jobs.lifecycle import IllegalTransitionError, Transition
+from nanobanana_queue.workers.jobs.lifecycle import IllegalTransitionError
 from nanobanana_queue.workers.jobs.record import JobError, JobRecord
-from nanobanana_queue.workers.jobs.state import JobState, sources_of
+from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.jobs.store import JobStore
+from tests.support.records import seed
 from tests.support.redis_server import RedisServer
 
 RETENTION_S = 1000
+ERROR = JobError(code="x", message="y")
+#: What ``nbq retry`` writes (workers/stages/manual.py).
+RETRY: dict[str, Any] = {
+    "previous_task_ids": [],
+    "create_seq": 2,
+    "waiting_reason": "retry requested",
+}
+#: What a create's answer writes (workers/stages/submit.py).
+TASK: dict[str, Any] = {"evolink_task_id": "task-1", "poll_token": "p1"}
 
 
 @pytest.fixture(params=[0, 4], ids=["one-redis", "sharded"])
@@ -52,20 +63,6 @@ def _entries(store: JobStore, job_id: str, state: JobState) -> int:
     return int(raw) if raw is not None else 0
 
 
-def _move(target: JobState, *sources: JobState, guards: tuple[str, ...] = ()) -> Transition:
-    """A transition for these tests (the stages use the named ones in lifecycle.py)."""
-    return Transition(
-        f"to_{target.value}", frozenset(sources or sources_of(target)), target, guards
-    )
-
-
-def _note(
-    *sources: JobState, guards: tuple[str, ...] = (), unsets: tuple[str, ...] = ()
-) -> Transition:
-    """A field-only update, by default in any state."""
-    return Transition("note", frozenset(sources or JobState), None, guards, unsets)
-
-
 def _freeze_clock(monkeypatch: pytest.MonkeyPatch, now: float) -> None:
     """The store's stamp is its clock: a frozen clock makes the next call a retry."""
     monkeypatch.setattr(store_module, "time", SimpleNamespace(time=lambda: now))
@@ -90,7 +87,7 @@ def test_create_stores_a_new_record_indexes_it_counts_it_and_sets_no_ttl_while_a
 
 def test_a_record_created_ended_expires_after_the_retention(store: JobStore) -> None:
     job_id = _new_id()
-    store.create(JobRecord(job_id=job_id, state=JobState.FAILED))
+    store.create(JobRecord(job_id=job_id, state=JobState.FAILED, error=ERROR))
     assert RETENTION_S - 5 <= store.redis.ttl(store.key(job_id)) <= RETENTION_S
 
 
@@ -100,16 +97,16 @@ def test_the_retention_counts_from_the_jobs_end_not_from_its_last_write(
     # Given an active job moved along its life (every write on an active record)
     job_id = _new_id()
     store.create(JobRecord(job_id=job_id))
-    for state in (JobState.SUBMITTING, JobState.GENERATING):
-        store.apply(_move(state), job_id)
-        store.apply(_note(), job_id, progress=10)
-        # Then it has no TTL: a long quota pause cannot expire a job in flight
-        assert store.redis.ttl(store.key(job_id)) == -1
+    store.apply(lifecycle.CLAIM_SUBMIT, job_id)
+    store.apply(lifecycle.TASK_CREATED, job_id, **TASK)
+    store.apply(lifecycle.POLL_LATER, job_id, next_poll_at=1.0)
+    # Then it has no TTL: a long quota pause cannot expire a job in flight
+    assert store.redis.ttl(store.key(job_id)) == -1
     # When it ends, the retention starts
-    store.apply(lifecycle.FAIL, job_id)
+    store.apply(lifecycle.FAIL, job_id, error=ERROR)
     assert RETENTION_S - 5 <= store.redis.ttl(store.key(job_id)) <= RETENTION_S
     # And a person putting it back to work removes the TTL again
-    store.apply(lifecycle.MANUAL_RETRY, job_id)
+    store.apply(lifecycle.MANUAL_RETRY, job_id, **RETRY)
     assert store.redis.ttl(store.key(job_id)) == -1
 
 
@@ -140,7 +137,7 @@ def test_a_record_created_in_a_terminal_state_is_in_no_index_but_is_counted(
     store: JobStore,
 ) -> None:
     job_id = _new_id()
-    record = JobRecord(job_id=job_id, state=JobState.FAILED, error=JobError(code="x", message="y"))
+    record = JobRecord(job_id=job_id, state=JobState.FAILED, error=ERROR)
     stamped, created = store.create(record)
     assert created and store.require(job_id).error == stamped.error
     assert _indexed_in(store, job_id) == {}
@@ -167,7 +164,7 @@ def test_a_transition_moves_the_job_between_indexes_counts_the_entry_and_stamps_
 ) -> None:
     job_id = _new_id()
     store.create(JobRecord(job_id=job_id))
-    record, applied = store.apply(lifecycle.CLAIM_SUBMIT, job_id, attempts=1)
+    record, applied = store.apply(lifecycle.CLAIM_SUBMIT, job_id)  # attempts + 1
     assert applied and record is not None
     assert record.state is JobState.SUBMITTING and record.attempts == 1
     assert record.state_times[JobState.SUBMITTING.value] == record.updated_at
@@ -180,7 +177,7 @@ def test_a_transition_from_another_state_is_refused_and_changes_nothing(
 ) -> None:
     job_id = _new_id()
     created, _ = store.create(JobRecord(job_id=job_id))
-    record, applied = store.apply(lifecycle.STORED, job_id, polls=3)
+    record, applied = store.apply(lifecycle.STORED, job_id, objects=[])
     assert not applied and record == created  # the current record, unchanged
     assert _indexed_in(store, job_id) == {JobState.QUEUED: created.updated_at}
     assert _entries(store, job_id, JobState.STORED) == 0
@@ -189,26 +186,28 @@ def test_a_transition_from_another_state_is_refused_and_changes_nothing(
 def test_only_from_narrows_the_states_a_transition_may_start_from(store: JobStore) -> None:
     job_id = _new_id()
     store.create(JobRecord(job_id=job_id))
-    _, applied = store.apply(lifecycle.FAIL.only_from(JobState.SUBMITTING), job_id)
+    _, applied = store.apply(lifecycle.FAIL.only_from(JobState.SUBMITTING), job_id, error=ERROR)
     assert not applied
-    _, applied = store.apply(lifecycle.FAIL.only_from(JobState.QUEUED), job_id)
+    _, applied = store.apply(lifecycle.FAIL.only_from(JobState.QUEUED), job_id, error=ERROR)
     assert applied and store.require(job_id).state is JobState.FAILED
 
 
 def test_expect_lets_only_the_holder_of_the_exact_value_write(store: JobStore) -> None:
     job_id = _new_id()
-    store.create(JobRecord(job_id=job_id, poll_token="t1"))
-    by_token = _note(guards=("poll_token",))
-    _, applied = store.apply(by_token, job_id, expect={"poll_token": "t0"}, polls=1)
+    seed(store, JobRecord(job_id=job_id, state=JobState.GENERATING, poll_token="t1"))
+    by_token = lifecycle.POLL_COUNTED
+    _, applied = store.apply(by_token, job_id, expect={"poll_token": "t0"})
     assert not applied and store.require(job_id).polls == 0
-    _, applied = store.apply(by_token, job_id, expect={"poll_token": None}, polls=1)
+    _, applied = store.apply(by_token, job_id, expect={"poll_token": None})
     assert not applied  # None means the field must be absent
-    record, applied = store.apply(
-        by_token, job_id, expect={"poll_token": "t1"}, poll_token="t2", polls=1
+    record, applied = store.apply(by_token, job_id, expect={"poll_token": "t1"})
+    assert applied and record is not None and record.polls == 1
+    queued = _new_id()
+    store.create(JobRecord(job_id=queued))
+    by_task = lifecycle.NOTE_EARLY_CALLBACK
+    _, applied = store.apply(
+        by_task, queued, expect={"evolink_task_id": None}, callback_task_id="task-cb"
     )
-    assert applied and record is not None and (record.poll_token, record.polls) == ("t2", 1)
-    by_task = _note(guards=("evolink_task_id",))
-    _, applied = store.apply(by_task, job_id, expect={"evolink_task_id": None}, polls=2)
     assert applied
 
 
@@ -220,7 +219,7 @@ def test_a_float_guard_matches_the_value_as_the_store_wrote_it(
     _freeze_clock(monkeypatch, 2_000_000_003.123457)
     store.create(JobRecord(job_id=job_id))
     stamp = store.require(job_id).updated_at
-    touch = _note(guards=("updated_at",))
+    touch = lifecycle.REDRIVE
     _freeze_clock(monkeypatch, 2_000_000_004.7)
     record, applied = store.apply(touch, job_id, expect={"updated_at": stamp})
     assert applied and record is not None and record.updated_at == 2_000_000_004.7
@@ -242,15 +241,20 @@ def test_the_guards_given_must_be_exactly_the_transitions(store: JobStore) -> No
 
 def test_unset_removes_fields_and_incr_adds_to_them_in_the_same_write(store: JobStore) -> None:
     job_id = _new_id()
-    store.create(JobRecord(job_id=job_id, waiting_reason="quota", credits_reserved=1.5))
+    seed(
+        store,
+        JobRecord(
+            job_id=job_id, state=JobState.SUBMITTING, waiting_reason="quota", credits_paid=1.5
+        ),
+    )
     record, applied = store.apply(
-        _note(unsets=("waiting_reason",)), job_id, incr={"credits_reserved": 2.25, "polls": 1}
+        lifecycle.TASK_CREATED, job_id, incr={"credits_paid": 2.25}, **TASK
     )
     assert applied and record is not None
     assert record.waiting_reason is None and "waiting_reason" not in store.redis.hkeys(
         store.key(job_id)
     )
-    assert record.credits_reserved == 3.75 and record.polls == 1
+    assert record.credits_paid == 3.75 and record.paid_creates == 1
 
 
 def test_a_note_is_limited_to_its_states_and_does_not_count_an_entry(
@@ -273,16 +277,11 @@ def test_a_job_walked_to_a_terminal_state_leaves_every_index_and_keeps_its_reten
 ) -> None:
     job_id = _new_id()
     store.create(JobRecord(job_id=job_id))
-    for state in (
-        JobState.SUBMITTING,
-        JobState.GENERATING,
-        JobState.DOWNLOADING,
-        JobState.STORED,
-    ):
-        _, applied = store.apply(_move(state), job_id)
-        assert applied
-    store.redis.expire(store.key(job_id), 5)  # every write sets the retention again
-    record, applied = store.apply(_note(), job_id, progress=100)
+    assert store.apply(lifecycle.CLAIM_SUBMIT, job_id)[1]
+    assert store.apply(lifecycle.TASK_CREATED, job_id, **TASK)[1]
+    assert store.apply(lifecycle.COMPLETED, job_id, expect={"poll_token": "p1"}, result_urls=[])[1]
+    store.redis.expire(store.key(job_id), 5)  # the ending write sets the retention
+    record, applied = store.apply(lifecycle.STORED, job_id, objects=[])
     assert applied and record is not None and record.state is JobState.STORED
     assert _indexed_in(store, job_id) == {}
     assert RETENTION_S - 5 <= store.redis.ttl(store.key(job_id)) <= RETENTION_S
@@ -300,8 +299,8 @@ def test_a_job_walked_to_a_terminal_state_leaves_every_index_and_keeps_its_reten
 def test_a_failed_job_retried_by_a_person_is_indexed_again(store: JobStore) -> None:
     job_id = _new_id()
     store.create(JobRecord(job_id=job_id))
-    store.apply(lifecycle.FAIL, job_id)
-    record, applied = store.apply(lifecycle.MANUAL_RETRY, job_id)
+    store.apply(lifecycle.FAIL, job_id, error=ERROR)
+    record, applied = store.apply(lifecycle.MANUAL_RETRY, job_id, **RETRY)
     assert applied and record is not None
     assert _indexed_in(store, job_id) == {JobState.QUEUED: record.updated_at}
     assert _entries(store, job_id, JobState.QUEUED) == 2
@@ -310,7 +309,7 @@ def test_a_failed_job_retried_by_a_person_is_indexed_again(store: JobStore) -> N
 def test_a_missing_job_is_reported_as_none_and_nothing_is_written(store: JobStore) -> None:
     job_id = _new_id()
     assert store.apply(lifecycle.CLAIM_SUBMIT, job_id) == (None, False)
-    assert store.apply(_note(), job_id, polls=1) == (None, False)
+    assert store.apply(lifecycle.POLL_LATER, job_id, next_poll_at=1.0) == (None, False)
     assert not store.redis.exists(store.key(job_id))
     assert _indexed_in(store, job_id) == {}
     assert _entries(store, job_id, JobState.SUBMITTING) == 0
@@ -333,9 +332,9 @@ def test_a_retried_transition_reports_applied_without_applying_twice(
     job_id = _new_id()
     store.create(JobRecord(job_id=job_id))
     _freeze_clock(monkeypatch, 2_000_000_000.25)
-    first, applied = store.apply(lifecycle.CLAIM_SUBMIT, job_id, incr={"attempts": 1})
+    first, applied = store.apply(lifecycle.CLAIM_SUBMIT, job_id)
     assert applied and first is not None and first.attempts == 1
-    again, applied = store.apply(lifecycle.CLAIM_SUBMIT, job_id, incr={"attempts": 1})
+    again, applied = store.apply(lifecycle.CLAIM_SUBMIT, job_id)
     assert applied and again == first
     assert _entries(store, job_id, JobState.SUBMITTING) == 1
 
@@ -344,10 +343,10 @@ def test_a_retried_field_update_reports_applied_without_applying_twice(
     store: JobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     job_id = _new_id()
-    store.create(JobRecord(job_id=job_id))
+    seed(store, JobRecord(job_id=job_id, state=JobState.GENERATING, poll_token="p"))
     _freeze_clock(monkeypatch, 2_000_000_000.5)
-    assert store.apply(_note(), job_id, incr={"polls": 1})[1]
-    record, applied = store.apply(_note(), job_id, incr={"polls": 1})
+    assert store.apply(lifecycle.POLL_COUNTED, job_id, expect={"poll_token": "p"})[1]
+    record, applied = store.apply(lifecycle.POLL_COUNTED, job_id, expect={"poll_token": "p"})
     assert applied and record is not None and record.polls == 1
 
 
@@ -355,11 +354,11 @@ def test_a_later_call_is_not_mistaken_for_a_retry(
     store: JobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     job_id = _new_id()
-    store.create(JobRecord(job_id=job_id))
+    seed(store, JobRecord(job_id=job_id, state=JobState.GENERATING, poll_token="p"))
     _freeze_clock(monkeypatch, 2_000_000_001.0)
-    assert store.apply(_note(), job_id, incr={"polls": 1})[1]
+    assert store.apply(lifecycle.POLL_COUNTED, job_id, expect={"poll_token": "p"})[1]
     _freeze_clock(monkeypatch, 2_000_000_002.0)
-    record, applied = store.apply(_note(), job_id, incr={"polls": 1})
+    record, applied = store.apply(lifecycle.POLL_COUNTED, job_id, expect={"poll_token": "p"})
     assert applied and record is not None and record.polls == 2
 
 
@@ -380,13 +379,12 @@ def test_durable_writes_run_the_same_scripts_and_warn_when_no_replica_acknowledg
     job_id = _new_id()
     with capture_logs() as logs:
         stamped, created = durable.create(JobRecord(job_id=job_id))
-        record, applied = durable.apply(
-            lifecycle.CLAIM_SUBMIT, job_id, evolink_task_id="task-1", durable=True
-        )
+        durable.apply(lifecycle.CLAIM_SUBMIT, job_id)  # not durable: no WAIT
+        record, applied = durable.apply(lifecycle.TASK_CREATED, job_id, durable=True, **TASK)
         again, created_again = durable.create(JobRecord(job_id=job_id))
     assert created and applied and not created_again
     assert record is not None and record.evolink_task_id == "task-1" and again == record
-    assert _indexed_in(store, job_id) == {JobState.SUBMITTING: record.updated_at}
+    assert _indexed_in(store, job_id) == {JobState.GENERATING: record.updated_at}
     assert [e["event"] for e in logs] == ["store_write_not_replicated"] * 3
     assert store.require(job_id).created_at == stamped.created_at
 
@@ -440,7 +438,7 @@ def test_a_write_through_an_outage_gives_up_after_its_patience(
 
     monkeypatch.setattr(store, "_write", away)
     with pytest.raises(redis.ConnectionError):
-        store.apply(lifecycle.TASK_CREATED, "j", outage_patience_s=0.5)
+        store.apply(lifecycle.TASK_CREATED, "j", outage_patience_s=0.5, **TASK)
 
 
 def test_a_write_without_patience_is_not_retried(
@@ -454,5 +452,5 @@ def test_a_write_without_patience_is_not_retried(
 
     monkeypatch.setattr(store, "_write", away)
     with pytest.raises(redis.ConnectionError):
-        store.apply(lifecycle.TASK_CREATED, "j")
+        store.apply(lifecycle.TASK_CREATED, "j", **TASK)
     assert calls == [1]

@@ -18,8 +18,7 @@ import redis
 from redis.crc import key_slot
 
 from nanobanana_queue.workers.jobs import lifecycle
-from nanobanana_queue.workers.jobs.lifecycle import Transition
-from nanobanana_queue.workers.jobs.record import JobRecord
+from nanobanana_queue.workers.jobs.record import JobError, JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.jobs.store import CREATE_LUA, INDEXED_STATES, UPDATE_LUA, JobStore
 from tests.support.redis_server import RedisServer
@@ -109,15 +108,28 @@ def _lifecycle(store: JobStore, server: RedisServer) -> Callable[[], None]:
         told = JobRecord(job_id=job_id, poll_token="t1", notify_url="https://h.example/n")
         step(lambda: store.create(told))  # its ends go to the notify outbox
         step(lambda: store.create(JobRecord(job_id=job_id)))  # exists
-        step(lambda: store.create(JobRecord(job_id=next(ids), state=JobState.FAILED)))
-        step(lambda: store.apply(lifecycle.CLAIM_SUBMIT, job_id, incr={"attempts": 1}))
-        step(lambda: store.apply(lifecycle.STORED, job_id))  # refused
-        step(lambda: store.apply(lifecycle.TASK_CREATED, job_id, poll_token="t2"))
-        step(lambda: store.apply(lifecycle.RECREATE, job_id, expect={"poll_token": "t2"}))
-        step(lambda: store.apply(lifecycle.FAIL, job_id))
-        step(lambda: store.apply(lifecycle.MANUAL_RETRY, job_id))  # nbq retry
+        error = JobError(code="x", message="y")
+        step(lambda: store.create(JobRecord(job_id=next(ids), state=JobState.FAILED, error=error)))
+        step(lambda: store.apply(lifecycle.CLAIM_SUBMIT, job_id))
+        step(lambda: store.apply(lifecycle.STORED, job_id, objects=[]))  # refused
+        step(
+            lambda: store.apply(
+                lifecycle.TASK_CREATED, job_id, evolink_task_id="task-1", poll_token="t2"
+            )
+        )
+        recreate: dict[str, Any] = {
+            "previous_task_ids": ["task-1"],
+            "waiting_reason": "w",
+            "error": error,
+        }
+        step(
+            lambda: store.apply(lifecycle.RECREATE, job_id, expect={"poll_token": "t2"}, **recreate)
+        )
+        step(lambda: store.apply(lifecycle.FAIL, job_id, error=error))
+        retry: dict[str, Any] = {"previous_task_ids": [], "create_seq": 2, "waiting_reason": "w"}
+        step(lambda: store.apply(lifecycle.MANUAL_RETRY, job_id, **retry))  # nbq retry
         step(lambda: store.apply(lifecycle.CANCEL, job_id))
-        step(lambda: store.apply(lifecycle.NOTE_WAITING, next(ids)))  # missing
+        step(lambda: store.apply(lifecycle.NOTE_WAITING, next(ids), waiting_reason="w"))
         durable = JobStore(
             store.redis, prefix=store.prefix, shards=store.shards, wait_replicas=1,
             wait_timeout_ms=1,
@@ -301,20 +313,18 @@ def test_the_store_builds_the_update_argv_its_script_header_documents(
 
     store = JobStore(redis.Redis(), prefix="p", retention_s=100)  # no connection is made
     store._update = capture  # type: ignore[assignment]
-    move = Transition(
-        "t", frozenset({JobState.QUEUED}), JobState.SUBMITTING, ("poll_token",), ("job_id",)
-    )
-    store.apply(move, "j1", expect={"poll_token": None}, incr={"polls": 2.5}, attempts=1)
+    # the caller's fields, then the transition's fixed ones; its bumps after the caller's
+    store.apply(lifecycle.COMPLETED, "j1", expect={"poll_token": None}, result_urls=["u"])
     assert sent["keys"] == _keys("p", "j1")
     assert sent["args"] == _update_argv(
         now="12.5",
-        to="submitting",
+        to="downloading",
         job_id="j1",
-        allowed=("queued",),
+        allowed=("generating",),
         expect=(("poll_token", ""),),
-        sets=(("attempts", "1"),),
-        incr=(("polls", 2.5),),
-        unset=("job_id",),
+        sets=(("result_urls", '["u"]'), ("progress", "100")),
+        incr=(("polls", 1),),
+        unset=("poll_token", "next_poll_at"),
     )
 
 
@@ -365,37 +375,43 @@ def test_increments_and_sets_are_one_hset_and_only_present_fields_are_deleted(
     # Given a job claimed for submit (no waiting_reason, error or callback_task_id)
     store = JobStore(monitored.client(), prefix="nbq")
     store.create(JobRecord(job_id="j1"))
-    store.apply(lifecycle.CLAIM_SUBMIT, "j1", incr={"attempts": 1})
+    store.apply(lifecycle.CLAIM_SUBMIT, "j1")
 
     # When the create's answer is recorded with two increments and three unsets
     def created() -> None:
         store.apply(
             lifecycle.TASK_CREATED,
             "j1",
-            incr={"credits_reserved": 1.6, "paid_creates": 1},
+            incr={"credits_paid": 1.6},  # and paid_creates + 1, the transition's own
             evolink_task_id="task-1",
+            poll_token="p1",
         )
 
     commands = _script_commands(monitored, created)
     # Then the script read once, wrote once, and deleted nothing that was not there
     assert commands == ["HGETALL", "ZREM", "HINCRBY", "HSET", "ZADD"]
     record = store.require("j1")
-    assert (record.credits_reserved, record.paid_creates, record.attempts) == (1.6, 1, 1)
+    assert (record.credits_paid, record.paid_creates, record.attempts) == (1.6, 1, 1)
     raw = monitored.client().hmget(store.key("j1"), "paid_creates", "attempts")
     assert raw == [b"1", b"1"]  # integers stay integers, as HINCRBYFLOAT writes them
 
 
 def test_a_sum_reads_back_as_the_double_python_computes(session_redis: RedisServer) -> None:
     store = JobStore(session_redis.client(), prefix=f"d{uuid.uuid4().hex[:8]}")
-    store.create(JobRecord(job_id="j1"))
+    store.create(
+        JobRecord(job_id="j1", state=JobState.FAILED, error=JobError(code="x", message="y"))
+    )
     total = 0.0
     for amount in (0.1, 0.2, 1e-7, 2.5, 1 / 3):
         moved, applied = store.apply(
-            lifecycle.NOTE_WAITING, "j1", incr={"credits_reserved": amount}
+            lifecycle.NOTE_TASK_OF_GONE_JOB,
+            "j1",
+            incr={"credits_paid": amount},
+            evolink_task_id="t",
         )
         total += amount
-        assert applied and moved is not None and moved.credits_reserved == total
-        assert store.require("j1").credits_reserved == total
+        assert applied and moved is not None and moved.credits_paid == total
+        assert store.require("j1").credits_paid == total
 
 
 def test_an_increment_of_a_field_that_is_not_a_number_writes_nothing(
@@ -404,6 +420,15 @@ def test_an_increment_of_a_field_that_is_not_a_number_writes_nothing(
     r = session_redis.client()
     store = JobStore(r, prefix=f"d{uuid.uuid4().hex[:8]}")
     created, _ = store.create(JobRecord(job_id="j1", waiting_reason="quota"))
+    # (the store refuses an increment its transition does not declare; the script alone:)
+    keys = store.update_keys("j1")
+    argv = _update_argv(
+        now="30.0",
+        job_id="j1",
+        allowed=("queued",),
+        sets=(("progress", "5"),),
+        incr=(("waiting_reason", 1),),
+    )
     with pytest.raises(redis.ResponseError, match="not a number: waiting_reason"):
-        store.apply(lifecycle.NOTE_WAITING, "j1", incr={"waiting_reason": 1}, progress=5)
+        r.eval(UPDATE_LUA, len(keys), *keys, *argv)
     assert store.require("j1") == created

@@ -15,6 +15,7 @@ from nanobanana_queue.workers.runtime import Runtime, reset_runtime
 from nanobanana_queue.workers.settings import Settings, get_settings
 from nanobanana_queue.workers.stages.cancel import cancel_job
 from nanobanana_queue.workers.stages.common import fail_job
+from tests.support.records import seed
 from tests.support.redis_server import RedisServer
 
 
@@ -23,12 +24,13 @@ def test_credits_of_jobs_that_end_failed_or_cancelled_are_reported_apart(
 ) -> None:
     rt = Runtime.from_settings(Settings(broker_url=redis_server.url))
     for job_id in ("f", "c", "free"):
-        rt.store.create(
+        seed(
+            rt.store,
             JobRecord(
                 job_id=job_id,
                 state=JobState.GENERATING,
                 credits_paid=0 if job_id == "free" else 2.5,
-            )
+            ),
         )
     fail_job(rt, "f", JobError(code="content_policy_violation", message="no"))
     fail_job(rt, "free", JobError(code="invalid_request", message="no"))
@@ -44,9 +46,9 @@ def test_a_job_retried_after_a_failure_is_counted_once_per_paid_create(
 ) -> None:
     # Given a job that paid 1.6, failed, was retried, paid 1.6 again and failed again
     rt = Runtime.from_settings(Settings(broker_url=redis_server.url))
-    rt.store.create(JobRecord(job_id="twice", state=JobState.GENERATING, credits_paid=1.6))
+    seed(rt.store, JobRecord(job_id="twice", state=JobState.GENERATING, credits_paid=1.6))
     fail_job(rt, "twice", JobError(code="generation_failed", message="no"))
-    rt.store.create(JobRecord(job_id="other", state=JobState.GENERATING, credits_paid=0.0))
+    seed(rt.store, JobRecord(job_id="other", state=JobState.GENERATING, credits_paid=0.0))
     # (the retry and the second create, as the record shows them afterwards)
     rt.redis.hset(rt.store.key("twice"), mapping={"state": "generating", "credits_paid": "3.2"})
     fail_job(rt, "twice", JobError(code="generation_failed", message="no"))

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from nanobanana_queue.workers.jobs import lifecycle
-from nanobanana_queue.workers.jobs.lifecycle import Transition
 from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.runtime import Runtime
@@ -23,6 +22,7 @@ from nanobanana_queue.workers.stages import reconcile as reconcile_stage
 from nanobanana_queue.workers.stages import submit as submit_stage
 from nanobanana_queue.workers.stages.intake import intake
 from nanobanana_queue.workers.stages.steps import Adopt, Download, Poll, Step, Submit
+from tests.support import records
 from tests.support.emulator_server import EmulatorServer
 from tests.support.redis_server import RedisServer
 from tests.support.s3_server import S3Server
@@ -142,20 +142,15 @@ def age(seconds: float = 0.3) -> None:
     time.sleep(seconds)
 
 
-#: A test's own field change in any state (the stages use lifecycle's named notes).
-SET_FIELDS = Transition("test_set_fields", frozenset(JobState), None)
-
-
 def set_fields(rt: Runtime, job_id: str, **fields: Any) -> None:
-    """Change a record's fields as a test's Given (e.g. a poll due long ago)."""
-    assert rt.store.apply(SET_FIELDS, job_id, **fields)[1]
+    """Change a record's fields as a test's Given (e.g. a poll due long ago): written
+    directly, not a transition (the stages write only the table's)."""
+    records.set_fields(rt.store, job_id, **fields)
 
 
 def claim_submit(rt: Runtime, job_id: str) -> JobRecord:
     """The submit's claim as a worker makes it before its create leaves."""
-    claimed, won = rt.store.apply(
-        lifecycle.CLAIM_SUBMIT, job_id, create_sent=True, incr={"attempts": 1}
-    )
+    claimed, won = rt.store.apply(lifecycle.CLAIM_SUBMIT, job_id)
     assert won and claimed is not None
     return claimed
 

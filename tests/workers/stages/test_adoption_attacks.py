@@ -45,6 +45,7 @@ from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.settings import Settings
 from nanobanana_queue.workers.stages import submit as submit_stage
 from nanobanana_queue.workers.stages.adopt import adopt_message
+from nanobanana_queue.workers.stages.poll import poll
 from nanobanana_queue.workers.stages.steps import Adopt
 from nanobanana_queue.workers.storage.manifest import manifest_key
 from tests.support.emulator_server import EmulatorServer
@@ -317,7 +318,9 @@ def test_a_person_who_accepts_paying_twice_gets_the_failed_task_recreated(scene:
     wait_task_final(scene.emulator, task_id)
 
     scene.producer.adopt(ATTACKER, task_id, accept_may_pay_twice=True)
-    scene.run_adopt_messages()
+    assert scene.run_adopt_messages() == ["adopted"]
+    _, job_id, token = scene.steps.last("poll")  # the adoption's poll sees the task failed
+    assert scene.steps(poll(scene.rt, job_id, token)) == "recreate"
 
     assert scene.steps.last("submit") == ("submit", ATTACKER)  # the re-create, consented
 
@@ -357,6 +360,10 @@ def test_the_jobs_own_task_is_still_adopted_through_its_callback(scene: Scene) -
     wait_task_final(scene.emulator, own_task)
 
     assert via_callback(scene, own_task) == "202 adopt_sent ['adopted']"
+    assert scene.rt.store.require(ATTACKER).state is JobState.GENERATING
+    # The adoption's poll (its next message) finds the task completed
+    _, job_id, token = scene.steps.last("poll")
+    assert scene.steps(poll(scene.rt, job_id, token)) == "completed"
     record = scene.rt.store.require(ATTACKER)
     assert record.state is JobState.DOWNLOADING and record.evolink_task_id == own_task
     assert record.paid_creates == 1

@@ -115,7 +115,9 @@ def test_the_reconciler_frees_holds_no_job_will_use_and_keeps_the_others(
     cancelled, queued, unknown = _raw(rt, "c-1"), _raw(rt, "q-1"), _raw(rt, "u-1")
     rt.store.apply(lifecycle.CANCEL, cancelled)  # (its ledger call lost)
     rt.store.apply(
-        lifecycle.FAIL, unknown, error=JobError(code="outcome_unknown", message="lost answer")
+        lifecycle.FAIL_UNKNOWN_OUTCOME,
+        unknown,
+        error=JobError(code="outcome_unknown", message="lost answer"),
     )
     age()
     # When the reconciler passes

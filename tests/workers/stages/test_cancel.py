@@ -27,7 +27,7 @@ def _job_in(rt: Runtime, steps: StepLog, state: JobState) -> str:
     job_id = submitted_job(rt, steps).job_id
     if state is JobState.DOWNLOADING:
         token = rt.store.require(job_id).poll_token
-        rt.store.apply(lifecycle.COMPLETED, job_id, expect={"poll_token": token})
+        rt.store.apply(lifecycle.COMPLETED, job_id, expect={"poll_token": token}, result_urls=[])
     return job_id
 
 

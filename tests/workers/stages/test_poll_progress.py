@@ -15,6 +15,7 @@ from nanobanana_queue.workers.notify.events import progress_webhook_id
 from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.stages.poll import handle_task_state
 from nanobanana_queue.workers.stages.steps import Notify
+from tests.support.records import seed
 from tests.workers.stages.conftest import StepLog
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -22,7 +23,8 @@ URL = "https://shop.example/hooks"
 
 
 def _generating(rt: Runtime, job_id: str, producer: str = "shop") -> None:
-    rt.store.create(
+    seed(
+        rt.store,
         JobRecord(
             job_id=job_id,
             producer=producer,
@@ -30,7 +32,7 @@ def _generating(rt: Runtime, job_id: str, producer: str = "shop") -> None:
             state=JobState.GENERATING,
             evolink_task_id=f"task-{job_id}",
             poll_token="t0",
-        )
+        ),
     )
 
 

@@ -20,6 +20,7 @@ from nanobanana_queue.workers.stages.common import now
 from nanobanana_queue.workers.stages.reconcile import BACKLOG_HOLD_FACTOR, reconcile_once
 from nanobanana_queue.workers.stages.steps import Message, Notify, Send
 from tests.support.emulator_server import EmulatorServer
+from tests.support.records import seed
 from tests.workers.stages.conftest import (
     StepLog,
     age,
@@ -98,9 +99,7 @@ def test_reconciler_passes_never_create_twice_or_redrive_a_claimed_job_again(
 
 
 def test_a_job_stuck_downloading_is_downloaded_again(rt: Runtime, steps: StepLog) -> None:
-    job_id = rt.store.create(JobRecord(job_id=uuid.uuid4().hex, state=JobState.DOWNLOADING))[
-        0
-    ].job_id
+    job_id = seed(rt.store, JobRecord(job_id=uuid.uuid4().hex, state=JobState.DOWNLOADING)).job_id
     age()
     assert reconcile_once(rt, steps).redownloaded == [job_id]
     assert steps.calls == [("download", job_id)]
@@ -178,7 +177,7 @@ def test_a_live_submit_younger_than_its_time_limit_is_never_re_driven(
     # Then the job is left to its submit: not requeued, not marked outcome-unknown
     assert report.recovered_submitting == [] and steps.calls == []
     record = rt.store.require(job_id)
-    assert record.state is JobState.SUBMITTING and record.create_sent is True
+    assert record.state is JobState.SUBMITTING
     assert record.create_outcome_unknown is False
     # And once the claim is older than a submit can live, the worker is known dead
     monkeypatch.setattr(reconcile_stage, "submit_time_limit_s", lambda _settings: 0.2)
@@ -193,7 +192,7 @@ def test_a_re_driven_message_is_sent_inside_the_trace_of_the_jobs_enqueue(
 
     traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     record = JobRecord(job_id=uuid.uuid4().hex, state=JobState.DOWNLOADING, traceparent=traceparent)
-    rt.store.create(record)
+    seed(rt.store, record)
     age()
     monkeypatch.setattr(tracing, "_on", True)  # the API alone: the context, no exporter
     sent_in: list[str | None] = []

@@ -66,7 +66,13 @@ def test_a_poll_for_a_vanished_job_rescues_it_into_s3_with_a_recovered_manifest(
 
     outcome = steps(poll_stage.poll(rt, record.job_id, "stale-token", evolink_task_id=task_id))
 
-    assert outcome == "rescued_completed"
+    # The rescue re-records the job and asks for its poll (stages never run each other)
+    assert outcome == "rescued"
+    _, _, token = steps.last("poll")
+    assert steps.task_ids[record.job_id] == task_id
+    assert steps(poll_stage.poll(rt, record.job_id, token, evolink_task_id=task_id)) == (
+        "completed"
+    )
     assert steps.calls[-1] == ("download", record.job_id)
     assert steps.task_ids[record.job_id] == task_id  # the download message carries it too
     assert steps(download(rt, record.job_id)) == "stored"
@@ -88,8 +94,8 @@ def test_a_second_message_for_the_same_vanished_job_never_rescues_it_twice(
     _vanish(rt, record.job_id)
     first = steps(poll_stage.poll(rt, record.job_id, "old", evolink_task_id=task_id))
     second = steps(poll_stage.poll(rt, record.job_id, "old", evolink_task_id=task_id))
-    assert first == "rescued_completed"
-    assert second == "stale_downloading"
+    assert first == "rescued"
+    assert second == "stale_token"  # the rescued record's chain is the rescue's poll only
     creates = emulator_server.stats()["creates_accepted"]
     assert creates == 1  # a rescue never creates
 
@@ -105,7 +111,8 @@ def test_a_download_for_a_vanished_job_rescues_it_through_a_fresh_poll(
     assert steps(poll_stage.poll(rt, record.job_id, token)) == "completed"
     _vanish(rt, record.job_id)
 
-    assert steps(download(rt, record.job_id, evolink_task_id=task_id)) == "rescued_completed"
+    assert steps(download(rt, record.job_id, evolink_task_id=task_id)) == "rescued"
+    assert steps.last("poll")[1] == record.job_id  # a fresh poll: the links died with the record
     assert _drive(rt, steps, record.job_id) == "stored"
     assert _manifest(s3_server, record.job_id)["recovered"] is True
 
@@ -117,7 +124,7 @@ def test_a_rescued_job_still_generating_keeps_polling_until_stored(
     record = submitted_job(rt, steps)
     _vanish(rt, record.job_id)  # at once: the task is most likely still running
     outcome = steps(poll_stage.poll(rt, record.job_id, "x", evolink_task_id=record.evolink_task_id))
-    assert outcome.startswith("rescued_")
+    assert outcome == "rescued"
     assert _drive(rt, steps, record.job_id) == "stored"
 
 
@@ -183,7 +190,7 @@ def test_a_verified_callback_for_a_vanished_job_sends_a_poll_carrying_the_task_i
     assert deliver() is CallbackOutcome.DUPLICATE
     assert sent == [Poll(record.job_id, "", evolink_task_id=record.evolink_task_id)]
     job_id, token, task_id = record.job_id, "", record.evolink_task_id
-    assert steps(poll_stage.poll(rt, job_id, token, evolink_task_id=task_id)).startswith("rescued")
+    assert steps(poll_stage.poll(rt, job_id, token, evolink_task_id=task_id)) == "rescued"
     assert _drive(rt, steps, job_id) == "stored"
 
 
@@ -218,7 +225,7 @@ def test_a_rescued_job_keeps_its_producer_so_its_owner_still_finds_it(
     _vanish(rt, job_id)
 
     # When a poll rescues it
-    assert steps(poll_stage.poll(rt, job_id, "", evolink_task_id=task_id)).startswith("rescued")
+    assert steps(poll_stage.poll(rt, job_id, "", evolink_task_id=task_id)) == "rescued"
 
     # Then the rebuilt record is still alice's (the id's prefix names her)
     assert rt.store.require(job_id).producer == "alice"

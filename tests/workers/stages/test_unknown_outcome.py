@@ -21,9 +21,11 @@ from nanobanana_queue.workers.policy.retry import RetryCause
 from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.stages import submit as submit_stage
 from nanobanana_queue.workers.stages.adopt import adopt
+from nanobanana_queue.workers.stages.poll import poll
 from nanobanana_queue.workers.stages.reconcile import reconcile_once
 from nanobanana_queue.workers.stages.steps import Adopt, Message, Retry
 from tests.support.emulator_server import EmulatorServer
+from tests.support.records import seed
 from tests.workers.stages.conftest import StepLog, age, claim_submit, new_job, wait_task_final
 
 SECRET = "callback-secret-for-tests"
@@ -101,7 +103,10 @@ def test_with_callbacks_an_unknown_create_waits_and_its_callback_is_adopted(
     assert outcome is CallbackOutcome.ADOPT_SENT and sent == [Adopt(job_id, task_id)]
     assert deliver(rt, job_id, task_id)[0] is CallbackOutcome.DUPLICATE
     assert steps(adopt(rt, job_id, task_id)) == "adopted"
-    # Then the job goes on to download with the one paid task
+    assert rt.store.require(job_id).state is JobState.GENERATING
+    # Then its poll (the next message) sends the job on to download with the one paid task
+    _, _, token = steps.last("poll")
+    assert steps(poll(rt, job_id, token)) == "completed"
     record = rt.store.require(job_id)
     assert record.state is JobState.DOWNLOADING and record.evolink_task_id == task_id
     assert (record.attempts, record.paid_creates) == (1, 1)
@@ -193,23 +198,24 @@ def test_a_mid_create_kill_during_a_quota_pause_fails_naming_the_lost_submit_not
     assert emulator_server.stats()["creates_accepted"] == 1
 
 
-def test_the_claim_marks_a_create_as_sent_before_the_request_leaves(
+def test_the_claim_is_in_the_record_before_the_request_leaves(
     rt: Runtime, steps: StepLog, emulator_server: EmulatorServer
 ) -> None:
-    # The mark is in the record by the time the client is asked to send.
-    seen: list[bool] = []
+    # The job is submitting (a create may be in flight) by the time the client is asked
+    # to send: a worker killed now leaves it there, and the reconciler knows.
+    seen: list[JobState] = []
     job_id = new_job(rt)
     original = rt.api
 
     def spying_api() -> Any:
-        seen.append(rt.store.require(job_id).create_sent)
+        seen.append(rt.store.require(job_id).state)
         return original()
 
     rt.api = spying_api  # type: ignore[method-assign]
     assert steps(submit_stage.submit(rt, job_id)) == "created"
-    assert seen == [True]
+    assert seen == [JobState.SUBMITTING]
     record = rt.store.require(job_id)
-    assert record.create_sent is False and (record.attempts, record.paid_creates) == (1, 1)
+    assert record.state is JobState.GENERATING and (record.attempts, record.paid_creates) == (1, 1)
 
 
 def test_at_least_once_creates_is_the_explicit_may_pay_twice_opt_in(
@@ -256,12 +262,13 @@ def test_a_callbacks_adoption_is_sent_inside_the_trace_of_the_jobs_enqueue(
     trace_id = "0af7651916cd43dd8448eb211c80319c"
     rt = make_rt(**CALLBACKS)
     job_id = "traced-unknown"
-    rt.store.create(
+    seed(
+        rt.store,
         JobRecord(
             job_id=job_id,
             state=JobState.OUTCOME_UNKNOWN,
             traceparent=f"00-{trace_id}-b7ad6b7169203331-01",
-        )
+        ),
     )
     monkeypatch.setattr(tracing, "_on", True)  # the API alone: the context, no exporter
     sent_in: list[str | None] = []
