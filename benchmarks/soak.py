@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.recovery_times import DEFAULTS
+from nanobanana_queue.producers.errors import EnqueueUncertainError
 from nanobanana_queue.workers.contract import DECLARED_QUEUES, QUEUE_SUBMIT
 from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
@@ -297,15 +298,20 @@ def fault_schedule(soak: Soak, rng: random.Random, duration_s: float, fault_s: f
 
 def enqueue_schedule(soak: Soak, jobs: int, duration_s: float, ids: list[str]) -> None:
     """One job every ``duration/jobs`` seconds; an enqueue refused (Redis down) is tried
-    again half a second later, as a producer would."""
+    again half a second later, as a producer would — an uncertain one with its own job
+    id (the id is the enqueue's idempotency key), so no job is left untracked."""
     producer = soak.stack.producer()
 
-    def enqueue(i: int) -> None:
+    def enqueue(i: int, job_id: str | None = None) -> None:
         try:
-            ids.append(producer.enqueue({"prompt": f"{PROMPT} {i}", "quality": "1K"}).job_id)
+            handle = producer.enqueue({"prompt": f"{PROMPT} {i}", "quality": "1K"}, job_id=job_id)
+            ids.append(handle.job_id)
+        except EnqueueUncertainError as exc:
+            soak.note("enqueue_retry", job=i, error=type(exc).__name__, job_id=exc.job_id)
+            soak.at(time.time() - soak.t0 + 0.5, f"enqueue {i}", partial(enqueue, i, exc.job_id))
         except Exception as exc:
             soak.note("enqueue_retry", job=i, error=type(exc).__name__)
-            soak.at(time.time() - soak.t0 + 0.5, f"enqueue {i}", partial(enqueue, i))
+            soak.at(time.time() - soak.t0 + 0.5, f"enqueue {i}", partial(enqueue, i, job_id))
 
     for i in range(jobs):
         soak.at(duration_s * i / jobs, f"enqueue {i}", partial(enqueue, i))
