@@ -31,8 +31,8 @@ from pathlib import Path
 import httpx
 
 from nanobanana_queue.workers import metrics
+from nanobanana_queue.workers.errors import EvolinkError
 from nanobanana_queue.workers.evolink.client import EvolinkClient
-from nanobanana_queue.workers.evolink.errors import EvolinkError
 from nanobanana_queue.workers.evolink.models import GenerationRequest, Quality, Size
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -498,7 +498,7 @@ class Producer:
         from nanobanana_queue.workers.stages import manual
 
         # JobNotFoundError, MayPayTwiceError, JobActionRefusedError: raised as they are.
-        record = manual.retry_job(
+        record = manual.resubmit_job(
             self.runtime.store, job_id, accept_may_pay_twice=accept_may_pay_twice
         )
         self.dispatcher.send(Submit(job_id))
@@ -528,7 +528,7 @@ class Producer:
         process has no API key or the API cannot say (for ``nbq adopt``'s check)."""
         if self.runtime.settings.evolink_api_key is None:
             return None
-        from nanobanana_queue.workers.evolink.errors import EvolinkError
+        from nanobanana_queue.workers.errors import EvolinkError
 
         try:
             return self.runtime.api().get_task(task_id)

@@ -17,8 +17,12 @@
 
 from __future__ import annotations
 
-# Raised by the job store, cancel and the manual actions too: one class each, defined beside them.
-from nanobanana_queue.workers.jobs.errors import (
+# Raised by the job store, cancel, the manual actions and the worker too (a raw message's
+# invalid request or a budget refusal fails its job with the same class): defined once,
+# in the one error module, and re-exported here under the names producers import.
+from nanobanana_queue.workers.errors import (
+    CreditBudgetExceededError,
+    InvalidRequestError,
     JobActionRefusedError,
     JobNotCancellableError,
     JobNotFoundError,
@@ -39,24 +43,6 @@ __all__ = [
     "ProducerError",
     "WaitTimeoutError",
 ]
-
-
-class InvalidRequestError(ProducerError, ValueError):
-    def __init__(self, message: str, *, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
-
-
-class CreditBudgetExceededError(ProducerError):
-    """A daily credit budget would be exceeded by this job's price; nothing enqueued.
-
-    ``budget`` names the setting: ``NBQ_CREDIT_LIMIT_DAILY`` or
-    ``NBQ_CREDIT_LIMIT_DAILY_PER_PRODUCER``.
-    """
-
-    def __init__(self, message: str, *, budget: str = "NBQ_CREDIT_LIMIT_DAILY") -> None:
-        super().__init__(message)
-        self.budget = budget
 
 
 class JobIdConflictError(ProducerError):

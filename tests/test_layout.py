@@ -116,7 +116,7 @@ def test_a_package_imports_only_what_the_layout_allows(package: str) -> None:
 
 
 def test_every_exception_class_has_one_name_across_the_packages() -> None:
-    """A caller catches one class whichever layer noticed (``workers/jobs/errors.py``)."""
+    """A caller catches one class whichever layer noticed (``workers/errors.py``)."""
     defined: dict[str, list[str]] = defaultdict(list)
     for package in PACKAGES:
         for path in _modules(package):

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+#: ruff, mypy and bandit as processes: checks of the code, not its logic.
+pytestmark = [pytest.mark.integration]
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ["workers", "producers", "emulator", "devstack", "benchmarks"]
 

@@ -95,7 +95,7 @@ class Dispatcher:
 
     def retry(self, task: Task, step: Retry) -> Exception:
         """Re-send the running ``task`` after ``step.after_s`` as a Celery retry, so Flower
-        shows it as a retry with the cause's own exception class. A retry is always the
+        shows it as a retry with the error's own class. A retry is always the
         running task's own message (``again`` only changes its arguments): stages never
         run each other (workers/pipeline.py), so no other stage's retry can reach here."""
         again = envelope(step.again) if step.again is not None else None

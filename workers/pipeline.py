@@ -66,8 +66,9 @@ class Stage:
     #: ``late``: acked after the run, redelivered if the worker dies (idempotent stages).
     #: ``early``: acked on receipt (the paid create relies on the job record instead).
     acks: Literal["early", "late"]
-    #: The retry causes it may return (``workers/policy/retry.py`` RETRY_RULES); every
-    #: stage task may also retry ``store_unreachable`` (``workers/tasks/base.py``).
+    #: The retry rules its Retry steps may follow (``workers/errors.py`` RETRY_RULES, by
+    #: name); every stage task may also wait out a store outage, ``store_wait``
+    #: (``workers/tasks/base.py``).
     retries: tuple[str, ...] = ()
     #: Other stages it runs inline in the same message, and why (an exception: see below).
     composes: tuple[str, ...] = ()
@@ -112,7 +113,7 @@ GENERATE: Final = Stage(
     next=("nbq.poll", "nbq.submit", "nbq.adopt"),
     limits=SUBMIT_LIMITS,
     acks="early",
-    retries=("breaker_open", "quota_exceeded", "key_rejected", "create_failed"),
+    retries=("backoff", "breaker_wait", "key_recheck"),
     # Declared composition: every job enters here (Producer.enqueue sends it too), and a
     # separate nbq.submit hop would add a broker round trip and a queue wait to every
     # job's latency for nothing: intake only writes the record. Its retry is this same
@@ -131,7 +132,7 @@ SUBMIT: Final = Stage(
     next=("nbq.poll", "nbq.submit", "nbq.adopt"),
     limits=SUBMIT_LIMITS,
     acks="early",
-    retries=("breaker_open", "quota_exceeded", "key_rejected", "create_failed"),
+    retries=("backoff", "breaker_wait", "key_recheck"),
     sent_by=("the reconciler", "nbq retry"),
     does="one paid create (queued → submitting → generating), or a deferral",
 )
@@ -145,7 +146,7 @@ POLL: Final = Stage(
     next=("nbq.poll", "nbq.download", "nbq.submit"),
     limits=(45, 75),
     acks="late",
-    retries=("query_failed",),
+    retries=("backoff",),
     sent_by=("the callback receiver", "the reconciler"),
     does="one task query: poll again later, download, recreate or fail",
 )
@@ -159,7 +160,7 @@ DOWNLOAD: Final = Stage(
     next=("nbq.poll",),  # a vanished record: rescued, then polled afresh (links died with it)
     limits=(600, 660),  # big files, slow links
     acks="late",
-    retries=("download_failed",),
+    retries=("backoff",),
     sent_by=("the reconciler",),
     does="streams each result into S3, then the manifest: stored",
 )
@@ -173,7 +174,7 @@ ADOPT: Final = Stage(
     next=("nbq.poll",),
     limits=(45, 75),  # one task fetch, like a poll
     acks="late",
-    retries=("adopt_failed",),
+    retries=("backoff",),
     sent_by=("the callback receiver", "the reconciler", "nbq adopt"),
     does="attaches a task a callback or a person named (checked), then polls it",
 )

@@ -195,6 +195,7 @@ def test_large_file_streams_over_http_without_holding_it(emu):
     assert total == 33 + 20_000_000
 
 
+@pytest.mark.integration  # starts nbq emulator
 def test_nbq_emulator_command_serves_the_api(tmp_path):
     port = free_port()
     proc = start([python_exe(), "-m", "nanobanana_queue.producers.cli.main", "emulator",

@@ -35,13 +35,13 @@ FAULTS: dict[str, tuple[dict[str, Any], str, str]] = {
     "FORBIDDEN": (
         {"endpoint": "create", "action": "fail_task", "code": "content_policy_violation"},
         "content_policy_violation",
-        "ContentPolicyViolation",
+        "ContentPolicyViolationError",
     ),
-    "NOTIMG": ({"endpoint": "file", "action": "not_image"}, "not_an_image", "ResultNotAnImage"),
+    "NOTIMG": ({"endpoint": "file", "action": "not_image"}, "not_an_image", "NotAnImageError"),
     "EXPIRED": (
         {"endpoint": "file", "action": "expire_results"},
         "result_expired",
-        "ResultExpired",
+        "ResultExpiredError",
     ),
     "PRIVATE": (
         {
@@ -50,7 +50,7 @@ FAULTS: dict[str, tuple[dict[str, Any], str, str]] = {
             "url": "http://169.254.169.254/latest/meta-data",
         },
         "unsafe_result_url",
-        "UnsafeResultUrl",
+        "UnsafeUrlError",
     ),
 }
 
@@ -127,7 +127,7 @@ def test_each_failed_job_ends_one_task_in_failure_named_for_its_reason(
         assert job_id is not None
         wanted = next(
             (cls for _, code, cls in FAULTS.values() if code == expected[job_id]),
-            "InvalidRequest",
+            "InvalidRequestError",
         )
         assert str(task["exception"]).startswith(f"{wanted}("), task
         assert f"job {job_id} failed ({expected[job_id]})" in task["exception"]

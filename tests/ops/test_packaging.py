@@ -10,6 +10,7 @@ install's own finder is not carried over: ``.pth`` files are read in site direct
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import sysconfig
@@ -20,6 +21,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+#: The installed venv's environment: no PYTHONPATH, which would put a checkout (and its
+#: top-level ``workers``) back on the path.
+CLEAN_ENV = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +34,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
          "--wheel-dir", str(out), str(ROOT)],
-        check=True, capture_output=True, timeout=300,
+        check=True, capture_output=True, timeout=300, env=CLEAN_ENV,
     )  # fmt: skip
     (built,) = out.glob("nanobanana_queue-*.whl")
     return built
@@ -40,18 +44,20 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv holding the wheel; returns its python."""
     venv = tmp_path_factory.mktemp("venv")
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "venv", str(venv)], check=True, timeout=300, env=CLEAN_ENV
+    )
     python = venv / "bin" / "python"
     site = Path(
         subprocess.run(
             [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-            check=True, capture_output=True, text=True,
+            check=True, capture_output=True, text=True, env=CLEAN_ENV,
         ).stdout.strip()
     )  # fmt: skip
     (site / "borrowed-test-venv.pth").write_text(sysconfig.get_path("purelib") + "\n")
     subprocess.run(
         [str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", str(wheel)],
-        check=True, capture_output=True, timeout=300,
+        check=True, capture_output=True, timeout=300, env=CLEAN_ENV,
     )  # fmt: skip
     return python
 
@@ -94,7 +100,7 @@ def test_an_installed_package_imports_by_its_namespace_only(
     )
     done = subprocess.run(
         [str(installed), "-c", script], cwd=tmp_path, capture_output=True, text=True,
-        timeout=120, check=False,
+        timeout=120, check=False, env=CLEAN_ENV,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == (
@@ -119,7 +125,7 @@ def test_a_users_type_checker_sees_the_packages_types(installed: Path, tmp_path:
     done = subprocess.run(
         [sys.executable, "-m", "mypy", "--python-executable", str(installed),
          "--no-incremental", "--follow-imports=silent", "user.py"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False, env=CLEAN_ENV,
     )  # fmt: skip
     assert "nanobanana_queue.producers.api.JobHandle" in done.stdout, done.stdout + done.stderr
 
@@ -128,7 +134,7 @@ def test_nbq_bench_outside_a_checkout_says_where_it_runs(installed: Path, tmp_pa
     nbq = installed.parent / "nbq"
     done = subprocess.run(
         [str(nbq), "bench", "--only", "B1"], cwd=tmp_path, capture_output=True, text=True,
-        timeout=120, check=False,
+        timeout=120, check=False, env=CLEAN_ENV,
     )  # fmt: skip
     assert done.returncode != 0
     assert "checkout" in done.stdout + done.stderr

@@ -18,6 +18,9 @@ import pytest
 from tests.support.procs import ROOT
 from tests.support.redis_server import RedisServer
 
+#: Each test imports the package in a fresh Python process.
+pytestmark = [pytest.mark.integration]
+
 #: Prints what an import could have changed, as JSON, after running ``IMPORT``.
 PROBE = """
 import json, logging, signal, sys

@@ -51,6 +51,7 @@ def test_another_request_under_a_used_id_is_a_conflict_and_changes_nothing(
     assert producer.enqueue(BLUE, job_id="fox-1", producer="bob").job_id == "bob~fox-1"
 
 
+@pytest.mark.integration  # runs nbq as a process
 def test_the_cli_exits_with_its_own_status_and_one_line(redis_server: RedisServer) -> None:
     env = {**os.environ, "NBQ_BROKER_URL": redis_server.url, "NBQ_EVOLINK_API_KEY": "k"}
 

@@ -97,6 +97,7 @@ def test_scoping_is_idempotent_and_reversible() -> None:
         scoped_job_id("a b", "j")
 
 
+@pytest.mark.integration  # runs nbq as a process
 def test_the_cli_submit_scopes_by_producer(redis_server: RedisServer) -> None:
     env = {**os.environ, "NBQ_BROKER_URL": redis_server.url, "NBQ_EVOLINK_API_KEY": "k"}
 

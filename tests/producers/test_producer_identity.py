@@ -31,6 +31,9 @@ from nanobanana_queue.workers.settings import Settings
 from nanobanana_queue.workers.stages.intake import intake
 from tests.support.redis_server import RedisServer
 
+#: Raw senders are Python processes of their own (send_raw).
+pytestmark = [pytest.mark.integration]
+
 MASTER = "producer-master-secret"
 
 #: The outside sender: standard library and celery only.

@@ -135,13 +135,13 @@ def test_a_pipeline_broken_half_way_still_leaves_a_recorded_job(
 
 
 def test_redis_gone_mid_enqueue_raises_with_the_job_id_to_retry_with(
-    redis_server: RedisServer,
+    redis_process: RedisServer,
 ) -> None:
-    settings = Settings(broker_url=redis_server.url, evolink_api_key="k")
+    settings = Settings(broker_url=redis_process.url, evolink_api_key="k")
     producer = _producer(settings)
     producer.celery.conf.broker_connection_retry = False
     producer.celery.conf.task_publish_retry = False
-    redis_server.stop()
+    redis_process.stop()
 
     with pytest.raises(EnqueueUncertainError) as caught:
         producer.enqueue(REQUEST)

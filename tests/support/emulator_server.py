@@ -11,7 +11,15 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.procs import free_port, port_open, python_exe, start, stop, wait_until
+from tests.support.procs import (
+    LentServerError,
+    free_port,
+    port_open,
+    python_exe,
+    start,
+    stop,
+    wait_until,
+)
 
 #: The options every test emulator runs with: fast, small images, loopback callbacks.
 TEST_API_KEY = "test-key"
@@ -103,8 +111,43 @@ class EmulatorServer:
         self._control("POST", "reset")
 
 
+@dataclass
+class LentEmulator(EmulatorServer):
+    """The session's emulator lent to one test, reset before and after it (tasks, faults,
+    counters, credits, idempotency): everything an ``EmulatorServer`` does except
+    stopping or restarting it (a test that does asks for ``emulator_process``)."""
+
+    def start(self) -> None:
+        raise LentServerError("a lent emulator is already running: ask for emulator_process")
+
+    def stop(self) -> None:
+        raise LentServerError("the session's emulator is lent: ask for emulator_process")
+
+    restart = stop
+
+
+@pytest.fixture(scope="session")
+def _lent_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
+    server = EmulatorServer(log_dir=tmp_path_factory.mktemp("emulator-lent"))
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def emulator_server(tmp_path: Path) -> Iterator[EmulatorServer]:
+def emulator_server(_lent_emulator: EmulatorServer) -> Iterator[EmulatorServer]:
+    """An emulator in its starting state (``TEST_ARGS``): the session's one, reset for this
+    test. A test that stops it asks for ``emulator_process``; other options:
+    ``emulator_factory``."""
+    _lent_emulator.reset()
+    yield LentEmulator(log_dir=_lent_emulator.log_dir, port=_lent_emulator.port,
+                       proc=_lent_emulator.proc)  # fmt: skip
+    _lent_emulator.reset()  # no fault rule or scheduled callback reaches a later test
+
+
+@pytest.fixture
+def emulator_process(tmp_path: Path) -> Iterator[EmulatorServer]:
+    """An emulator process of this test's own: it may stop or restart it."""
     server = EmulatorServer(log_dir=tmp_path)
     server.start()
     yield server

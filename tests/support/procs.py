@@ -16,6 +16,7 @@ from nanobanana_queue.devstack.procs import start as start_process
 
 __all__ = [
     "ROOT",
+    "LentServerError",
     "child_pids",
     "free_port",
     "port_open",
@@ -37,6 +38,11 @@ def start(
 ) -> subprocess.Popen[bytes]:
     """Start a process in its own session (so a kill reaches its children), from ROOT."""
     return start_process(args, env=env, log=log, cwd=cwd or ROOT)
+
+
+class LentServerError(RuntimeError):
+    """A test tried to stop or restart a server the session lends to every test: it asks
+    for a process of its own instead (``redis_process``, ``emulator_process``, ``s3_process``)."""
 
 
 def python_exe() -> str:

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from nanobanana_queue.devstack.redis_service import redis_server_binary
-from tests.support.procs import free_port, port_open, start, stop, wait_until
+from tests.support.procs import LentServerError, free_port, port_open, start, stop, wait_until
 from tests.support.tls import TlsFiles, require_tls_redis_binary
 
 
@@ -92,8 +92,57 @@ class RedisServer:
         return redis.Redis.from_url(self.url)
 
 
+@dataclass
+class LentRedisServer(RedisServer):
+    """The session's redis-server lent to one test, emptied for it: everything a
+    ``RedisServer`` does except stopping, killing, restarting or reconfiguring it (a test
+    that takes Redis away asks for ``redis_process``, a server of its own)."""
+
+    def start(self) -> None:
+        raise LentServerError("a lent redis-server is already running: ask for redis_process")
+
+    def stop(self) -> None:
+        raise LentServerError("the session's redis-server is lent: ask for redis_process")
+
+    kill = restart = stop
+
+
+def empty_for_next_test(server: RedisServer) -> None:
+    """The state a fresh redis-server starts in: no keys, no scripts, no command counts,
+    no client of an earlier test (a pooled connection left blocked on a BRPOP, a
+    subscriber), the configuration it was started with."""
+    client = server.client()
+    try:
+        for kind in ("normal", "pubsub"):
+            client.client_kill_filter(_type=kind, skipme=True)
+        client.flushall()
+        client.script_flush()
+        client.config_resetstat()
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def _lent_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(dir=tmp_path_factory.mktemp("redis-lent"))
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+def redis_server(_lent_redis: RedisServer) -> RedisServer:
+    """A redis-server with nothing in it: the session's one, emptied for this test
+    (starting a process per test cost the suite minutes). Stopping it raises
+    ``LentServerError``: a test that stops, kills or reconfigures Redis asks for
+    ``redis_process``."""
+    empty_for_next_test(_lent_redis)
+    return LentRedisServer(dir=_lent_redis.dir, port=_lent_redis.port, proc=_lent_redis.proc)
+
+
+@pytest.fixture
+def redis_process(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server process of this test's own: it may stop, kill or restart it."""
     server = RedisServer(dir=tmp_path)
     server.start()
     yield server

@@ -13,6 +13,7 @@ State lives only in the moto process's memory. Two ways to take S3 away in a fau
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -24,7 +25,15 @@ import pytest
 import urllib3
 from minio import Minio
 
-from tests.support.procs import free_port, port_open, python_exe, start, stop, wait_until
+from tests.support.procs import (
+    LentServerError,
+    free_port,
+    port_open,
+    python_exe,
+    start,
+    stop,
+    wait_until,
+)
 
 #: moto accepts any credentials; these are fixed test values, never real secrets.
 TEST_ACCESS_KEY = "test-access-key"
@@ -116,9 +125,45 @@ class S3Server:
         return sorted(str(o.object_name) for o in objects)
 
 
+@dataclass
+class LentS3Server(S3Server):
+    """The session's S3 server lent to one test, with a bucket of this test's own:
+    everything an ``S3Server`` does except stopping, pausing or restarting it (a test that
+    does asks for ``s3_process``)."""
+
+    def start(self) -> None:
+        raise LentServerError("a lent S3 server is already running: ask for s3_process")
+
+    def stop(self) -> None:
+        raise LentServerError("the session's S3 server is lent: ask for s3_process")
+
+    pause = resume = restart = stop
+
+
+@pytest.fixture(scope="session")
+def _lent_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    server = S3Server(dir=tmp_path_factory.mktemp("s3-lent"))
+    server.start()
+    yield server
+    server.stop()
+
+
+_buckets = itertools.count(1)
+
+
 @pytest.fixture
-def s3_server(tmp_path: Path) -> Iterator[S3Server]:
-    """A fresh server for one test: use it when the test stops, pauses or empties S3."""
+def s3_server(_lent_s3: S3Server) -> S3Server:
+    """An S3 server with an empty bucket: the session's one, with a new bucket for this
+    test. A test that stops, pauses or empties S3 asks for ``s3_process``."""
+    lent = LentS3Server(dir=_lent_s3.dir, port=_lent_s3.port, proc=_lent_s3.proc,
+                        bucket=f"nbq-test-{next(_buckets)}")  # fmt: skip
+    lent.minio().make_bucket(lent.bucket)
+    return lent
+
+
+@pytest.fixture
+def s3_process(tmp_path: Path) -> Iterator[S3Server]:
+    """A server process of this test's own: it may stop, pause or restart it."""
     server = S3Server(dir=tmp_path)
     server.start()
     yield server

@@ -163,12 +163,14 @@ class Stack:
 @pytest.fixture
 def stack(
     tmp_path: Path,
-    redis_server: RedisServer,
+    redis_process: RedisServer,
     session_s3: S3Server,
     session_emulator: EmulatorServer,
 ) -> Iterator[Stack]:
+    """Workers on a redis-server of the test's own (fault tests kill it), the session's
+    S3 server and emulator."""
     session_emulator.reset()
-    the_stack = Stack(redis=redis_server, s3=session_s3, emulator=session_emulator, dir=tmp_path)
+    the_stack = Stack(redis=redis_process, s3=session_s3, emulator=session_emulator, dir=tmp_path)
     yield the_stack
     the_stack.stop_workers()
     session_emulator.reset()

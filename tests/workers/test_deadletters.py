@@ -102,6 +102,7 @@ def test_replay_refuses_a_letter_that_still_fails_and_republishes_a_fixed_one(
     assert sent["headers"]["task"] == "nbq.submit" and "eta" not in sent["headers"]
 
 
+@pytest.mark.integration  # runs nbq as a process
 def test_the_cli_lists_shows_replays_and_purges(redis_server: RedisServer) -> None:
     env = {**os.environ, "NBQ_BROKER_URL": redis_server.url, "NBQ_REDIS_URL": redis_server.url}
     store = DeadLetterStore.from_settings(Settings(broker_url=redis_server.url))

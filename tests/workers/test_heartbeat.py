@@ -21,6 +21,13 @@ from nanobanana_queue.workers.settings import load_settings
 from tests.support.procs import start, stop, wait_until
 from tests.support.redis_server import RedisServer
 
+
+@pytest.fixture
+def redis_server(redis_process: RedisServer) -> RedisServer:
+    """The probe test stops Redis: a server of its own."""
+    return redis_process
+
+
 pytestmark = [pytest.mark.integration]
 
 #: Short, so the test takes seconds; the verdicts are counted in these intervals.

@@ -30,6 +30,14 @@ from nanobanana_queue.workers.metrics_exporter import (
 from nanobanana_queue.workers.settings import Settings, get_settings
 from tests.support.forked import run_forked
 from tests.support.procs import free_port, port_open, python_exe, start, stop, wait_until
+from tests.support.redis_server import RedisServer
+
+
+@pytest.fixture
+def redis_server(redis_process: RedisServer) -> RedisServer:
+    """Some of these tests stop Redis: each has a server of its own."""
+    return redis_process
+
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

@@ -59,6 +59,7 @@ def _run(script: str) -> None:
     assert done.returncode == 0, done.stderr.decode(errors="replace")
 
 
+@pytest.mark.integration  # a fresh Python
 def test_off_no_tracer_provider_and_no_instrumentation_is_loaded() -> None:
     # (redis-py >= 7 imports the OpenTelemetry metrics SDK for its own, unconfigured,
     # observability whenever the package is installed: that import is not ours.)
@@ -71,6 +72,7 @@ def test_off_no_tracer_provider_and_no_instrumentation_is_loaded() -> None:
     )
 
 
+@pytest.mark.integration  # a fresh Python
 def test_without_the_otel_extra_everything_starts() -> None:
     blocker = (
         "import importlib.abc\n"

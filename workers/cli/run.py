@@ -74,8 +74,8 @@ def run_flower(
         f"--port={port or settings.flower_port}",
         f"--address={address}",
         f"--max_tasks={max_tasks or settings.flower_max_tasks}",
-        # The exception column shows why a task failed (JobFailed classes) or retried
-        # (quota) right in the task list, without opening each task or searching.
+        # The exception column shows why a task failed (its reason's class, workers/errors.py)
+        # or retried (quota) right in the task list, without opening each task or searching.
         f"--tasks_columns={FLOWER_TASK_COLUMNS}",
     ]
     if no_auth:

@@ -3,7 +3,7 @@
 The client owns no policy: it never retries, sleeps or downloads results. It sends one
 request, and turns whatever comes back (a task, an error body, a timeout, a dropped
 connection) into either a :class:`~workers.evolink.models.Task` or one exception from
-:mod:`workers.evolink.errors`. httpx exceptions stop here (``raise ... from exc``); the
+:mod:`workers.errors`. httpx exceptions stop here (``raise ... from exc``); the
 Celery stages above decide whether and when to try again.
 
 Example::
@@ -28,7 +28,7 @@ import httpx
 from pydantic import SecretStr, ValidationError
 
 from nanobanana_queue.workers import metrics
-from nanobanana_queue.workers.evolink.errors import (
+from nanobanana_queue.workers.errors import (
     ApiConnectionError,
     ApiTimeoutError,
     EvolinkError,

@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 
-from nanobanana_queue.workers.jobs.errors import JobNotFoundError as JobNotFoundError  # re-exported
+from nanobanana_queue.workers.errors import JobNotFoundError as JobNotFoundError  # re-exported
 from nanobanana_queue.workers.jobs.lifecycle import (
     BIRTHS,
     IllegalTransitionError,

@@ -1,1 +1,2 @@
-"""Policy as data: poll schedule, backoff and the error → action table (pure, no I/O)."""
+"""Policy as data: poll schedule and backoff (pure, no I/O); each error class in
+``workers/errors.py`` carries its own retry rule."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -64,8 +65,17 @@ class BreakerStatus:
 class SubmissionBreaker:
     """Breaker state in the hash ``<prefix>:breaker:quota``."""
 
-    def __init__(self, client: redis.Redis, *, prefix: str = "nbq", probe_interval_s: float = 60):
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = "nbq",
+        probe_interval_s: float = 60,
+        clock: Callable[[], float] = time.time,
+    ):
         self.redis = client
+        #: Wall-clock seconds (probe times are shared by every host); tests step it.
+        self.clock = clock
         self.key = breaker_key(prefix)
         self.probe_interval_s = probe_interval_s
         self._probe = client.register_script(_PROBE_LUA)
@@ -100,7 +110,7 @@ class SubmissionBreaker:
     def trip(self, *, kind: str, code: str | None, message: str, daily: bool = False) -> None:
         """Open (or keep open) the breaker; the next probe waits the back-off step (see the
         module's docstring) or till midnight."""
-        now = time.time()
+        now = self.clock()
         was_open = self.redis.hget(self.key, "state") == b"open"
         probes = int(self.redis.hget(self.key, "probes") or 0) if was_open else 0
         wait_s = seconds_to_utc_midnight(now) if daily else self.probe_wait_s(probes)
@@ -125,7 +135,7 @@ class SubmissionBreaker:
 
     def may_submit(self) -> tuple[bool, float]:
         """``(True, 0)`` when closed or when this caller won the probe; else the wait."""
-        now = time.time()
+        now = self.clock()
         # Closed (nearly always): one HGET. Only an open breaker needs the script, whose
         # atomic check lets exactly one caller win each probe.
         state = self.redis.hget(self.key, "state")
@@ -153,7 +163,7 @@ class SubmissionBreaker:
             # still gone double the wait (a 5xx storm must not push the probes to the
             # interval while credits come back).
             pipe = self.redis.pipeline()
-            pipe.hset(self.key, "next_probe_at", repr(time.time()))
+            pipe.hset(self.key, "next_probe_at", repr(self.clock()))
             pipe.hincrby(self.key, "probes", -1)
             pipe.execute()
 
@@ -161,7 +171,7 @@ class SubmissionBreaker:
         """Close after a successful create (or by hand). True if it was open."""
         was_open = self.redis.hget(self.key, "state") == b"open"
         if was_open:
-            self.redis.hset(self.key, mapping={"state": "closed", "closed_at": repr(time.time())})
+            self.redis.hset(self.key, mapping={"state": "closed", "closed_at": repr(self.clock())})
             metrics.quota_breaker(False)
         return was_open
 

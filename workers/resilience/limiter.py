@@ -10,6 +10,7 @@ no token is told how long to wait and re-schedules its task — it never spins.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import redis
 
@@ -55,10 +56,13 @@ class SharedRateLimiter:
         *,
         prefix: str = "nbq",
         rates_per_s: dict[str, float] | None = None,
+        clock: Callable[[], float] = time.time,
     ):
         self.redis = client
         self.prefix = prefix
         self.rates_per_s = rates_per_s or {}
+        #: Wall-clock seconds (the buckets' times are shared by every host); tests step it.
+        self.clock = clock
         self._bucket = client.register_script(_BUCKET_LUA)
 
     def _keys(self, kind: str) -> list[str]:
@@ -75,7 +79,7 @@ class SharedRateLimiter:
         else:
             burst = max(1.0, rate)
             keys = self._keys(kind)
-            wait_s = float(self._bucket(keys=keys, args=[rate, burst, repr(time.time())]))
+            wait_s = float(self._bucket(keys=keys, args=[rate, burst, repr(self.clock())]))
         if wait_s > 0:
             metrics.limiter_wait(kind)
         return wait_s
@@ -83,7 +87,7 @@ class SharedRateLimiter:
     def _blocked_for_s(self, kind: str) -> float:
         """An unlimited kind (the default) has no bucket, only a 429's block: one ``GET``
         (the bucket script would be ``EVALSHA`` + ``MGET`` for the same answer)."""
-        now = time.time()
+        now = self.clock()
         raw = self.redis.get(self._keys(kind)[2])
         blocked_until = float(raw) if raw else 0.0
         return blocked_until - now if now < blocked_until else 0.0
@@ -93,6 +97,6 @@ class SharedRateLimiter:
         wait_s = retry_after_s if retry_after_s and retry_after_s > 0 else default_s
         _, penalty_key, block_key = self._keys(kind)
         pipe = self.redis.pipeline()
-        pipe.set(block_key, repr(time.time() + wait_s), px=max(int(wait_s * 1000), 1))
+        pipe.set(block_key, repr(self.clock() + wait_s), px=max(int(wait_s * 1000), 1))
         pipe.set(penalty_key, "1", px=max(int(wait_s * 4000), 1000))
         pipe.execute()

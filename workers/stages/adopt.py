@@ -31,18 +31,21 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from nanobanana_queue.workers import metrics
-from nanobanana_queue.workers.evolink.errors import EvolinkError, NotFoundError
+from nanobanana_queue.workers.errors import (
+    EvolinkError,
+    NotFoundError,
+    OutcomeUnknownError,
+    TaskFailedError,
+)
 from nanobanana_queue.workers.evolink.models import Task, TaskStatus
 from nanobanana_queue.workers.jobs import lifecycle
 from nanobanana_queue.workers.jobs.lifecycle import Transition
 from nanobanana_queue.workers.jobs.owners import owners_of
-from nanobanana_queue.workers.jobs.record import JobError, JobRecord
+from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
-from nanobanana_queue.workers.policy.errors import Action, action_for
-from nanobanana_queue.workers.policy.retry import RetryCause
 from nanobanana_queue.workers.runtime import Runtime
-from nanobanana_queue.workers.stages.common import log, new_token, now, retry
-from nanobanana_queue.workers.stages.steps import Done, Fail, Poll, Step
+from nanobanana_queue.workers.stages.common import log, new_token, now
+from nanobanana_queue.workers.stages.steps import Done, Fail, Poll, Retry, Step
 
 Source = Literal["callback", "person"]
 
@@ -229,11 +232,14 @@ def _fetch(
         _tell_the_person(rt, job_id, task_id, "the API does not know this task", source)
         return Done("task_not_found")
     except EvolinkError as exc:
-        if action_for(exc) is not Action.RETRY:
+        if exc.retry_rule is None or not exc.retry_rule.bounded:
+            # Fails for good (or waits on a paused key or quota): say so, send nothing.
             log.warning("adopt_failed", job_id=job_id, evolink_task_id=task_id, error=exc.message)
             _tell_the_person(rt, job_id, task_id, exc.message, source)
             return Done("adopt_failed")
-        return retry(rt, RetryCause.ADOPT_FAILED, exc, attempt=retries, wait_s=exc.retry_after_s)
+        # Transient: retried with backoff; past the budget the task ends with the error
+        # (no job fails: the job keeps waiting, the reconciler re-sends the adoption).
+        return Retry.of(rt, exc, attempt=retries)
 
 
 def _check_and_claim(rt: Runtime, record: JobRecord, task: Task, *, source: Source) -> Done | None:
@@ -255,9 +261,9 @@ def _adopted_failed(rt: Runtime, record: JobRecord, task: Task, *, source: Sourc
     job_id = record.job_id
     code = task.error.code if task.error else "unknown_error"
     detail = task.error.message if task.error else ""
-    error = JobError(
-        code=code,
-        retryable=False,
+    failure = TaskFailedError.of(code, detail)
+    failure.retryable = False  # re-creating it is a new paid create: a person decides
+    error = failure.job_error(
         message=(
             f"the adopted task {task.id} had failed ({code}: {detail[:300]}); it was not "
             f"re-created because that is a new paid create: `nbq retry {job_id}` or "
@@ -277,7 +283,8 @@ def _adopted_failed(rt: Runtime, record: JobRecord, task: Task, *, source: Sourc
         "evolink_task_id": task.id,  # and its create's hold is settled by this charge
         "previous_task_ids": previous,
     }
-    if record.state is JobState.FAILED:
+    failed_before = record.state is JobState.FAILED
+    if failed_before:
         moved, applied = rt.store.apply(
             lifecycle.NOTE_FAILED_TASK_ADOPTED, job_id, error=error, **fields
         )
@@ -286,7 +293,8 @@ def _adopted_failed(rt: Runtime, record: JobRecord, task: Task, *, source: Sourc
     else:
         from nanobanana_queue.workers.stages.common import fail_job
 
-        if fail_job(rt, job_id, error, via=lifecycle.ADOPT_FAILED_TASK, **fields) is None:
+        failure.message = error.message
+        if fail_job(rt, job_id, failure, via=lifecycle.ADOPT_FAILED_TASK, **fields) is None:
             return Done("lost_race")
     _settle(rt, record, credits)
     log.warning(
@@ -297,7 +305,9 @@ def _adopted_failed(rt: Runtime, record: JobRecord, task: Task, *, source: Sourc
         code=code,
         detail="the job ends failed with the task's reason; no new create was sent",
     )
-    return Fail("adopted_failed_task")
+    if failed_before:  # this run failed nothing: the job was failed already
+        return Done("adopted_failed_task")
+    return Fail(failure, label="adopted_failed_task")
 
 
 def _tell_the_person(rt: Runtime, job_id: str, task_id: str, why: str, source: Source) -> None:
@@ -310,22 +320,19 @@ def _tell_the_person(rt: Runtime, job_id: str, task_id: str, why: str, source: S
         )
 
 
-def unknown_outcome_error(detail: str, *, waited_s: float | None = None) -> JobError:
+def unknown_outcome_error(detail: str, *, waited_s: float | None = None) -> OutcomeUnknownError:
     """The failure a person reads when a create's outcome stayed unknown."""
     why = (
         f"no callback for its task arrived within {waited_s:.0f}s"
         if waited_s is not None
         else "no answer said whether it made a task"
     )
-    return JobError(
-        code="outcome_unknown",
-        message=(
-            f"the create may have reached the API and been charged ({detail}); {why}, and it "
-            "was not sent again because a resend could pay twice (the vendor does not "
-            "document Idempotency-Key support). Find the task in the Evolink dashboard and "
-            "attach it: `nbq adopt JOB_ID TASK_ID`; or send a new create: "
-            "`nbq retry JOB_ID --yes` (may pay twice)"
-        ),
+    return OutcomeUnknownError(
+        f"the create may have reached the API and been charged ({detail}); {why}, and it "
+        "was not sent again because a resend could pay twice (the vendor does not "
+        "document Idempotency-Key support). Find the task in the Evolink dashboard and "
+        "attach it: `nbq adopt JOB_ID TASK_ID`; or send a new create: "
+        "`nbq retry JOB_ID --yes` (may pay twice)"
     )
 
 

@@ -7,8 +7,8 @@ chain ends at its next hop, a download's final transition fails.
 
 from __future__ import annotations
 
+from nanobanana_queue.workers.errors import JobNotCancellableError
 from nanobanana_queue.workers.jobs import lifecycle
-from nanobanana_queue.workers.jobs.errors import JobNotCancellableError
 from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.jobs.store import JobNotFoundError, JobStore

@@ -1,4 +1,4 @@
-"""What stages share: building a Retry step, job failure, tokens and the clock."""
+"""What stages share: job failure, tokens and the clock."""
 
 from __future__ import annotations
 
@@ -8,52 +8,43 @@ from collections.abc import Mapping
 from typing import Any
 
 from nanobanana_queue.workers import metrics
-from nanobanana_queue.workers.failures import record_failure
+from nanobanana_queue.workers.errors import NbqError
 from nanobanana_queue.workers.jobs import lifecycle
 from nanobanana_queue.workers.jobs.lifecycle import Transition
-from nanobanana_queue.workers.jobs.record import JobError, JobRecord
+from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.logs import get_logger
-from nanobanana_queue.workers.policy.retry import RETRY_RULES, RetryCause, budget, delay_s
 from nanobanana_queue.workers.runtime import Runtime
-from nanobanana_queue.workers.stages.steps import Message, Retry
+from nanobanana_queue.workers.stages.steps import Done, Fail
 
 log = get_logger("nbq.stages")
-
-
-def retry(
-    rt: Runtime,
-    cause: RetryCause,
-    error: BaseException,
-    *,
-    attempt: int,
-    wait_s: float | None = None,
-    on_exhausted: JobError | None = None,
-    again: Message | None = None,
-) -> Retry:
-    """The ``Retry`` step for ``cause``: budget, delay and fail-from come from the one
-    retry table (``workers.policy.retry``)."""
-    rule = RETRY_RULES[cause]
-    return Retry(
-        cause=cause,
-        error=error,
-        after_s=delay_s(rule, attempt=attempt, backoff=rt.backoff, rng=rt.rng, wait_s=wait_s),
-        budget=budget(rule, transient_retries=rt.settings.max_transient_retries),
-        spends_budget=rule.spends_budget,
-        on_exhausted=on_exhausted,
-        fail_from=rule.fail_from,
-        again=again,
-    )
 
 
 def new_token() -> str:
     return uuid.uuid4().hex[:16]
 
 
+def fail(
+    rt: Runtime,
+    job_id: str,
+    error: NbqError,
+    *,
+    via: Transition = lifecycle.FAIL,
+    expect: Mapping[str, str | None] | None = None,
+    label: str = "failed",
+    **fields: Any,
+) -> Fail | Done:
+    """Fail the job with ``error`` and return the step that says so: ``Fail(error)`` for
+    the run whose transition won (its task raises ``error``), ``Done`` for any other."""
+    if fail_job(rt, job_id, error, via=via, expect=expect, **fields) is None:
+        return Done("failed_elsewhere")
+    return Fail(error, label=label)
+
+
 def fail_job(
     rt: Runtime,
     job_id: str,
-    error: JobError,
+    failure: NbqError,
     *,
     via: Transition = lifecycle.FAIL,
     expect: Mapping[str, str | None] | None = None,
@@ -66,6 +57,7 @@ def fail_job(
     ``fields`` what else it takes (``lifecycle``: e.g. an adopted failed task's id).
     Signed result links are dropped with it (they are only needed to download).
     """
+    error = failure.job_error()
     if via.target is not JobState.FAILED:
         raise ValueError(f"fail_job needs a transition to failed, not {via.name}")
     # A create whose outcome is unknown may have been charged: its transition keeps the
@@ -74,7 +66,7 @@ def fail_job(
     record, applied = rt.store.apply(via, job_id, expect=expect, error=error, **fields)
     if applied and record is not None:
         metrics.job_failed(error.code)
-        record_failure(job_id, error)  # the task ends FAILURE with this reason's class
+        failure.failed_job(job_id, error)  # what Flower shows when the task raises it
         if not keeps_hold and (record.credits_held_on or record.credits_paid):
             # Frees the hold; counts what the job paid (once a day) as paid by failed jobs.
             rt.credits().ended(
@@ -95,12 +87,6 @@ def fail_job(
             retryable=error.retryable,
         )
     return record if applied else None
-
-
-def error_from(exc: BaseException, *, code: str | None = None, retryable: bool = False) -> JobError:
-    reason = code or getattr(exc, "reason", None) or type(exc).__name__
-    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    return JobError(code=str(reason), message=str(message)[:1000], retryable=retryable)
 
 
 def now() -> float:

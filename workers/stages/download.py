@@ -13,13 +13,11 @@ from nanobanana_queue.workers.contract import QUEUE_DOWNLOAD, TASK_DOWNLOAD
 from nanobanana_queue.workers.errors import PipelineError
 from nanobanana_queue.workers.evolink.results import open_result
 from nanobanana_queue.workers.jobs import lifecycle
-from nanobanana_queue.workers.jobs.record import JobError, JobRecord, StoredObject
+from nanobanana_queue.workers.jobs.record import JobRecord, StoredObject
 from nanobanana_queue.workers.jobs.state import JobState
-from nanobanana_queue.workers.policy.errors import Action, action_for
-from nanobanana_queue.workers.policy.retry import RetryCause
 from nanobanana_queue.workers.runtime import Runtime
-from nanobanana_queue.workers.stages.common import error_from, fail_job, log, now, retry
-from nanobanana_queue.workers.stages.steps import Done, Fail, Step
+from nanobanana_queue.workers.stages.common import fail, log, now
+from nanobanana_queue.workers.stages.steps import Done, Retry, Step
 from nanobanana_queue.workers.storage.manifest import (
     build_manifest,
     manifest_key,
@@ -66,11 +64,14 @@ def download(
             # The last image is in the bucket but only STORED would have recorded it: a
             # failed manifest keeps it on the job, so the retry does not fetch it again.
             rt.store.apply(lifecycle.OBJECT_STORED, job_id, objects=objects)
-        if action_for(exc) is not Action.RETRY:
-            fail_job(
-                rt, job_id, error_from(exc), via=lifecycle.FAIL.only_from(JobState.DOWNLOADING)
+        if exc.retry_rule is None:
+            return fail(
+                rt,
+                job_id,
+                exc,
+                via=lifecycle.FAIL.only_from(JobState.DOWNLOADING),
+                label=f"failed_{exc.reason}",
             )
-            return Fail(f"failed_{exc.reason}")
         log.warning(
             "download_retry",
             job_id=job_id,
@@ -79,14 +80,12 @@ def download(
             error_message=str(exc),
             retries=retries,
         )
-        return retry(
+        return Retry.of(
             rt,
-            RetryCause.DOWNLOAD_FAILED,
             exc,
             attempt=retries,
-            on_exhausted=JobError(
-                code=exc.reason, retryable=True, message=f"download kept failing: {exc}"
-            ),
+            fail_from=(JobState.DOWNLOADING,),
+            exhausted=type(exc)(f"download kept failing: {exc}"),
         )
 
     stored, applied = rt.store.apply(lifecycle.STORED, job_id, objects=objects)

@@ -16,16 +16,20 @@ import redis
 from pydantic import ValidationError
 
 from nanobanana_queue.workers import metrics, tracing
+from nanobanana_queue.workers.errors import (
+    CreditBudgetExceededError,
+    InvalidRequestError,
+    NbqError,
+    StoreUnreachableError,
+)
 from nanobanana_queue.workers.evolink.models import GenerationRequest
-from nanobanana_queue.workers.failures import record_failure
 from nanobanana_queue.workers.jobs.ids import InvalidJobIdError, new_job_id, scoped_job_id
-from nanobanana_queue.workers.jobs.record import JobError, JobRecord
+from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
-from nanobanana_queue.workers.policy.retry import RetryCause
-from nanobanana_queue.workers.resilience.credits import BUDGET_EXCEEDED, Hold, price_of, refusal
+from nanobanana_queue.workers.resilience.credits import Hold, price_of, refusal
 from nanobanana_queue.workers.runtime import Runtime
-from nanobanana_queue.workers.stages.common import log, retry
-from nanobanana_queue.workers.stages.steps import Done, Generate, Retry, Step
+from nanobanana_queue.workers.stages.common import log
+from nanobanana_queue.workers.stages.steps import Done, Fail, Generate, Retry, Step
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -77,7 +81,12 @@ def _refused_unproven(
     return True
 
 
-def intake(
+def intake(rt: Runtime, **kwargs: Any) -> JobRecord | None:
+    """The job's record (see :func:`admit`, whose keyword arguments it takes)."""
+    return admit(rt, **kwargs)[0]
+
+
+def admit(
     rt: Runtime,
     *,
     request: dict[str, Any] | GenerationRequest,
@@ -90,9 +99,11 @@ def intake(
     on_done: tuple[str, str] | dict[str, str] | None = None,
     raw: bool = False,
     producer_proof: str | None = None,
-) -> JobRecord | None:
-    """The job's record: existing, new and queued, or new and failed (invalid request,
-    or over a daily credit budget).
+) -> tuple[JobRecord | None, NbqError | None]:
+    """The job's record, and the error when this very call recorded it ``failed`` (the
+    ``nbq.generate`` task raises it, so Flower lists the failure once). The record:
+    existing, new and queued, or new and failed (invalid request, or over a daily credit
+    budget).
 
     ``held``: the price the producer already held for this job; without it (a raw
     ``nbq.generate`` from another service) a new job holds its price here, and one over a
@@ -111,12 +122,12 @@ def intake(
         job_id = chosen or scoped_job_id(producer, new_job_id())
     except InvalidJobIdError as exc:
         log.warning("intake_refused", reason=str(exc))
-        return None
+        return None, None
     existing = _existing(rt, chosen, request)
     if existing is not None:
-        return existing
+        return existing, None
     if raw and _refused_unproven(rt, job_id, producer, chosen, producer_proof):
-        return None
+        return None, None
     try:
         valid = (
             request
@@ -131,15 +142,16 @@ def intake(
     except ValueError as exc:  # an on_done that cannot be honoured (OnDoneError)
         message = str(exc)
     if message is not None:
-        error = JobError(code="invalid_request", message=message)
+        invalid = InvalidRequestError(message)
+        error = invalid.job_error()
         failed = JobRecord(job_id=job_id, state=JobState.FAILED, producer=producer, error=error)
         record, created = rt.store.create(failed)
         if not created:
-            return record  # a duplicate delivery: counted (and shown failed) once
-        metrics.job_failed("invalid_request")
-        record_failure(job_id, error)
+            return record, None  # a duplicate delivery: counted (and shown failed) once
+        metrics.job_failed(error.code)
+        invalid.failed_job(job_id, error)
         log.warning("intake_invalid_request", job_id=job_id, error_message=message)
-        return record
+        return record, invalid
     api_json = valid.to_api_json()
     ledger = rt.credits()
     if held is None and ledger.budgeted:
@@ -162,7 +174,7 @@ def intake(
     )
     if created:
         rt.fair().enqueued(job_id, producer, record.priority)  # it waits from now on
-    return record
+    return record, None
 
 
 def generate(
@@ -188,7 +200,7 @@ def generate(
     that message, so the retry finds this record instead of minting a second job (and a
     second paid create).
     """
-    record = intake(
+    record, failed = admit(
         rt,
         request=request,
         job_id=job_id,
@@ -200,6 +212,8 @@ def generate(
         raw=True,
         producer_proof=producer_proof,
     )
+    if failed is not None:  # this run recorded the job failed: its task raises why
+        return Fail(failed, label=f"refused_{failed.reason}")
     if record is None or record.is_terminal:
         return Done("refused" if record is None else "terminal")
     from nanobanana_queue.workers.stages.submit import submit
@@ -223,7 +237,8 @@ def generate(
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         if pinned is None:
             raise  # the task's own store-outage retry sends this message again as is
-        return retry(rt, RetryCause.STORE_UNREACHABLE, exc, attempt=retries, again=pinned)
+        outage = StoreUnreachableError(f"job store unreachable: {type(exc).__name__}: {exc}")
+        return Retry.of(rt, outage, attempt=retries, again=pinned)
     if pinned is not None and isinstance(step, Retry) and step.again is None:
         return replace(step, again=pinned)
     return step
@@ -263,11 +278,12 @@ def _refused(
     batch_id: str | None,
     api_json: dict[str, Any],
     held: Hold,
-) -> JobRecord:
+) -> tuple[JobRecord, NbqError | None]:
     """A raw message over a budget: recorded ``failed`` (its sender can read why), never
     submitted. ``nbq retry`` sends it again once the budget allows."""
     message = refusal(held, rt.credits(), price=price_of(api_json), producer=producer)
-    error = JobError(code=BUDGET_EXCEEDED, message=message, retryable=True)
+    refused = CreditBudgetExceededError(message)
+    error = refused.job_error()
     failed = JobRecord(
         job_id=job_id,
         state=JobState.FAILED,
@@ -277,11 +293,12 @@ def _refused(
         error=error,
     )
     record, created = rt.store.create(failed)
-    if created:
-        metrics.job_failed(BUDGET_EXCEEDED)
-        record_failure(job_id, error)
-        log.warning("intake_over_budget", job_id=job_id, budget=held.budget, error_message=message)
-    return record
+    if not created:
+        return record, None
+    metrics.job_failed(error.code)
+    refused.failed_job(job_id, error)
+    log.warning("intake_over_budget", job_id=job_id, budget=held.budget, error_message=message)
+    return record, refused
 
 
 def _note_conflict(existing: JobRecord, request: dict[str, Any] | GenerationRequest) -> None:

@@ -1,8 +1,11 @@
 """What a person decides: re-send a failed job's create, or attach a task they found.
 
-Both are guarded, logged transitions on the job record (the only ways out of ``failed``):
+Both are guarded, logged transitions on the job record (the only ways out of ``failed``).
+Inside the code a person's re-send is a *resubmit*; its public names (``nbq retry``,
+``Producer.retry``, the ``manual_retry`` transition) stay as promised. "Retry" alone means
+a task running itself again (a ``Retry`` step, ``workers/errors.py``'s retry rules).
 
-* :func:`retry_job` — ``failed`` / ``outcome_unknown`` → ``queued``. A job whose last
+* :func:`resubmit_job` — ``failed`` / ``outcome_unknown`` → ``queued``. A job whose last
   create's outcome is unknown may already have a paid task; re-sending may pay twice,
   so it needs ``accept_may_pay_twice`` (``nbq retry --yes``). Its create keeps the same
   round (``Idempotency-Key``), so a server that does honour the key returns the first
@@ -18,12 +21,12 @@ from __future__ import annotations
 import re
 
 from nanobanana_queue.workers import metrics
-from nanobanana_queue.workers.jobs import lifecycle
-from nanobanana_queue.workers.jobs.errors import (
+from nanobanana_queue.workers.errors import (
     JobActionRefusedError,
     JobNotFoundError,
     MayPayTwiceError,
 )
+from nanobanana_queue.workers.jobs import lifecycle
 from nanobanana_queue.workers.jobs.owners import owners_of
 from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
@@ -33,7 +36,7 @@ from nanobanana_queue.workers.stages.adopt import ADOPTABLE_FROM
 
 log = get_logger("nbq.manual")
 
-RETRYABLE_FROM = lifecycle.MANUAL_RETRY.sources
+RESUBMITTABLE_FROM = lifecycle.MANUAL_RETRY.sources
 #: What a task id may look like (the vendor's are ``task-unified-<unix>-<8 alnum>``).
 TASK_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
@@ -56,14 +59,14 @@ def permanent_failure(record: JobRecord) -> bool:
     )
 
 
-def retry_job(
+def resubmit_job(
     store: JobStore, job_id: str, *, accept_may_pay_twice: bool = False, by: str = "cli"
 ) -> JobRecord:
     """Move a failed (or unknown-outcome) job back to ``queued`` for a new create."""
     record = store.get(job_id)
     if record is None:
         raise JobNotFoundError(job_id)
-    if record.state not in RETRYABLE_FROM:
+    if record.state not in RESUBMITTABLE_FROM:
         raise JobActionRefusedError(
             f"job {job_id} is {record.state.value}; only failed or outcome_unknown jobs can "
             "be retried"

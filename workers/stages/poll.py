@@ -9,22 +9,25 @@ and there is never more than one live poll chain per job.
 from __future__ import annotations
 
 from nanobanana_queue.workers import metrics
-from nanobanana_queue.workers.evolink.errors import (
+from nanobanana_queue.workers.errors import (
+    BACKOFF,
+    ApiUnavailableError,
+    DeadlineExceededError,
     EvolinkError,
+    NotFoundError,
     RateLimitedError,
     TaskFailedError,
+    TaskNotFoundError,
     UnauthorizedError,
 )
 from nanobanana_queue.workers.evolink.models import Task, TaskStatus
 from nanobanana_queue.workers.jobs import lifecycle
-from nanobanana_queue.workers.jobs.record import JobError, JobRecord
+from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.leases import claim_owner
-from nanobanana_queue.workers.policy.errors import Action, action_for
-from nanobanana_queue.workers.policy.retry import RetryCause
 from nanobanana_queue.workers.runtime import Runtime
-from nanobanana_queue.workers.stages.common import error_from, fail_job, log, new_token, now, retry
-from nanobanana_queue.workers.stages.steps import Done, Download, Fail, Poll, Step, Submit
+from nanobanana_queue.workers.stages.common import fail, log, new_token, now
+from nanobanana_queue.workers.stages.steps import Done, Download, Poll, Retry, Step, Submit
 
 
 def poll(
@@ -65,19 +68,17 @@ def poll(
     assert task_id is not None  # set by the same transition that entered generating
 
     if record.deadline_at is not None and now() > record.deadline_at:
-        fail_job(
+        return fail(
             rt,
             job_id,
-            JobError(
-                code="deadline_exceeded",
-                retryable=True,
-                message=f"task {task_id} not finished within {rt.settings.poll_deadline_s:.0f}s; "
-                "the Evolink task id is kept so the job can be resumed",
+            DeadlineExceededError(
+                f"task {task_id} not finished within {rt.settings.poll_deadline_s:.0f}s; "
+                "the Evolink task id is kept so the job can be resumed"
             ),
             via=lifecycle.FAIL_POLL,
             expect={"poll_token": next_token},
+            label="deadline_exceeded",
         )
-        return Fail("deadline_exceeded")
 
     wait_s = rt.limiter.acquire("query")
     if wait_s > 0:
@@ -99,7 +100,7 @@ def handle_task_state(rt: Runtime, record: JobRecord, task: Task, next_token: st
             return _task_failed(
                 rt,
                 record,
-                TaskFailedError("generation_failed_no_content", "completed without any result"),
+                TaskFailedError.of("generation_failed_no_content", "completed without any result"),
                 next_token,
             )
         moved, applied = rt.store.apply(
@@ -125,9 +126,7 @@ def handle_task_state(rt: Runtime, record: JobRecord, task: Task, next_token: st
         return _task_failed(
             rt,
             record,
-            TaskFailedError(
-                error.code if error else "unknown_error", error.message if error else ""
-            ),
+            TaskFailedError.of(error.code if error else None, error.message if error else ""),
             next_token,
         )
     if task.status is TaskStatus.CANCELLED:
@@ -189,10 +188,9 @@ def _schedule_next(rt: Runtime, record: JobRecord, token: str, countdown_s: floa
 
 def _task_failed(rt: Runtime, record: JobRecord, exc: TaskFailedError, token: str) -> Step:
     job_id = record.job_id
-    code = exc.code or "unknown_error"
-    action = action_for(exc)
+    code = exc.reason
     if (
-        action is Action.RECREATE
+        exc.recreates
         and record.create_seq < rt.settings.max_create_attempts
         and record.recovered_at is None  # a rescued job has no request to create again
     ):
@@ -203,7 +201,7 @@ def _task_failed(rt: Runtime, record: JobRecord, exc: TaskFailedError, token: st
             expect={"poll_token": token},  # one recreate per failed task, never two
             previous_task_ids=previous,  # and a new create round (create_seq + 1)
             waiting_reason=f"recreate after {code}",
-            error=JobError(code=code, message=exc.message, retryable=True),
+            error=exc.job_error(),
         )
         if applied:
             log.warning(
@@ -218,61 +216,42 @@ def _task_failed(rt: Runtime, record: JobRecord, exc: TaskFailedError, token: st
     _, ours = rt.store.apply(lifecycle.POLL_COUNTED, job_id, expect={"poll_token": token})
     if not ours:
         return Done("stale_on_fail")
-    fail_job(
-        rt,
-        job_id,
-        JobError(
-            code=code,
-            message=exc.message or f"task failed: {code}",
-            retryable=action is Action.RECREATE,
-        ),
-        via=lifecycle.FAIL_POLL,
-        expect={"poll_token": token},
-    )
-    return Fail()
+    return fail(rt, job_id, exc, via=lifecycle.FAIL_POLL, expect={"poll_token": token})
 
 
 def _query_failed(
     rt: Runtime, record: JobRecord, token: str, exc: EvolinkError, *, retries: int
 ) -> Step:
     job_id = record.job_id
-    action = action_for(exc)
+    # A query retries any API trouble that has a retry rule (a paused key or quota too)
+    # with backoff; the rest fails the job. A 404 means the API forgot the task.
+    retried = exc.retry_rule is not None
     log.warning(
         "query_failed",
         job_id=job_id,
         evolink_task_id=record.evolink_task_id,
         error=type(exc).__name__,
         status=exc.status_code,
-        action=action.value,
+        action="retry" if retried else "fail",
     )
-    if action is Action.FAIL:
-        code = "task_not_found" if exc.status_code == 404 else exc.reason
-        fail_job(
-            rt,
-            job_id,
-            error_from(exc, code=code),
-            via=lifecycle.FAIL_POLL,
-            expect={"poll_token": token},
-        )
-        return Fail()
+    if not retried:
+        if isinstance(exc, NotFoundError) and not isinstance(exc, TaskNotFoundError):
+            exc = TaskNotFoundError(exc.message, status_code=exc.status_code, code=exc.code)
+        return fail(rt, job_id, exc, via=lifecycle.FAIL_POLL, expect={"poll_token": token})
     if isinstance(exc, UnauthorizedError):
         rt.breaker.trip(kind="unauthorized", code=exc.code, message=exc.message)
     if isinstance(exc, RateLimitedError):
         rt.limiter.penalise("query", exc.retry_after_s)
-    step = retry(
+    step = Retry.of(
         rt,
-        RetryCause.QUERY_FAILED,
         exc,
         attempt=retries,
-        wait_s=exc.retry_after_s,
+        rule=BACKOFF,
+        fail_from=(JobState.GENERATING,),
         again=Poll(job_id, token, evolink_task_id=record.evolink_task_id),
-        on_exhausted=JobError(
-            code="api_unavailable",
-            retryable=True,
-            message=(
-                f"task query kept failing ({exc.message}); the Evolink task id is "
-                "kept so the job can be resumed"
-            ),
+        exhausted=ApiUnavailableError(
+            f"task query kept failing ({exc.message}); the Evolink task id is "
+            "kept so the job can be resumed"
         ),
     )
     rt.store.apply(lifecycle.POLL_LATER, job_id, next_poll_at=now() + step.after_s)

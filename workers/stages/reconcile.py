@@ -20,13 +20,13 @@ from nanobanana_queue.workers.broker_queues import amqp_queue_lengths, queue_len
 from nanobanana_queue.workers.broker_unacked import stale_tags
 from nanobanana_queue.workers.brokers import broker_kind
 from nanobanana_queue.workers.contract import ALL_QUEUES, QUEUE_DOWNLOAD, QUEUE_SUBMIT
+from nanobanana_queue.workers.errors import MAX_QUOTA_WAIT_S
 from nanobanana_queue.workers.jobs import lifecycle
 from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.leases import WorkerLeases
 from nanobanana_queue.workers.logs import get_logger
 from nanobanana_queue.workers.notify.outbox import redeliver as redeliver_notifications
-from nanobanana_queue.workers.policy.retry import MAX_QUOTA_WAIT_S
 from nanobanana_queue.workers.resilience.credits import day_of
 from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.settings import Settings

@@ -30,10 +30,10 @@ record (``record_lost``) is written so ``nbq status`` answers.
 from __future__ import annotations
 
 from nanobanana_queue.workers import metrics
-from nanobanana_queue.workers.errors import PipelineError
+from nanobanana_queue.workers.errors import PipelineError, RecordLostError
 from nanobanana_queue.workers.jobs.ids import SCOPE_SEPARATOR
 from nanobanana_queue.workers.jobs.owners import owners_of
-from nanobanana_queue.workers.jobs.record import JobError, JobRecord
+from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.stages.common import log, new_token, now
@@ -41,7 +41,7 @@ from nanobanana_queue.workers.stages.steps import Done, Poll, Step
 from nanobanana_queue.workers.storage.manifest import manifest_key
 
 #: Error code of a job whose record vanished before anything could finish it.
-RECORD_LOST = "record_lost"
+RECORD_LOST = RecordLostError.reason
 
 
 def rescue(rt: Runtime, job_id: str, task_id: str, *, via: str) -> Step:
@@ -108,12 +108,9 @@ def report_lost(
         producer=producer_of(job_id),
         state=JobState.FAILED,
         request=request or {},
-        error=JobError(
-            code=RECORD_LOST,
-            retryable=True,
-            message=f"the job store lost this job's record before it finished ({paid}); "
-            "enqueue it again",
-        ),
+        error=RecordLostError(
+            f"the job store lost this job's record before it finished ({paid}); enqueue it again"
+        ).job_error(),
     )
     _, created = rt.store.create(failed)
     if created:

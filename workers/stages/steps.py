@@ -17,10 +17,10 @@ step           executed as
 ``Download``   an ``nbq.download`` message
 ``Adopt``      an ``nbq.adopt`` message (a callback's or a person's task id)
 ``Notify``     an ``nbq.notify`` message: one webhook delivery try (workers/notify/)
-``Retry``      Celery ``self.retry`` of the running task (Flower shows the cause);
-               when its budget is spent, the job fails with ``on_exhausted``
+``Retry``      Celery ``self.retry`` of the running task (Flower shows the error's class);
+               when its budget is spent, the job fails with ``exhausted``
 ``Done``       nothing follows (the job moved on, ended, or another run owns it)
-``Fail``       nothing follows: this run failed the job (``fail_job`` recorded why)
+``Fail``       nothing follows: this run failed the job; the task raises ``error``
 =============  =================================================================
 
 "Later" has one form: a message step's ``after_s`` (or a Retry's), always clamped to
@@ -31,11 +31,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from nanobanana_queue.workers.jobs.record import JobError
+from nanobanana_queue.workers.errors import NbqError, RetryRule
 from nanobanana_queue.workers.jobs.state import JobState
-from nanobanana_queue.workers.policy.retry import RetryCause
+
+if TYPE_CHECKING:
+    from nanobanana_queue.workers.runtime import Runtime
 
 
 @dataclass(frozen=True)
@@ -109,25 +111,60 @@ Send = Callable[[Message], object]
 
 @dataclass(frozen=True)
 class Retry:
-    """Run this same task again after ``after_s`` (built by ``workers.policy.retry``).
+    """Run this same task again after ``after_s`` because of ``error`` (built by
+    :meth:`of` from the error class's ``retry_rule``).
 
     ``budget`` None waits without bound (and does not spend the transient budget when
     ``spends_budget`` is false: quota waits keep jobs queued, never failed). Past the
-    budget the job fails with ``on_exhausted`` from ``fail_from`` only (another stage
-    that has since moved the job on is never failed from under it); with no
-    ``on_exhausted`` the cause itself ends the task. ``again`` replaces the task's
+    budget the job fails with ``exhausted`` from ``fail_from`` only (another stage that
+    has since moved the job on is never failed from under it); with no ``exhausted`` the
+    task ends with ``error`` itself and no job fails. ``again`` replaces the task's
     arguments (a poll retry carries its new token).
     """
 
-    cause: RetryCause
-    error: BaseException = field(compare=False)
+    error: NbqError = field(compare=False)
     after_s: float
     budget: int | None
     spends_budget: bool = True
-    on_exhausted: JobError | None = None
+    exhausted: NbqError | None = field(default=None, compare=False)
     fail_from: tuple[JobState, ...] | None = None
     again: Message | None = None
     label: str = "retry"
+
+    @classmethod
+    def of(
+        cls,
+        rt: Runtime,
+        error: NbqError,
+        *,
+        attempt: int,
+        rule: RetryRule | None = None,
+        wait_s: float | None = None,
+        fail_from: tuple[JobState, ...] | None = None,
+        exhausted: NbqError | None = None,
+        again: Message | None = None,
+    ) -> Retry:
+        """The step for ``error``: delay and budget from its class's ``retry_rule``
+        (``rule`` overrides it: a query retries any API trouble with backoff), honouring
+        a server's Retry-After (``wait_s``, e.g. the breaker's wait, overrides it); past
+        the budget the job fails with ``exhausted`` from ``fail_from``."""
+        rule = rule or error.retry_rule
+        if rule is None:
+            raise ValueError(f"{type(error).__name__} is not retried: fail the job instead")
+        return cls(
+            error=error,
+            after_s=rule.delay_s(
+                attempt=attempt,
+                backoff=rt.backoff,
+                rng=rt.rng,
+                wait_s=error.retry_after_s if wait_s is None else wait_s,
+            ),
+            budget=rule.budget(transient_retries=rt.settings.max_transient_retries),
+            spends_budget=rule.spends_budget,
+            exhausted=exhausted,
+            fail_from=fail_from,
+            again=again,
+        )
 
 
 @dataclass(frozen=True)
@@ -137,8 +174,11 @@ class Done:
 
 @dataclass(frozen=True)
 class Fail:
-    """This run moved the job to ``failed`` (or found it failed by a racing run)."""
+    """This run moved the job to ``failed`` with ``error`` (the task raises it, so
+    Flower lists the run under the reason's class). A run that finds the job failed by
+    another returns ``Done``: only one run per failure raises."""
 
+    error: NbqError = field(compare=False)
     label: str = "failed"
 
 

@@ -11,32 +11,33 @@ from datetime import UTC, datetime
 from typing import Any
 
 from nanobanana_queue.workers import metrics
-from nanobanana_queue.workers.evolink.errors import (
+from nanobanana_queue.workers.errors import (
+    ApiUnavailableError,
+    CreditBudgetExceededError,
     EvolinkError,
+    MalformedResponseError,
+    NbqError,
+    QuotaBreakerOpenError,
     QuotaExceededError,
     RateLimitedError,
+    RequestRejectedError,
+    SubmissionsPausedUnauthorizedError,
+    TransportError,
+    UnauthorizedError,
 )
 from nanobanana_queue.workers.jobs import lifecycle
 from nanobanana_queue.workers.jobs.owners import owners_of
-from nanobanana_queue.workers.jobs.record import JobError, JobRecord
+from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.jobs.store import STORE_AWAY
 from nanobanana_queue.workers.leases import claim_owner
-from nanobanana_queue.workers.policy.errors import Action, action_for
-from nanobanana_queue.workers.policy.retry import RetryCause
-from nanobanana_queue.workers.resilience.credits import BUDGET_EXCEEDED, Hold, price_of, refusal
+from nanobanana_queue.workers.resilience.credits import Hold, price_of, refusal
 from nanobanana_queue.workers.resilience.fairshare import fair_gate
 from nanobanana_queue.workers.runtime import Runtime
-from nanobanana_queue.workers.stages.common import error_from, fail_job, log, new_token, now, retry
-from nanobanana_queue.workers.stages.steps import Adopt, Done, Fail, Poll, Step, Submit
+from nanobanana_queue.workers.stages.common import fail, log, new_token, now
+from nanobanana_queue.workers.stages.steps import Adopt, Done, Poll, Retry, Step, Submit
 
-
-class QuotaBreakerOpenError(Exception):
-    """Submissions are paused by the quota breaker; the job waits in the queue."""
-
-
-class SubmissionsPausedUnauthorizedError(Exception):
-    """Submissions are paused because the API rejected the key (HTTP 401)."""
+__all__ = ["QuotaBreakerOpenError", "SubmissionsPausedUnauthorizedError", "submit"]
 
 
 def idempotency_key(record: JobRecord) -> str:
@@ -118,13 +119,13 @@ def _over_budget(rt: Runtime, record: JobRecord, held: Hold) -> Step:
     """A daily budget no longer has room for this job (a lowered limit, a new day's
     spend): no create is sent, the job fails with a reason ``nbq retry`` can undo."""
     message = refusal(held, rt.credits(), price=price_of(record.request), producer=record.producer)
-    fail_job(
+    return fail(
         rt,
         record.job_id,
-        JobError(code=BUDGET_EXCEEDED, message=f"{message}; no create was sent", retryable=True),
+        CreditBudgetExceededError(f"{message}; no create was sent"),
         via=lifecycle.FAIL.only_from(JobState.QUEUED),
+        label="over_budget",
     )
-    return Fail("over_budget")
 
 
 def _wait_before_create(rt: Runtime, record: JobRecord) -> tuple[str, float] | None:
@@ -174,14 +175,14 @@ def _defer(rt: Runtime, record: JobRecord, reason: str, wait_s: float, *, retrie
         rt.store.apply(
             lifecycle.NOTE_WAITING, job_id, waiting_reason=f"submissions paused: {status.kind}"
         )
-        cause: Exception = (
+        paused: NbqError = (
             SubmissionsPausedUnauthorizedError(f"API key rejected (401): {status.message}")
             if status.kind == "unauthorized"
             else QuotaBreakerOpenError(
                 f"quota breaker open since {_utc(status.since)}: {status.code} {status.message}"
             )
         )
-        return retry(rt, RetryCause.BREAKER_OPEN, cause, attempt=retries, wait_s=wait_s)
+        return Retry.of(rt, paused, attempt=retries, wait_s=wait_s)
     rt.store.apply(lifecycle.NOTE_WAITING, job_id, waiting_reason=reason)
     return Submit(job_id, after_s=wait_s, label=f"deferred_{reason}")
 
@@ -281,62 +282,74 @@ def _record_owner(rt: Runtime, task_id: str, job_id: str) -> None:
         )
 
 
+def _outcome_unknown(exc: EvolinkError) -> bool:
+    """A create that may have made (and charged) a task: no answer after sending, or a
+    2xx we could not read (the call worked, its answer was garbled)."""
+    return isinstance(exc, MalformedResponseError) or (
+        isinstance(exc, TransportError) and exc.create_may_have_happened
+    )
+
+
 def _create_failed(rt: Runtime, record: JobRecord, exc: EvolinkError, *, retries: int) -> Step:
+    """What a failed create leads to, by the error's class: a paused key or quota waits
+    (its class's rule), an unknown outcome is held, an error without a retry rule fails
+    the job, anything else is retried with backoff and fails ``api_unavailable`` at last."""
     job_id = record.job_id
-    action = action_for(exc, during_create=True)
+    unknown = _outcome_unknown(exc)
     log.warning(
         "create_failed",
         job_id=job_id,
         error=type(exc).__name__,
         status=exc.status_code,
         code=exc.code,
-        action=action.value,
+        action="outcome_unknown" if unknown else exc.retry_rule.name if exc.retry_rule else "fail",
     )
-    if action not in (Action.PAUSE_SUBMISSIONS, Action.STOP_AND_ALERT):
+    pauses = isinstance(exc, QuotaExceededError | UnauthorizedError)
+    if not pauses:
         rt.breaker.probe_inconclusive()  # if this was a probe, the next one comes at once
-    if action is Action.OUTCOME_UNKNOWN and not may_resend_unknown(rt):
+    if unknown and not may_resend_unknown(rt):
         return hold_unknown_outcome(rt, record, from_state=JobState.SUBMITTING, detail=exc.message)
-    if action is Action.FAIL:
-        fail_job(rt, job_id, error_from(exc, code=exc.code if exc.status_code == 400 else None))
-        return Fail()
+    if exc.retry_rule is None and not unknown:
+        if isinstance(exc, RequestRejectedError) and exc.status_code == 400 and exc.code:
+            exc.reason = exc.code  # the API's own code says more than invalid_request
+        return fail(rt, job_id, exc)  # the answer said: no task
 
     # Every other answer says no task was made (or, resending an unknown one under the
     # operator's chosen policy, records that it is unknown).
     # The breaker's wording (README, "waiting_reason"), not the API's code, while paused.
-    paused = {Action.PAUSE_SUBMISSIONS: "quota", Action.STOP_AND_ALERT: "unauthorized"}
-    reason = f"submissions paused: {paused[action]}" if action in paused else exc.reason
-    unknown = action is Action.OUTCOME_UNKNOWN
+    if isinstance(exc, QuotaExceededError):
+        reason = "submissions paused: quota"
+    elif isinstance(exc, UnauthorizedError):
+        reason = "submissions paused: unauthorized"
+    else:
+        reason = exc.reason
     rt.store.apply(
         lifecycle.HAND_BACK_UNKNOWN if unknown else lifecycle.HAND_BACK,
         job_id,
         waiting_reason=reason,
     )
 
-    if action is Action.PAUSE_SUBMISSIONS:
-        assert isinstance(exc, QuotaExceededError)
+    if isinstance(exc, QuotaExceededError):
         rt.breaker.trip(kind="quota", code=exc.code, message=exc.message, daily=exc.is_daily_limit)
         _, wait_s = rt.breaker.may_submit()
-        return retry(rt, RetryCause.QUOTA_EXCEEDED, exc, attempt=retries, wait_s=wait_s)
-    if action is Action.STOP_AND_ALERT:
+        return Retry.of(rt, exc, attempt=retries, wait_s=wait_s)
+    if isinstance(exc, UnauthorizedError):
         rt.breaker.trip(kind="unauthorized", code=exc.code, message=exc.message)
         log.error(
             "api_key_rejected",
             job_id=job_id,
             message="submissions paused: fix NBQ_EVOLINK_API_KEY, then run `nbq quota --reset`",
         )
-        return retry(rt, RetryCause.KEY_REJECTED, exc, attempt=retries)
+        return Retry.of(rt, exc, attempt=retries)
     if isinstance(exc, RateLimitedError):
         rt.limiter.penalise("create", exc.retry_after_s)
-    return retry(
+    return Retry.of(
         rt,
-        RetryCause.CREATE_FAILED,
         exc,
         attempt=retries,
-        wait_s=exc.retry_after_s,
-        on_exhausted=JobError(
-            code="api_unavailable",
-            retryable=True,
-            message=(f"create kept failing after {retries + 1} attempts: {exc.message}"),
+        fail_from=(JobState.QUEUED,),
+        exhausted=ApiUnavailableError(
+            f"create kept failing after {retries + 1} attempts: {exc.message}"
         ),
     )
 
@@ -359,13 +372,13 @@ def hold_unknown_outcome(
     job_id = record.job_id
     rt.credits().record_unknown()
     if _callback_url(rt, record) is None:
-        fail_job(
+        return fail(
             rt,
             job_id,
             unknown_outcome_error(detail),
             via=lifecycle.FAIL_UNKNOWN_OUTCOME.only_from(from_state),
+            label="failed_outcome_unknown",
         )
-        return Fail("failed_outcome_unknown")
     wait_s = rt.settings.outcome_unknown_wait_s
     until = now() + wait_s
     held, applied = rt.store.apply(

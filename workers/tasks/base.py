@@ -1,15 +1,16 @@
 """The task base: executes the step a stage returns, and ends exhausted jobs.
 
 A message step goes to the dispatcher (``workers.dispatch``); a ``Retry`` becomes
-Celery's ``self.retry`` with its cause, budget and delay from the retry table
-(``workers.policy.retry``); ``Done``/``Fail`` end the run with their label.
+Celery's ``self.retry`` with its error, budget and delay (the error class's retry rule,
+``workers/errors.py``); ``Done`` ends the run with its label.
 
-A run that moved its job to ``failed`` ends in Celery FAILURE with the reason's
-exception class (``workers.failures``): Flower's Failed count and filter show failed
-jobs, once each (only the run whose transition won raises; a duplicate finds the job
-already failed and succeeds quietly). ``throws`` marks these as expected: the worker logs
-them at INFO without a traceback, and no autoretry or redelivery follows (poll/download
-ack late, and Celery acks a task that raised: task_acks_on_failure_or_timeout).
+A ``Fail`` step (the run that moved its job to ``failed``) ends in Celery FAILURE by
+raising the step's own error, an instance of the reason's class: Flower's Failed count
+and filter show failed jobs, once each (only the run whose transition won gets a
+``Fail``; a duplicate finds the job already failed and succeeds quietly). ``throws``
+marks these as expected: the worker logs them at INFO without a traceback, and no
+autoretry or redelivery follows (poll/download ack late, and Celery acks a task that
+raised: task_acks_on_failure_or_timeout).
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ import redis
 import structlog
 from celery import Task
 
-from nanobanana_queue.workers import failures, metrics, tracing
+from nanobanana_queue.workers import metrics, tracing
 from nanobanana_queue.workers.app import app
 from nanobanana_queue.workers.dispatch import Dispatcher
+from nanobanana_queue.workers.errors import NbqError, StoreUnreachableError
 from nanobanana_queue.workers.jobs.lifecycle import FAIL
-from nanobanana_queue.workers.policy.retry import RetryCause
 from nanobanana_queue.workers.runtime import get_runtime
-from nanobanana_queue.workers.stages.common import fail_job, log, retry
+from nanobanana_queue.workers.stages.common import fail_job, log
 from nanobanana_queue.workers.stages.steps import Done, Fail, Retry, Step
 
 #: The job store (not the API) failing: retried without bound, never acked away.
@@ -39,19 +40,12 @@ def dispatcher() -> Dispatcher:
 
 
 class StageTask(Task):  # type: ignore[misc]
-    """Runs a stage and executes the step it returns (a Retry is ``self.retry``)."""
+    """Runs a stage and executes the step it returns (a Retry is ``self.retry``, a Fail
+    raises its error)."""
 
     abstract = True
     max_retries = None
-    throws = (failures.JobFailed,)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        with failures.recording() as failed:
-            result = super().__call__(*args, **kwargs)
-        if failed:
-            job_id, error = failed[0]
-            raise failures.failure_for(job_id, error)
-        return result
+    throws = (NbqError,)
 
     def run_stage(self, func: Any, *args: Any, **kwargs: Any) -> str:
         with metrics.batched():  # one metrics round trip per task
@@ -67,7 +61,11 @@ class StageTask(Task):  # type: ignore[misc]
         Failing the task would ack it, and the message may be all that is left of a paid
         job (its task id) if the store comes back empty; the broker may well be up.
         """
-        step = retry(get_runtime(), RetryCause.STORE_UNREACHABLE, exc, attempt=self.request.retries)
+        step = Retry.of(
+            get_runtime(),
+            StoreUnreachableError(f"job store unreachable: {type(exc).__name__}: {exc}"),
+            attempt=self.request.retries,
+        )
         log.warning(
             "store_unreachable_retry",
             task=self.name,
@@ -91,7 +89,9 @@ class StageTask(Task):  # type: ignore[misc]
 
     def execute(self, step: Step, *, job_id: str) -> str:
         """Carry out ``step``; returns the run's label (the task result)."""
-        if isinstance(step, Done | Fail):
+        if isinstance(step, Fail):
+            raise step.error
+        if isinstance(step, Done):
             return step.label
         if isinstance(step, Retry):
             return self._retry(step, job_id)
@@ -100,17 +100,17 @@ class StageTask(Task):  # type: ignore[misc]
 
     def _retry(self, step: Retry, job_id: str) -> str:
         if step.budget is not None and self.request.retries >= step.budget:
-            if step.on_exhausted is None:
+            if step.exhausted is None:
                 raise step.error from None
             failed = fail_job(
                 get_runtime(),
                 job_id,
-                step.on_exhausted,
+                step.exhausted,
                 via=FAIL.only_from(*step.fail_from) if step.fail_from else FAIL,
             )
-            # Failed here: __call__ raises the reason's class. Moved on by another
-            # stage meanwhile: nothing failed, the task ends quietly.
-            return "failed_exhausted" if failed is not None else "exhausted_stale"
+            if failed is None:
+                return "exhausted_stale"  # moved on by another stage: nothing failed
+            raise step.exhausted from None
         if not step.spends_budget:
             # An unbounded wait (quota breaker) must not spend the transient-retry
             # budget: the re-sent message counts from 0 again (retry() adds 1).

@@ -11,12 +11,8 @@ import httpx
 import pytest
 from PIL import Image
 
+from nanobanana_queue.workers.errors import NotFoundError, QuotaExceededError, UnauthorizedError
 from nanobanana_queue.workers.evolink.client import EvolinkClient
-from nanobanana_queue.workers.evolink.errors import (
-    NotFoundError,
-    QuotaExceededError,
-    UnauthorizedError,
-)
 from nanobanana_queue.workers.evolink.models import (
     GenerationRequest,
     Quality,

@@ -12,8 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from nanobanana_queue.workers.evolink.client import EvolinkClient, user_agent
-from nanobanana_queue.workers.evolink.errors import (
+from nanobanana_queue.workers.errors import (
     ApiConnectionError,
     ApiTimeoutError,
     EvolinkError,
@@ -29,6 +28,7 @@ from nanobanana_queue.workers.evolink.errors import (
     TransportError,
     UnauthorizedError,
 )
+from nanobanana_queue.workers.evolink.client import EvolinkClient, user_agent
 from nanobanana_queue.workers.evolink.models import GenerationRequest, Quality, Size, TaskStatus
 from nanobanana_queue.workers.evolink.retry_after import (
     parse_fallback_suggestion,

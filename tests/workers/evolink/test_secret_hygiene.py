@@ -11,8 +11,8 @@ import pytest
 import structlog
 from pydantic import SecretStr
 
+from nanobanana_queue.workers.errors import EvolinkError, TransportError
 from nanobanana_queue.workers.evolink.client import EvolinkClient
-from nanobanana_queue.workers.evolink.errors import EvolinkError, TransportError
 from nanobanana_queue.workers.evolink.models import GenerationRequest
 from nanobanana_queue.workers.logs import configure_logging, redact_text
 

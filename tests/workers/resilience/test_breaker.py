@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from datetime import UTC, datetime
 
 from nanobanana_queue.workers.resilience.breaker import (
@@ -11,18 +10,19 @@ from nanobanana_queue.workers.resilience.breaker import (
     SubmissionBreaker,
     seconds_to_utc_midnight,
 )
+from tests.support.clock import SteppedClock
 from tests.support.redis_server import RedisServer
 
 
 def test_a_closed_breaker_lets_everyone_submit(redis_server: RedisServer) -> None:
-    breaker = SubmissionBreaker(redis_server.client())
+    breaker = SubmissionBreaker(redis_server.client(), clock=SteppedClock())
     assert breaker.may_submit() == (True, 0.0)
     assert not breaker.status().is_open
 
 
 def test_asking_a_closed_breaker_is_one_hget(redis_server: RedisServer) -> None:
     client = redis_server.client()
-    breaker = SubmissionBreaker(client)
+    breaker = SubmissionBreaker(client, clock=SteppedClock())
     breaker.may_submit()  # warm-up
     before = client.info("commandstats")
     assert [breaker.may_submit() for _ in range(10)] == [(True, 0.0)] * 10
@@ -32,7 +32,7 @@ def test_asking_a_closed_breaker_is_one_hget(redis_server: RedisServer) -> None:
 
 
 def test_a_tripped_breaker_holds_submissions_and_records_why(redis_server: RedisServer) -> None:
-    breaker = SubmissionBreaker(redis_server.client(), probe_interval_s=60)
+    breaker = SubmissionBreaker(redis_server.client(), probe_interval_s=60, clock=SteppedClock())
     breaker.trip(kind="quota", code="insufficient_quota", message="top up")
     allowed, wait_s = breaker.may_submit()
     assert not allowed and 0 < wait_s <= FIRST_PROBE_S
@@ -42,9 +42,10 @@ def test_a_tripped_breaker_holds_submissions_and_records_why(redis_server: Redis
 
 
 def test_exactly_one_worker_wins_each_probe(redis_server: RedisServer) -> None:
-    breaker = SubmissionBreaker(redis_server.client(), probe_interval_s=0.2)
+    clock = SteppedClock()
+    breaker = SubmissionBreaker(redis_server.client(), probe_interval_s=0.2, clock=clock)
     breaker.trip(kind="quota", code="insufficient_quota", message="x")
-    time.sleep(0.25)
+    clock.advance(0.25)  # past the first probe's time
     wins: list[bool] = []
     threads = [
         threading.Thread(target=lambda: wins.append(breaker.may_submit()[0])) for _ in range(16)
@@ -57,7 +58,7 @@ def test_exactly_one_worker_wins_each_probe(redis_server: RedisServer) -> None:
 
 
 def test_a_successful_probe_closes_the_breaker(redis_server: RedisServer) -> None:
-    breaker = SubmissionBreaker(redis_server.client())
+    breaker = SubmissionBreaker(redis_server.client(), clock=SteppedClock())
     breaker.trip(kind="quota", code="insufficient_quota", message="x")
     assert breaker.close() is True
     assert breaker.may_submit() == (True, 0.0)
@@ -65,10 +66,11 @@ def test_a_successful_probe_closes_the_breaker(redis_server: RedisServer) -> Non
 
 
 def test_a_daily_limit_waits_for_utc_midnight(redis_server: RedisServer) -> None:
-    breaker = SubmissionBreaker(redis_server.client(), probe_interval_s=60)
+    clock = SteppedClock()
+    breaker = SubmissionBreaker(redis_server.client(), probe_interval_s=60, clock=clock)
     breaker.trip(kind="quota", code="token_daily_quota_exceeded", message="x", daily=True)
     _, wait_s = breaker.may_submit()
-    assert abs(wait_s - seconds_to_utc_midnight(time.time())) < 2
+    assert wait_s == seconds_to_utc_midnight(clock())
 
 
 def test_midnight_is_counted_in_utc() -> None:
@@ -84,7 +86,7 @@ def _probe_now(breaker: SubmissionBreaker) -> bool:
 
 def test_probes_start_short_and_double_up_to_the_interval(redis_server: RedisServer) -> None:
     # Given a breaker with the default 60 s interval, tripped by a 402
-    breaker = SubmissionBreaker(redis_server.client(), probe_interval_s=60)
+    breaker = SubmissionBreaker(redis_server.client(), probe_interval_s=60, clock=SteppedClock())
     breaker.trip(kind="quota", code="insufficient_quota", message="x")
     waits = [round(breaker.may_submit()[1])]
     # When each probe's create finds the credits still gone (a 402 trips it again)
@@ -100,7 +102,7 @@ def test_probes_start_short_and_double_up_to_the_interval(redis_server: RedisSer
 def test_a_probe_that_learnt_nothing_is_followed_by_another_at_once(
     redis_server: RedisServer,
 ) -> None:
-    breaker = SubmissionBreaker(redis_server.client(), probe_interval_s=60)
+    breaker = SubmissionBreaker(redis_server.client(), probe_interval_s=60, clock=SteppedClock())
     breaker.trip(kind="quota", code="insufficient_quota", message="x")
     for _ in range(4):  # a long outage: the back-off is at 60 s
         assert _probe_now(breaker)
@@ -134,7 +136,7 @@ def test_probes_that_learnt_nothing_do_not_lengthen_the_back_off(
 def test_an_inconclusive_non_probe_create_leaves_the_schedule_alone(
     redis_server: RedisServer,
 ) -> None:
-    breaker = SubmissionBreaker(redis_server.client(), probe_interval_s=60)
+    breaker = SubmissionBreaker(redis_server.client(), probe_interval_s=60, clock=SteppedClock())
     breaker.trip(kind="quota", code="insufficient_quota", message="x")
     assert not breaker.may_submit()[0]
     breaker.probe_inconclusive()
@@ -142,7 +144,7 @@ def test_an_inconclusive_non_probe_create_leaves_the_schedule_alone(
 
 
 def test_a_reopened_breaker_starts_its_probes_short_again(redis_server: RedisServer) -> None:
-    breaker = SubmissionBreaker(redis_server.client(), probe_interval_s=60)
+    breaker = SubmissionBreaker(redis_server.client(), probe_interval_s=60, clock=SteppedClock())
     breaker.trip(kind="quota", code="insufficient_quota", message="x")
     for _ in range(5):
         assert _probe_now(breaker)

@@ -8,7 +8,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from nanobanana_queue.workers.jobs.record import JobError, JobRecord
+from nanobanana_queue.workers.errors import InvalidRequestError, TaskFailedError
+from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.resilience.credits import CreditLedger
 from nanobanana_queue.workers.runtime import Runtime, reset_runtime
@@ -32,8 +33,8 @@ def test_credits_of_jobs_that_end_failed_or_cancelled_are_reported_apart(
                 credits_paid=0 if job_id == "free" else 2.5,
             ),
         )
-    fail_job(rt, "f", JobError(code="content_policy_violation", message="no"))
-    fail_job(rt, "free", JobError(code="invalid_request", message="no"))
+    fail_job(rt, "f", TaskFailedError.of("content_policy_violation", "no"))
+    fail_job(rt, "free", InvalidRequestError("no"))
     cancel_job(rt.store, "c")
     CreditLedger(rt.redis).record_unknown()
 
@@ -47,11 +48,11 @@ def test_a_job_retried_after_a_failure_is_counted_once_per_paid_create(
     # Given a job that paid 1.6, failed, was retried, paid 1.6 again and failed again
     rt = Runtime.from_settings(Settings(broker_url=redis_server.url))
     seed(rt.store, JobRecord(job_id="twice", state=JobState.GENERATING, credits_paid=1.6))
-    fail_job(rt, "twice", JobError(code="generation_failed", message="no"))
+    fail_job(rt, "twice", TaskFailedError.of("generation_failed", "no"))
     seed(rt.store, JobRecord(job_id="other", state=JobState.GENERATING, credits_paid=0.0))
     # (the retry and the second create, as the record shows them afterwards)
     rt.redis.hset(rt.store.key("twice"), mapping={"state": "generating", "credits_paid": "3.2"})
-    fail_job(rt, "twice", JobError(code="generation_failed", message="no"))
+    fail_job(rt, "twice", TaskFailedError.of("generation_failed", "no"))
     # Then the report says 3.2, not 1.6 + 3.2 (the running total added again)
     assert CreditLedger(rt.redis).today().failed == 3.2
 

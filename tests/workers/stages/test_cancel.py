@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from nanobanana_queue.workers.errors import JobNotCancellableError, NbqError
 from nanobanana_queue.workers.jobs import lifecycle
-from nanobanana_queue.workers.jobs.errors import JobNotCancellableError
-from nanobanana_queue.workers.jobs.record import JobError
 from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.stages import download as download_stage
@@ -53,7 +52,7 @@ def test_cancelling_an_active_job_ends_it_and_every_later_stage_is_a_no_op(
 
 def test_an_ended_job_cannot_be_cancelled(rt: Runtime, steps: StepLog) -> None:
     job_id = new_job(rt)
-    fail_job(rt, job_id, JobError(code="test_failure", message="failed on purpose"))
+    fail_job(rt, job_id, NbqError("failed on purpose"))
     with pytest.raises(JobNotCancellableError, match="already failed"):
         cancel_job(rt.store, job_id)
     assert rt.store.require(job_id).state is JobState.FAILED

@@ -22,6 +22,7 @@ from nanobanana_queue.workers.stages.steps import Message, Notify, Send
 from tests.support.emulator_server import EmulatorServer
 from tests.support.records import seed
 from tests.workers.stages.conftest import (
+    FAST_REDOWNLOAD,
     StepLog,
     age,
     claim_submit,
@@ -98,7 +99,10 @@ def test_reconciler_passes_never_create_twice_or_redrive_a_claimed_job_again(
     assert rt.store.require(queued).attempts == 1
 
 
-def test_a_job_stuck_downloading_is_downloaded_again(rt: Runtime, steps: StepLog) -> None:
+def test_a_job_stuck_downloading_is_downloaded_again(
+    make_rt: Callable[..., Runtime], steps: StepLog
+) -> None:
+    rt = make_rt(**FAST_REDOWNLOAD)
     job_id = seed(rt.store, JobRecord(job_id=uuid.uuid4().hex, state=JobState.DOWNLOADING)).job_id
     age()
     assert reconcile_once(rt, steps).redownloaded == [job_id]
@@ -186,8 +190,9 @@ def test_a_live_submit_younger_than_its_time_limit_is_never_re_driven(
 
 
 def test_a_re_driven_message_is_sent_inside_the_trace_of_the_jobs_enqueue(
-    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+    make_rt: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    rt = make_rt(**FAST_REDOWNLOAD)
     from nanobanana_queue.workers import tracing
 
     traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"

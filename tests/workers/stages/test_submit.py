@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from nanobanana_queue.workers.errors import BREAKER_WAIT, QuotaExceededError
 from nanobanana_queue.workers.evolink.models import GenerationRequest
 from nanobanana_queue.workers.jobs.state import JobState
-from nanobanana_queue.workers.policy.retry import RetryCause
 from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.stages import submit as submit_stage
 from nanobanana_queue.workers.stages.steps import Poll, Retry
@@ -22,8 +22,8 @@ def test_submit_with_the_quota_breaker_open_waits_queued_with_a_quota_named_caus
     rt.breaker.trip(kind="quota", code="insufficient_quota", message="no credits left")
     job_id = new_job(rt)
     step = submit_stage.submit(rt, job_id)
-    assert isinstance(step, Retry) and step.cause is RetryCause.BREAKER_OPEN
-    assert isinstance(step.error, submit_stage.QuotaBreakerOpenError)
+    assert isinstance(step, Retry) and isinstance(step.error, submit_stage.QuotaBreakerOpenError)
+    assert step.error.retry_rule is BREAKER_WAIT
     assert "quota" in str(step.error) and "insufficient_quota" in str(step.error)
     assert step.budget is None and step.after_s >= 1.0  # waits, never fails
     assert not step.spends_budget
@@ -98,6 +98,6 @@ def test_the_402_that_trips_the_breaker_leaves_the_breakers_wording_on_the_job(
     emulator_server.set_credits(0)
     job_id = new_job(rt)
     step = submit_stage.submit(rt, job_id)
-    assert isinstance(step, Retry) and step.cause is RetryCause.QUOTA_EXCEEDED
+    assert isinstance(step, Retry) and isinstance(step.error, QuotaExceededError)
     # Then the job says what the README says (not the API's error code)
     assert rt.store.require(job_id).waiting_reason == "submissions paused: quota"

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from nanobanana_queue.workers.callbacks import CallbackOutcome, callback_token, receive_callback
+from nanobanana_queue.workers.errors import ApiUnavailableError, TransportError
 from nanobanana_queue.workers.evolink.models import GenerationRequest
 from nanobanana_queue.workers.jobs.state import JobState
-from nanobanana_queue.workers.policy.retry import RetryCause
 from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.stages import submit as submit_stage
 from nanobanana_queue.workers.stages.adopt import adopt
@@ -226,7 +226,8 @@ def test_at_least_once_creates_is_the_explicit_may_pay_twice_opt_in(
     job_id = new_job(rt)
     # The unknown create is retried (under the operator's opt-in), not held
     retry = submit_stage.submit(rt, job_id)
-    assert isinstance(retry, Retry) and retry.cause is RetryCause.CREATE_FAILED
+    assert isinstance(retry, Retry) and isinstance(retry.error, TransportError)
+    assert isinstance(retry.exhausted, ApiUnavailableError)
     assert steps(submit_stage.submit(rt, job_id)) == "created"
     record = rt.store.require(job_id)
     assert (record.attempts, record.paid_creates) == (2, 1)

@@ -16,6 +16,13 @@ from nanobanana_queue.workers.storage.s3 import REQUEST_RETRIES
 from tests.support.s3_server import S3Server
 from tests.workers.storage.helpers import chunked, image_bytes, store_for
 
+
+@pytest.fixture
+def s3_server(s3_process: S3Server) -> S3Server:
+    """These tests stop, pause and restart S3: a server of their own each."""
+    return s3_process
+
+
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 META = object_metadata(job_id="job-1", evolink_task_id="task-1", prompt="p")

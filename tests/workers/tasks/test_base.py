@@ -5,9 +5,7 @@ from __future__ import annotations
 import pytest
 from celery import Celery
 
-from nanobanana_queue.workers import failures
-from nanobanana_queue.workers.jobs.record import JobError
-from nanobanana_queue.workers.policy.retry import RetryCause
+from nanobanana_queue.workers.errors import NbqError, ResultExpiredError, ServerError
 from nanobanana_queue.workers.stages.steps import Done, Fail, Retry, Step
 from nanobanana_queue.workers.tasks.base import StageTask
 
@@ -21,8 +19,9 @@ def eager_app() -> Celery:
 
 def _stage(*, fail: bool, retries: int = 0, job_id: str) -> Step:
     if fail:
-        failures.record_failure(job_id, JobError(code="result_expired", message="link 403"))
-        return Fail("failed_result_expired")
+        error = ResultExpiredError("link 403")
+        error.failed_job(job_id, error.job_error())  # what the stage's fail() does
+        return Fail(error, label="failed_result_expired")
     return Done("stored")
 
 
@@ -35,7 +34,7 @@ def test_a_run_that_failed_its_job_ends_failure_with_the_reasons_exception(
 
     result = task.apply(kwargs={"job_id": "j1", "fail": True})
     assert result.state == "FAILURE"
-    assert isinstance(result.result, failures.ResultExpired)
+    assert isinstance(result.result, ResultExpiredError)
     assert "job j1 failed (result_expired)" in str(result.result)
 
 
@@ -49,7 +48,7 @@ def test_a_run_that_did_not_fail_a_job_succeeds_with_its_label(eager_app: Celery
 
 
 def test_job_failures_are_expected_errors_never_autoretried() -> None:
-    assert StageTask.throws == (failures.JobFailed,)
+    assert StageTask.throws == (NbqError,)
     assert not getattr(StageTask, "autoretry_for", ())
 
 
@@ -72,8 +71,7 @@ def test_a_retry_step_retries_the_task_until_its_budget_then_raises_its_cause(
     def flaky(*, retries: int = 0, job_id: str) -> Step:
         runs.append(retries)
         return Retry(
-            cause=RetryCause.ADOPT_FAILED,
-            error=TimeoutError("the API kept timing out"),
+            error=ServerError("the API kept failing", status_code=503),
             after_s=0.01,
             budget=2,
         )
@@ -84,4 +82,4 @@ def test_a_retry_step_retries_the_task_until_its_budget_then_raises_its_cause(
 
     result = task.apply(kwargs={"job_id": "j3"})
     assert runs == [0, 1, 2]  # Celery retries (Flower: RETRY with the cause's class)
-    assert result.state == "FAILURE" and isinstance(result.result, TimeoutError)
+    assert result.state == "FAILURE" and isinstance(result.result, ServerError)
