@@ -28,6 +28,7 @@ BORROW_TEST_SERVERS = {
     Path("benchmarks/cluster_wait.py"),
     Path("benchmarks/redis_commands.py"),
     Path("benchmarks/sentinel_failover.py"),
+    Path("benchmarks/soak.py"),
 }
 
 #: ``nbq`` itself: it lets each part register its own commands (docs/architecture.md).

@@ -30,11 +30,13 @@ The hooks never raise: a failed write is counted locally and added to
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
 import random
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -379,7 +381,7 @@ def _emit(ops: list[tuple[str, str, float]]) -> None:
     if pending is not None:
         pending.extend(ops)
     else:
-        _writer.write(ops)
+        _pending.add(ops)
 
 
 @contextmanager
@@ -399,7 +401,112 @@ def batched() -> Iterator[None]:
     finally:
         ops, _batch.ops = _batch.ops, None
         if ops:
+            _pending.add(ops)
+
+
+class _Pending:
+    """Batches of this process held for up to ``window_s`` and written as one (the
+    window is ``set_flush_window``; 0, the default: each batch is written at its end).
+
+    Why: each task's batch is a round trip of 3-4 increments, and the fields repeat from
+    job to job (``api_calls`` by status, one bucket of each histogram), so the batches of
+    a busy process merged over a fraction of a second are a handful of commands in all,
+    not ~10 per job (benchmarks/redis_commands.py). What it costs: events of the window
+    that a SIGKILL (OOM, a hard time limit) takes with the process are not counted. A
+    pool child's shutdown (``worker_process_shutdown``, workers/startup.py), the worker's
+    and an interpreter's exit write what is held. A daemon thread writes a batch that no
+    later batch pushed out within the window (an idle process).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.window_s = 0.0
+        self._ops: list[tuple[str, str, float]] = []
+        self._since = 0.0
+        self._pid = 0
+        self._wake = threading.Event()
+        self._exit_hook = False
+
+    def after_fork_in_child(self) -> None:
+        """A forked child (a pool child, a replacement after max-tasks-per-child) starts
+        empty: what the parent held is the parent's to write (a copy would be counted
+        twice), and a lock held by a parent's thread at the fork is never released."""
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._ops = []
+        self._pid = 0
+
+    def add(self, ops: list[tuple[str, str, float]]) -> None:
+        if self.window_s <= 0:
             _writer.write(ops)
+            return
+        now = time.monotonic()
+        with self._lock:
+            if not self._ops:
+                self._since = now
+            self._ops.extend(ops)
+            due = now - self._since >= self.window_s
+            self._start_flusher()
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what is held now (one round trip); nothing held, nothing sent."""
+        with self._lock:
+            ops, self._ops = self._ops, []
+        if ops:
+            _writer.write(ops)
+
+    def _start_flusher(self) -> None:
+        """One daemon thread per process (threads do not survive a fork: a pool child
+        starts its own with its first held batch). Called with the lock held."""
+        pid = os.getpid()
+        if self._pid == pid:
+            return
+        if not self._exit_hook:
+            atexit.register(self.flush)  # once: a forked child inherits it
+            self._exit_hook = True
+        self._pid = pid
+        threading.Thread(target=self._run, name="nbq-metrics-flush", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                window = self.window_s
+                left = window - (time.monotonic() - self._since) if self._ops else window
+            # Woken early by ``set_flush_window``; with no window it only waits for one.
+            self._wake.wait(left if window > 0 else None)
+            self._wake.clear()
+            with self._lock:
+                held = bool(self._ops)
+                due = held and time.monotonic() - self._since >= self.window_s
+            if due or (held and self.window_s <= 0):
+                self.flush()
+
+
+_pending = _Pending()
+os.register_at_fork(after_in_child=_pending.after_fork_in_child)
+
+
+def flush() -> None:
+    """Write this process's held metric events now (a pool child's or a worker's
+    shutdown, workers/startup.py; tests)."""
+    _pending.flush()
+
+
+def holding() -> bool:
+    """Whether this process holds its events (a window is set and recording is on): then
+    the job store hands it the moves' state counts (workers/runtime.py)."""
+    return _pending.window_s > 0 and _writer.enabled
+
+
+def set_flush_window(seconds: float) -> None:
+    """Hold this process's task batches for up to ``seconds`` and write them merged
+    (NBQ_METRICS_FLUSH_S; 0 = at the end of each batch). Lowering it writes what is held."""
+    _pending.window_s = max(float(seconds), 0.0)
+    _pending._wake.set()  # a flusher waiting out the old window looks again
+    if _pending.window_s <= 0:
+        _pending.flush()
 
 
 def reset() -> None:

@@ -93,6 +93,10 @@ class Runtime:
         from nanobanana_queue.workers.notify.push import publish_listener
 
         runtime.store.end_listeners.append(publish_listener(client, settings.key_prefix))
+        from nanobanana_queue.workers import metrics
+
+        if metrics.holding():  # NBQ_METRICS_FLUSH_S: state counts merge with the rest
+            runtime.store.state_counts = metrics.job_state
         return runtime
 
     def install_notify(

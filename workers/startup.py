@@ -161,10 +161,13 @@ def _unacked_bookkeeping_without_multi() -> None:
 
 def start_worker() -> None:
     """The worker main process's start: logging, kombu fix, shutdown deadline, store guard."""
-    from nanobanana_queue.workers import shutdown, store_guard
+    from nanobanana_queue.workers import metrics, shutdown, store_guard
+    from nanobanana_queue.workers.settings import get_settings
 
     configure_process()
     keep_celery_in_our_log_format()
+    # Before the pool forks: every child inherits the window (and starts its own flusher).
+    metrics.set_flush_window(get_settings().metrics_flush_s)
     shutdown.install()
     store_guard.install()
 
@@ -212,13 +215,24 @@ def keep_celery_in_our_log_format() -> None:
     signals.setup_logging.connect(_celery_loggers_follow_loglevel, weak=False)
     signals.celeryd_after_setup.connect(_banner_as_an_event, weak=False)
     signals.worker_process_shutdown.connect(_flush_traces, weak=False)
+    signals.worker_shutdown.connect(_flush_metrics, weak=False)
 
 
 def _flush_traces(**_: Any) -> None:
-    """A pool child exits without atexit: export its buffered spans first."""
-    from nanobanana_queue.workers import tracing
+    """A pool child exits without atexit: export its buffered spans (and its held metric
+    events, NBQ_METRICS_FLUSH_S) first."""
+    from nanobanana_queue.workers import metrics, tracing
 
     tracing.flush()
+    metrics.flush()
+
+
+def _flush_metrics(**_: Any) -> None:
+    """The worker stops (a threads or solo pool runs the tasks in this process): write
+    its held metric events (NBQ_METRICS_FLUSH_S)."""
+    from nanobanana_queue.workers import metrics
+
+    metrics.flush()
 
 
 def _celery_loggers_follow_loglevel(loglevel: int | None = None, **_: Any) -> None:

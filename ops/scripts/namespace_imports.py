@@ -31,6 +31,8 @@ SUFFIXES = {".py", ".md", ".yml", ".yaml", ".toml", ".sh", ".cfg", ".ini", ".txt
 NAMES = {"Dockerfile", "run"}
 #: A namespaced dotted name in prose, shortened back to its repository-relative form.
 SHORT = re.compile(rf"(?<![\w.]){NAMESPACE}\.({'|'.join(PARTS)})\.(?=[a-z_])")
+#: This script, whose docstring shows the imports it moves (also when run from a copy).
+SELF = Path("ops/scripts/namespace_imports.py")
 SKIP_DIRS = {".git", ".venv", NAMESPACE, "node_modules", "__pycache__", "results"}
 
 
@@ -202,7 +204,7 @@ def main(root: Path) -> int:
     rules = _rules(root)
     changed = 0
     for path in _files(root):
-        if path.resolve() == Path(__file__).resolve():
+        if path.relative_to(root) == SELF or path.resolve() == Path(__file__).resolve():
             continue
         text = path.read_text(encoding="utf-8", errors="surrogateescape")
         new = rewrite(text, rules, python=path.suffix == ".py")

@@ -12,10 +12,13 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+from minio.error import S3Error
+
 from nanobanana_queue.producers.api import Producer
 from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
 from tests.support.procs import wait_until
+from tests.support.s3_server import S3Server
 from tests.support.stack import Stack
 
 #: A generous bound for a scenario's jobs to end; far below the 600 s visibility timeout.
@@ -105,18 +108,50 @@ def assert_one_create_each(stack: Stack, job_ids: Iterable[str]) -> None:
 
 def assert_images_intact(stack: Stack, records: dict[str, JobRecord]) -> None:
     """Every stored object matches the record and the manifest (sha256 of the bytes)."""
-    client = stack.s3.minio()
-    bucket = stack.s3.bucket
+    stored = {j: r for j, r in records.items() if r.state is JobState.STORED}
+    wrong = image_mismatches(stack.s3, stored)
+    assert not wrong, wrong
+
+
+def image_mismatches(s3: S3Server, records: dict[str, JobRecord]) -> dict[str, str]:
+    """Jobs whose S3 objects disagree with their record or manifest, with what is wrong:
+    a stored job's manifest, object count, bytes, size or sha256; any object under a
+    failed job's prefix (a failed job leaves none, partial or whole)."""
+    client = s3.minio()
+    bucket = s3.bucket
+    wrong: dict[str, str] = {}
     for job_id, record in records.items():
+        if record.state is JobState.FAILED:
+            if s3.keys(f"images/{job_id}/"):
+                wrong[job_id] = "objects left by a failed job"
+            continue
         if record.state is not JobState.STORED:
             continue
-        manifest = json.loads(client.get_object(bucket, f"images/{job_id}/manifest.json").read())
+        try:
+            manifest = json.loads(
+                client.get_object(bucket, f"images/{job_id}/manifest.json").read()
+            )
+        except S3Error as exc:
+            wrong[job_id] = f"manifest: {exc.code}"
+            continue
         by_key = {o["key"]: o for o in manifest["objects"]}
-        assert record.objects and len(by_key) == len(record.objects)
+        if not record.objects or len(by_key) != len(record.objects):
+            wrong[job_id] = "object count differs from the manifest"
+            continue
         for obj in record.objects:
-            data = client.get_object(bucket, obj.key).read()
-            assert hashlib.sha256(data).hexdigest() == obj.sha256 == by_key[obj.key]["sha256"]
-            assert len(data) == obj.size
+            try:
+                data = client.get_object(bucket, obj.key).read()
+            except S3Error as exc:
+                wrong[job_id] = f"{obj.key}: {exc.code}"
+                break
+            digest = hashlib.sha256(data).hexdigest()
+            if not digest == obj.sha256 == by_key.get(obj.key, {}).get("sha256"):
+                wrong[job_id] = f"{obj.key}: sha256 differs"
+                break
+            if len(data) != obj.size:
+                wrong[job_id] = f"{obj.key}: size differs"
+                break
+    return wrong
 
 
 def assert_nothing_in_bucket(stack: Stack, job_id: str) -> None:

@@ -11,7 +11,10 @@ unknown, so the job fails ``outcome_unknown`` (callbacks off), never created aga
 from __future__ import annotations
 
 import os
+import re
 import signal
+import subprocess
+from typing import Any
 
 import pytest
 
@@ -23,7 +26,7 @@ from tests.faults.helpers import (
     kill_hard,
     wait_for_hits,
 )
-from tests.support.procs import wait_until
+from tests.support.procs import child_pids, wait_until
 from tests.support.stack import Stack
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
@@ -52,13 +55,8 @@ def test_a_submit_worker_lost_mid_create_has_its_outcome_decided_within_a_lease(
 ) -> None:
     stack = leased_stack
     # Given the only submit worker is caught inside a create that hangs
-    rule = stack.emulator.add_fault(
-        endpoint="create", action="delay", seconds=3.0 * LEASE_S + 6, count=1, match="lease"
-    )
-    victim = stack.start_worker(name="victim", queues="submit")
+    victim, job_id = _caught_mid_create(stack)
     producer = stack.producer()
-    [job_id] = enqueue(producer, 1, prompt="lease")
-    wait_for_hits(stack, rule)
     # When it is SIGKILLed, or frozen (SIGSTOP) longer than its lease
     if fault == "sigkill":
         kill_hard(victim)
@@ -80,9 +78,40 @@ def test_a_submit_worker_lost_mid_create_has_its_outcome_decided_within_a_lease(
     assert creates_per_job(stack, [job_id]).get(job_id, 0) <= 1
 
 
-def _decided_within_half_the_submit_limit(stack: Stack, job_id: str) -> None:
+def test_a_prefork_child_killed_mid_create_has_its_outcome_decided_by_its_parent(
+    leased_stack: Stack,
+) -> None:
+    stack = leased_stack
+    # Given a prefork submit worker whose only pool process is inside a create that hangs
+    victim, job_id = _caught_mid_create(stack, pool="prefork", concurrency=1)
+    # When that child alone is SIGKILLed (the main process lives on, renewing its lease:
+    # the lease pass never takes it for dead)
+    [child] = child_pids(victim.pid)
+    os.kill(child, signal.SIGKILL)
+    # Then its parent decides the job's outcome (unknown: failed, never created again)
+    # long before the submit time limit could, with no other worker's help
+    _decided_within_half_the_submit_limit(stack, job_id, rescuer=False)
+    assert "submit_process_lost" in _log(stack, "victim")
+    assert creates_per_job(stack, [job_id]).get(job_id, 0) <= 1
+
+
+def _caught_mid_create(stack: Stack, **worker: Any) -> tuple[subprocess.Popen[bytes], str]:
+    """The only submit worker (``victim``), inside a job's create that hangs past it."""
+    rule = stack.emulator.add_fault(
+        endpoint="create", action="delay", seconds=3.0 * LEASE_S + 6, count=1, match="lease"
+    )
+    victim = stack.start_worker(name="victim", queues="submit", **worker)
+    [job_id] = enqueue(stack.producer(), 1, prompt="lease")
+    wait_for_hits(stack, rule)
+    return victim, job_id
+
+
+def _decided_within_half_the_submit_limit(
+    stack: Stack, job_id: str, *, rescuer: bool = True
+) -> None:
     producer = stack.producer()
-    stack.start_worker(name="rescuer")
+    if rescuer:
+        stack.start_worker(name="rescuer")
     # Then the job's outcome is decided well before the submit time limit could have
     wait_until(
         lambda: producer.status(job_id).state is JobState.FAILED,
@@ -92,8 +121,9 @@ def _decided_within_half_the_submit_limit(stack: Stack, job_id: str) -> None:
     error = producer.status(job_id).error
     assert error is not None and error.code == "outcome_unknown"
     assert "recovered after a lost submit" in error.message
-    rescuer_log = _log(stack, "rescuer")
-    assert "reaped" in rescuer_log and "victim@test" in rescuer_log
+    if rescuer:
+        rescuer_log = _log(stack, "rescuer")
+        assert "reaped" in rescuer_log and "victim@test" in rescuer_log
 
 
 @pytest.mark.parametrize(("endpoint", "queue"), [("query", "poll"), ("file", "download")])
@@ -127,7 +157,7 @@ def test_a_worker_killed_mid_poll_or_download_has_its_jobs_moving_within_a_lease
     # emulator may still land in its global count)
     assert creates_per_job(stack, job_ids) == dict.fromkeys(job_ids, 1)
     logs = _log(stack, "submitter") + _log(stack, "rescuer")
-    assert "dead_workers=['victim@test']" in logs
+    assert re.search(r"dead_workers=\['victim@test#\w+'\]", logs)
 
 
 def _log(stack: Stack, name: str) -> str:

@@ -91,6 +91,10 @@ class EmulatorServer:
     def faults(self) -> list[dict[str, Any]]:
         return list(self._control("GET", "faults"))
 
+    def delete_fault(self, rule_id: str) -> None:
+        """End one rule (a fault window closing); the others stay."""
+        self._control("DELETE", f"faults/{rule_id}")
+
     def clear_faults(self) -> None:
         self._control("DELETE", "faults")
 

@@ -17,6 +17,7 @@ from nanobanana_queue.devstack.procs import start as start_process
 __all__ = [
     "ROOT",
     "LentServerError",
+    "child_pids",
     "free_port",
     "port_open",
     "python_exe",
@@ -46,3 +47,19 @@ class LentServerError(RuntimeError):
 
 def python_exe() -> str:
     return sys.executable
+
+
+def child_pids(pid: int) -> list[int]:
+    """The live children of ``pid`` (a prefork worker's pool processes), from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # after the command name: state, ppid, ...
+        if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+            found.append(int(entry.name))
+    return sorted(found)

@@ -89,7 +89,31 @@ class Stack:
         name: str | None = None,
         extra_env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
+        """Start a worker and wait until it answers a ping."""
         name = name or f"w{len(self.workers) + 1}"
+        proc = self.spawn_worker(
+            queues=queues, pool=pool, concurrency=concurrency, name=name, extra_env=extra_env
+        )
+        app = create_app(self.settings())
+        wait_until(
+            lambda: any(f"{name}@test" in r for r in app.control.ping(timeout=0.5)),
+            timeout_s=60,
+            what=f"worker {name}",
+        )
+        return proc
+
+    def spawn_worker(
+        self,
+        *,
+        queues: str,
+        pool: str,
+        concurrency: int,
+        name: str,
+        extra_env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """Start ``nbq worker`` as ``<name>@test`` without waiting for it (a supervisor
+        restarting it while the broker is down cannot wait either); its log is appended
+        to ``worker-<name>.log``."""
         proc = start(
             [
                 sys.executable,
@@ -111,12 +135,6 @@ class Stack:
             log=self.dir / f"worker-{name}.log",
         )
         self.workers.append(proc)
-        app = create_app(self.settings())
-        wait_until(
-            lambda: any(f"{name}@test" in r for r in app.control.ping(timeout=0.5)),
-            timeout_s=60,
-            what=f"worker {name}",
-        )
         return proc
 
     def stop_workers(self) -> None:

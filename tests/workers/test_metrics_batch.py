@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import pytest
 
 from nanobanana_queue.workers import metrics
 from nanobanana_queue.workers.settings import Settings
+from tests.support.procs import wait_until
 from tests.workers.test_metrics import settings  # noqa: F401 - the fixture
 
 
@@ -66,3 +70,77 @@ def test_a_histogram_observation_is_two_increments_and_the_count_is_the_buckets_
     stored = {k.decode(): float(v) for k, v in redis_server.client().hgetall(key).items()}
     # Same bucket twice in one batch: added up before it is written
     assert stored == {"b:3.0": 2.0, "b:15.0": 1.0, "sum": 18.0}
+
+
+def _api_calls(client: Any, cfg: Settings) -> int:
+    key = f"{cfg.key_prefix}:metrics:c:api_calls"
+    return sum(int(v) for v in client.hgetall(key).values())
+
+
+def test_with_a_flush_window_a_process_holds_its_batches_and_writes_them_merged(
+    settings: Settings,  # noqa: F811 - the imported fixture
+    redis_server,
+    metrics_on: None,
+) -> None:
+    client = redis_server.client()
+    metrics.set_flush_window(60.0)  # NBQ_METRICS_FLUSH_S: nothing due during the test
+    try:
+        for _ in range(3):  # three tasks
+            with metrics.batched():
+                metrics.api_call("query", 200)
+        assert _api_calls(client, settings) == 0  # held, not lost
+        metrics.flush()  # what a pool child's or a worker's shutdown does
+        assert _api_calls(client, settings) == 3
+    finally:
+        metrics.set_flush_window(0)
+
+
+def test_a_held_batch_is_written_within_the_window_without_another_task(
+    settings: Settings,  # noqa: F811 - the imported fixture
+    redis_server,
+    metrics_on: None,
+) -> None:
+    client = redis_server.client()
+    metrics.set_flush_window(0.05)
+    try:
+        with metrics.batched():
+            metrics.api_call("create", 200)
+        wait_until(lambda: _api_calls(client, settings) == 1, timeout_s=10)
+    finally:
+        metrics.set_flush_window(0)
+
+
+def test_closing_the_window_writes_what_is_held(
+    settings: Settings,  # noqa: F811 - the imported fixture
+    redis_server,
+    metrics_on: None,
+) -> None:
+    client = redis_server.client()
+    metrics.set_flush_window(60.0)
+    with metrics.batched():
+        metrics.bytes_stored(10)
+    metrics.set_flush_window(0)
+    assert _api_calls(client, settings) == 0
+    assert client.hgetall(f"{settings.key_prefix}:metrics:c:bytes_stored")
+
+
+def test_a_forked_child_does_not_write_what_its_parent_holds(
+    settings: Settings,  # noqa: F811 - the imported fixture
+    redis_server,
+    metrics_on: None,
+) -> None:
+    client = redis_server.client()
+    metrics.set_flush_window(60.0)
+    try:
+        with metrics.batched():
+            metrics.api_call("query", 200)
+        pid = os.fork()
+        if pid == 0:  # the child: flushing here must send nothing of the parent's
+            metrics.flush()
+            os._exit(0)
+        os.waitpid(pid, 0)
+        assert _api_calls(client, settings) == 0
+        metrics.flush()
+        assert _api_calls(client, settings) == 1  # counted once, by the parent
+    finally:
+        metrics.set_flush_window(0)

@@ -92,6 +92,12 @@ CREATE_LUA = _script("create.lua").replace(
 INDEXED_STATES: tuple[JobState, ...] = ACTIVE_STATES
 
 
+#: One create in this many (by job id) trims its producer's index (``GET /v1/jobs``) of
+#: entries past the retention: a command per job less, and the index still holds at most
+#: a few creates' worth of expired entries (the reader skips them anyway).
+PRODUCER_INDEX_TRIM_EVERY = 16
+
+
 def _pairs_to_dict(flat: list[Any]) -> dict[str, str]:
     items = [v.decode() if isinstance(v, bytes) else str(v) for v in flat]
     return dict(zip(items[::2], items[1::2], strict=True))
@@ -141,6 +147,12 @@ class JobStore:
         #: Producers whose every end is told (a default notify URL, NBQ_NOTIFY_URLS; ""
         #: = jobs without a producer), besides jobs with their own notify_url / on_done.
         self.outbox_producers: frozenset[str] = frozenset()
+        #: Set in a worker that holds its metric events (NBQ_METRICS_FLUSH_S > 0,
+        #: workers/runtime.py): a move's entry into its state (``nbq_jobs_state_total``) is
+        #: handed to it (``metrics.job_state``, merged with the process's other events)
+        #: instead of being counted by the script. ``None``: the script counts it, exact
+        #: even if the process dies right after.
+        self.state_counts: Callable[[str], None] | None = None
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "nbq", retention_s: int = 604800) -> JobStore:
@@ -324,11 +336,11 @@ class JobStore:
         if not record.producer:
             return []
         key = self.producer_index_key(record.producer)
+        add: list[list[Any]] = [["ZADD", key, repr(record.created_at), record.job_id]]
+        if zlib.crc32(record.job_id.encode()) % PRODUCER_INDEX_TRIM_EVERY:
+            return add
         oldest = record.created_at - self.retention_s
-        return [
-            ["ZADD", key, repr(record.created_at), record.job_id],
-            ["ZREMRANGEBYSCORE", key, "-inf", f"({oldest!r}"],
-        ]
+        return [*add, ["ZREMRANGEBYSCORE", key, "-inf", f"({oldest!r}"]]
 
     def create_keys(self, record: JobRecord) -> list[str]:
         """``create.lua``'s KEYS: the record, its shard's state counter and, unless the
@@ -423,6 +435,7 @@ class JobStore:
             incr=incr,
             unset=list(transition.unsets),
             outbox_producers=sorted(self.outbox_producers),
+            count_here=self.state_counts is None,
         )
         if durable and self.wait_replicas:
             command = ["EVAL", UPDATE_LUA, len(keys), *keys, *args]
@@ -434,6 +447,10 @@ class JobStore:
             return None, False
         data.setdefault("job_id", job_id)
         record = JobRecord.from_hash(data)
+        if applied and transition.target is not None and self.state_counts is not None:
+            # No transition's target is among its sources: an applied one moved the job
+            # (or a retried call found its own uncounted move).
+            self.state_counts(transition.target.value)
         if applied and transition.target in END_STATES:
             self._tell_end(record, at=str(args[0]))
         return record, bool(applied)
@@ -579,6 +596,7 @@ def _update_args(
     incr: Mapping[str, float],
     unset: list[str],
     outbox_producers: Sequence[str] = (),
+    count_here: bool = True,
 ) -> list[Any]:
     """``update.lua``'s ARGV, in the order its header documents."""
     args: list[Any] = [
@@ -603,6 +621,8 @@ def _update_args(
     args += unset
     args.append(len(outbox_producers))
     args += list(outbox_producers)
+    if not count_here:
+        args.append("0")  # the caller counts the move (JobStore.state_counts)
     return args
 
 

@@ -50,6 +50,10 @@
 --   n_outbox,  n_outbox x producer        producers whose every end goes to the outbox
 --                                         (a default notify URL, NBQ_NOTIFY_URLS; ''
 --                                         = jobs without a producer)
+-- then, optionally, one more:
+--   count                                 '0': do not add the move to KEYS[2] (the
+--                                         caller counts it with its held metric events,
+--                                         NBQ_METRICS_FLUSH_S); absent or else: add it
 --
 -- Returns {applied, fields}: applied 1 if the change was made (or was made by this same
 -- call's first run), 0 if a check failed; fields is the record after the call (flat
@@ -137,6 +141,7 @@ i = i + 2 * n_incr
 local n_unset = tonumber(ARGV[i]); i = i + 1
 local unset_at = i; i = i + n_unset
 local n_outbox = tonumber(ARGV[i]); i = i + 1
+local count_here = ARGV[i + n_outbox] ~= '0'
 local told = (record['notify_url'] or '') ~= '' or (record['on_done_task'] or '') ~= ''
 for j = i, i + n_outbox - 1 do
   if ARGV[j] == (record['producer'] or '') then told = true end
@@ -149,7 +154,7 @@ if to_state ~= '' then
     sets[#sets + 1] = 't_' .. to_state; sets[#sets + 1] = now
     record['state'] = to_state; record['t_' .. to_state] = now
     if index_of[state] then redis.call('ZREM', index_of[state], job_id) end
-    redis.call('HINCRBY', counter_key, '["' .. to_state .. '"]', 1)
+    if count_here then redis.call('HINCRBY', counter_key, '["' .. to_state .. '"]', 1) end
     if ends[to_state] and told then
       redis.call('ZADD', outbox_key, now, job_id .. '|' .. now)
     end

@@ -10,7 +10,8 @@ each answer that the credits are still gone doubles the wait, up to
 ``NBQ_BREAKER_PROBE_INTERVAL_S`` (5, 10, 20, 40, 60 s by default). Credits topped up a
 minute into an outage are found within seconds, not a full interval later. A probe that
 learnt nothing (its create timed out, or the API answered 429/5xx) is followed by the
-next probe at once, not an interval later (``probe_inconclusive``). Daily-limit codes
+next probe at once, not an interval later, and does not lengthen the back-off
+(``probe_inconclusive``). Daily-limit codes
 wait for the next UTC midnight before probing.
 """
 
@@ -158,7 +159,13 @@ class SubmissionBreaker:
             return
         self._local.probe = False
         if self.redis.hget(self.key, "state") == b"open":
-            self.redis.hset(self.key, "next_probe_at", repr(self.clock()))
+            # Nor does it count towards the back-off: only answers that the credits are
+            # still gone double the wait (a 5xx storm must not push the probes to the
+            # interval while credits come back).
+            pipe = self.redis.pipeline()
+            pipe.hset(self.key, "next_probe_at", repr(self.clock()))
+            pipe.hincrby(self.key, "probes", -1)
+            pipe.execute()
 
     def close(self) -> bool:
         """Close after a successful create (or by hand). True if it was open."""

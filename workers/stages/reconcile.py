@@ -164,8 +164,11 @@ def reap_dead_workers(
         _recover_submitting(rt, send, report, now(), dead_workers=dead)
         _repoll_generating(rt, send, report, now(), dead_workers=dead)
         leases.ask_sweep()  # its youngest deliveries are found once older than a lease
+    recent_loss = sweep or bool(dead) or leases.sweep_wanted()
+    if recent_loss and not sweep:
+        _redrive_overdue(rt, send, report, lease_s)
     broker = rt.broker()
-    if broker is not None and (sweep or leases.sweep_wanted()):
+    if broker is not None and recent_loss:
         try:
             held = leases.held_by(alive)
             orphans = [
@@ -191,6 +194,25 @@ def reap_dead_workers(
     return report
 
 
+def _redrive_overdue(rt: Runtime, send: Send, report: ReconcileReport, lease_s: float) -> None:
+    """For two leases after a worker died or lost its connection: re-drive the jobs whose
+    message a lease does not cover — one kombu had popped (BRPOP) but not yet recorded in
+    ``unacked`` when the process died is in neither the queue nor ``unacked``. A poll
+    overdue by a lease, a queued job idle for a lease with its queue empty and the
+    breaker closed, a download idle 1.5 x its timeout: re-driven now, not after
+    ``NBQ_STUCK_AFTER_S``. Every re-drive is a claim a live duplicate loses (the poll
+    token, the submit claim, the download's state check)."""
+    try:
+        backlog = _waiting_messages(rt)
+        _repoll_generating(rt, send, report, now() - lease_s)
+        if not backlog.get(QUEUE_SUBMIT) and not rt.breaker.status().is_open:
+            _requeue_queued(rt, send, report, now() - lease_s, quiet_only=True)
+        if not backlog.get(QUEUE_DOWNLOAD):
+            _redownload(rt, send, report, now() - rt.settings.download_timeout_s * 1.5)
+    except redis.RedisError as exc:
+        log.warning("redrive_overdue_failed", error=type(exc).__name__)
+
+
 def _in_job_trace(rt: Runtime, send: Send) -> Send:
     """``send`` inside the trace the job started at its enqueue (its record's
     ``traceparent``): a re-driven message joins the job's trace. Only with tracing on
@@ -204,9 +226,17 @@ def _in_job_trace(rt: Runtime, send: Send) -> Send:
     return send_in_trace
 
 
-def _requeue_queued(rt: Runtime, send: Send, report: ReconcileReport, cutoff: float) -> None:
-    """Queued jobs idle since ``cutoff``: their submit message is sent again."""
+def _requeue_queued(
+    rt: Runtime, send: Send, report: ReconcileReport, cutoff: float, *, quiet_only: bool = False
+) -> None:
+    """Queued jobs idle since ``cutoff``: their submit message is sent again. With
+    ``quiet_only``, not those waiting for a reason of their own (a back-off, the fair
+    share, a rate limit: their deferred submit is on its way)."""
     for job_id in rt.store.ids_in_state(JobState.QUEUED, updated_before=cutoff, limit=BATCH):
+        if quiet_only:
+            record = _read(rt, job_id)
+            if record is None or record.waiting_reason or record.state is not JobState.QUEUED:
+                continue
         if _touch(rt, job_id, JobState.QUEUED) is not None:
             send(Submit(job_id))
             report.requeued_submits.append(job_id)
@@ -240,14 +270,39 @@ def _recover_submitting(
             claimed_at = record.state_times.get(JobState.SUBMITTING.value, record.updated_at)
             if now() - claimed_at < claim_limit_s:
                 continue
-        _, applied = rt.store.apply(
-            lifecycle.RECOVER_SUBMIT,
-            job_id,
-            expect={"updated_at": record.updated_at},  # its create's outcome: unknown
-        )
-        if applied:
-            send(Submit(job_id))
+        if _recover_claim(rt, send, record):
             report.recovered_submitting.append(job_id)
+
+
+def _recover_claim(rt: Runtime, send: Send, record: JobRecord) -> bool:
+    """A lost submit's claim ends: the create it may have sent has an unknown outcome
+    (held, never resent), and a new submit decides what happens next."""
+    _, applied = rt.store.apply(
+        lifecycle.RECOVER_SUBMIT,
+        record.job_id,
+        expect={"updated_at": record.updated_at},  # its create's outcome: unknown
+    )
+    if applied:
+        send(Submit(record.job_id))
+    return bool(applied)
+
+
+def recover_lost_submit(rt: Runtime, send: Send, job_id: str, *, worker: str | None) -> str:
+    """The worker's pool lost the process running this job's submit (a prefork child
+    killed alone, e.g. by the OOM killer): decide now what the time-limit rule would
+    decide after ``NBQ_SUBMIT_TIME_LIMIT_S``. A claim of this worker's is recovered as
+    the lease pass recovers a dead worker's (outcome unknown, never resent); a job the
+    child had not claimed yet gets its submit message again (its message was acked
+    before the run); anything else moved on and is left alone. Returns what was done."""
+    record = _read(rt, job_id)
+    if record is None:
+        return "gone"
+    if record.state is JobState.QUEUED:
+        send(Submit(job_id))
+        return "resubmitted"
+    if record.state is not JobState.SUBMITTING or not worker or record.claimed_by != worker:
+        return "moved_on"
+    return "recovered" if _recover_claim(rt, send, record) else "moved_on"
 
 
 def _repoll_generating(

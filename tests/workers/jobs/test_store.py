@@ -228,6 +228,25 @@ def test_a_float_guard_matches_the_value_as_the_store_wrote_it(
     assert not applied  # somebody (here: we) touched it since: the old stamp loses
 
 
+def test_a_worker_holding_its_metric_events_counts_each_move_once_itself(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # NBQ_METRICS_FLUSH_S > 0: the move's entry goes with the process's held events
+    counted: list[str] = []
+    store.state_counts = counted.append
+    job_id = _new_id()
+    store.create(JobRecord(job_id=job_id))
+    assert store.apply(lifecycle.NOTE_WAITING, job_id, waiting_reason="x")[1]  # no move
+    _freeze_clock(monkeypatch, 2_000_000_010.5)
+    assert store.apply(lifecycle.CLAIM_SUBMIT, job_id)[1]
+    # The reply was lost and the same call runs again: it finds its own (uncounted) move
+    assert store.apply(lifecycle.CLAIM_SUBMIT, job_id)[1]
+    _freeze_clock(monkeypatch, 2_000_000_011.5)
+    assert not store.apply(lifecycle.CLAIM_SUBMIT, job_id)[1]  # a duplicate loses
+    assert _entries(store, job_id, JobState.SUBMITTING) == 0  # not by the script
+    assert counted == ["submitting", "submitting"]
+
+
 def test_the_guards_given_must_be_exactly_the_transitions(store: JobStore) -> None:
     job_id = _new_id()
     store.create(JobRecord(job_id=job_id))
@@ -454,3 +473,18 @@ def test_a_write_without_patience_is_not_retried(
     with pytest.raises(redis.ConnectionError):
         store.apply(lifecycle.TASK_CREATED, "j", **TASK)
     assert calls == [1]
+
+
+def test_one_create_in_sixteen_trims_its_producers_index_past_the_retention(
+    store: JobStore,
+) -> None:
+    records = [JobRecord(job_id=f"job-{n}", producer="p", created_at=5000.0) for n in range(320)]
+    trims = [r for r in records if len(store.producer_index_commands(r)) == 2]
+    assert 0 < len(trims) < len(records) // 4  # ≈ 1 in PRODUCER_INDEX_TRIM_EVERY (16)
+    assert store.producer_index_commands(trims[0])[1] == [
+        "ZREMRANGEBYSCORE",
+        store.producer_index_key("p"),
+        "-inf",
+        f"({5000.0 - RETENTION_S!r}",
+    ]
+    assert store.producer_index_commands(JobRecord(job_id=_new_id())) == []  # no producer

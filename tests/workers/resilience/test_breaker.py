@@ -114,6 +114,25 @@ def test_a_probe_that_learnt_nothing_is_followed_by_another_at_once(
     assert breaker.may_submit()[0] and breaker.last_was_probe
 
 
+def test_probes_that_learnt_nothing_do_not_lengthen_the_back_off(
+    redis_server: RedisServer,
+) -> None:
+    # Given a breaker one probe into an outage (the next wait is 10 s)
+    breaker = SubmissionBreaker(redis_server.client(), probe_interval_s=60)
+    breaker.trip(kind="quota", code="insufficient_quota", message="x")
+    assert _probe_now(breaker)
+    breaker.trip(kind="quota", code="insufficient_quota", message="x")
+    # When a 5xx storm answers the next five probes (each followed by another at once)
+    for _ in range(5):
+        assert _probe_now(breaker)
+        breaker.probe_inconclusive()
+    # Then the next probe that does find the credits gone takes the back-off's next
+    # step (20 s), not the interval the five inconclusive probes would have reached
+    assert _probe_now(breaker)
+    breaker.trip(kind="quota", code="insufficient_quota", message="x")
+    assert round(breaker.may_submit()[1]) == 20
+
+
 def test_an_inconclusive_non_probe_create_leaves_the_schedule_alone(
     redis_server: RedisServer,
 ) -> None:
