@@ -111,18 +111,6 @@ def _files(root: Path) -> list[Path]:
     return found
 
 
-def _files(root: Path) -> list[Path]:
-    found = []
-    for path in root.rglob("*"):
-        if any(part in SKIP_DIRS for part in path.relative_to(root).parts):
-            continue
-        if path.is_symlink() or not path.is_file():
-            continue
-        if path.suffix in SUFFIXES or path.name in NAMES:
-            found.append(path)
-    return found
-
-
 def _literal_spans(text: str) -> list[tuple[int, int]]:
     """Where a Python file's strings and comments are: a dotted module name is rewritten
     only there, never in code, where ``emulator.stats()`` calls a fixture's method."""
