@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -64,9 +65,11 @@ def sentinel_stack(
     sentinel_group: SentinelGroup,
     session_s3: S3Server,
     session_emulator: EmulatorServer,
-) -> Stack:
+) -> Iterator[Stack]:
+    """Workers on the Sentinel group's master; every worker a test started is stopped after
+    it (a test that leaves one running would leak it past the session)."""
     session_emulator.reset()
-    return Stack(
+    the_stack = Stack(
         redis=sentinel_group.master,
         s3=session_s3,
         emulator=session_emulator,
@@ -78,6 +81,9 @@ def sentinel_stack(
             "NBQ_DOWNLOAD_TIMEOUT_S": "4",
         },
     )
+    yield the_stack
+    the_stack.stop_workers()
+    session_emulator.reset()
 
 
 def test_a_sentinel_failover_with_jobs_in_flight_loses_none_and_pays_once(
