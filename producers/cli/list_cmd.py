@@ -20,6 +20,7 @@ from nanobanana_queue.workers.cli.common import (
 )
 from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.resilience.fairshare import in_flight_text
 from nanobanana_queue.workers.visible import visible
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ def producer_share_line(runtime: Runtime, producer: str) -> Text:
                 "producer ",
                 producer,
                 f": waiting {counts}; share of creates {share.share:.0%} "
-                f"(weight {share.weight:g}); in flight {share.in_flight}",
+                f"(weight {share.weight:g})" + in_flight_text(fair, share.in_flight, "; "),
             )
     return line(
         "producer ", producer, f": nothing waiting for a create (weight {fair.weight(producer):g})"

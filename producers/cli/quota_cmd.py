@@ -15,6 +15,7 @@ from nanobanana_queue.workers.cli.common import (
     print_json,
     shown,
 )
+from nanobanana_queue.workers.resilience.fairshare import in_flight_text
 
 
 def register(app: typer.Typer) -> None:
@@ -76,8 +77,8 @@ def quota(
         counts = ", ".join(f"{n} {priority}" for priority, n in share.waiting.items())
         table.add_row(
             line("  ", share.producer or "(no producer)"),
-            f"share {share.share:.0%} (weight {share.weight:g}), waiting {counts}, "
-            f"in flight {share.in_flight}",
+            f"share {share.share:.0%} (weight {share.weight:g}), waiting {counts}"
+            + in_flight_text(rt.fair(), share.in_flight, ", "),
         )
     console.print(table)
 

@@ -27,7 +27,8 @@
 --          {'pick', job, producer, rank} (the job is leased to the caller);
 --          {'none', 'empty'} or {'none', 'capped', producer...} (all waiting producers
 --          at their in-flight cap).
--- claimed: 2 job, 3 producer, 4 now: the picked job claimed its create (lease → flight).
+-- claimed: 2 job, 3 producer, 4 now, 5 cap: the picked job claimed its create (lease →
+--   flight; kept in flight only when a cap is set).
 -- release: 2 job: a picked job that is no longer queued (or lost its claim): forgotten.
 -- put_back: 2 job: a picked job that may not create yet: back at its place in line, its
 --          producer's finish tag given the charge back (no create was made).
@@ -192,7 +193,10 @@ end
 
 if op == 'claimed' then
   unlease(ARGV[2])
-  redis.call('ZADD', fkey(ARGV[3]), tonumber(ARGV[4]), ARGV[2])
+  -- In flight counts only for a cap: without one nothing would ever trim the set.
+  if tonumber(ARGV[5] or '0') > 0 then
+    redis.call('ZADD', fkey(ARGV[3]), tonumber(ARGV[4]), ARGV[2])
+  end
   return 1
 end
 

@@ -211,7 +211,9 @@ class FairShare:
         if (
             raw[:2] == ["none", "capped"]
             and still_in_flight is not None
-            and any(self._forget_ended(p, still_in_flight) for p in raw[2:])
+            # Every capped producer is checked (a list, not ``any``: stopping at the first
+            # that freed a slot forgot the others' ended jobs, and the same one won again).
+            and any([self._forget_ended(p, still_in_flight) for p in raw[2:]])
         ):
             raw = [_text(v) for v in self._run(*args)]
         if raw[0] == "pick":
@@ -238,7 +240,7 @@ class FairShare:
 
     def claimed(self, job_id: str, producer: str | None) -> None:
         """The job claimed its create: no longer waiting or leased; now in flight."""
-        self._run("claimed", job_id, producer or "", repr(time.time()))
+        self._run("claimed", job_id, producer or "", repr(time.time()), self.max_in_flight)
 
     def release(self, job_id: str) -> None:
         """A taken job that is not queued any more (or lost its claim): forgotten."""
@@ -288,3 +290,12 @@ def in_flight(rt: Runtime, job_ids: list[str]) -> list[str]:
         if record is not None and record.state in flying:
             out.append(job_id)
     return out
+
+
+def in_flight_text(fair: FairShare, in_flight: int, separator: str) -> str:
+    """A producer's jobs in flight, for a person: counted only under a per-producer cap
+    (``NBQ_MAX_IN_FLIGHT_PER_PRODUCER``; without one nothing keeps the count), so shown
+    only then."""
+    if fair.max_in_flight <= 0:
+        return ""
+    return f"{separator}in flight {in_flight} of {fair.max_in_flight}"

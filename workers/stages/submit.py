@@ -211,7 +211,13 @@ def _claim_and_create(rt: Runtime, record: JobRecord, *, retries: int, taken: bo
         if taken:
             rt.fair().release(job_id)
         return Done("lost_race")
-    rt.fair().claimed(job_id, record.producer)
+    try:
+        rt.fair().claimed(job_id, record.producer)
+    except STORE_AWAY as exc:
+        # Bookkeeping only: the claim is won, so the create goes ahead (a job left
+        # `submitting` with nothing sent would later be taken for an unknown outcome).
+        # The job's lease heals on a later take, whose claim then loses: nothing doubles.
+        log.warning("fair_share_claim_unrecorded", job_id=job_id, error=type(exc).__name__)
     metrics.producer_create(rt.fair().label(record.producer))
     if held is not None and record.credits_held_on not in (None, held.day):
         # Queued on an earlier day: it now holds on today's book; the old hold goes.

@@ -125,6 +125,33 @@ def test_a_producers_in_flight_cap_holds(redis_server: RedisServer, clock: Simpl
     assert (took.kind, took.job_id) == ("pick", "a~j0002")
 
 
+def test_at_the_cap_every_producers_ended_jobs_are_forgotten_not_only_the_firsts(
+    redis_server: RedisServer, clock: SimpleNamespace
+) -> None:
+    """Both producers at a cap of 1 and both creates ended: each gets its next create in
+    turn (checking only the first capped producer gave it every slot, and starved B)."""
+    gate = FairShare(redis_server.client(), max_in_flight=1)
+    order = _drain(gate, {"a": _backlog("a", 6), "b": _backlog("b", 6)}, 10)
+    assert sorted(order) == ["a~j0000", "b~j0000"]
+    for _ in range(4):
+        took = gate.take("slot", "slot", None, queued=False, still_in_flight=lambda ids: [])
+        assert took.kind == "pick"
+        gate.claimed(took.job_id, took.producer)
+        order.append(took.job_id)
+    assert _split(order) == Counter({"a": 3, "b": 3})
+
+
+def test_without_a_cap_claimed_jobs_leave_nothing_behind(
+    redis_server: RedisServer, clock: SimpleNamespace
+) -> None:
+    """No cap, nothing trims the in-flight sets: so none is written (it grew by a member per
+    create, for ever)."""
+    client = redis_server.client()
+    gate = FairShare(client, max_in_flight=0)
+    assert len(_drain(gate, {"a": _backlog("a", 20)}, 20)) == 20
+    assert [key for key in client.keys("*") if b":f:" in key] == []
+
+
 def test_a_queued_job_on_no_list_is_submitted_directly(
     redis_server: RedisServer, clock: SimpleNamespace
 ) -> None:
