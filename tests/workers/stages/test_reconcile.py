@@ -82,8 +82,10 @@ def test_a_generating_job_with_no_poll_due_gets_a_new_chain_and_the_old_one_stop
 def test_reconciler_passes_never_create_twice_or_redrive_a_claimed_job_again(
     rt: Runtime, steps: StepLog, emulator_server: EmulatorServer
 ) -> None:
-    queued = new_job(rt, "idle queued")
+    # The generating job first: a submit slot creates the fairest waiting job, which
+    # would be an older queued one (workers/resilience/fairshare.py)
     generating = submitted_job(rt, steps, "idle generating").job_id
+    queued = new_job(rt, "idle queued")
     set_fields(rt, generating, next_poll_at=now() - 60)
     steps.calls.clear()
     age()
