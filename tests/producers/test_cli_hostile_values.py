@@ -188,7 +188,7 @@ def quota_seam(mp: pytest.MonkeyPatch, value: str) -> None:
     breaker = type("B", (), {"status": lambda _s: status, "close": lambda _s: True})()
     store = type("S", (), {"count_in_state": lambda _s, _st: 3})()
     share = ProducerShare(value, {"high": 1}, 1.0, 1.0, 0)
-    fair = type("F", (), {"snapshot": lambda _s: [share]})()
+    fair = type("F", (), {"snapshot": lambda _s: [share], "max_in_flight": 2})()
     runtime = type("RT", (), {"breaker": breaker, "store": store, "fair": lambda _s: fair})()
     mp.setattr("nanobanana_queue.workers.runtime.get_runtime", lambda: runtime)
 
