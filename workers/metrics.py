@@ -538,7 +538,9 @@ def _count(family: str, *labels: object, amount: int | float = 1) -> None:
     _emit([(f"c:{family}", label_field(*labels), amount)])
 
 
-def _observe(family: str, value: float) -> None:
+def _observe(family: str, value: float, *labels: object) -> None:
+    """One observation of a histogram; with ``labels``, its fields are prefixed by them
+    (``<label>|<bucket>``, ``<label>|sum``)."""
     try:
         value = float(value)
         if not math.isfinite(value):
@@ -547,8 +549,9 @@ def _observe(family: str, value: float) -> None:
     except Exception:  # bad input is a counted error, not a crash
         _writer.error()
         return
+    prefix = f"{label_field(*labels)}|" if labels else ""
     key_suffix = f"h:{family}"
-    _emit([(key_suffix, field, 1), (key_suffix, "sum", value)])
+    _emit([(key_suffix, prefix + field, 1), (key_suffix, prefix + "sum", value)])
 
 
 # -- hooks called by the pipeline stages (names and signatures are a promise) ----------
@@ -623,17 +626,7 @@ def producer_create(producer: str) -> None:
 
 def producer_enqueue_to_stored(producer: str, seconds: float) -> None:
     """A job of ``producer`` (bounded label) was stored ``seconds`` after its enqueue."""
-    try:
-        value = float(seconds)
-        if not math.isfinite(value):
-            raise ValueError("observation must be finite")
-        bucket = bucket_field(value, HISTOGRAM_BUCKETS[H_PRODUCER_ENQUEUE_TO_STORED])
-    except Exception:  # bad input is a counted error, not a crash
-        _writer.error()
-        return
-    label = label_field(producer)
-    key_suffix = f"h:{H_PRODUCER_ENQUEUE_TO_STORED}"
-    _emit([(key_suffix, f"{label}|{bucket}", 1), (key_suffix, f"{label}|sum", value)])
+    _observe(H_PRODUCER_ENQUEUE_TO_STORED, seconds, producer)
 
 
 def fair_share(producer: str, outcome: str) -> None:
