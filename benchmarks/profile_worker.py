@@ -1,10 +1,12 @@
 """Profile a pipeline worker under B1's load with py-spy; print the hottest frames.
 
     python -m benchmarks.profile_worker --jobs 300 [--queues submit,poll,download]
+    python -m benchmarks.profile_worker --pool prefork --concurrency 4  # B1io's worker
 
 py-spy samples the worker process from outside (no code change); by default only the
 thread holding the GIL is sampled, so the shares are the worker's CPU (what caps B1's
-single GIL-bound process), not time spent waiting on sockets. The raw
+single GIL-bound process), not time spent waiting on sockets; with ``--pool prefork``
+the pool's children are sampled too (``--subprocesses``), each on its own GIL. The raw
 stacks are folded into self and inclusive sample counts per function. Needs ``py-spy``
 (pip) and permission to ptrace a child process (the default for your own children).
 """
@@ -58,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--queues", default="submit,poll,download")
+    parser.add_argument("--pool", choices=("threads", "prefork"), default="threads")
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument(
         "--patched", action="store_true", help="run benchmarks.patched_worker (proposed fixes)"
@@ -66,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         "--all-threads",
         action="store_true",
         help="sample every running thread (wall time), not only the one holding the GIL",
+    )
+    parser.add_argument(
+        "--wall",
+        action="store_true",
+        help="wall time: every thread, idle (waiting on a socket) included (py-spy --idle)",
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/profile-worker.txt"))
     args = parser.parse_args(argv)
@@ -77,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     with bench_stack(workdir, TIME_SCALE, overrides=PRODUCTION_LOGS) as stack:
         proc = stack.start_worker(
             queues=args.queues,
+            pool=args.pool,
             concurrency=args.concurrency,
             name="pipe",
             module="benchmarks.patched_worker"
@@ -86,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         run_jobs(stack, WARMUP_JOBS, workers={"pipe": proc.pid}, timeout_s=120, fetch_records=False)
         recorder = subprocess.Popen(
             [spy, "record", "--pid", str(proc.pid), "--format", "raw", "--rate", "200",
-             "--output", str(raw), "--nonblocking", *([] if args.all_threads else ["--gil"])],
+             "--output", str(raw), "--nonblocking",
+             *([] if args.all_threads or args.wall else ["--gil"]),
+             *(["--idle"] if args.wall else []),
+             *(["--subprocesses"] if args.pool == "prefork" else [])],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip

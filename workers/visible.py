@@ -29,6 +29,10 @@ _UNSAFE_KEEP_LINES: Final = re.compile(
     "[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\u061c\u200e\u200f\u2028\u2029"
     "\u202a-\u202e\u2066-\u2069]"
 )
+# Every character of both patterns is one ``str.isprintable`` refuses (categories Cc, Cs,
+# Cf, Zl, Zp): a printable text has none of them, which ``isprintable`` says several times
+# faster than a regex search (every value of every log line passes here). A test holds
+# the patterns to that.
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -45,6 +49,8 @@ def visible(value: object, *, keep_lines: bool = False) -> str:
     ``keep_lines`` keeps newline and tab (for tracebacks); everything else is escaped.
     """
     text = value if isinstance(value, str) else str(value)
+    if text.isprintable():  # nearly every text: no character of either pattern (below)
+        return text
     pattern = _UNSAFE_KEEP_LINES if keep_lines else _UNSAFE
     if pattern.search(text) is None:
         return text
@@ -53,4 +59,4 @@ def visible(value: object, *, keep_lines: bool = False) -> str:
 
 def is_visible(text: str) -> bool:
     """True when :func:`visible` would leave ``text`` unchanged."""
-    return _UNSAFE.search(text) is None
+    return text.isprintable() or _UNSAFE.search(text) is None

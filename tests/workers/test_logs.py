@@ -8,14 +8,20 @@ from typing import Any
 
 import pytest
 import structlog
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nanobanana_queue.workers.logs import (
+    MAX_LOG_VALUE_CHARS,
+    cap_processor,
     configure_logging,
     get_logger,
     log_json_from_env,
     redact_processor,
     redact_text,
     register_secret,
+    scrub_processor,
+    visible_processor,
 )
 
 SECRET = "s3cr3t-value-for-logs-test"
@@ -165,3 +171,50 @@ def test_nbq_log_json_is_read_from_the_environment_as_the_settings_read_it(
     assert log_json_from_env({"NBQ_LOG_JSON": value}) is json_on
     assert log_json_from_env({"nbq_log_json": value}) is json_on
     assert log_json_from_env({}) is False
+
+
+_TEXT = st.one_of(
+    st.text(max_size=12),
+    st.text(max_size=MAX_LOG_VALUE_CHARS + 20),
+    st.sampled_from(
+        [
+            "see https://h.example/a.png?X-Amz-Signature=abc now",
+            "Authorization: Bearer abc.def-ghi",
+            f"key {SECRET} here",
+            "job\x1b]0;PWNED\x07 \u202eabc",
+            "line one\nline two\tend",
+            "x" * (MAX_LOG_VALUE_CHARS + 1),
+        ]
+    ),
+)
+_SCALAR = st.one_of(_TEXT, st.integers(), st.floats(allow_nan=False), st.booleans(), st.none())
+_VALUE = st.recursive(
+    st.one_of(_SCALAR, st.binary(max_size=20)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.tuples(inner, inner),
+        st.dictionaries(_TEXT, inner, max_size=4),
+    ),
+    max_leaves=12,
+)
+_KEY = st.one_of(st.sampled_from(["event", "exception", "stack", "job_id", "url"]), _TEXT)
+
+
+@settings(max_examples=300, deadline=None)
+@given(event=st.dictionaries(_KEY, _VALUE, max_size=6), quote=st.booleans())
+def test_scrub_processor_is_redact_then_cap_then_visible_in_one_pass(
+    event: dict[str, Any], quote: bool
+) -> None:
+    """The worker's chain runs the fused processor: every line must come out exactly as
+    the three processors in a row would make it (redaction first, the cap, the escapes)."""
+    register_secret(SECRET)
+    three = visible_processor(quote=quote)(
+        None, "info", cap_processor(None, "info", redact_processor(None, "info", dict(event)))
+    )
+
+    one = scrub_processor(quote=quote)(None, "info", dict(event))
+
+    assert list(one) == list(three)
+    assert {k: (type(v), repr(v)) for k, v in one.items()} == {
+        k: (type(v), repr(v)) for k, v in three.items()
+    }

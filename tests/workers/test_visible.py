@@ -145,3 +145,13 @@ def test_stdlib_records_of_celery_and_uvicorn_get_the_same_rule(form: str) -> No
     # Then the line shows them as text
     line = stream.getvalue()
     assert "received" in line and RAW_CONTROL.search(line.rstrip("\n")) is None
+
+
+def test_no_character_visible_escapes_is_printable() -> None:
+    """``visible`` returns a printable text unchanged without searching it: that shortcut
+    holds only while no character of either pattern is one ``str.isprintable`` accepts."""
+    from nanobanana_queue.workers.visible import _UNSAFE, _UNSAFE_KEEP_LINES
+
+    for pattern in (_UNSAFE, _UNSAFE_KEEP_LINES):
+        escaped = [c for c in map(chr, range(0x110000)) if pattern.match(c)]
+        assert escaped and not [c for c in escaped if c.isprintable()]
