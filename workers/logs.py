@@ -28,7 +28,7 @@ def register_secret(value: str | None) -> None:
 def redact_text(text: str) -> str:
     """Strip query strings from URLs (signed links), bearer tokens and known secrets.
 
-    Every value of every log line passes here (a worker writes ~9 lines per job), and a
+    Every value of every log line passes here (a worker writes ~6 lines per job), and a
     ``sub`` costs microseconds even when nothing matches: each pattern is only applied
     when the text can hold a match (a URL query needs ``://`` and ``?``; a bearer token
     is searched first, which is far cheaper than a ``sub`` that finds nothing).
@@ -185,7 +185,7 @@ def scrub_processor(*, quote: bool) -> Any:
     """structlog processor (the last before rendering): :func:`redact_processor`, then
     :func:`cap_processor`, then :func:`visible_processor`, in one pass over the event
     dict (the same output: a test holds it to the three in a row). Every line of the
-    process passes here (~9 per job), so the common value, a short string, takes one
+    process passes here (~6 per job), so the common value, a short string, takes one
     redaction, one length check and one escape check without rebuilding the dict three
     times."""
 
@@ -226,6 +226,12 @@ def escape_stdlib_records() -> None:
 
 #: Libraries whose INFO lines repeat what our events say (one per HTTP request).
 QUIET_LOGGERS = ("httpx", "httpcore")
+#: Celery's line for every message a worker takes ("Task nbq.poll[<id>] received"): written
+#: by the consumer's loop, the one thread that feeds the whole pool, ~11 % of its CPU
+#: rendered (benchmarks/profile_worker.py --pool prefork), and said again by Flower's
+#: ``task-received`` event and by the run's own "succeeded in" line. Shown with
+#: ``--loglevel DEBUG``; WARNING and above always.
+PER_MESSAGE_LOGGERS = ("celery.worker.strategy",)
 #: The root handler this module installs (found again and replaced on reconfiguration).
 HANDLER_NAME = "nbq"
 
@@ -297,6 +303,10 @@ def configure_logging(level: str = "INFO", *, json: bool = False, stdlib: bool =
     logging.captureWarnings(True)
     for chatty in QUIET_LOGGERS:  # a line per HTTP request: our own events already say it
         logging.getLogger(chatty).setLevel(max(threshold, logging.WARNING))
+    for chatty in PER_MESSAGE_LOGGERS:  # a line per message: at DEBUG only
+        logging.getLogger(chatty).setLevel(
+            threshold if threshold < logging.INFO else max(threshold, logging.WARNING)
+        )
     escape_stdlib_records()  # Celery's, kombu's, uvicorn's arguments escaped too
 
 
@@ -306,7 +316,7 @@ def skip_unrendered_record_fields() -> None:
     frames to find it), the thread, the process id and name. Our formats render the event
     dict (structlog's fields, a foreign record's message, level, logger name, time), never
     these. The switches are the ones the Python Logging HOWTO lists under "Optimization".
-    A worker writes ~9 lines per job (3 events of ours, 6 of Celery's), each line builds
+    A worker writes ~6 lines per job (3 events of ours, 3 of Celery's), each line builds
     two records (structlog's formatter copies it): this was ~15 % of a line's cost.
 
     Process-wide, so only where this module owns the process's logging (``stdlib=True``).

@@ -22,7 +22,7 @@ import pytest
 import structlog
 
 from nanobanana_queue.workers import startup
-from nanobanana_queue.workers.logs import QUIET_LOGGERS
+from nanobanana_queue.workers.logs import PER_MESSAGE_LOGGERS, QUIET_LOGGERS
 
 RECORD_SWITCHES = ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing")
 
@@ -31,7 +31,7 @@ RECORD_SWITCHES = ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing
 def _logging_restored() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    quiet = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+    quiet = {name: logging.getLogger(name).level for name in (*QUIET_LOGGERS, *PER_MESSAGE_LOGGERS)}
     # What a record looks up (workers.logs.skip_unrendered_record_fields turns it off).
     switches = {name: getattr(logging, name) for name in RECORD_SWITCHES}
     structlog_configured, structlog_config = structlog.is_configured(), structlog.get_config()

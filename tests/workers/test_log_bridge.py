@@ -92,3 +92,22 @@ def test_a_producers_host_keeps_its_record_lookups() -> None:
     configure_logging("INFO", stdlib=False)
 
     assert logging._srcfile is not None and logging.logThreads
+
+
+@pytest.mark.parametrize(("level", "shown"), [("INFO", False), ("DEBUG", True)])
+def test_celerys_line_per_received_message_is_written_at_debug_only(
+    capsys: pytest.CaptureFixture[str], level: str, shown: bool
+) -> None:
+    """The consumer loop's "received" line costs the thread that feeds the whole pool;
+    Flower's task-received event and the run's "succeeded in" line say the same. Its
+    warnings (a rejected ETA, say) still come out, as do the run's own lines."""
+    configure_logging(level, json=True)
+    strategy = logging.getLogger("celery.worker.strategy")
+
+    strategy.info("Task %s[%s] received", "nbq.poll", "id-1")
+    strategy.warning("odd message")
+    logging.getLogger("celery.app.trace").info("Task %s succeeded in %ss", "nbq.poll", 0.01)
+
+    events = [line["event"] for line in json_lines(capsys.readouterr().err)]
+    assert ("Task nbq.poll[id-1] received" in events) is shown
+    assert "odd message" in events and "Task nbq.poll succeeded in 0.01s" in events
