@@ -5,6 +5,7 @@ that heal — on a real Redis (and one real Cluster)."""
 from __future__ import annotations
 
 from collections import Counter
+from time import monotonic, sleep
 from types import SimpleNamespace
 
 import pytest
@@ -172,18 +173,61 @@ def test_a_slot_with_nothing_waiting_takes_nothing(
     assert (took.kind, took.reason) == ("none", "empty")
 
 
+def _taken_again(gate: FairShare, timeout_s: float = 10.0) -> str:
+    """Slots take until one gets a job (a lease expires by Redis's clock, which no test
+    can step: polled, never asserted on)."""
+    deadline = monotonic() + timeout_s
+    while monotonic() < deadline:
+        took = gate.take("s", "s", None, queued=False)
+        if took.kind == "pick":
+            return took.job_id
+        sleep(0.005)
+    return ""
+
+
 def test_a_job_taken_by_a_slot_that_dies_is_taken_again_after_its_lease(
     redis_server: RedisServer, clock: SimpleNamespace
 ) -> None:
     # Given a slot that took a job and was SIGKILLed before claiming it
-    gate = FairShare(redis_server.client(), lease_s=30)
+    client = redis_server.client()
+    gate = FairShare(client, lease_s=30)
     gate.enqueued("a~1", "a", None)
     assert gate.take("s", "s", None, queued=False).job_id == "a~1"
     assert gate.take("s", "s", None, queued=False).kind == "none"  # leased: not twice
     assert [s.waiting for s in gate.snapshot()] == [{"normal": 1}]  # still counted
     # When its lease has lapsed, the next slot takes it again (nothing lost)
-    clock.t += 31
+    assert _taken_again(FairShare(client, lease_s=0.001)) == "a~1"
+
+
+def test_lease_ages_come_from_redis_not_from_a_workers_clock(
+    redis_server: RedisServer, clock: SimpleNamespace
+) -> None:
+    """A worker whose clock runs 31 s ahead does not take a job another slot leased a
+    moment ago (its lease is 30 s of Redis's clock)."""
+    client = redis_server.client()
+    gate = FairShare(client, lease_s=30, heal_every_s=0)
+    gate.enqueued("a~1", "a", None)
     assert gate.take("s", "s", None, queued=False).job_id == "a~1"
+    clock.t += 31  # the worker clocks (enqueue times) move; Redis's does not
+    took = gate.take("s", "s", None, queued=False)
+    assert (took.kind, took.reason) == ("none", "empty")
+
+
+def test_expired_leases_are_looked_for_when_nothing_else_waits_or_every_heal_interval(
+    redis_server: RedisServer, clock: SimpleNamespace
+) -> None:
+    client = redis_server.client()
+    gate = FairShare(client, lease_s=30)
+    for job in ("a~1", "a~2", "a~3"):
+        gate.enqueued(job, "a", None)
+    assert gate.take("s", "s", None, queued=False).job_id == "a~1"  # its slot dies
+    # A process that looked a moment ago does not look again while others wait ...
+    hurried = FairShare(client, lease_s=0.001, heal_every_s=3600)
+    hurried._heal_due = float("inf")
+    assert _taken_again(hurried) == "a~2"
+    # ... but as soon as nothing else waits, the expired lease is back in line
+    assert _taken_again(hurried) == "a~3"
+    assert _taken_again(hurried) == "a~1"
 
 
 def test_a_job_put_back_keeps_its_place_and_its_producers_share(
