@@ -12,14 +12,17 @@
 --   <base>finish           hash producer -> start tag of an idle producer's next pick
 --   <base>w:<producer>     zset job_id -> rank * 1e10 + enqueue time (0 high, 1 normal,
 --                               2 low; FIFO within a rank): the producer's waiting jobs
---   <base>lease            hash job_id -> "<taken at>\t<producer>\t<score>\t<charge>\t<f>"
+--   <base>lease            hash job_id -> "<producer>\t<score>\t<charge>\t<f>\t<seen>"
 --                               a taken job not yet claimed (f = 1: the take put it in
---                               the producer's in-flight set)
+--                               the producer's in-flight set; seen: when a heal first
+--                               saw the lease, empty before)
 --   <base>f:<producer>     zset job_id -> when it was taken / claimed (in flight; written
 --                               only under a cap)
 --
 -- Producer '' = jobs without a producer. Times are Redis's (TIME), except the enqueue time
--- (the producer's clock: it only orders one producer's jobs).
+-- (the producer's clock: it only orders one producer's jobs). A take reads no clock
+-- unless it heals or a cap is set: a lease's age is counted from the first heal that saw
+-- it (so it lasts lease_s at least, and at most lease_s + the time between heals).
 --
 -- KEYS  1 base prefix '<prefix>:fair:{fair}:', 2 ready, 3 finish, 4 lease
 -- ARGV[1] op
@@ -65,11 +68,11 @@ local function weights_from(first)
   return weights
 end
 
--- "<taken at>\t<producer>\t<score>\t<charge>\t<f>" -> its five parts.
+-- "<producer>\t<score>\t<charge>\t<f>\t<seen>" -> producer, score, charge, f, seen.
 local function parse_lease(info)
   local parts = {}
   for part in string.gmatch(info .. '\t', '([^\t]*)\t') do table.insert(parts, part) end
-  return tonumber(parts[1]), parts[2], parts[3], tonumber(parts[4]), parts[5] == '1'
+  return parts[1], parts[2], tonumber(parts[3]), parts[4] == '1', tonumber(parts[5])
 end
 
 -- The producer's next start moved by delta (a charge given back: negative), whether it is
@@ -94,19 +97,24 @@ end
 local function end_lease(job, relist)
   local info = redis.call('HGET', lease_key, job)
   if not info then return end
-  local _, producer, score, charge, flight = parse_lease(info)
+  local producer, score, charge, flight = parse_lease(info)
   redis.call('HDEL', lease_key, job)
   if relist then redis.call('ZADD', wkey(producer), 'NX', score, job) end
   move_tag(producer, -charge, relist)
   if flight then redis.call('ZREM', fkey(producer), job) end
 end
 
--- Jobs whose taker died before claiming them (leased longer than lease_s) back in line.
+-- Jobs whose taker died before claiming them back in line: a lease first seen by an
+-- earlier heal lease_s ago or more. A lease seen for the first time is marked.
 local function heal(now, lease_s)
   local healed = 0
   local all = redis.call('HGETALL', lease_key)
   for i = 1, #all, 2 do
-    if parse_lease(all[i + 1]) < now - lease_s then
+    local info = all[i + 1]
+    local seen = select(5, parse_lease(info))
+    if seen == nil then
+      redis.call('HSET', lease_key, all[i], string.gsub(info, '\t[^\t]*$', '') .. '\t' .. tostring(now))
+    elseif seen <= now - lease_s then
       end_lease(all[i], true)
       healed = healed + 1
     end
@@ -148,13 +156,14 @@ end
 -- The listed producer whose next pick starts first and is not at its cap: producer, tag;
 -- or nil and the capped producers. Capped producers found with nothing listed leave ready
 -- (an uncapped one is found empty by the take).
-local function fairest(now, cap, flight_ttl)
+local function fairest(clock, cap, flight_ttl)
   if cap <= 0 then
     local head = redis.call('ZRANGE', ready_key, 0, 0, 'WITHSCORES')
     if #head == 0 then return nil, {} end
     return head[1], tonumber(head[2])
   end
   local capped = {}
+  local now = clock()
   local all = redis.call('ZRANGE', ready_key, 0, -1, 'WITHSCORES')
   for i = 1, #all, 2 do
     local p = all[i]
@@ -190,19 +199,23 @@ end
 if op == 'take' then
   local own = ARGV[2]
   local lease_s, cap, flight_ttl = tonumber(ARGV[5]), tonumber(ARGV[7]), tonumber(ARGV[8])
-  local now = now_s()
+  local now = nil
+  local function clock()  -- Redis's, read once and only when needed
+    if now == nil then now = now_s() end
+    return now
+  end
   local healed = ARGV[6] == '1'
-  if healed then heal(now, lease_s) end
+  if healed then heal(clock(), lease_s) end
 
   -- Start-time fair queueing: a producer's next job starts at the finish of its previous
   -- pick and finishes 1/weight later; the smallest start goes (ties: the smaller name).
   -- No virtual clock moves here: a take given back (put_back, release) returns its
   -- charge and leaves nothing else changed.
   while true do
-    local p, tag = fairest(now, cap, flight_ttl)
+    local p, tag = fairest(clock, cap, flight_ttl)
     if p == nil then
       -- Nothing to take: expired leases are healed now if they were not already.
-      if healed or heal(now, lease_s) == 0 then return nothing(tag) end
+      if healed or heal(clock(), lease_s) == 0 then return nothing(tag) end
       healed = true
     else
       local head = redis.call('ZPOPMIN', wkey(p))
@@ -216,8 +229,8 @@ if op == 'take' then
         end
         local charge = 1 / (weights_from(9)[p] or 1)
         local flight = 0
-        if cap > 0 then flight = redis.call('ZADD', fkey(p), 'NX', now, job) end  -- the cap
-        local info = table.concat({tostring(now), p, score, tostring(charge), flight}, '\t')
+        if cap > 0 then flight = redis.call('ZADD', fkey(p), 'NX', clock(), job) end  -- the cap
+        local info = table.concat({p, score, tostring(charge), flight, ''}, '\t')
         -- A job listed twice (a re-sent enqueue) and leased already: this copy is dropped.
         if redis.call('HSETNX', lease_key, job, info) == 1 then
           redis.call('ZADD', ready_key, tag + charge, p)
@@ -278,7 +291,7 @@ if op == 'snapshot' then
     for i = 2, #listed, 2 do count(p, listed[i]) end
   end
   for _, info in ipairs(redis.call('HVALS', lease_key)) do
-    local _, producer, score = parse_lease(info)
+    local producer, score = parse_lease(info)
     count(producer, score)
   end
   local out = {}

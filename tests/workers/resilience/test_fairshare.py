@@ -241,6 +241,71 @@ def test_a_job_put_back_keeps_its_place_and_its_producers_share(
     assert _slots(gate, 4) == ["a~1", "b~1", "a~2", "b~2"]
 
 
+def test_a_taken_job_that_is_not_created_gives_its_producer_the_charge_back(
+    redis_server: RedisServer, clock: SimpleNamespace
+) -> None:
+    """A slot takes A's job and finds it cancelled meanwhile (release): no create was
+    made, so A's share is as if it had never been taken."""
+    gate = FairShare(redis_server.client())
+    for job, producer in (("a~1", "a"), ("a~2", "a"), ("b~1", "b"), ("b~2", "b")):
+        gate.enqueued(job, producer, None)
+    assert gate.take("s", "s", None, queued=False).job_id == "a~1"
+    gate.release("a~1")  # its record was no longer queued
+    assert _slots(gate, 3) == ["a~2", "b~1", "b~2"]
+
+
+def test_a_job_that_leaves_before_its_take_leaves_the_lists(
+    redis_server: RedisServer, clock: SimpleNamespace
+) -> None:
+    """Cancelled or failed while waiting: never taken, never counted as waiting."""
+    gate = FairShare(redis_server.client())
+    for job in ("a~1", "a~2"):
+        gate.enqueued(job, "a", None)
+    gate.left("a~1", "a")
+    assert [s.waiting for s in gate.snapshot()] == [{"normal": 1}]
+    assert _slots(gate, 5) == ["a~2"]
+
+
+def test_a_job_that_leaves_while_taken_gives_the_charge_back(
+    redis_server: RedisServer, clock: SimpleNamespace
+) -> None:
+    gate = FairShare(redis_server.client())
+    for job, producer in (("a~1", "a"), ("a~2", "a"), ("b~1", "b")):
+        gate.enqueued(job, producer, None)
+    assert gate.take("s", "s", None, queued=False).job_id == "a~1"
+    gate.left("a~1", "a")  # cancelled between its take and its claim
+    assert _slots(gate, 3) == ["a~2", "b~1"]
+    assert gate.snapshot() == []
+
+
+def test_an_enqueue_sent_again_for_a_job_in_flight_does_not_lift_the_cap(
+    redis_server: RedisServer, clock: SimpleNamespace
+) -> None:
+    """A re-sent enqueue of a job already claimed is not listed again (its listing, taken
+    and released, dropped the job's in-flight entry: one create past the cap)."""
+    gate = FairShare(redis_server.client(), max_in_flight=1)
+    gate.enqueued("a~1", "a", None)
+    assert _slots(gate, 1) == ["a~1"]  # claimed: a's one create in flight
+    gate.enqueued("a~1", "a", None)  # the re-sent enqueue
+    gate.enqueued("a~2", "a", None)
+    took = gate.take("s", "s", None, queued=False, still_in_flight=lambda ids: ids)
+    assert (took.kind, took.reason) == ("none", "capped")
+    assert [s.in_flight for s in gate.snapshot()] == [1]
+
+
+def test_a_job_listed_again_while_taken_is_not_taken_twice(
+    redis_server: RedisServer, clock: SimpleNamespace
+) -> None:
+    gate = FairShare(redis_server.client())
+    gate.enqueued("a~1", "a", None)
+    assert gate.take("s", "s", None, queued=False).job_id == "a~1"
+    gate.enqueued("a~1", "a", None)  # a re-sent enqueue while a~1 is leased
+    gate.enqueued("a~2", "a", None)
+    assert gate.take("s", "s", None, queued=False).job_id == "a~2"
+    gate.claimed("a~1", "a")
+    assert gate.take("s", "s", None, queued=False).kind == "none"
+
+
 def test_snapshot_shows_waiting_and_shares(
     redis_server: RedisServer, clock: SimpleNamespace
 ) -> None:
