@@ -10,9 +10,9 @@
 --                               with jobs listed is in it (one whose list emptied leaves at
 --                               the next take that reaches it, its tag kept in finish)
 --   <base>finish           hash producer -> start tag of an idle producer's next pick
---   <base>w:<producer>     zset job_id -> rank * 1e10 + enqueue time (0 high, 1 normal,
+--   <base>wait:<producer>  zset job_id -> rank * 1e10 + enqueue time (0 high, 1 normal,
 --                               2 low; FIFO within a rank): the producer's waiting jobs
---   <base>lease            hash job_id -> "<producer>\t<score>\t<charge>\t<f>\t<seen>"
+--   <base>taken            hash job_id -> "<producer>\t<score>\t<charge>\t<f>\t<seen>"
 --                               a taken job not yet claimed (f = 1: the take put it in
 --                               the producer's in-flight set; seen: when a heal first
 --                               saw the lease, empty before)
@@ -24,7 +24,7 @@
 -- unless it heals or a cap is set: a lease's age is counted from the first heal that saw
 -- it (so it lasts lease_s at least, and at most lease_s + the time between heals).
 --
--- KEYS  1 base prefix '<prefix>:fair:{fair}:', 2 ready, 3 finish, 4 lease
+-- KEYS  1 base prefix '<prefix>:fair:{fair}:', 2 ready, 3 finish, 4 taken
 -- ARGV[1] op
 -- enqueued: 2 job, 3 producer, 4 rank, 5 enqueue time, 6 cap, 7.. weights (producer,
 --          weight). The job waits (idempotent: ZADD NX; under a cap not a job in flight);
@@ -48,13 +48,16 @@
 -- forget_flight: 2 producer, 3.. jobs no longer in flight.
 -- in_flight: 2 producer: the producer's claimed jobs.
 -- snapshot: {producer, rank, waiting, in_flight, ...} (leased jobs count as waiting).
+-- migrate: the layout before this one (per-class lists w:<producer>|<rank>, a classes
+--          set, leases in lease + lease_of) moved into this one, once: its leases back
+--          in line with their charge given back. finish and f:<producer> are the same.
 
 local base = KEYS[1]
 local ready_key, finish_key, lease_key = KEYS[2], KEYS[3], KEYS[4]
 local op = ARGV[1]
 local RANK_SPAN = 1e10  -- a rank's band of scores: enqueue times (epoch s) stay below it
 
-local function wkey(producer) return base .. 'w:' .. producer end
+local function wkey(producer) return base .. 'wait:' .. producer end
 local function fkey(producer) return base .. 'f:' .. producer end
 
 local function now_s()
@@ -304,6 +307,34 @@ if op == 'snapshot' then
     table.insert(out, redis.call('ZCARD', fkey(p)))
   end
   return out
+end
+
+if op == 'migrate' then
+  local classes_key, old_lease_of = base .. 'classes', base .. 'lease_of'
+  local moved = 0
+  for _, job in ipairs(redis.call('HKEYS', old_lease_of)) do
+    local info = redis.call('HGET', old_lease_of, job)  -- "<class>\t<score>\t<charge>"
+    local class, score, charge = string.match(info, '^([^\t]*)\t([^\t]*)\t([^\t]*)$')
+    redis.call('ZADD', base .. 'w:' .. class, 'NX', score, job)
+    redis.call('SADD', classes_key, class)
+    local producer = string.match(class, '^(.*)|')
+    redis.call('HINCRBYFLOAT', finish_key, producer, -tonumber(charge))
+  end
+  redis.call('DEL', old_lease_of, base .. 'lease')
+  for _, class in ipairs(redis.call('SMEMBERS', classes_key)) do
+    local producer, r = string.match(class, '^(.*)|(%d)$')
+    local listed = redis.call('ZRANGE', base .. 'w:' .. class, 0, -1, 'WITHSCORES')
+    for i = 1, #listed, 2 do
+      local score = tonumber(r) * RANK_SPAN + tonumber(listed[i + 1])
+      moved = moved + redis.call('ZADD', wkey(producer), 'NX', score, listed[i])
+    end
+    redis.call('DEL', base .. 'w:' .. class)
+    if #listed > 0 and not redis.call('ZSCORE', ready_key, producer) then
+      redis.call('ZADD', ready_key, redis.call('HGET', finish_key, producer) or '0', producer)
+    end
+  end
+  redis.call('DEL', classes_key)
+  return moved
 end
 
 return redis.error_reply('fairshare.lua: unknown op ' .. tostring(op))

@@ -137,7 +137,7 @@ class FairShare:
         self.base = f"{prefix}:fair:{tagged('fair', client)}:"
         #: The keys every call declares (fairshare.lua's header): the prefix, then the
         #: fixed keys; a producer's own keys are derived from the prefix in the same slot.
-        self.keys = [self.base, self.base + "ready", self.base + "finish", self.base + "lease"]
+        self.keys = [self.base, self.base + "ready", self.base + "finish", self.base + "taken"]
         self.weights = weights or {}
         self.max_in_flight = max_in_flight
         self.lease_s = lease_s
@@ -266,7 +266,7 @@ class FairShare:
         """The job claimed its create: no longer leased; in flight under a cap. Without a
         cap that is one ``HDEL`` of its lease (fairshare.lua's layout), no script."""
         if self.max_in_flight <= 0:
-            self.redis.hdel(self.base + "lease", job_id)
+            self.redis.hdel(self.base + "taken", job_id)
             return
         self._run("claimed", job_id, producer or "", self.max_in_flight)
 
@@ -288,6 +288,17 @@ class FairShare:
             self._run("left", job_id, producer or "")
         except redis.RedisError as exc:
             log.warning("fair_share_left_unrecorded", job_id=job_id, error=type(exc).__name__)
+
+    def migrate(self) -> int:
+        """The lists of the layout before this one moved into this one (once: a worker's
+        first use; a few commands when there is nothing to move). Returns the jobs moved.
+        Best effort: a job left on an old list is still queued, so its own message (or the
+        reconciler's re-send) submits it directly."""
+        try:
+            return int(self._run("migrate"))
+        except redis.RedisError as exc:
+            log.warning("fair_share_migrate_failed", error=type(exc).__name__)
+            return 0
 
     def snapshot(self) -> list[ProducerShare]:
         """Each waiting producer's jobs per priority, weight, share and in-flight count."""

@@ -314,6 +314,26 @@ def test_a_job_listed_again_while_taken_is_not_taken_twice(
     assert gate.take("s", "s", None, queued=False).kind == "none"
 
 
+def test_jobs_listed_by_the_layout_before_are_moved_once_in_their_order(
+    redis_server: RedisServer, clock: SimpleNamespace
+) -> None:
+    """A deploy while jobs wait: the per-class lists of the layout before (and a job one
+    of its slots had taken) are moved into the per-producer lists, order kept."""
+    client = redis_server.client()
+    gate = FairShare(client)
+    base = gate.base
+    client.sadd(base + "classes", "a|1", "a|0")
+    client.zadd(base + "w:a|1", {"a~1": 100.0, "a~2": 101.0})
+    client.zadd(base + "w:a|0", {"a~high": 102.0})
+    client.zadd(base + "lease", {"a~0": 98.0})  # taken by an old worker's slot, unclaimed
+    client.hset(base + "lease_of", "a~0", "a|1\t99.0\t1")
+    client.hset(base + "finish", "a", "1")
+    assert gate.migrate() == 4
+    assert gate.migrate() == 0  # once
+    assert _slots(gate, 5) == ["a~high", "a~0", "a~1", "a~2"]
+    assert [k.decode() for k in client.keys(base + "*")] == [base + "finish"]  # a's tag
+
+
 def test_snapshot_shows_waiting_and_shares(
     redis_server: RedisServer, clock: SimpleNamespace
 ) -> None:
