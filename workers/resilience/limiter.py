@@ -49,6 +49,16 @@ return tostring((1 - tokens) / rate)
 """
 
 
+_GIVE_BACK_LUA = """
+-- A granted token that bought nothing (no create was sent): back in the bucket, never
+-- past the burst. A bucket gone (expired) is full already.
+local tokens = redis.call('HGET', KEYS[1], 'tokens')
+if not tokens then return 0 end
+redis.call('HSET', KEYS[1], 'tokens', tostring(math.min(tonumber(ARGV[1]), tonumber(tokens) + 1)))
+return 1
+"""
+
+
 class SharedRateLimiter:
     def __init__(
         self,
@@ -64,6 +74,7 @@ class SharedRateLimiter:
         #: Wall-clock seconds (the buckets' times are shared by every host); tests step it.
         self.clock = clock
         self._bucket = client.register_script(_BUCKET_LUA)
+        self._give_back = client.register_script(_GIVE_BACK_LUA)
 
     def _keys(self, kind: str) -> list[str]:
         # One hash tag per kind on a cluster: the bucket script and the penalty pipeline
@@ -83,6 +94,13 @@ class SharedRateLimiter:
         if wait_s > 0:
             metrics.limiter_wait(kind)
         return wait_s
+
+    def give_back(self, kind: str) -> None:
+        """A token ``acquire`` granted was not used (the call it was for was not made): it
+        goes back to the bucket. Nothing to do for an unlimited kind."""
+        rate = self.rates_per_s.get(kind, 0.0)
+        if rate > 0:
+            self._give_back(keys=self._keys(kind)[:1], args=[max(1.0, rate)])
 
     def _blocked_for_s(self, kind: str) -> float:
         """An unlimited kind (the default) has no bucket, only a 429's block: one ``GET``

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.stages import submit as submit_stage
 from nanobanana_queue.workers.stages.steps import Poll, Retry
+from tests.support.clock import SteppedClock
 from tests.support.emulator_server import EmulatorServer
 from tests.workers.stages.conftest import StepLog, claim_submit, new_job, submitted_job
 
@@ -101,3 +103,18 @@ def test_the_402_that_trips_the_breaker_leaves_the_breakers_wording_on_the_job(
     assert isinstance(step, Retry) and isinstance(step.error, QuotaExceededError)
     # Then the job says what the README says (not the API's error code)
     assert rt.store.require(job_id).waiting_reason == "submissions paused: quota"
+
+
+def test_a_granted_create_that_finds_every_waiting_producer_capped_gives_its_token_back(
+    make_rt: Callable[..., Runtime], steps: StepLog
+) -> None:
+    """The slot comes back later; the create rate it was granted goes to the next slot
+    instead of being lost."""
+    rt = make_rt(creates_per_s=1, max_in_flight_per_producer=1)
+    clock = SteppedClock()
+    rt.limiter.clock = clock
+    first, second = new_job(rt), new_job(rt)
+    assert steps(submit_stage.submit(rt, first)) == "created"  # the producer's 1 in flight
+    clock.advance(1.0)  # one token refilled
+    assert steps(submit_stage.submit(rt, second)) == "deferred_producer_in_flight"
+    assert rt.limiter.acquire("create") == 0  # the token is still there
