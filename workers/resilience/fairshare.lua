@@ -25,10 +25,8 @@
 -- it (so it lasts lease_s at least, and at most lease_s + the time between heals).
 --
 -- KEYS  1 base prefix '<prefix>:fair:{fair}:', 2 ready, 3 finish, 4 taken
+-- A new job is listed by fairshare_enqueue.lua (the enqueue sends its text: kept small).
 -- ARGV[1] op
--- enqueued: 2 job, 3 producer, 4 rank, 5 enqueue time, 6 cap, 7.. weights (producer,
---          weight). The job waits (idempotent: ZADD NX; under a cap not a job in flight);
---          an idle producer starts level with the others.
 -- take:    2 own job, 3 own producer, 4 own job queued (1|0), 5 lease_s, 6 heal (1|0),
 --          7 cap (0 none), 8 flight ttl s, 9.. weights (producer, weight)
 --          Returns {'direct'} when the own job is queued but neither waiting nor taken
@@ -129,31 +127,6 @@ end
 local function went_idle(producer, tag)
   redis.call('ZREM', ready_key, producer)
   redis.call('HSET', finish_key, producer, tag)
-end
-
-if op == 'enqueued' then
-  local job, producer, cap = ARGV[2], ARGV[3], tonumber(ARGV[6])
-  -- Under a cap, a job in flight is not listed again (its entry would be dropped when the
-  -- listing is taken and released: one create more than the cap). A job listed again while
-  -- leased is skipped by the take (HSETNX); one listed again after its claim is released.
-  if cap > 0 and redis.call('ZSCORE', fkey(producer), job) then return 0 end
-  local score = tonumber(ARGV[4]) * RANK_SPAN + tonumber(ARGV[5])
-  if redis.call('ZADD', wkey(producer), 'NX', score, job) == 0 then return 0 end
-  if not redis.call('ZSCORE', ready_key, producer) then
-    -- The producer was idle: it starts no earlier than the start of the last pick of
-    -- the least-served listed producer (it banks no creates while idle).
-    local weights = weights_from(7)
-    local tag = tonumber(redis.call('HGET', finish_key, producer) or '0')
-    local others = redis.call('ZRANGE', ready_key, 0, -1, 'WITHSCORES')
-    local level = nil
-    for i = 1, #others, 2 do
-      local f = tonumber(others[i + 1]) - 1 / (weights[others[i]] or 1)
-      if level == nil or f < level then level = f end
-    end
-    if level ~= nil and level > tag then tag = level end
-    redis.call('ZADD', ready_key, tag, producer)
-  end
-  return 1
 end
 
 -- The listed producer whose next pick starts first and is not at its cap: producer, tag;

@@ -51,6 +51,12 @@ FAIRSHARE_LUA = (
     .joinpath("fairshare.lua")
     .read_text(encoding="utf-8")
 )
+#: The enqueue's part alone: its text rides in every enqueue's pipeline (``EVAL``).
+ENQUEUE_LUA = (
+    files("nanobanana_queue.workers.resilience")
+    .joinpath("fairshare_enqueue.lua")
+    .read_text(encoding="utf-8")
+)
 
 log = get_logger("nbq.fairshare")
 
@@ -145,6 +151,7 @@ class FairShare:
         self.heal_every_s = heal_every_s
         self._heal_due = 0.0  # monotonic: this process's next look for expired leases
         self._script = client.register_script(FAIRSHARE_LUA)
+        self._enqueue = client.register_script(ENQUEUE_LUA)
 
     def weight(self, producer: str | None) -> float:
         return self.weights.get(producer or "", 1.0)
@@ -163,7 +170,7 @@ class FairShare:
         directly when its message comes (no fairness for it, nothing lost). An enqueue
         must not fail (and be repeated as a second job) for this."""
         try:
-            self._run(*self._enqueued_args(job_id, producer, priority))
+            self._enqueue(keys=self.keys, args=self._enqueued_args(job_id, producer, priority))
         except redis.RedisError:
             return
 
@@ -174,7 +181,7 @@ class FairShare:
         one-round-trip enqueue stays one round trip)."""
         return [
             "EVAL",
-            FAIRSHARE_LUA,
+            ENQUEUE_LUA,
             len(self.keys),
             *self.keys,
             *self._enqueued_args(job_id, producer, priority),
@@ -184,7 +191,6 @@ class FairShare:
         self, job_id: str, producer: str | None, priority: str | None
     ) -> list[str | int | float]:
         return [
-            "enqueued",
             job_id,
             producer or "",
             rank(priority),
