@@ -149,8 +149,8 @@ def test_each_failed_job_ends_one_task_in_failure_named_for_its_reason(
 
     # And the exporter counts each failed job once, by reason
     # (written within NBQ_METRICS_FLUSH_S of the job's end)
-    wanted = Counter(expected.values())
-    assert settled(lambda: _failed_by_reason(stack), lambda c: c == wanted) == wanted
+    reasons = Counter(expected.values())
+    assert settled(lambda: _failed_by_reason(stack), lambda c: c == reasons) == reasons
     # And no result backend stores the FAILURE states (none is configured)
     assert stack.redis.client().keys("celery-task-meta-*") == []
 

@@ -361,6 +361,10 @@ def test_the_state_table_compiled_into_the_update_script_is_the_pythons() -> Non
 # (its cost, the script's commands per move, is benchmarks/redis_commands.py's to report)
 
 
+def _fields(server: RedisServer, key: str) -> set[str]:
+    return {k.decode() if isinstance(k, bytes) else k for k in server.client().hkeys(key)}
+
+
 def test_a_move_with_increments_and_unsets_writes_exactly_its_fields(
     session_redis: RedisServer,
 ) -> None:
@@ -368,7 +372,7 @@ def test_a_move_with_increments_and_unsets_writes_exactly_its_fields(
     store = JobStore(session_redis.client(), prefix=f"d{uuid.uuid4().hex[:8]}")
     store.create(JobRecord(job_id="j1"))
     store.apply(lifecycle.CLAIM_SUBMIT, "j1")
-    before = {k.decode() for k in session_redis.client().hkeys(store.key("j1"))}
+    before = _fields(session_redis, store.key("j1"))
 
     # When the create's answer is recorded with two increments and three unsets
     store.apply(
@@ -383,7 +387,7 @@ def test_a_move_with_increments_and_unsets_writes_exactly_its_fields(
     record = store.require("j1")
     assert (record.credits_paid, record.paid_creates, record.attempts) == (1.6, 1, 1)
     assert (record.evolink_task_id, record.poll_token) == ("task-1", "p1")
-    after = {k.decode() for k in session_redis.client().hkeys(store.key("j1"))}
+    after = _fields(session_redis, store.key("j1"))
     assert {"waiting_reason", "error", "callback_task_id"}.isdisjoint(before | after)
     assert before <= after  # nothing the move does not own is removed
     raw = session_redis.client().hmget(store.key("j1"), "paid_creates", "attempts")
