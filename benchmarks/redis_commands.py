@@ -256,7 +256,14 @@ def _measure(args: Any, workdir: Path, cluster: Any, overrides: dict[str, str]) 
         }
         from nanobanana_queue.workers.contract import DECLARED_QUEUES
 
-        out["by_component"] = by_component(monitor.counts, n, queues=(*DECLARED_QUEUES, "celery"))
+        queues = (*DECLARED_QUEUES, "celery")
+        out["by_component"] = by_component(monitor.counts, n, queues=queues)
+        # what "other" holds, down to the rare patterns by_pattern leaves out
+        out["other_patterns"] = {
+            name: round(count / n, 3)
+            for name, count in monitor.counts.most_common()
+            if component(name, queues=queues) == "other" and count / n >= 0.005
+        }
         # the store's commands are on the cluster's nodes, not in MONITOR of the broker
         budgeted = out["total"] if cluster is None else None
         out["budget"] = {
