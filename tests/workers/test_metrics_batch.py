@@ -160,7 +160,7 @@ def test_the_forced_end_of_a_warm_shutdown_writes_what_is_held(
     client = redis_server.client()
     metrics.set_flush_window(60.0)
     exits: list[int] = []
-    monkeypatch.setattr(shutdown.os, "_exit", exits.append)  # the test process lives on
+    monkeypatch.setattr(os, "_exit", exits.append)  # the test process lives on
     no_consumer = SimpleNamespace(consumer=SimpleNamespace(task_consumer=None))
     monkeypatch.setattr(shutdown, "_worker", no_consumer)
     try:
