@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
 _ID = re.compile(
     r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{16,}|\d+(\.\d+)?"
 )
+#: Keys named by an id no ``_ID`` shape catches (the API's task ids, worker names).
+_TAIL = re.compile(r"(:task:|:held:).+")
 _HEAD = re.compile(r"^\S+ \[\d+ ([^\]]+)\] ")
 _ARG = re.compile(r'"((?:[^"\\]|\\.)*)"')
 
@@ -94,8 +96,9 @@ COMPONENTS = (
 )
 #: A key (the prefix and a shard tag ``{s*}`` taken off) -> its component, first match.
 _BY_KEY = (
-    # records, state indexes, producer indexes, the end's PUBLISH to waiters, the outbox
-    (re.compile(r"^(job|state|producer|jobend|notify|epoch)\b"), "job store"),
+    # records, state indexes, producer indexes, the end's PUBLISH to waiters, the outbox,
+    # a paid task's owner (task:<id>), the store's epoch marker
+    (re.compile(r"^(job|state|producer|jobend|notify|task|store)\b"), "job store"),
     (re.compile(r"^fair\b"), "fair share"),
     (re.compile(r"^credit"), "credits"),
     (re.compile(r"^metrics:"), "metrics"),
@@ -174,7 +177,8 @@ def _parse(line: str, *, keyed: bool) -> str | None:
     if keyed:
         return key
     prefix = "lua:" if head.group(1) == "lua" else ""
-    return f"{prefix}{command} {_ID.sub('*', key)[:60]}".rstrip()
+    key = _TAIL.sub(r"\1*", _ID.sub("*", key))
+    return f"{prefix}{command} {key[:60]}".rstrip()
 
 
 class Monitor:
