@@ -85,7 +85,13 @@ def test_raw_amqp_messages_are_dead_lettered_and_the_worker_carries_on(
     assert producer.status(job).state == JobState.STORED
     # And each raw message is a dead letter with its reason
     store = DeadLetterStore.from_settings(amqp_stack.settings())
-    wait_until(lambda: store.count() >= len(RAW), timeout_s=60, what="dead letters")
+    try:
+        wait_until(lambda: store.count() >= len(RAW), timeout_s=60, what="dead letters")
+    except Exception:
+        print("COUNTS", vhost.queue_counts())
+        print("LETTERS", Counter(letter.reason for letter in store.list(limit=100)))
+        print("LOGS", amqp_stack.worker_logs()[-20000:])
+        raise
     letters = store.list(limit=100)
     assert Counter(letter.reason for letter in letters) == Counter(r for *_, r in RAW)
     assert {letter.queue for letter in letters} == {"poll"}
