@@ -93,9 +93,8 @@ def test_raw_amqp_messages_are_dead_lettered_and_the_worker_carries_on(
     try:
         wait_until(lambda: store.count() >= len(RAW), timeout_s=60, what="dead letters")
     except TimeoutError:  # say where the missing ones are: still queued, or never refused
-        letters = Counter(letter.reason for letter in store.list(limit=100))
-        counts = vhost.queue_counts()
-        raise AssertionError(f"letters {letters}, queued {counts}\n"
+        reasons = Counter(letter.reason for letter in store.list(limit=100))
+        raise AssertionError(f"letters {reasons}, queued {vhost.queue_counts()}\n"
                              f"{amqp_stack.worker_logs()[-6000:]}") from None  # fmt: skip
     letters = store.list(limit=100)
     assert Counter(letter.reason for letter in letters) == Counter(r for *_, r in RAW)
