@@ -129,10 +129,10 @@ def test_send_publishes_one_message_with_its_countdown_capped(
 def test_a_retry_resends_the_running_message_and_only_a_spending_one_counts(
     error: NbqError, spends_budget: bool, sent_retries: int
 ) -> None:
-    # Given a poll run that is its message's third retry
+    # Given a run that is its message's third retry (max_retries None as StageTask)
     app = Celery("dispatch-retry-test", broker="memory://", set_as_current=False)
 
-    @app.task(bind=True, name="nbq.poll", max_retries=None)  # as StageTask
+    @app.task(bind=True, name="t.dispatch-retry", max_retries=None, shared=False)
     def poll(self: Any, **_: Any) -> None: ...
 
     seen: list[dict[str, Any]] = []
@@ -146,16 +146,15 @@ def test_a_retry_resends_the_running_message_and_only_a_spending_one_counts(
         id="c-1", retries=3, kwargs={"job_id": "j1", "token": "t1"}, called_directly=False
     )
     try:
-        # When the stage asks for a retry (with a new token)
-        step = Retry(error, after_s=30.0, budget=None, spends_budget=spends_budget,
-                     again=Poll("j1", "t2"))  # fmt: skip
+        # When the stage asks for a retry
+        step = Retry(error, after_s=30.0, budget=None, spends_budget=spends_budget)
         raised = Dispatcher(app, max_countdown_s=10.0).retry(poll, step)
     finally:
         poll.pop_request()
         before_task_publish.disconnect(record)
     # Then the same task id goes out once, capped, with its retries counted or reset
     assert [(m["task"], m["id"], m["retries"], m["kwargs"]) for m in seen] == [
-        ("nbq.poll", "c-1", sent_retries, {"job_id": "j1", "token": "t2"})
+        ("t.dispatch-retry", "c-1", sent_retries, {"job_id": "j1", "token": "t1"})
     ]
     assert 0 < datetime.fromisoformat(seen[0]["eta"]).timestamp() - time.time() <= 10.0
     # And the worker raises Celery's Retry carrying the error (Flower: RETRY, its class)
