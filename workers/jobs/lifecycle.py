@@ -389,11 +389,11 @@ COMPLETED = _move(
     (G,),
     D,
     guards=("poll_token",),
-    unsets=("poll_token", "next_poll_at"),
     takes=("result_urls",),
     fixed={"progress": 100},
     bumps={"polls": 1},
-    doc="the task finished: its result links are recorded, download them",
+    doc="the task finished: its result links are recorded, download them (the poll "
+    "fields stay until `stored`, which removes them with the links: one write fewer)",
 )
 RECREATE = _move(
     "recreate",
@@ -422,7 +422,7 @@ STORED = _move(
     "stored",
     (D,),
     JobState.STORED,
-    unsets=("result_urls",),
+    unsets=("result_urls", "poll_token", "next_poll_at"),
     takes=("objects",),
     doc="every image and the manifest are in the bucket",
 )
