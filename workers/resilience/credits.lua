@@ -37,7 +37,8 @@
 --          limit. A job that already holds today is checked again (paid + reserved, its
 --          own hold included, within the limits: a lowered limit). Returns
 --          {1, held} or {0, 'total'|'producer', paid, reserved}; a refused job's hold
---          (if it had one) is released.
+--          (if it had one) is released. The day keys' TTL is set by the hold that finds
+--          no other (the keys may be new then), not by every hold.
 -- settle:  a create answered with a charge: its hold (if any, today) is released and the
 --          charge added to paid. Returns {1, released}. The book's TTL is set only when
 --          this write created its paid field (the key may be new): any other writer that
@@ -127,7 +128,9 @@ for _, check in ipairs(checks) do
 end
 if held then return {1, tonumber(string.match(held, '^(%-?%d+)'))} end
 redis.call('HSET', KEYS[2], job, amount .. '|' .. producer .. '|' .. ARGV[9])
-redis.call('HINCRBY', KEYS[1], 'reserved', amount)
+local reserved = redis.call('HINCRBY', KEYS[1], 'reserved', amount)
 if producer ~= '' then redis.call('HINCRBY', KEYS[1], 'reserved|' .. producer, amount) end
-touch()
+-- reserved is the sum of the holds: only when it is this hold alone can the holds (or the
+-- book) be new keys; a key that exists got its TTL from the write that created it.
+if reserved == amount then touch() end
 return {1, amount}

@@ -112,3 +112,21 @@ def test_a_day_book_first_written_by_a_charge_expires_and_later_charges_keep_it(
     books = client.keys("nbq:credit-book:*")
     assert len(books) == 1 and 0 < client.ttl(books[0]) <= 8 * 24 * 3600
     assert ledger.today().paid == 4.1
+
+
+def test_day_keys_made_again_after_every_hold_was_released_still_expire(
+    redis_server: RedisServer,
+) -> None:
+    # Given a day whose holds were all released (its holds key went with the last one)
+    client = redis_server.client()
+    ledger = CreditLedger(client, limit_daily=10.0)
+    first = ledger.hold("a", 1.6, producer="p")
+    ledger.release("a", producer="p", held_on=first.day)
+    assert not client.keys("nbq:credit-holds:*")
+    # When jobs hold again, one after another
+    for job in ("b", "c", "d"):
+        assert ledger.hold(job, 1.6, producer="p").held
+    # Then both day keys exist and expire
+    keys = client.keys("nbq:credit-*")
+    assert len(keys) == 2 and all(0 < client.ttl(k) <= 8 * 24 * 3600 for k in keys)
+    assert ledger.holds_today() == {"b": 1.6, "c": 1.6, "d": 1.6}
