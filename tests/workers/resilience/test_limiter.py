@@ -71,11 +71,10 @@ def test_a_429_blocks_even_an_unlimited_kind(redis_server: RedisServer) -> None:
     assert limiter.acquire("query") == pytest.approx(5)
 
 
-def test_an_unlimited_kind_costs_one_get_per_token(redis_server: RedisServer) -> None:
+def test_an_unlimited_kind_grants_every_token_and_keeps_no_bucket(
+    redis_server: RedisServer,
+) -> None:
     client = redis_server.client()
     limiter = SharedRateLimiter(client, rates_per_s={"create": 0.0})
-    before = client.info("commandstats")
     assert [limiter.acquire("create") for _ in range(10)] == [0.0] * 10
-    after = client.info("commandstats")
-    assert after["cmdstat_get"]["calls"] - before.get("cmdstat_get", {"calls": 0})["calls"] == 10
-    assert "cmdstat_evalsha" not in after
+    assert client.keys("*") == []  # no bucket written: only a 429's block is read
