@@ -17,6 +17,9 @@ import redis
 from nanobanana_queue.workers import metrics
 from nanobanana_queue.workers.redis_client import tagged
 
+#: ``acquire``'s "read the block here" (a caller may pass what it read: None = absent).
+_UNREAD = object()
+
 _BUCKET_LUA = """
 local key = KEYS[1]
 local penalty_key = KEYS[2]
@@ -82,11 +85,22 @@ class SharedRateLimiter:
         base = f"{self.prefix}:limit:{tagged(kind, self.redis)}"
         return [base, f"{base}:penalty", f"{base}:blocked_until"]
 
-    def acquire(self, kind: str) -> float:
-        """Take a token: 0.0 when granted, else the seconds to wait before trying again."""
+    def gate_read(self, kind: str) -> tuple[str, str] | None:
+        """The one read ``acquire(kind, blocked=...)`` needs, for a caller's pipeline: an
+        unlimited kind's 429 block (``GET``). None for a kind with a rate (its bucket
+        script takes a token: it runs in ``acquire``)."""
+        if self.rates_per_s.get(kind, 0.0) > 0:
+            return None
+        return ("GET", self._keys(kind)[2])
+
+    def acquire(self, kind: str, *, blocked: object = _UNREAD) -> float:
+        """Take a token: 0.0 when granted, else the seconds to wait before trying again.
+
+        ``blocked``: the reply of ``gate_read(kind)`` the caller just sent (an unlimited
+        kind only); else it is read here."""
         rate = self.rates_per_s.get(kind, 0.0)
         if rate <= 0:
-            wait_s = self._blocked_for_s(kind)
+            wait_s = self._blocked_for_s(kind, blocked)
         else:
             burst = max(1.0, rate)
             keys = self._keys(kind)
@@ -102,12 +116,13 @@ class SharedRateLimiter:
         if rate > 0:
             self._give_back(keys=self._keys(kind)[:1], args=[max(1.0, rate)])
 
-    def _blocked_for_s(self, kind: str) -> float:
+    def _blocked_for_s(self, kind: str, raw: object = _UNREAD) -> float:
         """An unlimited kind (the default) has no bucket, only a 429's block: one ``GET``
         (the bucket script would be ``EVALSHA`` + ``MGET`` for the same answer)."""
         now = self.clock()
-        raw = self.redis.get(self._keys(kind)[2])
-        blocked_until = float(raw) if raw else 0.0
+        if raw is _UNREAD:
+            raw = self.redis.get(self._keys(kind)[2])
+        blocked_until = float(raw) if isinstance(raw, bytes | str) and raw else 0.0
         return blocked_until - now if now < blocked_until else 0.0
 
     def penalise(self, kind: str, retry_after_s: float | None, *, default_s: float = 30.0) -> None:

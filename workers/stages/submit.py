@@ -269,7 +269,8 @@ def _wait_before_create(
     """
     if not slot_only and record.create_outcome_unknown and not may_resend_unknown(rt):
         return "outcome_unknown", 0.0  # (a slot for another job: that job's own matter)
-    allowed, wait_s = rt.breaker.may_submit()
+    breaker_read, limiter_read = _gate_reads(rt)
+    allowed, wait_s = rt.breaker.may_submit(**breaker_read)
     if not allowed:
         return "breaker", wait_s
     limit = rt.settings.max_in_flight
@@ -283,10 +284,25 @@ def _wait_before_create(
     ):
         metrics.limiter_wait("inflight")
         return "in_flight_limit", rt.settings.poll_min_interval_s * 2
-    wait_s = rt.limiter.acquire("create")
+    wait_s = rt.limiter.acquire("create", **limiter_read)
     if wait_s > 0:
         return "rate_limit", wait_s
     return None
+
+
+def _gate_reads(rt: Runtime) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The breaker's state and (an unlimited create kind) the create block, read in one
+    round trip: the keyword arguments of ``may_submit`` and ``acquire``. Empty when they
+    cannot go together (a rated kind's bucket script takes its token in ``acquire``):
+    each gate then reads its own."""
+    block_read = rt.limiter.gate_read("create")
+    if block_read is None or rt.limiter.redis is not rt.breaker.redis:
+        return {}, {}
+    pipe = rt.breaker.redis.pipeline(transaction=False)
+    pipe.execute_command(*rt.breaker.gate_read())  # type: ignore[no-untyped-call]
+    pipe.execute_command(*block_read)  # type: ignore[no-untyped-call]
+    state, blocked = pipe.execute()
+    return {"state": state}, {"blocked": blocked}
 
 
 def _defer(rt: Runtime, record: JobRecord, reason: str, wait_s: float, *, retries: int) -> Step:
