@@ -8,7 +8,10 @@ jobs first). Prints the per-job table, writes JSON (default
 benchmarks/results/redis-commands.json). Idle traffic (BRPOP wake-ups, kombu's restore
 sweeps, events) is part of it, as in B1's figure. ``--monitor`` adds a breakdown by
 command and key pattern (ids replaced by ``*``; ``lua:`` marks commands a script ran) from
-``MONITOR`` on the broker/store Redis: it says which component a round trip belongs to.
+``MONITOR`` on the broker/store Redis: it says which component a round trip belongs to,
+summed per component (``by_component``: job store, fair share, credits, metrics,
+Celery/kombu, gates, the benchmark's own progress polling, other) against the budget of
+``BUDGET_PER_JOB`` commands per job (issue 24), printed as a pass/over line.
 """
 
 from __future__ import annotations
@@ -70,8 +73,82 @@ def main(argv: list[str] | None = None) -> int:
 _ID = re.compile(
     r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{16,}|\d+(\.\d+)?"
 )
+#: Keys named by an id no ``_ID`` shape catches (the API's task ids, worker names).
+_TAIL = re.compile(r"(:task:|:held:).+")
 _HEAD = re.compile(r"^\S+ \[\d+ ([^\]]+)\] ")
 _ARG = re.compile(r'"((?:[^"\\]|\\.)*)"')
+
+
+#: Redis commands per job the whole pipeline may cost (issue 24): ``--monitor`` prints the
+#: total against it.
+BUDGET_PER_JOB = 80
+
+#: ``by_component``'s keys, in print order.
+COMPONENTS = (
+    "job store",
+    "fair share",
+    "credits",
+    "metrics",
+    "celery/kombu",
+    "gates",
+    "benchmark polling",
+    "other",
+)
+#: A key (the prefix and a shard tag ``{s*}`` taken off) -> its component, first match.
+_BY_KEY = (
+    # records, state indexes, producer indexes, the end's PUBLISH to waiters, the outbox,
+    # a paid task's owner (task:<id>), the store's epoch marker
+    (re.compile(r"^(job|state|producer|jobend|notify|task|store)\b"), "job store"),
+    (re.compile(r"^fair\b"), "fair share"),
+    (re.compile(r"^credit"), "credits"),
+    (re.compile(r"^metrics:"), "metrics"),
+    (re.compile(r"^(breaker|limit)\b"), "gates"),
+)
+#: kombu's own keys: the unacked hash and index, bindings, events, pidbox replies.
+_KOMBU = re.compile(r"^(unacked|_kombu\.|/\*\.celeryev/|celery\b|.*\.pidbox$)")
+#: Commands kombu sends without a key of ours (MULTI/EXEC of its declarations, restores).
+_KOMBU_COMMANDS = frozenset({"BRPOP", "LPUSH", "RPUSH", "MULTI", "EXEC", "WATCH", "UNWATCH"})
+
+
+def component(name: str, *, prefix: str = "nbq", queues: tuple[str, ...] = ()) -> str:
+    """A ``pattern`` (``[lua:]COMMAND key-pattern``) -> the component it belongs to.
+
+    ``queues`` are the broker queue names (their lists and kombu's priority lists
+    ``<queue>\\x06\\x16<n>`` are Celery's). ``ZCARD`` of a state index and ``INFO``
+    sent by a client (not a script) are the benchmark's own progress polling
+    (benchmarks/pipeline_run.py), apart so that they are not charged to the store.
+    """
+    scripted = name.startswith("lua:")
+    command, _, key = name.removeprefix("lua:").partition(" ")
+    if not scripted and (command == "INFO" or (command == "ZCARD" and ":state:" in key)):
+        return "benchmark polling"
+    if key.startswith(f"{prefix}:"):
+        rest = re.sub(r"^\{s[^}]*\}:", "", key[len(prefix) + 1 :])
+        for rule, where in _BY_KEY:
+            if rule.search(rest):
+                return where
+        return "other"
+    if key and (_KOMBU.search(key) or key.split("\\x", 1)[0] in queues):
+        return "celery/kombu"
+    if command in _KOMBU_COMMANDS:
+        return "celery/kombu"
+    return "other"
+
+
+def by_component(
+    counts: Counter[str], jobs: int, *, prefix: str = "nbq", queues: tuple[str, ...] = ()
+) -> dict[str, float]:
+    """MONITOR's counts per pattern -> commands per job per component (every pattern,
+    also those too rare for ``by_pattern``)."""
+    sums: Counter[str] = Counter()
+    for name, count in counts.items():
+        sums[component(name, prefix=prefix, queues=queues)] += count
+    return {where: round(sums[where] / jobs, 2) for where in COMPONENTS}
+
+
+def budget_line(total: float, budget: int = BUDGET_PER_JOB) -> str:
+    verdict = "pass" if total <= budget else f"OVER by {total - budget:.1f}"
+    return f"budget {budget} commands per job: {total} -> {verdict}"
 
 
 def pattern(line: str) -> str | None:
@@ -100,7 +177,8 @@ def _parse(line: str, *, keyed: bool) -> str | None:
     if keyed:
         return key
     prefix = "lua:" if head.group(1) == "lua" else ""
-    return f"{prefix}{command} {_ID.sub('*', key)[:60]}".rstrip()
+    key = _TAIL.sub(r"\1*", _ID.sub("*", key))
+    return f"{prefix}{command} {key[:60]}".rstrip()
 
 
 class Monitor:
@@ -180,6 +258,23 @@ def _measure(args: Any, workdir: Path, cluster: Any, overrides: dict[str, str]) 
             for name, count in monitor.counts.most_common()
             if count / n >= 0.05
         }
+        from nanobanana_queue.workers.contract import DECLARED_QUEUES
+
+        queues = (*DECLARED_QUEUES, "celery")
+        out["by_component"] = by_component(monitor.counts, n, queues=queues)
+        # what "other" holds, down to the rare patterns by_pattern leaves out
+        out["other_patterns"] = {
+            name: round(count / n, 3)
+            for name, count in monitor.counts.most_common()
+            if component(name, queues=queues) == "other" and count / n >= 0.005
+        }
+        # the store's commands are on the cluster's nodes, not in MONITOR of the broker
+        budgeted = out["total"] if cluster is None else None
+        out["budget"] = {
+            "per_job": BUDGET_PER_JOB,
+            "total": budgeted,
+            "pass": None if budgeted is None else budgeted <= BUDGET_PER_JOB,
+        }
     if cluster is not None:
         # ZCARD is the benchmark's own progress polling (every shard, every 50 ms): apart.
         out["store_nodes_per_job"] = {
@@ -207,6 +302,13 @@ def _measure(args: Any, workdir: Path, cluster: Any, overrides: dict[str, str]) 
         print(f"  {name:<24} {value:>7}")
     for name, value in out.get("by_pattern", {}).items():
         print(f"  {name:<64} {value:>7}")
+    if "by_component" in out:
+        print("by component (commands per job, MONITOR):")
+        for name, value in out["by_component"].items():
+            print(f"  {name:<24} {value:>7}")
+        print(f"  {'sum':<24} {round(sum(out['by_component'].values()), 1):>7}")
+        if out["budget"]["total"] is not None:
+            print(budget_line(out["budget"]["total"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -31,16 +31,26 @@ def register(app: typer.Typer) -> None:
     )
 
 
+def stop_with(code: str, message: str, *, prefix: str) -> NoReturn:
+    """Exit 2 with one line on stderr: ``<prefix>: <message>``, or under NBQ_LOG_JSON one
+    JSON event (``event`` the ``code``) like every other line the emulator writes."""
+    from nanobanana_queue.workers.logs import error_event_if_json
+
+    if not error_event_if_json(code, message, logger="nbq.emulator"):
+        typer.echo(f"{prefix}: {message}", err=True)
+    raise typer.Exit(2)
+
+
 def require_emulator_extra() -> None:
     """One clear line instead of a traceback when the [emulator] extra is missing."""
     missing = [name for name in EMULATOR_MODULES if importlib.util.find_spec(name) is None]
     if missing:
-        typer.echo(
-            f"configuration error: nbq emulator needs the [emulator] extra (missing: "
-            f"{', '.join(missing)}): pip install 'nanobanana-queue[emulator]'",
-            err=True,
+        stop_with(
+            "configuration_error",
+            f"nbq emulator needs the [emulator] extra (missing: {', '.join(missing)}): "
+            "pip install 'nanobanana-queue[emulator]'",
+            prefix="configuration error",
         )
-        raise typer.Exit(2)
 
 
 def emulator(
@@ -113,8 +123,7 @@ def emulator(
         first = exc.errors()[0]
         name = str(first["loc"][0]) if first["loc"] else "option"
         option = "--" + {"api_keys": "api_key"}.get(name, name).replace("_", "-")
-        typer.echo(f"error: {option}: {first['msg']}", err=True)
-        raise typer.Exit(2) from None
+        stop_with("option_error", f"{option}: {first['msg']}", prefix="error")
     from nanobanana_queue.workers.logs import configure_logging, log_json_from_env
 
     # The project's one log format (workers/logs.py): uvicorn's records through its root

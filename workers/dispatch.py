@@ -15,6 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
+from celery.exceptions import Reject
+from celery.exceptions import Retry as CeleryRetry
+
 from nanobanana_queue.workers.pipeline import BY_STEP
 from nanobanana_queue.workers.settings import Settings
 from nanobanana_queue.workers.stages.steps import Message, Retry
@@ -95,16 +98,44 @@ class Dispatcher:
 
     def retry(self, task: Task, step: Retry) -> Exception:
         """Re-send the running ``task`` after ``step.after_s`` as a Celery retry, so Flower
-        shows it as a retry with the error's own class. A retry is always the
-        running task's own message (``again`` only changes its arguments): stages never
-        run each other (workers/pipeline.py), so no other stage's retry can reach here."""
+        shows it as a retry with the error's own class; returns the ``Retry`` the task
+        raises. A retry is always the running task's own message (``again`` only changes
+        its arguments): stages never run each other (workers/pipeline.py), so no other
+        stage's retry can reach here.
+
+        The message's ``retries`` header counts the retries since the last wait that
+        spends no budget: ``task.retry`` adds one to it; a wait with ``spends_budget``
+        false (a quota pause, a key re-check) goes out with 0 (:func:`_wait_again`), so
+        the job keeps its whole transient budget (``RetryRule.spends_budget``,
+        workers/errors.py).
+        """
         again = envelope(step.again) if step.again is not None else None
         if again is not None and again.task != task.name:
             raise ValueError(f"{task.name} cannot retry as {again.task}: {step.again!r}")
         kwargs = again.kwargs if again is not None else None
+        countdown = min(step.after_s, self.max_countdown_s)
+        if not step.spends_budget:
+            return _wait_again(task, step.error, countdown, kwargs)
         return task.retry(  # type: ignore[no-any-return]
-            exc=step.error,
-            countdown=min(step.after_s, self.max_countdown_s),
-            kwargs=kwargs,
-            max_retries=None,
+            exc=step.error, countdown=countdown, kwargs=kwargs, max_retries=None, throw=False
         )
+
+
+def _wait_again(
+    task: Task, error: Exception, countdown: float, kwargs: dict[str, Any] | None
+) -> Exception:
+    """``task.retry`` with ``retries`` 0 instead of one more: the same message
+    (``signature_from_request``), published the same way, and the same ``Retry`` for the
+    worker to raise (Flower: RETRY with ``error``'s class). In eager mode (tests),
+    ``Task.apply`` runs the signature itself, as after ``task.retry``."""
+    request = task.request
+    if request.called_directly:
+        raise error
+    sig = task.signature_from_request(request, None, kwargs, countdown=countdown, retries=0)
+    if not request.is_eager:
+        try:
+            sig.apply_async()
+        except Exception as exc:  # what task.retry does when the re-send fails
+            raise Reject(exc, requeue=False) from exc
+    retry: Exception = CeleryRetry(exc=error, when=countdown, is_eager=request.is_eager, sig=sig)
+    return retry

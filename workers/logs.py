@@ -343,5 +343,18 @@ def log_json_from_env(environ: Mapping[str, str] | None = None) -> bool:
         return False
 
 
+def error_event_if_json(code: str, message: str, *, logger: str = "nbq.cli") -> bool:
+    """Under NBQ_LOG_JSON (:func:`log_json_from_env`), an error that stops a command is
+    one JSON event on stderr (``event`` the ``code``, ``level`` error, ``message``) like
+    every other line of the process, logging set up for it if nothing has yet. Returns
+    whether it was logged so (otherwise the caller prints its one line of text)."""
+    if not log_json_from_env():
+        return False
+    if not structlog.is_configured():
+        configure_logging(json=True, stdlib=False)
+    get_logger(logger).error(code, message=message)
+    return True
+
+
 def get_logger(name: str) -> Any:
     return structlog.get_logger(name)

@@ -4,7 +4,9 @@ Workers run as many processes on many hosts, so per-process prometheus counters 
 need one scrape target per process. Instead each event is one pipelined ``HINCRBY`` /
 ``HINCRBYFLOAT`` on the job store's Redis, under ``<prefix>:metrics:...``; the exporter
 (``workers/metrics_exporter.py``, run by ``nbq metrics``) reads them back as one scrape
-target with exact totals. See docs/operations.md ("Metrics design").
+target with fleet-wide totals. A worker process holds its tasks' events up to
+``NBQ_METRICS_FLUSH_S`` (default 1 s) and writes them merged (``_Pending``); every other
+process writes each batch at its end. See docs/operations.md ("Metrics design").
 
 Key layout (every value a Redis hash):
 
@@ -406,16 +408,19 @@ def batched() -> Iterator[None]:
 
 class _Pending:
     """Batches of this process held for up to ``window_s`` and written as one (the
-    window is ``set_flush_window``; 0, the default: each batch is written at its end).
+    window is ``set_flush_window``: a worker sets NBQ_METRICS_FLUSH_S, default 1 s, at
+    its start; in any other process it stays 0: each batch is written at its end).
 
     Why: each task's batch is a round trip of 3-4 increments, and the fields repeat from
     job to job (``api_calls`` by status, one bucket of each histogram), so the batches of
-    a busy process merged over a fraction of a second are a handful of commands in all,
-    not ~10 per job (benchmarks/redis_commands.py). What it costs: events of the window
-    that a SIGKILL (OOM, a hard time limit) takes with the process are not counted. A
-    pool child's shutdown (``worker_process_shutdown``, workers/startup.py), the worker's
-    and an interpreter's exit write what is held. A daemon thread writes a batch that no
-    later batch pushed out within the window (an idle process).
+    a busy process merged over a second are a handful of commands in all, not ~18 per job
+    (benchmarks/redis_commands.py). What it costs: the finished tasks' events a SIGKILL
+    (OOM, a hard time limit) takes with the process, at most one window of them, are not
+    counted (with no window a SIGKILL still loses the running tasks' events). A pool
+    child's shutdown (``worker_process_shutdown``, workers/startup.py), the worker's, the
+    bounded warm shutdown's forced exit (workers/shutdown.py) and an interpreter's exit
+    write what is held. A daemon thread writes a batch that no later batch pushed out
+    within the window (an idle process).
     """
 
     def __init__(self) -> None:
@@ -502,7 +507,8 @@ def holding() -> bool:
 
 def set_flush_window(seconds: float) -> None:
     """Hold this process's task batches for up to ``seconds`` and write them merged
-    (NBQ_METRICS_FLUSH_S; 0 = at the end of each batch). Lowering it writes what is held."""
+    (a worker's NBQ_METRICS_FLUSH_S, default 1; 0 = at the end of each batch). Lowering it
+    to 0 writes what is held."""
     _pending.window_s = max(float(seconds), 0.0)
     _pending._wake.set()  # a flusher waiting out the old window looks again
     if _pending.window_s <= 0:

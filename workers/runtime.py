@@ -150,6 +150,7 @@ class Runtime:
                 max_in_flight=self.settings.max_in_flight_per_producer,
                 flight_ttl_s=self.settings.poll_deadline_s + 600,
             )
+            self._fair.migrate()  # lists of the layout before, if any (once per process)
         return self._fair
 
     def credits(self) -> CreditLedger:

@@ -218,10 +218,11 @@ class Settings(BaseSettings):
     ingress_max_connections: int = Field(1000, ge=1)
     metrics_port: int = Field(9808, ge=1, le=65535)
     # A worker process holds its tasks' metric events up to this long and writes them
-    # merged (workers/metrics.py, _Pending): ~10 Redis commands per job become well under
-    # one, at the price of the events a SIGKILL takes with the process. 0: each task's
-    # events are written at its end (exact even when a process is killed).
-    metrics_flush_s: float = Field(0.0, ge=0, le=10)
+    # merged (workers/metrics.py, _Pending): ~18 Redis commands per job become ~1
+    # (benchmarks/redis_commands.py), at the price of the held events a SIGKILL takes with
+    # the process (at most this long of its finished tasks). 0: each task's events are
+    # written at its end (a SIGKILL then loses only the running tasks' events).
+    metrics_flush_s: float = Field(1.0, ge=0, le=10)
 
     # --- Completion webhooks (workers/notify/, docs/webhooks.md) -----------------------
     # "producer:whsec_…,producer2:whsec_…"; ":whsec_…" signs producer-less jobs. A job

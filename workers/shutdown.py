@@ -9,6 +9,7 @@ and nothing is left for the visibility timeout.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -42,9 +43,20 @@ def _give_back_and_exit() -> None:
         if consumer is not None:
             consumer.channel.qos.restore_unacked_once(stderr=sys.stderr)
     finally:
+        _flush_metrics()
         print("warm shutdown timed out: unacked messages given back, exiting", file=sys.stderr)
         sys.stderr.flush()
         os._exit(1)
+
+
+def _flush_metrics() -> None:
+    """``os._exit`` runs no atexit hook and sends no ``worker_shutdown``: write the
+    finished tasks' held metric events (NBQ_METRICS_FLUSH_S) first. Bounded by the
+    metrics client's 1 s timeouts; never stops the exit."""
+    from nanobanana_queue.workers import metrics
+
+    with contextlib.suppress(Exception):  # the exit must happen whatever the metrics do
+        metrics.flush()
 
 
 def install() -> None:

@@ -23,6 +23,7 @@ from nanobanana_queue.producers.api import Producer
 from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.metrics_exporter import build_registry
 from tests.faults.helpers import enqueue
+from tests.support.metrics_guard import settled
 from tests.support.procs import start, wait_until
 from tests.support.redis_server import RedisServer
 from tests.support.stack import Stack
@@ -46,6 +47,12 @@ def store_server(tmp_path: Path) -> Iterator[RedisServer]:
 def _metric(stack: Stack, name: str) -> float:
     text = generate_latest(build_registry(stack.settings())).decode()
     return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+
+
+def _settled_metric(stack: Stack, name: str, expected: float) -> float:
+    """The metric once it reached ``expected`` (a worker writes its events within
+    NBQ_METRICS_FLUSH_S), or its value at the deadline."""
+    return settled(lambda: _metric(stack, name), lambda v: v >= expected)
 
 
 def _all_generating(producer: Producer, job_ids: list[str]) -> bool:
@@ -88,8 +95,9 @@ def test_a_store_flushed_mid_flight_with_a_separate_broker_loses_no_paid_job(
     logs = stack.worker_logs()
     assert re.search(r"\[error\s*\] store_reset_detected", logs), logs[-3000:]
     assert f"127.0.0.1:{store_server.port}" in logs
-    assert _metric(stack, "nbq_store_resets_total") == 1
-    assert _metric(stack, "nbq_jobs_rescued_total") == JOBS
+    # (the worker writes its metric events within NBQ_METRICS_FLUSH_S)
+    assert _settled_metric(stack, "nbq_store_resets_total", 1) == 1
+    assert _settled_metric(stack, "nbq_jobs_rescued_total", JOBS) == JOBS
 
 
 def test_one_redis_flushed_mid_flight_reports_the_loss_loudly(stack: Stack) -> None:
@@ -112,11 +120,11 @@ def test_one_redis_flushed_mid_flight_reports_the_loss_loudly(stack: Stack) -> N
     line = _reset_line(stack)
     assert line is not None
     assert f"paid_jobs_at_last_check={JOBS}" in line  # the count of what was at risk
-    assert _metric(stack, "nbq_store_resets_total") == 1
+    assert _settled_metric(stack, "nbq_store_resets_total", 1) == 1
     rescued = [j for j in job_ids if _stored(producer, j)]
     # Each job is either rescued (its countdown poll was held by the worker) or counted
     # in the ERROR line above; none disappears without a word.
-    assert _metric(stack, "nbq_jobs_rescued_total") == len(rescued)
+    assert _settled_metric(stack, "nbq_jobs_rescued_total", len(rescued)) == len(rescued)
 
 
 def _reset_line(stack: Stack) -> str | None:

@@ -151,3 +151,47 @@ def test_a_configuration_error_before_logging_is_set_up_is_a_json_line() -> None
     event = json.loads(line)
     assert (event["event"], event["level"]) == ("configuration_error", "error")
     assert "NBQ_POLL_MIN_INTERVAL_S" in event["message"]
+
+
+#: Runs ``nbq`` with some modules hidden, as on an install without their extra.
+WITHOUT_MODULES = """
+import importlib.util, sys
+real, hidden = importlib.util.find_spec, set(sys.argv[1].split(","))
+importlib.util.find_spec = lambda name, *a, **k: None if name in hidden else real(name, *a, **k)
+sys.argv = ["nbq", *sys.argv[2:]]
+from nanobanana_queue.producers.cli.main import app
+app()
+"""
+
+
+@pytest.mark.parametrize(
+    ("hidden", "argv", "event", "said"),
+    [
+        ("PIL", ["emulator"], "configuration_error", "needs the [emulator] extra"),
+        ("minio", ["worker"], "configuration_error", "needs the [worker] extra"),
+        ("", ["emulator", "--image-format", "bmp"], "option_error", "--image-format"),
+    ],
+    ids=["emulator-extra", "worker-extra", "emulator-option"],
+)
+def test_a_missing_extra_or_a_bad_emulator_option_is_one_json_event(
+    hidden: str, argv: list[str], event: str, said: str
+) -> None:
+    # Given the production log setting
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NBQ_")}
+    env.update({"NBQ_LOG_JSON": "true", "NBQ_EVOLINK_API_KEY": "test-key-not-real"})
+    # When a command stops before it runs (an extra missing, an option refused)
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_MODULES, hidden, *argv],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # Then it exits 2 with one JSON event saying why, and nothing else
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    [line] = [line for line in done.stderr.splitlines() if line.strip()]
+    logged = json.loads(line)
+    assert (logged["event"], logged["level"]) == (event, "error")
+    assert said in logged["message"]

@@ -22,6 +22,7 @@ import pytest
 from nanobanana_queue.workers.deadletters import DeadLetterStore
 from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.metrics_exporter import build_registry
+from tests.support.metrics_guard import settled
 from tests.support.procs import wait_until
 from tests.support.raw_envelopes import SHAPES, UNACKED_POISON
 from tests.support.stack import Stack
@@ -92,8 +93,9 @@ def test_raw_payloads_on_every_queue_are_dead_lettered_by_both_pool_kinds(stack:
     # And each letter holds a bounded, escaped excerpt of what was pushed
     assert all(len(letter.body) <= 17 * 1024 for letter in letters)
     assert all("\x1b" not in letter.body for letter in letters)
-    # And the dead-letter metric counts each of them
-    assert _dead_letter_counts(stack) == expected
+    # And the dead-letter metric counts each of them (written within NBQ_METRICS_FLUSH_S)
+    counted = settled(lambda: _dead_letter_counts(stack), lambda c: c == expected)
+    assert counted == expected
     # And nothing is left in the queues or held unacked
     wait_until(lambda: _queues_empty(stack), timeout_s=60, what="empty queues")
     assert "Unrecoverable error" not in stack.worker_logs()

@@ -10,6 +10,7 @@ from nanobanana_queue.workers import metrics
 from nanobanana_queue.workers.jobs.state import ACTIVE_STATES, JobState
 from nanobanana_queue.workers.metrics_exporter import build_registry
 from nanobanana_queue.workers.settings import get_settings
+from tests.support.metrics_guard import settled
 from tests.support.stack import Stack
 
 pytestmark = [pytest.mark.integration]
@@ -52,8 +53,16 @@ def test_exporter_totals_match_the_jobs_run_by_separate_worker_pools(
         metrics.reset()
     assert {r.state for r in records.values()} == {JobState.STORED}
 
-    # Then one scrape has exact totals written by all those processes
-    samples = _scrape(stack)
+    # Then the scrape has exact totals written by all those processes (each writes its
+    # finished tasks' events within NBQ_METRICS_FLUSH_S: the last ones of each process)
+    def complete(found: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> bool:
+        return (
+            found.get(("nbq_jobs_state_total", (("state", "stored"),))) == JOBS
+            and found.get(("nbq_polls_per_job_count", ())) == JOBS
+            and _creates(found) == JOBS
+        )
+
+    samples = settled(lambda: _scrape(stack), complete)
 
     def value(name: str, **labels: str) -> float:
         return samples[(name, tuple(sorted(labels.items())))]
@@ -71,10 +80,13 @@ def test_exporter_totals_match_the_jobs_run_by_separate_worker_pools(
     assert value("nbq_metrics_errors_total") == 0
     assert value("nbq_metrics_redis_up") == 1
     # And each create is counted once (the emulator saw exactly one per job)
-    creates = sum(
+    assert stack.emulator.stats()["creates_accepted"] == JOBS
+    assert _creates(samples) == JOBS
+
+
+def _creates(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> float:
+    return sum(
         v
         for (name, labels), v in samples.items()
         if name == "nbq_api_calls_total" and ("endpoint", "create") in labels
     )
-    assert stack.emulator.stats()["creates_accepted"] == JOBS
-    assert creates == JOBS

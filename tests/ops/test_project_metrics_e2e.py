@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from nanobanana_queue.workers.jobs.state import ACTIVE_STATES, JobState
 from nanobanana_queue.workers.settings import get_settings
+from tests.support.metrics_guard import settled
 from tests.support.procs import free_port, port_open, start, stop, wait_until
 from tests.support.stack import Stack
 
@@ -100,8 +101,17 @@ def test_exporter_counts_exactly_the_stored_and_failed_jobs_of_a_run(
     jobs = STORED + REJECTED
     polls = sum(r.polls for r in records.values())
 
-    # Then one scrape of `nbq metrics` has exactly those outcomes
-    samples = scrape(exporter)
+    # Then `nbq metrics` has exactly those outcomes (a worker writes its finished tasks'
+    # events within NBQ_METRICS_FLUSH_S: scraped until the last ones are in)
+    def complete(found: Samples) -> bool:
+        return (
+            total(found, "nbq_jobs_state_total", state="stored") == STORED
+            and total(found, "nbq_jobs_failed_total") == REJECTED
+            and total(found, "nbq_polls_per_job_count") == jobs
+            and total(found, "nbq_api_calls_total", endpoint="query") == polls
+        )
+
+    samples = settled(lambda: scrape(exporter), complete)
     assert total(samples, "nbq_jobs_state_total", state="stored") == STORED
     assert total(samples, "nbq_jobs_state_total", state="failed") == REJECTED
     assert total(samples, "nbq_jobs_state_total", state="queued") == jobs
@@ -134,6 +144,9 @@ def test_exporter_counts_each_result_download_as_a_file_call(
     job_ids = [producer.enqueue({"prompt": f"file {i}", "quality": "1K"}).job_id for i in range(2)]
     records = stack.wait_all(producer, job_ids)
     assert {r.state for r in records.values()} == {JobState.STORED}
-    samples = scrape(exporter)
+    samples = settled(
+        lambda: scrape(exporter),
+        lambda found: total(found, "nbq_api_calls_total", endpoint="file") == len(job_ids),
+    )
     assert stack.emulator.stats()["file_downloads"] == len(job_ids)
     assert total(samples, "nbq_api_calls_total", endpoint="file", status="200") == len(job_ids)

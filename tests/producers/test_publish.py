@@ -1,4 +1,5 @@
-"""Enqueue writes the job record and the ``nbq.generate`` message in one Redis round trip."""
+"""Enqueue writes the job record and the ``nbq.generate`` message together (one pipeline:
+its cost per job is benchmarks/redis_commands.py's to report)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import json
 from typing import Any
 
 import pytest
-import redis
 
 from nanobanana_queue.producers.api import Producer
 from nanobanana_queue.producers.errors import EnqueueUncertainError
@@ -38,42 +38,30 @@ def _generate_messages(server: RedisServer) -> list[dict[str, Any]]:
     return out
 
 
-def _calls(server: RedisServer, command: str) -> int:
-    stats = server.client().info("commandstats").get(f"cmdstat_{command}", {})
-    return int(stats.get("calls", 0))
-
-
-def test_record_message_and_sent_event_share_one_pipeline(
-    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+def test_an_enqueue_after_a_script_flush_records_indexes_and_sends_the_job(
+    redis_server: RedisServer,
 ) -> None:
+    # Given a Redis that lost its script cache (a restart, a failover, SCRIPT FLUSH)
     producer = _producer(Settings(broker_url=redis_server.url, evolink_api_key="k"))
-    producer.enqueue(REQUEST)  # warm-up: kombu declares the queue once
-    redis_server.client().config_resetstat()
-    executed: list[list[str]] = []
-    real_execute = redis.client.Pipeline.execute
+    producer.enqueue(REQUEST)  # the scripts have run once in this process
+    redis_server.client().script_flush()
 
-    def spy(pipe: redis.client.Pipeline, *args: Any, **kwargs: Any) -> Any:
-        executed.append([str(args[0]).upper() for args, _ in pipe.command_stack])
-        return real_execute(pipe, *args, **kwargs)
-
-    monkeypatch.setattr(redis.client.Pipeline, "execute", spy)
-
+    # When a job is enqueued (its record, indexes and message in kombu's publish pipeline,
+    # which this process does not execute and so could not recover from NOSCRIPT)
     handle = producer.enqueue(REQUEST, producer="billing", batch_id="b-1")
 
-    # One pipeline, one round trip (the producer's GET /v1/jobs index and the fair-share
-    # gate's note ride along; one create in PRODUCER_INDEX_TRIM_EVERY also trims the index)
-    store = producer.runtime.store
-    index = [c[0] for c in store.producer_index_commands(producer.status(handle.job_id))]
-    assert executed == [["LPUSH", "PUBLISH", "EVAL", *index, "EVAL"]]
-
-    # The scripts travel as EVAL inside kombu's publish pipeline (never EVALSHA, which a
-    # pipeline we do not execute could not recover from after a Redis restart).
-    assert (_calls(redis_server, "eval"), _calls(redis_server, "evalsha")) == (2, 0)
-    assert (_calls(redis_server, "lpush"), _calls(redis_server, "publish")) == (1, 1)
+    # Then the record is written, as queued, with what the caller gave
     record = producer.status(handle.job_id)
     assert record.state is JobState.QUEUED
     assert (record.producer, record.batch_id) == ("billing", "b-1")
     assert record.request["prompt"] == REQUEST["prompt"]
+    # And indexed for its producer (GET /v1/jobs) and waiting on its fair-share list
+    client = redis_server.client()
+    store = producer.runtime.store
+    assert client.zscore(store.producer_index_key("billing"), handle.job_id) is not None
+    waiting = {s.producer: sum(s.waiting.values()) for s in producer.runtime.fair().snapshot()}
+    assert waiting.get("billing") == 1
+    # And its one message carries it
     sent = [m for m in _generate_messages(redis_server) if m["job_id"] == handle.job_id]
     expected = {"request": record.request, "job_id": handle.job_id, "producer": "billing"}
     assert sent == [{**expected, "batch_id": "b-1"}]

@@ -8,11 +8,15 @@ every test; a test that checks metrics asks for ``metrics_on`` (after pointing
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pytest
 
 from nanobanana_queue.workers import metrics
+
+T = TypeVar("T")
 
 
 @pytest.fixture(autouse=True)
@@ -32,3 +36,16 @@ def metrics_on(_metrics_off: None) -> Iterator[None]:
     yield
     metrics.set_enabled(False)
     metrics.reset()
+
+
+def settled(read: Callable[[], T], done: Callable[[T], bool], timeout_s: float = 10.0) -> T:
+    """``read()`` once ``done`` holds for it or, at the deadline, its last value (to
+    assert on). A worker writes its finished tasks' metric events up to
+    NBQ_METRICS_FLUSH_S (default 1 s) after them, so a test that reads the metrics right
+    after a job ended polls for what it expects instead of reading once."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = read()
+        if done(value) or time.monotonic() >= deadline:
+            return value
+        time.sleep(0.05)

@@ -11,13 +11,23 @@ from typing import Any
 
 import pytest
 from celery import Celery
+from celery.exceptions import Retry as CeleryRetry
 from celery.signals import before_task_publish
 
 import nanobanana_queue.workers.tasks  # noqa: F401 - registers the nbq.* tasks on the app
 from nanobanana_queue.workers.app import app as celery_app
 from nanobanana_queue.workers.dispatch import Dispatcher, capped_countdown, envelope
+from nanobanana_queue.workers.errors import NbqError, QuotaExceededError, ServerError
 from nanobanana_queue.workers.guard.inspect import TASK_PARAMS, Limits, inspect_message
-from nanobanana_queue.workers.stages.steps import Adopt, Download, Generate, Message, Poll, Submit
+from nanobanana_queue.workers.stages.steps import (
+    Adopt,
+    Download,
+    Generate,
+    Message,
+    Poll,
+    Retry,
+    Submit,
+)
 
 #: One of each message step, and the message the contract says it is.
 CONTRACT: list[tuple[Message, str, dict[str, Any]]] = [
@@ -107,3 +117,45 @@ def test_send_publishes_one_message_with_its_countdown_capped(
     eta = datetime.fromisoformat(published[0]["eta"]).timestamp()
     assert 0 < eta - time.time() <= 10.0
     assert published[1]["eta"] is None
+
+
+@pytest.mark.parametrize(
+    ("error", "spends_budget", "sent_retries"),
+    [
+        (ServerError("503", status_code=503), True, 4),  # one more transient retry
+        (QuotaExceededError("402", status_code=402), False, 0),  # a wait: the budget is whole
+    ],
+)
+def test_a_retry_resends_the_running_message_and_only_a_spending_one_counts(
+    error: NbqError, spends_budget: bool, sent_retries: int
+) -> None:
+    # Given a run that is its message's third retry (max_retries None as StageTask)
+    app = Celery("dispatch-retry-test", broker="memory://", set_as_current=False)
+
+    @app.task(bind=True, name="t.dispatch-retry", max_retries=None, shared=False)
+    def poll(self: Any, **_: Any) -> None: ...
+
+    seen: list[dict[str, Any]] = []
+
+    def record(sender: str, headers: dict[str, Any], body: Any, **_: Any) -> None:
+        seen.append({"task": sender, "id": headers["id"], "retries": headers["retries"],
+                     "eta": headers.get("eta"), "kwargs": body[1]})  # fmt: skip
+
+    before_task_publish.connect(record, weak=False)
+    poll.push_request(
+        id="c-1", retries=3, kwargs={"job_id": "j1", "token": "t1"}, called_directly=False
+    )
+    try:
+        # When the stage asks for a retry
+        step = Retry(error, after_s=30.0, budget=None, spends_budget=spends_budget)
+        raised = Dispatcher(app, max_countdown_s=10.0).retry(poll, step)
+    finally:
+        poll.pop_request()
+        before_task_publish.disconnect(record)
+    # Then the same task id goes out once, capped, with its retries counted or reset
+    assert [(m["task"], m["id"], m["retries"], m["kwargs"]) for m in seen] == [
+        ("t.dispatch-retry", "c-1", sent_retries, {"job_id": "j1", "token": "t1"})
+    ]
+    assert 0 < datetime.fromisoformat(seen[0]["eta"]).timestamp() - time.time() <= 10.0
+    # And the worker raises Celery's Retry carrying the error (Flower: RETRY, its class)
+    assert isinstance(raised, CeleryRetry) and raised.exc is error and raised.when == 10.0

@@ -144,3 +144,32 @@ def test_a_forked_child_does_not_write_what_its_parent_holds(
         assert _api_calls(client, settings) == 1  # counted once, by the parent
     finally:
         metrics.set_flush_window(0)
+
+
+def test_the_forced_end_of_a_warm_shutdown_writes_what_is_held(
+    settings: Settings,  # noqa: F811 - the imported fixture
+    redis_server,
+    metrics_on: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    from nanobanana_queue.workers import shutdown
+
+    # Given a worker holding a finished task's events (NBQ_METRICS_FLUSH_S)
+    client = redis_server.client()
+    metrics.set_flush_window(60.0)
+    exits: list[int] = []
+    monkeypatch.setattr(os, "_exit", exits.append)  # the test process lives on
+    no_consumer = SimpleNamespace(consumer=SimpleNamespace(task_consumer=None))
+    monkeypatch.setattr(shutdown, "_worker", no_consumer)
+    try:
+        with metrics.batched():
+            metrics.api_call("query", 200)
+        # When its warm shutdown outlives the timeout (os._exit: no atexit, no signal)
+        shutdown._give_back_and_exit()
+        # Then the held events were written before the exit
+        assert exits == [1]
+        assert _api_calls(client, settings) == 1
+    finally:
+        metrics.set_flush_window(0)

@@ -106,16 +106,9 @@ def logged_as_json(message: str, *, code: str) -> bool:
     one JSON log event on stderr like every other line of the process (a worker or the
     ingress stopped by its configuration, before its logging was set up). Returns whether
     it was logged so."""
-    from nanobanana_queue.workers.logs import configure_logging, get_logger, log_json_from_env
+    from nanobanana_queue.workers.logs import error_event_if_json
 
-    if not log_json_from_env():
-        return False
-    import structlog
-
-    if not structlog.is_configured():
-        configure_logging(json=True, stdlib=False)
-    get_logger("nbq.cli").error(code, message=message)
-    return True
+    return error_event_if_json(code, message)
 
 
 def emit_error(message: str, *, code: str, exit_code: int, as_json: bool) -> NoReturn:

@@ -127,10 +127,17 @@ class Transition:
     bumps: tuple[tuple[str, float], ...] = ()
     #: Counters the caller adds an amount of its own to (``incr``).
     counts: tuple[str, ...] = ()
+    #: A note that leaves its state's index score (the job's last update time, the
+    #: reconciler's idle clock) as it was: one index write fewer. Only for a note whose
+    #: own run writes again right after (the poll's claim: its answer follows within one
+    #: query) and that records what the reconciler checks instead (``next_poll_at``).
+    keeps_index_time: bool = False
 
     def __post_init__(self) -> None:
         if not self.sources:
             raise IllegalTransitionError(f"{self.name}: no source state")
+        if self.keeps_index_time and self.target is not None:
+            raise IllegalTransitionError(f"{self.name}: only a note keeps its index time")
         self._check_fields()
         if self.target is None:
             return
@@ -263,6 +270,7 @@ def _note(
     optional: tuple[str, ...] = (),
     bumps: Mapping[str, float] | None = None,
     counts: tuple[str, ...] = (),
+    keeps_index_time: bool = False,
 ) -> Transition:
     return Transition(
         name,
@@ -276,6 +284,7 @@ def _note(
         optional,
         tuple((bumps or {}).items()),
         counts,
+        keeps_index_time,
     )
 
 
@@ -348,8 +357,11 @@ CLAIM_POLL = _note(
     (G,),
     guards=("poll_token",),
     takes=("poll_token", "claimed_by", "next_poll_at"),
-    optional=("claimed_by", "next_poll_at"),
-    doc="the poll carrying the current token takes the chain (a new token)",
+    optional=("claimed_by",),
+    keeps_index_time=True,
+    doc="the poll carrying the current token takes the chain (a new token); "
+    "`next_poll_at` = now: the reconciler's sign that the poll is under way (the "
+    "index's time is left as it was: the poll's answer writes next)",
 )
 POLL_PROGRESS = _note(
     "poll_progress",
@@ -377,11 +389,11 @@ COMPLETED = _move(
     (G,),
     D,
     guards=("poll_token",),
-    unsets=("poll_token", "next_poll_at"),
     takes=("result_urls",),
     fixed={"progress": 100},
     bumps={"polls": 1},
-    doc="the task finished: its result links are recorded, download them",
+    doc="the task finished: its result links are recorded, download them (the poll "
+    "fields stay until `stored`, which removes them with the links: one write fewer)",
 )
 RECREATE = _move(
     "recreate",
@@ -410,7 +422,7 @@ STORED = _move(
     "stored",
     (D,),
     JobState.STORED,
-    unsets=("result_urls",),
+    unsets=("result_urls", "poll_token", "next_poll_at"),
     takes=("objects",),
     doc="every image and the manifest are in the bucket",
 )
@@ -688,7 +700,17 @@ def declared(transition: Transition) -> bool:
 
 def _shape(t: Transition) -> tuple[Any, ...]:
     """Everything a transition is but its name, sources and words."""
-    return (t.target, t.guards, t.unsets, t.fixed, t.takes, t.optional, t.bumps, t.counts)
+    return (
+        t.target,
+        t.guards,
+        t.unsets,
+        t.fixed,
+        t.takes,
+        t.optional,
+        t.bumps,
+        t.counts,
+        t.keeps_index_time,
+    )
 
 
 def edges(transitions: tuple[Transition, ...] = ALL) -> set[tuple[JobState, JobState]]:
@@ -759,6 +781,8 @@ def markdown() -> str:
     ]
     for t in ALL:
         to = f"`{t.target.value}`" if t.target is not None else "(note: same state)"
+        if t.keeps_index_time:
+            to = "(note: same state, index time kept)"
         lines.append(
             f"| `{t.name}` | {states(t.sources)} | {to} | {_code(t.guards)} "
             f"| {_writes(t)} | {_code(t.unsets)} | {t.doc} |"

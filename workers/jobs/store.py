@@ -6,8 +6,8 @@ Every write to an existing record is a named transition of the table in
 the table's birth states: ``create.lua``, both next to this module with their KEYS and
 ARGV documented) that checks
 the current state (and the state table itself), applies the change and maintains a
-per-state index (a sorted set scored by last update time) that the reconciler scans for
-stuck jobs. One winner per transition: a
+per-state index (a sorted set scored by last update time, except for a note declared
+``keeps_index_time``) that the reconciler scans for stuck jobs. One winner per transition: a
 redelivered or duplicated task finds the job already moved and does nothing. Every key a
 script touches is passed in KEYS, all in one slot (Redis Cluster, NBQ_STORE_SHARDS).
 """
@@ -436,6 +436,7 @@ class JobStore:
             unset=list(transition.unsets),
             outbox_producers=sorted(self.outbox_producers),
             count_here=self.state_counts is None,
+            touch_index=not transition.keeps_index_time,
         )
         if durable and self.wait_replicas:
             command = ["EVAL", UPDATE_LUA, len(keys), *keys, *args]
@@ -597,6 +598,7 @@ def _update_args(
     unset: list[str],
     outbox_producers: Sequence[str] = (),
     count_here: bool = True,
+    touch_index: bool = True,
 ) -> list[Any]:
     """``update.lua``'s ARGV, in the order its header documents."""
     args: list[Any] = [
@@ -621,8 +623,11 @@ def _update_args(
     args += unset
     args.append(len(outbox_producers))
     args += list(outbox_producers)
-    if not count_here:
-        args.append("0")  # the caller counts the move (JobStore.state_counts)
+    if not count_here or not touch_index:
+        # "0": the caller counts the move (JobStore.state_counts)
+        args.append("1" if count_here else "0")
+    if not touch_index:
+        args.append("0")  # a note that keeps its index score (keeps_index_time)
     return args
 
 

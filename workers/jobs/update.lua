@@ -50,10 +50,15 @@
 --   n_outbox,  n_outbox x producer        producers whose every end goes to the outbox
 --                                         (a default notify URL, NBQ_NOTIFY_URLS; ''
 --                                         = jobs without a producer)
--- then, optionally, one more:
+-- then, optionally, one or two more:
 --   count                                 '0': do not add the move to KEYS[2] (the
 --                                         caller counts it with its held metric events,
 --                                         NBQ_METRICS_FLUSH_S); absent or else: add it
+--   index                                 '0': a note (the state stays) leaves the job's
+--                                         index score as it was (the transition's
+--                                         keeps_index_time: the poll's claim); absent or
+--                                         else: the score becomes now. A move always
+--                                         writes its new state's index.
 --
 -- Returns {applied, fields}: applied 1 if the change was made (or was made by this same
 -- call's first run), 0 if a check failed; fields is the record after the call (flat
@@ -142,6 +147,7 @@ local n_unset = tonumber(ARGV[i]); i = i + 1
 local unset_at = i; i = i + n_unset
 local n_outbox = tonumber(ARGV[i]); i = i + 1
 local count_here = ARGV[i + n_outbox] ~= '0'
+local touch_index = ARGV[i + n_outbox + 1] ~= '0'
 local told = (record['notify_url'] or '') ~= '' or (record['on_done_task'] or '') ~= ''
 for j = i, i + n_outbox - 1 do
   if ARGV[j] == (record['producer'] or '') then told = true end
@@ -173,7 +179,9 @@ for j = unset_at, unset_at + n_unset - 1 do
 end
 if #present > 0 then redis.call('HDEL', key, unpack(present)) end
 if index_of[new_state] then
-  redis.call('ZADD', index_of[new_state], now, job_id)
+  if new_state ~= state or touch_index then
+    redis.call('ZADD', index_of[new_state], now, job_id)
+  end
   -- Back to work from an ended state (nbq retry / adopt): no TTL while active.
   if not index_of[state] then redis.call('PERSIST', key) end
 else

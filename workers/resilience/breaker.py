@@ -30,6 +30,9 @@ from nanobanana_queue.workers import metrics
 #: The wait before the first probe after a trip (capped at the probe interval).
 FIRST_PROBE_S = 5.0
 
+#: ``may_submit``'s "read the state here" (a caller may pass what it read: None = absent).
+_UNREAD = object()
+
 # Winning a probe moves ``next_probe_at`` by the current back-off step (ARGV[2]): the
 # probe's own answer then sets the next one (``trip`` again, or ``probe_inconclusive``).
 _PROBE_LUA = """
@@ -133,13 +136,17 @@ class SubmissionBreaker:
         pipe.execute()
         metrics.quota_breaker(True)
 
-    def may_submit(self) -> tuple[bool, float]:
-        """``(True, 0)`` when closed or when this caller won the probe; else the wait."""
+    def may_submit(self, *, state: object = _UNREAD) -> tuple[bool, float]:
+        """``(True, 0)`` when closed or when this caller won the probe; else the wait.
+
+        ``state``: the hash's ``state`` field as the caller just read it (with other gate
+        reads in one round trip: ``gate_read``); else it is read here."""
         now = self.clock()
         # Closed (nearly always): one HGET. Only an open breaker needs the script, whose
         # atomic check lets exactly one caller win each probe.
-        state = self.redis.hget(self.key, "state")
-        if state is None or _text(state) != "open":
+        if state is _UNREAD:
+            state = self.redis.hget(self.key, "state")
+        if not isinstance(state, bytes | str) or _text(state) != "open":
             self._local.probe = False
             return True, 0.0
         step_s = self.probe_wait_s(int(self.redis.hget(self.key, "probes") or 0))
@@ -150,6 +157,10 @@ class SubmissionBreaker:
         status = self.status()
         wait_s = (status.next_probe_at or now) - now
         return False, max(wait_s, 0.0)
+
+    def gate_read(self) -> tuple[str, str, str]:
+        """The command ``may_submit(state=...)`` needs, for a caller's pipeline."""
+        return ("HGET", self.key, "state")
 
     def probe_inconclusive(self) -> None:
         """This thread's probe learnt nothing about the credits (the create's outcome is

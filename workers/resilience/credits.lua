@@ -26,7 +26,10 @@
 -- ARGV[5]  int     the daily limit (0 = none)
 -- ARGV[6]  int     the producer's daily limit (0 = none, or no producer)
 -- ARGV[7]  int     TTL of the day's keys in seconds
--- ARGV[8]  string  ended: the state the job ended in (failed | cancelled); else ''
+-- ARGV[8]  string  ended: the state the job ended in (failed | cancelled); settle:
+--                  'unheld' when the caller knows the job holds nothing (no budget, and
+--                  its record names no day it held on): the holds are not looked up;
+--                  else ''
 -- ARGV[9]  string  hold: now, epoch seconds (stamped on a new hold; the reconciler frees
 --                  an old hold whose job was never recorded or has ended)
 --
@@ -34,9 +37,12 @@
 --          limit. A job that already holds today is checked again (paid + reserved, its
 --          own hold included, within the limits: a lowered limit). Returns
 --          {1, held} or {0, 'total'|'producer', paid, reserved}; a refused job's hold
---          (if it had one) is released.
+--          (if it had one) is released. The day keys' TTL is set by the hold that finds
+--          no other (the keys may be new then), not by every hold.
 -- settle:  a create answered with a charge: its hold (if any, today) is released and the
---          charge added to paid. Returns {1, released}.
+--          charge added to paid. Returns {1, released}. The book's TTL is set only when
+--          this write created its paid field (the key may be new): any other writer that
+--          creates a day key sets its TTL in that same write, so a key that exists has one.
 -- release: the job no longer needs its hold (e.g. a 402 hand-back): released if any.
 --          Returns {1, released}.
 -- ended:   the job ended failed or cancelled: its hold (if any) is released, and the part
@@ -91,10 +97,13 @@ if op == 'ended' then
 end
 
 if op == 'settle' then
-  local released = release()
-  redis.call('HINCRBY', KEYS[1], 'paid', amount)
+  local released = 0
+  if ARGV[8] ~= 'unheld' then released = release() end
+  local paid = redis.call('HINCRBY', KEYS[1], 'paid', amount)
   if producer ~= '' then redis.call('HINCRBY', KEYS[1], 'paid|' .. producer, amount) end
-  touch()
+  -- A release only removes from the holds (their key keeps its TTL); the book is new
+  -- only if its paid field was (the sum is this very amount).
+  if paid == amount then redis.call('EXPIRE', KEYS[1], ttl) end
   return {1, released}
 end
 
@@ -119,7 +128,9 @@ for _, check in ipairs(checks) do
 end
 if held then return {1, tonumber(string.match(held, '^(%-?%d+)'))} end
 redis.call('HSET', KEYS[2], job, amount .. '|' .. producer .. '|' .. ARGV[9])
-redis.call('HINCRBY', KEYS[1], 'reserved', amount)
+local reserved = redis.call('HINCRBY', KEYS[1], 'reserved', amount)
 if producer ~= '' then redis.call('HINCRBY', KEYS[1], 'reserved|' .. producer, amount) end
-touch()
+-- reserved is the sum of the holds: only when it is this hold alone can the holds (or the
+-- book) be new keys; a key that exists got its TTL from the write that created it.
+if reserved == amount then touch() end
 return {1, amount}

@@ -156,8 +156,10 @@ class CreditLedger:
         *,
         producer: str | None,
         micro: int = 0,
-        state: str = "",
+        word: str = "",
     ) -> list[Any]:
+        """One ``credits.lua`` call; ``word`` is its ARGV[8] (ended: the end state;
+        settle: 'unheld')."""
         own_limit = self.limit_daily_per_producer if producer else 0.0
         reply = self._script(
             keys=self._keys(day, producer),
@@ -169,7 +171,7 @@ class CreditLedger:
                 to_micro(self.limit_daily),
                 to_micro(own_limit),
                 DAY_TTL_S,
-                state,
+                word,
                 repr(time.time()),
             ],
         )
@@ -193,9 +195,20 @@ class CreditLedger:
     def settle(
         self, job_id: str, charge: float, *, producer: str | None, held_on: str | None
     ) -> None:
-        """A create answered with ``charge``: paid today; the job's hold released."""
+        """A create answered with ``charge``: paid today; the job's hold released.
+
+        Without a budget a job holds nothing unless its record says on which day it held
+        (``held_on``, written with the hold): then the holds are not even looked up."""
         today = day_of()
-        self._run("settle", today, job_id, producer=producer, micro=to_micro(charge))
+        unheld = not held_on and not self.budgeted
+        self._run(
+            "settle",
+            today,
+            job_id,
+            producer=producer,
+            micro=to_micro(charge),
+            word="unheld" if unheld else "",
+        )
         if held_on and held_on != today:
             self._run("release", held_on, job_id, producer=producer)
 
@@ -215,7 +228,7 @@ class CreditLedger:
     ) -> None:
         """The job ended ``failed`` / ``cancelled`` having paid ``paid`` in all."""
         today = day_of()
-        self._run("ended", today, job_id, producer=producer, micro=to_micro(paid), state=state)
+        self._run("ended", today, job_id, producer=producer, micro=to_micro(paid), word=state)
         if held_on and held_on != today:
             self._run("release", held_on, job_id, producer=producer)
 

@@ -15,8 +15,11 @@ message is deferred for fairness (no re-sends, no sleeping worker).
 
 A taken job is *leased* until its claim (``queued → submitting``, one winner) lands; a
 worker SIGKILLed in between leaves a lease that goes back to its place in line after
-``lease_s`` (the next take heals it), and the claim and the idempotency key keep any
-job to one create. A job that is queued but on no list (a retry's re-send, a job
+``lease_s`` (of Redis's clock): a take looks for expired leases every ``HEAL_EVERY_S``
+of its process and whenever it finds nothing else to take. The claim and the idempotency
+key keep any job to one create. A taken job that is not created (no longer queued, lost
+its claim, put back) gives its producer the charge back; a job cancelled or failed while
+waiting leaves its list (``left``). A job that is queued but on no list (a retry's re-send, a job
 enqueued before the lists existed) is submitted as it is (``direct``).
 
 Cap (``NBQ_MAX_IN_FLIGHT_PER_PRODUCER``): jobs claimed for create and not yet ended; a
@@ -31,11 +34,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib.resources import files
+from time import monotonic
 from typing import TYPE_CHECKING, Any, Final
 
 import redis
 
 from nanobanana_queue.workers.jobs.state import JobState
+from nanobanana_queue.workers.logs import get_logger
 from nanobanana_queue.workers.redis_client import tagged
 
 if TYPE_CHECKING:
@@ -46,6 +51,14 @@ FAIRSHARE_LUA = (
     .joinpath("fairshare.lua")
     .read_text(encoding="utf-8")
 )
+#: The enqueue's part alone: its text rides in every enqueue's pipeline (``EVAL``).
+ENQUEUE_LUA = (
+    files("nanobanana_queue.workers.resilience")
+    .joinpath("fairshare_enqueue.lua")
+    .read_text(encoding="utf-8")
+)
+
+log = get_logger("nbq.fairshare")
 
 PRIORITIES: Final = ("high", "normal", "low")
 DEFAULT_PRIORITY: Final = "normal"
@@ -54,6 +67,9 @@ DEFAULT_PRIORITY: Final = "normal"
 CAPPED_WAIT_S: Final = 1.0
 #: A picked job not claimed within this is put back in line (its picker died).
 LEASE_S: Final = 30.0
+#: A process's takes look for expired leases at most this often (and whenever nothing
+#: else is waiting): one read of the leases, not one per take.
+HEAL_EVERY_S: Final = 5.0
 
 
 def rank(priority: str | None) -> int:
@@ -121,14 +137,21 @@ class FairShare:
         max_in_flight: int = 0,
         lease_s: float = LEASE_S,
         flight_ttl_s: float = 3600.0,
+        heal_every_s: float = HEAL_EVERY_S,
     ) -> None:
         self.redis = client
         self.base = f"{prefix}:fair:{tagged('fair', client)}:"
+        #: The keys every call declares (fairshare.lua's header): the prefix, then the
+        #: fixed keys; a producer's own keys are derived from the prefix in the same slot.
+        self.keys = [self.base, self.base + "ready", self.base + "finish", self.base + "taken"]
         self.weights = weights or {}
         self.max_in_flight = max_in_flight
         self.lease_s = lease_s
         self.flight_ttl_s = flight_ttl_s
+        self.heal_every_s = heal_every_s
+        self._heal_due = 0.0  # monotonic: this process's next look for expired leases
         self._script = client.register_script(FAIRSHARE_LUA)
+        self._enqueue = client.register_script(ENQUEUE_LUA)
 
     def weight(self, producer: str | None) -> float:
         return self.weights.get(producer or "", 1.0)
@@ -138,7 +161,7 @@ class FairShare:
         return producer if producer and producer in self.weights else "other"
 
     def _run(self, *args: str | int | float) -> Any:
-        return self._script(keys=[self.base], args=list(args))
+        return self._script(keys=self.keys, args=list(args))
 
     def enqueued(self, job_id: str, producer: str | None, priority: str | None) -> None:
         """A new job waits on its producer's list from its enqueue.
@@ -147,14 +170,7 @@ class FairShare:
         directly when its message comes (no fairness for it, nothing lost). An enqueue
         must not fail (and be repeated as a second job) for this."""
         try:
-            self._run(
-                "enqueued",
-                job_id,
-                producer or "",
-                rank(priority),
-                repr(time.time()),
-                *self._pairs(),
-            )
+            self._enqueue(keys=self.keys, args=self._enqueued_args(job_id, producer, priority))
         except redis.RedisError:
             return
 
@@ -165,14 +181,21 @@ class FairShare:
         one-round-trip enqueue stays one round trip)."""
         return [
             "EVAL",
-            FAIRSHARE_LUA,
-            1,
-            self.base,
-            "enqueued",
+            ENQUEUE_LUA,
+            len(self.keys),
+            *self.keys,
+            *self._enqueued_args(job_id, producer, priority),
+        ]
+
+    def _enqueued_args(
+        self, job_id: str, producer: str | None, priority: str | None
+    ) -> list[str | int | float]:
+        return [
             job_id,
             producer or "",
             rank(priority),
             repr(time.time()),
+            self.max_in_flight,
             *self._pairs(),
         ]
 
@@ -199,10 +222,9 @@ class FairShare:
             "take",
             job_id,
             producer or "",
-            rank(priority),
             1 if queued else 0,
-            repr(time.time()),
             self.lease_s,
+            1 if self._heal_now() else 0,
             self.max_in_flight,
             self.flight_ttl_s,
             *self._pairs(),
@@ -222,10 +244,18 @@ class FairShare:
             return Take("none", reason=raw[1])
         return Take("direct", job_id, producer, priority or DEFAULT_PRIORITY)
 
+    def _heal_now(self) -> bool:
+        """Whether this take also looks for expired leases (every ``heal_every_s``)."""
+        due = monotonic()
+        if due < self._heal_due:
+            return False
+        self._heal_due = due + self.heal_every_s
+        return True
+
     def anything_listed(self) -> bool:
-        """Whether any producer may have a job listed (one ``SCARD``; a class emptied
-        since is dropped by the next take)."""
-        return bool(self.redis.scard(self.base + "classes"))
+        """Whether any producer may have a job listed (one ``ZCARD``; a producer whose list
+        emptied since leaves at the next take that reaches it)."""
+        return bool(self.redis.zcard(self.base + "ready"))
 
     def _forget_ended(
         self, producer: str, still_in_flight: Callable[[list[str]], Iterable[str]]
@@ -239,20 +269,42 @@ class FairShare:
         return True
 
     def claimed(self, job_id: str, producer: str | None) -> None:
-        """The job claimed its create: no longer waiting or leased; now in flight."""
-        self._run("claimed", job_id, producer or "", repr(time.time()), self.max_in_flight)
+        """The job claimed its create: no longer leased; in flight under a cap. Without a
+        cap that is one ``HDEL`` of its lease (fairshare.lua's layout), no script."""
+        if self.max_in_flight <= 0:
+            self.redis.hdel(self.base + "taken", job_id)
+            return
+        self._run("claimed", job_id, producer or "", self.max_in_flight)
 
     def release(self, job_id: str) -> None:
-        """A taken job that is not queued any more (or lost its claim): forgotten."""
+        """A taken job that will not be created by this take (not queued any more, lost its
+        claim, over budget): forgotten, and its producer given the charge back."""
         self._run("release", job_id)
 
     def put_back(self, job_id: str) -> None:
         """A taken job that may not create yet (the limiter said wait): back in line."""
         self._run("put_back", job_id)
 
-    def left(self, job_id: str, producer: str | None, priority: str | None) -> None:
-        """The job no longer waits (it failed or was cancelled before its create)."""
-        self._run("left", job_id, producer or "", rank(priority))
+    def left(self, job_id: str, producer: str | None) -> None:
+        """The job ended (failed, cancelled): off its list, its lease (the charge given
+        back) and its in-flight entry dropped. Best effort: the job's end is written
+        already; an entry left behind is dropped (and refunded) when a take finds the job
+        no longer queued."""
+        try:
+            self._run("left", job_id, producer or "")
+        except redis.RedisError as exc:
+            log.warning("fair_share_left_unrecorded", job_id=job_id, error=type(exc).__name__)
+
+    def migrate(self) -> int:
+        """The lists of the layout before this one moved into this one (once: a worker's
+        first use; a few commands when there is nothing to move). Returns the jobs moved.
+        Best effort: a job left on an old list is still queued, so its own message (or the
+        reconciler's re-send) submits it directly."""
+        try:
+            return int(self._run("migrate"))
+        except redis.RedisError as exc:
+            log.warning("fair_share_migrate_failed", error=type(exc).__name__)
+            return 0
 
     def snapshot(self) -> list[ProducerShare]:
         """Each waiting producer's jobs per priority, weight, share and in-flight count."""

@@ -17,6 +17,9 @@ import redis
 from nanobanana_queue.workers import metrics
 from nanobanana_queue.workers.redis_client import tagged
 
+#: ``acquire``'s "read the block here" (a caller may pass what it read: None = absent).
+_UNREAD = object()
+
 _BUCKET_LUA = """
 local key = KEYS[1]
 local penalty_key = KEYS[2]
@@ -49,6 +52,16 @@ return tostring((1 - tokens) / rate)
 """
 
 
+_GIVE_BACK_LUA = """
+-- A granted token that bought nothing (no create was sent): back in the bucket, never
+-- past the burst. A bucket gone (expired) is full already.
+local tokens = redis.call('HGET', KEYS[1], 'tokens')
+if not tokens then return 0 end
+redis.call('HSET', KEYS[1], 'tokens', tostring(math.min(tonumber(ARGV[1]), tonumber(tokens) + 1)))
+return 1
+"""
+
+
 class SharedRateLimiter:
     def __init__(
         self,
@@ -64,6 +77,7 @@ class SharedRateLimiter:
         #: Wall-clock seconds (the buckets' times are shared by every host); tests step it.
         self.clock = clock
         self._bucket = client.register_script(_BUCKET_LUA)
+        self._give_back = client.register_script(_GIVE_BACK_LUA)
 
     def _keys(self, kind: str) -> list[str]:
         # One hash tag per kind on a cluster: the bucket script and the penalty pipeline
@@ -71,11 +85,22 @@ class SharedRateLimiter:
         base = f"{self.prefix}:limit:{tagged(kind, self.redis)}"
         return [base, f"{base}:penalty", f"{base}:blocked_until"]
 
-    def acquire(self, kind: str) -> float:
-        """Take a token: 0.0 when granted, else the seconds to wait before trying again."""
+    def gate_read(self, kind: str) -> tuple[str, str] | None:
+        """The one read ``acquire(kind, blocked=...)`` needs, for a caller's pipeline: an
+        unlimited kind's 429 block (``GET``). None for a kind with a rate (its bucket
+        script takes a token: it runs in ``acquire``)."""
+        if self.rates_per_s.get(kind, 0.0) > 0:
+            return None
+        return ("GET", self._keys(kind)[2])
+
+    def acquire(self, kind: str, *, blocked: object = _UNREAD) -> float:
+        """Take a token: 0.0 when granted, else the seconds to wait before trying again.
+
+        ``blocked``: the reply of ``gate_read(kind)`` the caller just sent (an unlimited
+        kind only); else it is read here."""
         rate = self.rates_per_s.get(kind, 0.0)
         if rate <= 0:
-            wait_s = self._blocked_for_s(kind)
+            wait_s = self._blocked_for_s(kind, blocked)
         else:
             burst = max(1.0, rate)
             keys = self._keys(kind)
@@ -84,12 +109,20 @@ class SharedRateLimiter:
             metrics.limiter_wait(kind)
         return wait_s
 
-    def _blocked_for_s(self, kind: str) -> float:
+    def give_back(self, kind: str) -> None:
+        """A token ``acquire`` granted was not used (the call it was for was not made): it
+        goes back to the bucket. Nothing to do for an unlimited kind."""
+        rate = self.rates_per_s.get(kind, 0.0)
+        if rate > 0:
+            self._give_back(keys=self._keys(kind)[:1], args=[max(1.0, rate)])
+
+    def _blocked_for_s(self, kind: str, raw: object = _UNREAD) -> float:
         """An unlimited kind (the default) has no bucket, only a 429's block: one ``GET``
         (the bucket script would be ``EVALSHA`` + ``MGET`` for the same answer)."""
         now = self.clock()
-        raw = self.redis.get(self._keys(kind)[2])
-        blocked_until = float(raw) if raw else 0.0
+        if raw is _UNREAD:
+            raw = self.redis.get(self._keys(kind)[2])
+        blocked_until = float(raw) if isinstance(raw, bytes | str) and raw else 0.0
         return blocked_until - now if now < blocked_until else 0.0
 
     def penalise(self, kind: str, retry_after_s: float | None, *, default_s: float = 30.0) -> None:

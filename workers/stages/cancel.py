@@ -12,6 +12,7 @@ from nanobanana_queue.workers.jobs import lifecycle
 from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.jobs.store import JobNotFoundError, JobStore
+from nanobanana_queue.workers.resilience.fairshare import FairShare
 
 
 def cancel_job(store: JobStore, job_id: str) -> JobRecord:
@@ -27,6 +28,9 @@ def cancel_job(store: JobStore, job_id: str) -> JobRecord:
             f"job {job_id} is already {record.state.value}; "
             "only queued or in-flight jobs can be cancelled"
         )
+    # Off its producer's fair-share list (a queued job) or in-flight set (workers/
+    # resilience/fairshare.py): a cancelled job is neither taken nor charged later.
+    FairShare(store.redis, prefix=store.prefix).left(job_id, record.producer)
     if record.credits_held_on or record.credits_paid:
         # Frees the job's hold on the day's budget; counts what it paid as cancelled.
         from nanobanana_queue.workers.resilience.credits import CreditLedger

@@ -65,6 +65,7 @@ def fail_job(
     keeps_hold = "credits_reserved" not in dict(via.fixed)
     record, applied = rt.store.apply(via, job_id, expect=expect, error=error, **fields)
     if applied and record is not None:
+        rt.fair().left(job_id, record.producer)  # off its fair-share list, if still on it
         metrics.job_failed(error.code)
         failure.failed_job(job_id, error)  # what Flower shows when the task raises it
         if not keeps_hold and (record.credits_held_on or record.credits_paid):

@@ -51,6 +51,9 @@ def poll(
         expect={"poll_token": token or None},
         poll_token=next_token,
         claimed_by=claim_owner(),  # its lease lapsing re-drives the chain (leases.py)
+        # Under way now: the reconciler reads this, not the index's time (which the claim
+        # leaves as it was: the answer's write follows within one query).
+        next_poll_at=now(),
     )
     if record is None:
         from nanobanana_queue.workers.stages.rescue import report_lost, rescue

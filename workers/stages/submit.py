@@ -8,7 +8,7 @@ and its create round, and a job that already has a task goes straight to polling
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from nanobanana_queue.workers import metrics
 from nanobanana_queue.workers.errors import (
@@ -90,6 +90,8 @@ def submit(
     return _take_and_create(rt, record, retries=retries)
 
 
+_S = TypeVar("_S", Step, Step | None)
+
 #: A slot whose taken jobs turn out not queued any more (cancelled, taken by a direct
 #: re-send) takes again, at most this often.
 MAX_TAKES = 10
@@ -135,12 +137,19 @@ def _take_and_create(rt: Runtime, record: JobRecord, *, retries: int) -> Step:
             continue
         if took.kind == "none":
             if not queued and took.reason == "empty":
-                return Done("lost_race")  # nothing else waits either
-            return _no_job_to_take(rt, record, took)
+                return _unused_token(rt, Done("lost_race"))  # nothing else waits either
+            return _unused_token(rt, _no_job_to_take(rt, record, took))
         target = _taken_record(rt, record, took)
         if target is not None:
             return _create_taken(rt, record, target, retries=retries)
-    return Done("nothing_to_take")
+    return _unused_token(rt, Done("nothing_to_take"))
+
+
+def _unused_token(rt: Runtime, step: _S) -> _S:
+    """The create the limiter granted found no job to make (nothing waiting, every waiting
+    producer at its cap): its token goes back to the bucket, for the next slot."""
+    rt.limiter.give_back("create")
+    return step
 
 
 def _serve_waiting(rt: Runtime, record: JobRecord) -> Step | None:
@@ -157,13 +166,14 @@ def _serve_waiting(rt: Runtime, record: JobRecord) -> Step | None:
     for _ in range(MAX_TAKES):
         took = _take(rt, record, queued=False)
         if took.kind == "none":
-            return _no_job_to_take(rt, record, took) if took.reason == "capped" else None
+            capped = took.reason == "capped"
+            return _unused_token(rt, _no_job_to_take(rt, record, took) if capped else None)
         if took.kind == "direct":
-            return None
+            return _unused_token(rt, None)
         target = _taken_record(rt, record, took)
         if target is not None:
             return _create_taken(rt, record, target, retries=0)
-    return None
+    return _unused_token(rt, None)
 
 
 def _no_job_to_take(rt: Runtime, record: JobRecord, took: Take) -> Step:
@@ -259,7 +269,8 @@ def _wait_before_create(
     """
     if not slot_only and record.create_outcome_unknown and not may_resend_unknown(rt):
         return "outcome_unknown", 0.0  # (a slot for another job: that job's own matter)
-    allowed, wait_s = rt.breaker.may_submit()
+    breaker_read, limiter_read = _gate_reads(rt)
+    allowed, wait_s = rt.breaker.may_submit(**breaker_read)
     if not allowed:
         return "breaker", wait_s
     limit = rt.settings.max_in_flight
@@ -273,10 +284,25 @@ def _wait_before_create(
     ):
         metrics.limiter_wait("inflight")
         return "in_flight_limit", rt.settings.poll_min_interval_s * 2
-    wait_s = rt.limiter.acquire("create")
+    wait_s = rt.limiter.acquire("create", **limiter_read)
     if wait_s > 0:
         return "rate_limit", wait_s
     return None
+
+
+def _gate_reads(rt: Runtime) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The breaker's state and (an unlimited create kind) the create block, read in one
+    round trip: the keyword arguments of ``may_submit`` and ``acquire``. Empty when they
+    cannot go together (a rated kind's bucket script takes its token in ``acquire``):
+    each gate then reads its own."""
+    block_read = rt.limiter.gate_read("create")
+    if block_read is None or rt.limiter.redis is not rt.breaker.redis:
+        return {}, {}
+    pipe = rt.breaker.redis.pipeline(transaction=False)
+    pipe.execute_command(*rt.breaker.gate_read())  # type: ignore[no-untyped-call]
+    pipe.execute_command(*block_read)  # type: ignore[no-untyped-call]
+    state, blocked = pipe.execute()
+    return {"state": state}, {"blocked": blocked}
 
 
 def _defer(rt: Runtime, record: JobRecord, reason: str, wait_s: float, *, retries: int) -> Step:

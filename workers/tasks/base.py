@@ -111,8 +111,4 @@ class StageTask(Task):  # type: ignore[misc]
             if failed is None:
                 return "exhausted_stale"  # moved on by another stage: nothing failed
             raise step.exhausted from None
-        if not step.spends_budget:
-            # An unbounded wait (quota breaker) must not spend the transient-retry
-            # budget: the re-sent message counts from 0 again (retry() adds 1).
-            self.request.retries = -1
         raise dispatcher().retry(self, step) from None

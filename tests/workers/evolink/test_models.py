@@ -1,4 +1,8 @@
-"""GenerationRequest: every allowed value accepted, every rule refused naming its field."""
+"""GenerationRequest: every allowed value accepted, every rule refused naming its field.
+
+The whole table of bad requests lives here; each entry point (Python API, ingress, CLI,
+a raw ``nbq.generate``) tests a few representative cases of its own refusal.
+"""
 
 from __future__ import annotations
 
@@ -107,6 +111,12 @@ def test_full_request_serialises_every_field() -> None:
 )
 def test_invalid_field_is_refused_naming_the_field(fields: dict[str, Any], field: str) -> None:
     assert refused_field(**fields) == field
+
+
+def test_a_request_without_a_prompt_is_refused_naming_it() -> None:
+    with pytest.raises(ValidationError) as caught:
+        GenerationRequest.model_validate({"size": "1:1"})
+    assert [error["loc"] for error in caught.value.errors()] == [("prompt",)]
 
 
 def test_callback_url_of_exactly_2049_chars_is_refused() -> None:

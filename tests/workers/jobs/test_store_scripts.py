@@ -21,6 +21,7 @@ from nanobanana_queue.workers.jobs import lifecycle
 from nanobanana_queue.workers.jobs.record import JobError, JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.jobs.store import CREATE_LUA, INDEXED_STATES, UPDATE_LUA, JobStore
+from tests.support.records import seed
 from tests.support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -213,13 +214,15 @@ def _update_argv(
     incr: tuple[tuple[str, float], ...] = (),
     unset: tuple[str, ...] = (),
     outbox: tuple[str, ...] = (),
+    tail: tuple[str, ...] = (),
 ) -> list[Any]:
-    """update.lua's ARGV built from its header, not from the store."""
+    """update.lua's ARGV built from its header, not from the store (``tail``: the
+    optional count and index words)."""
     argv: list[Any] = [now, to, retention, job_id, *(s.value for s in INDEXED_STATES)]
     argv += [len(allowed), *allowed, len(expect), *(x for pair in expect for x in pair)]
     argv += [len(sets), *(x for pair in sets for x in pair)]
     argv += [len(incr), *(x for pair in incr for x in pair), len(unset), *unset]
-    argv += [len(outbox), *outbox]
+    argv += [len(outbox), *outbox, *tail]
     return argv
 
 
@@ -324,8 +327,54 @@ def test_the_store_builds_the_update_argv_its_script_header_documents(
         expect=(("poll_token", ""),),
         sets=(("result_urls", '["u"]'), ("progress", "100")),
         incr=(("polls", 1),),
-        unset=("poll_token", "next_poll_at"),
     )
+    # a note that keeps its index time says so in the last word (after a count word)
+    store.apply(
+        lifecycle.CLAIM_POLL, "j1", expect={"poll_token": "a"}, poll_token="b", next_poll_at=3.0
+    )
+    assert sent["args"] == _update_argv(
+        now="12.5",
+        job_id="j1",
+        allowed=("generating",),
+        expect=(("poll_token", "a"),),
+        sets=(("poll_token", "b"), ("next_poll_at", "3.0")),
+        tail=("1", "0"),
+    )
+
+
+def test_a_note_that_keeps_its_index_time_leaves_the_score_and_a_move_writes_it(
+    session_redis: RedisServer,
+) -> None:
+    # Given a generating job indexed at time 10
+    r = session_redis.client()
+    prefix = f"d{uuid.uuid4().hex[:8]}"
+    store = JobStore(r, prefix=prefix)
+    seed(store, JobRecord(job_id="j1", state=JobState.GENERATING, poll_token="a"))
+    index = store.index_key(JobState.GENERATING)
+    r.zadd(index, {"j1": 10.0})
+    keys = store.update_keys("j1")
+    claim = _update_argv(
+        now="20.0",
+        job_id="j1",
+        allowed=("generating",),
+        expect=(("poll_token", "a"),),
+        sets=(("poll_token", "b"),),
+        tail=("1", "0"),
+    )
+    # When a note says "index: 0", the record changes and the score stays
+    assert r.eval(UPDATE_LUA, len(keys), *keys, *claim)[0] == 1
+    assert store.require("j1").poll_token == "b" and r.zscore(index, "j1") == 10.0
+    # and without the word a note refreshes it
+    note = _update_argv(now="30.0", job_id="j1", allowed=("generating",))
+    assert r.eval(UPDATE_LUA, len(keys), *keys, *note)[0] == 1
+    assert r.zscore(index, "j1") == 30.0
+    # and even with it a move writes its new state's index
+    move = _update_argv(
+        now="40.0", to="downloading", job_id="j1", allowed=("generating",), tail=("1", "0")
+    )
+    assert r.eval(UPDATE_LUA, len(keys), *keys, *move)[0] == 1
+    assert r.zscore(index, "j1") is None
+    assert r.zscore(store.index_key(JobState.DOWNLOADING), "j1") == 40.0
 
 
 def test_the_update_script_refuses_a_move_outside_the_state_table_whatever_it_is_told(
@@ -357,42 +406,40 @@ def test_the_state_table_compiled_into_the_update_script_is_the_pythons() -> Non
         assert set(re.findall(r'\["(\w+)"\] = true', row.group(1))) == {t.value for t in targets}
 
 
-# -- what one transition costs -------------------------------------------------------------
+# -- what one transition writes ------------------------------------------------------------
+# (its cost, the script's commands per move, is benchmarks/redis_commands.py's to report)
 
 
-def _script_commands(server: RedisServer, work: Callable[[], None]) -> list[str]:
-    """The commands the scripts ran during ``work`` (MONITOR's ``lua`` client), in order."""
-    return [
-        _QUOTED.findall(line.split("]", 1)[1])[0].upper()
-        for line in _monitor_lines(server, work)
-        if " lua] " in line
-    ]
+def _fields(server: RedisServer, key: str) -> set[str]:
+    return {k.decode() if isinstance(k, bytes) else k for k in server.client().hkeys(key)}
 
 
-def test_increments_and_sets_are_one_hset_and_only_present_fields_are_deleted(
-    monitored: RedisServer,
+def test_a_move_with_increments_and_unsets_writes_exactly_its_fields(
+    session_redis: RedisServer,
 ) -> None:
     # Given a job claimed for submit (no waiting_reason, error or callback_task_id)
-    store = JobStore(monitored.client(), prefix="nbq")
+    store = JobStore(session_redis.client(), prefix=f"d{uuid.uuid4().hex[:8]}")
     store.create(JobRecord(job_id="j1"))
     store.apply(lifecycle.CLAIM_SUBMIT, "j1")
+    before = _fields(session_redis, store.key("j1"))
 
     # When the create's answer is recorded with two increments and three unsets
-    def created() -> None:
-        store.apply(
-            lifecycle.TASK_CREATED,
-            "j1",
-            incr={"credits_paid": 1.6},  # and paid_creates + 1, the transition's own
-            evolink_task_id="task-1",
-            poll_token="p1",
-        )
+    store.apply(
+        lifecycle.TASK_CREATED,
+        "j1",
+        incr={"credits_paid": 1.6},  # and paid_creates + 1, the transition's own
+        evolink_task_id="task-1",
+        poll_token="p1",
+    )
 
-    commands = _script_commands(monitored, created)
-    # Then the script read once, wrote once, and deleted nothing that was not there
-    assert commands == ["HGETALL", "ZREM", "HINCRBY", "HSET", "ZADD"]
+    # Then the increments and sets are there, and the unset fields absent as before
     record = store.require("j1")
     assert (record.credits_paid, record.paid_creates, record.attempts) == (1.6, 1, 1)
-    raw = monitored.client().hmget(store.key("j1"), "paid_creates", "attempts")
+    assert (record.evolink_task_id, record.poll_token) == ("task-1", "p1")
+    after = _fields(session_redis, store.key("j1"))
+    assert {"waiting_reason", "error", "callback_task_id"}.isdisjoint(before | after)
+    assert before <= after  # nothing the move does not own is removed
+    raw = session_redis.client().hmget(store.key("j1"), "paid_creates", "attempts")
     assert raw == [b"1", b"1"]  # integers stay integers, as HINCRBYFLOAT writes them
 
 

@@ -85,3 +85,48 @@ def _today() -> str:
     from nanobanana_queue.workers.resilience.credits import day_of
 
     return day_of()
+
+
+def test_a_hold_is_released_by_its_settle_even_after_the_budget_was_removed(
+    redis_server: RedisServer,
+) -> None:
+    # Given a job that held its price under a budget, and the budget removed since
+    client = redis_server.client()
+    held = CreditLedger(client, limit_daily=10.0).hold("a", 2.5, producer="p")
+    unbudgeted = CreditLedger(client)
+    # When its create's charge is settled (its record names the day it held on)
+    unbudgeted.settle("a", 1.6, producer="p", held_on=held.day)
+    # Then the hold is gone and the charge paid; a job that held nothing only pays
+    unbudgeted.settle("b", 2.5, producer="p", held_on=None)
+    day = unbudgeted.today(producer="p")
+    assert (day.paid, day.reserved) == (4.1, 0.0) and unbudgeted.holds_today() == {}
+
+
+def test_a_day_book_first_written_by_a_charge_expires_and_later_charges_keep_it(
+    redis_server: RedisServer,
+) -> None:
+    client = redis_server.client()
+    ledger = CreditLedger(client)
+    ledger.settle("a", 1.6, producer="p", held_on=None)
+    ledger.settle("b", 2.5, producer=None, held_on=None)
+    books = client.keys("nbq:credit-book:*")
+    assert len(books) == 1 and 0 < client.ttl(books[0]) <= 8 * 24 * 3600
+    assert ledger.today().paid == 4.1
+
+
+def test_day_keys_made_again_after_every_hold_was_released_still_expire(
+    redis_server: RedisServer,
+) -> None:
+    # Given a day whose holds were all released (its holds key went with the last one)
+    client = redis_server.client()
+    ledger = CreditLedger(client, limit_daily=10.0)
+    first = ledger.hold("a", 1.6, producer="p")
+    ledger.release("a", producer="p", held_on=first.day)
+    assert not client.keys("nbq:credit-holds:*")
+    # When jobs hold again, one after another
+    for job in ("b", "c", "d"):
+        assert ledger.hold(job, 1.6, producer="p").held
+    # Then both day keys exist and expire
+    keys = client.keys("nbq:credit-*")
+    assert len(keys) == 2 and all(0 < client.ttl(k) <= 8 * 24 * 3600 for k in keys)
+    assert ledger.holds_today() == {"b": 1.6, "c": 1.6, "d": 1.6}

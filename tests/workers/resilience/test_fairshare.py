@@ -5,6 +5,7 @@ that heal — on a real Redis (and one real Cluster)."""
 from __future__ import annotations
 
 from collections import Counter
+from time import monotonic, sleep
 from types import SimpleNamespace
 
 import pytest
@@ -172,18 +173,61 @@ def test_a_slot_with_nothing_waiting_takes_nothing(
     assert (took.kind, took.reason) == ("none", "empty")
 
 
+def _taken_again(gate: FairShare, timeout_s: float = 10.0) -> str:
+    """Slots take until one gets a job (a lease expires by Redis's clock, which no test
+    can step: polled, never asserted on)."""
+    deadline = monotonic() + timeout_s
+    while monotonic() < deadline:
+        took = gate.take("s", "s", None, queued=False)
+        if took.kind == "pick":
+            return took.job_id
+        sleep(0.005)
+    return ""
+
+
 def test_a_job_taken_by_a_slot_that_dies_is_taken_again_after_its_lease(
     redis_server: RedisServer, clock: SimpleNamespace
 ) -> None:
     # Given a slot that took a job and was SIGKILLed before claiming it
-    gate = FairShare(redis_server.client(), lease_s=30)
+    client = redis_server.client()
+    gate = FairShare(client, lease_s=30)
     gate.enqueued("a~1", "a", None)
     assert gate.take("s", "s", None, queued=False).job_id == "a~1"
     assert gate.take("s", "s", None, queued=False).kind == "none"  # leased: not twice
     assert [s.waiting for s in gate.snapshot()] == [{"normal": 1}]  # still counted
     # When its lease has lapsed, the next slot takes it again (nothing lost)
-    clock.t += 31
+    assert _taken_again(FairShare(client, lease_s=0.001)) == "a~1"
+
+
+def test_lease_ages_come_from_redis_not_from_a_workers_clock(
+    redis_server: RedisServer, clock: SimpleNamespace
+) -> None:
+    """A worker whose clock runs 31 s ahead does not take a job another slot leased a
+    moment ago (its lease is 30 s of Redis's clock)."""
+    client = redis_server.client()
+    gate = FairShare(client, lease_s=30, heal_every_s=0)
+    gate.enqueued("a~1", "a", None)
     assert gate.take("s", "s", None, queued=False).job_id == "a~1"
+    clock.t += 31  # the worker clocks (enqueue times) move; Redis's does not
+    took = gate.take("s", "s", None, queued=False)
+    assert (took.kind, took.reason) == ("none", "empty")
+
+
+def test_expired_leases_are_looked_for_when_nothing_else_waits_or_every_heal_interval(
+    redis_server: RedisServer, clock: SimpleNamespace
+) -> None:
+    client = redis_server.client()
+    gate = FairShare(client, lease_s=30)
+    for job in ("a~1", "a~2", "a~3"):
+        gate.enqueued(job, "a", None)
+    assert gate.take("s", "s", None, queued=False).job_id == "a~1"  # its slot dies
+    # A process that looked a moment ago does not look again while others wait ...
+    hurried = FairShare(client, lease_s=0.001, heal_every_s=3600)
+    hurried._heal_due = float("inf")
+    assert _taken_again(hurried) == "a~2"
+    # ... but as soon as nothing else waits, the expired lease is back in line
+    assert _taken_again(hurried) == "a~3"
+    assert _taken_again(hurried) == "a~1"
 
 
 def test_a_job_put_back_keeps_its_place_and_its_producers_share(
@@ -195,6 +239,99 @@ def test_a_job_put_back_keeps_its_place_and_its_producers_share(
     first = gate.take("s", "s", None, queued=False)
     gate.put_back(first.job_id)  # the limiter said wait: no create was made
     assert _slots(gate, 4) == ["a~1", "b~1", "a~2", "b~2"]
+
+
+def test_a_taken_job_that_is_not_created_gives_its_producer_the_charge_back(
+    redis_server: RedisServer, clock: SimpleNamespace
+) -> None:
+    """A slot takes A's job and finds it cancelled meanwhile (release): no create was
+    made, so A's share is as if it had never been taken."""
+    gate = FairShare(redis_server.client())
+    for job, producer in (("a~1", "a"), ("a~2", "a"), ("b~1", "b"), ("b~2", "b")):
+        gate.enqueued(job, producer, None)
+    assert gate.take("s", "s", None, queued=False).job_id == "a~1"
+    gate.release("a~1")  # its record was no longer queued
+    assert _slots(gate, 3) == ["a~2", "b~1", "b~2"]
+
+
+def test_a_job_that_leaves_before_its_take_leaves_the_lists(
+    redis_server: RedisServer, clock: SimpleNamespace
+) -> None:
+    """Cancelled or failed while waiting: never taken, never counted as waiting."""
+    gate = FairShare(redis_server.client())
+    for job in ("a~1", "a~2"):
+        gate.enqueued(job, "a", None)
+    gate.left("a~1", "a")
+    assert [s.waiting for s in gate.snapshot()] == [{"normal": 1}]
+    assert _slots(gate, 5) == ["a~2"]
+
+
+def test_a_job_that_leaves_while_taken_gives_the_charge_back(
+    redis_server: RedisServer, clock: SimpleNamespace
+) -> None:
+    gate = FairShare(redis_server.client())
+    for job, producer in (("a~1", "a"), ("a~2", "a"), ("b~1", "b")):
+        gate.enqueued(job, producer, None)
+    assert gate.take("s", "s", None, queued=False).job_id == "a~1"
+    gate.left("a~1", "a")  # cancelled between its take and its claim
+    assert _slots(gate, 3) == ["a~2", "b~1"]
+    assert gate.snapshot() == []
+
+
+def test_an_enqueue_sent_again_for_a_job_in_flight_does_not_lift_the_cap(
+    redis_server: RedisServer, clock: SimpleNamespace
+) -> None:
+    """A re-sent enqueue of a job already claimed is not listed again (its listing, taken
+    and released, dropped the job's in-flight entry: one create past the cap)."""
+    gate = FairShare(redis_server.client(), max_in_flight=2)
+    gate.enqueued("a~1", "a", None)
+    assert _slots(gate, 1) == ["a~1"]  # claimed: in flight
+    gate.enqueued("a~1", "a", None)  # the re-sent enqueue
+    gate.enqueued("a~2", "a", None)
+    gate.enqueued("a~3", "a", None)
+    created = []
+    for _ in range(3):  # the submit stage: a taken job no longer queued is released
+        took = gate.take("s", "s", None, queued=False, still_in_flight=lambda ids: ids)
+        if took.job_id == "a~1":
+            gate.release(took.job_id)
+        elif took.kind == "pick":
+            gate.claimed(took.job_id, took.producer)
+            created.append(took.job_id)
+    assert created == ["a~2"]  # a~1 and a~2 in flight: the cap of 2
+    assert [s.in_flight for s in gate.snapshot()] == [2]
+
+
+def test_a_job_listed_again_while_taken_is_not_taken_twice(
+    redis_server: RedisServer, clock: SimpleNamespace
+) -> None:
+    gate = FairShare(redis_server.client())
+    gate.enqueued("a~1", "a", None)
+    assert gate.take("s", "s", None, queued=False).job_id == "a~1"
+    gate.enqueued("a~1", "a", None)  # a re-sent enqueue while a~1 is leased
+    gate.enqueued("a~2", "a", None)
+    assert gate.take("s", "s", None, queued=False).job_id == "a~2"
+    gate.claimed("a~1", "a")
+    assert gate.take("s", "s", None, queued=False).kind == "none"
+
+
+def test_jobs_listed_by_the_layout_before_are_moved_once_in_their_order(
+    redis_server: RedisServer, clock: SimpleNamespace
+) -> None:
+    """A deploy while jobs wait: the per-class lists of the layout before (and a job one
+    of its slots had taken) are moved into the per-producer lists, order kept."""
+    client = redis_server.client()
+    gate = FairShare(client)
+    base = gate.base
+    client.sadd(base + "classes", "a|1", "a|0")
+    client.zadd(base + "w:a|1", {"a~1": 100.0, "a~2": 101.0})
+    client.zadd(base + "w:a|0", {"a~high": 102.0})
+    client.zadd(base + "lease", {"a~0": 98.0})  # taken by an old worker's slot, unclaimed
+    client.hset(base + "lease_of", "a~0", "a|1\t99.0\t1")
+    client.hset(base + "finish", "a", "1")
+    assert gate.migrate() == 4
+    assert gate.migrate() == 0  # once
+    assert _slots(gate, 5) == ["a~high", "a~0", "a~1", "a~2"]
+    assert client.keys(base + "*") == [(base + "finish").encode()]  # a's tag kept
 
 
 def test_snapshot_shows_waiting_and_shares(

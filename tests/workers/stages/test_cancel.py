@@ -56,3 +56,16 @@ def test_an_ended_job_cannot_be_cancelled(rt: Runtime, steps: StepLog) -> None:
     with pytest.raises(JobNotCancellableError, match="already failed"):
         cancel_job(rt.store, job_id)
     assert rt.store.require(job_id).state is JobState.FAILED
+
+
+def test_a_queued_job_cancelled_or_failed_leaves_the_fair_share_lists(
+    rt: Runtime, steps: StepLog
+) -> None:
+    """Neither is taken by a later create slot (nor charged to its producer's share): the
+    next slot takes the job still waiting."""
+    cancelled, failed, waiting = new_job(rt), new_job(rt), new_job(rt)
+    cancel_job(rt.store, cancelled)
+    fail_job(rt, failed, NbqError("failed on purpose"))
+    assert [s.waiting for s in rt.fair().snapshot()] == [{"normal": 1}]
+    took = rt.fair().take("slot", None, None, queued=False)
+    assert (took.kind, took.job_id) == ("pick", waiting)

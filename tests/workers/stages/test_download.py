@@ -35,6 +35,8 @@ def test_a_completed_job_is_stored_once_and_a_redelivered_download_is_a_no_op(
     assert steps(download_stage.download(rt, job_id)) == "stored"
     stored = rt.store.require(job_id)
     assert stored.state is JobState.STORED and len(stored.objects) == 1
+    # A stored record keeps no poll chain and no result links (they end with the job)
+    assert (stored.poll_token, stored.next_poll_at, stored.result_urls) == (None, None, [])
     keys = s3_server.keys(f"images/{job_id}/")
     assert keys == sorted([stored.objects[0].key, f"images/{job_id}/manifest.json"])
     downloads = emulator_server.stats()["file_downloads"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -77,6 +78,30 @@ def test_a_generating_job_with_no_poll_due_gets_a_new_chain_and_the_old_one_stop
     assert steps(poll_stage.poll(rt, job_id, old_token)) == "stale_token"
     assert steps(poll_stage.poll(rt, job_id, new_token)) in {"rescheduled", "completed"}
     assert emulator_server.stats()["creates_accepted"] == 1
+
+
+def test_a_poll_under_way_is_never_re_polled_however_late_its_message_came(
+    rt: Runtime, steps: StepLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a generating job idle past the stuck time whose poll message came late
+    submitted_job(rt, steps)
+    _, job_id, token = steps.last("poll")
+    set_fields(rt, job_id, next_poll_at=now() - 60)
+    age()
+    # When a reconcile pass runs while that poll's query is in flight
+    passes = []
+    api = rt.api()
+    query = api.get_task
+
+    def query_during_a_pass(task_id: str) -> Any:
+        passes.append(reconcile_once(rt, steps))
+        return query(task_id)
+
+    monkeypatch.setattr(api, "get_task", query_during_a_pass)
+    outcome = steps(poll_stage.poll(rt, job_id, token))
+    # Then the pass leaves the job to the poll that claimed it, which goes on
+    assert passes[0].repolled == []
+    assert outcome in {"rescheduled", "completed"}
 
 
 def test_reconciler_passes_never_create_twice_or_redrive_a_claimed_job_again(

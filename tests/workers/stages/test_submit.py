@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -11,7 +12,8 @@ from nanobanana_queue.workers.evolink.models import GenerationRequest
 from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.runtime import Runtime
 from nanobanana_queue.workers.stages import submit as submit_stage
-from nanobanana_queue.workers.stages.steps import Poll, Retry
+from nanobanana_queue.workers.stages.steps import Poll, Retry, Submit
+from tests.support.clock import SteppedClock
 from tests.support.emulator_server import EmulatorServer
 from tests.workers.stages.conftest import StepLog, claim_submit, new_job, submitted_job
 
@@ -32,6 +34,24 @@ def test_submit_with_the_quota_breaker_open_waits_queued_with_a_quota_named_caus
     assert record.waiting_reason == "submissions paused: quota"
     assert emulator_server.stats()["creates_accepted"] == 0
     assert steps.calls == []
+
+
+def test_a_create_block_another_worker_set_defers_the_submit_and_sends_nothing(
+    rt: Runtime, steps: StepLog, emulator_server: EmulatorServer
+) -> None:
+    # Given another worker's create got a 429 (its limiter, the same Redis)
+    from nanobanana_queue.workers.resilience.limiter import SharedRateLimiter
+
+    SharedRateLimiter(rt.redis, prefix=rt.settings.key_prefix).penalise("create", 30.0)
+    job_id = new_job(rt)
+    # When this worker's submit runs, the breaker closed and no rate set
+    step = submit_stage.submit(rt, job_id)
+    # Then the job waits queued, nothing was sent, and the submit comes back later
+    assert isinstance(step, Submit) and step.label == "deferred_rate_limit"
+    assert step.job_id == job_id and step.after_s > 20
+    record = rt.store.require(job_id)
+    assert record.state is JobState.QUEUED and record.waiting_reason == "rate_limit"
+    assert emulator_server.stats()["creates_accepted"] == 0
 
 
 def test_a_duplicated_submit_of_a_generating_job_polls_with_its_token_and_never_creates(
@@ -101,3 +121,18 @@ def test_the_402_that_trips_the_breaker_leaves_the_breakers_wording_on_the_job(
     assert isinstance(step, Retry) and isinstance(step.error, QuotaExceededError)
     # Then the job says what the README says (not the API's error code)
     assert rt.store.require(job_id).waiting_reason == "submissions paused: quota"
+
+
+def test_a_granted_create_that_finds_every_waiting_producer_capped_gives_its_token_back(
+    make_rt: Callable[..., Runtime], steps: StepLog
+) -> None:
+    """The slot comes back later; the create rate it was granted goes to the next slot
+    instead of being lost."""
+    rt = make_rt(creates_per_s=1, max_in_flight_per_producer=1)
+    clock = SteppedClock()
+    rt.limiter.clock = clock
+    first, second = new_job(rt), new_job(rt)
+    assert steps(submit_stage.submit(rt, first)) == "created"  # the producer's 1 in flight
+    clock.advance(1.0)  # one token refilled
+    assert steps(submit_stage.submit(rt, second)) == "deferred_producer_in_flight"
+    assert rt.limiter.acquire("create") == 0  # the token is still there
