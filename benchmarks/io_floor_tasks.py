@@ -22,6 +22,7 @@ from typing import Any
 
 from benchmarks.baseline_app import baseline_app
 from benchmarks.harness import REQUEST
+from nanobanana_queue.workers import metrics
 from nanobanana_queue.workers.evolink.models import GenerationRequest, TaskStatus
 from nanobanana_queue.workers.evolink.results import open_result
 from nanobanana_queue.workers.runtime import get_runtime
@@ -32,6 +33,10 @@ DONE_KEY = "bench:io:done"
 # services are in the settings (``harness.use_env``), never at the top of a bench module.
 
 app = baseline_app("nbq-bench-io", QUEUE)
+# The runtime's clients record API-call metrics on their own; the floor records none (the
+# pipeline's metrics are part of what B1io measures). Each prefork child imports this
+# module, so every process of the floor's worker has recording off.
+metrics.set_enabled(False)
 
 
 @app.task(name="bench.io.create")  # type: ignore[untyped-decorator]
