@@ -72,7 +72,17 @@ class TaskOwners:
 
     def record(self, task_id: str, job_id: str) -> None:
         """The create that made ``task_id`` answered for ``job_id``: it is the owner."""
-        previous = _text(self.redis.set(self.key(task_id), job_id, ex=self.ttl_s, get=True))
+        previous = self.redis.set(self.key(task_id), job_id, ex=self.ttl_s, get=True)
+        self.recorded(task_id, job_id, previous)
+
+    def record_command(self, task_id: str, job_id: str) -> list[Any]:
+        """``record``'s one command, for a caller that sends it with another in one round
+        trip; its reply goes to ``recorded``."""
+        return ["SET", self.key(task_id), job_id, "EX", self.ttl_s, "GET"]
+
+    def recorded(self, task_id: str, job_id: str, previous: Any) -> None:
+        """What ``record``'s command answered (the owner it replaced, if any)."""
+        previous = _text(previous)
         if previous is not None and previous != job_id:
             log.error(
                 "task_owner_displaced",

@@ -148,6 +148,23 @@ class CreditLedger:
             f"{self.prefix}:credit-ended:{tag}",
         ]
 
+    def _args(
+        self, op: str, day: str, job_id: str, *, producer: str | None, micro: int, word: str
+    ) -> tuple[list[str], list[Any]]:
+        """``credits.lua``'s KEYS and ARGV for one call (``_run``, ``settle_after``)."""
+        own_limit = self.limit_daily_per_producer if producer else 0.0
+        return self._keys(day, producer), [
+            op,
+            job_id,
+            producer or "",
+            micro,
+            to_micro(self.limit_daily),
+            to_micro(own_limit),
+            DAY_TTL_S,
+            word,
+            repr(time.time()),
+        ]
+
     def _run(
         self,
         op: str,
@@ -160,21 +177,8 @@ class CreditLedger:
     ) -> list[Any]:
         """One ``credits.lua`` call; ``word`` is its ARGV[8] (ended: the end state;
         settle: 'unheld')."""
-        own_limit = self.limit_daily_per_producer if producer else 0.0
-        reply = self._script(
-            keys=self._keys(day, producer),
-            args=[
-                op,
-                job_id,
-                producer or "",
-                micro,
-                to_micro(self.limit_daily),
-                to_micro(own_limit),
-                DAY_TTL_S,
-                word,
-                repr(time.time()),
-            ],
-        )
+        keys, args = self._args(op, day, job_id, producer=producer, micro=micro, word=word)
+        reply = self._script(keys=keys, args=args)
         return [v.decode() if isinstance(v, bytes) else v for v in reply]
 
     # -- a job's book-keeping ------------------------------------------------------------
@@ -211,6 +215,48 @@ class CreditLedger:
         )
         if held_on and held_on != today:
             self._run("release", held_on, job_id, producer=producer)
+
+    def settle_after(
+        self,
+        before: list[Any],
+        job_id: str,
+        charge: float,
+        *,
+        producer: str | None,
+        held_on: str | None,
+    ) -> Any:
+        """``settle`` sent in one round trip right after the command ``before`` (a
+        pipeline, not a transaction: ``before`` runs first, whatever its reply; the
+        settle runs whatever ``before`` answered, as when they were sent one by one).
+        Returns ``before``'s reply (an exception instance if it failed alone: the
+        settle has run; the caller judges).
+
+        EVALSHA, not the registered script: redis-py would add a ``SCRIPT EXISTS`` round
+        trip for a script in a pipeline. A server without the script (restarted, flushed)
+        answers NOSCRIPT without running anything: then the settle is sent alone."""
+        today = day_of()
+        unheld = not held_on and not self.budgeted
+        keys, args = self._args(
+            "settle",
+            today,
+            job_id,
+            producer=producer,
+            micro=to_micro(charge),
+            word="unheld" if unheld else "",
+        )
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.execute_command(*before)  # type: ignore[no-untyped-call]
+        pipe.execute_command(  # type: ignore[no-untyped-call]
+            "EVALSHA", self._script.sha, len(keys), *keys, *args
+        )
+        first, settled = pipe.execute(raise_on_error=False)
+        if isinstance(settled, redis.exceptions.NoScriptError):
+            self._script(keys=keys, args=args)  # (loads the script; nothing ran before)
+        elif isinstance(settled, Exception):
+            raise settled
+        if held_on and held_on != today:
+            self._run("release", held_on, job_id, producer=producer)
+        return first
 
     def release(self, job_id: str, *, producer: str | None, held_on: str | None) -> None:
         """The job's hold (on ``held_on``'s book) is no longer needed."""

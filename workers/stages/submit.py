@@ -31,6 +31,7 @@ from nanobanana_queue.workers.jobs.record import JobRecord
 from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.jobs.store import STORE_AWAY
 from nanobanana_queue.workers.leases import claim_owner
+from nanobanana_queue.workers.redis_client import is_cluster
 from nanobanana_queue.workers.resilience.credits import Hold, price_of, refusal
 from nanobanana_queue.workers.resilience.fairshare import CAPPED_WAIT_S, Take, in_flight
 from nanobanana_queue.workers.runtime import Runtime
@@ -373,9 +374,8 @@ def _create(rt: Runtime, record: JobRecord, *, retries: int) -> Step:
         next_poll_at=now() + countdown_s,
         progress=task.progress,
     )
-    _record_owner(rt, task.id, job_id)
+    _record_owner_and_settle(rt, task.id, record, credits)
     metrics.credits_reserved(credits)
-    rt.credits().settle(job_id, credits, producer=record.producer, held_on=record.credits_held_on)
     if not applied and _already_recorded(current, task.id, token):
         applied = True  # our own write landed; only its answer was lost in an outage
     if not applied:
@@ -410,6 +410,42 @@ def _create(rt: Runtime, record: JobRecord, *, retries: int) -> Step:
         first_poll_in_s=round(countdown_s, 3),
     )
     return Poll(job_id, token, after_s=countdown_s, evolink_task_id=task.id, label="created")
+
+
+def _record_owner_and_settle(rt: Runtime, task_id: str, record: JobRecord, credits: float) -> None:
+    """The task's owner recorded (``_record_owner``), then the charge settled on the credit
+    book, in that order; in one round trip when both live on one plain Redis (a pipeline,
+    not a transaction: each command runs whatever the other answered, as when they were
+    sent one by one). A store away then loses both answers: the owner is reported not
+    recorded and the settle's error raised, as a settle that failed alone was."""
+    job_id = record.job_id
+    ledger = rt.credits()
+    owners = owners_of(rt.store)
+    if ledger.redis is not owners.redis or is_cluster(owners.redis):
+        _record_owner(rt, task_id, job_id)
+        ledger.settle(job_id, credits, producer=record.producer, held_on=record.credits_held_on)
+        return
+    try:
+        previous = ledger.settle_after(
+            owners.record_command(task_id, job_id),
+            job_id,
+            credits,
+            producer=record.producer,
+            held_on=record.credits_held_on,
+        )
+    except STORE_AWAY as exc:
+        log.warning(
+            "task_owner_not_recorded", job_id=job_id, evolink_task_id=task_id, error=str(exc)
+        )
+        raise
+    if isinstance(previous, STORE_AWAY):  # the owner's write alone failed; settled
+        log.warning(
+            "task_owner_not_recorded", job_id=job_id, evolink_task_id=task_id, error=str(previous)
+        )
+    elif isinstance(previous, Exception):
+        raise previous
+    else:
+        owners.recorded(task_id, job_id, previous)
 
 
 def _record_owner(rt: Runtime, task_id: str, job_id: str) -> None:
