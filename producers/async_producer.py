@@ -7,7 +7,7 @@
 
 Reads (``status``, ``wait``) use ``redis.asyncio``; every waiting job shares one pub/sub
 connection (no thread, no connection per job): a job's end is published on
-``<prefix>:jobend:<id>`` by the write that ends it (``workers/notify/push.py``), the
+``<prefix>:jobend:<id>`` by the write that ends it (``workers/jobs/update.lua``), the
 waiter is subscribed before it reads the record, and re-reads every ``safety_s`` only as a
 safety net. Classic pub/sub reaches subscribers on any node, so a single Redis, a
 Sentinel's master and a Cluster (subscribed on one of its nodes) all work.

@@ -90,9 +90,9 @@ class Runtime:
             schedule=PollSchedule.from_settings(settings),
             backoff=Backoff.from_settings(settings),
         )
-        from nanobanana_queue.workers.notify.push import publish_listener
-
-        runtime.store.end_listeners.append(publish_listener(client, settings.key_prefix))
+        # A job's end is published by the write that ends it (update.lua, one round trip;
+        # workers/notify/push.py names the channel).
+        runtime.store.end_channel_prefix = settings.key_prefix
         from nanobanana_queue.workers import metrics
 
         if metrics.holding():  # NBQ_METRICS_FLUSH_S: state counts merge with the rest

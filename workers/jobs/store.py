@@ -153,6 +153,11 @@ class JobStore:
         #: instead of being counted by the script. ``None``: the script counts it, exact
         #: even if the process dies right after.
         self.state_counts: Callable[[str], None] | None = None
+        #: Set in a worker (workers/runtime.py): the write that ends a job publishes its
+        #: end on ``<prefix>:jobend:<job id>`` (workers/notify/push.py) inside
+        #: ``update.lua``, only when that write applied: no round trip of its own, and no
+        #: end written without its publish. ``None``: nothing published by the store.
+        self.end_channel_prefix: str | None = None
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "nbq", retention_s: int = 604800) -> JobStore:
@@ -437,6 +442,7 @@ class JobStore:
             outbox_producers=sorted(self.outbox_producers),
             count_here=self.state_counts is None,
             touch_index=not transition.keeps_index_time,
+            publish=(self.end_channel_prefix or "") if transition.target in END_STATES else "",
         )
         if durable and self.wait_replicas:
             command = ["EVAL", UPDATE_LUA, len(keys), *keys, *args]
@@ -599,6 +605,7 @@ def _update_args(
     outbox_producers: Sequence[str] = (),
     count_here: bool = True,
     touch_index: bool = True,
+    publish: str = "",
 ) -> list[Any]:
     """``update.lua``'s ARGV, in the order its header documents."""
     args: list[Any] = [
@@ -623,11 +630,14 @@ def _update_args(
     args += unset
     args.append(len(outbox_producers))
     args += list(outbox_producers)
-    if not count_here or not touch_index:
+    if not count_here or not touch_index or publish:
         # "0": the caller counts the move (JobStore.state_counts)
         args.append("1" if count_here else "0")
-    if not touch_index:
-        args.append("0")  # a note that keeps its index score (keeps_index_time)
+    if not touch_index or publish:
+        # "0": a note that keeps its index score (keeps_index_time)
+        args.append("1" if touch_index else "0")
+    if publish:
+        args.append(publish)  # an end publishes <publish>:jobend:<job id> in the script
     return args
 
 

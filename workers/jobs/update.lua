@@ -50,7 +50,7 @@
 --   n_outbox,  n_outbox x producer        producers whose every end goes to the outbox
 --                                         (a default notify URL, NBQ_NOTIFY_URLS; ''
 --                                         = jobs without a producer)
--- then, optionally, one or two more:
+-- then, optionally, one, two or three more:
 --   count                                 '0': do not add the move to KEYS[2] (the
 --                                         caller counts it with its held metric events,
 --                                         NBQ_METRICS_FLUSH_S); absent or else: add it
@@ -59,6 +59,12 @@
 --                                         keeps_index_time: the poll's claim); absent or
 --                                         else: the score becomes now. A move always
 --                                         writes its new state's index.
+--   publish                               a channel prefix: a move into an end state
+--                                         (`ends`) that applies (or a retried call that
+--                                         finds its own such move) publishes the new
+--                                         state on '<publish>:jobend:<job_id>' in this
+--                                         same call (workers/notify/push.py's channel;
+--                                         not a key: one slot still); absent or '': none
 --
 -- Returns {applied, fields}: applied 1 if the change was made (or was made by this same
 -- call's first run), 0 if a check failed; fields is the record after the call (flat
@@ -92,7 +98,22 @@ local state = record['state']
 if not state then return {0, {}} end
 -- A retried call (the first run's reply was lost with a failed-over master) finds its
 -- own stamp: report it applied, apply nothing twice.
+-- The optional publish prefix: the last of the optional arguments (see the header).
+local function publish_end(publish)
+  if publish ~= '' and ends[to_state] then
+    redis.call('PUBLISH', publish .. ':jobend:' .. job_id, to_state)
+  end
+end
 if record['updated_at'] == now and (to_state == '' or to_state == state) then
+  local last = #ARGV
+  local n_tail = 5 + #KEYS - 3
+  n_tail = n_tail + 1 + tonumber(ARGV[n_tail])
+  n_tail = n_tail + 1 + 2 * tonumber(ARGV[n_tail])
+  n_tail = n_tail + 1 + 2 * tonumber(ARGV[n_tail])
+  n_tail = n_tail + 1 + 2 * tonumber(ARGV[n_tail])
+  n_tail = n_tail + 1 + tonumber(ARGV[n_tail])
+  n_tail = n_tail + 1 + tonumber(ARGV[n_tail])
+  if last >= n_tail + 2 then publish_end(ARGV[n_tail + 2]) end
   return {1, flat}
 end
 local ok = (n_allowed == 0)
@@ -148,6 +169,7 @@ local unset_at = i; i = i + n_unset
 local n_outbox = tonumber(ARGV[i]); i = i + 1
 local count_here = ARGV[i + n_outbox] ~= '0'
 local touch_index = ARGV[i + n_outbox + 1] ~= '0'
+local publish = ARGV[i + n_outbox + 2] or ''
 local told = (record['notify_url'] or '') ~= '' or (record['on_done_task'] or '') ~= ''
 for j = i, i + n_outbox - 1 do
   if ARGV[j] == (record['producer'] or '') then told = true end
@@ -178,6 +200,7 @@ for j = unset_at, unset_at + n_unset - 1 do
   end
 end
 if #present > 0 then redis.call('HDEL', key, unpack(present)) end
+if to_state ~= state then publish_end(publish) end
 if index_of[new_state] then
   if new_state ~= state or touch_index then
     redis.call('ZADD', index_of[new_state], now, job_id)

@@ -1,5 +1,9 @@
 """A job's end pushed to whoever waits for it: ``PUBLISH <prefix>:jobend:<job id> <state>``.
 
+A worker's store publishes it inside the write that ends the job (``update.lua``'s
+``publish`` word, ``JobStore.end_channel_prefix``): only when that write applied, and in
+its round trip. ``publish_listener`` sends it as its own command (an end listener).
+
 Waiters (``Producer.wait``, ``AsyncProducer.wait``) subscribe to their job's channel
 before they read the record, so an end written in between is either in the record they
 read or in a message they receive; a slow re-read stays as a safety net (a publisher

@@ -488,3 +488,25 @@ def test_one_create_in_sixteen_trims_its_producers_index_past_the_retention(
         f"({5000.0 - RETENTION_S!r}",
     ]
     assert store.producer_index_commands(JobRecord(job_id=_new_id())) == []  # no producer
+
+
+def test_a_store_with_an_end_channel_publishes_each_applied_end_in_its_write(
+    store: JobStore,
+) -> None:
+    """``end_channel_prefix`` (a worker's store): the write that ends a job publishes its
+    state on <prefix>:jobend:<id>; a write refused or that ends nothing publishes nothing."""
+    store.end_channel_prefix = store.prefix
+    job_id = _new_id()
+    store.create(JobRecord(job_id=job_id))
+    pubsub = store.redis.pubsub()
+    pubsub.subscribe(f"{store.prefix}:jobend:{job_id}")
+    assert pubsub.get_message(timeout=1.0) is not None  # the subscribe confirmation
+    assert not store.apply(lifecycle.STORED, job_id, objects=[])[1]  # refused: queued
+    assert store.apply(lifecycle.CLAIM_SUBMIT, job_id)[1]  # no end
+    assert store.apply(lifecycle.FAIL, job_id, error=ERROR)[1]
+    assert not store.apply(lifecycle.FAIL, job_id, error=ERROR)[1]  # ended already
+    got = []
+    while (message := pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)) is not None:
+        got.append(message["data"])
+    assert got == [b"failed"]
+    pubsub.close()

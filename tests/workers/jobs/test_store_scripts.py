@@ -479,3 +479,43 @@ def test_an_increment_of_a_field_that_is_not_a_number_writes_nothing(
     with pytest.raises(redis.ResponseError, match="not a number: waiting_reason"):
         r.eval(UPDATE_LUA, len(keys), *keys, *argv)
     assert store.require("j1") == created
+
+
+def _published(pubsub: Any) -> list[tuple[str, str]]:
+    """The messages received so far (subscribed before the writes: each is here already
+    or arrives within the poll)."""
+    got: list[tuple[str, str]] = []
+    while (message := pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)) is not None:
+        got.append((message["channel"].decode(), message["data"].decode()))
+    return got
+
+
+def test_update_publishes_an_applied_end_once_per_call_and_nothing_else(
+    session_redis: RedisServer,
+) -> None:
+    """The optional ``publish`` word: an applied move into an end state (and a retried
+    call that finds its own such move) publishes the state on <publish>:jobend:<id>; a
+    refused write, a move that is no end, and a call without the word publish nothing."""
+    r = session_redis.client()
+    prefix, job_id = f"p{uuid.uuid4().hex[:8]}", "j1"
+    keys = _keys(prefix, job_id)
+    channel = f"{prefix}:jobend:{job_id}"
+    pubsub = r.pubsub()
+    pubsub.subscribe(channel)
+    assert pubsub.get_message(timeout=1.0) is not None  # the subscribe confirmation
+    r.hset(keys[0], mapping={"state": "queued", "updated_at": "1.0"})
+    tail = ("1", "1", prefix)
+    move = _update_argv(now="2.0", to="submitting", job_id=job_id, tail=tail)
+    assert r.eval(UPDATE_LUA, len(keys), *keys, *move)[0] == 1
+    refused = _update_argv(now="3.0", to="failed", job_id=job_id, allowed=("queued",), tail=tail)
+    assert r.eval(UPDATE_LUA, len(keys), *keys, *refused)[0] == 0
+    end = _update_argv(now="4.0", to="failed", job_id=job_id, tail=tail)
+    assert r.eval(UPDATE_LUA, len(keys), *keys, *end)[0] == 1
+    assert _published(pubsub) == [(channel, "failed")]
+    assert r.eval(UPDATE_LUA, len(keys), *keys, *end)[0] == 1  # own stamp: a retry
+    assert _published(pubsub) == [(channel, "failed")]  # its answer may have been lost
+    r.hset(keys[0], mapping={"state": "queued", "updated_at": "5.0"})
+    silent = _update_argv(now="6.0", to="failed", job_id=job_id)  # no publish word
+    assert r.eval(UPDATE_LUA, len(keys), *keys, *silent)[0] == 1
+    assert _published(pubsub) == []
+    pubsub.close()

@@ -95,3 +95,24 @@ def test_the_day_keys_expire(redis_server: RedisServer) -> None:
     assert ledger.hold("j", 1.6, producer="shop").held
     keys = client.keys("nbq:credit-*")  # the book and the holds
     assert len(keys) == 2 and all(0 < client.ttl(k) <= 8 * 24 * 3600 for k in keys)
+
+
+def test_a_settle_sent_after_another_command_runs_once_after_it_even_without_its_script(
+    redis_server: RedisServer,
+) -> None:
+    """``settle_after``: the other command first, the settle once, its hold released; a
+    server that lost the script (NOSCRIPT, nothing ran) gets the settle sent alone."""
+    client = redis_server.client()
+    ledger = CreditLedger(client, limit_daily=10.0)
+    for job, before in (("a", "first"), ("b", "second")):
+        assert ledger.hold(job, 1.6, producer="shop").held
+        client.script_flush()  # (the hold loaded it): NOSCRIPT, the settle goes alone
+        reply = ledger.settle_after(
+            ["SET", f"k-{job}", before, "GET"], job, 1.6, producer="shop", held_on=None
+        )
+        assert reply is None and client.get(f"k-{job}") == before.encode()
+    assert ledger.spent_today() == 3.2 and ledger.spent_today(producer="shop") == 3.2
+    assert ledger.today().reserved == 0.0
+    failed = ledger.settle_after(["INCR", "k-a"], "c", 1.0, producer=None, held_on=None)
+    assert isinstance(failed, Exception)  # its own error, returned: the settle still ran
+    assert ledger.spent_today() == 4.2

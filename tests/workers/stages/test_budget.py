@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from nanobanana_queue.workers.jobs import lifecycle
+from nanobanana_queue.workers.jobs.owners import owners_of
 from nanobanana_queue.workers.jobs.record import JobError
 from nanobanana_queue.workers.jobs.state import JobState
 from nanobanana_queue.workers.resilience.credits import day_of
@@ -126,3 +127,32 @@ def test_the_reconciler_frees_holds_no_job_will_use_and_keeps_the_others(
     assert sorted(report.holds_released) == sorted(["never-recorded", cancelled])
     assert ledger.holds_today() == {queued: 1.6, unknown: 1.6}
     assert ledger.today().reserved == 3.2
+
+
+def test_a_create_records_its_task_owner_and_settles_once_after_the_scripts_are_flushed(
+    make_rt: Callable[..., Runtime], steps: StepLog, emulator_server: EmulatorServer
+) -> None:
+    """The owner's write and the settle travel together; a server that lost its scripts
+    (restart, SCRIPT FLUSH) still gets the settle exactly once, after the owner."""
+    rt = make_rt(credit_limit_daily=10.0)
+    job_id = _raw(rt, "f-1")
+    rt.redis.script_flush()
+    assert steps(submit_stage.submit(rt, job_id)) == "created"
+    record = rt.store.require(job_id)
+    assert record.evolink_task_id is not None
+    assert owners_of(rt.store).owner(record.evolink_task_id) == job_id
+    day = rt.credits().today()
+    assert (day.paid, day.reserved) == (1.6, 0.0)
+    assert emulator_server.stats()["charges_by_idempotency_key"] == {f"nbq-{job_id}-1": 1.6}
+
+
+def test_a_create_without_a_budget_records_its_owner_and_counts_the_charge_as_paid(
+    make_rt: Callable[..., Runtime], steps: StepLog
+) -> None:
+    rt = make_rt()
+    job_id = _raw(rt, "u-1")
+    assert steps(submit_stage.submit(rt, job_id)) == "created"
+    record = rt.store.require(job_id)
+    assert record.evolink_task_id is not None
+    assert owners_of(rt.store).owner(record.evolink_task_id) == job_id
+    assert rt.credits().today().paid == 1.6
