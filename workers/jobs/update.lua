@@ -96,14 +96,15 @@ local record = {}
 for j = 1, #flat, 2 do record[flat[j]] = flat[j + 1] end
 local state = record['state']
 if not state then return {0, {}} end
--- A retried call (the first run's reply was lost with a failed-over master) finds its
--- own stamp: report it applied, apply nothing twice.
--- The optional publish prefix: the last of the optional arguments (see the header).
+-- The optional publish word (the header): an applied end published in this call.
 local function publish_end(publish)
   if publish ~= '' and ends[to_state] then
     redis.call('PUBLISH', publish .. ':jobend:' .. job_id, to_state)
   end
 end
+-- A retried call (the first run's reply was lost with a failed-over master) finds its
+-- own stamp: report it applied, apply nothing twice (an end is published again, as the
+-- caller's listeners are called again: its first answer may have been lost).
 if record['updated_at'] == now and (to_state == '' or to_state == state) then
   local last = #ARGV
   local n_tail = 5 + #KEYS - 3
