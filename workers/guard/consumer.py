@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from typing import Any
+from typing import Any, Final
 
 from celery.worker.consumer import Consumer
 from vine import promise as vine_promise
@@ -33,6 +33,8 @@ from nanobanana_queue.workers.logs import get_logger
 from nanobanana_queue.workers.settings import get_settings
 
 log = get_logger("nbq.guard")
+
+DELAYED_DELIVERY_STEP: Final = "nanobanana_queue.workers.guard.delayed:DeclaringDelayedDelivery"
 
 #: How long a worker holds its buffered task events (received/started/succeeded...)
 #: before publishing them as one ``task.multi`` message. Celery flushes on the next
@@ -111,8 +113,19 @@ def limits_from_settings() -> Limits:
     )
 
 
+#: Celery's consumer steps, with native delayed delivery replaced by ours (which declares
+#: every queue of ours before binding it: ``workers/guard/delayed.py``).
+CONSUMER_STEPS: Final = [
+    DELAYED_DELIVERY_STEP if step.endswith(":DelayedDelivery") else step
+    for step in Consumer.Blueprint.default_steps
+]
+
+
 class GuardedConsumer(Consumer):  # type: ignore[misc]
     """Celery's consumer with :func:`inspect_message` in front of every task message."""
+
+    class Blueprint(Consumer.Blueprint):  # type: ignore[misc]
+        default_steps = CONSUMER_STEPS
 
     def _dead_letterer(self) -> DeadLetterer:
         letterer: DeadLetterer | None = getattr(self, "_nbq_dead_letterer", None)
