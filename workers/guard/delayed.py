@@ -39,7 +39,7 @@ class DeclaringDelayedDelivery(DelayedDelivery):  # type: ignore[misc]
             # Idempotent: the same arguments as the consumer's own declaration. A failure
             # here is left to Celery's bind below, which logs and retries it.
             try:
-                queue.bind(channel).declare()
+                queue.bind(channel).declare()  # type: ignore[no-untyped-call]
             except Exception as exc:
                 log.warning("queue_declare_failed", queue=queue.name, error=type(exc).__name__)
                 raise
