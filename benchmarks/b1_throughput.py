@@ -233,7 +233,13 @@ def _send_chains(module: Any, count: int) -> None:
 
 
 def interleaved(
-    workdir: Path, n_jobs: int, concurrency: int, *, pool: str = "prefork", rounds: int = 4
+    workdir: Path,
+    n_jobs: int,
+    concurrency: int,
+    *,
+    pool: str = "prefork",
+    rounds: int = 4,
+    floor_acks: str = "early",
 ) -> dict[str, Any]:
     """B1io on a loaded machine: the pipeline and the I/O floor in alternating batches.
 
@@ -242,7 +248,9 @@ def interleaved(
     the same number to the other, the order swapped every round (ABBA), so a change of
     the machine's load hits both sides alike. The ratio is of the summed throughput
     (all jobs / all elapsed seconds per side); the rounds' own ratios show the spread.
-    Worker CPU is counted over each side's own batches only.
+    Worker CPU is counted over each side's own batches only. ``floor_acks="late"`` makes
+    the floor's query and store tasks ack late like the pipeline's poll and download
+    (benchmarks/io_floor_tasks.py ``LATE_ACKS``).
     """
     import statistics
 
@@ -256,7 +264,8 @@ def interleaved(
         args = [sys.executable, "-m", "celery", "-A", "benchmarks.io_floor_tasks", "worker"]
         args += ["-Q", floor.QUEUE, "-P", pool, "-c", str(concurrency)]
         args += ["--hostname", "io@bench", "--loglevel", "INFO"]
-        io = start_proc(args, log=stack.dir / "worker-io.log", env=stack.env())
+        io_env = {**stack.env(), "NBQ_BENCH_FLOOR_ACKS": floor_acks}
+        io = start_proc(args, log=stack.dir / "worker-io.log", env=io_env)
         stack.workers.append(io)
         wait_worker(stack.redis.url, "io@bench", io)
         client = stack.redis.client()
@@ -294,6 +303,7 @@ def interleaved(
         "pool": pool,
         "concurrency": concurrency,
         "rounds": rounds,
+        "floor_acks": floor_acks,
         "jobs_per_side": jobs,
         "pipeline_jobs_per_s": round(rate("pipeline"), 2),
         "io_floor_jobs_per_s": round(rate("floor"), 2),
@@ -345,13 +355,25 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="alternate pipeline and floor batches over this many rounds (see interleaved)",
     )
+    parser.add_argument(
+        "--floor-acks",
+        choices=("early", "late"),
+        default="early",
+        help="with --rounds: the floor's query/store tasks ack early (issue 24's floor) or "
+        "late, as the pipeline's poll and download do",
+    )
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="nbq-b1-"))
     if args.rounds:
         print(
             json.dumps(
                 interleaved(
-                    workdir, args.jobs, args.concurrency, pool=args.pool, rounds=args.rounds
+                    workdir,
+                    args.jobs,
+                    args.concurrency,
+                    pool=args.pool,
+                    rounds=args.rounds,
+                    floor_acks=args.floor_acks,
                 )
             )
         )

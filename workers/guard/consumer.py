@@ -20,7 +20,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Final
 
 from celery.worker.consumer import Consumer
 from vine import promise as vine_promise
@@ -34,6 +35,8 @@ from nanobanana_queue.workers.settings import get_settings
 
 log = get_logger("nbq.guard")
 
+DELAYED_DELIVERY_STEP: Final = "nanobanana_queue.workers.guard.delayed:DeclaringDelayedDelivery"
+
 #: How long a worker holds its buffered task events (received/started/succeeded...)
 #: before publishing them as one ``task.multi`` message. Celery flushes on the next
 #: event-loop tick, one PUBLISH per ~2 events; a short delay groups a busy worker's events
@@ -42,19 +45,44 @@ log = get_logger("nbq.guard")
 EVENT_FLUSH_DELAY_S = 0.1
 
 
+#: Retry of held letters while the store is down: first after this long, doubling up to
+#: ``HOLD_RETRY_MAX_S`` (one write attempt per period for all held messages: no hot loop).
+HOLD_RETRY_FIRST_S = 1.0
+HOLD_RETRY_MAX_S = 30.0
+
+
 class DeadLetterer:
-    """Writes a refused message to the store, counts it and acks it off its queue."""
+    """Writes a refused message to the store, counts it and acks it off its queue.
+
+    If the write fails (the store down) the message is not acked: it is *held* unacked,
+    with the consumer's prefetch raised by one (as Celery does for an ETA message it
+    holds) so good messages keep flowing, and the write is retried on the worker's event
+    loop with backoff; written, it is acked. A worker that stops (or loses its broker
+    connection) meanwhile leaves it unacked: the broker delivers it again, to be refused
+    again. Without an event loop (``scheduler`` unset) the message is acked as before.
+    """
 
     def __init__(self, hostname: str) -> None:
         self.hostname = hostname
         self._store: DeadLetterStore | None = None
         self._lock = threading.Lock()
+        #: ``scheduler(delay_s, fn)``: run ``fn`` later on the consumer's loop.
+        self.scheduler: Callable[[float, Callable[[], None]], None] | None = None
+        #: Called once per message held / released (the consumer's QoS).
+        self.on_hold: Callable[[], None] = lambda: None
+        self.on_release: Callable[[], None] = lambda: None
+        self._held: list[tuple[Any, DeadLetter]] = []
+        self._retry_s = 0.0  # 0: no retry scheduled
 
     def store(self) -> DeadLetterStore:
         with self._lock:
             if self._store is None:
                 self._store = DeadLetterStore.from_settings(get_settings())
             return self._store
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
 
     def refuse(self, message: Any, refusal: Refusal) -> None:
         delivery = getattr(message, "delivery_info", None) or {}
@@ -70,18 +98,52 @@ class DeadLetterer:
             content_type=getattr(message, "content_type", None),
             content_encoding=getattr(message, "content_encoding", None),
         )
-        self.record(letter)
-        if not getattr(message, "acknowledged", False):
-            with contextlib.suppress(Exception):
-                message.ack()
+        hold = self.scheduler is not None and not getattr(message, "acknowledged", False)
+        if self.write(letter, held=hold) or not hold:
+            _ack(message)
+            return
+        self._held.append((message, letter))
+        with contextlib.suppress(Exception):
+            self.on_hold()
+        if not self._retry_s:
+            self._schedule(HOLD_RETRY_FIRST_S)
 
-    def record(self, letter: DeadLetter) -> None:
-        """Store, count and log one letter (the store down must not stop the worker)."""
+    def _schedule(self, delay_s: float) -> None:
+        self._retry_s = delay_s
+        assert self.scheduler is not None
+        self.scheduler(delay_s, self.retry_held)
+
+    def retry_held(self) -> None:
+        """Write the held letters, oldest first, acking each written; on the first failure
+        stop and try again later (backoff)."""
+        while self._held:
+            message, letter = self._held[0]
+            try:
+                self._put(letter)
+            except Exception as exc:
+                log.warning(
+                    "dead_letter_write_retry_failed", error=type(exc).__name__, held=self.held
+                )
+                self._schedule(min(HOLD_RETRY_MAX_S, max(HOLD_RETRY_FIRST_S, self._retry_s * 2)))
+                return
+            self._held.pop(0)
+            _ack(message)
+            with contextlib.suppress(Exception):
+                self.on_release()
+            log.warning("dead_letter_written_late", queue=letter.queue, dead_letter_id=letter.id)
+        self._retry_s = 0.0
+
+    def _put(self, letter: DeadLetter) -> None:
+        dropped = self.store().put(letter)
+        if dropped:
+            metrics.dead_letters_dropped(dropped)
+
+    def write(self, letter: DeadLetter, *, held: bool = False) -> bool:
+        """Store, count and log one letter; ``False`` if the store write failed (the store
+        down must not stop the worker)."""
         try:
-            dropped = self.store().put(letter)
+            self._put(letter)
             stored = True
-            if dropped:
-                metrics.dead_letters_dropped(dropped)
         except Exception as exc:  # the store down must not stop the worker either
             stored = False
             log.error(
@@ -89,6 +151,7 @@ class DeadLetterer:
                 error=type(exc).__name__,
                 reason=letter.reason,
                 queue=letter.queue,
+                held=held,
                 headers=letter.headers[:1000],
                 body=letter.body[:1000],
             )
@@ -102,6 +165,17 @@ class DeadLetterer:
             message_id=letter.message_id,
             dead_letter_id=letter.id if stored else None,
         )
+        return stored
+
+    def record(self, letter: DeadLetter) -> None:
+        """Store, count and log one letter (the Redis transport guard's entry point)."""
+        self.write(letter)
+
+
+def _ack(message: Any) -> None:
+    if not getattr(message, "acknowledged", False):
+        with contextlib.suppress(Exception):  # a channel gone: the broker redelivers it
+            message.ack()
 
 
 def limits_from_settings() -> Limits:
@@ -111,13 +185,26 @@ def limits_from_settings() -> Limits:
     )
 
 
+#: Celery's consumer steps, with native delayed delivery replaced by ours (which declares
+#: every queue of ours before binding it: ``workers/guard/delayed.py``).
+CONSUMER_STEPS: Final = [
+    DELAYED_DELIVERY_STEP if step.endswith(":DelayedDelivery") else step
+    for step in Consumer.Blueprint.default_steps
+]
+
+
 class GuardedConsumer(Consumer):  # type: ignore[misc]
     """Celery's consumer with :func:`inspect_message` in front of every task message."""
+
+    class Blueprint(Consumer.Blueprint):  # type: ignore[misc]
+        default_steps = CONSUMER_STEPS
 
     def _dead_letterer(self) -> DeadLetterer:
         letterer: DeadLetterer | None = getattr(self, "_nbq_dead_letterer", None)
         if letterer is None:
             letterer = DeadLetterer(str(self.hostname))
+            letterer.on_hold = lambda: self.qos.increment_eventually()
+            letterer.on_release = lambda: self.qos.decrement_eventually()
             self._nbq_dead_letterer = letterer
         return letterer
 
@@ -130,6 +217,9 @@ class GuardedConsumer(Consumer):  # type: ignore[misc]
     def create_task_handler(self, promise: Any = vine_promise) -> Any:
         inner = super().create_task_handler(promise)
         letterer = self._dead_letterer()
+        if self.hub is not None:  # hold a letter the store refused, retry on this loop
+            hub = self.hub
+            letterer.scheduler = lambda delay_s, fn: hub.call_later(delay_s, fn)
         limits = limits_from_settings()
         connection_errors = tuple(self.connection_errors or ())
 

@@ -71,7 +71,9 @@ def test_a_refused_message_is_stored_acked_counted_and_exported(settings: Settin
     assert samples[key] == 1
 
 
-def test_the_message_is_acked_even_when_the_store_is_down(settings: Settings) -> None:
+def test_without_an_event_loop_the_message_is_acked_even_when_the_store_is_down(
+    settings: Settings,
+) -> None:
     message = AckSpy(body=b"[1]", headers={"task": "nbq.submit", "id": "m-2"})
     letterer = DeadLetterer("w9@test")
     letterer._store = DeadLetterStore.from_settings(  # a store nobody listens on
@@ -79,6 +81,33 @@ def test_the_message_is_acked_even_when_the_store_is_down(settings: Settings) ->
     )
     letterer.refuse(message, Refusal("body_shape", "not a list"))
     assert message.acks == 1
+
+
+def test_with_the_store_down_a_refusal_is_held_unacked_and_written_by_a_backed_off_retry(
+    settings: Settings,
+) -> None:
+    # Given a dead-letterer on an event loop (recorded, run by hand) whose store is down
+    message = AckSpy(body=b"[1]", headers={"task": "nbq.submit", "id": "m-3"})
+    letterer = DeadLetterer("w9@test")
+    later: list[tuple[float, Any]] = []
+    letterer.scheduler = lambda delay, fn: later.append((delay, fn))
+    holds: list[str] = []
+    letterer.on_hold = lambda: holds.append("hold")
+    letterer.on_release = lambda: holds.append("release")
+    letterer._store = DeadLetterStore.from_settings(Settings(broker_url="redis://127.0.0.1:1/0"))
+    # When it refuses a message: not acked, held (prefetch raised), a retry scheduled
+    letterer.refuse(message, Refusal("body_shape", "not a list"))
+    assert (message.acks, letterer.held, holds) == (0, 1, ["hold"])
+    # And each failed retry backs off: 1 s, 2 s, 4 s ... capped at 30 s, one at a time
+    for _ in range(7):
+        later.pop()[1]()
+    assert [delay for delay, _ in later] == [30.0] and message.acks == 0
+    # Then with the store back, the next retry writes the letter and acks the message
+    letterer._store = DeadLetterStore.from_settings(settings)
+    later.pop()[1]()
+    assert (message.acks, letterer.held, holds, later) == (1, 0, ["hold", "release"], [])
+    (letter,) = DeadLetterStore.from_settings(settings).list()
+    assert (letter.message_id, letter.reason) == ("m-3", "body_shape")
 
 
 class _Hub:
