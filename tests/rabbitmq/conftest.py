@@ -49,9 +49,20 @@ def own_nodes() -> Iterator[Callable[[], RabbitNode]]:
     base.chmod(0o755)  # mkdtemp makes it 0700: the rabbitmq user must enter it
 
     def start() -> RabbitNode:
-        node = RabbitNode(dir=base / f"n{len(nodes)}")
-        nodes.append(node)
-        return node.start()
+        # A node that does not come up (a port picked by free_port taken by another test
+        # process before the node bound it, or a start lost under load; CI saw one once) is
+        # stopped and started once more on fresh ports, its log tail kept for the error.
+        for attempt in range(2):
+            node = RabbitNode(dir=base / f"n{len(nodes)}")
+            nodes.append(node)
+            try:
+                return node.start()
+            except TimeoutError as exc:
+                tail = node.log_tail()
+                node.stop()
+                if attempt:
+                    raise TimeoutError(f"{exc}; its log ends:\n{tail}") from exc
+        raise AssertionError("unreachable")
 
     try:
         yield start

@@ -138,6 +138,12 @@ class RabbitNode:
         )
         return self
 
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines of the node's own log files (why a start failed)."""
+        logs = sorted((self.dir / "log").glob("*.log")) if (self.dir / "log").exists() else []
+        text = "\n".join(p.read_text(errors="replace") for p in logs)
+        return "\n".join(text.splitlines()[-lines:]) or "(no log)"
+
     def stop_app(self) -> None:
         ctl("stop_app", node=self.name, check=True)
 
