@@ -196,6 +196,12 @@ class CreditLedger:
             reserved=to_credits(int(reply[3])),
         )
 
+    def _settle_words(self, charge: float, held_on: str | None) -> dict[str, Any]:
+        """The settle's amount and its ``unheld`` word (no hold to look up: no budget and
+        no day the record says it held on)."""
+        unheld = not held_on and not self.budgeted
+        return {"micro": to_micro(charge), "word": "unheld" if unheld else ""}
+
     def settle(
         self, job_id: str, charge: float, *, producer: str | None, held_on: str | None
     ) -> None:
@@ -204,15 +210,7 @@ class CreditLedger:
         Without a budget a job holds nothing unless its record says on which day it held
         (``held_on``, written with the hold): then the holds are not even looked up."""
         today = day_of()
-        unheld = not held_on and not self.budgeted
-        self._run(
-            "settle",
-            today,
-            job_id,
-            producer=producer,
-            micro=to_micro(charge),
-            word="unheld" if unheld else "",
-        )
+        self._run("settle", today, job_id, producer=producer, **self._settle_words(charge, held_on))
         if held_on and held_on != today:
             self._run("release", held_on, job_id, producer=producer)
 
@@ -235,14 +233,8 @@ class CreditLedger:
         trip for a script in a pipeline. A server without the script (restarted, flushed)
         answers NOSCRIPT without running anything: then the settle is sent alone."""
         today = day_of()
-        unheld = not held_on and not self.budgeted
         keys, args = self._args(
-            "settle",
-            today,
-            job_id,
-            producer=producer,
-            micro=to_micro(charge),
-            word="unheld" if unheld else "",
+            "settle", today, job_id, producer=producer, **self._settle_words(charge, held_on)
         )
         pipe = self.redis.pipeline(transaction=False)
         pipe.execute_command(*before)  # type: ignore[no-untyped-call]
