@@ -131,24 +131,26 @@ def test_the_emulator_writes_one_json_object_per_line(tmp_path: Path) -> None:
     assert any(str(e.get("logger", "")).startswith("uvicorn") for e in events), events
 
 
+def the_one_json_event(args: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """Runs ``python *args``, which must exit 2 printing nothing on stdout and exactly one
+    non-blank line on stderr: that line, parsed as JSON."""
+    done = subprocess.run(
+        [sys.executable, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    [line] = [line for line in done.stderr.splitlines() if line.strip()]
+    event: dict[str, Any] = json.loads(line)
+    return event
+
+
 def test_a_configuration_error_before_logging_is_set_up_is_a_json_line() -> None:
     # Given the production log setting and a setting a worker cannot read
     env = {k: v for k, v in os.environ.items() if not k.startswith("NBQ_")}
     env.update({"NBQ_LOG_JSON": "true", "NBQ_POLL_MIN_INTERVAL_S": "not-a-number"})
     # When a worker starts
-    done = subprocess.run(
-        [sys.executable, "-m", "nanobanana_queue.producers.cli.main", "worker"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
     # Then it stops (exit 2) with one JSON event naming the variable, and nothing else
-    assert done.returncode == 2, done.stderr
-    assert done.stdout == ""
-    [line] = [line for line in done.stderr.splitlines() if line.strip()]
-    event = json.loads(line)
+    event = the_one_json_event(["-m", "nanobanana_queue.producers.cli.main", "worker"], env)
     assert (event["event"], event["level"]) == ("configuration_error", "error")
     assert "NBQ_POLL_MIN_INTERVAL_S" in event["message"]
 
@@ -180,18 +182,7 @@ def test_a_missing_extra_or_a_bad_emulator_option_is_one_json_event(
     env = {k: v for k, v in os.environ.items() if not k.startswith("NBQ_")}
     env.update({"NBQ_LOG_JSON": "true", "NBQ_EVOLINK_API_KEY": "test-key-not-real"})
     # When a command stops before it runs (an extra missing, an option refused)
-    done = subprocess.run(
-        [sys.executable, "-c", WITHOUT_MODULES, hidden, *argv],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
     # Then it exits 2 with one JSON event saying why, and nothing else
-    assert done.returncode == 2, done.stderr
-    assert done.stdout == ""
-    [line] = [line for line in done.stderr.splitlines() if line.strip()]
-    logged = json.loads(line)
+    logged = the_one_json_event(["-c", WITHOUT_MODULES, hidden, *argv], env)
     assert (logged["event"], logged["level"]) == (event, "error")
     assert said in logged["message"]
