@@ -12,7 +12,12 @@ from __future__ import annotations
 import pytest
 
 from nanobanana_queue.workers.jobs.state import JobState
-from tests.faults.helpers import assert_nothing_lost, assert_one_create_each, kill_hard
+from tests.faults.helpers import (
+    assert_nothing_lost,
+    assert_one_create_each,
+    creates_per_job,
+    kill_hard,
+)
 from tests.faults.test_sentinel_failover import sentinel_stack  # noqa: F401 - a fixture
 from tests.integration.test_fair_share import check_backlog_does_not_starve_another_producer
 from tests.support.procs import wait_until
@@ -40,9 +45,28 @@ def test_a_worker_killed_while_jobs_wait_loses_none_and_pays_none_twice(
     # And a new worker takes over
     stack.start_worker(name="rescuer")
     records = stack.wait_all(producer, job_ids, timeout_s=180)
-    # Then every job is stored with exactly one paid create
-    assert_nothing_lost(records)
-    assert_one_create_each(stack, job_ids)
+    # Then every job is stored with exactly one paid create — except any the kill caught
+    # inside its create (the poll above cannot stop a create starting between its look and
+    # the kill; at 2 creates/s at most the limiter's burst of them): such a job fails
+    # ``outcome_unknown``, having paid at most once, never resent (docs/failure-handling.md;
+    # CI caught one such job once)
+    caught = {j for j, r in records.items() if r.error and r.error.code == "outcome_unknown"}
+    assert len(caught) <= 2, caught
+    assert_nothing_lost(records, allowed=(JobState.STORED, JobState.FAILED))
+    stored = [j for j in job_ids if j not in caught]
+    assert all(records[j].state is JobState.STORED for j in stored), records
+    if caught:
+        _one_create_each_at_most(stack, stored, caught)
+    else:
+        assert_one_create_each(stack, stored)
+
+
+def _one_create_each_at_most(stack: Stack, stored: list[str], caught: set[str]) -> None:
+    """Stored jobs paid exactly once; a job caught mid-create at most once; no key twice."""
+    assert stack.emulator.stats()["duplicate_idempotency_keys"] == []
+    per_job = creates_per_job(stack, [*stored, *caught])
+    assert all(per_job[j] == 1 for j in stored), per_job
+    assert all(per_job[j] <= 1 for j in caught), per_job
 
 
 @pytest.mark.integration
